@@ -1,0 +1,420 @@
+//! The catalog: the store root, vaults and their resources. Small JSON
+//! records, each rewritten atomically under the store's catalog lock.
+//!
+//! ```text
+//! STORE/
+//!   cbrfs-store.json          marker: {"format": 1}
+//!   catalog.lock              flock: serialises catalog changes
+//!   vaults/<vault>/
+//!     vault.json              the vault's settings and resources
+//!     backup.lock             flock: one backup (writer) at a time
+//!     backups/<backup>.bk     backup records (see model.rs)
+//!     key, packs/, index/     the vault's store (see store/)
+//! ```
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, Flock};
+use crate::model::{self, BackupRecord};
+use crate::rules;
+use crate::store::Repo;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Version of the catalog's JSON records.
+pub const CATALOG_FORMAT: u32 = 1;
+
+/// The type of a vault, which decides the resources it takes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultType {
+    /// Directory trees (CBR: SFS Turbo file systems).
+    Filesystem,
+    /// Block devices and disk images (CBR: EVS disks).
+    Disk,
+    /// Servers (CBR: ECS).
+    Server,
+}
+
+impl VaultType {
+    /// Parse `filesystem`, `disk` or `server`.
+    pub fn parse(s: &str) -> Result<VaultType> {
+        match s {
+            "filesystem" | "file-system" | "fs" => Ok(VaultType::Filesystem),
+            "disk" => Ok(VaultType::Disk),
+            "server" => Ok(VaultType::Server),
+            _ => Err(Error::param(format!(
+                "vault type {s:?} is invalid: it is one of filesystem, disk, server"
+            ))),
+        }
+    }
+    /// The name used in the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultType::Filesystem => "filesystem",
+            VaultType::Disk => "disk",
+            VaultType::Server => "server",
+        }
+    }
+}
+
+/// A resource associated with a vault.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Name, unique in the vault; the directory name in the mount.
+    pub name: String,
+    /// `directory`, `disk` or `server`.
+    pub kind: String,
+    /// Absolute source path.
+    pub path: String,
+    /// Exclude globs (directory resources).
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Size when associated, bytes.
+    pub size: u64,
+    /// When associated, RFC 3339.
+    pub added: String,
+}
+
+/// A vault's settings (`vault.json`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// Catalog format.
+    pub format: u32,
+    /// Vault name.
+    pub name: String,
+    /// Vault type.
+    #[serde(rename = "type")]
+    pub vault_type: VaultType,
+    /// Capacity in GB (2^30 bytes).
+    pub capacity_gb: u64,
+    /// Description.
+    pub description: String,
+    /// Tags in the order given.
+    pub tags: Vec<(String, String)>,
+    /// `zstd` or `none`.
+    pub compression: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Associated resources.
+    pub resources: Vec<Resource>,
+}
+
+impl VaultConfig {
+    /// Capacity in bytes.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_gb.saturating_mul(rules::GB)
+    }
+    /// True if blobs are zstd-compressed.
+    pub fn compress(&self) -> bool {
+        self.compression == "zstd"
+    }
+    /// The resource named `name`.
+    pub fn resource(&self, name: &str) -> Result<&Resource> {
+        self.resources.iter().find(|r| r.name == name).ok_or_else(|| {
+            Error::not_found(format!(
+                "resource {name:?} is not associated with vault {}",
+                self.name
+            ))
+            .code("BackupService.6135")
+        })
+    }
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// Nanoseconds since the epoch now.
+pub fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+/// RFC 3339 of ns since the epoch.
+pub fn ns_to_rfc3339(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(ns as i128)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| ns.to_string())
+}
+
+/// A store: a directory holding the catalog and every vault.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Open the store at `root`, creating it on first use.
+    pub fn open(root: &Path) -> Result<Store> {
+        let marker = root.join("cbrfs-store.json");
+        if !marker.exists() {
+            if root.exists() {
+                let non_empty = fs::read_dir(root)
+                    .ctx(|| format!("read store directory {}", root.display()))?
+                    .next()
+                    .is_some();
+                if non_empty {
+                    return Err(Error::invalid(format!(
+                        "{} is not a cbrfs store (no cbrfs-store.json) and is not empty: refusing to use it",
+                        root.display()
+                    )));
+                }
+            }
+            fsutil::create_dir_all(root)?;
+            fsutil::create_dir_all(&root.join("vaults"))?;
+            fsutil::write_atomic(
+                &marker,
+                format!("{{\"format\": {CATALOG_FORMAT}}}\n").as_bytes(),
+            )?;
+        } else {
+            let text = fs::read_to_string(&marker).ctx(|| format!("read {}", marker.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::corrupt(format!("{}: {e}", marker.display())))?;
+            let f = v.get("format").and_then(|f| f.as_u64());
+            if f != Some(CATALOG_FORMAT as u64) {
+                return Err(Error::corrupt(format!(
+                    "{}: unsupported store format {:?} (this cbrfs reads {CATALOG_FORMAT})",
+                    marker.display(),
+                    f
+                )));
+            }
+        }
+        let root = fs::canonicalize(root).ctx(|| format!("resolve {}", root.display()))?;
+        Ok(Store { root })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Directory of vault `name`.
+    pub fn vault_dir(&self, name: &str) -> PathBuf {
+        self.root.join("vaults").join(name)
+    }
+    /// Take the catalog lock (serialises changes to vault.json files).
+    pub fn lock(&self) -> Result<Flock> {
+        Flock::lock(&self.root.join("catalog.lock"), true)
+    }
+
+    /// Every vault, sorted by name. A vault whose record cannot be read is
+    /// reported as an error naming it.
+    pub fn vaults(&self) -> Result<Vec<VaultConfig>> {
+        let mut out = Vec::new();
+        for name in self.vault_names()? {
+            out.push(self.vault(&name)?);
+        }
+        Ok(out)
+    }
+
+    /// Names of the vault directories, sorted.
+    pub fn vault_names(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("vaults");
+        let mut names = Vec::new();
+        for ent in fs::read_dir(&dir).ctx(|| format!("list {}", dir.display()))? {
+            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+            let name = ent.file_name().to_string_lossy().to_string();
+            if !name.starts_with('.') && ent.path().join("vault.json").exists() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The vault named `name`.
+    pub fn vault(&self, name: &str) -> Result<VaultConfig> {
+        rules::check_name("vault name", name)?;
+        let path = self.vault_dir(name).join("vault.json");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("vault {name:?} does not exist"))
+                    .code("BackupService.6105"))
+            }
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let cfg: VaultConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::corrupt(format!("vault {name}: {} is damaged: {e}", path.display())))?;
+        if cfg.format != CATALOG_FORMAT || cfg.name != name {
+            return Err(Error::corrupt(format!(
+                "vault {name}: {} has format {} and name {:?}",
+                path.display(),
+                cfg.format,
+                cfg.name
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// Write a vault's settings atomically. Caller holds the catalog lock.
+    pub fn save_vault(&self, cfg: &VaultConfig) -> Result<()> {
+        let json = serde_json::to_vec_pretty(cfg)
+            .map_err(|e| Error::failed(format!("encode vault {}: {e}", cfg.name)))?;
+        fsutil::write_atomic(&self.vault_dir(&cfg.name).join("vault.json"), &json)
+    }
+
+    /// Create a vault: its directory, key and settings. The settings file is
+    /// written last, so a crash leaves no half-made vault visible.
+    pub fn create_vault(&self, cfg: &VaultConfig) -> Result<()> {
+        let _lock = self.lock()?;
+        let dir = self.vault_dir(&cfg.name);
+        if dir.join("vault.json").exists() {
+            return Err(Error::conflict(format!("vault {:?} already exists", cfg.name))
+                .code("BackupService.6106"));
+        }
+        if dir.exists() {
+            // Left by a crash during an earlier create: nothing in it is visible.
+            fs::remove_dir_all(&dir).ctx(|| format!("remove leftover {}", dir.display()))?;
+        }
+        fsutil::create_dir_all(&dir.join("backups"))?;
+        Repo::create(&dir)?;
+        self.save_vault(cfg)
+    }
+
+    /// Delete a vault and everything in it: first rename it away (atomic, so
+    /// it disappears whole), then remove the files.
+    pub fn delete_vault(&self, name: &str) -> Result<()> {
+        let _lock = self.lock()?;
+        self.vault(name)?;
+        let dir = self.vault_dir(name);
+        let _busy = self.try_backup_lock(name)?;
+        let trash = self
+            .root
+            .join("vaults")
+            .join(format!(".deleting-{name}-{}", fsutil::random_suffix(6)));
+        fs::rename(&dir, &trash).ctx(|| format!("delete vault {name}"))?;
+        fsutil::sync_dir(&self.root.join("vaults"))?;
+        fs::remove_dir_all(&trash).ctx(|| format!("remove {}", trash.display()))
+    }
+
+    /// Take vault `name`'s writer lock, or fail with "a backup task is in
+    /// progress" if another process holds it.
+    pub fn try_backup_lock(&self, name: &str) -> Result<Flock> {
+        let path = self.vault_dir(name).join("backup.lock");
+        Flock::try_lock(&path, true)?.ok_or_else(|| {
+            Error::new(
+                crate::error::Kind::Busy,
+                format!("vault {name}: a backup task is in progress"),
+            )
+            .code("BackupService.6125")
+        })
+    }
+
+    /// Open the vault's store for reading.
+    pub fn repo(&self, name: &str) -> Result<Repo> {
+        Repo::open(&self.vault_dir(name), name)
+    }
+
+    /// Path of backup `backup`'s record in vault `vault`.
+    pub fn backup_path(&self, vault: &str, backup: &str) -> PathBuf {
+        self.vault_dir(vault)
+            .join("backups")
+            .join(format!("{backup}.bk"))
+    }
+
+    /// Names of vault `vault`'s backups (from the file names only).
+    pub fn backup_names(&self, vault: &str) -> Result<Vec<String>> {
+        let dir = self.vault_dir(vault).join("backups");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+        };
+        for ent in rd {
+            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+            let n = ent.file_name().to_string_lossy().to_string();
+            if let Some(b) = n.strip_suffix(".bk") {
+                if !b.starts_with('.') {
+                    out.push(b.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Backup `backup` of vault `vault`.
+    pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
+        rules::check_name("backup name", backup)?;
+        let path = self.backup_path(vault, backup);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!(
+                    "backup {backup:?} does not exist in vault {vault}"
+                ))
+                .code("BackupService.6200"))
+            }
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        model::decode_record(&data)
+            .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))
+    }
+
+    /// Every backup of a vault, oldest first. Damaged records are returned
+    /// as errors beside the good ones so one bad record hides nothing else.
+    pub fn backups(&self, vault: &str) -> Result<Vec<Result<BackupRecord>>> {
+        let mut out: Vec<Result<BackupRecord>> = self
+            .backup_names(vault)?
+            .iter()
+            .map(|b| self.backup(vault, b))
+            .collect();
+        out.sort_by_key(|r| match r {
+            Ok(b) => (b.started_ns, b.name.clone()),
+            Err(_) => (i64::MAX, String::new()),
+        });
+        Ok(out)
+    }
+
+    /// Write a backup record: the last step of a backup, atomic.
+    pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
+        fsutil::write_atomic(
+            &self.backup_path(&rec.vault, &rec.name),
+            &model::encode_record(rec),
+        )
+    }
+
+    /// Remove a backup record (its data goes with prune). A damaged record
+    /// may be deleted; a missing one is an error.
+    pub fn delete_backup(&self, vault: &str, backup: &str) -> Result<()> {
+        rules::check_name("backup name", backup)?;
+        let path = self.backup_path(vault, backup);
+        match fs::remove_file(&path) {
+            Ok(()) => fsutil::sync_dir(&self.vault_dir(vault).join("backups")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found(format!(
+                "backup {backup:?} does not exist in vault {vault}"
+            ))
+            .code("BackupService.6200")),
+            Err(e) => Err(Error::io(format!("delete {}", path.display()), e)),
+        }
+    }
+
+    /// The vault holding a resource whose path is `path`, if any.
+    pub fn vault_of_path(&self, path: &str) -> Result<Option<(String, String)>> {
+        for v in self.vaults()? {
+            if let Some(r) = v.resources.iter().find(|r| r.path == path) {
+                return Ok(Some((v.name.clone(), r.name.clone())));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The default store: `$CBRFS_STORE`, else `/var/lib/cbrfs` for root, else
+/// `$XDG_DATA_HOME/cbrfs` (or `~/.local/share/cbrfs`).
+pub fn default_store_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CBRFS_STORE") {
+        return PathBuf::from(p);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/cbrfs");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("cbrfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/cbrfs")
+}

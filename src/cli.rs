@@ -1,0 +1,702 @@
+//! The `cbrfs` command line: parsing (clap), output (tables or `--json`),
+//! and exit codes (0 ok, 1 operation failed, 2 bad usage or input).
+
+use crate::catalog::{self, Store, VaultConfig, VaultType};
+use crate::engine::{backup, check, restore, vaults};
+use crate::error::{Error, Result};
+use crate::model::{BackupRecord, Origin};
+use crate::rules::human_bytes;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Cloud Backup and Recovery for one Linux host, as a FUSE file system.
+#[derive(Parser, Debug)]
+#[command(name = "cbrfs", version, about, long_about = None)]
+pub struct Cli {
+    /// The store directory [default: $CBRFS_STORE, else /var/lib/cbrfs as
+    /// root, else $XDG_DATA_HOME/cbrfs]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, list, show, update and delete vaults; associate resources.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// Take, list, show and delete backups.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+    /// Restore a backup into an empty or new directory.
+    Restore(RestoreArgs),
+    /// Verify the store: structure, and with --read-data every blob.
+    Check(CheckArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum VaultCmd {
+    /// Create a vault.
+    Create {
+        /// Vault name, 1-64 of [A-Za-z0-9_-] [default: vault_XXXX]
+        name: Option<String>,
+        /// What the vault protects.
+        #[arg(long = "type", value_name = "filesystem|disk|server")]
+        vault_type: String,
+        /// Capacity: 10GB to 10485760GB, like 100GB or 2TB (a bare number is GB).
+        #[arg(long)]
+        capacity: String,
+        /// Description, at most 255 characters.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A tag KEY=VALUE (up to 10).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Blob compression.
+        #[arg(long, default_value = "zstd", value_name = "zstd|none")]
+        compression: String,
+    },
+    /// List vaults.
+    List {
+        /// Only vaults with this tag (KEY=VALUE, or KEY for any value).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one vault.
+    Show {
+        /// The vault.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a vault's capacity (expand only), description or tags.
+    Update {
+        /// The vault.
+        name: String,
+        /// New capacity (larger than the current one).
+        #[arg(long)]
+        capacity: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Set a tag KEY=VALUE.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Remove a tag.
+        #[arg(long = "untag", value_name = "KEY")]
+        untag: Vec<String>,
+    },
+    /// Delete a vault with all its backups.
+    Delete {
+        /// The vault.
+        name: String,
+        /// Also when it holds backups.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Associate a resource with a vault.
+    Associate {
+        /// The vault.
+        vault: String,
+        /// A directory tree (filesystem vaults).
+        #[arg(long)]
+        path: PathBuf,
+        /// Resource name [default: the directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Leave out entries matching a glob (a name, or a path relative to
+        /// the resource when it has a '/').
+        #[arg(long = "exclude", value_name = "GLOB")]
+        excludes: Vec<String>,
+    },
+    /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
+    Dissociate {
+        /// The vault.
+        vault: String,
+        /// The resource.
+        resource: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCmd {
+    /// Back up every resource of a vault (or those named).
+    Create {
+        /// The vault.
+        vault: String,
+        /// Backup name [default: manualbk_XXXX].
+        #[arg(long)]
+        name: Option<String>,
+        /// Description, at most 255 characters.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Read every file again (deduplication still applies).
+        #[arg(long)]
+        full: bool,
+        /// Only this resource (repeatable).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups.
+    List {
+        /// Only this vault.
+        vault: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup.
+    Show {
+        /// The vault.
+        vault: String,
+        /// The backup.
+        backup: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup (its space comes back with prune).
+    Delete {
+        /// The vault.
+        vault: String,
+        /// The backup.
+        backup: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// The vault.
+    vault: String,
+    /// The backup.
+    backup: String,
+    /// Only this resource [default: all; several go to DIR/<resource>].
+    #[arg(long)]
+    resource: Option<String>,
+    /// Target directory: empty or absent.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Only this vault.
+    vault: Option<String>,
+    /// Also read and verify every blob.
+    #[arg(long)]
+    read_data: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parse the arguments, run the command, and return the exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cbrfs: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn open_store(cli_store: &Option<PathBuf>) -> Result<Store> {
+    let p = cli_store.clone().unwrap_or_else(catalog::default_store_path);
+    Store::open(&p)
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let store = open_store(&cli.store)?;
+    match cli.command {
+        Command::Vault(v) => vault_cmd(&store, v),
+        Command::Backup(b) => backup_cmd(&store, b),
+        Command::Restore(r) => restore_cmd(&store, r),
+        Command::Check(c) => check_cmd(&store, c),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// The JSON form of a vault (documented in docs/JSON.md).
+pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
+    let used = store.repo(&v.name).and_then(|r| r.used_bytes()).unwrap_or(0);
+    let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
+    json!({
+        "name": v.name,
+        "type": v.vault_type.as_str(),
+        "capacity_gb": v.capacity_gb,
+        "used_bytes": used,
+        "description": v.description,
+        "tags": v.tags.iter().map(|(k, val)| json!({"key": k, "value": val})).collect::<Vec<_>>(),
+        "compression": v.compression,
+        "created": v.created,
+        "backups": backups,
+        "resources": v.resources.iter().map(|r| json!({
+            "name": r.name, "kind": r.kind, "path": r.path,
+            "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn vault_matches(v: &VaultConfig, filters: &[(String, Option<String>)]) -> bool {
+    filters.iter().all(|(k, val)| {
+        v.tags
+            .iter()
+            .any(|(tk, tv)| tk == k && val.as_ref().is_none_or(|x| x == tv))
+    })
+}
+
+fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
+    match cmd {
+        VaultCmd::Create {
+            name,
+            vault_type,
+            capacity,
+            description,
+            tags,
+            compression,
+        } => {
+            let v = vaults::create(
+                store,
+                vaults::NewVault {
+                    name,
+                    vault_type: VaultType::parse(&vault_type)?,
+                    capacity,
+                    description,
+                    tags,
+                    compression,
+                },
+            )?;
+            println!(
+                "created vault {} ({}, {} GB)",
+                v.name,
+                v.vault_type.as_str(),
+                v.capacity_gb
+            );
+        }
+        VaultCmd::List { tags, json } => {
+            let mut filters = Vec::new();
+            for t in &tags {
+                match t.split_once('=') {
+                    Some(_) => {
+                        let (k, v) = crate::rules::parse_tag(t)?;
+                        filters.push((k, Some(v)));
+                    }
+                    None => {
+                        crate::rules::check_tag_key(t)?;
+                        filters.push((t.clone(), None));
+                    }
+                }
+            }
+            let vs: Vec<_> = store
+                .vaults()?
+                .into_iter()
+                .filter(|v| vault_matches(v, &filters))
+                .collect();
+            if json {
+                print_json(&json!(vs.iter().map(|v| vault_json(store, v)).collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  TAGS",
+                    "NAME", "TYPE", "CAPACITY", "USED", "RESOURCES", "BACKUPS"
+                );
+                for v in &vs {
+                    let j = vault_json(store, v);
+                    println!(
+                        "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
+                        v.name,
+                        v.vault_type.as_str(),
+                        format!("{} GB", v.capacity_gb),
+                        human_bytes(j["used_bytes"].as_u64().unwrap_or(0)),
+                        v.resources.len(),
+                        j["backups"],
+                        v.tags
+                            .iter()
+                            .map(|(k, val)| format!("{k}={val}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                }
+            }
+        }
+        VaultCmd::Show { name, json } => {
+            let v = store.vault(&name)?;
+            let j = vault_json(store, &v);
+            if json {
+                print_json(&j);
+            } else {
+                let used = j["used_bytes"].as_u64().unwrap_or(0);
+                println!("vault:       {}", v.name);
+                println!("type:        {}", v.vault_type.as_str());
+                println!("capacity:    {} GB", v.capacity_gb);
+                println!(
+                    "used:        {} ({:.2}%)",
+                    human_bytes(used),
+                    used as f64 * 100.0 / v.capacity_bytes().max(1) as f64
+                );
+                println!(
+                    "free:        {}",
+                    human_bytes(v.capacity_bytes().saturating_sub(used))
+                );
+                println!("description: {}", v.description);
+                println!("compression: {}", v.compression);
+                println!("created:     {}", v.created);
+                println!("backups:     {}", j["backups"]);
+                let tags: Vec<String> = v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+                println!("tags:        {}", tags.join(", "));
+                println!("resources:");
+                for r in &v.resources {
+                    println!(
+                        "  {:<20} {:<10} {} ({}){}",
+                        r.name,
+                        r.kind,
+                        r.path,
+                        human_bytes(r.size),
+                        if r.excludes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" excluding {}", r.excludes.join(" "))
+                        }
+                    );
+                }
+            }
+        }
+        VaultCmd::Update {
+            name,
+            capacity,
+            description,
+            tags,
+            untag,
+        } => {
+            let v = vaults::update(
+                store,
+                &name,
+                vaults::VaultUpdate {
+                    capacity,
+                    description,
+                    tags,
+                    untag,
+                },
+            )?;
+            println!("updated vault {} ({} GB)", v.name, v.capacity_gb);
+        }
+        VaultCmd::Delete { name, force } => {
+            store.vault(&name)?;
+            let n = store.backup_names(&name)?.len();
+            if n > 0 && !force {
+                return Err(Error::conflict(format!(
+                    "vault {name} holds {n} backups: deleting it deletes them; add --force to do so"
+                ))
+                .code("BackupService.7301"));
+            }
+            store.delete_vault(&name)?;
+            println!("deleted vault {name} and its {n} backups");
+        }
+        VaultCmd::Associate {
+            vault,
+            path,
+            name,
+            excludes,
+        } => {
+            let r = vaults::associate_path(store, &vault, &path, name, excludes)?;
+            println!(
+                "associated {} with vault {vault} as resource {} ({})",
+                r.path,
+                r.name,
+                human_bytes(r.size)
+            );
+        }
+        VaultCmd::Dissociate { vault, resource } => {
+            let deleted = vaults::dissociate(store, &vault, &resource)?;
+            println!(
+                "dissociated resource {resource} from vault {vault}; deleted {} backups that held only it",
+                deleted.len()
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// The JSON form of a backup (documented in docs/JSON.md).
+pub fn backup_json(b: &BackupRecord) -> serde_json::Value {
+    let stats = |s: &crate::model::BackupStats| {
+        json!({
+            "files_new": s.files_new, "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged, "dirs": s.dirs, "others": s.others,
+            "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
+            "blobs_new": s.blobs_new, "bytes_added": s.bytes_added, "errors": s.errors,
+        })
+    };
+    json!({
+        "name": b.name,
+        "vault": b.vault,
+        "description": b.description,
+        "status": "available",
+        "type": if b.full { "full" } else { "incremental" },
+        "origin": match b.origin { Origin::Manual => "manual", Origin::Mount => "mount", Origin::Policy => "policy" },
+        "policy": b.policy,
+        "started": catalog::ns_to_rfc3339(b.started_ns),
+        "finished": catalog::ns_to_rfc3339(b.finished_ns),
+        "duration_ms": (b.finished_ns - b.started_ns) / 1_000_000,
+        "stats": stats(&b.stats),
+        "resources": b.resources.iter().map(|r| json!({
+            "name": r.name,
+            "source": String::from_utf8_lossy(&r.source),
+            "type": if r.full { "full" } else { "incremental" },
+            "parent": r.parent,
+            "root": r.root.to_hex(),
+            "stats": stats(&r.stats),
+            "warnings": r.warnings,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
+    match cmd {
+        BackupCmd::Create {
+            vault,
+            name,
+            description,
+            full,
+            resources,
+            json,
+        } => {
+            let t0 = Instant::now();
+            let prepared = backup::prepare(
+                store,
+                &vault,
+                backup::BackupOptions {
+                    name,
+                    description,
+                    full,
+                    resources,
+                    origin: Some(Origin::Manual),
+                    policy: None,
+                },
+            )?;
+            let progress = prepared.progress.clone();
+            let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+                let pb = indicatif::ProgressBar::new(progress.total());
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                pb
+            });
+            let rec = std::thread::scope(|s| {
+                let h = std::thread::Builder::new()
+                    .stack_size(256 << 20)
+                    .spawn_scoped(s, move || prepared.run())
+                    .map_err(|e| Error::io("start the backup thread", e))?;
+                while !h.is_finished() {
+                    if let Some(pb) = &bar {
+                        pb.set_length(progress.total());
+                        pb.set_position(progress.done());
+                        pb.set_message(format!("{} files", progress.files()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Some(pb) = &bar {
+                    pb.finish_and_clear();
+                }
+                h.join()
+                    .map_err(|_| Error::failed("the backup thread panicked"))?
+            })?;
+            if json {
+                print_json(&backup_json(&rec));
+            } else {
+                let s = &rec.stats;
+                println!(
+                    "backup {} of vault {} is available ({})",
+                    rec.name,
+                    rec.vault,
+                    if rec.full { "full" } else { "incremental" }
+                );
+                println!(
+                    "files: {} new, {} changed, {} unchanged; {} directories, {} other",
+                    s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.others
+                );
+                println!(
+                    "read {} of {}; added {} to the vault; took {:.2}s",
+                    human_bytes(s.bytes_read),
+                    human_bytes(s.bytes_total),
+                    human_bytes(s.bytes_added),
+                    t0.elapsed().as_secs_f64()
+                );
+                for r in &rec.resources {
+                    for w in &r.warnings {
+                        eprintln!("warning: resource {}: {w}", r.name);
+                    }
+                }
+                if s.errors > 0 {
+                    eprintln!("warning: {} entries could not be backed up (see above)", s.errors);
+                }
+            }
+        }
+        BackupCmd::List { vault, json } => {
+            let names = match &vault {
+                Some(v) => {
+                    store.vault(v)?;
+                    vec![v.clone()]
+                }
+                None => store.vault_names()?,
+            };
+            let mut all = Vec::new();
+            let mut damaged = Vec::new();
+            for v in &names {
+                for r in store.backups(v)? {
+                    match r {
+                        Ok(b) => all.push(b),
+                        Err(e) => damaged.push(e.to_string()),
+                    }
+                }
+            }
+            if json {
+                print_json(&json!(all.iter().map(backup_json).collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
+                    "NAME", "VAULT", "TYPE", "ORIGIN", "CREATED", "FILES", "SIZE", "ADDED"
+                );
+                for b in &all {
+                    let j = backup_json(b);
+                    println!(
+                        "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
+                        b.name,
+                        b.vault,
+                        j["type"].as_str().unwrap_or(""),
+                        j["origin"].as_str().unwrap_or(""),
+                        j["started"].as_str().unwrap_or(""),
+                        b.stats.files_new + b.stats.files_changed + b.stats.files_unchanged,
+                        human_bytes(b.stats.bytes_total),
+                        human_bytes(b.stats.bytes_added)
+                    );
+                }
+            }
+            for d in &damaged {
+                eprintln!("cbrfs: error: {d}");
+            }
+            if !damaged.is_empty() {
+                return Ok(1);
+            }
+        }
+        BackupCmd::Show {
+            vault,
+            backup,
+            json,
+        } => {
+            store.vault(&vault)?;
+            let b = store.backup(&vault, &backup)?;
+            let j = backup_json(&b);
+            if json {
+                print_json(&j);
+            } else {
+                println!("backup:      {}", b.name);
+                println!("vault:       {}", b.vault);
+                println!("status:      available");
+                println!("type:        {}", j["type"].as_str().unwrap_or(""));
+                println!("origin:      {}", j["origin"].as_str().unwrap_or(""));
+                println!("description: {}", b.description);
+                println!("started:     {}", j["started"].as_str().unwrap_or(""));
+                println!("finished:    {}", j["finished"].as_str().unwrap_or(""));
+                for r in &b.resources {
+                    let s = &r.stats;
+                    println!(
+                        "resource {} ({}, {}): {} files new, {} changed, {} unchanged; read {} of {}",
+                        r.name,
+                        String::from_utf8_lossy(&r.source),
+                        if r.full { "full" } else { "incremental" },
+                        s.files_new,
+                        s.files_changed,
+                        s.files_unchanged,
+                        human_bytes(s.bytes_read),
+                        human_bytes(s.bytes_total)
+                    );
+                    for w in &r.warnings {
+                        println!("  warning: {w}");
+                    }
+                }
+                println!("added:       {}", human_bytes(b.stats.bytes_added));
+            }
+        }
+        BackupCmd::Delete { vault, backup } => {
+            store.vault(&vault)?;
+            store.delete_backup(&vault, &backup)?;
+            println!("deleted backup {backup} of vault {vault}; run prune to free its space");
+        }
+    }
+    Ok(0)
+}
+
+fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
+    store.vault(&r.vault)?;
+    let t0 = Instant::now();
+    let stats = restore::restore(store, &r.vault, &r.backup, r.resource.as_deref(), &r.to)?;
+    println!(
+        "restored {} files, {} directories, {} other entries, {} into {} in {:.2}s",
+        stats.files,
+        stats.dirs,
+        stats.others,
+        human_bytes(stats.bytes),
+        r.to.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    if !stats.errors.is_empty() {
+        for e in &stats.errors {
+            eprintln!("cbrfs: error: {e}");
+        }
+        eprintln!("cbrfs: error: {} entries could not be restored", stats.errors.len());
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
+    let reports = check::check(store, c.vault.as_deref(), c.read_data)?;
+    let bad = reports.iter().any(|r| !r.problems.is_empty());
+    if c.json {
+        print_json(&json!(reports));
+    } else {
+        for r in &reports {
+            if r.problems.is_empty() {
+                println!(
+                    "vault {}: ok: {} backups, {} packs{}",
+                    r.vault,
+                    r.backups,
+                    r.packs,
+                    if c.read_data {
+                        format!(", {} blobs ({}) read and verified", r.blobs_read, human_bytes(r.bytes_read))
+                    } else {
+                        String::new()
+                    }
+                );
+            } else {
+                println!("vault {}: {} problems", r.vault, r.problems.len());
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+                for b in &r.damaged_backups {
+                    println!("  damaged backup: {b}");
+                }
+            }
+        }
+    }
+    Ok(if bad { 1 } else { 0 })
+}

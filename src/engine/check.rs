@@ -1,0 +1,197 @@
+//! Check: the structure of every backup (records decode, every tree is
+//! present and decodes, every chunk and chunk list is indexed, every indexed
+//! pack exists and is well formed), and with `read_data` every blob of every
+//! pack read and verified against its id. Damage is traced to the backups
+//! and files it affects.
+
+use super::reader;
+use crate::catalog::Store;
+use crate::error::Result;
+use crate::model::{self, BackupRecord, Content, NodeKind};
+use crate::store::{BlobId, Repo};
+use std::collections::{BTreeSet, HashSet};
+
+/// What check found in one vault.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct VaultCheck {
+    /// The vault.
+    pub vault: String,
+    /// Backups checked.
+    pub backups: usize,
+    /// Packs checked.
+    pub packs: usize,
+    /// Blobs read and verified (with `read_data`).
+    pub blobs_read: u64,
+    /// Bytes read and verified (with `read_data`).
+    pub bytes_read: u64,
+    /// Problems, each naming what is affected.
+    pub problems: Vec<String>,
+    /// Backups affected by a problem.
+    pub damaged_backups: BTreeSet<String>,
+}
+
+/// Check `vault`, or every vault.
+pub fn check(store: &Store, vault: Option<&str>, read_data: bool) -> Result<Vec<VaultCheck>> {
+    let names = match vault {
+        Some(v) => {
+            store.vault(v)?;
+            vec![v.to_string()]
+        }
+        None => store.vault_names()?,
+    };
+    names.iter().map(|v| check_vault(store, v, read_data)).collect()
+}
+
+fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck> {
+    let mut out = VaultCheck {
+        vault: vault.to_string(),
+        ..Default::default()
+    };
+    let repo = match store.repo(vault) {
+        Ok(r) => r,
+        Err(e) => {
+            out.problems.push(format!("vault {vault}: store cannot be opened: {e}"));
+            return Ok(out);
+        }
+    };
+    // Indexes and packs.
+    let mut bad_blobs: HashSet<BlobId> = HashSet::new();
+    let mut packs: BTreeSet<BlobId> = BTreeSet::new();
+    for idx in repo.indexes() {
+        if let Err(e) = idx.verify() {
+            out.problems.push(format!("vault {vault}: {e}"));
+        }
+        packs.extend(idx.pack_ids());
+    }
+    out.packs = packs.len();
+    for p in &packs {
+        let pack = match repo.pack(*p) {
+            Ok(pk) => pk,
+            Err(e) => {
+                out.problems.push(e.to_string());
+                mark_pack_bad(&repo, *p, &mut bad_blobs);
+                continue;
+            }
+        };
+        if let Err(e) = pack.entries() {
+            out.problems.push(e.to_string());
+        }
+        if read_data && !pack.verify_id() {
+            out.problems.push(format!(
+                "vault {vault}: pack {} does not hash to its name",
+                p
+            ));
+        }
+    }
+    if read_data {
+        for idx in repo.indexes() {
+            for (id, loc) in idx.iter() {
+                match repo.read_at(&id, &loc) {
+                    Ok(d) => {
+                        out.blobs_read += 1;
+                        out.bytes_read += d.len() as u64;
+                    }
+                    Err(e) => {
+                        if bad_blobs.insert(id) {
+                            out.problems.push(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Backups.
+    for rec in store.backups(vault)? {
+        match rec {
+            Ok(rec) => {
+                out.backups += 1;
+                check_backup(&repo, &rec, &bad_blobs, &mut out);
+            }
+            Err(e) => {
+                out.problems.push(e.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn mark_pack_bad(repo: &Repo, pack: BlobId, bad: &mut HashSet<BlobId>) {
+    for idx in repo.indexes() {
+        for (id, loc) in idx.iter() {
+            if loc.pack == pack {
+                bad.insert(id);
+            }
+        }
+    }
+}
+
+/// Walk every tree of a backup; report missing or damaged blobs with the
+/// file they belong to.
+fn check_backup(repo: &Repo, rec: &BackupRecord, bad: &HashSet<BlobId>, out: &mut VaultCheck) {
+    let mut problems = Vec::new();
+    for part in &rec.resources {
+        let mut stack: Vec<(BlobId, String)> = vec![(part.root, String::new())];
+        while let Some((id, path)) = stack.pop() {
+            let where_ = |p: &str| {
+                format!(
+                    "vault {}, backup {}, resource {}: {}",
+                    rec.vault,
+                    rec.name,
+                    part.name,
+                    if p.is_empty() { "/".to_string() } else { p.to_string() }
+                )
+            };
+            if bad.contains(&id) {
+                problems.push(format!("{}: directory is damaged", where_(&path)));
+                continue;
+            }
+            let tree = match repo.read_blob(&id).and_then(|b| model::decode_tree(&b)) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{}: directory cannot be read: {e}", where_(&path)));
+                    continue;
+                }
+            };
+            for n in &tree.entries {
+                let p = format!("{path}/{}", String::from_utf8_lossy(&n.name));
+                match n.kind {
+                    NodeKind::Dir => match n.subtree {
+                        Some(s) => stack.push((s, p)),
+                        None => problems.push(format!("{}: directory has no tree", where_(&p))),
+                    },
+                    NodeKind::File => {
+                        let mut ids = reader::list_ids(n);
+                        let chunks = match reader::all_chunks(repo, n) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                problems.push(format!("{}: chunk list cannot be read: {e}", where_(&p)));
+                                continue;
+                            }
+                        };
+                        ids.extend(chunks.iter().map(|c| c.id));
+                        if let Content::None = n.content {
+                            if n.size > 0 && !chunks.is_empty() {
+                                problems.push(format!("{}: content missing", where_(&p)));
+                            }
+                        }
+                        for cid in ids {
+                            if bad.contains(&cid) {
+                                problems.push(format!("{}: file data is damaged (blob {cid})", where_(&p)));
+                                break;
+                            }
+                            if repo.lookup(&cid).is_none() {
+                                problems.push(format!("{}: blob {cid} is missing", where_(&p)));
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        out.damaged_backups.insert(rec.name.clone());
+        out.problems.extend(problems);
+    }
+}

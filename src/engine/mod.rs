@@ -1,0 +1,9 @@
+//! The engine: backup, restore, check and vault operations. No FUSE and no
+//! clap here; the CLI and the mount call into it.
+
+pub mod backup;
+pub mod check;
+pub mod progress;
+pub mod reader;
+pub mod restore;
+pub mod vaults;

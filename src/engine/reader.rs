@@ -1,0 +1,202 @@
+//! Reading a file's bytes out of a backup: resolve its chunk list (inline
+//! or in chunk-list blobs), find the chunks covering a range by binary
+//! search on their offsets, and fill holes with zeros. Every blob is
+//! verified against its id on the way (in [`Repo::read_blob`]).
+
+use crate::error::{Error, Result};
+use crate::model::{self, ChunkRef, Content, ListRef, Node};
+use crate::store::{BlobId, Repo};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Resolve the chunk list of one chunk-list blob into absolute chunks.
+pub fn load_list(repo: &Repo, list: &ListRef) -> Result<Vec<ChunkRef>> {
+    let rel = model::decode_chunk_list(&repo.read_blob(&list.id)?)?;
+    let mut pos = list.offset;
+    let mut out = Vec::with_capacity(rel.len());
+    for r in rel {
+        let offset = pos
+            .checked_add(r.gap)
+            .ok_or_else(|| Error::corrupt(format!("chunk list {} overflows", list.id)))?;
+        out.push(ChunkRef {
+            id: r.id,
+            offset,
+            len: r.len,
+        });
+        pos = offset + r.len as u64;
+    }
+    Ok(out)
+}
+
+/// Every chunk of a file, in order.
+pub fn all_chunks(repo: &Repo, node: &Node) -> Result<Vec<ChunkRef>> {
+    match &node.content {
+        Content::None => Ok(Vec::new()),
+        Content::Chunks(c) => Ok(c.clone()),
+        Content::Lists(lists) => {
+            let mut out = Vec::new();
+            for l in lists {
+                out.extend(load_list(repo, l)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The blob ids a file references besides its data chunks (its lists).
+pub fn list_ids(node: &Node) -> Vec<BlobId> {
+    match &node.content {
+        Content::Lists(l) => l.iter().map(|l| l.id).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A small cache of verified chunks, shared by readers of one mount or one
+/// restore, so a chunk read in pieces is fetched and verified once.
+pub struct ChunkCache {
+    map: Mutex<(HashMap<BlobId, Arc<Vec<u8>>>, Vec<BlobId>)>,
+    cap: usize,
+}
+
+impl ChunkCache {
+    /// A cache of at most `cap` chunks.
+    pub fn new(cap: usize) -> Self {
+        ChunkCache {
+            map: Mutex::new((HashMap::new(), Vec::new())),
+            cap: cap.max(1),
+        }
+    }
+    /// The verified bytes of chunk `id`.
+    pub fn get(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        if let Some(v) = self.map.lock().0.get(id) {
+            return Ok(v.clone());
+        }
+        let data = Arc::new(repo.read_blob(id)?);
+        let mut g = self.map.lock();
+        let (map, order) = &mut *g;
+        if !map.contains_key(id) {
+            if order.len() >= self.cap {
+                let old = order.remove(0);
+                map.remove(&old);
+            }
+            order.push(*id);
+            map.insert(*id, data.clone());
+        }
+        Ok(data)
+    }
+}
+
+/// Random access to one file's bytes.
+pub struct FileReader {
+    size: u64,
+    lists: Vec<ListRef>,
+    inline: Vec<ChunkRef>,
+    loaded: Mutex<HashMap<usize, Arc<Vec<ChunkRef>>>>,
+}
+
+impl FileReader {
+    /// A reader of `node`'s content.
+    pub fn new(node: &Node) -> Self {
+        let (inline, lists) = match &node.content {
+            Content::None => (Vec::new(), Vec::new()),
+            Content::Chunks(c) => (c.clone(), Vec::new()),
+            Content::Lists(l) => (Vec::new(), l.clone()),
+        };
+        FileReader {
+            size: node.size,
+            lists,
+            inline,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// File size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn list(&self, repo: &Repo, i: usize) -> Result<Arc<Vec<ChunkRef>>> {
+        if let Some(l) = self.loaded.lock().get(&i) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(load_list(repo, &self.lists[i])?);
+        self.loaded.lock().insert(i, l.clone());
+        Ok(l)
+    }
+
+    /// The chunks overlapping `[off, end)`.
+    fn chunks_in(&self, repo: &Repo, off: u64, end: u64) -> Result<Vec<ChunkRef>> {
+        let pick = |cs: &[ChunkRef], out: &mut Vec<ChunkRef>| {
+            let first = cs.partition_point(|c| c.offset + c.len as u64 <= off);
+            for c in &cs[first..] {
+                if c.offset >= end {
+                    break;
+                }
+                out.push(*c);
+            }
+        };
+        let mut out = Vec::new();
+        if self.lists.is_empty() {
+            pick(&self.inline, &mut out);
+            return Ok(out);
+        }
+        let first = self.lists.partition_point(|l| l.offset + l.span <= off);
+        for i in first..self.lists.len() {
+            if self.lists[i].offset >= end {
+                break;
+            }
+            let l = self.list(repo, i)?;
+            pick(&l, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Read up to `len` bytes at `off` (short only at end of file); holes
+    /// read as zeros.
+    pub fn read_at(&self, repo: &Repo, cache: &ChunkCache, off: u64, len: usize) -> Result<Vec<u8>> {
+        if off >= self.size {
+            return Ok(Vec::new());
+        }
+        let end = (off + len as u64).min(self.size);
+        let mut buf = vec![0u8; (end - off) as usize];
+        for c in self.chunks_in(repo, off, end)? {
+            let data = cache.get(repo, &c.id)?;
+            if data.len() != c.len as usize {
+                return Err(Error::corrupt(format!(
+                    "vault {}: chunk {} has {} bytes, its file expects {}",
+                    repo.vault(),
+                    c.id,
+                    data.len(),
+                    c.len
+                )));
+            }
+            let s = off.max(c.offset);
+            let e = end.min(c.offset + c.len as u64);
+            if s >= e {
+                continue;
+            }
+            buf[(s - off) as usize..(e - off) as usize]
+                .copy_from_slice(&data[(s - c.offset) as usize..(e - c.offset) as usize]);
+        }
+        Ok(buf)
+    }
+
+    /// The data extent at or after `off` (for SEEK_DATA/SEEK_HOLE): the
+    /// start of the next chunk at or after `off`, and where that run of
+    /// adjacent chunks ends. `None` if only a hole remains.
+    pub fn next_data(&self, repo: &Repo, off: u64) -> Result<Option<(u64, u64)>> {
+        let cs = self.chunks_in(repo, off, self.size)?;
+        let mut it = cs.into_iter();
+        let Some(first) = it.next() else { return Ok(None) };
+        let start = first.offset.max(off);
+        let mut end = first.offset + first.len as u64;
+        for c in it {
+            if c.offset != end {
+                break;
+            }
+            end = c.offset + c.len as u64;
+        }
+        Ok(Some((start, end.min(self.size))))
+    }
+}

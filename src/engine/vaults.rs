@@ -1,0 +1,270 @@
+//! Vault and resource operations with CBR's rules: create, update, delete,
+//! associate, dissociate.
+
+use crate::catalog::{self, Resource, Store, VaultConfig, VaultType};
+use crate::error::{Error, IoContext, Result};
+use crate::rules;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Settings of a new vault.
+#[derive(Clone, Debug)]
+pub struct NewVault {
+    /// Name; default `vault_XXXX`.
+    pub name: Option<String>,
+    /// Type.
+    pub vault_type: VaultType,
+    /// Capacity text, e.g. `100GB`.
+    pub capacity: String,
+    /// Description.
+    pub description: String,
+    /// `KEY=VALUE` tags.
+    pub tags: Vec<String>,
+    /// `zstd` or `none`.
+    pub compression: String,
+}
+
+/// Parse tags, rejecting duplicates and more than ten.
+fn merge_tags(existing: &[(String, String)], add: &[String], remove: &[String]) -> Result<Vec<(String, String)>> {
+    let mut tags: Vec<(String, String)> = existing.to_vec();
+    for k in remove {
+        rules::check_tag_key(k)?;
+        if !tags.iter().any(|(t, _)| t == k) {
+            return Err(Error::not_found(format!("tag {k:?} is not set on this vault")));
+        }
+        tags.retain(|(t, _)| t != k);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in add {
+        let (k, v) = rules::parse_tag(t)?;
+        if !seen.insert(k.clone()) {
+            return Err(Error::param(format!("tag key {k:?} is given twice: tag keys are unique")));
+        }
+        match tags.iter_mut().find(|(t, _)| *t == k) {
+            Some(slot) => slot.1 = v,
+            None => tags.push((k, v)),
+        }
+    }
+    if tags.len() > rules::MAX_TAGS {
+        return Err(Error::param(format!(
+            "a vault has at most {} tags; this would give it {}",
+            rules::MAX_TAGS,
+            tags.len()
+        ))
+        .code("BackupService.6600"));
+    }
+    Ok(tags)
+}
+
+/// Create a vault.
+pub fn create(store: &Store, v: NewVault) -> Result<VaultConfig> {
+    let name = v
+        .name
+        .unwrap_or_else(|| format!("vault_{}", crate::fsutil::random_suffix(4)));
+    rules::check_name("vault name", &name)?;
+    rules::check_description("vault", &v.description)?;
+    let capacity_gb = rules::parse_capacity(&v.capacity)?;
+    let tags = merge_tags(&[], &v.tags, &[])?;
+    if v.compression != "zstd" && v.compression != "none" {
+        return Err(Error::param(format!(
+            "compression {:?} is invalid: it is zstd or none",
+            v.compression
+        )));
+    }
+    let cfg = VaultConfig {
+        format: catalog::CATALOG_FORMAT,
+        name,
+        vault_type: v.vault_type,
+        capacity_gb,
+        description: v.description,
+        tags,
+        compression: v.compression,
+        created: catalog::now_rfc3339(),
+        resources: Vec::new(),
+    };
+    store.create_vault(&cfg)?;
+    Ok(cfg)
+}
+
+/// Changes to a vault.
+#[derive(Clone, Debug, Default)]
+pub struct VaultUpdate {
+    /// New capacity (may only grow).
+    pub capacity: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// Tags to set.
+    pub tags: Vec<String>,
+    /// Tag keys to remove.
+    pub untag: Vec<String>,
+}
+
+/// Update a vault.
+pub fn update(store: &Store, name: &str, u: VaultUpdate) -> Result<VaultConfig> {
+    let _lock = store.lock()?;
+    let mut cfg = store.vault(name)?;
+    if let Some(c) = &u.capacity {
+        let gb = rules::parse_capacity(c)?;
+        if gb < cfg.capacity_gb {
+            return Err(Error::param(format!(
+                "vault {name}: capacity {gb} GB is smaller than the current {} GB: a vault's capacity can only be expanded",
+                cfg.capacity_gb
+            ))
+            .code("BackupService.6101"));
+        }
+        cfg.capacity_gb = gb;
+    }
+    if let Some(d) = &u.description {
+        rules::check_description("vault", d)?;
+        cfg.description = d.clone();
+    }
+    cfg.tags = merge_tags(&cfg.tags, &u.tags, &u.untag)?;
+    store.save_vault(&cfg)?;
+    Ok(cfg)
+}
+
+/// Sum of the apparent sizes of the files under `dir` (what a resource's
+/// data takes, for the capacity rule).
+pub fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                total += md.size();
+            }
+        }
+    }
+    total
+}
+
+/// Associate a directory with a file-system vault.
+pub fn associate_path(
+    store: &Store,
+    vault: &str,
+    path: &Path,
+    name: Option<String>,
+    excludes: Vec<String>,
+) -> Result<Resource> {
+    let _lock = store.lock()?;
+    let mut cfg = store.vault(vault)?;
+    if cfg.vault_type != VaultType::Filesystem {
+        return Err(Error::param(format!(
+            "vault {vault} is a {} vault: a directory (--path) goes into a filesystem vault",
+            cfg.vault_type.as_str()
+        ))
+        .code("BackupService.6102"));
+    }
+    let md = std::fs::metadata(path).map_err(|e| {
+        Error::invalid(format!("resource path {}: {e}", path.display()))
+    })?;
+    if !md.is_dir() {
+        return Err(Error::invalid(format!(
+            "resource path {} is not a directory",
+            path.display()
+        )));
+    }
+    let abs = std::fs::canonicalize(path).ctx(|| format!("resolve {}", path.display()))?;
+    let abs_str = abs
+        .to_str()
+        .ok_or_else(|| Error::invalid(format!("resource path {} is not valid UTF-8", abs.display())))?
+        .to_string();
+    if abs.starts_with(store.root()) || store.root().starts_with(&abs) && abs == store.root() {
+        return Err(Error::invalid(format!(
+            "resource path {abs_str} is inside the cbrfs store {}",
+            store.root().display()
+        )));
+    }
+    let name = match name {
+        Some(n) => n,
+        None => abs
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "root".into()),
+    };
+    rules::check_name("resource name", &name).map_err(|e| {
+        e.context("give a valid name with --name".to_string())
+    })?;
+    if cfg.resources.iter().any(|r| r.path == abs_str) {
+        return Err(Error::conflict(format!(
+            "resource {abs_str} is already associated with vault {vault}"
+        ))
+        .code("BackupService.6104"));
+    }
+    if let Some((other, _)) = store.vault_of_path(&abs_str)? {
+        return Err(Error::conflict(format!(
+            "resource {abs_str} is already associated with vault {other}: a resource can be in one vault only"
+        ))
+        .code("BackupService.6103"));
+    }
+    if cfg.resources.iter().any(|r| r.name == name) {
+        return Err(Error::conflict(format!(
+            "vault {vault} already has a resource named {name:?}: choose another with --name"
+        ))
+        .code("BackupService.6104"));
+    }
+    if cfg.resources.len() >= rules::MAX_RESOURCES {
+        return Err(Error::param(format!(
+            "vault {vault} has {} resources, the most a vault takes",
+            rules::MAX_RESOURCES
+        ))
+        .code("BackupService.6100"));
+    }
+    for g in &excludes {
+        if g.is_empty() {
+            return Err(Error::param("exclude pattern is empty".to_string()));
+        }
+    }
+    let size = tree_size(&abs);
+    let total: u64 = cfg.resources.iter().map(|r| r.size).sum::<u64>() + size;
+    if total > cfg.capacity_bytes() {
+        return Err(Error::param(format!(
+            "vault {vault}: its resources would total {}, more than its capacity of {} GB; expand it with 'cbrfs vault update {vault} --capacity'",
+            rules::human_bytes(total),
+            cfg.capacity_gb
+        ))
+        .code("BackupService.6101"));
+    }
+    let r = Resource {
+        name,
+        kind: "directory".into(),
+        path: abs_str,
+        excludes,
+        size,
+        added: catalog::now_rfc3339(),
+    };
+    cfg.resources.push(r.clone());
+    store.save_vault(&cfg)?;
+    Ok(r)
+}
+
+/// Dissociate a resource. As in CBR, its backups in the vault go with it:
+/// each backup record loses that resource, and a record left empty is
+/// deleted. The data goes with the next prune.
+pub fn dissociate(store: &Store, vault: &str, resource: &str) -> Result<Vec<String>> {
+    let _lock = store.lock()?;
+    let mut cfg = store.vault(vault)?;
+    cfg.resource(resource)?;
+    let _busy = store.try_backup_lock(vault)?;
+    let mut deleted = Vec::new();
+    for rec in store.backups(vault)?.into_iter().flatten() {
+        if !rec.resources.iter().any(|p| p.name == resource) {
+            continue;
+        }
+        let mut rec = rec;
+        rec.resources.retain(|p| p.name != resource);
+        if rec.resources.is_empty() {
+            store.delete_backup(vault, &rec.name)?;
+            deleted.push(rec.name);
+        } else {
+            store.save_backup(&rec)?;
+        }
+    }
+    cfg.resources.retain(|r| r.name != resource);
+    store.save_vault(&cfg)?;
+    Ok(deleted)
+}

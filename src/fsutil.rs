@@ -1,0 +1,249 @@
+//! Durable file-system primitives: atomic replace, directory fsync, private
+//! modes (files 0600, directories 0700), random names.
+//!
+//! Every file the store writes goes through [`write_atomic`] or a
+//! [`TempFile`]: written under a temporary name, fsynced, renamed into place,
+//! and the directory fsynced, so a crash leaves either the old or the new
+//! file, never a torn one.
+
+use crate::error::{IoContext, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of every file in the store.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory in the store.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Create `dir` and its missing parents with mode 0700.
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .ctx(|| format!("create directory {}", dir.display()))
+}
+
+/// fsync a directory so that renames and unlinks in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+/// `n` random bytes from the operating system.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    // getrandom only fails when the OS has no entropy source at all; a
+    // predictable secret would be worse than stopping.
+    getrandom::getrandom(&mut buf).expect("the operating system's random source failed");
+    buf
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parse lower- or upper-case hex; `None` if malformed.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `n` random characters of `[0-9a-z]`, for default names like `vault_XXXX`.
+pub fn random_suffix(n: usize) -> String {
+    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    random_bytes(n)
+        .iter()
+        .map(|b| CHARS[*b as usize % CHARS.len()] as char)
+        .collect()
+}
+
+/// A file being written under a temporary name in its final directory.
+/// [`TempFile::commit`] makes it durable and renames it into place; dropping
+/// it uncommitted removes it, so a failed write leaves nothing behind.
+pub struct TempFile {
+    file: Option<File>,
+    tmp: PathBuf,
+}
+
+impl TempFile {
+    /// Start a temporary file in `dir` (mode 0600), named `.tmp-<random>`.
+    pub fn new_in(dir: &Path) -> Result<Self> {
+        let tmp = dir.join(format!(".tmp-{}", hex(&random_bytes(8))));
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        Ok(TempFile {
+            file: Some(file),
+            tmp,
+        })
+    }
+    /// The open file.
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("TempFile used after commit")
+    }
+    /// The temporary path.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+    /// fsync, rename to `dest` (same directory), fsync the directory.
+    pub fn commit(mut self, dest: &Path) -> Result<()> {
+        let file = self.file.take().expect("TempFile committed twice");
+        file.sync_all()
+            .ctx(|| format!("fsync {}", self.tmp.display()))?;
+        drop(file);
+        fs::rename(&self.tmp, dest)
+            .ctx(|| format!("rename {} to {}", self.tmp.display(), dest.display()))?;
+        // The rename is done; from here on Drop must not remove anything.
+        self.tmp = PathBuf::new();
+        if let Some(parent) = dest.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Replace `dest` atomically and durably with `data` (mode 0600).
+pub fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let mut tmp = TempFile::new_in(dir)?;
+    tmp.file()
+        .write_all(data)
+        .ctx(|| format!("write {}", tmp.path().display()))?;
+    tmp.commit(dest)
+}
+
+/// Remove stale `.tmp-*` files left in `dir` by a killed writer.
+/// Only call this while holding the lock that excludes that writer.
+pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(crate::error::Error::io(format!("list {}", dir.display()), e)),
+    };
+    for ent in rd {
+        let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+        if ent.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+            fs::remove_file(ent.path()).ctx(|| format!("remove {}", ent.path().display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// An advisory lock (flock) on a lock file; released on drop or when the
+/// process dies, so a killed process never leaves a stale lock.
+pub struct Flock {
+    _file: File,
+}
+
+impl Flock {
+    /// Try to take the lock; `Ok(None)` if another process holds it.
+    pub fn try_lock(path: &Path, exclusive: bool) -> Result<Option<Flock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(path)
+            .ctx(|| format!("open lock file {}", path.display()))?;
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+        // SAFETY: flock on a valid, owned file descriptor.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
+        if rc == 0 {
+            return Ok(Some(Flock { _file: file }));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(crate::error::Error::io(format!("lock {}", path.display()), err))
+        }
+    }
+    /// Take the lock, waiting for it.
+    pub fn lock(path: &Path, exclusive: bool) -> Result<Flock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(path)
+            .ctx(|| format!("open lock file {}", path.display()))?;
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        loop {
+            // SAFETY: flock on a valid, owned file descriptor.
+            let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
+            if rc == 0 {
+                return Ok(Flock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(crate::error::Error::io(format!("lock {}", path.display()), err));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let b = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&b), "0001abff");
+        assert_eq!(unhex("0001abff").unwrap(), b);
+        assert!(unhex("0g").is_none());
+        assert!(unhex("abc").is_none());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dropped_temp_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut t = TempFile::new_in(dir.path()).unwrap();
+            t.file().write_all(b"x").unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

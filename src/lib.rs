@@ -1,0 +1,17 @@
+//! cbrfs: Huawei Cloud Backup and Recovery (CBR) on one Linux host, as a
+//! FUSE file system.
+//!
+//! Layers, bottom up: [`store`] (packs and indexes), [`chunker`], [`model`]
+//! (serialized types), [`catalog`] (vaults and resources), [`engine`]
+//! (backup, restore, check), and on top the CLI and the mount.
+
+pub mod catalog;
+pub mod chunker;
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod model;
+pub mod rules;
+pub mod store;
+pub mod sys;

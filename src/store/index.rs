@@ -1,0 +1,330 @@
+//! Index files: which pack holds each blob, as a sorted fixed-width table
+//! with a 256-entry fan-out (after git's idx v2), searched in place through
+//! mmap so that opening a vault costs O(1) whatever its size.
+//!
+//! ```text
+//! offset              size   field
+//! 0                   8      magic "CBRIDX01"
+//! 8                   4      version (u32 LE) = 1
+//! 12                  4      P, number of packs (u32 LE)
+//! 16                  16*P   pack ids
+//! 16+16P              1024   fan-out: 256 × u32 LE, fanout[b] = entries whose
+//!                            first id byte is ≤ b; N = fanout[255]
+//! 1040+16P            40*N   entries sorted by id (see ENTRY_LEN)
+//! end-16              8      XXH3-64 of every byte before it
+//! end-8               8      magic "CBRIXEND"
+//! ```
+//! Entry: id 16 | pack number u32 | kind u8 | compression u8 | reserved 2 |
+//! offset u64 | stored_len u32 | raw_len u32.
+//! The file is named `index/<XXH3-128 of the file>.idx`.
+
+use super::pack::PackEntry;
+use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, TempFile};
+use memmap2::Mmap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Magic at the start of an index.
+pub const MAGIC: &[u8; 8] = b"CBRIDX01";
+/// Magic at the end of an index.
+pub const END_MAGIC: &[u8; 8] = b"CBRIXEND";
+/// Index format version.
+pub const VERSION: u32 = 1;
+/// One entry's width.
+pub const ENTRY_LEN: usize = 40;
+const HEADER_LEN: usize = 16;
+const FANOUT_LEN: usize = 1024;
+const FOOTER_LEN: usize = 16;
+
+/// A mapped index file.
+pub struct IndexFile {
+    path: PathBuf,
+    map: Mmap,
+    packs: usize,
+    entries_at: usize,
+    count: usize,
+}
+
+impl IndexFile {
+    /// Map and validate the shape of an index (not its checksum: that reads
+    /// the whole file, which is for `check`).
+    pub fn open(path: &Path) -> Result<IndexFile> {
+        let file = File::open(path).ctx(|| format!("open index {}", path.display()))?;
+        // SAFETY: index files are written once under a temporary name and
+        // renamed; they are never modified in place.
+        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map index {}", path.display()))?;
+        let bad = |why: &str| Error::corrupt(format!("index {} is damaged: {why}", path.display()));
+        if map.len() < HEADER_LEN + FANOUT_LEN + FOOTER_LEN {
+            return Err(bad("too short"));
+        }
+        if &map[..8] != MAGIC || &map[map.len() - 8..] != END_MAGIC {
+            return Err(bad("bad magic"));
+        }
+        if le_u32(&map, 8) != VERSION {
+            return Err(bad("unknown version"));
+        }
+        let packs = le_u32(&map, 12) as usize;
+        let fanout_at = HEADER_LEN + packs * 16;
+        let entries_at = fanout_at + FANOUT_LEN;
+        if entries_at + FOOTER_LEN > map.len() {
+            return Err(bad("pack table does not fit"));
+        }
+        let mut prev = 0;
+        for b in 0..256 {
+            let v = le_u32(&map, fanout_at + b * 4) as usize;
+            if v < prev {
+                return Err(bad("fan-out is not monotonic"));
+            }
+            prev = v;
+        }
+        let count = prev;
+        if entries_at + count * ENTRY_LEN + FOOTER_LEN != map.len() {
+            return Err(bad("size does not match its entry count"));
+        }
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            map,
+            packs,
+            entries_at,
+            count,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+    /// True if it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// The packs it names.
+    pub fn pack_ids(&self) -> Vec<BlobId> {
+        (0..self.packs).map(|i| self.pack_id(i)).collect()
+    }
+    fn pack_id(&self, i: usize) -> BlobId {
+        let at = HEADER_LEN + i * 16;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&self.map[at..at + 16]);
+        BlobId(id)
+    }
+    fn fanout(&self, b: usize) -> usize {
+        le_u32(&self.map, HEADER_LEN + self.packs * 16 + b * 4) as usize
+    }
+    fn entry_id(&self, i: usize) -> &[u8] {
+        let at = self.entries_at + i * ENTRY_LEN;
+        &self.map[at..at + 16]
+    }
+
+    /// Decode entry `i`; `None` if its fields are out of range.
+    pub fn entry(&self, i: usize) -> Option<(BlobId, Location)> {
+        let at = self.entries_at + i * ENTRY_LEN;
+        let e = &self.map[at..at + ENTRY_LEN];
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&e[..16]);
+        let pack_no = le_u32(e, 16) as usize;
+        if pack_no >= self.packs {
+            return None;
+        }
+        Some((
+            BlobId(id),
+            Location {
+                pack: self.pack_id(pack_no),
+                kind: BlobKind::from_u8(e[20])?,
+                compression: Compression::from_u8(e[21])?,
+                offset: le_u64(e, 24),
+                stored_len: le_u32(e, 32),
+                raw_len: le_u32(e, 36),
+            },
+        ))
+    }
+
+    /// Binary search for `id` within its fan-out bucket. A damaged entry
+    /// reads as absent (and the blob as missing), never as another blob.
+    pub fn lookup(&self, id: &BlobId) -> Option<Location> {
+        let b = id.0[0] as usize;
+        let lo = if b == 0 { 0 } else { self.fanout(b - 1) };
+        let hi = self.fanout(b).min(self.count);
+        if lo >= hi {
+            return None;
+        }
+        let (mut lo, mut hi) = (lo, hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry_id(mid).cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return self.entry(mid).filter(|(eid, _)| eid == id).map(|(_, l)| l)
+                }
+            }
+        }
+        None
+    }
+
+    /// Verify the trailing checksum and that entries are sorted (for check).
+    pub fn verify(&self) -> Result<()> {
+        let end = self.map.len() - FOOTER_LEN;
+        if xxhash_rust::xxh3::xxh3_64(&self.map[..end]) != le_u64(&self.map, end) {
+            return Err(Error::corrupt(format!(
+                "index {}: checksum mismatch",
+                self.path.display()
+            )));
+        }
+        for i in 1..self.count {
+            if self.entry_id(i - 1) >= self.entry_id(i) {
+                return Err(Error::corrupt(format!(
+                    "index {}: entries out of order",
+                    self.path.display()
+                )));
+            }
+        }
+        for i in 0..self.count {
+            if self.entry(i).is_none() {
+                return Err(Error::corrupt(format!(
+                    "index {}: entry {i} is undecodable",
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry (for merging and check).
+    pub fn iter(&self) -> impl Iterator<Item = (BlobId, Location)> + '_ {
+        (0..self.count).filter_map(|i| self.entry(i))
+    }
+}
+
+/// Write an index of `entries` (any order; duplicates keep the first) into
+/// `store_dir/index`, durably; returns its path.
+pub fn write_index(store_dir: &Path, mut entries: Vec<(BlobId, Location)>) -> Result<PathBuf> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|a, b| a.0 == b.0);
+    let mut packs: Vec<BlobId> = entries.iter().map(|(_, l)| l.pack).collect();
+    packs.sort();
+    packs.dedup();
+    let mut buf = Vec::with_capacity(
+        HEADER_LEN + packs.len() * 16 + FANOUT_LEN + entries.len() * ENTRY_LEN + FOOTER_LEN,
+    );
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in &packs {
+        buf.extend_from_slice(&p.0);
+    }
+    let mut fanout = [0u32; 256];
+    for (id, _) in &entries {
+        fanout[id.0[0] as usize] += 1;
+    }
+    let mut acc = 0u32;
+    for f in fanout.iter_mut() {
+        acc += *f;
+        *f = acc;
+    }
+    for f in fanout {
+        buf.extend_from_slice(&f.to_le_bytes());
+    }
+    for (id, l) in &entries {
+        let pack_no = packs.binary_search(&l.pack).unwrap_or(0) as u32;
+        buf.extend_from_slice(&id.0);
+        buf.extend_from_slice(&pack_no.to_le_bytes());
+        buf.push(l.kind as u8);
+        buf.push(l.compression as u8);
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&l.offset.to_le_bytes());
+        buf.extend_from_slice(&l.stored_len.to_le_bytes());
+        buf.extend_from_slice(&l.raw_len.to_le_bytes());
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&buf);
+    buf.extend_from_slice(&sum.to_le_bytes());
+    buf.extend_from_slice(END_MAGIC);
+    let name = fsutil::hex(&xxhash_rust::xxh3::xxh3_128(&buf).to_be_bytes());
+    let dir = store_dir.join("index");
+    fsutil::create_dir_all(&dir)?;
+    let dest = dir.join(format!("{name}.idx"));
+    let mut tmp = TempFile::new_in(&dir)?;
+    tmp.file()
+        .write_all(&buf)
+        .ctx(|| format!("write index {}", dest.display()))?;
+    tmp.commit(&dest)?;
+    Ok(dest)
+}
+
+/// Index entries for the blobs of a sealed pack.
+pub fn entries_of_pack(pack: BlobId, entries: &[PackEntry]) -> Vec<(BlobId, Location)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.id,
+                Location {
+                    pack,
+                    kind: e.kind,
+                    compression: e.compression,
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(pack: u8, off: u64) -> Location {
+        Location {
+            pack: BlobId([pack; 16]),
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+            offset: off,
+            stored_len: 10,
+            raw_len: 20,
+        }
+    }
+
+    #[test]
+    fn write_and_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = Vec::new();
+        for i in 0..1000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()).to_be_bytes()[..4]);
+            id[4..8].copy_from_slice(&i.to_be_bytes());
+            entries.push((BlobId(id), loc((i % 3) as u8, i as u64)));
+        }
+        let p = write_index(dir.path(), entries.clone()).unwrap();
+        let idx = IndexFile::open(&p).unwrap();
+        idx.verify().unwrap();
+        assert_eq!(idx.len(), 1000);
+        for (id, l) in &entries {
+            assert_eq!(idx.lookup(id), Some(*l));
+        }
+        assert_eq!(idx.lookup(&BlobId([0xee; 16])), None);
+        assert_eq!(idx.pack_ids().len(), 3);
+    }
+
+    #[test]
+    fn damaged_index_is_refused_or_fails_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_index(dir.path(), vec![(BlobId([5; 16]), loc(1, 16))]).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 20] ^= 0xff;
+        std::fs::write(&p, &bytes).unwrap();
+        let idx = IndexFile::open(&p).unwrap();
+        assert!(idx.verify().is_err());
+        std::fs::write(&p, &bytes[..n - 1]).unwrap();
+        assert!(IndexFile::open(&p).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The store: packs and indexes of one vault. Bytes in, blob id out; blob id
+//! in, verified bytes out. It knows nothing of trees, vaults or paths.
+//!
+//! Layout of a vault's store directory (see docs/FORMAT.md):
+//! ```text
+//! key                     the vault's 192-byte hashing secret (never changes)
+//! packs/<hh>/<id>.pack    sealed pack files, named by the XXH3-128 of their bytes
+//! index/<id>.idx          sorted index files naming which pack holds each blob
+//! ```
+//!
+//! # Concurrency (operation × concurrent operation)
+//!
+//! | running \ beside      | reader (mount, restore, check) | backup (writer)         |
+//! |-----------------------|--------------------------------|-------------------------|
+//! | reader                | yes: sealed files never change | yes: see below          |
+//! | backup (writer)       | yes                            | no: the vault's writer lock (`backup.lock`) admits one |
+//!
+//! A reader only ever sees sealed packs and complete indexes: both appear by
+//! atomic rename, after fsync. A writer only adds files (packs, then the
+//! index naming them) and, when merging indexes, writes the merged index
+//! before unlinking the ones it replaces; a reader that mapped an unlinked
+//! index keeps a valid mapping, and a reader that lists the directory between
+//! the two steps sees the same blobs twice, which lookup tolerates. A reader
+//! that fails to open an index that vanished re-lists the directory.
+
+pub mod index;
+pub mod pack;
+mod repo;
+
+pub use repo::{AddOutcome, Repo, RepoWriter, WriterStats};
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// Size of a vault's hashing secret, in bytes.
+pub const SECRET_LEN: usize = 192;
+
+/// The id of a blob: XXH3-128 of its uncompressed bytes, keyed with the
+/// vault's secret. Stored big-endian so that byte order is sort order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, bincode::Encode, bincode::Decode)]
+pub struct BlobId(pub [u8; 16]);
+
+impl BlobId {
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        crate::fsutil::hex(&self.0)
+    }
+    /// Parse 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<BlobId> {
+        let v = crate::fsutil::unhex(s)?;
+        Some(BlobId(v.try_into().ok()?))
+    }
+    /// Short form for messages.
+    pub fn short(&self) -> String {
+        crate::fsutil::hex(&self.0[..8])
+    }
+}
+
+impl fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_hex())
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_hex())
+    }
+}
+
+/// What a blob holds. Stored as one byte; never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    /// File or disk content.
+    Data = 0,
+    /// One directory's entries (a model tree).
+    Tree = 1,
+    /// Part of a large file's chunk list.
+    ChunkList = 2,
+}
+
+impl BlobKind {
+    /// Decode the on-disk byte.
+    pub fn from_u8(b: u8) -> Option<BlobKind> {
+        match b {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            2 => Some(BlobKind::ChunkList),
+            _ => None,
+        }
+    }
+    /// Name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobKind::Data => "data",
+            BlobKind::Tree => "tree",
+            BlobKind::ChunkList => "chunk list",
+        }
+    }
+}
+
+/// How a blob's bytes are stored in its pack. One byte; never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as is.
+    None = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+impl Compression {
+    /// Decode the on-disk byte.
+    pub fn from_u8(b: u8) -> Option<Compression> {
+        match b {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// The vault's keyed hash.
+#[derive(Clone)]
+pub struct Key {
+    secret: Vec<u8>,
+}
+
+impl Key {
+    /// A key from a stored secret; refuses a wrong length.
+    pub fn from_secret(secret: Vec<u8>) -> Result<Key> {
+        if secret.len() != SECRET_LEN {
+            return Err(Error::corrupt(format!(
+                "vault key has {} bytes, expected {SECRET_LEN}",
+                secret.len()
+            )));
+        }
+        Ok(Key { secret })
+    }
+    /// A new random key.
+    pub fn generate() -> Key {
+        Key {
+            secret: crate::fsutil::random_bytes(SECRET_LEN),
+        }
+    }
+    /// The secret's bytes, for writing the key file.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+    /// The id of `data`.
+    pub fn id(&self, data: &[u8]) -> BlobId {
+        let h = xxhash_rust::xxh3::xxh3_128_with_secret(data, &self.secret);
+        BlobId(h.to_be_bytes())
+    }
+    /// The seed of the content-defined chunker's gear table, derived from the
+    /// secret so that chunk boundaries do not reveal content across vaults.
+    pub fn chunker_seed(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_secret(b"cbrfs chunker seed", &self.secret)
+    }
+}
+
+/// Where a blob lives: which pack, where in it, how it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The pack holding it.
+    pub pack: BlobId,
+    /// Kind of blob.
+    pub kind: BlobKind,
+    /// How it is stored.
+    pub compression: Compression,
+    /// Byte offset of the stored bytes in the pack.
+    pub offset: u64,
+    /// Stored (possibly compressed) length.
+    pub stored_len: u32,
+    /// Uncompressed length.
+    pub raw_len: u32,
+}
+
+/// Little-endian field readers for the fixed-width formats; callers check
+/// lengths before slicing (they are only used on validated ranges).
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}

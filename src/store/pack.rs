@@ -1,0 +1,347 @@
+//! Pack files: blobs back to back, sealed with a blob table and a footer.
+//!
+//! ```text
+//! offset          size   field
+//! 0               8      magic "CBRPACK1"
+//! 8               4      version (u32 LE) = 1
+//! 12              4      reserved, zero
+//! 16              ...    blob payloads, back to back
+//! table_offset    36*N   blob table, one entry per blob (see ENTRY_LEN)
+//! end-32          4      N, blob count (u32 LE)
+//! end-28          4      reserved, zero
+//! end-24          8      table_offset (u64 LE)
+//! end-16          8      XXH3-64 of the blob table
+//! end-8           8      magic "CBRPKEND"
+//! ```
+//! A pack is written whole under a temporary name, fsynced, re-read and
+//! verified, then renamed to `packs/<hh>/<id>.pack` where `<id>` is the
+//! XXH3-128 (unkeyed) of the whole file. It is never modified afterwards:
+//! readers map it, and truncating a mapped file would kill them with SIGBUS.
+
+use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, TempFile};
+use memmap2::Mmap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Magic at the start of a pack.
+pub const MAGIC: &[u8; 8] = b"CBRPACK1";
+/// Magic at the very end of a pack.
+pub const END_MAGIC: &[u8; 8] = b"CBRPKEND";
+/// Pack format version.
+pub const VERSION: u32 = 1;
+/// Header length.
+pub const HEADER_LEN: usize = 16;
+/// Footer length.
+pub const FOOTER_LEN: usize = 32;
+/// One blob-table entry: id 16 | kind 1 | compression 1 | reserved 2 |
+/// stored_len u32 | raw_len u32 | offset u64.
+pub const ENTRY_LEN: usize = 36;
+
+/// Path of pack `id` under a vault's store directory.
+pub fn pack_path(store_dir: &Path, id: &BlobId) -> PathBuf {
+    let hex = id.to_hex();
+    store_dir.join("packs").join(&hex[..2]).join(format!("{hex}.pack"))
+}
+
+/// One entry of a pack's blob table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    /// Blob id.
+    pub id: BlobId,
+    /// Blob kind.
+    pub kind: BlobKind,
+    /// Storage form.
+    pub compression: Compression,
+    /// Offset of the stored bytes.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Uncompressed length.
+    pub raw_len: u32,
+}
+
+impl PackEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.0);
+        out.push(self.kind as u8);
+        out.push(self.compression as u8);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+    }
+    fn decode(b: &[u8]) -> Option<PackEntry> {
+        if b.len() < ENTRY_LEN {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[..16]);
+        Some(PackEntry {
+            id: BlobId(id),
+            kind: BlobKind::from_u8(b[16])?,
+            compression: Compression::from_u8(b[17])?,
+            stored_len: le_u32(b, 20),
+            raw_len: le_u32(b, 24),
+            offset: le_u64(b, 28),
+        })
+    }
+}
+
+/// Builds one pack in memory and seals it to disk.
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Default for PackWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackWriter {
+    /// An empty pack.
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(HEADER_LEN + (1 << 20));
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&VERSION.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        PackWriter {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+    /// Bytes so far (payloads and header).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    /// True if no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Number of blobs.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+    /// Append a blob's stored bytes.
+    pub fn add(
+        &mut self,
+        id: BlobId,
+        kind: BlobKind,
+        compression: Compression,
+        stored: &[u8],
+        raw_len: u32,
+    ) {
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(stored);
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            compression,
+            offset,
+            stored_len: stored.len() as u32,
+            raw_len,
+        });
+    }
+
+    /// Write the pack durably under `store_dir/packs`, verify it, and return
+    /// its id, its size and its entries.
+    pub fn seal(mut self, store_dir: &Path) -> Result<(BlobId, u64, Vec<PackEntry>)> {
+        let table_offset = self.buf.len() as u64;
+        let mut table = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        for e in &self.entries {
+            e.encode(&mut table);
+        }
+        let table_sum = xxhash_rust::xxh3::xxh3_64(&table);
+        self.buf.extend_from_slice(&table);
+        self.buf
+            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.buf.extend_from_slice(&table_offset.to_le_bytes());
+        self.buf.extend_from_slice(&table_sum.to_le_bytes());
+        self.buf.extend_from_slice(END_MAGIC);
+        let id = BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes());
+        let dest = pack_path(store_dir, &id);
+        let dir = dest.parent().unwrap_or(store_dir).to_path_buf();
+        fsutil::create_dir_all(&dir)?;
+        let mut tmp = TempFile::new_in(&dir)?;
+        tmp.file()
+            .write_all(&self.buf)
+            .ctx(|| format!("write pack {}", tmp.path().display()))?;
+        // Re-read what was written before it becomes visible: a pack is
+        // never trusted on the word of a write(2) alone.
+        {
+            let f = tmp.file();
+            f.sync_all().ctx(|| "fsync new pack".to_string())?;
+            let mut back = Vec::with_capacity(self.buf.len());
+            let mut rf = File::open(tmp.path()).ctx(|| "re-open new pack".to_string())?;
+            rf.read_to_end(&mut back)
+                .ctx(|| "re-read new pack".to_string())?;
+            if back != self.buf {
+                return Err(Error::corrupt(format!(
+                    "pack {} read back differently from what was written",
+                    id.short()
+                )));
+            }
+        }
+        tmp.commit(&dest)?;
+        Ok((id, self.buf.len() as u64, self.entries))
+    }
+}
+
+/// A sealed pack, memory-mapped.
+pub struct PackReader {
+    id: BlobId,
+    path: PathBuf,
+    map: Mmap,
+    table_offset: usize,
+    count: usize,
+}
+
+impl PackReader {
+    /// Map pack `id` of `store_dir` and validate its header and footer.
+    pub fn open(store_dir: &Path, id: BlobId) -> Result<PackReader> {
+        let path = pack_path(store_dir, &id);
+        let file = File::open(&path).ctx(|| format!("open pack {}", path.display()))?;
+        // SAFETY: sealed packs are never modified or truncated (see module
+        // docs); prune only unlinks them, which keeps the mapping valid.
+        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map pack {}", path.display()))?;
+        let bad = |why: &str| {
+            Error::corrupt(format!("pack {} is damaged: {why}", path.display()))
+        };
+        if map.len() < HEADER_LEN + FOOTER_LEN {
+            return Err(bad("shorter than header and footer"));
+        }
+        if &map[..8] != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let version = le_u32(&map, 8);
+        if version != VERSION {
+            return Err(bad(&format!("unknown version {version}")));
+        }
+        let f = map.len() - FOOTER_LEN;
+        if &map[f + 24..f + 32] != END_MAGIC {
+            return Err(bad("bad end magic"));
+        }
+        let count = le_u32(&map, f) as usize;
+        let table_offset = le_u64(&map, f + 8);
+        let expect_end = (count as u64)
+            .checked_mul(ENTRY_LEN as u64)
+            .and_then(|t| t.checked_add(table_offset));
+        if table_offset < HEADER_LEN as u64 || expect_end != Some(f as u64) {
+            return Err(bad("blob table does not fit the file"));
+        }
+        Ok(PackReader {
+            id,
+            path,
+            map,
+            table_offset: table_offset as usize,
+            count,
+        })
+    }
+
+    /// The pack's id.
+    pub fn id(&self) -> BlobId {
+        self.id
+    }
+    /// The pack's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Size of the file.
+    pub fn size(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The stored bytes of the blob at `loc`, bounds-checked.
+    pub fn stored(&self, loc: &Location) -> Result<&[u8]> {
+        let start = loc.offset as usize;
+        let end = start.checked_add(loc.stored_len as usize);
+        match end {
+            Some(end) if start >= HEADER_LEN && end <= self.table_offset => {
+                Ok(&self.map[start..end])
+            }
+            _ => Err(Error::corrupt(format!(
+                "pack {}: blob at offset {} length {} lies outside the pack's data",
+                self.path.display(),
+                loc.offset,
+                loc.stored_len
+            ))),
+        }
+    }
+
+    /// Decode and check the blob table (for check and index rebuild).
+    pub fn entries(&self) -> Result<Vec<PackEntry>> {
+        let table = &self.map[self.table_offset..self.table_offset + self.count * ENTRY_LEN];
+        let f = self.map.len() - FOOTER_LEN;
+        if xxhash_rust::xxh3::xxh3_64(table) != le_u64(&self.map, f + 16) {
+            return Err(Error::corrupt(format!(
+                "pack {}: blob table checksum mismatch",
+                self.path.display()
+            )));
+        }
+        table
+            .chunks_exact(ENTRY_LEN)
+            .map(|e| {
+                PackEntry::decode(e).ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "pack {}: undecodable blob table entry",
+                        self.path.display()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// True if the whole file hashes to its name.
+    pub fn verify_id(&self) -> bool {
+        BlobId(xxhash_rust::xxh3::xxh3_128(&self.map).to_be_bytes()) == self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::new();
+        let a = BlobId([1; 16]);
+        let b = BlobId([2; 16]);
+        w.add(a, BlobKind::Data, Compression::None, b"hello", 5);
+        w.add(b, BlobKind::Tree, Compression::None, b"world!", 6);
+        let (id, size, entries) = w.seal(dir.path()).unwrap();
+        let r = PackReader::open(dir.path(), id).unwrap();
+        assert_eq!(r.size(), size);
+        assert!(r.verify_id());
+        assert_eq!(r.entries().unwrap(), entries);
+        let loc = |e: &PackEntry| Location {
+            pack: id,
+            kind: e.kind,
+            compression: e.compression,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+        };
+        assert_eq!(r.stored(&loc(&entries[1])).unwrap(), b"world!");
+        let mut bad = loc(&entries[1]);
+        bad.stored_len = 1 << 20;
+        assert!(r.stored(&bad).is_err());
+    }
+
+    #[test]
+    fn truncated_pack_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::new();
+        w.add(BlobId([1; 16]), BlobKind::Data, Compression::None, b"x", 1);
+        let (id, size, _) = w.seal(dir.path()).unwrap();
+        let p = pack_path(dir.path(), &id);
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(size - 3).unwrap();
+        assert!(PackReader::open(dir.path(), id).is_err());
+    }
+}

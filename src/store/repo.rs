@@ -1,0 +1,489 @@
+//! One vault's store directory: the reader ([`Repo`]) and the writer of a
+//! backup run ([`RepoWriter`]).
+
+use super::index::{self, IndexFile};
+use super::pack::{PackReader, PackWriter};
+use super::{BlobId, BlobKind, Compression, Key, Location};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Seal a pack once its payload reaches this size.
+pub const PACK_TARGET: usize = 16 << 20;
+/// Merge the indexes into one when a run ends with more than this many.
+pub const MAX_INDEXES: usize = 16;
+/// zstd level: fast, and within a few percent of level 6 on source trees.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// The read side of a vault's store: mapped indexes and packs.
+pub struct Repo {
+    dir: PathBuf,
+    vault: String,
+    key: Key,
+    indexes: RwLock<Vec<Arc<IndexFile>>>,
+    packs: Mutex<HashMap<BlobId, Arc<PackReader>>>,
+}
+
+impl Repo {
+    /// Create the store directory of a new vault with a fresh key.
+    pub fn create(dir: &Path) -> Result<()> {
+        fsutil::create_dir_all(&dir.join("packs"))?;
+        fsutil::create_dir_all(&dir.join("index"))?;
+        let key = Key::generate();
+        fsutil::write_atomic(&dir.join("key"), key.secret())
+    }
+
+    /// Open the store of vault `vault` in `dir`: reads the key and maps the
+    /// indexes (O(number of index files), not of their size).
+    pub fn open(dir: &Path, vault: &str) -> Result<Repo> {
+        let key_path = dir.join("key");
+        let secret = fs::read(&key_path).ctx(|| format!("read key of vault {vault}"))?;
+        let key = Key::from_secret(secret).map_err(|e| e.context(format!("vault {vault}")))?;
+        let repo = Repo {
+            dir: dir.to_path_buf(),
+            vault: vault.to_string(),
+            key,
+            indexes: RwLock::new(Vec::new()),
+            packs: Mutex::new(HashMap::new()),
+        };
+        repo.refresh()?;
+        Ok(repo)
+    }
+
+    /// The vault's name.
+    pub fn vault(&self) -> &str {
+        &self.vault
+    }
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The vault's keyed hash.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Paths of the index files present now.
+    pub fn index_paths(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.dir.join("index");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+        };
+        for ent in rd {
+            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".idx") && !name.starts_with('.') {
+                out.push(ent.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Re-list the index directory: map new index files, drop vanished ones.
+    /// An index that vanishes between listing and opening (merged by a
+    /// writer) is skipped; its blobs are in the merged index.
+    pub fn refresh(&self) -> Result<()> {
+        let paths = self.index_paths()?;
+        let current: HashMap<PathBuf, Arc<IndexFile>> = self
+            .indexes
+            .read()
+            .iter()
+            .map(|i| (i.path().to_path_buf(), i.clone()))
+            .collect();
+        let mut next = Vec::with_capacity(paths.len());
+        for p in paths {
+            if let Some(i) = current.get(&p) {
+                next.push(i.clone());
+                continue;
+            }
+            match IndexFile::open(&p) {
+                Ok(i) => next.push(Arc::new(i)),
+                Err(e)
+                    if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+                Err(e) => return Err(e.context(format!("vault {}", self.vault))),
+            }
+        }
+        // Newest (largest) first is no better than any order; keep the
+        // biggest index first since most lookups hit it.
+        next.sort_by_key(|i| std::cmp::Reverse(i.len()));
+        *self.indexes.write() = next;
+        Ok(())
+    }
+
+    /// The mapped indexes.
+    pub fn indexes(&self) -> Vec<Arc<IndexFile>> {
+        self.indexes.read().clone()
+    }
+
+    /// Where blob `id` is stored, if any index knows it.
+    pub fn lookup(&self, id: &BlobId) -> Option<Location> {
+        self.indexes.read().iter().find_map(|i| i.lookup(id))
+    }
+
+    /// The mapped pack `id`.
+    pub fn pack(&self, id: BlobId) -> Result<Arc<PackReader>> {
+        if let Some(p) = self.packs.lock().get(&id) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(
+            PackReader::open(&self.dir, id)
+                .map_err(|e| e.context(format!("vault {}", self.vault)))?,
+        );
+        self.packs.lock().insert(id, p.clone());
+        Ok(p)
+    }
+
+    /// Forget mapped packs (after prune removed some).
+    pub fn drop_pack_cache(&self) {
+        self.packs.lock().clear();
+    }
+
+    /// Read blob `id` and verify it against its id. Never returns bytes that
+    /// do not hash to `id`.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.lookup(id).ok_or_else(|| {
+            Error::corrupt(format!(
+                "vault {}: blob {} is not in any index",
+                self.vault, id
+            ))
+        })?;
+        self.read_at(id, &loc)
+    }
+
+    /// Read blob `id` from `loc` and verify it.
+    pub fn read_at(&self, id: &BlobId, loc: &Location) -> Result<Vec<u8>> {
+        let pack = self.pack(loc.pack)?;
+        let stored = pack.stored(loc)?;
+        let damaged = |why: String| {
+            Error::corrupt(format!(
+                "vault {}, pack {}, {} blob {}: {why}",
+                self.vault,
+                loc.pack,
+                loc.kind.name(),
+                id
+            ))
+        };
+        let data = match loc.compression {
+            Compression::None => stored.to_vec(),
+            Compression::Zstd => zstd::bulk::decompress(stored, loc.raw_len as usize)
+                .map_err(|e| damaged(format!("does not decompress ({e})")))?,
+        };
+        if data.len() != loc.raw_len as usize {
+            return Err(damaged(format!(
+                "length {} differs from the index's {}",
+                data.len(),
+                loc.raw_len
+            )));
+        }
+        if self.key.id(&data) != *id {
+            return Err(damaged("content does not match its id".into()));
+        }
+        Ok(data)
+    }
+
+    /// Every sealed pack with its size.
+    pub fn list_packs(&self) -> Result<Vec<(BlobId, u64)>> {
+        let mut out = Vec::new();
+        let top = self.dir.join("packs");
+        let rd = match fs::read_dir(&top) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("list {}", top.display()), e)),
+        };
+        for sub in rd {
+            let sub = sub.ctx(|| format!("list {}", top.display()))?;
+            if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            for ent in fs::read_dir(sub.path()).ctx(|| format!("list {}", sub.path().display()))? {
+                let ent = ent.ctx(|| format!("list {}", sub.path().display()))?;
+                let name = ent.file_name();
+                let name = name.to_string_lossy();
+                if let Some(hex) = name.strip_suffix(".pack") {
+                    if let Some(id) = BlobId::from_hex(hex) {
+                        let len = ent.metadata().map(|m| m.len()).unwrap_or(0);
+                        out.push((id, len));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Bytes the vault's store takes: packs and indexes.
+    pub fn used_bytes(&self) -> Result<u64> {
+        let packs: u64 = self.list_packs()?.iter().map(|(_, n)| n).sum();
+        let mut idx = 0;
+        for p in self.index_paths()? {
+            idx += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(packs + idx)
+    }
+
+    /// Remove temporary files a killed writer left. Call only while holding
+    /// the vault's writer lock.
+    pub fn remove_stale_temps(&self) -> Result<usize> {
+        let mut n = fsutil::remove_stale_temps(&self.dir.join("index"))?;
+        let top = self.dir.join("packs");
+        if let Ok(rd) = fs::read_dir(&top) {
+            for sub in rd.flatten() {
+                if sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    n += fsutil::remove_stale_temps(&sub.path())?;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// What adding a blob did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddOutcome {
+    /// The blob's id.
+    pub id: BlobId,
+    /// True if the blob was new and stored; false if deduplicated.
+    pub new: bool,
+}
+
+/// Counters of one writer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Blobs stored.
+    pub blobs_new: u64,
+    /// Blobs found already stored.
+    pub blobs_dedup: u64,
+    /// Uncompressed bytes of the new blobs.
+    pub raw_new: u64,
+    /// Bytes of the sealed packs and index written.
+    pub bytes_written: u64,
+}
+
+/// Adds blobs to a vault during one backup run. Blobs go to packs; at
+/// [`RepoWriter::finish`] the last pack is sealed and one index naming all
+/// new blobs is written, after every pack it names is durable. Until then
+/// no reader knows of the new blobs. The caller holds the vault's writer
+/// lock for the writer's whole life.
+pub struct RepoWriter<'r> {
+    repo: &'r Repo,
+    compress: bool,
+    pack: PackWriter,
+    pending: HashMap<BlobId, ()>,
+    sealed: Vec<(BlobId, Location)>,
+    stats: WriterStats,
+    broken: bool,
+    /// Abort (with a no-space error) once written bytes would pass this.
+    pub limit: Option<u64>,
+}
+
+impl<'r> RepoWriter<'r> {
+    /// A writer for `repo`; `compress` selects zstd.
+    pub fn new(repo: &'r Repo, compress: bool) -> Self {
+        RepoWriter {
+            repo,
+            compress,
+            pack: PackWriter::new(),
+            pending: HashMap::new(),
+            sealed: Vec::new(),
+            stats: WriterStats::default(),
+            broken: false,
+            limit: None,
+        }
+    }
+
+    /// The repo written to.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+    /// Counters so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats
+    }
+
+    /// True if `id` is stored already or added in this run.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.pending.contains_key(id) || self.repo.lookup(id).is_some()
+    }
+
+    /// Add `data` as a blob of `kind`, unless it is stored already.
+    pub fn add(&mut self, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
+        let id = self.repo.key.id(data);
+        self.add_with_id(id, kind, data)
+    }
+
+    /// Add `data` whose id the caller computed with this vault's key.
+    pub fn add_with_id(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
+        if self.broken {
+            return Err(Error::failed(format!(
+                "vault {}: the pack writer failed earlier and refuses more blobs",
+                self.repo.vault
+            )));
+        }
+        if self.contains(&id) {
+            self.stats.blobs_dedup += 1;
+            return Ok(AddOutcome { id, new: false });
+        }
+        let compressed = if self.compress && data.len() > 64 {
+            zstd::bulk::compress(data, ZSTD_LEVEL).ok()
+        } else {
+            None
+        };
+        // Keep the compressed form only when it saves at least 1/32.
+        match compressed {
+            Some(c) if c.len() < data.len() - data.len() / 32 => {
+                self.pack
+                    .add(id, kind, Compression::Zstd, &c, data.len() as u32)
+            }
+            _ => self
+                .pack
+                .add(id, kind, Compression::None, data, data.len() as u32),
+        }
+        self.pending.insert(id, ());
+        self.stats.blobs_new += 1;
+        self.stats.raw_new += data.len() as u64;
+        if self.pack.len() >= PACK_TARGET {
+            self.seal_pack()?;
+        }
+        Ok(AddOutcome { id, new: true })
+    }
+
+    fn seal_pack(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        if let Some(limit) = self.limit {
+            if self.stats.bytes_written + self.pack.len() as u64 > limit {
+                self.broken = true;
+                return Err(Error::new(
+                    crate::error::Kind::NoSpace,
+                    format!(
+                        "vault {}: the backup would exceed the vault's capacity",
+                        self.repo.vault
+                    ),
+                )
+                .code("BackupService.6114"));
+            }
+        }
+        let pack = std::mem::take(&mut self.pack);
+        match pack.seal(&self.repo.dir) {
+            Ok((pack_id, size, entries)) => {
+                self.stats.bytes_written += size;
+                self.sealed
+                    .extend(index::entries_of_pack(pack_id, &entries));
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e.context(format!("vault {}", self.repo.vault)))
+            }
+        }
+    }
+
+    /// Seal the last pack and write the index naming this run's blobs
+    /// (after the packs are durable). Merges indexes when there are many.
+    /// Returns the counters.
+    pub fn finish(mut self) -> Result<WriterStats> {
+        self.seal_pack()?;
+        if !self.sealed.is_empty() {
+            let entries = std::mem::take(&mut self.sealed);
+            let path = index::write_index(&self.repo.dir, entries)?;
+            self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            self.repo.refresh()?;
+            let indexes = self.repo.indexes();
+            if indexes.len() > MAX_INDEXES {
+                merge_indexes(self.repo, &indexes)?;
+            }
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Write one index holding every entry of `indexes`, then unlink them.
+/// The merged index is durable before any old one goes, so every blob is
+/// findable at every instant.
+pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<()> {
+    let mut all = Vec::new();
+    for i in indexes {
+        all.extend(i.iter());
+    }
+    let merged = index::write_index(&repo.dir, all)?;
+    for i in indexes {
+        if i.path() != merged {
+            fs::remove_file(i.path()).ctx(|| format!("remove merged index {}", i.path().display()))?;
+        }
+    }
+    fsutil::sync_dir(&repo.dir.join("index"))?;
+    repo.refresh()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_dedupe_read_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let data = vec![7u8; 100_000];
+        let mut w = RepoWriter::new(&repo, true);
+        let a = w.add(BlobKind::Data, &data).unwrap();
+        assert!(a.new);
+        let b = w.add(BlobKind::Data, &data).unwrap();
+        assert!(!b.new);
+        let s = w.finish().unwrap();
+        assert_eq!(s.blobs_new, 1);
+        assert_eq!(repo.read_blob(&a.id).unwrap(), data);
+        // A second run dedupes against the index.
+        let mut w = RepoWriter::new(&repo, true);
+        assert!(!w.add(BlobKind::Data, &data).unwrap().new);
+        assert_eq!(w.finish().unwrap().bytes_written, 0);
+    }
+
+    #[test]
+    fn flipped_byte_is_an_error_not_wrong_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let data: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut w = RepoWriter::new(&repo, false);
+        let a = w.add(BlobKind::Data, &data).unwrap();
+        w.finish().unwrap();
+        let loc = repo.lookup(&a.id).unwrap();
+        let path = super::super::pack::pack_path(dir.path(), &loc.pack);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[loc.offset as usize + 10] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let err = repo.read_blob(&a.id).unwrap_err().to_string();
+        assert!(err.contains("vault v"), "{err}");
+        assert!(err.contains(&loc.pack.to_hex()), "{err}");
+        assert!(err.contains(&a.id.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn many_runs_merge_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut ids = Vec::new();
+        for i in 0..(MAX_INDEXES as u32 + 3) {
+            let mut w = RepoWriter::new(&repo, true);
+            ids.push(w.add(BlobKind::Data, &i.to_le_bytes()).unwrap().id);
+            w.finish().unwrap();
+        }
+        assert!(repo.index_paths().unwrap().len() <= MAX_INDEXES);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(repo.read_blob(id).unwrap(), (i as u32).to_le_bytes());
+        }
+    }
+}
