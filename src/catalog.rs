@@ -111,19 +111,25 @@ impl VaultConfig {
     }
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Result<&Resource> {
-        self.resources.iter().find(|r| r.name == name).ok_or_else(|| {
-            Error::not_found(format!(
-                "resource {name:?} is not associated with vault {}",
-                self.name
-            ))
-            .code("BackupService.6135")
-        })
+        self.resources
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "resource {name:?} is not associated with vault {}",
+                    self.name
+                ))
+                .code("BackupService.6135")
+            })
     }
 }
 
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// Nanoseconds since the epoch now.
@@ -234,8 +240,9 @@ impl Store {
             }
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        let cfg: VaultConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::corrupt(format!("vault {name}: {} is damaged: {e}", path.display())))?;
+        let cfg: VaultConfig = serde_json::from_str(&text).map_err(|e| {
+            Error::corrupt(format!("vault {name}: {} is damaged: {e}", path.display()))
+        })?;
         if cfg.format != CATALOG_FORMAT || cfg.name != name {
             return Err(Error::corrupt(format!(
                 "vault {name}: {} has format {} and name {:?}",
@@ -260,8 +267,10 @@ impl Store {
         let _lock = self.lock()?;
         let dir = self.vault_dir(&cfg.name);
         if dir.join("vault.json").exists() {
-            return Err(Error::conflict(format!("vault {:?} already exists", cfg.name))
-                .code("BackupService.6106"));
+            return Err(
+                Error::conflict(format!("vault {:?} already exists", cfg.name))
+                    .code("BackupService.6106"),
+            );
         }
         if dir.exists() {
             // Left by a crash during an earlier create: nothing in it is visible.

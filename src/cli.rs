@@ -36,6 +36,31 @@ enum Command {
     Restore(RestoreArgs),
     /// Verify the store: structure, and with --read-data every blob.
     Check(CheckArgs),
+    /// Mount the store: every vault a directory, every backup a read-only
+    /// tree; mkdir in a vault takes a backup.
+    Mount {
+        /// Where to mount.
+        mountpoint: PathBuf,
+        /// Stay attached (for systemd) instead of serving in the background.
+        #[arg(long)]
+        foreground: bool,
+        /// Let other users read through the mount (their access is still
+        /// checked against each file's permissions).
+        #[arg(long)]
+        allow_other: bool,
+        /// How long a lookup inside a backup that mkdir started waits for it
+        /// before failing with EAGAIN.
+        #[arg(long, default_value = "5", value_name = "SECONDS")]
+        wait_seconds: f64,
+    },
+    /// Unmount a cbrfs mount (also a stale one whose daemon died).
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Detach now even if busy; the mount goes when its last user leaves.
+        #[arg(long)]
+        lazy: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +198,16 @@ enum BackupCmd {
         /// The backup.
         backup: String,
     },
+    /// Wait until a running backup (e.g. one started by mkdir) is available.
+    Wait {
+        /// The vault.
+        vault: String,
+        /// The backup.
+        backup: String,
+        /// Give up after this many seconds (exit 1) [default: wait on].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +239,7 @@ struct CheckArgs {
 /// Parse the arguments, run the command, and return the exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    init_logging(&cli);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -213,8 +249,39 @@ pub fn run() -> i32 {
     }
 }
 
+/// Logs go to stderr (`RUST_LOG`, default warn), except in a mount daemon,
+/// which has no terminal: there they go to `STORE/logs/mount.log` (default
+/// info).
+fn init_logging(cli: &Cli) {
+    let daemon = matches!(cli.command, Command::Mount { .. }) && crate::fuse::is_daemon_child();
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if daemon {
+            "info"
+        } else {
+            "warn"
+        }));
+    if daemon {
+        let dir = cli
+            .store
+            .clone()
+            .unwrap_or_else(catalog::default_store_path)
+            .join("logs");
+        let _ = crate::fsutil::create_dir_all(&dir);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("mount.log"));
+        if let Ok(f) = file {
+            b.target(env_logger::Target::Pipe(Box::new(f)));
+        }
+    }
+    let _ = b.try_init();
+}
+
 fn open_store(cli_store: &Option<PathBuf>) -> Result<Store> {
-    let p = cli_store.clone().unwrap_or_else(catalog::default_store_path);
+    let p = cli_store
+        .clone()
+        .unwrap_or_else(catalog::default_store_path);
     Store::open(&p)
 }
 
@@ -225,6 +292,33 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Backup(b) => backup_cmd(&store, b),
         Command::Restore(r) => restore_cmd(&store, r),
         Command::Check(c) => check_cmd(&store, c),
+        Command::Mount {
+            mountpoint,
+            foreground,
+            allow_other,
+            wait_seconds,
+        } => {
+            if !(0.0..=3600.0).contains(&wait_seconds) {
+                return Err(Error::invalid(format!(
+                    "--wait-seconds {wait_seconds} is out of range: 0 to 3600"
+                )));
+            }
+            crate::fuse::mount(
+                &store,
+                &mountpoint,
+                &crate::fuse::MountOptions {
+                    foreground,
+                    allow_other,
+                    wait: Duration::from_secs_f64(wait_seconds),
+                },
+            )?;
+            Ok(0)
+        }
+        Command::Umount { mountpoint, lazy } => {
+            crate::fuse::umount(&mountpoint, lazy)?;
+            println!("unmounted {}", mountpoint.display());
+            Ok(0)
+        }
     }
 }
 
@@ -234,7 +328,10 @@ fn print_json(v: &serde_json::Value) {
 
 /// The JSON form of a vault (documented in docs/JSON.md).
 pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
-    let used = store.repo(&v.name).and_then(|r| r.used_bytes()).unwrap_or(0);
+    let used = store
+        .repo(&v.name)
+        .and_then(|r| r.used_bytes())
+        .unwrap_or(0);
     let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
     json!({
         "name": v.name,
@@ -309,7 +406,10 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 .filter(|v| vault_matches(v, &filters))
                 .collect();
             if json {
-                print_json(&json!(vs.iter().map(|v| vault_json(store, v)).collect::<Vec<_>>()));
+                print_json(&json!(vs
+                    .iter()
+                    .map(|v| vault_json(store, v))
+                    .collect::<Vec<_>>()));
             } else {
                 println!(
                     "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  TAGS",
@@ -357,7 +457,8 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 println!("compression: {}", v.compression);
                 println!("created:     {}", v.created);
                 println!("backups:     {}", j["backups"]);
-                let tags: Vec<String> = v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+                let tags: Vec<String> =
+                    v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
                 println!("tags:        {}", tags.join(", "));
                 println!("resources:");
                 for r in &v.resources {
@@ -546,7 +647,10 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     }
                 }
                 if s.errors > 0 {
-                    eprintln!("warning: {} entries could not be backed up (see above)", s.errors);
+                    eprintln!(
+                        "warning: {} entries could not be backed up (see above)",
+                        s.errors
+                    );
                 }
             }
         }
@@ -636,6 +740,11 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 println!("added:       {}", human_bytes(b.stats.bytes_added));
             }
         }
+        BackupCmd::Wait {
+            vault,
+            backup,
+            timeout,
+        } => return wait_cmd(store, &vault, &backup, timeout),
         BackupCmd::Delete { vault, backup } => {
             store.vault(&vault)?;
             store.delete_backup(&vault, &backup)?;
@@ -643,6 +752,69 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Wait for a backup to become available, showing its progress.
+fn wait_cmd(store: &Store, vault: &str, backup: &str, timeout: Option<f64>) -> Result<i32> {
+    use crate::engine::status;
+    store.vault(vault)?;
+    crate::rules::check_name("backup name", backup)?;
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut missing_since: Option<Instant> = None;
+    loop {
+        if store.backup_path(vault, backup).exists() {
+            if tty {
+                eprintln!();
+            }
+            println!("backup {backup} of vault {vault} is available");
+            return Ok(0);
+        }
+        match status::read(store, vault, backup) {
+            Some(s) if s.status == "error" => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: {}",
+                    s.error.unwrap_or_default()
+                )))
+            }
+            Some(s) if !status::alive(s.pid) => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
+                    s.pid
+                )))
+            }
+            Some(s) => {
+                let line = format!(
+                    "backup {backup}: protecting, {}%, {} files, {} read",
+                    s.progress,
+                    s.files,
+                    human_bytes(s.bytes_read)
+                );
+                if tty && line != last {
+                    eprint!("\r{line}   ");
+                    last = line;
+                }
+            }
+            None => {
+                // Not yet visible (the mkdir's thread may not have written
+                // its first status): allow a second before saying no.
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    return Err(Error::not_found(format!(
+                        "backup {backup} of vault {vault} does not exist and is not running"
+                    ))
+                    .code("BackupService.6200"));
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::failed(format!(
+                "backup {backup} of vault {vault} is still running after the timeout"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
@@ -662,7 +834,10 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         for e in &stats.errors {
             eprintln!("cbrfs: error: {e}");
         }
-        eprintln!("cbrfs: error: {} entries could not be restored", stats.errors.len());
+        eprintln!(
+            "cbrfs: error: {} entries could not be restored",
+            stats.errors.len()
+        );
         return Ok(1);
     }
     Ok(0)
@@ -682,7 +857,11 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
                     r.backups,
                     r.packs,
                     if c.read_data {
-                        format!(", {} blobs ({}) read and verified", r.blobs_read, human_bytes(r.bytes_read))
+                        format!(
+                            ", {} blobs ({}) read and verified",
+                            r.blobs_read,
+                            human_bytes(r.bytes_read)
+                        )
                     } else {
                         String::new()
                     }

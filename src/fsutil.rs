@@ -147,7 +147,12 @@ pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(crate::error::Error::io(format!("list {}", dir.display()), e)),
+        Err(e) => {
+            return Err(crate::error::Error::io(
+                format!("list {}", dir.display()),
+                e,
+            ))
+        }
     };
     for ent in rd {
         let ent = ent.ctx(|| format!("list {}", dir.display()))?;
@@ -176,7 +181,11 @@ impl Flock {
             .mode(FILE_MODE)
             .open(path)
             .ctx(|| format!("open lock file {}", path.display()))?;
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        } | libc::LOCK_NB;
         // SAFETY: flock on a valid, owned file descriptor.
         let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
         if rc == 0 {
@@ -186,7 +195,10 @@ impl Flock {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             Ok(None)
         } else {
-            Err(crate::error::Error::io(format!("lock {}", path.display()), err))
+            Err(crate::error::Error::io(
+                format!("lock {}", path.display()),
+                err,
+            ))
         }
     }
     /// Take the lock, waiting for it.
@@ -199,7 +211,11 @@ impl Flock {
             .mode(FILE_MODE)
             .open(path)
             .ctx(|| format!("open lock file {}", path.display()))?;
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         loop {
             // SAFETY: flock on a valid, owned file descriptor.
             let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
@@ -208,7 +224,10 @@ impl Flock {
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(crate::error::Error::io(format!("lock {}", path.display()), err));
+                return Err(crate::error::Error::io(
+                    format!("lock {}", path.display()),
+                    err,
+                ));
             }
         }
     }

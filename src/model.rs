@@ -150,6 +150,9 @@ pub struct Node {
     pub ctime_ns: i64,
     /// Size in bytes (files: content length; symlinks: target length).
     pub size: u64,
+    /// 512-byte blocks the entry took at the source (`st_blocks`), so that
+    /// `du` through the mount matches the source.
+    pub blocks: u64,
     /// Link count at the source.
     pub nlink: u32,
     /// Hard-link identity: names of one inode share a non-zero group.
@@ -182,6 +185,7 @@ impl Node {
             mtime_ns: 0,
             ctime_ns: 0,
             size: 0,
+            blocks: 0,
             nlink: 1,
             link_group: 0,
             inode: 0,
@@ -413,7 +417,9 @@ pub fn encode_record(r: &BackupRecord) -> Vec<u8> {
 /// Decode and verify a backup record file.
 pub fn decode_record(data: &[u8]) -> Result<BackupRecord> {
     if data.len() < 24 || &data[..8] != RECORD_MAGIC {
-        return Err(Error::corrupt("backup record has a bad magic or is too short"));
+        return Err(Error::corrupt(
+            "backup record has a bad magic or is too short",
+        ));
     }
     let format = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
     if format != RECORD_FORMAT {

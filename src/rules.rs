@@ -137,7 +137,17 @@ mod tests {
         assert_eq!(parse_capacity("2TB").unwrap(), 2048);
         assert_eq!(parse_capacity("10").unwrap(), 10);
         assert_eq!(parse_capacity("10485760").unwrap(), 10_485_760);
-        for bad in ["9", "10485761", "0", "-5", "1.5TB", "100MB", "", "GB", "99999999999999999999"] {
+        for bad in [
+            "9",
+            "10485761",
+            "0",
+            "-5",
+            "1.5TB",
+            "100MB",
+            "",
+            "GB",
+            "99999999999999999999",
+        ] {
             let e = parse_capacity(bad).unwrap_err();
             assert_eq!(e.cbr_code(), Some("BackupService.6101"), "{bad}");
         }
@@ -145,7 +155,10 @@ mod tests {
 
     #[test]
     fn tags() {
-        assert_eq!(parse_tag("env=prod").unwrap(), ("env".into(), "prod".into()));
+        assert_eq!(
+            parse_tag("env=prod").unwrap(),
+            ("env".into(), "prod".into())
+        );
         assert_eq!(parse_tag("env=").unwrap(), ("env".into(), "".into()));
         assert!(parse_tag("env").is_err());
         assert!(parse_tag("=x").is_err());

@@ -35,7 +35,13 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let len = loop {
         // SAFETY: p is a valid C string; the buffer is writable for its length.
-        let rc = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr() as *mut libc::c_char, names.len()) };
+        let rc = unsafe {
+            libc::llistxattr(
+                p.as_ptr(),
+                names.as_mut_ptr() as *mut libc::c_char,
+                names.len(),
+            )
+        };
         match check_size(rc) {
             Ok(n) => break n,
             Err(e) if e.raw_os_error() == Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
@@ -60,7 +66,12 @@ fn get_xattr(p: &CStr, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     loop {
         // SAFETY: valid C strings; the buffer is writable for its length.
         let rc = unsafe {
-            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len())
+            libc::lgetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
         };
         match check_size(rc) {
             Ok(len) => {
@@ -83,7 +94,13 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let n = cstr(name)?;
     // SAFETY: valid C strings and a readable value buffer.
     check(unsafe {
-        libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0)
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
     })
     .map(|_| ())
 }
@@ -126,7 +143,11 @@ pub fn fnmatch(pattern: &str, text: &[u8]) -> bool {
     let (Ok(p), Ok(t)) = (CString::new(pattern), cstr(text)) else {
         return false;
     };
-    let flags = if pattern.contains('/') { libc::FNM_PATHNAME } else { 0 };
+    let flags = if pattern.contains('/') {
+        libc::FNM_PATHNAME
+    } else {
+        0
+    };
     // SAFETY: valid C strings.
     unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), flags) == 0 }
 }
@@ -136,7 +157,10 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let p = cstr(path.as_os_str().as_bytes())?;
     // SAFETY: valid C string; the returned descriptor is owned below.
     let fd = check(unsafe {
-        libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
     })?;
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -193,8 +217,15 @@ pub fn symlink_at(target: &[u8], dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
 pub fn mknod_at(dir: &OwnedFd, name: &[u8], mode: u32, rdev: u64) -> io::Result<()> {
     let n = cstr(name)?;
     // SAFETY: valid C string and descriptor.
-    check(unsafe { libc::mknodat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) })
-        .map(|_| ())
+    check(unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    })
+    .map(|_| ())
 }
 
 /// Hard-link `old` (relative to `old_dir`) as `name` in `dir`, not following
@@ -203,23 +234,40 @@ pub fn link_at(old_dir: &OwnedFd, old: &[u8], dir: &OwnedFd, name: &[u8]) -> io:
     let o = cstr(old)?;
     let n = cstr(name)?;
     // SAFETY: valid C strings and descriptors.
-    check(unsafe { libc::linkat(old_dir.as_raw_fd(), o.as_ptr(), dir.as_raw_fd(), n.as_ptr(), 0) })
-        .map(|_| ())
+    check(unsafe {
+        libc::linkat(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })
+    .map(|_| ())
 }
 
 /// chown without following a final symlink.
 pub fn chown_at(dir: &OwnedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
     let n = cstr(name)?;
     // SAFETY: valid C string and descriptor.
-    check(unsafe { libc::fchownat(dir.as_raw_fd(), n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
-        .map(|_| ())
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
 }
 
 /// chmod of `name` in `dir` (never a symlink: callers skip those).
 pub fn chmod_at(dir: &OwnedFd, name: &[u8], mode: u32) -> io::Result<()> {
     let n = cstr(name)?;
     // SAFETY: valid C string and descriptor.
-    check(unsafe { libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t, 0) }).map(|_| ())
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t, 0) })
+        .map(|_| ())
 }
 
 fn timespec(ns: i64) -> libc::timespec {
@@ -234,8 +282,15 @@ pub fn utimens_at(dir: &OwnedFd, name: &[u8], atime_ns: i64, mtime_ns: i64) -> i
     let n = cstr(name)?;
     let ts = [timespec(atime_ns), timespec(mtime_ns)];
     // SAFETY: valid C string, descriptor and a two-element array.
-    check(unsafe { libc::utimensat(dir.as_raw_fd(), n.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
-        .map(|_| ())
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
 }
 
 /// The `/proc/self/fd/N/name` path of an entry, for calls that have no *at()
@@ -292,6 +347,9 @@ mod tests {
         f.set_len(4 << 20).unwrap();
         let ext = data_extents(f.as_raw_fd(), 4 << 20).unwrap();
         // Either the file system reports the hole or it reports all data.
-        assert!(ext == vec![(1 << 20, (1 << 20) + 4096)] || ext == vec![(0, 4 << 20)], "{ext:?}");
+        assert!(
+            ext == vec![(1 << 20, (1 << 20) + 4096)] || ext == vec![(0, 4 << 20)],
+            "{ext:?}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! reads everything (deduplication still applies).
 
 use super::progress::Progress;
+use super::status;
 use crate::catalog::{self, Resource, Store, VaultConfig};
 use crate::chunker::Cdc;
 use crate::error::{Error, IoContext, Kind, Result};
@@ -60,7 +61,11 @@ pub struct Prepared {
 
 /// A default backup name: `manualbk_XXXX` or `autobk_XXXX`.
 pub fn default_name(origin: Origin) -> String {
-    let prefix = if origin == Origin::Policy { "autobk" } else { "manualbk" };
+    let prefix = if origin == Origin::Policy {
+        "autobk"
+    } else {
+        "manualbk"
+    };
     format!("{prefix}_{}", crate::fsutil::random_suffix(4))
 }
 
@@ -141,6 +146,44 @@ impl Prepared {
     /// packs without an index are invisible (prune removes them), and every
     /// earlier backup is untouched.
     pub fn run(self) -> Result<BackupRecord> {
+        let vault = self.vault.name.clone();
+        let started = catalog::now_rfc3339();
+        let status = |st: &str, error: Option<String>| status::Status {
+            backup: self.name.clone(),
+            status: st.to_string(),
+            progress: self.progress.percent(),
+            bytes_read: self.progress.read(),
+            files: self.progress.files(),
+            pid: std::process::id(),
+            started: started.clone(),
+            error,
+        };
+        let _ = status::write(&self.store, &vault, &status("protecting", None));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            let ticker = s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(std::time::Duration::from_millis(500));
+                    if !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = status::write(&self.store, &vault, &status("protecting", None));
+                    }
+                }
+            });
+            let r = self.run_inner();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            ticker.thread().unpark();
+            r
+        });
+        match &result {
+            Ok(_) => status::remove(&self.store, &vault, &self.name),
+            Err(e) => {
+                let _ = status::write(&self.store, &vault, &status("error", Some(e.to_string())));
+            }
+        }
+        result
+    }
+
+    fn run_inner(&self) -> Result<BackupRecord> {
         let started_ns = catalog::now_ns();
         let vault = self.vault.name.clone();
         let repo = self.store.repo(&vault)?;
@@ -188,9 +231,17 @@ impl Prepared {
             }
             let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
             let meta = w
-                .node(&root_path, b"", res.name.as_bytes().to_vec(), prev_meta.as_ref())?
+                .node(
+                    &root_path,
+                    b"",
+                    res.name.as_bytes().to_vec(),
+                    prev_meta.as_ref(),
+                )?
                 .ok_or_else(|| {
-                    Error::failed(format!("resource {}: {} cannot be backed up", res.name, res.path))
+                    Error::failed(format!(
+                        "resource {}: {} cannot be backed up",
+                        res.name, res.path
+                    ))
                 })?;
             let root = meta.subtree.ok_or_else(|| {
                 Error::failed(format!("resource {}: {} has no tree", res.name, res.path))
@@ -336,7 +387,8 @@ impl Walker<'_, '_> {
         name: Vec<u8>,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let md = std::fs::symlink_metadata(path).ctx(|| format!("{}: cannot stat", path.display()))?;
+        let md =
+            std::fs::symlink_metadata(path).ctx(|| format!("{}: cannot stat", path.display()))?;
         let Some(kind) = NodeKind::from_mode(md.mode()) else {
             self.warn(format!("{}: unknown file type", path.display()));
             return Ok(None);
@@ -355,6 +407,7 @@ impl Walker<'_, '_> {
         n.mtime_ns = ns(md.mtime(), md.mtime_nsec());
         n.ctime_ns = ns(md.ctime(), md.ctime_nsec());
         n.nlink = md.nlink() as u32;
+        n.blocks = md.blocks();
         n.inode = md.ino();
         n.dev = md.dev();
         n.rdev = md.rdev();
@@ -385,7 +438,8 @@ impl Walker<'_, '_> {
             }
             NodeKind::Symlink => {
                 self.stats.others += 1;
-                let t = std::fs::read_link(path).ctx(|| format!("{}: cannot read link", path.display()))?;
+                let t = std::fs::read_link(path)
+                    .ctx(|| format!("{}: cannot read link", path.display()))?;
                 n.target = t.as_os_str().as_bytes().to_vec();
                 n.size = n.target.len() as u64;
             }
@@ -431,25 +485,23 @@ impl Walker<'_, '_> {
                 .ctx(|| format!("{}: seek", path.display()))?;
             let writer = &mut *self.writer;
             let progress = self.progress;
-            let read = self
-                .cdc
-                .split((&mut f).take(end - start), |off, data| {
-                    progress.add_read(data.len() as u64);
-                    match writer.add(BlobKind::Data, data) {
-                        Ok(o) => {
-                            chunks.push(ChunkRef {
-                                id: o.id,
-                                offset: start + off,
-                                len: data.len() as u32,
-                            });
-                            Ok(())
-                        }
-                        Err(e) => {
-                            store_err = Some(e);
-                            Err(std::io::Error::other("store failed"))
-                        }
+            let read = self.cdc.split((&mut f).take(end - start), |off, data| {
+                progress.add_read(data.len() as u64);
+                match writer.add(BlobKind::Data, data) {
+                    Ok(o) => {
+                        chunks.push(ChunkRef {
+                            id: o.id,
+                            offset: start + off,
+                            len: data.len() as u32,
+                        });
+                        Ok(())
                     }
-                });
+                    Err(e) => {
+                        store_err = Some(e);
+                        Err(std::io::Error::other("store failed"))
+                    }
+                }
+            });
             if let Some(e) = store_err.take() {
                 return Err(e);
             }

@@ -39,7 +39,10 @@ pub fn check(store: &Store, vault: Option<&str>, read_data: bool) -> Result<Vec<
         }
         None => store.vault_names()?,
     };
-    names.iter().map(|v| check_vault(store, v, read_data)).collect()
+    names
+        .iter()
+        .map(|v| check_vault(store, v, read_data))
+        .collect()
 }
 
 fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck> {
@@ -50,7 +53,8 @@ fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck
     let repo = match store.repo(vault) {
         Ok(r) => r,
         Err(e) => {
-            out.problems.push(format!("vault {vault}: store cannot be opened: {e}"));
+            out.problems
+                .push(format!("vault {vault}: store cannot be opened: {e}"));
             return Ok(out);
         }
     };
@@ -138,7 +142,11 @@ fn check_backup(repo: &Repo, rec: &BackupRecord, bad: &HashSet<BlobId>, out: &mu
                     rec.vault,
                     rec.name,
                     part.name,
-                    if p.is_empty() { "/".to_string() } else { p.to_string() }
+                    if p.is_empty() {
+                        "/".to_string()
+                    } else {
+                        p.to_string()
+                    }
                 )
             };
             if bad.contains(&id) {
@@ -164,7 +172,10 @@ fn check_backup(repo: &Repo, rec: &BackupRecord, bad: &HashSet<BlobId>, out: &mu
                         let chunks = match reader::all_chunks(repo, n) {
                             Ok(c) => c,
                             Err(e) => {
-                                problems.push(format!("{}: chunk list cannot be read: {e}", where_(&p)));
+                                problems.push(format!(
+                                    "{}: chunk list cannot be read: {e}",
+                                    where_(&p)
+                                ));
                                 continue;
                             }
                         };
@@ -176,7 +187,10 @@ fn check_backup(repo: &Repo, rec: &BackupRecord, bad: &HashSet<BlobId>, out: &mu
                         }
                         for cid in ids {
                             if bad.contains(&cid) {
-                                problems.push(format!("{}: file data is damaged (blob {cid})", where_(&p)));
+                                problems.push(format!(
+                                    "{}: file data is damaged (blob {cid})",
+                                    where_(&p)
+                                ));
                                 break;
                             }
                             if repo.lookup(&cid).is_none() {

@@ -6,4 +6,5 @@ pub mod check;
 pub mod progress;
 pub mod reader;
 pub mod restore;
+pub mod status;
 pub mod vaults;

@@ -52,36 +52,48 @@ pub fn list_ids(node: &Node) -> Vec<BlobId> {
     }
 }
 
-/// A small cache of verified chunks, shared by readers of one mount or one
-/// restore, so a chunk read in pieces is fetched and verified once.
+/// A cache of verified chunks, bounded in bytes, shared by the readers of
+/// one mount or one restore, so a chunk read in pieces is fetched and
+/// verified once. Eviction is first in, first out: readers stream.
 pub struct ChunkCache {
-    map: Mutex<(HashMap<BlobId, Arc<Vec<u8>>>, Vec<BlobId>)>,
-    cap: usize,
+    inner: Mutex<CacheInner>,
+    cap_bytes: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<BlobId, Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<BlobId>,
+    bytes: usize,
 }
 
 impl ChunkCache {
-    /// A cache of at most `cap` chunks.
-    pub fn new(cap: usize) -> Self {
+    /// A cache holding at most `cap_bytes` of chunk data (at least one chunk).
+    pub fn new(cap_bytes: usize) -> Self {
         ChunkCache {
-            map: Mutex::new((HashMap::new(), Vec::new())),
-            cap: cap.max(1),
+            inner: Mutex::new(CacheInner::default()),
+            cap_bytes,
         }
     }
     /// The verified bytes of chunk `id`.
     pub fn get(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {
-        if let Some(v) = self.map.lock().0.get(id) {
+        if let Some(v) = self.inner.lock().map.get(id) {
             return Ok(v.clone());
         }
         let data = Arc::new(repo.read_blob(id)?);
-        let mut g = self.map.lock();
-        let (map, order) = &mut *g;
-        if !map.contains_key(id) {
-            if order.len() >= self.cap {
-                let old = order.remove(0);
-                map.remove(&old);
+        let mut g = self.inner.lock();
+        if !g.map.contains_key(id) {
+            while g.bytes + data.len() > self.cap_bytes {
+                let Some(old) = g.order.pop_front() else {
+                    break;
+                };
+                if let Some(v) = g.map.remove(&old) {
+                    g.bytes -= v.len();
+                }
             }
-            order.push(*id);
-            map.insert(*id, data.clone());
+            g.order.push_back(*id);
+            g.bytes += data.len();
+            g.map.insert(*id, data.clone());
         }
         Ok(data)
     }
@@ -154,7 +166,13 @@ impl FileReader {
 
     /// Read up to `len` bytes at `off` (short only at end of file); holes
     /// read as zeros.
-    pub fn read_at(&self, repo: &Repo, cache: &ChunkCache, off: u64, len: usize) -> Result<Vec<u8>> {
+    pub fn read_at(
+        &self,
+        repo: &Repo,
+        cache: &ChunkCache,
+        off: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
         if off >= self.size {
             return Ok(Vec::new());
         }
@@ -188,7 +206,9 @@ impl FileReader {
     pub fn next_data(&self, repo: &Repo, off: u64) -> Result<Option<(u64, u64)>> {
         let cs = self.chunks_in(repo, off, self.size)?;
         let mut it = cs.into_iter();
-        let Some(first) = it.next() else { return Ok(None) };
+        let Some(first) = it.next() else {
+            return Ok(None);
+        };
         let start = first.offset.max(off);
         let mut end = first.offset + first.len as u64;
         for c in it {

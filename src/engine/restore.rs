@@ -44,16 +44,12 @@ pub fn restore(
 ) -> Result<RestoreStats> {
     let rec = store.backup(vault, backup)?;
     let parts: Vec<_> = match resource {
-        Some(r) => vec![rec
-            .resources
-            .iter()
-            .find(|p| p.name == r)
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "resource {r:?} is not in backup {backup} of vault {vault}"
-                ))
-                .code("BackupService.6302")
-            })?],
+        Some(r) => vec![rec.resources.iter().find(|p| p.name == r).ok_or_else(|| {
+            Error::not_found(format!(
+                "resource {r:?} is not in backup {backup} of vault {vault}"
+            ))
+            .code("BackupService.6302")
+        })?],
         None => rec.resources.iter().collect(),
     };
     prepare_target(to)?;
@@ -61,7 +57,7 @@ pub fn restore(
     let root = sys::open_dir(to).ctx(|| format!("open restore target {}", to.display()))?;
     let mut r = Restorer {
         repo: &repo,
-        cache: ChunkCache::new(8),
+        cache: ChunkCache::new(16 << 20),
         links: HashMap::new(),
         stats: RestoreStats::default(),
         root_path: to.to_path_buf(),
@@ -80,8 +76,10 @@ pub fn restore(
     } else {
         for p in parts {
             let name = p.name.as_bytes();
-            sys::mkdir_at(&r.root_fd, name, 0o700).ctx(|| format!("create {}/{}", to.display(), p.name))?;
-            let fd = sys::open_dir_at(&r.root_fd, name).ctx(|| format!("open {}/{}", to.display(), p.name))?;
+            sys::mkdir_at(&r.root_fd, name, 0o700)
+                .ctx(|| format!("create {}/{}", to.display(), p.name))?;
+            let fd = sys::open_dir_at(&r.root_fd, name)
+                .ctx(|| format!("open {}/{}", to.display(), p.name))?;
             r.restore_dir(&fd, &p.root, name.to_vec())?;
             let mut meta = p.meta.clone();
             meta.name = name.to_vec();
@@ -153,14 +151,16 @@ impl Restorer<'_> {
 
     /// Restore the entries of tree `id` into directory `dir` (at `rel`).
     fn restore_dir(&mut self, dir: &OwnedFd, id: &BlobId, rel: Vec<u8>) -> Result<()> {
-        let tree: Tree = match self
-            .repo
-            .read_blob(id)
-            .and_then(|b| model::decode_tree(&b))
-        {
+        let tree: Tree = match self.repo.read_blob(id).and_then(|b| model::decode_tree(&b)) {
             Ok(t) => t,
             Err(e) => {
-                self.fail(&rel, format!("directory cannot be read from backup {}: {e}", self.rec.name));
+                self.fail(
+                    &rel,
+                    format!(
+                        "directory cannot be read from backup {}: {e}",
+                        self.rec.name
+                    ),
+                );
                 return Ok(());
             }
         };

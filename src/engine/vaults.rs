@@ -25,12 +25,18 @@ pub struct NewVault {
 }
 
 /// Parse tags, rejecting duplicates and more than ten.
-fn merge_tags(existing: &[(String, String)], add: &[String], remove: &[String]) -> Result<Vec<(String, String)>> {
+fn merge_tags(
+    existing: &[(String, String)],
+    add: &[String],
+    remove: &[String],
+) -> Result<Vec<(String, String)>> {
     let mut tags: Vec<(String, String)> = existing.to_vec();
     for k in remove {
         rules::check_tag_key(k)?;
         if !tags.iter().any(|(t, _)| t == k) {
-            return Err(Error::not_found(format!("tag {k:?} is not set on this vault")));
+            return Err(Error::not_found(format!(
+                "tag {k:?} is not set on this vault"
+            )));
         }
         tags.retain(|(t, _)| t != k);
     }
@@ -38,7 +44,9 @@ fn merge_tags(existing: &[(String, String)], add: &[String], remove: &[String]) 
     for t in add {
         let (k, v) = rules::parse_tag(t)?;
         if !seen.insert(k.clone()) {
-            return Err(Error::param(format!("tag key {k:?} is given twice: tag keys are unique")));
+            return Err(Error::param(format!(
+                "tag key {k:?} is given twice: tag keys are unique"
+            )));
         }
         match tags.iter_mut().find(|(t, _)| *t == k) {
             Some(slot) => slot.1 = v,
@@ -129,7 +137,9 @@ pub fn tree_size(dir: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let Ok(md) = e.metadata() else { continue };
             if md.is_dir() {
@@ -159,9 +169,8 @@ pub fn associate_path(
         ))
         .code("BackupService.6102"));
     }
-    let md = std::fs::metadata(path).map_err(|e| {
-        Error::invalid(format!("resource path {}: {e}", path.display()))
-    })?;
+    let md = std::fs::metadata(path)
+        .map_err(|e| Error::invalid(format!("resource path {}: {e}", path.display())))?;
     if !md.is_dir() {
         return Err(Error::invalid(format!(
             "resource path {} is not a directory",
@@ -171,7 +180,12 @@ pub fn associate_path(
     let abs = std::fs::canonicalize(path).ctx(|| format!("resolve {}", path.display()))?;
     let abs_str = abs
         .to_str()
-        .ok_or_else(|| Error::invalid(format!("resource path {} is not valid UTF-8", abs.display())))?
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "resource path {} is not valid UTF-8",
+                abs.display()
+            ))
+        })?
         .to_string();
     if abs.starts_with(store.root()) || store.root().starts_with(&abs) && abs == store.root() {
         return Err(Error::invalid(format!(
@@ -186,9 +200,8 @@ pub fn associate_path(
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "root".into()),
     };
-    rules::check_name("resource name", &name).map_err(|e| {
-        e.context("give a valid name with --name".to_string())
-    })?;
+    rules::check_name("resource name", &name)
+        .map_err(|e| e.context("give a valid name with --name".to_string()))?;
     if cfg.resources.iter().any(|r| r.path == abs_str) {
         return Err(Error::conflict(format!(
             "resource {abs_str} is already associated with vault {vault}"

@@ -206,7 +206,7 @@ impl IndexFile {
 /// Write an index of `entries` (any order; duplicates keep the first) into
 /// `store_dir/index`, durably; returns its path.
 pub fn write_index(store_dir: &Path, mut entries: Vec<(BlobId, Location)>) -> Result<PathBuf> {
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
     let mut packs: Vec<BlobId> = entries.iter().map(|(_, l)| l.pack).collect();
     packs.sort();
@@ -299,7 +299,8 @@ mod tests {
         let mut entries = Vec::new();
         for i in 0..1000u32 {
             let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()).to_be_bytes()[..4]);
+            id[..4]
+                .copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()).to_be_bytes()[..4]);
             id[4..8].copy_from_slice(&i.to_be_bytes());
             entries.push((BlobId(id), loc((i % 3) as u8, i as u64)));
         }

@@ -37,7 +37,9 @@ pub const SECRET_LEN: usize = 192;
 
 /// The id of a blob: XXH3-128 of its uncompressed bytes, keyed with the
 /// vault's secret. Stored big-endian so that byte order is sort order.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, bincode::Encode, bincode::Decode)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, bincode::Encode, bincode::Decode,
+)]
 pub struct BlobId(pub [u8; 16]);
 
 impl BlobId {

@@ -43,7 +43,10 @@ pub const ENTRY_LEN: usize = 36;
 /// Path of pack `id` under a vault's store directory.
 pub fn pack_path(store_dir: &Path, id: &BlobId) -> PathBuf {
     let hex = id.to_hex();
-    store_dir.join("packs").join(&hex[..2]).join(format!("{hex}.pack"))
+    store_dir
+        .join("packs")
+        .join(&hex[..2])
+        .join(format!("{hex}.pack"))
 }
 
 /// One entry of a pack's blob table.
@@ -209,9 +212,7 @@ impl PackReader {
         // SAFETY: sealed packs are never modified or truncated (see module
         // docs); prune only unlinks them, which keeps the mapping valid.
         let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map pack {}", path.display()))?;
-        let bad = |why: &str| {
-            Error::corrupt(format!("pack {} is damaged: {why}", path.display()))
-        };
+        let bad = |why: &str| Error::corrupt(format!("pack {} is damaged: {why}", path.display()));
         if map.len() < HEADER_LEN + FOOTER_LEN {
             return Err(bad("shorter than header and footer"));
         }

@@ -107,8 +107,7 @@ impl Repo {
             }
             match IndexFile::open(&p) {
                 Ok(i) => next.push(Arc::new(i)),
-                Err(e)
-                    if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+                Err(e) if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {}
                 Err(e) => return Err(e.context(format!("vault {}", self.vault))),
             }
         }
@@ -418,7 +417,8 @@ pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<(
     let merged = index::write_index(&repo.dir, all)?;
     for i in indexes {
         if i.path() != merged {
-            fs::remove_file(i.path()).ctx(|| format!("remove merged index {}", i.path().display()))?;
+            fs::remove_file(i.path())
+                .ctx(|| format!("remove merged index {}", i.path().display()))?;
         }
     }
     fsutil::sync_dir(&repo.dir.join("index"))?;

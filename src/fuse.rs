@@ -1,0 +1,834 @@
+//! The FUSE adapter: fuser callbacks to [`crate::vfs`], errors to errno in
+//! one place, plus mounting (daemon with a readiness pipe, or foreground)
+//! and unmounting.
+
+use crate::catalog::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::model::NodeKind;
+use crate::vfs::{Attr, VResult, Vfs, VfsOptions};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
+};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Entries and attributes inside a backup never change.
+const TTL_SNAPSHOT: Duration = Duration::from_secs(24 * 3600);
+/// Vaults and backup lists change under the CLI: seen within a second.
+const TTL_LIVE: Duration = Duration::from_secs(1);
+/// Largest read request asked of the kernel.
+const MAX_READ: u32 = 1 << 20;
+
+struct CbrFs {
+    vfs: Arc<Vfs>,
+}
+
+fn errno(e: i32) -> Errno {
+    Errno::from_i32(e)
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn file_type(k: NodeKind) -> FileType {
+    match k {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::CharDev => FileType::CharDevice,
+        NodeKind::BlockDev => FileType::BlockDevice,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+    }
+}
+
+impl From<&Attr> for FileAttr {
+    fn from(a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.blocks,
+            atime: time(a.mtime_ns),
+            mtime: time(a.mtime_ns),
+            ctime: time(a.ctime_ns),
+            crtime: time(a.mtime_ns),
+            kind: file_type(a.kind),
+            perm: (a.perm & 0o7777) as u16,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev as u32,
+            flags: 0,
+            blksize: 4096,
+        }
+    }
+}
+
+fn ttl(a: &Attr) -> Duration {
+    if a.immutable {
+        TTL_SNAPSHOT
+    } else {
+        TTL_LIVE
+    }
+}
+
+fn reply_entry(r: VResult<Attr>, reply: ReplyEntry) {
+    match r {
+        Ok(a) => reply.entry(&ttl(&a), &FileAttr::from(&a), Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn fill_dir(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectory) {
+    match vfs.readdir(ino, offset) {
+        Ok(entries) => {
+            for (pos, e) in &entries {
+                if reply.add(
+                    INodeNo(e.attr.ino),
+                    *pos,
+                    file_type(e.attr.kind),
+                    OsStr::from_bytes(&e.name),
+                ) {
+                    break;
+                }
+            }
+            reply.ok();
+            // Plain readdir counts no lookup: release inodes nobody holds.
+            for (_, e) in &entries {
+                if e.name != b"." && e.name != b".." {
+                    vfs.forget(e.attr.ino, 0);
+                }
+            }
+        }
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn fill_dir_plus(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
+    match vfs.readdir(ino, offset) {
+        Ok(entries) => {
+            let mut sent = 0;
+            for (pos, e) in &entries {
+                let full = reply.add(
+                    INodeNo(e.attr.ino),
+                    *pos,
+                    OsStr::from_bytes(&e.name),
+                    &ttl(&e.attr),
+                    &FileAttr::from(&e.attr),
+                    Generation(0),
+                );
+                if full {
+                    break;
+                }
+                sent += 1;
+            }
+            // The kernel counts a lookup for every entry it received but
+            // "." and ".."; those it did not receive are released.
+            for (i, (_, e)) in entries.iter().enumerate() {
+                if e.name == b"." || e.name == b".." {
+                    continue;
+                }
+                if i < sent {
+                    vfs.add_lookup(e.attr.ino);
+                } else {
+                    vfs.forget(e.attr.ino, 0);
+                }
+            }
+            reply.ok();
+        }
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+impl Filesystem for CbrFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_ASYNC_READ,
+        ] {
+            if let Err(unsupported) = config.add_capabilities(cap) {
+                log::info!("kernel lacks FUSE capability {unsupported:?}");
+            }
+        }
+        let _ = config.set_max_readahead(MAX_READ);
+        let _ = config.set_max_write(MAX_READ);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = u64::from(parent);
+        match self.vfs.pending(parent) {
+            Some(key) => {
+                let vfs = self.vfs.clone();
+                let name = name.as_bytes().to_vec();
+                self.vfs.wait(
+                    key,
+                    Box::new(move |r| match r {
+                        Ok(()) => reply_entry(vfs.lookup(parent, &name), reply),
+                        Err(e) => reply.error(errno(e)),
+                    }),
+                );
+            }
+            None => reply_entry(self.vfs.lookup(parent, name.as_bytes()), reply),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(u64::from(ino), nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(u64::from(ino)) {
+            Ok(a) => reply.attr(&ttl(&a), &FileAttr::from(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(ino))));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(u64::from(ino)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(parent))));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.vfs.mkdir(u64::from(parent), name.as_bytes()) {
+            Ok(a) => reply.entry(&Duration::ZERO, &FileAttr::from(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(self.vfs.modify(u64::from(parent))));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(self.vfs.rmdir(u64::from(parent))));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(parent))));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(parent))));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(newparent))));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.open(u64::from(ino), flags.0) {
+            // Snapshot contents never change: keep the page cache across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vfs.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.getattr(u64::from(ino)) {
+            Ok(a) if a.immutable => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let ino = u64::from(ino);
+        match self.vfs.pending(ino) {
+            Some(key) => {
+                let vfs = self.vfs.clone();
+                self.vfs.wait(
+                    key,
+                    Box::new(move |r| match r {
+                        Ok(()) => fill_dir(&vfs, ino, offset, reply),
+                        Err(e) => reply.error(errno(e)),
+                    }),
+                );
+            }
+            None => fill_dir(&self.vfs, ino, offset, reply),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let ino = u64::from(ino);
+        match self.vfs.pending(ino) {
+            Some(key) => {
+                let vfs = self.vfs.clone();
+                self.vfs.wait(
+                    key,
+                    Box::new(move |r| match r {
+                        Ok(()) => fill_dir_plus(&vfs, ino, offset, reply),
+                        Err(e) => reply.error(errno(e)),
+                    }),
+                );
+            }
+            None => fill_dir_plus(&self.vfs, ino, offset, reply),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (blocks, free, files) = self.vfs.statfs();
+        reply.statfs(blocks, free, free, files, 0, 4096, 255, 4096);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(ino))));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.xattrs(u64::from(ino)) {
+            Ok(xs) => match xs.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
+                Some((_, v)) if size == 0 => reply.size(v.len() as u32),
+                Some((_, v)) if v.len() <= size as usize => reply.data(v),
+                Some(_) => reply.error(Errno::ERANGE),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.xattrs(u64::from(ino)) {
+            Ok(xs) => {
+                let mut buf = Vec::new();
+                for (n, _) in &xs {
+                    buf.extend_from_slice(n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32);
+                } else if buf.len() <= size as usize {
+                    reply.data(&buf);
+                } else {
+                    reply.error(Errno::ERANGE);
+                }
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(self.vfs.modify(u64::from(ino))));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(parent))));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(errno(self.vfs.modify(u64::from(ino))));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.vfs.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Stay attached (for systemd); otherwise return once ready.
+    pub foreground: bool,
+    /// Let other users in (`allow_other`; needs `user_allow_other` in
+    /// /etc/fuse.conf for non-root).
+    pub allow_other: bool,
+    /// How long a lookup inside a running mkdir backup waits.
+    pub wait: Duration,
+}
+
+/// Environment variable carrying the readiness pipe to a daemon child.
+const READY_FD: &str = "CBRFS_READY_FD";
+
+/// Why a mount point cannot be used, in words that say what to do.
+fn check_mountpoint(mp: &Path) -> Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::failed(
+            "/dev/fuse is missing: load the fuse module ('modprobe fuse'), or give the container the device ('--device /dev/fuse')",
+        ));
+    }
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::failed(format!(
+            "{} is a stale mount (transport endpoint is not connected): its daemon died; run 'cbrfs umount {}' (or 'fusermount3 -u {}') and mount again",
+            mp.display(),
+            mp.display(),
+            mp.display()
+        ))),
+        Err(e) => Err(Error::invalid(format!("mount point {}: {e}", mp.display()))),
+        Ok(m) if !m.is_dir() => Err(Error::invalid(format!(
+            "mount point {} is not a directory",
+            mp.display()
+        ))),
+        Ok(_) if is_mounted(mp) => Err(Error::conflict(format!(
+            "{} is already a mount point: unmount it first ('cbrfs umount {}')",
+            mp.display(),
+            mp.display()
+        ))),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Mount points from /proc/self/mountinfo, unescaped.
+fn mount_points() -> Vec<(PathBuf, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            let mp = parts.nth(4)?;
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?.to_string();
+            Some((PathBuf::from(unescape_mountinfo(mp)), fstype))
+        })
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+fn absolute(mp: &Path) -> PathBuf {
+    // A stale mount cannot be canonicalised: fall back to joining the cwd.
+    std::fs::canonicalize(mp).unwrap_or_else(|_| {
+        if mp.is_absolute() {
+            mp.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(mp)
+        }
+    })
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let abs = absolute(mp);
+    mount_points().iter().any(|(p, _)| *p == abs)
+}
+
+/// Mount the store at `mp`. Without `foreground`, a daemon child serves the
+/// mount and this returns once the mount answers, or with the child's error.
+pub fn mount(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    check_mountpoint(mp)?;
+    if !opts.foreground {
+        return spawn_daemon(store, mp, opts);
+    }
+    serve(store, mp, opts)
+}
+
+fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("create a pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptors from pipe2.
+    let mut rd = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let wr = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
+    let exe = std::env::current_exe().ctx(|| "find the cbrfs executable".to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--store")
+        .arg(store.root())
+        .arg("mount")
+        .arg(absolute(mp))
+        .arg("--foreground")
+        .arg("--wait-seconds")
+        .arg(opts.wait.as_secs_f64().to_string());
+    if opts.allow_other {
+        cmd.arg("--allow-other");
+    }
+    let wr_raw = wr.into_raw_fd();
+    cmd.env(READY_FD, wr_raw.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid
+    // and fcntl to let the write end survive exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            let flags = libc::fcntl(wr_raw, libc::F_GETFD);
+            libc::fcntl(wr_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().ctx(|| "start the mount daemon".to_string());
+    // SAFETY: we own wr_raw; the child has its own copy now.
+    unsafe { libc::close(wr_raw) };
+    let mut child = child?;
+    let mut msg = String::new();
+    let _ = rd.read_to_string(&mut msg);
+    if msg.trim() == "ok" {
+        println!(
+            "mounted {} at {} (daemon pid {}); unmount with 'cbrfs umount {}'",
+            store.root().display(),
+            mp.display(),
+            child.id(),
+            mp.display()
+        );
+        return Ok(());
+    }
+    let _ = child.wait();
+    Err(Error::failed(if msg.trim().is_empty() {
+        format!(
+            "the mount daemon exited before the mount was ready; see {}",
+            store.root().join("logs/mount.log").display()
+        )
+    } else {
+        msg.trim().to_string()
+    }))
+}
+
+fn tell_parent(msg: &str) {
+    if let Some(fd) = std::env::var(READY_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // SAFETY: the descriptor was handed to us by the parent for this.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = f.write_all(msg.as_bytes());
+        std::env::remove_var(READY_FD);
+    }
+}
+
+/// True when this process is a mount daemon started by [`mount`].
+pub fn is_daemon_child() -> bool {
+    std::env::var_os(READY_FD).is_some()
+}
+
+fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    let vfs = Vfs::new(
+        store.clone(),
+        VfsOptions {
+            wait: opts.wait,
+            // SAFETY: no preconditions.
+            uid: unsafe { libc::geteuid() },
+            gid: unsafe { libc::getegid() },
+        },
+    );
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(format!("cbrfs:{}", store.root().display())),
+        MountOption::Subtype("cbrfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::Dev,
+        MountOption::Suid,
+    ];
+    if opts.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(4);
+    cfg.clone_fd = true;
+    let fs = CbrFs { vfs: vfs.clone() };
+    // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
+    // thread inherits the mask, and wait for them on one thread.
+    block_signals();
+    let session = match fuser::Session::new(fs, mp, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = Error::io(format!("mount {}", mp.display()), e);
+            tell_parent(&format!("cbrfs: error: {err}\n"));
+            return Err(err);
+        }
+    };
+    let mp_abs = absolute(mp);
+    spawn_signal_thread(mp_abs.clone());
+    log::info!("mounted {} at {}", store.root().display(), mp_abs.display());
+    tell_parent("ok\n");
+    let r = session.run();
+    let running = vfs.running_count();
+    if running > 0 {
+        log::warn!("unmounted with {running} mkdir backups running: they are abandoned, nothing of them is committed");
+    }
+    log::info!("unmounted {}", mp_abs.display());
+    r.ctx(|| format!("serve {}", mp_abs.display()))
+}
+
+fn block_signals() {
+    // SAFETY: building and applying a signal mask for this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn spawn_signal_thread(mp: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("cbrfs-signals".into())
+        .spawn(move || {
+            // SAFETY: waiting on the signals blocked in every thread.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                libc::sigaddset(&mut set, libc::SIGHUP);
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+                log::info!("signal {sig}: unmounting {}", mp.display());
+            }
+            let _ = unmount_path(&mp, true);
+        });
+}
+
+fn unmount_path(mp: &Path, lazy: bool) -> Result<()> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let c =
+            crate::sys::cstr(mp.as_os_str().as_bytes()).map_err(|e| Error::io("mount point", e))?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EBUSY) => Error::failed(format!(
+                "{} is busy: a process uses it (see 'fuser -m {}'); close it, or use 'cbrfs umount --lazy'",
+                mp.display(),
+                mp.display()
+            )),
+            _ => Error::io(format!("unmount {}", mp.display()), e),
+        });
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd
+        .arg(mp)
+        .output()
+        .ctx(|| "run fusermount3 (install the fuse3 package)".to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::failed(format!(
+            "unmount {}: {}",
+            mp.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Unmount a cbrfs mount, also a stale one whose daemon died; waits until
+/// the mount is gone.
+pub fn umount(mp: &Path, lazy: bool) -> Result<()> {
+    let abs = absolute(mp);
+    let Some((_, fstype)) = mount_points().into_iter().find(|(p, _)| *p == abs) else {
+        return Err(Error::invalid(format!("{} is not mounted", mp.display())));
+    };
+    if !fstype.starts_with("fuse") {
+        return Err(Error::invalid(format!(
+            "{} is a {fstype} mount, not a cbrfs one",
+            mp.display()
+        )));
+    }
+    let stale =
+        matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    unmount_path(&abs, lazy || stale)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while is_mounted(&abs) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

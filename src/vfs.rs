@@ -1,0 +1,1047 @@
+//! The virtual tree the mount shows, built without FUSE types so that it can
+//! be tested in process: vaults, backups, resources, and the entries of each
+//! backup's trees, with inode numbers, attributes, xattrs, reads, holes, and
+//! backups started by `mkdir`.
+//!
+//! ```text
+//! /<vault>/<backup>/<resource>/...   a resource's tree as it was
+//! /<vault>/latest -> <backup>        the newest available backup
+//! ```
+//!
+//! Inodes are allocated on lookup and freed when the kernel forgets them, so
+//! memory follows what is in use, not the store's size. Trees are read
+//! lazily through the mapped packs and cached by id.
+//!
+//! A backup started by `mkdir` runs on its own thread. Until it is
+//! available, a lookup or readdir inside it is parked (its reply kept, no
+//! worker thread held) and answered when the backup ends, or with EAGAIN
+//! after the wait bound: fuser does not pass interrupts on, and a request
+//! never answered would make its process unkillable.
+
+use crate::catalog::{self, Store};
+use crate::engine::backup::{self, BackupOptions};
+use crate::engine::progress::Progress;
+use crate::engine::reader::{ChunkCache, FileReader};
+use crate::error::{Error, Kind};
+use crate::model::{self, BackupRecord, Node, NodeKind, Origin, Tree};
+use crate::rules;
+use crate::store::{BlobId, Repo};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Hard-link identity: (backup context, resource, link group).
+type LinkKey = (u64, u32, u64);
+
+/// Inode of the mount's root.
+pub const ROOT_INO: u64 = 1;
+/// An errno.
+pub type Errno = i32;
+/// Result of a VFS operation.
+pub type VResult<T> = std::result::Result<T, Errno>;
+
+/// Attributes of an entry, independent of FUSE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Type.
+    pub kind: NodeKind,
+    /// Permission bits with setuid, setgid, sticky.
+    pub perm: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size.
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    /// Modification time, ns.
+    pub mtime_ns: i64,
+    /// Change time, ns.
+    pub ctime_ns: i64,
+    /// Device number.
+    pub rdev: u64,
+    /// True inside a backup: never changes, so the kernel may cache it long.
+    pub immutable: bool,
+}
+
+/// One directory entry for readdir.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Attributes (inode number included).
+    pub attr: Attr,
+}
+
+/// The state of a backup started by `mkdir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Running.
+    Protecting,
+    /// Done and committed.
+    Available,
+    /// Failed, with why.
+    Failed(String),
+}
+
+/// A backup started in this mount.
+pub struct Running {
+    progress: Arc<Progress>,
+    state: Mutex<RunState>,
+    started_ns: i64,
+}
+
+/// A backup opened for reading.
+pub struct BackupCtx {
+    id: u64,
+    vault: String,
+    repo: Arc<Repo>,
+    record: BackupRecord,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Root,
+    Vault(String),
+    Latest(String),
+    Backup(String, String),
+    Node {
+        ctx: Arc<BackupCtx>,
+        res: u32,
+        node: Arc<Node>,
+    },
+}
+
+struct Inode {
+    entry: Entry,
+    parent: u64,
+    nlookup: u64,
+    keys: Vec<(u64, Vec<u8>)>,
+    link: Option<LinkKey>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    by_ino: HashMap<u64, Inode>,
+    by_key: HashMap<(u64, Vec<u8>), u64>,
+    links: HashMap<LinkKey, u64>,
+}
+
+struct Waiter {
+    key: (String, String),
+    deadline: Instant,
+    then: Box<dyn FnOnce(VResult<()>) + Send>,
+}
+
+/// Settings of a mount.
+#[derive(Clone, Debug)]
+pub struct VfsOptions {
+    /// How long a lookup or readdir inside a running backup waits.
+    pub wait: Duration,
+    /// Owner shown for vault and backup directories.
+    pub uid: u32,
+    /// Group shown for vault and backup directories.
+    pub gid: u32,
+}
+
+/// An open file.
+pub struct OpenFile {
+    ctx: Arc<BackupCtx>,
+    reader: FileReader,
+}
+
+/// The mount's tree.
+pub struct Vfs {
+    store: Store,
+    opts: VfsOptions,
+    table: RwLock<Table>,
+    repos: Mutex<HashMap<String, Arc<Repo>>>,
+    ctxs: Mutex<HashMap<(String, String), Arc<BackupCtx>>>,
+    trees: Mutex<HashMap<(u64, BlobId), Arc<Tree>>>,
+    cache: ChunkCache,
+    running: Mutex<HashMap<(String, String), Arc<Running>>>,
+    waiters: Mutex<Vec<Waiter>>,
+    wake: Condvar,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+    next_ctx: AtomicU64,
+    mounted_ns: i64,
+}
+
+/// Most decoded trees kept.
+const TREE_CACHE: usize = 1024;
+
+fn err_errno(e: &Error) -> Errno {
+    e.errno()
+}
+
+impl Vfs {
+    /// A tree over `store`; starts the thread that answers parked requests.
+    pub fn new(store: Store, opts: VfsOptions) -> Arc<Vfs> {
+        let vfs = Arc::new(Vfs {
+            store,
+            opts,
+            table: RwLock::new(Table {
+                next: ROOT_INO + 1,
+                ..Default::default()
+            }),
+            repos: Mutex::new(HashMap::new()),
+            ctxs: Mutex::new(HashMap::new()),
+            trees: Mutex::new(HashMap::new()),
+            cache: ChunkCache::new(64 << 20),
+            running: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            next_ctx: AtomicU64::new(1),
+            mounted_ns: catalog::now_ns(),
+        });
+        vfs.table.write().by_ino.insert(
+            ROOT_INO,
+            Inode {
+                entry: Entry::Root,
+                parent: ROOT_INO,
+                nlookup: 1,
+                keys: Vec::new(),
+                link: None,
+            },
+        );
+        let weak = Arc::downgrade(&vfs);
+        let _ = std::thread::Builder::new()
+            .name("cbrfs-waiters".into())
+            .spawn(move || reaper(weak));
+        vfs
+    }
+
+    /// The store shown.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn entry(&self, ino: u64) -> VResult<(Entry, u64)> {
+        let t = self.table.read();
+        let i = t.by_ino.get(&ino).ok_or(libc::ENOENT)?;
+        Ok((i.entry.clone(), i.parent))
+    }
+
+    /// Find or allocate the inode of `name` in `parent`; counts a lookup
+    /// when `count` (lookup and readdirplus do; readdir does not).
+    fn intern(
+        &self,
+        parent: u64,
+        name: &[u8],
+        entry: Entry,
+        link: Option<LinkKey>,
+        count: bool,
+    ) -> u64 {
+        let key = (parent, name.to_vec());
+        let mut t = self.table.write();
+        let found = t
+            .by_key
+            .get(&key)
+            .copied()
+            .or_else(|| link.and_then(|l| t.links.get(&l).copied()));
+        let ino = match found {
+            Some(ino) => {
+                if !t.by_key.contains_key(&key) {
+                    t.by_key.insert(key.clone(), ino);
+                    if let Some(i) = t.by_ino.get_mut(&ino) {
+                        i.keys.push(key);
+                    }
+                }
+                ino
+            }
+            None => {
+                let ino = t.next;
+                t.next += 1;
+                t.by_key.insert(key.clone(), ino);
+                if let Some(l) = link {
+                    t.links.insert(l, ino);
+                }
+                t.by_ino.insert(
+                    ino,
+                    Inode {
+                        entry,
+                        parent,
+                        nlookup: 0,
+                        keys: vec![key],
+                        link,
+                    },
+                );
+                ino
+            }
+        };
+        if count {
+            if let Some(i) = t.by_ino.get_mut(&ino) {
+                i.nlookup += 1;
+            }
+        }
+        ino
+    }
+
+    /// The kernel forgot `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut t = self.table.write();
+        let gone = match t.by_ino.get_mut(&ino) {
+            Some(i) => {
+                i.nlookup = i.nlookup.saturating_sub(n);
+                i.nlookup == 0
+            }
+            None => false,
+        };
+        if gone {
+            if let Some(i) = t.by_ino.remove(&ino) {
+                for k in i.keys {
+                    t.by_key.remove(&k);
+                }
+                if let Some(l) = i.link {
+                    t.links.remove(&l);
+                }
+            }
+        }
+    }
+
+    /// Number of inodes held (for tests and memory checks).
+    pub fn inode_count(&self) -> usize {
+        self.table.read().by_ino.len()
+    }
+
+    fn repo(&self, vault: &str) -> VResult<Arc<Repo>> {
+        if let Some(r) = self.repos.lock().get(vault) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.store.repo(vault).map_err(|e| {
+            log::error!("open vault {vault}: {e}");
+            err_errno(&e)
+        })?);
+        self.repos.lock().insert(vault.to_string(), r.clone());
+        Ok(r)
+    }
+
+    /// The opened backup `vault/name` (its record read once).
+    fn ctx(&self, vault: &str, name: &str) -> VResult<Arc<BackupCtx>> {
+        let key = (vault.to_string(), name.to_string());
+        if let Some(c) = self.ctxs.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let record = self.store.backup(vault, name).map_err(|e| {
+            if e.kind() != Kind::NotFound {
+                log::error!("{e}");
+            }
+            err_errno(&e)
+        })?;
+        let repo = self.repo(vault)?;
+        // The backup may name blobs in an index written after the repo was
+        // opened.
+        repo.refresh().map_err(|e| err_errno(&e))?;
+        let ctx = Arc::new(BackupCtx {
+            id: self.next_ctx.fetch_add(1, Ordering::Relaxed),
+            vault: vault.to_string(),
+            repo,
+            record,
+        });
+        self.ctxs.lock().insert(key, ctx.clone());
+        Ok(ctx)
+    }
+
+    fn tree(&self, ctx: &BackupCtx, id: &BlobId) -> VResult<Arc<Tree>> {
+        let key = (ctx.id, *id);
+        if let Some(t) = self.trees.lock().get(&key) {
+            return Ok(t.clone());
+        }
+        let t = ctx
+            .repo
+            .read_blob(id)
+            .and_then(|b| model::decode_tree(&b))
+            .map_err(|e| {
+                log::error!("vault {}, backup {}: {e}", ctx.vault, ctx.record.name);
+                libc::EIO
+            })?;
+        let t = Arc::new(t);
+        let mut cache = self.trees.lock();
+        if cache.len() >= TREE_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, t.clone());
+        Ok(t)
+    }
+
+    fn running(&self, vault: &str, name: &str) -> Option<Arc<Running>> {
+        self.running
+            .lock()
+            .get(&(vault.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn vault_exists(&self, name: &str) -> bool {
+        rules::check_name("vault name", name).is_ok()
+            && self.store.vault_dir(name).join("vault.json").exists()
+    }
+
+    fn backup_exists(&self, vault: &str, name: &str) -> bool {
+        rules::check_name("backup name", name).is_ok()
+            && (self.running(vault, name).is_some() || self.store.backup_path(vault, name).exists())
+    }
+
+    /// The newest available backup of a vault.
+    fn latest(&self, vault: &str) -> Option<String> {
+        let names = self.store.backup_names(vault).ok()?;
+        let mut best: Option<(i64, String)> = None;
+        for n in names {
+            if let Ok(c) = self.ctx(vault, &n) {
+                let k = (c.record.started_ns, n);
+                if best.as_ref().is_none_or(|b| k > *b) {
+                    best = Some(k);
+                }
+            }
+        }
+        best.map(|(_, n)| n)
+    }
+
+    fn dir_attr(&self, ino: u64, perm: u32, mtime_ns: i64) -> Attr {
+        Attr {
+            ino,
+            kind: NodeKind::Dir,
+            perm,
+            nlink: 2,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            size: 0,
+            blocks: 0,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            rdev: 0,
+            immutable: false,
+        }
+    }
+
+    fn attr_of(&self, ino: u64, e: &Entry) -> VResult<Attr> {
+        match e {
+            Entry::Root => Ok(self.dir_attr(ino, 0o755, self.mounted_ns)),
+            Entry::Vault(v) => {
+                let md = std::fs::metadata(self.store.vault_dir(v).join("vault.json"))
+                    .map_err(|_| libc::ENOENT)?;
+                Ok(self.dir_attr(ino, 0o755, md.mtime() * 1_000_000_000 + md.mtime_nsec()))
+            }
+            Entry::Latest(v) => {
+                let target = self.latest(v).ok_or(libc::ENOENT)?;
+                let mut a = self.dir_attr(ino, 0o777, self.mounted_ns);
+                a.kind = NodeKind::Symlink;
+                a.nlink = 1;
+                a.size = target.len() as u64;
+                Ok(a)
+            }
+            Entry::Backup(v, b) => {
+                if let Some(r) = self.running(v, b) {
+                    if *r.state.lock() != RunState::Available {
+                        return Ok(self.dir_attr(ino, 0o555, r.started_ns));
+                    }
+                }
+                let c = self.ctx(v, b)?;
+                Ok(self.dir_attr(ino, 0o555, c.record.finished_ns))
+            }
+            Entry::Node { node, .. } => Ok(node_attr(ino, node)),
+        }
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> VResult<Attr> {
+        let (e, _) = self.entry(ino)?;
+        self.attr_of(ino, &e)
+    }
+
+    /// True if entries inside `ino` must wait for a running backup; gives
+    /// the backup's key.
+    pub fn pending(&self, ino: u64) -> Option<(String, String)> {
+        let (e, _) = self.entry(ino).ok()?;
+        if let Entry::Backup(v, b) = e {
+            let r = self.running(&v, &b)?;
+            if *r.state.lock() == RunState::Protecting {
+                return Some((v, b));
+            }
+        }
+        None
+    }
+
+    /// Call `then` once backup `key` is no longer running: `Ok` if it is
+    /// available, EIO if it failed, EAGAIN if the wait bound passes first.
+    pub fn wait(&self, key: (String, String), then: Box<dyn FnOnce(VResult<()>) + Send>) {
+        let state = self.running(&key.0, &key.1).map(|r| r.state.lock().clone());
+        match state {
+            Some(RunState::Protecting) => {
+                self.waiters.lock().push(Waiter {
+                    key,
+                    deadline: Instant::now() + self.opts.wait,
+                    then,
+                });
+                self.wake.notify_all();
+            }
+            Some(RunState::Failed(_)) => then(Err(libc::EIO)),
+            _ => then(Ok(())),
+        }
+    }
+
+    /// Look up `name` in `parent`, counting a lookup.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
+        let (pe, _) = self.entry(parent)?;
+        let sname = std::str::from_utf8(name).unwrap_or("");
+        let (entry, link) = match &pe {
+            Entry::Root => {
+                if !self.vault_exists(sname) {
+                    return Err(libc::ENOENT);
+                }
+                (Entry::Vault(sname.to_string()), None)
+            }
+            Entry::Vault(v) => {
+                if name == b"latest" {
+                    self.latest(v).ok_or(libc::ENOENT)?;
+                    (Entry::Latest(v.clone()), None)
+                } else if self.backup_exists(v, sname) {
+                    (Entry::Backup(v.clone(), sname.to_string()), None)
+                } else {
+                    return Err(libc::ENOENT);
+                }
+            }
+            Entry::Backup(v, b) => {
+                self.check_available(v, b)?;
+                let ctx = self.ctx(v, b)?;
+                let i = ctx
+                    .record
+                    .resources
+                    .iter()
+                    .position(|r| r.name.as_bytes() == name)
+                    .ok_or(libc::ENOENT)?;
+                let node = Arc::new(ctx.record.resources[i].meta.clone());
+                (
+                    Entry::Node {
+                        ctx,
+                        res: i as u32,
+                        node,
+                    },
+                    None,
+                )
+            }
+            Entry::Node { ctx, res, node } => {
+                if node.kind != NodeKind::Dir {
+                    return Err(libc::ENOTDIR);
+                }
+                let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
+                let child = tree.find(name).ok_or(libc::ENOENT)?;
+                let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
+                (
+                    Entry::Node {
+                        ctx: ctx.clone(),
+                        res: *res,
+                        node: Arc::new(child.clone()),
+                    },
+                    link,
+                )
+            }
+            Entry::Latest(_) => return Err(libc::ENOTDIR),
+        };
+        let ino = self.intern(parent, name, entry.clone(), link, true);
+        let e = self.entry(ino)?.0;
+        self.attr_of(ino, &e).inspect_err(|_| self.forget(ino, 1))
+    }
+
+    fn check_available(&self, vault: &str, backup: &str) -> VResult<()> {
+        match self.running(vault, backup).map(|r| r.state.lock().clone()) {
+            Some(RunState::Protecting) => Err(libc::EAGAIN),
+            Some(RunState::Failed(_)) => Err(libc::EIO),
+            _ => Ok(()),
+        }
+    }
+
+    /// The entries of directory `ino` after position `offset`, each with
+    /// its position (1 is ".", 2 is "..", then the entries in name order).
+    /// Inodes are allocated uncounted: the caller counts, with
+    /// [`Vfs::add_lookup`], the entries the kernel received through
+    /// readdirplus, and releases the rest with [`Vfs::forget`]`(ino, 0)`.
+    pub fn readdir(&self, ino: u64, offset: u64) -> VResult<Vec<(u64, DirEntry)>> {
+        let (e, parent) = self.entry(ino)?;
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push((
+                1,
+                DirEntry {
+                    name: b".".to_vec(),
+                    attr: self.attr_of(ino, &e)?,
+                },
+            ));
+        }
+        if offset < 2 {
+            let attr = match self.entry(parent) {
+                Ok((pe, _)) => self.attr_of(parent, &pe)?,
+                Err(_) => self.attr_of(ino, &e)?,
+            };
+            out.push((
+                2,
+                DirEntry {
+                    name: b"..".to_vec(),
+                    attr,
+                },
+            ));
+        }
+        let skip = offset.saturating_sub(2) as usize;
+        let mut children: Vec<(Vec<u8>, Entry, Option<LinkKey>)> = Vec::new();
+        match &e {
+            Entry::Root => {
+                for v in self.store.vault_names().map_err(|e| err_errno(&e))? {
+                    children.push((v.as_bytes().to_vec(), Entry::Vault(v), None));
+                }
+            }
+            Entry::Vault(v) => {
+                let mut names = self.store.backup_names(v).map_err(|e| err_errno(&e))?;
+                for (rv, rb) in self.running.lock().keys() {
+                    if rv == v && !names.contains(rb) {
+                        names.push(rb.clone());
+                    }
+                }
+                names.sort();
+                for b in names {
+                    children.push((b.as_bytes().to_vec(), Entry::Backup(v.clone(), b), None));
+                }
+                if self.latest(v).is_some() {
+                    children.push((b"latest".to_vec(), Entry::Latest(v.clone()), None));
+                }
+            }
+            Entry::Backup(v, b) => {
+                self.check_available(v, b)?;
+                let ctx = self.ctx(v, b)?;
+                for (i, r) in ctx.record.resources.iter().enumerate() {
+                    let node = Arc::new(r.meta.clone());
+                    children.push((
+                        r.name.as_bytes().to_vec(),
+                        Entry::Node {
+                            ctx: ctx.clone(),
+                            res: i as u32,
+                            node,
+                        },
+                        None,
+                    ));
+                }
+            }
+            Entry::Node { ctx, res, node } => {
+                if node.kind != NodeKind::Dir {
+                    return Err(libc::ENOTDIR);
+                }
+                let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
+                // Only the entries after `offset` are materialised.
+                for child in tree.entries.iter().skip(skip) {
+                    let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
+                    let entry = Entry::Node {
+                        ctx: ctx.clone(),
+                        res: *res,
+                        node: Arc::new(child.clone()),
+                    };
+                    children.push((child.name.clone(), entry, link));
+                }
+                for (i, (name, entry, link)) in children.into_iter().enumerate() {
+                    let cino = self.intern(ino, &name, entry.clone(), link, false);
+                    let attr = match &entry {
+                        Entry::Node { node, .. } => node_attr(cino, node),
+                        _ => continue,
+                    };
+                    out.push((3 + (skip + i) as u64, DirEntry { name, attr }));
+                }
+                return Ok(out);
+            }
+            Entry::Latest(_) => return Err(libc::ENOTDIR),
+        }
+        for (i, (name, entry, link)) in children.into_iter().enumerate().skip(skip) {
+            let cino = self.intern(ino, &name, entry.clone(), link, false);
+            match self.attr_of(cino, &entry) {
+                Ok(attr) => out.push((3 + i as u64, DirEntry { name, attr })),
+                // Vanished between listing and stat: leave it out.
+                Err(_) => self.forget(cino, 0),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Count one kernel lookup of `ino` (an entry sent by readdirplus).
+    pub fn add_lookup(&self, ino: u64) {
+        if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
+            i.nlookup += 1;
+        }
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
+        match self.entry(ino)?.0 {
+            Entry::Latest(v) => self.latest(&v).map(|n| n.into_bytes()).ok_or(libc::ENOENT),
+            Entry::Node { node, .. } if node.kind == NodeKind::Symlink => Ok(node.target.clone()),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// Open a file for reading; any write access is EROFS.
+    pub fn open(&self, ino: u64, flags: i32) -> VResult<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        if acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(libc::EROFS);
+        }
+        match self.entry(ino)?.0 {
+            Entry::Node { ctx, node, .. } if node.kind == NodeKind::File => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let reader = FileReader::new(&node);
+                self.files
+                    .lock()
+                    .insert(fh, Arc::new(OpenFile { ctx, reader }));
+                Ok(fh)
+            }
+            Entry::Node { .. } => Err(libc::EACCES),
+            _ => Err(libc::EISDIR),
+        }
+    }
+
+    /// Close a file.
+    pub fn release(&self, fh: u64) {
+        self.files.lock().remove(&fh);
+    }
+
+    fn file(&self, fh: u64) -> VResult<Arc<OpenFile>> {
+        self.files.lock().get(&fh).cloned().ok_or(libc::EBADF)
+    }
+
+    /// Read `size` bytes at `offset`. Damaged data is EIO, never wrong bytes.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> VResult<Vec<u8>> {
+        let f = self.file(fh)?;
+        f.reader
+            .read_at(&f.ctx.repo, &self.cache, offset, size as usize)
+            .map_err(|e| {
+                log::error!("backup {}: read: {e}", f.ctx.record.name);
+                libc::EIO
+            })
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> VResult<i64> {
+        let f = self.file(fh)?;
+        let size = f.reader.size();
+        if offset < 0 {
+            return Err(libc::EINVAL);
+        }
+        let off = offset as u64;
+        if off >= size {
+            return Err(libc::ENXIO);
+        }
+        let next = f
+            .reader
+            .next_data(&f.ctx.repo, off)
+            .map_err(|_| libc::EIO)?;
+        match whence {
+            libc::SEEK_DATA => match next {
+                Some((s, _)) => Ok(s as i64),
+                None => Err(libc::ENXIO),
+            },
+            libc::SEEK_HOLE => match next {
+                Some((s, e)) if s <= off => Ok(e as i64),
+                _ => Ok(off as i64),
+            },
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    fn cbrfs_xattrs(&self, e: &Entry) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        match e {
+            Entry::Vault(v) => {
+                if let Ok(cfg) = self.store.vault(v) {
+                    let used = self
+                        .repo(v)
+                        .ok()
+                        .and_then(|r| r.used_bytes().ok())
+                        .unwrap_or(0);
+                    out.push(("type".into(), cfg.vault_type.as_str().into()));
+                    out.push(("capacity".into(), format!("{}GB", cfg.capacity_gb)));
+                    out.push(("used".into(), used.to_string()));
+                    out.push(("description".into(), cfg.description.clone()));
+                    out.push((
+                        "tags".into(),
+                        cfg.tags
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ));
+                    out.push(("resources".into(), cfg.resources.len().to_string()));
+                }
+            }
+            Entry::Backup(v, b) => {
+                let run = self.running(v, b);
+                let state = run.as_ref().map(|r| r.state.lock().clone());
+                match (&run, state) {
+                    (Some(r), Some(RunState::Protecting)) => {
+                        out.push(("status".into(), "protecting".into()));
+                        out.push(("progress".into(), r.progress.percent().to_string()));
+                        out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
+                        out.push(("files".into(), r.progress.files().to_string()));
+                        out.push(("bytes_read".into(), r.progress.read().to_string()));
+                    }
+                    (Some(r), Some(RunState::Failed(why))) => {
+                        out.push(("status".into(), "error".into()));
+                        out.push(("progress".into(), r.progress.percent().to_string()));
+                        out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
+                        out.push(("error".into(), why));
+                    }
+                    _ => {
+                        if let Ok(c) = self.ctx(v, b) {
+                            let r = &c.record;
+                            out.push(("status".into(), "available".into()));
+                            out.push(("progress".into(), "100".into()));
+                            out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
+                            out.push(("finished".into(), catalog::ns_to_rfc3339(r.finished_ns)));
+                            out.push(("size".into(), r.stats.bytes_total.to_string()));
+                            out.push(("added".into(), r.stats.bytes_added.to_string()));
+                            out.push((
+                                "type".into(),
+                                if r.full { "full" } else { "incremental" }.into(),
+                            ));
+                            out.push((
+                                "origin".into(),
+                                match r.origin {
+                                    Origin::Manual => "manual",
+                                    Origin::Mount => "mount",
+                                    Origin::Policy => "policy",
+                                }
+                                .into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.into_iter()
+            .map(|(k, v)| (format!("user.cbrfs.{k}").into_bytes(), v.into_bytes()))
+            .collect()
+    }
+
+    /// All xattrs of `ino`: a node's own, or a vault's or backup's
+    /// `user.cbrfs.*`.
+    pub fn xattrs(&self, ino: u64) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (e, _) = self.entry(ino)?;
+        Ok(match &e {
+            Entry::Node { node, .. } => node
+                .xattrs
+                .iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect(),
+            _ => self.cbrfs_xattrs(&e),
+        })
+    }
+
+    /// `statfs`: total capacity and use of all vaults, in 4 KiB blocks.
+    pub fn statfs(&self) -> (u64, u64, u64) {
+        let mut cap = 0u64;
+        let mut used = 0u64;
+        let mut files = 0u64;
+        for v in self.store.vaults().unwrap_or_default() {
+            cap += v.capacity_bytes();
+            used += self
+                .repo(&v.name)
+                .ok()
+                .and_then(|r| r.used_bytes().ok())
+                .unwrap_or(0);
+            files += self
+                .store
+                .backup_names(&v.name)
+                .map(|b| b.len() as u64)
+                .unwrap_or(0);
+        }
+        (cap / 4096, cap.saturating_sub(used) / 4096, files)
+    }
+
+    /// `mkdir` in a vault: accept a backup named `name` and run it on its
+    /// own thread. Returns the new directory's attributes at once.
+    pub fn mkdir(self: &Arc<Self>, parent: u64, name: &[u8]) -> VResult<Attr> {
+        let (pe, _) = self.entry(parent)?;
+        let vault = match pe {
+            Entry::Root => return Err(libc::EPERM),
+            Entry::Vault(v) => v,
+            _ => return Err(libc::EROFS),
+        };
+        let sname = match std::str::from_utf8(name) {
+            Ok(s) => s.to_string(),
+            Err(_) => return Err(libc::EINVAL),
+        };
+        let key = (vault.clone(), sname.clone());
+        if let Some(r) = self.running(&vault, &sname) {
+            if !matches!(*r.state.lock(), RunState::Failed(_)) {
+                log::warn!("mkdir {vault}/{sname}: a backup of that name exists");
+                return Err(libc::EEXIST);
+            }
+        }
+        let prepared = backup::prepare(
+            &self.store,
+            &vault,
+            BackupOptions {
+                name: Some(sname.clone()),
+                origin: Some(Origin::Mount),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| {
+            log::warn!("mkdir {vault}/{sname}: backup refused: {e}");
+            err_errno(&e)
+        })?;
+        let run = Arc::new(Running {
+            progress: prepared.progress.clone(),
+            state: Mutex::new(RunState::Protecting),
+            started_ns: catalog::now_ns(),
+        });
+        self.running.lock().insert(key.clone(), run.clone());
+        log::info!("mkdir {vault}/{sname}: backup accepted");
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("backup-{vault}-{sname}"))
+            .stack_size(256 << 20)
+            .spawn(move || {
+                let result = prepared.run();
+                let state = match &result {
+                    Ok(_) => {
+                        log::info!("backup {}/{} is available", key.0, key.1);
+                        RunState::Available
+                    }
+                    Err(e) => {
+                        log::error!("backup {}/{} failed: {e}", key.0, key.1);
+                        RunState::Failed(e.to_string())
+                    }
+                };
+                *run.state.lock() = state.clone();
+                if state == RunState::Available {
+                    me.running.lock().remove(&key);
+                }
+                me.finish_waiters(
+                    &key,
+                    if state == RunState::Available {
+                        Ok(())
+                    } else {
+                        Err(libc::EIO)
+                    },
+                );
+            });
+        if let Err(e) = spawned {
+            log::error!(
+                "mkdir {}/{}: cannot start the backup thread: {e}",
+                vault,
+                sname
+            );
+            self.running.lock().remove(&(vault.clone(), sname.clone()));
+            return Err(libc::EAGAIN);
+        }
+        let ino = self.intern(
+            parent,
+            name,
+            Entry::Backup(vault.clone(), sname),
+            None,
+            true,
+        );
+        Ok(self.dir_attr(ino, 0o555, catalog::now_ns()))
+    }
+
+    fn finish_waiters(&self, key: &(String, String), result: VResult<()>) {
+        let ready: Vec<Waiter> = {
+            let mut w = self.waiters.lock();
+            let (ready, rest): (Vec<_>, Vec<_>) = w.drain(..).partition(|x| &x.key == key);
+            *w = rest;
+            ready
+        };
+        for w in ready {
+            (w.then)(result);
+        }
+    }
+
+    /// `rmdir`: backups are deleted with the CLI, never through the mount.
+    pub fn rmdir(&self, parent: u64) -> Errno {
+        match self.entry(parent).map(|e| e.0) {
+            Ok(Entry::Root) | Ok(Entry::Vault(_)) => libc::EPERM,
+            _ => libc::EROFS,
+        }
+    }
+
+    /// Any other change (create, unlink, rename, setattr, xattrs...).
+    pub fn modify(&self, ino: u64) -> Errno {
+        match self.entry(ino).map(|e| e.0) {
+            Ok(Entry::Root) | Ok(Entry::Vault(_)) => libc::EPERM,
+            _ => libc::EROFS,
+        }
+    }
+
+    /// Backups running in this mount, for a clean shutdown.
+    pub fn running_count(&self) -> usize {
+        self.running
+            .lock()
+            .values()
+            .filter(|r| *r.state.lock() == RunState::Protecting)
+            .count()
+    }
+
+    /// Time since the mount started (for attributes).
+    pub fn mounted_at(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.mounted_ns.max(0) as u64)
+    }
+}
+
+/// Answers parked requests whose wait bound passed.
+fn reaper(vfs: std::sync::Weak<Vfs>) {
+    loop {
+        let Some(v) = vfs.upgrade() else { return };
+        let now = Instant::now();
+        let expired: Vec<Waiter> = {
+            let mut w = v.waiters.lock();
+            let (expired, rest): (Vec<_>, Vec<_>) = w.drain(..).partition(|x| x.deadline <= now);
+            *w = rest;
+            expired
+        };
+        for w in expired {
+            log::info!(
+                "backup {}/{} still running: a request got EAGAIN",
+                w.key.0,
+                w.key.1
+            );
+            (w.then)(Err(libc::EAGAIN));
+        }
+        let next = v.waiters.lock().iter().map(|w| w.deadline).min();
+        let mut guard = v.waiters.lock();
+        let timeout = next
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(500))
+            .min(Duration::from_millis(500));
+        v.wake.wait_for(&mut guard, timeout);
+        drop(guard);
+        drop(v);
+    }
+}
+
+/// Attributes of a node of a backup.
+pub fn node_attr(ino: u64, n: &Node) -> Attr {
+    Attr {
+        ino,
+        kind: n.kind,
+        perm: n.mode & 0o7777,
+        nlink: n.nlink.max(1),
+        uid: n.uid,
+        gid: n.gid,
+        size: n.size,
+        blocks: n.blocks,
+        mtime_ns: n.mtime_ns,
+        ctime_ns: n.ctime_ns,
+        rdev: n.rdev,
+        immutable: true,
+    }
+}
