@@ -1,0 +1,325 @@
+//! In-process tests of the mount's tree (src/vfs.rs): the same code the
+//! FUSE adapter calls, without a kernel mount.
+
+use cbrfs::catalog::{Store, VaultType};
+use cbrfs::engine::backup::{self, BackupOptions};
+use cbrfs::engine::vaults::{self, NewVault};
+use cbrfs::vfs::{Vfs, VfsOptions, ROOT_INO};
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    store: Store,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    // Over 32 chunks, so its chunk list is stored in chunk-list blobs.
+    std::fs::write(src.join("big"), data(48 << 20, 1)).unwrap();
+    std::fs::write(src.join("small"), b"hello").unwrap();
+    std::fs::write(src.join("sub/deeper/mid"), data(3 << 20, 2)).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    let mut f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.seek(SeekFrom::Start(8 << 20)).unwrap();
+    f.write_all(&data(100_000, 3)).unwrap();
+    f.set_len(32 << 20).unwrap();
+    std::os::unix::fs::symlink("small", src.join("link")).unwrap();
+    std::fs::hard_link(src.join("small"), src.join("hardlink")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("sub/f{i:03}")), format!("{i}")).unwrap();
+    }
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    vaults::create(
+        &store,
+        NewVault {
+            name: Some("v".into()),
+            vault_type: VaultType::Filesystem,
+            capacity: "10GB".into(),
+            description: String::new(),
+            tags: vec![],
+            compression: "zstd".into(),
+        },
+    )
+    .unwrap();
+    vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
+    let p = backup::prepare(
+        &store,
+        "v",
+        BackupOptions {
+            name: Some("b1".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    p.run().unwrap();
+    Fixture {
+        _dir: dir,
+        src,
+        store,
+    }
+}
+
+fn vfs(f: &Fixture) -> Arc<Vfs> {
+    Vfs::new(
+        f.store.clone(),
+        VfsOptions {
+            wait: Duration::from_millis(300),
+            uid: 0,
+            gid: 0,
+        },
+    )
+}
+
+fn walk(v: &Vfs, path: &str) -> u64 {
+    let mut ino = ROOT_INO;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = v.lookup(ino, part.as_bytes()).unwrap().ino;
+    }
+    ino
+}
+
+fn read_all(v: &Vfs, ino: u64) -> Vec<u8> {
+    let fh = v.open(ino, libc::O_RDONLY).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let d = v.read(fh, out.len() as u64, 1 << 20).unwrap();
+        if d.is_empty() {
+            break;
+        }
+        out.extend(d);
+    }
+    v.release(fh);
+    out
+}
+
+#[test]
+fn random_offset_reads_match_the_source() {
+    let f = fixture();
+    let v = vfs(&f);
+    for name in ["big", "sparse", "sub/deeper/mid", "small", "empty"] {
+        let src = std::fs::read(f.src.join(name)).unwrap();
+        let ino = walk(&v, &format!("v/b1/src/{name}"));
+        assert_eq!(v.getattr(ino).unwrap().size, src.len() as u64, "{name}");
+        assert_eq!(read_all(&v, ino), src, "{name}");
+        let fh = v.open(ino, libc::O_RDONLY).unwrap();
+        let mut x = 12345u64;
+        for _ in 0..300 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let off = if src.is_empty() {
+                0
+            } else {
+                (x >> 16) % (src.len() as u64 + 10)
+            };
+            let len = ((x >> 40) % (3 << 20)) as u32;
+            let got = v.read(fh, off, len).unwrap();
+            let s = (off as usize).min(src.len());
+            let e = (s + len as usize).min(src.len());
+            assert_eq!(got, &src[s..e], "{name} at {off}+{len}");
+        }
+        v.release(fh);
+    }
+}
+
+#[test]
+fn holes_seek_data_and_hole() {
+    let f = fixture();
+    let v = vfs(&f);
+    let ino = walk(&v, "v/b1/src/sparse");
+    let fh = v.open(ino, libc::O_RDONLY).unwrap();
+    let data = v.lseek(fh, 0, libc::SEEK_DATA).unwrap();
+    assert!(data <= 8 << 20 && data >= (8 << 20) - 4096, "{data}");
+    let hole = v.lseek(fh, data, libc::SEEK_HOLE).unwrap();
+    assert!(
+        hole >= (8 << 20) + 100_000 && hole <= (8 << 20) + 200_000,
+        "{hole}"
+    );
+    assert_eq!(v.lseek(fh, 0, libc::SEEK_HOLE).unwrap(), 0);
+    assert_eq!(v.lseek(fh, hole + 1, libc::SEEK_DATA), Err(libc::ENXIO));
+    assert_eq!(v.lseek(fh, 32 << 20, libc::SEEK_DATA), Err(libc::ENXIO));
+}
+
+#[test]
+fn tree_listing_links_and_xattrs() {
+    let f = fixture();
+    let v = vfs(&f);
+    let root = v.readdir(ROOT_INO, 0).unwrap();
+    let names: Vec<_> = root.iter().map(|(_, e)| e.name.clone()).collect();
+    assert_eq!(names, vec![b".".to_vec(), b"..".to_vec(), b"v".to_vec()]);
+    let vault = walk(&v, "v");
+    let names: Vec<_> = v
+        .readdir(vault, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            b".".to_vec(),
+            b"..".to_vec(),
+            b"b1".to_vec(),
+            b"latest".to_vec()
+        ]
+    );
+    assert_eq!(v.readlink(walk(&v, "v/latest")).unwrap(), b"b1");
+    let a = v.lookup(walk(&v, "v/b1/src"), b"small").unwrap();
+    let b = v.lookup(walk(&v, "v/b1/src"), b"hardlink").unwrap();
+    assert_eq!(a.ino, b.ino, "hard links share one inode");
+    assert_eq!(a.nlink, 2);
+    assert_eq!(v.readlink(walk(&v, "v/b1/src/link")).unwrap(), b"small");
+    let xs = v.xattrs(walk(&v, "v/b1")).unwrap();
+    let status = xs.iter().find(|(n, _)| n == b"user.cbrfs.status").unwrap();
+    assert_eq!(status.1, b"available");
+    assert_eq!(
+        v.lookup(walk(&v, "v/b1/src"), b"nope").unwrap_err(),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn readdir_resumes_at_any_offset() {
+    let f = fixture();
+    let v = vfs(&f);
+    let sub = walk(&v, "v/b1/src/sub");
+    let all = v.readdir(sub, 0).unwrap();
+    assert_eq!(all.len(), 2 + 301);
+    for cut in [1u64, 2, 3, 50, 302, 303] {
+        let rest = v.readdir(sub, cut).unwrap();
+        let expect: Vec<_> = all
+            .iter()
+            .filter(|(p, _)| *p > cut)
+            .map(|(_, e)| e.name.clone())
+            .collect();
+        let got: Vec<_> = rest.iter().map(|(_, e)| e.name.clone()).collect();
+        assert_eq!(got, expect, "offset {cut}");
+    }
+}
+
+#[test]
+fn forget_releases_inodes() {
+    let f = fixture();
+    let v = vfs(&f);
+    let before = v.inode_count();
+    // One lookup of each component, as the kernel would make.
+    let mut path = vec![ROOT_INO];
+    for part in ["v", "b1", "src", "sub"] {
+        let ino = v
+            .lookup(*path.last().unwrap(), part.as_bytes())
+            .unwrap()
+            .ino;
+        path.push(ino);
+    }
+    let sub = *path.last().unwrap();
+    let entries = v.readdir(sub, 0).unwrap();
+    for (_, e) in &entries {
+        if e.name != b"." && e.name != b".." {
+            v.forget(e.attr.ino, 0);
+        }
+    }
+    assert_eq!(
+        v.inode_count(),
+        before + 4,
+        "readdir without plus keeps no inodes"
+    );
+    // readdirplus: the kernel counts one lookup per entry it received.
+    let entries = v.readdir(sub, 0).unwrap();
+    for (_, e) in &entries[2..] {
+        v.add_lookup(e.attr.ino);
+    }
+    assert_eq!(v.inode_count(), before + 4 + 301);
+    for (_, e) in &entries[2..] {
+        v.forget(e.attr.ino, 1);
+    }
+    for ino in path.iter().skip(1).rev() {
+        v.forget(*ino, 1);
+    }
+    assert_eq!(v.inode_count(), before);
+}
+
+#[test]
+fn writes_are_refused() {
+    let f = fixture();
+    let v = vfs(&f);
+    let ino = walk(&v, "v/b1/src/small");
+    assert_eq!(v.open(ino, libc::O_WRONLY), Err(libc::EROFS));
+    assert_eq!(v.open(ino, libc::O_RDWR), Err(libc::EROFS));
+    assert_eq!(
+        v.open(ino, libc::O_RDONLY | libc::O_TRUNC),
+        Err(libc::EROFS)
+    );
+    assert_eq!(v.modify(walk(&v, "v/b1/src")), libc::EROFS);
+    assert_eq!(v.rmdir(walk(&v, "v")), libc::EPERM);
+    assert_eq!(v.rmdir(walk(&v, "v/b1/src")), libc::EROFS);
+    assert_eq!(v.mkdir(ROOT_INO, b"x").unwrap_err(), libc::EPERM);
+    assert_eq!(v.mkdir(walk(&v, "v/b1"), b"x").unwrap_err(), libc::EROFS);
+}
+
+#[test]
+fn mkdir_runs_a_backup_and_waiters_are_answered() {
+    let f = fixture();
+    let v = vfs(&f);
+    let vault = walk(&v, "v");
+    assert_eq!(v.mkdir(vault, b"bad name").unwrap_err(), libc::EINVAL);
+    assert_eq!(v.mkdir(vault, b"b1").unwrap_err(), libc::EEXIST);
+    let a = v.mkdir(vault, b"m1").unwrap();
+    assert_eq!(v.mkdir(vault, b"m1").unwrap_err(), libc::EEXIST);
+    let (tx, rx) = std::sync::mpsc::channel();
+    match v.pending(a.ino) {
+        Some(key) => v.wait(key, Box::new(move |r| tx.send(r).unwrap())),
+        None => tx.send(Ok(())).unwrap(),
+    }
+    // Either the backup finished within the bound or the waiter got EAGAIN.
+    let r = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(r == Ok(()) || r == Err(libc::EAGAIN), "{r:?}");
+    // Wait for it through the store, as `backup wait` does.
+    for _ in 0..600 {
+        if f.store.backup_path("v", "m1").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let src = v.lookup(a.ino, b"src").unwrap();
+    let small = v.lookup(src.ino, b"small").unwrap();
+    assert_eq!(read_all(&v, small.ino), b"hello");
+    let rec = f.store.backup("v", "m1").unwrap();
+    assert_eq!(rec.origin, cbrfs::model::Origin::Mount);
+}
+
+#[test]
+fn an_empty_vault_refuses_mkdir_with_enoent() {
+    let f = fixture();
+    vaults::create(
+        &f.store,
+        NewVault {
+            name: Some("empty".into()),
+            vault_type: VaultType::Filesystem,
+            capacity: "10GB".into(),
+            description: String::new(),
+            tags: vec![],
+            compression: "none".into(),
+        },
+    )
+    .unwrap();
+    let v = vfs(&f);
+    let e = walk(&v, "empty");
+    assert_eq!(v.mkdir(e, b"x").unwrap_err(), libc::ENOENT);
+}
