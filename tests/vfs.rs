@@ -146,10 +146,10 @@ fn holes_seek_data_and_hole() {
     let ino = walk(&v, "v/b1/src/sparse");
     let fh = v.open(ino, libc::O_RDONLY).unwrap();
     let data = v.lseek(fh, 0, libc::SEEK_DATA).unwrap();
-    assert!(data <= 8 << 20 && data >= (8 << 20) - 4096, "{data}");
+    assert!(((8 << 20) - 4096..=8 << 20).contains(&data), "{data}");
     let hole = v.lseek(fh, data, libc::SEEK_HOLE).unwrap();
     assert!(
-        hole >= (8 << 20) + 100_000 && hole <= (8 << 20) + 200_000,
+        ((8 << 20) + 100_000..=(8 << 20) + 200_000).contains(&hole),
         "{hole}"
     );
     assert_eq!(v.lseek(fh, 0, libc::SEEK_HOLE).unwrap(), 0);
