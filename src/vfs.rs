@@ -164,8 +164,8 @@ pub struct Vfs {
     store: Store,
     opts: VfsOptions,
     table: RwLock<Table>,
-    repos: Mutex<HashMap<String, Arc<Repo>>>,
-    ctxs: Mutex<HashMap<(String, String), Arc<BackupCtx>>>,
+    repos: Mutex<HashMap<String, (FileId, Arc<Repo>)>>,
+    ctxs: Mutex<HashMap<(String, String), (FileId, Arc<BackupCtx>)>>,
     trees: Mutex<HashMap<(u64, BlobId), Arc<Tree>>>,
     cache: ChunkCache,
     running: Mutex<HashMap<(String, String), Arc<Running>>>,
@@ -175,6 +175,16 @@ pub struct Vfs {
     next_fh: AtomicU64,
     next_ctx: AtomicU64,
     mounted_ns: i64,
+}
+
+/// Identity of a file: a record or key replaced under the same name is a
+/// different object (device, inode, mtime).
+type FileId = (u64, u64, i64);
+
+fn file_id(p: &std::path::Path) -> Option<FileId> {
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }
 
 /// Most decoded trees kept.
@@ -320,22 +330,28 @@ impl Vfs {
     }
 
     fn repo(&self, vault: &str) -> VResult<Arc<Repo>> {
-        if let Some(r) = self.repos.lock().get(vault) {
-            return Ok(r.clone());
+        let id = file_id(&self.store.vault_dir(vault).join("key")).ok_or(libc::ENOENT)?;
+        if let Some((rid, r)) = self.repos.lock().get(vault) {
+            if *rid == id {
+                return Ok(r.clone());
+            }
         }
         let r = Arc::new(self.store.repo(vault).map_err(|e| {
             log::error!("open vault {vault}: {e}");
             err_errno(&e)
         })?);
-        self.repos.lock().insert(vault.to_string(), r.clone());
+        self.repos.lock().insert(vault.to_string(), (id, r.clone()));
         Ok(r)
     }
 
     /// The opened backup `vault/name` (its record read once).
     fn ctx(&self, vault: &str, name: &str) -> VResult<Arc<BackupCtx>> {
         let key = (vault.to_string(), name.to_string());
-        if let Some(c) = self.ctxs.lock().get(&key) {
-            return Ok(c.clone());
+        let id = file_id(&self.store.backup_path(vault, name)).ok_or(libc::ENOENT)?;
+        if let Some((cid, c)) = self.ctxs.lock().get(&key) {
+            if *cid == id {
+                return Ok(c.clone());
+            }
         }
         let record = self.store.backup(vault, name).map_err(|e| {
             if e.kind() != Kind::NotFound {
@@ -353,7 +369,7 @@ impl Vfs {
             repo,
             record,
         });
-        self.ctxs.lock().insert(key, ctx.clone());
+        self.ctxs.lock().insert(key, (id, ctx.clone()));
         Ok(ctx)
     }
 
