@@ -165,7 +165,7 @@ pub struct Vfs {
     opts: VfsOptions,
     table: RwLock<Table>,
     repos: Mutex<HashMap<String, (FileId, Arc<Repo>)>>,
-    ctxs: Mutex<HashMap<(String, String), (FileId, Arc<BackupCtx>)>>,
+    ctxs: Mutex<HashMap<BackupKey, (FileId, Arc<BackupCtx>)>>,
     trees: Mutex<HashMap<(u64, BlobId), Arc<Tree>>>,
     cache: ChunkCache,
     running: Mutex<HashMap<(String, String), Arc<Running>>>,
@@ -176,6 +176,9 @@ pub struct Vfs {
     next_ctx: AtomicU64,
     mounted_ns: i64,
 }
+
+/// A backup by vault and name.
+type BackupKey = (String, String);
 
 /// Identity of a file: a record or key replaced under the same name is a
 /// different object (device, inode, mtime).
