@@ -442,7 +442,36 @@ pub fn decode_record(data: &[u8]) -> Result<BackupRecord> {
     if used != len {
         return Err(Error::corrupt("backup record has trailing bytes"));
     }
+    validate_record(&r)?;
     Ok(r)
+}
+
+/// Check a decoded record's names: restore and the mount use the backup's
+/// and each resource's name as a path component, so a damaged or hostile
+/// record must not smuggle in `..` or a `/` (restore promises to write
+/// nothing outside its target).
+pub fn validate_record(r: &BackupRecord) -> Result<()> {
+    if !is_safe_name(r.name.as_bytes()) {
+        return Err(Error::corrupt(format!(
+            "backup record has an unsafe backup name {:?}",
+            r.name
+        )));
+    }
+    for (i, p) in r.resources.iter().enumerate() {
+        if !is_safe_name(p.name.as_bytes()) {
+            return Err(Error::corrupt(format!(
+                "backup record has an unsafe resource name {:?}",
+                p.name
+            )));
+        }
+        if r.resources[..i].iter().any(|q| q.name == p.name) {
+            return Err(Error::corrupt(format!(
+                "backup record names resource {:?} twice",
+                p.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -507,6 +536,43 @@ mod tests {
         let n = bytes.len();
         bytes[n - 9] ^= 1;
         assert!(decode_record(&bytes).is_err());
+    }
+
+    #[test]
+    fn records_with_unsafe_names_are_refused() {
+        let part = |name: &str| ResourceBackup {
+            name: name.into(),
+            kind: ResourceKind::Directory,
+            source: b"/src".to_vec(),
+            root: BlobId([1; 16]),
+            meta: Node::new(name.as_bytes().to_vec(), NodeKind::Dir),
+            full: true,
+            parent: None,
+            stats: BackupStats::default(),
+            warnings: vec![],
+        };
+        let rec = |name: &str, parts: Vec<ResourceBackup>| BackupRecord {
+            name: name.into(),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Manual,
+            policy: None,
+            full: true,
+            started_ns: 1,
+            finished_ns: 2,
+            resources: parts,
+            stats: BackupStats::default(),
+        };
+        let ok = rec("b", vec![part("a"), part("c")]);
+        assert_eq!(decode_record(&encode_record(&ok)).unwrap(), ok);
+        for bad in [
+            rec("b", vec![part("..")]),
+            rec("b", vec![part("x/../../etc")]),
+            rec("b", vec![part("a"), part("a")]),
+            rec("../b", vec![part("a")]),
+        ] {
+            assert!(decode_record(&encode_record(&bad)).is_err(), "{bad:?}");
+        }
     }
 
     proptest! {

@@ -169,7 +169,13 @@ impl PackWriter {
         let id = BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes());
         let dest = pack_path(store_dir, &id);
         let dir = dest.parent().unwrap_or(store_dir).to_path_buf();
-        fsutil::create_dir_all(&dir)?;
+        if !dir.is_dir() {
+            fsutil::create_dir_all(&dir)?;
+            // The new fan-out directory's own entry in packs/ must be
+            // durable before the index naming this pack is written: the
+            // commit below fsyncs packs/<hh>/, not packs/.
+            fsutil::sync_dir(&store_dir.join("packs"))?;
+        }
         let mut tmp = TempFile::new_in(&dir)?;
         tmp.file()
             .write_all(&self.buf)
