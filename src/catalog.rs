@@ -278,7 +278,9 @@ impl Store {
         }
         fsutil::create_dir_all(&dir.join("backups"))?;
         Repo::create(&dir)?;
-        self.save_vault(cfg)
+        self.save_vault(cfg)?;
+        // The vault's own entry in vaults/ must be durable too.
+        fsutil::sync_dir(&self.root.join("vaults"))
     }
 
     /// Delete a vault and everything in it: first rename it away (atomic, so

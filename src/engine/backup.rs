@@ -187,7 +187,10 @@ impl Prepared {
         let started_ns = catalog::now_ns();
         let vault = self.vault.name.clone();
         let repo = self.store.repo(&vault)?;
+        // Under the writer lock no other writer of packs, indexes or records
+        // runs: their temporaries are a killed run's.
         repo.remove_stale_temps()?;
+        crate::fsutil::remove_stale_temps(&self.store.vault_dir(&vault).join("backups"))?;
         let used = repo.used_bytes()?;
         let mut writer = RepoWriter::new(&repo, self.vault.compress());
         writer.limit = Some(self.vault.capacity_bytes().saturating_sub(used));

@@ -80,6 +80,8 @@ pub fn restore(
                 .ctx(|| format!("create {}/{}", to.display(), p.name))?;
             let fd = sys::open_dir_at(&r.root_fd, name)
                 .ctx(|| format!("open {}/{}", to.display(), p.name))?;
+            // Hard-link groups are numbered per resource.
+            r.links.clear();
             r.restore_dir(&fd, &p.root, name.to_vec())?;
             let mut meta = p.meta.clone();
             meta.name = name.to_vec();
@@ -229,6 +231,16 @@ impl Restorer<'_> {
                     c.offset
                 ))
             })?;
+            if data.len() != c.len as usize {
+                return Err(Error::corrupt(format!(
+                    "{}: chunk {} has {} bytes, the file expects {} (backup {})",
+                    self.display(rel),
+                    c.id,
+                    data.len(),
+                    c.len,
+                    self.rec.name
+                )));
+            }
             f.write_all_at(&data, c.offset)
                 .ctx(|| format!("{}: write", self.display(rel)))?;
             self.stats.bytes += data.len() as u64;
