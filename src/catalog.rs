@@ -76,6 +76,37 @@ pub struct Resource {
     pub added: String,
 }
 
+/// A member of a server: a directory tree or a disk.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Name, unique in the server; the entry name in backups.
+    pub name: String,
+    /// `directory` or `disk`.
+    pub kind: String,
+    /// Absolute source path.
+    pub path: String,
+}
+
+/// A server (`servers/<name>.json`): members backed up together in one run,
+/// with optional hooks around the backup for application consistency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Catalog format.
+    pub format: u32,
+    /// Server name.
+    pub name: String,
+    /// Members, in the order given.
+    pub members: Vec<Member>,
+    /// Shell command run before any member is read.
+    pub pre_hook: Option<String>,
+    /// Shell command run after the backup, also when it failed.
+    pub post_hook: Option<String>,
+    /// Time limit of each hook, seconds.
+    pub hook_timeout_s: u64,
+    /// Creation time, RFC 3339.
+    pub created: String,
+}
+
 /// A vault's settings (`vault.json`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct VaultConfig {
@@ -402,14 +433,88 @@ impl Store {
         }
     }
 
-    /// The vault holding a resource whose path is `path`, if any.
-    pub fn vault_of_path(&self, path: &str) -> Result<Option<(String, String)>> {
+    /// The vault holding a resource of `kind` whose path (or server name)
+    /// is `path`, if any.
+    pub fn vault_of_path(&self, kind: &str, path: &str) -> Result<Option<(String, String)>> {
         for v in self.vaults()? {
-            if let Some(r) = v.resources.iter().find(|r| r.path == path) {
+            if let Some(r) = v
+                .resources
+                .iter()
+                .find(|r| r.kind == kind && r.path == path)
+            {
                 return Ok(Some((v.name.clone(), r.name.clone())));
             }
         }
         Ok(None)
+    }
+}
+
+impl Store {
+    fn server_path(&self, name: &str) -> PathBuf {
+        self.root.join("servers").join(format!("{name}.json"))
+    }
+
+    /// Every server, sorted by name.
+    pub fn servers(&self) -> Result<Vec<ServerConfig>> {
+        let dir = self.root.join("servers");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+        };
+        for ent in rd {
+            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+            let n = ent.file_name().to_string_lossy().to_string();
+            if let Some(name) = n.strip_suffix(".json") {
+                if !name.starts_with('.') {
+                    out.push(self.server(name)?);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The server named `name`.
+    pub fn server(&self, name: &str) -> Result<ServerConfig> {
+        rules::check_name("server name", name)?;
+        let path = self.server_path(name);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("server {name:?} does not exist"))
+                    .code("BackupService.6302"))
+            }
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let s: ServerConfig = serde_json::from_str(&text).map_err(|e| {
+            Error::corrupt(format!("server {name}: {} is damaged: {e}", path.display()))
+        })?;
+        if s.format != CATALOG_FORMAT || s.name != name {
+            return Err(Error::corrupt(format!(
+                "server {name}: {} has format {} and name {:?}",
+                path.display(),
+                s.format,
+                s.name
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Write a server atomically. Caller holds the catalog lock.
+    pub fn save_server(&self, s: &ServerConfig) -> Result<()> {
+        fsutil::create_dir_all(&self.root.join("servers"))?;
+        let json = serde_json::to_vec_pretty(s)
+            .map_err(|e| Error::failed(format!("encode server {}: {e}", s.name)))?;
+        fsutil::write_atomic(&self.server_path(&s.name), &json)
+    }
+
+    /// Remove a server's record. Caller holds the catalog lock.
+    pub fn delete_server(&self, name: &str) -> Result<()> {
+        let p = self.server_path(name);
+        fs::remove_file(&p).ctx(|| format!("delete {}", p.display()))?;
+        fsutil::sync_dir(&self.root.join("servers"))
     }
 }
 

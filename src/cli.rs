@@ -32,6 +32,10 @@ enum Command {
     /// Take, list, show and delete backups.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Define, list, show, update and delete servers (groups of directories
+    /// and disks backed up together).
+    #[command(subcommand)]
+    Server(ServerCmd),
     /// Restore a backup into an empty or new directory.
     Restore(RestoreArgs),
     /// Verify the store: structure, and with --read-data every blob.
@@ -127,19 +131,29 @@ enum VaultCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Associate a resource with a vault.
+    /// Associate a resource with a vault: a directory, a disk or a server.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["path", "disk", "server"])))]
     Associate {
         /// The vault.
         vault: String,
         /// A directory tree (filesystem vaults).
         #[arg(long)]
-        path: PathBuf,
+        path: Option<PathBuf>,
+        /// A block device or raw disk image (disk vaults).
+        #[arg(long)]
+        disk: Option<PathBuf>,
+        /// A server defined with 'cbrfs server define' (server vaults).
+        #[arg(long)]
+        server: Option<String>,
+        /// Leave this member of the server out (repeatable).
+        #[arg(long = "exclude-member", value_name = "MEMBER", requires = "server")]
+        exclude_members: Vec<String>,
         /// Resource name [default: the directory's name].
         #[arg(long)]
         name: Option<String>,
         /// Leave out entries matching a glob (a name, or a path relative to
         /// the resource when it has a '/').
-        #[arg(long = "exclude", value_name = "GLOB")]
+        #[arg(long = "exclude", value_name = "GLOB", requires = "path")]
         excludes: Vec<String>,
     },
     /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
@@ -210,6 +224,73 @@ enum BackupCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum ServerCmd {
+    /// Define a server from its members.
+    #[command(group(clap::ArgGroup::new("members").required(true).multiple(true).args(["paths", "disks"])))]
+    Define {
+        /// Server name, 1-64 of [A-Za-z0-9_-].
+        name: String,
+        /// A directory member (repeatable).
+        #[arg(long = "path", value_name = "DIR")]
+        paths: Vec<PathBuf>,
+        /// A disk member: block device or disk image (repeatable).
+        #[arg(long = "disk", value_name = "PATH")]
+        disks: Vec<PathBuf>,
+        /// Shell command run before any member is read (freeze, dump).
+        #[arg(long, value_name = "CMD")]
+        pre_hook: Option<String>,
+        /// Shell command run after the backup, also when it failed (thaw).
+        #[arg(long, value_name = "CMD")]
+        post_hook: Option<String>,
+        /// Time limit of each hook.
+        #[arg(long, value_name = "SECONDS")]
+        hook_timeout: Option<u64>,
+    },
+    /// List servers.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one server.
+    Show {
+        /// The server.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or remove members, change hooks.
+    Update {
+        /// The server.
+        name: String,
+        /// Add a directory member.
+        #[arg(long = "add-path", value_name = "DIR")]
+        add_paths: Vec<PathBuf>,
+        /// Add a disk member.
+        #[arg(long = "add-disk", value_name = "PATH")]
+        add_disks: Vec<PathBuf>,
+        /// Remove a member by name.
+        #[arg(long = "remove", value_name = "MEMBER")]
+        remove: Vec<String>,
+        /// New pre-hook ('' removes it).
+        #[arg(long, value_name = "CMD")]
+        pre_hook: Option<String>,
+        /// New post-hook ('' removes it).
+        #[arg(long, value_name = "CMD")]
+        post_hook: Option<String>,
+        /// New hook time limit.
+        #[arg(long, value_name = "SECONDS")]
+        hook_timeout: Option<u64>,
+    },
+    /// Delete a server that no vault protects.
+    Delete {
+        /// The server.
+        name: String,
+    },
+}
+
 #[derive(Args, Debug)]
 struct RestoreArgs {
     /// The vault.
@@ -219,9 +300,13 @@ struct RestoreArgs {
     /// Only this resource [default: all; several go to DIR/<resource>].
     #[arg(long)]
     resource: Option<String>,
-    /// Target directory: empty or absent.
+    /// Target: an empty or new directory; for a disk, a new image file or
+    /// a block device at least as large.
+    #[arg(long, required_unless_present = "in_place")]
+    to: Option<PathBuf>,
+    /// Restore a disk or server onto its original disk and paths.
     #[arg(long)]
-    to: PathBuf,
+    in_place: bool,
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +375,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Vault(v) => vault_cmd(&store, v),
         Command::Backup(b) => backup_cmd(&store, b),
+        Command::Server(c) => server_cmd(&store, c),
         Command::Restore(r) => restore_cmd(&store, r),
         Command::Check(c) => check_cmd(&store, c),
         Command::Mount {
@@ -511,10 +597,25 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
         VaultCmd::Associate {
             vault,
             path,
+            disk,
+            server,
+            exclude_members,
             name,
             excludes,
         } => {
-            let r = vaults::associate_path(store, &vault, &path, name, excludes)?;
+            let r = match (path, disk, server) {
+                (Some(p), _, _) => vaults::associate_path(store, &vault, &p, name, excludes)?,
+                (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
+                (_, _, Some(sv)) => {
+                    if name.is_some() {
+                        return Err(Error::invalid(
+                            "--name does not apply to a server: the resource takes the server's name",
+                        ));
+                    }
+                    vaults::associate_server(store, &vault, &sv, exclude_members)?
+                }
+                _ => return Err(Error::invalid("give --path, --disk or --server")),
+            };
             println!(
                 "associated {} with vault {vault} as resource {} ({})",
                 r.path,
@@ -817,17 +918,172 @@ fn wait_cmd(store: &Store, vault: &str, backup: &str, timeout: Option<f64>) -> R
     }
 }
 
+/// The JSON form of a server (documented in docs/JSON.md).
+pub fn server_json(store: &Store, s: &crate::catalog::ServerConfig) -> serde_json::Value {
+    let vault = store
+        .vault_of_path("server", &s.name)
+        .ok()
+        .flatten()
+        .map(|(v, _)| v);
+    json!({
+        "name": s.name,
+        "members": s.members.iter().map(|m| json!({"name": m.name, "kind": m.kind, "path": m.path})).collect::<Vec<_>>(),
+        "pre_hook": s.pre_hook,
+        "post_hook": s.post_hook,
+        "hook_timeout_s": s.hook_timeout_s,
+        "created": s.created,
+        "vault": vault,
+    })
+}
+
+fn server_cmd(store: &Store, cmd: ServerCmd) -> Result<i32> {
+    use crate::engine::servers::{self, NewMember};
+    let members = |paths: Vec<PathBuf>, disks: Vec<PathBuf>| -> Vec<NewMember> {
+        paths
+            .into_iter()
+            .map(NewMember::Path)
+            .chain(disks.into_iter().map(NewMember::Disk))
+            .collect()
+    };
+    match cmd {
+        ServerCmd::Define {
+            name,
+            paths,
+            disks,
+            pre_hook,
+            post_hook,
+            hook_timeout,
+        } => {
+            let s = servers::define(
+                store,
+                &name,
+                &members(paths, disks),
+                pre_hook,
+                post_hook,
+                hook_timeout,
+            )?;
+            println!("defined server {} with {} members", s.name, s.members.len());
+        }
+        ServerCmd::List { json } => {
+            let all = store.servers()?;
+            if json {
+                print_json(&json!(all
+                    .iter()
+                    .map(|s| server_json(store, s))
+                    .collect::<Vec<_>>()));
+            } else {
+                println!("{:<24} {:>7}  {:<20} HOOKS", "NAME", "MEMBERS", "VAULT");
+                for s in &all {
+                    let j = server_json(store, s);
+                    println!(
+                        "{:<24} {:>7}  {:<20} {}",
+                        s.name,
+                        s.members.len(),
+                        j["vault"].as_str().unwrap_or("-"),
+                        match (&s.pre_hook, &s.post_hook) {
+                            (None, None) => "none",
+                            (Some(_), None) => "pre",
+                            (None, Some(_)) => "post",
+                            _ => "pre, post",
+                        }
+                    );
+                }
+            }
+        }
+        ServerCmd::Show { name, json } => {
+            let s = store.server(&name)?;
+            let j = server_json(store, &s);
+            if json {
+                print_json(&j);
+            } else {
+                println!("server:       {}", s.name);
+                println!("vault:        {}", j["vault"].as_str().unwrap_or("-"));
+                println!("pre-hook:     {}", s.pre_hook.as_deref().unwrap_or("-"));
+                println!("post-hook:    {}", s.post_hook.as_deref().unwrap_or("-"));
+                println!("hook timeout: {} s", s.hook_timeout_s);
+                println!("members:");
+                for m in &s.members {
+                    println!("  {:<20} {:<10} {}", m.name, m.kind, m.path);
+                }
+            }
+        }
+        ServerCmd::Update {
+            name,
+            add_paths,
+            add_disks,
+            remove,
+            pre_hook,
+            post_hook,
+            hook_timeout,
+        } => {
+            let s = servers::update(
+                store,
+                &name,
+                servers::ServerUpdate {
+                    add: members(add_paths, add_disks),
+                    remove,
+                    pre_hook,
+                    post_hook,
+                    hook_timeout_s: hook_timeout,
+                },
+            )?;
+            println!("updated server {} ({} members)", s.name, s.members.len());
+        }
+        ServerCmd::Delete { name } => {
+            servers::delete(store, &name)?;
+            println!("deleted server {name}");
+        }
+    }
+    Ok(0)
+}
+
 fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     store.vault(&r.vault)?;
     let t0 = Instant::now();
-    let stats = restore::restore(store, &r.vault, &r.backup, r.resource.as_deref(), &r.to)?;
+    let to = match (&r.to, r.in_place) {
+        (Some(t), _) => t.clone(),
+        (None, _) => {
+            // --in-place without --to: the disk's own source path.
+            let rec = store.backup(&r.vault, &r.backup)?;
+            let res = r.resource.as_deref().ok_or_else(|| {
+                Error::invalid("--in-place needs --resource: name the disk or server")
+            })?;
+            let part = rec
+                .resources
+                .iter()
+                .find(|p| p.name == res)
+                .ok_or_else(|| {
+                    Error::not_found(format!("resource {res:?} is not in backup {}", r.backup))
+                        .code("BackupService.6302")
+                })?;
+            match part.kind {
+                crate::model::ResourceKind::Disk => {
+                    PathBuf::from(String::from_utf8_lossy(&part.source).to_string())
+                }
+                _ => PathBuf::from("/"),
+            }
+        }
+    };
+    let stats = restore::restore_with(
+        store,
+        &r.vault,
+        &r.backup,
+        r.resource.as_deref(),
+        &to,
+        &restore::RestoreOptions {
+            in_place: r.in_place,
+        },
+    )?;
+    for n in &stats.notes {
+        println!("{n}");
+    }
     println!(
         "restored {} files, {} directories, {} other entries, {} into {} in {:.2}s",
         stats.files,
         stats.dirs,
         stats.others,
         human_bytes(stats.bytes),
-        r.to.display(),
+        to.display(),
         t0.elapsed().as_secs_f64()
     );
     if !stats.errors.is_empty() {

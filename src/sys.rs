@@ -318,6 +318,28 @@ pub fn open_noatime(path: &Path) -> io::Result<std::fs::File> {
     }
 }
 
+/// Size of a regular file or a block device (BLKGETSIZE64).
+pub fn device_size(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::metadata(path)?;
+    if md.file_type().is_block_device() {
+        let f = std::fs::File::open(path)?;
+        let mut size: u64 = 0;
+        // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+        const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+        // SAFETY: the ioctl writes one u64 into `size`.
+        check(unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
+        Ok(size)
+    } else if md.is_file() {
+        Ok(md.len())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a block device or a regular file",
+        ))
+    }
+}
+
 /// The effective user id.
 pub fn euid() -> u32 {
     // SAFETY: no preconditions.

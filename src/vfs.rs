@@ -541,7 +541,7 @@ impl Vfs {
                     .record
                     .resources
                     .iter()
-                    .position(|r| r.name.as_bytes() == name)
+                    .position(|r| r.meta.name == name)
                     .ok_or(libc::ENOENT)?;
                 let node = Arc::new(ctx.record.resources[i].meta.clone());
                 (
@@ -643,7 +643,7 @@ impl Vfs {
                 for (i, r) in ctx.record.resources.iter().enumerate() {
                     let node = Arc::new(r.meta.clone());
                     children.push((
-                        r.name.as_bytes().to_vec(),
+                        r.meta.name.clone(),
                         Entry::Node {
                             ctx: ctx.clone(),
                             res: i as u32,

@@ -6,6 +6,7 @@
 //! reads everything (deduplication still applies).
 
 use super::progress::Progress;
+use super::servers;
 use super::status;
 use crate::catalog::{self, Resource, Store, VaultConfig};
 use crate::chunker::Cdc;
@@ -24,6 +25,25 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Chunk size of disks, chosen by measurement: a 600 MiB ext4 image made
+/// with `mke2fs -d` from 294 MiB of real files, then 1 % of its 4 KiB blocks
+/// overwritten at random (seed 42, 6.3 MB changed). Bytes added by the full
+/// and the incremental backup:
+///
+/// | chunk   | full    | incremental | × changed |
+/// |---------|---------|-------------|-----------|
+/// | 4 KiB   | 62.3 MB | 7.3 MB      | 1.16      |
+/// | 16 KiB  | 44.6 MB | 8.3 MB      | 1.32      |
+/// | 64 KiB  | 37.3 MB | 12.3 MB     | 1.96      |
+/// | 256 KiB | 33.9 MB | 23.0 MB     | 3.66      |
+/// | 1 MiB   | 31.1 MB | 35.7 MB     | 5.68      |
+///
+/// 64 KiB keeps an incremental near twice the change and a full backup
+/// within 20 % of the largest chunks, with 16× fewer chunks than 4 KiB.
+/// Every chunk's offset and length are in the chunk list, so a reader
+/// needs no constant.
+pub const DISK_CHUNK: usize = 64 << 10;
 
 /// Most warnings kept in a backup record per resource.
 const MAX_WARNINGS: usize = 100;
@@ -202,12 +222,17 @@ impl Prepared {
         let mut parts = Vec::new();
         let mut totals = BackupStats::default();
         for res in &self.resources {
+            let kind = match res.kind.as_str() {
+                "disk" => ResourceKind::Disk,
+                "server" => ResourceKind::Server,
+                _ => ResourceKind::Directory,
+            };
             let parent = previous
                 .iter()
                 .filter_map(|r| {
                     r.resources
                         .iter()
-                        .find(|p| p.name == res.name && p.kind == ResourceKind::Directory)
+                        .find(|p| p.name == res.name && p.kind == kind)
                         .map(|p| (r.name.clone(), p.meta.clone()))
                 })
                 .next_back();
@@ -223,39 +248,35 @@ impl Prepared {
                 progress: &self.progress,
                 skip: store_id,
             };
-            let root_path = PathBuf::from(&res.path);
-            let md = std::fs::symlink_metadata(&root_path)
-                .ctx(|| format!("resource {}: read {}", res.name, res.path))?;
-            if !md.is_dir() {
-                return Err(Error::failed(format!(
-                    "resource {}: {} is no longer a directory",
-                    res.name, res.path
-                )));
-            }
             let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
-            let meta = w
-                .node(
-                    &root_path,
-                    b"",
-                    res.name.as_bytes().to_vec(),
-                    prev_meta.as_ref(),
-                )?
-                .ok_or_else(|| {
-                    Error::failed(format!(
-                        "resource {}: {} cannot be backed up",
-                        res.name, res.path
-                    ))
-                })?;
-            let root = meta.subtree.ok_or_else(|| {
-                Error::failed(format!("resource {}: {} has no tree", res.name, res.path))
-            })?;
-            w.stats.dirs -= 1;
+            let (meta, root, source) = match kind {
+                ResourceKind::Directory => {
+                    let meta = w.resource_dir(&res.name, &res.path, prev_meta.as_ref())?;
+                    let root = meta.subtree.unwrap_or_default();
+                    (meta, root, res.path.as_bytes().to_vec())
+                }
+                ResourceKind::Disk => {
+                    let name = format!("{}.img", res.name).into_bytes();
+                    let meta = w.disk(Path::new(&res.path), name, prev_meta.as_ref())?;
+                    let root = w.store_tree(Tree {
+                        entries: vec![meta.clone()],
+                    })?;
+                    (meta, root, res.path.as_bytes().to_vec())
+                }
+                ResourceKind::Server => {
+                    let server = self.store.server(&res.path)?;
+                    let (meta, source) =
+                        self.server(&mut w, &server, &res.excludes, prev_meta.as_ref())?;
+                    let root = meta.subtree.unwrap_or_default();
+                    (meta, root, source)
+                }
+            };
             let stats = w.stats;
             totals.add(&stats);
             parts.push(ResourceBackup {
                 name: res.name.clone(),
-                kind: ResourceKind::Directory,
-                source: res.path.as_bytes().to_vec(),
+                kind,
+                source,
                 root,
                 meta,
                 full: w.full,
@@ -284,6 +305,111 @@ impl Prepared {
         self.progress.finish();
         Ok(rec)
     }
+}
+
+impl Prepared {
+    /// Back up a server: the pre-hook, every member (directories as trees,
+    /// disks as `<member>.img`) into one tree, then the post-hook, which runs
+    /// whether or not the members were read. Returns the server's root node
+    /// and its member list encoded for the record's `source`
+    /// (`kind NUL name NUL path NUL` per member).
+    fn server(
+        &self,
+        w: &mut Walker<'_, '_>,
+        server: &catalog::ServerConfig,
+        exclude: &[String],
+        prev: Option<&Node>,
+    ) -> Result<(Node, Vec<u8>)> {
+        let env = |hook: &str, result: &str| {
+            vec![
+                ("CBRFS_VAULT", self.vault.name.clone()),
+                ("CBRFS_BACKUP", self.name.clone()),
+                ("CBRFS_SERVER", server.name.clone()),
+                ("CBRFS_HOOK", hook.to_string()),
+                ("CBRFS_RESULT", result.to_string()),
+            ]
+        };
+        let timeout = std::time::Duration::from_secs(server.hook_timeout_s.max(1));
+        if let Some(h) = &server.pre_hook {
+            let out = servers::run_hook(h, timeout, &env("pre", ""))
+                .map_err(|e| e.context(format!("server {}: pre-hook", server.name)));
+            if let Err(e) = out {
+                // The post-hook runs after a failure too: it may have to
+                // undo part of what the pre-hook did (thaw a file system).
+                if let Some(p) = &server.post_hook {
+                    if let Err(pe) = servers::run_hook(p, timeout, &env("post", "failure")) {
+                        log::warn!("server {}: post-hook: {pe}", server.name);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        let result = self.server_members(w, server, exclude, prev);
+        if let Some(h) = &server.post_hook {
+            let r = if result.is_ok() { "success" } else { "failure" };
+            if let Err(e) = servers::run_hook(h, timeout, &env("post", r)) {
+                w.warn(format!("server {}: post-hook: {e}", server.name));
+            }
+        }
+        result
+    }
+
+    fn server_members(
+        &self,
+        w: &mut Walker<'_, '_>,
+        server: &catalog::ServerConfig,
+        exclude: &[String],
+        prev: Option<&Node>,
+    ) -> Result<(Node, Vec<u8>)> {
+        let prev_tree = match prev {
+            Some(p) if !w.full => p.subtree.and_then(|id| w.load_tree(&id).ok()),
+            _ => None,
+        };
+        let mut tree = Tree::default();
+        let mut source = Vec::new();
+        for m in server.members.iter().filter(|m| !exclude.contains(&m.name)) {
+            let entry_name = if m.kind == "disk" {
+                format!("{}.img", m.name)
+            } else {
+                m.name.clone()
+            };
+            let prev_node = prev_tree
+                .as_ref()
+                .and_then(|t| t.find(entry_name.as_bytes()));
+            let node = if m.kind == "disk" {
+                w.disk(Path::new(&m.path), entry_name.into_bytes(), prev_node)?
+            } else {
+                w.resource_dir(&entry_name, &m.path, prev_node)?
+            };
+            tree.entries.push(node);
+            for f in [m.kind.as_bytes(), m.name.as_bytes(), m.path.as_bytes()] {
+                source.extend_from_slice(f);
+                source.push(0);
+            }
+        }
+        tree.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let root = w.store_tree(tree)?;
+        let mut meta = Node::new(server.name.as_bytes().to_vec(), NodeKind::Dir);
+        meta.mode = 0o755;
+        meta.nlink = 2;
+        meta.mtime_ns = catalog::now_ns();
+        meta.ctime_ns = meta.mtime_ns;
+        meta.subtree = Some(root);
+        Ok((meta, source))
+    }
+}
+
+/// Members of a server backup from its record's `source` field:
+/// `(kind, name, path)`.
+pub fn server_members(source: &[u8]) -> Vec<(String, String, String)> {
+    let fields: Vec<String> = source
+        .split(|b| *b == 0)
+        .map(|f| String::from_utf8_lossy(f).to_string())
+        .collect();
+    fields
+        .chunks_exact(3)
+        .map(|c| (c[0].clone(), c[1].clone(), c[2].clone()))
+        .collect()
 }
 
 /// Every readable backup of a vault, oldest first.
@@ -320,6 +446,122 @@ impl Walker<'_, '_> {
         if self.warnings.len() < MAX_WARNINGS {
             self.warnings.push(msg);
         }
+    }
+
+    /// The root node of a directory resource (or server member) named
+    /// `name` at `path`, with its tree.
+    fn resource_dir(&mut self, name: &str, path: &str, prev: Option<&Node>) -> Result<Node> {
+        let root_path = PathBuf::from(path);
+        let md = std::fs::symlink_metadata(&root_path)
+            .map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
+        if !md.is_dir() {
+            return Err(Error::failed(format!(
+                "resource {name}: {path} is no longer a directory"
+            )));
+        }
+        let meta = self
+            .node(&root_path, b"", name.as_bytes().to_vec(), prev)?
+            .ok_or_else(|| Error::failed(format!("resource {name}: {path} cannot be backed up")))?;
+        // The resource's own directory is not one of its entries.
+        self.stats.dirs -= 1;
+        Ok(meta)
+    }
+
+    fn store_tree(&mut self, tree: Tree) -> Result<BlobId> {
+        Ok(self
+            .writer
+            .add(BlobKind::Tree, &model::encode_tree(&tree))?
+            .id)
+    }
+
+    /// Back up a disk (block device or raw image) as one file node named
+    /// `name`: fixed-size chunks on a fixed grid, all-zero chunks and holes
+    /// left out (they read back as zeros).
+    fn disk(&mut self, path: &Path, name: Vec<u8>, prev: Option<&Node>) -> Result<Node> {
+        use std::os::unix::fs::FileExt;
+        use std::os::unix::fs::FileTypeExt;
+        let shown = path.display().to_string();
+        let md =
+            std::fs::metadata(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
+        let size =
+            sys::device_size(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
+        let mut n = Node::new(name, NodeKind::File);
+        n.mode = md.mode() & 0o7777;
+        n.uid = md.uid();
+        n.gid = md.gid();
+        n.mtime_ns = ns(md.mtime(), md.mtime_nsec());
+        n.ctime_ns = ns(md.ctime(), md.ctime_nsec());
+        n.inode = md.ino();
+        n.dev = md.dev();
+        n.size = size;
+        self.stats.bytes_total += size;
+        self.progress.add_file();
+        let block_dev = md.file_type().is_block_device();
+        // An image file whose size, times and inode are unchanged is not
+        // read again. A block device's times say nothing of its contents.
+        if let Some(p) = prev.filter(|p| {
+            !self.full
+                && !block_dev
+                && p.size == n.size
+                && p.mtime_ns == n.mtime_ns
+                && p.ctime_ns == n.ctime_ns
+                && p.inode == n.inode
+        }) {
+            n.content = p.content.clone();
+            n.blocks = p.blocks;
+            self.stats.files_unchanged += 1;
+            self.progress.add_done(size);
+            return Ok(n);
+        }
+        if prev.is_some() {
+            self.stats.files_changed += 1;
+        } else {
+            self.stats.files_new += 1;
+        }
+        let f =
+            std::fs::File::open(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
+        let extents = if block_dev {
+            vec![(0, size)]
+        } else {
+            sys::data_extents(f.as_raw_fd(), size)
+                .map_err(|e| Error::failed(format!("disk {shown}: {e}")))?
+        };
+        const C: u64 = DISK_CHUNK as u64;
+        const BATCH: u64 = 64 * C;
+        let mut buf = vec![0u8; BATCH as usize];
+        let mut chunks = Vec::new();
+        let mut stored = 0u64;
+        for (s, e) in extents {
+            let mut pos = s;
+            while pos < e {
+                // Batches end on the chunk grid so chunks never straddle one.
+                let end = e.min((pos / BATCH + 1) * BATCH);
+                let len = (end - pos) as usize;
+                f.read_exact_at(&mut buf[..len], pos)
+                    .map_err(|err| Error::failed(format!("disk {shown}: read at {pos}: {err}")))?;
+                self.stats.bytes_read += len as u64;
+                self.progress.add_read(len as u64);
+                let mut off = pos;
+                while off < end {
+                    let cend = end.min((off / C + 1) * C);
+                    let data = &buf[(off - pos) as usize..(cend - pos) as usize];
+                    if data.iter().any(|b| *b != 0) {
+                        let o = self.writer.add(BlobKind::Data, data)?;
+                        chunks.push(ChunkRef {
+                            id: o.id,
+                            offset: off,
+                            len: data.len() as u32,
+                        });
+                        stored += data.len() as u64;
+                    }
+                    off = cend;
+                }
+                pos = end;
+            }
+        }
+        n.blocks = stored.div_ceil(512);
+        n.content = self.content(chunks)?;
+        Ok(n)
     }
 
     fn load_tree(&self, id: &BlobId) -> Result<Tree> {

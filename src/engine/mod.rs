@@ -6,5 +6,6 @@ pub mod check;
 pub mod progress;
 pub mod reader;
 pub mod restore;
+pub mod servers;
 pub mod status;
 pub mod vaults;

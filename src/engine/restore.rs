@@ -9,7 +9,7 @@
 use super::reader::{self, ChunkCache};
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Result};
-use crate::model::{self, BackupRecord, Node, NodeKind, Tree};
+use crate::model::{self, BackupRecord, Node, NodeKind, ResourceBackup, ResourceKind, Tree};
 use crate::store::{BlobId, Repo};
 use crate::sys;
 use std::collections::HashMap;
@@ -30,17 +30,46 @@ pub struct RestoreStats {
     pub bytes: u64,
     /// Entries that failed, with why.
     pub errors: Vec<String>,
+    /// What was done besides writing the target (files moved aside).
+    pub notes: Vec<String>,
+}
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Restore onto the resource's original disk or paths.
+    pub in_place: bool,
 }
 
 /// Restore `resource` (or every resource) of `backup` into `to`.
-/// With one resource the tree's contents go into `to`; with several, each
-/// goes into `to/<resource>`.
+/// With one directory or server resource its tree goes into `to`; a disk
+/// resource goes to the image file or block device `to`; with several
+/// resources each goes into `to/<resource>` (disks as `<resource>.img`).
 pub fn restore(
     store: &Store,
     vault: &str,
     backup: &str,
     resource: Option<&str>,
     to: &Path,
+) -> Result<RestoreStats> {
+    restore_with(
+        store,
+        vault,
+        backup,
+        resource,
+        to,
+        &RestoreOptions::default(),
+    )
+}
+
+/// [`restore`] with options.
+pub fn restore_with(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    resource: Option<&str>,
+    to: &Path,
+    opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
     let rec = store.backup(vault, backup)?;
     let parts: Vec<_> = match resource {
@@ -52,21 +81,33 @@ pub fn restore(
         })?],
         None => rec.resources.iter().collect(),
     };
-    prepare_target(to)?;
     let repo = store.repo(vault)?;
-    let root = sys::open_dir(to).ctx(|| format!("open restore target {}", to.display()))?;
-    let mut r = Restorer {
-        repo: &repo,
-        cache: ChunkCache::new(16 << 20),
-        links: HashMap::new(),
-        stats: RestoreStats::default(),
-        root_path: to.to_path_buf(),
-        root_fd: root,
-        as_root: sys::euid() == 0,
-        rec: &rec,
-    };
     if parts.len() == 1 {
-        let root_fd = r.root_fd.try_clone().ctx(|| "dup target".to_string())?;
+        let p = parts[0];
+        match p.kind {
+            ResourceKind::Disk => {
+                let source = PathBuf::from(String::from_utf8_lossy(&p.source).to_string());
+                return restore_disk(&repo, &rec, &p.meta, &source, to, opts.in_place);
+            }
+            ResourceKind::Server if opts.in_place => {
+                return restore_server_in_place(&repo, &rec, p);
+            }
+            ResourceKind::Directory if opts.in_place => {
+                return Err(Error::invalid(
+                    "--in-place is for disks and servers; a file-system backup is restored into a new or empty directory (--to DIR)",
+                ));
+            }
+            _ => {}
+        }
+    } else if opts.in_place {
+        return Err(Error::invalid(
+            "--in-place needs --resource: name the disk or server to restore onto its original",
+        ));
+    }
+    prepare_target(to)?;
+    let mut r = Restorer::new(&repo, &rec, to)?;
+    let root_fd = r.root_fd.try_clone().ctx(|| "dup target".to_string())?;
+    if parts.len() == 1 {
         r.restore_dir(&root_fd, &parts[0].root, Vec::new())?;
         // The target itself takes the resource root's metadata, through
         // "." of its own descriptor.
@@ -75,21 +116,236 @@ pub fn restore(
         r.metadata(&root_fd, &meta, b"")?;
     } else {
         for p in parts {
-            let name = p.name.as_bytes();
-            sys::mkdir_at(&r.root_fd, name, 0o700)
-                .ctx(|| format!("create {}/{}", to.display(), p.name))?;
-            let fd = sys::open_dir_at(&r.root_fd, name)
-                .ctx(|| format!("open {}/{}", to.display(), p.name))?;
             // Hard-link groups are numbered per resource.
             r.links.clear();
-            r.restore_dir(&fd, &p.root, name.to_vec())?;
-            let mut meta = p.meta.clone();
-            meta.name = name.to_vec();
-            let root_fd = r.root_fd.try_clone().ctx(|| "dup target".to_string())?;
-            r.metadata(&root_fd, &meta, name)?;
+            let name = p.meta.name.clone();
+            r.entry(&root_fd, &p.meta, &name)?;
         }
     }
     Ok(r.stats)
+}
+
+/// Write a disk backup to `to`: a new image file (holes stay holes), an
+/// existing empty file, or a block device at least as large. The original
+/// disk only with `in_place`; an original image file is replaced whole
+/// (written beside it, then renamed over it).
+fn restore_disk(
+    repo: &Repo,
+    rec: &BackupRecord,
+    node: &Node,
+    source: &Path,
+    to: &Path,
+    in_place: bool,
+) -> Result<RestoreStats> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let original = std::fs::metadata(source)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.rdev()));
+    let target = std::fs::metadata(to);
+    let is_original = match (&original, &target) {
+        (Some(o), Ok(t)) => {
+            if t.file_type().is_block_device() {
+                o.2 == t.rdev() && o.2 != 0
+            } else {
+                (o.0, o.1) == (t.dev(), t.ino())
+            }
+        }
+        _ => false,
+    };
+    if is_original && !in_place {
+        return Err(Error::invalid(format!(
+            "{} is the original disk of this backup: restoring over it needs --in-place",
+            to.display()
+        )));
+    }
+    if in_place && !is_original {
+        return Err(Error::invalid(format!(
+            "--in-place restores onto the original disk {}, and {} is not it",
+            source.display(),
+            to.display()
+        )));
+    }
+    let mut stats = RestoreStats::default();
+    match target {
+        Ok(m) if m.file_type().is_block_device() => {
+            let dev = sys::device_size(to).ctx(|| format!("size of {}", to.display()))?;
+            if dev < node.size {
+                return Err(Error::invalid(format!(
+                    "target {} holds {} bytes, less than the disk's {} bytes",
+                    to.display(),
+                    dev,
+                    node.size
+                )));
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(to)
+                .ctx(|| format!("open {}", to.display()))?;
+            write_disk(repo, rec, node, &f, to, true, &mut stats)?;
+        }
+        Ok(m) if m.is_file() && is_original => {
+            let dir = to.parent().unwrap_or(Path::new("."));
+            let mut tmp = crate::fsutil::TempFile::new_in(dir)?;
+            write_disk(repo, rec, node, tmp.file(), to, false, &mut stats)?;
+            tmp.commit(to)?;
+            stats
+                .notes
+                .push(format!("replaced {} with the backup's disk", to.display()));
+        }
+        Ok(m) if m.is_file() && m.len() == 0 => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(to)
+                .ctx(|| format!("open {}", to.display()))?;
+            write_disk(repo, rec, node, &f, to, false, &mut stats)?;
+        }
+        Ok(_) => return Err(Error::invalid(format!(
+            "restore target {} exists: give a new image file name, an empty file or a block device",
+            to.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(to)
+                .ctx(|| format!("create {}", to.display()))?;
+            write_disk(repo, rec, node, &f, to, false, &mut stats)?;
+        }
+        Err(e) => return Err(Error::io(format!("restore target {}", to.display()), e)),
+    }
+    stats.files = 1;
+    Ok(stats)
+}
+
+/// Write a disk node's chunks into `f`; regions without chunks are zeroed
+/// on a device, left as holes in a file.
+fn write_disk(
+    repo: &Repo,
+    rec: &BackupRecord,
+    node: &Node,
+    f: &std::fs::File,
+    to: &Path,
+    device: bool,
+    stats: &mut RestoreStats,
+) -> Result<()> {
+    let cache = ChunkCache::new(16 << 20);
+    let zeros = vec![0u8; 1 << 20];
+    let zero = |from: u64, until: u64| -> Result<()> {
+        let mut p = from;
+        while p < until {
+            let n = (until - p).min(zeros.len() as u64) as usize;
+            f.write_all_at(&zeros[..n], p)
+                .ctx(|| format!("write {}", to.display()))?;
+            p += n as u64;
+        }
+        Ok(())
+    };
+    if !device {
+        // Whatever the file held goes: the backup's holes must read as zeros.
+        f.set_len(0).ctx(|| format!("truncate {}", to.display()))?;
+    }
+    let mut pos = 0u64;
+    for c in reader::all_chunks(repo, node)? {
+        let data = cache.get(repo, &c.id).map_err(|e| {
+            e.context(format!(
+                "{} (backup {}, offset {})",
+                to.display(),
+                rec.name,
+                c.offset
+            ))
+        })?;
+        if data.len() != c.len as usize {
+            return Err(Error::corrupt(format!(
+                "{}: chunk {} has {} bytes, the disk expects {}",
+                to.display(),
+                c.id,
+                data.len(),
+                c.len
+            )));
+        }
+        if device {
+            zero(pos, c.offset)?;
+        }
+        f.write_all_at(&data, c.offset)
+            .ctx(|| format!("write {}", to.display()))?;
+        stats.bytes += data.len() as u64;
+        pos = c.offset + c.len as u64;
+    }
+    if device {
+        zero(pos, node.size)?;
+    } else {
+        f.set_len(node.size)
+            .ctx(|| format!("set size of {}", to.display()))?;
+    }
+    f.sync_all().ctx(|| format!("fsync {}", to.display()))
+}
+
+/// Restore every member of a server backup onto its original path: disks
+/// in place; a directory is restored beside the original, which is then
+/// moved aside (`<path>.cbrfs-replaced-XXXX`) and replaced by a rename.
+fn restore_server_in_place(
+    repo: &Repo,
+    rec: &BackupRecord,
+    part: &ResourceBackup,
+) -> Result<RestoreStats> {
+    let tree = model::decode_tree(&repo.read_blob(&part.root)?)?;
+    let mut total = RestoreStats::default();
+    for (kind, name, path) in super::backup::server_members(&part.source) {
+        let entry = if kind == "disk" {
+            format!("{name}.img")
+        } else {
+            name.clone()
+        };
+        let node = tree.find(entry.as_bytes()).ok_or_else(|| {
+            Error::corrupt(format!(
+                "backup {}: server member {name} is missing from its tree",
+                rec.name
+            ))
+        })?;
+        let path = PathBuf::from(path);
+        if kind == "disk" {
+            let s = restore_disk(repo, rec, node, &path, &path, true)?;
+            total.bytes += s.bytes;
+            total.files += 1;
+            total.notes.extend(s.notes);
+            continue;
+        }
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+        let suffix = crate::fsutil::random_suffix(6);
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let fresh = parent.join(format!(".{base}.cbrfs-restore-{suffix}"));
+        prepare_target(&fresh)?;
+        let mut r = Restorer::new(repo, rec, &fresh)?;
+        let fd = r.root_fd.try_clone().ctx(|| "dup target".to_string())?;
+        if let Some(sub) = node.subtree {
+            r.restore_dir(&fd, &sub, Vec::new())?;
+        }
+        let mut meta = node.clone();
+        meta.name = b".".to_vec();
+        r.metadata(&fd, &meta, b"")?;
+        if std::fs::symlink_metadata(&path).is_ok() {
+            let aside = parent.join(format!("{base}.cbrfs-replaced-{suffix}"));
+            std::fs::rename(&path, &aside).ctx(|| format!("move {} aside", path.display()))?;
+            total.notes.push(format!(
+                "moved the previous {} to {}",
+                path.display(),
+                aside.display()
+            ));
+        }
+        std::fs::rename(&fresh, &path)
+            .ctx(|| format!("put the restored {} in place", path.display()))?;
+        crate::fsutil::sync_dir(parent)?;
+        total.files += r.stats.files;
+        total.dirs += r.stats.dirs;
+        total.others += r.stats.others;
+        total.bytes += r.stats.bytes;
+        total.errors.extend(r.stats.errors);
+    }
+    Ok(total)
 }
 
 /// The target must be absent (it is created) or an empty directory.
@@ -136,7 +392,21 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-impl Restorer<'_> {
+impl<'a> Restorer<'a> {
+    fn new(repo: &'a Repo, rec: &'a BackupRecord, to: &Path) -> Result<Self> {
+        let root = sys::open_dir(to).ctx(|| format!("open restore target {}", to.display()))?;
+        Ok(Restorer {
+            repo,
+            cache: ChunkCache::new(16 << 20),
+            links: HashMap::new(),
+            stats: RestoreStats::default(),
+            root_path: to.to_path_buf(),
+            root_fd: root,
+            as_root: sys::euid() == 0,
+            rec,
+        })
+    }
+
     fn display(&self, rel: &[u8]) -> String {
         format!(
             "{}/{}",

@@ -2,7 +2,7 @@
 //! associate, dissociate.
 
 use crate::catalog::{self, Resource, Store, VaultConfig, VaultType};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::rules;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -152,71 +152,53 @@ pub fn tree_size(dir: &Path) -> u64 {
     total
 }
 
-/// Associate a directory with a file-system vault.
-pub fn associate_path(
-    store: &Store,
-    vault: &str,
-    path: &Path,
-    name: Option<String>,
-    excludes: Vec<String>,
-) -> Result<Resource> {
+/// What a resource is, for the association rules.
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "disk" => "a disk (--disk) goes into a disk vault",
+        "server" => "a server (--server) goes into a server vault",
+        _ => "a directory (--path) goes into a filesystem vault",
+    }
+}
+
+/// The rules every association obeys, then the record: the vault takes
+/// this type, the resource is in no vault yet and its name is free, the
+/// vault has room for one more, and the resources fit its capacity.
+fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Result<Resource> {
     let _lock = store.lock()?;
     let mut cfg = store.vault(vault)?;
-    if cfg.vault_type != VaultType::Filesystem {
+    if cfg.vault_type != want {
         return Err(Error::param(format!(
-            "vault {vault} is a {} vault: a directory (--path) goes into a filesystem vault",
-            cfg.vault_type.as_str()
+            "vault {vault} is a {} vault: {}",
+            cfg.vault_type.as_str(),
+            kind_label(&r.kind)
         ))
         .code("BackupService.6102"));
     }
-    let md = std::fs::metadata(path)
-        .map_err(|e| Error::invalid(format!("resource path {}: {e}", path.display())))?;
-    if !md.is_dir() {
-        return Err(Error::invalid(format!(
-            "resource path {} is not a directory",
-            path.display()
-        )));
-    }
-    let abs = std::fs::canonicalize(path).ctx(|| format!("resolve {}", path.display()))?;
-    let abs_str = abs
-        .to_str()
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "resource path {} is not valid UTF-8",
-                abs.display()
-            ))
-        })?
-        .to_string();
-    if abs.starts_with(store.root()) || store.root().starts_with(&abs) && abs == store.root() {
-        return Err(Error::invalid(format!(
-            "resource path {abs_str} is inside the cbrfs store {}",
-            store.root().display()
-        )));
-    }
-    let name = match name {
-        Some(n) => n,
-        None => abs
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "root".into()),
-    };
-    rules::check_name("resource name", &name)
+    rules::check_name("resource name", &r.name)
         .map_err(|e| e.context("give a valid name with --name".to_string()))?;
-    if cfg.resources.iter().any(|r| r.path == abs_str) {
+    if cfg
+        .resources
+        .iter()
+        .any(|x| x.kind == r.kind && x.path == r.path)
+    {
         return Err(Error::conflict(format!(
-            "resource {abs_str} is already associated with vault {vault}"
+            "resource {} is already associated with vault {vault}",
+            r.path
         ))
         .code("BackupService.6104"));
     }
-    if let Some((other, _)) = store.vault_of_path(&abs_str)? {
+    if let Some((other, _)) = store.vault_of_path(&r.kind, &r.path)? {
         return Err(Error::conflict(format!(
-            "resource {abs_str} is already associated with vault {other}: a resource can be in one vault only"
+            "resource {} is already associated with vault {other}: a resource can be in one vault only",
+            r.path
         ))
         .code("BackupService.6103"));
     }
-    if cfg.resources.iter().any(|r| r.name == name) {
+    if cfg.resources.iter().any(|x| x.name == r.name) {
         return Err(Error::conflict(format!(
-            "vault {vault} already has a resource named {name:?}: choose another with --name"
+            "vault {vault} already has a resource named {:?}: choose another with --name",
+            r.name
         ))
         .code("BackupService.6104"));
     }
@@ -227,13 +209,7 @@ pub fn associate_path(
         ))
         .code("BackupService.6100"));
     }
-    for g in &excludes {
-        if g.is_empty() {
-            return Err(Error::param("exclude pattern is empty".to_string()));
-        }
-    }
-    let size = tree_size(&abs);
-    let total: u64 = cfg.resources.iter().map(|r| r.size).sum::<u64>() + size;
+    let total: u64 = cfg.resources.iter().map(|x| x.size).sum::<u64>() + r.size;
     if total > cfg.capacity_bytes() {
         return Err(Error::param(format!(
             "vault {vault}: its resources would total {}, more than its capacity of {} GB; expand it with 'cbrfs vault update {vault} --capacity'",
@@ -242,17 +218,113 @@ pub fn associate_path(
         ))
         .code("BackupService.6101"));
     }
-    let r = Resource {
-        name,
-        kind: "directory".into(),
-        path: abs_str,
-        excludes,
-        size,
-        added: catalog::now_rfc3339(),
-    };
     cfg.resources.push(r.clone());
     store.save_vault(&cfg)?;
     Ok(r)
+}
+
+/// An absolute, UTF-8 form of an existing path, refusing paths inside the
+/// store.
+fn resolve(store: &Store, path: &Path, what: &str) -> Result<(std::path::PathBuf, String)> {
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| Error::invalid(format!("{what} {}: {e}", path.display())))?;
+    let s = abs
+        .to_str()
+        .ok_or_else(|| Error::invalid(format!("{what} {} is not valid UTF-8", abs.display())))?
+        .to_string();
+    if abs.starts_with(store.root()) {
+        return Err(Error::invalid(format!(
+            "{what} {s} is inside the cbrfs store {}",
+            store.root().display()
+        )));
+    }
+    Ok((abs, s))
+}
+
+fn default_name(abs: &Path, fallback: &str) -> String {
+    abs.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| fallback.into())
+}
+
+/// Associate a directory with a file-system vault.
+pub fn associate_path(
+    store: &Store,
+    vault: &str,
+    path: &Path,
+    name: Option<String>,
+    excludes: Vec<String>,
+) -> Result<Resource> {
+    let (abs, abs_str) = resolve(store, path, "resource path")?;
+    if !abs.is_dir() {
+        return Err(Error::invalid(format!(
+            "resource path {abs_str} is not a directory"
+        )));
+    }
+    for g in &excludes {
+        if g.is_empty() {
+            return Err(Error::param("exclude pattern is empty".to_string()));
+        }
+    }
+    let r = Resource {
+        name: name.unwrap_or_else(|| default_name(&abs, "root")),
+        kind: "directory".into(),
+        size: tree_size(&abs),
+        path: abs_str,
+        excludes,
+        added: catalog::now_rfc3339(),
+    };
+    add_resource(store, vault, VaultType::Filesystem, r)
+}
+
+/// Associate a block device or raw disk image with a disk vault.
+pub fn associate_disk(
+    store: &Store,
+    vault: &str,
+    path: &Path,
+    name: Option<String>,
+) -> Result<Resource> {
+    let (abs, abs_str) = resolve(store, path, "disk")?;
+    let size = crate::sys::device_size(&abs).map_err(|e| {
+        Error::invalid(format!(
+            "disk {abs_str}: {e}: give a block device or a disk image file"
+        ))
+    })?;
+    let r = Resource {
+        name: name.unwrap_or_else(|| default_name(&abs, "disk")),
+        kind: "disk".into(),
+        size,
+        path: abs_str,
+        excludes: Vec::new(),
+        added: catalog::now_rfc3339(),
+    };
+    add_resource(store, vault, VaultType::Disk, r)
+}
+
+/// Associate a server with a server vault; `exclude` names members left out.
+pub fn associate_server(
+    store: &Store,
+    vault: &str,
+    server: &str,
+    exclude: Vec<String>,
+) -> Result<Resource> {
+    let s = store.server(server)?;
+    for m in &exclude {
+        if !s.members.iter().any(|x| &x.name == m) {
+            return Err(Error::not_found(format!(
+                "server {server} has no member {m:?} to exclude"
+            )));
+        }
+    }
+    let r = Resource {
+        name: s.name.clone(),
+        kind: "server".into(),
+        size: super::servers::size(&s, &exclude),
+        path: s.name.clone(),
+        excludes: exclude,
+        added: catalog::now_rfc3339(),
+    };
+    add_resource(store, vault, VaultType::Server, r)
 }
 
 /// Dissociate a resource. As in CBR, its backups in the vault go with it:

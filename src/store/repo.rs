@@ -173,7 +173,7 @@ impl Repo {
         };
         let data = match loc.compression {
             Compression::None => stored.to_vec(),
-            Compression::Zstd => zstd::bulk::decompress(stored, loc.raw_len as usize)
+            Compression::Zstd => decompress(stored, loc.raw_len as usize)
                 .map_err(|e| damaged(format!("does not decompress ({e})")))?,
         };
         if data.len() != loc.raw_len as usize {
@@ -245,6 +245,27 @@ impl Repo {
     }
 }
 
+thread_local! {
+    /// One zstd decompression context per thread: making one per blob
+    /// costs more than decompressing a small chunk.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompress one zstd frame of at most `cap` bytes.
+fn decompress(stored: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(d) => d.decompress(stored, cap),
+            None => zstd::bulk::decompress(stored, cap),
+        }
+    })
+}
+
 /// What adding a blob did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddOutcome {
@@ -275,6 +296,7 @@ pub struct WriterStats {
 pub struct RepoWriter<'r> {
     repo: &'r Repo,
     compress: bool,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
     pack: PackWriter,
     pending: HashMap<BlobId, ()>,
     sealed: Vec<(BlobId, Location)>,
@@ -290,6 +312,11 @@ impl<'r> RepoWriter<'r> {
         RepoWriter {
             repo,
             compress,
+            compressor: if compress {
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()
+            } else {
+                None
+            },
             pack: PackWriter::new(),
             pending: HashMap::new(),
             sealed: Vec::new(),
@@ -331,10 +358,9 @@ impl<'r> RepoWriter<'r> {
             self.stats.blobs_dedup += 1;
             return Ok(AddOutcome { id, new: false });
         }
-        let compressed = if self.compress && data.len() > 64 {
-            zstd::bulk::compress(data, ZSTD_LEVEL).ok()
-        } else {
-            None
+        let compressed = match &mut self.compressor {
+            Some(c) if self.compress && data.len() > 64 => c.compress(data).ok(),
+            _ => None,
         };
         // Keep the compressed form only when it saves at least 1/32.
         match compressed {
