@@ -199,10 +199,12 @@ fn restore_disk(
                 .ctx(|| format!("open {}", to.display()))?;
             write_disk(repo, rec, node, &f, to, false, &mut stats)?;
         }
-        Ok(_) => return Err(Error::invalid(format!(
+        Ok(_) => {
+            return Err(Error::invalid(format!(
             "restore target {} exists: give a new image file name, an empty file or a block device",
             to.display()
-        ))),
+        )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let f = std::fs::OpenOptions::new()
                 .write(true)

@@ -54,11 +54,23 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
         }
         _ => {}
     }
-    let name = abs
+    let mut name = abs
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "root".into());
-    rules::check_name("server member name", &name)?;
+    // A disk shows as `<member>.img`: `vol.img` stays `vol.img`.
+    if kind == "disk" {
+        if let Some(stem) = name.strip_suffix(".img").filter(|s| !s.is_empty()) {
+            name = stem.to_string();
+        }
+    }
+    // Members are named after their file name (`vol.img`, `etc`), which is
+    // what the mount and a restore show: a file-name rule, not CBR's.
+    if !crate::model::is_safe_name(name.as_bytes()) || name.len() > 255 {
+        return Err(Error::param(format!(
+            "server member {path}: its name {name:?} cannot be a file name"
+        )));
+    }
     Ok(Member {
         name,
         kind: kind.into(),
