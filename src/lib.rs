@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod fuse;
 pub mod model;
 pub mod rules;
+pub mod schedule;
 pub mod store;
 pub mod sys;
 pub mod vfs;
