@@ -1,0 +1,1305 @@
+//! When a backup policy runs: CBR's RRULE subset, parsed, validated and
+//! evaluated in a fixed UTC offset. Also the policy's time zone type
+//! ([`UtcOffset`], shared with [`crate::retention`]) and the
+//! `full_backup_interval` rule ([`check_full_every`], [`full_backup_due`]).
+//!
+//! This module is pure: no I/O, no clock. The caller passes the time.
+//!
+//! # Wiring
+//!
+//! ```
+//! use cbrfs::schedule::{check_full_every, Schedule};
+//! # fn main() -> cbrfs::error::Result<()> {
+//! // `policy create --schedule ... [--timezone ...] [--full-every N]`:
+//! let rules = vec!["FREQ=DAILY;INTERVAL=3;BYHOUR=1;BYMINUTE=0".to_string()];
+//! let created: jiff::Timestamp = "2024-01-30T12:00:00Z".parse().unwrap();
+//! let sched = Schedule::parse(&rules, Some("UTC+08:00"))?.with_anchor(created);
+//! let full_every = check_full_every(-1)?;
+//! # let _ = full_every;
+//! // Store the rule strings, the time zone and the creation time; parse
+//! // again when the policy is loaded (parsing is cheap and re-validates).
+//!
+//! // The scheduler (`run-due`): which points fell since the last pass?
+//! let last_pass: jiff::Timestamp = "2024-02-01T00:00:00Z".parse().unwrap();
+//! let now: jiff::Timestamp = "2024-02-03T00:00:00Z".parse().unwrap();
+//! let due = sched.points_between(last_pass, now);
+//! assert_eq!(due.len(), 1); // 2024-02-02 01:00 at UTC+08:00
+//! assert_eq!(due[0].to_string(), "2024-02-01T17:00:00Z");
+//! // And when is the next one?
+//! assert_eq!(sched.next_after(now).unwrap().to_string(), "2024-02-04T17:00:00Z");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The accepted subset
+//!
+//! A schedule is one or more rules; each rule is `KEY=VALUE` parts joined by
+//! `;`, with an optional `RRULE:` prefix. Keys and values are
+//! case-insensitive; empty parts (a trailing `;`) are ignored; a key may
+//! appear once.
+//!
+//! | key | values | notes |
+//! |---|---|---|
+//! | `FREQ` | `DAILY`, `WEEKLY` | required |
+//! | `INTERVAL` | 1–30 for `DAILY`; only 1 for `WEEKLY` | default 1 |
+//! | `BYDAY` | list of `MO`…`SU` | required for `WEEKLY`, refused for `DAILY` |
+//! | `BYHOUR` | list of 0–23 | required |
+//! | `BYMINUTE` | list of 0–59 | default 0 |
+//!
+//! Any other key (`COUNT`, `UNTIL`, `BYMONTH`, `DTSTART`, …) is refused.
+//! A rule's time points are every `BYHOUR` × `BYMINUTE` pair (RFC 5545), on
+//! every day the rule is active.
+//!
+//! # Semantics chosen where CBR is silent
+//!
+//! - **Time zone**: a fixed offset ([`UtcOffset`]); none means UTC. Fixed
+//!   offsets have no daylight-saving gaps, so every time point exists once.
+//! - **INTERVAL anchor**: a daily rule with `INTERVAL=N` is active on the
+//!   anchor day and every N-th day from it (also before it, so the pattern is
+//!   purely periodic). The anchor is the policy's creation date in its time
+//!   zone, set with [`Schedule::with_anchor`]; without it, 1970-01-01. All
+//!   rules of a schedule share the anchor.
+//! - **Weekly INTERVAL**: only 1 (CBR defines INTERVAL for daily rules only;
+//!   every second week would need an anchor week, which CBR has no field for).
+//! - **"At most 24 time points a day, at least one hour apart"** holds for
+//!   the union of all rules, checked exactly where it does not depend on the
+//!   anchor: any two distinct time points that can ever occur, also across
+//!   midnight (23:30 and 00:10 the next day are 40 minutes apart), must be at
+//!   least 60 minutes apart. Two rules that produce the same instant
+//!   (a daily 22:00 and a Monday 22:00) are fine: the union is a set, the
+//!   point runs once. A daily rule whose INTERVAL is a multiple of 7 is
+//!   assumed able to fall on any weekday when it is compared with a weekly
+//!   rule, since the weekday depends on the anchor. The gap rule implies the
+//!   24-a-day rule; the latter is also checked per rule for a clearer message.
+//! - Duplicate values in a list (`BYHOUR=1,1`) and duplicate rules are merged.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::civil::{Date, DateTime, Weekday};
+use jiff::tz::Offset;
+use jiff::{Timestamp, Unit};
+
+use crate::error::{Error, Result};
+
+/// At most this many time points a day.
+pub const MAX_POINTS_PER_DAY: usize = 24;
+/// Two time points are at least this many minutes apart.
+pub const MIN_GAP_MINUTES: i32 = 60;
+/// Largest `INTERVAL` of a daily rule (days).
+pub const MAX_DAILY_INTERVAL: u32 = 30;
+/// Smallest `full_backup_interval` (−1: never force a full backup).
+pub const FULL_EVERY_MIN: i64 = -1;
+/// Largest `full_backup_interval`.
+pub const FULL_EVERY_MAX: i64 = 100;
+
+const MINUTES_PER_DAY: i32 = 24 * 60;
+/// Smallest offset CBR offers (UTC−12:00), in minutes.
+const OFFSET_MIN_MINUTES: i32 = -12 * 60;
+/// Largest offset CBR offers (UTC+14:00), in minutes.
+const OFFSET_MAX_MINUTES: i32 = 14 * 60;
+
+// ---------------------------------------------------------------------------
+// Time zone
+
+/// A policy's time zone: a fixed offset from UTC, written CBR's way
+/// (`UTC+08:00`, `UTC-05:30`, `UTC`), from UTC−12:00 to UTC+14:00.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UtcOffset {
+    minutes: i16,
+}
+
+impl UtcOffset {
+    /// UTC itself.
+    pub const UTC: UtcOffset = UtcOffset { minutes: 0 };
+
+    /// Parse a time zone. Accepted: `UTC`, `UTC+08:00`, `UTC-05:30`,
+    /// `UTC+8`, `UTC+0800`, and the same without the `UTC` prefix or with
+    /// `GMT` (case-insensitive). Errors name the text and the accepted forms.
+    pub fn parse(s: &str) -> Result<UtcOffset> {
+        Self::parse_inner(s.trim()).ok_or_else(|| {
+            Error::param(format!(
+                "time zone {s:?} is invalid: write UTC, UTC+08:00 or UTC-05:30 \
+                 (a fixed offset from UTC-12:00 to UTC+14:00)"
+            ))
+        })
+    }
+
+    fn parse_inner(s: &str) -> Option<UtcOffset> {
+        let upper = s.to_ascii_uppercase();
+        let rest = upper
+            .strip_prefix("UTC")
+            .or_else(|| upper.strip_prefix("GMT"))
+            .unwrap_or(&upper);
+        if rest.is_empty() {
+            // "UTC" alone (but not an empty string).
+            return (!upper.is_empty()).then_some(UtcOffset::UTC);
+        }
+        let (sign, rest) = match rest.as_bytes()[0] {
+            b'+' => (1, &rest[1..]),
+            b'-' => (-1, &rest[1..]),
+            _ => return None,
+        };
+        let digits = |t: &str| {
+            (!t.is_empty() && t.len() <= 2 && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse::<i32>().ok())
+                .flatten()
+        };
+        let (h, m) = if let Some((h, m)) = rest.split_once(':') {
+            (
+                digits(h)?,
+                if m.len() == 2 {
+                    digits(m)?
+                } else {
+                    return None;
+                },
+            )
+        } else if rest.len() == 4 {
+            (digits(rest.get(..2)?)?, digits(rest.get(2..)?)?)
+        } else {
+            (digits(rest)?, 0)
+        };
+        if m >= 60 {
+            return None;
+        }
+        let total = sign * (h * 60 + m);
+        if !(OFFSET_MIN_MINUTES..=OFFSET_MAX_MINUTES).contains(&total) {
+            return None;
+        }
+        Some(UtcOffset {
+            minutes: total as i16,
+        })
+    }
+
+    /// Parse an optional time zone; none means UTC.
+    pub fn parse_opt(s: Option<&str>) -> Result<UtcOffset> {
+        s.map_or(Ok(UtcOffset::UTC), UtcOffset::parse)
+    }
+
+    /// The offset in minutes east of UTC.
+    pub fn minutes(self) -> i32 {
+        i32::from(self.minutes)
+    }
+
+    /// The offset as a `jiff` offset.
+    pub fn to_jiff(self) -> Offset {
+        Offset::from_seconds(self.minutes() * 60).expect("offset within ±14 h")
+    }
+
+    /// The civil (wall-clock) date and time of `t` in this time zone.
+    pub fn to_datetime(self, t: Timestamp) -> DateTime {
+        self.to_jiff().to_datetime(t)
+    }
+
+    /// The instant of a civil date and time in this time zone; `None` only
+    /// at the ends of the representable range.
+    pub fn to_timestamp(self, dt: DateTime) -> Option<Timestamp> {
+        self.to_jiff().to_timestamp(dt).ok()
+    }
+}
+
+impl fmt::Display for UtcOffset {
+    /// CBR's spelling: `UTC+08:00`, `UTC-05:30`, `UTC+00:00`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.minutes();
+        let sign = if m < 0 { '-' } else { '+' };
+        write!(f, "UTC{sign}{:02}:{:02}", m.abs() / 60, m.abs() % 60)
+    }
+}
+
+impl FromStr for UtcOffset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<UtcOffset> {
+        UtcOffset::parse(s)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Full backups
+
+/// Check a policy's `full_backup_interval` (`--full-every N`): −1 to 100.
+/// −1 never forces a full backup; 0 makes every backup full; N forces a full
+/// backup after N incremental ones (see [`full_backup_due`]).
+pub fn check_full_every(n: i64) -> Result<i32> {
+    if !(FULL_EVERY_MIN..=FULL_EVERY_MAX).contains(&n) {
+        return Err(Error::param(format!(
+            "full-every {n} is out of range: it is -1 (never force a full backup) \
+             or 0-100 (a full backup after that many incremental ones)"
+        )));
+    }
+    Ok(n as i32)
+}
+
+/// Whether a policy run must make a full backup, given the policy's
+/// `full_every` (checked by [`check_full_every`]) and how many incremental
+/// backups of the resource followed its last full one. (The first backup of
+/// a resource is full in any case; that is the engine's concern.)
+pub fn full_backup_due(full_every: i32, incrementals_since_full: u64) -> bool {
+    match full_every {
+        n if n < 0 => false,
+        n => incrementals_since_full >= n as u64,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rules
+
+/// How often a rule repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Freq {
+    /// Every `INTERVAL` days.
+    Daily,
+    /// On the `BYDAY` weekdays of every week.
+    Weekly,
+}
+
+impl fmt::Display for Freq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Freq::Daily => "DAILY",
+            Freq::Weekly => "WEEKLY",
+        })
+    }
+}
+
+const WEEKDAYS: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+
+/// One validated rule of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    text: String,
+    freq: Freq,
+    interval: u32,
+    /// Bit i set: active on weekday i (0 = Monday). All bits for daily.
+    days: u8,
+    hours: Vec<u8>,
+    minutes: Vec<u8>,
+    /// Minutes after local midnight, sorted, distinct.
+    times: Vec<i32>,
+}
+
+impl Rule {
+    /// Parse and check one rule; errors name the rule and what is wrong.
+    pub fn parse(text: &str) -> Result<Rule> {
+        parse_rule(text).map_err(|why| Error::param(format!("schedule {text:?}: {why}")))
+    }
+
+    /// The rule as the user wrote it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// `FREQ`.
+    pub fn freq(&self) -> Freq {
+        self.freq
+    }
+
+    /// `INTERVAL` in days (1 for weekly rules).
+    pub fn interval(&self) -> u32 {
+        self.interval
+    }
+
+    /// The weekdays the rule is active on, Monday first (all seven for a
+    /// daily rule, which is active on every `INTERVAL`-th day).
+    pub fn weekdays(&self) -> Vec<Weekday> {
+        (0..7)
+            .filter(|i| self.days & (1 << i) != 0)
+            .map(|i| Weekday::from_monday_zero_offset(i).expect("0..7"))
+            .collect()
+    }
+
+    /// The rule's time points of a day as (hour, minute), sorted.
+    pub fn times(&self) -> Vec<(u8, u8)> {
+        self.times
+            .iter()
+            .map(|&m| ((m / 60) as u8, (m % 60) as u8))
+            .collect()
+    }
+
+    /// Whether the rule is active on `day`, given the schedule's anchor day.
+    fn active_on(&self, day: Date, anchor: Date) -> bool {
+        match self.freq {
+            Freq::Weekly => self.days & (1 << day.weekday().to_monday_zero_offset()) != 0,
+            Freq::Daily => {
+                self.interval == 1
+                    || days_between(anchor, day).rem_euclid(i64::from(self.interval)) == 0
+            }
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    /// The canonical form, e.g. `FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=22;BYMINUTE=0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FREQ={}", self.freq)?;
+        if self.interval != 1 {
+            write!(f, ";INTERVAL={}", self.interval)?;
+        }
+        if self.freq == Freq::Weekly {
+            let days: Vec<&str> = (0..7)
+                .filter(|i| self.days & (1 << i) != 0)
+                .map(|i| WEEKDAYS[i])
+                .collect();
+            write!(f, ";BYDAY={}", days.join(","))?;
+        }
+        let list = |v: &[u8]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        write!(
+            f,
+            ";BYHOUR={};BYMINUTE={}",
+            list(&self.hours),
+            list(&self.minutes)
+        )
+    }
+}
+
+/// Days from `a` to `b` (negative if `b` is earlier).
+fn days_between(a: Date, b: Date) -> i64 {
+    a.until((Unit::Day, b))
+        .map(|s| i64::from(s.get_days()))
+        .unwrap_or(0)
+}
+
+fn parse_list(key: &str, value: &str, max: u32, unit: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(format!("{key}={value} has an empty item"));
+        }
+        if !item.bytes().all(|b| b.is_ascii_digit()) || item.len() > 4 {
+            return Err(format!("{key} value {item:?} is not a number of {unit}"));
+        }
+        let n: u32 = item.parse().map_err(|_| format!("{key} {item:?}"))?;
+        if n > max {
+            return Err(format!("{key}={n} is out of range: {unit} are 0-{max}"));
+        }
+        out.push(n as u8);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn parse_rule(text: &str) -> Result<Rule, String> {
+    let mut body = text.trim();
+    if body
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("RRULE:"))
+    {
+        body = body[6..].trim();
+    }
+    let mut freq = None;
+    let mut interval = None;
+    let mut byday = None;
+    let mut byhour = None;
+    let mut byminute = None;
+    let mut seen: Vec<String> = Vec::new();
+    for part in body.split(';') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not KEY=VALUE"))?;
+        let key = key.trim().to_ascii_uppercase();
+        let value = value.trim();
+        if seen.contains(&key) {
+            return Err(format!("{key} is given twice"));
+        }
+        seen.push(key.clone());
+        match key.as_str() {
+            "FREQ" => {
+                freq = Some(match value.to_ascii_uppercase().as_str() {
+                    "DAILY" => Freq::Daily,
+                    "WEEKLY" => Freq::Weekly,
+                    _ => return Err("FREQ must be DAILY or WEEKLY".into()),
+                })
+            }
+            "INTERVAL" => {
+                if value.is_empty() || value.len() > 6 || !value.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(format!("INTERVAL {value:?} is not a number of days"));
+                }
+                interval = Some(value.parse::<u32>().map_err(|e| e.to_string())?);
+            }
+            "BYDAY" => {
+                let mut mask = 0u8;
+                for item in value.split(',') {
+                    let item = item.trim().to_ascii_uppercase();
+                    let i = WEEKDAYS.iter().position(|d| *d == item).ok_or_else(|| {
+                        format!(
+                            "BYDAY value {item:?} is not a weekday: use MO, TU, WE, TH, FR, SA, SU"
+                        )
+                    })?;
+                    mask |= 1 << i;
+                }
+                byday = Some(mask);
+            }
+            "BYHOUR" => byhour = Some(parse_list("BYHOUR", value, 23, "hours")?),
+            "BYMINUTE" => byminute = Some(parse_list("BYMINUTE", value, 59, "minutes")?),
+            _ => {
+                return Err(format!(
+                    "unknown key {key}: a schedule takes FREQ, INTERVAL, BYDAY, BYHOUR and BYMINUTE"
+                ))
+            }
+        }
+    }
+    if seen.is_empty() {
+        return Err("the rule is empty: write e.g. FREQ=DAILY;BYHOUR=22;BYMINUTE=0".into());
+    }
+    let freq = freq.ok_or("FREQ is required (FREQ=DAILY or FREQ=WEEKLY)")?;
+    let interval = interval.unwrap_or(1);
+    let days = match freq {
+        Freq::Daily => {
+            if !(1..=MAX_DAILY_INTERVAL).contains(&interval) {
+                return Err(format!(
+                    "INTERVAL={interval} is out of range: a daily schedule repeats every 1-{MAX_DAILY_INTERVAL} days"
+                ));
+            }
+            if byday.is_some() {
+                return Err(
+                    "BYDAY goes with FREQ=WEEKLY only: for some days of the week write FREQ=WEEKLY;BYDAY=..."
+                        .into(),
+                );
+            }
+            0x7f
+        }
+        Freq::Weekly => {
+            if interval != 1 {
+                return Err(format!(
+                    "INTERVAL={interval} is not supported with FREQ=WEEKLY: a weekly schedule runs every week (INTERVAL=1)"
+                ));
+            }
+            byday.ok_or("FREQ=WEEKLY needs BYDAY (e.g. BYDAY=MO,WE,FR)")?
+        }
+    };
+    let hours = byhour.ok_or("BYHOUR is required (e.g. BYHOUR=22)")?;
+    let minutes = byminute.unwrap_or_else(|| vec![0]);
+    let n = hours.len() * minutes.len();
+    if n > MAX_POINTS_PER_DAY {
+        return Err(format!(
+            "{n} time points a day (BYHOUR x BYMINUTE): at most {MAX_POINTS_PER_DAY} are allowed"
+        ));
+    }
+    let mut times: Vec<i32> = hours
+        .iter()
+        .flat_map(|&h| {
+            minutes
+                .iter()
+                .map(move |&m| i32::from(h) * 60 + i32::from(m))
+        })
+        .collect();
+    times.sort_unstable();
+    Ok(Rule {
+        text: text.to_string(),
+        freq,
+        interval,
+        days,
+        hours,
+        minutes,
+        times,
+    })
+}
+
+/// Whether some day `d` can have rule `a` active on `d` and rule `b` active
+/// on `d + delta` (`delta` 0 or 1), whatever the anchor (see the module
+/// docs: conservative only where the answer depends on the anchor).
+fn can_follow(a: &Rule, b: &Rule, delta: i64) -> bool {
+    match (a.freq, b.freq) {
+        (Freq::Weekly, Freq::Weekly) => (0..7)
+            .any(|i| a.days & (1 << i) != 0 && b.days & (1 << ((i + delta as usize) % 7)) != 0),
+        // Both count days from the same anchor: d ≡ 0 (mod ia) and
+        // d + delta ≡ 0 (mod ib) has a solution iff gcd(ia, ib) | delta.
+        (Freq::Daily, Freq::Daily) => delta % gcd(a.interval, b.interval) as i64 == 0,
+        // The weekday of an interval day depends on the anchor: assume any.
+        _ => true,
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn hhmm(m: i32) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+/// The "at least one hour apart" rule over all pairs of rules (a rule with
+/// itself too), on the same day and across midnight.
+fn check_gaps(rules: &[Rule]) -> Result<()> {
+    for (i, a) in rules.iter().enumerate() {
+        for (j, b) in rules.iter().enumerate() {
+            for delta in [0i64, 1] {
+                if !can_follow(a, b, delta) {
+                    continue;
+                }
+                for &ta in &a.times {
+                    for &tb in &b.times {
+                        let gap = (delta as i32) * MINUTES_PER_DAY + tb - ta;
+                        if gap == 0 || gap.abs() >= MIN_GAP_MINUTES {
+                            continue;
+                        }
+                        let (first, second) = if gap > 0 { (ta, tb) } else { (tb, ta) };
+                        let which = if i == j {
+                            format!("schedule {:?}", a.text)
+                        } else {
+                            format!("schedules {:?} and {:?}", a.text, b.text)
+                        };
+                        let next_day = if delta == 1 { " the next day" } else { "" };
+                        return Err(Error::param(format!(
+                            "{which}: time points {} and {}{next_day} are {} minutes apart: \
+                             time points must be at least one hour apart (at most {MAX_POINTS_PER_DAY} a day)",
+                            hhmm(first),
+                            hhmm(second),
+                            gap.abs()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Schedule
+
+/// A policy's validated schedule: its rules, time zone and interval anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    rules: Vec<Rule>,
+    tz: UtcOffset,
+    anchor: Date,
+}
+
+impl Schedule {
+    /// Parse and validate the rules of a policy (`--schedule`, at least one)
+    /// in the time zone `tz` (none: UTC). The anchor of `INTERVAL` rules is
+    /// 1970-01-01 until [`Schedule::with_anchor`] sets it.
+    ///
+    /// Errors (`BackupService.9900`, exit code 2) name the rule and the
+    /// problem, e.g. `schedule "FREQ=HOURLY": FREQ must be DAILY or WEEKLY`.
+    pub fn parse<S: AsRef<str>>(rules: &[S], tz: Option<&str>) -> Result<Schedule> {
+        let tz = UtcOffset::parse_opt(tz)?;
+        if rules.is_empty() {
+            return Err(Error::param(
+                "a policy needs at least one schedule, e.g. FREQ=DAILY;BYHOUR=22;BYMINUTE=0",
+            ));
+        }
+        let mut parsed: Vec<Rule> = Vec::new();
+        for r in rules {
+            let rule = Rule::parse(r.as_ref())?;
+            let canon = rule.to_string();
+            if !parsed.iter().any(|p| p.to_string() == canon) {
+                parsed.push(rule);
+            }
+        }
+        check_gaps(&parsed)?;
+        Ok(Schedule {
+            rules: parsed,
+            tz,
+            anchor: jiff::civil::date(1970, 1, 1),
+        })
+    }
+
+    /// Anchor `INTERVAL` rules at the date of `created` (the policy's
+    /// creation time) in the schedule's time zone: an every-3-days rule is
+    /// active on that date, three days later, and so on.
+    pub fn with_anchor(mut self, created: Timestamp) -> Schedule {
+        self.anchor = self.tz.to_datetime(created).date();
+        self
+    }
+
+    /// Anchor `INTERVAL` rules at a civil date.
+    pub fn with_anchor_date(mut self, day: Date) -> Schedule {
+        self.anchor = day;
+        self
+    }
+
+    /// The anchor day of `INTERVAL` rules.
+    pub fn anchor(&self) -> Date {
+        self.anchor
+    }
+
+    /// The time zone the rules are evaluated in.
+    pub fn timezone(&self) -> UtcOffset {
+        self.tz
+    }
+
+    /// The rules, in the order given, duplicates merged.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The first time point strictly after `t`; `None` only at the end of
+    /// the representable time range.
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let mut day = self.tz.to_datetime(t).date();
+        // A daily rule is active at least every 30 days, a weekly one every 7:
+        // the day of `t` and the 31 after it always hold the next point.
+        for _ in 0..=MAX_DAILY_INTERVAL + 1 {
+            let mut best: Option<Timestamp> = None;
+            for rule in self.rules.iter().filter(|r| r.active_on(day, self.anchor)) {
+                for &m in &rule.times {
+                    let dt = day.at((m / 60) as i8, (m % 60) as i8, 0, 0);
+                    let Some(ts) = self.tz.to_timestamp(dt) else {
+                        continue;
+                    };
+                    if ts > t && best.is_none_or(|b| ts < b) {
+                        best = Some(ts);
+                    }
+                }
+            }
+            if best.is_some() {
+                return best;
+            }
+            day = day.tomorrow().ok()?;
+        }
+        None
+    }
+
+    /// The time points in `(from, to]`, oldest first (empty if `to <= from`).
+    /// A `run-due` pass gives the time of its previous pass and now; one or
+    /// more points mean a run is due (CBR runs once and skips points that
+    /// fall while a run is still going).
+    pub fn points_between(&self, from: Timestamp, to: Timestamp) -> Vec<Timestamp> {
+        let mut out = Vec::new();
+        let mut t = from;
+        while let Some(next) = self.next_after(t) {
+            if next > to {
+                break;
+            }
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+}
+
+impl fmt::Display for Schedule {
+    /// The canonical rules joined by `" | "`, then the time zone.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.rules.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{r}")?;
+        }
+        write!(f, " ({})", self.tz)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn sched(rules: &[&str]) -> Schedule {
+        Schedule::parse(rules, None).unwrap()
+    }
+
+    fn err(rules: &[&str], tz: Option<&str>) -> String {
+        let e = Schedule::parse(rules, tz).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.cbr_code(), Some("BackupService.9900"));
+        e.to_string()
+    }
+
+    fn nexts(s: &Schedule, from: &str, n: usize) -> Vec<String> {
+        let mut t = ts(from);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            t = s.next_after(t).unwrap();
+            out.push(t.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn daily_across_month_boundary() {
+        let s = sched(&["FREQ=DAILY;BYHOUR=22;BYMINUTE=30"]);
+        assert_eq!(
+            nexts(&s, "2024-01-30T23:00:00Z", 3),
+            [
+                "2024-01-31T22:30:00Z",
+                "2024-02-01T22:30:00Z",
+                "2024-02-02T22:30:00Z"
+            ]
+        );
+        // Strictly after: a point at t itself is not "next".
+        assert_eq!(
+            s.next_after(ts("2024-01-31T22:30:00Z")).unwrap(),
+            ts("2024-02-01T22:30:00Z")
+        );
+        assert_eq!(
+            s.next_after(ts("2024-01-31T22:29:59.999Z")).unwrap(),
+            ts("2024-01-31T22:30:00Z")
+        );
+    }
+
+    #[test]
+    fn daily_across_year_boundary_and_leap_day() {
+        let s = sched(&["RRULE:FREQ=DAILY;BYHOUR=0,12"]);
+        assert_eq!(
+            nexts(&s, "2023-12-31T06:00:00Z", 3),
+            [
+                "2023-12-31T12:00:00Z",
+                "2024-01-01T00:00:00Z",
+                "2024-01-01T12:00:00Z"
+            ]
+        );
+        assert_eq!(
+            nexts(&s, "2024-02-28T13:00:00Z", 3),
+            [
+                "2024-02-29T00:00:00Z",
+                "2024-02-29T12:00:00Z",
+                "2024-03-01T00:00:00Z"
+            ]
+        );
+        // 2023 has no leap day.
+        assert_eq!(
+            nexts(&s, "2023-02-28T13:00:00Z", 1),
+            ["2023-03-01T00:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn weekly_byday() {
+        // CBR's example. 2024-01-29 is a Monday.
+        let s = sched(&["FREQ=WEEKLY;BYDAY=MO,WE,FR;BYHOUR=22;BYMINUTE=00"]);
+        assert_eq!(
+            nexts(&s, "2024-01-29T23:00:00Z", 4),
+            [
+                "2024-01-31T22:00:00Z",
+                "2024-02-02T22:00:00Z",
+                "2024-02-05T22:00:00Z",
+                "2024-02-07T22:00:00Z"
+            ]
+        );
+        // Across the year: 2024-12-30 is a Monday, 2025-01-01 a Wednesday.
+        assert_eq!(
+            nexts(&s, "2024-12-28T00:00:00Z", 3),
+            [
+                "2024-12-30T22:00:00Z",
+                "2025-01-01T22:00:00Z",
+                "2025-01-03T22:00:00Z"
+            ]
+        );
+        // A Sunday-only rule waits most of a week.
+        let su = sched(&["freq=weekly;byday=su;byhour=3"]);
+        assert_eq!(
+            nexts(&su, "2024-03-03T03:00:00Z", 1),
+            ["2024-03-10T03:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn interval_every_three_days() {
+        let s = Schedule::parse(&["FREQ=DAILY;INTERVAL=3;BYHOUR=2"], None)
+            .unwrap()
+            .with_anchor(ts("2024-01-29T10:00:00Z"));
+        assert_eq!(s.anchor(), date(2024, 1, 29));
+        // The anchor day's 02:00 has passed; then every third day, across
+        // the end of January and of February (leap year).
+        assert_eq!(
+            nexts(&s, "2024-01-29T10:00:00Z", 4),
+            [
+                "2024-02-01T02:00:00Z",
+                "2024-02-04T02:00:00Z",
+                "2024-02-07T02:00:00Z",
+                "2024-02-10T02:00:00Z"
+            ]
+        );
+        assert_eq!(
+            nexts(&s, "2024-02-26T00:00:00Z", 3),
+            [
+                "2024-02-28T02:00:00Z",
+                "2024-03-02T02:00:00Z",
+                "2024-03-05T02:00:00Z"
+            ]
+        );
+        // Across the year: 2024-12-29 is anchor + 335 = 3 * 111 + 2 days,
+        // so the next interval day is 2024-12-30, then 2025-01-02.
+        assert_eq!(
+            nexts(&s, "2024-12-29T00:00:00Z", 2),
+            ["2024-12-30T02:00:00Z", "2025-01-02T02:00:00Z"]
+        );
+        // Before the anchor the pattern continues backwards.
+        assert_eq!(
+            nexts(&s, "2024-01-24T00:00:00Z", 1),
+            ["2024-01-26T02:00:00Z"]
+        );
+        // INTERVAL=30, the maximum.
+        let s30 = Schedule::parse(&["FREQ=DAILY;INTERVAL=30;BYHOUR=5"], None)
+            .unwrap()
+            .with_anchor_date(date(2024, 1, 1));
+        assert_eq!(
+            nexts(&s30, "2024-01-01T06:00:00Z", 2),
+            ["2024-01-31T05:00:00Z", "2024-03-01T05:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn multi_rule() {
+        // Weekdays at 22:00, Sundays at 04:00 and 16:00, and every other day
+        // at 10:00 anchored on Friday 2024-01-26.
+        let s = Schedule::parse(
+            &[
+                "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;BYHOUR=22",
+                "FREQ=WEEKLY;BYDAY=SU;BYHOUR=4,16",
+                "FREQ=DAILY;INTERVAL=2;BYHOUR=10",
+            ],
+            None,
+        )
+        .unwrap()
+        .with_anchor_date(date(2024, 1, 26));
+        assert_eq!(
+            nexts(&s, "2024-01-26T23:00:00Z", 7),
+            [
+                "2024-01-28T04:00:00Z", // Sunday
+                "2024-01-28T10:00:00Z", // interval day (anchor + 2)
+                "2024-01-28T16:00:00Z",
+                "2024-01-29T22:00:00Z", // Monday
+                "2024-01-30T10:00:00Z", // interval
+                "2024-01-30T22:00:00Z",
+                "2024-01-31T22:00:00Z",
+            ]
+        );
+        // Across the month end: Feb 1 is an interval day and a Thursday.
+        assert_eq!(
+            nexts(&s, "2024-01-31T22:00:00Z", 3),
+            [
+                "2024-02-01T10:00:00Z",
+                "2024-02-01T22:00:00Z",
+                "2024-02-02T22:00:00Z"
+            ]
+        );
+        // Across the year end: 2024-12-31 is a Tuesday and an interval day.
+        assert_eq!(
+            nexts(&s, "2024-12-31T11:00:00Z", 3),
+            [
+                "2024-12-31T22:00:00Z",
+                "2025-01-01T22:00:00Z",
+                "2025-01-02T10:00:00Z"
+            ]
+        );
+        // The same instant from two rules is one point.
+        let dup = sched(&[
+            "FREQ=DAILY;BYHOUR=22",
+            "FREQ=WEEKLY;BYDAY=MO;BYHOUR=22;BYMINUTE=0",
+        ]);
+        assert_eq!(
+            dup.points_between(ts("2024-01-28T00:00:00Z"), ts("2024-01-30T00:00:00Z")),
+            [ts("2024-01-28T22:00:00Z"), ts("2024-01-29T22:00:00Z")]
+        );
+    }
+
+    #[test]
+    fn utc_offset_evaluation() {
+        // A daily 01:00 at UTC+08:00 is 17:00 UTC the day before.
+        let s = Schedule::parse(&["FREQ=DAILY;BYHOUR=1;BYMINUTE=0"], Some("UTC+08:00")).unwrap();
+        assert_eq!(
+            nexts(&s, "2024-12-31T12:00:00Z", 2),
+            ["2024-12-31T17:00:00Z", "2025-01-01T17:00:00Z"]
+        );
+        // Weekly Monday 01:00 at UTC+08:00 is Sunday 17:00 UTC.
+        let w = Schedule::parse(&["FREQ=WEEKLY;BYDAY=MO;BYHOUR=1"], Some("UTC+08:00")).unwrap();
+        assert_eq!(
+            nexts(&w, "2024-01-01T00:00:00Z", 1),
+            ["2024-01-07T17:00:00Z"]
+        );
+        // A negative offset with minutes: 23:00 at UTC-05:30 is 04:30 UTC.
+        let n = Schedule::parse(&["FREQ=DAILY;BYHOUR=23"], Some("UTC-05:30")).unwrap();
+        assert_eq!(
+            nexts(&n, "2024-02-28T05:00:00Z", 1),
+            ["2024-02-29T04:30:00Z"]
+        );
+        // Interval anchor is the creation date in the zone: created at
+        // 2024-01-31T20:00Z is 2024-02-01 at UTC+08:00.
+        let i = Schedule::parse(&["FREQ=DAILY;INTERVAL=2;BYHOUR=9"], Some("UTC+08:00"))
+            .unwrap()
+            .with_anchor(ts("2024-01-31T20:00:00Z"));
+        assert_eq!(i.anchor(), date(2024, 2, 1));
+        assert_eq!(
+            nexts(&i, "2024-01-31T20:00:00Z", 2),
+            ["2024-02-01T01:00:00Z", "2024-02-03T01:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn points_between_is_half_open() {
+        let s = sched(&["FREQ=DAILY;BYHOUR=0,6,12,18"]);
+        let p = s.points_between(ts("2024-01-31T00:00:00Z"), ts("2024-02-01T00:00:00Z"));
+        assert_eq!(
+            p,
+            [
+                ts("2024-01-31T06:00:00Z"),
+                ts("2024-01-31T12:00:00Z"),
+                ts("2024-01-31T18:00:00Z"),
+                ts("2024-02-01T00:00:00Z")
+            ]
+        );
+        assert!(s
+            .points_between(ts("2024-02-01T00:00:00Z"), ts("2024-02-01T00:00:00Z"))
+            .is_empty());
+        assert!(s
+            .points_between(ts("2024-02-01T05:00:00Z"), ts("2024-02-01T01:00:00Z"))
+            .is_empty());
+    }
+
+    #[test]
+    fn parsing_forms_and_canonical_text() {
+        let s = sched(&[" rrule:freq=weekly;byday=fr,mo,mo;byhour=18,6;BYMINUTE=05; "]);
+        assert_eq!(
+            s.rules()[0].to_string(),
+            "FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=6,18;BYMINUTE=5"
+        );
+        assert_eq!(s.rules()[0].times(), [(6, 5), (18, 5)]);
+        assert_eq!(s.rules()[0].weekdays(), [Weekday::Monday, Weekday::Friday]);
+        assert_eq!(s.rules()[0].freq(), Freq::Weekly);
+        let d = sched(&["FREQ=DAILY;INTERVAL=3;BYHOUR=1"]);
+        assert_eq!(
+            d.rules()[0].to_string(),
+            "FREQ=DAILY;INTERVAL=3;BYHOUR=1;BYMINUTE=0"
+        );
+        assert_eq!(d.rules()[0].interval(), 3);
+        assert_eq!(d.rules()[0].weekdays().len(), 7);
+        assert_eq!(d.timezone(), UtcOffset::UTC);
+        // Duplicate rules merge.
+        let two = sched(&[
+            "FREQ=DAILY;BYHOUR=1",
+            "RRULE:FREQ=DAILY;BYHOUR=01;BYMINUTE=00",
+        ]);
+        assert_eq!(two.rules().len(), 1);
+        assert_eq!(
+            two.to_string(),
+            "FREQ=DAILY;BYHOUR=1;BYMINUTE=0 (UTC+00:00)"
+        );
+        // 24 points a day, one hour apart, is the maximum and is fine.
+        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+        sched(&[format!("FREQ=DAILY;BYHOUR={};BYMINUTE=59", all.join(",")).as_str()]);
+        // WEEKLY;INTERVAL=1 is accepted.
+        sched(&["FREQ=WEEKLY;INTERVAL=1;BYDAY=SA;BYHOUR=3"]);
+    }
+
+    #[test]
+    fn validation_errors() {
+        let e = err(&["FREQ=HOURLY"], None);
+        assert!(
+            e.contains(r#"schedule "FREQ=HOURLY": FREQ must be DAILY or WEEKLY"#),
+            "{e}"
+        );
+        let e = err(&["FREQ=DAILY;INTERVAL=31;BYHOUR=1"], None);
+        assert!(e.contains("INTERVAL=31 is out of range"), "{e}");
+        let e = err(&["FREQ=DAILY;INTERVAL=0;BYHOUR=1"], None);
+        assert!(e.contains("INTERVAL=0 is out of range"), "{e}");
+        let e = err(&["FREQ=DAILY;INTERVAL=x;BYHOUR=1"], None);
+        assert!(e.contains("not a number"), "{e}");
+        let e = err(&["FREQ=WEEKLY;INTERVAL=2;BYDAY=MO;BYHOUR=1"], None);
+        assert!(
+            e.contains("INTERVAL=2 is not supported with FREQ=WEEKLY"),
+            "{e}"
+        );
+        let e = err(&["FREQ=DAILY;BYHOUR=24"], None);
+        assert!(
+            e.contains("BYHOUR=24 is out of range: hours are 0-23"),
+            "{e}"
+        );
+        let e = err(&["FREQ=DAILY;BYHOUR=1;BYMINUTE=60"], None);
+        assert!(e.contains("BYMINUTE=60 is out of range"), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=-1"], None);
+        assert!(e.contains("not a number"), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=1,,2"], None);
+        assert!(e.contains("empty item"), "{e}");
+        let e = err(&["FREQ=WEEKLY;BYDAY=XX;BYHOUR=1"], None);
+        assert!(e.contains(r#"BYDAY value "XX" is not a weekday"#), "{e}");
+        let e = err(&["FREQ=WEEKLY;BYDAY=1MO;BYHOUR=1"], None);
+        assert!(e.contains("is not a weekday"), "{e}");
+        let e = err(&["FREQ=WEEKLY;BYHOUR=1"], None);
+        assert!(e.contains("FREQ=WEEKLY needs BYDAY"), "{e}");
+        let e = err(&["FREQ=DAILY;BYDAY=MO;BYHOUR=1"], None);
+        assert!(e.contains("BYDAY goes with FREQ=WEEKLY only"), "{e}");
+        let e = err(&["FREQ=DAILY"], None);
+        assert!(e.contains("BYHOUR is required"), "{e}");
+        let e = err(&["BYHOUR=1"], None);
+        assert!(e.contains("FREQ is required"), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=1;COUNT=3"], None);
+        assert!(e.contains("unknown key COUNT"), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=1;DTSTART=20240101"], None);
+        assert!(e.contains("unknown key DTSTART"), "{e}");
+        let e = err(&["FREQ=DAILY;FREQ=DAILY;BYHOUR=1"], None);
+        assert!(e.contains("FREQ is given twice"), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR"], None);
+        assert!(e.contains(r#""BYHOUR" is not KEY=VALUE"#), "{e}");
+        let e = err(&["  "], None);
+        assert!(e.contains("the rule is empty"), "{e}");
+        let e = err(&["RRULE:"], None);
+        assert!(e.contains("the rule is empty"), "{e}");
+        let none: [&str; 0] = [];
+        let e = err(&none, None);
+        assert!(e.contains("at least one schedule"), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=1"], Some("Asia/Shanghai"));
+        assert!(e.contains(r#"time zone "Asia/Shanghai" is invalid"#), "{e}");
+    }
+
+    #[test]
+    fn too_many_points_and_too_close() {
+        // 25+ points in one rule.
+        let e = err(&["FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23;BYMINUTE=0,30"], None);
+        assert!(e.contains("48 time points a day"), "{e}");
+        assert!(e.contains("at most 24"), "{e}");
+        // Two points 30 minutes apart in one rule.
+        let e = err(&["FREQ=DAILY;BYHOUR=6;BYMINUTE=0,30"], None);
+        assert!(e.contains("06:00 and 06:30 are 30 minutes apart"), "{e}");
+        assert!(e.contains("at least one hour apart"), "{e}");
+        // ... and across two rules.
+        let e = err(
+            &["FREQ=DAILY;BYHOUR=6", "FREQ=DAILY;BYHOUR=5;BYMINUTE=30"],
+            None,
+        );
+        assert!(
+            e.contains(r#"schedules "FREQ=DAILY;BYHOUR=6" and "FREQ=DAILY;BYHOUR=5;BYMINUTE=30""#),
+            "{e}"
+        );
+        assert!(e.contains("05:30 and 06:00 are 30 minutes apart"), "{e}");
+        // 24 hourly points plus one more anywhere: too many for one day.
+        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+        let hourly = format!("FREQ=DAILY;BYHOUR={}", all.join(","));
+        let e = err(
+            &[
+                hourly.as_str(),
+                "FREQ=WEEKLY;BYDAY=TU;BYHOUR=12;BYMINUTE=20",
+            ],
+            None,
+        );
+        assert!(e.contains("12:00 and 12:20 are 20 minutes apart"), "{e}");
+        // Across midnight, in one rule and across rules.
+        sched(&["FREQ=DAILY;BYHOUR=0,23;BYMINUTE=30"]); // exactly 60 minutes
+        let e = err(
+            &[
+                "FREQ=DAILY;BYHOUR=23;BYMINUTE=30",
+                "FREQ=DAILY;BYHOUR=0;BYMINUTE=10",
+            ],
+            None,
+        );
+        assert!(
+            e.contains("23:30 and 00:10 the next day are 40 minutes apart"),
+            "{e}"
+        );
+        let e = err(
+            &[
+                "FREQ=WEEKLY;BYDAY=SU;BYHOUR=23;BYMINUTE=30",
+                "FREQ=WEEKLY;BYDAY=MO;BYHOUR=0",
+            ],
+            None,
+        );
+        assert!(
+            e.contains("23:30 and 00:00 the next day are 30 minutes apart"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn close_points_on_days_that_never_meet_are_fine() {
+        // Monday 10:00 and Tuesday 10:30: never less than a day apart.
+        sched(&[
+            "FREQ=WEEKLY;BYDAY=MO;BYHOUR=10",
+            "FREQ=WEEKLY;BYDAY=TU;BYHOUR=10;BYMINUTE=30",
+        ]);
+        // Saturday 23:30 and Monday 00:00 (not Sunday).
+        sched(&[
+            "FREQ=WEEKLY;BYDAY=SA;BYHOUR=23;BYMINUTE=30",
+            "FREQ=WEEKLY;BYDAY=MO;BYHOUR=0",
+        ]);
+        // Two every-other-day rules never meet on adjacent days.
+        sched(&[
+            "FREQ=DAILY;INTERVAL=2;BYHOUR=23;BYMINUTE=30",
+            "FREQ=DAILY;INTERVAL=2;BYHOUR=0",
+        ]);
+        // 23:00 then 00:00 the next day is exactly one hour: allowed.
+        sched(&["FREQ=DAILY;BYHOUR=0,23"]);
+        // But every-other-day vs every-third-day can be adjacent days.
+        let e = err(
+            &[
+                "FREQ=DAILY;INTERVAL=2;BYHOUR=23;BYMINUTE=30",
+                "FREQ=DAILY;INTERVAL=3;BYHOUR=0",
+            ],
+            None,
+        );
+        assert!(e.contains("the next day are 30 minutes apart"), "{e}");
+        // A weekly rule against an every-7-days rule: the weekday of the
+        // interval days depends on the anchor, so it is refused.
+        let e = err(
+            &[
+                "FREQ=DAILY;INTERVAL=7;BYHOUR=10",
+                "FREQ=WEEKLY;BYDAY=MO;BYHOUR=10;BYMINUTE=30",
+            ],
+            None,
+        );
+        assert!(e.contains("30 minutes apart"), "{e}");
+    }
+
+    #[test]
+    fn time_zones() {
+        let p = |s: &str| UtcOffset::parse(s).map(|z| z.to_string());
+        assert_eq!(p("UTC").unwrap(), "UTC+00:00");
+        assert_eq!(p("utc+08:00").unwrap(), "UTC+08:00");
+        assert_eq!(p("UTC-05:30").unwrap(), "UTC-05:30");
+        assert_eq!(p("UTC+8").unwrap(), "UTC+08:00");
+        assert_eq!(p("UTC+0545").unwrap(), "UTC+05:45");
+        assert_eq!(p("+09:30").unwrap(), "UTC+09:30");
+        assert_eq!(p("GMT-3").unwrap(), "UTC-03:00");
+        assert_eq!(p("UTC+14:00").unwrap(), "UTC+14:00");
+        assert_eq!(p("UTC-12:00").unwrap(), "UTC-12:00");
+        for bad in [
+            "",
+            "UTC+15:00",
+            "UTC-12:30",
+            "UTC+08:60",
+            "UTC+8:0",
+            "UTC8",
+            "UTC+",
+            "CST",
+            "UTC+08:00:00",
+            "UTC+123",
+        ] {
+            let e = UtcOffset::parse(bad).unwrap_err();
+            assert_eq!(e.cbr_code(), Some("BackupService.9900"), "{bad}");
+            assert!(e.to_string().contains("is invalid"), "{bad}");
+        }
+        assert_eq!("UTC+08:00".parse::<UtcOffset>().unwrap().minutes(), 480);
+        assert_eq!(UtcOffset::parse_opt(None).unwrap(), UtcOffset::UTC);
+        let z = UtcOffset::parse("UTC+08:00").unwrap();
+        assert_eq!(
+            z.to_datetime(ts("2024-01-31T23:30:00Z")),
+            date(2024, 2, 1).at(7, 30, 0, 0)
+        );
+    }
+
+    #[test]
+    fn full_every() {
+        assert_eq!(check_full_every(-1).unwrap(), -1);
+        assert_eq!(check_full_every(0).unwrap(), 0);
+        assert_eq!(check_full_every(100).unwrap(), 100);
+        for bad in [-2, 101, i64::MIN, i64::MAX] {
+            let e = check_full_every(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e
+                .to_string()
+                .contains(&format!("full-every {bad} is out of range")));
+        }
+        assert!(!full_backup_due(-1, 1_000_000));
+        assert!(full_backup_due(0, 0));
+        assert!(!full_backup_due(5, 4));
+        assert!(full_backup_due(5, 5));
+    }
+
+    /// A random rule in the accepted subset (possibly invalid as a set).
+    fn rule_strategy() -> impl Strategy<Value = String> {
+        // Biased to small intervals, midnight and round minutes, so that
+        // close time points (valid or not) are common.
+        let hours =
+            proptest::collection::btree_set(prop_oneof![Just(0u8), Just(23), 0u8..24], 1..4);
+        let minute = prop_oneof![Just(0u8), Just(30), 0u8..60];
+        let interval = prop_oneof![1u32..=4, 1u32..=30];
+        prop_oneof![
+            (interval, hours.clone(), minute.clone()).prop_map(|(i, h, m)| format!(
+                "FREQ=DAILY;INTERVAL={i};BYHOUR={};BYMINUTE={m}",
+                h.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            (
+                proptest::collection::btree_set(0usize..7, 1..4),
+                hours,
+                minute
+            )
+                .prop_map(|(d, h, m)| format!(
+                    "FREQ=WEEKLY;BYDAY={};BYHOUR={};BYMINUTE={m}",
+                    d.iter().map(|&x| WEEKDAYS[x]).collect::<Vec<_>>().join(","),
+                    h.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever passes validation really has its points at least an
+        /// hour apart, at most 24 a day, on the rules' days and times; and
+        /// `next_after` finds the first point after any instant.
+        #[test]
+        fn valid_schedules_keep_their_promises(
+            rules in proptest::collection::vec(rule_strategy(), 1..4),
+            tz in -720i32..=840,
+            anchor_day in 0i64..3000,
+            start in 1_500_000_000i64..1_800_000_000,
+            probe in 0i64..(400 * 86_400),
+        ) {
+            let tz = format!("UTC{}{:02}:{:02}", if tz < 0 { '-' } else { '+' }, tz.abs() / 60, tz.abs() % 60);
+            let parsed = Schedule::parse(&rules, Some(&tz));
+            prop_assume!(parsed.is_ok());
+            let s = parsed.unwrap();
+            let anchor = date(2000, 1, 1).checked_add(jiff::Span::new().days(anchor_day)).unwrap();
+            let s = s.with_anchor_date(anchor);
+            let from = Timestamp::from_second(start).unwrap();
+            let to = Timestamp::from_second(start + 400 * 86_400).unwrap();
+            let pts = s.points_between(from, to);
+            prop_assert!(!pts.is_empty());
+            for w in pts.windows(2) {
+                prop_assert!(w[1].duration_since(w[0]).as_mins() >= 60, "{} {}", w[0], w[1]);
+            }
+            let mut per_day = std::collections::BTreeMap::new();
+            for p in &pts {
+                prop_assert!(*p > from && *p <= to);
+                let local = s.timezone().to_datetime(*p);
+                *per_day.entry(local.date()).or_insert(0usize) += 1;
+                let hm = (local.hour() as u8, local.minute() as u8);
+                prop_assert!(local.second() == 0);
+                prop_assert!(s.rules().iter().any(|r| r.active_on(local.date(), anchor) && r.times().contains(&hm)));
+            }
+            prop_assert!(per_day.values().all(|&n| n <= MAX_POINTS_PER_DAY));
+            // Oracle: every point of every active rule on every day of the
+            // window, by brute force.
+            let tz = s.timezone();
+            let mut expect = std::collections::BTreeSet::new();
+            let mut d = tz.to_datetime(from).date().yesterday().unwrap();
+            while d <= tz.to_datetime(to).date() {
+                for r in s.rules().iter().filter(|r| r.active_on(d, anchor)) {
+                    for (h, m) in r.times() {
+                        let t = tz.to_timestamp(d.at(h as i8, m as i8, 0, 0)).unwrap();
+                        if t > from && t <= to {
+                            expect.insert(t);
+                        }
+                    }
+                }
+                d = d.tomorrow().unwrap();
+            }
+            prop_assert_eq!(&pts, &expect.into_iter().collect::<Vec<_>>());
+            // next_after from an arbitrary instant is the first point after it.
+            let t = Timestamp::from_second(start + probe).unwrap();
+            if let Some(e) = pts.iter().find(|p| **p > t) {
+                prop_assert_eq!(s.next_after(t), Some(*e));
+            }
+        }
+    }
+}
