@@ -129,6 +129,45 @@ pub struct VaultConfig {
     pub created: String,
     /// Associated resources.
     pub resources: Vec<Resource>,
+    /// The backup policy applied, if any.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// When the policy was applied, ns since the epoch: its schedule counts
+    /// from there.
+    #[serde(default)]
+    pub policy_applied_ns: i64,
+    /// Grow the capacity to 1.25× when the vault is full.
+    #[serde(default)]
+    pub auto_expand: bool,
+    /// Usage (%) past which a warning is logged and a task recorded.
+    #[serde(default = "default_threshold")]
+    pub threshold: u8,
+}
+
+fn default_threshold() -> u8 {
+    80
+}
+
+/// A backup policy (`policies/<name>.json`): when to back up and what to
+/// keep.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Catalog format.
+    pub format: u32,
+    /// Policy name.
+    pub name: String,
+    /// RRULE schedules, as given.
+    pub schedules: Vec<String>,
+    /// Retention, as given.
+    pub retention: crate::retention::RetentionArgs,
+    /// Force a full backup after this many incrementals (-1: never).
+    pub full_every: i32,
+    /// False: no automatic backups.
+    pub enabled: bool,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Creation time, ns (anchors INTERVAL schedules).
+    pub created_ns: i64,
 }
 
 impl VaultConfig {
@@ -450,6 +489,73 @@ impl Store {
 }
 
 impl Store {
+    fn policy_path(&self, name: &str) -> PathBuf {
+        self.root.join("policies").join(format!("{name}.json"))
+    }
+
+    /// Every policy, sorted by name.
+    pub fn policies(&self) -> Result<Vec<PolicyConfig>> {
+        let dir = self.root.join("policies");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+        };
+        for ent in rd {
+            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+            let n = ent.file_name().to_string_lossy().to_string();
+            if let Some(name) = n.strip_suffix(".json") {
+                if !name.starts_with('.') {
+                    out.push(self.policy(name)?);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The policy named `name`.
+    pub fn policy(&self, name: &str) -> Result<PolicyConfig> {
+        rules::check_name("policy name", name)?;
+        let path = self.policy_path(name);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("policy {name:?} does not exist"))
+                    .code("BackupService.6000"))
+            }
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let p: PolicyConfig = serde_json::from_str(&text).map_err(|e| {
+            Error::corrupt(format!("policy {name}: {} is damaged: {e}", path.display()))
+        })?;
+        if p.format != CATALOG_FORMAT || p.name != name {
+            return Err(Error::corrupt(format!(
+                "policy {name}: {} has format {} and name {:?}",
+                path.display(),
+                p.format,
+                p.name
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Write a policy atomically. Caller holds the catalog lock.
+    pub fn save_policy(&self, p: &PolicyConfig) -> Result<()> {
+        fsutil::create_dir_all(&self.root.join("policies"))?;
+        let json = serde_json::to_vec_pretty(p)
+            .map_err(|e| Error::failed(format!("encode policy {}: {e}", p.name)))?;
+        fsutil::write_atomic(&self.policy_path(&p.name), &json)
+    }
+
+    /// Remove a policy's record. Caller holds the catalog lock.
+    pub fn delete_policy(&self, name: &str) -> Result<()> {
+        let p = self.policy_path(name);
+        fs::remove_file(&p).ctx(|| format!("delete {}", p.display()))?;
+        fsutil::sync_dir(&self.root.join("policies"))
+    }
+
     fn server_path(&self, name: &str) -> PathBuf {
         self.root.join("servers").join(format!("{name}.json"))
     }

@@ -40,6 +40,26 @@ enum Command {
     Restore(RestoreArgs),
     /// Verify the store: structure, and with --read-data every blob.
     Check(CheckArgs),
+    /// Give back the space of deleted backups.
+    Prune {
+        /// Only this vault [default: every vault].
+        vault: Option<String>,
+        /// Say what would be freed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite a pack when less than this share of it (%) is still used.
+        #[arg(long, default_value_t = crate::engine::prune::REPACK_THRESHOLD, value_name = "PERCENT")]
+        repack_threshold: u8,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backup policies: schedules and retention applied to vaults.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// The task log: every backup, restore, delete and prune.
+    #[command(subcommand)]
+    Task(TaskCmd),
     /// Mount the store: every vault a directory, every backup a read-only
     /// tree; mkdir in a vault takes a backup.
     Mount {
@@ -122,6 +142,15 @@ enum VaultCmd {
         /// Remove a tag.
         #[arg(long = "untag", value_name = "KEY")]
         untag: Vec<String>,
+        /// Grow the capacity to 1.25x when the vault is full.
+        #[arg(long, conflicts_with = "no_auto_expand")]
+        auto_expand: bool,
+        /// Stop growing the capacity automatically.
+        #[arg(long)]
+        no_auto_expand: bool,
+        /// Usage (1-100 %) past which a warning and a task are recorded.
+        #[arg(long, value_name = "PERCENT")]
+        threshold: Option<u8>,
     },
     /// Delete a vault with all its backups.
     Delete {
@@ -376,6 +405,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Vault(v) => vault_cmd(&store, v),
         Command::Backup(b) => backup_cmd(&store, b),
         Command::Server(c) => server_cmd(&store, c),
+        Command::Policy(c) => policy_cmd(&store, c),
+        Command::Task(c) => task_cmd(&store, c),
+        Command::Prune {
+            vault,
+            dry_run,
+            repack_threshold,
+            json,
+        } => prune_cmd(&store, vault, dry_run, repack_threshold, json),
         Command::Restore(r) => restore_cmd(&store, r),
         Command::Check(c) => check_cmd(&store, c),
         Command::Mount {
@@ -429,6 +466,10 @@ pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
         "compression": v.compression,
         "created": v.created,
         "backups": backups,
+        "free_bytes": v.capacity_bytes().saturating_sub(used),
+        "policy": v.policy,
+        "auto_expand": v.auto_expand,
+        "threshold_percent": v.threshold,
         "resources": v.resources.iter().map(|r| json!({
             "name": r.name, "kind": r.kind, "path": r.path,
             "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
@@ -546,6 +587,22 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 let tags: Vec<String> =
                     v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
                 println!("tags:        {}", tags.join(", "));
+                println!(
+                    "auto-expand: {}; usage threshold {}%",
+                    if v.auto_expand { "on" } else { "off" },
+                    v.threshold
+                );
+                println!("policy:      {}", v.policy.as_deref().unwrap_or("-"));
+                let alone =
+                    crate::engine::prune::exclusive_bytes(store, &v.name).unwrap_or_default();
+                if !alone.is_empty() {
+                    println!(
+                        "backups (bytes each alone holds, freed if it is deleted and pruned):"
+                    );
+                    for (b, n) in &alone {
+                        println!("  {b:<30} {}", human_bytes(*n));
+                    }
+                }
                 println!("resources:");
                 for r in &v.resources {
                     println!(
@@ -569,6 +626,9 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             description,
             tags,
             untag,
+            auto_expand,
+            no_auto_expand,
+            threshold,
         } => {
             let v = vaults::update(
                 store,
@@ -578,6 +638,12 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     description,
                     tags,
                     untag,
+                    auto_expand: match (auto_expand, no_auto_expand) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
+                    threshold,
                 },
             )?;
             println!("updated vault {} ({} GB)", v.name, v.capacity_gb);
@@ -591,7 +657,11 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 ))
                 .code("BackupService.7301"));
             }
-            store.delete_vault(&name)?;
+            let t =
+                crate::tasks::start(store, "delete_vault", &name, None, None, catalog::now_ns());
+            let r = store.delete_vault(&name);
+            t.finish(&r);
+            r?;
             println!("deleted vault {name} and its {n} backups");
         }
         VaultCmd::Associate {
@@ -624,7 +694,17 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             );
         }
         VaultCmd::Dissociate { vault, resource } => {
-            let deleted = vaults::dissociate(store, &vault, &resource)?;
+            let t = crate::tasks::start(
+                store,
+                "remove_resource",
+                &vault,
+                Some(&resource),
+                None,
+                catalog::now_ns(),
+            );
+            let r = vaults::dissociate(store, &vault, &resource);
+            t.finish(&r);
+            let deleted = r?;
             println!(
                 "dissociated resource {resource} from vault {vault}; deleted {} backups that held only it",
                 deleted.len()
@@ -689,8 +769,10 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     resources,
                     origin: Some(Origin::Manual),
                     policy: None,
+                    at_ns: None,
                 },
-            )?;
+            )
+            .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
             let progress = prepared.progress.clone();
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let pb = indicatif::ProgressBar::new(progress.total());
@@ -848,7 +930,17 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
         } => return wait_cmd(store, &vault, &backup, timeout),
         BackupCmd::Delete { vault, backup } => {
             store.vault(&vault)?;
-            store.delete_backup(&vault, &backup)?;
+            let t = crate::tasks::start(
+                store,
+                "delete_backup",
+                &vault,
+                None,
+                Some(&backup),
+                catalog::now_ns(),
+            );
+            let r = store.delete_backup(&vault, &backup);
+            t.finish(&r);
+            r?;
             println!("deleted backup {backup} of vault {vault}; run prune to free its space");
         }
     }
@@ -1064,7 +1156,15 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
             }
         }
     };
-    let stats = restore::restore_with(
+    let task = crate::tasks::start(
+        store,
+        "restore",
+        &r.vault,
+        r.resource.as_deref(),
+        Some(&r.backup),
+        catalog::now_ns(),
+    );
+    let result = restore::restore_with(
         store,
         &r.vault,
         &r.backup,
@@ -1073,7 +1173,16 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         &restore::RestoreOptions {
             in_place: r.in_place,
         },
-    )?;
+    );
+    match &result {
+        Ok(st) if !st.errors.is_empty() => task.failed(&Error::failed(format!(
+            "{} entries could not be restored; first: {}",
+            st.errors.len(),
+            st.errors[0]
+        ))),
+        _ => task.finish(&result),
+    }
+    let stats = result?;
     for n in &stats.notes {
         println!("{n}");
     }
@@ -1134,4 +1243,513 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
         }
     }
     Ok(if bad { 1 } else { 0 })
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Create a policy.
+    #[command(group(clap::ArgGroup::new("keep").required(true).args(["keep_last", "keep_days", "keep_forever"])))]
+    Create {
+        /// Policy name, 1-64 of [A-Za-z0-9_-] [default: policy_XXXX].
+        name: Option<String>,
+        #[command(flatten)]
+        spec: PolicyArgs,
+    },
+    /// List policies.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one policy with its next time points.
+    Show {
+        /// The policy.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a policy (options as for create; those given replace).
+    Update {
+        /// The policy.
+        name: String,
+        #[command(flatten)]
+        spec: PolicyArgs,
+        /// Enable automatic backups.
+        #[arg(long, conflicts_with = "disabled")]
+        enable: bool,
+    },
+    /// Delete a policy (the backups it made are kept).
+    Delete {
+        /// The policy.
+        name: String,
+    },
+    /// Apply a policy to a vault (one policy per vault).
+    Apply {
+        /// The policy.
+        policy: String,
+        /// The vault.
+        vault: String,
+    },
+    /// Remove a vault's policy.
+    Remove {
+        /// The vault.
+        vault: String,
+    },
+    /// Run one scheduler pass: back up vaults whose time came, expire old
+    /// automatic backups, prune (for cron or a systemd timer).
+    RunDue {
+        /// Run the pass as of this instant (RFC 3339, e.g. 2027-01-01T22:00:00Z).
+        #[arg(long, value_name = "TIMESTAMP")]
+        now: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+struct PolicyArgs {
+    /// An RRULE: FREQ=DAILY|WEEKLY;BYDAY=MO,..;BYHOUR=..;BYMINUTE=..;INTERVAL=.. (repeatable).
+    #[arg(long = "schedule", value_name = "RRULE")]
+    schedules: Vec<String>,
+    /// Keep the last N automatic backups (2-99999).
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u64>,
+    /// Keep automatic backups for N days (2-99999).
+    #[arg(long, value_name = "N")]
+    keep_days: Option<u64>,
+    /// Keep automatic backups forever.
+    #[arg(long)]
+    keep_forever: bool,
+    /// Also keep the newest backup of each of the last D days (0-100).
+    #[arg(long, value_name = "D")]
+    keep_daily: Option<u64>,
+    /// ... of each of the last W weeks (0-100).
+    #[arg(long, value_name = "W")]
+    keep_weekly: Option<u64>,
+    /// ... of each of the last M months (0-100).
+    #[arg(long, value_name = "M")]
+    keep_monthly: Option<u64>,
+    /// ... of each of the last Y years (0-100).
+    #[arg(long, value_name = "Y")]
+    keep_yearly: Option<u64>,
+    /// Time zone of the schedule and of the long-term rules, like UTC+08:00.
+    #[arg(long, value_name = "UTC+HH:MM")]
+    timezone: Option<String>,
+    /// Force a full backup after N incremental ones (-1 never, 0 always).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    full_every: Option<i64>,
+    /// No automatic backups until enabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+impl PolicyArgs {
+    fn touches_retention(&self) -> bool {
+        self.keep_last.is_some()
+            || self.keep_days.is_some()
+            || self.keep_forever
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_yearly.is_some()
+            || self.timezone.is_some()
+    }
+
+    /// Retention from these flags over `base` (what a policy has now).
+    fn retention(&self, base: &crate::retention::RetentionArgs) -> crate::retention::RetentionArgs {
+        let mut r = base.clone();
+        if self.keep_last.is_some() || self.keep_days.is_some() || self.keep_forever {
+            r.keep_last = self.keep_last;
+            r.keep_days = self.keep_days;
+            r.keep_forever = self.keep_forever;
+        }
+        for (flag, slot) in [
+            (self.keep_daily, &mut r.keep_daily),
+            (self.keep_weekly, &mut r.keep_weekly),
+            (self.keep_monthly, &mut r.keep_monthly),
+            (self.keep_yearly, &mut r.keep_yearly),
+        ] {
+            if flag.is_some() {
+                *slot = flag;
+            }
+        }
+        if self.timezone.is_some() {
+            r.timezone = self.timezone.clone();
+        }
+        r
+    }
+}
+
+/// The JSON form of a policy (documented in docs/JSON.md).
+pub fn policy_json(store: &Store, p: &crate::catalog::PolicyConfig) -> serde_json::Value {
+    let vaults: Vec<String> = store
+        .vaults()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.policy.as_deref() == Some(&p.name))
+        .map(|v| v.name)
+        .collect();
+    let next: Vec<String> = crate::engine::policy::validate(p)
+        .ok()
+        .map(|(sched, _)| {
+            let mut out = Vec::new();
+            let mut t = jiff::Timestamp::now();
+            for _ in 0..5 {
+                match sched.next_after(t) {
+                    Some(n) => {
+                        out.push(n.to_string());
+                        t = n;
+                    }
+                    None => break,
+                }
+            }
+            out
+        })
+        .unwrap_or_default();
+    json!({
+        "name": p.name,
+        "enabled": p.enabled,
+        "schedules": p.schedules,
+        "retention": p.retention,
+        "full_every": p.full_every,
+        "created": p.created,
+        "vaults": vaults,
+        "next": next,
+    })
+}
+
+fn parse_instant(s: &str) -> Result<i64> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_nanosecond() as i64);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
+            return Ok(z.timestamp().as_nanosecond() as i64);
+        }
+    }
+    Err(Error::param(format!(
+        "time {s:?} is invalid: write RFC 3339, like 2027-01-01T22:00:00Z or 2027-01-01T22:00:00+08:00, or a date 2027-01-01"
+    )))
+}
+
+fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
+    use crate::engine::policy;
+    match cmd {
+        PolicyCmd::Create { name, spec } => {
+            let p = policy::create(
+                store,
+                name,
+                policy::PolicySpec {
+                    schedules: spec.schedules.clone(),
+                    retention: spec.retention(&Default::default()),
+                    full_every: spec.full_every,
+                    disabled: spec.disabled,
+                },
+            )?;
+            let r = crate::retention::Retention::new(&p.retention)?;
+            println!(
+                "created policy {} ({}; {})",
+                p.name,
+                p.schedules.join(" + "),
+                r
+            );
+        }
+        PolicyCmd::List { json } => {
+            let all = store.policies()?;
+            if json {
+                print_json(&json!(all
+                    .iter()
+                    .map(|p| policy_json(store, p))
+                    .collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<20} {:<8} {:<20} {:<24} SCHEDULES",
+                    "NAME", "ENABLED", "VAULTS", "NEXT"
+                );
+                for p in &all {
+                    let j = policy_json(store, p);
+                    println!(
+                        "{:<20} {:<8} {:<20} {:<24} {}",
+                        p.name,
+                        if p.enabled { "yes" } else { "no" },
+                        j["vaults"]
+                            .as_array()
+                            .map(|v| v
+                                .iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","))
+                            .unwrap_or_default(),
+                        j["next"][0].as_str().unwrap_or("-"),
+                        p.schedules.join(" + ")
+                    );
+                }
+            }
+        }
+        PolicyCmd::Show { name, json } => {
+            let p = store.policy(&name)?;
+            let j = policy_json(store, &p);
+            if json {
+                print_json(&j);
+            } else {
+                let r = crate::retention::Retention::new(&p.retention)?;
+                println!("policy:     {}", p.name);
+                println!("enabled:    {}", if p.enabled { "yes" } else { "no" });
+                println!("schedules:  {}", p.schedules.join(" + "));
+                println!("retention:  {r}");
+                println!(
+                    "full every: {}",
+                    if p.full_every < 0 {
+                        "never".to_string()
+                    } else {
+                        format!("{} incrementals", p.full_every)
+                    }
+                );
+                println!(
+                    "vaults:     {}",
+                    j["vaults"]
+                        .as_array()
+                        .map(|v| v
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                );
+                println!("next runs:");
+                for n in j["next"].as_array().cloned().unwrap_or_default() {
+                    println!("  {}", n.as_str().unwrap_or(""));
+                }
+            }
+        }
+        PolicyCmd::Update { name, spec, enable } => {
+            let current = store.policy(&name)?;
+            let p = policy::update(
+                store,
+                &name,
+                policy::PolicyUpdate {
+                    schedules: (!spec.schedules.is_empty()).then(|| spec.schedules.clone()),
+                    retention: spec
+                        .touches_retention()
+                        .then(|| spec.retention(&current.retention)),
+                    full_every: spec.full_every,
+                    enabled: match (enable, spec.disabled) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
+                },
+            )?;
+            println!("updated policy {}", p.name);
+        }
+        PolicyCmd::Delete { name } => {
+            let vaults = policy::delete(store, &name)?;
+            println!(
+                "deleted policy {name}; its backups are kept{}",
+                if vaults.is_empty() {
+                    String::new()
+                } else {
+                    format!("; removed from {}", vaults.join(", "))
+                }
+            );
+        }
+        PolicyCmd::Apply { policy: p, vault } => {
+            policy::apply(store, &p, &vault)?;
+            println!("applied policy {p} to vault {vault}");
+        }
+        PolicyCmd::Remove { vault } => {
+            let p = policy::remove(store, &vault)?;
+            println!("removed policy {p} from vault {vault}");
+        }
+        PolicyCmd::RunDue { now, json } => {
+            let now_ns = match now {
+                Some(t) => parse_instant(&t)?,
+                None => catalog::now_ns(),
+            };
+            let reports = policy::run_due(store, now_ns)?;
+            if json {
+                print_json(&json!(reports));
+            } else if reports.is_empty() {
+                println!("nothing due at {}", catalog::ns_to_rfc3339(now_ns));
+            } else {
+                for r in &reports {
+                    println!(
+                        "vault {} (policy {}, {}): {}",
+                        r.vault, r.policy, r.point, r.outcome
+                    );
+                    if !r.expired.is_empty() {
+                        println!(
+                            "  expired {}; freed {}",
+                            r.expired.join(", "),
+                            human_bytes(r.freed)
+                        );
+                    }
+                }
+            }
+            if reports.iter().any(|r| r.outcome.starts_with("failed")) {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn prune_cmd(
+    store: &Store,
+    vault: Option<String>,
+    dry_run: bool,
+    threshold: u8,
+    json: bool,
+) -> Result<i32> {
+    let names = match vault {
+        Some(v) => {
+            store.vault(&v)?;
+            vec![v]
+        }
+        None => store.vault_names()?,
+    };
+    let mut reports = Vec::new();
+    for v in &names {
+        let t = (!dry_run)
+            .then(|| crate::tasks::start(store, "prune", v, None, None, catalog::now_ns()));
+        let r = crate::engine::prune::prune(store, v, dry_run, threshold);
+        if let Some(t) = t {
+            t.finish(&r);
+        }
+        reports.push(r?);
+    }
+    if json {
+        print_json(&json!(reports));
+    } else {
+        for r in &reports {
+            println!(
+                "vault {}: {} {} ({} -> {}); {} packs removed, {} rewritten, {} left by failed backups; {} unused blobs dropped, {} moved",
+                r.vault,
+                if r.dry_run { "would free" } else { "freed" },
+                human_bytes(r.bytes_before.saturating_sub(r.bytes_after)),
+                human_bytes(r.bytes_before),
+                human_bytes(r.bytes_after),
+                r.packs_removed,
+                r.packs_rewritten,
+                r.orphan_packs,
+                r.blobs_removed,
+                r.blobs_moved
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskCmd {
+    /// List tasks of the last 30 days, newest first.
+    List {
+        /// Only this vault.
+        #[arg(long)]
+        vault: Option<String>,
+        /// Only this type: backup, restore, delete_backup, prune, delete_vault,
+        /// remove_resource, retention, capacity.
+        #[arg(long = "type", value_name = "TYPE")]
+        task_type: Option<String>,
+        /// Only this status: waiting, running, success, failed, skipped, timeout.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tasks started at or after this time (RFC 3339 or a date).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task.
+    Show {
+        /// The task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
+    use crate::tasks;
+    match cmd {
+        TaskCmd::List {
+            vault,
+            task_type,
+            status,
+            since,
+            json,
+        } => {
+            if let Some(t) = &task_type {
+                if !tasks::TYPES.contains(&t.as_str()) {
+                    return Err(Error::param(format!(
+                        "task type {t:?} is invalid: it is one of {}",
+                        tasks::TYPES.join(", ")
+                    )));
+                }
+            }
+            if let Some(st) = &status {
+                if !tasks::STATES.contains(&st.as_str()) {
+                    return Err(Error::param(format!(
+                        "task status {st:?} is invalid: it is one of {}",
+                        tasks::STATES.join(", ")
+                    )));
+                }
+            }
+            let since_ns = since.as_deref().map(parse_instant).transpose()?;
+            let all: Vec<_> = tasks::list(store)?
+                .into_iter()
+                .filter(|t| vault.as_ref().is_none_or(|v| &t.vault == v))
+                .filter(|t| task_type.as_ref().is_none_or(|x| &t.task_type == x))
+                .filter(|t| status.as_ref().is_none_or(|x| &t.status == x))
+                .filter(|t| since_ns.is_none_or(|s| t.started_ns >= s))
+                .collect();
+            if json {
+                print_json(&json!(all));
+            } else {
+                println!(
+                    "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} MESSAGE",
+                    "ID", "TYPE", "VAULT", "BACKUP", "STATUS", "%", "STARTED"
+                );
+                for t in &all {
+                    println!(
+                        "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} {}",
+                        t.id,
+                        t.task_type,
+                        t.vault,
+                        t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-"),
+                        t.status,
+                        t.progress,
+                        t.started,
+                        t.message.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        TaskCmd::Show { id, json } => {
+            let t = tasks::get(store, &id)?;
+            if json {
+                print_json(&json!(t));
+            } else {
+                println!("task:     {}", t.id);
+                println!("type:     {}", t.task_type);
+                println!("vault:    {}", t.vault);
+                println!("resource: {}", t.resource.as_deref().unwrap_or("-"));
+                println!("backup:   {}", t.backup.as_deref().unwrap_or("-"));
+                println!("status:   {} ({}%)", t.status, t.progress);
+                println!("started:  {}", t.started);
+                println!("ended:    {}", t.ended.as_deref().unwrap_or("-"));
+                if let Some(c) = &t.error_code {
+                    println!("code:     {c}");
+                }
+                if let Some(m) = &t.message {
+                    println!("message:  {m}");
+                }
+            }
+        }
+    }
+    Ok(0)
 }

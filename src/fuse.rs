@@ -729,6 +729,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     };
     let mp_abs = absolute(mp);
     spawn_signal_thread(mp_abs.clone());
+    spawn_scheduler(store.clone());
     log::info!("mounted {} at {}", store.root().display(), mp_abs.display());
     tell_parent("ok\n");
     let r = session.run();
@@ -738,6 +739,34 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     }
     log::info!("unmounted {}", mp_abs.display());
     r.ctx(|| format!("serve {}", mp_abs.display()))
+}
+
+/// How often the mount daemon runs a scheduler pass.
+const SCHEDULER_PERIOD: Duration = Duration::from_secs(30);
+
+/// The policy scheduler of a mount daemon: one pass every 30 seconds, on
+/// its own thread, so a backup it starts never holds up the mount. It ends
+/// with the process.
+fn spawn_scheduler(store: Store) {
+    let _ = std::thread::Builder::new()
+        .name("cbrfs-scheduler".into())
+        .spawn(move || loop {
+            match crate::engine::policy::run_due(&store, crate::catalog::now_ns()) {
+                Ok(reports) => {
+                    for r in reports {
+                        log::info!(
+                            "policy {} on vault {} at {}: {}",
+                            r.policy,
+                            r.vault,
+                            r.point,
+                            r.outcome
+                        );
+                    }
+                }
+                Err(e) => log::warn!("scheduler: {e}"),
+            }
+            std::thread::sleep(SCHEDULER_PERIOD);
+        });
 }
 
 fn block_signals() {

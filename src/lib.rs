@@ -18,4 +18,5 @@ pub mod rules;
 pub mod schedule;
 pub mod store;
 pub mod sys;
+pub mod tasks;
 pub mod vfs;

@@ -916,6 +916,7 @@ impl Vfs {
         )
         .map_err(|e| {
             log::warn!("mkdir {vault}/{sname}: backup refused: {e}");
+            backup::record_refusal(&self.store, &vault, Some(&sname), &e, catalog::now_ns());
             err_errno(&e)
         })?;
         let run = Arc::new(Running {

@@ -18,6 +18,7 @@ use crate::model::{
 use crate::rules;
 use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
 use crate::sys;
+use crate::tasks;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -65,6 +66,9 @@ pub struct BackupOptions {
     pub origin: Option<Origin>,
     /// The policy, for automatic backups.
     pub policy: Option<String>,
+    /// The backup's time, ns since the epoch [default: now]; a policy pass
+    /// run with `--now` dates its backups at their time points.
+    pub at_ns: Option<i64>,
 }
 
 /// A backup that passed its checks and holds the vault's writer lock;
@@ -77,6 +81,7 @@ pub struct Prepared {
     opts: BackupOptions,
     resources: Vec<Resource>,
     _lock: crate::fsutil::Flock,
+    used_before: u64,
     /// Live counters, for progress bars and `user.cbrfs.progress`.
     pub progress: Arc<Progress>,
 }
@@ -130,6 +135,15 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
     let lock = store.try_backup_lock(vault)?;
     let repo = store.repo(vault)?;
     let used = repo.used_bytes()?;
+    let mut cfg = cfg;
+    if used >= cfg.capacity_bytes() && cfg.auto_expand {
+        cfg = expand(
+            store,
+            vault,
+            used,
+            opts.at_ns.unwrap_or_else(catalog::now_ns),
+        )?;
+    }
     if used >= cfg.capacity_bytes() {
         return Err(Error::new(
             Kind::NoSpace,
@@ -150,6 +164,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
         opts,
         resources,
         _lock: lock,
+        used_before: used,
         progress: Arc::new(Progress::new(total)),
     })
 }
@@ -170,6 +185,15 @@ impl Prepared {
     pub fn run(self) -> Result<BackupRecord> {
         let vault = self.vault.name.clone();
         let started = catalog::now_rfc3339();
+        let at = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
+        let task = std::sync::Mutex::new(tasks::start(
+            &self.store,
+            "backup",
+            &vault,
+            None,
+            Some(&self.name),
+            at,
+        ));
         let status = |st: &str, error: Option<String>| status::Status {
             backup: self.name.clone(),
             status: st.to_string(),
@@ -188,6 +212,9 @@ impl Prepared {
                     std::thread::park_timeout(std::time::Duration::from_millis(500));
                     if !done.load(std::sync::atomic::Ordering::Relaxed) {
                         let _ = status::write(&self.store, &vault, &status("protecting", None));
+                        if let Ok(mut t) = task.lock() {
+                            t.progress(self.progress.percent());
+                        }
                     }
                 }
             });
@@ -202,11 +229,51 @@ impl Prepared {
                 let _ = status::write(&self.store, &vault, &status("error", Some(e.to_string())));
             }
         }
+        if let Ok(t) = task.into_inner() {
+            t.finish(&result);
+        }
+        if result.is_ok() {
+            self.after_capacity(at);
+        }
         result
     }
 
+    /// After a backup: auto-expand a vault it filled, and record a crossing
+    /// of the usage threshold.
+    fn after_capacity(&self, at: i64) {
+        let vault = &self.vault.name;
+        let Ok(used) = self.store.repo(vault).and_then(|r| r.used_bytes()) else {
+            return;
+        };
+        let cap = self.vault.capacity_bytes().max(1);
+        if used >= cap && self.vault.auto_expand {
+            if let Err(e) = expand(&self.store, vault, used, at) {
+                log::warn!("vault {vault}: auto-expand failed: {e}");
+            }
+        }
+        let cap = self
+            .store
+            .vault(vault)
+            .map(|c| c.capacity_bytes())
+            .unwrap_or(cap)
+            .max(1);
+        let before = (self.used_before as u128 * 100 / cap as u128) as u64;
+        let after = (used as u128 * 100 / cap as u128) as u64;
+        let t = self.vault.threshold as u64;
+        if before < t && after >= t {
+            let msg = format!(
+                "vault {vault} usage is {after}% ({} of {} GB), past its {t}% threshold",
+                rules::human_bytes(used),
+                cap / rules::GB
+            );
+            log::warn!("{msg}");
+            tasks::event(&self.store, "capacity", vault, "success", msg, at);
+        }
+    }
+
     fn run_inner(&self) -> Result<BackupRecord> {
-        let started_ns = catalog::now_ns();
+        let started_ns = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
+        let t0 = std::time::Instant::now();
         let vault = self.vault.name.clone();
         let repo = self.store.repo(&vault)?;
         // Under the writer lock no other writer of packs, indexes or records
@@ -215,7 +282,14 @@ impl Prepared {
         crate::fsutil::remove_stale_temps(&self.store.vault_dir(&vault).join("backups"))?;
         let used = repo.used_bytes()?;
         let mut writer = RepoWriter::new(&repo, self.vault.compress());
-        writer.limit = Some(self.vault.capacity_bytes().saturating_sub(used));
+        // With auto-expand a backup may fill the vault up to 1.25× its
+        // capacity, which is then expanded.
+        let cap = if self.vault.auto_expand {
+            self.vault.capacity_bytes().saturating_mul(5) / 4
+        } else {
+            self.vault.capacity_bytes()
+        };
+        writer.limit = Some(cap.saturating_sub(used));
         let cdc = Cdc::new(repo.key().chunker_seed());
         let previous = latest_records(&self.store, &vault);
         let store_id = std::fs::metadata(self.store.root())
@@ -299,7 +373,7 @@ impl Prepared {
             policy: self.opts.policy.clone(),
             full: parts.iter().all(|p| p.full),
             started_ns,
-            finished_ns: catalog::now_ns(),
+            finished_ns: started_ns + t0.elapsed().as_nanos() as i64,
             resources: parts,
             stats: totals,
         };
@@ -412,6 +486,39 @@ pub fn server_members(source: &[u8]) -> Vec<(String, String, String)> {
         .chunks_exact(3)
         .map(|c| (c[0].clone(), c[1].clone(), c[2].clone()))
         .collect()
+}
+
+/// Grow a full vault's capacity to 1.25× (auto-expand), recording it.
+fn expand(store: &Store, vault: &str, used: u64, at_ns: i64) -> Result<VaultConfig> {
+    let _lock = store.lock()?;
+    let mut cfg = store.vault(vault)?;
+    let old = cfg.capacity_gb;
+    let new = (old.saturating_mul(5).div_ceil(4)).clamp(old + 1, rules::CAPACITY_MAX_GB);
+    if new <= old {
+        return Ok(cfg);
+    }
+    cfg.capacity_gb = new;
+    store.save_vault(&cfg)?;
+    let msg = format!(
+        "vault {vault} was full ({} used): capacity expanded from {old} GB to {new} GB",
+        rules::human_bytes(used)
+    );
+    log::warn!("{msg}");
+    tasks::event(store, "capacity", vault, "success", msg, at_ns);
+    Ok(cfg)
+}
+
+/// Record a backup that was refused before it started (name taken, vault
+/// full, busy) in the task log.
+pub fn record_refusal(store: &Store, vault: &str, backup: Option<&str>, e: &Error, at_ns: i64) {
+    if store.vault(vault).is_err() {
+        return;
+    }
+    let mut t = tasks::start(store, "backup", vault, None, backup, at_ns);
+    if let Some(b) = backup {
+        t.set_backup(b);
+    }
+    t.failed(e);
 }
 
 /// Every readable backup of a vault, oldest first.

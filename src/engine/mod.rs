@@ -3,7 +3,9 @@
 
 pub mod backup;
 pub mod check;
+pub mod policy;
 pub mod progress;
+pub mod prune;
 pub mod reader;
 pub mod restore;
 pub mod servers;

@@ -89,6 +89,10 @@ pub fn create(store: &Store, v: NewVault) -> Result<VaultConfig> {
         compression: v.compression,
         created: catalog::now_rfc3339(),
         resources: Vec::new(),
+        policy: None,
+        policy_applied_ns: 0,
+        auto_expand: false,
+        threshold: 80,
     };
     store.create_vault(&cfg)?;
     Ok(cfg)
@@ -105,6 +109,10 @@ pub struct VaultUpdate {
     pub tags: Vec<String>,
     /// Tag keys to remove.
     pub untag: Vec<String>,
+    /// Turn auto-expansion on or off.
+    pub auto_expand: Option<bool>,
+    /// New usage threshold, %.
+    pub threshold: Option<u8>,
 }
 
 /// Update a vault.
@@ -127,6 +135,17 @@ pub fn update(store: &Store, name: &str, u: VaultUpdate) -> Result<VaultConfig> 
         cfg.description = d.clone();
     }
     cfg.tags = merge_tags(&cfg.tags, &u.tags, &u.untag)?;
+    if let Some(a) = u.auto_expand {
+        cfg.auto_expand = a;
+    }
+    if let Some(t) = u.threshold {
+        if !(1..=100).contains(&t) {
+            return Err(Error::param(format!(
+                "vault {name}: usage threshold {t}% is out of range: 1 to 100"
+            )));
+        }
+        cfg.threshold = t;
+    }
     store.save_vault(&cfg)?;
     Ok(cfg)
 }

@@ -160,7 +160,19 @@ impl Repo {
 
     /// Read blob `id` from `loc` and verify it.
     pub fn read_at(&self, id: &BlobId, loc: &Location) -> Result<Vec<u8>> {
-        let pack = self.pack(loc.pack)?;
+        let pack = match self.pack(loc.pack) {
+            Ok(p) => p,
+            // Prune rewrote the pack and removed it after writing the index
+            // that names the blob's new place: look again.
+            Err(e) if is_not_found(&e) => {
+                self.refresh()?;
+                match self.lookup(id) {
+                    Some(l) if l.pack != loc.pack => return self.read_at(id, &l),
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let stored = pack.stored(loc)?;
         let damaged = |why: String| {
             Error::corrupt(format!(
@@ -245,6 +257,10 @@ impl Repo {
     }
 }
 
+fn is_not_found(e: &Error) -> bool {
+    e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound)
+}
+
 thread_local! {
     /// One zstd decompression context per thread: making one per blob
     /// costs more than decompressing a small chunk.
@@ -300,6 +316,8 @@ pub struct RepoWriter<'r> {
     pack: PackWriter,
     pending: HashMap<BlobId, ()>,
     sealed: Vec<(BlobId, Location)>,
+    sealed_packs: Vec<BlobId>,
+    finished: bool,
     stats: WriterStats,
     broken: bool,
     /// Abort (with a no-space error) once written bytes would pass this.
@@ -320,6 +338,8 @@ impl<'r> RepoWriter<'r> {
             pack: PackWriter::new(),
             pending: HashMap::new(),
             sealed: Vec::new(),
+            sealed_packs: Vec::new(),
+            finished: false,
             stats: WriterStats::default(),
             broken: false,
             limit: None,
@@ -348,15 +368,29 @@ impl<'r> RepoWriter<'r> {
 
     /// Add `data` whose id the caller computed with this vault's key.
     pub fn add_with_id(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
+        if self.contains(&id) {
+            self.stats.blobs_dedup += 1;
+            return Ok(AddOutcome { id, new: false });
+        }
+        self.store_blob(id, kind, data)
+    }
+
+    /// Store a blob that is in the index already, into a new pack (prune
+    /// moving live blobs out of mostly dead packs); deduplicates only
+    /// within this writer.
+    pub fn copy(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
+        if self.pending.contains_key(&id) {
+            return Ok(AddOutcome { id, new: false });
+        }
+        self.store_blob(id, kind, data)
+    }
+
+    fn store_blob(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
         if self.broken {
             return Err(Error::failed(format!(
                 "vault {}: the pack writer failed earlier and refuses more blobs",
                 self.repo.vault
             )));
-        }
-        if self.contains(&id) {
-            self.stats.blobs_dedup += 1;
-            return Ok(AddOutcome { id, new: false });
         }
         let compressed = match &mut self.compressor {
             Some(c) if self.compress && data.len() > 64 => c.compress(data).ok(),
@@ -402,6 +436,7 @@ impl<'r> RepoWriter<'r> {
         match pack.seal(&self.repo.dir) {
             Ok((pack_id, size, entries)) => {
                 self.stats.bytes_written += size;
+                self.sealed_packs.push(pack_id);
                 self.sealed
                     .extend(index::entries_of_pack(pack_id, &entries));
                 Ok(())
@@ -421,6 +456,8 @@ impl<'r> RepoWriter<'r> {
         if !self.sealed.is_empty() {
             let entries = std::mem::take(&mut self.sealed);
             let path = index::write_index(&self.repo.dir, entries)?;
+            // From here the packs are named by a durable index: keep them.
+            self.finished = true;
             self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             self.repo.refresh()?;
             let indexes = self.repo.indexes();
@@ -428,7 +465,38 @@ impl<'r> RepoWriter<'r> {
                 merge_indexes(self.repo, &indexes)?;
             }
         }
+        self.finished = true;
         Ok(self.stats)
+    }
+
+    /// Seal the last pack and return the entries of every pack sealed,
+    /// without writing an index (prune writes one index of everything).
+    /// The packs stay only if the caller indexes them.
+    pub fn finish_unindexed(mut self) -> Result<(Vec<(BlobId, Location)>, WriterStats)> {
+        self.seal_pack()?;
+        self.finished = true;
+        Ok((std::mem::take(&mut self.sealed), self.stats))
+    }
+}
+
+impl Drop for RepoWriter<'_> {
+    /// A writer dropped before [`RepoWriter::finish`] (an error, a full
+    /// vault) removes the packs it sealed: no index names them, so nothing
+    /// can use them, and a failed backup must give its space back.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        for id in &self.sealed_packs {
+            let p = super::pack::pack_path(&self.repo.dir, id);
+            if let Err(e) = fs::remove_file(&p) {
+                log::warn!(
+                    "vault {}: cannot remove unused pack {}: {e}",
+                    self.repo.vault,
+                    p.display()
+                );
+            }
+        }
     }
 }
 

@@ -1,0 +1,394 @@
+//! Backup policies: create, update, delete, apply, remove, and one pass of
+//! the scheduler (`run_due`), which backs up the vaults whose time points
+//! came, applies retention to their automatic backups, and prunes.
+//!
+//! A pass is cheap when nothing is due; the mount daemon runs one every 30
+//! seconds and `cbrfs policy run-due` runs one for cron or a systemd timer.
+//! Passes are serialised by `STORE/scheduler.lock`, and each vault records
+//! the last instant a pass looked at (`vaults/<v>/policy-state.json`), so a
+//! time point runs once however many schedulers there are.
+
+use super::backup::{self, BackupOptions};
+use super::prune;
+use crate::catalog::{self, PolicyConfig, Store};
+use crate::error::{Error, Kind, Result};
+use crate::fsutil::{self, Flock};
+use crate::model::Origin;
+use crate::retention::{Candidate, Retention, RetentionArgs};
+use crate::rules;
+use crate::schedule::{self, Schedule};
+use crate::tasks;
+use serde::{Deserialize, Serialize};
+
+/// Most policies in a store.
+pub const MAX_POLICIES: usize = 32;
+
+/// Settings of a policy, as the CLI gives them.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySpec {
+    /// RRULE schedules.
+    pub schedules: Vec<String>,
+    /// Retention (and the time zone).
+    pub retention: RetentionArgs,
+    /// Force a full backup after N incrementals (-1 never).
+    pub full_every: Option<i64>,
+    /// Disabled: no automatic backups.
+    pub disabled: bool,
+}
+
+/// Validate a policy's schedule and retention together.
+pub fn validate(p: &PolicyConfig) -> Result<(Schedule, Retention)> {
+    let retention = Retention::new(&p.retention)?;
+    let sched = Schedule::parse(&p.schedules, p.retention.timezone.as_deref())?.with_anchor(
+        jiff::Timestamp::from_nanosecond(p.created_ns as i128)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    );
+    Ok((sched, retention))
+}
+
+/// Create a policy (default name `policy_XXXX`).
+pub fn create(store: &Store, name: Option<String>, spec: PolicySpec) -> Result<PolicyConfig> {
+    let name = name.unwrap_or_else(|| format!("policy_{}", fsutil::random_suffix(4)));
+    rules::check_name("policy name", &name)?;
+    if spec.schedules.is_empty() {
+        return Err(Error::param("a policy needs at least one --schedule RRULE"));
+    }
+    let now = catalog::now_ns();
+    let p = PolicyConfig {
+        format: catalog::CATALOG_FORMAT,
+        name: name.clone(),
+        schedules: spec.schedules,
+        retention: spec.retention,
+        full_every: schedule::check_full_every(spec.full_every.unwrap_or(-1))?,
+        enabled: !spec.disabled,
+        created: catalog::ns_to_rfc3339(now),
+        created_ns: now,
+    };
+    validate(&p)?;
+    let _lock = store.lock()?;
+    let all = store.policies()?;
+    if all.iter().any(|x| x.name == name) {
+        return Err(Error::conflict(format!("policy {name:?} already exists")));
+    }
+    if all.len() >= MAX_POLICIES {
+        return Err(Error::param(format!(
+            "there are {MAX_POLICIES} policies, the most a store holds: delete one first"
+        ))
+        .code("BackupService.6001"));
+    }
+    store.save_policy(&p)?;
+    Ok(p)
+}
+
+/// Changes to a policy; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyUpdate {
+    /// Replace the schedules.
+    pub schedules: Option<Vec<String>>,
+    /// Replace the retention.
+    pub retention: Option<RetentionArgs>,
+    /// New full-every.
+    pub full_every: Option<i64>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+/// Update a policy.
+pub fn update(store: &Store, name: &str, u: PolicyUpdate) -> Result<PolicyConfig> {
+    let _lock = store.lock()?;
+    let mut p = store.policy(name)?;
+    if let Some(s) = u.schedules.filter(|s| !s.is_empty()) {
+        p.schedules = s;
+    }
+    if let Some(r) = u.retention {
+        p.retention = r;
+    }
+    if let Some(f) = u.full_every {
+        p.full_every = schedule::check_full_every(f)?;
+    }
+    if let Some(e) = u.enabled {
+        p.enabled = e;
+    }
+    validate(&p)?;
+    store.save_policy(&p)?;
+    Ok(p)
+}
+
+/// Delete a policy; vaults it was applied to keep their backups and lose
+/// the policy.
+pub fn delete(store: &Store, name: &str) -> Result<Vec<String>> {
+    let _lock = store.lock()?;
+    store.policy(name)?;
+    let mut freed = Vec::new();
+    for mut v in store.vaults()? {
+        if v.policy.as_deref() == Some(name) {
+            v.policy = None;
+            store.save_vault(&v)?;
+            freed.push(v.name);
+        }
+    }
+    store.delete_policy(name)?;
+    Ok(freed)
+}
+
+/// Apply a policy to a vault (one policy per vault).
+pub fn apply(store: &Store, policy: &str, vault: &str) -> Result<()> {
+    let _lock = store.lock()?;
+    store.policy(policy)?;
+    let mut v = store.vault(vault)?;
+    if let Some(old) = &v.policy {
+        if old != policy {
+            return Err(Error::conflict(format!(
+                "vault {vault} already has policy {old}: a vault takes one policy; 'cbrfs policy remove {vault}' first"
+            )));
+        }
+        return Ok(());
+    }
+    v.policy = Some(policy.to_string());
+    v.policy_applied_ns = catalog::now_ns();
+    store.save_vault(&v)?;
+    let _ = std::fs::remove_file(state_path(store, vault));
+    Ok(())
+}
+
+/// Remove a vault's policy.
+pub fn remove(store: &Store, vault: &str) -> Result<String> {
+    let _lock = store.lock()?;
+    let mut v = store.vault(vault)?;
+    let p = v.policy.take().ok_or_else(|| {
+        Error::not_found(format!("vault {vault} has no policy")).code("BackupService.6000")
+    })?;
+    store.save_vault(&v)?;
+    Ok(p)
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct State {
+    policy: String,
+    last_ns: i64,
+}
+
+fn state_path(store: &Store, vault: &str) -> std::path::PathBuf {
+    store.vault_dir(vault).join("policy-state.json")
+}
+
+/// What one pass did for one vault.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    /// The vault.
+    pub vault: String,
+    /// The policy.
+    pub policy: String,
+    /// The time point acted on.
+    pub point: String,
+    /// `backed up NAME`, `skipped: why`, `failed: why`.
+    pub outcome: String,
+    /// Backups deleted by retention.
+    pub expired: Vec<String>,
+    /// Bytes prune gave back.
+    pub freed: u64,
+}
+
+/// One scheduler pass at `now_ns`. Returns what it did; a pass another
+/// scheduler is running is skipped (empty report).
+pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
+    let Some(_pass) = Flock::try_lock(&store.root().join("scheduler.lock"), true)? else {
+        return Ok(Vec::new());
+    };
+    let now = jiff::Timestamp::from_nanosecond(now_ns as i128)
+        .map_err(|e| Error::invalid(format!("time {now_ns}: {e}")))?;
+    let mut out = Vec::new();
+    for v in store.vaults()? {
+        let Some(pname) = v.policy.clone() else {
+            continue;
+        };
+        let p = match store.policy(&pname) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("vault {}: {e}", v.name);
+                continue;
+            }
+        };
+        let state: State = std::fs::read(state_path(store, &v.name))
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .filter(|s: &State| s.policy == pname)
+            .unwrap_or_default();
+        // The first pass counts from when the policy was applied (or from
+        // just before `now` when `now` is earlier, as a simulated pass may be).
+        let from_ns = if state.last_ns > 0 {
+            state.last_ns
+        } else if v.policy_applied_ns < now_ns {
+            v.policy_applied_ns
+        } else {
+            now_ns - 1
+        };
+        let save_state = |last: i64| {
+            let s = State {
+                policy: pname.clone(),
+                last_ns: last,
+            };
+            let _ = fsutil::write_atomic(
+                &state_path(store, &v.name),
+                &serde_json::to_vec(&s).unwrap_or_default(),
+            );
+        };
+        if now_ns <= from_ns || !p.enabled {
+            save_state(now_ns.max(from_ns));
+            continue;
+        }
+        let (sched, retention) = match validate(&p) {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("policy {pname}: {e}");
+                continue;
+            }
+        };
+        let from = jiff::Timestamp::from_nanosecond(from_ns as i128).unwrap_or(now);
+        let points = sched.points_between(from, now);
+        let Some(last) = points.last().copied() else {
+            save_state(now_ns);
+            continue;
+        };
+        // Points the scheduler was not running for are recorded as missed;
+        // only the newest runs.
+        for missed in &points[..points.len() - 1] {
+            tasks::event(
+                store,
+                "backup",
+                &v.name,
+                "skipped",
+                format!("policy {pname}: time point {missed} was missed (no scheduler ran then)"),
+                missed.as_nanosecond() as i64,
+            );
+        }
+        let point_ns = last.as_nanosecond() as i64;
+        let report = run_point(store, &v.name, &p, &retention, point_ns);
+        save_state(now_ns);
+        out.push(report);
+    }
+    Ok(out)
+}
+
+/// Back up a vault for a policy's time point, then apply retention.
+fn run_point(
+    store: &Store,
+    vault: &str,
+    p: &PolicyConfig,
+    retention: &Retention,
+    at_ns: i64,
+) -> PassReport {
+    let mut report = PassReport {
+        vault: vault.to_string(),
+        policy: p.name.clone(),
+        point: catalog::ns_to_rfc3339(at_ns),
+        outcome: String::new(),
+        expired: Vec::new(),
+        freed: 0,
+    };
+    let full = full_due(store, vault, p.full_every);
+    let prepared = backup::prepare(
+        store,
+        vault,
+        BackupOptions {
+            origin: Some(Origin::Policy),
+            policy: Some(p.name.clone()),
+            full,
+            at_ns: Some(at_ns),
+            description: format!("policy {}", p.name),
+            ..Default::default()
+        },
+    );
+    let prepared = match prepared {
+        Ok(x) => x,
+        Err(e) if e.kind() == Kind::Busy => {
+            let why = format!(
+                "policy {}: time point skipped: the vault's previous backup is still running",
+                p.name
+            );
+            tasks::event(store, "backup", vault, "skipped", why.clone(), at_ns);
+            report.outcome = format!("skipped: {why}");
+            return report;
+        }
+        Err(e) => {
+            backup::record_refusal(store, vault, None, &e, at_ns);
+            report.outcome = format!("failed: {e}");
+            return report;
+        }
+    };
+    let name = prepared.name().to_string();
+    match prepared.run() {
+        Ok(_) => report.outcome = format!("backed up {name}"),
+        Err(e) => {
+            report.outcome = format!("failed: {e}");
+            return report;
+        }
+    }
+    match expire(store, vault, retention, at_ns) {
+        Ok((gone, freed)) => {
+            report.expired = gone;
+            report.freed = freed;
+        }
+        Err(e) => log::warn!("vault {vault}: retention: {e}"),
+    }
+    report
+}
+
+/// True if the next automatic backup must be full: `full_every`
+/// incrementals have been taken since the last full one.
+fn full_due(store: &Store, vault: &str, full_every: i32) -> bool {
+    let records = backup::latest_records(store, vault);
+    let since_full = records.iter().rev().take_while(|r| !r.full).count() as u64;
+    !records.is_empty() && schedule::full_backup_due(full_every, since_full)
+}
+
+/// Apply retention to a vault's automatic backups at `now_ns`; prune if
+/// any was deleted. Returns the deleted names and the bytes freed.
+pub fn expire(
+    store: &Store,
+    vault: &str,
+    retention: &Retention,
+    now_ns: i64,
+) -> Result<(Vec<String>, u64)> {
+    let candidates: Vec<Candidate> = backup::latest_records(store, vault)
+        .iter()
+        .map(|r| Candidate {
+            name: r.name.clone(),
+            created: jiff::Timestamp::from_nanosecond(r.started_ns as i128)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            automatic: r.origin == Origin::Policy,
+        })
+        .collect();
+    let busy = Flock::try_lock(&store.vault_dir(vault).join("backup.lock"), true)?.is_none();
+    let now =
+        jiff::Timestamp::from_nanosecond(now_ns as i128).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let sel = retention.select(&candidates, now, busy);
+    let mut gone = Vec::new();
+    for name in &sel.delete {
+        let t = tasks::start(store, "delete_backup", vault, None, Some(name), now_ns);
+        let r = store.delete_backup(vault, name);
+        let ok = r.is_ok();
+        t.finish(&r);
+        if ok {
+            gone.push(name.clone());
+        }
+    }
+    let mut freed = 0;
+    if !gone.is_empty() {
+        let t = tasks::start(store, "prune", vault, None, None, now_ns);
+        let r = prune::prune(store, vault, false, prune::REPACK_THRESHOLD);
+        if let Ok(rep) = &r {
+            freed = rep.bytes_before.saturating_sub(rep.bytes_after);
+        }
+        t.finish(&r);
+    }
+    if !gone.is_empty() {
+        let msg = format!(
+            "retention expired {} backups: {}",
+            gone.len(),
+            gone.join(", ")
+        );
+        tasks::event(store, "retention", vault, "success", msg, now_ns);
+    }
+    Ok((gone, freed))
+}

@@ -1,0 +1,262 @@
+//! Prune: give back the space of deleted backups. Packs no backup uses are
+//! removed; packs mostly unused are rewritten (their live blobs copied into
+//! new packs) and removed.
+//!
+//! # What may run beside what
+//!
+//! | running \ beside | mount reads                 | backup (CLI, mkdir, policy) | prune |
+//! |------------------|-----------------------------|-----------------------------|-------|
+//! | prune            | yes (1)                     | no: both take `backup.lock` exclusively; the second is refused (BackupService.6125) | no (same lock) |
+//!
+//! (1) Why reads stay correct: prune writes the new packs and then one new
+//! index naming every live blob, durably, before it removes any old index
+//! or pack. A reader that mapped a pack keeps a valid mapping after the
+//! unlink (packs are never truncated). A reader whose mapped index names a
+//! pack prune removed fails to open it, re-lists the indexes and finds the
+//! blob in the new index ([`crate::store::Repo::read_at`]). Every blob read
+//! is verified against its id, so no path returns wrong bytes.
+//!
+//! Why no chunk a backup counts on disappears: a backup holds `backup.lock`
+//! from before it looks up its first blob until its record is written, and
+//! prune runs only while holding the same lock, after the last record is
+//! written. A crash of prune at any instant leaves every blob findable:
+//! before the new index, the old ones still name the old packs; after it,
+//! the old indexes only duplicate entries; leftover packs are removed by
+//! the next prune.
+
+use crate::catalog::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::model::{self, BackupRecord, Content, NodeKind};
+use crate::store::{index, BlobId, Location, Repo, RepoWriter};
+use std::collections::{HashMap, HashSet};
+
+/// Default: rewrite a pack when less than this share (%) of it is live.
+pub const REPACK_THRESHOLD: u8 = 50;
+
+/// Add every blob backup `rec` uses (trees, chunk lists, chunks) to `out`.
+/// Trees in `seen` were walked already (by this or another backup).
+pub fn backup_blobs(
+    repo: &Repo,
+    rec: &BackupRecord,
+    seen: &mut HashSet<BlobId>,
+    out: &mut HashSet<BlobId>,
+) -> Result<()> {
+    for part in &rec.resources {
+        let mut stack = vec![part.root];
+        // The root node of a disk or server is in its tree; a directory
+        // resource's own node only points at the root.
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            out.insert(id);
+            let tree = model::decode_tree(&repo.read_blob(&id)?)
+                .map_err(|e| e.context(format!("vault {}, backup {}", rec.vault, rec.name)))?;
+            for n in &tree.entries {
+                match n.kind {
+                    NodeKind::Dir => stack.extend(n.subtree),
+                    NodeKind::File => match &n.content {
+                        Content::None => {}
+                        Content::Chunks(cs) => out.extend(cs.iter().map(|c| c.id)),
+                        Content::Lists(ls) => {
+                            for l in ls {
+                                out.insert(l.id);
+                                for c in super::reader::load_list(repo, l)? {
+                                    out.insert(c.id);
+                                }
+                            }
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every indexed blob with one location each (the first index wins), and
+/// the index files read.
+fn indexed(repo: &Repo) -> (HashMap<BlobId, Location>, Vec<std::path::PathBuf>) {
+    let mut map = HashMap::new();
+    let mut files = Vec::new();
+    for idx in repo.indexes() {
+        files.push(idx.path().to_path_buf());
+        for (id, loc) in idx.iter() {
+            map.entry(id).or_insert(loc);
+        }
+    }
+    (map, files)
+}
+
+/// What prune did (or would do, with `dry_run`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PruneReport {
+    /// The vault.
+    pub vault: String,
+    /// Backups whose blobs were kept.
+    pub backups: usize,
+    /// Packs removed whole.
+    pub packs_removed: usize,
+    /// Packs rewritten.
+    pub packs_rewritten: usize,
+    /// Packs no index named (left by a failed or killed backup), removed.
+    pub orphan_packs: usize,
+    /// Blobs no backup uses, dropped.
+    pub blobs_removed: u64,
+    /// Live blobs copied into new packs.
+    pub blobs_moved: u64,
+    /// Bytes the vault took before.
+    pub bytes_before: u64,
+    /// Bytes it takes after.
+    pub bytes_after: u64,
+    /// True if nothing was changed.
+    pub dry_run: bool,
+}
+
+/// Prune vault `vault`. Refuses to run beside a backup, and refuses when a
+/// backup cannot be read (it could not tell which blobs that backup needs).
+pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result<PruneReport> {
+    if threshold > 100 {
+        return Err(Error::param(format!(
+            "repack threshold {threshold} is out of range: 0 to 100 (%)"
+        )));
+    }
+    store.vault(vault)?;
+    let _lock = store.try_backup_lock(vault)?;
+    let repo = store.repo(vault)?;
+    if !dry_run {
+        repo.remove_stale_temps()?;
+    }
+    let mut report = PruneReport {
+        vault: vault.to_string(),
+        dry_run,
+        bytes_before: repo.used_bytes()?,
+        ..Default::default()
+    };
+    let mut live = HashSet::new();
+    let mut seen = HashSet::new();
+    for rec in store.backups(vault)? {
+        let rec = rec.map_err(|e| {
+            e.context(format!(
+                "prune of vault {vault} refused: a backup record cannot be read (run 'cbrfs check')"
+            ))
+        })?;
+        backup_blobs(&repo, &rec, &mut seen, &mut live).map_err(|e| {
+            e.context(format!(
+                "prune of vault {vault} refused: backup {} cannot be read (run 'cbrfs check')",
+                rec.name
+            ))
+        })?;
+        report.backups += 1;
+    }
+    let (locations, index_files) = indexed(&repo);
+    // Live and total bytes per indexed pack.
+    let mut per_pack: HashMap<BlobId, (u64, Vec<(BlobId, Location)>)> = HashMap::new();
+    for (id, loc) in &locations {
+        let e = per_pack.entry(loc.pack).or_default();
+        if live.contains(id) {
+            e.0 += loc.stored_len as u64;
+            e.1.push((*id, *loc));
+        } else {
+            report.blobs_removed += 1;
+        }
+    }
+    let on_disk: HashMap<BlobId, u64> = repo.list_packs()?.into_iter().collect();
+    let mut remove: Vec<BlobId> = Vec::new();
+    let mut rewrite: Vec<BlobId> = Vec::new();
+    let mut keep_entries: Vec<(BlobId, Location)> = Vec::new();
+    for (pack, size) in &on_disk {
+        match per_pack.get(pack) {
+            None => {
+                report.orphan_packs += 1;
+                remove.push(*pack);
+            }
+            Some((0, _)) => {
+                report.packs_removed += 1;
+                remove.push(*pack);
+            }
+            Some((live_bytes, entries)) => {
+                if (*live_bytes as u128) * 100 < (*size as u128) * threshold as u128 {
+                    report.packs_rewritten += 1;
+                    rewrite.push(*pack);
+                } else {
+                    keep_entries.extend(entries.iter().copied());
+                }
+            }
+        }
+    }
+    if dry_run {
+        let freed: u64 = remove.iter().map(|p| on_disk[p]).sum::<u64>()
+            + rewrite
+                .iter()
+                .map(|p| on_disk[p] - per_pack[p].0)
+                .sum::<u64>();
+        report.bytes_after = report.bytes_before.saturating_sub(freed);
+        report.blobs_moved = rewrite.iter().map(|p| per_pack[p].1.len() as u64).sum();
+        return Ok(report);
+    }
+    let nothing_to_do = remove.is_empty() && rewrite.is_empty() && report.blobs_removed == 0;
+    if nothing_to_do && index_files.len() <= 1 {
+        report.bytes_after = report.bytes_before;
+        return Ok(report);
+    }
+    // 1. Copy the live blobs of mostly dead packs into new packs.
+    let cfg = store.vault(vault)?;
+    let mut writer = RepoWriter::new(&repo, cfg.compress());
+    for p in &rewrite {
+        for (id, loc) in &per_pack[p].1 {
+            let data = repo.read_at(id, loc)?;
+            writer.copy(*id, loc.kind, &data)?;
+            report.blobs_moved += 1;
+        }
+    }
+    let (moved, _) = writer.finish_unindexed()?;
+    keep_entries.extend(moved);
+    // 2. One index of every live blob, durable before anything goes.
+    let new_index = index::write_index(repo.dir(), keep_entries)?;
+    // 3. The old indexes, then the dead packs.
+    for f in &index_files {
+        if *f != new_index {
+            std::fs::remove_file(f).ctx(|| format!("remove index {}", f.display()))?;
+        }
+    }
+    crate::fsutil::sync_dir(&repo.dir().join("index"))?;
+    for p in remove.iter().chain(rewrite.iter()) {
+        let path = crate::store::pack::pack_path(repo.dir(), p);
+        std::fs::remove_file(&path).ctx(|| format!("remove pack {}", path.display()))?;
+    }
+    repo.refresh()?;
+    repo.drop_pack_cache();
+    report.bytes_after = repo.used_bytes()?;
+    Ok(report)
+}
+
+/// For each backup of a vault, the stored bytes only it uses: what
+/// deleting it (and pruning) would free. Oldest first.
+pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>> {
+    let repo = store.repo(vault)?;
+    let (locations, _) = indexed(&repo);
+    let mut sets = Vec::new();
+    let mut count: HashMap<BlobId, u32> = HashMap::new();
+    for rec in store.backups(vault)?.into_iter().flatten() {
+        let mut set = HashSet::new();
+        backup_blobs(&repo, &rec, &mut HashSet::new(), &mut set)?;
+        for id in &set {
+            *count.entry(*id).or_default() += 1;
+        }
+        sets.push((rec.name.clone(), set));
+    }
+    Ok(sets
+        .into_iter()
+        .map(|(name, set)| {
+            let bytes = set
+                .iter()
+                .filter(|id| count.get(id) == Some(&1))
+                .filter_map(|id| locations.get(id))
+                .map(|l| l.stored_len as u64)
+                .sum();
+            (name, bytes)
+        })
+        .collect())
+}

@@ -1,0 +1,248 @@
+//! The task log: one record per operation (backup, restore, backup delete,
+//! prune, vault delete, resource removal, policy run), as CBR keeps tasks.
+//! Each is `STORE/tasks/<id>.json`, rewritten atomically as it progresses;
+//! records older than 30 days are removed when a new task starts.
+//!
+//! A running task names its process; a task whose process is gone is shown
+//! as failed, so a killed backup never stays "running" forever.
+
+use crate::catalog::{self, Store};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How long task records are kept.
+pub const KEEP_DAYS: i64 = 30;
+
+/// Task types, as `task list --type` takes them.
+pub const TYPES: &[&str] = &[
+    "backup",
+    "restore",
+    "delete_backup",
+    "prune",
+    "delete_vault",
+    "remove_resource",
+    "retention",
+    "capacity",
+];
+
+/// Task states, as `task list --status` takes them.
+pub const STATES: &[&str] = &[
+    "waiting", "running", "success", "failed", "skipped", "timeout",
+];
+
+/// One task.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Id: start time and a random suffix, sortable.
+    pub id: String,
+    /// One of [`TYPES`].
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// The vault.
+    pub vault: String,
+    /// The resource, if one.
+    pub resource: Option<String>,
+    /// The backup, if one.
+    pub backup: Option<String>,
+    /// One of [`STATES`].
+    pub status: String,
+    /// 0–100.
+    pub progress: u8,
+    /// Start, RFC 3339.
+    pub started: String,
+    /// Start, ns since the epoch (for sorting and `--since`).
+    pub started_ns: i64,
+    /// End, RFC 3339.
+    pub ended: Option<String>,
+    /// CBR error code, when it failed.
+    pub error_code: Option<String>,
+    /// What went wrong, or what happened (skipped, warnings).
+    pub message: Option<String>,
+    /// Process running it.
+    pub pid: u32,
+}
+
+fn dir(store: &Store) -> PathBuf {
+    store.root().join("tasks")
+}
+
+fn save(store: &Store, t: &Task) -> Result<()> {
+    fsutil::create_dir_all(&dir(store))?;
+    let json = serde_json::to_vec_pretty(t).unwrap_or_default();
+    fsutil::write_atomic(&dir(store).join(format!("{}.json", t.id)), &json)
+}
+
+/// A task being recorded: start it, update its progress, end it.
+pub struct TaskHandle {
+    store: Store,
+    task: Task,
+}
+
+/// Start a task (status `running`) at time `at_ns` (now, or a policy
+/// pass's `--now`).
+pub fn start(
+    store: &Store,
+    task_type: &str,
+    vault: &str,
+    resource: Option<&str>,
+    backup: Option<&str>,
+    at_ns: i64,
+) -> TaskHandle {
+    purge(store, at_ns);
+    let ts = jiff::Timestamp::from_nanosecond(at_ns as i128).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let id = format!(
+        "{}-{}",
+        ts.strftime("%Y%m%dT%H%M%S"),
+        fsutil::random_suffix(6)
+    );
+    let task = Task {
+        id,
+        task_type: task_type.to_string(),
+        vault: vault.to_string(),
+        resource: resource.map(str::to_string),
+        backup: backup.map(str::to_string),
+        status: "running".into(),
+        progress: 0,
+        started: catalog::ns_to_rfc3339(at_ns),
+        started_ns: at_ns,
+        ended: None,
+        error_code: None,
+        message: None,
+        pid: std::process::id(),
+    };
+    let h = TaskHandle {
+        store: store.clone(),
+        task,
+    };
+    if let Err(e) = save(store, &h.task) {
+        log::warn!("task log: {e}");
+    }
+    h
+}
+
+impl TaskHandle {
+    /// The task's id.
+    pub fn id(&self) -> &str {
+        &self.task.id
+    }
+    /// Record progress (0–100).
+    pub fn progress(&mut self, p: u8) {
+        if p != self.task.progress {
+            self.task.progress = p.min(100);
+            let _ = save(&self.store, &self.task);
+        }
+    }
+    /// Name the backup (known only once it is accepted).
+    pub fn set_backup(&mut self, b: &str) {
+        self.task.backup = Some(b.to_string());
+        let _ = save(&self.store, &self.task);
+    }
+    /// End successfully, with an optional note.
+    pub fn success(mut self, note: Option<String>) {
+        self.task.status = "success".into();
+        self.task.progress = 100;
+        self.task.message = note;
+        self.end();
+    }
+    /// End as skipped, saying why.
+    pub fn skipped(mut self, why: String) {
+        self.task.status = "skipped".into();
+        self.task.message = Some(why);
+        self.end();
+    }
+    /// End as failed with the error.
+    pub fn failed(mut self, e: &Error) {
+        self.task.status = "failed".into();
+        self.task.error_code = e.cbr_code().map(str::to_string);
+        self.task.message = Some(e.to_string());
+        self.end();
+    }
+    /// End from a result.
+    pub fn finish<T>(self, r: &Result<T>) {
+        match r {
+            Ok(_) => self.success(None),
+            Err(e) => self.failed(e),
+        }
+    }
+    fn end(&mut self) {
+        self.task.ended = Some(catalog::now_rfc3339());
+        if let Err(e) = save(&self.store, &self.task) {
+            log::warn!("task log: {e}");
+        }
+    }
+}
+
+/// Record a task that has already ended (an event: a skipped time point, a
+/// capacity warning).
+pub fn event(
+    store: &Store,
+    task_type: &str,
+    vault: &str,
+    status: &str,
+    message: String,
+    at_ns: i64,
+) {
+    let mut h = start(store, task_type, vault, None, None, at_ns);
+    h.task.status = status.to_string();
+    h.task.progress = 100;
+    h.task.message = Some(message);
+    h.end();
+}
+
+/// Every task, newest first. A running task whose process is gone is shown
+/// as failed.
+pub fn list(store: &Store) -> Result<Vec<Task>> {
+    let d = dir(store);
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&d) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(format!("list {}", d.display()), e)),
+    };
+    for ent in rd {
+        let ent = ent.ctx(|| format!("list {}", d.display()))?;
+        let name = ent.file_name().to_string_lossy().to_string();
+        if !name.ends_with(".json") || name.starts_with('.') {
+            continue;
+        }
+        let Ok(data) = std::fs::read(ent.path()) else {
+            continue;
+        };
+        let Ok(mut t) = serde_json::from_slice::<Task>(&data) else {
+            log::warn!("task log: {} is damaged", ent.path().display());
+            continue;
+        };
+        if t.status == "running" && !crate::engine::status::alive(t.pid) {
+            t.status = "failed".into();
+            t.message = Some(format!(
+                "its process {} ended before the task did (killed or crashed)",
+                t.pid
+            ));
+        }
+        out.push(t);
+    }
+    out.sort_by(|a, b| (b.started_ns, &b.id).cmp(&(a.started_ns, &a.id)));
+    Ok(out)
+}
+
+/// The task `id`.
+pub fn get(store: &Store, id: &str) -> Result<Task> {
+    list(store)?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| Error::not_found(format!("task {id:?} does not exist")))
+}
+
+/// Remove records older than [`KEEP_DAYS`] before `now_ns`.
+fn purge(store: &Store, now_ns: i64) {
+    let limit = now_ns - KEEP_DAYS * 86_400 * 1_000_000_000;
+    let Ok(tasks) = list(store) else { return };
+    for t in tasks
+        .iter()
+        .filter(|t| t.started_ns < limit && t.status != "running")
+    {
+        let _ = std::fs::remove_file(dir(store).join(format!("{}.json", t.id)));
+    }
+}
