@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Incremental backups: an unchanged tree is not read again and adds
+# (almost) nothing; after one file changes only that file is read; --full
+# reads everything yet stores almost nothing new (deduplication).
+. "$(dirname "$0")/lib.sh"
+
+S=$T/src
+mkdir -p "$S/d1/d2" "$S/d3"
+note "making 61 files of 0 bytes to 2 MB under $S"
+nfiles=0
+for i in $(seq 1 20); do
+	random_file "$S/f$i" $((i * 100000))
+	random_file "$S/d1/g$i" $((i * 37))
+	printf 'small %d\n' "$i" >"$S/d1/d2/h$i"
+	nfiles=$((nfiles + 3))
+done
+: >"$S/d3/empty"
+nfiles=$((nfiles + 1))
+ln -s f1 "$S/link"
+total=$(find "$S" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+note "$nfiles files, $total bytes"
+
+expect_ok cbrfs vault create inc --type filesystem --capacity 10
+expect_ok cbrfs vault associate inc --path "$S"
+
+# backup NAME [ARGS...]: take a backup with --json; its JSON is in $T/NAME.json.
+backup() {
+	local name=$1
+	shift
+	expect_ok cbrfs backup create inc --name "$name" --json "$@"
+	cp "$T/.out" "$T/$name.json"
+}
+stat_of() { json_get "$T/$1.json" "j[\"stats\"][\"$2\"]"; }
+
+note "b1: the first backup, full"
+backup b1
+expect_eq "b1 type" "$(json_get "$T/b1.json" 'j["type"]')" full
+expect_eq "b1 files_new" "$(stat_of b1 files_new)" "$nfiles"
+expect_eq "b1 bytes_read" "$(stat_of b1 bytes_read)" "$total"
+added1=$(stat_of b1 bytes_added)
+if [ "$added1" -ge "$total" ]; then
+	pass "b1 added $added1 bytes for $total bytes of random data"
+else
+	fail "b1 added $added1 bytes, less than the $total bytes of incompressible data it holds"
+fi
+
+note "b2: nothing changed"
+backup b2
+expect_eq "b2 type" "$(json_get "$T/b2.json" 'j["type"]')" incremental
+expect_eq "b2 bytes_read (unchanged tree)" "$(stat_of b2 bytes_read)" 0
+expect_eq "b2 files_unchanged" "$(stat_of b2 files_unchanged)" "$nfiles"
+expect_eq "b2 files_changed" "$(stat_of b2 files_changed)" 0
+expect_eq "b2 files_new" "$(stat_of b2 files_new)" 0
+added2=$(stat_of b2 bytes_added)
+if [ "$added2" -le 4096 ]; then
+	pass "b2 added $added2 bytes for an unchanged tree"
+else
+	fail "b2 added $added2 bytes for an unchanged tree (expected almost nothing)"
+fi
+
+note "b3: one file rewritten in place with new bytes of the same size"
+changed=$S/f13
+size=$(file_size "$changed")
+random_file "$changed" "$size"
+backup b3
+expect_eq "b3 files_changed" "$(stat_of b3 files_changed)" 1
+expect_eq "b3 bytes_read (the changed file's size)" "$(stat_of b3 bytes_read)" "$size"
+expect_eq "b3 files_unchanged" "$(stat_of b3 files_unchanged)" $((nfiles - 1))
+added3=$(stat_of b3 bytes_added)
+if [ "$added3" -lt $((size + 64 * 1024)) ]; then
+	pass "b3 added $added3 bytes for a $size-byte change"
+else
+	fail "b3 added $added3 bytes for a $size-byte change"
+fi
+
+note "b4: one file changed by metadata only (chmod): read again, nothing new stored"
+chmod 0640 "$S/f5"
+backup b4
+expect_eq "b4 files_changed" "$(stat_of b4 files_changed)" 1
+expect_eq "b4 bytes_read" "$(stat_of b4 bytes_read)" 500000
+added4=$(stat_of b4 bytes_added)
+if [ "$added4" -lt 65536 ]; then
+	pass "b4 added $added4 bytes (the data deduplicated; trees only)"
+else
+	fail "b4 added $added4 bytes for a chmod"
+fi
+
+note "b5: --full reads every byte again and stores almost nothing"
+backup b5 --full
+expect_eq "b5 type" "$(json_get "$T/b5.json" 'j["type"]')" full
+expect_eq "b5 bytes_read (everything)" "$(stat_of b5 bytes_read)" "$total"
+expect_eq "b5 files_unchanged (a full backup trusts nothing)" "$(stat_of b5 files_unchanged)" 0
+added5=$(stat_of b5 bytes_added)
+if [ "$added5" -le 4096 ]; then
+	pass "b5 (--full) added $added5 bytes: everything deduplicated"
+else
+	fail "b5 (--full) added $added5 bytes for an unchanged tree"
+fi
+
+note "b6: after --full, incremental again"
+backup b6
+expect_eq "b6 bytes_read" "$(stat_of b6 bytes_read)" 0
+expect_eq "b6 type" "$(json_get "$T/b6.json" 'j["type"]')" incremental
+
+note "the newest and the oldest backup restore as the trees they saw: b6 and b1"
+expect_ok cbrfs restore inc b6 --to "$T/r6"
+if out=$(treecmp "$S" "$T/r6"); then pass "restore of b6 is the source"; else fail "restore of b6: $out"; fi
+expect_ok cbrfs restore inc b1 --to "$T/r1"
+if cmp -s "$T/r1/f13" "$changed"; then
+	fail "restore of b1 has the rewritten f13 (it must have the old bytes)"
+else
+	pass "restore of b1 has the old f13"
+fi
+if out=$(treecmp "$S" "$T/r1" --exclude f13 --exclude f5 2>&1); then
+	pass "restore of b1 matches the source but for the two files changed since"
+else
+	fail "restore of b1: $out"
+fi
