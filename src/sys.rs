@@ -228,6 +228,13 @@ pub fn mknod_at(dir: &OwnedFd, name: &[u8], mode: u32, rdev: u64) -> io::Result<
     .map(|_| ())
 }
 
+/// Remove the file `name` in `dir` (not a directory).
+pub fn unlink_at(dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }).map(|_| ())
+}
+
 /// Hard-link `old` (relative to `old_dir`) as `name` in `dir`, not following
 /// a final symlink.
 pub fn link_at(old_dir: &OwnedFd, old: &[u8], dir: &OwnedFd, name: &[u8]) -> io::Result<()> {

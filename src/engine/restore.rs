@@ -471,9 +471,18 @@ impl<'a> Restorer<'a> {
             }
             NodeKind::File => {
                 let f = sys::create_file_at(dir, name).ctx(|| format!("{}: create", path()))?;
-                let result = self.write_file(&f, n, rel);
-                f.set_len(n.size).ctx(|| format!("{}: set size", path()))?;
-                result?;
+                let result = self
+                    .write_file(&f, n, rel)
+                    .and_then(|()| f.set_len(n.size).ctx(|| format!("{}: set size", path())));
+                if let Err(e) = result {
+                    // A file whose data could not all be restored is removed,
+                    // not left at full size with zeros where the damaged or
+                    // unwritten chunks belong: restore never shows wrong
+                    // bytes as a file's content. The error names the file.
+                    drop(f);
+                    let _ = sys::unlink_at(dir, name);
+                    return Err(e.context("not restored"));
+                }
                 self.stats.files += 1;
             }
             NodeKind::Symlink => {
