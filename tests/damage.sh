@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Damage: one flipped byte in a pack is found by `check --read-data`, which
+# names the backup and the file it hits and no other backup; restore of
+# that backup fails naming the file and never writes wrong bytes; the older
+# backup restores intact. A truncated or missing pack is found as well.
+. "$(dirname "$0")/lib.sh"
+
+S=$T/src
+V=dmg
+mkdir -p "$S/d/e"
+random_file "$S/base.bin" $((2 << 20))
+random_file "$S/d/e/deep.bin" 300000
+printf 'small\n' >"$S/d/small"
+ln -s base.bin "$S/link"
+
+expect_ok cbrfs vault create $V --type filesystem --capacity 10
+expect_ok cbrfs vault associate $V --path "$S" --name src
+expect_ok cbrfs backup create $V --name b1
+expect_ok cbrfs restore $V b1 --to "$T/r1-ref"
+if out=$(treecmp "$S" "$T/r1-ref"); then pass "b1 restores as the source"; else fail "b1 before damage: $out"; fi
+
+note "b2 adds unique.bin (3 MB of new random bytes): its data lands in the newest pack"
+random_file "$S/unique.bin" $((3 << 20))
+expect_ok cbrfs backup create $V --name b2
+PACKS=$STORE/vaults/$V/packs
+# shellcheck disable=SC2012 # pack names are hex, ls -t is safe here
+PACK=$(ls -t "$PACKS"/*/*.pack | head -n 1)
+[ -f "$PACK" ] || die "no pack under $PACKS"
+note "newest pack: ${PACK#"$STORE"/}"
+cp -p "$PACK" "$T/pack.orig"
+
+# Where the file's bytes sit in the pack: random data does not compress, so
+# it is stored as is; find a 64-byte run from the middle of the file.
+OFF=$(python3 - "$PACK" "$S/unique.bin" <<'EOF'
+import sys
+pack = open(sys.argv[1], "rb").read()
+data = open(sys.argv[2], "rb").read()
+needle = data[1500000:1500064]
+at = pack.find(needle)
+print(at)
+EOF
+)
+PACK_SIZE=$(file_size "$PACK")
+if [ "$OFF" -gt 16 ] && [ "$OFF" -lt $((PACK_SIZE - 32 - 36)) ]; then
+	pass "unique.bin's bytes are in the newest pack at offset $OFF of $PACK_SIZE (inside the blob area)"
+else
+	die "unique.bin's bytes not found inside the newest pack's blob area (offset $OFF, size $PACK_SIZE)"
+fi
+
+# flip FILE OFFSET: invert one byte in place.
+flip() {
+	python3 - "$1" "$2" <<'EOF'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2]))
+    b = f.read(1)
+    f.seek(int(sys.argv[2]))
+    f.write(bytes([b[0] ^ 0xFF]))
+EOF
+}
+
+note "flipping the byte at offset $OFF of the pack"
+flip "$PACK" "$OFF"
+
+# ---- check ----
+expect_exit 1 '' -- cbrfs check $V --read-data
+all="$OUT
+$ERR"
+if printf '%s\n' "$all" | grep -q 'backup b2.*unique\.bin'; then
+	pass "check --read-data names backup b2 and unique.bin"
+else
+	fail "check --read-data does not name b2's unique.bin: $all"
+fi
+if printf '%s\n' "$all" | grep -Eq 'damaged backup: b2$'; then
+	pass "check --read-data lists b2 as damaged"
+else
+	fail "check --read-data does not list b2 as damaged: $all"
+fi
+if printf '%s\n' "$all" | grep -Eq 'backup b1\b|damaged backup: b1$'; then
+	fail "check --read-data blames b1, which does not use the damaged blob: $all"
+else
+	pass "check --read-data does not blame b1"
+fi
+expect_exit 1 '' -- cbrfs check --read-data --json
+if python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+v = [x for x in r if x["vault"] == "dmg"][0]
+sys.exit(0 if v["damaged_backups"] == ["b2"] and v["problems"] else 1)' "$T/.out"; then
+	pass "check --json lists exactly b2 as damaged"
+else
+	fail "check --json: $OUT"
+fi
+
+# ---- restore of the damaged backup ----
+expect_exit 1 'unique\.bin' -- cbrfs restore $V b2 --to "$T/r2"
+if [ ! -e "$T/r2/unique.bin" ]; then
+	pass "restore of b2 left no unique.bin with wrong bytes (it is absent)"
+elif python3 - "$T/r2/unique.bin" "$S/unique.bin" <<'EOF'; then
+import sys
+got = open(sys.argv[1], "rb").read()
+want = open(sys.argv[2], "rb").read()
+sys.exit(0 if want.startswith(got) else 1)
+EOF
+	pass "restore of b2 wrote only correct bytes to unique.bin ($(file_size "$T/r2/unique.bin") of $(file_size "$S/unique.bin"))"
+else
+	fail "restore of b2 wrote wrong bytes to unique.bin: $(cmp "$T/r2/unique.bin" "$S/unique.bin" 2>&1 | head -1)"
+fi
+if out=$(treecmp "$S" "$T/r2" --exclude unique.bin --ignore-root-mtime); then
+	pass "restore of b2 restored every undamaged entry"
+else
+	fail "restore of b2, undamaged entries: $out"
+fi
+
+# ---- the older backup is untouched ----
+expect_ok cbrfs restore $V b1 --to "$T/r1"
+if out=$(treecmp "$T/r1-ref" "$T/r1"); then pass "b1 still restores intact"; else fail "b1 after damage: $out"; fi
+
+# ---- repair: the original pack makes everything good again ----
+cp -p "$T/pack.orig" "$PACK"
+expect_ok cbrfs check $V --read-data
+expect_ok cbrfs restore $V b2 --to "$T/r2-good"
+if out=$(treecmp "$S" "$T/r2-good"); then pass "with the pack put back b2 restores whole"; else fail "b2 with the pack put back: $out"; fi
+
+# ---- truncated and missing packs ----
+# expect_damaged_b2 WHAT: check (structure only) and check --read-data fail
+# naming b2 and not b1; restore of b2 fails; b1 restores intact.
+expect_damaged_b2() {
+	local what=$1 mode
+	for mode in "" --read-data; do
+		expect_exit 1 '' -- cbrfs check $V $mode
+		local all="$OUT
+$ERR"
+		if printf '%s\n' "$all" | grep -Eq 'damaged backup: b2$' &&
+			! printf '%s\n' "$all" | grep -Eq 'damaged backup: b1$|backup b1\b'; then
+			pass "check $mode finds $what and blames b2 only"
+		else
+			fail "check $mode with $what: $all"
+		fi
+	done
+	rm -rf "$T/r2-bad" "$T/r1-bad"
+	expect_exit 1 'b2|unique\.bin' -- cbrfs restore $V b2 --to "$T/r2-bad"
+	if [ -e "$T/r2-bad/unique.bin" ] && ! cmp -s "$T/r2-bad/unique.bin" "$S/unique.bin"; then
+		python3 -c 'import sys; a=open(sys.argv[1],"rb").read(); b=open(sys.argv[2],"rb").read(); sys.exit(0 if b.startswith(a) else 1)' \
+			"$T/r2-bad/unique.bin" "$S/unique.bin" ||
+			fail "restore of b2 with $what wrote wrong bytes to unique.bin"
+	fi
+	expect_ok cbrfs restore $V b1 --to "$T/r1-bad"
+	if out=$(treecmp "$T/r1-ref" "$T/r1-bad"); then pass "b1 restores intact with $what"; else fail "b1 with $what: $out"; fi
+}
+
+note "truncating the pack by 100 bytes (into its trailer)"
+truncate -s $((PACK_SIZE - 100)) "$PACK"
+expect_damaged_b2 "a pack short of 100 bytes"
+
+note "truncating the pack to half its size"
+cp -p "$T/pack.orig" "$PACK"
+truncate -s $((PACK_SIZE / 2)) "$PACK"
+expect_damaged_b2 "a pack cut in half"
+
+note "removing the pack"
+rm -f "$PACK"
+expect_damaged_b2 "a missing pack"
+
+cp -p "$T/pack.orig" "$PACK"
+expect_ok cbrfs check --read-data
