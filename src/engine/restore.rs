@@ -417,9 +417,19 @@ impl<'a> Restorer<'a> {
         )
     }
 
+    /// Record a failure at `rel` whose message does not name the path yet.
+    /// Errors are returned to the caller, who prints them; logging them too
+    /// would show each one twice.
     fn fail(&mut self, rel: &[u8], e: impl std::fmt::Display) {
         let msg = format!("{}: {e}", self.display(rel));
-        log::error!("{msg}");
+        log::debug!("{msg}");
+        self.stats.errors.push(msg);
+    }
+
+    /// Record a failed entry; [`Restorer::entry`]'s errors name the path.
+    fn failed_entry(&mut self, e: Error) {
+        let msg = e.to_string();
+        log::debug!("{msg}");
         self.stats.errors.push(msg);
     }
 
@@ -444,7 +454,7 @@ impl<'a> Restorer<'a> {
                 if e.kind() == crate::error::Kind::NoSpace {
                     return Err(e);
                 }
-                self.fail(&child, e);
+                self.failed_entry(e);
             }
         }
         Ok(())
@@ -481,7 +491,7 @@ impl<'a> Restorer<'a> {
                     // bytes as a file's content. The error names the file.
                     drop(f);
                     let _ = sys::unlink_at(dir, name);
-                    return Err(e.context("not restored"));
+                    return Err(e);
                 }
                 self.stats.files += 1;
             }
@@ -503,10 +513,20 @@ impl<'a> Restorer<'a> {
     }
 
     fn write_file(&mut self, f: &std::fs::File, n: &Node, rel: &[u8]) -> Result<()> {
-        for c in reader::all_chunks(self.repo, n)? {
+        let chunks = reader::all_chunks(self.repo, n).map_err(|e| {
+            e.context(format!(
+                "{}: chunk list in backup {}",
+                self.display(rel),
+                self.rec.name
+            ))
+        })?;
+        // Counted only once the whole file is written: a file that fails
+        // is removed, and its bytes were not restored.
+        let mut bytes = 0;
+        for c in chunks {
             let data = self.cache.get(self.repo, &c.id).map_err(|e| {
                 e.context(format!(
-                    "{} (backup {}, offset {})",
+                    "{}: backup {}, offset {}",
                     self.display(rel),
                     self.rec.name,
                     c.offset
@@ -524,8 +544,9 @@ impl<'a> Restorer<'a> {
             }
             f.write_all_at(&data, c.offset)
                 .ctx(|| format!("{}: write", self.display(rel)))?;
-            self.stats.bytes += data.len() as u64;
+            bytes += data.len() as u64;
         }
+        self.stats.bytes += bytes;
         Ok(())
     }
 
