@@ -170,6 +170,28 @@ expect_ok cbrfs vault delete v1 --force
 bad 2 "${E}BackupService.6105: vault \"v1\" does not exist" cbrfs vault show v1
 expect_ok cbrfs vault delete v2
 
+note "a vault busy with another backup (its writer lock held): exit 1, BackupService.6125"
+expect_ok cbrfs vault create busy --type filesystem --capacity 10
+expect_ok cbrfs vault associate busy --path "$S2"
+LOCK=$STORE/vaults/busy/backup.lock
+# This shell stands in for a running backup: it holds the vault's writer
+# lock (a flock, as cbrfs takes it) on a descriptor of its own.
+exec {lockfd}>>"$LOCK"
+flock -x "$lockfd"
+lock_held() { ! flock -n "$LOCK" true; }
+if lock_held; then
+	pass "the stand-in holds $LOCK"
+	expect_exit 1 "${E}BackupService.6125: vault busy: a backup task is in progress" -- cbrfs backup create busy --name nb
+	expect_exit 1 "${E}BackupService.6125: vault busy: a backup task is in progress" -- cbrfs vault delete busy --force
+	expect_exit 1 "${E}BackupService.6125: vault busy: a backup task is in progress" -- cbrfs vault dissociate busy src2
+else
+	fail "could not hold $LOCK for the busy case"
+fi
+flock -u "$lockfd"
+exec {lockfd}>&-
+expect_ok cbrfs backup create busy --name nb
+expect_ok cbrfs vault delete busy --force
+
 note "valid edge values are accepted"
 expect_ok cbrfs vault create "$name64" --type filesystem --capacity 10GB --description "$desc255" \
 	"${tags10[@]}"
