@@ -72,6 +72,13 @@ setfacl -d -m u:nobody:rx "$S/dir with space"
 printf 'inherits\n' >"$S/dir with space/inherits-default-acl"
 if is_root; then
 	setfattr -n trusted.cbrfs-test -v secret "$S/small"
+	setfattr -h -n trusted.on-symlink -v yes "$S/link-abs"
+	# A file capability (cap_net_raw+ep, VFS_CAP_REVISION_2): chown clears
+	# it, so restore must set it after the owner.
+	printf '#!/bin/sh\n' >"$S/with-capability"
+	chown 1000:1000 "$S/with-capability"
+	setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 "$S/with-capability" ||
+		fail "cannot set security.capability"
 fi
 
 # Modes: setuid, setgid, sticky, odd ones.
