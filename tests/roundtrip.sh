@@ -29,6 +29,11 @@ truncate -s 1G "$S/sparse-1G"
 for off in 0 $((300 << 20)) $((700 << 20)) $(((1 << 30) - 4096)); do
 	head -c 4096 /dev/urandom | dd of="$S/sparse-1G" bs=4096 seek=$((off / 4096)) conv=notrunc status=none
 done
+# Data past 4 GiB: offsets that do not fit 32 bits.
+truncate -s 5G "$S/sparse-5G"
+for off in $((4 << 30)) $(((4 << 30) + (1 << 20) + 123)) $(((5 << 30) - 1000)); do
+	head -c 1000 /dev/urandom | dd of="$S/sparse-5G" bs=1 seek="$off" conv=notrunc status=none
+done
 printf 'head' >"$S/sparse-tail-hole"
 truncate -s 64M "$S/sparse-tail-hole"
 truncate -s 16M "$S/all-hole"

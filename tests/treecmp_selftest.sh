@@ -67,6 +67,8 @@ expect_diff "a type change" '/fifo: type' 'rm fifo && : > fifo'
 expect_diff "a broken hard link" 'hard links differ' 'cp f f.tmp && mv f.tmp d/f-link && touch -r f d/f-link'
 expect_diff "a new hard link pair" 'hard links differ|link count' 'rm lone && ln d/g lone'
 expect_diff "a filled hole" 'holes not kept' 'dd if=/dev/zero of=sparse bs=1M count=64 conv=notrunc status=none && printf x | dd of=sparse bs=1 seek=$((32 << 20)) conv=notrunc status=none && touch -r ../a/sparse sparse'
+expect_diff "a byte written into a hole" '/sparse: content differs from offset 10485760' 'printf y | dd of=sparse bs=1 seek=$((10 << 20)) conv=notrunc status=none && touch -r ../a/sparse sparse'
+expect_diff "a changed byte in a sparse file's data" '/sparse: content differs from offset 33554432' 'printf y | dd of=sparse bs=1 seek=$((32 << 20)) conv=notrunc status=none && touch -r ../a/sparse sparse'
 expect_diff "a size change" '/lone: size' 'printf "lone\n\n" > lone'
 expect_diff "a change under a non-UTF-8 name" 'bad\\xffname: content' "printf y > \"$name\""
 if is_root; then
