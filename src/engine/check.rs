@@ -105,14 +105,19 @@ fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck
         }
     }
     // Backups.
-    for rec in store.backups(vault)? {
-        match rec {
+    // By name, so that a record that cannot be read is still listed among
+    // the damaged backups.
+    for name in store.backup_names(vault)? {
+        match store.backup(vault, &name) {
             Ok(rec) => {
                 out.backups += 1;
                 check_backup(&repo, &rec, &bad_blobs, &mut out);
             }
+            // Deleted since the listing: nothing to check.
+            Err(e) if e.kind() == crate::error::Kind::NotFound => {}
             Err(e) => {
                 out.problems.push(e.to_string());
+                out.damaged_backups.insert(name);
             }
         }
     }
