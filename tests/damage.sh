@@ -164,3 +164,28 @@ expect_damaged_b2 "a missing pack"
 
 cp -p "$T/pack.orig" "$PACK"
 expect_ok cbrfs check --read-data
+
+# ---- a damaged backup record ----
+note "overwriting b2's record with garbage"
+REC=$STORE/vaults/$V/backups/b2.bk
+cp -p "$REC" "$T/b2.bk.orig"
+printf 'garbage' >"$REC"
+expect_exit 1 '' -- cbrfs check $V
+all="$OUT
+$ERR"
+if printf '%s\n' "$all" | grep -q 'backup b2' && printf '%s\n' "$all" | grep -Eq 'damaged backup: b2$'; then
+	pass "check names b2's damaged record and lists b2 as damaged"
+else
+	fail "check with b2's record damaged: $all"
+fi
+expect_exit 1 'backup b2' -- cbrfs backup list $V
+if printf '%s\n' "$OUT" | grep -q '^b1 '; then
+	pass "backup list still lists b1 beside the damaged b2"
+else
+	fail "backup list with b2 damaged: $OUT"
+fi
+expect_exit 1 'backup b2' -- cbrfs restore $V b2 --to "$T/r2-rec"
+expect_ok cbrfs restore $V b1 --to "$T/r1-rec"
+if out=$(treecmp "$T/r1-ref" "$T/r1-rec"); then pass "b1 restores intact beside a damaged record"; else fail "b1 beside a damaged record: $out"; fi
+cp -p "$T/b2.bk.orig" "$REC"
+expect_ok cbrfs check --read-data
