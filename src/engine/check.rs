@@ -61,6 +61,7 @@ fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck
     // Indexes and packs.
     let mut bad_blobs: HashSet<BlobId> = HashSet::new();
     let mut packs: BTreeSet<BlobId> = BTreeSet::new();
+    out.problems.extend(repo.index_errors());
     for idx in repo.indexes() {
         if let Err(e) = idx.verify() {
             out.problems.push(format!("vault {vault}: {e}"));

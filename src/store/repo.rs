@@ -25,6 +25,8 @@ pub struct Repo {
     vault: String,
     key: Key,
     indexes: RwLock<Vec<Arc<IndexFile>>>,
+    /// Index files that could not be opened at the last refresh, with why.
+    index_errors: RwLock<Vec<String>>,
     packs: Mutex<HashMap<BlobId, Arc<PackReader>>>,
 }
 
@@ -48,6 +50,7 @@ impl Repo {
             vault: vault.to_string(),
             key,
             indexes: RwLock::new(Vec::new()),
+            index_errors: RwLock::new(Vec::new()),
             packs: Mutex::new(HashMap::new()),
         };
         repo.refresh()?;
@@ -90,7 +93,8 @@ impl Repo {
 
     /// Re-list the index directory: map new index files, drop vanished ones.
     /// An index that vanishes between listing and opening (merged by a
-    /// writer) is skipped; its blobs are in the merged index.
+    /// writer) is skipped; its blobs are in the merged index. One that
+    /// cannot be opened is left out and reported by [`Repo::index_errors`].
     pub fn refresh(&self) -> Result<()> {
         let paths = self.index_paths()?;
         let current: HashMap<PathBuf, Arc<IndexFile>> = self
@@ -100,6 +104,7 @@ impl Repo {
             .map(|i| (i.path().to_path_buf(), i.clone()))
             .collect();
         let mut next = Vec::with_capacity(paths.len());
+        let mut errors = Vec::new();
         for p in paths {
             if let Some(i) = current.get(&p) {
                 next.push(i.clone());
@@ -108,19 +113,35 @@ impl Repo {
             match IndexFile::open(&p) {
                 Ok(i) => next.push(Arc::new(i)),
                 Err(e) if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {}
-                Err(e) => return Err(e.context(format!("vault {}", self.vault))),
+                // One damaged index must not make every backup of the vault
+                // unreadable: its blobs count as missing (the backups that
+                // need them fail to restore and check names them), the rest
+                // stay readable, and the next backup stores again what it
+                // needs.
+                Err(e) => {
+                    let e = e.context(format!("vault {}", self.vault));
+                    log::warn!("{e}");
+                    errors.push(e.to_string());
+                }
             }
         }
         // Newest (largest) first is no better than any order; keep the
         // biggest index first since most lookups hit it.
         next.sort_by_key(|i| std::cmp::Reverse(i.len()));
         *self.indexes.write() = next;
+        *self.index_errors.write() = errors;
         Ok(())
     }
 
     /// The mapped indexes.
     pub fn indexes(&self) -> Vec<Arc<IndexFile>> {
         self.indexes.read().clone()
+    }
+
+    /// The index files left out at the last refresh because they could
+    /// not be opened (damaged or unreadable), each with why.
+    pub fn index_errors(&self) -> Vec<String> {
+        self.index_errors.read().clone()
     }
 
     /// Where blob `id` is stored, if any index knows it.
@@ -562,6 +583,34 @@ mod tests {
         assert!(err.contains("vault v"), "{err}");
         assert!(err.contains(&loc.pack.to_hex()), "{err}");
         assert!(err.contains(&a.id.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn damaged_index_leaves_the_others_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let a = w.add(BlobKind::Data, b"first run").unwrap().id;
+        w.finish().unwrap();
+        let first = repo.index_paths().unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let b = w.add(BlobKind::Data, b"second run").unwrap().id;
+        w.finish().unwrap();
+        let second = repo
+            .index_paths()
+            .unwrap()
+            .into_iter()
+            .find(|p| !first.contains(p))
+            .unwrap();
+        let bytes = fs::read(&second).unwrap();
+        fs::write(&second, &bytes[..10]).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let errors = repo.index_errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("vault v"), "{errors:?}");
+        assert_eq!(repo.read_blob(&a).unwrap(), b"first run");
+        assert!(repo.read_blob(&b).is_err());
     }
 
     #[test]
