@@ -165,6 +165,49 @@ expect_damaged_b2 "a missing pack"
 cp -p "$T/pack.orig" "$PACK"
 expect_ok cbrfs check --read-data
 
+# ---- a damaged index ----
+# shellcheck disable=SC2012 # index names are hex
+IDX=$(ls -t "$STORE/vaults/$V/index/"*.idx | head -n 1)
+note "flipping bytes in, then truncating, the newest index ${IDX#"$STORE"/} (b2's)"
+cp -p "$IDX" "$T/idx.orig"
+IDX_SIZE=$(file_size "$IDX")
+for off in 20 $((IDX_SIZE / 2)) $((IDX_SIZE - 12)) truncated; do
+	cp -p "$T/idx.orig" "$IDX"
+	if [ "$off" = truncated ]; then
+		truncate -s 10 "$IDX"
+	else
+		flip "$IDX" "$off"
+	fi
+	expect_exit 1 '' -- cbrfs check $V
+	rm -rf "$T/r2-idx" "$T/r1-idx"
+	run cbrfs restore $V b2 --to "$T/r2-idx"
+	if [ "$RC" = 0 ]; then
+		if out=$(treecmp "$S" "$T/r2-idx"); then
+			pass "index damaged ($off): restore of b2 succeeded with the right bytes"
+		else
+			fail "index damaged ($off): restore of b2 exited 0 with a wrong tree: $out"
+		fi
+	elif [ -e "$T/r2-idx/unique.bin" ] && ! cmp -s "$T/r2-idx/unique.bin" "$S/unique.bin"; then
+		fail "index damaged ($off): restore of b2 failed and left a wrong unique.bin"
+	else
+		pass "index damaged ($off): restore of b2 failed (exit $RC) without wrong bytes"
+	fi
+	run cbrfs restore $V b1 --to "$T/r1-idx"
+	if [ "$RC" = 0 ] && out=$(treecmp "$T/r1-ref" "$T/r1-idx"); then
+		pass "index damaged ($off): b1 restores intact"
+	else
+		fail "index damaged ($off): b1: exit $RC: $ERR ${out:-}"
+	fi
+done
+note "a backup taken while b2's index is unreadable stores again what it needs"
+truncate -s 10 "$IDX"
+expect_ok cbrfs backup create $V --name b3
+expect_ok cbrfs restore $V b3 --to "$T/r3-idx"
+if out=$(treecmp "$S" "$T/r3-idx"); then pass "b3, taken beside a damaged index, restores whole"; else fail "b3 beside a damaged index: $out"; fi
+cp -p "$T/idx.orig" "$IDX"
+expect_ok cbrfs backup delete $V b3
+expect_ok cbrfs check --read-data
+
 # ---- a damaged backup record ----
 note "overwriting b2's record with garbage"
 REC=$STORE/vaults/$V/backups/b2.bk
