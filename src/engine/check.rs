@@ -50,6 +50,10 @@ fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck
         vault: vault.to_string(),
         ..Default::default()
     };
+    // The vault's own record: settings and resources.
+    if let Err(e) = store.vault(vault) {
+        out.problems.push(e.to_string());
+    }
     let repo = match store.repo(vault) {
         Ok(r) => r,
         Err(e) => {
