@@ -232,3 +232,21 @@ expect_ok cbrfs restore $V b1 --to "$T/r1-rec"
 if out=$(treecmp "$T/r1-ref" "$T/r1-rec"); then pass "b1 restores intact beside a damaged record"; else fail "b1 beside a damaged record: $out"; fi
 cp -p "$T/b2.bk.orig" "$REC"
 expect_ok cbrfs check --read-data
+
+# ---- a damaged vault record ----
+note "a second vault whose vault.json is damaged"
+expect_ok cbrfs vault create other --type filesystem --capacity 10
+printf '{bad' >"$STORE/vaults/other/vault.json"
+expect_exit 1 '' -- cbrfs check
+if printf '%s\n%s\n' "$OUT" "$ERR" | grep -q 'vault other.*vault.json is damaged'; then
+	pass "check names the vault whose record is damaged"
+else
+	fail "check with other's vault.json damaged: $OUT $ERR"
+fi
+if printf '%s\n' "$OUT" | grep -q "^vault $V: ok"; then
+	pass "check still finds vault $V ok"
+else
+	fail "check of $V beside a damaged vault: $OUT"
+fi
+expect_exit 1 'vault other.*vault.json is damaged' -- cbrfs vault show other
+expect_ok cbrfs restore $V b1 --to "$T/r1-vj"
