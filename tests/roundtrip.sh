@@ -54,6 +54,8 @@ ln "$S/sub/hl3-1" "$S/sub/a/hl3-2"
 ln "$S/sub/hl3-1" "$S/dir with space/hl3-3"
 
 mkfifo "$S/fifo"
+ln "$S/fifo" "$S/fifo-hardlink"
+ln -P "$S/link-dangling" "$S/symlink-hardlink"
 python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$S/socket"
 if is_root; then
 	mknod "$S/dev-null" c 1 3
