@@ -117,6 +117,8 @@ bad 2 "${E}.*resource path $S1/a is not a directory" cbrfs vault associate v2 --
 bad 2 "${E}.*resource name \"has space\" is invalid" cbrfs vault associate v2 --path "$S2" --name "has space"
 bad 2 "${E}.*resource path .* is inside the cbrfs store" cbrfs vault associate v2 --path "$STORE/vaults"
 bad 2 "${E}BackupService.6105: vault \"nosuch\" does not exist" cbrfs vault associate nosuch --path "$S2"
+mkdir -p "$T/$(printf 'bad\377dir')"
+bad 2 "${E}.*resource path .*bad.*dir is not valid UTF-8" cbrfs vault associate v2 --path "$T/$(printf 'bad\377dir')"
 
 BIG=$T/big
 mkdir -p "$BIG"
