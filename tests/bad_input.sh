@@ -217,13 +217,13 @@ expect_ok cbrfs vault associate v-_x --path "$S2"
 expect_ok cbrfs backup create v-_x --name "$name64"
 expect_ok cbrfs restore v-_x "$name64" --to "$T/r-edge"
 expect_ok cbrfs backup create v-_x
-if printf '%s\n' "$OUT" | grep -Eq 'backup manualbk_[0-9a-z]{4} of vault v-_x'; then
+if matches 'backup manualbk_[0-9a-z]{4} of vault v-_x' "$OUT"; then
 	pass "a backup without --name is called manualbk_XXXX"
 else
 	fail "default backup name: $OUT"
 fi
 expect_ok cbrfs vault create --type filesystem --capacity 10
-if printf '%s\n' "$OUT" | grep -Eq 'created vault vault_[0-9a-z]{4} '; then
+if matches 'created vault vault_[0-9a-z]{4} ' "$OUT"; then
 	pass "a vault without a name is called vault_XXXX"
 else
 	fail "default vault name: $OUT"

@@ -66,17 +66,17 @@ flip "$PACK" "$OFF"
 expect_exit 1 '' -- cbrfs check $V --read-data
 all="$OUT
 $ERR"
-if printf '%s\n' "$all" | grep -q 'backup b2.*unique\.bin'; then
+if matches 'backup b2.*unique\.bin' "$all"; then
 	pass "check --read-data names backup b2 and unique.bin"
 else
 	fail "check --read-data does not name b2's unique.bin: $all"
 fi
-if printf '%s\n' "$all" | grep -Eq 'damaged backup: b2$'; then
+if matches 'damaged backup: b2$' "$all"; then
 	pass "check --read-data lists b2 as damaged"
 else
 	fail "check --read-data does not list b2 as damaged: $all"
 fi
-if printf '%s\n' "$all" | grep -Eq 'backup b1\b|damaged backup: b1$'; then
+if matches 'backup b1\b|damaged backup: b1$' "$all"; then
 	fail "check --read-data blames b1, which does not use the damaged blob: $all"
 else
 	pass "check --read-data does not blame b1"
@@ -131,8 +131,8 @@ expect_damaged_b2() {
 		expect_exit 1 '' -- cbrfs check $V $mode
 		local all="$OUT
 $ERR"
-		if printf '%s\n' "$all" | grep -Eq 'damaged backup: b2$' &&
-			! printf '%s\n' "$all" | grep -Eq 'damaged backup: b1$|backup b1\b'; then
+		if matches 'damaged backup: b2$' "$all" &&
+			! matches 'damaged backup: b1$|backup b1\b' "$all"; then
 			pass "check $mode finds $what and blames b2 only"
 		else
 			fail "check $mode with $what: $all"
@@ -216,13 +216,13 @@ printf 'garbage' >"$REC"
 expect_exit 1 '' -- cbrfs check $V
 all="$OUT
 $ERR"
-if printf '%s\n' "$all" | grep -q 'backup b2' && printf '%s\n' "$all" | grep -Eq 'damaged backup: b2$'; then
+if matches 'backup b2' "$all" && matches 'damaged backup: b2$' "$all"; then
 	pass "check names b2's damaged record and lists b2 as damaged"
 else
 	fail "check with b2's record damaged: $all"
 fi
 expect_exit 1 'backup b2' -- cbrfs backup list $V
-if printf '%s\n' "$OUT" | grep -q '^b1 '; then
+if matches '^b1 ' "$OUT"; then
 	pass "backup list still lists b1 beside the damaged b2"
 else
 	fail "backup list with b2 damaged: $OUT"
@@ -238,12 +238,13 @@ note "a second vault whose vault.json is damaged"
 expect_ok cbrfs vault create other --type filesystem --capacity 10
 printf '{bad' >"$STORE/vaults/other/vault.json"
 expect_exit 1 '' -- cbrfs check
-if printf '%s\n%s\n' "$OUT" "$ERR" | grep -q 'vault other.*vault.json is damaged'; then
+if matches 'vault other.*vault.json is damaged' "$OUT
+$ERR"; then
 	pass "check names the vault whose record is damaged"
 else
 	fail "check with other's vault.json damaged: $OUT $ERR"
 fi
-if printf '%s\n' "$OUT" | grep -q "^vault $V: ok"; then
+if matches "^vault $V: ok" "$OUT"; then
 	pass "check still finds vault $V ok"
 else
 	fail "check of $V beside a damaged vault: $OUT"

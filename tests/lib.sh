@@ -146,6 +146,13 @@ run() {
 	return 0
 }
 
+# matches PATTERN TEXT: TEXT has a line matching the extended regular
+# expression PATTERN. (Not `printf | grep -q` under pipefail: grep -q exits at
+# the first match, printf then dies of SIGPIPE, and the pipeline fails.)
+matches() {
+	grep -Eq -- "$1" <<<"$2"
+}
+
 # expect_exit CODE PATTERN -- cmd...: run the command; PASS if it exits with
 # CODE and its stderr matches the extended regular expression PATTERN (an
 # empty PATTERN matches anything); FAIL saying what differed. A panic is
@@ -166,10 +173,11 @@ expect_exit() {
 	if [ "$RC" != "$code" ]; then
 		why="exit $RC, expected $code"
 	fi
-	if [ -n "$pattern" ] && ! printf '%s\n' "$ERR" | grep -Eq -- "$pattern"; then
+	if [ -n "$pattern" ] && ! matches "$pattern" "$ERR"; then
 		why="${why:+$why; }stderr does not match /$pattern/"
 	fi
-	if printf '%s\n%s\n' "$OUT" "$ERR" | grep -q 'panicked'; then
+	if matches 'panicked' "$OUT
+$ERR"; then
 		why="${why:+$why; }it panicked"
 	fi
 	if [ -z "$why" ]; then

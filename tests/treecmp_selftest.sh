@@ -41,7 +41,7 @@ expect_diff() {
 		return
 	}
 	run treecmp "$A" "$T/b"
-	if [ "$RC" = 1 ] && printf '%s\n' "$OUT" | grep -Eq -- "$pattern"; then
+	if [ "$RC" = 1 ] && matches "$pattern" "$OUT"; then
 		pass "treecmp finds $what"
 	else
 		fail "treecmp does not find $what: exit $RC, output: $OUT $ERR"
