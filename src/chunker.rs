@@ -57,12 +57,23 @@ impl Cdc {
 
     /// Split everything `src` yields into chunks, calling `f(offset, chunk)`
     /// for each in order. Reads with a buffer of `4 * MAX_SIZE`.
-    pub fn split<R: Read, F>(&self, mut src: R, mut f: F) -> io::Result<u64>
+    pub fn split<R: Read, F>(&self, src: R, f: F) -> io::Result<u64>
+    where
+        F: FnMut(u64, &[u8]) -> io::Result<()>,
+    {
+        self.split_with(src, &mut Vec::new(), f)
+    }
+
+    /// [`Cdc::split`] with a caller's buffer, reused across files: a backup
+    /// of many small files must not allocate (and fault in) 16 MiB per file.
+    pub fn split_with<R: Read, F>(&self, mut src: R, buf: &mut Vec<u8>, mut f: F) -> io::Result<u64>
     where
         F: FnMut(u64, &[u8]) -> io::Result<()>,
     {
         let cap = 4 * MAX_SIZE;
-        let mut buf = vec![0u8; cap];
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
         let (mut start, mut end) = (0usize, 0usize);
         let mut eof = false;
         let mut offset = 0u64;

@@ -297,6 +297,7 @@ impl Prepared {
             .ok();
         let mut parts = Vec::new();
         let mut totals = BackupStats::default();
+        let mut buf: Vec<u8> = Vec::new();
         for res in &self.resources {
             let kind = match res.kind.as_str() {
                 "disk" => ResourceKind::Disk,
@@ -323,6 +324,7 @@ impl Prepared {
                 links: HashMap::new(),
                 progress: &self.progress,
                 skip: store_id,
+                buf: std::mem::take(&mut buf),
             };
             let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
             let (meta, root, source) = match kind {
@@ -348,6 +350,7 @@ impl Prepared {
                 }
             };
             let stats = w.stats;
+            buf = std::mem::take(&mut w.buf);
             totals.add(&stats);
             parts.push(ResourceBackup {
                 name: res.name.clone(),
@@ -542,6 +545,8 @@ struct Walker<'a, 'w> {
     progress: &'a Progress,
     /// The store's own directory: never backed up into itself.
     skip: Option<(u64, u64)>,
+    /// The chunker's read buffer, reused for every file.
+    buf: Vec<u8>,
 }
 
 fn ns(sec: i64, nsec: i64) -> i64 {
@@ -839,23 +844,25 @@ impl Walker<'_, '_> {
                 .ctx(|| format!("{}: seek", path.display()))?;
             let writer = &mut *self.writer;
             let progress = self.progress;
-            let read = self.cdc.split((&mut f).take(end - start), |off, data| {
-                progress.add_read(data.len() as u64);
-                match writer.add(BlobKind::Data, data) {
-                    Ok(o) => {
-                        chunks.push(ChunkRef {
-                            id: o.id,
-                            offset: start + off,
-                            len: data.len() as u32,
-                        });
-                        Ok(())
-                    }
-                    Err(e) => {
-                        store_err = Some(e);
-                        Err(std::io::Error::other("store failed"))
-                    }
-                }
-            });
+            let read =
+                self.cdc
+                    .split_with((&mut f).take(end - start), &mut self.buf, |off, data| {
+                        progress.add_read(data.len() as u64);
+                        match writer.add(BlobKind::Data, data) {
+                            Ok(o) => {
+                                chunks.push(ChunkRef {
+                                    id: o.id,
+                                    offset: start + off,
+                                    len: data.len() as u32,
+                                });
+                                Ok(())
+                            }
+                            Err(e) => {
+                                store_err = Some(e);
+                                Err(std::io::Error::other("store failed"))
+                            }
+                        }
+                    });
             if let Some(e) = store_err.take() {
                 return Err(e);
             }
