@@ -175,6 +175,10 @@ pub struct Vfs {
     next_fh: AtomicU64,
     next_ctx: AtomicU64,
     mounted_ns: i64,
+    /// Reads since the waiter thread last looked (for trimming memory).
+    reads: AtomicU64,
+    /// True once memory was trimmed after the last burst of reads.
+    trimmed: std::sync::atomic::AtomicBool,
 }
 
 /// A backup by vault and name.
@@ -210,7 +214,7 @@ impl Vfs {
             repos: Mutex::new(HashMap::new()),
             ctxs: Mutex::new(HashMap::new()),
             trees: Mutex::new(HashMap::new()),
-            cache: ChunkCache::new(64 << 20),
+            cache: ChunkCache::new(32 << 20),
             running: Mutex::new(HashMap::new()),
             waiters: Mutex::new(Vec::new()),
             wake: Condvar::new(),
@@ -218,6 +222,8 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             next_ctx: AtomicU64::new(1),
             mounted_ns: catalog::now_ns(),
+            reads: AtomicU64::new(0),
+            trimmed: std::sync::atomic::AtomicBool::new(true),
         });
         vfs.table.write().by_ino.insert(
             ROOT_INO,
@@ -738,6 +744,7 @@ impl Vfs {
 
     /// Read `size` bytes at `offset`. Damaged data is EIO, never wrong bytes.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> VResult<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let f = self.file(fh)?;
         f.reader
             .read_at(&f.ctx.repo, &self.cache, offset, size as usize)
@@ -1035,6 +1042,16 @@ fn reaper(vfs: std::sync::Weak<Vfs>) {
                 w.key.1
             );
             (w.then)(Err(libc::EAGAIN));
+        }
+        // Give memory freed by a burst of reads back to the system once the
+        // mount is quiet: glibc keeps freed chunks in per-thread arenas, so
+        // an idle mount would otherwise keep its peak size.
+        let reads = v.reads.swap(0, Ordering::Relaxed);
+        if reads == 0 && !v.trimmed.swap(true, Ordering::Relaxed) {
+            // SAFETY: malloc_trim only releases free memory.
+            unsafe { libc::malloc_trim(0) };
+        } else if reads > 0 {
+            v.trimmed.store(false, Ordering::Relaxed);
         }
         let next = v.waiters.lock().iter().map(|w| w.deadline).min();
         let mut guard = v.waiters.lock();
