@@ -297,7 +297,7 @@ impl Prepared {
             .ok();
         let mut parts = Vec::new();
         let mut totals = BackupStats::default();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
         for res in &self.resources {
             let kind = match res.kind.as_str() {
                 "disk" => ResourceKind::Disk,
@@ -324,7 +324,8 @@ impl Prepared {
                 links: HashMap::new(),
                 progress: &self.progress,
                 skip: store_id,
-                buf: std::mem::take(&mut buf),
+                bufs: std::mem::take(&mut bufs),
+                deferred: false,
             };
             let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
             let (meta, root, source) = match kind {
@@ -350,7 +351,7 @@ impl Prepared {
                 }
             };
             let stats = w.stats;
-            buf = std::mem::take(&mut w.buf);
+            bufs = std::mem::take(&mut w.bufs);
             totals.add(&stats);
             parts.push(ResourceBackup {
                 name: res.name.clone(),
@@ -545,8 +546,95 @@ struct Walker<'a, 'w> {
     progress: &'a Progress,
     /// The store's own directory: never backed up into itself.
     skip: Option<(u64, u64)>,
-    /// The chunker's read buffer, reused for every file.
-    buf: Vec<u8>,
+    /// The read buffers of the file readers, reused for every directory.
+    bufs: Vec<Vec<u8>>,
+    /// Set by `node` when a file's content is to be read by `read_files`.
+    deferred: bool,
+}
+
+/// Files of one directory read at once: overlaps the latency of opening
+/// and reading many small files, and compresses on every core.
+pub const READ_THREADS: usize = 4;
+
+/// One file read.
+struct FileRead {
+    chunks: Vec<ChunkRef>,
+    bytes: u64,
+    mtime_ns: i64,
+}
+
+/// Why a file read failed: the source (reported, the entry skipped) or the
+/// store (the backup stops).
+enum ReadError {
+    Source(Error),
+    Store(Error),
+}
+
+/// Read, chunk and store one file's data extents (holes stay holes).
+/// Hashing and compression run on the calling thread; the writer's lock is
+/// held only to reserve an id and to append.
+#[allow(clippy::too_many_arguments)]
+fn read_one(
+    path: &Path,
+    size: u64,
+    buf: &mut Vec<u8>,
+    cdc: &Cdc,
+    key: &crate::store::Key,
+    writer: &parking_lot::Mutex<&mut RepoWriter<'_>>,
+    compress: bool,
+    progress: &Progress,
+) -> std::result::Result<FileRead, ReadError> {
+    let src = |what: &str, e: std::io::Error| {
+        ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
+    };
+    let mut f = sys::open_noatime(path).map_err(|e| src("cannot open", e))?;
+    let extents =
+        sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
+    let mut chunks = Vec::new();
+    let mut bytes = 0;
+    let mut store_err: Option<Error> = None;
+    for (start, end) in extents {
+        f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
+        let read = cdc.split_with((&mut f).take(end - start), buf, |off, data| {
+            progress.add_read(data.len() as u64);
+            let id = key.id(data);
+            let new = writer.lock().reserve(id);
+            if new {
+                let c = if compress {
+                    crate::store::compress_blob(data)
+                } else {
+                    None
+                };
+                if let Err(e) =
+                    writer
+                        .lock()
+                        .append_reserved(id, BlobKind::Data, data, c.as_deref())
+                {
+                    store_err = Some(e);
+                    return Err(std::io::Error::other("store failed"));
+                }
+            }
+            chunks.push(ChunkRef {
+                id,
+                offset: start + off,
+                len: data.len() as u32,
+            });
+            Ok(())
+        });
+        if let Some(e) = store_err.take() {
+            return Err(ReadError::Store(e));
+        }
+        bytes += read.map_err(|e| src("cannot read", e))?;
+    }
+    let mtime_ns = f
+        .metadata()
+        .map(|md| ns(md.mtime(), md.mtime_nsec()))
+        .map_err(|e| src("stat", e))?;
+    Ok(FileRead {
+        chunks,
+        bytes,
+        mtime_ns,
+    })
 }
 
 fn ns(sec: i64, nsec: i64) -> i64 {
@@ -713,6 +801,7 @@ impl Walker<'_, '_> {
         }
         names.sort();
         let mut tree = Tree::default();
+        let mut jobs: Vec<(usize, PathBuf)> = Vec::new();
         for name in names {
             let child_rel = if rel.is_empty() {
                 name.clone()
@@ -724,8 +813,14 @@ impl Walker<'_, '_> {
             }
             let child = path.join(std::ffi::OsStr::from_bytes(&name));
             let prev_node = prev.and_then(|t| t.find(&name));
+            self.deferred = false;
             match self.node(&child, &child_rel, name, prev_node) {
-                Ok(Some(n)) => tree.entries.push(n),
+                Ok(Some(n)) => {
+                    if std::mem::take(&mut self.deferred) {
+                        jobs.push((tree.entries.len(), child));
+                    }
+                    tree.entries.push(n)
+                }
                 Ok(None) => {}
                 Err(e) if matches!(e.kind(), Kind::Io) && e.os_error().is_some() => {
                     self.warn(e.to_string())
@@ -733,6 +828,7 @@ impl Walker<'_, '_> {
                 Err(e) => return Err(e),
             }
         }
+        self.read_files(&mut tree.entries, jobs)?;
         let blob = model::encode_tree(&tree);
         Ok(self.writer.add(BlobKind::Tree, &blob)?.id)
     }
@@ -823,7 +919,9 @@ impl Walker<'_, '_> {
                     } else {
                         self.stats.files_new += 1;
                     }
-                    self.file(path, &mut n)?;
+                    // Read later, with the directory's other files, on
+                    // worker threads (see `read_files`).
+                    self.deferred = true;
                 }
                 self.progress.add_file();
             }
@@ -832,61 +930,100 @@ impl Walker<'_, '_> {
         Ok(Some(n))
     }
 
-    /// Read, chunk and store a file's data extents; holes stay holes.
-    fn file(&mut self, path: &Path, n: &mut Node) -> Result<()> {
-        let mut f = sys::open_noatime(path).ctx(|| format!("{}: cannot open", path.display()))?;
-        let extents = sys::data_extents(f.as_raw_fd(), n.size)
-            .ctx(|| format!("{}: cannot find data extents", path.display()))?;
-        let mut chunks: Vec<ChunkRef> = Vec::new();
-        let mut store_err: Option<Error> = None;
-        for (start, end) in extents {
-            f.seek(SeekFrom::Start(start))
-                .ctx(|| format!("{}: seek", path.display()))?;
-            let writer = &mut *self.writer;
+    /// Read the files of one directory that `node` deferred, on up to
+    /// [`READ_THREADS`] threads, and fill in their content. A file that
+    /// cannot be read is reported and left out; a store error stops.
+    fn read_files(&mut self, entries: &mut Vec<Node>, jobs: Vec<(usize, PathBuf)>) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let workers = READ_THREADS.min(jobs.len());
+        while self.bufs.len() < workers {
+            self.bufs.push(Vec::new());
+        }
+        let mut bufs: Vec<Vec<u8>> = self.bufs.drain(..workers).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<parking_lot::Mutex<Option<std::result::Result<FileRead, ReadError>>>> =
+            jobs.iter().map(|_| parking_lot::Mutex::new(None)).collect();
+        {
+            let key = self.repo.key();
+            let writer = parking_lot::Mutex::new(&mut *self.writer);
+            let compress = writer.lock().compresses();
+            let cdc = self.cdc;
             let progress = self.progress;
-            let read =
-                self.cdc
-                    .split_with((&mut f).take(end - start), &mut self.buf, |off, data| {
-                        progress.add_read(data.len() as u64);
-                        match writer.add(BlobKind::Data, data) {
-                            Ok(o) => {
-                                chunks.push(ChunkRef {
-                                    id: o.id,
-                                    offset: start + off,
-                                    len: data.len() as u32,
-                                });
-                                Ok(())
-                            }
-                            Err(e) => {
-                                store_err = Some(e);
-                                Err(std::io::Error::other("store failed"))
-                            }
-                        }
-                    });
-            if let Some(e) = store_err.take() {
+            let job = |buf: &mut Vec<u8>| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((idx, path)) = jobs.get(i) else {
+                    break;
+                };
+                let size = entries[*idx].size;
+                let r = read_one(path, size, buf, cdc, key, &writer, compress, progress);
+                let stop = matches!(r, Err(ReadError::Store(_)));
+                *results[i].lock() = Some(r);
+                if stop {
+                    // Let the other workers run out of jobs.
+                    next.store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            if workers == 1 {
+                job(&mut bufs[0]);
+            } else {
+                std::thread::scope(|s| {
+                    for buf in bufs.iter_mut() {
+                        s.spawn(|| job(buf));
+                    }
+                });
+            }
+        }
+        self.bufs.extend(bufs);
+        let mut results: Vec<_> = results.into_iter().map(|r| r.into_inner()).collect();
+        // A store error stopped the workers: it is the error to report, not
+        // the jobs it left unread.
+        if let Some(pos) = results
+            .iter()
+            .position(|r| matches!(r, Some(Err(ReadError::Store(_)))))
+        {
+            if let Some(Err(ReadError::Store(e))) = results.swap_remove(pos) {
                 return Err(e);
             }
-            let read = read.ctx(|| format!("{}: cannot read", path.display()))?;
-            self.stats.bytes_read += read;
         }
-        // A file that grew while being read keeps its stat size; one that
-        // shrank ends where its data ended.
-        if let Some(last) = chunks.last() {
-            let end = last.offset + last.len as u64;
-            if end > n.size {
-                self.warn(format!("{}: grew during the backup", path.display()));
-                n.size = end;
+        let mut skip = Vec::new();
+        for ((idx, path), r) in jobs.iter().zip(results) {
+            match r {
+                Some(Ok(read)) => {
+                    self.stats.bytes_read += read.bytes;
+                    let n = &mut entries[*idx];
+                    if let Some(last) = read.chunks.last() {
+                        let end = last.offset + last.len as u64;
+                        if end > n.size {
+                            n.size = end;
+                            self.warn(format!("{}: grew during the backup", path.display()));
+                        }
+                    }
+                    if read.mtime_ns != entries[*idx].mtime_ns {
+                        self.warn(format!(
+                            "{}: changed during the backup (saved as read)",
+                            path.display()
+                        ));
+                    }
+                    entries[*idx].content = self.content(read.chunks)?;
+                }
+                Some(Err(ReadError::Source(e))) => {
+                    self.warn(e.to_string());
+                    skip.push(*idx);
+                }
+                Some(Err(ReadError::Store(e))) => return Err(e),
+                None => {
+                    return Err(Error::failed(format!(
+                        "{}: not read (the backup stopped)",
+                        path.display()
+                    )))
+                }
             }
         }
-        if let Ok(md) = f.metadata() {
-            if ns(md.mtime(), md.mtime_nsec()) != n.mtime_ns {
-                self.warn(format!(
-                    "{}: changed during the backup (saved as read)",
-                    path.display()
-                ));
-            }
+        for idx in skip.into_iter().rev() {
+            entries.remove(idx);
         }
-        n.content = self.content(chunks)?;
         Ok(())
     }
 

@@ -303,6 +303,28 @@ fn decompress(stored: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+thread_local! {
+    /// One zstd compression context per thread.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The zstd form of a blob if it pays (saves at least 1/32), else `None`.
+/// Thread-safe: each thread keeps its own context.
+pub fn compress_blob(data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() <= 64 {
+        return None;
+    }
+    let c = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        c.as_mut().and_then(|c| c.compress(data).ok())
+    })?;
+    (c.len() < data.len() - data.len() / 32).then_some(c)
+}
+
 /// What adding a blob did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddOutcome {
@@ -333,7 +355,6 @@ pub struct WriterStats {
 pub struct RepoWriter<'r> {
     repo: &'r Repo,
     compress: bool,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
     pack: PackWriter,
     pending: HashMap<BlobId, ()>,
     sealed: Vec<(BlobId, Location)>,
@@ -351,11 +372,6 @@ impl<'r> RepoWriter<'r> {
         RepoWriter {
             repo,
             compress,
-            compressor: if compress {
-                zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()
-            } else {
-                None
-            },
             pack: PackWriter::new(),
             pending: HashMap::new(),
             sealed: Vec::new(),
@@ -407,33 +423,64 @@ impl<'r> RepoWriter<'r> {
     }
 
     fn store_blob(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
+        self.pending.insert(id, ());
+        let compressed = if self.compress {
+            compress_blob(data)
+        } else {
+            None
+        };
+        self.append_reserved(id, kind, data, compressed.as_deref())?;
+        Ok(AddOutcome { id, new: true })
+    }
+
+    /// Reserve `id` for a blob the caller will append with
+    /// [`RepoWriter::append_reserved`]: true if it is new (and now
+    /// reserved), false if stored or reserved already. Lets several threads
+    /// compress outside the writer's lock while deduplicating exactly.
+    pub fn reserve(&mut self, id: BlobId) -> bool {
+        if self.contains(&id) {
+            self.stats.blobs_dedup += 1;
+            return false;
+        }
+        self.pending.insert(id, ());
+        true
+    }
+
+    /// True if this writer compresses (so callers compress before
+    /// [`RepoWriter::append_reserved`]).
+    pub fn compresses(&self) -> bool {
+        self.compress
+    }
+
+    /// Append a reserved blob: its raw bytes and, if it paid, its
+    /// compressed form from [`compress_blob`].
+    pub fn append_reserved(
+        &mut self,
+        id: BlobId,
+        kind: BlobKind,
+        data: &[u8],
+        compressed: Option<&[u8]>,
+    ) -> Result<()> {
         if self.broken {
             return Err(Error::failed(format!(
                 "vault {}: the pack writer failed earlier and refuses more blobs",
                 self.repo.vault
             )));
         }
-        let compressed = match &mut self.compressor {
-            Some(c) if self.compress && data.len() > 64 => c.compress(data).ok(),
-            _ => None,
-        };
-        // Keep the compressed form only when it saves at least 1/32.
         match compressed {
-            Some(c) if c.len() < data.len() - data.len() / 32 => {
-                self.pack
-                    .add(id, kind, Compression::Zstd, &c, data.len() as u32)
-            }
-            _ => self
+            Some(c) => self
+                .pack
+                .add(id, kind, Compression::Zstd, c, data.len() as u32),
+            None => self
                 .pack
                 .add(id, kind, Compression::None, data, data.len() as u32),
         }
-        self.pending.insert(id, ());
         self.stats.blobs_new += 1;
         self.stats.raw_new += data.len() as u64;
         if self.pack.len() >= PACK_TARGET {
             self.seal_pack()?;
         }
-        Ok(AddOutcome { id, new: true })
+        Ok(())
     }
 
     fn seal_pack(&mut self) -> Result<()> {
