@@ -345,6 +345,10 @@ struct CheckArgs {
     /// Also read and verify every blob.
     #[arg(long)]
     read_data: bool,
+    /// Rebuild each vault's index from its packs (after an index was lost
+    /// or damaged), then check.
+    #[arg(long)]
+    repair: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -1209,6 +1213,22 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
 }
 
 fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
+    if c.repair {
+        let names = match &c.vault {
+            Some(v) => vec![v.clone()],
+            None => store.vault_names()?,
+        };
+        for v in &names {
+            let r = check::repair(store, v)?;
+            eprintln!(
+                "vault {}: index rebuilt from {} packs ({} blobs); {} index files replaced; {} damaged packs",
+                r.vault, r.packs, r.blobs, r.indexes_replaced, r.damaged_packs
+            );
+            for p in &r.problems {
+                eprintln!("  {p}");
+            }
+        }
+    }
     let reports = check::check(store, c.vault.as_deref(), c.read_data)?;
     let bad = reports.iter().any(|r| !r.problems.is_empty());
     if c.json {

@@ -219,3 +219,65 @@ fn check_backup(repo: &Repo, rec: &BackupRecord, bad: &HashSet<BlobId>, out: &mu
         out.problems.extend(problems);
     }
 }
+
+/// What a repair did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RepairReport {
+    /// The vault.
+    pub vault: String,
+    /// Packs whose blob tables were read.
+    pub packs: usize,
+    /// Packs skipped because they are damaged (named in `problems`).
+    pub damaged_packs: usize,
+    /// Blobs in the rebuilt index.
+    pub blobs: u64,
+    /// Index files replaced.
+    pub indexes_replaced: usize,
+    /// What could not be used.
+    pub problems: Vec<String>,
+}
+
+/// Rebuild a vault's index from its packs: every sealed pack's blob table
+/// (checksummed) names its blobs, so a lost or damaged index loses nothing
+/// that is still in a pack. The new index is written before the old ones
+/// are removed; runs under the vault's writer lock.
+pub fn repair(store: &Store, vault: &str) -> Result<RepairReport> {
+    store.vault(vault)?;
+    let _lock = store.try_backup_lock(vault)?;
+    let repo = store.repo(vault)?;
+    let mut report = RepairReport {
+        vault: vault.to_string(),
+        ..Default::default()
+    };
+    let mut entries = Vec::new();
+    for (pack, _) in repo.list_packs()? {
+        let table = crate::store::pack::PackReader::open(repo.dir(), pack)
+            .and_then(|p| p.entries().map(|e| (p, e)));
+        match table {
+            Ok((p, es)) => {
+                if !p.verify_id() {
+                    report.damaged_packs += 1;
+                    report.problems.push(format!(
+                        "vault {vault}: pack {pack} does not hash to its name: its blobs are indexed, and each is verified when read"
+                    ));
+                }
+                report.packs += 1;
+                entries.extend(crate::store::index::entries_of_pack(pack, &es));
+            }
+            Err(e) => {
+                report.damaged_packs += 1;
+                report.problems.push(e.to_string());
+            }
+        }
+    }
+    report.blobs = entries.len() as u64;
+    let old = repo.index_paths()?;
+    let new = crate::store::index::write_index(repo.dir(), entries)?;
+    for f in old.iter().filter(|f| **f != new) {
+        std::fs::remove_file(f)
+            .map_err(|e| crate::error::Error::io(format!("remove {}", f.display()), e))?;
+        report.indexes_replaced += 1;
+    }
+    crate::fsutil::sync_dir(&repo.dir().join("index"))?;
+    Ok(report)
+}
