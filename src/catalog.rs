@@ -301,27 +301,12 @@ impl Store {
     /// The vault named `name`.
     pub fn vault(&self, name: &str) -> Result<VaultConfig> {
         rules::check_name("vault name", name)?;
-        let path = self.vault_dir(name).join("vault.json");
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(format!("vault {name:?} does not exist"))
-                    .code("BackupService.6105"))
-            }
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        };
-        let cfg: VaultConfig = serde_json::from_str(&text).map_err(|e| {
-            Error::corrupt(format!("vault {name}: {} is damaged: {e}", path.display()))
-        })?;
-        if cfg.format != CATALOG_FORMAT || cfg.name != name {
-            return Err(Error::corrupt(format!(
-                "vault {name}: {} has format {} and name {:?}",
-                path.display(),
-                cfg.format,
-                cfg.name
-            )));
-        }
-        Ok(cfg)
+        read_record(
+            &self.vault_dir(name).join("vault.json"),
+            "vault",
+            name,
+            "BackupService.6105",
+        )
     }
 
     /// Write a vault's settings atomically. Caller holds the catalog lock.
@@ -396,24 +381,7 @@ impl Store {
 
     /// Names of vault `vault`'s backups (from the file names only).
     pub fn backup_names(&self, vault: &str) -> Result<Vec<String>> {
-        let dir = self.vault_dir(vault).join("backups");
-        let mut out = Vec::new();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
-        };
-        for ent in rd {
-            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
-            let n = ent.file_name().to_string_lossy().to_string();
-            if let Some(b) = n.strip_suffix(".bk") {
-                if !b.starts_with('.') {
-                    out.push(b.to_string());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        names_in(&self.vault_dir(vault).join("backups"), ".bk")
     }
 
     /// Backup `backup` of vault `vault`.
@@ -495,50 +463,21 @@ impl Store {
 
     /// Every policy, sorted by name.
     pub fn policies(&self) -> Result<Vec<PolicyConfig>> {
-        let dir = self.root.join("policies");
-        let mut out = Vec::new();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
-        };
-        for ent in rd {
-            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
-            let n = ent.file_name().to_string_lossy().to_string();
-            if let Some(name) = n.strip_suffix(".json") {
-                if !name.starts_with('.') {
-                    out.push(self.policy(name)?);
-                }
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        names_in(&self.root.join("policies"), ".json")?
+            .iter()
+            .map(|n| self.policy(n))
+            .collect()
     }
 
     /// The policy named `name`.
     pub fn policy(&self, name: &str) -> Result<PolicyConfig> {
         rules::check_name("policy name", name)?;
-        let path = self.policy_path(name);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(format!("policy {name:?} does not exist"))
-                    .code("BackupService.6000"))
-            }
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        };
-        let p: PolicyConfig = serde_json::from_str(&text).map_err(|e| {
-            Error::corrupt(format!("policy {name}: {} is damaged: {e}", path.display()))
-        })?;
-        if p.format != CATALOG_FORMAT || p.name != name {
-            return Err(Error::corrupt(format!(
-                "policy {name}: {} has format {} and name {:?}",
-                path.display(),
-                p.format,
-                p.name
-            )));
-        }
-        Ok(p)
+        read_record(
+            &self.policy_path(name),
+            "policy",
+            name,
+            "BackupService.6000",
+        )
     }
 
     /// Write a policy atomically. Caller holds the catalog lock.
@@ -562,50 +501,21 @@ impl Store {
 
     /// Every server, sorted by name.
     pub fn servers(&self) -> Result<Vec<ServerConfig>> {
-        let dir = self.root.join("servers");
-        let mut out = Vec::new();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
-        };
-        for ent in rd {
-            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
-            let n = ent.file_name().to_string_lossy().to_string();
-            if let Some(name) = n.strip_suffix(".json") {
-                if !name.starts_with('.') {
-                    out.push(self.server(name)?);
-                }
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        names_in(&self.root.join("servers"), ".json")?
+            .iter()
+            .map(|n| self.server(n))
+            .collect()
     }
 
     /// The server named `name`.
     pub fn server(&self, name: &str) -> Result<ServerConfig> {
         rules::check_name("server name", name)?;
-        let path = self.server_path(name);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(format!("server {name:?} does not exist"))
-                    .code("BackupService.6302"))
-            }
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        };
-        let s: ServerConfig = serde_json::from_str(&text).map_err(|e| {
-            Error::corrupt(format!("server {name}: {} is damaged: {e}", path.display()))
-        })?;
-        if s.format != CATALOG_FORMAT || s.name != name {
-            return Err(Error::corrupt(format!(
-                "server {name}: {} has format {} and name {:?}",
-                path.display(),
-                s.format,
-                s.name
-            )));
-        }
-        Ok(s)
+        read_record(
+            &self.server_path(name),
+            "server",
+            name,
+            "BackupService.6302",
+        )
     }
 
     /// Write a server atomically. Caller holds the catalog lock.
@@ -622,6 +532,73 @@ impl Store {
         fs::remove_file(&p).ctx(|| format!("delete {}", p.display()))?;
         fsutil::sync_dir(&self.root.join("servers"))
     }
+}
+
+/// A catalog record: JSON with a format and the name it is filed under.
+trait Record: serde::de::DeserializeOwned {
+    fn format(&self) -> u32;
+    fn name(&self) -> &str;
+}
+
+macro_rules! record {
+    ($($t:ty),*) => {$(
+        impl Record for $t {
+            fn format(&self) -> u32 {
+                self.format
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
+}
+record!(VaultConfig, ServerConfig, PolicyConfig);
+
+/// Read the `what` record `name` from `path`: missing is "does not exist"
+/// with CBR's `code`; undecodable, another format or another name is
+/// damage naming the file.
+fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static str) -> Result<T> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code))
+        }
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    let r: T = serde_json::from_str(&text).map_err(|e| {
+        Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
+    })?;
+    if r.format() != CATALOG_FORMAT || r.name() != name {
+        return Err(Error::corrupt(format!(
+            "{what} {name}: {} has format {} and name {:?}",
+            path.display(),
+            r.format(),
+            r.name()
+        )));
+    }
+    Ok(r)
+}
+
+/// Names of the files in `dir` ending in `suffix`, without it, sorted;
+/// hidden (temporary) files are skipped and a missing `dir` is empty.
+fn names_in(dir: &Path, suffix: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+    };
+    for ent in rd {
+        let ent = ent.ctx(|| format!("list {}", dir.display()))?;
+        let n = ent.file_name().to_string_lossy().to_string();
+        if let Some(b) = n.strip_suffix(suffix) {
+            if !b.starts_with('.') {
+                out.push(b.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The default store: `$CBRFS_STORE`, else `/var/lib/cbrfs` for root, else

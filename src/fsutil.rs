@@ -171,63 +171,62 @@ pub struct Flock {
 }
 
 impl Flock {
-    /// Try to take the lock; `Ok(None)` if another process holds it.
-    pub fn try_lock(path: &Path, exclusive: bool) -> Result<Option<Flock>> {
-        let file = OpenOptions::new()
+    fn open(path: &Path) -> Result<File> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(FILE_MODE)
             .open(path)
-            .ctx(|| format!("open lock file {}", path.display()))?;
+            .ctx(|| format!("open lock file {}", path.display()))
+    }
+
+    fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
+        // SAFETY: flock on a valid, owned file descriptor.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(file), op) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Try to take the lock; `Ok(None)` if another process holds it.
+    pub fn try_lock(path: &Path, exclusive: bool) -> Result<Option<Flock>> {
+        let file = Self::open(path)?;
         let op = if exclusive {
             libc::LOCK_EX
         } else {
             libc::LOCK_SH
         } | libc::LOCK_NB;
-        // SAFETY: flock on a valid, owned file descriptor.
-        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
-        if rc == 0 {
-            return Ok(Some(Flock { _file: file }));
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Ok(None)
-        } else {
-            Err(crate::error::Error::io(
+        match Self::flock(&file, op) {
+            Ok(()) => Ok(Some(Flock { _file: file })),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(crate::error::Error::io(
                 format!("lock {}", path.display()),
-                err,
-            ))
+                e,
+            )),
         }
     }
+
     /// Take the lock, waiting for it.
     pub fn lock(path: &Path, exclusive: bool) -> Result<Flock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(path)
-            .ctx(|| format!("open lock file {}", path.display()))?;
+        let file = Self::open(path)?;
         let op = if exclusive {
             libc::LOCK_EX
         } else {
             libc::LOCK_SH
         };
         loop {
-            // SAFETY: flock on a valid, owned file descriptor.
-            let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
-            if rc == 0 {
-                return Ok(Flock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(crate::error::Error::io(
-                    format!("lock {}", path.display()),
-                    err,
-                ));
+            match Self::flock(&file, op) {
+                Ok(()) => return Ok(Flock { _file: file }),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(crate::error::Error::io(
+                        format!("lock {}", path.display()),
+                        e,
+                    ))
+                }
             }
         }
     }
