@@ -125,6 +125,15 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
     store.vault(vault)?;
     let _lock = store.try_backup_lock(vault)?;
     let repo = store.repo(vault)?;
+    // Never remove packs while an index cannot be read: the packs it names
+    // would look unused, and some may hold blobs live backups need.
+    let damaged = repo.index_errors();
+    if !damaged.is_empty() {
+        return Err(Error::corrupt(format!(
+            "prune of vault {vault} refused: {} (run 'cbrfs check')",
+            damaged.join("; ")
+        )));
+    }
     if !dry_run {
         repo.remove_stale_temps()?;
     }
@@ -151,6 +160,15 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
         report.backups += 1;
     }
     let (locations, index_files) = indexed(&repo);
+    // A blob a backup uses that no index names (an index file lost) may
+    // still be in a pack that now looks orphaned: removing that pack would
+    // turn a repairable store into lost data.
+    let unindexed = live.iter().filter(|id| !locations.contains_key(id)).count();
+    if unindexed > 0 {
+        return Err(Error::corrupt(format!(
+            "prune of vault {vault} refused: {unindexed} blobs its backups use are in no index (run 'cbrfs check')"
+        )));
+    }
     // Live and total bytes per indexed pack.
     let mut per_pack: HashMap<BlobId, (u64, Vec<(BlobId, Location)>)> = HashMap::new();
     for (id, loc) in &locations {
