@@ -236,6 +236,7 @@ expect_ok cbrfs check --read-data
 # ---- a damaged vault record ----
 note "a second vault whose vault.json is damaged"
 expect_ok cbrfs vault create other --type filesystem --capacity 10
+cp -p "$STORE/vaults/other/vault.json" "$T/other-vault.json"
 printf '{bad' >"$STORE/vaults/other/vault.json"
 expect_exit 1 '' -- cbrfs check
 if matches 'vault other.*vault.json is damaged' "$OUT
@@ -251,3 +252,42 @@ else
 fi
 expect_exit 1 'vault other.*vault.json is damaged' -- cbrfs vault show other
 expect_ok cbrfs restore $V b1 --to "$T/r1-vj"
+cp -p "$T/other-vault.json" "$STORE/vaults/other/vault.json"
+
+# ---- prune never deletes data a live backup needs because an index is damaged ----
+note "prune with an unreadable index: a live backup whose data is indexed only there"
+P=$T/prune-src
+mkdir -p "$P"
+random_file "$P/x" $((2 << 20))
+expect_ok cbrfs vault create pv --type filesystem --capacity 10
+expect_ok cbrfs vault associate pv --path "$P"
+expect_ok cbrfs backup create pv --name pa
+# shellcheck disable=SC2012 # index names are hex
+IDX_A=$(ls -t "$STORE/vaults/pv/index/"*.idx | head -n 1)
+random_file "$P/y" 100000
+expect_ok cbrfs backup create pv --name pb
+expect_ok cbrfs restore pv pb --to "$T/pb-ref"
+# pb's trees are in its own index; x's data only in pa's index.
+expect_ok cbrfs backup delete pv pa
+cp -p "$IDX_A" "$T/idx-a.orig"
+packs_before=$(find "$STORE/vaults/pv/packs" -name '*.pack' | sort)
+for damage in truncated removed; do
+	if [ "$damage" = truncated ]; then truncate -s 10 "$IDX_A"; else rm -f "$IDX_A"; fi
+	run cbrfs prune pv
+	packs_after=$(find "$STORE/vaults/pv/packs" -name '*.pack' | sort)
+	if [ "$packs_after" = "$packs_before" ]; then
+		pass "prune with pa's index $damage removed no pack (exit $RC)"
+	else
+		fail "prune with pa's index $damage removed packs that pb needs: exit $RC; $OUT $ERR"
+	fi
+	if [ "$RC" != 0 ]; then
+		pass "prune with pa's index $damage refused (exit $RC): $(grep -m1 "^cbrfs: error" <<<"$ERR")"
+	else
+		fail "prune with pa's index $damage exited 0: $OUT"
+	fi
+	cp -p "$T/idx-a.orig" "$IDX_A"
+done
+expect_ok cbrfs check pv --read-data
+expect_ok cbrfs prune pv
+expect_ok cbrfs restore pv pb --to "$T/pb-after"
+if out=$(treecmp "$T/pb-ref" "$T/pb-after"); then pass "pb restores whole after the index is put back and prune ran"; else fail "pb after prune: $out"; fi
