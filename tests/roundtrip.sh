@@ -139,7 +139,9 @@ expect_eq "b1 is a full backup" "$(json_get "$T/b1.json" 'j["type"]')" full
 
 note "restore b1 into $T/r1"
 expect_ok cbrfs restore rt b1 --to "$T/r1"
-if out=$(diff_tree "$S" "$T/r1"); then
+# diff -r reads every hole as zeros: leave the 5 GiB sparse file to treecmp,
+# which compares where either side has data, or diff alone reads 10 GB.
+if out=$(diff_tree "$S" "$T/r1" --exclude=sparse-5G); then
 	pass "diff -r finds the restore of b1 the same as the source"
 else
 	fail "diff -r source vs restore of b1: $out"
@@ -198,7 +200,7 @@ fi
 
 note "restore b2 into $T/r2"
 expect_ok cbrfs restore rt b2 --to "$T/r2"
-if out=$(diff_tree "$S" "$T/r2"); then
+if out=$(diff_tree "$S" "$T/r2" --exclude=sparse-5G); then
 	pass "diff -r finds the restore of b2 the same as the changed source"
 else
 	fail "diff -r changed source vs restore of b2: $out"
