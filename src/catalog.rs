@@ -276,11 +276,25 @@ impl Store {
     /// Every vault, sorted by name. A vault whose record cannot be read is
     /// reported as an error naming it.
     pub fn vaults(&self) -> Result<Vec<VaultConfig>> {
-        let mut out = Vec::new();
-        for name in self.vault_names()? {
-            out.push(self.vault(&name)?);
+        let (good, damaged) = self.vaults_and_damage()?;
+        match damaged.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(good),
         }
-        Ok(out)
+    }
+
+    /// Every readable vault, and an error for each vault whose record is
+    /// damaged: one bad `vault.json` must not hide the others.
+    pub fn vaults_and_damage(&self) -> Result<(Vec<VaultConfig>, Vec<Error>)> {
+        let mut good = Vec::new();
+        let mut damaged = Vec::new();
+        for name in self.vault_names()? {
+            match self.vault(&name) {
+                Ok(v) => good.push(v),
+                Err(e) => damaged.push(e),
+            }
+        }
+        Ok((good, damaged))
     }
 
     /// Names of the vault directories, sorted.
@@ -443,7 +457,13 @@ impl Store {
     /// The vault holding a resource of `kind` whose path (or server name)
     /// is `path`, if any.
     pub fn vault_of_path(&self, kind: &str, path: &str) -> Result<Option<(String, String)>> {
-        for v in self.vaults()? {
+        // A vault whose record is damaged cannot be asked; it must not
+        // stop resources going into the others (check reports it).
+        let (vaults, damaged) = self.vaults_and_damage()?;
+        for e in damaged {
+            log::warn!("{e}");
+        }
+        for v in vaults {
             if let Some(r) = v
                 .resources
                 .iter()

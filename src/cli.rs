@@ -531,8 +531,11 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     }
                 }
             }
-            let vs: Vec<_> = store
-                .vaults()?
+            let (all, damaged) = store.vaults_and_damage()?;
+            for e in &damaged {
+                eprintln!("cbrfs: error: {e}");
+            }
+            let vs: Vec<_> = all
                 .into_iter()
                 .filter(|v| vault_matches(v, &filters))
                 .collect();
@@ -563,6 +566,9 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             .join(",")
                     );
                 }
+            }
+            if !damaged.is_empty() {
+                return Ok(1);
             }
         }
         VaultCmd::Show { name, json } => {
@@ -839,6 +845,10 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                         s.errors
                     );
                 }
+            }
+            // As restic: the backup is made, but it is not complete.
+            if rec.stats.errors > 0 {
+                return Ok(3);
             }
         }
         BackupCmd::List { vault, json } => {

@@ -404,11 +404,20 @@ impl Vfs {
         Ok(t)
     }
 
+    /// The mkdir backup `vault/name` while it is protecting or failed.
+    /// Once its record exists it is available, whatever the backup thread
+    /// has still to do after the commit (the record is the commit point,
+    /// and `cbrfs backup wait` goes by it).
     fn running(&self, vault: &str, name: &str) -> Option<Arc<Running>> {
-        self.running
+        let r = self
+            .running
             .lock()
             .get(&(vault.to_string(), name.to_string()))
-            .cloned()
+            .cloned()?;
+        if *r.state.lock() == RunState::Protecting && self.store.backup_path(vault, name).exists() {
+            return None;
+        }
+        Some(r)
     }
 
     fn vault_exists(&self, name: &str) -> bool {

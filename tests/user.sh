@@ -82,3 +82,11 @@ unset CBRFS_STORE XDG_DATA_HOME
 note "another user cannot read the root-owned store"
 expect_ok cbrfs vault create rootv --type filesystem --capacity 10
 expect_exit 1 'Permission denied' -- as_user "$CBRFS_BIN" --store "$STORE" vault list
+
+note "an unreadable file is reported, the backup is made, and it exits 3"
+as_user bash -c "printf secret > '$T/u/src/locked' && chmod 000 '$T/u/src/locked'"
+expect_exit 3 'locked' -- as_user "$CBRFS_BIN" --store "$T/u/store" backup create uv --name partial
+expect_ok as_user "$CBRFS_BIN" --store "$T/u/store" backup show uv partial
+expect_ok as_user "$CBRFS_BIN" --store "$T/u/store" restore uv partial --to "$T/u/partial"
+[ ! -e "$T/u/partial/locked" ] && [ -e "$T/u/partial/d/e/r" ] && pass "the partial backup has the readable files, not the unreadable one" ||
+	fail "partial restore: $(ls -R "$T/u/partial" | head)"
