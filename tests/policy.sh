@@ -253,6 +253,24 @@ expect_eq "unchanged files vf's backups trusted (a full backup trusts none)" \
 	"$(cbrfs backup list vf --json | json_get /dev/stdin '[b["stats"]["files_unchanged"] for b in sorted(j, key=lambda b: b["started"])]')" \
 	'[0, 1, 1, 0, 1, 1, 0]'
 
+note "--full-every 3 with keep-last 2: still every fourth backup full, though the full one expires"
+mkdir -p "$T/gsrc"
+printf 'steady\n' >"$T/gsrc/steady"
+expect_ok cbrfs vault create vg --type filesystem --capacity 10
+expect_ok cbrfs vault associate vg --path "$T/gsrc" --name gsrc
+expect_ok cbrfs policy create pg --schedule 'FREQ=DAILY;BYHOUR=3' --keep-last 2 --full-every 3
+expect_ok cbrfs policy apply pg vg
+: >"$T/gtypes"
+for d in 01 02 03 04 05 06 07 08 09; do
+	printf 'day %s\n' "$d" >"$T/gsrc/day"
+	run cbrfs policy run-due --now "2025-03-${d}T03:00:00Z" --json
+	[ "$RC" = 0 ] || fail "run-due for vg on day $d: $ERR"
+	b=$(json_get "$T/.out" 'j[0]["outcome"].split()[-1]')
+	cbrfs backup show vg "$b" --json | json_get /dev/stdin 'j["type"]' >>"$T/gtypes"
+done
+expect_eq "types of vg's backups as they were made" "$(tr '\n' ' ' <"$T/gtypes")" \
+	"full incremental incremental incremental full incremental incremental incremental full "
+
 note "policy validation: exit 2 and a message naming the rule"
 pc() { cbrfs policy create "$@"; }
 D='FREQ=DAILY;BYHOUR=1'
@@ -278,7 +296,7 @@ expect_exit 2 'keep' -- pc x --schedule "$D"
 expect_exit 2 'policy "p1" already exists' -- pc p1 --schedule "$D" --keep-last 3
 expect_exit 2 'BackupService.6000: policy "x" does not exist' -- cbrfs policy show x
 expect_ok cbrfs policy list --json
-expect_eq "policies after the refused creations" "$(json_get "$T/.out" 'sorted(p["name"] for p in j)')" '["p1", "pf"]'
+expect_eq "policies after the refused creations" "$(json_get "$T/.out" 'sorted(p["name"] for p in j)')" '["p1", "pf", "pg"]'
 note "an update that breaks a rule is refused and changes nothing"
 cbrfs policy show p1 --json >"$T/p1.before"
 expect_exit 2 'keep-last 1 is out of range' -- cbrfs policy update p1 --keep-last 1
@@ -298,7 +316,7 @@ expect_ok cbrfs vault create bare --type filesystem --capacity 10
 expect_exit 2 'BackupService.6000: vault bare has no policy' -- cbrfs policy remove bare
 
 note "at most 32 policies: the 33rd is BackupService.6001"
-for i in $(seq 3 32); do
+for i in $(seq 4 32); do
 	cbrfs policy create "q$i" --schedule "$D" --keep-last 3 >/dev/null || fail "policy q$i"
 done
 expect_eq "policies" "$(cbrfs policy list --json | json_get /dev/stdin 'len(j)')" 32

@@ -91,6 +91,38 @@ out=$(treecmp "$T/ref3" "$T/r3" 2>&1) && pass "b3 restores whole after the repac
 expect_exit 2 'repack threshold 101 is out of range' -- cbrfs prune pv --repack-threshold 101
 expect_exit 2 'BackupService.6105' -- cbrfs prune nosuchvault
 
+note "a vault of small packs whose blobs are all live: prune again and again loses nothing"
+mkdir -p "$T/tiny"
+printf 'steady\n' >"$T/tiny/steady"
+expect_ok cbrfs vault create tv --type filesystem --capacity 10
+expect_ok cbrfs vault associate tv --path "$T/tiny" --name tiny
+expect_ok cbrfs backup create tv --name t1
+printf 'day 1\n' >"$T/tiny/day"
+expect_ok cbrfs backup create tv --name t2
+files_of tv | grep -v '/index/' >"$T/tv.before"
+rewrites=0
+for i in 1 2 3 4 5 6; do
+	run cbrfs prune tv --json
+	[ "$RC" = 0 ] || fail "prune $i of tv: $ERR"
+	rewrites=$((rewrites + $(json_get "$T/.out" 'j[0]["packs_rewritten"] + j[0]["packs_removed"]')))
+	run cbrfs check tv
+	[ "$RC" = 0 ] || { fail "check after prune $i of tv: $OUT $ERR"; break; }
+done
+expect_eq "packs rewritten or removed where nothing is dead" "$rewrites" 0
+files_of tv | grep -v '/index/' >"$T/tv.after"
+cmp -s "$T/tv.before" "$T/tv.after" && pass "the packs are as they were" || fail "packs changed: $(diff "$T/tv.before" "$T/tv.after")"
+expect_ok cbrfs restore tv t2 --to "$T/rt2"
+out=$(treecmp "$T/tiny" "$T/rt2" 2>&1) && pass "t2 restores after six prunes" || fail "t2: $out"
+expect_ok cbrfs backup delete tv t1
+expect_ok cbrfs prune tv
+for i in 1 2 3; do
+	run cbrfs prune tv
+	[ "$RC" = 0 ] || fail "prune $i of tv after a delete: $ERR"
+done
+expect_ok cbrfs check --read-data tv
+expect_ok cbrfs restore tv t2 --to "$T/rt2b"
+out=$(treecmp "$T/tiny" "$T/rt2b" 2>&1) && pass "t2 restores after t1 was deleted and pruned" || fail "t2 after the delete: $out"
+
 note "packs left by a killed backup are removed"
 PACKS=$STORE/vaults/pv/packs
 packs_before=$(find "$PACKS" -name '*.pack' | wc -l)
