@@ -265,7 +265,7 @@ for d in 01 02 03 04 05 06 07 08 09; do
 	printf 'day %s\n' "$d" >"$T/gsrc/day"
 	run cbrfs policy run-due --now "2025-03-${d}T03:00:00Z" --json
 	[ "$RC" = 0 ] || fail "run-due for vg on day $d: $ERR"
-	b=$(json_get "$T/.out" 'j[0]["outcome"].split()[-1]')
+	b=$(json_get "$T/.out" '[r["outcome"].split()[-1] for r in j if r["vault"] == "vg"][0]')
 	cbrfs backup show vg "$b" --json | json_get /dev/stdin 'j["type"]' >>"$T/gtypes"
 done
 expect_eq "types of vg's backups as they were made" "$(tr '\n' ' ' <"$T/gtypes")" \
