@@ -266,3 +266,19 @@ out=$(diff_tree "$T/ref5" "$MNT/cv/c5/src" 2>&1) && pass "c5 reads back exactly 
 cmp -s "$C/new" "$MNT/cv/c6/src/new" && pass "c6 reads back exactly through the mount" || fail "c6 differs"
 expect_ok cbrfs umount "$MNT"
 expect_ok cbrfs check --read-data
+
+note "prune of every vault while one is busy: the others are pruned, the busy one named"
+printf 'more\n' >"$S/more"
+expect_ok cbrfs backup create pv --name b4
+expect_ok cbrfs backup delete pv b4
+pu=$(used pv)
+bash -c 'exec 9>>"$1" && flock -x 9 && exec sleep 600' _ "$STORE/vaults/cv/backup.lock" >/dev/null 2>&1 &
+holder=$!
+on_exit "kill $holder"
+wait_for 10 "the shell to hold cv's backup.lock" sh -c "! flock -n '$STORE/vaults/cv/backup.lock' true"
+expect_exit 1 'BackupService.6125: vault cv' -- cbrfs prune
+matches '^vault pv: freed' "$OUT" && matches '^vault tv: freed' "$OUT" && pass "pv and tv, after the busy cv, were pruned" || fail "prune of every vault: $OUT"
+[ "$(used pv)" -lt "$pu" ] && pass "pv's dead backup freed" || fail "pv not pruned: used $pu -> $(used pv)"
+kill "$holder"
+wait "$holder" 2>/dev/null
+expect_ok cbrfs check --read-data
