@@ -1641,6 +1641,9 @@ fn prune_cmd(
         None => store.vault_names()?,
     };
     let mut reports = Vec::new();
+    // A vault that cannot be pruned now (busy, damaged) does not keep the
+    // others from being pruned; it is named at the end.
+    let mut errors = Vec::new();
     for v in &names {
         let t = (!dry_run)
             .then(|| crate::tasks::start(store, "prune", v, None, None, catalog::now_ns()));
@@ -1648,7 +1651,10 @@ fn prune_cmd(
         if let Some(t) = t {
             t.finish(&r);
         }
-        reports.push(r?);
+        match r {
+            Ok(rep) => reports.push(rep),
+            Err(e) => errors.push(e),
+        }
     }
     if json {
         print_json(&json!(reports));
@@ -1669,7 +1675,12 @@ fn prune_cmd(
             );
         }
     }
-    Ok(0)
+    let mut code = 0;
+    for e in &errors {
+        eprintln!("cbrfs: error: {e}");
+        code = code.max(e.exit_code());
+    }
+    Ok(code)
 }
 
 #[derive(Subcommand, Debug)]

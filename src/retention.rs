@@ -926,6 +926,54 @@ mod tests {
         assert_eq!(s.reasons[3], [Reason::Newest(Period::Week(2024, 52))]);
     }
 
+    #[test]
+    fn monthly_and_yearly_in_the_policys_time_zone() {
+        // Around the 2024/2025 year end, in UTC.
+        let backups = vec![
+            auto("jan2", "2025-01-02T00:00:00Z"),
+            auto("ny-east", "2024-12-31T20:00:00Z"), // 2025-01-01 04:00 at UTC+08:00
+            auto("dec31", "2024-12-31T10:00:00Z"),   // Dec 31 in both zones
+            auto("ny-west", "2025-01-01T03:00:00Z"), // 2024-12-31 22:00 at UTC-05:00
+            auto("dec15", "2024-12-15T12:00:00Z"),
+            auto("nov30", "2024-11-30T20:00:00Z"), // Dec 1 04:00 at UTC+08:00
+            auto("nov29", "2024-11-29T12:00:00Z"),
+        ];
+        let now = ts("2025-01-03T00:00:00Z");
+        let sel = |tz: &str, monthly: u64, yearly: u64| {
+            ret(RetentionArgs {
+                keep_monthly: Some(monthly),
+                keep_yearly: Some(yearly),
+                timezone: Some(tz.into()),
+                ..last(2)
+            })
+            .select(&backups, now, false)
+        };
+        // UTC+08:00: January 2025 {jan2, ny-west, ny-east}, December 2024
+        // {dec31, dec15, nov30}, November {nov29}.
+        let s = sel("UTC+08:00", 3, 0);
+        assert_eq!(s.keep, names(&["jan2", "ny-west", "dec31", "nov29"]));
+        assert_eq!(s.reasons[2], [Reason::Newest(Period::Month(2024, 12))]);
+        assert_eq!(s.reasons[3], [Reason::Newest(Period::Month(2024, 11))]);
+        // UTC-05:00: ny-west is 2024-12-31 local, the newest of December
+        // and of 2024; nov30 is November there.
+        let s = sel("UTC-05:00", 3, 2);
+        assert_eq!(s.keep, names(&["jan2", "ny-west", "nov30"]));
+        assert_eq!(
+            s.reasons[1],
+            [
+                Reason::Last(2),
+                Reason::Newest(Period::Month(2024, 12)),
+                Reason::Newest(Period::Year(2024))
+            ]
+        );
+        assert_eq!(s.reasons[2], [Reason::Newest(Period::Month(2024, 11))]);
+        // In UTC, ny-west is January 2025 too; the newest of 2024 is
+        // ny-east (Dec 31, 20:00).
+        let s = sel("UTC", 0, 2);
+        assert_eq!(s.keep, names(&["jan2", "ny-west", "ny-east"]));
+        assert_eq!(s.reasons[2], [Reason::Newest(Period::Year(2024))]);
+    }
+
     // ------------------------------------------------------------------
     // Property tests, against oracles written independently of `select`.
 
@@ -1104,6 +1152,13 @@ mod tests {
             let mut rev = backups.clone();
             rev.reverse();
             prop_assert_eq!(r.select(&rev, now, busy), s);
+
+            // Stable: a second pass at the same instant over what the
+            // first kept deletes nothing.
+            let kept: Vec<Candidate> =
+                backups.iter().filter(|b| keep.contains(&b.name)).cloned().collect();
+            let again = r.select(&kept, now, busy);
+            prop_assert!(again.delete.is_empty(), "second pass deletes {:?}", again.delete);
         }
     }
 }

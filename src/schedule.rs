@@ -942,6 +942,67 @@ mod tests {
     }
 
     #[test]
+    fn weekly_and_interval_in_a_time_zone_across_the_year_end() {
+        // Monday 01:00 at UTC+08:00 is Sunday 17:00 UTC: the local weekday
+        // counts. 2024-12-30 and 2025-01-06 are Mondays.
+        let w = Schedule::parse(&["FREQ=WEEKLY;BYDAY=MO;BYHOUR=1"], Some("UTC+08:00")).unwrap();
+        assert_eq!(
+            nexts(&w, "2024-12-25T00:00:00Z", 2),
+            ["2024-12-29T17:00:00Z", "2025-01-05T17:00:00Z"]
+        );
+        // Friday 22:00 at UTC-05:00 is Saturday 03:00 UTC; 2025-01-03 is a
+        // Friday.
+        let f = Schedule::parse(&["FREQ=WEEKLY;BYDAY=FR;BYHOUR=22"], Some("UTC-05:00")).unwrap();
+        assert_eq!(
+            nexts(&f, "2024-12-28T02:59:59Z", 3),
+            [
+                "2024-12-28T03:00:00Z",
+                "2025-01-04T03:00:00Z",
+                "2025-01-11T03:00:00Z"
+            ]
+        );
+        // Every 4 days at 06:00, UTC+08:00, anchored on 2024-12-25 local
+        // (created 2024-12-24T20:00Z): Dec 25, 29, Jan 2, 6.
+        let i = Schedule::parse(&["FREQ=DAILY;INTERVAL=4;BYHOUR=6"], Some("UTC+08:00"))
+            .unwrap()
+            .with_anchor(ts("2024-12-24T20:00:00Z"));
+        assert_eq!(i.anchor(), date(2024, 12, 25));
+        assert_eq!(
+            nexts(&i, "2024-12-24T20:00:00Z", 4),
+            [
+                "2024-12-24T22:00:00Z",
+                "2024-12-28T22:00:00Z",
+                "2025-01-01T22:00:00Z",
+                "2025-01-05T22:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_month_of_a_multi_rule_schedule() {
+        // tests/policy.sh's schedule: daily 01:00 and 13:00, Sundays 19:00,
+        // at UTC+08:00. December 2024 (local) has 31 days and 5 Sundays.
+        let s = Schedule::parse(
+            &["FREQ=DAILY;BYHOUR=1,13", "FREQ=WEEKLY;BYDAY=SU;BYHOUR=19"],
+            Some("UTC+08:00"),
+        )
+        .unwrap();
+        let dec = s.points_between(ts("2024-11-30T16:00:00Z"), ts("2024-12-31T16:00:00Z"));
+        assert_eq!(dec.len(), 31 * 2 + 5);
+        assert_eq!(dec[0], ts("2024-11-30T17:00:00Z")); // Dec 1, 01:00 local
+        assert_eq!(dec[2], ts("2024-12-01T11:00:00Z")); // Sunday Dec 1, 19:00
+        assert_eq!(*dec.last().unwrap(), ts("2024-12-31T05:00:00Z")); // Dec 31, 13:00
+                                                                      // The next point is the first of 2025, local time.
+        assert_eq!(
+            s.next_after(*dec.last().unwrap()).unwrap(),
+            ts("2024-12-31T17:00:00Z")
+        );
+        // February 2025 (local): 28 days, 4 Sundays.
+        let feb = s.points_between(ts("2025-01-31T16:00:00Z"), ts("2025-02-28T16:00:00Z"));
+        assert_eq!(feb.len(), 28 * 2 + 4);
+    }
+
+    #[test]
     fn points_between_is_half_open() {
         let s = sched(&["FREQ=DAILY;BYHOUR=0,6,12,18"]);
         let p = s.points_between(ts("2024-01-31T00:00:00Z"), ts("2024-02-01T00:00:00Z"));
@@ -1299,6 +1360,13 @@ mod tests {
             let t = Timestamp::from_second(start + probe).unwrap();
             if let Some(e) = pts.iter().find(|p| **p > t) {
                 prop_assert_eq!(s.next_after(t), Some(*e));
+            }
+            // Passes at any instants see every point once: the points of
+            // (from, t] and (t, to] are those of (from, to].
+            if t < to {
+                let mut split = s.points_between(from, t);
+                split.extend(s.points_between(t, to));
+                prop_assert_eq!(&split, &pts);
             }
         }
     }

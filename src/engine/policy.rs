@@ -166,6 +166,31 @@ pub fn remove(store: &Store, vault: &str) -> Result<String> {
 struct State {
     policy: String,
     last_ns: i64,
+    /// Incremental backups of the vault since its last full one, counted
+    /// up to the backup started at `counted_ns` (0: not counted yet).
+    /// Retention may delete the full backup, so the records alone cannot
+    /// tell when the next one is due.
+    #[serde(default)]
+    since_full: u64,
+    #[serde(default)]
+    counted_ns: i64,
+}
+
+impl State {
+    /// Count the vault's backups newer than those counted so far (all of
+    /// them the first time).
+    fn count(&mut self, records: &[crate::model::BackupRecord]) {
+        if self.counted_ns == 0 {
+            self.since_full = records.iter().rev().take_while(|r| !r.full).count() as u64;
+            self.counted_ns = records.last().map_or(0, |r| r.started_ns);
+            return;
+        }
+        let counted = self.counted_ns;
+        for r in records.iter().filter(|r| r.started_ns > counted) {
+            self.since_full = if r.full { 0 } else { self.since_full + 1 };
+            self.counted_ns = r.started_ns;
+        }
+    }
 }
 
 fn state_path(store: &Store, vault: &str) -> std::path::PathBuf {
@@ -209,7 +234,7 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
                 continue;
             }
         };
-        let state: State = std::fs::read(state_path(store, &v.name))
+        let mut state: State = std::fs::read(state_path(store, &v.name))
             .ok()
             .and_then(|d| serde_json::from_slice(&d).ok())
             .filter(|s: &State| s.policy == pname)
@@ -223,18 +248,16 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         } else {
             now_ns - 1
         };
-        let save_state = |last: i64| {
-            let s = State {
-                policy: pname.clone(),
-                last_ns: last,
-            };
+        state.policy = pname.clone();
+        let save_state = |s: &mut State, last: i64| {
+            s.last_ns = last;
             let _ = fsutil::write_atomic(
                 &state_path(store, &v.name),
-                &serde_json::to_vec(&s).unwrap_or_default(),
+                &serde_json::to_vec(&*s).unwrap_or_default(),
             );
         };
         if now_ns <= from_ns || !p.enabled {
-            save_state(now_ns.max(from_ns));
+            save_state(&mut state, now_ns.max(from_ns));
             continue;
         }
         let (sched, retention) = match validate(&p) {
@@ -247,7 +270,7 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         let from = jiff::Timestamp::from_nanosecond(from_ns as i128).unwrap_or(now);
         let points = sched.points_between(from, now);
         let Some(last) = points.last().copied() else {
-            save_state(now_ns);
+            save_state(&mut state, now_ns);
             continue;
         };
         // Points the scheduler was not running for are recorded as missed;
@@ -263,8 +286,8 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
             );
         }
         let point_ns = last.as_nanosecond() as i64;
-        let report = run_point(store, &v.name, &p, &retention, point_ns);
-        save_state(now_ns);
+        let report = run_point(store, &v.name, &p, &retention, point_ns, &mut state);
+        save_state(&mut state, now_ns);
         out.push(report);
     }
     Ok(out)
@@ -277,6 +300,7 @@ fn run_point(
     p: &PolicyConfig,
     retention: &Retention,
     at_ns: i64,
+    state: &mut State,
 ) -> PassReport {
     let mut report = PassReport {
         vault: vault.to_string(),
@@ -286,7 +310,9 @@ fn run_point(
         expired: Vec::new(),
         freed: 0,
     };
-    let full = full_due(store, vault, p.full_every);
+    let records = backup::latest_records(store, vault);
+    state.count(&records);
+    let full = !records.is_empty() && schedule::full_backup_due(p.full_every, state.since_full);
     let prepared = backup::prepare(
         store,
         vault,
@@ -318,7 +344,11 @@ fn run_point(
     };
     let name = prepared.name().to_string();
     match prepared.run() {
-        Ok(_) => report.outcome = format!("backed up {name}"),
+        Ok(_) => {
+            report.outcome = format!("backed up {name}");
+            // Counted before retention may delete it.
+            state.count(&backup::latest_records(store, vault));
+        }
         Err(e) => {
             report.outcome = format!("failed: {e}");
             return report;
@@ -332,14 +362,6 @@ fn run_point(
         Err(e) => log::warn!("vault {vault}: retention: {e}"),
     }
     report
-}
-
-/// True if the next automatic backup must be full: `full_every`
-/// incrementals have been taken since the last full one.
-fn full_due(store: &Store, vault: &str, full_every: i32) -> bool {
-    let records = backup::latest_records(store, vault);
-    let since_full = records.iter().rev().take_while(|r| !r.full).count() as u64;
-    !records.is_empty() && schedule::full_backup_due(full_every, since_full)
 }
 
 /// Apply retention to a vault's automatic backups at `now_ns`; prune if

@@ -27,7 +27,7 @@
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::model::{self, BackupRecord, Content, NodeKind};
-use crate::store::{index, BlobId, Location, Repo, RepoWriter};
+use crate::store::{index, pack, BlobId, Location, Repo, RepoWriter};
 use std::collections::{HashMap, HashSet};
 
 /// Default: rewrite a pack when less than this share (%) of it is live.
@@ -195,7 +195,16 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
                 remove.push(*pack);
             }
             Some((live_bytes, entries)) => {
-                if (*live_bytes as u128) * 100 < (*size as u128) * threshold as u128 {
+                // A pack holding no byte that its live blobs, their table
+                // entries and the header and footer do not need has nothing
+                // to give back, however small its blobs are beside its table
+                // and footer: rewritten, it would come out the same pack.
+                let needed = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64
+                    + live_bytes
+                    + (entries.len() * pack::ENTRY_LEN) as u64;
+                if *size > needed
+                    && (*live_bytes as u128) * 100 < (*size as u128) * threshold as u128
+                {
                     report.packs_rewritten += 1;
                     rewrite.push(*pack);
                 } else {
@@ -230,6 +239,10 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
         }
     }
     let (moved, _) = writer.finish_unindexed()?;
+    // A pack is named by the hash of its bytes: a new pack may have the name
+    // of one about to be removed (the same blobs in the same order). It is
+    // the new one now, and stays.
+    let written: HashSet<BlobId> = moved.iter().map(|(_, loc)| loc.pack).collect();
     keep_entries.extend(moved);
     // 2. One index of every live blob, durable before anything goes.
     let new_index = index::write_index(repo.dir(), keep_entries)?;
@@ -241,7 +254,10 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
     }
     crate::fsutil::sync_dir(&repo.dir().join("index"))?;
     for p in remove.iter().chain(rewrite.iter()) {
-        let path = crate::store::pack::pack_path(repo.dir(), p);
+        if written.contains(p) {
+            continue;
+        }
+        let path = pack::pack_path(repo.dir(), p);
         std::fs::remove_file(&path).ctx(|| format!("remove pack {}", path.display()))?;
     }
     repo.refresh()?;
