@@ -153,6 +153,21 @@ fn fill_dir_plus(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus
     }
 }
 
+impl CbrFs {
+    /// Run `then` now, or, inside a backup that mkdir started and that is
+    /// still running, when it ends (parked, no worker thread held; `then`
+    /// gets EAGAIN after the wait bound, EIO if the backup failed).
+    fn when_ready(&self, ino: u64, then: impl FnOnce(&Vfs, VResult<()>) + Send + 'static) {
+        match self.vfs.pending(ino) {
+            Some(key) => {
+                let vfs = self.vfs.clone();
+                self.vfs.wait(key, Box::new(move |r| then(&vfs, r)));
+            }
+            None => then(&self.vfs, Ok(())),
+        }
+    }
+}
+
 impl Filesystem for CbrFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Not FUSE_CACHE_SYMLINKS: `latest` changes target, and the kernel
@@ -174,20 +189,11 @@ impl Filesystem for CbrFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let parent = u64::from(parent);
-        match self.vfs.pending(parent) {
-            Some(key) => {
-                let vfs = self.vfs.clone();
-                let name = name.as_bytes().to_vec();
-                self.vfs.wait(
-                    key,
-                    Box::new(move |r| match r {
-                        Ok(()) => reply_entry(vfs.lookup(parent, &name), reply),
-                        Err(e) => reply.error(errno(e)),
-                    }),
-                );
-            }
-            None => reply_entry(self.vfs.lookup(parent, name.as_bytes()), reply),
-        }
+        let name = name.as_bytes().to_vec();
+        self.when_ready(parent, move |vfs, r| match r {
+            Ok(()) => reply_entry(vfs.lookup(parent, &name), reply),
+            Err(e) => reply.error(errno(e)),
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -375,19 +381,10 @@ impl Filesystem for CbrFs {
         reply: ReplyDirectory,
     ) {
         let ino = u64::from(ino);
-        match self.vfs.pending(ino) {
-            Some(key) => {
-                let vfs = self.vfs.clone();
-                self.vfs.wait(
-                    key,
-                    Box::new(move |r| match r {
-                        Ok(()) => fill_dir(&vfs, ino, offset, reply),
-                        Err(e) => reply.error(errno(e)),
-                    }),
-                );
-            }
-            None => fill_dir(&self.vfs, ino, offset, reply),
-        }
+        self.when_ready(ino, move |vfs, r| match r {
+            Ok(()) => fill_dir(vfs, ino, offset, reply),
+            Err(e) => reply.error(errno(e)),
+        });
     }
 
     fn readdirplus(
@@ -399,19 +396,10 @@ impl Filesystem for CbrFs {
         reply: ReplyDirectoryPlus,
     ) {
         let ino = u64::from(ino);
-        match self.vfs.pending(ino) {
-            Some(key) => {
-                let vfs = self.vfs.clone();
-                self.vfs.wait(
-                    key,
-                    Box::new(move |r| match r {
-                        Ok(()) => fill_dir_plus(&vfs, ino, offset, reply),
-                        Err(e) => reply.error(errno(e)),
-                    }),
-                );
-            }
-            None => fill_dir_plus(&self.vfs, ino, offset, reply),
-        }
+        self.when_ready(ino, move |vfs, r| match r {
+            Ok(()) => fill_dir_plus(vfs, ino, offset, reply),
+            Err(e) => reply.error(errno(e)),
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -410,21 +410,15 @@ impl Prepared {
             ]
         };
         let timeout = std::time::Duration::from_secs(server.hook_timeout_s.max(1));
-        if let Some(h) = &server.pre_hook {
-            let out = servers::run_hook(h, timeout, &env("pre", ""))
-                .map_err(|e| e.context(format!("server {}: pre-hook", server.name)));
-            if let Err(e) = out {
-                // The post-hook runs after a failure too: it may have to
-                // undo part of what the pre-hook did (thaw a file system).
-                if let Some(p) = &server.post_hook {
-                    if let Err(pe) = servers::run_hook(p, timeout, &env("post", "failure")) {
-                        log::warn!("server {}: post-hook: {pe}", server.name);
-                    }
-                }
-                return Err(e);
-            }
-        }
-        let result = self.server_members(w, server, exclude, prev);
+        let pre = match &server.pre_hook {
+            Some(h) => servers::run_hook(h, timeout, &env("pre", ""))
+                .map(|_| ())
+                .map_err(|e| e.context(format!("server {}: pre-hook", server.name))),
+            None => Ok(()),
+        };
+        let result = pre.and_then(|()| self.server_members(w, server, exclude, prev));
+        // The post-hook runs whatever happened: after a failed pre-hook too,
+        // since it may have to undo part of it (thaw a file system).
         if let Some(h) = &server.post_hook {
             let r = if result.is_ok() { "success" } else { "failure" };
             if let Err(e) = servers::run_hook(h, timeout, &env("post", r)) {
