@@ -20,7 +20,12 @@
 #                         default compression: reads through restic-off and
 #                         borg-none mounts cost ~15 min more and tell little)
 #   BENCH_DATASETS="tree image"
-#   BENCH_IMAGE_MB        image size (default 2048; 256 with BENCH_QUICK)
+#   BENCH_IMAGE_MB        image size (default 1024; 256 with BENCH_QUICK)
+#   BENCH_IMAGE_TREE      the part of the tree the image is made of
+#                         (default drivers/gpu; the whole subset with QUICK)
+#   BENCH_PEER_CP_RUNS=1  runs in which cp -a of the whole tree out of the
+#                         restic and borg mounts is measured (each takes
+#                         minutes; cbrfs's is measured in every run)
 #   BENCH_SCALE=100       backups in the scale row (0: no scale row)
 #   BENCH_REPORT_ONLY=1   only write the report again from BENCH_DIR's figures
 #   BENCH_DOC             where the report goes (default docs/BENCHMARKS.md;
@@ -40,11 +45,14 @@ TOOLS=${BENCH_TOOLS:-cbrfs restic-auto restic-off borg-lz4 borg-none}
 MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs restic-auto borg-lz4}
 DATASETS=${BENCH_DATASETS:-tree image}
 SCALE_N=${BENCH_SCALE:-100}
+PEER_CP_RUNS=${BENCH_PEER_CP_RUNS:-1}
 if [ "$QUICK" = 1 ]; then
 	IMAGE_MB=${BENCH_IMAGE_MB:-256}
+	IMAGE_TREE=${BENCH_IMAGE_TREE:-.}
 	DOC=${BENCH_DOC:-$W/BENCHMARKS.quick.md}
 else
-	IMAGE_MB=${BENCH_IMAGE_MB:-2048}
+	IMAGE_MB=${BENCH_IMAGE_MB:-1024}
+	IMAGE_TREE=${BENCH_IMAGE_TREE:-drivers/gpu}
 	DOC=${BENCH_DOC:-$REPO/docs/BENCHMARKS.md}
 fi
 
@@ -76,7 +84,7 @@ def stat(ds, tool, metric):
     v = vals.get((ds, tool, metric))
     if not v:
         return None
-    return statistics.median(v), min(v), max(v)
+    return statistics.median(v), min(v), max(v), len(v)
 
 def fmt(x, unit):
     if x is None:
@@ -94,10 +102,11 @@ def fmt(x, unit):
 def cell(s, unit):
     if s is None:
         return '–'
-    m, lo, hi = s
+    m, lo, hi, n = s
+    few = '' if n >= int(meta['runs']) else ' [%d run%s]' % (n, '' if n == 1 else 's')
     if lo == hi:
-        return fmt(m, unit)
-    return '%s (%s–%s)' % (fmt(m, unit), fmt(lo, unit), fmt(hi, unit))
+        return fmt(m, unit) + few
+    return '%s (%s–%s)%s' % (fmt(m, unit), fmt(lo, unit), fmt(hi, unit), few)
 
 # Rows: (label, dataset, metric, unit, compare, target)
 #   compare: 'peer' (ratio to the best peer), 'native:<metric>' (ratio to
@@ -200,7 +209,9 @@ for metric1, metricN, label, unit, target in (
 
 # ---- the printed table
 def short(s, unit):
-    return fmt(s[0], unit) if s else '–'
+    if not s:
+        return '–'
+    return fmt(s[0], unit) + ('' if s[3] >= int(meta['runs']) else '*')
 cols = ['row', 'cbrfs'] + PEERS + ['native', 'cbrfs/ref', 'ref', 'target', 'met']
 lines = []
 for r in table:
@@ -214,6 +225,7 @@ widths = [max(len(str(x[i])) for x in lines + [cols]) for i in range(len(cols))]
 def row(x):
     return '  '.join(str(v).ljust(widths[i]) if i == 0 else str(v).rjust(widths[i]) for i, v in enumerate(x))
 printed = [row(cols), '  '.join('-' * w for w in widths)] + [row(x) for x in lines]
+printed.append('* fewer runs than %s (see "All figures")' % meta['runs'])
 print('\n'.join(printed))
 
 # ---- the report
@@ -247,8 +259,8 @@ out.append('## Data\n')
 out.append('- **tree**: `%s` from Debian\'s `linux-source` package, unpacked%s: %s files (%s entries with directories and links), %s bytes (`du -sb`), %s KiB on disk (`du -s`).'
            % (meta['ksrc'], ' (QUICK: only fs/ and Documentation/)' if meta['quick'] == '1' else '',
               meta['tree_files'], meta['tree_entries'], meta['tree_bytes'], meta['tree_du_kib']))
-out.append('- **image**: an ext4 image of that tree, `mke2fs -t ext4 -b 4096 -d tree disk.img` (fixed UUID and hash seed), %s bytes, %s allocated (sparse).'
-           % (meta['image_bytes'], meta['image_alloc']))
+out.append('- **image**: an ext4 image of `tree/%s` (%s files, %s bytes), `mke2fs -t ext4 -b 4096 -d tree/%s disk.img` (fixed UUID and hash seed): %s bytes, %s allocated (sparse).'
+           % (meta['image_tree'], meta['image_tree_files'], meta['image_tree_bytes'], meta['image_tree'], meta['image_bytes'], meta['image_alloc']))
 out.append('- **changed variants** (seed %s, `random.Random`): 1 %% of the tree\'s files modified (half with 1–64 bytes appended, half with 1–64 bytes overwritten in place), 0.2 %% removed, 0.2 %% added (100 B–40 KB of text each); 1 %% of the image\'s 4 KiB blocks overwritten with random bytes. The data is put back after each run.'
            % meta['seed'])
 out.append('- **scale**: one cbrfs store with %s backups of the tree, 5 files changed between each.\n' % meta['scale_n'])
@@ -257,7 +269,8 @@ out.append('- Each run: a fresh repository, first backup (`b1`), unchanged re-ba
 out.append('- `sync; echo 3 > /proc/sys/vm/drop_caches` before every timed step. Wall, CPU (user+sys) and peak RSS from `/usr/bin/time -f "%%e %%U %%S %%M"`. Each figure: median of %s runs, (min–max) when they differ.' % meta['runs'])
 out.append('- cbrfs: `cbrfs backup create`, vault compression zstd (the default). restic: repository version 2, `--compression auto` and `off` (restic always encrypts). borg: `borg init -e none`, `borg create -C lz4` and `-C none`. Tree backups run in the tree\'s parent with the relative path `tree`.')
 out.append('- Mount ready: from starting the mount command (`cbrfs mount` returns once ready; `restic mount` and `borg mount -f` run in the background) to the first successful `ls` inside a backup (`MNT/v/b1`, `MNT/ids/*/`, `MNT/b1`). Mount memory: RSS of the serving process (`ps -o rss`) one second after ready, and after the reads.')
-out.append('- Reads through the mount: `find | wc -l`, `du -s`, `cp -a` of the whole tree; `cat >/dev/null` and `cp` of the image (compared with the source by `cmp`). Restore: `cbrfs restore`, `restic restore ID --target`, `borg extract`.')
+out.append('- Reads through the mount: `find | wc -l`, `du -s`, `cp -a` of the whole tree (out of the restic and borg mounts in the first %s run(s) only: each takes minutes); `cat >/dev/null` and `cp` of the image (compared with the source by `cmp`). Mounts of restic and borg: their default compression only (`%s`). Restore: `cbrfs restore`, `restic restore ID --target`, `borg extract`.' % (meta['peer_cp_runs'], meta['mount_tools']))
+out.append('- Copies and restores are written to a tmpfs (outputs of one step are removed before the next), so the figures are of reading; the sources and repositories are on the disk below.')
 out.append('- Native: `cp -a`, `tar -cf - | cat >/dev/null`, `find | wc -l`, `du -s` of the tree; `cat >/dev/null` and `cp` of the image, on the same disk.')
 out.append('- Other people\'s builds and tests may have loaded the machine (2 cores) during the run: the load average at the start and end of each section is below.\n')
 out.append('## Ratio table\n')
@@ -374,6 +387,10 @@ LOAD=$W/load.tsv
 CMDLOG=$W/commands.log
 MNT=$W/mnt
 mkdir -p "$SRC" "$MNT" "$W/repo" "$W/out"
+# Copies and restores go to a tmpfs: the figures are of reading, the shared
+# disk's write-back does not spill into the next step, and removing a copy
+# of 78,000 files between steps takes a second.
+mountpoint -q "$W/out" || mount -t tmpfs -o size=10g,mode=0755 cbrfs-bench-out "$W/out"
 : >"$RES"
 : >"$LOAD"
 : >"$CMDLOG"
@@ -387,6 +404,7 @@ cleanup() {
 	fi
 	for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	grep -qs " $MNT " /proc/self/mountinfo && fusermount3 -uz "$MNT"
+	mountpoint -q "$W/out" && umount "$W/out"
 	# Leave the source data as it was.
 	[ -d "$W/stash-tree" ] && python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
 	[ -d "$W/stash-image" ] && python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"
@@ -410,7 +428,7 @@ timed() {
 	local ds=$1 tool=$2 step=$3 run=$4
 	shift 4
 	drop
-	echo "+ $*" >>"$CMDLOG"
+	echo "+ [$(date +%T)] $*" >>"$CMDLOG"
 	if ! /usr/bin/time -f '%e %U %S %M' -o "$W/time.out" "$@" >>"$CMDLOG" 2>&1; then
 		echo "FAILED: $*" >&2
 		tail -20 "$CMDLOG" >&2
@@ -516,7 +534,12 @@ def tree_change(root, seed, stash):
 def scale_step(root, seed, step, stash):
     rng = random.Random(seed * 1000 + step)
     man = load_man(stash)
-    files = files_of(root)
+    cache = os.path.join(stash, 'files.json')
+    if os.path.exists(cache):
+        files = json.load(open(cache))
+    else:
+        files = files_of(root)
+        json.dump(files, open(cache, 'w'))
     for rel in rng.sample(files, 5):
         stash_file(root, stash, rel, man)
         with open(os.path.join(root, rel), 'ab') as f:
@@ -591,14 +614,14 @@ if [ "$(cat "$SRC/tree.stamp" 2>/dev/null)" != "$want" ]; then
 	fi
 	echo "$want" >"$SRC/tree.stamp"
 fi
-want_img="$want image=${IMAGE_MB}M"
+want_img="$want image=${IMAGE_MB}M of $IMAGE_TREE"
 if [ "$(cat "$SRC/image.stamp" 2>/dev/null)" != "$want_img" ]; then
 	log "making a ${IMAGE_MB} MiB ext4 image of the tree (mke2fs -t ext4 -d)"
 	rm -f "$SRC/disk.img"
 	E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 \
 		-U 6a2c2b8e-5f55-4c57-9d5e-0b9e7a1c0001 \
 		-E hash_seed=6a2c2b8e-5f55-4c57-9d5e-0b9e7a1c0002,root_owner=0:0 \
-		-d "$SRC/tree" "$SRC/disk.img" "${IMAGE_MB}M"
+		-d "$SRC/tree/$IMAGE_TREE" "$SRC/disk.img" "${IMAGE_MB}M"
 	echo "$want_img" >"$SRC/image.stamp"
 fi
 TREE_FILES=$(find "$SRC/tree" -type f | wc -l)
@@ -632,6 +655,10 @@ log "tree: $TREE_FILES files, $TREE_ENTRIES entries, $TREE_BYTES bytes; image: $
 	echo "tree_du_kib=$TREE_DU"
 	echo "image_bytes=$IMG_BYTES"
 	echo "image_alloc=$IMG_ALLOC"
+	echo "image_tree=$IMAGE_TREE"
+	echo "image_tree_files=$(find "$SRC/tree/$IMAGE_TREE" -type f | wc -l)"
+	echo "image_tree_bytes=$(du -sb "$SRC/tree/$IMAGE_TREE" | cut -f1)"
+	echo "peer_cp_runs=$PEER_CP_RUNS"
 	echo "scale_n=$SCALE_N"
 	echo "tools=$TOOLS"
 	echo "mount_tools=$MOUNT_TOOLS"
@@ -802,10 +829,12 @@ mount_steps() {
 		rec "$ds" "$tool" mnt_find_entries "$run" "$(cat "$W/find.out")"
 		timed "$ds" "$tool" mnt_du "$run" bash -c "du -s '$in' >'$W/du.out'"
 		rec "$ds" "$tool" mnt_du_kib "$run" "$(cut -f1 "$W/du.out")"
-		rm -rf "$W/out/mnt"
-		timed "$ds" "$tool" mnt_cp_a "$run" cp -a "$in" "$W/out/mnt"
-		rec "$ds" "$tool" mnt_cp_a_entries "$run" "$(find "$W/out/mnt" | wc -l)"
-		rm -rf "$W/out/mnt"
+		if [ "$tool" = cbrfs ] || [ "$run" -le "$PEER_CP_RUNS" ]; then
+			rm -rf "$W/out/mnt"
+			timed "$ds" "$tool" mnt_cp_a "$run" cp -a "$in" "$W/out/mnt"
+			rec "$ds" "$tool" mnt_cp_a_entries "$run" "$(find "$W/out/mnt" | wc -l)"
+			rm -rf "$W/out/mnt"
+		fi
 	else
 		timed "$ds" "$tool" mnt_cat "$run" bash -c "cat '$in' >/dev/null"
 		timed "$ds" "$tool" mnt_cp "$run" cp "$in" "$W/out/mnt.img"
