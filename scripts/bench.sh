@@ -23,9 +23,9 @@
 #   BENCH_IMAGE_MB        image size (default 1024; 256 with BENCH_QUICK)
 #   BENCH_IMAGE_TREE      the part of the tree the image is made of
 #                         (default drivers/gpu; the whole subset with QUICK)
-#   BENCH_PEER_CP_RUNS=1  runs in which cp -a of the whole tree out of the
-#                         restic and borg mounts is measured (each takes
-#                         minutes; cbrfs's is measured in every run)
+#   BENCH_PEER_CP_RUNS    runs in which cp -a of the whole tree out of the
+#                         restic and borg mounts is measured (default: all;
+#                         each takes a minute; cbrfs's is measured in every run)
 #   BENCH_SCALE=100       backups in the scale row (0: no scale row)
 #   BENCH_REPORT_ONLY=1   only write the report again from BENCH_DIR's figures
 #   BENCH_DOC             where the report goes (default docs/BENCHMARKS.md;
@@ -45,7 +45,7 @@ TOOLS=${BENCH_TOOLS:-cbrfs restic-auto restic-off borg-lz4 borg-none}
 MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs restic-auto borg-lz4}
 DATASETS=${BENCH_DATASETS:-tree image}
 SCALE_N=${BENCH_SCALE:-100}
-PEER_CP_RUNS=${BENCH_PEER_CP_RUNS:-1}
+PEER_CP_RUNS=${BENCH_PEER_CP_RUNS:-$RUNS}
 if [ "$QUICK" = 1 ]; then
 	IMAGE_MB=${BENCH_IMAGE_MB:-256}
 	IMAGE_TREE=${BENCH_IMAGE_TREE:-.}
@@ -124,6 +124,7 @@ for ds, dname in (('tree', 'tree'), ('image', 'image')):
     ROWS.append(('%s: mount ready, ms' % dname, ds, 'mount_ready_ms', 'ms', 'abs', 100))
     ROWS.append(('%s: mount idle RSS, MiB' % dname, ds, 'mount_idle_rss_kib', 'MiB', 'abs', 50 * 1e6 / 1024))
     ROWS.append(('%s: mount RSS after reads, MiB' % dname, ds, 'mount_after_rss_kib', 'MiB', 'peer', None))
+    ROWS.append(('%s: mount RssAnon after reads, MiB' % dname, ds, 'mount_after_anon_kib', 'MiB', 'peer', None))
     if ds == 'tree':
         ROWS.append(('tree: find | wc -l in mount, s', ds, 'mnt_find.wall_s', 's', 'native:find.wall_s', 2.0))
         ROWS.append(('tree: du -s in mount, s', ds, 'mnt_du.wall_s', 's', 'native:du.wall_s', 2.0))
@@ -268,8 +269,8 @@ out.append('## Method\n')
 out.append('- Each run: a fresh repository, first backup (`b1`), unchanged re-backup (`b2`), the changed variant, changed re-backup (`b3`); repository size (`du -sb`) after the three; the tool\'s own restore of `b1`; then the mount of the repository: ready time, idle memory, reads of `b1` through it.')
 out.append('- `sync; echo 3 > /proc/sys/vm/drop_caches` before every timed step. Wall, CPU (user+sys) and peak RSS from `/usr/bin/time -f "%%e %%U %%S %%M"`. Each figure: median of %s runs, (min–max) when they differ.' % meta['runs'])
 out.append('- cbrfs: `cbrfs backup create`, vault compression zstd (the default). restic: repository version 2, `--compression auto` and `off` (restic always encrypts). borg: `borg init -e none`, `borg create -C lz4` and `-C none`. Tree backups run in the tree\'s parent with the relative path `tree`.')
-out.append('- Mount ready: from starting the mount command (`cbrfs mount` returns once ready; `restic mount` and `borg mount -f` run in the background) to the first successful `ls` inside a backup (`MNT/v/b1`, `MNT/ids/*/`, `MNT/b1`). Mount memory: RSS of the serving process (`ps -o rss`) one second after ready, and after the reads.')
-out.append('- Reads through the mount: `find | wc -l`, `du -s`, `cp -a` of the whole tree (out of the restic and borg mounts in the first %s run(s) only: each takes minutes); `cat >/dev/null` and `cp` of the image (compared with the source by `cmp`). Mounts of restic and borg: their default compression only (`%s`). Restore: `cbrfs restore`, `restic restore ID --target`, `borg extract`.' % (meta['peer_cp_runs'], meta['mount_tools']))
+out.append('- Mount ready: from starting the mount command (`cbrfs mount` returns once ready; `restic mount` and `borg mount -f` run in the background) to the first successful `ls` inside a backup (`MNT/v/b1`, `MNT/ids/*/`, `MNT/b1`). Mount memory: RSS of the serving process (`ps -o rss`) one second after ready, and after the reads (RSS, and its anonymous part `RssAnon` from /proc/PID/status: the rest is mapped pack files, page cache the kernel can drop).')
+out.append('- Reads through the mount: `find | wc -l`, `du -s`, `cp -a` of the whole tree (out of the restic and borg mounts in the first %s run(s)); `cat >/dev/null` and `cp` of the image (compared with the source by `cmp`). Mounts of restic and borg: their default compression only (`%s`). Restore: `cbrfs restore`, `restic restore ID --target`, `borg extract`.' % (meta['peer_cp_runs'], meta['mount_tools']))
 out.append('- Copies and restores are written to a tmpfs (outputs of one step are removed before the next), so the figures are of reading; the sources and repositories are on the disk below.')
 out.append('- Native: `cp -a`, `tar -cf - | cat >/dev/null`, `find | wc -l`, `du -s` of the tree; `cat >/dev/null` and `cp` of the image, on the same disk.')
 out.append('- Other people\'s builds and tests may have loaded the machine (2 cores) during the run: the load average at the start and end of each section is below.\n')
@@ -842,6 +843,7 @@ mount_steps() {
 		rm -f "$W/out/mnt.img"
 	fi
 	rec "$ds" "$tool" mount_after_rss_kib "$run" "$(rss_kib "$MOUNT_PID")"
+	rec "$ds" "$tool" mount_after_anon_kib "$run" "$(awk '/^RssAnon:/ {print $2}' "/proc/$MOUNT_PID/status")"
 	tool_umount "$tool"
 }
 
