@@ -1,0 +1,918 @@
+#!/usr/bin/env bash
+# scripts/bench.sh: cbrfs against restic and borg, and against the machine's
+# own limits, on data no one here wrote: the kernel source tree from Debian's
+# linux-source package and an ext4 image made from it with mke2fs -d.
+#
+# A benchmark, not a test: CI does not run it and nothing asserts a time.
+# Needs root (it drops the page cache before every timed step and installs
+# what it needs with apt-get). Takes about an hour on 2 cores (full data,
+# BENCH_RUNS=3); BENCH_QUICK=1 BENCH_RUNS=1 takes a few minutes.
+#
+# Settings (environment):
+#   BENCH_RUNS=3          runs of every timed step (the figure is the median)
+#   BENCH_QUICK=0         1: a subset of the tree (fs/ and Documentation/)
+#                         and a small image, to develop the script
+#   BENCH_DIR=/var/tmp/cbrfs-bench   work directory (needs ~15 GB free)
+#   BENCH_SEED=20240601   seed of the changed variants
+#   BENCH_TOOLS="cbrfs restic-auto restic-off borg-lz4 borg-none"
+#   BENCH_MOUNT_TOOLS="cbrfs restic-auto borg-lz4"
+#                         the tools whose mounts are measured (each tool's
+#                         default compression: reads through restic-off and
+#                         borg-none mounts cost ~15 min more and tell little)
+#   BENCH_DATASETS="tree image"
+#   BENCH_IMAGE_MB        image size (default 1024; 256 with BENCH_QUICK)
+#   BENCH_IMAGE_TREE      the part of the tree the image is made of
+#                         (default drivers/gpu; the whole subset with QUICK)
+#   BENCH_PEER_CP_RUNS    runs in which cp -a of the whole tree out of the
+#                         restic and borg mounts is measured (default: all;
+#                         each takes a minute; cbrfs's is measured in every run)
+#   BENCH_SCALE=100       backups in the scale row (0: no scale row)
+#   BENCH_REPORT_ONLY=1   only write the report again from BENCH_DIR's figures
+#   BENCH_DOC             where the report goes (default docs/BENCHMARKS.md;
+#                         $BENCH_DIR/BENCHMARKS.quick.md with BENCH_QUICK=1)
+#
+# Text between the lines '<!-- notes -->' and '<!-- /notes -->' of an
+# existing report is kept when the report is written again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+START=$(date +%s)
+RUNS=${BENCH_RUNS:-3}
+QUICK=${BENCH_QUICK:-0}
+W=${BENCH_DIR:-/var/tmp/cbrfs-bench}
+SEED=${BENCH_SEED:-20240601}
+TOOLS=${BENCH_TOOLS:-cbrfs restic-auto restic-off borg-lz4 borg-none}
+MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs restic-auto borg-lz4}
+DATASETS=${BENCH_DATASETS:-tree image}
+SCALE_N=${BENCH_SCALE:-100}
+PEER_CP_RUNS=${BENCH_PEER_CP_RUNS:-$RUNS}
+if [ "$QUICK" = 1 ]; then
+	IMAGE_MB=${BENCH_IMAGE_MB:-256}
+	IMAGE_TREE=${BENCH_IMAGE_TREE:-.}
+	DOC=${BENCH_DOC:-$W/BENCHMARKS.quick.md}
+else
+	IMAGE_MB=${BENCH_IMAGE_MB:-1024}
+	IMAGE_TREE=${BENCH_IMAGE_TREE:-drivers/gpu}
+	DOC=${BENCH_DOC:-$REPO/docs/BENCHMARKS.md}
+fi
+
+[ "$(id -u)" = 0 ] || { echo "bench.sh needs root (drop_caches, apt-get)" >&2; exit 1; }
+[ -e /dev/fuse ] || { echo "/dev/fuse is missing" >&2; exit 1; }
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+
+# ---------------------------------------------------------------- report
+report() {
+log "writing the report to $DOC"
+python3 - "$W" "$DOC" <<'PY'
+import os, re, statistics, sys, collections
+
+W, DOC = sys.argv[1], sys.argv[2]
+meta = dict(l.rstrip('\n').split('=', 1) for l in open(os.path.join(W, 'meta.txt')) if '=' in l)
+vals = collections.defaultdict(list)
+for line in open(os.path.join(W, 'results.tsv')):
+    ds, tool, metric, run, v = line.rstrip('\n').split('\t')
+    vals[(ds, tool, metric)].append(float(v))
+loads = [l.rstrip('\n').split('\t') for l in open(os.path.join(W, 'load.tsv'))]
+import time
+meta['total_min'] = '%d' % round((int(meta.get('end_epoch', time.time())) - int(meta['start_epoch'])) / 60)
+
+TOOLS = meta['tools'].split()
+PEERS = [t for t in TOOLS if t != 'cbrfs']
+
+def stat(ds, tool, metric):
+    v = vals.get((ds, tool, metric))
+    if not v:
+        return None
+    return statistics.median(v), min(v), max(v), len(v)
+
+def fmt(x, unit):
+    if x is None:
+        return '–'
+    if unit == 'MB':
+        return '%.1f' % (x / 1e6)
+    if unit == 'MiB':
+        return '%.1f' % (x / 1024)
+    if unit == 'ms':
+        return '%d' % x
+    if unit == 'GB/s':
+        return '%.2f' % x
+    return '%.2f' % x
+
+def cell(s, unit):
+    if s is None:
+        return '–'
+    m, lo, hi, n = s
+    few = '' if n >= int(meta['runs']) else ' [%d run%s]' % (n, '' if n == 1 else 's')
+    if lo == hi:
+        return fmt(m, unit) + few
+    return '%s (%s–%s)%s' % (fmt(m, unit), fmt(lo, unit), fmt(hi, unit), few)
+
+# Rows: (label, dataset, metric, unit, compare, target)
+#   compare: 'peer' (ratio to the best peer), 'native:<metric>' (ratio to
+#   the machine's own), 'abs' (a limit), 'restic' (ratio to restic auto).
+ROWS = []
+for ds, dname in (('tree', 'tree'), ('image', 'image')):
+    for step, sname in (('first', 'first backup'), ('unchanged', 'unchanged re-backup'),
+                        ('changed', 'changed re-backup')):
+        tgt = {'first': ('peer', 0.5), 'unchanged': ('peer', 0.5)}.get(step, ('peer', None))
+        ROWS.append(('%s: %s, wall s' % (dname, sname), ds, step + '.wall_s', 's', tgt[0], tgt[1]))
+        ROWS.append(('%s: %s, CPU s' % (dname, sname), ds, step + '.cpu_s', 's', 'peer', None))
+        ROWS.append(('%s: %s, peak RSS MiB' % (dname, sname), ds, step + '.rss_kib', 'MiB', 'restic', 1.0))
+    ROWS.append(('%s: repository after 3 backups, MB' % dname, ds, 'repo_bytes', 'MB', 'restic', 1.0))
+    ROWS.append(('%s: restore (own command), wall s' % dname, ds, 'restore.wall_s', 's', 'peer', None))
+    ROWS.append(('%s: mount ready, ms' % dname, ds, 'mount_ready_ms', 'ms', 'abs', 100))
+    ROWS.append(('%s: mount idle RSS, MiB' % dname, ds, 'mount_idle_rss_kib', 'MiB', 'abs', 50 * 1e6 / 1024))
+    ROWS.append(('%s: mount RSS after reads, MiB' % dname, ds, 'mount_after_rss_kib', 'MiB', 'peer', None))
+    ROWS.append(('%s: mount RssAnon after reads, MiB' % dname, ds, 'mount_after_anon_kib', 'MiB', 'peer', None))
+    if ds == 'tree':
+        ROWS.append(('tree: find | wc -l in mount, s', ds, 'mnt_find.wall_s', 's', 'native:find.wall_s', 2.0))
+        ROWS.append(('tree: du -s in mount, s', ds, 'mnt_du.wall_s', 's', 'native:du.wall_s', 2.0))
+        ROWS.append(('tree: cp -a out of mount, s', ds, 'mnt_cp_a.wall_s', 's', 'native:cp_a.wall_s', 1.5))
+    else:
+        ROWS.append(('image: cat in mount, s', ds, 'mnt_cat.wall_s', 's', 'native:cat.wall_s', None))
+        ROWS.append(('image: cat in mount, GB/s', ds, 'mnt_cat.gbps', 'GB/s', 'absmin:cat.gbps', 1.0))
+        ROWS.append(('image: cp out of mount, s', ds, 'mnt_cp.wall_s', 's', 'native:cp.wall_s', None))
+
+# Derived: throughput of cat through the mount and natively.
+img = float(meta['image_bytes'])
+for (ds, tool, metric), v in list(vals.items()):
+    if metric in ('mnt_cat.wall_s', 'cat.wall_s'):
+        vals[(ds, tool, metric.replace('.wall_s', '.gbps'))] = [img / max(x, 0.01) / 1e9 for x in v]
+
+def lower_better(metric):
+    return not metric.endswith('gbps')
+
+table = []
+for label, ds, metric, unit, cmp_, target in ROWS:
+    c = stat(ds, 'cbrfs', metric)
+    peers = {t: stat(ds, t, metric) for t in PEERS}
+    have = {t: s for t, s in peers.items() if s}
+    best = None
+    if have:
+        pick = min if lower_better(metric) else max
+        best = pick(have, key=lambda t: have[t][0])
+    native = None
+    ratio = None
+    ref = ''
+    if cmp_.startswith('absmin:'):
+        native = stat(ds, 'native', cmp_.split(':', 1)[1])
+        cmp_ = 'absmin'
+    if cmp_.startswith('native:'):
+        native = stat(ds, 'native', cmp_.split(':', 1)[1])
+        if c and native and native[0] > 0:
+            ratio, ref = c[0] / native[0], 'native'
+    elif cmp_ == 'restic':
+        r = stat(ds, 'restic-auto', metric)
+        if c and r and r[0] > 0:
+            ratio, ref = c[0] / r[0], 'restic-auto'
+    elif c and best and have[best][0] > 0:
+        ratio, ref = c[0] / have[best][0], best
+    if cmp_ in ('abs', 'absmin') or (cmp_.startswith('native:') and metric.endswith('gbps')):
+        if c and best and have[best][0] > 0:
+            ratio, ref = c[0] / have[best][0], best
+    # Is the target met?
+    met = ''
+    if target is not None and c:
+        if cmp_ == 'abs':
+            met = 'yes' if c[0] < target else 'no'
+        elif cmp_ == 'absmin':
+            met = 'yes' if c[0] >= target else 'no'
+        elif ratio is not None:
+            met = 'yes' if ratio <= target else 'no'
+    if cmp_ == 'abs':
+        tdesc = '< %s %s' % (fmt(target, unit), unit)
+    elif cmp_ == 'absmin':
+        tdesc = '>= %s %s' % (fmt(target, unit), unit)
+    elif target is None:
+        tdesc = ''
+    elif cmp_ == 'restic':
+        tdesc = '<= restic auto'
+    elif cmp_.startswith('native:'):
+        tdesc = '<= %sx native' % target
+    else:
+        tdesc = '<= %sx best peer' % target
+    table.append(dict(label=label, ds=ds, metric=metric, unit=unit, c=c, peers=peers, best=best,
+                      native=native, ratio=ratio, ref=ref, target=tdesc, met=met))
+
+# Scale rows.
+scale = []
+n = meta.get('scale_n', '0')
+for metric1, metricN, label, unit, target in (
+        ('mount_ready_ms', 'scale_mount_ready_ms', 'mount ready, ms', 'ms', 100),
+        ('mount_idle_rss_kib', 'scale_mount_idle_rss_kib', 'mount idle RSS, MiB', 'MiB', 50 * 1e6 / 1024)):
+    one, many = stat('tree', 'cbrfs', metric1), stat('tree', 'cbrfs', metricN)
+    if many:
+        scale.append(dict(label='tree: %s after %s backups vs 1' % (label, n), unit=unit, one=one, many=many,
+                          ratio=(many[0] / one[0]) if one and one[0] else None,
+                          met=('yes' if many[0] < target else 'no'),
+                          target='< %s %s at any size' % (fmt(target, unit), unit)))
+
+# ---- the printed table
+def short(s, unit):
+    if not s:
+        return '–'
+    return fmt(s[0], unit) + ('' if s[3] >= int(meta['runs']) else '*')
+cols = ['row', 'cbrfs'] + PEERS + ['native', 'cbrfs/ref', 'ref', 'target', 'met']
+lines = []
+for r in table:
+    lines.append([r['label'], short(r['c'], r['unit'])] + [short(r['peers'][p], r['unit']) for p in PEERS] +
+                 [short(r['native'], r['unit']),
+                  ('%.2f' % r['ratio']) if r['ratio'] is not None else '–', r['ref'], r['target'], r['met']])
+for s in scale:
+    lines.append([s['label'], short(s['many'], s['unit'])] + ['–'] * len(PEERS) + ['–',
+                  ('%.2f' % s['ratio']) if s['ratio'] is not None else '–', 'cbrfs, 1 backup', s['target'], s['met']])
+widths = [max(len(str(x[i])) for x in lines + [cols]) for i in range(len(cols))]
+def row(x):
+    return '  '.join(str(v).ljust(widths[i]) if i == 0 else str(v).rjust(widths[i]) for i, v in enumerate(x))
+printed = [row(cols), '  '.join('-' * w for w in widths)] + [row(x) for x in lines]
+printed.append('* fewer runs than %s (see "All figures")' % meta['runs'])
+print('\n'.join(printed))
+
+# ---- the report
+old_notes = ''
+if os.path.exists(DOC):
+    m = re.search(r'<!-- notes -->\n(.*?)<!-- /notes -->', open(DOC).read(), re.S)
+    if m:
+        old_notes = m.group(1)
+if not old_notes:
+    old_notes = '(no notes yet)\n'
+
+def md(cells):
+    return '| ' + ' | '.join(c.replace('|', '\\|') for c in cells) + ' |'
+
+out = []
+out.append('# Benchmarks\n')
+out.append('Written by `scripts/bench.sh` on %s%s. A benchmark, not a test: CI does not run it and no test asserts a time.\n'
+           % (meta['date'], ' (QUICK: a subset of the data, for developing the script)' if meta['quick'] == '1' else ''))
+out.append('## Machine and versions\n')
+out.append(md(['what', 'value']))
+out.append(md(['---', '---']))
+for k, lbl in (('nproc', 'CPUs (nproc)'), ('cpu', 'CPU'), ('mem', 'memory'), ('disk', 'disk (df of the work directory)'),
+               ('kernel', 'kernel'), ('cbrfs', 'cbrfs commit'), ('cbrfs_subject', 'cbrfs commit subject'),
+               ('restic', 'restic'), ('borg', 'borg'), ('rustc', 'rustc')):
+    v = meta.get(k, '')
+    if k == 'mem':
+        v = '%.1f GiB' % (int(v) / 2**30)
+    out.append(md([lbl, '`%s`' % v]))
+out.append('')
+out.append('## Data\n')
+out.append('- **tree**: `%s` from Debian\'s `linux-source` package, unpacked%s: %s files (%s entries with directories and links), %s bytes (`du -sb`), %s KiB on disk (`du -s`).'
+           % (meta['ksrc'], ' (QUICK: only fs/ and Documentation/)' if meta['quick'] == '1' else '',
+              meta['tree_files'], meta['tree_entries'], meta['tree_bytes'], meta['tree_du_kib']))
+out.append('- **image**: an ext4 image of `tree/%s` (%s files, %s bytes), `mke2fs -t ext4 -b 4096 -d tree/%s disk.img` (fixed UUID and hash seed): %s bytes, %s allocated (sparse).'
+           % (meta['image_tree'], meta['image_tree_files'], meta['image_tree_bytes'], meta['image_tree'], meta['image_bytes'], meta['image_alloc']))
+out.append('- **changed variants** (seed %s, `random.Random`): 1 %% of the tree\'s files modified (half with 1–64 bytes appended, half with 1–64 bytes overwritten in place), 0.2 %% removed, 0.2 %% added (100 B–40 KB of text each); 1 %% of the image\'s 4 KiB blocks overwritten with random bytes. The data is put back after each run.'
+           % meta['seed'])
+out.append('- **scale**: one cbrfs store with %s backups of the tree, 5 files changed between each.\n' % meta['scale_n'])
+out.append('## Method\n')
+out.append('- Each run: a fresh repository, first backup (`b1`), unchanged re-backup (`b2`), the changed variant, changed re-backup (`b3`); repository size (`du -sb`) after the three; the tool\'s own restore of `b1`; then the mount of the repository: ready time, idle memory, reads of `b1` through it.')
+out.append('- `sync; echo 3 > /proc/sys/vm/drop_caches` before every timed step. Wall, CPU (user+sys) and peak RSS from `/usr/bin/time -f "%%e %%U %%S %%M"`. Each figure: median of %s runs, (min–max) when they differ.' % meta['runs'])
+out.append('- cbrfs: `cbrfs backup create`, vault compression zstd (the default). restic: repository version 2, `--compression auto` and `off` (restic always encrypts). borg: `borg init -e none`, `borg create -C lz4` and `-C none`. Tree backups run in the tree\'s parent with the relative path `tree`.')
+out.append('- Mount ready: from starting the mount command (`cbrfs mount` returns once ready; `restic mount` and `borg mount -f` run in the background) to the first successful `ls` inside a backup (`MNT/v/b1`, `MNT/ids/*/`, `MNT/b1`). Mount memory: RSS of the serving process (`ps -o rss`) one second after ready, and after the reads (RSS, and its anonymous part `RssAnon` from /proc/PID/status: the rest is mapped pack files, page cache the kernel can drop).')
+out.append('- Reads through the mount: `find | wc -l`, `du -s`, `cp -a` of the whole tree (out of the restic and borg mounts in the first %s run(s)); `cat >/dev/null` and `cp` of the image (compared with the source by `cmp`). Mounts of restic and borg: their default compression only (`%s`). Restore: `cbrfs restore`, `restic restore ID --target`, `borg extract`.' % (meta['peer_cp_runs'], meta['mount_tools']))
+out.append('- Copies and restores are written to a tmpfs (outputs of one step are removed before the next), so the figures are of reading; the sources and repositories are on the disk below.')
+out.append('- Native: `cp -a`, `tar -cf - | cat >/dev/null`, `find | wc -l`, `du -s` of the tree; `cat >/dev/null` and `cp` of the image, on the same disk.')
+out.append('- Other people\'s builds and tests may have loaded the machine (2 cores) during the run: the load average at the start and end of each section is below.\n')
+out.append('## Ratio table\n')
+out.append('Medians. `cbrfs/ref` is cbrfs divided by `ref`: the best (lowest; highest for GB/s) of the restic and borg variants, restic with compression auto where the target names restic, or the machine\'s own command. Sizes in MB are 10^6 bytes; memory in MiB.\n')
+out.append('```')
+out.extend(printed)
+out.append('```\n')
+out.append('## Targets\n')
+out.append(md(['target', 'row', 'cbrfs', 'reference', 'met']))
+out.append(md(['---', '---', '---:', '---:', '---']))
+for r in table:
+    if r['met']:
+        refv = ''
+        if r['ref'] == 'native' and r['native']:
+            refv = 'native %s' % fmt(r['native'][0], r['unit'])
+        elif r['ref'] and r['ref'] in r['peers'] and r['peers'][r['ref']]:
+            refv = '%s %s' % (r['ref'], fmt(r['peers'][r['ref']][0], r['unit']))
+        ratio = (' (ratio %.2f)' % r['ratio']) if r['ratio'] is not None else ''
+        out.append(md([r['target'], r['label'], fmt(r['c'][0], r['unit']) + ratio, refv, r['met']]))
+for s in scale:
+    out.append(md([s['target'], s['label'], '%s (1 backup: %s)' % (fmt(s['many'][0], s['unit']), fmt(s['one'][0], s['unit']) if s['one'] else '–'), '', s['met']]))
+out.append('')
+out.append('## All figures\n')
+out.append('Median (min–max) of %s runs.\n' % meta['runs'])
+out.append(md(['row'] + ['cbrfs'] + PEERS + ['native']))
+out.append(md(['---'] + ['---:'] * (len(PEERS) + 2)))
+for r in table:
+    out.append(md([r['label'], cell(r['c'], r['unit'])] + [cell(r['peers'][p], r['unit']) for p in PEERS] + [cell(r['native'], r['unit'])]))
+for s in scale:
+    out.append(md([s['label'], cell(s['many'], s['unit'])] + ['–'] * len(PEERS) + ['–']))
+out.append('')
+extra = [('native: tar -cf - tree | cat, s', 'tree', 'native', 'tar_cat.wall_s', 's'),
+         ('native: cat of the image, GB/s', 'image', 'native', 'cat.gbps', 'GB/s'),
+         ('entries seen by find in the mount', 'tree', None, 'mnt_find_entries', ''),
+         ('du -s in the mount, KiB', 'tree', None, 'mnt_du_kib', ''),
+         ('entries copied by cp -a from the mount', 'tree', None, 'mnt_cp_a_entries', ''),
+         ('entries restored', 'tree', None, 'restore_entries', '')]
+out.append(md(['check', 'values']))
+out.append(md(['---', '---']))
+for label, ds, tool, metric, unit in extra:
+    if tool:
+        s = stat(ds, tool, metric)
+        out.append(md([label, cell(s, unit)]))
+    else:
+        parts = []
+        for t in TOOLS:
+            s = stat(ds, t, metric)
+            if s:
+                parts.append('%s %d' % (t, s[0]))
+        out.append(md([label, ', '.join(parts)]))
+sr = stat('tree', 'cbrfs', 'scale_repo_bytes')
+if sr:
+    out.append(md(['cbrfs store after %s backups, MB' % n, fmt(sr[0], 'MB')]))
+out.append('')
+out.append('## Load average\n')
+out.append(md(['section', 'start (1, 5, 15 min)', 'end', 'duration s']))
+out.append(md(['---', '---', '---', '---:']))
+start = {}
+for name, edge, ts, la in loads:
+    if edge == 'start':
+        start[name] = (int(ts), la)
+    else:
+        t0, la0 = start.get(name, (int(ts), ''))
+        out.append(md([name, la0, la, str(int(ts) - t0)]))
+out.append('')
+out.append('## Notes\n')
+out.append('<!-- notes -->')
+out.append(old_notes.rstrip('\n'))
+out.append('<!-- /notes -->\n')
+out.append('## Re-running\n')
+out.append('```sh')
+out.append('sudo scripts/bench.sh                      # full data, %s runs: this one took %s min' % (meta['runs'], meta['total_min']))
+out.append('sudo BENCH_QUICK=1 BENCH_RUNS=1 scripts/bench.sh   # a subset, to check the script')
+out.append('```\n')
+out.append('As root: it installs restic, borgbackup, linux-source, fuse3 and time with apt-get when missing, builds cbrfs in release mode, and works in `BENCH_DIR` (default `/var/tmp/cbrfs-bench`, about 15 GB). Other settings (`BENCH_TOOLS`, `BENCH_MOUNT_TOOLS`, `BENCH_DATASETS`, `BENCH_IMAGE_MB`, `BENCH_SCALE`, `BENCH_SEED`, `BENCH_DOC`) are described at the top of the script. This run: `%s`. Raw figures: `BENCH_DIR/results.tsv`; every command and its output: `BENCH_DIR/commands.log`.\n' % meta['cmdline'])
+os.makedirs(os.path.dirname(os.path.abspath(DOC)), exist_ok=True)
+open(DOC, 'w').write('\n'.join(out))
+PY
+}
+if [ "${BENCH_REPORT_ONLY:-0}" = 1 ]; then report; exit 0; fi
+
+# ---------------------------------------------------------------- install
+need=()
+command -v restic >/dev/null || need+=(restic)
+command -v borg >/dev/null || need+=(borgbackup)
+/usr/bin/python3 -c 'import llfuse' 2>/dev/null || need+=(python3-llfuse)
+[ -x /usr/bin/time ] || need+=(time)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v mke2fs >/dev/null || need+=(e2fsprogs)
+command -v python3 >/dev/null || need+=(python3)
+ls /usr/src/linux-source-*.tar.xz >/dev/null 2>&1 || need+=(linux-source)
+if [ ${#need[@]} -gt 0 ]; then
+	log "installing ${need[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+KTAR=$(ls /usr/src/linux-source-*.tar.xz | sort -V | tail -1)
+
+log "building cbrfs (release)"
+cargo build --release --quiet
+mkdir -p "$W/bin"
+cp target/release/cbrfs "$W/bin/cbrfs"
+CBRFS=$W/bin/cbrfs
+
+export RESTIC_PASSWORD=bench
+export BORG_BASE_DIR=$W/borg-base
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_DELETE_I_KNOW_WHAT_I_AM_DOING=YES
+
+SRC=$W/src
+RES=$W/results.tsv
+LOAD=$W/load.tsv
+CMDLOG=$W/commands.log
+MNT=$W/mnt
+mkdir -p "$SRC" "$MNT" "$W/repo" "$W/out"
+# Copies and restores go to a tmpfs: the figures are of reading, the shared
+# disk's write-back does not spill into the next step, and removing a copy
+# of 78,000 files between steps takes a second.
+mountpoint -q "$W/out" || mount -t tmpfs -o size=10g,mode=0755 cbrfs-bench-out "$W/out"
+: >"$RES"
+: >"$LOAD"
+: >"$CMDLOG"
+
+# ---------------------------------------------------------------- cleanup
+BG_PIDS=()
+cleanup() {
+	set +e
+	if mountpoint -q "$MNT"; then
+		"$CBRFS" umount "$MNT" >/dev/null 2>&1 || fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
+	fi
+	for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	grep -qs " $MNT " /proc/self/mountinfo && fusermount3 -uz "$MNT"
+	mountpoint -q "$W/out" && umount "$W/out"
+	# Leave the source data as it was.
+	[ -d "$W/stash-tree" ] && python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
+	[ -d "$W/stash-image" ] && python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- helpers
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RES"; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+section() { # NAME start|end
+	printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(date +%s)" "$(loadavg)" >>"$LOAD"
+	log "$1 $2 (load average $(loadavg))"
+}
+now_ns() { date +%s%N; }
+
+# timed DATASET TOOL STEP RUN CMD...: drop the page cache, run CMD under
+# /usr/bin/time, record wall seconds, CPU seconds (user+sys) and peak RSS (KiB).
+timed() {
+	local ds=$1 tool=$2 step=$3 run=$4
+	shift 4
+	drop
+	echo "+ [$(date +%T)] $*" >>"$CMDLOG"
+	if ! /usr/bin/time -f '%e %U %S %M' -o "$W/time.out" "$@" >>"$CMDLOG" 2>&1; then
+		echo "FAILED: $*" >&2
+		tail -20 "$CMDLOG" >&2
+		exit 1
+	fi
+	local e u s m
+	read -r e u s m < <(tail -1 "$W/time.out")
+	rec "$ds" "$tool" "$step.wall_s" "$run" "$e"
+	rec "$ds" "$tool" "$step.cpu_s" "$run" "$(python3 -c "print(round($u+$s,2))")"
+	rec "$ds" "$tool" "$step.rss_kib" "$run" "$m"
+}
+
+# ---------------------------------------------------------------- mutations
+cat >"$W/mutate.py" <<'PY'
+"""Deterministic changed variants of the tree and the image, and their undo.
+
+tree-change ROOT SEED STASH: about 1 % of the regular files modified (half
+get bytes appended, half a few bytes overwritten in place), 0.2 % removed and
+0.2 % added; the originals go to STASH so that tree-revert puts them back.
+image-change IMG SEED STASH: 1 % of the 4 KiB blocks overwritten with random
+bytes; the old blocks go to STASH. scale-step ROOT SEED STEP STASH: 5 files
+get a line appended (originals stashed once).
+"""
+import json, os, random, shutil, string, sys
+
+def files_of(root):
+    out = []
+    for d, dirs, fs in os.walk(root):
+        dirs.sort()
+        for f in sorted(fs):
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                out.append(os.path.relpath(p, root))
+    return out
+
+def stash_file(root, stash, rel, man):
+    dst = os.path.join(stash, 'files', rel)
+    if os.path.exists(dst) or rel in man['added']:
+        return
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy2(os.path.join(root, rel), dst)
+    man['stashed'].append(rel)
+
+def load_man(stash):
+    p = os.path.join(stash, 'manifest.json')
+    if os.path.exists(p):
+        return json.load(open(p))
+    os.makedirs(stash, exist_ok=True)
+    return {'stashed': [], 'added': []}
+
+def save_man(stash, man):
+    json.dump(man, open(os.path.join(stash, 'manifest.json'), 'w'))
+
+def text(rng, n):
+    words = [''.join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(200)]
+    out, size = [], 0
+    while size < n:
+        line = ' '.join(rng.choices(words, k=rng.randint(3, 12))) + ';\n'
+        out.append(line)
+        size += len(line)
+    return ''.join(out)[:n].encode()
+
+def tree_change(root, seed, stash):
+    rng = random.Random(seed)
+    files = files_of(root)
+    n = len(files)
+    k_mod, k_rm, k_add = max(1, n // 100), max(1, n // 500), max(1, n // 500)
+    picked = rng.sample(files, k_mod + k_rm)
+    mod, rm = picked[:k_mod], picked[k_mod:]
+    man = load_man(stash)
+    changed = 0
+    for rel in mod + rm:
+        stash_file(root, stash, rel, man)
+    for rel in mod:
+        p = os.path.join(root, rel)
+        size = os.path.getsize(p)
+        data = rng.randbytes(rng.randint(1, 64))
+        if size == 0 or rng.random() < 0.5:
+            with open(p, 'ab') as f:
+                f.write(data)
+        else:
+            off = rng.randrange(size)
+            data = data[:size - off]
+            with open(p, 'r+b') as f:
+                f.seek(off)
+                f.write(data)
+        changed += len(data)
+    for rel in rm:
+        os.remove(os.path.join(root, rel))
+    dirs = sorted({os.path.dirname(f) for f in files})
+    added = 0
+    for i in range(k_add):
+        rel = os.path.join(rng.choice(dirs), 'bench-added-%d.c' % i)
+        data = text(rng, rng.randint(100, 40000))
+        with open(os.path.join(root, rel), 'wb') as f:
+            f.write(data)
+        man['added'].append(rel)
+        added += len(data)
+    save_man(stash, man)
+    print('files %d: modified %d (%d bytes), removed %d, added %d (%d bytes)'
+          % (n, k_mod, changed, k_rm, k_add, added))
+
+def scale_step(root, seed, step, stash):
+    rng = random.Random(seed * 1000 + step)
+    man = load_man(stash)
+    cache = os.path.join(stash, 'files.json')
+    if os.path.exists(cache):
+        files = json.load(open(cache))
+    else:
+        files = files_of(root)
+        json.dump(files, open(cache, 'w'))
+    for rel in rng.sample(files, 5):
+        stash_file(root, stash, rel, man)
+        with open(os.path.join(root, rel), 'ab') as f:
+            f.write(b'/* scale step %d */\n' % step)
+    save_man(stash, man)
+
+def tree_revert(root, stash):
+    man = load_man(stash)
+    for rel in man['added']:
+        p = os.path.join(root, rel)
+        if os.path.exists(p):
+            os.remove(p)
+    for rel in man['stashed']:
+        shutil.copy2(os.path.join(stash, 'files', rel), os.path.join(root, rel))
+    shutil.rmtree(stash)
+
+def image_change(img, seed, stash):
+    rng = random.Random(seed)
+    size = os.path.getsize(img)
+    nblocks = size // 4096
+    blocks = sorted(rng.sample(range(nblocks), nblocks // 100))
+    os.makedirs(stash, exist_ok=True)
+    with open(img, 'r+b') as f, open(os.path.join(stash, 'blocks'), 'wb') as s:
+        for b in blocks:
+            f.seek(b * 4096)
+            s.write(b.to_bytes(8, 'little') + f.read(4096).ljust(4096, b'\0'))
+        for b in blocks:
+            f.seek(b * 4096)
+            f.write(rng.randbytes(4096))
+    print('blocks %d: overwritten %d (%d bytes)' % (nblocks, len(blocks), len(blocks) * 4096))
+
+def image_revert(img, stash):
+    with open(img, 'r+b') as f, open(os.path.join(stash, 'blocks'), 'rb') as s:
+        while True:
+            rec = s.read(8 + 4096)
+            if not rec:
+                break
+            f.seek(int.from_bytes(rec[:8], 'little') * 4096)
+            f.write(rec[8:])
+    shutil.rmtree(stash)
+
+cmd = sys.argv[1]
+if cmd == 'tree-change':
+    tree_change(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+elif cmd == 'tree-revert':
+    tree_revert(sys.argv[2], sys.argv[3])
+elif cmd == 'image-change':
+    image_change(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+elif cmd == 'image-revert':
+    image_revert(sys.argv[2], sys.argv[3])
+elif cmd == 'scale-step':
+    scale_step(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+else:
+    sys.exit('unknown command ' + cmd)
+PY
+
+# ---------------------------------------------------------------- data
+# A run interrupted half-way may have left a changed variant: undo it.
+[ -d "$W/stash-tree" ] && python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
+[ -d "$W/stash-image" ] && python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"
+
+want="$(basename "$KTAR") quick=$QUICK"
+if [ "$(cat "$SRC/tree.stamp" 2>/dev/null)" != "$want" ]; then
+	log "unpacking $KTAR (quick=$QUICK)"
+	rm -rf "$SRC/tree" "$SRC/disk.img" "$SRC/tree.stamp" "$SRC/image.stamp"
+	mkdir -p "$SRC/tree"
+	top=$(basename "$KTAR" .tar.xz)
+	if [ "$QUICK" = 1 ]; then
+		tar -xJf "$KTAR" -C "$SRC/tree" --strip-components=1 "$top/fs" "$top/Documentation"
+	else
+		tar -xJf "$KTAR" -C "$SRC/tree" --strip-components=1
+	fi
+	echo "$want" >"$SRC/tree.stamp"
+fi
+want_img="$want image=${IMAGE_MB}M of $IMAGE_TREE"
+if [ "$(cat "$SRC/image.stamp" 2>/dev/null)" != "$want_img" ]; then
+	log "making a ${IMAGE_MB} MiB ext4 image of the tree (mke2fs -t ext4 -d)"
+	rm -f "$SRC/disk.img"
+	E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 \
+		-U 6a2c2b8e-5f55-4c57-9d5e-0b9e7a1c0001 \
+		-E hash_seed=6a2c2b8e-5f55-4c57-9d5e-0b9e7a1c0002,root_owner=0:0 \
+		-d "$SRC/tree/$IMAGE_TREE" "$SRC/disk.img" "${IMAGE_MB}M"
+	echo "$want_img" >"$SRC/image.stamp"
+fi
+TREE_FILES=$(find "$SRC/tree" -type f | wc -l)
+TREE_ENTRIES=$(find "$SRC/tree" | wc -l)
+TREE_BYTES=$(du -sb "$SRC/tree" | cut -f1)
+TREE_DU=$(du -s "$SRC/tree" | cut -f1)
+IMG_BYTES=$(stat -c %s "$SRC/disk.img")
+IMG_ALLOC=$(($(stat -c %b "$SRC/disk.img") * $(stat -c %B "$SRC/disk.img")))
+log "tree: $TREE_FILES files, $TREE_ENTRIES entries, $TREE_BYTES bytes; image: $IMG_BYTES bytes ($IMG_ALLOC allocated)"
+
+# ---------------------------------------------------------------- meta
+{
+	echo "date=$(date -u +%FT%TZ)"
+	echo "nproc=$(nproc)"
+	echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+	echo "mem=$(free -b | awk '/^Mem:/ {print $2}')"
+	echo "kernel=$(uname -r)"
+	echo "disk=$(df -h --output=source,fstype,size,avail "$W" | tail -1 | tr -s ' ')"
+	echo "cbrfs=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+dirty')"
+	echo "cbrfs_subject=$(git log -1 --format=%s)"
+	echo "restic=$(restic version | head -1)"
+	echo "borg=$(borg --version)"
+	echo "rustc=$(rustc --version)"
+	echo "ksrc=$(basename "$KTAR")"
+	echo "quick=$QUICK"
+	echo "runs=$RUNS"
+	echo "seed=$SEED"
+	echo "tree_files=$TREE_FILES"
+	echo "tree_entries=$TREE_ENTRIES"
+	echo "tree_bytes=$TREE_BYTES"
+	echo "tree_du_kib=$TREE_DU"
+	echo "image_bytes=$IMG_BYTES"
+	echo "image_alloc=$IMG_ALLOC"
+	echo "image_tree=$IMAGE_TREE"
+	echo "image_tree_files=$(find "$SRC/tree/$IMAGE_TREE" -type f | wc -l)"
+	echo "image_tree_bytes=$(du -sb "$SRC/tree/$IMAGE_TREE" | cut -f1)"
+	echo "peer_cp_runs=$PEER_CP_RUNS"
+	echo "scale_n=$SCALE_N"
+	echo "tools=$TOOLS"
+	echo "mount_tools=$MOUNT_TOOLS"
+	echo "datasets=$DATASETS"
+	echo "start_epoch=$START"
+	echo "cmdline=$(env | grep '^BENCH_' | sort | tr '\n' ' ')scripts/bench.sh"
+} >"$W/meta.txt"
+
+# ---------------------------------------------------------------- tools
+# item DATASET: the path backed up, relative to $SRC.
+item() { if [ "$1" = tree ]; then echo tree; else echo disk.img; fi; }
+repo_of() { echo "$W/repo/$1-$2"; }
+
+tool_init() { # TOOL DATASET
+	local r
+	r=$(repo_of "$1" "$2")
+	rm -rf "$r" "$W/cache-$1-$2" "$BORG_BASE_DIR"
+	case $1 in
+	cbrfs)
+		if [ "$2" = tree ]; then
+			"$CBRFS" --store "$r" vault create v --type filesystem --capacity 10000GB
+			"$CBRFS" --store "$r" vault associate v --path "$SRC/tree" --name tree
+		else
+			"$CBRFS" --store "$r" vault create v --type disk --capacity 10000GB
+			"$CBRFS" --store "$r" vault associate v --disk "$SRC/disk.img" --name disk
+		fi ;;
+	restic-*) restic -r "$r" --cache-dir "$W/cache-$1-$2" init --repository-version 2 ;;
+	borg-*) borg init -e none "$r" ;;
+	esac >>"$CMDLOG" 2>&1
+}
+
+# tool_backup TOOL DATASET NAME: the command line of a backup named NAME.
+tool_backup() {
+	local r
+	r=$(repo_of "$1" "$2")
+	case $1 in
+	cbrfs) echo "$CBRFS" --store "$r" backup create v --name "$3" ;;
+	restic-auto | restic-off)
+		echo restic -r "$r" --cache-dir "$W/cache-$1-$2" --compression "${1#restic-}" \
+			backup --host bench --tag "$3" "$(item "$2")" ;;
+	borg-lz4 | borg-none) echo borg create -C "${1#borg-}" "$r::$3" "$(item "$2")" ;;
+	esac
+}
+
+restic_id() { # TOOL DATASET TAG: the short id of the snapshot tagged TAG
+	restic -r "$(repo_of "$1" "$2")" --cache-dir "$W/cache-$1-$2" snapshots --tag "$3" --json |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["short_id"])'
+}
+
+# tool_restore TOOL DATASET NAME DEST
+tool_restore() {
+	local r
+	r=$(repo_of "$1" "$2")
+	case $1 in
+	cbrfs)
+		if [ "$2" = tree ]; then echo "$CBRFS" --store "$r" restore v "$3" --to "$4"
+		else echo "$CBRFS" --store "$r" restore v "$3" --resource disk --to "$4/disk.img"; fi ;;
+	restic-*) echo restic -r "$r" --cache-dir "$W/cache-$1-$2" restore "$(restic_id "$1" "$2" "$3")" --target "$4" ;;
+	borg-*) echo "cd '$4' && borg extract '$r::$3'" ;;
+	esac
+}
+
+MOUNT_PID=
+# tool_mount TOOL DATASET: mount the repository at $MNT, return once the
+# mount answers (cbrfs) or at once (restic, borg: they serve in the
+# foreground, in the background here). Sets MOUNT_PID.
+tool_mount() {
+	local r
+	r=$(repo_of "$1" "$2")
+	case $1 in
+	cbrfs)
+		local out
+		out=$("$CBRFS" --store "$r" mount "$MNT")
+		MOUNT_PID=$(printf '%s' "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p')
+		[ -n "$MOUNT_PID" ] || MOUNT_PID=$(pgrep -f "mount $MNT --foreground" | head -1) ;;
+	restic-*)
+		restic -r "$r" --cache-dir "$W/cache-$1-$2" mount "$MNT" >>"$CMDLOG" 2>&1 &
+		MOUNT_PID=$! ;;
+	borg-*)
+		borg mount -f "$r" "$MNT" >>"$CMDLOG" 2>&1 &
+		MOUNT_PID=$! ;;
+	esac
+	BG_PIDS+=("$MOUNT_PID")
+}
+
+tool_umount() { # TOOL
+	case $1 in
+	cbrfs) "$CBRFS" umount "$MNT" >>"$CMDLOG" 2>&1 ;;
+	*)
+		fusermount3 -u "$MNT" 2>>"$CMDLOG" || { sleep 1; fusermount3 -u "$MNT"; }
+		wait "$MOUNT_PID" 2>/dev/null || true ;;
+	esac
+	local i
+	for i in $(seq 50); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
+	MOUNT_PID=
+}
+
+# inside TOOL DATASET NAME: the path of the backup's data inside the mount
+# (the tree's root directory, or the image file).
+inside() {
+	case $1 in
+	cbrfs) if [ "$2" = tree ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;;
+	restic-*) echo "$MNT/ids/$(restic_id "$1" "$2" "$3")/$(item "$2")" ;;
+	borg-*) echo "$MNT/$3/$(item "$2")" ;;
+	esac
+}
+
+rss_kib() { ps -o rss= -p "$1" | tr -d ' '; }
+
+# ---------------------------------------------------------------- native
+section native start
+for run in $(seq "$RUNS"); do
+	rm -rf "$W/out/native"
+	timed tree native cp_a "$run" cp -a "$SRC/tree" "$W/out/native"
+	rm -rf "$W/out/native"
+	timed tree native tar_cat "$run" bash -c "tar -C '$SRC' -cf - tree | cat >/dev/null"
+	timed tree native find "$run" bash -c "find '$SRC/tree' | wc -l"
+	timed tree native du "$run" du -s "$SRC/tree"
+	timed image native cat "$run" bash -c "cat '$SRC/disk.img' >/dev/null"
+	timed image native cp "$run" cp "$SRC/disk.img" "$W/out/native.img"
+	rm -f "$W/out/native.img"
+done
+section native end
+
+# ---------------------------------------------------------------- backups
+# Each run: a fresh repository, a first backup, an unchanged re-backup, the
+# changed variant and a changed re-backup; then the repository's size, and
+# the data put back as it was.
+change() { # DATASET
+	if [ "$1" = tree ]; then python3 "$W/mutate.py" tree-change "$SRC/tree" "$SEED" "$W/stash-tree"
+	else python3 "$W/mutate.py" image-change "$SRC/disk.img" "$SEED" "$W/stash-image"; fi
+}
+revert() { # DATASET
+	if [ "$1" = tree ]; then python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
+	else python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"; fi
+}
+
+# mount_steps TOOL DATASET RUN: mount ready time, the mount's memory, and
+# reads through the mount of the first backup (the original data).
+mount_steps() {
+	local tool=$1 ds=$2 run=$3 p t0 t1 n
+	drop
+	t0=$(now_ns)
+	tool_mount "$tool" "$ds"
+	case $tool in
+	cbrfs) p="$MNT/v/b1" ;;
+	restic-*) p="$MNT/ids" ;;
+	borg-*) p="$MNT/b1" ;;
+	esac
+	local ready=
+	for n in $(seq 30000); do
+		if [ "$tool" = restic-auto ] || [ "$tool" = restic-off ]; then
+			ls "$MNT/ids/"*/ >/dev/null 2>&1 && { ready=1; break; }
+		else
+			ls "$p" >/dev/null 2>&1 && { ready=1; break; }
+		fi
+		sleep 0.01
+	done
+	t1=$(now_ns)
+	[ -n "$ready" ] || { echo "$tool: the mount did not answer in 5 minutes" >&2; exit 1; }
+	rec "$ds" "$tool" mount_ready_ms "$run" $(((t1 - t0) / 1000000))
+	sleep 1
+	rec "$ds" "$tool" mount_idle_rss_kib "$run" "$(rss_kib "$MOUNT_PID")"
+	local in
+	in=$(inside "$tool" "$ds" b1)
+	if [ "$ds" = tree ]; then
+		timed "$ds" "$tool" mnt_find "$run" bash -c "find '$in' | wc -l >'$W/find.out'"
+		rec "$ds" "$tool" mnt_find_entries "$run" "$(cat "$W/find.out")"
+		timed "$ds" "$tool" mnt_du "$run" bash -c "du -s '$in' >'$W/du.out'"
+		rec "$ds" "$tool" mnt_du_kib "$run" "$(cut -f1 "$W/du.out")"
+		if [ "$tool" = cbrfs ] || [ "$run" -le "$PEER_CP_RUNS" ]; then
+			rm -rf "$W/out/mnt"
+			timed "$ds" "$tool" mnt_cp_a "$run" cp -a "$in" "$W/out/mnt"
+			rec "$ds" "$tool" mnt_cp_a_entries "$run" "$(find "$W/out/mnt" | wc -l)"
+			rm -rf "$W/out/mnt"
+		fi
+	else
+		timed "$ds" "$tool" mnt_cat "$run" bash -c "cat '$in' >/dev/null"
+		timed "$ds" "$tool" mnt_cp "$run" cp "$in" "$W/out/mnt.img"
+		cmp -s "$W/out/mnt.img" "$SRC/disk.img" || { echo "$tool: the image read through the mount differs" >&2; exit 1; }
+		rm -f "$W/out/mnt.img"
+	fi
+	rec "$ds" "$tool" mount_after_rss_kib "$run" "$(rss_kib "$MOUNT_PID")"
+	rec "$ds" "$tool" mount_after_anon_kib "$run" "$(awk '/^RssAnon:/ {print $2}' "/proc/$MOUNT_PID/status")"
+	tool_umount "$tool"
+}
+
+for ds in $DATASETS; do
+	for tool in $TOOLS; do
+		section "$ds/$tool" start
+		for run in $(seq "$RUNS"); do
+			log "$ds $tool run $run/$RUNS"
+			tool_init "$tool" "$ds"
+			cd "$SRC"
+			timed "$ds" "$tool" first "$run" bash -c "$(tool_backup "$tool" "$ds" b1)"
+			timed "$ds" "$tool" unchanged "$run" bash -c "$(tool_backup "$tool" "$ds" b2)"
+			change "$ds" >>"$CMDLOG"
+			timed "$ds" "$tool" changed "$run" bash -c "$(tool_backup "$tool" "$ds" b3)"
+			cd "$REPO"
+			revert "$ds"
+			sync
+			rec "$ds" "$tool" repo_bytes "$run" "$(du -sb "$(repo_of "$tool" "$ds")" | cut -f1)"
+			# The tool's own restore of the first backup.
+			rm -rf "$W/out/restore"
+			mkdir -p "$W/out/restore"
+			timed "$ds" "$tool" restore "$run" bash -c "$(tool_restore "$tool" "$ds" b1 "$W/out/restore")"
+			if [ "$ds" = image ]; then
+				f=$(find "$W/out/restore" -name disk.img -type f | head -1)
+				cmp -s "$f" "$SRC/disk.img" || { echo "$tool: the restored image differs" >&2; exit 1; }
+			else
+				rec "$ds" "$tool" restore_entries "$run" "$(find "$W/out/restore" | wc -l)"
+			fi
+			rm -rf "$W/out/restore"
+			case " $MOUNT_TOOLS " in *" $tool "*) mount_steps "$tool" "$ds" "$run" ;; esac
+		done
+		rm -rf "$(repo_of "$tool" "$ds")" "$W/cache-$tool-$ds" "$BORG_BASE_DIR"
+		section "$ds/$tool" end
+	done
+done
+
+# ---------------------------------------------------------------- scale
+# One cbrfs store with SCALE_N backups of the tree, a small change between
+# each: the mount's ready time and memory, to hold beside the one-backup
+# figures above.
+if [ "$SCALE_N" -gt 0 ]; then
+	section scale start
+	tool_init cbrfs tree
+	r=$(repo_of cbrfs tree)
+	cd "$SRC"
+	for i in $(seq "$SCALE_N"); do
+		[ "$i" = 1 ] || python3 "$W/mutate.py" scale-step "$SRC/tree" "$SEED" "$i" "$W/stash-tree"
+		"$CBRFS" --store "$r" backup create v --name "b$i" >>"$CMDLOG" 2>&1
+		if [ $((i % 10)) = 0 ]; then log "scale: $i backups"; fi
+	done
+	cd "$REPO"
+	python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
+	rec tree cbrfs scale_repo_bytes 1 "$(du -sb "$r" | cut -f1)"
+	for run in $(seq "$RUNS"); do
+		drop
+		t0=$(now_ns)
+		tool_mount cbrfs tree
+		ls "$MNT/v/b$SCALE_N" >/dev/null
+		t1=$(now_ns)
+		rec tree cbrfs scale_mount_ready_ms "$run" $(((t1 - t0) / 1000000))
+		sleep 1
+		rec tree cbrfs scale_mount_idle_rss_kib "$run" "$(rss_kib "$MOUNT_PID")"
+		timed tree cbrfs scale_ls_vault "$run" ls "$MNT/v"
+		tool_umount cbrfs
+	done
+	rm -rf "$r"
+	section scale end
+fi
+
+echo "end_epoch=$(date +%s)" >>"$W/meta.txt"
+report
+log "done: $DOC"
