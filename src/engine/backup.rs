@@ -82,6 +82,10 @@ pub struct Prepared {
     resources: Vec<Resource>,
     _lock: crate::fsutil::Flock,
     used_before: u64,
+    /// The task recorded when the backup was accepted.
+    task: Option<tasks::TaskHandle>,
+    /// When it was accepted, RFC 3339.
+    started: String,
     /// Live counters, for progress bars and `user.cbrfs.progress`.
     pub progress: Arc<Progress>,
 }
@@ -157,7 +161,30 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
     }
     let total: u64 = resources.iter().map(|r| r.size).sum();
     opts.name = Some(name.clone());
+    // Accepted: from here the backup is in the task log and has a status
+    // file, so if this process dies before `run` even starts (a mount daemon
+    // killed right after a mkdir), `backup wait` and `task list` say it
+    // failed instead of that it never existed.
+    let started = catalog::now_rfc3339();
+    let at = opts.at_ns.unwrap_or_else(catalog::now_ns);
+    let task = tasks::start(store, "backup", vault, None, Some(&name), at);
+    let _ = status::write(
+        store,
+        vault,
+        &status::Status {
+            backup: name.clone(),
+            status: "protecting".into(),
+            progress: 0,
+            bytes_read: 0,
+            files: 0,
+            pid: std::process::id(),
+            started: started.clone(),
+            error: None,
+        },
+    );
     Ok(Prepared {
+        task: Some(task),
+        started,
         store: store.clone(),
         vault: cfg,
         name,
@@ -182,18 +209,13 @@ impl Prepared {
     /// Run the backup and commit it. On error nothing is committed: sealed
     /// packs without an index are invisible (prune removes them), and every
     /// earlier backup is untouched.
-    pub fn run(self) -> Result<BackupRecord> {
+    pub fn run(mut self) -> Result<BackupRecord> {
         let vault = self.vault.name.clone();
-        let started = catalog::now_rfc3339();
+        let started = self.started.clone();
         let at = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
-        let task = std::sync::Mutex::new(tasks::start(
-            &self.store,
-            "backup",
-            &vault,
-            None,
-            Some(&self.name),
-            at,
-        ));
+        let task = std::sync::Mutex::new(self.task.take().unwrap_or_else(|| {
+            tasks::start(&self.store, "backup", &vault, None, Some(&self.name), at)
+        }));
         let status = |st: &str, error: Option<String>| status::Status {
             backup: self.name.clone(),
             status: st.to_string(),
