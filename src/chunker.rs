@@ -14,6 +14,19 @@ pub const AVG_SIZE: usize = 1 << 20;
 /// Largest chunk.
 pub const MAX_SIZE: usize = 4 << 20;
 
+/// The buffer [`Cdc::split_with`] wants for an input of `size_hint` bytes:
+/// the whole input and one byte (to see its end in one pass) when that is
+/// less than two of the largest chunks, else two of them, so that a refill
+/// copies at most as much as it reads.
+pub fn buffer_len(size_hint: u64) -> usize {
+    let two = 2 * MAX_SIZE;
+    if size_hint < two as u64 {
+        (size_hint as usize + 1).max(4096)
+    } else {
+        two
+    }
+}
+
 /// FastCDC parameters with a vault's gear table.
 pub struct Cdc {
     gear: Box<[u64; 256]>,
@@ -56,24 +69,36 @@ impl Cdc {
     }
 
     /// Split everything `src` yields into chunks, calling `f(offset, chunk)`
-    /// for each in order. Reads with a buffer of `4 * MAX_SIZE`.
+    /// for each in order.
     pub fn split<R: Read, F>(&self, src: R, f: F) -> io::Result<u64>
     where
         F: FnMut(u64, &[u8]) -> io::Result<()>,
     {
-        self.split_with(src, &mut Vec::new(), f)
+        self.split_with(src, &mut Vec::new(), u64::MAX, f)
     }
 
     /// [`Cdc::split`] with a caller's buffer, reused across files: a backup
-    /// of many small files must not allocate (and fault in) 16 MiB per file.
-    pub fn split_with<R: Read, F>(&self, mut src: R, buf: &mut Vec<u8>, mut f: F) -> io::Result<u64>
+    /// of many small files must not allocate (and fault in) megabytes per
+    /// file. `size_hint` is the input's expected length: the buffer grows
+    /// to [`buffer_len`] of it. The cuts do not depend on the buffer as long
+    /// as the input is no longer than `size_hint` (a cut is made with
+    /// `MAX_SIZE` bytes ahead or at the end of the input); an input that
+    /// grew past it is still split whole, at cuts that may differ.
+    pub fn split_with<R: Read, F>(
+        &self,
+        mut src: R,
+        buf: &mut Vec<u8>,
+        size_hint: u64,
+        mut f: F,
+    ) -> io::Result<u64>
     where
         F: FnMut(u64, &[u8]) -> io::Result<()>,
     {
-        let cap = 4 * MAX_SIZE;
-        if buf.len() < cap {
-            buf.resize(cap, 0);
+        let want = buffer_len(size_hint);
+        if buf.len() < want {
+            buf.resize(want, 0);
         }
+        let cap = buf.len();
         let (mut start, mut end) = (0usize, 0usize);
         let mut eof = false;
         let mut offset = 0u64;
@@ -169,6 +194,36 @@ mod tests {
         let b = set(&changed);
         let new = b.difference(&a).count();
         assert!(new <= 2, "{new} new chunks of {}", b.len());
+    }
+
+    #[test]
+    fn cuts_do_not_depend_on_the_buffer() {
+        let cdc = Cdc::new(3);
+        let whole = chunks(&cdc, &pseudo_random(3 * MAX_SIZE + 12345, 9));
+        for len in [0, 1, 4095, 4097, MIN_SIZE + 1, MAX_SIZE, 2 * MAX_SIZE + 7] {
+            let data = pseudo_random(len, 9);
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            cdc.split_with(&data[..], &mut buf, len as u64, |o, c| {
+                got.push((o, c.len()));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, chunks(&cdc, &data), "len {len}");
+            assert!(buf.len() <= buffer_len(len as u64), "len {len}");
+        }
+        // An input longer than its hint (a file that grew) is split whole.
+        let data = pseudo_random(3 * MAX_SIZE + 12345, 9);
+        let mut got = 0u64;
+        let n = cdc
+            .split_with(&data[..], &mut Vec::new(), 1000, |o, c| {
+                assert_eq!(o, got);
+                got += c.len() as u64;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert!(!whole.is_empty());
     }
 
     #[test]

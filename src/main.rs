@@ -7,6 +7,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     raise_fd_limit();
+    fix_mmap_threshold();
     std::process::exit(cbrfs::cli::run());
 }
 
@@ -25,5 +26,19 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max.min(1 << 20);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+/// Allocations of 256 KiB or more get pages of their own, returned to the
+/// system when freed. glibc's default raises that threshold to the size of
+/// any such block freed, up to 32 MiB: once a 21 MiB pack buffer was freed,
+/// the readers' megabyte buffers came from per-thread arenas that keep what
+/// they free. A first backup of a kernel tree (78,579 files) peaked at
+/// 260 MB resident with the default and 91 MB with this.
+fn fix_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt at start-up, before any thread allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
 }

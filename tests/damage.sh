@@ -19,14 +19,22 @@ expect_ok cbrfs backup create $V --name b1
 expect_ok cbrfs restore $V b1 --to "$T/r1-ref"
 if out=$(treecmp "$S" "$T/r1-ref"); then pass "b1 restores as the source"; else fail "b1 before damage: $out"; fi
 
-note "b2 adds unique.bin (3 MB of new random bytes): its data lands in the newest pack"
+note "b2 adds unique.bin (3 MB of new random bytes): its data lands in a data pack of b2's"
 random_file "$S/unique.bin" $((3 << 20))
-expect_ok cbrfs backup create $V --name b2
 PACKS=$STORE/vaults/$V/packs
-# shellcheck disable=SC2012 # pack names are hex, ls -t is safe here
-PACK=$(ls -t "$PACKS"/*/*.pack | head -n 1)
-[ -f "$PACK" ] || die "no pack under $PACKS"
-note "newest pack: ${PACK#"$STORE"/}"
+find "$PACKS" -name '*.pack' | sort >"$T/packs.b1"
+expect_ok cbrfs backup create $V --name b2
+find "$PACKS" -name '*.pack' | sort >"$T/packs.b2"
+# b2 wrote a data pack and a metadata pack (trees, chunk lists): the one
+# that holds unique.bin's bytes is the one to damage.
+PACK=
+for p in $(comm -13 "$T/packs.b1" "$T/packs.b2"); do
+	if python3 -c 'import sys; sys.exit(0 if open(sys.argv[2],"rb").read()[1500000:1500064] in open(sys.argv[1],"rb").read() else 1)' "$p" "$S/unique.bin"; then
+		PACK=$p
+	fi
+done
+[ -f "$PACK" ] || die "no pack of b2 under $PACKS holds unique.bin's bytes"
+note "b2's data pack: ${PACK#"$STORE"/}"
 cp -p "$PACK" "$T/pack.orig"
 
 # Where the file's bytes sit in the pack: random data does not compress, so

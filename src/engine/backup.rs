@@ -16,15 +16,19 @@ use crate::model::{
     ResourceBackup, ResourceKind, Tree, Xattr,
 };
 use crate::rules;
+use crate::store::Key;
 use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
 use crate::sys;
 use crate::tasks;
-use std::collections::HashMap;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 
 /// Chunk size of disks, chosen by measurement. Images made with `mke2fs
@@ -312,81 +316,116 @@ impl Prepared {
             self.vault.capacity_bytes()
         };
         writer.limit = Some(cap.saturating_sub(used));
+        let compress = writer.compresses();
+        let writer = Mutex::new(writer);
         let cdc = Cdc::new(repo.key().chunker_seed());
+        let sh = Shared {
+            writer: &writer,
+            cdc: &cdc,
+            key: repo.key(),
+            compress,
+            progress: &self.progress,
+            stop: AtomicBool::new(false),
+            big: Mutex::new((0..BIG_BUFFERS).map(|_| Buffers::default()).collect()),
+            big_ready: Condvar::new(),
+        };
         let previous = latest_records(&self.store, &vault);
         let store_id = std::fs::metadata(self.store.root())
             .map(|m| (m.dev(), m.ino()))
             .ok();
         let mut parts = Vec::new();
         let mut totals = BackupStats::default();
-        let mut bufs: Vec<Vec<u8>> = Vec::new();
-        for res in &self.resources {
-            let kind = match res.kind.as_str() {
-                "disk" => ResourceKind::Disk,
-                "server" => ResourceKind::Server,
-                _ => ResourceKind::Directory,
-            };
-            let parent = previous
-                .iter()
-                .filter_map(|r| {
-                    r.resources
-                        .iter()
-                        .find(|p| p.name == res.name && p.kind == kind)
-                        .map(|p| (r.name.clone(), p.meta.clone()))
-                })
-                .next_back();
-            let mut w = Walker {
-                repo: &repo,
-                writer: &mut writer,
-                cdc: &cdc,
-                full: self.opts.full || parent.is_none(),
-                excludes: &res.excludes,
-                stats: BackupStats::default(),
-                warnings: Vec::new(),
-                links: HashMap::new(),
-                progress: &self.progress,
-                skip: store_id,
-                bufs: std::mem::take(&mut bufs),
-                deferred: false,
-            };
-            let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
-            let (meta, root, source) = match kind {
-                ResourceKind::Directory => {
-                    let meta = w.resource_dir(&res.name, &res.path, prev_meta.as_ref())?;
-                    let root = meta.subtree.unwrap_or_default();
-                    (meta, root, res.path.as_bytes().to_vec())
-                }
-                ResourceKind::Disk => {
-                    let name = format!("{}.img", res.name).into_bytes();
-                    let meta = w.disk(Path::new(&res.path), name, prev_meta.as_ref())?;
-                    let root = w.store_tree(Tree {
-                        entries: vec![meta.clone()],
-                    })?;
-                    (meta, root, res.path.as_bytes().to_vec())
-                }
-                ResourceKind::Server => {
-                    let server = self.store.server(&res.path)?;
-                    let (meta, source) =
-                        self.server(&mut w, &server, &res.excludes, prev_meta.as_ref())?;
-                    let root = meta.subtree.unwrap_or_default();
-                    (meta, root, source)
-                }
-            };
-            let stats = w.stats;
-            bufs = std::mem::take(&mut w.bufs);
-            totals.add(&stats);
-            parts.push(ResourceBackup {
-                name: res.name.clone(),
-                kind,
-                source,
-                root,
-                meta,
-                full: w.full,
-                parent: parent.map(|(n, _)| n),
-                stats,
-                warnings: w.warnings,
-            });
-        }
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Mutex::new(job_rx);
+        let (done_tx, done) = mpsc::channel::<Done>();
+        std::thread::scope(|s| -> Result<()> {
+            // The walk owns the only sender of jobs: when it ends, however
+            // it ends, the readers run out of jobs and stop.
+            let jobs = jobs;
+            for _ in 0..READERS {
+                let done_tx = done_tx.clone();
+                let (sh, job_rx) = (&sh, &job_rx);
+                std::thread::Builder::new()
+                    .name("cbrfs-read".into())
+                    .spawn_scoped(s, move || reader(sh, job_rx, done_tx))
+                    .ctx(|| "start a file reader".to_string())?;
+            }
+            drop(done_tx);
+            for res in &self.resources {
+                let kind = match res.kind.as_str() {
+                    "disk" => ResourceKind::Disk,
+                    "server" => ResourceKind::Server,
+                    _ => ResourceKind::Directory,
+                };
+                let parent = previous
+                    .iter()
+                    .filter_map(|r| {
+                        r.resources
+                            .iter()
+                            .find(|p| p.name == res.name && p.kind == kind)
+                            .map(|p| (r.name.clone(), p.meta.clone()))
+                    })
+                    .next_back();
+                let mut w = Walker {
+                    repo: &repo,
+                    sh: &sh,
+                    jobs: &jobs,
+                    done: &done,
+                    inflight: 0,
+                    full: self.opts.full || parent.is_none(),
+                    excludes: &res.excludes,
+                    stats: BackupStats::default(),
+                    warnings: Vec::new(),
+                    links: HashMap::new(),
+                    skip: store_id,
+                    pending: HashMap::new(),
+                    order: VecDeque::new(),
+                    roots: HashMap::new(),
+                    next_dir: 0,
+                    deferred: false,
+                    listed: None,
+                    out: Vec::new(),
+                };
+                let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
+                let (meta, root, source) = match kind {
+                    ResourceKind::Directory => {
+                        let meta = w.resource_dir(&res.name, &res.path, prev_meta.as_ref())?;
+                        let root = meta.subtree.unwrap_or_default();
+                        (meta, root, res.path.as_bytes().to_vec())
+                    }
+                    ResourceKind::Disk => {
+                        let name = format!("{}.img", res.name).into_bytes();
+                        let meta = w.disk(Path::new(&res.path), name, prev_meta.as_ref())?;
+                        let root = w.store_tree(Tree {
+                            entries: vec![meta.clone()],
+                        })?;
+                        (meta, root, res.path.as_bytes().to_vec())
+                    }
+                    ResourceKind::Server => {
+                        let server = self.store.server(&res.path)?;
+                        let (meta, source) =
+                            self.server(&mut w, &server, &res.excludes, prev_meta.as_ref())?;
+                        let root = meta.subtree.unwrap_or_default();
+                        (meta, root, source)
+                    }
+                };
+                let stats = w.stats;
+                totals.add(&stats);
+                parts.push(ResourceBackup {
+                    name: res.name.clone(),
+                    kind,
+                    source,
+                    root,
+                    meta,
+                    full: w.full,
+                    parent: parent.map(|(n, _)| n),
+                    stats,
+                    warnings: w.warnings,
+                });
+            }
+            Ok(())
+        })?;
+        let writer = writer.into_inner();
         let ws = writer.finish()?;
         totals.blobs_new = ws.blobs_new;
         totals.bytes_added = ws.bytes_written;
@@ -549,28 +588,88 @@ pub fn latest_records(store: &Store, vault: &str) -> Vec<BackupRecord> {
         .unwrap_or_default()
 }
 
-struct Walker<'a, 'w> {
-    repo: &'a Repo,
-    writer: &'a mut RepoWriter<'w>,
+/// Files read at once, across directories. On a cold cache a backup waits
+/// on the disk, and a virtio or NVMe disk serves many reads at once far
+/// faster than one after another: the 78,579 files of a kernel tree, page
+/// cache dropped, read by `xargs -P 16 cat` in 4.95 s and by `tar | cat`
+/// in 20.95 s on this project's 2-core machine.
+pub const READERS: usize = 16;
+/// File reads handed out and not yet back; bounds the directories held
+/// in memory while their files are read.
+const MAX_INFLIGHT: usize = 8 * READERS;
+/// Files at least this big are read with one of [`BIG_BUFFERS`] buffers
+/// of [`crate::chunker::buffer_len`] bytes; smaller ones with their
+/// reader's own buffer, which so stays under a megabyte.
+const BIG_FILE: u64 = 1 << 20;
+const BIG_BUFFERS: usize = 3;
+/// Threads reading a disk: its batches are read and compressed at once.
+const DISK_READERS: usize = 4;
+
+/// What the walker and the reader threads share.
+struct Shared<'a, 'w> {
+    writer: &'a Mutex<RepoWriter<'w>>,
     cdc: &'a Cdc,
-    full: bool,
-    excludes: &'a [String],
-    stats: BackupStats,
-    warnings: Vec<String>,
-    /// (dev, inode) → hard-link group.
-    links: HashMap<(u64, u64), u64>,
+    key: &'a Key,
+    compress: bool,
     progress: &'a Progress,
-    /// The store's own directory: never backed up into itself.
-    skip: Option<(u64, u64)>,
-    /// The read buffers of the file readers, reused for every directory.
-    bufs: Vec<Vec<u8>>,
-    /// Set by `node` when a file's content is to be read by `read_files`.
-    deferred: bool,
+    /// Set once the store failed: the readers skip what is left.
+    stop: AtomicBool,
+    /// Buffers for big files, lent one at a time.
+    big: Mutex<Vec<Buffers>>,
+    big_ready: Condvar,
 }
 
-/// Files of one directory read at once: overlaps the latency of opening
-/// and reading many small files, and compresses on every core.
-pub const READ_THREADS: usize = 4;
+impl Shared<'_, '_> {
+    /// Store `data` as a blob of `kind` unless it is stored already, and
+    /// return its id. Hashing and compression run on the calling thread;
+    /// the writer's lock is held only to reserve the id and to append.
+    fn put(&self, kind: BlobKind, data: &[u8], out: &mut Vec<u8>) -> Result<BlobId> {
+        let id = self.key.id(data);
+        if self.writer.lock().reserve(id) {
+            let c = (self.compress && crate::store::compress_into(data, out)).then_some(&out[..]);
+            self.writer.lock().append_reserved(id, kind, data, c)?;
+        }
+        Ok(id)
+    }
+
+    fn take_big(&self) -> Buffers {
+        let mut bufs = self.big.lock();
+        loop {
+            if let Some(b) = bufs.pop() {
+                return b;
+            }
+            self.big_ready.wait(&mut bufs);
+        }
+    }
+
+    fn give_big(&self, buf: Buffers) {
+        self.big.lock().push(buf);
+        self.big_ready.notify_one();
+    }
+}
+
+/// A reader's buffers: what it reads, and what it compresses into.
+#[derive(Default)]
+struct Buffers {
+    read: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// A file for the readers: entry `idx` of pending directory `dir`.
+struct Job {
+    dir: u64,
+    idx: usize,
+    path: PathBuf,
+    size: u64,
+}
+
+/// A file read, back from a reader.
+struct Done {
+    dir: u64,
+    idx: usize,
+    path: PathBuf,
+    result: std::result::Result<FileRead, ReadError>,
+}
 
 /// One file read.
 struct FileRead {
@@ -579,27 +678,55 @@ struct FileRead {
     mtime_ns: i64,
 }
 
-/// Why a file read failed: the source (reported, the entry skipped) or the
-/// store (the backup stops).
+/// Why a file read failed: the source (reported, the entry skipped), the
+/// store (the backup stops), or an earlier store failure (not read).
 enum ReadError {
     Source(Error),
     Store(Error),
+    Stopped,
+}
+
+/// A reader thread: reads files until the walker hangs up.
+fn reader(sh: &Shared<'_, '_>, jobs: &Mutex<mpsc::Receiver<Job>>, done: mpsc::Sender<Done>) {
+    let mut small = Buffers::default();
+    loop {
+        let job = match jobs.lock().recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let result = if sh.stop.load(Ordering::Relaxed) {
+            Err(ReadError::Stopped)
+        } else if job.size >= BIG_FILE {
+            let mut buf = sh.take_big();
+            let r = read_one(&job.path, job.size, &mut buf, sh);
+            sh.give_big(buf);
+            r
+        } else {
+            read_one(&job.path, job.size, &mut small, sh)
+        };
+        if matches!(result, Err(ReadError::Store(_))) {
+            sh.stop.store(true, Ordering::Relaxed);
+        }
+        let d = Done {
+            dir: job.dir,
+            idx: job.idx,
+            path: job.path,
+            result,
+        };
+        if done.send(d).is_err() {
+            return;
+        }
+    }
 }
 
 /// Read, chunk and store one file's data extents (holes stay holes).
-/// Hashing and compression run on the calling thread; the writer's lock is
-/// held only to reserve an id and to append.
-#[allow(clippy::too_many_arguments)]
 fn read_one(
     path: &Path,
     size: u64,
-    buf: &mut Vec<u8>,
-    cdc: &Cdc,
-    key: &crate::store::Key,
-    writer: &parking_lot::Mutex<&mut RepoWriter<'_>>,
-    compress: bool,
-    progress: &Progress,
+    bufs: &mut Buffers,
+    sh: &Shared<'_, '_>,
 ) -> std::result::Result<FileRead, ReadError> {
+    let Buffers { read: buf, out } = bufs;
     let src = |what: &str, e: std::io::Error| {
         ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
     };
@@ -611,32 +738,25 @@ fn read_one(
     let mut store_err: Option<Error> = None;
     for (start, end) in extents {
         f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
-        let read = cdc.split_with((&mut f).take(end - start), buf, |off, data| {
-            progress.add_read(data.len() as u64);
-            let id = key.id(data);
-            let new = writer.lock().reserve(id);
-            if new {
-                let c = if compress {
-                    crate::store::compress_blob(data)
-                } else {
-                    None
-                };
-                if let Err(e) =
-                    writer
-                        .lock()
-                        .append_reserved(id, BlobKind::Data, data, c.as_deref())
-                {
-                    store_err = Some(e);
-                    return Err(std::io::Error::other("store failed"));
+        let read = sh
+            .cdc
+            .split_with((&mut f).take(end - start), buf, end - start, |off, data| {
+                sh.progress.add_read(data.len() as u64);
+                match sh.put(BlobKind::Data, data, out) {
+                    Ok(id) => {
+                        chunks.push(ChunkRef {
+                            id,
+                            offset: start + off,
+                            len: data.len() as u32,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        store_err = Some(e);
+                        Err(std::io::Error::other("store failed"))
+                    }
                 }
-            }
-            chunks.push(ChunkRef {
-                id,
-                offset: start + off,
-                len: data.len() as u32,
             });
-            Ok(())
-        });
         if let Some(e) = store_err.take() {
             return Err(ReadError::Store(e));
         }
@@ -655,6 +775,52 @@ fn read_one(
 
 fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// A directory listed, whose tree waits for its files' reads and its
+/// subdirectories' trees.
+struct PendingDir {
+    tree: Tree,
+    /// File reads not yet back.
+    waiting: usize,
+    /// Entries whose read failed (reported), left out of the tree.
+    failed: Vec<usize>,
+    /// The entry whose subtree this is (pending directory, index), or none
+    /// for a resource's root.
+    parent: Option<(u64, usize)>,
+}
+
+/// Walks one resource. Directories are listed and their entries stat'ed on
+/// the walker's thread, in order; the files to read go to the readers, and
+/// a directory's tree is written once its files are back. Trees are
+/// finished in the order their listings ended (children before parents),
+/// so a parent's tree always names its children's.
+struct Walker<'a, 'w> {
+    repo: &'a Repo,
+    sh: &'a Shared<'a, 'w>,
+    jobs: &'a mpsc::Sender<Job>,
+    done: &'a mpsc::Receiver<Done>,
+    inflight: usize,
+    full: bool,
+    excludes: &'a [String],
+    stats: BackupStats,
+    warnings: Vec<String>,
+    /// (dev, inode) → hard-link group.
+    links: HashMap<(u64, u64), u64>,
+    /// The store's own directory: never backed up into itself.
+    skip: Option<(u64, u64)>,
+    pending: HashMap<u64, PendingDir>,
+    /// Pending directories in the order their listings ended.
+    order: VecDeque<u64>,
+    /// Trees of finished resource roots, by pending id.
+    roots: HashMap<u64, BlobId>,
+    next_dir: u64,
+    /// Set by `node` when a file's content is to be read by the readers.
+    deferred: bool,
+    /// Set by `node` to the pending id of the directory it listed.
+    listed: Option<u64>,
+    /// What trees and chunk lists are compressed into.
+    out: Vec<u8>,
 }
 
 impl Walker<'_, '_> {
@@ -677,26 +843,34 @@ impl Walker<'_, '_> {
                 "resource {name}: {path} is no longer a directory"
             )));
         }
-        let meta = self
-            .node(&root_path, b"", name.as_bytes().to_vec(), prev)?
+        self.listed = None;
+        let mut meta = self
+            .node(&root_path, b"", name.as_bytes().to_vec(), prev, None)?
             .ok_or_else(|| Error::failed(format!("resource {name}: {path} cannot be backed up")))?;
+        let root = self.listed.take().ok_or_else(|| {
+            Error::failed(format!("resource {name}: {path} is no longer a directory"))
+        })?;
+        self.flush()?;
+        meta.subtree = Some(self.roots.remove(&root).ok_or_else(|| {
+            Error::failed(format!(
+                "resource {name}: the tree of {path} was not written"
+            ))
+        })?);
         // The resource's own directory is not one of its entries.
         self.stats.dirs -= 1;
         Ok(meta)
     }
 
     fn store_tree(&mut self, tree: Tree) -> Result<BlobId> {
-        Ok(self
-            .writer
-            .add(BlobKind::Tree, &model::encode_tree(&tree))?
-            .id)
+        self.sh
+            .put(BlobKind::Tree, &model::encode_tree(&tree), &mut self.out)
     }
 
     /// Back up a disk (block device or raw image) as one file node named
     /// `name`: fixed-size chunks on a fixed grid, all-zero chunks and holes
-    /// left out (they read back as zeros).
+    /// left out (they read back as zeros). Batches of chunks are read and
+    /// compressed on [`DISK_READERS`] threads.
     fn disk(&mut self, path: &Path, name: Vec<u8>, prev: Option<&Node>) -> Result<Node> {
-        use std::os::unix::fs::FileExt;
         use std::os::unix::fs::FileTypeExt;
         let shown = path.display().to_string();
         let md =
@@ -713,7 +887,7 @@ impl Walker<'_, '_> {
         n.dev = md.dev();
         n.size = size;
         self.stats.bytes_total += size;
-        self.progress.add_file();
+        self.sh.progress.add_file();
         let block_dev = md.file_type().is_block_device();
         // An image file whose size, times and inode are unchanged is not
         // read again. A block device's times say nothing of its contents.
@@ -728,7 +902,7 @@ impl Walker<'_, '_> {
             n.content = p.content.clone();
             n.blocks = p.blocks;
             self.stats.files_unchanged += 1;
-            self.progress.add_done(size);
+            self.sh.progress.add_done(size);
             return Ok(n);
         }
         if prev.is_some() {
@@ -744,41 +918,70 @@ impl Walker<'_, '_> {
             sys::data_extents(f.as_raw_fd(), size)
                 .map_err(|e| Error::failed(format!("disk {shown}: {e}")))?
         };
+        // Batches end on the chunk grid so chunks never straddle one.
         const C: u64 = DISK_CHUNK as u64;
         const BATCH: u64 = 64 * C;
-        let mut buf = vec![0u8; BATCH as usize];
-        let mut chunks = Vec::new();
-        let mut stored = 0u64;
+        let mut batches = Vec::new();
         for (s, e) in extents {
             let mut pos = s;
             while pos < e {
-                // Batches end on the chunk grid so chunks never straddle one.
                 let end = e.min((pos / BATCH + 1) * BATCH);
-                let len = (end - pos) as usize;
-                f.read_exact_at(&mut buf[..len], pos)
-                    .map_err(|err| Error::failed(format!("disk {shown}: read at {pos}: {err}")))?;
-                self.stats.bytes_read += len as u64;
-                self.progress.add_read(len as u64);
-                let mut off = pos;
-                while off < end {
-                    let cend = end.min((off / C + 1) * C);
-                    let data = &buf[(off - pos) as usize..(cend - pos) as usize];
-                    if data.iter().any(|b| *b != 0) {
-                        let o = self.writer.add(BlobKind::Data, data)?;
-                        chunks.push(ChunkRef {
-                            id: o.id,
-                            offset: off,
-                            len: data.len() as u32,
-                        });
-                        stored += data.len() as u64;
-                    }
-                    off = cend;
-                }
+                batches.push((pos, end));
                 pos = end;
             }
         }
+        let mut chunks = Vec::new();
+        let mut stored = 0u64;
+        // A window of batches at a time bounds the results held.
+        for window in batches.chunks(256) {
+            let next = AtomicUsize::new(0);
+            let failed = AtomicBool::new(false);
+            let results: Vec<Mutex<Option<Result<Vec<ChunkRef>>>>> =
+                window.iter().map(|_| Mutex::new(None)).collect();
+            let work = || {
+                let mut buf = vec![0u8; BATCH as usize];
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(pos, end)) = window.get(i) else {
+                        return;
+                    };
+                    if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let r = disk_batch(&f, &shown, pos, end, &mut buf, &mut out, self.sh);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    *results[i].lock() = Some(r);
+                }
+            };
+            let threads = DISK_READERS.min(window.len());
+            std::thread::scope(|s| {
+                for _ in 1..threads {
+                    s.spawn(work);
+                }
+                work();
+            });
+            let mut results: Vec<_> = results.into_iter().map(|r| r.into_inner()).collect();
+            if let Some(at) = results.iter().position(|r| matches!(r, Some(Err(_)))) {
+                if let Some(Err(e)) = results.swap_remove(at) {
+                    return Err(e);
+                }
+            }
+            for (r, &(pos, end)) in results.into_iter().zip(window) {
+                let Some(Ok(c)) = r else {
+                    return Err(Error::failed(format!(
+                        "disk {shown}: the range at {pos} was not read"
+                    )));
+                };
+                stored += c.iter().map(|c| c.len as u64).sum::<u64>();
+                chunks.extend(c);
+                self.stats.bytes_read += end - pos;
+            }
+        }
         n.blocks = stored.div_ceil(512);
-        n.content = self.content(chunks)?;
+        n.content = self.content(&chunks)?;
         Ok(n)
     }
 
@@ -796,10 +999,29 @@ impl Walker<'_, '_> {
         })
     }
 
-    /// Back up directory `path` (relative path `rel` in the resource) and
-    /// return its tree blob. `prev` is the same directory in the previous
-    /// backup.
-    fn dir(&mut self, path: &Path, rel: &[u8], prev: Option<&Tree>) -> Result<BlobId> {
+    /// List directory `path` (relative path `rel` in the resource), stat
+    /// its entries, hand its files to the readers and walk its
+    /// subdirectories. Returns its pending id; its tree is written later
+    /// (see [`Walker::finish_ready`]) into entry `parent`. `prev` is the
+    /// same directory in the previous backup.
+    fn dir(
+        &mut self,
+        path: &Path,
+        rel: &[u8],
+        prev: Option<&Tree>,
+        parent: Option<(u64, usize)>,
+    ) -> Result<u64> {
+        let id = self.next_dir;
+        self.next_dir += 1;
+        self.pending.insert(
+            id,
+            PendingDir {
+                tree: Tree::default(),
+                waiting: 0,
+                failed: Vec::new(),
+                parent,
+            },
+        );
         let mut names: Vec<Vec<u8>> = Vec::new();
         match std::fs::read_dir(path) {
             Ok(rd) => {
@@ -816,8 +1038,6 @@ impl Walker<'_, '_> {
             Err(e) => self.warn(format!("{}: cannot list: {e}", path.display())),
         }
         names.sort();
-        let mut tree = Tree::default();
-        let mut jobs: Vec<(usize, PathBuf)> = Vec::new();
         for name in names {
             let child_rel = if rel.is_empty() {
                 name.clone()
@@ -829,37 +1049,217 @@ impl Walker<'_, '_> {
             }
             let child = path.join(std::ffi::OsStr::from_bytes(&name));
             let prev_node = prev.and_then(|t| t.find(&name));
+            let idx = self.pending_dir(id)?.tree.entries.len();
             self.deferred = false;
-            match self.node(&child, &child_rel, name, prev_node) {
-                Ok(Some(n)) => {
-                    if std::mem::take(&mut self.deferred) {
-                        jobs.push((tree.entries.len(), child));
-                    }
-                    tree.entries.push(n)
-                }
-                Ok(None) => {}
-                Err(e) if matches!(e.kind(), Kind::Io) && e.os_error().is_some() => {
-                    self.warn(e.to_string())
-                }
-                Err(e) => return Err(e),
+            let Some(n) = self.node(&child, &child_rel, name, prev_node, Some((id, idx)))? else {
+                continue;
+            };
+            let size = n.size;
+            let read = std::mem::take(&mut self.deferred);
+            let pd = self.pending_dir(id)?;
+            pd.tree.entries.push(n);
+            if read {
+                pd.waiting += 1;
+                self.submit(Job {
+                    dir: id,
+                    idx,
+                    path: child,
+                    size,
+                })?;
             }
         }
-        self.read_files(&mut tree.entries, jobs)?;
-        let blob = model::encode_tree(&tree);
-        Ok(self.writer.add(BlobKind::Tree, &blob)?.id)
+        // No read is taken back between here and the caller's push of this
+        // directory's entry: its tree cannot be finished before the entry
+        // it goes into exists.
+        self.order.push_back(id);
+        Ok(id)
     }
 
-    /// One entry. Source-side I/O errors come back as `Kind::Io` with the
-    /// path, and the caller reports and skips the entry; store errors stop.
+    fn pending_dir(&mut self, id: u64) -> Result<&mut PendingDir> {
+        self.pending
+            .get_mut(&id)
+            .ok_or_else(|| Error::failed(format!("internal: directory {id} is not pending")))
+    }
+
+    /// Hand a file to the readers; if too many are out, take some back.
+    fn submit(&mut self, job: Job) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::failed("the file readers stopped".to_string()))?;
+        self.inflight += 1;
+        while self.inflight >= MAX_INFLIGHT {
+            self.receive(true)?;
+        }
+        Ok(())
+    }
+
+    /// Take back one file read (waiting for one if `block`), put it in its
+    /// directory's tree, and write the trees now complete. False if none
+    /// was ready.
+    fn receive(&mut self, block: bool) -> Result<bool> {
+        let d = if block {
+            self.done
+                .recv()
+                .map_err(|_| Error::failed("the file readers stopped".to_string()))?
+        } else {
+            match self.done.try_recv() {
+                Ok(d) => d,
+                Err(_) => return Ok(false),
+            }
+        };
+        self.inflight -= 1;
+        let Done {
+            dir,
+            idx,
+            path,
+            result,
+        } = d;
+        match result {
+            Ok(read) => {
+                self.stats.bytes_read += read.bytes;
+                let content = self.content(&read.chunks)?;
+                let mut warns = Vec::new();
+                let n = self
+                    .pending_dir(dir)?
+                    .tree
+                    .entries
+                    .get_mut(idx)
+                    .ok_or_else(|| Error::failed(format!("internal: no entry {idx}")))?;
+                if let Some(last) = read.chunks.last() {
+                    let end = last.offset + last.len as u64;
+                    if end > n.size {
+                        n.size = end;
+                        warns.push(format!("{}: grew during the backup", path.display()));
+                    }
+                }
+                if read.mtime_ns != n.mtime_ns {
+                    warns.push(format!(
+                        "{}: changed during the backup (saved as read)",
+                        path.display()
+                    ));
+                }
+                n.content = content;
+                for w in warns {
+                    self.warn(w);
+                }
+            }
+            Err(ReadError::Source(e)) => {
+                self.warn(e.to_string());
+                self.pending_dir(dir)?.failed.push(idx);
+            }
+            Err(ReadError::Store(e)) => return Err(e),
+            Err(ReadError::Stopped) => return Err(self.store_failure(&path)),
+        }
+        self.pending_dir(dir)?.waiting -= 1;
+        self.finish_ready()?;
+        Ok(true)
+    }
+
+    /// The store error that stopped the readers, from the reads still out.
+    fn store_failure(&mut self, path: &Path) -> Error {
+        while self.inflight > 0 {
+            let Ok(d) = self.done.recv() else { break };
+            self.inflight -= 1;
+            if let Err(ReadError::Store(e)) = d.result {
+                return e;
+            }
+        }
+        Error::failed(format!("{}: not read (the backup stopped)", path.display()))
+    }
+
+    /// Write the trees of the directories at the front of the order whose
+    /// files are all back.
+    fn finish_ready(&mut self) -> Result<()> {
+        while let Some(&id) = self.order.front() {
+            if self.pending.get(&id).is_some_and(|p| p.waiting > 0) {
+                return Ok(());
+            }
+            self.order.pop_front();
+            let Some(mut pd) = self.pending.remove(&id) else {
+                continue;
+            };
+            if !pd.failed.is_empty() {
+                let mut keep = vec![true; pd.tree.entries.len()];
+                for i in &pd.failed {
+                    if let Some(k) = keep.get_mut(*i) {
+                        *k = false;
+                    }
+                }
+                let mut i = 0;
+                pd.tree.entries.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+            }
+            if let Some(e) = pd
+                .tree
+                .entries
+                .iter()
+                .find(|e| e.kind == NodeKind::Dir && e.subtree.is_none())
+            {
+                return Err(Error::failed(format!(
+                    "internal: the tree of {} was not written before its parent's",
+                    String::from_utf8_lossy(&e.name)
+                )));
+            }
+            let blob = self.store_tree(pd.tree)?;
+            match pd.parent {
+                Some((p, idx)) => {
+                    let entry = self
+                        .pending
+                        .get_mut(&p)
+                        .and_then(|pp| pp.tree.entries.get_mut(idx))
+                        .ok_or_else(|| {
+                            Error::failed(format!(
+                                "internal: directory {id} finished before its entry"
+                            ))
+                        })?;
+                    entry.subtree = Some(blob);
+                }
+                None => {
+                    self.roots.insert(id, blob);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Take back every read out and write every pending tree.
+    fn flush(&mut self) -> Result<()> {
+        loop {
+            while self.receive(false)? {}
+            self.finish_ready()?;
+            if self.order.is_empty() {
+                return Ok(());
+            }
+            if self.inflight == 0 {
+                return Err(Error::failed(
+                    "internal: directories pending with no read out".to_string(),
+                ));
+            }
+            self.receive(true)?;
+        }
+    }
+
+    /// One entry. Source-side failures (it vanished, cannot be stat'ed or
+    /// its link read) are reported and the entry skipped (`Ok(None)`);
+    /// an error is the store's and stops the backup. A directory is
+    /// listed (see [`Walker::dir`]) as entry `parent`.
     fn node(
         &mut self,
         path: &Path,
         rel: &[u8],
         name: Vec<u8>,
         prev: Option<&Node>,
+        parent: Option<(u64, usize)>,
     ) -> Result<Option<Node>> {
-        let md =
-            std::fs::symlink_metadata(path).ctx(|| format!("{}: cannot stat", path.display()))?;
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) => {
+                self.warn(format!("{}: cannot stat: {e}", path.display()));
+                return Ok(None);
+            }
+        };
         let Some(kind) = NodeKind::from_mode(md.mode()) else {
             self.warn(format!("{}: unknown file type", path.display()));
             return Ok(None);
@@ -905,12 +1305,17 @@ impl Walker<'_, '_> {
                     }
                     _ => None,
                 };
-                n.subtree = Some(self.dir(path, rel, prev_tree.as_ref())?);
+                self.listed = Some(self.dir(path, rel, prev_tree.as_ref(), parent)?);
             }
             NodeKind::Symlink => {
                 self.stats.others += 1;
-                let t = std::fs::read_link(path)
-                    .ctx(|| format!("{}: cannot read link", path.display()))?;
+                let t = match std::fs::read_link(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.warn(format!("{}: cannot read link: {e}", path.display()));
+                        return Ok(None);
+                    }
+                };
                 n.target = t.as_os_str().as_bytes().to_vec();
                 n.size = n.target.len() as u64;
             }
@@ -928,130 +1333,32 @@ impl Walker<'_, '_> {
                 if let Some(p) = unchanged {
                     n.content = p.content.clone();
                     self.stats.files_unchanged += 1;
-                    self.progress.add_done(n.size);
+                    self.sh.progress.add_done(n.size);
                 } else {
                     if prev.is_some() {
                         self.stats.files_changed += 1;
                     } else {
                         self.stats.files_new += 1;
                     }
-                    // Read later, with the directory's other files, on
-                    // worker threads (see `read_files`).
+                    // Read by the readers (see `reader`).
                     self.deferred = true;
                 }
-                self.progress.add_file();
+                self.sh.progress.add_file();
             }
             _ => self.stats.others += 1,
         }
         Ok(Some(n))
     }
 
-    /// Read the files of one directory that `node` deferred, on up to
-    /// [`READ_THREADS`] threads, and fill in their content. A file that
-    /// cannot be read is reported and left out; a store error stops.
-    fn read_files(&mut self, entries: &mut Vec<Node>, jobs: Vec<(usize, PathBuf)>) -> Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let workers = READ_THREADS.min(jobs.len());
-        while self.bufs.len() < workers {
-            self.bufs.push(Vec::new());
-        }
-        let mut bufs: Vec<Vec<u8>> = self.bufs.drain(..workers).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<parking_lot::Mutex<Option<std::result::Result<FileRead, ReadError>>>> =
-            jobs.iter().map(|_| parking_lot::Mutex::new(None)).collect();
-        {
-            let key = self.repo.key();
-            let writer = parking_lot::Mutex::new(&mut *self.writer);
-            let compress = writer.lock().compresses();
-            let cdc = self.cdc;
-            let progress = self.progress;
-            let job = |buf: &mut Vec<u8>| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((idx, path)) = jobs.get(i) else {
-                    break;
-                };
-                let size = entries[*idx].size;
-                let r = read_one(path, size, buf, cdc, key, &writer, compress, progress);
-                let stop = matches!(r, Err(ReadError::Store(_)));
-                *results[i].lock() = Some(r);
-                if stop {
-                    // Let the other workers run out of jobs.
-                    next.store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
-                }
-            };
-            if workers == 1 {
-                job(&mut bufs[0]);
-            } else {
-                std::thread::scope(|s| {
-                    for buf in bufs.iter_mut() {
-                        s.spawn(|| job(buf));
-                    }
-                });
-            }
-        }
-        self.bufs.extend(bufs);
-        let mut results: Vec<_> = results.into_iter().map(|r| r.into_inner()).collect();
-        // A store error stopped the workers: it is the error to report, not
-        // the jobs it left unread.
-        if let Some(pos) = results
-            .iter()
-            .position(|r| matches!(r, Some(Err(ReadError::Store(_)))))
-        {
-            if let Some(Err(ReadError::Store(e))) = results.swap_remove(pos) {
-                return Err(e);
-            }
-        }
-        let mut skip = Vec::new();
-        for ((idx, path), r) in jobs.iter().zip(results) {
-            match r {
-                Some(Ok(read)) => {
-                    self.stats.bytes_read += read.bytes;
-                    let n = &mut entries[*idx];
-                    if let Some(last) = read.chunks.last() {
-                        let end = last.offset + last.len as u64;
-                        if end > n.size {
-                            n.size = end;
-                            self.warn(format!("{}: grew during the backup", path.display()));
-                        }
-                    }
-                    if read.mtime_ns != entries[*idx].mtime_ns {
-                        self.warn(format!(
-                            "{}: changed during the backup (saved as read)",
-                            path.display()
-                        ));
-                    }
-                    entries[*idx].content = self.content(read.chunks)?;
-                }
-                Some(Err(ReadError::Source(e))) => {
-                    self.warn(e.to_string());
-                    skip.push(*idx);
-                }
-                Some(Err(ReadError::Store(e))) => return Err(e),
-                None => {
-                    return Err(Error::failed(format!(
-                        "{}: not read (the backup stopped)",
-                        path.display()
-                    )))
-                }
-            }
-        }
-        for idx in skip.into_iter().rev() {
-            entries.remove(idx);
-        }
-        Ok(())
-    }
-
     /// A file's content reference: inline for small files, chunk-list blobs
     /// for large ones. Lists end where a chunk id's low bits are zero, so a
     /// change in one place rewrites one list, not those after it.
-    fn content(&mut self, chunks: Vec<ChunkRef>) -> Result<Content> {
+    fn content(&mut self, chunks: &[ChunkRef]) -> Result<Content> {
         if chunks.is_empty() {
             return Ok(Content::None);
         }
         if chunks.len() <= model::INLINE_CHUNKS {
-            return Ok(Content::Chunks(chunks));
+            return Ok(Content::Chunks(chunks.to_vec()));
         }
         let mut lists = Vec::new();
         let mut cur: Vec<RelChunk> = Vec::new();
@@ -1067,7 +1374,7 @@ impl Walker<'_, '_> {
             let boundary = c.id.0[15] & 0x3f == 0 || cur.len() >= 1024;
             if boundary || i + 1 == chunks.len() {
                 let blob = model::encode_chunk_list(&cur);
-                let id = self.writer.add(BlobKind::ChunkList, &blob)?.id;
+                let id = self.sh.put(BlobKind::ChunkList, &blob, &mut self.out)?;
                 lists.push(ListRef {
                     id,
                     offset: list_start,
@@ -1080,4 +1387,38 @@ impl Walker<'_, '_> {
         }
         Ok(Content::Lists(lists))
     }
+}
+
+/// Read the chunk-grid range `pos..end` of a disk into `buf` and store its
+/// chunks that are not all zero.
+fn disk_batch(
+    f: &std::fs::File,
+    shown: &str,
+    pos: u64,
+    end: u64,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    sh: &Shared<'_, '_>,
+) -> Result<Vec<ChunkRef>> {
+    use std::os::unix::fs::FileExt;
+    const C: u64 = DISK_CHUNK as u64;
+    let len = (end - pos) as usize;
+    f.read_exact_at(&mut buf[..len], pos)
+        .map_err(|err| Error::failed(format!("disk {shown}: read at {pos}: {err}")))?;
+    sh.progress.add_read(len as u64);
+    let mut chunks = Vec::new();
+    let mut off = pos;
+    while off < end {
+        let cend = end.min((off / C + 1) * C);
+        let data = &buf[(off - pos) as usize..(cend - pos) as usize];
+        if data.iter().any(|b| *b != 0) {
+            chunks.push(ChunkRef {
+                id: sh.put(BlobKind::Data, data, out)?,
+                offset: off,
+                len: data.len() as u32,
+            });
+        }
+        off = cend;
+    }
+    Ok(chunks)
 }

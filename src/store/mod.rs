@@ -27,7 +27,7 @@ pub mod index;
 pub mod pack;
 mod repo;
 
-pub use repo::{compress_blob, AddOutcome, Repo, RepoWriter, WriterStats};
+pub use repo::{compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats};
 
 use crate::error::{Error, Result};
 use std::fmt;

@@ -108,7 +108,12 @@ impl Default for PackWriter {
 impl PackWriter {
     /// An empty pack.
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(HEADER_LEN + (1 << 20));
+        // Room for a full pack and the blob that fills it, reserved once:
+        // growing by doubling would copy, and may reserve twice the pack.
+        // Pages not written are not touched, so a small pack costs little.
+        let mut buf = Vec::with_capacity(
+            HEADER_LEN + super::repo::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
+        );
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&VERSION.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
@@ -185,11 +190,8 @@ impl PackWriter {
         {
             let f = tmp.file();
             f.sync_all().ctx(|| "fsync new pack".to_string())?;
-            let mut back = Vec::with_capacity(self.buf.len());
-            let mut rf = File::open(tmp.path()).ctx(|| "re-open new pack".to_string())?;
-            rf.read_to_end(&mut back)
-                .ctx(|| "re-read new pack".to_string())?;
-            if back != self.buf {
+            let rf = File::open(tmp.path()).ctx(|| "re-open new pack".to_string())?;
+            if !reads_back_as(rf, &self.buf).ctx(|| "re-read new pack".to_string())? {
                 return Err(Error::corrupt(format!(
                     "pack {} read back differently from what was written",
                     id.short()
@@ -198,6 +200,27 @@ impl PackWriter {
         }
         tmp.commit(&dest)?;
         Ok((id, self.buf.len() as u64, self.entries))
+    }
+}
+
+/// True if `f` holds exactly `want`. Compares a megabyte at a time, so a
+/// pack's check does not double the memory of the pack being sealed.
+fn reads_back_as(mut f: File, want: &[u8]) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(pos == want.len());
+        }
+        if pos + n > want.len() || buf[..n] != want[pos..pos + n] {
+            return Ok(false);
+        }
+        pos += n;
     }
 }
 

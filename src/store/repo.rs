@@ -303,26 +303,61 @@ fn decompress(stored: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
-thread_local! {
-    /// One zstd compression context per thread.
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+/// zstd compression contexts, lent one at a time. Each holds a few
+/// megabytes of tables, so there are at most [`max_compressors`] of them,
+/// however many threads read: more than the cores would only wait.
+static COMPRESSORS: Mutex<Vec<zstd::bulk::Compressor<'static>>> = Mutex::new(Vec::new());
+static COMPRESSORS_LENT: Mutex<usize> = Mutex::new(0);
+static COMPRESSOR_BACK: parking_lot::Condvar = parking_lot::Condvar::new();
+
+fn max_compressors() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
+
+/// Compress `data` into `out` (cleared first; its capacity is reused) and
+/// return true if the zstd form pays (saves at least 1/32). Thread-safe.
+pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if data.len() <= 64 {
+        return false;
+    }
+    let mut ctx = {
+        let mut lent = COMPRESSORS_LENT.lock();
+        loop {
+            if let Some(c) = COMPRESSORS.lock().pop() {
+                *lent += 1;
+                break Some(c);
+            }
+            if *lent < max_compressors() {
+                *lent += 1;
+                break None;
+            }
+            COMPRESSOR_BACK.wait(&mut lent);
+        }
+    };
+    if ctx.is_none() {
+        ctx = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    }
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let ok = match ctx.as_mut() {
+        Some(c) => c.compress_to_buffer(data, out).is_ok(),
+        None => false,
+    };
+    {
+        let mut lent = COMPRESSORS_LENT.lock();
+        *lent -= 1;
+        if let Some(c) = ctx {
+            COMPRESSORS.lock().push(c);
+        }
+        COMPRESSOR_BACK.notify_one();
+    }
+    ok && out.len() < data.len() - data.len() / 32
 }
 
 /// The zstd form of a blob if it pays (saves at least 1/32), else `None`.
-/// Thread-safe: each thread keeps its own context.
 pub fn compress_blob(data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() <= 64 {
-        return None;
-    }
-    let c = COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
-        }
-        c.as_mut().and_then(|c| c.compress(data).ok())
-    })?;
-    (c.len() < data.len() - data.len() / 32).then_some(c)
+    let mut out = Vec::new();
+    compress_into(data, &mut out).then_some(out)
 }
 
 /// What adding a blob did.
@@ -347,21 +382,85 @@ pub struct WriterStats {
     pub bytes_written: u64,
 }
 
-/// Adds blobs to a vault during one backup run. Blobs go to packs; at
-/// [`RepoWriter::finish`] the last pack is sealed and one index naming all
+/// Packs being sealed at once beside the writer: one sealing, one queued.
+/// Bounds the memory of a run to four pack buffers.
+const SEAL_QUEUE: usize = 1;
+
+type Sealed = Result<(BlobId, u64, Vec<super::pack::PackEntry>)>;
+
+/// Seals full packs on a thread of its own, so that the fsync and
+/// read-back of a pack do not stall the threads that read and compress.
+struct Sealer {
+    tx: Option<std::sync::mpsc::SyncSender<PackWriter>>,
+    rx: std::sync::mpsc::Receiver<Sealed>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Packs sent and not yet received back, and their bytes.
+    queued: usize,
+    queued_bytes: u64,
+}
+
+impl Sealer {
+    fn start(dir: PathBuf) -> Result<Sealer> {
+        let (tx, jobs) = std::sync::mpsc::sync_channel::<PackWriter>(SEAL_QUEUE);
+        let (done, rx) = std::sync::mpsc::channel::<Sealed>();
+        let thread = std::thread::Builder::new()
+            .name("cbrfs-seal".into())
+            .spawn(move || {
+                for pack in jobs {
+                    if done.send(pack.seal(&dir)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ctx(|| "start the pack sealer".to_string())?;
+        Ok(Sealer {
+            tx: Some(tx),
+            rx,
+            thread: Some(thread),
+            queued: 0,
+            queued_bytes: 0,
+        })
+    }
+
+    /// Stop taking packs and wait for every one sent.
+    fn drain(&mut self) -> Vec<Sealed> {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            // The thread only seals; a panic in it is a bug, reported as a
+            // failed seal below (its pack never reaches the index).
+            let _ = t.join();
+        }
+        let mut out: Vec<Sealed> = self.rx.try_iter().collect();
+        if out.len() < self.queued {
+            out.push(Err(Error::failed("the pack sealer stopped".to_string())));
+        }
+        self.queued = 0;
+        self.queued_bytes = 0;
+        out
+    }
+}
+
+/// Adds blobs to a vault during one backup run. Blobs go to packs: data to
+/// one, trees and chunk lists to another, so that reading a backup's
+/// metadata (a mount's `find`, the next backup's comparison) touches few
+/// pages. Full packs are sealed on a thread of their own. At
+/// [`RepoWriter::finish`] the last packs are sealed and one index naming all
 /// new blobs is written, after every pack it names is durable. Until then
 /// no reader knows of the new blobs. The caller holds the vault's writer
 /// lock for the writer's whole life.
 pub struct RepoWriter<'r> {
     repo: &'r Repo,
     compress: bool,
-    pack: PackWriter,
-    pending: HashMap<BlobId, ()>,
+    data: PackWriter,
+    meta: PackWriter,
+    sealer: Option<Sealer>,
+    pending: std::collections::HashSet<BlobId>,
     sealed: Vec<(BlobId, Location)>,
     sealed_packs: Vec<BlobId>,
     finished: bool,
     stats: WriterStats,
-    broken: bool,
+    /// Why the writer refuses more blobs, once a seal failed.
+    broken: Option<String>,
     /// Abort (with a no-space error) once written bytes would pass this.
     pub limit: Option<u64>,
 }
@@ -372,13 +471,15 @@ impl<'r> RepoWriter<'r> {
         RepoWriter {
             repo,
             compress,
-            pack: PackWriter::new(),
-            pending: HashMap::new(),
+            data: PackWriter::new(),
+            meta: PackWriter::new(),
+            sealer: None,
+            pending: std::collections::HashSet::new(),
             sealed: Vec::new(),
             sealed_packs: Vec::new(),
             finished: false,
             stats: WriterStats::default(),
-            broken: false,
+            broken: None,
             limit: None,
         }
     }
@@ -394,7 +495,7 @@ impl<'r> RepoWriter<'r> {
 
     /// True if `id` is stored already or added in this run.
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.pending.contains_key(id) || self.repo.lookup(id).is_some()
+        self.pending.contains(id) || self.repo.lookup(id).is_some()
     }
 
     /// Add `data` as a blob of `kind`, unless it is stored already.
@@ -416,14 +517,14 @@ impl<'r> RepoWriter<'r> {
     /// moving live blobs out of mostly dead packs); deduplicates only
     /// within this writer.
     pub fn copy(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
-        if self.pending.contains_key(&id) {
+        if self.pending.contains(&id) {
             return Ok(AddOutcome { id, new: false });
         }
         self.store_blob(id, kind, data)
     }
 
     fn store_blob(&mut self, id: BlobId, kind: BlobKind, data: &[u8]) -> Result<AddOutcome> {
-        self.pending.insert(id, ());
+        self.pending.insert(id);
         let compressed = if self.compress {
             compress_blob(data)
         } else {
@@ -442,7 +543,7 @@ impl<'r> RepoWriter<'r> {
             self.stats.blobs_dedup += 1;
             return false;
         }
-        self.pending.insert(id, ());
+        self.pending.insert(id);
         true
     }
 
@@ -461,35 +562,40 @@ impl<'r> RepoWriter<'r> {
         data: &[u8],
         compressed: Option<&[u8]>,
     ) -> Result<()> {
-        if self.broken {
+        if let Some(why) = &self.broken {
             return Err(Error::failed(format!(
-                "vault {}: the pack writer failed earlier and refuses more blobs",
+                "vault {}: the pack writer failed earlier ({why}) and refuses more blobs",
                 self.repo.vault
             )));
         }
+        let meta = kind != BlobKind::Data;
+        let pack = if meta { &mut self.meta } else { &mut self.data };
         match compressed {
-            Some(c) => self
-                .pack
-                .add(id, kind, Compression::Zstd, c, data.len() as u32),
-            None => self
-                .pack
-                .add(id, kind, Compression::None, data, data.len() as u32),
+            Some(c) => pack.add(id, kind, Compression::Zstd, c, data.len() as u32),
+            None => pack.add(id, kind, Compression::None, data, data.len() as u32),
         }
         self.stats.blobs_new += 1;
         self.stats.raw_new += data.len() as u64;
-        if self.pack.len() >= PACK_TARGET {
-            self.seal_pack()?;
+        if pack.len() >= PACK_TARGET {
+            self.seal_pack(meta)?;
         }
-        Ok(())
+        self.collect(false)
     }
 
-    fn seal_pack(&mut self) -> Result<()> {
-        if self.pack.is_empty() {
+    /// Hand the data (or metadata) pack to the sealer, if it holds blobs.
+    fn seal_pack(&mut self, meta: bool) -> Result<()> {
+        let len = if meta {
+            self.meta.len()
+        } else {
+            self.data.len()
+        } as u64;
+        if (meta && self.meta.is_empty()) || (!meta && self.data.is_empty()) {
             return Ok(());
         }
         if let Some(limit) = self.limit {
-            if self.stats.bytes_written + self.pack.len() as u64 > limit {
-                self.broken = true;
+            let queued = self.sealer.as_ref().map_or(0, |s| s.queued_bytes);
+            if self.stats.bytes_written + queued + len > limit {
+                self.broken = Some("the vault is full".to_string());
                 return Err(Error::new(
                     crate::error::Kind::NoSpace,
                     format!(
@@ -500,27 +606,83 @@ impl<'r> RepoWriter<'r> {
                 .code("BackupService.6114"));
             }
         }
-        let pack = std::mem::take(&mut self.pack);
-        match pack.seal(&self.repo.dir) {
-            Ok((pack_id, size, entries)) => {
-                self.stats.bytes_written += size;
-                self.sealed_packs.push(pack_id);
-                self.sealed
-                    .extend(index::entries_of_pack(pack_id, &entries));
-                Ok(())
+        let pack = std::mem::take(if meta { &mut self.meta } else { &mut self.data });
+        if self.sealer.is_none() {
+            self.sealer = Some(Sealer::start(self.repo.dir.clone())?);
+        }
+        let Some(sealer) = self.sealer.as_mut() else {
+            return Ok(());
+        };
+        let sent = sealer.tx.as_ref().map(|tx| tx.send(pack).is_ok());
+        if sent == Some(true) {
+            sealer.queued += 1;
+            sealer.queued_bytes += len;
+            Ok(())
+        } else {
+            // The sealer is gone: what it sealed and why it stopped come
+            // back from collect.
+            self.collect(true)?;
+            self.broken = Some("the pack sealer stopped".to_string());
+            Err(Error::failed(format!(
+                "vault {}: the pack sealer stopped",
+                self.repo.vault
+            )))
+        }
+    }
+
+    /// Take the packs sealed so far (all of them, stopping the sealer, if
+    /// `all`); the first failure breaks the writer and is returned.
+    fn collect(&mut self, all: bool) -> Result<()> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return Ok(());
+        };
+        let results: Vec<Sealed> = if all {
+            sealer.drain()
+        } else {
+            let r: Vec<Sealed> = sealer.rx.try_iter().collect();
+            sealer.queued -= r.len();
+            r
+        };
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok((pack_id, size, entries)) => {
+                    if let Some(s) = self.sealer.as_mut() {
+                        s.queued_bytes = s.queued_bytes.saturating_sub(size);
+                    }
+                    self.stats.bytes_written += size;
+                    self.sealed_packs.push(pack_id);
+                    self.sealed
+                        .extend(index::entries_of_pack(pack_id, &entries));
+                }
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
             }
-            Err(e) => {
-                self.broken = true;
+        }
+        match first_err {
+            None => Ok(()),
+            Some(e) => {
+                self.broken = Some(e.to_string());
                 Err(e.context(format!("vault {}", self.repo.vault)))
             }
         }
     }
 
-    /// Seal the last pack and write the index naming this run's blobs
+    /// Seal the last packs and wait for every seal.
+    fn seal_all(&mut self) -> Result<()> {
+        let r = self.seal_pack(false).and_then(|()| self.seal_pack(true));
+        let c = self.collect(true);
+        r.and(c)
+    }
+
+    /// Seal the last packs and write the index naming this run's blobs
     /// (after the packs are durable). Merges indexes when there are many.
     /// Returns the counters.
     pub fn finish(mut self) -> Result<WriterStats> {
-        self.seal_pack()?;
+        self.seal_all()?;
         if !self.sealed.is_empty() {
             let entries = std::mem::take(&mut self.sealed);
             let path = index::write_index(&self.repo.dir, entries)?;
@@ -537,11 +699,11 @@ impl<'r> RepoWriter<'r> {
         Ok(self.stats)
     }
 
-    /// Seal the last pack and return the entries of every pack sealed,
+    /// Seal the last packs and return the entries of every pack sealed,
     /// without writing an index (prune writes one index of everything).
     /// The packs stay only if the caller indexes them.
     pub fn finish_unindexed(mut self) -> Result<(Vec<(BlobId, Location)>, WriterStats)> {
-        self.seal_pack()?;
+        self.seal_all()?;
         self.finished = true;
         Ok((std::mem::take(&mut self.sealed), self.stats))
     }
@@ -552,6 +714,8 @@ impl Drop for RepoWriter<'_> {
     /// vault) removes the packs it sealed: no index names them, so nothing
     /// can use them, and a failed backup must give its space back.
     fn drop(&mut self) {
+        // Wait for the packs being sealed, so that they are removed too.
+        let _ = self.collect(true);
         if self.finished {
             return;
         }
