@@ -694,16 +694,26 @@ fn reader(sh: &Shared<'_, '_>, jobs: &Mutex<mpsc::Receiver<Job>>, done: mpsc::Se
             Ok(j) => j,
             Err(_) => return,
         };
-        let result = if sh.stop.load(Ordering::Relaxed) {
-            Err(ReadError::Stopped)
-        } else if job.size >= BIG_FILE {
-            let mut buf = sh.take_big();
-            let r = read_one(&job.path, job.size, &mut buf, sh);
-            sh.give_big(buf);
-            r
-        } else {
-            read_one(&job.path, job.size, &mut small, sh)
-        };
+        // A panic in a read (a bug) must not leave the walker waiting for
+        // a result that never comes: it comes back as a store error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if sh.stop.load(Ordering::Relaxed) {
+                Err(ReadError::Stopped)
+            } else if job.size >= BIG_FILE {
+                let mut buf = sh.take_big();
+                let r = read_one(&job.path, job.size, &mut buf, sh);
+                sh.give_big(buf);
+                r
+            } else {
+                read_one(&job.path, job.size, &mut small, sh)
+            }
+        }))
+        .unwrap_or_else(|_| {
+            Err(ReadError::Store(Error::failed(format!(
+                "{}: internal error while reading (see the log)",
+                job.path.display()
+            ))))
+        });
         if matches!(result, Err(ReadError::Store(_))) {
             sh.stop.store(true, Ordering::Relaxed);
         }
