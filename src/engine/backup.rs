@@ -576,7 +576,42 @@ pub const READ_THREADS: usize = 4;
 struct FileRead {
     chunks: Vec<ChunkRef>,
     bytes: u64,
+    /// Where a read met the end of the file before the extent it was
+    /// reading ended: the file shrank while it was read.
+    eof_at: Option<u64>,
+    /// The file's state once read (fstat of the descriptor read).
+    after: FileState,
+}
+
+/// What tells whether a file changed while it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileState {
+    size: u64,
     mtime_ns: i64,
+    ctime_ns: i64,
+    dev: u64,
+    inode: u64,
+}
+
+impl FileState {
+    fn of(md: &std::fs::Metadata) -> FileState {
+        FileState {
+            size: md.len(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            dev: md.dev(),
+            inode: md.ino(),
+        }
+    }
+    fn of_node(n: &Node) -> FileState {
+        FileState {
+            size: n.size,
+            mtime_ns: n.mtime_ns,
+            ctime_ns: n.ctime_ns,
+            dev: n.dev,
+            inode: n.inode,
+        }
+    }
 }
 
 /// Why a file read failed: the source (reported, the entry skipped) or the
@@ -604,10 +639,20 @@ fn read_one(
         ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
     };
     let mut f = sys::open_noatime(path).map_err(|e| src("cannot open", e))?;
+    // Replaced since it was listed by something that is not a file (a fifo
+    // would have blocked a plain open; sys::open_noatime does not block).
+    let at_open = f.metadata().map_err(|e| src("stat", e))?;
+    if !at_open.is_file() {
+        return Err(src(
+            "is no longer a regular file",
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
     let extents =
         sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
     let mut chunks = Vec::new();
     let mut bytes = 0;
+    let mut eof_at = None;
     let mut store_err: Option<Error> = None;
     for (start, end) in extents {
         f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
@@ -640,16 +685,21 @@ fn read_one(
         if let Some(e) = store_err.take() {
             return Err(ReadError::Store(e));
         }
-        bytes += read.map_err(|e| src("cannot read", e))?;
+        let n = read.map_err(|e| src("cannot read", e))?;
+        bytes += n;
+        if n < end - start {
+            // The file ended before this extent did: it was truncated
+            // while read. What follows is not the file's any more.
+            eof_at = Some(start + n);
+            break;
+        }
     }
-    let mtime_ns = f
-        .metadata()
-        .map(|md| ns(md.mtime(), md.mtime_nsec()))
-        .map_err(|e| src("stat", e))?;
+    let after = FileState::of(&f.metadata().map_err(|e| src("stat", e))?);
     Ok(FileRead {
         chunks,
         bytes,
-        mtime_ns,
+        eof_at,
+        after,
     })
 }
 
@@ -813,6 +863,19 @@ impl Walker<'_, '_> {
                     }
                 }
             }
+            // Gone (or replaced by a file) since it was listed in its
+            // parent: it vanished during the backup, and is left out like
+            // a file that vanished before it was opened, rather than kept
+            // as an empty directory it never was.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Err(Error::io(
+                    format!("{}: vanished during the backup", path.display()),
+                    e,
+                ));
+            }
             Err(e) => self.warn(format!("{}: cannot list: {e}", path.display())),
         }
         names.sort();
@@ -898,7 +961,6 @@ impl Walker<'_, '_> {
         }
         match kind {
             NodeKind::Dir => {
-                self.stats.dirs += 1;
                 let prev_tree = match prev {
                     Some(p) if p.kind == NodeKind::Dir && !self.full => {
                         p.subtree.and_then(|id| self.load_tree(&id).ok())
@@ -906,6 +968,7 @@ impl Walker<'_, '_> {
                     _ => None,
                 };
                 n.subtree = Some(self.dir(path, rel, prev_tree.as_ref())?);
+                self.stats.dirs += 1;
             }
             NodeKind::Symlink => {
                 self.stats.others += 1;
@@ -1009,18 +1072,38 @@ impl Walker<'_, '_> {
                 Some(Ok(read)) => {
                     self.stats.bytes_read += read.bytes;
                     let n = &mut entries[*idx];
-                    if let Some(last) = read.chunks.last() {
-                        let end = last.offset + last.len as u64;
-                        if end > n.size {
-                            n.size = end;
-                            self.warn(format!("{}: grew during the backup", path.display()));
-                        }
+                    let listed = FileState::of_node(n);
+                    let data_end = read
+                        .chunks
+                        .last()
+                        .map_or(0, |c| c.offset.saturating_add(c.len as u64));
+                    // The size kept is what was read: a file that shrank
+                    // while (or before) it was read must not be restored at
+                    // its old size with zeros where its end was. Bytes read
+                    // were the file's when read, so the size never drops
+                    // below them.
+                    let shrank_to = match read.eof_at {
+                        Some(e) => Some(e.max(data_end)),
+                        None if read.after.size < n.size => Some(read.after.size.max(data_end)),
+                        None => None,
+                    };
+                    let why = if (read.after.dev, read.after.inode) != (listed.dev, listed.inode) {
+                        Some("was replaced during the backup".to_string())
+                    } else if let Some(to) = shrank_to.filter(|to| *to < n.size) {
+                        Some(format!(
+                            "shrank during the backup from {} to {} bytes",
+                            n.size, to
+                        ))
+                    } else if read.after != listed {
+                        Some("changed during the backup".to_string())
+                    } else {
+                        None
+                    };
+                    if let Some(to) = shrank_to {
+                        n.size = n.size.min(to);
                     }
-                    if read.mtime_ns != entries[*idx].mtime_ns {
-                        self.warn(format!(
-                            "{}: changed during the backup (saved as read)",
-                            path.display()
-                        ));
+                    if let Some(why) = why {
+                        self.warn(format!("{}: {why} (saved as read)", path.display()));
                     }
                     entries[*idx].content = self.content(read.chunks)?;
                 }
@@ -1037,8 +1120,18 @@ impl Walker<'_, '_> {
                 }
             }
         }
-        for idx in skip.into_iter().rev() {
-            entries.remove(idx);
+        if !skip.is_empty() {
+            // One pass, not a remove per skipped entry: a directory of a
+            // million files that vanished must not cost a million shifts.
+            let mut drop = vec![false; entries.len()];
+            for idx in skip {
+                drop[idx] = true;
+            }
+            let mut i = 0;
+            entries.retain(|_| {
+                i += 1;
+                !drop[i - 1]
+            });
         }
         Ok(())
     }
