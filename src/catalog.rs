@@ -637,3 +637,181 @@ pub fn default_store_path() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
     PathBuf::from(home).join(".local/share/cbrfs")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+    use proptest::prelude::*;
+
+    fn sample_vault() -> VaultConfig {
+        VaultConfig {
+            format: CATALOG_FORMAT,
+            name: "v".into(),
+            vault_type: VaultType::Server,
+            capacity_gb: 100,
+            description: "a vault".into(),
+            tags: vec![("env".into(), "prod".into())],
+            compression: "zstd".into(),
+            created: "2026-11-24T04:25:16Z".into(),
+            resources: vec![Resource {
+                name: "web".into(),
+                kind: "server".into(),
+                path: "s".into(),
+                excludes: vec!["vdb".into()],
+                size: 12345,
+                added: "2026-11-24T04:25:16Z".into(),
+            }],
+            policy: Some("p".into()),
+            policy_applied_ns: 1_700_000_000_000_000_000,
+            auto_expand: true,
+            threshold: 90,
+        }
+    }
+
+    fn sample_policy() -> PolicyConfig {
+        PolicyConfig {
+            format: CATALOG_FORMAT,
+            name: "p".into(),
+            schedules: vec![
+                "FREQ=DAILY;INTERVAL=2;BYHOUR=3,15;BYMINUTE=30".into(),
+                "FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=22;BYMINUTE=0".into(),
+            ],
+            retention: crate::retention::RetentionArgs {
+                keep_last: Some(7),
+                keep_weekly: Some(4),
+                keep_monthly: Some(6),
+                timezone: Some("UTC+08:00".into()),
+                ..Default::default()
+            },
+            full_every: 30,
+            enabled: true,
+            created: "2026-11-24T04:25:16Z".into(),
+            created_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    fn sample_server() -> ServerConfig {
+        ServerConfig {
+            format: CATALOG_FORMAT,
+            name: "s".into(),
+            members: vec![
+                Member {
+                    name: "etc".into(),
+                    kind: "directory".into(),
+                    path: "/etc".into(),
+                },
+                Member {
+                    name: "vdb".into(),
+                    kind: "disk".into(),
+                    path: "/dev/vdb".into(),
+                },
+            ],
+            pre_hook: Some("true".into()),
+            post_hook: None,
+            hook_timeout_s: 600,
+            created: "2026-11-24T04:25:16Z".into(),
+        }
+    }
+
+    /// A record read back must be one that writes and reads back to
+    /// itself, filed under its name, in format 1 (JSON has no checksum: a
+    /// damaged value that is still valid JSON of the right shape is read).
+    fn round_trips<T>(r: &T, name: &str, format: u32, got_name: &str) -> Result<(), TestCaseError>
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        prop_assert_eq!(format, CATALOG_FORMAT);
+        prop_assert_eq!(got_name, name);
+        let again: T = serde_json::from_slice(&serde_json::to_vec_pretty(r).unwrap()).unwrap();
+        prop_assert_eq!(&again, r);
+        Ok(())
+    }
+
+    /// vault.json, policies/*.json, servers/*.json and cbrfs-store.json,
+    /// damaged or arbitrary, read through the store: never a panic or a
+    /// large allocation; what is read round-trips, and a policy that reads
+    /// is validated and its schedule and retention run.
+    #[test]
+    fn fuzz_catalog_files() {
+        let config = testkit::config(384);
+        let secs = testkit::deadline(config.cases, 40);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("s")).unwrap();
+            fsutil::create_dir_all(&store.vault_dir("v")).unwrap();
+            store.save_vault(&sample_vault()).unwrap();
+            store.save_policy(&sample_policy()).unwrap();
+            store.save_server(&sample_server()).unwrap();
+            let files = [
+                store.vault_dir("v").join("vault.json"),
+                store.policy_path("p"),
+                store.server_path("s"),
+                store.root().join("cbrfs-store.json"),
+            ];
+            let good: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+            let input = (
+                0..files.len(),
+                prop_oneof![
+                    3 => testkit::damages().prop_map(Ok),
+                    1 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Err),
+                ],
+            );
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(&input, |(which, how)| {
+                    let bytes = match how {
+                        Ok(d) => testkit::apply(&good[which], &d),
+                        Err(raw) => raw,
+                    };
+                    fs::write(&files[which], &bytes).unwrap();
+                    let (r, largest) = testkit::largest_alloc(|| read_all(&store, dir.path()));
+                    for (f, g) in files.iter().zip(&good) {
+                        fs::write(f, g).unwrap();
+                    }
+                    prop_assert!(
+                        largest <= 16 * bytes.len() + (64 << 10),
+                        "{} bytes allocated {} at once",
+                        bytes.len(),
+                        largest
+                    );
+                    r
+                })
+                .unwrap();
+        });
+    }
+
+    fn read_all(store: &Store, root: &Path) -> Result<(), TestCaseError> {
+        if let Ok(v) = store.vault("v") {
+            round_trips(&v, "v", v.format, &v.name)?;
+            let _ = (v.capacity_bytes(), v.compress(), v.resource("web").is_ok());
+        }
+        let _ = store.vaults_and_damage().unwrap();
+        let _ = store.vault_of_path("directory", "/etc").unwrap();
+        if let Ok(s) = store.server("s") {
+            round_trips(&s, "s", s.format, &s.name)?;
+        }
+        let _ = store.servers();
+        if let Ok(p) = store.policy("p") {
+            round_trips(&p, "p", p.format, &p.name)?;
+            if let Ok((sched, retention)) = crate::engine::policy::validate(&p) {
+                let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+                let _ = sched.next_after(t);
+                let week = jiff::SignedDuration::from_hours(24 * 7);
+                prop_assert!(sched.points_between(t, t + week).len() <= 24 * 7);
+                let candidates: Vec<crate::retention::Candidate> = (0..20)
+                    .map(|i| crate::retention::Candidate {
+                        name: format!("b{i}"),
+                        created: t - jiff::SignedDuration::from_hours(i * 13),
+                        automatic: i % 3 != 0,
+                    })
+                    .collect();
+                let sel = retention.select(&candidates, t, false);
+                prop_assert_eq!(sel.keep.len() + sel.delete.len(), candidates.len());
+            }
+        }
+        let _ = store.policies();
+        let _ = Store::open(&root.join("s"));
+        Ok(())
+    }
+}

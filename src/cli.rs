@@ -841,7 +841,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 }
                 if s.errors > 0 {
                     eprintln!(
-                        "warning: {} entries could not be backed up (see above)",
+                        "warning: {} entries could not be backed up or changed while read (see above)",
                         s.errors
                     );
                 }

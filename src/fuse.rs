@@ -93,62 +93,49 @@ fn reply_entry(r: VResult<Attr>, reply: ReplyEntry) {
 }
 
 fn fill_dir(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectory) {
-    match vfs.readdir(ino, offset) {
-        Ok(entries) => {
-            for (pos, e) in &entries {
-                if reply.add(
-                    INodeNo(e.attr.ino),
-                    *pos,
-                    file_type(e.attr.kind),
-                    OsStr::from_bytes(&e.name),
-                ) {
-                    break;
-                }
-            }
-            reply.ok();
-            // Plain readdir counts no lookup: release inodes nobody holds.
-            for (_, e) in &entries {
-                if e.name != b"." && e.name != b".." {
-                    vfs.forget(e.attr.ino, 0);
-                }
-            }
+    let r = vfs.readdir_each(ino, offset, |pos, e| {
+        let full = reply.add(
+            INodeNo(e.attr.ino),
+            pos,
+            file_type(e.attr.kind),
+            OsStr::from_bytes(&e.name),
+        );
+        // Plain readdir counts no lookup: release inodes nobody holds (the
+        // number stays unique: inode numbers are never reused).
+        if e.name != b"." && e.name != b".." {
+            vfs.forget(e.attr.ino, 0);
         }
+        !full
+    });
+    match r {
+        Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(e)),
     }
 }
 
 fn fill_dir_plus(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
-    match vfs.readdir(ino, offset) {
-        Ok(entries) => {
-            let mut sent = 0;
-            for (pos, e) in &entries {
-                let full = reply.add(
-                    INodeNo(e.attr.ino),
-                    *pos,
-                    OsStr::from_bytes(&e.name),
-                    &ttl(&e.attr),
-                    &FileAttr::from(&e.attr),
-                    Generation(0),
-                );
-                if full {
-                    break;
-                }
-                sent += 1;
+    let r = vfs.readdir_each(ino, offset, |pos, e| {
+        let full = reply.add(
+            INodeNo(e.attr.ino),
+            pos,
+            OsStr::from_bytes(&e.name),
+            &ttl(&e.attr),
+            &FileAttr::from(&e.attr),
+            Generation(0),
+        );
+        // The kernel counts a lookup for every entry it received but "."
+        // and ".."; the one that did not fit is released.
+        if e.name != b"." && e.name != b".." {
+            if full {
+                vfs.forget(e.attr.ino, 0);
+            } else {
+                vfs.add_lookup(e.attr.ino);
             }
-            // The kernel counts a lookup for every entry it received but
-            // "." and ".."; those it did not receive are released.
-            for (i, (_, e)) in entries.iter().enumerate() {
-                if e.name == b"." || e.name == b".." {
-                    continue;
-                }
-                if i < sent {
-                    vfs.add_lookup(e.attr.ino);
-                } else {
-                    vfs.forget(e.attr.ino, 0);
-                }
-            }
-            reply.ok();
         }
+        !full
+    });
+    match r {
+        Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(e)),
     }
 }

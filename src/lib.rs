@@ -19,4 +19,6 @@ pub mod schedule;
 pub mod store;
 pub mod sys;
 pub mod tasks;
+#[cfg(test)]
+mod testkit;
 pub mod vfs;

@@ -18,6 +18,47 @@ pub const RECORD_FORMAT: u32 = 1;
 pub const RECORD_MAGIC: &[u8; 8] = b"CBRBKUP1";
 /// Largest allocation a decoder may make, against hostile input.
 const DECODE_LIMIT: usize = 1 << 30;
+/// The decode limit of an input of n bytes is the smallest of a few fixed
+/// limits (bincode takes its limit as a constant) at or above n × this.
+/// bincode counts, while decoding, the in-memory size of every value
+/// decoded so far (at most 8 per input byte: a u64 read from a 1-byte
+/// varint) plus, for each vector being decoded, its length × its element's
+/// size before the elements are read. An element takes at least
+/// size_of / 24 input bytes (`Xattr`: 48 bytes in memory, 2 encoded when
+/// empty; a `String`: 24 and 1; `Node`: 208 and 18), so a valid input
+/// never claims more than 24 × its length and 32 leaves a margin
+/// (`decode_limit_fits_dense_values` tests it). A hostile length field
+/// then makes the decoder allocate at most 4 × 32 × the input's length,
+/// not 1 GiB.
+const LIMIT_PER_BYTE: usize = 32;
+
+/// bincode's decode of `bytes` with a limit in proportion to its length
+/// (see [`LIMIT_PER_BYTE`]).
+fn decode_bounded<T: Decode<()>>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    let need = bytes.len().saturating_mul(LIMIT_PER_BYTE);
+    macro_rules! tiers {
+        ($($limit:expr),*) => {$(
+            if need <= $limit {
+                return bincode::decode_from_slice(
+                    bytes,
+                    bincode::config::standard().with_limit::<{ $limit }>(),
+                );
+            }
+        )*};
+    }
+    tiers!(
+        1 << 16,
+        1 << 18,
+        1 << 20,
+        1 << 22,
+        1 << 24,
+        1 << 26,
+        1 << 28
+    );
+    bincode::decode_from_slice(bytes, config())
+}
 /// A file with more chunks than this keeps its chunk list in separate
 /// chunk-list blobs instead of inline in its tree.
 pub const INLINE_CHUNKS: usize = 32;
@@ -275,7 +316,7 @@ fn encode_blob<T: Encode>(v: &T) -> Vec<u8> {
 fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
     match data.split_first() {
         Some((&BLOB_FORMAT, rest)) => {
-            let (v, used) = bincode::decode_from_slice(rest, config())
+            let (v, used) = decode_bounded(rest)
                 .map_err(|e| Error::corrupt(format!("{what} blob does not decode: {e}")))?;
             if used != rest.len() {
                 return Err(Error::corrupt(format!("{what} blob has trailing bytes")));
@@ -437,7 +478,7 @@ pub fn decode_record(data: &[u8]) -> Result<BackupRecord> {
     if xxhash_rust::xxh3::xxh3_64(payload) != u64::from_le_bytes(sum) {
         return Err(Error::corrupt("backup record checksum mismatch"));
     }
-    let (r, used): (BackupRecord, usize) = bincode::decode_from_slice(payload, config())
+    let (r, used): (BackupRecord, usize) = decode_bounded(payload)
         .map_err(|e| Error::corrupt(format!("backup record does not decode: {e}")))?;
     if used != len {
         return Err(Error::corrupt("backup record has trailing bytes"));
@@ -585,6 +626,506 @@ mod tests {
             with_version.extend_from_slice(&data);
             let _ = decode_tree(&with_version);
             let _ = decode_chunk_list(&with_version);
+        }
+    }
+
+    // ---- fuzzing the decoders (see crate::testkit) ----
+
+    use crate::testkit::{self, Damage};
+
+    fn blob_id() -> impl Strategy<Value = BlobId> {
+        any::<[u8; 16]>().prop_map(BlobId)
+    }
+
+    fn content() -> impl Strategy<Value = Content> {
+        let chunk = (blob_id(), any::<u64>(), any::<u32>())
+            .prop_map(|(id, offset, len)| ChunkRef { id, offset, len });
+        let list = (blob_id(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+            |(id, offset, span, count)| ListRef {
+                id,
+                offset,
+                span,
+                count,
+            },
+        );
+        prop_oneof![
+            Just(Content::None),
+            proptest::collection::vec(chunk, 0..6).prop_map(Content::Chunks),
+            proptest::collection::vec(list, 0..4).prop_map(Content::Lists),
+        ]
+    }
+
+    fn node_kind() -> impl Strategy<Value = NodeKind> {
+        prop_oneof![
+            Just(NodeKind::File),
+            Just(NodeKind::Dir),
+            Just(NodeKind::Symlink),
+            Just(NodeKind::CharDev),
+            Just(NodeKind::BlockDev),
+            Just(NodeKind::Fifo),
+            Just(NodeKind::Socket),
+        ]
+    }
+
+    /// A node with any field values (its name is set by the caller).
+    fn node() -> impl Strategy<Value = Node> {
+        let xattr = (
+            proptest::collection::vec(any::<u8>(), 0..12),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        )
+            .prop_map(|(name, value)| Xattr { name, value });
+        (
+            (node_kind(), any::<u32>(), any::<u32>(), any::<u32>()),
+            (any::<i64>(), any::<i64>(), any::<u64>(), any::<u64>()),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+            ),
+            proptest::collection::vec(any::<u8>(), 0..16),
+            proptest::collection::vec(xattr, 0..3),
+            content(),
+            proptest::option::of(blob_id()),
+        )
+            .prop_map(
+                |(
+                    (kind, mode, uid, gid),
+                    (mtime_ns, ctime_ns, size, blocks),
+                    (nlink, link_group, inode, dev, rdev),
+                    target,
+                    xattrs,
+                    content,
+                    subtree,
+                )| Node {
+                    name: Vec::new(),
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    mtime_ns,
+                    ctime_ns,
+                    size,
+                    blocks,
+                    nlink,
+                    link_group,
+                    inode,
+                    dev,
+                    rdev,
+                    target,
+                    xattrs,
+                    content,
+                    subtree,
+                },
+            )
+    }
+
+    /// A valid tree: safe, sorted, unique names.
+    fn tree() -> impl Strategy<Value = Tree> {
+        let name = proptest::collection::vec(1u8..=255, 1..12)
+            .prop_filter("safe name", |n| is_safe_name(n));
+        proptest::collection::btree_map(name, node(), 0..8).prop_map(|m| Tree {
+            entries: m
+                .into_iter()
+                .map(|(name, mut n)| {
+                    n.name = name;
+                    n
+                })
+                .collect(),
+        })
+    }
+
+    fn chunk_list() -> impl Strategy<Value = Vec<RelChunk>> {
+        proptest::collection::vec(
+            (blob_id(), any::<u64>(), any::<u32>()).prop_map(|(id, gap, len)| RelChunk {
+                id,
+                gap,
+                len,
+            }),
+            0..40,
+        )
+    }
+
+    fn stats() -> impl Strategy<Value = BackupStats> {
+        any::<[u64; 10]>().prop_map(|v| BackupStats {
+            files_new: v[0],
+            files_changed: v[1],
+            files_unchanged: v[2],
+            dirs: v[3],
+            others: v[4],
+            bytes_read: v[5],
+            bytes_total: v[6],
+            blobs_new: v[7],
+            bytes_added: v[8],
+            errors: v[9],
+        })
+    }
+
+    fn record() -> impl Strategy<Value = BackupRecord> {
+        let part = (
+            "[a-z]{1,8}",
+            prop_oneof![
+                Just(ResourceKind::Directory),
+                Just(ResourceKind::Disk),
+                Just(ResourceKind::Server)
+            ],
+            proptest::collection::vec(any::<u8>(), 0..20),
+            blob_id(),
+            node(),
+            any::<bool>(),
+            proptest::option::of("[a-z]{1,8}"),
+            stats(),
+            proptest::collection::vec(".{0,20}", 0..3),
+        )
+            .prop_map(
+                |(name, kind, source, root, meta, full, parent, stats, warnings)| ResourceBackup {
+                    name,
+                    kind,
+                    source,
+                    root,
+                    meta,
+                    full,
+                    parent,
+                    stats,
+                    warnings,
+                },
+            );
+        (
+            "[a-z_]{1,10}",
+            ".{0,30}",
+            prop_oneof![
+                Just(Origin::Manual),
+                Just(Origin::Mount),
+                Just(Origin::Policy)
+            ],
+            proptest::option::of("[a-z]{1,8}"),
+            any::<bool>(),
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::btree_map("[a-z]{1,8}", part, 0..3),
+            stats(),
+        )
+            .prop_map(
+                |(
+                    name,
+                    description,
+                    origin,
+                    policy,
+                    full,
+                    started_ns,
+                    finished_ns,
+                    parts,
+                    stats,
+                )| {
+                    BackupRecord {
+                        name,
+                        vault: "v".into(),
+                        description,
+                        origin,
+                        policy,
+                        full,
+                        started_ns,
+                        finished_ns,
+                        resources: parts
+                            .into_iter()
+                            .map(|(n, mut p)| {
+                                p.name = n;
+                                p
+                            })
+                            .collect(),
+                        stats,
+                    }
+                },
+            )
+    }
+
+    /// The most a decode of `n` input bytes may allocate at once: the
+    /// decode limit's largest tier for n (4 × 32 × n), or 64 KiB, with
+    /// room for error messages.
+    fn alloc_bound(n: usize) -> usize {
+        (n * LIMIT_PER_BYTE * 4).max(1 << 16) + (16 << 10)
+    }
+
+    /// What a damaged tree or chunk list may decode to: no checksum guards
+    /// them here (their blob's keyed id does, in the store), so a damaged
+    /// encoding may decode, but only to a value that encodes and decodes
+    /// back to itself, and a tree only to a valid one.
+    fn check_tree_decode(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        let (r, largest) = testkit::largest_alloc(|| decode_tree(bytes));
+        prop_assert!(
+            largest <= alloc_bound(bytes.len()),
+            "decoding {} bytes allocated {} at once",
+            bytes.len(),
+            largest
+        );
+        if let Ok(t) = r {
+            prop_assert!(validate_tree(&t).is_ok());
+            prop_assert_eq!(decode_tree(&encode_tree(&t)).ok(), Some(t));
+        }
+        Ok(())
+    }
+
+    fn check_list_decode(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        let (r, largest) = testkit::largest_alloc(|| decode_chunk_list(bytes));
+        prop_assert!(
+            largest <= alloc_bound(bytes.len()),
+            "decoding {} bytes allocated {} at once",
+            bytes.len(),
+            largest
+        );
+        if let Ok(l) = r {
+            prop_assert_eq!(decode_chunk_list(&encode_chunk_list(&l)).ok(), Some(l));
+        }
+        Ok(())
+    }
+
+    /// Run `test` over `strategy()` on a thread with a deadline.
+    fn fuzz<S: Strategy + 'static>(
+        name: &'static str,
+        default_cases: u32,
+        strategy: impl FnOnce() -> S + Send + 'static,
+        test: impl Fn(S::Value) -> std::result::Result<(), TestCaseError> + Send + 'static,
+    ) where
+        S::Value: std::fmt::Debug,
+    {
+        let config = testkit::config(default_cases);
+        let secs = testkit::deadline(config.cases, 20);
+        testkit::within(secs, move || {
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            if let Err(e) = runner.run(&strategy(), test) {
+                panic!("{name}: {e}");
+            }
+        });
+    }
+
+    #[test]
+    fn fuzz_tree_blobs() {
+        fuzz(
+            "tree blobs",
+            512,
+            || (tree(), testkit::damages()),
+            |(t, damages)| {
+                let good = encode_tree(&t);
+                prop_assert_eq!(decode_tree(&good).ok(), Some(t));
+                check_tree_decode(&testkit::apply(&good, &damages))
+            },
+        );
+    }
+
+    #[test]
+    fn fuzz_chunk_list_blobs() {
+        fuzz(
+            "chunk-list blobs",
+            512,
+            || (chunk_list(), testkit::damages()),
+            |(l, damages)| {
+                let good = encode_chunk_list(&l);
+                prop_assert_eq!(decode_chunk_list(&good).ok(), Some(l));
+                check_list_decode(&testkit::apply(&good, &damages))
+            },
+        );
+    }
+
+    #[test]
+    fn fuzz_records() {
+        fuzz(
+            "backup records",
+            512,
+            || (record(), testkit::damages()),
+            |(r, damages)| {
+                let good = encode_record(&r);
+                prop_assert_eq!(decode_record(&good).ok(), Some(r.clone()));
+                let bad = testkit::apply(&good, &damages);
+                let (got, largest) = testkit::largest_alloc(|| decode_record(&bad));
+                prop_assert!(
+                    largest <= alloc_bound(bad.len()),
+                    "{} bytes allocated {}",
+                    bad.len(),
+                    largest
+                );
+                // Every byte of a record is checked (magic, format, length,
+                // the payload by its checksum): damage is always refused.
+                if bad != good {
+                    prop_assert!(got.is_err(), "damaged record decoded: {:?}", got);
+                }
+                // The payload alone, re-sealed with a valid checksum:
+                // bincode's own checks must refuse or round-trip.
+                if bad.len() > 24 {
+                    let payload = &bad[16..bad.len() - 8];
+                    let mut resealed = Vec::new();
+                    resealed.extend_from_slice(RECORD_MAGIC);
+                    resealed.extend_from_slice(&RECORD_FORMAT.to_le_bytes());
+                    resealed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                    resealed.extend_from_slice(payload);
+                    resealed.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+                    let (got, largest) = testkit::largest_alloc(|| decode_record(&resealed));
+                    prop_assert!(
+                        largest <= alloc_bound(resealed.len()),
+                        "{} bytes allocated {}",
+                        resealed.len(),
+                        largest
+                    );
+                    if let Ok(r) = got {
+                        prop_assert!(validate_record(&r).is_ok());
+                        prop_assert_eq!(decode_record(&encode_record(&r)).ok(), Some(r));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn fuzz_arbitrary_bytes() {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..2048);
+        fuzz("arbitrary bytes", 1024, bytes, |data| {
+            let mut blob = vec![BLOB_FORMAT];
+            blob.extend_from_slice(&data);
+            check_tree_decode(&data)?;
+            check_tree_decode(&blob)?;
+            check_list_decode(&data)?;
+            check_list_decode(&blob)?;
+            let (r, largest) = testkit::largest_alloc(|| decode_record(&data));
+            prop_assert!(largest <= alloc_bound(data.len()));
+            prop_assert!(r.is_err());
+            Ok(())
+        });
+    }
+
+    /// Length fields set to the largest values they can hold, in a blob of a
+    /// few bytes: the decoder must refuse without allocating for them.
+    #[test]
+    fn hostile_lengths_allocate_little() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for len in [
+            vec![0xfb, 0xff, 0xff],
+            vec![0xfc, 0xff, 0xff, 0xff, 0xff],
+            vec![0xfc, 0x00, 0x00, 0x00, 0x40],
+            vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            vec![0xfd, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00],
+        ] {
+            // A tree of that many nodes, a node named with that many bytes,
+            // a chunk list of that many entries.
+            cases.push([&[BLOB_FORMAT][..], &len].concat());
+            cases.push([&[BLOB_FORMAT, 1][..], &len, &[0u8; 8]].concat());
+        }
+        for c in &cases {
+            let (r, largest) = testkit::largest_alloc(|| decode_tree(c));
+            assert!(r.is_err());
+            assert!(largest <= 1 << 17, "{c:x?}: allocated {largest}");
+            let (r, largest) = testkit::largest_alloc(|| decode_chunk_list(c));
+            assert!(r.is_err());
+            assert!(largest <= 1 << 17, "{c:x?}: allocated {largest}");
+        }
+    }
+
+    /// The densest valid encodings (elements whose in-memory size is
+    /// largest against their encoded size), sized so that the input's
+    /// length × LIMIT_PER_BYTE is just under a limit tier, decode: the
+    /// bounded limit never refuses a valid blob.
+    #[test]
+    fn decode_limit_fits_dense_values() {
+        use std::mem::size_of;
+        // The ratios LIMIT_PER_BYTE's margin rests on.
+        assert!(size_of::<Xattr>() <= 24 * 2);
+        assert!(size_of::<String>() <= 24);
+        assert!(size_of::<Node>() <= 24 * 18, "{}", size_of::<Node>());
+        assert!(size_of::<ChunkRef>() <= 24 * 18);
+        assert!(size_of::<RelChunk>() <= 24 * 18);
+        assert!(size_of::<ListRef>() <= 24 * 19);
+        assert!(
+            size_of::<ResourceBackup>() <= 24 * 51,
+            "{}",
+            size_of::<ResourceBackup>()
+        );
+        let tier = 1usize << 20;
+        let target = tier / LIMIT_PER_BYTE - 64;
+        // One node with only empty xattrs (2 bytes each).
+        let mut n = Node::new(b"x".to_vec(), NodeKind::File);
+        n.xattrs = vec![
+            Xattr {
+                name: vec![],
+                value: vec![]
+            };
+            target / 2 - 20
+        ];
+        let t = Tree { entries: vec![n] };
+        let enc = encode_tree(&t);
+        assert!(enc.len() * LIMIT_PER_BYTE <= tier && enc.len() * LIMIT_PER_BYTE > tier / 2);
+        assert_eq!(decode_tree(&enc).unwrap(), t);
+        // Many minimal nodes.
+        let mut entries = Vec::new();
+        let mut i = 0u32;
+        loop {
+            let name = format!("{i:05}").into_bytes();
+            entries.push(Node::new(name, NodeKind::Fifo));
+            i += 1;
+            if encode_tree(&Tree {
+                entries: entries.clone(),
+            })
+            .len()
+                + 25
+                > target
+            {
+                break;
+            }
+        }
+        let t = Tree { entries };
+        let enc = encode_tree(&t);
+        assert!(enc.len() * LIMIT_PER_BYTE <= tier);
+        assert_eq!(decode_tree(&enc).unwrap(), t);
+        // A record of empty warnings (1 byte each, 24 in memory).
+        let part = ResourceBackup {
+            name: "r".into(),
+            kind: ResourceKind::Directory,
+            source: vec![],
+            root: BlobId::default(),
+            meta: Node::new(b"r".to_vec(), NodeKind::Dir),
+            full: true,
+            parent: None,
+            stats: BackupStats::default(),
+            warnings: vec![String::new(); target - 100],
+        };
+        let r = BackupRecord {
+            name: "b".into(),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Manual,
+            policy: None,
+            full: true,
+            started_ns: 0,
+            finished_ns: 0,
+            resources: vec![part],
+            stats: BackupStats::default(),
+        };
+        let enc = encode_record(&r);
+        assert!((enc.len() - 24) * LIMIT_PER_BYTE <= tier);
+        assert_eq!(decode_record(&enc).unwrap(), r);
+    }
+
+    #[test]
+    fn damage_helpers_are_used() {
+        // The record fuzz relies on a damage changing the bytes; make sure
+        // the common ones do.
+        let good = encode_record(&BackupRecord {
+            name: "b".into(),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Manual,
+            policy: None,
+            full: true,
+            started_ns: 1,
+            finished_ns: 2,
+            resources: vec![],
+            stats: BackupStats::default(),
+        });
+        for d in [
+            Damage::Flip(3, 1),
+            Damage::Truncate(5),
+            Damage::Extend(vec![0]),
+        ] {
+            assert!(decode_record(&testkit::apply(&good, &[d])).is_err());
         }
     }
 }

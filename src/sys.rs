@@ -310,16 +310,21 @@ pub fn fd_path(dir: &OwnedFd, name: &[u8]) -> std::path::PathBuf {
 }
 
 /// Open a file for reading without updating its atime where allowed.
+/// Never blocks: a file replaced by a fifo after it was listed would
+/// block a plain open until a writer came (the caller checks that it
+/// opened a regular file). O_NONBLOCK does not change reads of regular
+/// files.
 pub fn open_noatime(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
+        .custom_flags(flags | libc::O_NOATIME)
         .open(path)
     {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(flags)
             .open(path),
         r => r,
     }

@@ -246,3 +246,127 @@ fn purge(store: &Store, now_ns: i64) {
         let _ = std::fs::remove_file(dir(store).join(format!("{}.json", t.id)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+    use proptest::prelude::*;
+
+    fn sample(pid: u32) -> Task {
+        Task {
+            id: "20261124T042516-abcdef".into(),
+            task_type: "backup".into(),
+            vault: "v".into(),
+            resource: Some("r".into()),
+            backup: Some("b".into()),
+            status: "running".into(),
+            progress: 40,
+            started: "2026-11-24T04:25:16Z".into(),
+            started_ns: 1_700_000_000_000_000_000,
+            ended: None,
+            error_code: Some("BackupService.6125".into()),
+            message: Some("a message".into()),
+            pid,
+        }
+    }
+
+    /// A running task whose pid cannot be a live process (0 signals the
+    /// caller's process group, a pid above i32::MAX a negative group or
+    /// every process) is shown as failed, not as running forever.
+    #[test]
+    fn a_running_task_with_an_impossible_pid_is_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1, std::process::id()] {
+            save(&store, &sample(pid)).unwrap();
+            let t = list(&store).unwrap().remove(0);
+            let want = if pid == std::process::id() {
+                "running"
+            } else {
+                "failed"
+            };
+            assert_eq!(t.status, want, "pid {pid}");
+        }
+    }
+
+    /// Task files and a backup's status file, damaged or arbitrary, read as
+    /// `task list` and `backup wait` read them: no panic, no large
+    /// allocation, the damaged one skipped or read as a value that
+    /// round-trips.
+    #[test]
+    fn fuzz_task_and_status_files() {
+        let config = testkit::config(384);
+        let secs = testkit::deadline(config.cases, 40);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("s")).unwrap();
+            save(&store, &sample(std::process::id())).unwrap();
+            let task_file = dir_of(&store).join("20261124T042516-abcdef.json");
+            let good_task = std::fs::read(&task_file).unwrap();
+            let status = crate::engine::status::Status {
+                backup: "b".into(),
+                status: "protecting".into(),
+                progress: 3,
+                bytes_read: 1 << 40,
+                files: 17,
+                pid: 1,
+                started: "2026-11-24T04:25:16Z".into(),
+                error: None,
+            };
+            crate::engine::status::write(&store, "v", &status).unwrap();
+            let status_file = store.vault_dir("v").join("running").join("b.json");
+            let good_status = std::fs::read(&status_file).unwrap();
+            let input = (
+                any::<bool>(),
+                prop_oneof![
+                    3 => testkit::damages().prop_map(Ok),
+                    1 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Err),
+                ],
+            );
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(&input, |(task, how)| {
+                    let good = if task { &good_task } else { &good_status };
+                    let bytes = match how {
+                        Ok(d) => testkit::apply(good, &d),
+                        Err(raw) => raw,
+                    };
+                    let file = if task { &task_file } else { &status_file };
+                    std::fs::write(file, &bytes).unwrap();
+                    let ((tasks, st), largest) = testkit::largest_alloc(|| {
+                        let tasks = list(&store).unwrap();
+                        let _ = get(&store, "20261124T042516-abcdef");
+                        let st = crate::engine::status::read(&store, "v", "b");
+                        if let Some(s) = &st {
+                            let _ = crate::engine::status::alive(s.pid);
+                        }
+                        (tasks, st)
+                    });
+                    std::fs::write(file, good).unwrap();
+                    prop_assert!(
+                        largest <= 16 * bytes.len() + (64 << 10),
+                        "{} bytes allocated {} at once",
+                        bytes.len(),
+                        largest
+                    );
+                    for t in tasks {
+                        let again: Task =
+                            serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+                        prop_assert_eq!(again, t);
+                    }
+                    if let Some(s) = st {
+                        let again: crate::engine::status::Status =
+                            serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+                        prop_assert_eq!(again, s);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        });
+    }
+
+    fn dir_of(store: &Store) -> PathBuf {
+        dir(store)
+    }
+}

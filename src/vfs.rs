@@ -604,30 +604,55 @@ impl Vfs {
     /// Inodes are allocated uncounted: the caller counts, with
     /// [`Vfs::add_lookup`], the entries the kernel received through
     /// readdirplus, and releases the rest with [`Vfs::forget`]`(ino, 0)`.
+    /// All of them: for tests; the mount uses [`Vfs::readdir_each`].
     pub fn readdir(&self, ino: u64, offset: u64) -> VResult<Vec<(u64, DirEntry)>> {
-        let (e, parent) = self.entry(ino)?;
         let mut out = Vec::new();
+        self.readdir_each(ino, offset, |pos, e| {
+            out.push((pos, e));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// [`Vfs::readdir`], one entry at a time: `each(position, entry)`
+    /// returns false to stop (the kernel's buffer is full). An entry is
+    /// made (its inode allocated) only when it is handed over, so a
+    /// listing in many calls costs the entries listed, not the entries
+    /// after the offset at every call (which made `ls` of a directory of
+    /// a million entries quadratic).
+    pub fn readdir_each(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut each: impl FnMut(u64, DirEntry) -> bool,
+    ) -> VResult<()> {
+        let (e, parent) = self.entry(ino)?;
         if offset < 1 {
-            out.push((
+            let attr = self.attr_of(ino, &e)?;
+            if !each(
                 1,
                 DirEntry {
                     name: b".".to_vec(),
-                    attr: self.attr_of(ino, &e)?,
+                    attr,
                 },
-            ));
+            ) {
+                return Ok(());
+            }
         }
         if offset < 2 {
             let attr = match self.entry(parent) {
                 Ok((pe, _)) => self.attr_of(parent, &pe)?,
                 Err(_) => self.attr_of(ino, &e)?,
             };
-            out.push((
+            if !each(
                 2,
                 DirEntry {
                     name: b"..".to_vec(),
                     attr,
                 },
-            ));
+            ) {
+                return Ok(());
+            }
         }
         let skip = offset.saturating_sub(2) as usize;
         let mut children: Vec<(Vec<u8>, Entry, Option<LinkKey>)> = Vec::new();
@@ -673,37 +698,38 @@ impl Vfs {
                     return Err(libc::ENOTDIR);
                 }
                 let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
-                // Only the entries after `offset` are materialised.
-                for child in tree.entries.iter().skip(skip) {
+                for (i, child) in tree.entries.iter().enumerate().skip(skip) {
                     let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
+                    let node = Arc::new(child.clone());
                     let entry = Entry::Node {
                         ctx: ctx.clone(),
                         res: *res,
-                        node: Arc::new(child.clone()),
+                        node: node.clone(),
                     };
-                    children.push((child.name.clone(), entry, link));
+                    let cino = self.intern(ino, &child.name, entry, link, false);
+                    let attr = node_attr(cino, &node);
+                    let name = child.name.clone();
+                    if !each(3 + i as u64, DirEntry { name, attr }) {
+                        break;
+                    }
                 }
-                for (i, (name, entry, link)) in children.into_iter().enumerate() {
-                    let cino = self.intern(ino, &name, entry.clone(), link, false);
-                    let attr = match &entry {
-                        Entry::Node { node, .. } => node_attr(cino, node),
-                        _ => continue,
-                    };
-                    out.push((3 + (skip + i) as u64, DirEntry { name, attr }));
-                }
-                return Ok(out);
+                return Ok(());
             }
             Entry::Latest(_) => return Err(libc::ENOTDIR),
         }
         for (i, (name, entry, link)) in children.into_iter().enumerate().skip(skip) {
             let cino = self.intern(ino, &name, entry.clone(), link, false);
             match self.attr_of(cino, &entry) {
-                Ok(attr) => out.push((3 + i as u64, DirEntry { name, attr })),
+                Ok(attr) => {
+                    if !each(3 + i as u64, DirEntry { name, attr }) {
+                        break;
+                    }
+                }
                 // Vanished between listing and stat: leave it out.
                 Err(_) => self.forget(cino, 0),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Count one kernel lookup of `ino` (an entry sent by readdirplus).

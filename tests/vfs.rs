@@ -214,6 +214,58 @@ fn readdir_resumes_at_any_offset() {
     }
 }
 
+/// A listing in pieces, as the kernel asks for it (a buffer's worth per
+/// call), makes only the entries it hands over: each call costs what it
+/// lists, not every entry after its offset (quadratic in a big directory).
+#[test]
+fn readdir_each_makes_only_what_it_hands_over() {
+    let f = fixture();
+    let v = vfs(&f);
+    let sub = walk(&v, "v/b1/src/sub");
+    let before = v.inode_count();
+    let mut offset = 0;
+    let mut names = Vec::new();
+    let mut sent = Vec::new();
+    loop {
+        let mut got = 0;
+        let mut last = offset;
+        v.readdir_each(sub, offset, |pos, e| {
+            if got == 10 {
+                // "The buffer is full": this one was made but not sent.
+                v.forget(e.attr.ino, 0);
+                return false;
+            }
+            got += 1;
+            last = pos;
+            if e.name != b"." && e.name != b".." {
+                sent.push(e.attr.ino);
+            }
+            names.push(e.name.clone());
+            true
+        })
+        .unwrap();
+        // The entries sent so far are held (as readdirplus holds them),
+        // and nothing else was made.
+        assert_eq!(v.inode_count(), before + sent.len(), "offset {offset}");
+        if got == 0 {
+            break;
+        }
+        offset = last;
+    }
+    for ino in sent {
+        v.forget(ino, 0);
+    }
+    assert_eq!(v.inode_count(), before);
+    let all: Vec<_> = v
+        .readdir(sub, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    assert_eq!(names, all);
+    assert_eq!(names.len(), 2 + 301);
+}
+
 #[test]
 fn forget_releases_inodes() {
     let f = fixture();

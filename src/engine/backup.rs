@@ -675,7 +675,42 @@ struct Done {
 struct FileRead {
     chunks: Vec<ChunkRef>,
     bytes: u64,
+    /// Where a read met the end of the file before the extent it was
+    /// reading ended: the file shrank while it was read.
+    eof_at: Option<u64>,
+    /// The file's state once read (fstat of the descriptor read).
+    after: FileState,
+}
+
+/// What tells whether a file changed while it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileState {
+    size: u64,
     mtime_ns: i64,
+    ctime_ns: i64,
+    dev: u64,
+    inode: u64,
+}
+
+impl FileState {
+    fn of(md: &std::fs::Metadata) -> FileState {
+        FileState {
+            size: md.len(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            dev: md.dev(),
+            inode: md.ino(),
+        }
+    }
+    fn of_node(n: &Node) -> FileState {
+        FileState {
+            size: n.size,
+            mtime_ns: n.mtime_ns,
+            ctime_ns: n.ctime_ns,
+            dev: n.dev,
+            inode: n.inode,
+        }
+    }
 }
 
 /// Why a file read failed: the source (reported, the entry skipped), the
@@ -741,10 +776,20 @@ fn read_one(
         ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
     };
     let mut f = sys::open_noatime(path).map_err(|e| src("cannot open", e))?;
+    // Replaced since it was listed by something that is not a file (a fifo
+    // would have blocked a plain open; sys::open_noatime does not block).
+    let at_open = f.metadata().map_err(|e| src("stat", e))?;
+    if !at_open.is_file() {
+        return Err(src(
+            "is no longer a regular file",
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
     let extents =
         sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
     let mut chunks = Vec::new();
     let mut bytes = 0;
+    let mut eof_at = None;
     let mut store_err: Option<Error> = None;
     for (start, end) in extents {
         f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
@@ -770,16 +815,21 @@ fn read_one(
         if let Some(e) = store_err.take() {
             return Err(ReadError::Store(e));
         }
-        bytes += read.map_err(|e| src("cannot read", e))?;
+        let n = read.map_err(|e| src("cannot read", e))?;
+        bytes += n;
+        if n < end - start {
+            // The file ended before this extent did: it was truncated
+            // while read. What follows is not the file's any more.
+            eof_at = Some(start + n);
+            break;
+        }
     }
-    let mtime_ns = f
-        .metadata()
-        .map(|md| ns(md.mtime(), md.mtime_nsec()))
-        .map_err(|e| src("stat", e))?;
+    let after = FileState::of(&f.metadata().map_err(|e| src("stat", e))?);
     Ok(FileRead {
         chunks,
         bytes,
-        mtime_ns,
+        eof_at,
+        after,
     })
 }
 
@@ -1013,14 +1063,16 @@ impl Walker<'_, '_> {
     /// its entries, hand its files to the readers and walk its
     /// subdirectories. Returns its pending id; its tree is written later
     /// (see [`Walker::finish_ready`]) into entry `parent`. `prev` is the
-    /// same directory in the previous backup.
+    /// same directory in the previous backup. None if it vanished (or was
+    /// replaced by a file) since its parent listed it: it is reported and
+    /// left out, not kept as an empty directory it never was.
     fn dir(
         &mut self,
         path: &Path,
         rel: &[u8],
         prev: Option<&Tree>,
         parent: Option<(u64, usize)>,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         let id = self.next_dir;
         self.next_dir += 1;
         self.pending.insert(
@@ -1044,6 +1096,14 @@ impl Walker<'_, '_> {
                         }
                     }
                 }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                self.pending.remove(&id);
+                self.warn(format!("{}: vanished during the backup", path.display()));
+                return Ok(None);
             }
             Err(e) => self.warn(format!("{}: cannot list: {e}", path.display())),
         }
@@ -1082,7 +1142,7 @@ impl Walker<'_, '_> {
         // directory's entry: its tree cannot be finished before the entry
         // it goes into exists.
         self.order.push_back(id);
-        Ok(id)
+        Ok(Some(id))
     }
 
     fn pending_dir(&mut self, id: u64) -> Result<&mut PendingDir> {
@@ -1135,18 +1195,37 @@ impl Walker<'_, '_> {
                     .entries
                     .get_mut(idx)
                     .ok_or_else(|| Error::failed(format!("internal: no entry {idx}")))?;
-                if let Some(last) = read.chunks.last() {
-                    let end = last.offset + last.len as u64;
-                    if end > n.size {
-                        n.size = end;
-                        warns.push(format!("{}: grew during the backup", path.display()));
-                    }
+                let listed = FileState::of_node(n);
+                let data_end = read
+                    .chunks
+                    .last()
+                    .map_or(0, |c| c.offset.saturating_add(c.len as u64));
+                // The size kept is what was read: a file that shrank while
+                // (or before) it was read must not be restored at its old
+                // size with zeros where its end was. Bytes read were the
+                // file's when read, so the size never drops below them.
+                let shrank_to = match read.eof_at {
+                    Some(e) => Some(e.max(data_end)),
+                    None if read.after.size < n.size => Some(read.after.size.max(data_end)),
+                    None => None,
+                };
+                let why = if (read.after.dev, read.after.inode) != (listed.dev, listed.inode) {
+                    Some("was replaced during the backup".to_string())
+                } else if let Some(to) = shrank_to.filter(|to| *to < n.size) {
+                    Some(format!(
+                        "shrank during the backup from {} to {} bytes",
+                        n.size, to
+                    ))
+                } else if read.after != listed {
+                    Some("changed during the backup".to_string())
+                } else {
+                    None
+                };
+                if let Some(to) = shrank_to {
+                    n.size = n.size.min(to);
                 }
-                if read.mtime_ns != n.mtime_ns {
-                    warns.push(format!(
-                        "{}: changed during the backup (saved as read)",
-                        path.display()
-                    ));
+                if let Some(why) = why {
+                    warns.push(format!("{}: {why} (saved as read)", path.display()));
                 }
                 n.content = content;
                 for w in warns {
@@ -1308,14 +1387,17 @@ impl Walker<'_, '_> {
         }
         match kind {
             NodeKind::Dir => {
-                self.stats.dirs += 1;
                 let prev_tree = match prev {
                     Some(p) if p.kind == NodeKind::Dir && !self.full => {
                         p.subtree.and_then(|id| self.load_tree(&id).ok())
                     }
                     _ => None,
                 };
-                self.listed = Some(self.dir(path, rel, prev_tree.as_ref(), parent)?);
+                let Some(id) = self.dir(path, rel, prev_tree.as_ref(), parent)? else {
+                    return Ok(None);
+                };
+                self.listed = Some(id);
+                self.stats.dirs += 1;
             }
             NodeKind::Symlink => {
                 self.stats.others += 1;

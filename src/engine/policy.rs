@@ -162,7 +162,7 @@ pub fn remove(store: &Store, vault: &str) -> Result<String> {
     Ok(p)
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq)]
 struct State {
     policy: String,
     last_ns: i64,
@@ -187,7 +187,13 @@ impl State {
         }
         let counted = self.counted_ns;
         for r in records.iter().filter(|r| r.started_ns > counted) {
-            self.since_full = if r.full { 0 } else { self.since_full + 1 };
+            // Saturating: the count comes from a file a crash or a hand may
+            // have damaged.
+            self.since_full = if r.full {
+                0
+            } else {
+                self.since_full.saturating_add(1)
+            };
             self.counted_ns = r.started_ns;
         }
     }
@@ -195,6 +201,17 @@ impl State {
 
 fn state_path(store: &Store, vault: &str) -> std::path::PathBuf {
     store.vault_dir(vault).join("policy-state.json")
+}
+
+/// The state a pass left for `policy` in `path`; absent, undecodable or
+/// another policy's means none (every point since the policy was applied
+/// is looked at, nothing counted).
+fn read_state(path: &std::path::Path, policy: &str) -> State {
+    std::fs::read(path)
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .filter(|s: &State| s.policy == policy)
+        .unwrap_or_default()
 }
 
 /// What one pass did for one vault.
@@ -234,11 +251,7 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
                 continue;
             }
         };
-        let mut state: State = std::fs::read(state_path(store, &v.name))
-            .ok()
-            .and_then(|d| serde_json::from_slice(&d).ok())
-            .filter(|s: &State| s.policy == pname)
-            .unwrap_or_default();
+        let mut state = read_state(&state_path(store, &v.name), &pname);
         // The first pass counts from when the policy was applied (or from
         // just before `now` when `now` is earlier, as a simulated pass may be).
         let from_ns = if state.last_ns > 0 {
@@ -413,4 +426,91 @@ pub fn expire(
         tasks::event(store, "retention", vault, "success", msg, now_ns);
     }
     Ok((gone, freed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackupRecord, BackupStats};
+    use crate::testkit;
+    use proptest::prelude::*;
+
+    fn record(started_ns: i64, full: bool) -> BackupRecord {
+        BackupRecord {
+            name: format!("b{started_ns}"),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Policy,
+            policy: Some("p".into()),
+            full,
+            started_ns,
+            finished_ns: started_ns,
+            resources: vec![],
+            stats: BackupStats::default(),
+        }
+    }
+
+    /// policy-state.json, damaged or arbitrary, read as a pass reads it and
+    /// counted against backups: no panic (a count at u64::MAX overflowed
+    /// in debug builds), and what is read round-trips.
+    #[test]
+    fn fuzz_policy_state() {
+        let config = testkit::config(512);
+        let secs = testkit::deadline(config.cases, 20);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("policy-state.json");
+            let good = serde_json::to_vec(&State {
+                policy: "p".into(),
+                last_ns: 1_800_000_000_000_000_000,
+                since_full: u64::MAX,
+                counted_ns: 5,
+            })
+            .unwrap();
+            let input = (
+                prop_oneof![
+                    3 => testkit::damages().prop_map(Ok),
+                    1 => proptest::collection::vec(any::<u8>(), 0..120).prop_map(Err),
+                ],
+                proptest::collection::vec((any::<i64>(), any::<bool>()), 0..6),
+                -1i32..3,
+            );
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(&input, |(how, recs, full_every)| {
+                    let bytes = match how {
+                        Ok(d) => testkit::apply(&good, &d),
+                        Err(raw) => raw,
+                    };
+                    std::fs::write(&path, &bytes).unwrap();
+                    let (mut state, largest) = testkit::largest_alloc(|| read_state(&path, "p"));
+                    prop_assert!(largest <= 16 * bytes.len() + (64 << 10));
+                    let again: State =
+                        serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+                    prop_assert_eq!(&again, &state);
+                    let mut records: Vec<BackupRecord> =
+                        recs.iter().map(|(t, f)| record(*t, *f)).collect();
+                    records.sort_by_key(|r| r.started_ns);
+                    state.count(&records);
+                    let _ = schedule::full_backup_due(full_every, state.since_full);
+                    state.count(&records);
+                    Ok(())
+                })
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn a_count_at_its_largest_saturates() {
+        let mut s = State {
+            policy: "p".into(),
+            last_ns: 0,
+            since_full: u64::MAX,
+            counted_ns: 1,
+        };
+        s.count(&[record(2, false), record(3, false)]);
+        assert_eq!(s.since_full, u64::MAX);
+        s.count(&[record(4, true)]);
+        assert_eq!(s.since_full, 0);
+    }
 }

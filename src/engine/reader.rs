@@ -24,7 +24,9 @@ pub fn load_list(repo: &Repo, list: &ListRef) -> Result<Vec<ChunkRef>> {
             offset,
             len: r.len,
         });
-        pos = offset + r.len as u64;
+        pos = offset
+            .checked_add(r.len as u64)
+            .ok_or_else(|| Error::corrupt(format!("chunk list {} overflows", list.id)))?;
     }
     Ok(out)
 }
@@ -140,7 +142,9 @@ impl FileReader {
     /// The chunks overlapping `[off, end)`.
     fn chunks_in(&self, repo: &Repo, off: u64, end: u64) -> Result<Vec<ChunkRef>> {
         let pick = |cs: &[ChunkRef], out: &mut Vec<ChunkRef>| {
-            let first = cs.partition_point(|c| c.offset + c.len as u64 <= off);
+            // Saturating: offsets and lengths come from stored trees and
+            // lists, which a damaged or hostile store may fill with anything.
+            let first = cs.partition_point(|c| c.offset.saturating_add(c.len as u64) <= off);
             for c in &cs[first..] {
                 if c.offset >= end {
                     break;
@@ -153,7 +157,9 @@ impl FileReader {
             pick(&self.inline, &mut out);
             return Ok(out);
         }
-        let first = self.lists.partition_point(|l| l.offset + l.span <= off);
+        let first = self
+            .lists
+            .partition_point(|l| l.offset.saturating_add(l.span) <= off);
         for i in first..self.lists.len() {
             if self.lists[i].offset >= end {
                 break;
@@ -176,7 +182,7 @@ impl FileReader {
         if off >= self.size {
             return Ok(Vec::new());
         }
-        let end = (off + len as u64).min(self.size);
+        let end = off.saturating_add(len as u64).min(self.size);
         let mut buf = vec![0u8; (end - off) as usize];
         for c in self.chunks_in(repo, off, end)? {
             let data = cache.get(repo, &c.id)?;
@@ -190,7 +196,7 @@ impl FileReader {
                 )));
             }
             let s = off.max(c.offset);
-            let e = end.min(c.offset + c.len as u64);
+            let e = end.min(c.offset.saturating_add(c.len as u64));
             if s >= e {
                 continue;
             }
@@ -210,13 +216,120 @@ impl FileReader {
             return Ok(None);
         };
         let start = first.offset.max(off);
-        let mut end = first.offset + first.len as u64;
+        let mut end = first.offset.saturating_add(first.len as u64);
         for c in it {
             if c.offset != end {
                 break;
             }
-            end = c.offset + c.len as u64;
+            end = c.offset.saturating_add(c.len as u64);
         }
         Ok(Some((start, end.min(self.size))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RelChunk;
+    use crate::store::{BlobKind, RepoWriter};
+    use crate::testkit;
+    use proptest::prelude::*;
+
+    fn extreme() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..5000,
+            Just(u64::MAX),
+            Just(u64::MAX - 1),
+            Just(i64::MAX as u64),
+            Just(u32::MAX as u64),
+            any::<u64>(),
+        ]
+    }
+
+    fn len() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..5000, Just(u32::MAX), any::<u32>()]
+    }
+
+    /// Files whose chunk references (from a damaged or hostile tree or
+    /// chunk list) hold any offsets, lengths and sizes, read at any offset:
+    /// an error or bytes, never a panic (an overflow panics in debug
+    /// builds), and never more bytes than asked.
+    #[test]
+    fn fuzz_reading_files_with_hostile_chunk_references() {
+        let config = testkit::config(512);
+        let secs = testkit::deadline(config.cases, 20);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            crate::store::Repo::create(dir.path()).unwrap();
+            let repo = Repo::open(dir.path(), "v").unwrap();
+            let mut w = RepoWriter::new(&repo, false);
+            let data: Vec<BlobId> = [1usize, 100, 4096]
+                .iter()
+                .map(|n| w.add(BlobKind::Data, &vec![9u8; *n]).unwrap().id)
+                .collect();
+            let rel = |gap: u64, len: u32, i: usize| RelChunk {
+                id: data[i % data.len()],
+                gap,
+                len,
+            };
+            let lists: Vec<BlobId> = [
+                vec![rel(0, 1, 0), rel(10, 100, 1), rel(0, 4096, 2)],
+                vec![rel(u64::MAX, 1, 0), rel(0, 100, 1)],
+                vec![rel(u64::MAX - 200, 100, 1), rel(0, 4096, 2)],
+                vec![rel(0, u32::MAX, 0), rel(u64::MAX, u32::MAX, 1)],
+                vec![],
+            ]
+            .iter()
+            .map(|l| {
+                w.add(BlobKind::ChunkList, &model::encode_chunk_list(l))
+                    .unwrap()
+                    .id
+            })
+            .collect();
+            w.finish().unwrap();
+            let pick = |pool: Vec<BlobId>| {
+                prop_oneof![
+                    4 => (0..pool.len()).prop_map(move |i| pool[i]),
+                    1 => any::<[u8; 16]>().prop_map(BlobId),
+                ]
+            };
+            let chunk = (pick(data.clone()), extreme(), len())
+                .prop_map(|(id, offset, len)| ChunkRef { id, offset, len });
+            let list = (pick(lists.clone()), extreme(), extreme(), len()).prop_map(
+                |(id, offset, span, count)| ListRef {
+                    id,
+                    offset,
+                    span,
+                    count,
+                },
+            );
+            let content = prop_oneof![
+                Just(Content::None),
+                proptest::collection::vec(chunk, 0..5).prop_map(Content::Chunks),
+                proptest::collection::vec(list, 0..4).prop_map(Content::Lists),
+            ];
+            let reads = proptest::collection::vec((extreme(), 0usize..70_000), 1..5);
+            let cache = ChunkCache::new(1 << 20);
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(&(extreme(), content, reads), |(size, content, reads)| {
+                    let mut node = Node::new(b"f".to_vec(), model::NodeKind::File);
+                    node.size = size;
+                    node.content = content;
+                    let _ = all_chunks(&repo, &node);
+                    let f = FileReader::new(&node);
+                    for (off, n) in reads {
+                        if let Ok(b) = f.read_at(&repo, &cache, off, n) {
+                            prop_assert!(b.len() <= n);
+                            prop_assert_eq!(b.len() as u64, size.saturating_sub(off).min(n as u64));
+                        }
+                        if let Ok(Some((s, e))) = f.next_data(&repo, off) {
+                            prop_assert!(s >= off && e <= size, "{} {} {}", s, e, size);
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        });
     }
 }

@@ -271,7 +271,8 @@ fn write_disk(
         f.write_all_at(&data, c.offset)
             .ctx(|| format!("write {}", to.display()))?;
         stats.bytes += data.len() as u64;
-        pos = c.offset + c.len as u64;
+        // Saturating: a damaged chunk list may hold any offset.
+        pos = c.offset.saturating_add(c.len as u64);
     }
     if device {
         zero(pos, node.size)?;

@@ -315,6 +315,105 @@ mod tests {
         assert_eq!(idx.pack_ids().len(), 3);
     }
 
+    /// Open `bytes` as an index through the real path (file, mmap) and use
+    /// every method: nothing may panic or allocate much more than the
+    /// file's size; an index that passes `verify` must hold `good`'s
+    /// entries (or `good` is None: arbitrary bytes).
+    fn try_index(
+        path: &Path,
+        bytes: &[u8],
+        good: Option<&[(BlobId, Location)]>,
+        probes: &[BlobId],
+    ) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        std::fs::write(path, bytes).unwrap();
+        let (r, largest) = crate::testkit::largest_alloc(|| {
+            let idx = IndexFile::open(path)?;
+            let _ = (idx.len(), idx.is_empty(), idx.pack_ids());
+            for id in probes
+                .iter()
+                .chain(good.unwrap_or(&[]).iter().map(|(id, _)| id))
+            {
+                if let Some(l) = idx.lookup(id) {
+                    assert!(idx.pack_ids().contains(&l.pack));
+                }
+            }
+            let all: Vec<_> = idx.iter().collect();
+            idx.verify()?;
+            Ok::<_, Error>(all)
+        });
+        prop_assert!(
+            largest <= 2 * bytes.len() + (64 << 10),
+            "an index of {} bytes allocated {} at once",
+            bytes.len(),
+            largest
+        );
+        if let (Ok(all), Some(good)) = (r, good) {
+            prop_assert_eq!(&all[..], good, "a damaged index passed verify");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_index_files() {
+        use crate::testkit;
+        use proptest::prelude::*;
+        let config = testkit::config(384);
+        let secs = testkit::deadline(config.cases, 20);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            let mut entries = Vec::new();
+            for i in 0..40u8 {
+                let mut id = [i.wrapping_mul(37); 16];
+                id[15] = i;
+                entries.push((BlobId(id), loc(i % 3, 16 + i as u64 * 10)));
+            }
+            entries.sort_by_key(|e| e.0);
+            let p = write_index(dir.path(), entries.clone()).unwrap();
+            let good = std::fs::read(&p).unwrap();
+            let path = dir.path().join("fuzz.idx");
+            let probes = proptest::collection::vec(any::<[u8; 16]>().prop_map(BlobId), 0..4);
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(
+                    &(testkit::damages(), probes.clone()),
+                    |(damages, probes)| {
+                        let bad = testkit::apply(&good, &damages);
+                        try_index(&path, &bad, Some(&entries), &probes)
+                    },
+                )
+                .unwrap();
+            // Arbitrary bytes; and a valid header, pack table and fan-out
+            // of arbitrary values with a size that fits them.
+            let raw = (
+                proptest::collection::vec(any::<u8>(), 0..1200),
+                0u32..4,
+                proptest::collection::vec(0u32..6, 256),
+                probes,
+            );
+            runner
+                .run(&raw, |(data, packs, mut fanout, probes)| {
+                    try_index(&path, &data, None, &probes)?;
+                    fanout.sort();
+                    let n = fanout[255] as usize;
+                    let mut b = Vec::new();
+                    b.extend_from_slice(MAGIC);
+                    b.extend_from_slice(&VERSION.to_le_bytes());
+                    b.extend_from_slice(&packs.to_le_bytes());
+                    b.extend((0..packs as usize * 16).map(|i| data.get(i).copied().unwrap_or(0)));
+                    for f in &fanout {
+                        b.extend_from_slice(&f.to_le_bytes());
+                    }
+                    b.extend((0..n * ENTRY_LEN).map(|i| data.get(i).copied().unwrap_or(i as u8)));
+                    let sum = xxhash_rust::xxh3::xxh3_64(&b);
+                    b.extend_from_slice(&sum.to_le_bytes());
+                    b.extend_from_slice(END_MAGIC);
+                    try_index(&path, &b, None, &probes)
+                })
+                .unwrap();
+        });
+    }
+
     #[test]
     fn damaged_index_is_refused_or_fails_verify() {
         let dir = tempfile::tempdir().unwrap();

@@ -363,6 +363,130 @@ mod tests {
         assert!(r.stored(&bad).is_err());
     }
 
+    /// A sealed pack of blobs of each kind and storage form, its id, its
+    /// bytes and its entries.
+    fn sample(dir: &Path) -> (BlobId, Vec<u8>, Vec<PackEntry>) {
+        let mut w = PackWriter::new();
+        let blobs: [(u8, BlobKind, Compression, Vec<u8>); 4] = [
+            (1, BlobKind::Data, Compression::None, b"hello".to_vec()),
+            (2, BlobKind::Tree, Compression::Zstd, vec![7; 300]),
+            (3, BlobKind::ChunkList, Compression::None, vec![]),
+            (4, BlobKind::Data, Compression::None, (0..=255).collect()),
+        ];
+        for (i, kind, c, data) in blobs {
+            w.add(BlobId([i; 16]), kind, c, &data, data.len() as u32 + 3);
+        }
+        let (id, _, entries) = w.seal(dir).unwrap();
+        let bytes = std::fs::read(pack_path(dir, &id)).unwrap();
+        (id, bytes, entries)
+    }
+
+    fn loc_of(pack: BlobId, e: &PackEntry) -> Location {
+        Location {
+            pack,
+            kind: e.kind,
+            compression: e.compression,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+        }
+    }
+
+    /// Open `bytes` as pack `id` through the real path (file, mmap) and use
+    /// every reader method: nothing may panic or allocate much more than
+    /// the file's size, and a table that passes its checksum must be
+    /// `good`'s (or `good` is None: arbitrary bytes).
+    fn try_pack(
+        dir: &Path,
+        id: BlobId,
+        bytes: &[u8],
+        good: Option<&[PackEntry]>,
+        probes: &[(u64, u32)],
+    ) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        std::fs::write(pack_path(dir, &id), bytes).unwrap();
+        let (r, largest) = crate::testkit::largest_alloc(|| {
+            let p = PackReader::open(dir, id)?;
+            let _ = p.verify_id();
+            for (offset, stored_len) in probes {
+                let loc = Location {
+                    pack: id,
+                    kind: BlobKind::Data,
+                    compression: Compression::None,
+                    offset: *offset,
+                    stored_len: *stored_len,
+                    raw_len: 0,
+                };
+                if let Ok(s) = p.stored(&loc) {
+                    assert_eq!(s.len(), *stored_len as usize);
+                }
+            }
+            let entries = p.entries()?;
+            for e in &entries {
+                if let Ok(s) = p.stored(&loc_of(id, e)) {
+                    assert_eq!(s.len(), e.stored_len as usize);
+                }
+            }
+            Ok::<_, Error>(entries)
+        });
+        prop_assert!(
+            largest <= 2 * bytes.len() + (64 << 10),
+            "a pack of {} bytes allocated {} at once",
+            bytes.len(),
+            largest
+        );
+        if let (Ok(entries), Some(good)) = (r, good) {
+            prop_assert_eq!(&entries[..], good, "a damaged table passed its checksum");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_pack_files() {
+        use crate::testkit;
+        use proptest::prelude::*;
+        let config = testkit::config(384);
+        let secs = testkit::deadline(config.cases, 20);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            let (id, good, entries) = sample(dir.path());
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            let probes = proptest::collection::vec((any::<u64>(), any::<u32>()), 0..4);
+            let damaged = (testkit::damages(), probes.clone());
+            runner
+                .run(&damaged, |(damages, probes)| {
+                    let bad = testkit::apply(&good, &damages);
+                    try_pack(dir.path(), id, &bad, Some(&entries), &probes)
+                })
+                .unwrap();
+            // Arbitrary bytes, and arbitrary bytes inside a valid frame
+            // (magics, version, a table offset and count that fit).
+            let raw = (
+                proptest::collection::vec(any::<u8>(), 0..600),
+                any::<u8>(),
+                probes,
+            );
+            runner
+                .run(&raw, |(mut data, count, probes)| {
+                    try_pack(dir.path(), id, &data, None, &probes)?;
+                    let n = count as usize % 8;
+                    let table_len = n * ENTRY_LEN;
+                    data.resize(data.len().max(HEADER_LEN + table_len), 0);
+                    let t = data.len() - table_len;
+                    data[..8].copy_from_slice(MAGIC);
+                    data[8..12].copy_from_slice(&VERSION.to_le_bytes());
+                    let sum = xxhash_rust::xxh3::xxh3_64(&data[t..]);
+                    data.extend_from_slice(&(n as u32).to_le_bytes());
+                    data.extend_from_slice(&[0; 4]);
+                    data.extend_from_slice(&(t as u64).to_le_bytes());
+                    data.extend_from_slice(&sum.to_le_bytes());
+                    data.extend_from_slice(END_MAGIC);
+                    try_pack(dir.path(), id, &data, None, &probes)
+                })
+                .unwrap();
+        });
+    }
+
     #[test]
     fn truncated_pack_is_refused() {
         let dir = tempfile::tempdir().unwrap();

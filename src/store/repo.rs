@@ -289,8 +289,40 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Decompress one zstd frame of at most `cap` bytes.
+/// Largest output decompressed into a buffer allocated whole up front:
+/// a data chunk's largest size. Larger blobs (big trees) are decompressed
+/// into a buffer that grows with the output, so that a damaged `raw_len`
+/// (up to 4 GiB, and not covered by any checksum on the read path) costs
+/// at most this much memory, not `raw_len`.
+const BULK_OUTPUT: usize = crate::chunker::MAX_SIZE;
+
+/// Decompress one zstd frame of exactly `cap` bytes (shorter output is
+/// returned for the caller to refuse; longer is an error).
 fn decompress(stored: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
+    // A frame that states its size (cbrfs writes only such) must state
+    // `cap`: a damaged length is refused before anything is allocated.
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(stored) {
+        if n != cap as u64 {
+            return Err(std::io::Error::other(format!(
+                "its frame holds {n} bytes, the index says {cap}"
+            )));
+        }
+    }
+    if cap > BULK_OUTPUT {
+        use std::io::Read;
+        // Grows with what the frame really holds.
+        let mut out = Vec::with_capacity(stored.len().saturating_mul(4).min(BULK_OUTPUT));
+        zstd::stream::read::Decoder::with_buffer(stored)?
+            .single_frame()
+            .take(cap as u64 + 1)
+            .read_to_end(&mut out)?;
+        if out.len() > cap {
+            return Err(std::io::Error::other(format!(
+                "it decompresses to more than {cap} bytes"
+            )));
+        }
+        return Ok(out);
+    }
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
@@ -822,6 +854,188 @@ mod tests {
         assert!(errors[0].contains("vault v"), "{errors:?}");
         assert_eq!(repo.read_blob(&a).unwrap(), b"first run");
         assert!(repo.read_blob(&b).is_err());
+    }
+
+    /// The read path over a damaged pack or index (or both): through the
+    /// real files and mappings, every blob reads back as it was written or
+    /// as an error, never as other bytes, never with a panic, and never
+    /// allocating much more than the largest blob or the files.
+    #[test]
+    fn fuzz_damaged_pack_and_index() {
+        use crate::testkit;
+        use proptest::prelude::*;
+        let config = testkit::config(256);
+        let secs = testkit::deadline(config.cases, 40);
+        testkit::within(secs, move || {
+            let dir = tempfile::tempdir().unwrap();
+            Repo::create(dir.path()).unwrap();
+            let repo = Repo::open(dir.path(), "v").unwrap();
+            let mut blobs: Vec<(BlobId, Vec<u8>)> = Vec::new();
+            let mut w = RepoWriter::new(&repo, true);
+            let samples: Vec<(BlobKind, Vec<u8>)> = vec![
+                (BlobKind::Data, b"short, stored raw".to_vec()),
+                (
+                    BlobKind::Data,
+                    (0..40_000u32).map(|i| (i / 100) as u8).collect(),
+                ),
+                (BlobKind::Tree, vec![b'x'; 5000]),
+                (
+                    BlobKind::ChunkList,
+                    (0..3000u32).flat_map(|i| i.to_le_bytes()).collect(),
+                ),
+                (BlobKind::Data, crate::fsutil::random_bytes(3000)),
+            ];
+            for (kind, data) in samples {
+                let id = w.add(kind, &data).unwrap().id;
+                blobs.push((id, data));
+            }
+            w.finish().unwrap();
+            // The writer puts data and metadata (trees, chunk lists) in
+            // packs of their own: either may be the one damaged.
+            let packs = list_all(&dir.path().join("packs"), ".pack");
+            assert_eq!(packs.len(), 2, "{packs:?}");
+            let good_packs: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+            let index = repo.index_paths().unwrap().remove(0);
+            let good_index = fs::read(&index).unwrap();
+            let largest_blob = blobs.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
+            // 0: damage the pack, 1: the index, 2: both, 3: one field of
+            // one index entry (pack number, kind, compression, offset,
+            // stored_len, raw_len) set to an extreme or random value.
+            let which = 0u8..4;
+            let field = (
+                0..blobs.len(),
+                prop_oneof![
+                    Just(16usize),
+                    Just(20),
+                    Just(21),
+                    Just(24),
+                    Just(32),
+                    Just(36)
+                ],
+                prop_oneof![
+                    Just(u64::MAX),
+                    Just(u32::MAX as u64),
+                    Just(1u64 << 24),
+                    Just(0),
+                    any::<u64>()
+                ],
+            );
+            let entries_at = 16 + 16 + 1024;
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(
+                    &(
+                        which,
+                        0..packs.len(),
+                        testkit::damages(),
+                        testkit::damages(),
+                        field,
+                    ),
+                    |(which, pi, dp, di, (entry, at, value))| {
+                        let bad_pack = if which == 0 || which == 2 {
+                            testkit::apply(&good_packs[pi], &dp)
+                        } else {
+                            good_packs[pi].clone()
+                        };
+                        let mut bad_index = if which == 1 || which == 2 {
+                            testkit::apply(&good_index, &di)
+                        } else {
+                            good_index.clone()
+                        };
+                        if which == 3 {
+                            let at = entries_at + entry * index::ENTRY_LEN + at;
+                            let width = match at % 40 {
+                                20 | 21 => 1,
+                                24 => 8,
+                                _ => 4,
+                            };
+                            bad_index[at..at + width]
+                                .copy_from_slice(&value.to_le_bytes()[..width]);
+                        }
+                        for (p, good) in packs.iter().zip(&good_packs) {
+                            fs::write(p, good).unwrap();
+                        }
+                        fs::write(&packs[pi], &bad_pack).unwrap();
+                        fs::write(&index, &bad_index).unwrap();
+                        let (reads, largest) = testkit::largest_alloc(|| {
+                            let repo = Repo::open(dir.path(), "v").unwrap();
+                            let _ = repo.index_errors();
+                            blobs
+                                .iter()
+                                .map(|(id, _)| repo.read_blob(id))
+                                .collect::<Vec<_>>()
+                        });
+                        let bound =
+                            2 * (largest_blob + bad_pack.len() + bad_index.len()) + (1 << 20);
+                        prop_assert!(
+                            largest <= bound,
+                            "allocated {} at once (bound {})",
+                            largest,
+                            bound
+                        );
+                        for ((id, data), r) in blobs.iter().zip(reads) {
+                            if let Ok(got) = r {
+                                prop_assert!(&got == data, "blob {} read back as other bytes", id);
+                            }
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+        });
+    }
+
+    /// An index entry whose lengths say 4 GiB: refused without allocating
+    /// them (the index is not checksummed on the read path).
+    #[test]
+    fn a_huge_raw_len_is_refused_without_allocating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let data = vec![5u8; 100_000];
+        let mut w = RepoWriter::new(&repo, true);
+        let id = w.add(BlobKind::Data, &data).unwrap().id;
+        w.finish().unwrap();
+        let loc = repo.lookup(&id).unwrap();
+        assert_eq!(loc.compression, Compression::Zstd);
+        for raw_len in [u32::MAX, 64 << 20, 4 << 20] {
+            let bad = Location { raw_len, ..loc };
+            let (r, largest) = crate::testkit::largest_alloc(|| repo.read_at(&id, &bad));
+            assert!(r.is_err());
+            assert!(largest < 1 << 20, "raw_len {raw_len}: allocated {largest}");
+        }
+        // A frame without its size in the header (not written by cbrfs, but
+        // valid zstd) is bounded by the growing buffer.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        let frame = enc.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&frame).ok(),
+            Some(None)
+        );
+        let (r, largest) = crate::testkit::largest_alloc(|| decompress(&frame, u32::MAX as usize));
+        assert_eq!(r.unwrap(), data);
+        assert!(largest < 16 << 20, "allocated {largest}");
+        assert!(decompress(&frame, data.len() - 1).is_err());
+        assert_eq!(decompress(&frame, data.len()).unwrap(), data);
+    }
+
+    fn list_all(top: &Path, suffix: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for sub in fs::read_dir(top).unwrap() {
+            let sub = sub.unwrap().path();
+            if sub.is_dir() {
+                for f in fs::read_dir(&sub).unwrap() {
+                    let f = f.unwrap().path();
+                    if f.to_string_lossy().ends_with(suffix) {
+                        found.push(f);
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     #[test]
