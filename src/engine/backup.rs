@@ -335,9 +335,9 @@ impl Prepared {
             .ok();
         let mut parts = Vec::new();
         let mut totals = BackupStats::default();
-        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (jobs, job_rx) = mpsc::channel::<Vec<Job>>();
         let job_rx = Mutex::new(job_rx);
-        let (done_tx, done) = mpsc::channel::<Done>();
+        let (done_tx, done) = mpsc::channel::<Vec<Done>>();
         std::thread::scope(|s| -> Result<()> {
             // The walk owns the only sender of jobs: when it ends, however
             // it ends, the readers run out of jobs and stop.
@@ -372,6 +372,8 @@ impl Prepared {
                     jobs: &jobs,
                     done: &done,
                     inflight: 0,
+                    batch: Vec::new(),
+                    batch_bytes: 0,
                     full: self.opts.full || parent.is_none(),
                     excludes: &res.excludes,
                     stats: BackupStats::default(),
@@ -596,7 +598,13 @@ pub fn latest_records(store: &Store, vault: &str) -> Vec<BackupRecord> {
 pub const READERS: usize = 16;
 /// File reads handed out and not yet back; bounds the directories held
 /// in memory while their files are read.
-const MAX_INFLIGHT: usize = 8 * READERS;
+const MAX_INFLIGHT: usize = 32 * READERS;
+/// Files go to the readers in batches of up to this many files or bytes:
+/// a handover per file cost more than reading a small one (a directory of
+/// a million small files took 18.6 s of system time, 7.7 s with 4
+/// threads per directory and no handover).
+const BATCH_FILES: usize = 16;
+const BATCH_BYTES: u64 = 1 << 20;
 /// Files at least this big are read with one of [`BIG_BUFFERS`] buffers
 /// of [`crate::chunker::buffer_len`] bytes; smaller ones with their
 /// reader's own buffer, which so stays under a megabyte.
@@ -722,13 +730,30 @@ enum ReadError {
 }
 
 /// A reader thread: reads files until the walker hangs up.
-fn reader(sh: &Shared<'_, '_>, jobs: &Mutex<mpsc::Receiver<Job>>, done: mpsc::Sender<Done>) {
+fn reader(
+    sh: &Shared<'_, '_>,
+    jobs: &Mutex<mpsc::Receiver<Vec<Job>>>,
+    done: mpsc::Sender<Vec<Done>>,
+) {
     let mut small = Buffers::default();
     loop {
-        let job = match jobs.lock().recv() {
-            Ok(j) => j,
+        let batch = match jobs.lock().recv() {
+            Ok(b) => b,
             Err(_) => return,
         };
+        let mut back = Vec::with_capacity(batch.len());
+        for job in batch {
+            back.push(read_job(sh, job, &mut small));
+        }
+        if done.send(back).is_err() {
+            return;
+        }
+    }
+}
+
+/// One file of a batch.
+fn read_job(sh: &Shared<'_, '_>, job: Job, small: &mut Buffers) -> Done {
+    {
         // A panic in a read (a bug) must not leave the walker waiting for
         // a result that never comes: it comes back as a store error.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -740,7 +765,7 @@ fn reader(sh: &Shared<'_, '_>, jobs: &Mutex<mpsc::Receiver<Job>>, done: mpsc::Se
                 sh.give_big(buf);
                 r
             } else {
-                read_one(&job.path, job.size, &mut small, sh)
+                read_one(&job.path, job.size, small, sh)
             }
         }))
         .unwrap_or_else(|_| {
@@ -752,14 +777,11 @@ fn reader(sh: &Shared<'_, '_>, jobs: &Mutex<mpsc::Receiver<Job>>, done: mpsc::Se
         if matches!(result, Err(ReadError::Store(_))) {
             sh.stop.store(true, Ordering::Relaxed);
         }
-        let d = Done {
+        Done {
             dir: job.dir,
             idx: job.idx,
             path: job.path,
             result,
-        };
-        if done.send(d).is_err() {
-            return;
         }
     }
 }
@@ -858,9 +880,13 @@ struct PendingDir {
 struct Walker<'a, 'w> {
     repo: &'a Repo,
     sh: &'a Shared<'a, 'w>,
-    jobs: &'a mpsc::Sender<Job>,
-    done: &'a mpsc::Receiver<Done>,
+    jobs: &'a mpsc::Sender<Vec<Job>>,
+    done: &'a mpsc::Receiver<Vec<Done>>,
+    /// Files handed out (or batched) and not yet back.
     inflight: usize,
+    /// The batch being filled, and its bytes.
+    batch: Vec<Job>,
+    batch_bytes: u64,
     full: bool,
     excludes: &'a [String],
     stats: BackupStats,
@@ -1153,21 +1179,35 @@ impl Walker<'_, '_> {
 
     /// Hand a file to the readers; if too many are out, take some back.
     fn submit(&mut self, job: Job) -> Result<()> {
-        self.jobs
-            .send(job)
-            .map_err(|_| Error::failed("the file readers stopped".to_string()))?;
+        self.batch_bytes += job.size;
+        self.batch.push(job);
         self.inflight += 1;
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
+        }
         while self.inflight >= MAX_INFLIGHT {
             self.receive(true)?;
         }
         Ok(())
     }
 
-    /// Take back one file read (waiting for one if `block`), put it in its
-    /// directory's tree, and write the trees now complete. False if none
-    /// was ready.
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        self.jobs
+            .send(std::mem::take(&mut self.batch))
+            .map_err(|_| Error::failed("the file readers stopped".to_string()))
+    }
+
+    /// Take back one batch of file reads (waiting for one if `block`), put
+    /// them in their directories' trees, and write the trees now complete.
+    /// False if none was ready.
     fn receive(&mut self, block: bool) -> Result<bool> {
-        let d = if block {
+        let batch = if block {
+            // What is waited for must have been sent.
+            self.send_batch()?;
             self.done
                 .recv()
                 .map_err(|_| Error::failed("the file readers stopped".to_string()))?
@@ -1177,7 +1217,16 @@ impl Walker<'_, '_> {
                 Err(_) => return Ok(false),
             }
         };
-        self.inflight -= 1;
+        self.inflight -= batch.len();
+        for d in batch {
+            self.apply(d)?;
+        }
+        self.finish_ready()?;
+        Ok(true)
+    }
+
+    /// Put one file read in its directory's tree.
+    fn apply(&mut self, d: Done) -> Result<()> {
         let Done {
             dir,
             idx,
@@ -1240,17 +1289,21 @@ impl Walker<'_, '_> {
             Err(ReadError::Stopped) => return Err(self.store_failure(&path)),
         }
         self.pending_dir(dir)?.waiting -= 1;
-        self.finish_ready()?;
-        Ok(true)
+        Ok(())
     }
 
     /// The store error that stopped the readers, from the reads still out.
     fn store_failure(&mut self, path: &Path) -> Error {
         while self.inflight > 0 {
-            let Ok(d) = self.done.recv() else { break };
-            self.inflight -= 1;
-            if let Err(ReadError::Store(e)) = d.result {
-                return e;
+            if self.send_batch().is_err() {
+                break;
+            }
+            let Ok(batch) = self.done.recv() else { break };
+            self.inflight -= batch.len();
+            for d in batch {
+                if let Err(ReadError::Store(e)) = d.result {
+                    return e;
+                }
             }
         }
         Error::failed(format!("{}: not read (the backup stopped)", path.display()))
@@ -1426,6 +1479,14 @@ impl Walker<'_, '_> {
                     n.content = p.content.clone();
                     self.stats.files_unchanged += 1;
                     self.sh.progress.add_done(n.size);
+                } else if n.size == 0 {
+                    // Nothing to read: stat said empty, as it says of
+                    // every other entry's state.
+                    if prev.is_some() {
+                        self.stats.files_changed += 1;
+                    } else {
+                        self.stats.files_new += 1;
+                    }
                 } else {
                     if prev.is_some() {
                         self.stats.files_changed += 1;
