@@ -29,6 +29,8 @@ const MAX_READ: u32 = 1 << 20;
 
 struct CbrFs {
     vfs: Arc<Vfs>,
+    /// Set once the session exists: pushes small files into the page cache.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 fn errno(e: i32) -> Errno {
@@ -297,7 +299,18 @@ impl Filesystem for CbrFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.open(u64::from(ino), flags.0) {
             // Snapshot contents never change: keep the page cache across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => {
+                // A small file goes into the page cache before the open is
+                // answered: its reads then cost no request.
+                if let (Some(n), Some(data)) =
+                    (self.notifier.get(), self.vfs.prefetch(u64::from(ino), fh))
+                {
+                    if let Err(e) = n.store(ino, 0, &data) {
+                        log::debug!("store {} bytes of inode {ino}: {e}", data.len());
+                    }
+                }
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -690,7 +703,11 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     }
     cfg.n_threads = Some(4);
     cfg.clone_fd = true;
-    let fs = CbrFs { vfs: vfs.clone() };
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let fs = CbrFs {
+        vfs: vfs.clone(),
+        notifier: notifier.clone(),
+    };
     // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
     // thread inherits the mask, and wait for them on one thread.
     block_signals();
@@ -702,6 +719,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
             return Err(err);
         }
     };
+    let _ = notifier.set(session.notifier());
     let mp_abs = absolute(mp);
     spawn_signal_thread(mp_abs.clone());
     spawn_scheduler(store.clone());

@@ -126,6 +126,9 @@ struct Inode {
     nlookup: u64,
     keys: Vec<(u64, Vec<u8>)>,
     link: Option<LinkKey>,
+    /// True once the file's content was handed to the kernel's page cache
+    /// by [`Vfs::prefetch`] (a later open need not send it again).
+    stored: bool,
 }
 
 #[derive(Default)]
@@ -194,6 +197,11 @@ fn file_id(p: &std::path::Path) -> Option<FileId> {
         .map(|m| (m.dev(), m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }
 
+/// Files up to this size are read whole when opened, for the kernel's page
+/// cache (see [`Vfs::prefetch`]): the kernel's first readahead of such a
+/// file would ask for all of it anyway.
+pub const PREFETCH_MAX: u64 = 128 << 10;
+
 /// Most decoded trees kept.
 const TREE_CACHE: usize = 1024;
 
@@ -233,6 +241,7 @@ impl Vfs {
                 nlookup: 1,
                 keys: Vec::new(),
                 link: None,
+                stored: false,
             },
         );
         let weak = Arc::downgrade(&vfs);
@@ -295,6 +304,7 @@ impl Vfs {
                         nlookup: 0,
                         keys: vec![key],
                         link,
+                        stored: false,
                     },
                 );
                 ino
@@ -766,6 +776,33 @@ impl Vfs {
             Entry::Node { .. } => Err(libc::EACCES),
             _ => Err(libc::EISDIR),
         }
+    }
+
+    /// The whole content of the small file just opened as `fh` (inode
+    /// `ino`), for the adapter to put into the kernel's page cache before it
+    /// answers the open, so that reading it costs no request (and no
+    /// attribute refresh: the kernel marks atime stale after every read
+    /// request it sends). `None` for an empty or large file, one handed
+    /// over before, or one that cannot be read: reads then go through
+    /// [`Vfs::read`], which reports damage as EIO.
+    pub fn prefetch(&self, ino: u64, fh: u64) -> Option<Vec<u8>> {
+        let f = self.file(fh).ok()?;
+        let size = f.reader.size();
+        if size == 0 || size > PREFETCH_MAX {
+            return None;
+        }
+        {
+            let mut t = self.table.write();
+            let i = t.by_ino.get_mut(&ino)?;
+            if i.stored {
+                return None;
+            }
+            i.stored = true;
+        }
+        f.reader
+            .read_whole(&f.ctx.repo)
+            .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", f.ctx.record.name))
+            .ok()
     }
 
     /// Close a file.

@@ -206,6 +206,29 @@ impl FileReader {
         Ok(buf)
     }
 
+    /// The whole file, its chunks read past the cache (a file read whole
+    /// once needs none of them again); holes read as zeros.
+    pub fn read_whole(&self, repo: &Repo) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.size as usize];
+        for c in self.chunks_in(repo, 0, self.size)? {
+            let data = repo.read_blob(&c.id)?;
+            let end = c.offset.checked_add(c.len as u64);
+            if data.len() != c.len as usize || end.is_none_or(|e| e > self.size) {
+                return Err(Error::corrupt(format!(
+                    "vault {}: chunk {} has {} bytes at offset {}, its file of {} bytes expects {}",
+                    repo.vault(),
+                    c.id,
+                    data.len(),
+                    c.offset,
+                    self.size,
+                    c.len
+                )));
+            }
+            buf[c.offset as usize..c.offset as usize + data.len()].copy_from_slice(&data);
+        }
+        Ok(buf)
+    }
+
     /// The data extent at or after `off` (for SEEK_DATA/SEEK_HOLE): the
     /// start of the next chunk at or after `off`, and where that run of
     /// adjacent chunks ends. `None` if only a hole remains.
