@@ -142,6 +142,14 @@ fn fill_dir_plus(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus
     }
 }
 
+/// Put `data`, the whole content of `ino`, into the kernel's page cache.
+fn store(vfs: &Vfs, n: &fuser::Notifier, ino: u64, data: &[u8]) {
+    if let Err(e) = n.store(INodeNo(ino), 0, data) {
+        log::debug!("store {} bytes of inode {ino}: {e}", data.len());
+        vfs.unstore(ino);
+    }
+}
+
 impl CbrFs {
     /// Run `then` now, or, inside a backup that mkdir started and that is
     /// still running, when it ends (parked, no worker thread held; `then`
@@ -300,16 +308,15 @@ impl Filesystem for CbrFs {
         match self.vfs.open(u64::from(ino), flags.0) {
             // Snapshot contents never change: keep the page cache across opens.
             Ok(fh) => {
+                let ino = u64::from(ino);
                 // A small file goes into the page cache before the open is
                 // answered: its reads then cost no request.
-                if let (Some(n), Some(data)) =
-                    (self.notifier.get(), self.vfs.prefetch(u64::from(ino), fh))
-                {
-                    if let Err(e) = n.store(ino, 0, &data) {
-                        log::debug!("store {} bytes of inode {ino}: {e}", data.len());
+                if let Some(n) = self.notifier.get() {
+                    if let Some(data) = self.vfs.prefetch(ino) {
+                        store(&self.vfs, n, ino, &data);
                     }
                 }
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
             Err(e) => reply.error(errno(e)),
         }

@@ -831,31 +831,39 @@ impl Vfs {
         }
     }
 
-    /// The whole content of the small file just opened as `fh` (inode
-    /// `ino`), for the adapter to put into the kernel's page cache before it
-    /// answers the open, so that reading it costs no request (and no
+    /// The whole content of small file `ino`, for the adapter to put into
+    /// the kernel's page cache (with FUSE_NOTIFY_STORE) before it answers
+    /// the file's open, so that reading it costs no request (and no
     /// attribute refresh: the kernel marks atime stale after every read
     /// request it sends). `None` for an empty or large file, one handed
     /// over before, or one that cannot be read: reads then go through
     /// [`Vfs::read`], which reports damage as EIO.
-    pub fn prefetch(&self, ino: u64, fh: u64) -> Option<Vec<u8>> {
-        let f = self.file(fh).ok()?;
-        let size = f.reader.size();
-        if size == 0 || size > PREFETCH_MAX {
-            return None;
-        }
-        {
+    pub fn prefetch(&self, ino: u64) -> Option<Vec<u8>> {
+        let (ctx, node) = {
             let mut t = self.table.write();
             let i = t.by_ino.get_mut(&ino)?;
-            if i.stored {
+            let Entry::Node { ctx, node, .. } = &i.entry else {
+                return None;
+            };
+            if i.stored || node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX
+            {
                 return None;
             }
             i.stored = true;
-        }
-        f.reader
-            .read_whole(&f.ctx.repo)
-            .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", f.ctx.record.name))
+            (ctx.clone(), node.clone())
+        };
+        FileReader::new(&node)
+            .read_whole(&ctx.repo)
+            .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", ctx.record.name))
             .ok()
+    }
+
+    /// The kernel refused the content of `ino` handed over by
+    /// [`Vfs::prefetch`]: a later open may try again.
+    pub fn unstore(&self, ino: u64) {
+        if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
+            i.stored = false;
+        }
     }
 
     /// Close a file.
