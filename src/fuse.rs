@@ -29,6 +29,8 @@ const MAX_READ: u32 = 1 << 20;
 
 struct CbrFs {
     vfs: Arc<Vfs>,
+    /// Set once the session exists: pushes small files into the page cache.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 fn errno(e: i32) -> Errno {
@@ -137,6 +139,14 @@ fn fill_dir_plus(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus
     match r {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Put `data`, the whole content of `ino`, into the kernel's page cache.
+fn store(vfs: &Vfs, n: &fuser::Notifier, ino: u64, data: &[u8]) {
+    if let Err(e) = n.store(INodeNo(ino), 0, data) {
+        log::debug!("store {} bytes of inode {ino}: {e}", data.len());
+        vfs.unstore(ino);
     }
 }
 
@@ -297,7 +307,17 @@ impl Filesystem for CbrFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.open(u64::from(ino), flags.0) {
             // Snapshot contents never change: keep the page cache across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => {
+                let ino = u64::from(ino);
+                // A small file goes into the page cache before the open is
+                // answered: its reads then cost no request.
+                if let Some(n) = self.notifier.get() {
+                    if let Some(data) = self.vfs.prefetch(ino) {
+                        store(&self.vfs, n, ino, &data);
+                    }
+                }
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -690,7 +710,11 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     }
     cfg.n_threads = Some(4);
     cfg.clone_fd = true;
-    let fs = CbrFs { vfs: vfs.clone() };
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let fs = CbrFs {
+        vfs: vfs.clone(),
+        notifier: notifier.clone(),
+    };
     // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
     // thread inherits the mask, and wait for them on one thread.
     block_signals();
@@ -702,6 +726,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
             return Err(err);
         }
     };
+    let _ = notifier.set(session.notifier());
     let mp_abs = absolute(mp);
     spawn_signal_thread(mp_abs.clone());
     spawn_scheduler(store.clone());

@@ -36,6 +36,51 @@ use std::time::{Duration, Instant, SystemTime};
 /// Hard-link identity: (backup context, resource, link group).
 type LinkKey = (u64, u32, u64);
 
+/// Hashes the numbers this module makes itself (inode numbers, file
+/// handles, backup context ids; keyed blob ids) with one
+/// multiply per word: SipHash's resistance to chosen keys buys nothing for
+/// keys no one else chooses, and it was a fifth of the daemon's
+/// instructions in `find`. Names, which come from backups, keep SipHash.
+#[derive(Default, Clone, Copy)]
+struct NumHasher(u64);
+
+impl std::hash::Hasher for NumHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n.into());
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type NumMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumHasher>>;
+
+/// An entry name, shared by the maps of the inode table.
+type Name = Arc<[u8]>;
+
+/// A decoded directory: its entries in name order, each shared with the
+/// inodes made of it (an inode holds its node, not a copy).
+type Dir = Arc<Vec<Arc<Node>>>;
+
+fn find_in(dir: &[Arc<Node>], name: &[u8]) -> Option<Arc<Node>> {
+    dir.binary_search_by(|n| n.name.as_slice().cmp(name))
+        .ok()
+        .map(|i| dir[i].clone())
+}
+
 /// Inode of the mount's root.
 pub const ROOT_INO: u64 = 1;
 /// An errno.
@@ -124,15 +169,19 @@ struct Inode {
     entry: Entry,
     parent: u64,
     nlookup: u64,
-    keys: Vec<(u64, Vec<u8>)>,
+    keys: Vec<(u64, Name)>,
     link: Option<LinkKey>,
+    /// True once the file's content was handed to the kernel's page cache
+    /// by [`Vfs::prefetch`] (a later open need not send it again).
+    stored: bool,
 }
 
 #[derive(Default)]
 struct Table {
     next: u64,
-    by_ino: HashMap<u64, Inode>,
-    by_key: HashMap<(u64, Vec<u8>), u64>,
+    by_ino: NumMap<u64, Inode>,
+    /// Per parent inode, its children's names that have inodes.
+    by_key: NumMap<u64, HashMap<Name, u64>>,
     links: HashMap<LinkKey, u64>,
 }
 
@@ -166,12 +215,12 @@ pub struct Vfs {
     table: RwLock<Table>,
     repos: Mutex<HashMap<String, (FileId, Arc<Repo>)>>,
     ctxs: Mutex<HashMap<BackupKey, (FileId, Arc<BackupCtx>)>>,
-    trees: Mutex<HashMap<(u64, BlobId), Arc<Tree>>>,
+    trees: Mutex<NumMap<(u64, BlobId), Dir>>,
     cache: ChunkCache,
     running: Mutex<HashMap<(String, String), Arc<Running>>>,
     waiters: Mutex<Vec<Waiter>>,
     wake: Condvar,
-    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    files: Mutex<NumMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     next_ctx: AtomicU64,
     mounted_ns: i64,
@@ -194,6 +243,11 @@ fn file_id(p: &std::path::Path) -> Option<FileId> {
         .map(|m| (m.dev(), m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }
 
+/// Files up to this size are read whole when opened, for the kernel's page
+/// cache (see [`Vfs::prefetch`]): the kernel's first readahead of such a
+/// file would ask for all of it anyway.
+pub const PREFETCH_MAX: u64 = 128 << 10;
+
 /// Most decoded trees kept.
 const TREE_CACHE: usize = 1024;
 
@@ -213,12 +267,12 @@ impl Vfs {
             }),
             repos: Mutex::new(HashMap::new()),
             ctxs: Mutex::new(HashMap::new()),
-            trees: Mutex::new(HashMap::new()),
+            trees: Mutex::new(NumMap::default()),
             cache: ChunkCache::new(32 << 20),
             running: Mutex::new(HashMap::new()),
             waiters: Mutex::new(Vec::new()),
             wake: Condvar::new(),
-            files: Mutex::new(HashMap::new()),
+            files: Mutex::new(NumMap::default()),
             next_fh: AtomicU64::new(1),
             next_ctx: AtomicU64::new(1),
             mounted_ns: catalog::now_ns(),
@@ -233,6 +287,7 @@ impl Vfs {
                 nlookup: 1,
                 keys: Vec::new(),
                 link: None,
+                stored: false,
             },
         );
         let weak = Arc::downgrade(&vfs);
@@ -263,41 +318,42 @@ impl Vfs {
         link: Option<LinkKey>,
         count: bool,
     ) -> u64 {
-        let key = (parent, name.to_vec());
         let mut t = self.table.write();
-        let found = t
-            .by_key
-            .get(&key)
-            .copied()
-            .or_else(|| link.and_then(|l| t.links.get(&l).copied()));
-        let ino = match found {
-            Some(ino) => {
-                if !t.by_key.contains_key(&key) {
-                    t.by_key.insert(key.clone(), ino);
-                    if let Some(i) = t.by_ino.get_mut(&ino) {
-                        i.keys.push(key);
+        let known = t.by_key.get(&parent).and_then(|m| m.get(name)).copied();
+        let ino = match known {
+            Some(ino) => ino,
+            None => {
+                let key: Name = name.into();
+                match link.and_then(|l| t.links.get(&l).copied()) {
+                    // Another name of a hard-linked inode already known.
+                    Some(ino) => {
+                        if let Some(i) = t.by_ino.get_mut(&ino) {
+                            i.keys.push((parent, key.clone()));
+                        }
+                        t.by_key.entry(parent).or_default().insert(key, ino);
+                        ino
+                    }
+                    None => {
+                        let ino = t.next;
+                        t.next += 1;
+                        t.by_key.entry(parent).or_default().insert(key.clone(), ino);
+                        if let Some(l) = link {
+                            t.links.insert(l, ino);
+                        }
+                        t.by_ino.insert(
+                            ino,
+                            Inode {
+                                entry,
+                                parent,
+                                nlookup: 0,
+                                keys: vec![(parent, key)],
+                                link,
+                                stored: false,
+                            },
+                        );
+                        ino
                     }
                 }
-                ino
-            }
-            None => {
-                let ino = t.next;
-                t.next += 1;
-                t.by_key.insert(key.clone(), ino);
-                if let Some(l) = link {
-                    t.links.insert(l, ino);
-                }
-                t.by_ino.insert(
-                    ino,
-                    Inode {
-                        entry,
-                        parent,
-                        nlookup: 0,
-                        keys: vec![key],
-                        link,
-                    },
-                );
-                ino
             }
         };
         if count {
@@ -310,10 +366,13 @@ impl Vfs {
 
     /// The kernel forgot `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
+        Self::forget_locked(&mut self.table.write(), ino, n);
+    }
+
+    fn forget_locked(t: &mut Table, ino: u64, n: u64) {
         if ino == ROOT_INO {
             return;
         }
-        let mut t = self.table.write();
         let gone = match t.by_ino.get_mut(&ino) {
             Some(i) => {
                 i.nlookup = i.nlookup.saturating_sub(n);
@@ -323,8 +382,13 @@ impl Vfs {
         };
         if gone {
             if let Some(i) = t.by_ino.remove(&ino) {
-                for k in i.keys {
-                    t.by_key.remove(&k);
+                for (p, k) in i.keys {
+                    if let Some(m) = t.by_key.get_mut(&p) {
+                        m.remove(&k);
+                        if m.is_empty() {
+                            t.by_key.remove(&p);
+                        }
+                    }
                 }
                 if let Some(l) = i.link {
                     t.links.remove(&l);
@@ -382,12 +446,12 @@ impl Vfs {
         Ok(ctx)
     }
 
-    fn tree(&self, ctx: &BackupCtx, id: &BlobId) -> VResult<Arc<Tree>> {
+    fn tree(&self, ctx: &BackupCtx, id: &BlobId) -> VResult<Dir> {
         let key = (ctx.id, *id);
         if let Some(t) = self.trees.lock().get(&key) {
             return Ok(t.clone());
         }
-        let t = ctx
+        let t: Tree = ctx
             .repo
             .read_blob(id)
             .and_then(|b| model::decode_tree(&b))
@@ -395,7 +459,7 @@ impl Vfs {
                 log::error!("vault {}, backup {}: {e}", ctx.vault, ctx.record.name);
                 libc::EIO
             })?;
-        let t = Arc::new(t);
+        let t: Dir = Arc::new(t.entries.into_iter().map(Arc::new).collect());
         let mut cache = self.trees.lock();
         if cache.len() >= TREE_CACHE {
             cache.clear();
@@ -573,13 +637,13 @@ impl Vfs {
                     return Err(libc::ENOTDIR);
                 }
                 let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
-                let child = tree.find(name).ok_or(libc::ENOENT)?;
+                let child = find_in(&tree, name).ok_or(libc::ENOENT)?;
                 let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
                 (
                     Entry::Node {
                         ctx: ctx.clone(),
                         res: *res,
-                        node: Arc::new(child.clone()),
+                        node: child,
                     },
                     link,
                 )
@@ -698,16 +762,15 @@ impl Vfs {
                     return Err(libc::ENOTDIR);
                 }
                 let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
-                for (i, child) in tree.entries.iter().enumerate().skip(skip) {
+                for (i, child) in tree.iter().enumerate().skip(skip) {
                     let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
-                    let node = Arc::new(child.clone());
                     let entry = Entry::Node {
                         ctx: ctx.clone(),
                         res: *res,
-                        node: node.clone(),
+                        node: child.clone(),
                     };
                     let cino = self.intern(ino, &child.name, entry, link, false);
-                    let attr = node_attr(cino, &node);
+                    let attr = node_attr(cino, child);
                     let name = child.name.clone();
                     if !each(3 + i as u64, DirEntry { name, attr }) {
                         break;
@@ -765,6 +828,41 @@ impl Vfs {
             }
             Entry::Node { .. } => Err(libc::EACCES),
             _ => Err(libc::EISDIR),
+        }
+    }
+
+    /// The whole content of small file `ino`, for the adapter to put into
+    /// the kernel's page cache (with FUSE_NOTIFY_STORE) before it answers
+    /// the file's open, so that reading it costs no request (and no
+    /// attribute refresh: the kernel marks atime stale after every read
+    /// request it sends). `None` for an empty or large file, one handed
+    /// over before, or one that cannot be read: reads then go through
+    /// [`Vfs::read`], which reports damage as EIO.
+    pub fn prefetch(&self, ino: u64) -> Option<Vec<u8>> {
+        let (ctx, node) = {
+            let mut t = self.table.write();
+            let i = t.by_ino.get_mut(&ino)?;
+            let Entry::Node { ctx, node, .. } = &i.entry else {
+                return None;
+            };
+            if i.stored || node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX
+            {
+                return None;
+            }
+            i.stored = true;
+            (ctx.clone(), node.clone())
+        };
+        FileReader::new(&node)
+            .read_whole(&ctx.repo)
+            .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", ctx.record.name))
+            .ok()
+    }
+
+    /// The kernel refused the content of `ino` handed over by
+    /// [`Vfs::prefetch`]: a later open may try again.
+    pub fn unstore(&self, ino: u64) {
+        if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
+            i.stored = false;
         }
     }
 

@@ -299,3 +299,53 @@ expect_ok cbrfs check pv --read-data
 expect_ok cbrfs prune pv
 expect_ok cbrfs restore pv pb --to "$T/pb-after"
 if out=$(treecmp "$T/pb-ref" "$T/pb-after"); then pass "pb restores whole after the index is put back and prune ran"; else fail "pb after prune: $out"; fi
+
+# ---- reads through the mount: a damaged blob is EIO, never wrong bytes ----
+# A small file (read whole when opened and handed to the page cache) and a
+# large one (read in requests), each with one flipped byte.
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+	skip "reads of damaged blobs through the mount: no /dev/fuse or fusermount3"
+else
+	M=$T/msrc
+	mkdir -p "$M"
+	random_file "$M/small.bin" 100000
+	random_file "$M/big.bin" $((3 << 20))
+	printf 'intact\n' >"$M/ok.txt"
+	expect_ok cbrfs vault create mv --type filesystem --capacity 10
+	expect_ok cbrfs vault associate mv --path "$M" --name src
+	expect_ok cbrfs backup create mv --name mb
+	for f in small.bin big.bin; do
+		read -r P O < <(python3 - "$STORE/vaults/mv/packs" "$M/$f" <<'PY'
+import glob, sys
+data = open(sys.argv[2], "rb").read()
+needle = data[len(data) // 2:len(data) // 2 + 64]
+for p in glob.glob(sys.argv[1] + "/*/*.pack"):
+    at = open(p, "rb").read().find(needle)
+    if at >= 0:
+        print(p, at)
+        break
+PY
+		)
+		[ -n "${O:-}" ] || die "$f's bytes not found in any pack of vault mv"
+		flip "$P" "$O"
+	done
+	MNT=$T/mnt
+	mkdir -p "$MNT"
+	on_exit "'$CBRFS_BIN' umount --lazy '$MNT'; fusermount3 -uz '$MNT'"
+	expect_ok cbrfs mount "$MNT"
+	for f in small.bin big.bin; do
+		for try in 1 2; do
+			if err=$(cat "$MNT/mv/mb/src/$f" 2>&1 >"$T/got"); then
+				fail "cat of damaged $f through the mount (try $try) succeeded"
+			elif ! matches 'Input/output error' "$err"; then
+				fail "cat of damaged $f through the mount (try $try): expected EIO, got: $err"
+			elif python3 -c 'import sys; g=open(sys.argv[1],"rb").read(); sys.exit(0 if open(sys.argv[2],"rb").read().startswith(g) else 1)' "$T/got" "$M/$f"; then
+				pass "cat of damaged $f through the mount (try $try): EIO after $(file_size "$T/got") correct bytes"
+			else
+				fail "cat of damaged $f through the mount (try $try) gave wrong bytes"
+			fi
+		done
+	done
+	if cmp -s "$MNT/mv/mb/src/ok.txt" "$M/ok.txt"; then pass "an undamaged file beside them reads right"; else fail "ok.txt through the mount differs"; fi
+	expect_ok cbrfs umount "$MNT"
+fi

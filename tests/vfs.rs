@@ -375,3 +375,46 @@ fn an_empty_vault_refuses_mkdir_with_enoent() {
     let e = walk(&v, "empty");
     assert_eq!(v.mkdir(e, b"x").unwrap_err(), libc::ENOENT);
 }
+
+#[test]
+fn prefetch_hands_over_small_files_once() {
+    let f = fixture();
+    let v = vfs(&f);
+    let small = walk(&v, "v/b1/src/small");
+    let fh = v.open(small, libc::O_RDONLY).unwrap();
+    assert_eq!(v.prefetch(small).as_deref(), Some(&b"hello"[..]));
+    // Once handed to the kernel, a later open of the same inode does not
+    // send it again; reads still work.
+    let fh2 = v.open(small, libc::O_RDONLY).unwrap();
+    assert_eq!(v.prefetch(small), None);
+    assert_eq!(v.read(fh2, 0, 100).unwrap(), b"hello");
+    v.release(fh);
+    v.release(fh2);
+    // A hard link is the same inode.
+    let hard = walk(&v, "v/b1/src/hardlink");
+    assert_eq!(hard, small);
+    // Empty and large files are read on request.
+    for name in ["empty", "sub/deeper/mid", "big"] {
+        let ino = walk(&v, &format!("v/b1/src/{name}"));
+        let fh = v.open(ino, libc::O_RDONLY).unwrap();
+        assert_eq!(v.prefetch(ino), None, "{name}");
+        v.release(fh);
+    }
+    for i in [0, 150, 299] {
+        let ino = walk(&v, &format!("v/b1/src/sub/f{i:03}"));
+        let fh = v.open(ino, libc::O_RDONLY).unwrap();
+        assert_eq!(v.prefetch(ino), Some(format!("{i}").into_bytes()));
+        v.release(fh);
+    }
+    assert_eq!(
+        read_all(&v, small),
+        std::fs::read(f.src.join("small")).unwrap()
+    );
+
+    // A refused store lets a later open try again.
+    let f001 = walk(&v, "v/b1/src/sub/f001");
+    assert_eq!(v.prefetch(f001), Some(b"1".to_vec()));
+    assert_eq!(v.prefetch(f001), None);
+    v.unstore(f001);
+    assert_eq!(v.prefetch(f001), Some(b"1".to_vec()));
+}

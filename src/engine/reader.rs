@@ -56,7 +56,9 @@ pub fn list_ids(node: &Node) -> Vec<BlobId> {
 
 /// A cache of verified chunks, bounded in bytes, shared by the readers of
 /// one mount or one restore, so a chunk read in pieces is fetched and
-/// verified once. Eviction is first in, first out: readers stream.
+/// verified once. A chunk leaves when a read reaches its last byte (a
+/// streaming reader is done with it), or first in, first out once the
+/// cache is full (random readers).
 pub struct ChunkCache {
     inner: Mutex<CacheInner>,
     cap_bytes: usize,
@@ -77,6 +79,22 @@ impl ChunkCache {
             cap_bytes,
         }
     }
+    /// Drop chunk `id` (a reader read up to its end).
+    pub fn done(&self, id: &BlobId) {
+        let mut g = self.inner.lock();
+        if let Some(v) = g.map.remove(id) {
+            g.bytes -= v.len();
+            if let Some(i) = g.order.iter().position(|o| o == id) {
+                g.order.remove(i);
+            }
+        }
+    }
+
+    /// Bytes held (for tests).
+    pub fn held_bytes(&self) -> usize {
+        self.inner.lock().bytes
+    }
+
     /// The verified bytes of chunk `id`.
     pub fn get(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = self.inner.lock().map.get(id) {
@@ -202,6 +220,42 @@ impl FileReader {
             }
             buf[(s - off) as usize..(e - off) as usize]
                 .copy_from_slice(&data[(s - c.offset) as usize..(e - c.offset) as usize]);
+            if e == c.offset.saturating_add(c.len as u64) {
+                cache.done(&c.id);
+            }
+        }
+        Ok(buf)
+    }
+
+    /// The whole file, its chunks read past the cache (a file read whole
+    /// once needs none of them again); holes read as zeros.
+    pub fn read_whole(&self, repo: &Repo) -> Result<Vec<u8>> {
+        // One chunk covering the whole file (every file under the chunker's
+        // minimum size): its verified bytes are the file.
+        if let [c] = self.inline.as_slice() {
+            if c.offset == 0 && c.len as u64 == self.size {
+                let data = repo.read_blob(&c.id)?;
+                if data.len() as u64 == self.size {
+                    return Ok(data);
+                }
+            }
+        }
+        let mut buf = vec![0u8; self.size as usize];
+        for c in self.chunks_in(repo, 0, self.size)? {
+            let data = repo.read_blob(&c.id)?;
+            let end = c.offset.checked_add(c.len as u64);
+            if data.len() != c.len as usize || end.is_none_or(|e| e > self.size) {
+                return Err(Error::corrupt(format!(
+                    "vault {}: chunk {} has {} bytes at offset {}, its file of {} bytes expects {}",
+                    repo.vault(),
+                    c.id,
+                    data.len(),
+                    c.offset,
+                    self.size,
+                    c.len
+                )));
+            }
+            buf[c.offset as usize..c.offset as usize + data.len()].copy_from_slice(&data);
         }
         Ok(buf)
     }
@@ -331,5 +385,55 @@ mod tests {
                 })
                 .unwrap();
         });
+    }
+
+    #[test]
+    fn a_chunk_read_to_its_end_leaves_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let a: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        let mut w = RepoWriter::new(&repo, true);
+        let ia = w.add(BlobKind::Data, &a).unwrap().id;
+        let ib = w.add(BlobKind::Data, &b).unwrap().id;
+        w.finish().unwrap();
+        let r = FileReader {
+            size: (a.len() + b.len()) as u64,
+            lists: Vec::new(),
+            inline: vec![
+                ChunkRef {
+                    id: ia,
+                    offset: 0,
+                    len: a.len() as u32,
+                },
+                ChunkRef {
+                    id: ib,
+                    offset: a.len() as u64,
+                    len: b.len() as u32,
+                },
+            ],
+            loaded: Mutex::new(HashMap::new()),
+        };
+        let cache = ChunkCache::new(32 << 20);
+        // Part of the first chunk: it stays for the next read.
+        assert_eq!(r.read_at(&repo, &cache, 0, 100_000).unwrap(), &a[..100_000]);
+        assert_eq!(cache.held_bytes(), a.len());
+        // Up to its end and into the second: the first leaves.
+        let got = r.read_at(&repo, &cache, 100_000, 250_000).unwrap();
+        assert_eq!(&got[..200_000], &a[100_000..]);
+        assert_eq!(&got[200_000..], &b[..50_000]);
+        assert_eq!(cache.held_bytes(), b.len());
+        // The rest: nothing is held.
+        assert_eq!(
+            r.read_at(&repo, &cache, 350_000, 1 << 20).unwrap(),
+            &b[50_000..]
+        );
+        assert_eq!(cache.held_bytes(), 0);
+        // Reading whole goes past the cache.
+        let mut all = a.clone();
+        all.extend_from_slice(&b);
+        assert_eq!(r.read_whole(&repo).unwrap(), all);
+        assert_eq!(cache.held_bytes(), 0);
     }
 }
