@@ -386,4 +386,26 @@ mod tests {
             "{ext:?}"
         );
     }
+
+    /// A file listed by a backup may be a FIFO by the time it is opened: the
+    /// open must come back at once (a plain open waits for a writer), and
+    /// what it opened must show as not a regular file.
+    #[test]
+    fn open_of_a_fifo_does_not_wait_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let f = crate::testkit::within(10, move || open_noatime(&p)).unwrap();
+        let md = f.metadata().unwrap();
+        assert!(!md.is_file() && std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()));
+        // And a symlink is not followed.
+        let l = dir.path().join("l");
+        std::os::unix::fs::symlink("f", &l).unwrap();
+        assert_eq!(
+            open_noatime(&l).unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
+    }
 }

@@ -2,7 +2,8 @@
 # tests/reliability/changing.sh: files that change or vanish while a backup
 # reads them. A background process (tests/reliability/churn.py) keeps
 # appending to, truncating, rewriting in place, deleting and re-creating
-# files, and renaming directories back and forth, in SRC/churn, while
+# files, replacing files by FIFOs and back, and renaming directories back
+# and forth, in SRC/churn, while
 # `cbrfs backup create` runs CHANGE_ROUNDS times. SRC/stable never changes.
 #
 # Every churned file is written so that a correct copy can be recognised
@@ -55,7 +56,7 @@ manifest() {
 }
 manifest "$S/stable" >"$T/stable.ref"
 
-note "churn: appends, truncations, in-place rewrites, deletions and re-creations of files, renames of directories"
+note "churn: appends, truncations, in-place rewrites, deletions and re-creations of files, files and FIFOs swapped, renames of directories"
 bg $CHURN run "$S/churn" "$SEED" "$T/churn.stats"
 CHURN_PID=$BG_PID
 wait_for 10 "the churn to start" test -s "$T/churn.stats"

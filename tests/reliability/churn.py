@@ -20,6 +20,13 @@ Files, and the states each may be restored in:
   d-K/ or d-K.moved a directory renamed back and forth, holding files
                     f-J and sub/f-J: prefixes of PATTERN
   tmp-K/            made with files and removed again: prefixes of PATTERN
+  flip-K/ or flip-K.x
+                    like d-K, but renamed back and forth without a pause
+                    (a thread of its own), so that a directory listed by
+                    its parent is often gone when the backup opens it
+  swap-K            a regular file (a prefix of PATTERN) and a FIFO in
+                    turn, each put in place by rename: a backup that listed
+                    a file and opens a FIFO must not wait for a writer
 PATTERN is a fixed sequence of non-zero bytes, so a hole, a zero tail or
 bytes of another offset or file never pass.
 """
@@ -29,6 +36,8 @@ import os
 import random
 import shutil
 import signal
+import stat
+import threading
 import sys
 import time
 
@@ -36,7 +45,7 @@ P = 4093
 _rng = random.Random(20261124)
 PATTERN = bytes(_rng.randrange(1, 256) for _ in range(P))
 RW_SIZE = 1 << 20
-GROW, RE, RW, DIRS = 8, 8, 6, 6
+GROW, RE, RW, DIRS, SWAP, FLIP = 8, 8, 6, 6, 3, 2
 GROW_MAX = 8 << 20
 
 
@@ -70,6 +79,10 @@ def setup(d, seed):
             f.write(bytes([1 + k]) * RW_SIZE)
     for k in range(DIRS):
         make_dir(os.path.join(d, f"d-{k}"), rng)
+    for k in range(FLIP):
+        make_dir(os.path.join(d, f"flip-{k}"), rng)
+    for k in range(SWAP):
+        write_pattern(os.path.join(d, f"swap-{k}"), rng.randrange(1, 200000))
 
 
 def make_dir(path, rng):
@@ -91,9 +104,27 @@ def run(d, seed, stats_path):
     def dump(stopped):
         tmp = stats_path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"ops": counts, "stopped": stopped}, f, sort_keys=True)
+            ops = dict(counts, **{"rename directory (no pause)": flips[0]})
+            json.dump({"ops": ops, "stopped": stopped}, f, sort_keys=True)
         os.replace(tmp, stats_path)
 
+    flips = [0]
+
+    def flipper():
+        k = 0
+        while not stop:
+            k = (k + 1) % FLIP
+            a, b = os.path.join(d, f"flip-{k}"), os.path.join(d, f"flip-{k}.x")
+            try:
+                if os.path.exists(a):
+                    os.rename(a, b)
+                else:
+                    os.rename(b, a)
+                flips[0] += 1
+            except FileNotFoundError:
+                pass
+
+    threading.Thread(target=flipper, daemon=True).start()
     dump(False)
     last = time.monotonic()
     gen = 1
@@ -131,7 +162,7 @@ def run(d, seed, stats_path):
                 else:
                     write_pattern(p, rng.randrange(0, 2 << 20))
                     count("re-create")
-            elif op < 89:
+            elif op < 84:
                 k = rng.randrange(DIRS)
                 a, b = os.path.join(d, f"d-{k}"), os.path.join(d, f"d-{k}.moved")
                 if os.path.exists(a):
@@ -139,6 +170,16 @@ def run(d, seed, stats_path):
                 else:
                     os.rename(b, a)
                 count("rename directory")
+            elif op < 89:
+                p = os.path.join(d, f"swap-{rng.randrange(SWAP)}")
+                new = p + ".new"
+                if stat.S_ISFIFO(os.lstat(p).st_mode):
+                    write_pattern(new, rng.randrange(1, 200000))
+                    count("FIFO replaced by a file")
+                else:
+                    os.mkfifo(new)
+                    count("file replaced by a FIFO")
+                os.replace(new, p)
             else:
                 p = os.path.join(d, f"tmp-{rng.randrange(3)}")
                 if os.path.exists(p):
@@ -177,7 +218,7 @@ def verify(d, warnings_file=None, src=None):
             # file missing from it was missing from the directory then.
             # d-* trees only move (one atomic rename), so a file missing
             # from a d-* directory that was listed must have been reported.
-            if not top.startswith("d-"):
+            if not top.startswith(("d-", "flip-")):
                 continue
             for j in range(20):
                 for rel in (f"{top}/f-{j}", f"{top}/sub/f-{j}"):
@@ -189,6 +230,8 @@ def verify(d, warnings_file=None, src=None):
         for n in names:
             p = os.path.join(root, n)
             rel = os.path.relpath(p, d)
+            if rel.startswith("swap-") and stat.S_ISFIFO(os.lstat(p).st_mode):
+                continue
             if os.path.islink(p) or not os.path.isfile(p):
                 bad.append(f"{rel}: not a regular file")
                 continue
@@ -202,7 +245,7 @@ def verify(d, warnings_file=None, src=None):
                     bad.append(f"{rel}: {len(data)} bytes, always {RW_SIZE}")
                 elif b"\0" in data:
                     bad.append(f"{rel}: zero byte at {data.index(0)} (a hole where data was)")
-            elif top.startswith(("grow-", "re-", "d-", "tmp-")):
+            elif top.startswith(("grow-", "re-", "d-", "flip-", "tmp-", "swap-")):
                 want = pattern(0, len(data))
                 if data != want:
                     at = next(i for i in range(len(data)) if data[i] != want[i])
