@@ -29,6 +29,7 @@ use crate::store::{BlobId, Repo};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -526,13 +527,70 @@ impl Vfs {
         }
     }
 
+    /// The names the root lists (vaults) or a vault lists (its backups,
+    /// those a mkdir started included), sorted.
+    fn live_names(&self, vault: Option<&str>) -> VResult<Vec<String>> {
+        match vault {
+            None => self.store.vault_names().map_err(|e| err_errno(&e)),
+            Some(v) => {
+                let mut names = self.store.backup_names(v).map_err(|e| err_errno(&e))?;
+                for (rv, rb) in self.running.lock().keys() {
+                    if rv == v && !names.contains(rb) {
+                        names.push(rb.clone());
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
+        }
+    }
+
+    /// The mtime of the root (`vault` None) or of a vault's directory: it
+    /// changes whenever the listing does. The kernel caches every
+    /// directory's listing (the mount opts out of OPENDIR) and, with
+    /// FUSE_AUTO_INVAL_DATA, drops a listing once the directory's mtime
+    /// differs from the one it was cached under; these directories change
+    /// when the CLI makes or deletes a vault or a backup. The newest
+    /// change of the store files behind the listing, with its last six
+    /// digits of nanoseconds replaced by a hash of the names listed: two
+    /// listings made within one tick of the file system's clock still
+    /// differ.
+    fn live_mtime(&self, vault: Option<&str>, names: &[String]) -> i64 {
+        let ns = |p: PathBuf| {
+            std::fs::metadata(p).map_or(0, |m| m.mtime() * 1_000_000_000 + m.mtime_nsec())
+        };
+        let base = match vault {
+            None => names
+                .iter()
+                .map(|v| ns(self.store.vault_dir(v).join("vault.json")))
+                .chain([ns(self.store.root().join("vaults")), self.mounted_ns])
+                .max()
+                .unwrap_or(0),
+            Some(v) => {
+                let d = self.store.vault_dir(v);
+                ns(d.join("vault.json")).max(ns(d.join("backups")))
+            }
+        };
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for n in names {
+            h.update(n.as_bytes());
+            h.update(&[0]);
+        }
+        base - base.rem_euclid(1_000_000) + (h.digest() % 1_000_000) as i64
+    }
+
     fn attr_of(&self, ino: u64, e: &Entry) -> VResult<Attr> {
         match e {
-            Entry::Root => Ok(self.dir_attr(ino, 0o755, self.mounted_ns)),
+            Entry::Root => {
+                let names = self.live_names(None)?;
+                Ok(self.dir_attr(ino, 0o755, self.live_mtime(None, &names)))
+            }
             Entry::Vault(v) => {
-                let md = std::fs::metadata(self.store.vault_dir(v).join("vault.json"))
-                    .map_err(|_| libc::ENOENT)?;
-                Ok(self.dir_attr(ino, 0o755, md.mtime() * 1_000_000_000 + md.mtime_nsec()))
+                if !self.vault_exists(v) {
+                    return Err(libc::ENOENT);
+                }
+                let names = self.live_names(Some(v))?;
+                Ok(self.dir_attr(ino, 0o755, self.live_mtime(Some(v), &names)))
             }
             Entry::Latest(v) => {
                 let target = self.latest(v).ok_or(libc::ENOENT)?;
@@ -722,19 +780,12 @@ impl Vfs {
         let mut children: Vec<(Vec<u8>, Entry, Option<LinkKey>)> = Vec::new();
         match &e {
             Entry::Root => {
-                for v in self.store.vault_names().map_err(|e| err_errno(&e))? {
+                for v in self.live_names(None)? {
                     children.push((v.as_bytes().to_vec(), Entry::Vault(v), None));
                 }
             }
             Entry::Vault(v) => {
-                let mut names = self.store.backup_names(v).map_err(|e| err_errno(&e))?;
-                for (rv, rb) in self.running.lock().keys() {
-                    if rv == v && !names.contains(rb) {
-                        names.push(rb.clone());
-                    }
-                }
-                names.sort();
-                for b in names {
+                for b in self.live_names(Some(v))? {
                     children.push((b.as_bytes().to_vec(), Entry::Backup(v.clone(), b), None));
                 }
                 if self.latest(v).is_some() {

@@ -121,13 +121,22 @@ for a in status progress created size type; do
 done
 
 note "changes made by the CLI show up within a second"
+# The kernel caches every directory's listing (no OPENDIR): list first, so
+# that the listings below are of cached directories whose mtimes changed.
+ls "$MNT" "$MNT/v" >/dev/null
+mtime_v=$(stat -c %y "$MNT/v")
 cbrfs backup create v --name b2 >/dev/null
-wait_for 2 "b2 in the listing" test -d "$MNT/v/b2" && pass "a CLI backup shows up in the mount"
+wait_for 2 "b2 in the listing" sh -c "ls '$MNT/v' | grep -qx b2" && pass "a CLI backup shows up in the vault's listing"
+test -d "$MNT/v/b2" && pass "and is a directory" || fail "b2 is listed but not a directory"
+[ "$(stat -c %y "$MNT/v")" != "$mtime_v" ] && pass "the vault directory's mtime changed with its listing" ||
+	fail "the vault directory's mtime is still $mtime_v"
 wait_for 2 "latest -> b2" sh -c "[ \"\$(readlink '$MNT/v/latest')\" = b2 ]" && pass "latest follows the new backup"
 cbrfs backup delete v b2 >/dev/null
 wait_for 2 "b2 gone" sh -c "! ls '$MNT/v' | grep -qx b2" && pass "a deleted backup disappears"
 cbrfs vault create w --type filesystem --capacity 10GB >/dev/null
 wait_for 2 "vault w listed" sh -c "ls '$MNT' | grep -qx w" && pass "a new vault shows up"
+cbrfs vault delete w >/dev/null 2>&1 || cbrfs vault delete w --yes >/dev/null
+wait_for 2 "vault w gone" sh -c "! ls '$MNT' | grep -qx w" && pass "a deleted vault disappears"
 
 if is_root && command -v setpriv >/dev/null; then
 	note "permissions through --allow-other"
