@@ -8,12 +8,14 @@
 //!
 //! Cases: 64, or `PROPTEST_CASES`.
 
-use cbrfs::catalog::{Store, VaultType};
-use cbrfs::engine::backup::{self, BackupOptions};
-use cbrfs::engine::vaults::{self, NewVault};
+mod common;
+
+use cbrfs::catalog::Store;
+use cbrfs::engine::vaults;
 use cbrfs::engine::{check, restore};
 use cbrfs::model::NodeKind;
 use cbrfs::vfs::{Vfs, VfsOptions, ROOT_INO};
+use common::{filesystem_vault, pseudo_random, take_backup};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
@@ -85,18 +87,6 @@ fn manifest(root: &Path) -> Manifest {
     out
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Store,
@@ -129,32 +119,9 @@ fn fixture() -> Fixture {
     drop(f);
     let sparse_ok = std::fs::metadata(src.join("sparse")).unwrap().blocks() < 40 * 32 * 2;
     let store = Store::open(&dir.path().join("store")).unwrap();
-    vaults::create(
-        &store,
-        NewVault {
-            name: Some("v".into()),
-            vault_type: VaultType::Filesystem,
-            capacity: "10GB".into(),
-            description: "fuzzed".into(),
-            tags: vec![],
-            compression: "zstd".into(),
-        },
-    )
-    .unwrap();
+    filesystem_vault(&store, "v", "fuzzed", "zstd");
     vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
-    let take = |name: &str| {
-        backup::prepare(
-            &store,
-            "v",
-            BackupOptions {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .run()
-        .unwrap()
-    };
+    let take = |name: &str| take_backup(&store, "v", name);
     take("b1");
     std::fs::write(src.join("a/text"), "other\n".repeat(2000)).unwrap();
     std::fs::write(src.join("new"), pseudo_random(1000, 9)).unwrap();

@@ -1,9 +1,11 @@
 //! Restore of a whole backup with several resources.
 
-use cbrfs::catalog::{Store, VaultType};
-use cbrfs::engine::backup::{self, BackupOptions};
+mod common;
+
+use cbrfs::catalog::Store;
 use cbrfs::engine::restore;
-use cbrfs::engine::vaults::{self, NewVault};
+use cbrfs::engine::vaults;
+use common::{filesystem_vault, take_backup};
 
 /// Hard-link groups are numbered per resource: group 1 of the second
 /// resource must not be linked to group 1 of the first.
@@ -18,31 +20,10 @@ fn hard_links_stay_within_their_resource() {
     std::fs::write(b.join("p"), b"second resource").unwrap();
     std::fs::hard_link(b.join("p"), b.join("q")).unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    vaults::create(
-        &store,
-        NewVault {
-            name: Some("v".into()),
-            vault_type: VaultType::Filesystem,
-            capacity: "10GB".into(),
-            description: String::new(),
-            tags: vec![],
-            compression: "zstd".into(),
-        },
-    )
-    .unwrap();
+    filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &a, Some("a".into()), vec![]).unwrap();
     vaults::associate_path(&store, "v", &b, Some("b".into()), vec![]).unwrap();
-    backup::prepare(
-        &store,
-        "v",
-        BackupOptions {
-            name: Some("b1".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .run()
-    .unwrap();
+    take_backup(&store, "v", "b1");
     let out = dir.path().join("out");
     let stats = restore::restore(&store, "v", "b1", None, &out).unwrap();
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);

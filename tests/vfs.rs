@@ -1,25 +1,15 @@
 //! In-process tests of the mount's tree (src/vfs.rs): the same code the
 //! FUSE adapter calls, without a kernel mount.
 
-use cbrfs::catalog::{Store, VaultType};
-use cbrfs::engine::backup::{self, BackupOptions};
-use cbrfs::engine::vaults::{self, NewVault};
+mod common;
+
+use cbrfs::catalog::Store;
+use cbrfs::engine::vaults;
 use cbrfs::vfs::{Vfs, VfsOptions, ROOT_INO};
+use common::{filesystem_vault, pseudo_random, take_backup};
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -32,13 +22,13 @@ fn fixture() -> Fixture {
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
     // Over 32 chunks, so its chunk list is stored in chunk-list blobs.
-    std::fs::write(src.join("big"), data(48 << 20, 1)).unwrap();
+    std::fs::write(src.join("big"), pseudo_random(48 << 20, 1)).unwrap();
     std::fs::write(src.join("small"), b"hello").unwrap();
-    std::fs::write(src.join("sub/deeper/mid"), data(3 << 20, 2)).unwrap();
+    std::fs::write(src.join("sub/deeper/mid"), pseudo_random(3 << 20, 2)).unwrap();
     std::fs::write(src.join("empty"), b"").unwrap();
     let mut f = std::fs::File::create(src.join("sparse")).unwrap();
     f.seek(SeekFrom::Start(8 << 20)).unwrap();
-    f.write_all(&data(100_000, 3)).unwrap();
+    f.write_all(&pseudo_random(100_000, 3)).unwrap();
     f.set_len(32 << 20).unwrap();
     std::os::unix::fs::symlink("small", src.join("link")).unwrap();
     std::fs::hard_link(src.join("small"), src.join("hardlink")).unwrap();
@@ -46,29 +36,9 @@ fn fixture() -> Fixture {
         std::fs::write(src.join(format!("sub/f{i:03}")), format!("{i}")).unwrap();
     }
     let store = Store::open(&dir.path().join("store")).unwrap();
-    vaults::create(
-        &store,
-        NewVault {
-            name: Some("v".into()),
-            vault_type: VaultType::Filesystem,
-            capacity: "10GB".into(),
-            description: String::new(),
-            tags: vec![],
-            compression: "zstd".into(),
-        },
-    )
-    .unwrap();
+    filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
-    let p = backup::prepare(
-        &store,
-        "v",
-        BackupOptions {
-            name: Some("b1".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    p.run().unwrap();
+    take_backup(&store, "v", "b1");
     Fixture {
         _dir: dir,
         src,
@@ -359,18 +329,7 @@ fn mkdir_runs_a_backup_and_waiters_are_answered() {
 #[test]
 fn an_empty_vault_refuses_mkdir_with_enoent() {
     let f = fixture();
-    vaults::create(
-        &f.store,
-        NewVault {
-            name: Some("empty".into()),
-            vault_type: VaultType::Filesystem,
-            capacity: "10GB".into(),
-            description: String::new(),
-            tags: vec![],
-            compression: "none".into(),
-        },
-    )
-    .unwrap();
+    filesystem_vault(&f.store, "empty", "", "none");
     let v = vfs(&f);
     let e = walk(&v, "empty");
     assert_eq!(v.mkdir(e, b"x").unwrap_err(), libc::ENOENT);
