@@ -579,18 +579,30 @@ impl Vfs {
         base - base.rem_euclid(1_000_000) + (h.digest() % 1_000_000) as i64
     }
 
+    /// Attributes of the root (`vault` None) or of a vault's directory,
+    /// whose listing is `names` (from [`Vfs::live_names`]).
+    fn live_attr(&self, ino: u64, vault: Option<&str>, names: &[String]) -> VResult<Attr> {
+        if vault.is_some_and(|v| !self.vault_exists(v)) {
+            return Err(libc::ENOENT);
+        }
+        Ok(self.dir_attr(ino, 0o755, self.live_mtime(vault, names)))
+    }
+
+    /// The vault whose listing `e` is: Some(None) for the root, Some(vault)
+    /// for a vault's directory, None for the rest.
+    fn live_of(e: &Entry) -> Option<Option<&str>> {
+        match e {
+            Entry::Root => Some(None),
+            Entry::Vault(v) => Some(Some(v.as_str())),
+            _ => None,
+        }
+    }
+
     fn attr_of(&self, ino: u64, e: &Entry) -> VResult<Attr> {
         match e {
-            Entry::Root => {
-                let names = self.live_names(None)?;
-                Ok(self.dir_attr(ino, 0o755, self.live_mtime(None, &names)))
-            }
-            Entry::Vault(v) => {
-                if !self.vault_exists(v) {
-                    return Err(libc::ENOENT);
-                }
-                let names = self.live_names(Some(v))?;
-                Ok(self.dir_attr(ino, 0o755, self.live_mtime(Some(v), &names)))
+            Entry::Root | Entry::Vault(_) => {
+                let vault = Self::live_of(e).flatten();
+                self.live_attr(ino, vault, &self.live_names(vault)?)
             }
             Entry::Latest(v) => {
                 let target = self.latest(v).ok_or(libc::ENOENT)?;
@@ -749,8 +761,18 @@ impl Vfs {
         mut each: impl FnMut(u64, DirEntry) -> bool,
     ) -> VResult<()> {
         let (e, parent) = self.entry(ino)?;
+        // The root's or a vault's listing, read once for its entries and
+        // for its own mtime.
+        let live = Self::live_of(&e);
+        let live_names = match live {
+            Some(vault) => self.live_names(vault)?,
+            None => Vec::new(),
+        };
         if offset < 1 {
-            let attr = self.attr_of(ino, &e)?;
+            let attr = match live {
+                Some(vault) => self.live_attr(ino, vault, &live_names)?,
+                None => self.attr_of(ino, &e)?,
+            };
             if !each(
                 1,
                 DirEntry {
@@ -780,12 +802,12 @@ impl Vfs {
         let mut children: Vec<(Vec<u8>, Entry, Option<LinkKey>)> = Vec::new();
         match &e {
             Entry::Root => {
-                for v in self.live_names(None)? {
+                for v in live_names {
                     children.push((v.as_bytes().to_vec(), Entry::Vault(v), None));
                 }
             }
             Entry::Vault(v) => {
-                for b in self.live_names(Some(v))? {
+                for b in live_names {
                     children.push((b.as_bytes().to_vec(), Entry::Backup(v.clone(), b), None));
                 }
                 if self.latest(v).is_some() {
