@@ -191,6 +191,9 @@ enum VaultCmd {
         vault: String,
         /// The resource.
         resource: String,
+        /// Also when backups hold it (its part of them is deleted).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -703,7 +706,11 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 human_bytes(r.size)
             );
         }
-        VaultCmd::Dissociate { vault, resource } => {
+        VaultCmd::Dissociate {
+            vault,
+            resource,
+            force,
+        } => {
             let t = crate::tasks::start(
                 store,
                 "remove_resource",
@@ -712,7 +719,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 None,
                 catalog::now_ns(),
             );
-            let r = vaults::dissociate(store, &vault, &resource);
+            let r = vaults::dissociate(store, &vault, &resource, force);
             t.finish(&r);
             let deleted = r?;
             println!(

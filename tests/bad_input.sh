@@ -165,6 +165,12 @@ expect_eq "the non-empty target is untouched" "$(ls -A "$T/nonempty")" keep
 bad 2 "${E}.*restore target $S1/a exists and is not a directory" cbrfs restore v1 b1 --to "$S1/a"
 bad 2 "${E}.*resource \"nores\" is not in backup b1 of vault v1" cbrfs restore v1 b1 --resource nores --to "$T/r-y"
 
+note "dissociating a resource that backups hold"
+r1=$(basename "$S1")
+bad 2 "${E}BackupService.7301: resource $r1 of vault v1 is in 1 backups \\(b1\\): dissociating it deletes it from them; add --force" \
+	cbrfs vault dissociate v1 "$r1"
+expect_ok cbrfs backup show v1 b1
+
 note "deleting a vault that holds backups"
 bad 2 "${E}BackupService.7301: vault v1 holds 1 backups: deleting it deletes them; add --force" cbrfs vault delete v1
 expect_ok cbrfs backup show v1 b1
