@@ -97,7 +97,9 @@ enum VaultCmd {
         #[arg(long = "type", value_name = "filesystem|disk|server")]
         vault_type: String,
         /// Capacity: 10GB to 10485760GB, like 100GB or 2TB (a bare number is GB).
-        #[arg(long)]
+        // Hyphen values reach the capacity rule, whose message says what a
+        // capacity is, instead of clap's "unexpected argument '-5'".
+        #[arg(long, allow_hyphen_values = true)]
         capacity: String,
         /// Description, at most 255 characters.
         #[arg(long, default_value = "")]
@@ -131,7 +133,7 @@ enum VaultCmd {
         /// The vault.
         name: String,
         /// New capacity (larger than the current one).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         capacity: Option<String>,
         /// New description.
         #[arg(long)]

@@ -74,6 +74,14 @@ for c in abc 1.5TB 100MB -5 "" GB 10PB " 10 GB x"; do
 		cbrfs vault create vcap --type filesystem --capacity="$c"
 done
 
+# Written the way a user writes it, with a space: the rule's message, not
+# clap's "unexpected argument '-5'".
+bad 2 "${E}BackupService.6101: capacity \"-5GB\" is invalid: write a whole number of GB or TB" \
+	cbrfs vault create vcap --type filesystem --capacity -5GB
+mk vneg >/dev/null
+bad 2 "${E}BackupService.6101: capacity \"-5GB\" is invalid" cbrfs vault update vneg --capacity -5GB
+expect_ok cbrfs vault delete vneg
+
 note "usage errors (clap): missing and unknown arguments"
 bad 2 "required|--capacity" cbrfs vault create vx --type filesystem
 bad 2 "unexpected argument|unrecognized" cbrfs vault create vx --type filesystem --capacity 10 --bogus
