@@ -5,7 +5,7 @@ use crate::catalog::{self, Store, VaultConfig, VaultType};
 use crate::engine::{backup, check, restore, vaults};
 use crate::error::{Error, Result};
 use crate::model::{BackupRecord, Origin};
-use crate::rules::human_bytes;
+use crate::rules::{self, human_bytes};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -560,7 +560,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                         "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
                         v.name,
                         v.vault_type.as_str(),
-                        format!("{} GB", v.capacity_gb),
+                        human_bytes(v.capacity_bytes()),
                         human_bytes(j["used_bytes"].as_u64().unwrap_or(0)),
                         v.resources.len(),
                         j["backups"],
@@ -585,7 +585,9 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 let used = j["used_bytes"].as_u64().unwrap_or(0);
                 println!("vault:       {}", v.name);
                 println!("type:        {}", v.vault_type.as_str());
-                println!("capacity:    {} GB", v.capacity_gb);
+                // One unit for capacity, use and free: a capacity of 10 GB
+                // is 10 × 2^30 bytes (rules::GB).
+                println!("capacity:    {}", human_bytes(v.capacity_bytes()));
                 println!(
                     "used:        {} ({:.2}%)",
                     human_bytes(used),
@@ -677,7 +679,10 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             let r = store.delete_vault(&name);
             t.finish(&r);
             r?;
-            println!("deleted vault {name} and its {n} backups");
+            println!(
+                "deleted vault {name} and its {}",
+                rules::count(n as u64, "backup", "backups")
+            );
         }
         VaultCmd::Associate {
             vault,
@@ -725,8 +730,8 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             t.finish(&r);
             let deleted = r?;
             println!(
-                "dissociated resource {resource} from vault {vault}; deleted {} backups that held only it",
-                deleted.len()
+                "dissociated resource {resource} from vault {vault}; deleted {} that held only it",
+                rules::count(deleted.len() as u64, "backup", "backups")
             );
         }
     }
@@ -833,8 +838,12 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     if rec.full { "full" } else { "incremental" }
                 );
                 println!(
-                    "files: {} new, {} changed, {} unchanged; {} directories, {} other",
-                    s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.others
+                    "files: {} new, {} changed, {} unchanged; {}, {} other",
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unchanged,
+                    rules::count(s.dirs, "directory", "directories"),
+                    s.others
                 );
                 println!(
                     "read {} of {}; added {} to the vault; took {:.2}s",

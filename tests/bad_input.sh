@@ -132,7 +132,7 @@ BIG=$T/big
 mkdir -p "$BIG"
 truncate -s 11G "$BIG/sparse-11G"
 expect_ok cbrfs vault create small --type filesystem --capacity 10
-bad 2 "${E}BackupService.6101: vault small: its resources would total 11.0 GiB, more than its capacity of 10 GB" \
+bad 2 "${E}BackupService.6101: vault small: its resources would total 11.0 GiB, more than its capacity of 10.0 GiB" \
 	cbrfs vault associate small --path "$BIG"
 expect_ok cbrfs vault update small --capacity 12
 expect_ok cbrfs vault associate small --path "$BIG"

@@ -231,9 +231,9 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
     let total: u64 = cfg.resources.iter().map(|x| x.size).sum::<u64>() + r.size;
     if total > cfg.capacity_bytes() {
         return Err(Error::param(format!(
-            "vault {vault}: its resources would total {}, more than its capacity of {} GB; expand it with 'cbrfs vault update {vault} --capacity'",
+            "vault {vault}: its resources would total {}, more than its capacity of {}; expand it with 'cbrfs vault update {vault} --capacity'",
             rules::human_bytes(total),
-            cfg.capacity_gb
+            rules::human_bytes(cfg.capacity_bytes())
         ))
         .code("BackupService.6101"));
     }
