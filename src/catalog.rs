@@ -244,7 +244,8 @@ impl Store {
                 format!("{{\"format\": {CATALOG_FORMAT}}}\n").as_bytes(),
             )?;
         } else {
-            let text = fs::read_to_string(&marker).ctx(|| format!("read {}", marker.display()))?;
+            let text =
+                fsutil::read_store_text(&marker).ctx(|| format!("read {}", marker.display()))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::corrupt(format!("{}: {e}", marker.display())))?;
             let f = v.get("format").and_then(|f| f.as_u64());
@@ -315,6 +316,13 @@ impl Store {
     /// The vault named `name`.
     pub fn vault(&self, name: &str) -> Result<VaultConfig> {
         rules::check_name("vault name", name)?;
+        let dir = self.vault_dir(name);
+        match fsutil::ensure_real_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("vault {name}: {}", dir.display()), e))
+            }
+            _ => {}
+        }
         read_record(
             &self.vault_dir(name).join("vault.json"),
             "vault",
@@ -402,7 +410,7 @@ impl Store {
     pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
         rules::check_name("backup name", backup)?;
         let path = self.backup_path(vault, backup);
-        let data = match fs::read(&path) {
+        let data = match fsutil::read_store_file(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::not_found(format!(
@@ -578,7 +586,7 @@ record!(VaultConfig, ServerConfig, PolicyConfig);
 /// with CBR's `code`; undecodable, another format or another name is
 /// damage naming the file.
 fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static str) -> Result<T> {
-    let text = match fs::read_to_string(path) {
+    let text = match fsutil::read_store_text(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code))

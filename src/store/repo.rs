@@ -42,8 +42,19 @@ impl Repo {
     /// Open the store of vault `vault` in `dir`: reads the key and maps the
     /// indexes (O(number of index files), not of their size).
     pub fn open(dir: &Path, vault: &str) -> Result<Repo> {
+        // Readers walk the store by path: a symlink planted in place of one
+        // of its directories would lead them into someone else's files.
+        for d in [dir.to_path_buf(), dir.join("index"), dir.join("packs")] {
+            match fsutil::ensure_real_dir(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("vault {vault}: {}", d.display()), e))
+                }
+                _ => {}
+            }
+        }
         let key_path = dir.join("key");
-        let secret = fs::read(&key_path).ctx(|| format!("read key of vault {vault}"))?;
+        let secret = fsutil::read_store_file(&key_path)
+            .ctx(|| format!("read key of vault {vault} ({})", key_path.display()))?;
         let key = Key::from_secret(secret).map_err(|e| e.context(format!("vault {vault}")))?;
         let repo = Repo {
             dir: dir.to_path_buf(),
