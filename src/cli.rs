@@ -72,6 +72,10 @@ enum Command {
         /// checked against each file's permissions).
         #[arg(long)]
         allow_other: bool,
+        /// Mount noexec: no program kept in a backup can be run from the
+        /// mount (it is always nosuid and nodev).
+        #[arg(long)]
+        noexec: bool,
         /// How long a lookup inside a backup that mkdir started waits for it
         /// before failing with EAGAIN.
         #[arg(long, default_value = "5", value_name = "SECONDS")]
@@ -385,11 +389,9 @@ fn init_logging(cli: &Cli) {
             .unwrap_or_else(catalog::default_store_path)
             .join("logs");
         let _ = crate::fsutil::create_dir_all(&dir);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("mount.log"));
-        if let Ok(f) = file {
+        // The log names vaults, backups and paths: private like every
+        // store file (0600), also when an older cbrfs created it 0644.
+        if let Ok(f) = crate::fsutil::open_private_append(&dir.join("mount.log")) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
     }
@@ -423,6 +425,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             mountpoint,
             foreground,
             allow_other,
+            noexec,
             wait_seconds,
         } => {
             if !(0.0..=3600.0).contains(&wait_seconds) {
@@ -436,6 +439,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 &crate::fuse::MountOptions {
                     foreground,
                     allow_other,
+                    noexec,
                     wait: Duration::from_secs_f64(wait_seconds),
                 },
             )?;
