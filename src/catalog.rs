@@ -258,7 +258,59 @@ impl Store {
             }
         }
         let root = fs::canonicalize(root).ctx(|| format!("resolve {}", root.display()))?;
-        Ok(Store { root })
+        let store = Store { root };
+        store.finish_deletions();
+        Ok(store)
+    }
+
+    /// Finish the vault deletions a killed `vault delete` left: it renames
+    /// the vault to `vaults/.deleting-*` before removing its files, and a
+    /// kill between the two would keep the space forever (issue #12,
+    /// finding 12). Runs on every open; costs one listing of `vaults/`.
+    /// Best effort: a failure is logged, the command goes on.
+    fn finish_deletions(&self) {
+        let dir = self.root.join("vaults");
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return;
+        };
+        let trash: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_name().as_encoded_bytes().starts_with(b".deleting-"))
+            .map(|e| e.path())
+            .collect();
+        if trash.is_empty() {
+            return;
+        }
+        // Under the catalog lock, so that a `vault delete` still removing
+        // its own trash is not raced; if it is busy, a later command does it.
+        let lock = match Flock::try_lock(&self.root.join("catalog.lock"), true) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("finish an interrupted vault deletion: {e}");
+                return;
+            }
+        };
+        for t in trash {
+            // remove_dir_all never follows symlinks (std >= 1.58): a link
+            // named `.deleting-*` is removed itself, not what it names.
+            match fs::remove_dir_all(&t) {
+                Ok(()) => log::info!(
+                    "finished an interrupted vault deletion: removed {}",
+                    t.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    let _ = fs::remove_file(&t);
+                }
+                Err(e) => log::warn!(
+                    "finish an interrupted vault deletion: remove {}: {e}",
+                    t.display()
+                ),
+            }
+        }
+        let _ = fsutil::sync_dir(&dir);
+        drop(lock);
     }
 
     /// The store's directory.
