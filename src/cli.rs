@@ -5,6 +5,7 @@ use crate::catalog::{self, Store, VaultConfig, VaultType};
 use crate::engine::{backup, check, restore, vaults};
 use crate::error::{Error, Result};
 use crate::model::{BackupRecord, Origin};
+use crate::quote::{quote, quote_bytes};
 use crate::rules::{self, human_bytes};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -72,6 +73,10 @@ enum Command {
         /// checked against each file's permissions).
         #[arg(long)]
         allow_other: bool,
+        /// Mount noexec: no program kept in a backup can be run from the
+        /// mount (it is always nosuid and nodev).
+        #[arg(long)]
+        noexec: bool,
         /// How long a lookup inside a backup that mkdir started waits for it
         /// before failing with EAGAIN.
         #[arg(long, default_value = "5", value_name = "SECONDS")]
@@ -366,7 +371,7 @@ pub fn run() -> i32 {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cbrfs: error: {e}");
+            eprintln!("cbrfs: error: {}", quote(&e.to_string()));
             e.exit_code()
         }
     }
@@ -383,6 +388,20 @@ fn init_logging(cli: &Cli) {
         } else {
             "warn"
         }));
+    // Log lines name files, vaults and backups from sources and stores
+    // other users write: quote their control characters (issue #12,
+    // finding 10); otherwise env_logger's own layout.
+    b.format(|buf, record| {
+        use std::io::Write;
+        writeln!(
+            buf,
+            "[{} {:<5} {}] {}",
+            buf.timestamp(),
+            record.level(),
+            record.target(),
+            quote(&record.args().to_string())
+        )
+    });
     if daemon {
         let dir = cli
             .store
@@ -390,11 +409,9 @@ fn init_logging(cli: &Cli) {
             .unwrap_or_else(catalog::default_store_path)
             .join("logs");
         let _ = crate::fsutil::create_dir_all(&dir);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("mount.log"));
-        if let Ok(f) = file {
+        // The log names vaults, backups and paths: private like every
+        // store file (0600), also when an older cbrfs created it 0644.
+        if let Ok(f) = crate::fsutil::open_private_append(&dir.join("mount.log")) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
     }
@@ -428,6 +445,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             mountpoint,
             foreground,
             allow_other,
+            noexec,
             wait_seconds,
         } => {
             if !(0.0..=3600.0).contains(&wait_seconds) {
@@ -441,6 +459,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 &crate::fuse::MountOptions {
                     foreground,
                     allow_other,
+                    noexec,
                     wait: Duration::from_secs_f64(wait_seconds),
                 },
             )?;
@@ -538,7 +557,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             }
             let (all, damaged) = store.vaults_and_damage()?;
             for e in &damaged {
-                eprintln!("cbrfs: error: {e}");
+                eprintln!("cbrfs: error: {}", quote(&e.to_string()));
             }
             let vs: Vec<_> = all
                 .into_iter()
@@ -854,7 +873,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 );
                 for r in &rec.resources {
                     for w in &r.warnings {
-                        eprintln!("warning: resource {}: {w}", r.name);
+                        eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
                     }
                 }
                 if s.errors > 0 {
@@ -898,8 +917,8 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     let j = backup_json(b);
                     println!(
                         "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
-                        b.name,
-                        b.vault,
+                        quote(&b.name),
+                        quote(&b.vault),
                         j["type"].as_str().unwrap_or(""),
                         j["origin"].as_str().unwrap_or(""),
                         j["started"].as_str().unwrap_or(""),
@@ -910,7 +929,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 }
             }
             for d in &damaged {
-                eprintln!("cbrfs: error: {d}");
+                eprintln!("cbrfs: error: {}", quote(d));
             }
             if !damaged.is_empty() {
                 return Ok(1);
@@ -927,20 +946,20 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             if json {
                 print_json(&j);
             } else {
-                println!("backup:      {}", b.name);
-                println!("vault:       {}", b.vault);
+                println!("backup:      {}", quote(&b.name));
+                println!("vault:       {}", quote(&b.vault));
                 println!("status:      available");
                 println!("type:        {}", j["type"].as_str().unwrap_or(""));
                 println!("origin:      {}", j["origin"].as_str().unwrap_or(""));
-                println!("description: {}", b.description);
+                println!("description: {}", quote(&b.description));
                 println!("started:     {}", j["started"].as_str().unwrap_or(""));
                 println!("finished:    {}", j["finished"].as_str().unwrap_or(""));
                 for r in &b.resources {
                     let s = &r.stats;
                     println!(
                         "resource {} ({}, {}): {} files new, {} changed, {} unchanged; read {} of {}",
-                        r.name,
-                        String::from_utf8_lossy(&r.source),
+                        quote(&r.name),
+                        quote_bytes(&r.source),
                         if r.full { "full" } else { "incremental" },
                         s.files_new,
                         s.files_changed,
@@ -949,7 +968,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                         human_bytes(s.bytes_total)
                     );
                     for w in &r.warnings {
-                        println!("  warning: {w}");
+                        println!("  warning: {}", quote(w));
                     }
                 }
                 println!("added:       {}", human_bytes(b.stats.bytes_added));
@@ -1216,7 +1235,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     }
     let stats = result?;
     for n in &stats.notes {
-        println!("{n}");
+        println!("{}", quote(n));
     }
     println!(
         "restored {} files, {} directories, {} other entries, {} into {} in {:.2}s",
@@ -1229,7 +1248,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     );
     if !stats.errors.is_empty() {
         for e in &stats.errors {
-            eprintln!("cbrfs: error: {e}");
+            eprintln!("cbrfs: error: {}", quote(&e.to_string()));
         }
         eprintln!(
             "cbrfs: error: {} entries could not be restored",
@@ -1253,7 +1272,7 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
                 r.vault, r.packs, r.blobs, r.indexes_replaced, r.damaged_packs
             );
             for p in &r.problems {
-                eprintln!("  {p}");
+                eprintln!("  {}", quote(p));
             }
         }
     }
@@ -1282,10 +1301,10 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
             } else {
                 println!("vault {}: {} problems", r.vault, r.problems.len());
                 for p in &r.problems {
-                    println!("  {p}");
+                    println!("  {}", quote(p));
                 }
                 for b in &r.damaged_backups {
-                    println!("  damaged backup: {b}");
+                    println!("  damaged backup: {}", quote(b));
                 }
             }
         }
@@ -1695,7 +1714,7 @@ fn prune_cmd(
     }
     let mut code = 0;
     for e in &errors {
-        eprintln!("cbrfs: error: {e}");
+        eprintln!("cbrfs: error: {}", quote(&e.to_string()));
         code = code.max(e.exit_code());
     }
     Ok(code)
@@ -1805,7 +1824,7 @@ fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                     println!("code:     {c}");
                 }
                 if let Some(m) = &t.message {
-                    println!("message:  {m}");
+                    println!("message:  {}", quote(m));
                 }
             }
         }
