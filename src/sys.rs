@@ -370,6 +370,53 @@ pub fn open_path_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Open directory `path` as an O_PATH descriptor (the start of a walk:
+/// "/" or "."), refusing a final symlink.
+pub fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
+    let p = cstr(path.as_os_str().as_bytes())?;
+    // SAFETY: valid C string; the returned descriptor is owned below.
+    let fd = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open `name` in `dir` as an O_PATH directory descriptor, not following
+/// a symlink: usable as the directory of *at() calls, and needs only
+/// search permission, as a path walk does.
+pub fn open_path_dir_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fsync the directory an (O_PATH or open) descriptor holds.
+pub fn fsync_dir_fd(fd: &impl AsRawFd) -> io::Result<()> {
+    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
+    // SAFETY: valid C string; the descriptor is owned below.
+    let raw = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    let f = unsafe { std::fs::File::from_raw_fd(raw) };
+    f.sync_all()
+}
+
 /// fstat of a descriptor (O_PATH ones included).
 pub fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain old data; fstat fills it on success.

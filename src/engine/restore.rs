@@ -380,9 +380,7 @@ fn restore_disk(
             let _ = sys::unlink_at(&pfd, &tmp);
             return Err(e);
         }
-        std::fs::File::from(pfd)
-            .sync_all()
-            .ctx(|| format!("fsync the directory of {shown}"))?;
+        sys::fsync_dir_fd(&pfd).ctx(|| format!("fsync the directory of {shown}"))?;
         stats
             .notes
             .push(format!("replaced {shown} with the backup's disk"));
@@ -534,9 +532,7 @@ fn restore_server_in_place(
         }
         sys::rename_at(&pfd, &fresh, &pfd, &base)
             .ctx(|| format!("put the restored {} in place", path.display()))?;
-        std::fs::File::from(pfd)
-            .sync_all()
-            .ctx(|| format!("fsync {}", parent.display()))?;
+        sys::fsync_dir_fd(&pfd).ctx(|| format!("fsync {}", parent.display()))?;
         total.files += r.stats.files;
         total.dirs += r.stats.dirs;
         total.others += r.stats.others;
@@ -574,7 +570,8 @@ fn split_target(to: &Path) -> Result<(PathBuf, Vec<u8>)> {
 fn open_dir_path(path: &Path, create: bool, root_links: bool) -> Result<OwnedFd> {
     let start = |abs: bool| -> Result<(OwnedFd, PathBuf)> {
         let p = if abs { Path::new("/") } else { Path::new(".") };
-        let fd = sys::open_dir(p).ctx(|| format!("open {}", p.display()))?;
+        // O_PATH: a walk needs only search permission on the way.
+        let fd = sys::open_path_dir(p).ctx(|| format!("open {}", p.display()))?;
         Ok((fd, p.to_path_buf()))
     };
     let mut queue: VecDeque<OsString> = VecDeque::new();
@@ -593,7 +590,7 @@ fn open_dir_path(path: &Path, create: bool, root_links: bool) -> Result<OwnedFd>
     while let Some(name) = queue.pop_front() {
         let nb = name.as_bytes();
         let next = shown.join(&name);
-        match sys::open_dir_at(&cur, nb) {
+        match sys::open_path_dir_at(&cur, nb) {
             Ok(fd) => {
                 cur = fd;
                 shown = next;
@@ -931,7 +928,7 @@ impl<'a> Restorer<'a> {
             return Err(self.stop(e));
         }
         if n.link_group != 0 && self.links.contains_key(&n.link_group) {
-            self.link(dir, n, rel, &shown)?;
+            self.link(dir, n, &shown)?;
             return Ok(None);
         }
         let made = match n.kind {
@@ -1022,7 +1019,7 @@ impl<'a> Restorer<'a> {
     /// directory is opened from the target one component at a time without
     /// following symlinks, and the new link is checked to be the inode
     /// restore made; otherwise it is removed again.
-    fn link(&mut self, dir: &OwnedFd, n: &Node, rel: &[u8], shown: &str) -> Result<()> {
+    fn link(&mut self, dir: &OwnedFd, n: &Node, shown: &str) -> Result<()> {
         let Some(first) = self.links.get(&n.link_group) else {
             return Ok(());
         };
@@ -1033,7 +1030,7 @@ impl<'a> Restorer<'a> {
         };
         let mut cur = self.root_fd.try_clone().ctx(|| "dup target".to_string())?;
         for c in first_dir.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
-            cur = sys::open_dir_at(&cur, c).ctx(|| format!("{shown}: hard link: open"))?;
+            cur = sys::open_path_dir_at(&cur, c).ctx(|| format!("{shown}: hard link: open"))?;
         }
         sys::link_at(&cur, &first_name, dir, &n.name).ctx(|| format!("{shown}: hard link"))?;
         let st = sys::fstatat_nofollow(dir, &n.name).ctx(|| format!("{shown}: stat"))?;
@@ -1043,7 +1040,6 @@ impl<'a> Restorer<'a> {
                 "{shown}: the first name of its hard-link group was replaced during the restore; not linked"
             )));
         }
-        let _ = rel;
         Ok(())
     }
 
