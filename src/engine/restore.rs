@@ -933,7 +933,19 @@ impl<'a> Restorer<'a> {
         }
         let made = match n.kind {
             NodeKind::Dir => {
-                let sub = make_dir_at(dir, name, &shown)?;
+                let sub = match make_dir_at(dir, name, &shown) {
+                    Ok(fd) => fd,
+                    // Each level of a tree being restored holds one open
+                    // directory: deeper than the open-file limit allows is
+                    // the end of this restore, not one entry's failure.
+                    Err(e) if e.os_error().and_then(|o| o.raw_os_error()) == Some(libc::EMFILE) => {
+                        return Err(self.stop(e.context(format!(
+                            "backup {}: the tree is nested deeper than the open-file limit allows",
+                            self.rec.name
+                        ))));
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.stats.dirs += 1;
                 if let Some(id) = n.subtree {
                     return Ok(Some((sub, id)));
