@@ -346,6 +346,11 @@ struct RestoreArgs {
     /// Restore a disk or server onto its original disk and paths.
     #[arg(long)]
     in_place: bool,
+    /// Restore into an existing directory that another user owns or that
+    /// group or others may write (refused by default: whoever can rename
+    /// entries there can race restore's chown and chmod).
+    #[arg(long)]
+    allow_untrusted_target: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1223,6 +1228,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         &to,
         &restore::RestoreOptions {
             in_place: r.in_place,
+            allow_untrusted_target: r.allow_untrusted_target,
         },
     );
     match &result {
