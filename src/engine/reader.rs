@@ -20,26 +20,102 @@ pub fn load_list(repo: &Repo, list: &ListRef) -> Result<Vec<ChunkRef>> {
 /// Every chunk of a file, in order. The node's content was bounds-checked
 /// when its tree was decoded ([`model::validate_content`]); it is checked
 /// again here for nodes that did not come from a decoded tree, and each
-/// list against its blob. Each distinct list blob is read and checked once
-/// (a file may repeat a list, e.g. over repeated data).
-pub fn all_chunks(repo: &Repo, node: &Node) -> Result<Vec<ChunkRef>> {
+/// list against its blob. Each distinct list is read, checked and held
+/// once, however often the file repeats it (repeated data, or a hostile
+/// tree repeating one list many times): memory stays with the lists the
+/// store really holds, and the chunks are produced as they are iterated.
+pub fn all_chunks(repo: &Repo, node: &Node) -> Result<Chunks> {
     model::validate_content(node.size, &node.content)?;
     match &node.content {
-        Content::None => Ok(Vec::new()),
-        Content::Chunks(c) => Ok(c.clone()),
+        Content::None => Ok(Chunks::default()),
+        Content::Chunks(c) => Ok(Chunks {
+            inline: c.clone(),
+            lists: Vec::new(),
+        }),
         Content::Lists(lists) => {
-            let mut loaded: HashMap<BlobId, Vec<model::RelChunk>> = HashMap::new();
-            let mut out = Vec::new();
+            let mut loaded: HashMap<ListKey, Arc<Vec<ChunkRef>>> = HashMap::new();
+            let mut out = Vec::with_capacity(lists.len());
             for l in lists {
-                let rel = match loaded.entry(l.id) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                let key = (l.id, l.span, l.count);
+                let cs = match loaded.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(model::decode_chunk_list(&repo.read_blob(&l.id)?)?)
+                        let at_zero = ListRef { offset: 0, ..*l };
+                        e.insert(Arc::new(load_list(repo, &at_zero)?)).clone()
                     }
                 };
-                out.extend(model::resolve_list(l, rel)?);
+                out.push((l.offset, cs));
             }
-            Ok(out)
+            Ok(Chunks {
+                inline: Vec::new(),
+                lists: out,
+            })
+        }
+    }
+}
+
+/// A file's chunks, in order ([`all_chunks`]): iterate to get them.
+#[derive(Default)]
+pub struct Chunks {
+    inline: Vec<ChunkRef>,
+    /// Each list's file offset and its chunks relative to it.
+    lists: Vec<(u64, Arc<Vec<ChunkRef>>)>,
+}
+
+impl Chunks {
+    /// The chunks, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = ChunkRef> + '_ {
+        self.inline
+            .iter()
+            .copied()
+            .chain(self.lists.iter().flat_map(|(base, cs)| {
+                cs.iter().map(move |c| ChunkRef {
+                    // Within the file's size (checked): no overflow.
+                    offset: base.saturating_add(c.offset),
+                    ..*c
+                })
+            }))
+    }
+}
+
+impl IntoIterator for Chunks {
+    type Item = ChunkRef;
+    type IntoIter = ChunksIter;
+    fn into_iter(self) -> ChunksIter {
+        ChunksIter {
+            inline: self.inline.into_iter(),
+            lists: self.lists.into_iter(),
+            cur: None,
+        }
+    }
+}
+
+/// The owning iterator of [`Chunks`]: one list's chunks at a time.
+pub struct ChunksIter {
+    inline: std::vec::IntoIter<ChunkRef>,
+    lists: std::vec::IntoIter<(u64, Arc<Vec<ChunkRef>>)>,
+    /// The list being iterated: its offset, chunks, next index.
+    cur: Option<(u64, Arc<Vec<ChunkRef>>, usize)>,
+}
+
+impl Iterator for ChunksIter {
+    type Item = ChunkRef;
+    fn next(&mut self) -> Option<ChunkRef> {
+        if let Some(c) = self.inline.next() {
+            return Some(c);
+        }
+        loop {
+            if let Some((base, cs, i)) = &mut self.cur {
+                if let Some(c) = cs.get(*i) {
+                    *i += 1;
+                    return Some(ChunkRef {
+                        offset: base.saturating_add(c.offset),
+                        ..*c
+                    });
+                }
+            }
+            let (base, cs) = self.lists.next()?;
+            self.cur = Some((base, cs, 0));
         }
     }
 }

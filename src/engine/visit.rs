@@ -12,7 +12,9 @@
 
 use super::reader;
 use crate::error::Result;
-use crate::model::{self, Content, Node, NodeKind, ResourceBackup, ResourceKind};
+use crate::model::{
+    self, ChunkRef, Content, ListRef, Node, NodeKind, ResourceBackup, ResourceKind, Tree,
+};
 use crate::store::{BlobId, Repo};
 use std::collections::{HashMap, HashSet};
 
@@ -86,10 +88,29 @@ impl Paths {
     }
 }
 
+/// Where a walk reads trees and chunk lists: a vault's repository, or in
+/// tests a map, which can hold what no store of keyed hashes can (a tree
+/// that contains itself).
+pub trait Blobs {
+    /// Tree blob `id`, decoded and validated.
+    fn tree(&self, id: &BlobId) -> Result<Tree>;
+    /// The chunks of the list `l` references, checked against it.
+    fn list(&self, l: &ListRef) -> Result<Vec<ChunkRef>>;
+}
+
+impl Blobs for Repo {
+    fn tree(&self, id: &BlobId) -> Result<Tree> {
+        self.read_blob(id).and_then(|b| model::decode_tree(&b))
+    }
+    fn list(&self, l: &ListRef) -> Result<Vec<ChunkRef>> {
+        reader::load_list(self, l)
+    }
+}
+
 /// Walk every blob resource `part` uses, telling `v`. Trees and lists in
 /// `seen` are not walked again.
 pub fn walk_resource(
-    repo: &Repo,
+    repo: &impl Blobs,
     part: &ResourceBackup,
     seen: &mut Seen,
     v: &mut impl Visitor,
@@ -173,15 +194,15 @@ pub fn walk_resource(
     Ok(())
 }
 
-fn read_tree(repo: &Repo, id: &BlobId) -> Result<model::Tree> {
-    repo.read_blob(id).and_then(|b| model::decode_tree(&b))
+fn read_tree(repo: &impl Blobs, id: &BlobId) -> Result<Tree> {
+    repo.tree(id)
 }
 
 /// A file's chunk lists and chunks. Its content's bounds were checked when
 /// its tree (or record) was decoded; each list is checked against its
 /// reference when it is loaded ([`reader::load_list`]).
 fn file(
-    repo: &Repo,
+    repo: &impl Blobs,
     n: &Node,
     at: &dyn Fn() -> String,
     seen: &mut Seen,
@@ -199,7 +220,7 @@ fn file(
                 if !v.blob(&l.id, Use::List, at) || !seen.lists.insert((l.id, l.span, l.count)) {
                     continue;
                 }
-                match reader::load_list(repo, l) {
+                match repo.list(l) {
                     Ok(cs) => {
                         for c in cs {
                             v.blob(&c.id, Use::Chunk, at);
@@ -211,4 +232,157 @@ fn file(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use std::cell::Cell;
+
+    /// Trees by id, counting reads.
+    #[derive(Default)]
+    struct Map {
+        trees: HashMap<BlobId, Tree>,
+        reads: Cell<usize>,
+    }
+
+    impl Blobs for Map {
+        fn tree(&self, id: &BlobId) -> Result<Tree> {
+            self.reads.set(self.reads.get() + 1);
+            self.trees
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::corrupt(format!("no tree {id}")))
+        }
+        fn list(&self, l: &ListRef) -> Result<Vec<ChunkRef>> {
+            Err(Error::corrupt(format!("no list {}", l.id)))
+        }
+    }
+
+    #[derive(Default)]
+    struct Log {
+        blobs: usize,
+        damage: Vec<String>,
+    }
+
+    impl Visitor for Log {
+        fn blob(&mut self, _: &BlobId, _: Use, _: &dyn Fn() -> String) -> bool {
+            self.blobs += 1;
+            true
+        }
+        fn damage(&mut self, at: String, what: String) -> Result<()> {
+            self.damage.push(format!("{at}: {what}"));
+            Ok(())
+        }
+    }
+
+    fn id(i: usize) -> BlobId {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        BlobId(b)
+    }
+
+    fn dir(name: &str, sub: BlobId) -> Node {
+        Node {
+            subtree: Some(sub),
+            ..Node::new(name.as_bytes().to_vec(), NodeKind::Dir)
+        }
+    }
+
+    fn resource(root: BlobId) -> ResourceBackup {
+        ResourceBackup {
+            name: "r".into(),
+            kind: ResourceKind::Directory,
+            source: Vec::new(),
+            root,
+            meta: dir("r", root),
+            full: true,
+            parent: None,
+            stats: Default::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn walk(m: &Map, root: BlobId) -> Log {
+        let mut log = Log::default();
+        walk_resource(m, &resource(root), &mut Seen::default(), &mut log).unwrap();
+        log
+    }
+
+    /// Finding 8: 40 trees that each point twice at the next are read 41
+    /// times, not 2^40.
+    #[test]
+    fn shared_subtrees_are_read_once() {
+        let mut m = Map::default();
+        m.trees.insert(id(40), Tree::default());
+        for i in (0..40).rev() {
+            let t = Tree {
+                entries: vec![dir("a", id(i + 1)), dir("b", id(i + 1))],
+            };
+            m.trees.insert(id(i), t);
+        }
+        let log = walk(&m, id(0));
+        assert_eq!(m.reads.get(), 41);
+        assert_eq!(log.blobs, 41);
+        assert!(log.damage.is_empty(), "{:?}", log.damage);
+    }
+
+    /// A tree that contains itself (directly or further down) is damage,
+    /// named by its path, and the walk ends.
+    #[test]
+    fn cycles_are_damage() {
+        let mut m = Map::default();
+        m.trees.insert(
+            id(0),
+            Tree {
+                entries: vec![dir("a", id(1))],
+            },
+        );
+        m.trees.insert(
+            id(1),
+            Tree {
+                entries: vec![dir("b", id(0)), dir("c", id(1))],
+            },
+        );
+        let log = walk(&m, id(0));
+        assert_eq!(m.reads.get(), 2);
+        assert_eq!(log.damage.len(), 2, "{:?}", log.damage);
+        assert!(
+            log.damage[0].starts_with("/a/b: directory tree"),
+            "{:?}",
+            log.damage
+        );
+        assert!(
+            log.damage[0].contains("contains itself"),
+            "{:?}",
+            log.damage
+        );
+        assert!(log.damage[1].starts_with("/a/c: "), "{:?}", log.damage);
+    }
+
+    /// 100,000 levels: no recursion, and the path of damage at the bottom
+    /// is spelt out.
+    #[test]
+    fn deep_nesting_walks_without_recursion() {
+        let n = 100_000;
+        let mut m = Map::default();
+        for i in 0..n {
+            m.trees.insert(
+                id(i),
+                Tree {
+                    entries: vec![dir("d", id(i + 1))],
+                },
+            );
+        }
+        let log = walk(&m, id(0));
+        assert_eq!(m.reads.get(), n + 1);
+        assert_eq!(log.damage.len(), 1);
+        assert!(
+            log.damage[0].starts_with(&"/d".repeat(n)),
+            "{}",
+            &log.damage[0][..40]
+        );
+        assert!(log.damage[0].contains("directory cannot be read"));
+    }
 }
