@@ -472,8 +472,17 @@ impl Store {
             }
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        model::decode_record(&data)
-            .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))
+        let rec = model::decode_record(&data)
+            .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
+        // Commands name a backup by its file and show the record's own
+        // names: a record copied or crafted under another name is damage.
+        if rec.name != backup || rec.vault != vault {
+            return Err(Error::corrupt(format!(
+                "vault {vault}, backup {backup}: the record says it is backup {:?} of vault {:?}",
+                rec.name, rec.vault
+            )));
+        }
+        Ok(rec)
     }
 
     /// Every backup of a vault, oldest first. Damaged records are returned

@@ -444,6 +444,20 @@ impl Prepared {
             resources: parts,
             stats: totals,
         };
+        // The record makes the backup available: first make sure that it
+        // and every resource's root tree read back as check, restore and
+        // the mount will read them.
+        model::validate_record(&rec)?;
+        for p in &rec.resources {
+            repo.read_blob(&p.root)
+                .and_then(|b| model::decode_tree(&b))
+                .map_err(|e| {
+                    e.context(format!(
+                        "backup {} of vault {vault}, resource {}: the root tree just written does not read back",
+                        rec.name, p.name
+                    ))
+                })?;
+        }
         self.store.save_backup(&rec)?;
         self.progress.finish();
         Ok(rec)
@@ -505,11 +519,7 @@ impl Prepared {
         let mut tree = Tree::default();
         let mut source = Vec::new();
         for m in server.members.iter().filter(|m| !exclude.contains(&m.name)) {
-            let entry_name = if m.kind == "disk" {
-                format!("{}.img", m.name)
-            } else {
-                m.name.clone()
-            };
+            let entry_name = servers::entry_name(m);
             let prev_node = prev_tree
                 .as_ref()
                 .and_then(|t| t.find(entry_name.as_bytes()));
@@ -525,6 +535,15 @@ impl Prepared {
             }
         }
         tree.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        // A server defined before member names were checked against each
+        // other may still have two members with one entry name: such a
+        // tree could never be read back, so the backup fails here instead.
+        model::validate_tree(&tree).map_err(|e| {
+            Error::conflict(format!(
+                "server {}: its members cannot be backed up together ({e}); rename or remove one with 'cbrfs server update'",
+                server.name
+            ))
+        })?;
         let root = w.store_tree(tree)?;
         let mut meta = Node::new(server.name.as_bytes().to_vec(), NodeKind::Dir);
         meta.mode = 0o755;
