@@ -1417,9 +1417,13 @@ impl Walker<'_, '_> {
                 // (or before) it was read must not be restored at its old
                 // size with zeros where its end was. Bytes read were the
                 // file's when read, so the size never drops below them.
+                // When its size moved during the read, a tail the read did
+                // not reach is no hole to trust either: SEEK_HOLE put the
+                // end where a truncation had it, and the file may have
+                // grown again (past or short of its size at open) since.
                 let shrank_to = match read.eof_at {
                     Some(e) => Some(e.max(data_end)),
-                    None if read.after.size < n.size => Some(read.after.size.max(data_end)),
+                    None if read.after.size != n.size && data_end < n.size => Some(data_end),
                     None => None,
                 };
                 // The bytes came from the descriptor the metadata came from:
