@@ -74,6 +74,11 @@ pub struct Resource {
     pub size: u64,
     /// When associated, RFC 3339.
     pub added: String,
+    /// Stay on the resource root's file system: a directory on another
+    /// device is kept as an empty directory (its mount point), as restic's
+    /// `--one-file-system` does. Absent in older catalogs: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_file_system: bool,
 }
 
 /// A member of a server: a directory tree or a disk.
@@ -730,6 +735,7 @@ mod tests {
                 excludes: vec!["vdb".into()],
                 size: 12345,
                 added: "2026-11-24T04:25:16Z".into(),
+                one_file_system: false,
             }],
             policy: Some("p".into()),
             policy_applied_ns: 1_700_000_000_000_000_000,

@@ -191,6 +191,10 @@ enum VaultCmd {
         /// the resource when it has a '/').
         #[arg(long = "exclude", value_name = "GLOB", requires = "path")]
         excludes: Vec<String>,
+        /// Stay on the directory's file system: a mount inside it is kept
+        /// as an empty directory.
+        #[arg(long = "one-file-system", requires = "path")]
+        one_file_system: bool,
     },
     /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
     Dissociate {
@@ -506,6 +510,7 @@ pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
         "resources": v.resources.iter().map(|r| json!({
             "name": r.name, "kind": r.kind, "path": r.path,
             "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
+            "one_file_system": r.one_file_system,
         })).collect::<Vec<_>>(),
     })
 }
@@ -647,7 +652,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 println!("resources:");
                 for r in &v.resources {
                     println!(
-                        "  {:<20} {:<10} {} ({}){}",
+                        "  {:<20} {:<10} {} ({}){}{}",
                         r.name,
                         r.kind,
                         r.path,
@@ -656,6 +661,11 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             String::new()
                         } else {
                             format!(" excluding {}", r.excludes.join(" "))
+                        },
+                        if r.one_file_system {
+                            ", one file system"
+                        } else {
+                            ""
                         }
                     );
                 }
@@ -716,9 +726,12 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             exclude_members,
             name,
             excludes,
+            one_file_system,
         } => {
             let r = match (path, disk, server) {
-                (Some(p), _, _) => vaults::associate_path(store, &vault, &p, name, excludes)?,
+                (Some(p), _, _) => {
+                    vaults::associate_path_with(store, &vault, &p, name, excludes, one_file_system)?
+                }
                 (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
                 (_, _, Some(sv)) => {
                     if name.is_some() {

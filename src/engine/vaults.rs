@@ -274,6 +274,20 @@ pub fn associate_path(
     name: Option<String>,
     excludes: Vec<String>,
 ) -> Result<Resource> {
+    associate_path_with(store, vault, path, name, excludes, false)
+}
+
+/// [`associate_path`], and with `one_file_system` the backups of the
+/// resource stay on its root's file system (see
+/// [`Resource::one_file_system`]).
+pub fn associate_path_with(
+    store: &Store,
+    vault: &str,
+    path: &Path,
+    name: Option<String>,
+    excludes: Vec<String>,
+    one_file_system: bool,
+) -> Result<Resource> {
     let (abs, abs_str) = resolve(store, path, "resource path")?;
     if !abs.is_dir() {
         return Err(Error::invalid(format!(
@@ -292,6 +306,7 @@ pub fn associate_path(
         path: abs_str,
         excludes,
         added: catalog::now_rfc3339(),
+        one_file_system,
     };
     add_resource(store, vault, VaultType::Filesystem, r)
 }
@@ -316,6 +331,7 @@ pub fn associate_disk(
         path: abs_str,
         excludes: Vec::new(),
         added: catalog::now_rfc3339(),
+        one_file_system: false,
     };
     add_resource(store, vault, VaultType::Disk, r)
 }
@@ -342,6 +358,7 @@ pub fn associate_server(
         path: s.name.clone(),
         excludes: exclude,
         added: catalog::now_rfc3339(),
+        one_file_system: false,
     };
     add_resource(store, vault, VaultType::Server, r)
 }
