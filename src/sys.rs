@@ -335,15 +335,6 @@ pub fn device_size(path: &Path) -> io::Result<u64> {
     }
 }
 
-/// What `fstat` says of an open descriptor (an `O_PATH` one too).
-pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes one struct stat.
-    check(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
-}
-
 fn own(fd: libc::c_int) -> OwnedFd {
     // SAFETY: callers pass a fresh descriptor nobody else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -371,22 +362,6 @@ pub fn open_read_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
         r => r?,
     };
     Ok(std::fs::File::from(own(fd)))
-}
-
-/// An `O_PATH|O_NOFOLLOW` descriptor of `name` in `dir`: it pins the inode
-/// (a symlink itself, a device, a fifo) without opening it, so no device
-/// is ever opened for reading (a tape would rewind) and no fifo waited on.
-pub fn open_path_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let n = cstr(name)?;
-    // SAFETY: valid descriptor and C string.
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            n.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    Ok(own(fd))
 }
 
 /// Open the very inode an `O_PATH` descriptor pins, for reading (`dir`:
@@ -689,9 +664,10 @@ pub fn proc_fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Open `name` in `dir` as an O_PATH descriptor, not following a symlink
-/// (a symlink gives a descriptor of the link itself).
-pub fn open_path_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+/// An `O_PATH|O_NOFOLLOW` descriptor of `name` in `dir`: it pins the inode
+/// (a symlink itself, a device, a fifo) without opening it, so no device
+/// is ever opened for reading (a tape would rewind) and no fifo waited on.
+pub fn open_path_at(dir: &impl AsRawFd, name: &[u8]) -> io::Result<OwnedFd> {
     let n = cstr(name)?;
     // SAFETY: valid descriptor and C string.
     let fd = check(unsafe {
@@ -984,7 +960,8 @@ mod tests {
     }
 
     fn ino(fd: RawFd) -> (u64, u64) {
-        let st = fstat(fd).unwrap();
+        // SAFETY: the caller's descriptor outlives this call.
+        let st = fstat(&unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).unwrap();
         (st.st_dev, st.st_ino)
     }
 
@@ -1028,8 +1005,8 @@ mod tests {
                 .raw_os_error(),
             Some(libc::ELOOP)
         );
-        let p = open_path_at(dfd.as_raw_fd(), b"f").unwrap();
-        let st = fstat(p.as_raw_fd()).unwrap();
+        let p = open_path_at(&dfd, b"f").unwrap();
+        let st = fstat(&p).unwrap();
         assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);
         assert_eq!(
             readlink_fd(p.as_raw_fd()).unwrap(),
@@ -1044,7 +1021,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("a"), b"first").unwrap();
         let dir = open_dir(t.path()).unwrap();
-        let p = open_path_at(dir.as_raw_fd(), b"a").unwrap();
+        let p = open_path_at(&dir, b"a").unwrap();
         std::fs::rename(t.path().join("a"), t.path().join("b")).unwrap();
         std::fs::write(t.path().join("a"), b"second").unwrap();
         let f = reopen(&p, false).unwrap();
@@ -1087,7 +1064,7 @@ mod tests {
         set_xattr(&link, b"trusted.k", b"link").unwrap();
         set_xattr(&fifo, b"trusted.k", b"fifo").unwrap();
         for (name, want) in [(&b"l"[..], &b"link"[..]), (b"p", b"fifo")] {
-            let p = open_path_at(dir.as_raw_fd(), name).unwrap();
+            let p = open_path_at(&dir, name).unwrap();
             assert_eq!(
                 fd_xattrs(p.as_raw_fd()).unwrap(),
                 vec![(b"trusted.k".to_vec(), want.to_vec())],

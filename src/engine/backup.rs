@@ -933,7 +933,7 @@ struct Opened {
 impl Opened {
     /// Sort a descriptor by what fstat says it is.
     fn of(fd: OwnedFd) -> std::io::Result<Opened> {
-        let st = sys::fstat(fd.as_raw_fd())?;
+        let st = sys::fstat(&fd)?;
         let handle = match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => Handle::Dir(fd),
             libc::S_IFREG => Handle::File(std::fs::File::from(fd)),
@@ -968,8 +968,8 @@ fn open_entry(dir: &OwnedFd, name: &[u8], hint: u8) -> std::io::Result<Opened> {
         },
         _ => {}
     }
-    let p = sys::open_path_at(dir.as_raw_fd(), name)?;
-    let st = sys::fstat(p.as_raw_fd())?;
+    let p = sys::open_path_at(dir, name)?;
+    let st = sys::fstat(&p)?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => Opened::of(sys::reopen(&p, true)?),
         libc::S_IFREG => Opened::of(sys::reopen(&p, false)?),
@@ -987,7 +987,7 @@ fn open_disk(path: &Path) -> std::io::Result<(std::fs::File, libc::stat)> {
     // O_NONBLOCK so that a fifo put there does not hang the open; it is
     // cleared once fstat said what was opened.
     let fd = sys::open_no_symlinks(path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
-    let st = sys::fstat(fd.as_raw_fd())?;
+    let st = sys::fstat(&fd)?;
     let kind = st.st_mode & libc::S_IFMT;
     if kind != libc::S_IFBLK && kind != libc::S_IFREG {
         return Err(std::io::Error::new(
@@ -1087,8 +1087,8 @@ impl Walker<'_, '_> {
                     _ => Error::failed(format!("resource {name}: {e}")),
                 }
             })?;
-        let st = sys::fstat(fd.as_raw_fd())
-            .map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
+        let st =
+            sys::fstat(&fd).map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
         let opened = Opened {
             handle: Handle::Dir(fd),
             st,
