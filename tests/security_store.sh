@@ -153,6 +153,12 @@ mv "$STORE/$V/index" "$T/outside-index"
 ln -s "$T/outside-index" "$STORE/$V/index"
 bounded "check" 'index.*symbolic link' nonzero -- check
 
+note "a symlink in place of the vault's backups directory"
+fresh
+mv "$STORE/$V/backups" "$T/outside-backups"
+ln -s "$T/outside-backups" "$STORE/$V/backups"
+bounded "backup list" 'backups.*symbolic link' nonzero -- backup list v
+
 note "finding 12: a vault delete killed after its rename"
 fresh
 expect_ok cbrfs vault create big --type filesystem --capacity 10GB
