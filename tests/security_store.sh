@@ -65,16 +65,23 @@ in_mount() {
 	local what=$1 pattern=$2
 	shift 2
 	[ -f "$STORE/logs/mount.log" ] && : >"$STORE/logs/mount.log"
-	cbrfs mount "$MNT" >/dev/null 2>&1 || {
-		fail "$what: mount failed"
+	local daemon
+	daemon=$(cbrfs mount "$MNT" 2>&1) || {
+		fail "$what: mount failed: $daemon"
 		return
 	}
+	# "mounted ... (daemon pid N); ...": the daemon this test started.
+	daemon=$(sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' <<<"$daemon")
 	wait_mounted "$MNT"
 	run timeout -s KILL 20 "$@"
 	local rc=$RC err=$ERR
-	# Stop the mount even if the command was killed on a hung request.
+	# Stop the mount even if the command was killed on a hung request; a
+	# daemon stuck on a FIFO (the bug) ignores SIGTERM: kill it by its pid.
 	"$CBRFS_BIN" umount --lazy "$MNT" >/dev/null 2>&1 || fusermount3 -uz "$MNT"
 	wait_unmounted "$MNT"
+	if [ -n "$daemon" ] && ! wait_for 5 "mount daemon $daemon to exit" pid_gone "$daemon"; then
+		kill -KILL "$daemon" 2>/dev/null
+	fi
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		fail "$what: '$*' in the mount did not finish within 20 s"
 	elif matches "$pattern" "$err
