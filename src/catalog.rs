@@ -677,6 +677,14 @@ fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static st
 /// hidden (temporary) files are skipped and a missing `dir` is empty.
 fn names_in(dir: &Path, suffix: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
+    // A symlink in place of `backups/` (or `policies/`, `servers/`) would
+    // list and read another directory's records.
+    match fsutil::ensure_real_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(format!("list {}", dir.display()), e))
+        }
+        _ => {}
+    }
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),

@@ -593,11 +593,13 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                         human_bytes(j["used_bytes"].as_u64().unwrap_or(0)),
                         v.resources.len(),
                         j["backups"],
-                        v.tags
-                            .iter()
-                            .map(|(k, val)| format!("{k}={val}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        quote(
+                            &v.tags
+                                .iter()
+                                .map(|(k, val)| format!("{k}={val}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
                     );
                 }
             }
@@ -626,13 +628,14 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     "free:        {}",
                     human_bytes(v.capacity_bytes().saturating_sub(used))
                 );
-                println!("description: {}", v.description);
+                // vault.json is store input: quote what it says.
+                println!("description: {}", quote(&v.description));
                 println!("compression: {}", v.compression);
                 println!("created:     {}", v.created);
                 println!("backups:     {}", j["backups"]);
                 let tags: Vec<String> =
                     v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
-                println!("tags:        {}", tags.join(", "));
+                println!("tags:        {}", quote(&tags.join(", ")));
                 println!(
                     "auto-expand: {}; usage threshold {}%",
                     if v.auto_expand { "on" } else { "off" },
@@ -653,14 +656,14 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 for r in &v.resources {
                     println!(
                         "  {:<20} {:<10} {} ({}){}{}",
-                        r.name,
-                        r.kind,
-                        r.path,
+                        quote(&r.name),
+                        quote(&r.kind),
+                        quote(&r.path),
                         human_bytes(r.size),
                         if r.excludes.is_empty() {
                             String::new()
                         } else {
-                            format!(" excluding {}", r.excludes.join(" "))
+                            format!(" excluding {}", quote(&r.excludes.join(" ")))
                         },
                         if r.one_file_system {
                             ", one file system"
@@ -1814,14 +1817,15 @@ fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                 for t in &all {
                     println!(
                         "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} {}",
-                        t.id,
-                        t.task_type,
-                        t.vault,
-                        t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-"),
-                        t.status,
+                        // Task files are store input: quote what they say.
+                        quote(&t.id),
+                        quote(&t.task_type),
+                        quote(&t.vault),
+                        quote(t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-")),
+                        quote(&t.status),
                         t.progress,
-                        t.started,
-                        t.message.as_deref().unwrap_or("")
+                        quote(&t.started),
+                        quote(t.message.as_deref().unwrap_or(""))
                     );
                 }
             }
@@ -1831,16 +1835,16 @@ fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
             if json {
                 print_json(&json!(t));
             } else {
-                println!("task:     {}", t.id);
-                println!("type:     {}", t.task_type);
-                println!("vault:    {}", t.vault);
-                println!("resource: {}", t.resource.as_deref().unwrap_or("-"));
-                println!("backup:   {}", t.backup.as_deref().unwrap_or("-"));
-                println!("status:   {} ({}%)", t.status, t.progress);
-                println!("started:  {}", t.started);
-                println!("ended:    {}", t.ended.as_deref().unwrap_or("-"));
+                println!("task:     {}", quote(&t.id));
+                println!("type:     {}", quote(&t.task_type));
+                println!("vault:    {}", quote(&t.vault));
+                println!("resource: {}", quote(t.resource.as_deref().unwrap_or("-")));
+                println!("backup:   {}", quote(t.backup.as_deref().unwrap_or("-")));
+                println!("status:   {} ({}%)", quote(&t.status), t.progress);
+                println!("started:  {}", quote(&t.started));
+                println!("ended:    {}", quote(t.ended.as_deref().unwrap_or("-")));
                 if let Some(c) = &t.error_code {
-                    println!("code:     {c}");
+                    println!("code:     {}", quote(c));
                 }
                 if let Some(m) = &t.message {
                     println!("message:  {}", quote(m));

@@ -387,6 +387,54 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
+    /// Finding 11 of issue #12: a FIFO, a symlink or a directory in place
+    /// of a store file is refused at once, naming what it is; a missing file
+    /// stays "not found".
+    #[test]
+    fn store_files_that_are_not_regular_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("real"), b"data").unwrap();
+        assert_eq!(read_store_file(&d.join("real")).unwrap(), b"data");
+        let fifo = std::ffi::CString::new(d.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        fs::create_dir(d.join("dir")).unwrap();
+        for (name, what) in [
+            ("fifo", "a FIFO"),
+            ("link", "a symbolic link"),
+            ("dir", "a directory"),
+        ] {
+            let e = read_store_file(&d.join(name)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{name}: {e}");
+            assert!(e.to_string().contains(what), "{name}: {e}");
+        }
+        let e = open_store_file(&d.join("missing")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(ensure_real_dir(&d.join("dir")).is_ok());
+        std::os::unix::fs::symlink(d.join("dir"), d.join("dirlink")).unwrap();
+        assert!(ensure_real_dir(&d.join("dirlink")).is_err());
+        assert!(Flock::try_lock(&d.join("fifo"), true).is_err());
+        assert!(sync_dir(&d.join("fifo")).is_err());
+    }
+
+    #[test]
+    fn private_append_makes_the_file_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        fs::write(&p, b"old\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        open_private_append(&p).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        std::os::unix::fs::symlink(&p, dir.path().join("link")).unwrap();
+        assert!(open_private_append(&dir.path().join("link")).is_err());
+    }
+
     #[test]
     fn dropped_temp_file_is_removed() {
         let dir = tempfile::tempdir().unwrap();

@@ -77,3 +77,16 @@ fi
 note "an error naming a backup given on the command line is quoted too"
 ucbrfs backup show v "$EVIL" >"$T/err.out" 2>&1
 no_raw_controls "backup show of a backup named with escapes" "$T/err.out"
+
+note "a resource path with escapes, in vault show and the task log"
+mkdir "$U/dir$EVIL"
+chown "$USER_NAME:" "$U/dir$EVIL"
+ucbrfs vault associate v --path "$U/dir$EVIL" --name src2 >/dev/null 2>&1 || fail "associate a path with escapes"
+ucbrfs vault show v >"$T/vshow.out" 2>&1
+matches 'dirx\\e\[2K' "$(cat "$T/vshow.out")" && pass "vault show shows the resource path quoted" ||
+	fail "vault show: $(cat "$T/vshow.out")"
+no_raw_controls "vault show" "$T/vshow.out"
+ucbrfs backup create v --name b2 >"$T/b2.out" 2>&1
+no_raw_controls "backup create of two resources" "$T/b2.out"
+ucbrfs task list >"$T/tasks.out" 2>&1
+no_raw_controls "task list" "$T/tasks.out"

@@ -65,16 +65,23 @@ in_mount() {
 	local what=$1 pattern=$2
 	shift 2
 	[ -f "$STORE/logs/mount.log" ] && : >"$STORE/logs/mount.log"
-	cbrfs mount "$MNT" >/dev/null 2>&1 || {
-		fail "$what: mount failed"
+	local daemon
+	daemon=$(cbrfs mount "$MNT" 2>&1) || {
+		fail "$what: mount failed: $daemon"
 		return
 	}
+	# "mounted ... (daemon pid N); ...": the daemon this test started.
+	daemon=$(sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' <<<"$daemon")
 	wait_mounted "$MNT"
 	run timeout -s KILL 20 "$@"
 	local rc=$RC err=$ERR
-	# Stop the mount even if the command was killed on a hung request.
+	# Stop the mount even if the command was killed on a hung request; a
+	# daemon stuck on a FIFO (the bug) ignores SIGTERM: kill it by its pid.
 	"$CBRFS_BIN" umount --lazy "$MNT" >/dev/null 2>&1 || fusermount3 -uz "$MNT"
 	wait_unmounted "$MNT"
+	if [ -n "$daemon" ] && ! wait_for 5 "mount daemon $daemon to exit" pid_gone "$daemon"; then
+		kill -KILL "$daemon" 2>/dev/null
+	fi
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		fail "$what: '$*' in the mount did not finish within 20 s"
 	elif matches "$pattern" "$err
@@ -152,6 +159,12 @@ fresh
 mv "$STORE/$V/index" "$T/outside-index"
 ln -s "$T/outside-index" "$STORE/$V/index"
 bounded "check" 'index.*symbolic link' nonzero -- check
+
+note "a symlink in place of the vault's backups directory"
+fresh
+mv "$STORE/$V/backups" "$T/outside-backups"
+ln -s "$T/outside-backups" "$STORE/$V/backups"
+bounded "backup list" 'backups.*symbolic link' nonzero -- backup list v
 
 note "finding 12: a vault delete killed after its rename"
 fresh

@@ -149,9 +149,12 @@ impl Repo {
                 // stay readable, and the next backup stores again what it
                 // needs.
                 Err(e) => {
-                    let e = e.context(format!("vault {}", self.vault));
-                    log::warn!("{e}");
-                    errors.push(e.to_string());
+                    let e = e.context(format!("vault {}", self.vault)).to_string();
+                    // Said once, not at every re-listing a missed blob makes.
+                    if !self.index_errors.read().contains(&e) {
+                        log::warn!("{e}");
+                    }
+                    errors.push(e);
                 }
             }
         }
@@ -204,27 +207,23 @@ impl Repo {
     /// it could be opened is stale, so it is retried, a bounded number of
     /// times; a blob truly in no index costs one re-listing.
     pub fn locate(&self, id: &BlobId) -> Result<Option<Location>> {
-        if let Some(l) = self.lookup(id) {
-            return Ok(Some(l));
+        match self.lookup(id) {
+            Some(l) => Ok(Some(l)),
+            None => self.relist_for(id, |_| true),
         }
-        for _ in 0..RELIST_TRIES {
-            let vanished = self.refresh_counting()?;
-            if let Some(l) = self.lookup(id) {
-                return Ok(Some(l));
-            }
-            if vanished == 0 {
-                break;
-            }
-        }
-        Ok(None)
     }
 
-    /// Where blob `id` is stored now in another pack than `gone` (which
-    /// vanished): re-lists `index/` as [`Repo::locate`] does.
-    fn locate_elsewhere(&self, id: &BlobId, gone: &BlobId) -> Result<Option<Location>> {
+    /// Re-list `index/` until it names blob `id` at a location `good`
+    /// accepts, or a listing in which no index vanished (so not stale)
+    /// does not; at most [`RELIST_TRIES`] times.
+    fn relist_for(
+        &self,
+        id: &BlobId,
+        good: impl Fn(&Location) -> bool,
+    ) -> Result<Option<Location>> {
         for _ in 0..RELIST_TRIES {
             let vanished = self.refresh_counting()?;
-            if let Some(l) = self.lookup(id).filter(|l| l.pack != *gone) {
+            if let Some(l) = self.lookup(id).filter(&good) {
                 return Ok(Some(l));
             }
             if vanished == 0 {
@@ -258,7 +257,7 @@ impl Repo {
             // that names the blob's new place: look again (a bounded number
             // of times: each prune moves a blob at most once more).
             Err(e) if is_not_found(&e) && tries < RELIST_TRIES => {
-                return match self.locate_elsewhere(id, &loc.pack)? {
+                return match self.relist_for(id, |l| l.pack != loc.pack)? {
                     Some(l) => self.read_at_try(id, &l, tries + 1),
                     None => Err(e),
                 };
