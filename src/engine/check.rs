@@ -195,9 +195,18 @@ impl visit::Visitor for CheckVisitor<'_> {
             self.report(at(), msg);
             return false;
         }
-        if self.repo.lookup(id).is_none() {
-            self.report(at(), format!("blob {id} is missing"));
-            return false;
+        // `locate`, not `lookup`: a prune beside this check may have
+        // rewritten the index that named the blob since the repo listed it.
+        match self.repo.locate(id) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.report(at(), format!("blob {id} is missing"));
+                return false;
+            }
+            Err(e) => {
+                self.report(at(), format!("blob {id} cannot be located: {e}"));
+                return false;
+            }
         }
         true
     }
