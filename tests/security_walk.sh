@@ -12,6 +12,7 @@
 #   and every restored regular file's (uid, mode, bytes) must be a triple
 #   that exists at the source: no root-owned setuid file with the user's
 #   bytes, no user-owned file with root's secret.
+# - 1,000 nested directories back up under a soft limit of 256 open files.
 # - --one-file-system: a tmpfs mounted inside the tree is an empty directory
 #   in the backup with the flag, and is backed up without it.
 # - A FUSE file system mounted by a user inside the tree (a cbrfs mount of
@@ -131,6 +132,24 @@ wait "$SWAPPER" 2>/dev/null
 	fail "the restores did not hold both the user's and root's files ($atk_seen, $root_seen)"
 expect_eq "backups under the race with a file whose bytes are another inode's" "$mixed_rounds" "0"
 expect_eq "backups or restores that failed under the race" "$bad" "0"
+
+note "1,000 nested directories under a soft limit of 256 open files"
+# The walk holds a descriptor per level (and one per file read out): the
+# soft limit is raised to the hard one at start.
+S1=$T/deep
+mkdir -p "$S1"
+python3 -c '
+import os, sys
+os.chdir(sys.argv[1])
+for i in range(1000):
+    os.mkdir("d"); os.chdir("d")
+open("leaf", "w").write("bottom")
+' "$S1"
+cbrfs vault create deep --type filesystem --capacity 10GB >/dev/null || die "vault deep"
+cbrfs vault associate deep --path "$S1" --name deep >/dev/null || die "associate deep"
+out=$(ulimit -S -n 256 && cbrfs backup create deep --name a 2>&1) && pass "backup of 1,000 levels under 'ulimit -S -n 256'" || fail "backup under a low fd limit: $out"
+expect_ok cbrfs restore deep a --to "$T/deep-out"
+expect_eq "the leaf 1,000 levels down" "$(find "$T/deep-out" -name leaf -exec cat {} \;)" "bottom"
 
 note "--one-file-system: a tmpfs inside the tree"
 S2=$T/fs
