@@ -12,6 +12,7 @@
 #   and every restored regular file's (uid, mode, bytes) must be a triple
 #   that exists at the source: no root-owned setuid file with the user's
 #   bytes, no user-owned file with root's secret.
+# - A symlink swapped in on a directory or disk resource's path: refused.
 # - 1,000 nested directories back up under a soft limit of 256 open files.
 # - --one-file-system: a tmpfs mounted inside the tree is an empty directory
 #   in the backup with the flag, and is backed up without it.
@@ -150,6 +151,23 @@ cbrfs vault associate deep --path "$S1" --name deep >/dev/null || die "associate
 out=$(ulimit -S -n 256 && cbrfs backup create deep --name a 2>&1) && pass "backup of 1,000 levels under 'ulimit -S -n 256'" || fail "backup under a low fd limit: $out"
 expect_ok cbrfs restore deep a --to "$T/deep-out"
 expect_eq "the leaf 1,000 levels down" "$(find "$T/deep-out" -name leaf -exec cat {} \;)" "bottom"
+
+note "a resource path (directory or disk) with a component swapped for a symlink"
+# Paths are stored resolved; a symlink on the way now is someone's doing:
+# the backup refuses it, naming the component, and reads nothing there.
+mkdir -p "$T/rp/real/data" "$T/rp/other/data" "$T/dp/real" "$T/dp/other"
+printf 'resource bytes' >"$T/rp/real/data/f"
+printf 'OTHER' >"$T/rp/other/data/f"
+cbrfs vault create rp --type filesystem --capacity 10GB >/dev/null || die "vault rp"
+cbrfs vault associate rp --path "$T/rp/real/data" --name data >/dev/null || die "associate rp"
+head -c 1048576 /dev/zero | tr '\0' 'D' >"$T/dp/real/disk.img"
+head -c 1048576 /dev/zero | tr '\0' 'X' >"$T/dp/other/disk.img"
+cbrfs vault create dk --type disk --capacity 10GB >/dev/null || die "vault dk"
+cbrfs vault associate dk --disk "$T/dp/real/disk.img" --name img >/dev/null || die "associate dk"
+mv "$T/rp/real" "$T/rp/real.moved" && ln -s other "$T/rp/real"
+mv "$T/dp/real" "$T/dp/real.moved" && ln -s other "$T/dp/real"
+expect_exit 1 "$T/rp/real is a symbolic link" -- cbrfs backup create rp --name a
+expect_exit 1 "$T/dp/real is a symbolic link" -- cbrfs backup create dk --name a
 
 note "--one-file-system: a tmpfs inside the tree"
 S2=$T/fs
