@@ -170,22 +170,23 @@ expect_exit 1 "$T/rp/real is a symbolic link" -- cbrfs backup create rp --name a
 expect_exit 1 "$T/dp/real is a symbolic link" -- cbrfs backup create dk --name a
 
 note "--one-file-system: a tmpfs inside the tree"
-S2=$T/fs
-mkdir -p "$S2/mnt" && printf 'on the root fs' >"$S2/here"
-mount -t tmpfs -o size=1m cbrfs-test "$S2/mnt" || die "mount tmpfs"
-on_exit "umount -l '$S2/mnt'"
-printf 'on the tmpfs' >"$S2/mnt/there"
-cbrfs vault create one --type filesystem --capacity 10GB >/dev/null || die "vault one"
-cbrfs vault create all --type filesystem --capacity 10GB >/dev/null || die "vault all"
-expect_ok cbrfs vault associate one --path "$S2" --name fs --one-file-system
+# Two alike trees (a directory is in one vault at a time), each with a
+# tmpfs mounted inside: one backed up with the flag, one without.
+for w in one all; do
+	mkdir -p "$T/fs-$w/mnt" && printf 'on the root fs' >"$T/fs-$w/here"
+	mount -t tmpfs -o size=1m cbrfs-test "$T/fs-$w/mnt" || die "mount tmpfs"
+	on_exit "umount -l '$T/fs-$w/mnt'"
+	printf 'on the tmpfs' >"$T/fs-$w/mnt/there"
+	cbrfs vault create "$w" --type filesystem --capacity 10GB >/dev/null || die "vault $w"
+done
+expect_ok cbrfs vault associate one --path "$T/fs-one" --name fs --one-file-system
+expect_ok cbrfs vault associate all --path "$T/fs-all" --name fs
 expect_eq "vault show says so" "$(cbrfs vault show one | grep -c 'one file system')" "1"
+expect_eq "vault show --json says so" "$(cbrfs vault show one --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["one_file_system"])')" "True"
 expect_ok cbrfs backup create one --name a
 expect_ok cbrfs restore one a --to "$T/one"
 got=$(cd "$T/one" && find . | sort | tr '\n' ' ')
 expect_eq "with --one-file-system: the mount point is kept, empty" "$got" ". ./here ./mnt "
-# A directory is in one vault at a time.
-cbrfs vault dissociate one fs >/dev/null || fail "dissociate"
-expect_ok cbrfs vault associate all --path "$S2" --name fs
 expect_ok cbrfs backup create all --name a
 expect_ok cbrfs restore all a --to "$T/all"
 expect_eq "without it: the tmpfs's file is backed up" "$(cat "$T/all/mnt/there" 2>&1)" "on the tmpfs"
@@ -224,7 +225,12 @@ if UCB vault create uv --type filesystem --capacity 10GB >"$T/umount.log" 2>&1 &
 fi
 if [ "$mounted" = 1 ]; then
 	on_exit "fusermount3 -uz '$S3/u/mnt'"
-	if grep " $S3/u/mnt " /proc/self/mountinfo | grep -q "user_id=$AU,"; then
+	user_mount() { grep " $S3/u/mnt " /proc/self/mountinfo | grep -q "user_id=$AU,"; }
+	for _ in $(seq 100); do
+		user_mount && break
+		sleep 0.1
+	done
+	if user_mount; then
 		expect_eq "root sees into the user's mount (allow_other)" "$(cat "$S3/u/mnt/uv/ub/d/x")" "USER-BYTES"
 		cbrfs vault create fu --type filesystem --capacity 10GB >/dev/null || die "vault fu"
 		expect_ok cbrfs vault associate fu --path "$S3" --name t
@@ -239,7 +245,7 @@ if [ "$mounted" = 1 ]; then
 		got=$(cd "$T/fu" && find . | sort | tr '\n' ' ')
 		expect_eq "the user's FUSE mount is an empty directory in the backup" "$got" ". ./rootfile ./u ./u/mnt "
 	else
-		fail "the user's cbrfs mount is not a FUSE mount of user $AU: $(grep " $S3/u/mnt " /proc/self/mountinfo)"
+		fail "the user's cbrfs mount is not a FUSE mount of user $AU: $(grep " $S3/u/mnt " /proc/self/mountinfo); $(cat "$T/umount.log")"
 	fi
 else
 	skip "the user could not mount a cbrfs store of their own: $(cat "$T/umount.log" 2>/dev/null)"
