@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod fuse;
 pub mod model;
 pub mod mountinfo;
+pub mod quote;
 pub mod retention;
 pub mod rules;
 pub mod schedule;

@@ -1,7 +1,7 @@
 //! Thin, safe wrappers over the Linux calls std does not offer: extended
 //! attributes, SEEK_DATA/SEEK_HOLE, fnmatch, and *at() calls for restore.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -269,14 +269,6 @@ pub fn chown_at(dir: &OwnedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()
     .map(|_| ())
 }
 
-/// chmod of `name` in `dir` (never a symlink: callers skip those).
-pub fn chmod_at(dir: &OwnedFd, name: &[u8], mode: u32) -> io::Result<()> {
-    let n = cstr(name)?;
-    // SAFETY: valid C string and descriptor.
-    check(unsafe { libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t, 0) })
-        .map(|_| ())
-}
-
 fn timespec(ns: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
@@ -298,15 +290,6 @@ pub fn utimens_at(dir: &OwnedFd, name: &[u8], atime_ns: i64, mtime_ns: i64) -> i
         )
     })
     .map(|_| ())
-}
-
-/// The `/proc/self/fd/N/name` path of an entry, for calls that have no *at()
-/// form (lsetxattr); the directory part is the descriptor, so no symlink
-/// planted on the way is followed.
-pub fn fd_path(dir: &OwnedFd, name: &[u8]) -> std::path::PathBuf {
-    let mut p = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    p.push(OsStr::from_bytes(name));
-    p
 }
 
 /// Open a file for reading without updating its atime where allowed.
@@ -352,15 +335,6 @@ pub fn device_size(path: &Path) -> io::Result<u64> {
     }
 }
 
-/// What `fstat` says of an open descriptor (an `O_PATH` one too).
-pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes one struct stat.
-    check(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
-}
-
 fn own(fd: libc::c_int) -> OwnedFd {
     // SAFETY: callers pass a fresh descriptor nobody else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -388,22 +362,6 @@ pub fn open_read_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
         r => r?,
     };
     Ok(std::fs::File::from(own(fd)))
-}
-
-/// An `O_PATH|O_NOFOLLOW` descriptor of `name` in `dir`: it pins the inode
-/// (a symlink itself, a device, a fifo) without opening it, so no device
-/// is ever opened for reading (a tape would rewind) and no fifo waited on.
-pub fn open_path_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let n = cstr(name)?;
-    // SAFETY: valid descriptor and C string.
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            n.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    Ok(own(fd))
 }
 
 /// Open the very inode an `O_PATH` descriptor pins, for reading (`dir`:
@@ -693,6 +651,263 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+// Descriptor-based calls for restore (issue #12, findings 3 and 5): every
+// change restore makes to an entry goes through a descriptor of the inode
+// it created, so a name swapped for a symlink by another user in between is
+// never followed. An O_PATH descriptor (symlinks, devices, fifos, sockets:
+// nothing restore may open for I/O) is used through its /proc/self/fd/N
+// link, which the kernel resolves to the very inode the descriptor holds,
+// never through another symlink.
+
+/// `/proc/self/fd/N` of a descriptor: resolves to the inode `fd` holds.
+pub fn proc_fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// An `O_PATH|O_NOFOLLOW` descriptor of `name` in `dir`: it pins the inode
+/// (a symlink itself, a device, a fifo) without opening it, so no device
+/// is ever opened for reading (a tape would rewind) and no fifo waited on.
+pub fn open_path_at(dir: &impl AsRawFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open directory `path` as an O_PATH descriptor (the start of a walk:
+/// "/" or "."), refusing a final symlink.
+pub fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
+    let p = cstr(path.as_os_str().as_bytes())?;
+    // SAFETY: valid C string; the returned descriptor is owned below.
+    let fd = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open `name` in `dir` as an O_PATH directory descriptor, not following
+/// a symlink: usable as the directory of *at() calls, and needs only
+/// search permission, as a path walk does.
+pub fn open_path_dir_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fsync the directory an (O_PATH or open) descriptor holds.
+pub fn fsync_dir_fd(fd: &impl AsRawFd) -> io::Result<()> {
+    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
+    // SAFETY: valid C string; the descriptor is owned below.
+    let raw = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    let f = unsafe { std::fs::File::from_raw_fd(raw) };
+    f.sync_all()
+}
+
+/// fstat of a descriptor (O_PATH ones included).
+pub fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain old data; fstat fills it on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and a writable stat.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// lstat of `name` in `dir` (never follows a final symlink).
+pub fn fstatat_nofollow(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
+    let n = cstr(name)?;
+    // SAFETY: as in fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, C string and a writable stat.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+/// chown of the inode a descriptor holds (an O_PATH descriptor of a
+/// symlink changes the link itself).
+pub fn fchown(fd: &impl AsRawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: valid descriptor and an empty C string with AT_EMPTY_PATH.
+    check(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+/// chmod of the inode an open (not O_PATH) descriptor holds.
+pub fn fchmod(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// chmod of the inode an O_PATH descriptor holds (never a symlink: they
+/// have no mode of their own, and callers skip them).
+pub fn fchmod_path(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
+    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// Set an extended attribute on the inode an open descriptor holds.
+pub fn fset_xattr(fd: &impl AsRawFd, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor, C string and a readable value buffer.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Set an extended attribute on the inode an O_PATH descriptor holds
+/// (fsetxattr refuses O_PATH descriptors; the /proc link does not).
+pub fn fset_xattr_path(fd: &impl AsRawFd, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
+    let n = cstr(name)?;
+    // SAFETY: valid C strings and a readable value buffer.
+    check(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Set atime and mtime of the inode an open descriptor holds.
+pub fn futimens(fd: &impl AsRawFd, atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
+    let ts = [timespec(atime_ns), timespec(mtime_ns)];
+    // SAFETY: valid descriptor and a two-element array.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(|_| ())
+}
+
+/// Set atime and mtime of the inode an O_PATH descriptor holds (a
+/// symlink's own times for a descriptor of a symlink).
+pub fn futimens_path(fd: &impl AsRawFd, atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
+    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
+    let ts = [timespec(atime_ns), timespec(mtime_ns)];
+    // SAFETY: valid C string and a two-element array.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) }).map(|_| ())
+}
+
+/// Open for writing the inode an O_PATH descriptor holds, after the
+/// caller checked with [`fstat`] what it is: no name is looked up again.
+pub fn reopen_for_write(fd: &impl AsRawFd) -> io::Result<std::fs::File> {
+    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
+    // SAFETY: valid C string; the returned descriptor is owned below.
+    let raw = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_WRONLY | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { std::fs::File::from_raw_fd(raw) })
+}
+
+/// Size of the block device or regular file open as `f`.
+pub fn device_size_of(f: &std::fs::File) -> io::Result<u64> {
+    let st = fstat(f)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFBLK => {
+            let mut size: u64 = 0;
+            const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+            // SAFETY: the ioctl writes one u64 into `size`.
+            check(unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
+            Ok(size)
+        }
+        libc::S_IFREG => Ok(st.st_size as u64),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a block device or a regular file",
+        )),
+    }
+}
+
+/// Rename `old` in `old_dir` to `new` in `new_dir` (replacing `new`).
+pub fn rename_at(old_dir: &OwnedFd, old: &[u8], new_dir: &OwnedFd, new: &[u8]) -> io::Result<()> {
+    let o = cstr(old)?;
+    let n = cstr(new)?;
+    // SAFETY: valid C strings and descriptors.
+    check(unsafe {
+        libc::renameat(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// Remove the empty directory `name` in `dir`.
+pub fn rmdir_at(dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), libc::AT_REMOVEDIR) }).map(|_| ())
+}
+
+/// The target of symlink `name` in `dir`.
+pub fn readlink_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Vec<u8>> {
+    let n = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid descriptor, C string and a writable buffer.
+    let len = check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    })?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,7 +960,8 @@ mod tests {
     }
 
     fn ino(fd: RawFd) -> (u64, u64) {
-        let st = fstat(fd).unwrap();
+        // SAFETY: the caller's descriptor outlives this call.
+        let st = fstat(&unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).unwrap();
         (st.st_dev, st.st_ino)
     }
 
@@ -789,8 +1005,8 @@ mod tests {
                 .raw_os_error(),
             Some(libc::ELOOP)
         );
-        let p = open_path_at(dfd.as_raw_fd(), b"f").unwrap();
-        let st = fstat(p.as_raw_fd()).unwrap();
+        let p = open_path_at(&dfd, b"f").unwrap();
+        let st = fstat(&p).unwrap();
         assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);
         assert_eq!(
             readlink_fd(p.as_raw_fd()).unwrap(),
@@ -805,7 +1021,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("a"), b"first").unwrap();
         let dir = open_dir(t.path()).unwrap();
-        let p = open_path_at(dir.as_raw_fd(), b"a").unwrap();
+        let p = open_path_at(&dir, b"a").unwrap();
         std::fs::rename(t.path().join("a"), t.path().join("b")).unwrap();
         std::fs::write(t.path().join("a"), b"second").unwrap();
         let f = reopen(&p, false).unwrap();
@@ -848,7 +1064,7 @@ mod tests {
         set_xattr(&link, b"trusted.k", b"link").unwrap();
         set_xattr(&fifo, b"trusted.k", b"fifo").unwrap();
         for (name, want) in [(&b"l"[..], &b"link"[..]), (b"p", b"fifo")] {
-            let p = open_path_at(dir.as_raw_fd(), name).unwrap();
+            let p = open_path_at(&dir, name).unwrap();
             assert_eq!(
                 fd_xattrs(p.as_raw_fd()).unwrap(),
                 vec![(b"trusted.k".to_vec(), want.to_vec())],

@@ -457,6 +457,20 @@ impl Prepared {
             resources: parts,
             stats: totals,
         };
+        // The record makes the backup available: first make sure that it
+        // and every resource's root tree read back as check, restore and
+        // the mount will read them.
+        model::validate_record(&rec)?;
+        for p in &rec.resources {
+            repo.read_blob(&p.root)
+                .and_then(|b| model::decode_tree(&b))
+                .map_err(|e| {
+                    e.context(format!(
+                        "backup {} of vault {vault}, resource {}: the root tree just written does not read back",
+                        rec.name, p.name
+                    ))
+                })?;
+        }
         self.store.save_backup(&rec)?;
         self.progress.finish();
         Ok(rec)
@@ -518,11 +532,7 @@ impl Prepared {
         let mut tree = Tree::default();
         let mut source = Vec::new();
         for m in server.members.iter().filter(|m| !exclude.contains(&m.name)) {
-            let entry_name = if m.kind == "disk" {
-                format!("{}.img", m.name)
-            } else {
-                m.name.clone()
-            };
+            let entry_name = servers::entry_name(m);
             let prev_node = prev_tree
                 .as_ref()
                 .and_then(|t| t.find(entry_name.as_bytes()));
@@ -538,6 +548,15 @@ impl Prepared {
             }
         }
         tree.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        // A server defined before member names were checked against each
+        // other may still have two members with one entry name: such a
+        // tree could never be read back, so the backup fails here instead.
+        model::validate_tree(&tree).map_err(|e| {
+            Error::conflict(format!(
+                "server {}: its members cannot be backed up together ({e}); rename or remove one with 'cbrfs server update'",
+                server.name
+            ))
+        })?;
         let root = w.store_tree(tree)?;
         let mut meta = Node::new(server.name.as_bytes().to_vec(), NodeKind::Dir);
         meta.mode = 0o755;
@@ -914,7 +933,7 @@ struct Opened {
 impl Opened {
     /// Sort a descriptor by what fstat says it is.
     fn of(fd: OwnedFd) -> std::io::Result<Opened> {
-        let st = sys::fstat(fd.as_raw_fd())?;
+        let st = sys::fstat(&fd)?;
         let handle = match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => Handle::Dir(fd),
             libc::S_IFREG => Handle::File(std::fs::File::from(fd)),
@@ -949,8 +968,8 @@ fn open_entry(dir: &OwnedFd, name: &[u8], hint: u8) -> std::io::Result<Opened> {
         },
         _ => {}
     }
-    let p = sys::open_path_at(dir.as_raw_fd(), name)?;
-    let st = sys::fstat(p.as_raw_fd())?;
+    let p = sys::open_path_at(dir, name)?;
+    let st = sys::fstat(&p)?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => Opened::of(sys::reopen(&p, true)?),
         libc::S_IFREG => Opened::of(sys::reopen(&p, false)?),
@@ -968,7 +987,7 @@ fn open_disk(path: &Path) -> std::io::Result<(std::fs::File, libc::stat)> {
     // O_NONBLOCK so that a fifo put there does not hang the open; it is
     // cleared once fstat said what was opened.
     let fd = sys::open_no_symlinks(path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
-    let st = sys::fstat(fd.as_raw_fd())?;
+    let st = sys::fstat(&fd)?;
     let kind = st.st_mode & libc::S_IFMT;
     if kind != libc::S_IFBLK && kind != libc::S_IFREG {
         return Err(std::io::Error::new(
@@ -1068,8 +1087,8 @@ impl Walker<'_, '_> {
                     _ => Error::failed(format!("resource {name}: {e}")),
                 }
             })?;
-        let st = sys::fstat(fd.as_raw_fd())
-            .map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
+        let st =
+            sys::fstat(&fd).map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
         let opened = Opened {
             handle: Handle::Dir(fd),
             st,

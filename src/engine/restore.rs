@@ -2,20 +2,36 @@
 //! contents, modes, owners (as root), times, xattrs, symlinks, hard links,
 //! devices, fifos and holes.
 //!
-//! Safety: every entry is created relative to a descriptor of its parent
-//! directory that restore itself created, with O_EXCL/O_NOFOLLOW, so nothing
-//! is written outside the target and no symlink restore made is followed.
+//! Safety (issue #12): restore runs as root into directories other users
+//! may reach, from stores that may be hostile.
+//! - Every entry is created relative to a descriptor of its parent
+//!   directory that restore itself created, with O_EXCL/O_NOFOLLOW, and its
+//!   owner, mode, xattrs and times are set through a descriptor of the very
+//!   inode restore created (checked with fstat), never by name: an entry
+//!   swapped for a symlink by another user is never followed.
+//! - A target directory another user owns or may write is refused unless
+//!   the user says so ([`RestoreOptions::allow_untrusted_target`]); the
+//!   paths to targets and in-place originals are opened component by
+//!   component without following symlinks.
+//! - A restore writes no more than the backup records: no file beyond its
+//!   recorded size, no more entries and bytes than the record's totals, no
+//!   tree inside itself; the walk is iterative, so nesting depth is bounded
+//!   by descriptors, not by the stack.
 
 use super::reader::{self, ChunkCache};
 use crate::catalog::Store;
-use crate::error::{Error, IoContext, Result};
-use crate::model::{self, BackupRecord, Node, NodeKind, ResourceBackup, ResourceKind, Tree};
+use crate::error::{Error, IoContext, Kind, Result};
+use crate::model::{
+    self, BackupRecord, Content, Node, NodeKind, ResourceBackup, ResourceKind, Tree,
+};
 use crate::store::{BlobId, Repo};
 use crate::sys;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// What a restore did.
 #[derive(Debug, Default, Clone)]
@@ -39,6 +55,10 @@ pub struct RestoreStats {
 pub struct RestoreOptions {
     /// Restore onto the resource's original disk or paths.
     pub in_place: bool,
+    /// Restore into an existing target directory that another user owns or
+    /// that group or others may write. Refused by default: whoever can
+    /// rename entries there can race restore's chown and chmod.
+    pub allow_untrusted_target: bool,
 }
 
 /// Restore `resource` (or every resource) of `backup` into `to`.
@@ -87,7 +107,16 @@ pub fn restore_with(
         match p.kind {
             ResourceKind::Disk => {
                 let source = PathBuf::from(String::from_utf8_lossy(&p.source).to_string());
-                return restore_disk(&repo, &rec, &p.meta, &source, to, opts.in_place);
+                let mut budget = Budget::of(&rec, p);
+                return restore_disk(
+                    &repo,
+                    &rec,
+                    &p.meta,
+                    &source,
+                    to,
+                    opts.in_place,
+                    &mut budget,
+                );
             }
             ResourceKind::Server if opts.in_place => {
                 return restore_server_in_place(&repo, &rec, p);
@@ -104,31 +133,147 @@ pub fn restore_with(
             "--in-place needs --resource: name the disk or server to restore onto its original",
         ));
     }
-    prepare_target(to)?;
-    let mut r = Restorer::new(&repo, &rec, to)?;
-    let root_fd = r.root_fd.try_clone().ctx(|| "dup target".to_string())?;
+    let target = prepare_target(to, opts.allow_untrusted_target)?;
+    let root_fd = target.fd.try_clone().ctx(|| "dup target".to_string())?;
+    let mut r = Restorer::new(&repo, &rec, target.fd, to, Budget::of(&rec, parts[0]));
     if parts.len() == 1 {
-        r.restore_dir(&root_fd, &parts[0].root, Vec::new())?;
-        // The target itself takes the resource root's metadata, through
-        // "." of its own descriptor.
-        let mut meta = parts[0].meta.clone();
-        meta.name = b".".to_vec();
-        r.metadata(&root_fd, &meta, b"")?;
+        // The target itself takes the resource root's metadata at the end,
+        // through its own descriptor.
+        r.restore_tree(
+            root_fd,
+            parts[0].root,
+            Vec::new(),
+            Some(parts[0].meta.clone()),
+        )?;
     } else {
         for p in parts {
-            // Hard-link groups are numbered per resource.
+            // Hard-link groups are numbered per resource, and each
+            // resource is bounded by its own recorded totals.
             r.links.clear();
+            r.budget = Budget::of(&rec, p);
             let name = p.meta.name.clone();
-            r.entry(&root_fd, &p.meta, &name)?;
+            match r.entry(&root_fd, &p.meta, &name) {
+                Ok(Some((fd, id))) => r.restore_tree(fd, id, name, Some(p.meta.clone()))?,
+                Ok(None) => {}
+                Err(e) if r.is_fatal(&e) => return Err(e),
+                Err(e) => r.failed_entry(e),
+            }
+        }
+        if target.created {
+            // Made 0700 so that nobody could enter it during the restore;
+            // with several resources it has no recorded metadata of its own.
+            sys::fchmod(&root_fd, 0o755).ctx(|| format!("chmod {}", to.display()))?;
         }
     }
     Ok(r.stats)
+}
+
+/// The most a restore of one resource may create: the totals its backup
+/// recorded. A hostile or damaged store (trees shared many times over, a
+/// chunk list far beyond its file) stops with an error naming the backup
+/// instead of filling the disk.
+#[derive(Clone, Debug)]
+struct Budget {
+    backup: String,
+    resource: String,
+    max_entries: u64,
+    max_bytes: u64,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    fn of(rec: &BackupRecord, p: &ResourceBackup) -> Budget {
+        let s = &p.stats;
+        // A server's member roots are entries of its tree, not counted by
+        // the backup (it counts what is inside each member).
+        let members = match p.kind {
+            ResourceKind::Server => super::backup::server_members(&p.source).len() as u64,
+            _ => 0,
+        };
+        let max_entries = [
+            s.dirs,
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.others,
+            members,
+            1,
+        ]
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(*b));
+        Budget {
+            backup: rec.name.clone(),
+            resource: p.name.clone(),
+            max_entries,
+            max_bytes: s.bytes_total,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Count one more entry at `shown`.
+    fn entry(&mut self, shown: &str) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.max_entries {
+            return Err(Error::corrupt(format!(
+                "backup {}, resource {}: restoring {shown} would create more than the {} entries the backup records (a damaged or hostile backup: a tree listed more than once?); restore stopped",
+                self.backup, self.resource, self.max_entries
+            )));
+        }
+        Ok(())
+    }
+
+    /// Count a file of `size` bytes at `shown`, before it is written.
+    fn bytes(&mut self, shown: &str, size: u64) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > self.max_bytes {
+            return Err(Error::corrupt(format!(
+                "backup {}, resource {}: restoring {shown} would write more than the {} bytes the backup records (a damaged or hostile backup); restore stopped",
+                self.backup, self.resource, self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The error of a chunk that does not lie within its file's recorded size.
+fn check_chunk_within(
+    shown: &str,
+    rec: &BackupRecord,
+    size: u64,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::corrupt(format!(
+            "{shown}: a chunk at offset {offset} of {len} bytes lies beyond the file's recorded size of {size} bytes (backup {}); nothing more is written",
+            rec.name
+        ))),
+    }
+}
+
+/// Check a node's chunk-list spans against its size before any list is
+/// loaded: a list that claims to reach past the file is damage.
+fn check_lists_within(shown: &str, rec: &BackupRecord, n: &Node) -> Result<()> {
+    if let Content::Lists(lists) = &n.content {
+        for l in lists {
+            check_chunk_within(shown, rec, n.size, l.offset, l.span)?;
+        }
+    }
+    Ok(())
 }
 
 /// Write a disk backup to `to`: a new image file (holes stay holes), an
 /// existing empty file, or a block device at least as large. The original
 /// disk only with `in_place`; an original image file is replaced whole
 /// (written beside it, then renamed over it).
+///
+/// The target is opened without following a symlink (in place: no symlink
+/// anywhere on its path), and an existing one must be a regular file or a
+/// block device owned by root or by the user running restore: a file
+/// another user made beforehand would let them read the restored disk.
 fn restore_disk(
     repo: &Repo,
     rec: &BackupRecord,
@@ -136,91 +281,124 @@ fn restore_disk(
     source: &Path,
     to: &Path,
     in_place: bool,
+    budget: &mut Budget,
 ) -> Result<RestoreStats> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::fs::MetadataExt;
+    let shown = to.display().to_string();
+    budget.entry(&shown)?;
+    budget.bytes(&shown, node.size)?;
+    // The original is identified by path only to compare identities; what
+    // is written is always the descriptor opened below.
     let original = std::fs::metadata(source)
         .ok()
         .map(|m| (m.dev(), m.ino(), m.rdev()));
-    let target = std::fs::metadata(to);
-    let is_original = match (&original, &target) {
-        (Some(o), Ok(t)) => {
-            if t.file_type().is_block_device() {
-                o.2 == t.rdev() && o.2 != 0
-            } else {
-                (o.0, o.1) == (t.dev(), t.ino())
-            }
+    let (parent, base) = split_target(to)?;
+    let pfd = open_dir_path(&parent, false, !in_place)?;
+    let existing = match sys::open_path_at(&pfd, &base) {
+        Ok(fd) => Some(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+        Err(e) => return Err(Error::io(format!("restore target {shown}"), e)),
+    };
+    let mut stats = RestoreStats::default();
+    let Some(fd) = existing else {
+        if in_place {
+            return Err(Error::invalid(format!(
+                "--in-place restores onto the original disk {}, and {shown} is not it",
+                source.display()
+            )));
         }
-        _ => false,
+        let f = sys::create_file_at(&pfd, &base).ctx(|| format!("create {shown}"))?;
+        if let Err(e) = write_disk(repo, rec, node, &f, to, false, &mut stats) {
+            // Never leave a partial image that looks like a restored disk.
+            drop(f);
+            let _ = sys::unlink_at(&pfd, &base);
+            return Err(e);
+        }
+        stats.files = 1;
+        return Ok(stats);
+    };
+    let st = sys::fstat(&fd).ctx(|| format!("stat {shown}"))?;
+    let fmt = st.st_mode & libc::S_IFMT;
+    if fmt == libc::S_IFLNK {
+        return Err(Error::invalid(format!(
+            "restore target {shown} is a symbolic link: restore writes a disk only to the file or device named, never through a link"
+        )));
+    }
+    if fmt != libc::S_IFREG && fmt != libc::S_IFBLK {
+        return Err(Error::invalid(format!(
+            "restore target {shown} exists and is not a regular file or a block device: give a new image file name, an empty file or a block device"
+        )));
+    }
+    let euid = sys::euid();
+    if st.st_uid != 0 && st.st_uid != euid {
+        return Err(Error::invalid(format!(
+            "restore target {shown} is owned by uid {}: a disk is restored only onto a file or device owned by root or by the user running restore (uid {euid}), never into one another user made and can read",
+            st.st_uid
+        )));
+    }
+    let is_original = match original {
+        Some(o) if fmt == libc::S_IFBLK => o.2 == st.st_rdev && o.2 != 0,
+        Some(o) => (o.0, o.1) == (st.st_dev, st.st_ino),
+        None => false,
     };
     if is_original && !in_place {
         return Err(Error::invalid(format!(
-            "{} is the original disk of this backup: restoring over it needs --in-place",
-            to.display()
+            "{shown} is the original disk of this backup: restoring over it needs --in-place"
         )));
     }
     if in_place && !is_original {
         return Err(Error::invalid(format!(
-            "--in-place restores onto the original disk {}, and {} is not it",
-            source.display(),
-            to.display()
+            "--in-place restores onto the original disk {}, and {shown} is not it",
+            source.display()
         )));
     }
-    let mut stats = RestoreStats::default();
-    match target {
-        Ok(m) if m.file_type().is_block_device() => {
-            let dev = sys::device_size(to).ctx(|| format!("size of {}", to.display()))?;
-            if dev < node.size {
-                return Err(Error::invalid(format!(
-                    "target {} holds {} bytes, less than the disk's {} bytes",
-                    to.display(),
-                    dev,
-                    node.size
-                )));
-            }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(to)
-                .ctx(|| format!("open {}", to.display()))?;
-            write_disk(repo, rec, node, &f, to, true, &mut stats)?;
-        }
-        Ok(m) if m.is_file() && is_original => {
-            let dir = to.parent().unwrap_or(Path::new("."));
-            let mut tmp = crate::fsutil::TempFile::new_in(dir)?;
-            write_disk(repo, rec, node, tmp.file(), to, false, &mut stats)?;
-            tmp.commit(to)?;
-            stats
-                .notes
-                .push(format!("replaced {} with the backup's disk", to.display()));
-        }
-        Ok(m) if m.is_file() && m.len() == 0 => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(to)
-                .ctx(|| format!("open {}", to.display()))?;
-            write_disk(repo, rec, node, &f, to, false, &mut stats)?;
-        }
-        Ok(_) => {
+    if fmt == libc::S_IFBLK {
+        let f = sys::reopen_for_write(&fd).ctx(|| format!("open {shown}"))?;
+        let dev = sys::device_size_of(&f).ctx(|| format!("size of {shown}"))?;
+        if dev < node.size {
             return Err(Error::invalid(format!(
-            "restore target {} exists: give a new image file name, an empty file or a block device",
-            to.display()
-        )))
+                "target {shown} holds {dev} bytes, less than the disk's {} bytes",
+                node.size
+            )));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(to)
-                .ctx(|| format!("create {}", to.display()))?;
-            write_disk(repo, rec, node, &f, to, false, &mut stats)?;
+        write_disk(repo, rec, node, &f, to, true, &mut stats)?;
+    } else if is_original {
+        // Written beside the original, then renamed over it, both relative
+        // to the one descriptor of their directory.
+        let tmp = format!(
+            ".{}.cbrfs-restore-{}",
+            String::from_utf8_lossy(&base),
+            crate::fsutil::random_suffix(6)
+        )
+        .into_bytes();
+        let f = sys::create_file_at(&pfd, &tmp).ctx(|| format!("create beside {shown}"))?;
+        let written = write_disk(repo, rec, node, &f, to, false, &mut stats).and_then(|()| {
+            sys::rename_at(&pfd, &tmp, &pfd, &base).ctx(|| format!("rename over {shown}"))
+        });
+        if let Err(e) = written {
+            drop(f);
+            let _ = sys::unlink_at(&pfd, &tmp);
+            return Err(e);
         }
-        Err(e) => return Err(Error::io(format!("restore target {}", to.display()), e)),
+        sys::fsync_dir_fd(&pfd).ctx(|| format!("fsync the directory of {shown}"))?;
+        stats
+            .notes
+            .push(format!("replaced {shown} with the backup's disk"));
+    } else if st.st_size == 0 {
+        let f = sys::reopen_for_write(&fd).ctx(|| format!("open {shown}"))?;
+        write_disk(repo, rec, node, &f, to, false, &mut stats)?;
+    } else {
+        return Err(Error::invalid(format!(
+            "restore target {shown} exists: give a new image file name, an empty file or a block device"
+        )));
     }
     stats.files = 1;
     Ok(stats)
 }
 
 /// Write a disk node's chunks into `f`; regions without chunks are zeroed
-/// on a device, left as holes in a file.
+/// on a device, left as holes in a file. No chunk may reach past the
+/// disk's recorded size.
 fn write_disk(
     repo: &Repo,
     rec: &BackupRecord,
@@ -230,6 +408,7 @@ fn write_disk(
     device: bool,
     stats: &mut RestoreStats,
 ) -> Result<()> {
+    let shown = to.display().to_string();
     let cache = ChunkCache::new(16 << 20);
     let zeros = vec![0u8; 1 << 20];
     let zero = |from: u64, until: u64| -> Result<()> {
@@ -246,8 +425,10 @@ fn write_disk(
         // Whatever the file held goes: the backup's holes must read as zeros.
         f.set_len(0).ctx(|| format!("truncate {}", to.display()))?;
     }
+    check_lists_within(&shown, rec, node)?;
     let mut pos = 0u64;
     for c in reader::all_chunks(repo, node)? {
+        check_chunk_within(&shown, rec, node.size, c.offset, c.len as u64)?;
         let data = cache.get(repo, &c.id).map_err(|e| {
             e.context(format!(
                 "{} (backup {}, offset {})",
@@ -286,6 +467,9 @@ fn write_disk(
 /// Restore every member of a server backup onto its original path: disks
 /// in place; a directory is restored beside the original, which is then
 /// moved aside (`<path>.cbrfs-replaced-XXXX`) and replaced by a rename.
+/// Each path is opened from `/` one component at a time, and a symlink on
+/// the way is an error naming it: the record's paths are not trusted to
+/// lead where they did at backup time.
 fn restore_server_in_place(
     repo: &Repo,
     rec: &BackupRecord,
@@ -293,6 +477,7 @@ fn restore_server_in_place(
 ) -> Result<RestoreStats> {
     let tree = model::decode_tree(&repo.read_blob(&part.root)?)?;
     let mut total = RestoreStats::default();
+    let mut budget = Budget::of(rec, part);
     for (kind, name, path) in super::backup::server_members(&part.source) {
         let entry = if kind == "disk" {
             format!("{name}.img")
@@ -306,42 +491,48 @@ fn restore_server_in_place(
             ))
         })?;
         let path = PathBuf::from(path);
+        if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+            return Err(Error::corrupt(format!(
+                "backup {}: server member {name} has the path {}, not an absolute path without '..'",
+                rec.name,
+                path.display()
+            )));
+        }
         if kind == "disk" {
-            let s = restore_disk(repo, rec, node, &path, &path, true)?;
+            let s = restore_disk(repo, rec, node, &path, &path, true, &mut budget)?;
             total.bytes += s.bytes;
             total.files += 1;
             total.notes.extend(s.notes);
             continue;
         }
-        let parent = path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+        let (parent, base) = split_target(&path)?;
+        let pfd = open_dir_path(&parent, true, false)?;
         let suffix = crate::fsutil::random_suffix(6);
-        let base = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let fresh = parent.join(format!(".{base}.cbrfs-restore-{suffix}"));
-        prepare_target(&fresh)?;
-        let mut r = Restorer::new(repo, rec, &fresh)?;
-        let fd = r.root_fd.try_clone().ctx(|| "dup target".to_string())?;
-        if let Some(sub) = node.subtree {
-            r.restore_dir(&fd, &sub, Vec::new())?;
+        let base_s = String::from_utf8_lossy(&base).to_string();
+        let fresh = format!(".{base_s}.cbrfs-restore-{suffix}").into_bytes();
+        let fresh_shown = parent.join(OsString::from_vec(fresh.clone()));
+        let fd = make_dir_at(&pfd, &fresh, &fresh_shown.display().to_string())?;
+        let root_fd = fd.try_clone().ctx(|| "dup target".to_string())?;
+        budget.entry(&path.display().to_string())?;
+        let mut r = Restorer::new(repo, rec, fd, &fresh_shown, budget.clone());
+        match node.subtree {
+            Some(sub) => r.restore_tree(root_fd, sub, Vec::new(), Some(node.clone()))?,
+            None => r.dir_metadata(&root_fd, node, b"")?,
         }
-        let mut meta = node.clone();
-        meta.name = b".".to_vec();
-        r.metadata(&fd, &meta, b"")?;
-        if std::fs::symlink_metadata(&path).is_ok() {
-            let aside = parent.join(format!("{base}.cbrfs-replaced-{suffix}"));
-            std::fs::rename(&path, &aside).ctx(|| format!("move {} aside", path.display()))?;
+        budget = r.budget.clone();
+        if sys::fstatat_nofollow(&pfd, &base).is_ok() {
+            let aside = format!("{base_s}.cbrfs-replaced-{suffix}").into_bytes();
+            sys::rename_at(&pfd, &base, &pfd, &aside)
+                .ctx(|| format!("move {} aside", path.display()))?;
             total.notes.push(format!(
                 "moved the previous {} to {}",
                 path.display(),
-                aside.display()
+                parent.join(OsString::from_vec(aside)).display()
             ));
         }
-        std::fs::rename(&fresh, &path)
+        sys::rename_at(&pfd, &fresh, &pfd, &base)
             .ctx(|| format!("put the restored {} in place", path.display()))?;
-        crate::fsutil::sync_dir(parent)?;
+        sys::fsync_dir_fd(&pfd).ctx(|| format!("fsync {}", parent.display()))?;
         total.files += r.stats.files;
         total.dirs += r.stats.dirs;
         total.others += r.stats.others;
@@ -351,40 +542,214 @@ fn restore_server_in_place(
     Ok(total)
 }
 
-/// The target must be absent (it is created) or an empty directory.
-fn prepare_target(to: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(to) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(to).ctx(|| format!("create restore target {}", to.display()))
+/// A target path as its parent directory and its last component, which
+/// must be a name (not `/`, `.` or `..`).
+fn split_target(to: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    let base = match to.components().next_back() {
+        Some(Component::Normal(n)) => n.as_bytes().to_vec(),
+        _ => {
+            return Err(Error::invalid(format!(
+                "restore target {} does not end in a name: give a new or empty directory such as /tmp/restore",
+                to.display()
+            )))
         }
-        Err(e) => Err(Error::io(format!("restore target {}", to.display()), e)),
-        Ok(m) if !m.is_dir() => Err(Error::invalid(format!(
-            "restore target {} exists and is not a directory: give an empty or new directory",
-            to.display()
-        ))),
-        Ok(_) => {
-            let mut rd = std::fs::read_dir(to).ctx(|| format!("read {}", to.display()))?;
-            if rd.next().is_some() {
-                return Err(Error::invalid(format!(
-                    "restore target {} is not empty: give an empty or new directory",
-                    to.display()
-                )));
+    };
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, base))
+}
+
+/// Open directory `path` one component at a time from `/` (or the working
+/// directory), each with O_NOFOLLOW|O_DIRECTORY, so that no symlink is
+/// followed on the way. With `create`, missing directories are made
+/// (0755). With `root_links`, a symlink owned by root (`/var/run`) is
+/// resolved by this walk itself, since only root can have made it; any
+/// other symlink is an error naming it.
+fn open_dir_path(path: &Path, create: bool, root_links: bool) -> Result<OwnedFd> {
+    let start = |abs: bool| -> Result<(OwnedFd, PathBuf)> {
+        let p = if abs { Path::new("/") } else { Path::new(".") };
+        // O_PATH: a walk needs only search permission on the way.
+        let fd = sys::open_path_dir(p).ctx(|| format!("open {}", p.display()))?;
+        Ok((fd, p.to_path_buf()))
+    };
+    let mut queue: VecDeque<OsString> = VecDeque::new();
+    let push_all = |q: &mut VecDeque<OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => q.push_front(n.to_os_string()),
+                Component::ParentDir => q.push_front(OsString::from("..")),
+                _ => {}
             }
-            Ok(())
+        }
+    };
+    push_all(&mut queue, path);
+    let (mut cur, mut shown) = start(path.is_absolute())?;
+    let mut links = 0;
+    while let Some(name) = queue.pop_front() {
+        let nb = name.as_bytes();
+        let next = shown.join(&name);
+        match sys::open_path_dir_at(&cur, nb) {
+            Ok(fd) => {
+                cur = fd;
+                shown = next;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                match sys::mkdir_at(&cur, nb, 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(Error::io(format!("create {}", next.display()), e)),
+                }
+                // Opened again without following: a symlink put there in
+                // between is refused like any other.
+                queue.push_front(name);
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                let st =
+                    sys::fstatat_nofollow(&cur, nb).ctx(|| format!("stat {}", next.display()))?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                    return Err(Error::invalid(format!(
+                        "{} is not a directory",
+                        next.display()
+                    )));
+                }
+                if !root_links || st.st_uid != 0 {
+                    return Err(Error::invalid(format!(
+                        "{} is a symbolic link (owned by uid {}): restore follows no symlink on the way to its target; give the path it leads to",
+                        next.display(),
+                        st.st_uid
+                    )));
+                }
+                links += 1;
+                if links > 40 {
+                    return Err(Error::invalid(format!(
+                        "{}: too many symbolic links on the way",
+                        path.display()
+                    )));
+                }
+                let target = PathBuf::from(OsString::from_vec(
+                    sys::readlink_at(&cur, nb).ctx(|| format!("read link {}", next.display()))?,
+                ));
+                if target.is_absolute() {
+                    (cur, shown) = start(true)?;
+                }
+                push_all(&mut queue, &target);
+            }
+            Err(e) => return Err(Error::io(format!("open {}", next.display()), e)),
         }
     }
+    Ok(cur)
+}
+
+/// Make directory `name` in `dir` (0700) and open it, checking that what
+/// was opened is a directory restore just made (a directory owned by the
+/// user running restore), not one somebody put there in between.
+fn make_dir_at(dir: &OwnedFd, name: &[u8], shown: &str) -> Result<OwnedFd> {
+    sys::mkdir_at(dir, name, 0o700).ctx(|| format!("{shown}: mkdir"))?;
+    let fd = sys::open_dir_at(dir, name).ctx(|| format!("{shown}: open"))?;
+    let st = sys::fstat(&fd).ctx(|| format!("{shown}: stat"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR || st.st_uid != sys::euid() {
+        return Err(Error::failed(format!(
+            "{shown}: the directory restore made was replaced by another (owner uid {}) before it was opened; not restored into",
+            st.st_uid
+        )));
+    }
+    Ok(fd)
+}
+
+/// An opened restore target directory.
+struct Target {
+    fd: OwnedFd,
+    /// Restore made it (it did not exist).
+    created: bool,
+}
+
+/// The target must be absent (it is created, mode 0700 until the root's
+/// metadata is applied at the end) or an empty directory owned by the user
+/// running restore that group and others cannot write, unless
+/// `allow_untrusted`: in a directory another user can write, they could
+/// rename what restore creates.
+fn prepare_target(to: &Path, allow_untrusted: bool) -> Result<Target> {
+    let shown = to.display().to_string();
+    let (parent, base) = split_target(to)?;
+    let pfd = open_dir_path(&parent, true, true)?;
+    let st = match sys::fstatat_nofollow(&pfd, &base) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let fd = make_dir_at(&pfd, &base, &format!("restore target {shown}"))?;
+            return Ok(Target { fd, created: true });
+        }
+        Err(e) => return Err(Error::io(format!("restore target {shown}"), e)),
+        Ok(st) => st,
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(Error::invalid(format!(
+            "restore target {shown} exists and is not a directory: give an empty or new directory"
+        )));
+    }
+    let fd = sys::open_dir_at(&pfd, &base).ctx(|| format!("open restore target {shown}"))?;
+    // The checks are on the descriptor restore goes on to use.
+    let st = sys::fstat(&fd).ctx(|| format!("stat restore target {shown}"))?;
+    let euid = sys::euid();
+    let mode = st.st_mode & 0o7777;
+    if !allow_untrusted && (st.st_uid != euid || mode & 0o022 != 0) {
+        return Err(Error::invalid(format!(
+            "restore target {shown} is owned by uid {} with mode {mode:04o}: restore writes only into a directory owned by the user running it (uid {euid}) that group and others cannot write, since whoever can rename entries there could redirect restore's chown and chmod; give --allow-untrusted-target to restore there anyway",
+            st.st_uid
+        )));
+    }
+    let mut rd =
+        std::fs::read_dir(sys::proc_fd_path(&fd)).ctx(|| format!("read restore target {shown}"))?;
+    if rd.next().is_some() {
+        return Err(Error::invalid(format!(
+            "restore target {shown} is not empty: give an empty or new directory"
+        )));
+    }
+    Ok(Target { fd, created: false })
+}
+
+/// The first restored name of a hard-link group, and its inode, so that a
+/// later name is linked to that inode and nothing else.
+struct LinkFirst {
+    rel: Vec<u8>,
+    dev: u64,
+    ino: u64,
+}
+
+/// One directory being restored: its descriptor, its remaining entries
+/// and the metadata it takes once they are all made.
+struct Frame {
+    fd: OwnedFd,
+    rel: Vec<u8>,
+    entries: std::vec::IntoIter<Node>,
+    tree: BlobId,
+    meta: Option<Node>,
+}
+
+/// How an entry's metadata is set: through an open descriptor (files and
+/// directories) or an O_PATH one (everything restore must not open).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handle {
+    Open,
+    Path,
 }
 
 struct Restorer<'a> {
     repo: &'a Repo,
     cache: ChunkCache,
-    /// Hard-link group → path of its first restored name, relative to root.
-    links: HashMap<u64, Vec<u8>>,
+    /// Hard-link group → its first restored name, relative to root.
+    links: HashMap<u64, LinkFirst>,
     stats: RestoreStats,
     root_path: PathBuf,
     root_fd: OwnedFd,
     as_root: bool,
+    euid: u32,
     rec: &'a BackupRecord,
+    budget: Budget,
+    /// Trees on the path from the root to the directory being restored.
+    on_path: HashSet<BlobId>,
+    /// Set when an error stops the whole restore (budget, cycle).
+    stopped: bool,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -396,18 +761,27 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 impl<'a> Restorer<'a> {
-    fn new(repo: &'a Repo, rec: &'a BackupRecord, to: &Path) -> Result<Self> {
-        let root = sys::open_dir(to).ctx(|| format!("open restore target {}", to.display()))?;
-        Ok(Restorer {
+    fn new(
+        repo: &'a Repo,
+        rec: &'a BackupRecord,
+        root_fd: OwnedFd,
+        to: &Path,
+        budget: Budget,
+    ) -> Self {
+        Restorer {
             repo,
             cache: ChunkCache::new(16 << 20),
             links: HashMap::new(),
             stats: RestoreStats::default(),
             root_path: to.to_path_buf(),
-            root_fd: root,
+            root_fd,
             as_root: sys::euid() == 0,
+            euid: sys::euid(),
             rec,
-        })
+            budget,
+            on_path: HashSet::new(),
+            stopped: false,
+        }
     }
 
     fn display(&self, rel: &[u8]) -> String {
@@ -416,6 +790,17 @@ impl<'a> Restorer<'a> {
             self.root_path.display(),
             String::from_utf8_lossy(rel)
         )
+    }
+
+    /// Errors that end the restore rather than one entry.
+    fn is_fatal(&self, e: &Error) -> bool {
+        self.stopped || e.kind() == Kind::NoSpace
+    }
+
+    /// An error that ends the restore.
+    fn stop(&mut self, e: Error) -> Error {
+        self.stopped = true;
+        e
     }
 
     /// Record a failure at `rel` whose message does not name the path yet.
@@ -434,9 +819,29 @@ impl<'a> Restorer<'a> {
         self.stats.errors.push(msg);
     }
 
-    /// Restore the entries of tree `id` into directory `dir` (at `rel`).
-    fn restore_dir(&mut self, dir: &OwnedFd, id: &BlobId, rel: Vec<u8>) -> Result<()> {
-        let tree: Tree = match self.repo.read_blob(id).and_then(|b| model::decode_tree(&b)) {
+    /// A frame for directory `fd` (at `rel`) holding tree `id`, or None
+    /// when the tree cannot be read (recorded as an error; the directory
+    /// gets its metadata at once). A tree already on the path is a cycle.
+    fn frame(
+        &mut self,
+        fd: OwnedFd,
+        id: BlobId,
+        rel: Vec<u8>,
+        meta: Option<Node>,
+    ) -> Result<Option<Frame>> {
+        if self.on_path.contains(&id) {
+            let e = Error::corrupt(format!(
+                "{}: backup {} lists tree {id} inside itself (a cycle); restore stopped",
+                self.display(&rel),
+                self.rec.name
+            ));
+            return Err(self.stop(e));
+        }
+        let tree: Tree = match self
+            .repo
+            .read_blob(&id)
+            .and_then(|b| model::decode_tree(&b))
+        {
             Ok(t) => t,
             Err(e) => {
                 self.fail(
@@ -446,97 +851,231 @@ impl<'a> Restorer<'a> {
                         self.rec.name
                     ),
                 );
-                return Ok(());
+                if let Some(m) = meta {
+                    if let Err(e) = self.dir_metadata(&fd, &m, &rel) {
+                        self.failed_entry(e);
+                    }
+                }
+                return Ok(None);
             }
         };
-        for n in &tree.entries {
-            let child = join(&rel, &n.name);
-            if let Err(e) = self.entry(dir, n, &child) {
-                if e.kind() == crate::error::Kind::NoSpace {
-                    return Err(e);
-                }
-                self.failed_entry(e);
-            }
-        }
-        Ok(())
+        self.on_path.insert(id);
+        Ok(Some(Frame {
+            fd,
+            rel,
+            entries: tree.entries.into_iter(),
+            tree: id,
+            meta,
+        }))
     }
 
-    fn entry(&mut self, dir: &OwnedFd, n: &Node, rel: &[u8]) -> Result<()> {
-        let name = n.name.as_slice();
-        let shown = self.display(rel);
-        let path = || shown.clone();
-        if n.link_group != 0 {
-            if let Some(first) = self.links.get(&n.link_group) {
-                return sys::link_at(&self.root_fd, first, dir, name)
-                    .ctx(|| format!("{}: hard link", path()));
+    /// Restore tree `id` into directory `fd` (at `rel`), then give the
+    /// directory `meta`. Iterative, with an explicit stack: the depth of a
+    /// tree is bounded by open descriptors, never by the call stack.
+    fn restore_tree(
+        &mut self,
+        fd: OwnedFd,
+        id: BlobId,
+        rel: Vec<u8>,
+        meta: Option<Node>,
+    ) -> Result<()> {
+        let mut stack: Vec<Frame> = Vec::new();
+        if let Some(f) = self.frame(fd, id, rel, meta)? {
+            stack.push(f);
+        }
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return Ok(());
+            };
+            match top.entries.next() {
+                Some(n) => {
+                    let child = join(&top.rel, &n.name);
+                    match self.entry(&top.fd, &n, &child) {
+                        Ok(Some((fd, id))) => {
+                            if let Some(f) = self.frame(fd, id, child, Some(n))? {
+                                stack.push(f);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) if self.is_fatal(&e) => return Err(e),
+                        Err(e) => self.failed_entry(e),
+                    }
+                }
+                None => {
+                    let Some(f) = stack.pop() else {
+                        return Ok(());
+                    };
+                    self.on_path.remove(&f.tree);
+                    if let Some(m) = &f.meta {
+                        // After its entries: they would change its mtime,
+                        // and its mode may forbid writing into it.
+                        if let Err(e) = self.dir_metadata(&f.fd, m, &f.rel) {
+                            self.failed_entry(e);
+                        }
+                    }
+                }
             }
         }
-        match n.kind {
+    }
+
+    /// Make entry `n` in `dir` at `rel`. A directory with a tree is
+    /// returned opened, with its tree, for the caller to descend into (it
+    /// takes its metadata when done); everything else is complete.
+    fn entry(&mut self, dir: &OwnedFd, n: &Node, rel: &[u8]) -> Result<Option<(OwnedFd, BlobId)>> {
+        let name = n.name.as_slice();
+        let shown = self.display(rel);
+        if let Err(e) = self.budget.entry(&shown) {
+            return Err(self.stop(e));
+        }
+        if n.link_group != 0 && self.links.contains_key(&n.link_group) {
+            self.link(dir, n, &shown)?;
+            return Ok(None);
+        }
+        let made = match n.kind {
             NodeKind::Dir => {
-                sys::mkdir_at(dir, name, 0o700).ctx(|| format!("{}: mkdir", path()))?;
-                let sub = sys::open_dir_at(dir, name).ctx(|| format!("{}: open", path()))?;
+                let sub = match make_dir_at(dir, name, &shown) {
+                    Ok(fd) => fd,
+                    // Each level of a tree being restored holds one open
+                    // directory: deeper than the open-file limit allows is
+                    // the end of this restore, not one entry's failure.
+                    Err(e) if e.os_error().and_then(|o| o.raw_os_error()) == Some(libc::EMFILE) => {
+                        return Err(self.stop(e.context(format!(
+                            "backup {}: the tree is nested deeper than the open-file limit allows",
+                            self.rec.name
+                        ))));
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.stats.dirs += 1;
                 if let Some(id) = n.subtree {
-                    self.restore_dir(&sub, &id, rel.to_vec())?;
+                    return Ok(Some((sub, id)));
                 }
+                self.dir_metadata(&sub, n, rel)?;
+                return Ok(None);
             }
             NodeKind::File => {
-                let f = sys::create_file_at(dir, name).ctx(|| format!("{}: create", path()))?;
+                if let Err(e) = self.budget.bytes(&shown, n.size) {
+                    return Err(self.stop(e));
+                }
+                let f = sys::create_file_at(dir, name).ctx(|| format!("{shown}: create"))?;
                 let result = self
                     .write_file(&f, n, rel)
-                    .and_then(|()| f.set_len(n.size).ctx(|| format!("{}: set size", path())));
-                if let Err(e) = result {
-                    // A file whose data could not all be restored is removed,
-                    // not left at full size with zeros where the damaged or
-                    // unwritten chunks belong: restore never shows wrong
-                    // bytes as a file's content. The error names the file.
-                    drop(f);
-                    let _ = sys::unlink_at(dir, name);
-                    return Err(e);
+                    .and_then(|()| f.set_len(n.size).ctx(|| format!("{shown}: set size")))
+                    .and_then(|()| self.metadata(&f, Handle::Open, n, rel));
+                let st = result.and_then(|()| sys::fstat(&f).ctx(|| format!("{shown}: stat")));
+                match st {
+                    Ok(st) => {
+                        self.stats.files += 1;
+                        st
+                    }
+                    Err(e) => {
+                        // A file whose data could not all be restored is
+                        // removed, not left at full size with zeros where
+                        // the damaged or unwritten chunks belong: restore
+                        // never shows wrong bytes as a file's content.
+                        drop(f);
+                        let _ = sys::unlink_at(dir, name);
+                        return Err(e);
+                    }
                 }
-                self.stats.files += 1;
             }
             NodeKind::Symlink => {
-                sys::symlink_at(&n.target, dir, name).ctx(|| format!("{}: symlink", path()))?;
+                sys::symlink_at(&n.target, dir, name).ctx(|| format!("{shown}: symlink"))?;
                 self.stats.others += 1;
+                self.made_node(dir, n, rel, &shown, libc::S_IFLNK)?
             }
             NodeKind::CharDev | NodeKind::BlockDev | NodeKind::Fifo | NodeKind::Socket => {
                 sys::mknod_at(dir, name, n.kind.ifmt() | 0o600, n.rdev)
-                    .ctx(|| format!("{}: mknod", path()))?;
+                    .ctx(|| format!("{shown}: mknod"))?;
                 self.stats.others += 1;
+                self.made_node(dir, n, rel, &shown, n.kind.ifmt())?
             }
-        }
-        self.metadata(dir, n, rel)?;
+        };
         if n.link_group != 0 {
-            self.links.insert(n.link_group, rel.to_vec());
+            self.links.insert(
+                n.link_group,
+                LinkFirst {
+                    rel: rel.to_vec(),
+                    dev: made.st_dev,
+                    ino: made.st_ino,
+                },
+            );
+        }
+        Ok(None)
+    }
+
+    /// Open the symlink or node restore just made as O_PATH, check it is
+    /// the one it made (type, owner, a single link), and set its metadata
+    /// through that descriptor.
+    fn made_node(
+        &mut self,
+        dir: &OwnedFd,
+        n: &Node,
+        rel: &[u8],
+        shown: &str,
+        ifmt: u32,
+    ) -> Result<libc::stat> {
+        let fd = sys::open_path_at(dir, &n.name).ctx(|| format!("{shown}: open"))?;
+        let st = sys::fstat(&fd).ctx(|| format!("{shown}: stat"))?;
+        if st.st_mode & libc::S_IFMT != ifmt || st.st_uid != self.euid || st.st_nlink != 1 {
+            return Err(Error::failed(format!(
+                "{shown}: the entry restore made was replaced by another (owner uid {}) before its owner and mode were set; left alone",
+                st.st_uid
+            )));
+        }
+        self.metadata(&fd, Handle::Path, n, rel)?;
+        Ok(st)
+    }
+
+    /// Link `n` to the first restored name of its group. That name's
+    /// directory is opened from the target one component at a time without
+    /// following symlinks, and the new link is checked to be the inode
+    /// restore made; otherwise it is removed again.
+    fn link(&mut self, dir: &OwnedFd, n: &Node, shown: &str) -> Result<()> {
+        let Some(first) = self.links.get(&n.link_group) else {
+            return Ok(());
+        };
+        let (dev, ino) = (first.dev, first.ino);
+        let (first_dir, first_name) = match first.rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => (first.rel[..i].to_vec(), first.rel[i + 1..].to_vec()),
+            None => (Vec::new(), first.rel.clone()),
+        };
+        let mut cur = self.root_fd.try_clone().ctx(|| "dup target".to_string())?;
+        for c in first_dir.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+            cur = sys::open_path_dir_at(&cur, c).ctx(|| format!("{shown}: hard link: open"))?;
+        }
+        sys::link_at(&cur, &first_name, dir, &n.name).ctx(|| format!("{shown}: hard link"))?;
+        let st = sys::fstatat_nofollow(dir, &n.name).ctx(|| format!("{shown}: stat"))?;
+        if (st.st_dev, st.st_ino) != (dev, ino) {
+            let _ = sys::unlink_at(dir, &n.name);
+            return Err(Error::failed(format!(
+                "{shown}: the first name of its hard-link group was replaced during the restore; not linked"
+            )));
         }
         Ok(())
     }
 
     fn write_file(&mut self, f: &std::fs::File, n: &Node, rel: &[u8]) -> Result<()> {
-        let chunks = reader::all_chunks(self.repo, n).map_err(|e| {
-            e.context(format!(
-                "{}: chunk list in backup {}",
-                self.display(rel),
-                self.rec.name
-            ))
-        })?;
+        let shown = self.display(rel);
+        check_lists_within(&shown, self.rec, n)?;
+        let chunks = reader::all_chunks(self.repo, n)
+            .map_err(|e| e.context(format!("{shown}: chunk list in backup {}", self.rec.name)))?;
         // Counted only once the whole file is written: a file that fails
         // is removed, and its bytes were not restored.
         let mut bytes = 0;
         for c in chunks {
+            // Before anything is read or written: a chunk list may claim
+            // any size, the record's size of the file is the bound.
+            check_chunk_within(&shown, self.rec, n.size, c.offset, c.len as u64)?;
             let data = self.cache.get(self.repo, &c.id).map_err(|e| {
                 e.context(format!(
-                    "{}: backup {}, offset {}",
-                    self.display(rel),
-                    self.rec.name,
-                    c.offset
+                    "{shown}: backup {}, offset {}",
+                    self.rec.name, c.offset
                 ))
             })?;
             if data.len() != c.len as usize {
                 return Err(Error::corrupt(format!(
-                    "{}: chunk {} has {} bytes, the file expects {} (backup {})",
-                    self.display(rel),
+                    "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
                     c.id,
                     data.len(),
                     c.len,
@@ -544,32 +1083,52 @@ impl<'a> Restorer<'a> {
                 )));
             }
             f.write_all_at(&data, c.offset)
-                .ctx(|| format!("{}: write", self.display(rel)))?;
+                .ctx(|| format!("{shown}: write"))?;
             bytes += data.len() as u64;
         }
         self.stats.bytes += bytes;
         Ok(())
     }
 
-    /// Owner, mode, xattrs, times, in that order: chown clears setuid, and
-    /// chmod rewrites an ACL's mask, so the ACL xattr comes after both.
-    fn metadata(&mut self, dir: &OwnedFd, n: &Node, rel: &[u8]) -> Result<()> {
-        let name = n.name.as_slice();
-        match sys::chown_at(dir, name, n.uid, n.gid) {
+    /// A directory's metadata, through its own descriptor.
+    fn dir_metadata(&mut self, fd: &OwnedFd, n: &Node, rel: &[u8]) -> Result<()> {
+        self.metadata(fd, Handle::Open, n, rel)
+    }
+
+    /// Owner, mode, xattrs, times, in that order, all on the descriptor of
+    /// the inode restore made: chown clears setuid, so chmod comes after
+    /// it, and chmod rewrites an ACL's mask, so the ACL xattr comes after
+    /// both.
+    fn metadata(
+        &mut self,
+        fd: &impl std::os::fd::AsRawFd,
+        how: Handle,
+        n: &Node,
+        rel: &[u8],
+    ) -> Result<()> {
+        match sys::fchown(fd, n.uid, n.gid) {
             Ok(()) => {}
             Err(e) if !self.as_root && e.raw_os_error() == Some(libc::EPERM) => {}
             Err(e) => return Err(Error::io(format!("{}: chown", self.display(rel)), e)),
         }
+        // Symlinks have no mode of their own.
         if n.kind != NodeKind::Symlink {
-            sys::chmod_at(dir, name, n.mode).ctx(|| format!("{}: chmod", self.display(rel)))?;
+            let r = match how {
+                Handle::Open => sys::fchmod(fd, n.mode),
+                Handle::Path => sys::fchmod_path(fd, n.mode),
+            };
+            r.ctx(|| format!("{}: chmod", self.display(rel)))?;
         }
-        let fd_path = sys::fd_path(dir, name);
         for x in &n.xattrs {
             let privileged = x.name.starts_with(b"security.") || x.name.starts_with(b"trusted.");
             if privileged && !self.as_root {
                 continue;
             }
-            if let Err(e) = sys::set_xattr(&fd_path, &x.name, &x.value) {
+            let r = match how {
+                Handle::Open => sys::fset_xattr(fd, &x.name, &x.value),
+                Handle::Path => sys::fset_xattr_path(fd, &x.name, &x.value),
+            };
+            if let Err(e) = r {
                 self.fail(
                     rel,
                     format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)),
@@ -578,8 +1137,11 @@ impl<'a> Restorer<'a> {
         }
         // Access times are not kept (reading a tree would change them and
         // defeat deduplication of unchanged trees); atime takes mtime.
-        sys::utimens_at(dir, name, n.mtime_ns, n.mtime_ns)
-            .ctx(|| format!("{}: set times", self.display(rel)))?;
+        let r = match how {
+            Handle::Open => sys::futimens(fd, n.mtime_ns, n.mtime_ns),
+            Handle::Path => sys::futimens_path(fd, n.mtime_ns, n.mtime_ns),
+        };
+        r.ctx(|| format!("{}: set times", self.display(rel)))?;
         Ok(())
     }
 }

@@ -231,9 +231,9 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
     let total: u64 = cfg.resources.iter().map(|x| x.size).sum::<u64>() + r.size;
     if total > cfg.capacity_bytes() {
         return Err(Error::param(format!(
-            "vault {vault}: its resources would total {}, more than its capacity of {} GB; expand it with 'cbrfs vault update {vault} --capacity'",
+            "vault {vault}: its resources would total {}, more than its capacity of {}; expand it with 'cbrfs vault update {vault} --capacity'",
             rules::human_bytes(total),
-            cfg.capacity_gb
+            rules::human_bytes(cfg.capacity_bytes())
         ))
         .code("BackupService.6101"));
     }
@@ -365,17 +365,34 @@ pub fn associate_server(
 
 /// Dissociate a resource. As in CBR, its backups in the vault go with it:
 /// each backup record loses that resource, and a record left empty is
-/// deleted. The data goes with the next prune.
-pub fn dissociate(store: &Store, vault: &str, resource: &str) -> Result<Vec<String>> {
+/// deleted. The data goes with the next prune. Backups are lost, so unless
+/// `force` is set a resource that any backup holds is refused, as `vault
+/// delete` refuses a vault that holds backups.
+pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Result<Vec<String>> {
     let _lock = store.lock()?;
     let mut cfg = store.vault(vault)?;
     cfg.resource(resource)?;
     let _busy = store.try_backup_lock(vault)?;
-    let mut deleted = Vec::new();
-    for rec in store.backups(vault)?.into_iter().flatten() {
-        if !rec.resources.iter().any(|p| p.name == resource) {
-            continue;
+    let holding: Vec<_> = store
+        .backups(vault)?
+        .into_iter()
+        .flatten()
+        .filter(|rec| rec.resources.iter().any(|p| p.name == resource))
+        .collect();
+    if !holding.is_empty() && !force {
+        let mut names: Vec<&str> = holding.iter().take(5).map(|r| r.name.as_str()).collect();
+        if holding.len() > 5 {
+            names.push("...");
         }
+        return Err(Error::conflict(format!(
+            "resource {resource} of vault {vault} is in {} backups ({}): dissociating it deletes it from them; add --force to do so",
+            holding.len(),
+            names.join(", ")
+        ))
+        .code("BackupService.7301"));
+    }
+    let mut deleted = Vec::new();
+    for rec in holding {
         let mut rec = rec;
         rec.resources.retain(|p| p.name != resource);
         if rec.resources.is_empty() {
