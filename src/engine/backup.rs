@@ -1805,3 +1805,67 @@ fn disk_batch(
     }
     Ok(chunks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(o: &Opened) -> (&'static str, u32) {
+        let h = match o.handle {
+            Handle::Dir(_) => "dir",
+            Handle::File(_) => "file",
+            Handle::Other(_) => "other",
+        };
+        (h, o.st.st_mode & libc::S_IFMT)
+    }
+
+    /// Whatever the listing's d_type said, what is recorded is what the
+    /// open found: a symlink is never followed (nor opened as the
+    /// directory it points to), a fifo where a file was listed is not
+    /// waited on, and an entry opened through O_PATH and found to be a
+    /// file or directory is opened as one — the same inode.
+    #[test]
+    fn open_entry_records_what_it_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir(p.join("dir")).unwrap();
+        std::fs::write(p.join("file"), b"bytes").unwrap();
+        std::os::unix::fs::symlink("dir", p.join("link")).unwrap();
+        let c = sys::cstr(p.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let dir = sys::open_dir(p).unwrap();
+        let open = |name: &[u8], hint: u8| {
+            let dir = dir.try_clone().unwrap();
+            let name = name.to_vec();
+            crate::testkit::within(10, move || open_entry(&dir, &name, hint).unwrap())
+        };
+        // Listed as a directory, now a symlink to one: the link itself.
+        let o = open(b"link", libc::DT_DIR);
+        assert_eq!(kind_of(&o), ("other", libc::S_IFLNK));
+        assert_eq!(sys::readlink_fd(o.handle.raw()).unwrap(), b"dir");
+        // Listed as a file, now a fifo: not blocked on, not a file.
+        assert_eq!(
+            kind_of(&open(b"fifo", libc::DT_REG)),
+            ("other", libc::S_IFIFO)
+        );
+        // Listed as a symlink, now a file or a directory: opened as such.
+        let o = open(b"file", libc::DT_LNK);
+        assert_eq!(kind_of(&o), ("file", libc::S_IFREG));
+        let Handle::File(mut f) = o.handle else {
+            unreachable!()
+        };
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "bytes");
+        assert_eq!(
+            kind_of(&open(b"dir", libc::DT_UNKNOWN)),
+            ("dir", libc::S_IFDIR)
+        );
+        assert_eq!(kind_of(&open(b"dir", libc::DT_REG)), ("dir", libc::S_IFDIR));
+        assert_eq!(
+            kind_of(&open(b"file", libc::DT_DIR)),
+            ("file", libc::S_IFREG)
+        );
+    }
+}
