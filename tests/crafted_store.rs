@@ -459,10 +459,9 @@ fn deep_nesting_is_walked_without_recursion() {
 }
 
 /// Restore's share of finding 8 (bounded counts, depth): 2^40 paths and
-/// 10,000 levels must fail or finish within the bound. Restore's own
-/// counting is another change; run with `--ignored` once it is in.
+/// 10,000 levels must fail or finish within the bound (restore counts what
+/// it creates against the record's totals and walks with its own stack).
 #[test]
-#[ignore = "restore's share of finding 8 (bounded counts and depth) is a separate change"]
 fn restore_of_shared_and_deep_trees_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let b = base_at(dir.path());
