@@ -469,3 +469,85 @@ fn ten_thousand_levels_restore_without_overflowing_the_stack() {
         Err(e) => assert!(e.to_string().contains("open-file limit"), "{e}"),
     }
 }
+
+/// In-place restore writes to the paths in the record: they are followed
+/// from `/` one component at a time, and a symlink on the way (here the
+/// member's parent directory, replaced after the backup by a link to
+/// another directory) is an error naming it, with nothing written there.
+#[test]
+fn an_in_place_path_through_a_symlink_is_refused() {
+    if !is_root() {
+        return;
+    }
+    use cbrfs::engine::servers::{self, NewMember};
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(real.join("app")).unwrap();
+    std::fs::write(real.join("app/f"), b"orig").unwrap();
+    std::fs::write(real.join("vol.img"), common::pseudo_random(64 << 10, 3)).unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    servers::define(
+        &store,
+        "srv",
+        &[
+            NewMember::Path(real.join("app")),
+            NewMember::Disk(real.join("vol.img")),
+        ],
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    vaults::create(
+        &store,
+        vaults::NewVault {
+            name: Some("v".into()),
+            vault_type: cbrfs::catalog::VaultType::Server,
+            capacity: "10GB".into(),
+            description: String::new(),
+            tags: vec![],
+            compression: "none".into(),
+        },
+    )
+    .unwrap();
+    vaults::associate_server(&store, "v", "srv", vec![]).unwrap();
+    take_backup(&store, "v", "b1");
+    let in_place = RestoreOptions {
+        in_place: true,
+        ..Default::default()
+    };
+
+    let moved = dir.path().join("moved");
+    std::fs::rename(&real, &moved).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("vol.img"), b"").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
+    let e = restore::restore_with(&store, "v", "b1", Some("srv"), Path::new("/"), &in_place)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&real.display().to_string())
+            && e.to_string().contains("symbolic link"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 2);
+    let names: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("vol.img")]);
+    assert_eq!(
+        std::fs::metadata(elsewhere.join("vol.img")).unwrap().len(),
+        0
+    );
+
+    // The real directory back in its place: the same restore works.
+    std::fs::remove_file(&real).unwrap();
+    std::fs::rename(&moved, &real).unwrap();
+    std::fs::write(real.join("app/f"), b"changed").unwrap();
+    let s =
+        restore::restore_with(&store, "v", "b1", Some("srv"), Path::new("/"), &in_place).unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(std::fs::read(real.join("app/f")).unwrap(), b"orig");
+}
