@@ -551,3 +551,29 @@ fn an_in_place_path_through_a_symlink_is_refused() {
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!(std::fs::read(real.join("app/f")).unwrap(), b"orig");
 }
+
+/// Entries named `..`-something in a crafted tree are never created
+/// outside the target, whichever layer refuses them.
+#[test]
+fn entries_with_escaping_names_stay_inside_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let store = backed_up(dir.path(), &src);
+    craft(&store, "b1", "escape", |w, rec| {
+        let mut f = Node::new(b"../escaped".to_vec(), NodeKind::File);
+        f.mode = 0o644;
+        let mut d = Node::new(b"..".to_vec(), NodeKind::Dir);
+        d.mode = 0o755;
+        let root = put_tree(w, vec![f, d]);
+        set_root(rec, root);
+        rec.resources[0].stats.files_new = 10;
+        rec.resources[0].stats.dirs = 10;
+    });
+    let out = dir.path().join("deeper/out");
+    let s = restore::restore(&store, "v", "escape", None, &out).unwrap();
+    assert!(!s.errors.is_empty());
+    assert!(!dir.path().join("deeper/escaped").exists());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}

@@ -924,6 +924,16 @@ impl<'a> Restorer<'a> {
     fn entry(&mut self, dir: &OwnedFd, n: &Node, rel: &[u8]) -> Result<Option<(OwnedFd, BlobId)>> {
         let name = n.name.as_slice();
         let shown = self.display(rel);
+        // Trees are validated where they are decoded; checked again here
+        // because this is where a name becomes a place on disk.
+        if !model::is_safe_name(name) {
+            return Err(Error::corrupt(format!(
+                "{}: backup {} has an entry named {:?}, not a single path component; not restored",
+                self.display(&rel[..rel.len().saturating_sub(name.len())]),
+                self.rec.name,
+                String::from_utf8_lossy(name)
+            )));
+        }
         if let Err(e) = self.budget.entry(&shown) {
             return Err(self.stop(e));
         }
