@@ -321,7 +321,7 @@ fn restore_disk(
     let fmt = st.st_mode & libc::S_IFMT;
     if fmt == libc::S_IFLNK {
         return Err(Error::invalid(format!(
-            "restore target {shown} is a symbolic link: restore writes a disk only to the file or device named, never through a link"
+            "restore target {shown} is a symbolic link: restore writes a disk only to the file or device named, never through a link; give the path it leads to"
         )));
     }
     if fmt != libc::S_IFREG && fmt != libc::S_IFBLK {
