@@ -301,7 +301,8 @@ fn a_disk_restore_refuses_targets_others_made() {
 }
 
 /// A 1-byte file whose chunk list names 2 GiB (inline, and as a chunk-list
-/// blob): restore reports the file and writes nothing beyond its size.
+/// blob): restore reports the file and writes nothing beyond its size
+/// (whether restore's own check or the tree decoder's stops it).
 #[test]
 fn a_one_byte_file_with_a_two_gib_chunk_list_writes_nothing_big() {
     let dir = tempfile::tempdir().unwrap();
@@ -357,9 +358,7 @@ fn a_one_byte_file_with_a_two_gib_chunk_list_writes_nothing_big() {
         let s = restore::restore(&store, "v", b, None, &out).unwrap();
         assert!(s.bytes < MIB, "{b}: {} bytes written", s.bytes);
         assert!(
-            s.errors
-                .iter()
-                .any(|e| e.contains("small") && e.contains("beyond")),
+            s.errors.iter().any(|e| e.contains("small")),
             "{b}: {:?}",
             s.errors
         );
