@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 DEMO=${DEMO_DIR:-$REPO/demo}
 
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# Bold commands on a terminal only: no escape codes in a log or a pipe.
+if [ -t 1 ]; then
+    say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+else
+    say() { printf '\n$ %s\n' "$*"; }
+fi
 run() { say "$*"; "$@"; }
 
 if ! command -v fusermount3 >/dev/null 2>&1; then
@@ -27,13 +32,18 @@ fi
 
 echo "building cbrfs (release) ..."
 cargo build --release --quiet
-mkdir -p "$DEMO/bin"
-cp target/release/cbrfs "$DEMO/bin/cbrfs"
-export PATH="$DEMO/bin:$PATH"
 export CBRFS_STORE="$DEMO/store"
 
-# A fresh demo each run.
-if grep -qs " $DEMO/mnt " /proc/self/mountinfo; then cbrfs umount "$DEMO/mnt" >/dev/null; fi
+# A fresh demo each run: an earlier run's mount goes first (its daemon runs
+# the binary in demo/bin, which a plain cp could not overwrite), then the
+# new binary is put in place by rename.
+if grep -qs " $DEMO/mnt " /proc/self/mountinfo; then
+    target/release/cbrfs umount "$DEMO/mnt" >/dev/null || fusermount3 -uz "$DEMO/mnt"
+fi
+mkdir -p "$DEMO/bin"
+cp target/release/cbrfs "$DEMO/bin/.cbrfs.new"
+mv -f "$DEMO/bin/.cbrfs.new" "$DEMO/bin/cbrfs"
+export PATH="$DEMO/bin:$PATH"
 rm -rf "$DEMO/store" "$DEMO/data" "$DEMO/mnt" "$DEMO/restore"
 mkdir -p "$DEMO/mnt"
 

@@ -74,6 +74,11 @@ pub struct Resource {
     pub size: u64,
     /// When associated, RFC 3339.
     pub added: String,
+    /// Stay on the resource root's file system: a directory on another
+    /// device is kept as an empty directory (its mount point), as restic's
+    /// `--one-file-system` does. Absent in older catalogs: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_file_system: bool,
 }
 
 /// A member of a server: a directory tree or a disk.
@@ -244,7 +249,8 @@ impl Store {
                 format!("{{\"format\": {CATALOG_FORMAT}}}\n").as_bytes(),
             )?;
         } else {
-            let text = fs::read_to_string(&marker).ctx(|| format!("read {}", marker.display()))?;
+            let text =
+                fsutil::read_store_text(&marker).ctx(|| format!("read {}", marker.display()))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::corrupt(format!("{}: {e}", marker.display())))?;
             let f = v.get("format").and_then(|f| f.as_u64());
@@ -257,7 +263,59 @@ impl Store {
             }
         }
         let root = fs::canonicalize(root).ctx(|| format!("resolve {}", root.display()))?;
-        Ok(Store { root })
+        let store = Store { root };
+        store.finish_deletions();
+        Ok(store)
+    }
+
+    /// Finish the vault deletions a killed `vault delete` left: it renames
+    /// the vault to `vaults/.deleting-*` before removing its files, and a
+    /// kill between the two would keep the space forever (issue #12,
+    /// finding 12). Runs on every open; costs one listing of `vaults/`.
+    /// Best effort: a failure is logged, the command goes on.
+    fn finish_deletions(&self) {
+        let dir = self.root.join("vaults");
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return;
+        };
+        let trash: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_name().as_encoded_bytes().starts_with(b".deleting-"))
+            .map(|e| e.path())
+            .collect();
+        if trash.is_empty() {
+            return;
+        }
+        // Under the catalog lock, so that a `vault delete` still removing
+        // its own trash is not raced; if it is busy, a later command does it.
+        let lock = match Flock::try_lock(&self.root.join("catalog.lock"), true) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("finish an interrupted vault deletion: {e}");
+                return;
+            }
+        };
+        for t in trash {
+            // remove_dir_all never follows symlinks (std >= 1.58): a link
+            // named `.deleting-*` is removed itself, not what it names.
+            match fs::remove_dir_all(&t) {
+                Ok(()) => log::info!(
+                    "finished an interrupted vault deletion: removed {}",
+                    t.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    let _ = fs::remove_file(&t);
+                }
+                Err(e) => log::warn!(
+                    "finish an interrupted vault deletion: remove {}: {e}",
+                    t.display()
+                ),
+            }
+        }
+        let _ = fsutil::sync_dir(&dir);
+        drop(lock);
     }
 
     /// The store's directory.
@@ -315,6 +373,13 @@ impl Store {
     /// The vault named `name`.
     pub fn vault(&self, name: &str) -> Result<VaultConfig> {
         rules::check_name("vault name", name)?;
+        let dir = self.vault_dir(name);
+        match fsutil::ensure_real_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("vault {name}: {}", dir.display()), e))
+            }
+            _ => {}
+        }
         read_record(
             &self.vault_dir(name).join("vault.json"),
             "vault",
@@ -402,7 +467,7 @@ impl Store {
     pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
         rules::check_name("backup name", backup)?;
         let path = self.backup_path(vault, backup);
-        let data = match fs::read(&path) {
+        let data = match fsutil::read_store_file(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::not_found(format!(
@@ -412,8 +477,17 @@ impl Store {
             }
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        model::decode_record(&data)
-            .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))
+        let rec = model::decode_record(&data)
+            .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
+        // Commands name a backup by its file and show the record's own
+        // names: a record copied or crafted under another name is damage.
+        if rec.name != backup || rec.vault != vault {
+            return Err(Error::corrupt(format!(
+                "vault {vault}, backup {backup}: the record says it is backup {:?} of vault {:?}",
+                rec.name, rec.vault
+            )));
+        }
+        Ok(rec)
     }
 
     /// Every backup of a vault, oldest first. Damaged records are returned
@@ -578,7 +652,7 @@ record!(VaultConfig, ServerConfig, PolicyConfig);
 /// with CBR's `code`; undecodable, another format or another name is
 /// damage naming the file.
 fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static str) -> Result<T> {
-    let text = match fs::read_to_string(path) {
+    let text = match fsutil::read_store_text(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code))
@@ -603,6 +677,14 @@ fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static st
 /// hidden (temporary) files are skipped and a missing `dir` is empty.
 fn names_in(dir: &Path, suffix: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
+    // A symlink in place of `backups/` (or `policies/`, `servers/`) would
+    // list and read another directory's records.
+    match fsutil::ensure_real_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(format!("list {}", dir.display()), e))
+        }
+        _ => {}
+    }
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -661,6 +743,7 @@ mod tests {
                 excludes: vec!["vdb".into()],
                 size: 12345,
                 added: "2026-11-24T04:25:16Z".into(),
+                one_file_system: false,
             }],
             policy: Some("p".into()),
             policy_applied_ns: 1_700_000_000_000_000_000,

@@ -5,7 +5,8 @@ use crate::catalog::{self, Store, VaultConfig, VaultType};
 use crate::engine::{backup, check, restore, vaults};
 use crate::error::{Error, Result};
 use crate::model::{BackupRecord, Origin};
-use crate::rules::human_bytes;
+use crate::quote::{quote, quote_bytes};
+use crate::rules::{self, human_bytes};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -72,6 +73,10 @@ enum Command {
         /// checked against each file's permissions).
         #[arg(long)]
         allow_other: bool,
+        /// Mount noexec: no program kept in a backup can be run from the
+        /// mount (it is always nosuid and nodev).
+        #[arg(long)]
+        noexec: bool,
         /// How long a lookup inside a backup that mkdir started waits for it
         /// before failing with EAGAIN.
         #[arg(long, default_value = "5", value_name = "SECONDS")]
@@ -97,7 +102,9 @@ enum VaultCmd {
         #[arg(long = "type", value_name = "filesystem|disk|server")]
         vault_type: String,
         /// Capacity: 10GB to 10485760GB, like 100GB or 2TB (a bare number is GB).
-        #[arg(long)]
+        // Hyphen values reach the capacity rule, whose message says what a
+        // capacity is, instead of clap's "unexpected argument '-5'".
+        #[arg(long, allow_hyphen_values = true)]
         capacity: String,
         /// Description, at most 255 characters.
         #[arg(long, default_value = "")]
@@ -131,7 +138,7 @@ enum VaultCmd {
         /// The vault.
         name: String,
         /// New capacity (larger than the current one).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         capacity: Option<String>,
         /// New description.
         #[arg(long)]
@@ -184,6 +191,10 @@ enum VaultCmd {
         /// the resource when it has a '/').
         #[arg(long = "exclude", value_name = "GLOB", requires = "path")]
         excludes: Vec<String>,
+        /// Stay on the directory's file system: a mount inside it is kept
+        /// as an empty directory.
+        #[arg(long = "one-file-system", requires = "path")]
+        one_file_system: bool,
     },
     /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
     Dissociate {
@@ -191,6 +202,9 @@ enum VaultCmd {
         vault: String,
         /// The resource.
         resource: String,
+        /// Also when backups hold it (its part of them is deleted).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -366,7 +380,7 @@ pub fn run() -> i32 {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cbrfs: error: {e}");
+            eprintln!("cbrfs: error: {}", quote(&e.to_string()));
             e.exit_code()
         }
     }
@@ -383,6 +397,20 @@ fn init_logging(cli: &Cli) {
         } else {
             "warn"
         }));
+    // Log lines name files, vaults and backups from sources and stores
+    // other users write: quote their control characters (issue #12,
+    // finding 10); otherwise env_logger's own layout.
+    b.format(|buf, record| {
+        use std::io::Write;
+        writeln!(
+            buf,
+            "[{} {:<5} {}] {}",
+            buf.timestamp(),
+            record.level(),
+            record.target(),
+            quote(&record.args().to_string())
+        )
+    });
     if daemon {
         let dir = cli
             .store
@@ -390,11 +418,9 @@ fn init_logging(cli: &Cli) {
             .unwrap_or_else(catalog::default_store_path)
             .join("logs");
         let _ = crate::fsutil::create_dir_all(&dir);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("mount.log"));
-        if let Ok(f) = file {
+        // The log names vaults, backups and paths: private like every
+        // store file (0600), also when an older cbrfs created it 0644.
+        if let Ok(f) = crate::fsutil::open_private_append(&dir.join("mount.log")) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
     }
@@ -428,6 +454,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             mountpoint,
             foreground,
             allow_other,
+            noexec,
             wait_seconds,
         } => {
             if !(0.0..=3600.0).contains(&wait_seconds) {
@@ -441,6 +468,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 &crate::fuse::MountOptions {
                     foreground,
                     allow_other,
+                    noexec,
                     wait: Duration::from_secs_f64(wait_seconds),
                 },
             )?;
@@ -482,6 +510,7 @@ pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
         "resources": v.resources.iter().map(|r| json!({
             "name": r.name, "kind": r.kind, "path": r.path,
             "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
+            "one_file_system": r.one_file_system,
         })).collect::<Vec<_>>(),
     })
 }
@@ -538,7 +567,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             }
             let (all, damaged) = store.vaults_and_damage()?;
             for e in &damaged {
-                eprintln!("cbrfs: error: {e}");
+                eprintln!("cbrfs: error: {}", quote(&e.to_string()));
             }
             let vs: Vec<_> = all
                 .into_iter()
@@ -560,15 +589,17 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                         "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
                         v.name,
                         v.vault_type.as_str(),
-                        format!("{} GB", v.capacity_gb),
+                        human_bytes(v.capacity_bytes()),
                         human_bytes(j["used_bytes"].as_u64().unwrap_or(0)),
                         v.resources.len(),
                         j["backups"],
-                        v.tags
-                            .iter()
-                            .map(|(k, val)| format!("{k}={val}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        quote(
+                            &v.tags
+                                .iter()
+                                .map(|(k, val)| format!("{k}={val}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
                     );
                 }
             }
@@ -585,7 +616,9 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 let used = j["used_bytes"].as_u64().unwrap_or(0);
                 println!("vault:       {}", v.name);
                 println!("type:        {}", v.vault_type.as_str());
-                println!("capacity:    {} GB", v.capacity_gb);
+                // One unit for capacity, use and free: a capacity of 10 GB
+                // is 10 × 2^30 bytes (rules::GB).
+                println!("capacity:    {}", human_bytes(v.capacity_bytes()));
                 println!(
                     "used:        {} ({:.2}%)",
                     human_bytes(used),
@@ -595,13 +628,14 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     "free:        {}",
                     human_bytes(v.capacity_bytes().saturating_sub(used))
                 );
-                println!("description: {}", v.description);
+                // vault.json is store input: quote what it says.
+                println!("description: {}", quote(&v.description));
                 println!("compression: {}", v.compression);
                 println!("created:     {}", v.created);
                 println!("backups:     {}", j["backups"]);
                 let tags: Vec<String> =
                     v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
-                println!("tags:        {}", tags.join(", "));
+                println!("tags:        {}", quote(&tags.join(", ")));
                 println!(
                     "auto-expand: {}; usage threshold {}%",
                     if v.auto_expand { "on" } else { "off" },
@@ -621,15 +655,20 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 println!("resources:");
                 for r in &v.resources {
                     println!(
-                        "  {:<20} {:<10} {} ({}){}",
-                        r.name,
-                        r.kind,
-                        r.path,
+                        "  {:<20} {:<10} {} ({}){}{}",
+                        quote(&r.name),
+                        quote(&r.kind),
+                        quote(&r.path),
                         human_bytes(r.size),
                         if r.excludes.is_empty() {
                             String::new()
                         } else {
-                            format!(" excluding {}", r.excludes.join(" "))
+                            format!(" excluding {}", quote(&r.excludes.join(" ")))
+                        },
+                        if r.one_file_system {
+                            ", one file system"
+                        } else {
+                            ""
                         }
                     );
                 }
@@ -677,7 +716,10 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             let r = store.delete_vault(&name);
             t.finish(&r);
             r?;
-            println!("deleted vault {name} and its {n} backups");
+            println!(
+                "deleted vault {name} and its {}",
+                rules::count(n as u64, "backup", "backups")
+            );
         }
         VaultCmd::Associate {
             vault,
@@ -687,9 +729,12 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             exclude_members,
             name,
             excludes,
+            one_file_system,
         } => {
             let r = match (path, disk, server) {
-                (Some(p), _, _) => vaults::associate_path(store, &vault, &p, name, excludes)?,
+                (Some(p), _, _) => {
+                    vaults::associate_path_with(store, &vault, &p, name, excludes, one_file_system)?
+                }
                 (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
                 (_, _, Some(sv)) => {
                     if name.is_some() {
@@ -708,7 +753,11 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 human_bytes(r.size)
             );
         }
-        VaultCmd::Dissociate { vault, resource } => {
+        VaultCmd::Dissociate {
+            vault,
+            resource,
+            force,
+        } => {
             let t = crate::tasks::start(
                 store,
                 "remove_resource",
@@ -717,12 +766,12 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 None,
                 catalog::now_ns(),
             );
-            let r = vaults::dissociate(store, &vault, &resource);
+            let r = vaults::dissociate(store, &vault, &resource, force);
             t.finish(&r);
             let deleted = r?;
             println!(
-                "dissociated resource {resource} from vault {vault}; deleted {} backups that held only it",
-                deleted.len()
+                "dissociated resource {resource} from vault {vault}; deleted {} that held only it",
+                rules::count(deleted.len() as u64, "backup", "backups")
             );
         }
     }
@@ -829,8 +878,12 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     if rec.full { "full" } else { "incremental" }
                 );
                 println!(
-                    "files: {} new, {} changed, {} unchanged; {} directories, {} other",
-                    s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.others
+                    "files: {} new, {} changed, {} unchanged; {}, {} other",
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unchanged,
+                    rules::count(s.dirs, "directory", "directories"),
+                    s.others
                 );
                 println!(
                     "read {} of {}; added {} to the vault; took {:.2}s",
@@ -841,7 +894,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 );
                 for r in &rec.resources {
                     for w in &r.warnings {
-                        eprintln!("warning: resource {}: {w}", r.name);
+                        eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
                     }
                 }
                 if s.errors > 0 {
@@ -885,8 +938,8 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     let j = backup_json(b);
                     println!(
                         "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
-                        b.name,
-                        b.vault,
+                        quote(&b.name),
+                        quote(&b.vault),
                         j["type"].as_str().unwrap_or(""),
                         j["origin"].as_str().unwrap_or(""),
                         j["started"].as_str().unwrap_or(""),
@@ -897,7 +950,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 }
             }
             for d in &damaged {
-                eprintln!("cbrfs: error: {d}");
+                eprintln!("cbrfs: error: {}", quote(d));
             }
             if !damaged.is_empty() {
                 return Ok(1);
@@ -914,20 +967,20 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             if json {
                 print_json(&j);
             } else {
-                println!("backup:      {}", b.name);
-                println!("vault:       {}", b.vault);
+                println!("backup:      {}", quote(&b.name));
+                println!("vault:       {}", quote(&b.vault));
                 println!("status:      available");
                 println!("type:        {}", j["type"].as_str().unwrap_or(""));
                 println!("origin:      {}", j["origin"].as_str().unwrap_or(""));
-                println!("description: {}", b.description);
+                println!("description: {}", quote(&b.description));
                 println!("started:     {}", j["started"].as_str().unwrap_or(""));
                 println!("finished:    {}", j["finished"].as_str().unwrap_or(""));
                 for r in &b.resources {
                     let s = &r.stats;
                     println!(
                         "resource {} ({}, {}): {} files new, {} changed, {} unchanged; read {} of {}",
-                        r.name,
-                        String::from_utf8_lossy(&r.source),
+                        quote(&r.name),
+                        quote_bytes(&r.source),
                         if r.full { "full" } else { "incremental" },
                         s.files_new,
                         s.files_changed,
@@ -936,7 +989,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                         human_bytes(s.bytes_total)
                     );
                     for w in &r.warnings {
-                        println!("  warning: {w}");
+                        println!("  warning: {}", quote(w));
                     }
                 }
                 println!("added:       {}", human_bytes(b.stats.bytes_added));
@@ -1204,7 +1257,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     }
     let stats = result?;
     for n in &stats.notes {
-        println!("{n}");
+        println!("{}", quote(n));
     }
     println!(
         "restored {} files, {} directories, {} other entries, {} into {} in {:.2}s",
@@ -1217,7 +1270,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     );
     if !stats.errors.is_empty() {
         for e in &stats.errors {
-            eprintln!("cbrfs: error: {e}");
+            eprintln!("cbrfs: error: {}", quote(&e.to_string()));
         }
         eprintln!(
             "cbrfs: error: {} entries could not be restored",
@@ -1241,7 +1294,7 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
                 r.vault, r.packs, r.blobs, r.indexes_replaced, r.damaged_packs
             );
             for p in &r.problems {
-                eprintln!("  {p}");
+                eprintln!("  {}", quote(p));
             }
         }
     }
@@ -1270,10 +1323,10 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
             } else {
                 println!("vault {}: {} problems", r.vault, r.problems.len());
                 for p in &r.problems {
-                    println!("  {p}");
+                    println!("  {}", quote(p));
                 }
                 for b in &r.damaged_backups {
-                    println!("  damaged backup: {b}");
+                    println!("  damaged backup: {}", quote(b));
                 }
             }
         }
@@ -1683,7 +1736,7 @@ fn prune_cmd(
     }
     let mut code = 0;
     for e in &errors {
-        eprintln!("cbrfs: error: {e}");
+        eprintln!("cbrfs: error: {}", quote(&e.to_string()));
         code = code.max(e.exit_code());
     }
     Ok(code)
@@ -1764,14 +1817,15 @@ fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                 for t in &all {
                     println!(
                         "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} {}",
-                        t.id,
-                        t.task_type,
-                        t.vault,
-                        t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-"),
-                        t.status,
+                        // Task files are store input: quote what they say.
+                        quote(&t.id),
+                        quote(&t.task_type),
+                        quote(&t.vault),
+                        quote(t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-")),
+                        quote(&t.status),
                         t.progress,
-                        t.started,
-                        t.message.as_deref().unwrap_or("")
+                        quote(&t.started),
+                        quote(t.message.as_deref().unwrap_or(""))
                     );
                 }
             }
@@ -1781,19 +1835,19 @@ fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
             if json {
                 print_json(&json!(t));
             } else {
-                println!("task:     {}", t.id);
-                println!("type:     {}", t.task_type);
-                println!("vault:    {}", t.vault);
-                println!("resource: {}", t.resource.as_deref().unwrap_or("-"));
-                println!("backup:   {}", t.backup.as_deref().unwrap_or("-"));
-                println!("status:   {} ({}%)", t.status, t.progress);
-                println!("started:  {}", t.started);
-                println!("ended:    {}", t.ended.as_deref().unwrap_or("-"));
+                println!("task:     {}", quote(&t.id));
+                println!("type:     {}", quote(&t.task_type));
+                println!("vault:    {}", quote(&t.vault));
+                println!("resource: {}", quote(t.resource.as_deref().unwrap_or("-")));
+                println!("backup:   {}", quote(t.backup.as_deref().unwrap_or("-")));
+                println!("status:   {} ({}%)", quote(&t.status), t.progress);
+                println!("started:  {}", quote(&t.started));
+                println!("ended:    {}", quote(t.ended.as_deref().unwrap_or("-")));
                 if let Some(c) = &t.error_code {
-                    println!("code:     {c}");
+                    println!("code:     {}", quote(c));
                 }
                 if let Some(m) = &t.message {
-                    println!("message:  {m}");
+                    println!("message:  {}", quote(m));
                 }
             }
         }

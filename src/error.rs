@@ -142,9 +142,12 @@ impl fmt::Display for Error {
         if let Some(code) = self.code {
             write!(f, "{code}: ")?;
         }
-        f.write_str(&self.msg)?;
+        // Messages name files and backups from sources and stores that
+        // other users write: never let their control characters reach a
+        // terminal or a log raw (issue #12, finding 10).
+        f.write_str(&crate::quote::quote(&self.msg))?;
         if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
+            write!(f, ": {}", crate::quote::quote(&src.to_string()))?;
         }
         Ok(())
     }

@@ -26,9 +26,137 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
         .ctx(|| format!("create directory {}", dir.display()))
 }
 
+/// Flags of every open of a store file: a symlink planted in the store is
+/// not followed (`ELOOP`), a FIFO or device does not block the open
+/// (`O_NONBLOCK`), and no child inherits the descriptor.
+const STORE_OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+
+/// What a file type is, for messages.
+fn file_type_name(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The error for a store path that is not a regular file: its kind is
+/// `InvalidData`, so that callers keep telling it from "not found".
+fn not_regular(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("is {what}, not a regular file: refusing to use it"),
+    )
+}
+
+/// Turn `ELOOP` from `O_NOFOLLOW` into the words a user needs.
+fn nofollow_error(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        not_regular("a symbolic link")
+    } else {
+        e
+    }
+}
+
+/// Refuse `file` unless `fstat` says it is a regular file.
+fn ensure_regular(file: &File) -> std::io::Result<()> {
+    let ft = file.metadata()?.file_type();
+    if ft.is_file() {
+        Ok(())
+    } else {
+        Err(not_regular(file_type_name(&ft)))
+    }
+}
+
+/// Open a store file (pack, index, record, key, JSON record, status, task)
+/// for reading. The store is input, maybe written by someone else: a
+/// symlink is refused rather than followed, a FIFO or device neither
+/// blocks nor is read (issue #12, finding 11), and what `fstat` says is not
+/// a regular file is refused. The error keeps `NotFound` for a missing file;
+/// callers add the file's name.
+pub fn open_store_file(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(STORE_OPEN_FLAGS)
+        .open(path)
+        .map_err(nofollow_error)?;
+    ensure_regular(&file)?;
+    Ok(file)
+}
+
+/// The whole of a store file, opened as [`open_store_file`] does.
+pub fn read_store_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_store_file(path)?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// A store file as UTF-8 text, opened as [`open_store_file`] does.
+pub fn read_store_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_store_file(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Refuse `dir` unless it is a real directory (not a symlink to one): the
+/// store's directories are walked by path, and a planted link would lead
+/// every reader elsewhere. A missing `dir` is `NotFound`.
+pub fn ensure_real_dir(dir: &Path) -> std::io::Result<()> {
+    let ft = fs::symlink_metadata(dir)?.file_type();
+    if ft.is_dir() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "is {}, not a directory: refusing to use it",
+                file_type_name(&ft)
+            ),
+        ))
+    }
+}
+
+/// Open (creating it 0600 if missing) a private file to append to, such as
+/// `logs/mount.log`. The file is made 0600 also when it exists with another
+/// mode (an older cbrfs created the log 0644); symlinks and non-regular
+/// files are refused as by [`open_store_file`].
+pub fn open_private_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .custom_flags(STORE_OPEN_FLAGS)
+        .open(path)
+        .map_err(nofollow_error)?;
+    ensure_regular(&file)?;
+    if file.metadata()?.permissions().mode() & 0o7777 != FILE_MODE {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
 /// fsync a directory so that renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+    // O_DIRECTORY|O_NOFOLLOW: a FIFO or symlink planted in place of a store
+    // directory is refused instead of blocking the open or being followed.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | STORE_OPEN_FLAGS)
+        .open(dir)
+        .map_err(nofollow_error)
         .and_then(|f| f.sync_all())
         .ctx(|| format!("fsync directory {}", dir.display()))
 }
@@ -172,14 +300,18 @@ pub struct Flock {
 
 impl Flock {
     fn open(path: &Path) -> Result<File> {
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(FILE_MODE)
+            .custom_flags(STORE_OPEN_FLAGS)
             .open(path)
-            .ctx(|| format!("open lock file {}", path.display()))
+            .map_err(nofollow_error)
+            .ctx(|| format!("open lock file {}", path.display()))?;
+        ensure_regular(&file).ctx(|| format!("open lock file {}", path.display()))?;
+        Ok(file)
     }
 
     fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
@@ -253,6 +385,54 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Finding 11 of issue #12: a FIFO, a symlink or a directory in place
+    /// of a store file is refused at once, naming what it is; a missing file
+    /// stays "not found".
+    #[test]
+    fn store_files_that_are_not_regular_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("real"), b"data").unwrap();
+        assert_eq!(read_store_file(&d.join("real")).unwrap(), b"data");
+        let fifo = std::ffi::CString::new(d.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        fs::create_dir(d.join("dir")).unwrap();
+        for (name, what) in [
+            ("fifo", "a FIFO"),
+            ("link", "a symbolic link"),
+            ("dir", "a directory"),
+        ] {
+            let e = read_store_file(&d.join(name)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{name}: {e}");
+            assert!(e.to_string().contains(what), "{name}: {e}");
+        }
+        let e = open_store_file(&d.join("missing")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(ensure_real_dir(&d.join("dir")).is_ok());
+        std::os::unix::fs::symlink(d.join("dir"), d.join("dirlink")).unwrap();
+        assert!(ensure_real_dir(&d.join("dirlink")).is_err());
+        assert!(Flock::try_lock(&d.join("fifo"), true).is_err());
+        assert!(sync_dir(&d.join("fifo")).is_err());
+    }
+
+    #[test]
+    fn private_append_makes_the_file_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        fs::write(&p, b"old\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        open_private_append(&p).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        std::os::unix::fs::symlink(&p, dir.path().join("link")).unwrap();
+        assert!(open_private_append(&dir.path().join("link")).is_err());
     }
 
     #[test]

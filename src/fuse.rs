@@ -530,6 +530,8 @@ pub struct MountOptions {
     /// Let other users in (`allow_other`; needs `user_allow_other` in
     /// /etc/fuse.conf for non-root).
     pub allow_other: bool,
+    /// Mount `noexec`: no program in a backup can be run from the mount.
+    pub noexec: bool,
     /// How long a lookup inside a running mkdir backup waits.
     pub wait: Duration,
 }
@@ -643,6 +645,9 @@ fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     if opts.allow_other {
         cmd.arg("--allow-other");
     }
+    if opts.noexec {
+        cmd.arg("--noexec");
+    }
     let wr_raw = wr.into_raw_fd();
     cmd.env(READY_FD, wr_raw.to_string())
         .stdin(std::process::Stdio::null())
@@ -719,9 +724,16 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
         MountOption::Subtype("cbrfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
-        MountOption::Dev,
-        MountOption::Suid,
+        // A backup keeps setuid programs and device nodes as they were, also
+        // after they were removed or patched at the source: through the mount
+        // they must never run with their owner's privileges nor open a
+        // device (issue #12, finding 2). Always, whatever the options.
+        MountOption::NoDev,
+        MountOption::NoSuid,
     ];
+    if opts.noexec {
+        cfg.mount_options.push(MountOption::NoExec);
+    }
     if opts.allow_other {
         cfg.acl = fuser::SessionACL::All;
     }

@@ -13,6 +13,8 @@ pub mod error;
 pub mod fsutil;
 pub mod fuse;
 pub mod model;
+pub mod mountinfo;
+pub mod quote;
 pub mod retention;
 pub mod rules;
 pub mod schedule;

@@ -7,6 +7,7 @@
 //! format version.
 
 use crate::error::{Error, Result};
+use crate::rules;
 use crate::store::BlobId;
 use bincode::{Decode, Encode};
 
@@ -258,20 +259,136 @@ impl Tree {
 }
 
 /// Check a decoded tree's invariants: sorted unique names that are safe as
-/// path components. A tree that breaks them is damaged or hostile.
+/// path components, and every node's own fields (see [`validate_node`]).
+/// A tree that breaks them is damaged or hostile. Errors name the entry.
 pub fn validate_tree(tree: &Tree) -> Result<()> {
     for (i, n) in tree.entries.iter().enumerate() {
-        if !is_safe_name(&n.name) {
+        validate_node(n)?;
+        if i > 0 && tree.entries[i - 1].name >= n.name {
             return Err(Error::corrupt(format!(
-                "tree entry has an unsafe name {:?}",
+                "tree entries {:?} and {:?} are not sorted and unique",
+                String::from_utf8_lossy(&tree.entries[i - 1].name),
                 String::from_utf8_lossy(&n.name)
             )));
         }
-        if i > 0 && tree.entries[i - 1].name >= n.name {
-            return Err(Error::corrupt("tree entries are not sorted and unique"));
-        }
     }
     Ok(())
+}
+
+/// Check one node as decoded: its name is one path component, only a
+/// directory points at a tree, only a file has content, and its content
+/// lies within its size ([`validate_content`]). Errors name the entry.
+pub fn validate_node(n: &Node) -> Result<()> {
+    let shown = || String::from_utf8_lossy(&n.name).into_owned();
+    if !is_safe_name(&n.name) {
+        return Err(Error::corrupt(format!(
+            "entry {:?} has an unsafe name (empty, `.`, `..`, or with `/` or NUL)",
+            shown()
+        )));
+    }
+    if n.subtree.is_some() && n.kind != NodeKind::Dir {
+        return Err(Error::corrupt(format!(
+            "entry {:?} is a {:?} with a directory tree",
+            shown(),
+            n.kind
+        )));
+    }
+    if n.kind != NodeKind::File && n.content != Content::None {
+        return Err(Error::corrupt(format!(
+            "entry {:?} is a {:?} with file content",
+            shown(),
+            n.kind
+        )));
+    }
+    validate_content(n.size, &n.content).map_err(|e| e.context(format!("entry {:?}", shown())))
+}
+
+/// The one bounds check of a file's content reference, made where a tree
+/// is decoded so that no reader trusts a length it did not check: chunks
+/// (and chunk lists) are in offset order, do not overlap, are at least one
+/// byte long, and end within the file's `size`; a list counts at least one
+/// chunk and spans at least one byte per chunk. So a file never names more
+/// chunks than it has bytes, and nothing past its end is written or read.
+/// A chunk list's blob is checked against its reference by
+/// [`resolve_list`] when it is loaded.
+pub fn validate_content(size: u64, content: &Content) -> Result<()> {
+    // (offset, length) of each piece, in file order.
+    let mut end = 0u64;
+    let mut piece = |what: &str, offset: u64, len: u64| -> Result<()> {
+        let stop = offset.checked_add(len).filter(|e| *e <= size);
+        match stop {
+            Some(e) if len > 0 && offset >= end => {
+                end = e;
+                Ok(())
+            }
+            _ => Err(Error::corrupt(format!(
+                "{what} at offset {offset} of {len} bytes does not fit a file of {size} bytes after the previous one (ending at {end})"
+            ))),
+        }
+    };
+    match content {
+        Content::None => Ok(()),
+        Content::Chunks(cs) => cs
+            .iter()
+            .try_for_each(|c| piece("chunk", c.offset, c.len as u64)),
+        Content::Lists(ls) => ls.iter().try_for_each(|l| {
+            if l.count == 0 || (l.count as u64) > l.span {
+                return Err(Error::corrupt(format!(
+                    "chunk list {} claims {} chunks in {} bytes",
+                    l.id, l.count, l.span
+                )));
+            }
+            piece("chunk list", l.offset, l.span)
+        }),
+    }
+}
+
+/// The absolute chunks of chunk-list blob `rel`, loaded for reference `l`
+/// (whose bounds [`validate_content`] checked): the blob must hold exactly
+/// `l.count` chunks of at least one byte that, with their gaps, span
+/// exactly `l.span` bytes. Errors name the list.
+pub fn resolve_list(l: &ListRef, rel: &[RelChunk]) -> Result<Vec<ChunkRef>> {
+    if rel.len() != l.count as usize {
+        return Err(Error::corrupt(format!(
+            "chunk list {} holds {} chunks, its file expects {}",
+            l.id,
+            rel.len(),
+            l.count
+        )));
+    }
+    let mut out = Vec::with_capacity(rel.len());
+    let mut used = 0u64;
+    for r in rel {
+        let next = used
+            .checked_add(r.gap)
+            .and_then(|o| o.checked_add(r.len as u64).map(|e| (o, e)))
+            .filter(|(_, e)| *e <= l.span && r.len > 0);
+        let Some((start, stop)) = next else {
+            return Err(Error::corrupt(format!(
+                "chunk list {} has a chunk outside its span of {} bytes (gap {}, length {}, after {} bytes)",
+                l.id, l.span, r.gap, r.len, used
+            )));
+        };
+        let offset = l.offset.checked_add(start).ok_or_else(|| {
+            Error::corrupt(format!(
+                "chunk list {} overflows at offset {}",
+                l.id, l.offset
+            ))
+        })?;
+        out.push(ChunkRef {
+            id: r.id,
+            offset,
+            len: r.len,
+        });
+        used = stop;
+    }
+    if used != l.span {
+        return Err(Error::corrupt(format!(
+            "chunk list {} spans {used} bytes, its file expects {}",
+            l.id, l.span
+        )));
+    }
+    Ok(out)
 }
 
 /// A name that is one path component: non-empty, no `/` or NUL, not `.`/`..`.
@@ -487,32 +604,94 @@ pub fn decode_record(data: &[u8]) -> Result<BackupRecord> {
     Ok(r)
 }
 
-/// Check a decoded record's names: restore and the mount use the backup's
-/// and each resource's name as a path component, so a damaged or hostile
+/// Check a decoded record: restore and the mount use the backup's name
+/// and each resource's root node name as path components, and every
+/// command reads a resource from its root node, so a damaged or hostile
 /// record must not smuggle in `..` or a `/` (restore promises to write
-/// nothing outside its target).
+/// nothing outside its target), nor a `root` that says something else than
+/// the root node (check and prune would then keep and verify other trees
+/// than the ones restore and the mount read). Names follow CBR's name rule
+/// ([`crate::rules::check_name`]), as when they were made.
 pub fn validate_record(r: &BackupRecord) -> Result<()> {
-    if !is_safe_name(r.name.as_bytes()) {
-        return Err(Error::corrupt(format!(
-            "backup record has an unsafe backup name {:?}",
-            r.name
-        )));
+    let name = |what: &str, n: &str| {
+        rules::check_name(what, n)
+            .map_err(|e| Error::corrupt(format!("backup record {:?}: {e}", r.name)))
+    };
+    name("backup name", &r.name)?;
+    name("vault name", &r.vault)?;
+    if let Some(p) = &r.policy {
+        name("policy name", p)?;
     }
     for (i, p) in r.resources.iter().enumerate() {
-        if !is_safe_name(p.name.as_bytes()) {
+        name("resource name", &p.name)?;
+        if let Some(parent) = &p.parent {
+            name("parent backup name", parent)?;
+        }
+        if i > 0 && r.resources[i - 1].name >= p.name {
             return Err(Error::corrupt(format!(
-                "backup record has an unsafe resource name {:?}",
+                "backup record {:?}: resources {:?} and {:?} are not sorted and unique",
+                r.name,
+                r.resources[i - 1].name,
                 p.name
             )));
         }
-        if r.resources[..i].iter().any(|q| q.name == p.name) {
-            return Err(Error::corrupt(format!(
-                "backup record names resource {:?} twice",
-                p.name
+        let shown = |what: String| {
+            Error::corrupt(format!(
+                "backup record {:?}, resource {:?}: {what}",
+                r.name, p.name
+            ))
+        };
+        validate_node(&p.meta).map_err(|e| shown(format!("root node: {e}")))?;
+        let m = &p.meta;
+        let fits = match p.kind {
+            // A directory's root node is the resource's own directory; a
+            // server's is named after the server (a CBR name).
+            ResourceKind::Directory => {
+                m.kind == NodeKind::Dir && m.name == p.name.as_bytes() && m.subtree == Some(p.root)
+            }
+            ResourceKind::Server => {
+                m.kind == NodeKind::Dir
+                    && std::str::from_utf8(&m.name)
+                        .is_ok_and(|n| rules::check_name("server name", n).is_ok())
+                    && m.subtree == Some(p.root)
+            }
+            // A disk is a file `<resource>.img`; `root` is a tree holding
+            // just that node (check compares them).
+            ResourceKind::Disk => {
+                m.kind == NodeKind::File && m.name == format!("{}.img", p.name).as_bytes()
+            }
+        };
+        if !fits {
+            return Err(shown(format!(
+                "its root node ({:?} {:?}, tree {}) does not match a {:?} resource whose root is {}",
+                m.kind,
+                String::from_utf8_lossy(&m.name),
+                m.subtree.map_or("none".to_string(), |s| s.to_string()),
+                p.kind,
+                p.root
+            )));
+        }
+        // Restore of several resources and the mount show the root nodes
+        // side by side, by name.
+        if let Some(q) = r.resources[..i].iter().find(|q| q.meta.name == m.name) {
+            return Err(shown(format!(
+                "its root node has the name {:?} of resource {:?}'s",
+                String::from_utf8_lossy(&m.name),
+                q.name
             )));
         }
     }
     Ok(())
+}
+
+impl ResourceBackup {
+    /// The node every command reads this resource from: the root
+    /// directory (its `subtree` is `root`) of a directory or server, the
+    /// file node of a disk. [`validate_record`] made sure it agrees with
+    /// `root`. Check, prune, restore and the mount all start here.
+    pub fn root_node(&self) -> &Node {
+        &self.meta
+    }
 }
 
 #[cfg(test)]
@@ -586,7 +765,10 @@ mod tests {
             kind: ResourceKind::Directory,
             source: b"/src".to_vec(),
             root: BlobId([1; 16]),
-            meta: Node::new(name.as_bytes().to_vec(), NodeKind::Dir),
+            meta: Node {
+                subtree: Some(BlobId([1; 16])),
+                ..Node::new(name.as_bytes().to_vec(), NodeKind::Dir)
+            },
             full: true,
             parent: None,
             stats: BackupStats::default(),
@@ -606,13 +788,156 @@ mod tests {
         };
         let ok = rec("b", vec![part("a"), part("c")]);
         assert_eq!(decode_record(&encode_record(&ok)).unwrap(), ok);
+        // Finding 4: a root node whose name escapes, or names that break
+        // CBR's name rule, anywhere in the record.
+        let with_meta_name = |n: &[u8]| {
+            let mut p = part("a");
+            p.meta.name = n.to_vec();
+            rec("b", vec![p])
+        };
+        let mut bad_vault = rec("b", vec![part("a")]);
+        bad_vault.vault = "../v".into();
+        let mut bad_parent = part("a");
+        bad_parent.parent = Some("../x".into());
+        let mut bad_policy = rec("b", vec![part("a")]);
+        bad_policy.policy = Some(String::new());
+        let mut bad_meta_child = part("a");
+        bad_meta_child.meta.kind = NodeKind::File;
+        bad_meta_child.meta.subtree = None;
         for bad in [
             rec("b", vec![part("..")]),
             rec("b", vec![part("x/../../etc")]),
             rec("b", vec![part("a"), part("a")]),
+            rec("b", vec![part("c"), part("a")]),
             rec("../b", vec![part("a")]),
+            rec("b.x", vec![part("a")]),
+            rec("", vec![part("a")]),
+            with_meta_name(b"../../escaped-file"),
+            with_meta_name(b"a/b"),
+            with_meta_name(b"."),
+            with_meta_name(b".."),
+            with_meta_name(b""),
+            with_meta_name(b"a\0b"),
+            with_meta_name(b"other"),
+            bad_vault,
+            rec("b", vec![bad_parent]),
+            bad_policy,
+            rec("b", vec![bad_meta_child]),
         ] {
-            assert!(decode_record(&encode_record(&bad)).is_err(), "{bad:?}");
+            let err = decode_record(&encode_record(&bad)).expect_err(&format!("{bad:?}"));
+            // The error names the backup.
+            assert!(err.to_string().contains("backup record"), "{err}");
+        }
+    }
+
+    /// Finding 9: `root` and the root node's tree are one thing; a record
+    /// in which they disagree (check and prune would keep one tree,
+    /// restore and the mount read the other) does not decode.
+    #[test]
+    fn records_whose_root_and_root_node_disagree_are_refused() {
+        let mut meta = Node::new(b"a".to_vec(), NodeKind::Dir);
+        meta.subtree = Some(BlobId([2; 16]));
+        let part = ResourceBackup {
+            name: "a".into(),
+            kind: ResourceKind::Directory,
+            source: b"/src".to_vec(),
+            root: BlobId([1; 16]),
+            meta,
+            full: true,
+            parent: None,
+            stats: BackupStats::default(),
+            warnings: vec![],
+        };
+        let mut r = BackupRecord {
+            name: "b".into(),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Manual,
+            policy: None,
+            full: true,
+            started_ns: 1,
+            finished_ns: 2,
+            resources: vec![part],
+            stats: BackupStats::default(),
+        };
+        let err = decode_record(&encode_record(&r)).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        r.resources[0].meta.subtree = None;
+        assert!(decode_record(&encode_record(&r)).is_err());
+        r.resources[0].meta.subtree = Some(BlobId([1; 16]));
+        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        // A disk is the file `<name>.img`, without a tree.
+        r.resources[0].kind = ResourceKind::Disk;
+        assert!(decode_record(&encode_record(&r)).is_err());
+        r.resources[0].meta = Node::new(b"a.img".to_vec(), NodeKind::File);
+        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        r.resources[0].meta.name = b"a".to_vec();
+        assert!(decode_record(&encode_record(&r)).is_err());
+    }
+
+    /// Finding 8: a file's content lies within its size, in order, every
+    /// piece at least a byte; a chunk-list blob agrees with its reference.
+    #[test]
+    fn content_out_of_bounds_is_refused() {
+        let id = BlobId([5; 16]);
+        let file = |size: u64, content: Content| Tree {
+            entries: vec![Node {
+                size,
+                content,
+                ..Node::new(b"f".to_vec(), NodeKind::File)
+            }],
+        };
+        let chunk = |offset: u64, len: u32| ChunkRef { id, offset, len };
+        let list = |offset: u64, span: u64, count: u32| ListRef {
+            id,
+            offset,
+            span,
+            count,
+        };
+        let ok = file(10, Content::Chunks(vec![chunk(0, 4), chunk(6, 4)]));
+        assert_eq!(decode_tree(&encode_tree(&ok)).unwrap(), ok);
+        for bad in [
+            // A 1-byte file naming 2 GiB.
+            file(1, Content::Chunks(vec![chunk(0, 1), chunk(1, u32::MAX)])),
+            file(1, Content::Lists(vec![list(0, 2 << 30, 1000)])),
+            file(10, Content::Chunks(vec![chunk(0, 4), chunk(2, 4)])),
+            file(10, Content::Chunks(vec![chunk(6, 4), chunk(0, 4)])),
+            file(10, Content::Chunks(vec![chunk(0, 0)])),
+            file(u64::MAX, Content::Chunks(vec![chunk(u64::MAX, 2)])),
+            file(100, Content::Lists(vec![list(0, 5, 6)])),
+            file(100, Content::Lists(vec![list(0, 5, 0)])),
+            file(100, Content::Lists(vec![list(0, 50, 5), list(40, 50, 5)])),
+            Tree {
+                entries: vec![Node {
+                    subtree: Some(id),
+                    ..Node::new(b"f".to_vec(), NodeKind::File)
+                }],
+            },
+            Tree {
+                entries: vec![Node {
+                    size: 10,
+                    content: Content::Chunks(vec![chunk(0, 4)]),
+                    ..Node::new(b"d".to_vec(), NodeKind::Dir)
+                }],
+            },
+        ] {
+            let err = decode_tree(&encode_tree(&bad)).expect_err(&format!("{bad:?}"));
+            assert!(err.to_string().contains("entry \""), "{err}");
+        }
+        let rel = |gap: u64, len: u32| RelChunk { id, gap, len };
+        let l = list(100, 10, 2);
+        let cs = resolve_list(&l, &[rel(1, 4), rel(1, 4)]).unwrap();
+        assert_eq!(cs, vec![chunk(101, 4), chunk(106, 4)]);
+        for bad in [
+            vec![rel(1, 4)],
+            vec![rel(1, 4), rel(1, 4), rel(0, 0)],
+            vec![rel(1, 4), rel(2, 4)],
+            vec![rel(0, 4), rel(0, 4)],
+            vec![rel(0, 0), rel(0, 10)],
+            vec![rel(u64::MAX, 4), rel(0, 4)],
+        ] {
+            let err = resolve_list(&l, &bad).expect_err(&format!("{bad:?}"));
+            assert!(err.to_string().contains(&id.to_string()), "{err}");
         }
     }
 
@@ -637,22 +962,53 @@ mod tests {
         any::<[u8; 16]>().prop_map(BlobId)
     }
 
+    /// Content as a backup writes it: pieces in order, not overlapping, at
+    /// least a byte long (the node's size is raised to cover them).
     fn content() -> impl Strategy<Value = Content> {
-        let chunk = (blob_id(), any::<u64>(), any::<u32>())
-            .prop_map(|(id, offset, len)| ChunkRef { id, offset, len });
-        let list = (blob_id(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-            |(id, offset, span, count)| ListRef {
-                id,
-                offset,
-                span,
-                count,
-            },
-        );
+        let chunk = (blob_id(), 0u64..1 << 40, 1u32..=u32::MAX);
+        let list = (blob_id(), 0u64..1 << 40, 1u32..=u32::MAX, 0u64..1 << 40);
         prop_oneof![
             Just(Content::None),
-            proptest::collection::vec(chunk, 0..6).prop_map(Content::Chunks),
-            proptest::collection::vec(list, 0..4).prop_map(Content::Lists),
+            proptest::collection::vec(chunk, 0..6).prop_map(|cs| {
+                let mut pos = 0u64;
+                Content::Chunks(
+                    cs.into_iter()
+                        .map(|(id, gap, len)| {
+                            let offset = pos + gap;
+                            pos = offset + len as u64;
+                            ChunkRef { id, offset, len }
+                        })
+                        .collect(),
+                )
+            }),
+            proptest::collection::vec(list, 0..4).prop_map(|ls| {
+                let mut pos = 0u64;
+                Content::Lists(
+                    ls.into_iter()
+                        .map(|(id, gap, count, extra)| {
+                            let offset = pos + gap;
+                            let span = count as u64 + extra;
+                            pos = offset + span;
+                            ListRef {
+                                id,
+                                offset,
+                                span,
+                                count,
+                            }
+                        })
+                        .collect(),
+                )
+            }),
         ]
+    }
+
+    /// Where `c` ends.
+    fn content_end(c: &Content) -> u64 {
+        match c {
+            Content::None => 0,
+            Content::Chunks(cs) => cs.last().map_or(0, |c| c.offset + c.len as u64),
+            Content::Lists(ls) => ls.last().map_or(0, |l| l.offset + l.span),
+        }
     }
 
     fn node_kind() -> impl Strategy<Value = NodeKind> {
@@ -719,6 +1075,18 @@ mod tests {
                     subtree,
                 },
             )
+            .prop_map(|mut n| {
+                // Only a directory has a tree, only a file has content,
+                // which lies within its size.
+                if n.kind != NodeKind::Dir {
+                    n.subtree = None;
+                }
+                if n.kind != NodeKind::File {
+                    n.content = Content::None;
+                }
+                n.size = n.size.max(content_end(&n.content));
+                n
+            })
     }
 
     /// A valid tree: safe, sorted, unique names.
@@ -779,16 +1147,28 @@ mod tests {
             proptest::collection::vec(".{0,20}", 0..3),
         )
             .prop_map(
-                |(name, kind, source, root, meta, full, parent, stats, warnings)| ResourceBackup {
-                    name,
-                    kind,
-                    source,
-                    root,
-                    meta,
-                    full,
-                    parent,
-                    stats,
-                    warnings,
+                |(name, kind, source, root, mut meta, full, parent, stats, warnings)| {
+                    // The root node as a backup makes it (the name is
+                    // fixed up with the resource's below).
+                    meta.kind = match kind {
+                        ResourceKind::Disk => NodeKind::File,
+                        _ => NodeKind::Dir,
+                    };
+                    meta.subtree = (kind != ResourceKind::Disk).then_some(root);
+                    if kind != ResourceKind::Disk {
+                        meta.content = Content::None;
+                    }
+                    ResourceBackup {
+                        name,
+                        kind,
+                        source,
+                        root,
+                        meta,
+                        full,
+                        parent,
+                        stats,
+                        warnings,
+                    }
                 },
             );
         (
@@ -830,6 +1210,10 @@ mod tests {
                         resources: parts
                             .into_iter()
                             .map(|(n, mut p)| {
+                                p.meta.name = match p.kind {
+                                    ResourceKind::Disk => format!("{n}.img").into_bytes(),
+                                    _ => n.clone().into_bytes(),
+                                };
                                 p.name = n;
                                 p
                             })
@@ -1081,7 +1465,10 @@ mod tests {
             kind: ResourceKind::Directory,
             source: vec![],
             root: BlobId::default(),
-            meta: Node::new(b"r".to_vec(), NodeKind::Dir),
+            meta: Node {
+                subtree: Some(BlobId::default()),
+                ..Node::new(b"r".to_vec(), NodeKind::Dir)
+            },
             full: true,
             parent: None,
             stats: BackupStats::default(),

@@ -98,6 +98,15 @@ pub fn parse_capacity(s: &str) -> Result<u64> {
     }
 }
 
+/// A count with its noun: `1 directory`, `2 directories`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// Human form of a byte count: `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -117,6 +126,13 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(0, "directory", "directories"), "0 directories");
+        assert_eq!(count(1, "directory", "directories"), "1 directory");
+        assert_eq!(count(2, "backup", "backups"), "2 backups");
+    }
 
     #[test]
     fn names() {

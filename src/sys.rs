@@ -335,6 +335,316 @@ pub fn device_size(path: &Path) -> io::Result<u64> {
     }
 }
 
+fn own(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: callers pass a fresh descriptor nobody else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Flags of the backup's open of a file it reads: never follow a symlink,
+/// never block (a fifo swapped in waits for no writer), never become a
+/// controlling terminal, and leave the atime alone where allowed.
+const READ_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+
+/// Open `name` in the directory `dir` for reading, as a backup reads a
+/// regular file: `O_NOFOLLOW|O_NONBLOCK|O_NOCTTY|O_NOATIME` (O_NOATIME
+/// is refused to a non-owner who is not root: then without it). What was
+/// opened is whatever is there now: the caller's `fstat` says what it is.
+pub fn open_read_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string.
+    let rc = unsafe { libc::openat(dir, n.as_ptr(), READ_FLAGS | libc::O_NOATIME) };
+    let fd = match check(rc) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // SAFETY: as above.
+            check(unsafe { libc::openat(dir, n.as_ptr(), READ_FLAGS) })?
+        }
+        r => r?,
+    };
+    Ok(std::fs::File::from(own(fd)))
+}
+
+/// Open the very inode an `O_PATH` descriptor pins, for reading (`dir`:
+/// as a directory). Through `/proc/self/fd/N` the kernel goes to that
+/// inode, not to a name that may point elsewhere by now. Only for regular
+/// files and directories, which `fstat` of `fd` said it is.
+pub fn reopen(fd: &OwnedFd, dir: bool) -> io::Result<OwnedFd> {
+    let p = cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    let flags = if dir {
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC
+    } else {
+        // Not O_NOFOLLOW: the magic link itself must be followed.
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC
+    };
+    // SAFETY: valid C string.
+    let rc = unsafe { libc::open(p.as_ptr(), flags | libc::O_NOATIME) };
+    let fd = match check(rc) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // SAFETY: as above.
+            check(unsafe { libc::open(p.as_ptr(), flags) })?
+        }
+        r => r?,
+    };
+    Ok(own(fd))
+}
+
+/// Open an absolute path one component at a time from `/`, following no
+/// symlink anywhere on the way: a resource path is stored resolved
+/// (realpath when associated), so a symlink in it now is a change someone
+/// made, and it is an error naming the component. The last component is
+/// opened with `flags` (plus `O_NOFOLLOW|O_CLOEXEC`).
+pub fn open_no_symlinks(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    use std::path::Component;
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => parts.push(n),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{}: not an absolute, resolved path", path.display()),
+                ))
+            }
+        }
+    }
+    if !path.is_absolute() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not an absolute path", path.display()),
+        ));
+    }
+    let root = cstr(b"/")?;
+    // SAFETY: valid C string.
+    let mut cur = own(check(unsafe {
+        libc::open(
+            root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?);
+    let mut shown = std::path::PathBuf::from("/");
+    for (i, part) in parts.iter().enumerate() {
+        shown.push(part);
+        let last = i + 1 == parts.len();
+        let n = cstr(part.as_bytes())?;
+        let f = if last {
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC
+        } else {
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC
+        };
+        // SAFETY: valid descriptor and C string.
+        let rc = unsafe { libc::openat(cur.as_raw_fd(), n.as_ptr(), f) };
+        match check(rc) {
+            Ok(fd) => cur = own(fd),
+            Err(e) => {
+                // SAFETY: an all-zero stat is valid; fstatat writes one.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: valid descriptor, C string and struct.
+                let is_link = unsafe {
+                    libc::fstatat(
+                        cur.as_raw_fd(),
+                        n.as_ptr(),
+                        &mut st,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                } == 0
+                    && st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+                if is_link {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{} is a symbolic link: not followed in a resource path",
+                            shown.display()
+                        ),
+                    ));
+                }
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", shown.display()),
+                ));
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// One entry of a directory listing: its name and `d_type` (a hint only:
+/// the entry may be something else by the time it is opened).
+pub type DirEntry = (Vec<u8>, u8);
+
+/// The entries of an open directory (not `.` and `..`), read from the
+/// descriptor, never by path.
+pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<DirEntry>> {
+    // fdopendir takes its descriptor over: give it a duplicate.
+    // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor.
+    let dup = check(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: dup is a fresh directory descriptor; on success DIR owns it.
+    let d = unsafe { libc::fdopendir(dup) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        drop(own(dup));
+        return Err(e);
+    }
+    // The duplicate shares the file offset: start from the beginning.
+    // SAFETY: d is a valid DIR stream.
+    unsafe { libc::rewinddir(d) };
+    let mut out = Vec::new();
+    let result = loop {
+        // SAFETY: errno is thread-local; readdir sets it only on error.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: d is a valid DIR stream, used by this thread only.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            break if e.raw_os_error().unwrap_or(0) == 0 {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: readdir returned a valid entry with a NUL-terminated name,
+        // valid until the next readdir on d.
+        let (name, kind) = unsafe {
+            (
+                CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes().to_vec(),
+                (*ent).d_type,
+            )
+        };
+        if name != b"." && name != b".." {
+            out.push((name, kind));
+        }
+    };
+    // SAFETY: d is valid and closed once (this also closes dup).
+    unsafe { libc::closedir(d) };
+    result.map(|()| out)
+}
+
+/// The target of the symlink an `O_PATH|O_NOFOLLOW` descriptor pins.
+pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid descriptor, empty C string, writable buffer.
+        let rc = unsafe {
+            libc::readlinkat(
+                fd,
+                c"".as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_char,
+                buf.len(),
+            )
+        };
+        let n = check_size(rc)?;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        if buf.len() >= 1 << 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "symlink target longer than 1 MiB",
+            ));
+        }
+        let need = buf.len() * 4;
+        buf.resize(need, 0);
+    }
+}
+
+/// All extended attributes (ACLs included) of the inode open as `fd`,
+/// sorted by name; unsupported file systems give an empty list.
+/// `flistxattr`/`fgetxattr` refuse an `O_PATH` descriptor (EBADF); for
+/// those (symlinks, devices, fifos, sockets) the attributes are read
+/// through `/proc/self/fd/N` with the *following* `listxattr`/`getxattr`:
+/// the magic link leads to the pinned inode itself, the symlink and not
+/// its target (checked on Linux 6.18: a `trusted.*` attribute set on a
+/// symlink and on a fifo reads back this way, and `llistxattr` of the
+/// magic link lists nothing, being the /proc link's own).
+pub fn fd_xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let direct = xattrs_with(
+        // SAFETY: valid descriptor; the buffer is writable for its length.
+        |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr() as *mut libc::c_char, buf.len()) },
+        // SAFETY: valid descriptor and C string; writable buffer.
+        |n, buf| unsafe {
+            libc::fgetxattr(
+                fd,
+                n.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        },
+    );
+    match direct {
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+            let p = cstr(format!("/proc/self/fd/{fd}").as_bytes())?;
+            xattrs_with(
+                // SAFETY: valid C string; the buffer is writable for its length.
+                |buf| unsafe {
+                    libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
+                },
+                // SAFETY: valid C strings; writable buffer.
+                |n, buf| unsafe {
+                    libc::getxattr(
+                        p.as_ptr(),
+                        n.as_ptr(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                    )
+                },
+            )
+        }
+        r => r,
+    }
+}
+
+/// Every attribute through a `list` and a `get` call (see [`fd_xattrs`]).
+fn xattrs_with(
+    list: impl Fn(&mut [u8]) -> libc::ssize_t,
+    get: impl Fn(&CStr, &mut [u8]) -> libc::ssize_t,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match check_size(list(&mut names)) {
+            Ok(n) => break n,
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && names.len() < 1 << 24 => {
+                names.resize(names.len() * 4, 0)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let n = cstr(name)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            match check_size(get(&n, &mut buf)) {
+                Ok(l) => {
+                    buf.truncate(l);
+                    out.push((name.to_vec(), buf));
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 1 << 24 => {
+                    let need = buf.len() * 4;
+                    buf.resize(need, 0)
+                }
+                // Removed between list and get.
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Size of the block device open as `fd` (BLKGETSIZE64).
+pub fn block_device_size(fd: RawFd) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    // SAFETY: the ioctl writes one u64 into `size`.
+    check(unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
 /// The effective user id.
 pub fn euid() -> u32 {
     // SAFETY: no preconditions.
@@ -354,9 +664,10 @@ pub fn proc_fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Open `name` in `dir` as an O_PATH descriptor, not following a symlink
-/// (a symlink gives a descriptor of the link itself).
-pub fn open_path_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+/// An `O_PATH|O_NOFOLLOW` descriptor of `name` in `dir`: it pins the inode
+/// (a symlink itself, a device, a fifo) without opening it, so no device
+/// is ever opened for reading (a tape would rewind) and no fifo waited on.
+pub fn open_path_at(dir: &impl AsRawFd, name: &[u8]) -> io::Result<OwnedFd> {
     let n = cstr(name)?;
     // SAFETY: valid descriptor and C string.
     let fd = check(unsafe {
@@ -646,5 +957,122 @@ mod tests {
             open_noatime(&l).unwrap_err().raw_os_error(),
             Some(libc::ELOOP)
         );
+    }
+
+    fn ino(fd: RawFd) -> (u64, u64) {
+        // SAFETY: the caller's descriptor outlives this call.
+        let st = fstat(&unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).unwrap();
+        (st.st_dev, st.st_ino)
+    }
+
+    /// A directory swapped for a symlink after it was opened: the listing
+    /// and every open come from the descriptor, so the walk stays in the
+    /// directory it opened, and a symlink swapped in for a file is neither
+    /// read nor followed.
+    #[test]
+    fn a_symlink_swapped_in_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        let other = t.path().join("other");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(d.join("f"), b"mine").unwrap();
+        std::fs::write(other.join("f"), b"secret").unwrap();
+        let dfd = open_no_symlinks(&d, libc::O_RDONLY | libc::O_DIRECTORY).unwrap();
+        // Swap: d becomes a symlink to other.
+        std::fs::rename(&d, t.path().join("d.old")).unwrap();
+        std::os::unix::fs::symlink(&other, &d).unwrap();
+        let names = list_dir(&dfd).unwrap();
+        assert_eq!(names, vec![(b"f".to_vec(), libc::DT_REG)]);
+        let mut f = open_read_at(dfd.as_raw_fd(), b"f").unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+        assert_eq!(s, "mine");
+        // A path through the symlink is refused, naming the component.
+        let e = open_no_symlinks(&d.join("f"), libc::O_RDONLY).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        assert!(e.to_string().contains(&*d.to_string_lossy()), "{e}");
+        let e = open_no_symlinks(&d, libc::O_RDONLY | libc::O_DIRECTORY).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        // A file swapped for a symlink: not opened for reading, and its
+        // O_PATH descriptor is the link itself.
+        let old = t.path().join("d.old");
+        std::fs::remove_file(old.join("f")).unwrap();
+        std::os::unix::fs::symlink(other.join("f"), old.join("f")).unwrap();
+        assert_eq!(
+            open_read_at(dfd.as_raw_fd(), b"f")
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        let p = open_path_at(&dfd, b"f").unwrap();
+        let st = fstat(&p).unwrap();
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(
+            readlink_fd(p.as_raw_fd()).unwrap(),
+            other.join("f").as_os_str().as_bytes()
+        );
+    }
+
+    /// `reopen` opens the inode an O_PATH descriptor pins, even after its
+    /// name was given to another file.
+    #[test]
+    fn reopen_opens_the_pinned_inode() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"first").unwrap();
+        let dir = open_dir(t.path()).unwrap();
+        let p = open_path_at(&dir, b"a").unwrap();
+        std::fs::rename(t.path().join("a"), t.path().join("b")).unwrap();
+        std::fs::write(t.path().join("a"), b"second").unwrap();
+        let f = reopen(&p, false).unwrap();
+        assert_eq!(ino(f.as_raw_fd()), ino(p.as_raw_fd()));
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(f), &mut s).unwrap();
+        assert_eq!(s, "first");
+        let d = reopen(&dir, true).unwrap();
+        assert_eq!(ino(d.as_raw_fd()), ino(dir.as_raw_fd()));
+    }
+
+    /// Extended attributes through descriptors: fgetxattr on an open file,
+    /// and on an O_PATH descriptor of a symlink and of a fifo (which
+    /// flistxattr refuses) through /proc/self/fd/N — the link's and the
+    /// fifo's own attributes, not the link target's. `trusted.*` (root
+    /// only: the only namespace a symlink takes) is skipped when not root.
+    #[test]
+    fn xattrs_of_descriptors_and_o_path() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let link = t.path().join("l");
+        std::os::unix::fs::symlink("f", &link).unwrap();
+        let fifo = t.path().join("p");
+        let c = cstr(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        if set_xattr(&file, b"user.k", b"file").is_err() {
+            return; // no xattrs on this file system
+        }
+        let dir = open_dir(t.path()).unwrap();
+        let f = open_read_at(dir.as_raw_fd(), b"f").unwrap();
+        assert_eq!(
+            fd_xattrs(f.as_raw_fd()).unwrap(),
+            vec![(b"user.k".to_vec(), b"file".to_vec())]
+        );
+        if euid() != 0 {
+            return;
+        }
+        set_xattr(&link, b"trusted.k", b"link").unwrap();
+        set_xattr(&fifo, b"trusted.k", b"fifo").unwrap();
+        for (name, want) in [(&b"l"[..], &b"link"[..]), (b"p", b"fifo")] {
+            let p = open_path_at(&dir, name).unwrap();
+            assert_eq!(
+                fd_xattrs(p.as_raw_fd()).unwrap(),
+                vec![(b"trusted.k".to_vec(), want.to_vec())],
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        // The link's attributes are its own: the target's user.k is not
+        // among them (above), and the fifo was never opened (no writer).
     }
 }

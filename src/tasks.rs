@@ -207,8 +207,14 @@ pub fn list(store: &Store) -> Result<Vec<Task>> {
         if !name.ends_with(".json") || name.starts_with('.') {
             continue;
         }
-        let Ok(data) = std::fs::read(ent.path()) else {
-            continue;
+        let data = match crate::fsutil::read_store_file(&ent.path()) {
+            Ok(d) => d,
+            // Vanished since the listing (a task file is replaced by rename).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                log::warn!("task log: {}: {e}", ent.path().display());
+                continue;
+            }
         };
         let Ok(mut t) = serde_json::from_slice::<Task>(&data) else {
             log::warn!("task log: {} is damaged", ent.path().display());

@@ -690,9 +690,9 @@ impl Vfs {
                     .record
                     .resources
                     .iter()
-                    .position(|r| r.meta.name == name)
+                    .position(|r| r.root_node().name == name)
                     .ok_or(libc::ENOENT)?;
-                let node = Arc::new(ctx.record.resources[i].meta.clone());
+                let node = Arc::new(ctx.record.resources[i].root_node().clone());
                 (
                     Entry::Node {
                         ctx,
@@ -818,9 +818,9 @@ impl Vfs {
                 self.check_available(v, b)?;
                 let ctx = self.ctx(v, b)?;
                 for (i, r) in ctx.record.resources.iter().enumerate() {
-                    let node = Arc::new(r.meta.clone());
+                    let node = Arc::new(r.root_node().clone());
                     children.push((
-                        r.meta.name.clone(),
+                        r.root_node().name.clone(),
                         Entry::Node {
                             ctx: ctx.clone(),
                             res: i as u32,

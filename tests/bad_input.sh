@@ -74,6 +74,14 @@ for c in abc 1.5TB 100MB -5 "" GB 10PB " 10 GB x"; do
 		cbrfs vault create vcap --type filesystem --capacity="$c"
 done
 
+# Written the way a user writes it, with a space: the rule's message, not
+# clap's "unexpected argument '-5'".
+bad 2 "${E}BackupService.6101: capacity \"-5GB\" is invalid: write a whole number of GB or TB" \
+	cbrfs vault create vcap --type filesystem --capacity -5GB
+mk vneg >/dev/null
+bad 2 "${E}BackupService.6101: capacity \"-5GB\" is invalid" cbrfs vault update vneg --capacity -5GB
+expect_ok cbrfs vault delete vneg
+
 note "usage errors (clap): missing and unknown arguments"
 bad 2 "required|--capacity" cbrfs vault create vx --type filesystem
 bad 2 "unexpected argument|unrecognized" cbrfs vault create vx --type filesystem --capacity 10 --bogus
@@ -124,7 +132,7 @@ BIG=$T/big
 mkdir -p "$BIG"
 truncate -s 11G "$BIG/sparse-11G"
 expect_ok cbrfs vault create small --type filesystem --capacity 10
-bad 2 "${E}BackupService.6101: vault small: its resources would total 11.0 GiB, more than its capacity of 10 GB" \
+bad 2 "${E}BackupService.6101: vault small: its resources would total 11.0 GiB, more than its capacity of 10.0 GiB" \
 	cbrfs vault associate small --path "$BIG"
 expect_ok cbrfs vault update small --capacity 12
 expect_ok cbrfs vault associate small --path "$BIG"
@@ -164,6 +172,12 @@ bad 2 "${E}.*restore target $T/nonempty is not empty: give an empty or new direc
 expect_eq "the non-empty target is untouched" "$(ls -A "$T/nonempty")" keep
 bad 2 "${E}.*restore target $S1/a exists and is not a directory" cbrfs restore v1 b1 --to "$S1/a"
 bad 2 "${E}.*resource \"nores\" is not in backup b1 of vault v1" cbrfs restore v1 b1 --resource nores --to "$T/r-y"
+
+note "dissociating a resource that backups hold"
+r1=$(basename "$S1")
+bad 2 "${E}BackupService.7301: resource $r1 of vault v1 is in 1 backups \\(b1\\): dissociating it deletes it from them; add --force" \
+	cbrfs vault dissociate v1 "$r1"
+expect_ok cbrfs backup show v1 b1
 
 note "deleting a vault that holds backups"
 bad 2 "${E}BackupService.7301: vault v1 holds 1 backups: deleting it deletes them; add --force" cbrfs vault delete v1

@@ -155,7 +155,7 @@ expect_ok cbrfs vault show ex
 printf '%s\n' "$OUT" >"$T/show.txt"
 uex=$(used ex)
 expect_eq "used + free = capacity" "$(vjson ex 'j["used_bytes"] + j["free_bytes"]')" $((10 * GIB))
-matches '^capacity: +10 GB$' "$OUT" && pass "vault show gives the capacity" || fail "no capacity line: $OUT"
+matches '^capacity: +10.0 GiB$' "$OUT" && pass "vault show gives the capacity" || fail "no capacity line: $OUT"
 matches '^used: +1[0-9]\.[0-9] MiB \(0\.1[0-9]%\)$' "$OUT" && pass "vault show gives the used bytes and share" || fail "no used line: $OUT"
 matches '^free: +[0-9.]+ GiB$' "$OUT" && pass "vault show gives the free bytes" || fail "no free line: $OUT"
 # alone NAME: the bytes vault show says NAME alone holds.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The store is private: every file in it is 0600 and every directory 0700,
-# whatever the umask, after vaults, backups, a check and a deletion. The
-# JSON listings parse and say what was done.
+# whatever the umask, after vaults, backups, a check, a deletion and a
+# mount (its log). The JSON listings parse and say what was done.
 . "$(dirname "$0")/lib.sh"
 
 S=$T/src
@@ -47,6 +47,22 @@ expect_ok cbrfs check --read-data
 expect_ok cbrfs backup delete p1 many3
 expect_ok cbrfs vault delete p2
 perms_ok "after check, backup delete and vault delete (umask 000)"
+if [ -e /dev/fuse ]; then
+	# The mount daemon writes logs/mount.log (issue #12, finding 13: it was
+	# created 0644, 0666 under this umask).
+	MNT=$T/mnt
+	mkdir -p "$MNT"
+	on_exit "'$CBRFS_BIN' umount --lazy '$MNT'; fusermount3 -uz '$MNT'"
+	expect_ok cbrfs mount "$MNT"
+	wait_mounted "$MNT"
+	ls "$MNT/p1" >/dev/null
+	expect_ok cbrfs umount "$MNT"
+	wait_unmounted "$MNT"
+	[ -f "$STORE/logs/mount.log" ] || fail "no logs/mount.log after a mount"
+	perms_ok "after a mount, with logs/mount.log (umask 000)"
+else
+	skip "mount.log mode: no /dev/fuse"
+fi
 umask 022
 
 note "JSON listings"

@@ -30,7 +30,7 @@ expect_ok cbrfs backup create t1 --name a2
 expect_ok cbrfs restore t1 a2 --to "$T/r2"
 expect_ok cbrfs backup delete t1 a1
 expect_ok cbrfs prune t1
-expect_ok cbrfs vault dissociate t1 s3
+expect_ok cbrfs vault dissociate t1 s3 --force
 expect_ok cbrfs vault delete t2 --force
 
 # ids VAULT TYPE STATUS SINCE: `task list` with those filters ('' for none),

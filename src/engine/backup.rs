@@ -15,6 +15,7 @@ use crate::model::{
     self, BackupRecord, BackupStats, ChunkRef, Content, ListRef, Node, NodeKind, Origin, RelChunk,
     ResourceBackup, ResourceKind, Tree, Xattr,
 };
+use crate::mountinfo::MountTable;
 use crate::rules;
 use crate::store::Key;
 use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
@@ -23,7 +24,7 @@ use crate::tasks;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -333,6 +334,15 @@ impl Prepared {
         let store_id = std::fs::metadata(self.store.root())
             .map(|m| (m.dev(), m.ino()))
             .ok();
+        // Parsed once per backup: looked up only where a directory's device
+        // is not its parent's.
+        let mounts = MountTable::read().unwrap_or_else(|e| {
+            log::warn!(
+                "cannot read /proc/self/mountinfo ({e}): FUSE mounts of users cannot be told apart"
+            );
+            MountTable::default()
+        });
+        let max_inflight = max_inflight();
         let mut parts = Vec::new();
         let mut totals = BackupStats::default();
         let (jobs, job_rx) = mpsc::channel::<Vec<Job>>();
@@ -384,7 +394,10 @@ impl Prepared {
                     order: VecDeque::new(),
                     roots: HashMap::new(),
                     next_dir: 0,
-                    deferred: false,
+                    deferred: None,
+                    one_fs: res.one_file_system,
+                    mounts: &mounts,
+                    max_inflight,
                     listed: None,
                     out: Vec::new(),
                 };
@@ -444,6 +457,20 @@ impl Prepared {
             resources: parts,
             stats: totals,
         };
+        // The record makes the backup available: first make sure that it
+        // and every resource's root tree read back as check, restore and
+        // the mount will read them.
+        model::validate_record(&rec)?;
+        for p in &rec.resources {
+            repo.read_blob(&p.root)
+                .and_then(|b| model::decode_tree(&b))
+                .map_err(|e| {
+                    e.context(format!(
+                        "backup {} of vault {vault}, resource {}: the root tree just written does not read back",
+                        rec.name, p.name
+                    ))
+                })?;
+        }
         self.store.save_backup(&rec)?;
         self.progress.finish();
         Ok(rec)
@@ -505,11 +532,7 @@ impl Prepared {
         let mut tree = Tree::default();
         let mut source = Vec::new();
         for m in server.members.iter().filter(|m| !exclude.contains(&m.name)) {
-            let entry_name = if m.kind == "disk" {
-                format!("{}.img", m.name)
-            } else {
-                m.name.clone()
-            };
+            let entry_name = servers::entry_name(m);
             let prev_node = prev_tree
                 .as_ref()
                 .and_then(|t| t.find(entry_name.as_bytes()));
@@ -525,6 +548,15 @@ impl Prepared {
             }
         }
         tree.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        // A server defined before member names were checked against each
+        // other may still have two members with one entry name: such a
+        // tree could never be read back, so the backup fails here instead.
+        model::validate_tree(&tree).map_err(|e| {
+            Error::conflict(format!(
+                "server {}: its members cannot be backed up together ({e}); rename or remove one with 'cbrfs server update'",
+                server.name
+            ))
+        })?;
         let root = w.store_tree(tree)?;
         let mut meta = Node::new(server.name.as_bytes().to_vec(), NodeKind::Dir);
         meta.mode = 0o755;
@@ -667,7 +699,10 @@ struct Buffers {
 struct Job {
     dir: u64,
     idx: usize,
+    /// For messages only: the bytes come from `file`.
     path: PathBuf,
+    /// The descriptor whose fstat gave the entry's metadata.
+    file: std::fs::File,
     size: u64,
 }
 
@@ -752,7 +787,7 @@ fn reader(
 }
 
 /// One file of a batch.
-fn read_job(sh: &Shared<'_, '_>, job: Job, small: &mut Buffers) -> Done {
+fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -> Done {
     {
         // A panic in a read (a bug) must not leave the walker waiting for
         // a result that never comes: it comes back as a store error.
@@ -761,11 +796,11 @@ fn read_job(sh: &Shared<'_, '_>, job: Job, small: &mut Buffers) -> Done {
                 Err(ReadError::Stopped)
             } else if job.size >= BIG_FILE {
                 let mut buf = sh.take_big();
-                let r = read_one(&job.path, job.size, &mut buf, sh);
+                let r = read_one(&mut job.file, &job.path, job.size, &mut buf, sh);
                 sh.give_big(buf);
                 r
             } else {
-                read_one(&job.path, job.size, small, sh)
+                read_one(&mut job.file, &job.path, job.size, small, sh)
             }
         }))
         .unwrap_or_else(|_| {
@@ -786,8 +821,11 @@ fn read_job(sh: &Shared<'_, '_>, job: Job, small: &mut Buffers) -> Done {
     }
 }
 
-/// Read, chunk and store one file's data extents (holes stay holes).
+/// Read, chunk and store the data extents (holes stay holes) of the
+/// regular file open as `f`: the walker's descriptor, whose fstat gave
+/// the entry's metadata. It is never opened again by name.
 fn read_one(
+    f: &mut std::fs::File,
     path: &Path,
     size: u64,
     bufs: &mut Buffers,
@@ -797,16 +835,6 @@ fn read_one(
     let src = |what: &str, e: std::io::Error| {
         ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
     };
-    let mut f = sys::open_noatime(path).map_err(|e| src("cannot open", e))?;
-    // Replaced since it was listed by something that is not a file (a fifo
-    // would have blocked a plain open; sys::open_noatime does not block).
-    let at_open = f.metadata().map_err(|e| src("stat", e))?;
-    if !at_open.is_file() {
-        return Err(src(
-            "is no longer a regular file",
-            std::io::Error::from_raw_os_error(libc::EINVAL),
-        ));
-    }
     let extents =
         sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
     let mut chunks = Vec::new();
@@ -815,9 +843,11 @@ fn read_one(
     let mut store_err: Option<Error> = None;
     for (start, end) in extents {
         f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
-        let read = sh
-            .cdc
-            .split_with((&mut f).take(end - start), buf, end - start, |off, data| {
+        let read = sh.cdc.split_with(
+            (&mut *f).take(end - start),
+            buf,
+            end - start,
+            |off, data| {
                 sh.progress.add_read(data.len() as u64);
                 match sh.put(BlobKind::Data, data, out) {
                     Ok(id) => {
@@ -833,7 +863,8 @@ fn read_one(
                         Err(std::io::Error::other("store failed"))
                     }
                 }
-            });
+            },
+        );
         if let Some(e) = store_err.take() {
             return Err(ReadError::Store(e));
         }
@@ -853,6 +884,122 @@ fn read_one(
         eof_at,
         after,
     })
+}
+
+/// File reads out at most: [`MAX_INFLIGHT`], or fewer when the limit on
+/// open files is low (each read out holds its file open, and the walk one
+/// descriptor per directory level). main raises the soft limit to the
+/// hard one; a quarter of it is left to reads.
+fn max_inflight() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    ((cur / 4) as usize).clamp(BATCH_FILES, MAX_INFLIGHT)
+}
+
+/// What the walker opened for an entry: the one descriptor its metadata,
+/// xattrs and (for a regular file) bytes all come from.
+enum Handle {
+    Dir(OwnedFd),
+    File(std::fs::File),
+    /// Symlinks, devices, fifos and sockets: an `O_PATH` descriptor (or,
+    /// where the listing said a regular file, the read-only one of what
+    /// was there instead; it is never read).
+    Other(OwnedFd),
+}
+
+impl Handle {
+    fn raw(&self) -> RawFd {
+        match self {
+            Handle::Dir(fd) | Handle::Other(fd) => fd.as_raw_fd(),
+            Handle::File(f) => f.as_raw_fd(),
+        }
+    }
+}
+
+/// An entry opened, and what `fstat` of its descriptor says.
+struct Opened {
+    handle: Handle,
+    st: libc::stat,
+}
+
+impl Opened {
+    /// Sort a descriptor by what fstat says it is.
+    fn of(fd: OwnedFd) -> std::io::Result<Opened> {
+        let st = sys::fstat(&fd)?;
+        let handle = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => Handle::Dir(fd),
+            libc::S_IFREG => Handle::File(std::fs::File::from(fd)),
+            _ => Handle::Other(fd),
+        };
+        Ok(Opened { handle, st })
+    }
+}
+
+/// Open entry `name` of the directory `dir`, never following a symlink,
+/// and never by a path from `/`. The listing's `d_type` (`hint`) only
+/// chooses the first try: a directory is opened `O_DIRECTORY`, a regular
+/// file for reading (`sys::open_read_at`: no blocking on a fifo swapped
+/// in, no controlling terminal); anything else, or an entry that is no
+/// longer what the listing said, gets an `O_PATH` descriptor first — a
+/// device is never opened (a tape would rewind) — and if fstat of that
+/// says a directory or regular file, the same inode is opened through it
+/// (`sys::reopen`). What is recorded is what the final descriptor is.
+fn open_entry(dir: &OwnedFd, name: &[u8], hint: u8) -> std::io::Result<Opened> {
+    let not_that =
+        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR));
+    match hint {
+        libc::DT_DIR => match sys::open_dir_at(dir, name) {
+            Ok(fd) => return Opened::of(fd),
+            Err(e) if not_that(&e) => {}
+            Err(e) => return Err(e),
+        },
+        libc::DT_REG => match sys::open_read_at(dir.as_raw_fd(), name) {
+            Ok(f) => return Opened::of(OwnedFd::from(f)),
+            Err(e) if not_that(&e) => {}
+            Err(e) => return Err(e),
+        },
+        _ => {}
+    }
+    let p = sys::open_path_at(dir, name)?;
+    let st = sys::fstat(&p)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Opened::of(sys::reopen(&p, true)?),
+        libc::S_IFREG => Opened::of(sys::reopen(&p, false)?),
+        _ => Ok(Opened {
+            handle: Handle::Other(p),
+            st,
+        }),
+    }
+}
+
+/// Open a disk (a block device or an image file) at its resolved path
+/// with no symlink followed (see `sys::open_no_symlinks`); size and
+/// metadata come from this descriptor.
+fn open_disk(path: &Path) -> std::io::Result<(std::fs::File, libc::stat)> {
+    // O_NONBLOCK so that a fifo put there does not hang the open; it is
+    // cleared once fstat said what was opened.
+    let fd = sys::open_no_symlinks(path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
+    let st = sys::fstat(&fd)?;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFBLK && kind != libc::S_IFREG {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a block device or a regular file",
+        ));
+    }
+    // SAFETY: F_SETFL on a valid descriptor.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_RDONLY) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((std::fs::File::from(fd), st))
 }
 
 fn ns(sec: i64, nsec: i64) -> i64 {
@@ -901,8 +1048,14 @@ struct Walker<'a, 'w> {
     /// Trees of finished resource roots, by pending id.
     roots: HashMap<u64, BlobId>,
     next_dir: u64,
-    /// Set by `node` when a file's content is to be read by the readers.
-    deferred: bool,
+    /// Set by `node` to a file whose content the readers are to read.
+    deferred: Option<std::fs::File>,
+    /// Stay on each directory's parent's device (`--one-file-system`).
+    one_fs: bool,
+    /// The mounts, to tell a user's FUSE mount when a device changes.
+    mounts: &'a MountTable,
+    /// File reads out at most: each holds an open descriptor.
+    max_inflight: usize,
     /// Set by `node` to the pending id of the directory it listed.
     listed: Option<u64>,
     /// What trees and chunk lists are compressed into.
@@ -922,16 +1075,35 @@ impl Walker<'_, '_> {
     /// `name` at `path`, with its tree.
     fn resource_dir(&mut self, name: &str, path: &str, prev: Option<&Node>) -> Result<Node> {
         let root_path = PathBuf::from(path);
-        let md = std::fs::symlink_metadata(&root_path)
-            .map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
-        if !md.is_dir() {
-            return Err(Error::failed(format!(
-                "resource {name}: {path} is no longer a directory"
-            )));
-        }
+        // Opened from `/` with no symlink followed on the way, and not the
+        // directory's path again after: everything below is reached from
+        // this descriptor.
+        let fd =
+            sys::open_no_symlinks(&root_path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::ENOTDIR) => {
+                        Error::failed(format!("resource {name}: {path} is no longer a directory"))
+                    }
+                    _ => Error::failed(format!("resource {name}: {e}")),
+                }
+            })?;
+        let st =
+            sys::fstat(&fd).map_err(|e| Error::failed(format!("resource {name}: {path}: {e}")))?;
+        let opened = Opened {
+            handle: Handle::Dir(fd),
+            st,
+        };
         self.listed = None;
         let mut meta = self
-            .node(&root_path, b"", name.as_bytes().to_vec(), prev, None)?
+            .node(
+                opened,
+                &root_path,
+                b"",
+                name.as_bytes().to_vec(),
+                prev,
+                None,
+                None,
+            )?
             .ok_or_else(|| Error::failed(format!("resource {name}: {path} cannot be backed up")))?;
         let root = self.listed.take().ok_or_else(|| {
             Error::failed(format!("resource {name}: {path} is no longer a directory"))
@@ -957,24 +1129,26 @@ impl Walker<'_, '_> {
     /// left out (they read back as zeros). Batches of chunks are read and
     /// compressed on [`DISK_READERS`] threads.
     fn disk(&mut self, path: &Path, name: Vec<u8>, prev: Option<&Node>) -> Result<Node> {
-        use std::os::unix::fs::FileTypeExt;
         let shown = path.display().to_string();
-        let md =
-            std::fs::metadata(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
-        let size =
-            sys::device_size(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
+        let (f, st) = open_disk(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
+        let block_dev = st.st_mode & libc::S_IFMT == libc::S_IFBLK;
+        let size = if block_dev {
+            sys::block_device_size(f.as_raw_fd())
+        } else {
+            Ok(st.st_size.max(0) as u64)
+        }
+        .map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
         let mut n = Node::new(name, NodeKind::File);
-        n.mode = md.mode() & 0o7777;
-        n.uid = md.uid();
-        n.gid = md.gid();
-        n.mtime_ns = ns(md.mtime(), md.mtime_nsec());
-        n.ctime_ns = ns(md.ctime(), md.ctime_nsec());
-        n.inode = md.ino();
-        n.dev = md.dev();
+        n.mode = st.st_mode & 0o7777;
+        n.uid = st.st_uid;
+        n.gid = st.st_gid;
+        n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
+        n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
+        n.inode = st.st_ino;
+        n.dev = st.st_dev;
         n.size = size;
         self.stats.bytes_total += size;
         self.sh.progress.add_file();
-        let block_dev = md.file_type().is_block_device();
         // An image file whose size, times and inode are unchanged is not
         // read again. A block device's times say nothing of its contents.
         if let Some(p) = prev.filter(|p| {
@@ -996,8 +1170,6 @@ impl Walker<'_, '_> {
         } else {
             self.stats.files_new += 1;
         }
-        let f =
-            std::fs::File::open(path).map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
         let extents = if block_dev {
             vec![(0, size)]
         } else {
@@ -1085,20 +1257,26 @@ impl Walker<'_, '_> {
         })
     }
 
-    /// List directory `path` (relative path `rel` in the resource), stat
-    /// its entries, hand its files to the readers and walk its
-    /// subdirectories. Returns its pending id; its tree is written later
-    /// (see [`Walker::finish_ready`]) into entry `parent`. `prev` is the
-    /// same directory in the previous backup. None if it vanished (or was
-    /// replaced by a file) since its parent listed it: it is reported and
-    /// left out, not kept as an empty directory it never was.
+    /// List the directory open as `fd` (on device `dev`; `path` and
+    /// relative path `rel` in the resource, for messages and exclusions),
+    /// open each entry relative to `fd` (see [`open_entry`]), hand its
+    /// files to the readers and walk its subdirectories. Returns its
+    /// pending id; its tree is written later (see
+    /// [`Walker::finish_ready`]) into entry `parent`. `prev` is the same
+    /// directory in the previous backup. Without `descend` the directory
+    /// is kept empty (a mount point not crossed). One descriptor per level
+    /// is held while its entries are walked.
+    #[allow(clippy::too_many_arguments)]
     fn dir(
         &mut self,
+        fd: OwnedFd,
+        dev: u64,
         path: &Path,
         rel: &[u8],
         prev: Option<&Tree>,
         parent: Option<(u64, usize)>,
-    ) -> Result<Option<u64>> {
+        descend: bool,
+    ) -> Result<u64> {
         let id = self.next_dir;
         self.next_dir += 1;
         self.pending.insert(
@@ -1110,31 +1288,15 @@ impl Walker<'_, '_> {
                 parent,
             },
         );
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                for ent in rd {
-                    match ent {
-                        Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
-                        Err(e) => {
-                            self.warn(format!("{}: cannot list: {e}", path.display()));
-                            break;
-                        }
-                    }
-                }
+        let mut names: Vec<sys::DirEntry> = Vec::new();
+        if descend {
+            match sys::list_dir(&fd) {
+                Ok(v) => names = v,
+                Err(e) => self.warn(format!("{}: cannot list: {e}", path.display())),
             }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
-            {
-                self.pending.remove(&id);
-                self.warn(format!("{}: vanished during the backup", path.display()));
-                return Ok(None);
-            }
-            Err(e) => self.warn(format!("{}: cannot list: {e}", path.display())),
         }
-        names.sort();
-        for name in names {
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, hint) in names {
             let child_rel = if rel.is_empty() {
                 name.clone()
             } else {
@@ -1144,22 +1306,43 @@ impl Walker<'_, '_> {
                 continue;
             }
             let child = path.join(std::ffi::OsStr::from_bytes(&name));
+            let opened = match open_entry(&fd, &name, hint) {
+                Ok(o) => o,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.warn(format!("{}: vanished during the backup", child.display()));
+                    continue;
+                }
+                Err(e) => {
+                    self.warn(format!("{}: cannot open: {e}", child.display()));
+                    continue;
+                }
+            };
             let prev_node = prev.and_then(|t| t.find(&name));
             let idx = self.pending_dir(id)?.tree.entries.len();
-            self.deferred = false;
-            let Some(n) = self.node(&child, &child_rel, name, prev_node, Some((id, idx)))? else {
+            self.deferred = None;
+            let Some(n) = self.node(
+                opened,
+                &child,
+                &child_rel,
+                name,
+                prev_node,
+                Some((id, idx)),
+                Some(dev),
+            )?
+            else {
                 continue;
             };
             let size = n.size;
-            let read = std::mem::take(&mut self.deferred);
+            let read = self.deferred.take();
             let pd = self.pending_dir(id)?;
             pd.tree.entries.push(n);
-            if read {
+            if let Some(file) = read {
                 pd.waiting += 1;
                 self.submit(Job {
                     dir: id,
                     idx,
                     path: child,
+                    file,
                     size,
                 })?;
             }
@@ -1168,7 +1351,7 @@ impl Walker<'_, '_> {
         // directory's entry: its tree cannot be finished before the entry
         // it goes into exists.
         self.order.push_back(id);
-        Ok(Some(id))
+        Ok(id)
     }
 
     fn pending_dir(&mut self, id: u64) -> Result<&mut PendingDir> {
@@ -1185,7 +1368,7 @@ impl Walker<'_, '_> {
         if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
             self.send_batch()?;
         }
-        while self.inflight >= MAX_INFLIGHT {
+        while self.inflight >= self.max_inflight {
             self.receive(true)?;
         }
         Ok(())
@@ -1253,14 +1436,19 @@ impl Walker<'_, '_> {
                 // (or before) it was read must not be restored at its old
                 // size with zeros where its end was. Bytes read were the
                 // file's when read, so the size never drops below them.
+                // When its size moved during the read, a tail the read did
+                // not reach is no hole to trust either: SEEK_HOLE put the
+                // end where a truncation had it, and the file may have
+                // grown again (past or short of its size at open) since.
                 let shrank_to = match read.eof_at {
                     Some(e) => Some(e.max(data_end)),
-                    None if read.after.size < n.size => Some(read.after.size.max(data_end)),
+                    None if read.after.size != n.size && data_end < n.size => Some(data_end),
                     None => None,
                 };
-                let why = if (read.after.dev, read.after.inode) != (listed.dev, listed.inode) {
-                    Some("was replaced during the backup".to_string())
-                } else if let Some(to) = shrank_to.filter(|to| *to < n.size) {
+                // The bytes came from the descriptor the metadata came from:
+                // the same inode, whatever happened to its name meanwhile.
+                // What can differ is its state, changed while it was read.
+                let why = if let Some(to) = shrank_to.filter(|to| *to < n.size) {
                     Some(format!(
                         "shrank during the backup from {} to {} bytes",
                         n.size, to
@@ -1383,30 +1571,33 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// One entry. Source-side failures (it vanished, cannot be stat'ed or
-    /// its link read) are reported and the entry skipped (`Ok(None)`);
-    /// an error is the store's and stops the backup. A directory is
-    /// listed (see [`Walker::dir`]) as entry `parent`.
+    /// One entry, from what [`open_entry`] opened: every field of its node
+    /// (kind, mode, owner, times, size, links, inode, device) from `fstat`
+    /// of that descriptor, its xattrs from the same descriptor, and a
+    /// regular file's bytes read later from it too (`self.deferred`), so
+    /// metadata and bytes are always of one inode. Source-side failures
+    /// are reported and the entry skipped (`Ok(None)`); an error is the
+    /// store's and stops the backup. A directory is listed (see
+    /// [`Walker::dir`]) as entry `parent`; `parent_dev` is its parent's
+    /// device (none for a resource's root).
+    #[allow(clippy::too_many_arguments)]
     fn node(
         &mut self,
+        opened: Opened,
         path: &Path,
         rel: &[u8],
         name: Vec<u8>,
         prev: Option<&Node>,
         parent: Option<(u64, usize)>,
+        parent_dev: Option<u64>,
     ) -> Result<Option<Node>> {
-        let md = match std::fs::symlink_metadata(path) {
-            Ok(md) => md,
-            Err(e) => {
-                self.warn(format!("{}: cannot stat: {e}", path.display()));
-                return Ok(None);
-            }
-        };
-        let Some(kind) = NodeKind::from_mode(md.mode()) else {
+        let st = opened.st;
+        let Some(kind) = NodeKind::from_mode(st.st_mode) else {
             self.warn(format!("{}: unknown file type", path.display()));
             return Ok(None);
         };
-        if kind == NodeKind::Dir && self.skip == Some((md.dev(), md.ino())) {
+        let (dev, ino) = (st.st_dev, st.st_ino);
+        if kind == NodeKind::Dir && self.skip == Some((dev, ino)) {
             self.warn(format!(
                 "{}: is the cbrfs store itself, not backed up",
                 path.display()
@@ -1414,17 +1605,17 @@ impl Walker<'_, '_> {
             return Ok(None);
         }
         let mut n = Node::new(name, kind);
-        n.mode = md.mode() & 0o7777;
-        n.uid = md.uid();
-        n.gid = md.gid();
-        n.mtime_ns = ns(md.mtime(), md.mtime_nsec());
-        n.ctime_ns = ns(md.ctime(), md.ctime_nsec());
-        n.nlink = md.nlink() as u32;
-        n.blocks = md.blocks();
-        n.inode = md.ino();
-        n.dev = md.dev();
-        n.rdev = md.rdev();
-        n.xattrs = match sys::list_xattrs(path) {
+        n.mode = st.st_mode & 0o7777;
+        n.uid = st.st_uid;
+        n.gid = st.st_gid;
+        n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
+        n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
+        n.nlink = st.st_nlink.min(u32::MAX as u64) as u32;
+        n.blocks = st.st_blocks.max(0) as u64;
+        n.inode = ino;
+        n.dev = dev;
+        n.rdev = st.st_rdev;
+        n.xattrs = match sys::fd_xattrs(opened.handle.raw()) {
             Ok(x) => x
                 .into_iter()
                 .map(|(name, value)| Xattr { name, value })
@@ -1434,38 +1625,41 @@ impl Walker<'_, '_> {
                 Vec::new()
             }
         };
-        if kind != NodeKind::Dir && md.nlink() > 1 {
+        if kind != NodeKind::Dir && st.st_nlink > 1 {
             let next = self.links.len() as u64 + 1;
-            n.link_group = *self.links.entry((md.dev(), md.ino())).or_insert(next);
+            n.link_group = *self.links.entry((dev, ino)).or_insert(next);
         }
-        match kind {
-            NodeKind::Dir => {
+        match (kind, opened.handle) {
+            (NodeKind::Dir, Handle::Dir(fd)) => {
+                let descend = match parent_dev {
+                    Some(pd) if pd != dev => self.crosses_into(path, dev),
+                    _ => true,
+                };
                 let prev_tree = match prev {
-                    Some(p) if p.kind == NodeKind::Dir && !self.full => {
+                    Some(p) if p.kind == NodeKind::Dir && !self.full && descend => {
                         p.subtree.and_then(|id| self.load_tree(&id).ok())
                     }
                     _ => None,
                 };
-                let Some(id) = self.dir(path, rel, prev_tree.as_ref(), parent)? else {
-                    return Ok(None);
-                };
+                let id = self.dir(fd, dev, path, rel, prev_tree.as_ref(), parent, descend)?;
+                self.deferred = None;
                 self.listed = Some(id);
                 self.stats.dirs += 1;
             }
-            NodeKind::Symlink => {
+            (NodeKind::Symlink, h) => {
                 self.stats.others += 1;
-                let t = match std::fs::read_link(path) {
+                let t = match sys::readlink_fd(h.raw()) {
                     Ok(t) => t,
                     Err(e) => {
                         self.warn(format!("{}: cannot read link: {e}", path.display()));
                         return Ok(None);
                     }
                 };
-                n.target = t.as_os_str().as_bytes().to_vec();
+                n.target = t;
                 n.size = n.target.len() as u64;
             }
-            NodeKind::File => {
-                n.size = md.len();
+            (NodeKind::File, Handle::File(f)) => {
+                n.size = st.st_size.max(0) as u64;
                 self.stats.bytes_total += n.size;
                 let unchanged = prev.filter(|p| {
                     !self.full
@@ -1480,8 +1674,8 @@ impl Walker<'_, '_> {
                     self.stats.files_unchanged += 1;
                     self.sh.progress.add_done(n.size);
                 } else if n.size == 0 {
-                    // Nothing to read: stat said empty, as it says of
-                    // every other entry's state.
+                    // Nothing to read: fstat said empty, as it says of
+                    // every other field of the node.
                     if prev.is_some() {
                         self.stats.files_changed += 1;
                     } else {
@@ -1493,14 +1687,50 @@ impl Walker<'_, '_> {
                     } else {
                         self.stats.files_new += 1;
                     }
-                    // Read by the readers (see `reader`).
-                    self.deferred = true;
+                    // Read by the readers (see `reader`), from this
+                    // descriptor.
+                    self.deferred = Some(f);
                 }
                 self.sh.progress.add_file();
+            }
+            (NodeKind::Dir | NodeKind::File, _) => {
+                // open_entry hands directories and files over open as such.
+                return Err(Error::failed(format!(
+                    "internal: {} was not opened as its type",
+                    path.display()
+                )));
             }
             _ => self.stats.others += 1,
         }
         Ok(Some(n))
+    }
+
+    /// Whether to descend into the directory at `path`, on device `dev`,
+    /// which is not its parent's: not with `--one-file-system`, and never
+    /// into a FUSE file system a user other than root mounted (its daemon
+    /// could claim root's ownership and a setuid mode for its files). The
+    /// directory itself is kept, empty, as restic keeps mount points.
+    fn crosses_into(&mut self, path: &Path, dev: u64) -> bool {
+        if self.one_fs {
+            log::info!(
+                "{}: on another file system, kept as an empty directory (--one-file-system)",
+                path.display()
+            );
+            return false;
+        }
+        if let Some(m) = self.mounts.user_fuse(dev) {
+            let who = m
+                .user_id()
+                .map_or_else(|| "an unknown user".to_string(), |u| format!("user {u}"));
+            let msg = format!(
+                "{}: a FUSE file system ({}) mounted by {who}: not descended into, kept as an empty directory",
+                path.display(),
+                m.fstype
+            );
+            self.warn(msg);
+            return false;
+        }
+        true
     }
 
     /// A file's content reference: inline for small files, chunk-list blobs
@@ -1574,4 +1804,68 @@ fn disk_batch(
         off = cend;
     }
     Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(o: &Opened) -> (&'static str, u32) {
+        let h = match o.handle {
+            Handle::Dir(_) => "dir",
+            Handle::File(_) => "file",
+            Handle::Other(_) => "other",
+        };
+        (h, o.st.st_mode & libc::S_IFMT)
+    }
+
+    /// Whatever the listing's d_type said, what is recorded is what the
+    /// open found: a symlink is never followed (nor opened as the
+    /// directory it points to), a fifo where a file was listed is not
+    /// waited on, and an entry opened through O_PATH and found to be a
+    /// file or directory is opened as one — the same inode.
+    #[test]
+    fn open_entry_records_what_it_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir(p.join("dir")).unwrap();
+        std::fs::write(p.join("file"), b"bytes").unwrap();
+        std::os::unix::fs::symlink("dir", p.join("link")).unwrap();
+        let c = sys::cstr(p.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let dir = sys::open_dir(p).unwrap();
+        let open = |name: &[u8], hint: u8| {
+            let dir = dir.try_clone().unwrap();
+            let name = name.to_vec();
+            crate::testkit::within(10, move || open_entry(&dir, &name, hint).unwrap())
+        };
+        // Listed as a directory, now a symlink to one: the link itself.
+        let o = open(b"link", libc::DT_DIR);
+        assert_eq!(kind_of(&o), ("other", libc::S_IFLNK));
+        assert_eq!(sys::readlink_fd(o.handle.raw()).unwrap(), b"dir");
+        // Listed as a file, now a fifo: not blocked on, not a file.
+        assert_eq!(
+            kind_of(&open(b"fifo", libc::DT_REG)),
+            ("other", libc::S_IFIFO)
+        );
+        // Listed as a symlink, now a file or a directory: opened as such.
+        let o = open(b"file", libc::DT_LNK);
+        assert_eq!(kind_of(&o), ("file", libc::S_IFREG));
+        let Handle::File(mut f) = o.handle else {
+            unreachable!()
+        };
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "bytes");
+        assert_eq!(
+            kind_of(&open(b"dir", libc::DT_UNKNOWN)),
+            ("dir", libc::S_IFDIR)
+        );
+        assert_eq!(kind_of(&open(b"dir", libc::DT_REG)), ("dir", libc::S_IFDIR));
+        assert_eq!(
+            kind_of(&open(b"file", libc::DT_DIR)),
+            ("file", libc::S_IFREG)
+        );
+    }
 }

@@ -4,10 +4,10 @@
 //! pack read and verified against its id. Damage is traced to the backups
 //! and files it affects.
 
-use super::reader;
+use super::visit;
 use crate::catalog::Store;
 use crate::error::Result;
-use crate::model::{self, BackupRecord, Content, NodeKind};
+use crate::model::BackupRecord;
 use crate::store::{BlobId, Repo};
 use std::collections::{BTreeSet, HashSet};
 
@@ -139,84 +139,81 @@ fn mark_pack_bad(repo: &Repo, pack: BlobId, bad: &mut HashSet<BlobId>) {
     }
 }
 
-/// Walk every tree of a backup; report missing or damaged blobs with the
-/// file they belong to.
+/// Walk every blob of a backup once ([`visit::walk_resource`]); report
+/// missing or damaged blobs with the file they belong to.
 fn check_backup(repo: &Repo, rec: &BackupRecord, bad: &HashSet<BlobId>, out: &mut VaultCheck) {
     let mut problems = Vec::new();
     for part in &rec.resources {
-        let mut stack: Vec<(BlobId, String)> = vec![(part.root, String::new())];
-        while let Some((id, path)) = stack.pop() {
-            let where_ = |p: &str| {
-                format!(
-                    "vault {}, backup {}, resource {}: {}",
-                    rec.vault,
-                    rec.name,
-                    part.name,
-                    if p.is_empty() {
-                        "/".to_string()
-                    } else {
-                        p.to_string()
-                    }
-                )
-            };
-            if bad.contains(&id) {
-                problems.push(format!("{}: directory is damaged", where_(&path)));
-                continue;
-            }
-            let tree = match repo.read_blob(&id).and_then(|b| model::decode_tree(&b)) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(format!("{}: directory cannot be read: {e}", where_(&path)));
-                    continue;
-                }
-            };
-            for n in &tree.entries {
-                let p = format!("{path}/{}", String::from_utf8_lossy(&n.name));
-                match n.kind {
-                    NodeKind::Dir => match n.subtree {
-                        Some(s) => stack.push((s, p)),
-                        None => problems.push(format!("{}: directory has no tree", where_(&p))),
-                    },
-                    NodeKind::File => {
-                        let mut ids = reader::list_ids(n);
-                        let chunks = match reader::all_chunks(repo, n) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                problems.push(format!(
-                                    "{}: chunk list cannot be read: {e}",
-                                    where_(&p)
-                                ));
-                                continue;
-                            }
-                        };
-                        ids.extend(chunks.iter().map(|c| c.id));
-                        if let Content::None = n.content {
-                            if n.size > 0 && !chunks.is_empty() {
-                                problems.push(format!("{}: content missing", where_(&p)));
-                            }
-                        }
-                        for cid in ids {
-                            if bad.contains(&cid) {
-                                problems.push(format!(
-                                    "{}: file data is damaged (blob {cid})",
-                                    where_(&p)
-                                ));
-                                break;
-                            }
-                            if repo.lookup(&cid).is_none() {
-                                problems.push(format!("{}: blob {cid} is missing", where_(&p)));
-                                break;
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut v = CheckVisitor {
+            repo,
+            bad,
+            prefix: format!(
+                "vault {}, backup {}, resource {}",
+                rec.vault, rec.name, part.name
+            ),
+            problems: &mut problems,
+            last: None,
+        };
+        // A check visitor never stops the walk.
+        let _ = visit::walk_resource(repo, part, &mut visit::Seen::default(), &mut v);
     }
     if !problems.is_empty() {
         out.damaged_backups.insert(rec.name.clone());
         out.problems.extend(problems);
+    }
+}
+
+/// Check's side of the walk: every blob must be indexed and not in a
+/// damaged pack; one problem per file or directory.
+struct CheckVisitor<'a> {
+    repo: &'a Repo,
+    bad: &'a HashSet<BlobId>,
+    prefix: String,
+    problems: &'a mut Vec<String>,
+    /// The path of the last problem, so that a file with many missing
+    /// chunks is reported once.
+    last: Option<String>,
+}
+
+impl CheckVisitor<'_> {
+    fn report(&mut self, at: String, what: String) {
+        if self.last.as_deref() == Some(at.as_str()) {
+            return;
+        }
+        self.problems.push(format!("{}: {at}: {what}", self.prefix));
+        self.last = Some(at);
+    }
+}
+
+impl visit::Visitor for CheckVisitor<'_> {
+    fn blob(&mut self, id: &BlobId, what: visit::Use, at: &dyn Fn() -> String) -> bool {
+        if self.bad.contains(id) {
+            let msg = match what {
+                visit::Use::Tree => "directory is damaged".to_string(),
+                _ => format!("file data is damaged (blob {id})"),
+            };
+            self.report(at(), msg);
+            return false;
+        }
+        // `locate`, not `lookup`: a prune beside this check may have
+        // rewritten the index that named the blob since the repo listed it.
+        match self.repo.locate(id) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.report(at(), format!("blob {id} is missing"));
+                return false;
+            }
+            Err(e) => {
+                self.report(at(), format!("blob {id} cannot be located: {e}"));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn damage(&mut self, at: String, what: String) -> Result<()> {
+        self.report(at, what);
+        Ok(())
     }
 }
 

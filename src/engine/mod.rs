@@ -11,3 +11,4 @@ pub mod restore;
 pub mod servers;
 pub mod status;
 pub mod vaults;
+pub mod visit;

@@ -207,7 +207,7 @@ fn state_path(store: &Store, vault: &str) -> std::path::PathBuf {
 /// another policy's means none (every point since the policy was applied
 /// is looked at, nothing counted).
 fn read_state(path: &std::path::Path, policy: &str) -> State {
-    std::fs::read(path)
+    crate::fsutil::read_store_file(path)
         .ok()
         .and_then(|d| serde_json::from_slice(&d).ok())
         .filter(|s: &State| s.policy == policy)

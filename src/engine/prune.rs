@@ -24,53 +24,43 @@
 //! the old indexes only duplicate entries; leftover packs are removed by
 //! the next prune.
 
+use super::visit;
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Result};
-use crate::model::{self, BackupRecord, Content, NodeKind};
+use crate::model::BackupRecord;
 use crate::store::{index, pack, BlobId, Location, Repo, RepoWriter};
 use std::collections::{HashMap, HashSet};
 
 /// Default: rewrite a pack when less than this share (%) of it is live.
 pub const REPACK_THRESHOLD: u8 = 50;
 
-/// Add every blob backup `rec` uses (trees, chunk lists, chunks) to `out`.
-/// Trees in `seen` were walked already (by this or another backup).
+/// Add every blob backup `rec` uses (trees, chunk lists, chunks) to `out`,
+/// by the walk check uses ([`visit::walk_resource`]). Trees in `seen` were
+/// walked already (by this or another backup). Any damage is an error:
+/// prune cannot tell which blobs a backup it cannot read needs.
 pub fn backup_blobs(
     repo: &Repo,
     rec: &BackupRecord,
-    seen: &mut HashSet<BlobId>,
+    seen: &mut visit::Seen,
     out: &mut HashSet<BlobId>,
 ) -> Result<()> {
-    for part in &rec.resources {
-        let mut stack = vec![part.root];
-        // The root node of a disk or server is in its tree; a directory
-        // resource's own node only points at the root.
-        while let Some(id) = stack.pop() {
-            if !seen.insert(id) {
-                continue;
-            }
-            out.insert(id);
-            let tree = model::decode_tree(&repo.read_blob(&id)?)
-                .map_err(|e| e.context(format!("vault {}, backup {}", rec.vault, rec.name)))?;
-            for n in &tree.entries {
-                match n.kind {
-                    NodeKind::Dir => stack.extend(n.subtree),
-                    NodeKind::File => match &n.content {
-                        Content::None => {}
-                        Content::Chunks(cs) => out.extend(cs.iter().map(|c| c.id)),
-                        Content::Lists(ls) => {
-                            for l in ls {
-                                out.insert(l.id);
-                                for c in super::reader::load_list(repo, l)? {
-                                    out.insert(c.id);
-                                }
-                            }
-                        }
-                    },
-                    _ => {}
-                }
-            }
+    struct Keep<'a>(&'a mut HashSet<BlobId>);
+    impl visit::Visitor for Keep<'_> {
+        fn blob(&mut self, id: &BlobId, _: visit::Use, _: &dyn Fn() -> String) -> bool {
+            self.0.insert(*id);
+            true
         }
+        fn damage(&mut self, at: String, what: String) -> Result<()> {
+            Err(Error::corrupt(format!("{at}: {what}")))
+        }
+    }
+    for part in &rec.resources {
+        visit::walk_resource(repo, part, seen, &mut Keep(out)).map_err(|e| {
+            e.context(format!(
+                "vault {}, backup {}, resource {}",
+                rec.vault, rec.name, part.name
+            ))
+        })?;
     }
     Ok(())
 }
@@ -144,7 +134,7 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
         ..Default::default()
     };
     let mut live = HashSet::new();
-    let mut seen = HashSet::new();
+    let mut seen = visit::Seen::default();
     for rec in store.backups(vault)? {
         let rec = rec.map_err(|e| {
             e.context(format!(
@@ -275,7 +265,7 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
     let mut count: HashMap<BlobId, u32> = HashMap::new();
     for rec in store.backups(vault)?.into_iter().flatten() {
         let mut set = HashSet::new();
-        backup_blobs(&repo, &rec, &mut HashSet::new(), &mut set)?;
+        backup_blobs(&repo, &rec, &mut visit::Seen::default(), &mut set)?;
         for id in &set {
             *count.entry(*id).or_default() += 1;
         }

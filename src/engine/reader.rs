@@ -10,40 +10,130 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Resolve the chunk list of one chunk-list blob into absolute chunks.
+/// Resolve the chunk list of one chunk-list blob into absolute chunks,
+/// checked against its reference ([`model::resolve_list`]).
 pub fn load_list(repo: &Repo, list: &ListRef) -> Result<Vec<ChunkRef>> {
     let rel = model::decode_chunk_list(&repo.read_blob(&list.id)?)?;
-    let mut pos = list.offset;
-    let mut out = Vec::with_capacity(rel.len());
-    for r in rel {
-        let offset = pos
-            .checked_add(r.gap)
-            .ok_or_else(|| Error::corrupt(format!("chunk list {} overflows", list.id)))?;
-        out.push(ChunkRef {
-            id: r.id,
-            offset,
-            len: r.len,
-        });
-        pos = offset
-            .checked_add(r.len as u64)
-            .ok_or_else(|| Error::corrupt(format!("chunk list {} overflows", list.id)))?;
-    }
-    Ok(out)
+    model::resolve_list(list, &rel)
 }
 
-/// Every chunk of a file, in order.
-pub fn all_chunks(repo: &Repo, node: &Node) -> Result<Vec<ChunkRef>> {
+/// Every chunk of a file, in order. The node's content was bounds-checked
+/// when its tree was decoded ([`model::validate_content`]); it is checked
+/// again here for nodes that did not come from a decoded tree, and each
+/// list against its blob. Each distinct list is read, checked and held
+/// once, however often the file repeats it (repeated data, or a hostile
+/// tree repeating one list many times): memory stays with the lists the
+/// store really holds, and the chunks are produced as they are iterated.
+pub fn all_chunks(repo: &Repo, node: &Node) -> Result<Chunks> {
+    model::validate_content(node.size, &node.content)?;
     match &node.content {
-        Content::None => Ok(Vec::new()),
-        Content::Chunks(c) => Ok(c.clone()),
+        Content::None => Ok(Chunks::default()),
+        Content::Chunks(c) => Ok(Chunks {
+            inline: c.clone(),
+            lists: Vec::new(),
+        }),
         Content::Lists(lists) => {
-            let mut out = Vec::new();
+            let mut loaded: HashMap<ListKey, Arc<Vec<ChunkRef>>> = HashMap::new();
+            let mut out = Vec::with_capacity(lists.len());
             for l in lists {
-                out.extend(load_list(repo, l)?);
+                let key = (l.id, l.span, l.count);
+                let cs = match loaded.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let at_zero = ListRef { offset: 0, ..*l };
+                        e.insert(Arc::new(load_list(repo, &at_zero)?)).clone()
+                    }
+                };
+                out.push((l.offset, cs));
             }
-            Ok(out)
+            Ok(Chunks {
+                inline: Vec::new(),
+                lists: out,
+            })
         }
     }
+}
+
+/// A file's chunks, in order ([`all_chunks`]): iterate to get them.
+#[derive(Default)]
+pub struct Chunks {
+    inline: Vec<ChunkRef>,
+    /// Each list's file offset and its chunks relative to it.
+    lists: Vec<(u64, Arc<Vec<ChunkRef>>)>,
+}
+
+impl Chunks {
+    /// The chunks, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = ChunkRef> + '_ {
+        self.inline
+            .iter()
+            .copied()
+            .chain(self.lists.iter().flat_map(|(base, cs)| {
+                cs.iter().map(move |c| ChunkRef {
+                    // Within the file's size (checked): no overflow.
+                    offset: base.saturating_add(c.offset),
+                    ..*c
+                })
+            }))
+    }
+}
+
+impl IntoIterator for Chunks {
+    type Item = ChunkRef;
+    type IntoIter = ChunksIter;
+    fn into_iter(self) -> ChunksIter {
+        ChunksIter {
+            inline: self.inline.into_iter(),
+            lists: self.lists.into_iter(),
+            cur: None,
+        }
+    }
+}
+
+/// The owning iterator of [`Chunks`]: one list's chunks at a time.
+pub struct ChunksIter {
+    inline: std::vec::IntoIter<ChunkRef>,
+    lists: std::vec::IntoIter<(u64, Arc<Vec<ChunkRef>>)>,
+    /// The list being iterated: its offset, chunks, next index.
+    cur: Option<(u64, Arc<Vec<ChunkRef>>, usize)>,
+}
+
+impl Iterator for ChunksIter {
+    type Item = ChunkRef;
+    fn next(&mut self) -> Option<ChunkRef> {
+        if let Some(c) = self.inline.next() {
+            return Some(c);
+        }
+        loop {
+            if let Some((base, cs, i)) = &mut self.cur {
+                if let Some(c) = cs.get(*i) {
+                    *i += 1;
+                    return Some(ChunkRef {
+                        offset: base.saturating_add(c.offset),
+                        ..*c
+                    });
+                }
+            }
+            let (base, cs) = self.lists.next()?;
+            self.cur = Some((base, cs, 0));
+        }
+    }
+}
+
+/// The one check of a chunk's bytes against the reference that named
+/// them: a chunk must hold exactly the bytes its file expects.
+pub fn check_chunk_len(repo: &Repo, c: &ChunkRef, data: &[u8]) -> Result<()> {
+    if data.len() != c.len as usize {
+        return Err(Error::corrupt(format!(
+            "vault {}: chunk {} at offset {} has {} bytes, its file expects {}",
+            repo.vault(),
+            c.id,
+            c.offset,
+            data.len(),
+            c.len
+        )));
+    }
+    Ok(())
 }
 
 /// The blob ids a file references besides its data chunks (its lists).
@@ -119,26 +209,38 @@ impl ChunkCache {
     }
 }
 
+/// A chunk list as a file references it: (blob, span, count).
+type ListKey = (BlobId, u64, u32);
+
 /// Random access to one file's bytes.
 pub struct FileReader {
     size: u64,
     lists: Vec<ListRef>,
     inline: Vec<ChunkRef>,
-    loaded: Mutex<HashMap<usize, Arc<Vec<ChunkRef>>>>,
+    /// Why the node's content reference cannot be read, if it cannot
+    /// ([`model::validate_content`]): every read fails with it.
+    bad: Option<String>,
+    /// Loaded lists by (blob, span, count), their chunk offsets relative to
+    /// the list's start: a list a file repeats is held once.
+    loaded: Mutex<HashMap<ListKey, Arc<Vec<ChunkRef>>>>,
 }
 
 impl FileReader {
     /// A reader of `node`'s content.
     pub fn new(node: &Node) -> Self {
-        let (inline, lists) = match &node.content {
-            Content::None => (Vec::new(), Vec::new()),
-            Content::Chunks(c) => (c.clone(), Vec::new()),
-            Content::Lists(l) => (Vec::new(), l.clone()),
+        let bad = model::validate_content(node.size, &node.content)
+            .err()
+            .map(|e| e.to_string());
+        let (inline, lists) = match (&node.content, &bad) {
+            (_, Some(_)) | (Content::None, _) => (Vec::new(), Vec::new()),
+            (Content::Chunks(c), _) => (c.clone(), Vec::new()),
+            (Content::Lists(l), _) => (Vec::new(), l.clone()),
         };
         FileReader {
             size: node.size,
             lists,
             inline,
+            bad,
             loaded: Mutex::new(HashMap::new()),
         }
     }
@@ -148,31 +250,42 @@ impl FileReader {
         self.size
     }
 
+    /// List `i`'s chunks, their offsets relative to the list's start.
     fn list(&self, repo: &Repo, i: usize) -> Result<Arc<Vec<ChunkRef>>> {
-        if let Some(l) = self.loaded.lock().get(&i) {
-            return Ok(l.clone());
+        let l = &self.lists[i];
+        let key = (l.id, l.span, l.count);
+        if let Some(cs) = self.loaded.lock().get(&key) {
+            return Ok(cs.clone());
         }
-        let l = Arc::new(load_list(repo, &self.lists[i])?);
-        self.loaded.lock().insert(i, l.clone());
-        Ok(l)
+        let at_zero = ListRef { offset: 0, ..*l };
+        let cs = Arc::new(load_list(repo, &at_zero)?);
+        self.loaded.lock().insert(key, cs.clone());
+        Ok(cs)
     }
 
     /// The chunks overlapping `[off, end)`.
     fn chunks_in(&self, repo: &Repo, off: u64, end: u64) -> Result<Vec<ChunkRef>> {
-        let pick = |cs: &[ChunkRef], out: &mut Vec<ChunkRef>| {
-            // Saturating: offsets and lengths come from stored trees and
-            // lists, which a damaged or hostile store may fill with anything.
-            let first = cs.partition_point(|c| c.offset.saturating_add(c.len as u64) <= off);
+        if let Some(why) = &self.bad {
+            return Err(Error::corrupt(why.clone()));
+        }
+        // `cs` starts at file offset `base`. The content was bounds-checked
+        // (offset + length within the size); saturating all the same.
+        let pick = |cs: &[ChunkRef], base: u64, out: &mut Vec<ChunkRef>| {
+            let (from, to) = (off.saturating_sub(base), end.saturating_sub(base));
+            let first = cs.partition_point(|c| c.offset.saturating_add(c.len as u64) <= from);
             for c in &cs[first..] {
-                if c.offset >= end {
+                if c.offset >= to {
                     break;
                 }
-                out.push(*c);
+                out.push(ChunkRef {
+                    offset: base.saturating_add(c.offset),
+                    ..*c
+                });
             }
         };
         let mut out = Vec::new();
         if self.lists.is_empty() {
-            pick(&self.inline, &mut out);
+            pick(&self.inline, 0, &mut out);
             return Ok(out);
         }
         let first = self
@@ -182,8 +295,8 @@ impl FileReader {
             if self.lists[i].offset >= end {
                 break;
             }
-            let l = self.list(repo, i)?;
-            pick(&l, &mut out);
+            let cs = self.list(repo, i)?;
+            pick(&cs, self.lists[i].offset, &mut out);
         }
         Ok(out)
     }
@@ -204,15 +317,7 @@ impl FileReader {
         let mut buf = vec![0u8; (end - off) as usize];
         for c in self.chunks_in(repo, off, end)? {
             let data = cache.get(repo, &c.id)?;
-            if data.len() != c.len as usize {
-                return Err(Error::corrupt(format!(
-                    "vault {}: chunk {} has {} bytes, its file expects {}",
-                    repo.vault(),
-                    c.id,
-                    data.len(),
-                    c.len
-                )));
-            }
+            check_chunk_len(repo, &c, &data)?;
             let s = off.max(c.offset);
             let e = end.min(c.offset.saturating_add(c.len as u64));
             if s >= e {
@@ -243,18 +348,7 @@ impl FileReader {
         let mut buf = vec![0u8; self.size as usize];
         for c in self.chunks_in(repo, 0, self.size)? {
             let data = repo.read_blob(&c.id)?;
-            let end = c.offset.checked_add(c.len as u64);
-            if data.len() != c.len as usize || end.is_none_or(|e| e > self.size) {
-                return Err(Error::corrupt(format!(
-                    "vault {}: chunk {} has {} bytes at offset {}, its file of {} bytes expects {}",
-                    repo.vault(),
-                    c.id,
-                    data.len(),
-                    c.offset,
-                    self.size,
-                    c.len
-                )));
-            }
+            check_chunk_len(repo, &c, &data)?;
             buf[c.offset as usize..c.offset as usize + data.len()].copy_from_slice(&data);
         }
         Ok(buf)
@@ -401,6 +495,7 @@ mod tests {
         let r = FileReader {
             size: (a.len() + b.len()) as u64,
             lists: Vec::new(),
+            bad: None,
             inline: vec![
                 ChunkRef {
                     id: ia,

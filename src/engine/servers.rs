@@ -78,6 +78,16 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
     })
 }
 
+/// The name a member has in its server's backup tree (and so in the mount
+/// and in a restore): a disk is `<name>.img`.
+pub fn entry_name(m: &Member) -> String {
+    if m.kind == "disk" {
+        format!("{}.img", m.name)
+    } else {
+        m.name.clone()
+    }
+}
+
 fn check_members(name: &str, members: &[Member]) -> Result<()> {
     if members.is_empty() {
         return Err(Error::param(format!(
@@ -90,6 +100,20 @@ fn check_members(name: &str, members: &[Member]) -> Result<()> {
             return Err(Error::conflict(format!(
                 "server {name}: two members are named {:?} (members are named after their last path component)",
                 m.name
+            ))
+            .code("BackupService.6104"));
+        }
+        // A disk member shows as `<name>.img` in the backup's tree: a
+        // directory member of that name would be a second entry of the same
+        // name, a tree that no command can read.
+        if let Some(o) = members[..i].iter().find(|o| entry_name(o) == entry_name(m)) {
+            return Err(Error::conflict(format!(
+                "server {name}: members {} ({}) and {} ({}) would both show as {:?}",
+                o.path,
+                o.kind,
+                m.path,
+                m.kind,
+                entry_name(m)
             ))
             .code("BackupService.6104"));
         }

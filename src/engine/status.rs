@@ -50,7 +50,7 @@ pub fn write(store: &Store, vault: &str, s: &Status) -> Result<()> {
 
 /// Read a status, if any.
 pub fn read(store: &Store, vault: &str, backup: &str) -> Option<Status> {
-    let data = std::fs::read(path(store, vault, backup)).ok()?;
+    let data = crate::fsutil::read_store_file(&path(store, vault, backup)).ok()?;
     serde_json::from_slice(&data).ok()
 }
 

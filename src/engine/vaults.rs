@@ -231,9 +231,9 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
     let total: u64 = cfg.resources.iter().map(|x| x.size).sum::<u64>() + r.size;
     if total > cfg.capacity_bytes() {
         return Err(Error::param(format!(
-            "vault {vault}: its resources would total {}, more than its capacity of {} GB; expand it with 'cbrfs vault update {vault} --capacity'",
+            "vault {vault}: its resources would total {}, more than its capacity of {}; expand it with 'cbrfs vault update {vault} --capacity'",
             rules::human_bytes(total),
-            cfg.capacity_gb
+            rules::human_bytes(cfg.capacity_bytes())
         ))
         .code("BackupService.6101"));
     }
@@ -274,6 +274,20 @@ pub fn associate_path(
     name: Option<String>,
     excludes: Vec<String>,
 ) -> Result<Resource> {
+    associate_path_with(store, vault, path, name, excludes, false)
+}
+
+/// [`associate_path`], and with `one_file_system` the backups of the
+/// resource stay on its root's file system (see
+/// [`Resource::one_file_system`]).
+pub fn associate_path_with(
+    store: &Store,
+    vault: &str,
+    path: &Path,
+    name: Option<String>,
+    excludes: Vec<String>,
+    one_file_system: bool,
+) -> Result<Resource> {
     let (abs, abs_str) = resolve(store, path, "resource path")?;
     if !abs.is_dir() {
         return Err(Error::invalid(format!(
@@ -292,6 +306,7 @@ pub fn associate_path(
         path: abs_str,
         excludes,
         added: catalog::now_rfc3339(),
+        one_file_system,
     };
     add_resource(store, vault, VaultType::Filesystem, r)
 }
@@ -316,6 +331,7 @@ pub fn associate_disk(
         path: abs_str,
         excludes: Vec::new(),
         added: catalog::now_rfc3339(),
+        one_file_system: false,
     };
     add_resource(store, vault, VaultType::Disk, r)
 }
@@ -342,23 +358,41 @@ pub fn associate_server(
         path: s.name.clone(),
         excludes: exclude,
         added: catalog::now_rfc3339(),
+        one_file_system: false,
     };
     add_resource(store, vault, VaultType::Server, r)
 }
 
 /// Dissociate a resource. As in CBR, its backups in the vault go with it:
 /// each backup record loses that resource, and a record left empty is
-/// deleted. The data goes with the next prune.
-pub fn dissociate(store: &Store, vault: &str, resource: &str) -> Result<Vec<String>> {
+/// deleted. The data goes with the next prune. Backups are lost, so unless
+/// `force` is set a resource that any backup holds is refused, as `vault
+/// delete` refuses a vault that holds backups.
+pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Result<Vec<String>> {
     let _lock = store.lock()?;
     let mut cfg = store.vault(vault)?;
     cfg.resource(resource)?;
     let _busy = store.try_backup_lock(vault)?;
-    let mut deleted = Vec::new();
-    for rec in store.backups(vault)?.into_iter().flatten() {
-        if !rec.resources.iter().any(|p| p.name == resource) {
-            continue;
+    let holding: Vec<_> = store
+        .backups(vault)?
+        .into_iter()
+        .flatten()
+        .filter(|rec| rec.resources.iter().any(|p| p.name == resource))
+        .collect();
+    if !holding.is_empty() && !force {
+        let mut names: Vec<&str> = holding.iter().take(5).map(|r| r.name.as_str()).collect();
+        if holding.len() > 5 {
+            names.push("...");
         }
+        return Err(Error::conflict(format!(
+            "resource {resource} of vault {vault} is in {} backups ({}): dissociating it deletes it from them; add --force to do so",
+            holding.len(),
+            names.join(", ")
+        ))
+        .code("BackupService.7301"));
+    }
+    let mut deleted = Vec::new();
+    for rec in holding {
         let mut rec = rec;
         rec.resources.retain(|p| p.name != resource);
         if rec.resources.is_empty() {

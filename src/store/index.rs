@@ -23,7 +23,6 @@ use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, TempFile};
 use memmap2::Mmap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +51,8 @@ impl IndexFile {
     /// Map and validate the shape of an index (not its checksum: that reads
     /// the whole file, which is for `check`).
     pub fn open(path: &Path) -> Result<IndexFile> {
-        let file = File::open(path).ctx(|| format!("open index {}", path.display()))?;
+        let file = crate::fsutil::open_store_file(path)
+            .ctx(|| format!("open index {}", path.display()))?;
         // SAFETY: index files are written once under a temporary name and
         // renamed; they are never modified in place.
         let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map index {}", path.display()))?;

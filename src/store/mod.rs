@@ -21,7 +21,15 @@
 //! before unlinking the ones it replaces; a reader that mapped an unlinked
 //! index keeps a valid mapping, and a reader that lists the directory between
 //! the two steps sees the same blobs twice, which lookup tolerates. A reader
-//! that fails to open an index that vanished re-lists the directory.
+//! whose mapped indexes do not name a blob, or whose pack vanished, re-lists
+//! the directory before calling the blob lost ([`Repo::locate`]), and again
+//! (a few times) while indexes it listed vanish before it opens them: its
+//! listing was older than the index that replaced them.
+//!
+//! Every store file is opened with `O_NOFOLLOW|O_NONBLOCK` and used only if
+//! `fstat` says it is a regular file ([`crate::fsutil::open_store_file`]): a
+//! planted symlink or FIFO is refused with the file's name, never followed
+//! and never waited on.
 
 pub mod index;
 pub mod pack;

@@ -237,7 +237,17 @@ impl PackReader {
     /// Map pack `id` of `store_dir` and validate its header and footer.
     pub fn open(store_dir: &Path, id: BlobId) -> Result<PackReader> {
         let path = pack_path(store_dir, &id);
-        let file = File::open(&path).ctx(|| format!("open pack {}", path.display()))?;
+        // O_NOFOLLOW covers the file; its fan-out directory is checked too.
+        if let Some(sub) = path.parent() {
+            match crate::fsutil::ensure_real_dir(sub) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("open pack {}", path.display()), e))
+                }
+                _ => {}
+            }
+        }
+        let file = crate::fsutil::open_store_file(&path)
+            .ctx(|| format!("open pack {}", path.display()))?;
         // SAFETY: sealed packs are never modified or truncated (see module
         // docs); prune only unlinks them, which keeps the mapping valid.
         let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map pack {}", path.display()))?;

@@ -16,6 +16,9 @@ use std::sync::Arc;
 pub const PACK_TARGET: usize = 16 << 20;
 /// Merge the indexes into one when a run ends with more than this many.
 pub const MAX_INDEXES: usize = 16;
+/// How many times a reader re-lists `index/` to find a blob its mapped
+/// indexes do not name, or a pack that vanished under it.
+const RELIST_TRIES: usize = 4;
 /// zstd level: fast, and within a few percent of level 6 on source trees.
 pub const ZSTD_LEVEL: i32 = 3;
 
@@ -42,8 +45,19 @@ impl Repo {
     /// Open the store of vault `vault` in `dir`: reads the key and maps the
     /// indexes (O(number of index files), not of their size).
     pub fn open(dir: &Path, vault: &str) -> Result<Repo> {
+        // Readers walk the store by path: a symlink planted in place of one
+        // of its directories would lead them into someone else's files.
+        for d in [dir.to_path_buf(), dir.join("index"), dir.join("packs")] {
+            match fsutil::ensure_real_dir(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("vault {vault}: {}", d.display()), e))
+                }
+                _ => {}
+            }
+        }
         let key_path = dir.join("key");
-        let secret = fs::read(&key_path).ctx(|| format!("read key of vault {vault}"))?;
+        let secret = fsutil::read_store_file(&key_path)
+            .ctx(|| format!("read key of vault {vault} ({})", key_path.display()))?;
         let key = Key::from_secret(secret).map_err(|e| e.context(format!("vault {vault}")))?;
         let repo = Repo {
             dir: dir.to_path_buf(),
@@ -96,7 +110,20 @@ impl Repo {
     /// writer) is skipped; its blobs are in the merged index. One that
     /// cannot be opened is left out and reported by [`Repo::index_errors`].
     pub fn refresh(&self) -> Result<()> {
+        self.refresh_counting().map(|_| ())
+    }
+
+    /// [`Repo::refresh`], returning how many listed index files vanished
+    /// before they could be opened: a sign that the listing is already
+    /// stale (a writer replaced them by one this listing may not show).
+    fn refresh_counting(&self) -> Result<usize> {
         let paths = self.index_paths()?;
+        self.refresh_from(paths)
+    }
+
+    /// Map the index files `paths` (a listing of `index/`), keeping those
+    /// mapped already; returns how many vanished before they were opened.
+    fn refresh_from(&self, paths: Vec<PathBuf>) -> Result<usize> {
         let current: HashMap<PathBuf, Arc<IndexFile>> = self
             .indexes
             .read()
@@ -105,6 +132,7 @@ impl Repo {
             .collect();
         let mut next = Vec::with_capacity(paths.len());
         let mut errors = Vec::new();
+        let mut vanished = 0;
         for p in paths {
             if let Some(i) = current.get(&p) {
                 next.push(i.clone());
@@ -112,16 +140,21 @@ impl Repo {
             }
             match IndexFile::open(&p) {
                 Ok(i) => next.push(Arc::new(i)),
-                Err(e) if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+                Err(e) if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {
+                    vanished += 1;
+                }
                 // One damaged index must not make every backup of the vault
                 // unreadable: its blobs count as missing (the backups that
                 // need them fail to restore and check names them), the rest
                 // stay readable, and the next backup stores again what it
                 // needs.
                 Err(e) => {
-                    let e = e.context(format!("vault {}", self.vault));
-                    log::warn!("{e}");
-                    errors.push(e.to_string());
+                    let e = e.context(format!("vault {}", self.vault)).to_string();
+                    // Said once, not at every re-listing a missed blob makes.
+                    if !self.index_errors.read().contains(&e) {
+                        log::warn!("{e}");
+                    }
+                    errors.push(e);
                 }
             }
         }
@@ -130,7 +163,7 @@ impl Repo {
         next.sort_by_key(|i| std::cmp::Reverse(i.len()));
         *self.indexes.write() = next;
         *self.index_errors.write() = errors;
-        Ok(())
+        Ok(vanished)
     }
 
     /// The mapped indexes.
@@ -167,10 +200,43 @@ impl Repo {
         self.packs.lock().clear();
     }
 
+    /// Where blob `id` is stored, looking again at the index directory when
+    /// the mapped indexes do not know it: a backup or a prune may have
+    /// written the index naming it after this reader listed `index/`
+    /// (issue #12, finding 7). A listing in which an index vanished before
+    /// it could be opened is stale, so it is retried, a bounded number of
+    /// times; a blob truly in no index costs one re-listing.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<Location>> {
+        match self.lookup(id) {
+            Some(l) => Ok(Some(l)),
+            None => self.relist_for(id, |_| true),
+        }
+    }
+
+    /// Re-list `index/` until it names blob `id` at a location `good`
+    /// accepts, or a listing in which no index vanished (so not stale)
+    /// does not; at most [`RELIST_TRIES`] times.
+    fn relist_for(
+        &self,
+        id: &BlobId,
+        good: impl Fn(&Location) -> bool,
+    ) -> Result<Option<Location>> {
+        for _ in 0..RELIST_TRIES {
+            let vanished = self.refresh_counting()?;
+            if let Some(l) = self.lookup(id).filter(&good) {
+                return Ok(Some(l));
+            }
+            if vanished == 0 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// Read blob `id` and verify it against its id. Never returns bytes that
     /// do not hash to `id`.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.lookup(id).ok_or_else(|| {
+        let loc = self.locate(id)?.ok_or_else(|| {
             Error::corrupt(format!(
                 "vault {}: blob {} is not in any index",
                 self.vault, id
@@ -181,16 +247,20 @@ impl Repo {
 
     /// Read blob `id` from `loc` and verify it.
     pub fn read_at(&self, id: &BlobId, loc: &Location) -> Result<Vec<u8>> {
+        self.read_at_try(id, loc, 0)
+    }
+
+    fn read_at_try(&self, id: &BlobId, loc: &Location, tries: usize) -> Result<Vec<u8>> {
         let pack = match self.pack(loc.pack) {
             Ok(p) => p,
             // Prune rewrote the pack and removed it after writing the index
-            // that names the blob's new place: look again.
-            Err(e) if is_not_found(&e) => {
-                self.refresh()?;
-                match self.lookup(id) {
-                    Some(l) if l.pack != loc.pack => return self.read_at(id, &l),
-                    _ => return Err(e),
-                }
+            // that names the blob's new place: look again (a bounded number
+            // of times: each prune moves a blob at most once more).
+            Err(e) if is_not_found(&e) && tries < RELIST_TRIES => {
+                return match self.relist_for(id, |l| l.pack != loc.pack)? {
+                    Some(l) => self.read_at_try(id, &l, tries + 1),
+                    None => Err(e),
+                };
             }
             Err(e) => return Err(e),
         };
@@ -786,6 +856,43 @@ pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The interleaving of finding 7 of issue #12, step by step: a reader
+    /// lists `index/`, a writer (prune, or a merge) writes the index that
+    /// replaces the listed ones and unlinks them, and only then the reader
+    /// opens what it listed. Every listed index has vanished, the new one
+    /// was not listed: the read must still find its blob.
+    #[test]
+    fn reader_whose_listing_went_stale_finds_the_new_index() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let writer_view = Repo::open(dir.path(), "v").unwrap();
+        // Opened before any index exists, so it has none mapped yet.
+        let reader = Repo::open(dir.path(), "v").unwrap();
+        let mut ids = Vec::new();
+        for seed in 0..2u8 {
+            let mut w = RepoWriter::new(&writer_view, false);
+            ids.push(w.add(BlobKind::Data, &vec![seed; 5000]).unwrap().id);
+            w.finish().unwrap();
+        }
+        // The reader's listing, taken before the rewrite.
+        let listing = reader.index_paths().unwrap();
+        assert_eq!(listing.len(), 2);
+        writer_view.refresh().unwrap();
+        merge_indexes(&writer_view, &writer_view.indexes()).unwrap();
+        // ...and opened after it: both listed indexes vanished.
+        assert_eq!(reader.refresh_from(listing).unwrap(), 2);
+        assert!(reader.indexes().is_empty());
+        for id in &ids {
+            let data = reader
+                .read_blob(id)
+                .unwrap_or_else(|e| panic!("blob {id} not found after a stale listing: {e}"));
+            assert_eq!(reader.key().id(&data), *id);
+        }
+        // A blob in no index costs one re-listing and is reported.
+        let e = reader.read_blob(&BlobId([9; 16])).unwrap_err();
+        assert!(e.to_string().contains("is not in any index"), "{e}");
+    }
 
     #[test]
     fn write_dedupe_read_verify() {

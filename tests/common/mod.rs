@@ -52,3 +52,46 @@ pub fn take_backup(store: &Store, vault: &str, name: &str) -> BackupRecord {
     .run()
     .unwrap()
 }
+
+/// Store `blobs` in `vault` through the store's own writer (so they are
+/// packed and indexed as a backup's would be); their ids, in order.
+pub fn put_blobs(
+    store: &Store,
+    vault: &str,
+    blobs: &[(cbrfs::store::BlobKind, Vec<u8>)],
+) -> Vec<cbrfs::store::BlobId> {
+    let repo = store.repo(vault).unwrap();
+    let mut w = cbrfs::store::RepoWriter::new(&repo, false);
+    let ids = blobs
+        .iter()
+        .map(|(k, d)| w.add(*k, d).unwrap().id)
+        .collect();
+    w.finish().unwrap();
+    ids
+}
+
+/// Run `f` on a thread and wait at most `secs` for it: a hostile store
+/// must not make a command hang or run long. A panic in `f` fails the
+/// test with its message.
+pub fn within<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::Builder::new()
+        .name(what.into())
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .unwrap();
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => panic!("{what}: ended without a result"),
+        },
+        Err(_) => panic!("{what}: did not finish within {secs} s"),
+    }
+}
