@@ -301,7 +301,8 @@ fn a_disk_restore_refuses_targets_others_made() {
 }
 
 /// A 1-byte file whose chunk list names 2 GiB (inline, and as a chunk-list
-/// blob): restore reports the file and writes nothing beyond its size.
+/// blob): restore reports the file and writes nothing beyond its size
+/// (whether restore's own check or the tree decoder's stops it).
 #[test]
 fn a_one_byte_file_with_a_two_gib_chunk_list_writes_nothing_big() {
     let dir = tempfile::tempdir().unwrap();
@@ -428,22 +429,12 @@ fn cbrfs_within<R: Send + 'static>(
 }
 
 /// 10,000 levels of nesting restore on a thread with the default 2 MiB
-/// stack, or stop with an error: never a stack overflow.
+/// stack and the default open-file limit: no stack overflow, no running
+/// out of descriptors.
 #[test]
 fn ten_thousand_levels_restore_without_overflowing_the_stack() {
-    // Each level holds a directory open; the soft limit is raised as the
-    // binary does.
-    // SAFETY: plain rlimit calls on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    // No raised open-file limit: restore keeps a bounded window of the
+    // path's directories open, whatever the depth.
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -468,12 +459,115 @@ fn ten_thousand_levels_restore_without_overflowing_the_stack() {
         store,
         out,
     );
-    match r {
-        Ok((dirs, files, errors)) => {
-            assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
-            assert_eq!((dirs, files), (LEVELS, 1));
-        }
-        // A low hard limit on open files: a clean error naming the backup.
-        Err(e) => assert!(e.to_string().contains("open-file limit"), "{e}"),
+    let (dirs, files, errors) = r.unwrap();
+    assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
+    assert_eq!((dirs, files), (LEVELS, 1));
+}
+
+/// In-place restore writes to the paths in the record: they are followed
+/// from `/` one component at a time, and a symlink on the way (here the
+/// member's parent directory, replaced after the backup by a link to
+/// another directory) is an error naming it, with nothing written there.
+#[test]
+fn an_in_place_path_through_a_symlink_is_refused() {
+    if !is_root() {
+        return;
     }
+    use cbrfs::engine::servers::{self, NewMember};
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(real.join("app")).unwrap();
+    std::fs::write(real.join("app/f"), b"orig").unwrap();
+    std::fs::write(real.join("vol.img"), common::pseudo_random(64 << 10, 3)).unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    servers::define(
+        &store,
+        "srv",
+        &[
+            NewMember::Path(real.join("app")),
+            NewMember::Disk(real.join("vol.img")),
+        ],
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    vaults::create(
+        &store,
+        vaults::NewVault {
+            name: Some("v".into()),
+            vault_type: cbrfs::catalog::VaultType::Server,
+            capacity: "10GB".into(),
+            description: String::new(),
+            tags: vec![],
+            compression: "none".into(),
+        },
+    )
+    .unwrap();
+    vaults::associate_server(&store, "v", "srv", vec![]).unwrap();
+    take_backup(&store, "v", "b1");
+    let in_place = RestoreOptions {
+        in_place: true,
+        ..Default::default()
+    };
+
+    let moved = dir.path().join("moved");
+    std::fs::rename(&real, &moved).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("vol.img"), b"").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
+    let e = restore::restore_with(&store, "v", "b1", Some("srv"), Path::new("/"), &in_place)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&real.display().to_string())
+            && e.to_string().contains("symbolic link"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 2);
+    let names: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("vol.img")]);
+    assert_eq!(
+        std::fs::metadata(elsewhere.join("vol.img")).unwrap().len(),
+        0
+    );
+
+    // The real directory back in its place: the same restore works.
+    std::fs::remove_file(&real).unwrap();
+    std::fs::rename(&moved, &real).unwrap();
+    std::fs::write(real.join("app/f"), b"changed").unwrap();
+    let s =
+        restore::restore_with(&store, "v", "b1", Some("srv"), Path::new("/"), &in_place).unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(std::fs::read(real.join("app/f")).unwrap(), b"orig");
+}
+
+/// Entries named `..`-something in a crafted tree are never created
+/// outside the target, whichever layer refuses them.
+#[test]
+fn entries_with_escaping_names_stay_inside_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let store = backed_up(dir.path(), &src);
+    craft(&store, "b1", "escape", |w, rec| {
+        let mut f = Node::new(b"../escaped".to_vec(), NodeKind::File);
+        f.mode = 0o644;
+        let mut d = Node::new(b"..".to_vec(), NodeKind::Dir);
+        d.mode = 0o755;
+        let root = put_tree(w, vec![f, d]);
+        set_root(rec, root);
+        rec.resources[0].stats.files_new = 10;
+        rec.resources[0].stats.dirs = 10;
+    });
+    let out = dir.path().join("deeper/out");
+    let s = restore::restore(&store, "v", "escape", None, &out).unwrap();
+    assert!(!s.errors.is_empty());
+    assert!(!dir.path().join("deeper/escaped").exists());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
