@@ -152,33 +152,35 @@ pub fn fnmatch(pattern: &str, text: &[u8]) -> bool {
     unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), flags) == 0 }
 }
 
+/// `open(path, flags | O_CLOEXEC)`, owned.
+fn open_flags(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let p = cstr(path.as_os_str().as_bytes())?;
+    // SAFETY: valid C string; the descriptor is fresh and owned below.
+    let fd = check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(own(fd))
+}
+
+/// `openat(dir, name, flags | O_CLOEXEC)`, owned.
+fn openat_flags(dir: &impl AsRawFd, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: valid descriptor and C string; the descriptor is fresh and
+    // owned below.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(own(fd))
+}
+
 /// Open a directory for *at() calls, refusing to follow a symlink.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let p = cstr(path.as_os_str().as_bytes())?;
-    // SAFETY: valid C string; the returned descriptor is owned below.
-    let fd = check(unsafe {
-        libc::open(
-            p.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    open_flags(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
 }
 
 /// Open `name` in `dir` as a directory, not following symlinks.
 pub fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let n = cstr(name)?;
-    // SAFETY: valid descriptor and C string.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    openat_flags(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
 }
 
 /// Create a new directory `name` in `dir` (fails if anything exists there).
@@ -668,49 +670,24 @@ pub fn proc_fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
 /// (a symlink itself, a device, a fifo) without opening it, so no device
 /// is ever opened for reading (a tape would rewind) and no fifo waited on.
 pub fn open_path_at(dir: &impl AsRawFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let n = cstr(name)?;
-    // SAFETY: valid descriptor and C string.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    openat_flags(dir, name, libc::O_PATH | libc::O_NOFOLLOW)
 }
 
 /// Open directory `path` as an O_PATH descriptor (the start of a walk:
 /// "/" or "."), refusing a final symlink.
 pub fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
-    let p = cstr(path.as_os_str().as_bytes())?;
-    // SAFETY: valid C string; the returned descriptor is owned below.
-    let fd = check(unsafe {
-        libc::open(
-            p.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    open_flags(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
 }
 
 /// Open `name` in `dir` as an O_PATH directory descriptor, not following
 /// a symlink: usable as the directory of *at() calls, and needs only
 /// search permission, as a path walk does.
 pub fn open_path_dir_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let n = cstr(name)?;
-    // SAFETY: valid descriptor and C string.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    openat_flags(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
 }
 
 /// fsync the directory an (O_PATH or open) descriptor holds.
