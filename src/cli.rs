@@ -191,9 +191,9 @@ enum VaultCmd {
         /// the resource when it has a '/').
         #[arg(long = "exclude", value_name = "GLOB", requires = "path")]
         excludes: Vec<String>,
-        /// Stay on the directory's file system: a mount inside it is kept
-        /// as an empty directory.
-        #[arg(long = "one-file-system", requires = "path")]
+        /// Stay on the directory's file system (each directory member's,
+        /// for a server): a mount inside it is kept as an empty directory.
+        #[arg(long = "one-file-system", conflicts_with = "disk")]
         one_file_system: bool,
     },
     /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
@@ -742,7 +742,13 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             "--name does not apply to a server: the resource takes the server's name",
                         ));
                     }
-                    vaults::associate_server(store, &vault, &sv, exclude_members)?
+                    vaults::associate_server_with(
+                        store,
+                        &vault,
+                        &sv,
+                        exclude_members,
+                        one_file_system,
+                    )?
                 }
                 _ => return Err(Error::invalid("give --path, --disk or --server")),
             };

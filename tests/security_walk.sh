@@ -191,6 +191,20 @@ expect_ok cbrfs backup create all --name a
 expect_ok cbrfs restore all a --to "$T/all"
 expect_eq "without it: the tmpfs's file is backed up" "$(cat "$T/all/mnt/there" 2>&1)" "on the tmpfs"
 
+note "--one-file-system for a server: each directory member stays on its file system"
+mkdir -p "$T/srv-m/mnt" && printf 'member root fs' >"$T/srv-m/here"
+mount -t tmpfs -o size=1m cbrfs-test "$T/srv-m/mnt" || die "mount tmpfs"
+on_exit "umount -l '$T/srv-m/mnt'"
+printf 'on the tmpfs' >"$T/srv-m/mnt/there"
+expect_ok cbrfs server define web --path "$T/srv-m"
+cbrfs vault create sv --type server --capacity 10GB >/dev/null || die "vault sv"
+expect_exit 2 "cannot be used with" -- cbrfs vault associate sv --disk /dev/null --one-file-system
+expect_ok cbrfs vault associate sv --server web --one-file-system
+expect_ok cbrfs backup create sv --name a
+expect_ok cbrfs restore sv a --to "$T/sv"
+got=$(cd "$T/sv" && find . | sort | tr '\n' ' ')
+expect_eq "server member with --one-file-system: the mount point is kept, empty" "$got" ". ./srv-m ./srv-m/here ./srv-m/mnt "
+
 note "a FUSE file system a user mounted inside the tree"
 # A user's FUSE mount needs /dev/fuse open to users (0666 on most systems,
 # 0600 in some containers) and, for root to see into it, allow_other, which

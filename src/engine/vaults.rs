@@ -343,6 +343,19 @@ pub fn associate_server(
     server: &str,
     exclude: Vec<String>,
 ) -> Result<Resource> {
+    associate_server_with(store, vault, server, exclude, false)
+}
+
+/// [`associate_server`], and with `one_file_system` every directory
+/// member's backup stays on that member's file system (mounts inside a
+/// member are kept as empty directories, as for a directory resource).
+pub fn associate_server_with(
+    store: &Store,
+    vault: &str,
+    server: &str,
+    exclude: Vec<String>,
+    one_file_system: bool,
+) -> Result<Resource> {
     let s = store.server(server)?;
     for m in &exclude {
         if !s.members.iter().any(|x| &x.name == m) {
@@ -358,7 +371,7 @@ pub fn associate_server(
         path: s.name.clone(),
         excludes: exclude,
         added: catalog::now_rfc3339(),
-        one_file_system: false,
+        one_file_system,
     };
     add_resource(store, vault, VaultType::Server, r)
 }
