@@ -283,15 +283,16 @@ fn restore_disk(
     in_place: bool,
     budget: &mut Budget,
 ) -> Result<RestoreStats> {
-    use std::os::unix::fs::MetadataExt;
     let shown = to.display().to_string();
     budget.entry(&shown)?;
     budget.bytes(&shown, node.size)?;
-    // The original is identified by path only to compare identities; what
-    // is written is always the descriptor opened below.
-    let original = std::fs::metadata(source)
+    // The original is looked up only to compare identities (what is
+    // written is always the descriptor opened below), and like every other
+    // path it is walked from `/` with no symlink followed.
+    let original = sys::open_no_symlinks(source, libc::O_PATH)
+        .and_then(|fd| sys::fstat(&fd))
         .ok()
-        .map(|m| (m.dev(), m.ino(), m.rdev()));
+        .map(|st| (st.st_dev, st.st_ino, st.st_rdev));
     let (parent, base) = split_target(to)?;
     let pfd = open_dir_path(&parent, false, !in_place)?;
     let existing = match sys::open_path_at(&pfd, &base) {
