@@ -1429,8 +1429,10 @@ struct PolicyArgs {
     /// ... of each of the last Y years (0-100).
     #[arg(long, value_name = "Y")]
     keep_yearly: Option<u64>,
-    /// Time zone of the schedule and of the long-term rules, like UTC+08:00.
-    #[arg(long, value_name = "UTC+HH:MM")]
+    /// Time zone of the schedule and of the long-term rules: an IANA name
+    /// like Europe/Berlin (daylight saving followed), or UTC, UTC+08:00,
+    /// UTC-05:30 [default: UTC].
+    #[arg(long, value_name = "TZ")]
     timezone: Option<String>,
     /// Force a full backup after N incremental ones (-1 never, 0 always).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -1486,23 +1488,31 @@ pub fn policy_json(store: &Store, p: &crate::catalog::PolicyConfig) -> serde_jso
         .filter(|v| v.policy.as_deref() == Some(&p.name))
         .map(|v| v.name)
         .collect();
-    let next: Vec<String> = crate::engine::policy::validate(p)
-        .ok()
-        .map(|(sched, _)| {
-            let mut out = Vec::new();
-            let mut t = jiff::Timestamp::now();
-            for _ in 0..5 {
-                match sched.next_after(t) {
-                    Some(n) => {
-                        out.push(n.to_string());
-                        t = n;
+    // The next time points in UTC (`next`, the machine form) and in the
+    // policy's zone with that instant's offset (`next_local`).
+    let (zone, next): (Option<crate::schedule::Zone>, Vec<jiff::Timestamp>) =
+        crate::engine::policy::validate(p)
+            .ok()
+            .map(|(sched, _)| {
+                let mut out = Vec::new();
+                let mut t = jiff::Timestamp::now();
+                for _ in 0..5 {
+                    match sched.next_after(t) {
+                        Some(n) => {
+                            out.push(n);
+                            t = n;
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
-            }
-            out
-        })
+                (Some(sched.timezone().clone()), out)
+            })
+            .unwrap_or_default();
+    let next_local: Vec<String> = zone
+        .as_ref()
+        .map(|z| next.iter().map(|t| z.rfc3339(*t)).collect())
         .unwrap_or_default();
+    let next: Vec<String> = next.iter().map(|t| t.to_string()).collect();
     json!({
         "name": p.name,
         "enabled": p.enabled,
@@ -1511,7 +1521,9 @@ pub fn policy_json(store: &Store, p: &crate::catalog::PolicyConfig) -> serde_jso
         "full_every": p.full_every,
         "created": p.created,
         "vaults": vaults,
+        "timezone": zone.map(|z| z.to_string()),
         "next": next,
+        "next_local": next_local,
     })
 }
 
@@ -1560,13 +1572,13 @@ fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
                     .collect::<Vec<_>>()));
             } else {
                 println!(
-                    "{:<20} {:<8} {:<20} {:<24} SCHEDULES",
+                    "{:<20} {:<8} {:<20} {:<25} SCHEDULES",
                     "NAME", "ENABLED", "VAULTS", "NEXT"
                 );
                 for p in &all {
                     let j = policy_json(store, p);
                     println!(
-                        "{:<20} {:<8} {:<20} {:<24} {}",
+                        "{:<20} {:<8} {:<20} {:<25} {}",
                         p.name,
                         if p.enabled { "yes" } else { "no" },
                         j["vaults"]
@@ -1577,7 +1589,7 @@ fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
                                 .collect::<Vec<_>>()
                                 .join(","))
                             .unwrap_or_default(),
-                        j["next"][0].as_str().unwrap_or("-"),
+                        j["next_local"][0].as_str().unwrap_or("-"),
                         p.schedules.join(" + ")
                     );
                 }
@@ -1613,8 +1625,9 @@ fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
                             .join(", "))
                         .unwrap_or_default()
                 );
-                println!("next runs:");
-                for n in j["next"].as_array().cloned().unwrap_or_default() {
+                // In the policy's zone, which the schedule's hours are in.
+                println!("next runs ({}):", j["timezone"].as_str().unwrap_or("UTC"));
+                for n in j["next_local"].as_array().cloned().unwrap_or_default() {
                     println!("  {}", n.as_str().unwrap_or(""));
                 }
             }

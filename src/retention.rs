@@ -44,8 +44,10 @@
 //!   keep automatic backups for N days (2–99,999), or keep them forever.
 //! - Long-term rules: keep the newest automatic backup of each of the last
 //!   D days, W weeks, M months and Y years (each 0–100). Only with keep-last
-//!   or keep-forever, and then a time zone ([`UtcOffset`]) is required:
+//!   or keep-forever, and then a time zone ([`Zone`]) is required:
 //!   days, weeks, months and years are those of the policy's time zone.
+//!   In a zone with daylight saving a day is the local calendar day (23 or
+//!   25 hours long on the days the clocks change).
 //! - The kept set is the union of what every rule keeps. Manual backups are
 //!   never deleted (and are not counted by any rule). The newest automatic
 //!   backup is never deleted while a backup of the vault runs.
@@ -80,7 +82,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schedule::UtcOffset;
+use crate::schedule::Zone;
 
 /// Maps a local date to its long-term period.
 type PeriodOf = fn(Date) -> Period;
@@ -248,7 +250,7 @@ pub struct Selection {
 pub struct Retention {
     keep: Keep,
     long_term: LongTerm,
-    tz: Option<UtcOffset>,
+    tz: Option<Zone>,
 }
 
 fn long_term_count(what: &str, v: Option<u64>) -> Result<u32> {
@@ -318,7 +320,7 @@ impl Retention {
                  keep-last or keep-forever, not with keep-days",
             ));
         }
-        let tz = args.timezone.as_deref().map(UtcOffset::parse).transpose()?;
+        let tz = args.timezone.as_deref().map(Zone::parse).transpose()?;
         if !long_term.is_empty() && tz.is_none() {
             return Err(Error::param(
                 "long-term retention (keep-daily/-weekly/-monthly/-yearly) needs a time zone, \
@@ -343,8 +345,8 @@ impl Retention {
     }
 
     /// The time zone, if one was given (always, when long-term rules are set).
-    pub fn timezone(&self) -> Option<UtcOffset> {
-        self.tz
+    pub fn timezone(&self) -> Option<&Zone> {
+        self.tz.as_ref()
     }
 
     /// The options that build this retention (canonical: zero counts and
@@ -365,7 +367,7 @@ impl Retention {
             keep_weekly: count(self.long_term.weekly),
             keep_monthly: count(self.long_term.monthly),
             keep_yearly: count(self.long_term.yearly),
-            timezone: self.tz.map(|z| z.to_string()),
+            timezone: self.tz.as_ref().map(|z| z.to_string()),
         }
     }
 
@@ -411,7 +413,7 @@ impl Retention {
                 }
             }
         }
-        let tz = self.tz.unwrap_or(UtcOffset::UTC);
+        let tz = self.tz.as_ref().unwrap_or(&Zone::UTC);
         let rules: [(u32, PeriodOf); 4] = [
             (self.long_term.daily, Period::day),
             (self.long_term.weekly, Period::week),
@@ -473,7 +475,7 @@ impl fmt::Display for Retention {
                 parts.push(format!("{what} {n}"));
             }
         }
-        if let Some(tz) = self.tz {
+        if let Some(tz) = &self.tz {
             parts.push(format!("timezone {tz}"));
         }
         f.write_str(&parts.join(", "))
@@ -645,10 +647,109 @@ mod tests {
         // A bad time zone.
         let e = err(RetentionArgs {
             keep_monthly: Some(12),
-            timezone: Some("Europe/Paris".into()),
+            timezone: Some("Europe/Atlantis".into()),
             ..last(7)
         });
-        assert!(e.contains(r#"time zone "Europe/Paris" is invalid"#), "{e}");
+        assert!(
+            e.contains(r#"time zone "Europe/Atlantis" is unknown"#),
+            "{e}"
+        );
+        let e = err(RetentionArgs {
+            keep_monthly: Some(12),
+            timezone: Some("UTC+8:0".into()),
+            ..last(7)
+        });
+        assert!(e.contains(r#"time zone "UTC+8:0" is invalid"#), "{e}");
+    }
+
+    /// What `keep-last 2, keep-daily 2` in `tz` deletes of four backups
+    /// around a daylight-saving change, newest first (keep-last keeps the
+    /// newest two, c and d; keep-daily the newest of the two newest days).
+    fn daily_two(tz: &str, times: [&str; 4]) -> Vec<String> {
+        let r = ret(RetentionArgs {
+            keep_daily: Some(2),
+            timezone: Some(tz.into()),
+            ..last(2)
+        });
+        let bs: Vec<Candidate> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(times)
+            .map(|(n, t)| auto(n, t))
+            .collect();
+        r.select(&bs, ts("2027-01-01T00:00:00Z"), false).delete
+    }
+
+    #[test]
+    fn long_term_days_are_local_days_across_dst() {
+        // Europe/Berlin, 2026-10-25 has 25 hours (CEST until 01:00Z, then
+        // CET). b (00:30 CEST) and d (23:30 CET) are both on that day.
+        let fall = [
+            "2026-10-24T10:00:00Z", // a: 10-24 12:00 CEST
+            "2026-10-24T22:30:00Z", // b: 10-25 00:30 CEST
+            "2026-10-25T12:00:00Z", // c: 10-25 13:00 CET
+            "2026-10-25T22:30:00Z", // d: 10-25 23:30 CET
+        ];
+        // Days 10-25 (newest d) and 10-24 (a): b goes.
+        assert_eq!(daily_two("Europe/Berlin", fall), ["b"]);
+        // Either fixed offset of the zone gets one end of the day wrong.
+        assert_eq!(daily_two("UTC+02:00", fall), ["b", "a"]);
+        assert_eq!(daily_two("UTC+01:00", fall), ["a"]);
+        // 2026-03-29 has 23 hours (CET until 01:00Z, then CEST): b is the
+        // day before in Berlin, but 03-29 at the summer offset.
+        let spring = [
+            "2026-03-28T11:00:00Z", // a: 03-28 12:00 CET
+            "2026-03-28T22:30:00Z", // b: 03-28 23:30 CET
+            "2026-03-29T10:00:00Z", // c: 03-29 12:00 CEST
+            "2026-03-29T21:30:00Z", // d: 03-29 23:30 CEST
+        ];
+        assert_eq!(daily_two("Europe/Berlin", spring), ["a"]);
+        assert_eq!(daily_two("UTC+02:00", spring), ["b"]);
+        // America/New_York: 2026-03-08 (23 hours) and 2026-11-01 (25).
+        let ny_spring = [
+            "2026-03-07T17:00:00Z", // a: 03-07 12:00 EST
+            "2026-03-08T04:30:00Z", // b: 03-07 23:30 EST
+            "2026-03-08T16:00:00Z", // c: 03-08 12:00 EDT
+            "2026-03-09T03:30:00Z", // d: 03-08 23:30 EDT
+        ];
+        assert_eq!(daily_two("America/New_York", ny_spring), ["a"]);
+        assert_eq!(daily_two("UTC-04:00", ny_spring), ["b"]);
+        let ny_fall = [
+            "2026-10-31T16:00:00Z", // a: 10-31 12:00 EDT
+            "2026-11-01T04:30:00Z", // b: 11-01 00:30 EDT
+            "2026-11-01T17:00:00Z", // c: 11-01 12:00 EST
+            "2026-11-02T04:30:00Z", // d: 11-01 23:30 EST
+        ];
+        assert_eq!(daily_two("America/New_York", ny_fall), ["b"]);
+        assert_eq!(daily_two("UTC-04:00", ny_fall), ["b", "a"]);
+    }
+
+    #[test]
+    fn long_term_weeks_months_years_in_a_zone() {
+        // New Year's Eve 23:30 in Berlin is already 2027 in UTC+02:00, and
+        // 2026-12-31 22:30Z is 2026-12-31 23:30 CET: still 2026.
+        let r = ret(RetentionArgs {
+            keep_yearly: Some(2),
+            keep_monthly: Some(2),
+            keep_weekly: Some(2),
+            timezone: Some("Europe/Berlin".into()),
+            ..last(2)
+        });
+        assert_eq!(r.timezone().unwrap().to_string(), "Europe/Berlin");
+        assert_eq!(
+            r.to_string(),
+            "keep-last 2, keep-weekly 2, keep-monthly 2, keep-yearly 2, timezone Europe/Berlin"
+        );
+        assert_eq!(r.to_args().timezone.as_deref(), Some("Europe/Berlin"));
+        let bs = [
+            auto("a", "2026-12-30T12:00:00Z"), // Wed, Dec 2026
+            auto("b", "2026-12-31T22:30:00Z"), // Thu 23:30 CET, Dec 2026
+            auto("c", "2027-01-01T12:00:00Z"), // Fri, Jan 2027
+            auto("d", "2027-01-02T12:00:00Z"), // Sat, Jan 2027
+        ];
+        let sel = r.select(&bs, ts("2027-01-03T00:00:00Z"), false);
+        // Years 2027 (d) and 2026 (b); months Jan (d), Dec (b); one ISO
+        // week (Mon 12-28 to Sun 01-03) holds all four: d. a goes.
+        assert_eq!(sel.delete, ["a"]);
     }
 
     #[test]
@@ -994,7 +1095,7 @@ mod tests {
         bs: &[Candidate],
         count: u32,
         key: impl Fn(Date) -> K,
-        tz: UtcOffset,
+        tz: &Zone,
     ) -> BTreeSet<String> {
         let mut groups: BTreeMap<K, (Timestamp, String)> = BTreeMap::new();
         for b in bs.iter().filter(|b| b.automatic) {
@@ -1028,7 +1129,7 @@ mod tests {
                 .collect(),
             Keep::Forever => autos.iter().map(|b| b.name.clone()).collect(),
         };
-        let tz = r.timezone().unwrap_or(UtcOffset::UTC);
+        let tz = r.timezone().unwrap_or(&Zone::UTC);
         let lt = r.long_term();
         // Week key: the Monday that starts the week (not ISO numbering).
         let monday = |d: Date| {
@@ -1052,14 +1153,26 @@ mod tests {
             2u64..400,
             (lt(), lt(), lt(), lt()),
             -720i32..=840,
+            // Some zones with daylight saving (north and south), too.
+            prop_oneof![
+                3 => Just(None),
+                1 => prop_oneof![
+                    Just("Europe/Berlin"),
+                    Just("America/New_York"),
+                    Just("Australia/Sydney")
+                ]
+                .prop_map(Some)
+            ],
         )
-            .prop_map(|(kind, n, days, (d, w, m, y), tz)| {
-                let tz = format!(
-                    "UTC{}{:02}:{:02}",
-                    if tz < 0 { '-' } else { '+' },
-                    tz.abs() / 60,
-                    tz.abs() % 60
-                );
+            .prop_map(|(kind, n, days, (d, w, m, y), tz, named)| {
+                let tz = named.map(String::from).unwrap_or_else(|| {
+                    format!(
+                        "UTC{}{:02}:{:02}",
+                        if tz < 0 { '-' } else { '+' },
+                        tz.abs() / 60,
+                        tz.abs() % 60
+                    )
+                });
                 let mut a = RetentionArgs {
                     timezone: Some(tz),
                     ..Default::default()

@@ -1,6 +1,7 @@
 //! When a backup policy runs: CBR's RRULE subset, parsed, validated and
-//! evaluated in a fixed UTC offset. Also the policy's time zone type
-//! ([`UtcOffset`], shared with [`crate::retention`]) and the
+//! evaluated in the policy's time zone. Also the policy's time zone type
+//! ([`Zone`]: an IANA zone or a fixed [`UtcOffset`], shared with
+//! [`crate::retention`]) and the
 //! `full_backup_interval` rule ([`check_full_every`], [`full_backup_due`]).
 //!
 //! This module is pure: no I/O, no clock. The caller passes the time.
@@ -52,8 +53,21 @@
 //!
 //! # Semantics chosen where CBR is silent
 //!
-//! - **Time zone**: a fixed offset ([`UtcOffset`]); none means UTC. Fixed
-//!   offsets have no daylight-saving gaps, so every time point exists once.
+//! - **Time zone**: an IANA zone (`Europe/Berlin`) or a fixed offset
+//!   (`UTC+08:00`), see [`Zone`]; none means UTC. `BYHOUR`/`BYMINUTE` are
+//!   wall-clock times in that zone and days are its local days. Where
+//!   daylight saving changes the clock, every time point still runs once:
+//!   one in a spring-forward gap runs once, shifted later by the length of
+//!   the gap (02:30 becomes 03:30 summer time: RFC 5545 reads it with the
+//!   offset before the gap; Vixie cron likewise runs such a job once, right
+//!   after the jump);
+//!   one in a fall-back overlap runs at its first occurrence only. Two
+//!   points that land on the same instant (02:00 shifted onto 03:00) are
+//!   one run.
+//! - **"At least one hour apart"** is checked on the wall clock: on a
+//!   spring-forward day two points can be closer in real time (01:30 and
+//!   03:00 around a 02:00 jump are 30 minutes apart); a point that comes
+//!   while the previous run still goes is skipped, as always.
 //! - **INTERVAL anchor**: a daily rule with `INTERVAL=N` is active on the
 //!   anchor day and every N-th day from it (also before it, so the pattern is
 //!   purely periodic). The anchor is the policy's creation date in its time
@@ -211,6 +225,151 @@ impl FromStr for UtcOffset {
     type Err = Error;
     fn from_str(s: &str) -> Result<UtcOffset> {
         UtcOffset::parse(s)
+    }
+}
+
+/// A policy's time zone (`--timezone`): a fixed offset written CBR's way
+/// ([`UtcOffset`]), or an IANA time zone name (`Europe/Berlin`) whose rules,
+/// daylight saving included, come from the system's time zone database
+/// (`/usr/share/zoneinfo`, Debian package `tzdata`).
+///
+/// The system database rather than a copy built into the binary: time zone
+/// rules change several times a year and the distribution updates them;
+/// a built-in copy would keep the rules of the day cbrfs was built.
+///
+/// How wall-clock times map to instants (RFC 5545 §3.3.5, jiff's
+/// "compatible" rule): a time in a spring-forward gap is read with the
+/// offset before the gap, so it happens once, shifted later by the length of
+/// the gap (02:30 on a day Europe/Berlin skips 02:00-03:00 is 03:30 CEST); a
+/// time in a fall-back overlap is its first occurrence (02:30 CEST on the
+/// day 02:00-03:00 happens twice), so it also happens once.
+#[derive(Clone, Debug)]
+pub enum Zone {
+    /// `UTC`, `UTC+08:00`, `UTC-05:30`: no daylight saving.
+    Fixed(UtcOffset),
+    /// An IANA zone; `iana_name()` is always set.
+    Named(jiff::tz::TimeZone),
+}
+
+/// Longest IANA name accepted (the longest in the database is 32 bytes).
+const ZONE_NAME_MAX: usize = 64;
+
+impl Zone {
+    /// UTC itself (a policy without `--timezone`).
+    pub const UTC: Zone = Zone::Fixed(UtcOffset::UTC);
+
+    /// Parse a time zone: the fixed-offset forms of [`UtcOffset::parse`], or
+    /// an IANA name known to the system's time zone database (matched
+    /// without regard to case). Errors name the text and the accepted forms.
+    pub fn parse(s: &str) -> Result<Zone> {
+        let t = s.trim();
+        if let Some(o) = UtcOffset::parse_inner(t) {
+            return Ok(Zone::Fixed(o));
+        }
+        if looks_like_zone_name(t) {
+            // jiff matches the name against the database's list of zones
+            // (it never opens a path built from the name).
+            if let Ok(tz) = jiff::tz::TimeZone::get(t) {
+                if tz.iana_name().is_some() {
+                    return Ok(Zone::Named(tz));
+                }
+            }
+            return Err(Error::param(format!(
+                "time zone {s:?} is unknown: it is not in the time zone database \
+                 (/usr/share/zoneinfo, Debian package tzdata); write an IANA name like \
+                 Europe/Berlin or America/New_York, or a fixed offset like UTC+08:00"
+            )));
+        }
+        Err(Error::param(format!(
+            "time zone {s:?} is invalid: write an IANA name like Europe/Berlin, or UTC, \
+             UTC+08:00 or UTC-05:30 (a fixed offset from UTC-12:00 to UTC+14:00)"
+        )))
+    }
+
+    /// Parse an optional time zone; none means UTC.
+    pub fn parse_opt(s: Option<&str>) -> Result<Zone> {
+        s.map_or(Ok(Zone::UTC), Zone::parse)
+    }
+
+    /// The zone as a `jiff` time zone.
+    pub fn to_jiff(&self) -> jiff::tz::TimeZone {
+        match self {
+            Zone::Fixed(o) => jiff::tz::TimeZone::fixed(o.to_jiff()),
+            Zone::Named(tz) => tz.clone(),
+        }
+    }
+
+    /// The civil (wall-clock) date and time of `t` in this zone.
+    pub fn to_datetime(&self, t: Timestamp) -> DateTime {
+        match self {
+            Zone::Fixed(o) => o.to_datetime(t),
+            Zone::Named(tz) => tz.to_datetime(t),
+        }
+    }
+
+    /// The instant of a civil date and time in this zone, by the rule in
+    /// the type's docs (gap: shifted later; overlap: the first); `None` only
+    /// at the ends of the representable range.
+    pub fn to_timestamp(&self, dt: DateTime) -> Option<Timestamp> {
+        match self {
+            Zone::Fixed(o) => o.to_timestamp(dt),
+            Zone::Named(tz) => tz.to_ambiguous_timestamp(dt).compatible().ok(),
+        }
+    }
+
+    /// `t` in RFC 3339 with this zone's offset at that instant, e.g.
+    /// `2026-03-29T03:30:00+02:00`.
+    pub fn rfc3339(&self, t: Timestamp) -> String {
+        let offset = match self {
+            Zone::Fixed(o) => o.to_jiff(),
+            Zone::Named(tz) => tz.to_offset(t),
+        };
+        t.display_with_offset(offset).to_string()
+    }
+}
+
+/// Whether `s` can be an IANA name: ASCII letters, digits and `/_+-`,
+/// starting with a letter, no empty part. Names of the database's own files
+/// (`localtime`, the host's zone; `posixrules`) are not zones of their own.
+fn looks_like_zone_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= ZONE_NAME_MAX
+        && s.as_bytes()[0].is_ascii_alphabetic()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+        && !s.split('/').any(str::is_empty)
+        && !["localtime", "posixrules"]
+            .iter()
+            .any(|n| s.eq_ignore_ascii_case(n))
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Zone) -> bool {
+        match (self, other) {
+            (Zone::Fixed(a), Zone::Fixed(b)) => a == b,
+            (Zone::Named(a), Zone::Named(b)) => a.iana_name() == b.iana_name(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Zone {}
+
+impl fmt::Display for Zone {
+    /// `UTC+08:00` for a fixed offset, the IANA name (the database's
+    /// spelling) for a zone.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Zone::Fixed(o) => write!(f, "{o}"),
+            Zone::Named(tz) => f.write_str(tz.iana_name().unwrap_or("?")),
+        }
+    }
+}
+
+impl FromStr for Zone {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Zone> {
+        Zone::parse(s)
     }
 }
 
@@ -578,7 +737,7 @@ fn check_gaps(rules: &[Rule]) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schedule {
     rules: Vec<Rule>,
-    tz: UtcOffset,
+    tz: Zone,
     anchor: Date,
 }
 
@@ -590,7 +749,7 @@ impl Schedule {
     /// Errors (`BackupService.9900`, exit code 2) name the rule and the
     /// problem, e.g. `schedule "FREQ=HOURLY": FREQ must be DAILY or WEEKLY`.
     pub fn parse<S: AsRef<str>>(rules: &[S], tz: Option<&str>) -> Result<Schedule> {
-        let tz = UtcOffset::parse_opt(tz)?;
+        let tz = Zone::parse_opt(tz)?;
         if rules.is_empty() {
             return Err(Error::param(
                 "a policy needs at least one schedule, e.g. FREQ=DAILY;BYHOUR=22;BYMINUTE=0",
@@ -632,8 +791,8 @@ impl Schedule {
     }
 
     /// The time zone the rules are evaluated in.
-    pub fn timezone(&self) -> UtcOffset {
-        self.tz
+    pub fn timezone(&self) -> &Zone {
+        &self.tz
     }
 
     /// The rules, in the order given, duplicates merged.
@@ -644,28 +803,39 @@ impl Schedule {
     /// The first time point strictly after `t`; `None` only at the end of
     /// the representable time range.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
-        let mut day = self.tz.to_datetime(t).date();
+        // In a zone with daylight saving a time point in a gap is shifted
+        // later (see [`Zone`]), so a day's point may fall after points of
+        // the next day (a gap over midnight, or a skipped day): start the
+        // day before `t`'s and, once a day has a point after `t`, also look
+        // at the day after it.
+        let mut day = self.tz.to_datetime(t).date().yesterday().ok()?;
         // A daily rule is active at least every 30 days, a weekly one every 7:
         // the day of `t` and the 31 after it always hold the next point.
-        for _ in 0..=MAX_DAILY_INTERVAL + 1 {
-            let mut best: Option<Timestamp> = None;
-            for rule in self.rules.iter().filter(|r| r.active_on(day, self.anchor)) {
-                for &m in &rule.times {
-                    let dt = day.at((m / 60) as i8, (m % 60) as i8, 0, 0);
-                    let Some(ts) = self.tz.to_timestamp(dt) else {
-                        continue;
-                    };
-                    if ts > t && best.is_none_or(|b| ts < b) {
-                        best = Some(ts);
-                    }
-                }
-            }
-            if best.is_some() {
-                return best;
+        for _ in 0..=MAX_DAILY_INTERVAL + 2 {
+            if let Some(best) = self.first_on(day, t) {
+                let next_day = day.tomorrow().ok().and_then(|d| self.first_on(d, t));
+                return Some(next_day.map_or(best, |n| n.min(best)));
             }
             day = day.tomorrow().ok()?;
         }
         None
+    }
+
+    /// The earliest time point of local day `day` strictly after `t`.
+    fn first_on(&self, day: Date, t: Timestamp) -> Option<Timestamp> {
+        let mut best: Option<Timestamp> = None;
+        for rule in self.rules.iter().filter(|r| r.active_on(day, self.anchor)) {
+            for &m in &rule.times {
+                let dt = day.at((m / 60) as i8, (m % 60) as i8, 0, 0);
+                let Some(ts) = self.tz.to_timestamp(dt) else {
+                    continue;
+                };
+                if ts > t && best.is_none_or(|b| ts < b) {
+                    best = Some(ts);
+                }
+            }
+        }
+        best
     }
 
     /// The time points in `(from, to]`, oldest first (empty if `to <= from`).
@@ -1040,7 +1210,7 @@ mod tests {
         );
         assert_eq!(d.rules()[0].interval(), 3);
         assert_eq!(d.rules()[0].weekdays().len(), 7);
-        assert_eq!(d.timezone(), UtcOffset::UTC);
+        assert_eq!(d.timezone(), &Zone::UTC);
         // Duplicate rules merge.
         let two = sched(&[
             "FREQ=DAILY;BYHOUR=1",
@@ -1114,8 +1284,10 @@ mod tests {
         let none: [&str; 0] = [];
         let e = err(&none, None);
         assert!(e.contains("at least one schedule"), "{e}");
-        let e = err(&["FREQ=DAILY;BYHOUR=1"], Some("Asia/Shanghai"));
-        assert!(e.contains(r#"time zone "Asia/Shanghai" is invalid"#), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=1"], Some("Asia/Atlantis"));
+        assert!(e.contains(r#"time zone "Asia/Atlantis" is unknown"#), "{e}");
+        let e = err(&["FREQ=DAILY;BYHOUR=1"], Some("UTC+25:00"));
+        assert!(e.contains(r#"time zone "UTC+25:00" is invalid"#), "{e}");
     }
 
     #[test]
@@ -1250,6 +1422,271 @@ mod tests {
             z.to_datetime(ts("2024-01-31T23:30:00Z")),
             date(2024, 2, 1).at(7, 30, 0, 0)
         );
+    }
+
+    fn zoned(rules: &[&str], tz: &str) -> Schedule {
+        Schedule::parse(rules, Some(tz)).unwrap()
+    }
+
+    #[test]
+    fn iana_zone_names() {
+        let p = |s: &str| Zone::parse(s).map(|z| z.to_string());
+        assert_eq!(p("Europe/Berlin").unwrap(), "Europe/Berlin");
+        // Case does not matter; the database's spelling is kept.
+        assert_eq!(p(" america/new_york ").unwrap(), "America/New_York");
+        assert_eq!(p("Asia/Shanghai").unwrap(), "Asia/Shanghai");
+        // The fixed forms stay fixed offsets (no zone lookup).
+        assert_eq!(Zone::parse("UTC").unwrap(), Zone::UTC);
+        assert_eq!(
+            Zone::parse("UTC+08:00").unwrap(),
+            Zone::Fixed(UtcOffset::parse("UTC+08:00").unwrap())
+        );
+        assert_ne!(Zone::parse("Europe/Berlin").unwrap(), Zone::UTC);
+        for unknown in ["Mars/Olympus_Mons", "Europe/Atlantis", "CST"] {
+            let e = Zone::parse(unknown).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.to_string()
+                    .contains(&format!("time zone {unknown:?} is unknown")),
+                "{e}"
+            );
+        }
+        // Not names at all, and the database's own files: refused before
+        // any lookup.
+        for bad in [
+            "../etc/passwd",
+            "/usr/share/zoneinfo/UTC",
+            "Europe//Berlin",
+            "Europe/",
+            "localtime",
+            "posixrules",
+            "Europe/Berlin;x",
+            "Europe/Ber lin",
+        ] {
+            let e = Zone::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("is invalid"), "{bad}: {e}");
+        }
+        // RFC 3339 in the zone: the offset of that instant.
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        assert_eq!(
+            berlin.rfc3339(ts("2026-03-29T00:30:00Z")),
+            "2026-03-29T01:30:00+01:00"
+        );
+        assert_eq!(
+            berlin.rfc3339(ts("2026-03-29T01:30:00Z")),
+            "2026-03-29T03:30:00+02:00"
+        );
+        assert_eq!(
+            Zone::parse("UTC-05:30")
+                .unwrap()
+                .rfc3339(ts("2024-01-01T00:00:00Z")),
+            "2023-12-31T18:30:00-05:30"
+        );
+    }
+
+    #[test]
+    fn dst_spring_forward_europe_berlin() {
+        // 2026-03-29: at 02:00 CET (01:00Z) the clocks go to 03:00 CEST.
+        let s = zoned(&["FREQ=DAILY;BYHOUR=2;BYMINUTE=30"], "Europe/Berlin");
+        // 02:30 does not exist that day: it runs once, an hour later by the
+        // wall clock (03:30 CEST), the same instant as 02:30 CET.
+        assert_eq!(
+            nexts(&s, "2026-03-27T12:00:00Z", 4),
+            [
+                "2026-03-28T01:30:00Z", // 02:30 CET
+                "2026-03-29T01:30:00Z", // 03:30 CEST (02:30 skipped)
+                "2026-03-30T00:30:00Z", // 02:30 CEST
+                "2026-03-31T00:30:00Z",
+            ]
+        );
+        assert_eq!(
+            s.points_between(ts("2026-03-28T12:00:00Z"), ts("2026-03-29T12:00:00Z")),
+            [ts("2026-03-29T01:30:00Z")]
+        );
+        // Hourly: the local day has 23 hours; 02:00 shifts onto 03:00 and
+        // the two run once.
+        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+        let hourly = format!("FREQ=DAILY;BYHOUR={}", all.join(","));
+        let h = zoned(&[hourly.as_str()], "Europe/Berlin");
+        let day = h.points_between(ts("2026-03-28T22:59:59Z"), ts("2026-03-29T21:59:59Z"));
+        assert_eq!(day.len(), 23, "{day:?}");
+        let berlin = h.timezone();
+        assert!(day
+            .iter()
+            .all(|p| berlin.to_datetime(*p).date() == date(2026, 3, 29)));
+        assert_eq!(day[1], ts("2026-03-29T00:00:00Z")); // 01:00 CET
+        assert_eq!(day[2], ts("2026-03-29T01:00:00Z")); // 03:00 CEST
+        assert_eq!(day[3], ts("2026-03-29T02:00:00Z")); // 04:00 CEST
+        assert!(day.windows(2).all(|w| w[0] < w[1]));
+        // The day before and after have 24 points.
+        let before = h.points_between(ts("2026-03-27T22:59:59Z"), ts("2026-03-28T22:59:59Z"));
+        assert_eq!(before.len(), 24);
+        let after = h.points_between(ts("2026-03-29T21:59:59Z"), ts("2026-03-30T21:59:59Z"));
+        assert_eq!(after.len(), 24);
+        // A weekly Sunday 02:00 point moves to 03:00 CEST on that Sunday.
+        let w = zoned(&["FREQ=WEEKLY;BYDAY=SU;BYHOUR=2"], "Europe/Berlin");
+        assert_eq!(
+            nexts(&w, "2026-03-22T12:00:00Z", 2),
+            ["2026-03-29T01:00:00Z", "2026-04-05T00:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn dst_fall_back_europe_berlin() {
+        // 2026-10-25: at 03:00 CEST (01:00Z) the clocks go back to 02:00
+        // CET, so 02:00-03:00 happens twice.
+        let s = zoned(&["FREQ=DAILY;BYHOUR=2;BYMINUTE=30"], "Europe/Berlin");
+        // 02:30 runs once, at its first occurrence (CEST), not again an
+        // hour later.
+        assert_eq!(
+            nexts(&s, "2026-10-23T12:00:00Z", 4),
+            [
+                "2026-10-24T00:30:00Z", // 02:30 CEST
+                "2026-10-25T00:30:00Z", // 02:30 CEST, the first of two
+                "2026-10-26T01:30:00Z", // 02:30 CET
+                "2026-10-27T01:30:00Z",
+            ]
+        );
+        assert_eq!(
+            s.points_between(ts("2026-10-24T12:00:00Z"), ts("2026-10-25T12:00:00Z")),
+            [ts("2026-10-25T00:30:00Z")]
+        );
+        // A pass between the two occurrences does not run it again.
+        assert!(s
+            .points_between(ts("2026-10-25T00:45:00Z"), ts("2026-10-25T23:00:00Z"))
+            .is_empty());
+        // Hourly: the local day has 25 hours and 24 points, each once.
+        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+        let hourly = format!("FREQ=DAILY;BYHOUR={}", all.join(","));
+        let h = zoned(&[hourly.as_str()], "Europe/Berlin");
+        let day = h.points_between(ts("2026-10-24T21:59:59Z"), ts("2026-10-25T22:59:59Z"));
+        assert_eq!(day.len(), 24, "{day:?}");
+        let berlin = h.timezone();
+        assert!(day
+            .iter()
+            .all(|p| berlin.to_datetime(*p).date() == date(2026, 10, 25)));
+        assert_eq!(day[2], ts("2026-10-25T00:00:00Z")); // 02:00 CEST
+        assert_eq!(day[3], ts("2026-10-25T02:00:00Z")); // 03:00 CET
+        assert!(day.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn dst_america_new_york() {
+        // 2026-03-08 (a Sunday): 02:00 EST (07:00Z) becomes 03:00 EDT.
+        let s = zoned(&["FREQ=DAILY;BYHOUR=2;BYMINUTE=30"], "America/New_York");
+        assert_eq!(
+            nexts(&s, "2026-03-06T12:00:00Z", 3),
+            [
+                "2026-03-07T07:30:00Z", // 02:30 EST
+                "2026-03-08T07:30:00Z", // 03:30 EDT (02:30 skipped)
+                "2026-03-09T06:30:00Z", // 02:30 EDT
+            ]
+        );
+        // 2026-11-01 (a Sunday): 02:00 EDT (06:00Z) becomes 01:00 EST, so
+        // 01:00-02:00 happens twice; Sunday 01:30 runs once, at 01:30 EDT.
+        let w = zoned(
+            &["FREQ=WEEKLY;BYDAY=SU;BYHOUR=1;BYMINUTE=30"],
+            "America/New_York",
+        );
+        assert_eq!(
+            nexts(&w, "2026-10-30T00:00:00Z", 2),
+            ["2026-11-01T05:30:00Z", "2026-11-08T06:30:00Z"]
+        );
+        assert_eq!(
+            w.points_between(ts("2026-11-01T00:00:00Z"), ts("2026-11-02T00:00:00Z")),
+            [ts("2026-11-01T05:30:00Z")]
+        );
+        // An every-2-days rule counts local days across both changes.
+        let i = zoned(&["FREQ=DAILY;INTERVAL=2;BYHOUR=23"], "America/New_York")
+            .with_anchor(ts("2026-03-07T12:00:00Z"));
+        assert_eq!(i.anchor(), date(2026, 3, 7));
+        assert_eq!(
+            nexts(&i, "2026-03-07T12:00:00Z", 2),
+            ["2026-03-08T04:00:00Z", "2026-03-10T03:00:00Z"] // 23:00 EST, EDT
+        );
+    }
+
+    #[test]
+    fn a_skipped_day_runs_once() {
+        // Pacific/Apia skipped 2011-12-30 (from UTC-10 to UTC+14): that
+        // day's 10:00 shifts a day later, onto 2011-12-31 10:00, and the
+        // two are one point.
+        let s = zoned(&["FREQ=DAILY;BYHOUR=10"], "Pacific/Apia");
+        assert_eq!(
+            nexts(&s, "2011-12-29T00:00:00Z", 3),
+            [
+                "2011-12-29T20:00:00Z", // 12-29 10:00 -10
+                "2011-12-30T20:00:00Z", // 12-31 10:00 +14 (and 12-30's)
+                "2011-12-31T20:00:00Z", // 2012-01-01 10:00 +14
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gap_over_midnight_keeps_the_order() {
+        // A made-up zone (POSIX TZ) whose clocks jump two hours, from 23:00
+        // to 01:00 the next day, on 2026-03-29. That day's 23:30 shifts to
+        // 01:30 the next day, after the next day's 01:00: both run, in
+        // order (looking at one day only would skip 01:00).
+        let mut s = sched(&["FREQ=DAILY;BYHOUR=23;BYMINUTE=30", "FREQ=DAILY;BYHOUR=1"]);
+        s.tz = Zone::Named(jiff::tz::TimeZone::posix("AAA0BBB-2,M3.5.0/23,M10.5.0/3").unwrap());
+        assert_eq!(
+            nexts(&s, "2026-03-29T12:00:00Z", 4),
+            [
+                "2026-03-29T23:00:00Z", // 03-30 01:00 +02
+                "2026-03-29T23:30:00Z", // 03-29 23:30, in the gap
+                "2026-03-30T21:30:00Z", // 03-30 23:30 +02
+                "2026-03-30T23:00:00Z", // 03-31 01:00 +02
+            ]
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// In zones with daylight saving, over a year: points strictly
+        /// increase, each local day holds exactly its distinct wall-clock
+        /// instants, and passes split anywhere see each point once.
+        #[test]
+        fn zoned_schedules_run_each_point_once(
+            rules in proptest::collection::vec(rule_strategy(), 1..3),
+            zone in prop_oneof![
+                Just("Europe/Berlin"),
+                Just("America/New_York"),
+                Just("Australia/Sydney"),
+                Just("Australia/Lord_Howe"),
+            ],
+            anchor_day in 0i64..3000,
+            split in 0i64..(366 * 86_400),
+        ) {
+            let parsed = Schedule::parse(&rules, Some(zone));
+            prop_assume!(parsed.is_ok());
+            let anchor = date(2000, 1, 1).checked_add(jiff::Span::new().days(anchor_day)).unwrap();
+            let s = parsed.unwrap().with_anchor_date(anchor);
+            let from = ts("2026-01-01T00:00:00Z");
+            let to = ts("2027-01-01T00:00:00Z");
+            let pts = s.points_between(from, to);
+            prop_assert!(pts.windows(2).all(|w| w[0] < w[1]));
+            let tz = s.timezone();
+            let mut expect = std::collections::BTreeSet::new();
+            let mut d = date(2025, 12, 30);
+            while d <= date(2027, 1, 2) {
+                for r in s.rules().iter().filter(|r| r.active_on(d, anchor)) {
+                    for (h, m) in r.times() {
+                        let t = tz.to_timestamp(d.at(h as i8, m as i8, 0, 0)).unwrap();
+                        if t > from && t <= to {
+                            expect.insert(t);
+                        }
+                    }
+                }
+                d = d.tomorrow().unwrap();
+            }
+            prop_assert_eq!(&pts, &expect.into_iter().collect::<Vec<_>>());
+            let t = Timestamp::from_second(from.as_second() + split).unwrap();
+            let mut both = s.points_between(from, t);
+            both.extend(s.points_between(t, to));
+            prop_assert_eq!(&both, &pts);
+        }
     }
 
     #[test]

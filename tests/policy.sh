@@ -288,7 +288,8 @@ expect_exit 2 'long-term retention .* goes with keep-last or keep-forever, not w
 	pc x --schedule "$D" --keep-days 30 --keep-weekly 4 --timezone UTC+08:00
 expect_exit 2 'long-term retention .* needs a time zone' -- pc x --schedule "$D" --keep-last 5 --keep-daily 3
 expect_exit 2 'keep-monthly 101 is out of range: a long-term count is 0-100' -- pc x --schedule "$D" --keep-last 5 --keep-monthly 101 --timezone UTC
-expect_exit 2 'time zone "Asia/Shanghai" is invalid' -- pc x --schedule "$D" --keep-last 5 --keep-daily 3 --timezone Asia/Shanghai
+expect_exit 2 'time zone "Asia/Atlantis" is unknown' -- pc x --schedule "$D" --keep-last 5 --keep-daily 3 --timezone Asia/Atlantis
+expect_exit 2 'time zone "UTC\+8:0" is invalid' -- pc x --schedule "$D" --keep-last 5 --keep-daily 3 --timezone UTC+8:0
 expect_exit 2 'BackupService.9900: full-every 101 is out of range' -- pc x --schedule "$D" --keep-last 3 --full-every 101
 expect_exit 2 'full-every -2 is out of range' -- pc x --schedule "$D" --keep-last 3 --full-every -2
 expect_exit 2 'policy name "bad name" is invalid' -- pc 'bad name' --schedule "$D" --keep-last 3

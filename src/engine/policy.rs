@@ -450,6 +450,40 @@ mod tests {
         }
     }
 
+    /// A policy file as written before IANA names were accepted (a fixed
+    /// offset) still reads and validates, and keeps its stored string; an
+    /// IANA name validates into the named zone.
+    #[test]
+    fn policy_files_with_either_zone_form_validate() {
+        let old = r#"{"format": 1, "name": "p", "schedules": ["FREQ=DAILY;BYHOUR=22;BYMINUTE=0"],
+            "retention": {"keep_last": 7, "keep_daily": 7, "timezone": "UTC+08:00"},
+            "full_every": -1, "enabled": true, "created": "2024-01-30T12:00:00Z",
+            "created_ns": 1706616000000000000}"#;
+        let p: PolicyConfig = serde_json::from_str(old).unwrap();
+        let (sched, retention) = validate(&p).unwrap();
+        assert_eq!(sched.timezone().to_string(), "UTC+08:00");
+        assert_eq!(retention.timezone().unwrap().to_string(), "UTC+08:00");
+        assert_eq!(p.retention.timezone.as_deref(), Some("UTC+08:00"));
+        let mut berlin = p.clone();
+        berlin.retention.timezone = Some("Europe/Berlin".into());
+        let (sched, _) = validate(&berlin).unwrap();
+        assert_eq!(sched.timezone().to_string(), "Europe/Berlin");
+        // 22:00 in Berlin on 2026-03-29 is CEST (20:00Z), the day before
+        // CET (21:00Z).
+        let t: jiff::Timestamp = "2026-03-28T12:00:00Z".parse().unwrap();
+        let next = sched.points_between(t, "2026-03-30T00:00:00Z".parse().unwrap());
+        let next: Vec<String> = next.iter().map(|t| t.to_string()).collect();
+        assert_eq!(next, ["2026-03-28T21:00:00Z", "2026-03-29T20:00:00Z"]);
+        let mut bad = p;
+        bad.retention.timezone = Some("Europe/Atlantis".into());
+        let e = validate(&bad).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("\"Europe/Atlantis\" is unknown"),
+            "{e}"
+        );
+    }
+
     /// policy-state.json, damaged or arbitrary, read as a pass reads it and
     /// counted against backups: no panic (a count at u64::MAX overflowed
     /// in debug builds), and what is read round-trips.
