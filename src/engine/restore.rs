@@ -185,23 +185,8 @@ struct Budget {
 impl Budget {
     fn of(rec: &BackupRecord, p: &ResourceBackup) -> Budget {
         let s = &p.stats;
-        // A server's member roots are entries of its tree, not counted by
-        // the backup (it counts what is inside each member).
-        let members = match p.kind {
-            ResourceKind::Server => super::backup::server_members(&p.source).len() as u64,
-            _ => 0,
-        };
-        let max_entries = [
-            s.dirs,
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
-            s.others,
-            members,
-            1,
-        ]
-        .iter()
-        .fold(0u64, |a, b| a.saturating_add(*b));
+        // The same bound as ls, find and diff: what the backup recorded.
+        let max_entries = super::browse::recorded_entries(p);
         Budget {
             backup: rec.name.clone(),
             resource: p.name.clone(),
