@@ -397,6 +397,15 @@ struct RestoreArgs {
     /// entries there can race restore's chown and chmod).
     #[arg(long)]
     allow_untrusted_target: bool,
+    /// Restore only what matches (repeatable): a path inside the backup
+    /// (home/alice/notes.txt, relative to the resource or after its name as
+    /// 'cbrfs ls' shows it) or a glob (*.txt on names, home/*/notes.txt on
+    /// paths); parent directories are made with their recorded metadata.
+    #[arg(long = "include", value_name = "PATH_OR_GLOB")]
+    include: Vec<String>,
+    /// Leave out what matches, and everything below it (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    exclude: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1314,6 +1323,8 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         &restore::RestoreOptions {
             in_place: r.in_place,
             allow_untrusted_target: r.allow_untrusted_target,
+            include: r.include.clone(),
+            exclude: r.exclude.clone(),
         },
     );
     match &result {

@@ -156,3 +156,159 @@ fn diff_shows_added_removed_changed() {
     assert!(d.changes.is_empty(), "{:?}", d.changes);
     assert_eq!(d.trees_skipped, 1);
 }
+
+/// Every path under `root`, relative, sorted ("" for none).
+fn tree_of(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn partial(
+    store: &Store,
+    to: &Path,
+    include: &[&str],
+    exclude: &[&str],
+) -> cbrfs::error::Result<cbrfs::engine::restore::RestoreStats> {
+    cbrfs::engine::restore::restore_with(
+        store,
+        "v",
+        "b1",
+        None,
+        to,
+        &cbrfs::engine::restore::RestoreOptions {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+}
+
+/// CBR restores single files from file-system backups: one file, its
+/// parents made with their recorded mode and time, nothing else.
+#[test]
+fn restore_includes_one_file_with_its_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = dir.path().join("data/home/alice");
+    std::fs::create_dir_all(&alice).unwrap();
+    std::fs::set_permissions(&alice, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let store = two_backups(dir.path());
+    for (i, inc) in ["home/alice/notes.txt", "/data/home/alice/notes.txt"]
+        .iter()
+        .enumerate()
+    {
+        let to = dir.path().join(format!("out{i}"));
+        let st = partial(&store, &to, &[inc], &[]).unwrap();
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+        assert_eq!(
+            tree_of(&to),
+            ["home", "home/alice", "home/alice/notes.txt"],
+            "{inc}"
+        );
+        assert_eq!(
+            std::fs::read(to.join("home/alice/notes.txt")).unwrap(),
+            b"first notes"
+        );
+        assert_eq!((st.files, st.dirs), (1, 2));
+        use std::os::unix::fs::MetadataExt;
+        let (m, o) = (
+            std::fs::metadata(to.join("home/alice")).unwrap(),
+            std::fs::metadata(&alice).unwrap(),
+        );
+        assert_eq!(m.mode() & 0o7777, 0o750);
+        // b2 added a file to alice after b1: b1's recorded time is older
+        // than today's, and the restored one is b1's.
+        assert!(m.mtime() <= o.mtime());
+    }
+}
+
+#[test]
+fn restore_globs_include_and_exclude() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_backups(dir.path());
+    let to = dir.path().join("g");
+    let st = partial(&store, &to, &["*.txt"], &["bob"]).unwrap();
+    assert!(st.errors.is_empty(), "{:?}", st.errors);
+    assert_eq!(
+        tree_of(&to),
+        [
+            "home",
+            "home/alice",
+            "home/alice/keep.txt",
+            "home/alice/notes.txt"
+        ]
+    );
+    // A whole directory, less what is excluded below it.
+    let to = dir.path().join("h");
+    partial(&store, &to, &["home/"], &["home/alice/notes.txt"]).unwrap();
+    assert_eq!(
+        tree_of(&to),
+        [
+            "home",
+            "home/alice",
+            "home/alice/keep.txt",
+            "home/bob",
+            "home/bob/a.txt"
+        ]
+    );
+    // Only --exclude: everything else.
+    let to = dir.path().join("e");
+    partial(&store, &to, &[], &["home", "deep"]).unwrap();
+    assert_eq!(tree_of(&to), ["etc", "etc/conf", "same"]);
+    // A glob that matches nothing restores nothing and says so.
+    let to = dir.path().join("n");
+    let st = partial(&store, &to, &["*.pdf"], &[]).unwrap();
+    assert_eq!(tree_of(&to), Vec::<String>::new());
+    assert_eq!(st.errors.len(), 1);
+    assert!(st.errors[0].contains("*.pdf"), "{:?}", st.errors);
+}
+
+#[test]
+fn restore_include_of_a_missing_path_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_backups(dir.path());
+    let to = dir.path().join("m");
+    let e = partial(&store, &to, &["home/alice/nots.txt"], &[]).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.to_string().contains("home/alice/nots.txt"), "{e}");
+    assert!(e.to_string().contains("no entry \"nots.txt\""), "{e}");
+    // Nothing was made.
+    assert!(!to.exists());
+    let e = partial(&store, &to, &["../x"], &[]).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+}
+
+/// With several resources, each under `to/<resource>`: an include names
+/// the resource, and a resource nothing is taken from is not made.
+#[test]
+fn restore_include_across_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(a.join("sub")).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("sub/x"), b"x").unwrap();
+    std::fs::write(a.join("y"), b"y").unwrap();
+    std::fs::write(b.join("z"), b"z").unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    filesystem_vault(&store, "v", "", "zstd");
+    vaults::associate_path(&store, "v", &a, Some("a".into()), vec![]).unwrap();
+    vaults::associate_path(&store, "v", &b, Some("b".into()), vec![]).unwrap();
+    take_backup(&store, "v", "b1");
+    let to = dir.path().join("out");
+    let st = partial(&store, &to, &["a/sub/x"], &[]).unwrap();
+    assert!(st.errors.is_empty(), "{:?}", st.errors);
+    assert_eq!(tree_of(&to), ["a", "a/sub", "a/sub/x"]);
+    let to = dir.path().join("out2");
+    partial(&store, &to, &["b"], &[]).unwrap();
+    assert_eq!(tree_of(&to), ["b", "b/z"]);
+}

@@ -211,7 +211,7 @@ pub fn ls(
         path: comps.join("/"),
         entries: Vec::new(),
     };
-    let Some((first, rest)) = comps.split_first() else {
+    if comps.is_empty() {
         for p in &rec.resources {
             let root = p.root_node();
             out.entries.push(entry(root.name.clone(), root));
@@ -222,7 +222,30 @@ pub fn ls(
             }
         }
         return Ok(out);
+    }
+    let (p, at, node) = lookup(&repo, &rec, &comps)?;
+    match (node.kind, node.subtree) {
+        (NodeKind::Dir, Some(t)) => list_tree(&repo, &rec, p, t, &at, recursive, &mut out.entries)?,
+        (NodeKind::Dir, None) => {}
+        _ => out.entries.push(entry(at, &node)),
+    }
+    Ok(out)
+}
+
+/// The entry at path `comps` (`<resource>`, then names) of backup `rec`:
+/// its resource, its path and its node. One tree is read per component.
+pub fn lookup<'r>(
+    repo: &impl Blobs,
+    rec: &'r BackupRecord,
+    comps: &[&str],
+) -> Result<(&'r ResourceBackup, Vec<u8>, Node)> {
+    let Some((first, rest)) = comps.split_first() else {
+        return Err(Error::param(format!(
+            "backup {}: an empty path names no entry; give <resource>/sub/path",
+            rec.name
+        )));
     };
+    let vault = &rec.vault;
     let p = rec
         .resources
         .iter()
@@ -243,7 +266,7 @@ pub fn ls(
     let mut at = first.as_bytes().to_vec();
     for c in rest {
         let tree = match (node.kind, node.subtree) {
-            (NodeKind::Dir, Some(t)) => read_tree(&repo, &rec, p, &t, &at)?,
+            (NodeKind::Dir, Some(t)) => read_tree(repo, rec, p, &t, &at)?,
             _ => {
                 return Err(Error::not_found(format!(
                     "backup {}: {} is not a directory, so it has no entry {c:?}",
@@ -261,12 +284,7 @@ pub fn ls(
         })?;
         at = join(&at, c.as_bytes());
     }
-    match (node.kind, node.subtree) {
-        (NodeKind::Dir, Some(t)) => list_tree(&repo, &rec, p, t, &at, recursive, &mut out.entries)?,
-        (NodeKind::Dir, None) => {}
-        _ => out.entries.push(entry(at, &node)),
-    }
-    Ok(out)
+    Ok((p, at, node))
 }
 
 fn read_tree(
