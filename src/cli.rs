@@ -1286,7 +1286,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         (Some(t), _) => t.clone(),
         (None, _) => {
             // --in-place without --to: the disk's own source path.
-            let rec = store.backup(&r.vault, &r.backup)?;
+            let rec = browse::resolve_backup(store, &r.vault, &r.backup)?;
             let res = r.resource.as_deref().ok_or_else(|| {
                 Error::invalid("--in-place needs --resource: name the disk or server")
             })?;

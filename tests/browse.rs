@@ -312,3 +312,39 @@ fn restore_include_across_resources() {
     partial(&store, &to, &["b"], &[]).unwrap();
     assert_eq!(tree_of(&to), ["b", "b/z"]);
 }
+
+/// The vault's trees, counting reads.
+struct Counting {
+    repo: cbrfs::store::Repo,
+    reads: std::cell::Cell<usize>,
+}
+
+impl cbrfs::engine::visit::Blobs for Counting {
+    fn tree(&self, id: &cbrfs::store::BlobId) -> cbrfs::error::Result<cbrfs::model::Tree> {
+        self.reads.set(self.reads.get() + 1);
+        self.repo.tree(id)
+    }
+    fn list(&self, l: &cbrfs::model::ListRef) -> cbrfs::error::Result<Vec<cbrfs::model::ChunkRef>> {
+        self.repo.list(l)
+    }
+}
+
+/// Diff reads a pair of trees only where their ids differ: data, home,
+/// home/alice, home/bob and etc changed (5 pairs); same and same/deep
+/// did not and are never read.
+#[test]
+fn diff_does_not_read_unchanged_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_backups(dir.path());
+    let c = Counting {
+        repo: store.repo("v").unwrap(),
+        reads: Default::default(),
+    };
+    let (a, b) = (
+        store.backup("v", "b1").unwrap(),
+        store.backup("v", "b2").unwrap(),
+    );
+    let d = browse::diff_records(&c, &a, &b).unwrap();
+    assert_eq!(c.reads.get(), 10);
+    assert_eq!(d.trees_skipped, 1);
+}

@@ -80,7 +80,7 @@ expect_ok cbrfs restore v b1 --to "$T/one" --include home/alice/notes.txt
 expect_eq "one file restored" "$(cd "$T/one" && find . | sort | tr '\n' ' ')" ". ./home ./home/alice ./home/alice/notes.txt "
 expect_eq "its content" "$(cat "$T/one/home/alice/notes.txt")" "first notes"
 expect_eq "its parent's recorded mode" "$(stat -c %a "$T/one/home/alice")" 750
-expect_ok cbrfs restore v b2 --to "$T/glob" --include '*.txt' --exclude keep.txt
+expect_ok cbrfs restore v latest --to "$T/glob" --include '*.txt' --exclude keep.txt
 expect_eq "glob restore" "$(cd "$T/glob" && find . -type f | sort | tr '\n' ' ')" "./home/alice/new.txt ./home/alice/notes.txt "
 expect_exit 2 'no entry "nots.txt"' -- cbrfs restore v b1 --to "$T/none" --include home/alice/nots.txt
 if [ -e "$T/none" ]; then fail "a refused restore made its target"; else pass "a refused restore made nothing"; fi

@@ -465,8 +465,14 @@ pub fn diff(store: &Store, vault: &str, b1: &str, b2: &str) -> Result<DiffReport
     let a = resolve_backup(store, vault, b1)?;
     let b = resolve_backup(store, vault, b2)?;
     let repo = store.repo(vault)?;
+    diff_records(&repo, &a, &b)
+}
+
+/// [`diff`] of two records of one vault, reading trees from `repo`.
+pub fn diff_records(repo: &impl Blobs, a: &BackupRecord, b: &BackupRecord) -> Result<DiffReport> {
+    let vault = &a.vault;
     let mut d = Differ {
-        repo: &repo,
+        repo,
         out: DiffReport {
             vault: vault.to_string(),
             from: a.name.clone(),

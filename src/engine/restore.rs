@@ -239,7 +239,8 @@ pub fn restore_with(
     to: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
-    let rec = store.backup(vault, backup)?;
+    // `latest`: the newest backup, as for ls and diff.
+    let rec = super::browse::resolve_backup(store, vault, backup)?;
     let parts: Vec<_> = match resource {
         Some(r) => vec![rec.resources.iter().find(|p| p.name == r).ok_or_else(|| {
             Error::not_found(format!(
