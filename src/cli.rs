@@ -62,8 +62,9 @@ enum Command {
     Find {
         /// The vault.
         vault: String,
-        /// A glob on the name (notes*.txt), or on the path relative to the
-        /// resource when it has a '/' (home/*/notes.txt).
+        /// A glob on the name (notes*.txt), or on the path when it has a
+        /// '/' (home/*/notes.txt, relative to the resource or after its
+        /// name as 'cbrfs ls' shows it).
         pattern: String,
         /// Print JSON.
         #[arg(long)]

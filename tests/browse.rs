@@ -121,6 +121,10 @@ fn find_says_in_which_backups_a_path_exists() {
     let r = browse::find(&store, "v", "home/*/a.txt").unwrap();
     let got: Vec<&str> = r.matches.iter().map(|m| m.backup.as_str()).collect();
     assert_eq!(got, ["b1"]);
+    // Or on the path as ls shows it, after the resource's name.
+    let r = browse::find(&store, "v", "/data/home/bob/*").unwrap();
+    let got: Vec<&str> = r.matches.iter().map(|m| m.backup.as_str()).collect();
+    assert_eq!(got, ["b1"]);
     let r = browse::find(&store, "v", "*.txt").unwrap();
     assert_eq!(r.matches.len(), 3 + 3);
     assert!(r.errors.is_empty());

@@ -350,11 +350,19 @@ pub struct FindReport {
 }
 
 /// True when `pattern` matches the entry at `rel` (relative to its
-/// resource) named `name`: a glob with a `/` on the path (a leading `/`
-/// ignored), else on the name — as backup's `--exclude`.
-pub fn glob_matches(pattern: &str, rel: &dyn Fn() -> Vec<u8>, name: &[u8]) -> bool {
+/// resource `resource`) named `name`: a glob with a `/` on the path (a
+/// leading `/` ignored), relative to the resource or after its name as
+/// `ls` shows it; else on the name — as backup's `--exclude`.
+pub fn glob_matches(
+    pattern: &str,
+    resource: &[u8],
+    rel: &dyn Fn() -> Vec<u8>,
+    name: &[u8],
+) -> bool {
     if pattern.contains('/') {
-        crate::sys::fnmatch(pattern.trim_start_matches('/'), &rel())
+        let p = pattern.trim_start_matches('/');
+        let rel = rel();
+        crate::sys::fnmatch(p, &rel) || crate::sys::fnmatch(p, &join(resource, &rel))
     } else {
         crate::sys::fnmatch(pattern, name)
     }
@@ -396,7 +404,7 @@ pub fn find(store: &Store, vault: &str, pattern: &str) -> Result<FindReport> {
                 recorded_entries(p),
                 &what(&rec, p),
                 &mut |rel, n| {
-                    if glob_matches(pattern, rel, &n.name) {
+                    if glob_matches(pattern, &base, rel, &n.name) {
                         out.matches.push(Found {
                             backup: rec.name.clone(),
                             time: time.clone(),
