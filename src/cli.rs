@@ -2,7 +2,7 @@
 //! and exit codes (0 ok, 1 operation failed, 2 bad usage or input).
 
 use crate::catalog::{self, Store, VaultConfig, VaultType};
-use crate::engine::{backup, check, restore, vaults};
+use crate::engine::{backup, browse, check, restore, vaults};
 use crate::error::{Error, Result};
 use crate::model::{BackupRecord, Origin};
 use crate::quote::{quote, quote_bytes};
@@ -39,6 +39,49 @@ enum Command {
     Server(ServerCmd),
     /// Restore a backup into an empty or new directory.
     Restore(RestoreArgs),
+    /// List a backup's tree without mounting it.
+    Ls {
+        /// The vault.
+        vault: String,
+        /// The backup ('latest': the newest).
+        backup: String,
+        /// What to list, as in the mount: <resource>/sub/dir [default: the
+        /// backup's resources].
+        path: Option<String>,
+        /// Mode, owner, size and time, like 'ls -l'.
+        #[arg(long, short = 'l')]
+        long: bool,
+        /// Everything below PATH as well.
+        #[arg(long, short = 'R')]
+        recursive: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// In which backups of a vault a file exists, with its size and time.
+    Find {
+        /// The vault.
+        vault: String,
+        /// A glob on the name (notes*.txt), or on the path when it has a
+        /// '/' (home/*/notes.txt, relative to the resource or after its
+        /// name as 'cbrfs ls' shows it).
+        pattern: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two backups: added, removed, changed entries.
+    Diff {
+        /// The vault.
+        vault: String,
+        /// The older backup.
+        from: String,
+        /// The newer backup ('latest': the newest).
+        to: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify the store: structure, and with --read-data every blob.
     Check(CheckArgs),
     /// Give back the space of deleted backups.
@@ -355,6 +398,15 @@ struct RestoreArgs {
     /// entries there can race restore's chown and chmod).
     #[arg(long)]
     allow_untrusted_target: bool,
+    /// Restore only what matches (repeatable): a path inside the backup
+    /// (home/alice/notes.txt, relative to the resource or after its name as
+    /// 'cbrfs ls' shows it) or a glob (*.txt on names, home/*/notes.txt on
+    /// paths); parent directories are made with their recorded metadata.
+    #[arg(long = "include", value_name = "PATH_OR_GLOB")]
+    include: Vec<String>,
+    /// Leave out what matches, and everything below it (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    exclude: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -449,6 +501,33 @@ fn dispatch(cli: Cli) -> Result<i32> {
             json,
         } => prune_cmd(&store, vault, dry_run, repack_threshold, json),
         Command::Restore(r) => restore_cmd(&store, r),
+        Command::Ls {
+            vault,
+            backup,
+            path,
+            long,
+            recursive,
+            json,
+        } => ls_cmd(
+            &store,
+            &vault,
+            &backup,
+            path.as_deref(),
+            long,
+            recursive,
+            json,
+        ),
+        Command::Find {
+            vault,
+            pattern,
+            json,
+        } => find_cmd(&store, &vault, &pattern, json),
+        Command::Diff {
+            vault,
+            from,
+            to,
+            json,
+        } => diff_cmd(&store, &vault, &from, &to, json),
         Command::Check(c) => check_cmd(&store, c),
         Command::Mount {
             mountpoint,
@@ -1214,7 +1293,7 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         (Some(t), _) => t.clone(),
         (None, _) => {
             // --in-place without --to: the disk's own source path.
-            let rec = store.backup(&r.vault, &r.backup)?;
+            let rec = browse::resolve_backup(store, &r.vault, &r.backup)?;
             let res = r.resource.as_deref().ok_or_else(|| {
                 Error::invalid("--in-place needs --resource: name the disk or server")
             })?;
@@ -1251,6 +1330,8 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         &restore::RestoreOptions {
             in_place: r.in_place,
             allow_untrusted_target: r.allow_untrusted_target,
+            include: r.include.clone(),
+            exclude: r.exclude.clone(),
         },
     );
     match &result {
@@ -1284,6 +1365,100 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         );
         return Ok(1);
     }
+    Ok(0)
+}
+
+/// One `ls -l`-style line of an entry: mode, uid, gid, size, mtime, path.
+fn long_line(e: &browse::Entry) -> String {
+    let mut line = format!(
+        "{} {:>6} {:>6} {:>12} {} {}",
+        browse::mode_string(e.node_kind, e.mode),
+        e.uid,
+        e.gid,
+        e.size,
+        e.mtime,
+        quote_bytes(&e.raw_path)
+    );
+    if let Some(t) = &e.target {
+        line.push_str(" -> ");
+        line.push_str(&quote(t));
+    }
+    line
+}
+
+fn ls_cmd(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    path: Option<&str>,
+    long: bool,
+    recursive: bool,
+    json: bool,
+) -> Result<i32> {
+    let l = browse::ls(store, vault, backup, path, recursive)?;
+    if json {
+        print_json(&serde_json::to_value(&l).map_err(|e| Error::failed(e.to_string()))?);
+        return Ok(0);
+    }
+    for e in &l.entries {
+        if long {
+            println!("{}", long_line(e));
+        } else {
+            println!("{}", quote_bytes(&e.raw_path));
+        }
+    }
+    Ok(0)
+}
+
+fn find_cmd(store: &Store, vault: &str, pattern: &str, json: bool) -> Result<i32> {
+    let r = browse::find(store, vault, pattern)?;
+    if json {
+        print_json(&serde_json::to_value(&r).map_err(|e| Error::failed(e.to_string()))?);
+    } else {
+        for m in &r.matches {
+            println!("{}  {}", m.backup, long_line(&m.entry));
+        }
+        if r.matches.is_empty() {
+            println!("no entry matching {} in vault {vault}", quote(pattern));
+        }
+    }
+    for e in &r.errors {
+        eprintln!("cbrfs: error: {}", quote(e));
+    }
+    Ok(if r.errors.is_empty() { 0 } else { 1 })
+}
+
+fn diff_cmd(store: &Store, vault: &str, from: &str, to: &str, json: bool) -> Result<i32> {
+    let d = browse::diff(store, vault, from, to)?;
+    if json {
+        print_json(&serde_json::to_value(&d).map_err(|e| Error::failed(e.to_string()))?);
+        return Ok(0);
+    }
+    for c in &d.changes {
+        let sign = match c.change {
+            "added" => "+",
+            "removed" => "-",
+            _ => "M",
+        };
+        let mut what: Vec<&str> = Vec::new();
+        if c.content {
+            what.push("content");
+        }
+        what.extend(c.metadata.iter().copied());
+        if what.is_empty() {
+            println!("{sign}    {}", quote_bytes(&c.raw_path));
+        } else {
+            println!(
+                "{sign}    {}  ({})",
+                quote_bytes(&c.raw_path),
+                what.join(", ")
+            );
+        }
+    }
+    println!(
+        "{} → {}: {} added, {} removed, {} changed",
+        d.from, d.to, d.added, d.removed, d.changed
+    );
     Ok(0)
 }
 

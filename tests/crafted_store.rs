@@ -471,6 +471,39 @@ fn restore_of_shared_and_deep_trees_is_bounded() {
     let _ = restore_failures(&b, "deep");
 }
 
+/// `ls`, `find` and `diff` on 2^40 paths and 10,000 levels: each stops at
+/// the entries the record counts, with an error naming the backup, within
+/// the bound.
+#[test]
+fn ls_find_diff_of_shared_and_deep_trees_are_bounded() {
+    use cbrfs::engine::browse;
+    let dir = tempfile::tempdir().unwrap();
+    let b = base_at(dir.path());
+    craft_shared(&b, "shared", 40);
+    craft_deep(&b, "deep", 10_000);
+    for name in ["shared", "deep"] {
+        let s = b.store.clone();
+        let e = within("ls -R", BOUND, move || {
+            browse::ls(&s, "v", name, None, true).unwrap_err()
+        });
+        assert!(e.to_string().contains(name), "{e}");
+        assert!(e.to_string().contains("more than the"), "{e}");
+        let s = b.store.clone();
+        let e = within("diff", BOUND, move || {
+            browse::diff(&s, "v", "good", name).unwrap_err()
+        });
+        assert!(e.to_string().contains(name), "{e}");
+    }
+    let s = b.store.clone();
+    let r = within("find", BOUND, move || browse::find(&s, "v", "zzz").unwrap());
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    assert!(
+        r.errors.iter().any(|e| e.contains("backup shared")),
+        "{:?}",
+        r.errors
+    );
+}
+
 // ---- finding 6 ----
 
 /// A directory member `x.img` and a disk member `x` would both be the

@@ -59,6 +59,154 @@ pub struct RestoreOptions {
     /// that group or others may write. Refused by default: whoever can
     /// rename entries there can race restore's chown and chmod.
     pub allow_untrusted_target: bool,
+    /// Restore only entries matching one of these (and everything below
+    /// them, and their parent directories); empty: everything.
+    pub include: Vec<String>,
+    /// Leave out entries matching one of these, and everything below them.
+    pub exclude: Vec<String>,
+}
+
+/// `--include` and `--exclude` globs. A glob without a `/` matches an
+/// entry's name; with a `/`, its path relative to the resource
+/// (`home/alice/notes.txt`) or the same path after the resource's name, as
+/// `ls` shows it (`data/home/alice/notes.txt`); a leading `/` is ignored.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+    /// Includes that matched an entry, by index.
+    matched: Vec<bool>,
+    /// The resource being restored: its root's name, and whether restore
+    /// paths start with it (several resources, each in `to/<resource>`).
+    resource: Vec<u8>,
+    prefixed: bool,
+}
+
+/// What a filter says of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pick {
+    /// Restore it and everything below it (bar exclusions).
+    Whole,
+    /// A directory that may hold included entries: made, entered, and
+    /// removed again if nothing in it is restored.
+    Parent,
+    /// Leave it out.
+    Skip,
+}
+
+fn is_glob(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+impl Filter {
+    /// Check the globs: not empty, no NUL, no `..` component.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter> {
+        for (flag, g) in include
+            .iter()
+            .map(|g| ("--include", g))
+            .chain(exclude.iter().map(|g| ("--exclude", g)))
+        {
+            let t = g.trim_start_matches('/');
+            if t.is_empty() || g.contains('\0') || t.split('/').any(|c| c == "..") {
+                return Err(Error::param(format!(
+                    "{flag} {g:?} is invalid: give a name glob (*.txt) or a path inside the backup (home/alice/notes.txt), without '..'"
+                )));
+            }
+        }
+        // `home/alice/` is the directory `home/alice`.
+        let trim = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|g| g.trim_end_matches('/').to_string())
+                .collect()
+        };
+        Ok(Filter {
+            include: trim(include),
+            exclude: trim(exclude),
+            matched: vec![false; include.len()],
+            resource: Vec::new(),
+            prefixed: false,
+        })
+    }
+
+    fn active(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+
+    /// The entry's path relative to its resource, and after its
+    /// resource's name, from its restore path `rel`.
+    fn paths(&self, rel: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        if self.prefixed {
+            let inner = match rel.iter().position(|b| *b == b'/') {
+                Some(i) => rel[i + 1..].to_vec(),
+                None => Vec::new(),
+            };
+            (inner, rel.to_vec())
+        } else {
+            (rel.to_vec(), join(&self.resource, rel))
+        }
+    }
+
+    fn matches(g: &str, inner: &[u8], full: &[u8], name: &[u8]) -> bool {
+        if g.contains('/') {
+            let g = g.trim_start_matches('/');
+            sys::fnmatch(g, inner) || sys::fnmatch(g, full)
+        } else {
+            sys::fnmatch(g, name)
+        }
+    }
+
+    /// Whether a directory at `path` may hold entries `g` matches: its
+    /// components match the glob's first ones.
+    fn may_hold(g: &str, path: &[u8]) -> bool {
+        if !g.contains('/') {
+            return true;
+        }
+        let gs: Vec<&str> = g.trim_start_matches('/').split('/').collect();
+        if path.is_empty() {
+            return true;
+        }
+        let ps: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+        ps.len() < gs.len() && ps.iter().zip(&gs).all(|(p, g)| sys::fnmatch(g, p))
+    }
+
+    /// What to do with entry `n` at restore path `rel`, whose parent is
+    /// restored whole (`whole`) or only as a parent.
+    fn pick(&mut self, rel: &[u8], n: &Node, whole: bool) -> Pick {
+        if !self.active() {
+            return Pick::Whole;
+        }
+        let (inner, full) = self.paths(rel);
+        if self
+            .exclude
+            .iter()
+            .any(|g| Self::matches(g, &inner, &full, &n.name))
+        {
+            return Pick::Skip;
+        }
+        if whole || self.include.is_empty() {
+            return Pick::Whole;
+        }
+        let mut hit = false;
+        for (i, g) in self.include.iter().enumerate() {
+            if Self::matches(g, &inner, &full, &n.name) {
+                self.matched[i] = true;
+                hit = true;
+            }
+        }
+        if hit {
+            return Pick::Whole;
+        }
+        let may = n.kind == NodeKind::Dir
+            && self
+                .include
+                .iter()
+                .any(|g| Self::may_hold(g, &inner) || Self::may_hold(g, &full));
+        if may {
+            Pick::Parent
+        } else {
+            Pick::Skip
+        }
+    }
 }
 
 /// Restore `resource` (or every resource) of `backup` into `to`.
@@ -91,7 +239,8 @@ pub fn restore_with(
     to: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
-    let rec = store.backup(vault, backup)?;
+    // `latest`: the newest backup, as for ls and diff.
+    let rec = super::browse::resolve_backup(store, vault, backup)?;
     let parts: Vec<_> = match resource {
         Some(r) => vec![rec.resources.iter().find(|p| p.name == r).ok_or_else(|| {
             Error::not_found(format!(
@@ -102,6 +251,15 @@ pub fn restore_with(
         None => rec.resources.iter().collect(),
     };
     let repo = store.repo(vault)?;
+    let mut filter = Filter::new(&opts.include, &opts.exclude)?;
+    if filter.active() {
+        if opts.in_place || parts.iter().any(|p| p.kind == ResourceKind::Disk) {
+            return Err(Error::invalid(
+                "--include and --exclude choose files of a file-system or server backup restored into a directory (--to DIR); a disk is restored whole",
+            ));
+        }
+        check_includes(&repo, &rec, &parts, &opts.include)?;
+    }
     if parts.len() == 1 {
         let p = parts[0];
         match p.kind {
@@ -136,14 +294,18 @@ pub fn restore_with(
     let target = prepare_target(to, opts.allow_untrusted_target)?;
     let root_fd = target.fd.try_clone().ctx(|| "dup target".to_string())?;
     let mut r = Restorer::new(&repo, &rec, target.fd, to, Budget::of(&rec, parts[0]));
+    filter.resource = parts[0].meta.name.clone();
+    filter.prefixed = parts.len() > 1;
+    r.filter = filter;
     if parts.len() == 1 {
         // The target itself takes the resource root's metadata at the end,
-        // through its own descriptor.
+        // through its own descriptor; the filter picks what goes in it.
         r.restore_tree(
             root_fd,
             parts[0].root,
             Vec::new(),
             Some(parts[0].meta.clone()),
+            false,
         )?;
     } else {
         for p in parts {
@@ -152,8 +314,25 @@ pub fn restore_with(
             r.links.clear();
             r.budget = Budget::of(&rec, p);
             let name = p.meta.name.clone();
+            r.filter.resource = name.clone();
+            let pick = r.filter.pick(&name, &p.meta, false);
+            if pick == Pick::Skip {
+                continue;
+            }
             match r.entry(&root_fd, &p.meta, &name) {
-                Ok(Some((fd, id))) => r.restore_tree(fd, id, name, Some(p.meta.clone()))?,
+                Ok(Some((fd, id))) => {
+                    let kept = r.restore_tree(
+                        fd,
+                        id,
+                        name.clone(),
+                        Some(p.meta.clone()),
+                        pick == Pick::Whole,
+                    )?;
+                    if !kept && sys::rmdir_at(&root_fd, &name).is_ok() {
+                        // Nothing of this resource was included.
+                        r.stats.dirs -= 1;
+                    }
+                }
                 Ok(None) => {}
                 Err(e) if r.is_fatal(&e) => return Err(e),
                 Err(e) => r.failed_entry(e),
@@ -165,7 +344,63 @@ pub fn restore_with(
             sys::fchmod(&root_fd, 0o755).ctx(|| format!("chmod {}", to.display()))?;
         }
     }
+    for (g, m) in r.filter.include.iter().zip(&r.filter.matched) {
+        if !m {
+            r.stats.errors.push(format!(
+                "--include {}: no entry of backup {} matches it",
+                crate::quote::quote(g),
+                rec.name
+            ));
+        }
+    }
     Ok(r.stats)
+}
+
+/// Every `--include` that is a path, not a glob, must name an entry of
+/// the backup (relative to the resource, or after its name), checked
+/// before anything is written: a mistyped path is bad input, not an empty
+/// restore.
+fn check_includes(
+    repo: &Repo,
+    rec: &BackupRecord,
+    parts: &[&ResourceBackup],
+    include: &[String],
+) -> Result<()> {
+    for g in include.iter().filter(|g| !is_glob(g) && g.contains('/')) {
+        let comps: Vec<String> = g
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        // Relative to the resource first (one resource), then as `ls`
+        // shows it: after the resource's name.
+        let mut tries: Vec<Vec<String>> = Vec::new();
+        if parts.len() == 1 {
+            let name = String::from_utf8_lossy(&parts[0].meta.name).into_owned();
+            tries.push(std::iter::once(name).chain(comps.iter().cloned()).collect());
+        }
+        tries.push(comps);
+        let mut first_err = None;
+        let mut found = false;
+        for t in &tries {
+            let t: Vec<&str> = t.iter().map(String::as_str).collect();
+            match super::browse::lookup(repo, rec, &t) {
+                Ok(_) => {
+                    found = true;
+                    break;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if !found {
+            if let Some(e) = first_err {
+                return Err(e.context(format!("--include {}", crate::quote::quote(g))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The most a restore of one resource may create: the totals its backup
@@ -185,23 +420,8 @@ struct Budget {
 impl Budget {
     fn of(rec: &BackupRecord, p: &ResourceBackup) -> Budget {
         let s = &p.stats;
-        // A server's member roots are entries of its tree, not counted by
-        // the backup (it counts what is inside each member).
-        let members = match p.kind {
-            ResourceKind::Server => super::backup::server_members(&p.source).len() as u64,
-            _ => 0,
-        };
-        let max_entries = [
-            s.dirs,
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
-            s.others,
-            members,
-            1,
-        ]
-        .iter()
-        .fold(0u64, |a, b| a.saturating_add(*b));
+        // The same bound as ls, find and diff: what the backup recorded.
+        let max_entries = super::browse::recorded_entries(p);
         Budget {
             backup: rec.name.clone(),
             resource: p.name.clone(),
@@ -517,7 +737,9 @@ fn restore_server_in_place(
         budget.entry(&path.display().to_string())?;
         let mut r = Restorer::new(repo, rec, fd, &fresh_shown, budget.clone());
         match node.subtree {
-            Some(sub) => r.restore_tree(root_fd, sub, Vec::new(), Some(node.clone()))?,
+            Some(sub) => {
+                r.restore_tree(root_fd, sub, Vec::new(), Some(node.clone()), true)?;
+            }
             None => r.dir_metadata(&root_fd, node, b"")?,
         }
         budget = r.budget.clone();
@@ -730,6 +952,11 @@ struct Frame {
     entries: std::vec::IntoIter<Node>,
     tree: BlobId,
     meta: Option<Node>,
+    /// Restored whole (not only as the parent of included entries).
+    whole: bool,
+    /// Something was restored into it: a directory made only as a parent
+    /// is removed again when nothing in it was.
+    kept: bool,
 }
 
 /// Directories of the path being restored that stay open: deeper ones
@@ -764,6 +991,8 @@ struct Restorer<'a> {
     stopped: bool,
     /// [`KEEP_OPEN`], smaller in tests.
     keep_open: usize,
+    /// `--include` and `--exclude`.
+    filter: Filter,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -796,6 +1025,7 @@ impl<'a> Restorer<'a> {
             on_path: HashSet::new(),
             stopped: false,
             keep_open: KEEP_OPEN,
+            filter: Filter::default(),
         }
     }
 
@@ -843,6 +1073,7 @@ impl<'a> Restorer<'a> {
         id: BlobId,
         rel: Vec<u8>,
         meta: Option<Node>,
+        whole: bool,
     ) -> Result<Option<Frame>> {
         if self.on_path.contains(&id) {
             let e = Error::corrupt(format!(
@@ -885,29 +1116,36 @@ impl<'a> Restorer<'a> {
             entries: tree.entries.into_iter(),
             tree: id,
             meta,
+            whole,
+            kept: false,
         }))
     }
 
     /// Restore tree `id` into directory `fd` (at `rel`), then give the
     /// directory `meta`. Iterative, with an explicit stack: the depth of a
     /// tree is bounded by open descriptors, never by the call stack.
+    /// `whole`: everything in it is restored (else the filter picks, see
+    /// [`Filter`]). Returns whether anything was restored into it.
     fn restore_tree(
         &mut self,
         fd: OwnedFd,
         id: BlobId,
         rel: Vec<u8>,
         meta: Option<Node>,
-    ) -> Result<()> {
+        whole: bool,
+    ) -> Result<bool> {
         let mut stack: Vec<Frame> = Vec::new();
-        if let Some(f) = self.frame(fd, id, rel, meta)? {
-            stack.push(f);
+        match self.frame(fd, id, rel, meta, whole)? {
+            Some(f) => stack.push(f),
+            // Unreadable: recorded as an error, the directory kept.
+            None => return Ok(true),
         }
         loop {
             if stack.last().is_some_and(|t| t.fd.is_none()) {
                 self.reopen(&mut stack)?;
             }
             let Some(top) = stack.last_mut() else {
-                return Ok(());
+                return Ok(true);
             };
             let Some(top_fd) = top.fd.as_ref() else {
                 return Err(Error::failed(format!(
@@ -918,9 +1156,18 @@ impl<'a> Restorer<'a> {
             match top.entries.next() {
                 Some(n) => {
                     let child = join(&top.rel, &n.name);
-                    match self.entry(top_fd, &n, &child) {
+                    let pick = self.filter.pick(&child, &n, top.whole);
+                    if pick == Pick::Skip {
+                        continue;
+                    }
+                    let made = self.entry(top_fd, &n, &child);
+                    if pick == Pick::Whole {
+                        top.kept = true;
+                    }
+                    match made {
                         Ok(Some((fd, id))) => {
-                            if let Some(f) = self.frame(fd, id, child, Some(n))? {
+                            let whole = pick == Pick::Whole;
+                            if let Some(f) = self.frame(fd, id, child, Some(n), whole)? {
                                 stack.push(f);
                                 // Close the directory that just left the
                                 // window (never the first: the walk
@@ -929,6 +1176,17 @@ impl<'a> Restorer<'a> {
                                 if len > self.keep_open + 1 {
                                     stack[len - 1 - self.keep_open].fd = None;
                                 }
+                            } else {
+                                // Its tree could not be read (an error
+                                // recorded): the directory stays.
+                                top.kept = true;
+                            }
+                        }
+                        Ok(None) if pick == Pick::Parent => {
+                            // A directory without a tree holds nothing
+                            // included: made only as a parent, removed.
+                            if sys::rmdir_at(top_fd, &n.name).is_ok() {
+                                self.stats.dirs -= 1;
                             }
                         }
                         Ok(None) => {}
@@ -938,15 +1196,38 @@ impl<'a> Restorer<'a> {
                 }
                 None => {
                     let Some(f) = stack.pop() else {
-                        return Ok(());
+                        return Ok(true);
                     };
                     self.on_path.remove(&f.tree);
+                    let kept = f.whole || f.kept;
+                    if !kept && !stack.is_empty() {
+                        // Made only as the parent of included entries, and
+                        // none was restored: removed again, by name from
+                        // its parent (restore made both, mode 0700).
+                        drop(f.fd);
+                        if stack.last().is_some_and(|t| t.fd.is_none()) {
+                            self.reopen(&mut stack)?;
+                        }
+                        if let Some(parent) = stack.last().and_then(|t| t.fd.as_ref()) {
+                            match sys::rmdir_at(parent, &f.name) {
+                                Ok(()) => self.stats.dirs -= 1,
+                                Err(e) => self.fail(&f.rel, format!("rmdir: {e}")),
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some(parent) = stack.last_mut() {
+                        parent.kept |= kept;
+                    }
                     if let (Some(m), Some(fd)) = (&f.meta, &f.fd) {
                         // After its entries: they would change its mtime,
                         // and its mode may forbid writing into it.
                         if let Err(e) = self.dir_metadata(fd, m, &f.rel) {
                             self.failed_entry(e);
                         }
+                    }
+                    if stack.is_empty() {
+                        return Ok(kept);
                     }
                 }
             }
@@ -1288,7 +1569,7 @@ mod tests {
         };
         let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget);
         r.on_path.insert(id);
-        let e = r.restore_tree(fd, id, Vec::new(), None).unwrap_err();
+        let e = r.restore_tree(fd, id, Vec::new(), None, true).unwrap_err();
         assert!(
             e.to_string().contains("cycle") && e.to_string().contains("backup b"),
             "{e}"
@@ -1345,7 +1626,7 @@ mod tests {
         };
         let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget);
         r.keep_open = 4;
-        r.restore_tree(fd, id, Vec::new(), None).unwrap();
+        r.restore_tree(fd, id, Vec::new(), None, true).unwrap();
         assert!(r.stats.errors.is_empty(), "{:?}", r.stats.errors);
         assert_eq!((r.stats.dirs, r.stats.files), (LEVELS as u64, 1));
         let mut p = out.clone();
