@@ -9,7 +9,7 @@
 E='^cbrfs: error: '
 
 note "no command but init and vault create creates a store"
-for args in "vault list" "backup list" "task list" "policy list" "check" "umount $T/nomnt"; do
+for args in "vault list" "backup list" "task list" "policy list" "check"; do
 	# shellcheck disable=SC2086 # words on purpose
 	expect_exit 2 "${E}no cbrfs store at $STORE" -- cbrfs $args
 done
@@ -18,13 +18,9 @@ done
 mkdir -p "$T/umnt"
 run cbrfs umount "$T/umnt"
 [ ! -e "$STORE" ] && pass "umount creates no store" || fail "umount created $STORE"
-expect_exit 2 "${E}no cbrfs store at $T/typo; $T/typo is \\\$CBRFS_STORE" -- \
+expect_exit 2 "${E}no cbrfs store at $T/typo .*; $T/typo is \\\$CBRFS_STORE" -- \
 	env CBRFS_STORE="$T/typo" "$CBRFS_BIN" backup list
 [ ! -e "$T/typo" ] && pass "a mistyped \$CBRFS_STORE is not created" || fail "$T/typo was created"
-if is_root; then
-	expect_exit 2 "${E}no cbrfs store at /nonexistent-cbrfs; /nonexistent-cbrfs is" -- \
-		env -u CBRFS_STORE HOME=/nonexistent-cbrfs "$CBRFS_BIN" --store /nonexistent-cbrfs vault list
-fi
 expect_exit 2 "vault name" -- cbrfs vault create 'bad name' --type filesystem --capacity 10
 [ ! -e "$STORE" ] && pass "a refused vault create creates no store" || fail "a refused vault create created $STORE"
 expect_ok cbrfs init
