@@ -1457,7 +1457,10 @@ enum PolicyCmd {
     /// Run one scheduler pass: back up vaults whose time came, expire old
     /// automatic backups, prune (for cron or a systemd timer).
     RunDue {
-        /// Run the pass as of this instant (RFC 3339, e.g. 2027-01-01T22:00:00Z).
+        /// Rehearse the pass as of this instant (RFC 3339, e.g.
+        /// 2027-01-01T22:00:00Z): it really backs up, dated then. A pass
+        /// later than the clock keeps its own scheduler state, and neither
+        /// moves `latest` nor expires task records (they count by the clock).
         #[arg(long, value_name = "TIMESTAMP")]
         now: Option<String>,
         /// Print JSON.
