@@ -751,6 +751,22 @@ mod tests {
     use crate::testkit;
     use proptest::prelude::*;
 
+    /// `open` never creates a store: a missing one is an error naming the
+    /// path (exit 2), and nothing is left behind; `init` creates it, and
+    /// `open` then finds it (issue #16).
+    #[test]
+    fn open_does_not_create_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("typo");
+        let e = Store::open(&root).unwrap_err();
+        assert!(e.to_string().contains("no cbrfs store at"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(!root.exists());
+        Store::init(&root).unwrap();
+        assert!(root.join("cbrfs-store.json").exists());
+        Store::open(&root).unwrap();
+    }
+
     fn sample_vault() -> VaultConfig {
         VaultConfig {
             format: CATALOG_FORMAT,
