@@ -226,8 +226,33 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open the store at `root`, creating it on first use.
+    /// Open the existing store at `root`. A missing store is an error
+    /// naming the path, never created: a mistyped `--store` or a read-only
+    /// command must not leave a new store behind (issue #16). Only
+    /// [`Store::init`] creates one.
     pub fn open(root: &Path) -> Result<Store> {
+        // symlink_metadata: a store path that is a dangling link is "no
+        // store" as well, and nothing here follows it to create a target.
+        let marker = root.join("cbrfs-store.json");
+        match fs::symlink_metadata(&marker) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::invalid(format!(
+                    "no cbrfs store at {} (create one with `cbrfs init` or `cbrfs vault create`)",
+                    root.display()
+                )));
+            }
+            // Permission denied and the like: say that, not "no store".
+            Err(e) => return Err(Error::io(format!("read {}", marker.display()), e)),
+        }
+        Self::init(root)
+    }
+
+    /// Open the store at `root`, creating it (and the directory) when it
+    /// does not exist yet: for `cbrfs init` and the commands that create
+    /// something (`vault create`). An existing non-empty directory that is
+    /// not a store is refused.
+    pub fn init(root: &Path) -> Result<Store> {
         let marker = root.join("cbrfs-store.json");
         if !marker.exists() {
             if root.exists() {
@@ -726,6 +751,22 @@ mod tests {
     use crate::testkit;
     use proptest::prelude::*;
 
+    /// `open` never creates a store: a missing one is an error naming the
+    /// path (exit 2), and nothing is left behind; `init` creates it, and
+    /// `open` then finds it (issue #16).
+    #[test]
+    fn open_does_not_create_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("typo");
+        let e = Store::open(&root).unwrap_err();
+        assert!(e.to_string().contains("no cbrfs store at"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(!root.exists());
+        Store::init(&root).unwrap();
+        assert!(root.join("cbrfs-store.json").exists());
+        Store::open(&root).unwrap();
+    }
+
     fn sample_vault() -> VaultConfig {
         VaultConfig {
             format: CATALOG_FORMAT,
@@ -821,7 +862,7 @@ mod tests {
         let secs = testkit::deadline(config.cases, 40);
         testkit::within(secs, move || {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&dir.path().join("s")).unwrap();
+            let store = Store::init(&dir.path().join("s")).unwrap();
             fsutil::create_dir_all(&store.vault_dir("v")).unwrap();
             store.save_vault(&sample_vault()).unwrap();
             store.save_policy(&sample_policy()).unwrap();
@@ -894,7 +935,7 @@ mod tests {
             }
         }
         let _ = store.policies();
-        let _ = Store::open(&root.join("s"));
+        let _ = Store::init(&root.join("s"));
         Ok(())
     }
 }

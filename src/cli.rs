@@ -124,7 +124,14 @@ enum Command {
         /// before failing with EAGAIN.
         #[arg(long, default_value = "5", value_name = "SECONDS")]
         wait_seconds: f64,
+        /// Mount over a non-empty directory, hiding its files while mounted
+        /// (refused without this).
+        #[arg(long)]
+        nonempty: bool,
     },
+    /// Create an empty store (at --store, else the default); an existing
+    /// store is left as it is.
+    Init,
     /// Unmount a cbrfs mount (also a stale one whose daemon died).
     Umount {
         /// The mount point.
@@ -479,15 +486,79 @@ fn init_logging(cli: &Cli) {
     let _ = b.try_init();
 }
 
-fn open_store(cli_store: &Option<PathBuf>) -> Result<Store> {
+/// Open the store the command names. Only commands that create something
+/// (`init`, `vault create`) create a missing store; every other command
+/// says there is none, and where the path came from when `--store` was
+/// omitted, so that a mistyped path or an unset `$CBRFS_STORE` is seen
+/// rather than silently given a new empty store (issue #16).
+fn open_store(cli_store: &Option<PathBuf>, create: bool) -> Result<Store> {
     let p = cli_store
         .clone()
         .unwrap_or_else(catalog::default_store_path);
-    Store::open(&p)
+    if create {
+        return Store::init(&p);
+    }
+    Store::open(&p).map_err(|e| {
+        if cli_store.is_some() || e.kind() != crate::error::Kind::Invalid {
+            return e;
+        }
+        let from = if std::env::var_os("CBRFS_STORE").is_some() {
+            "$CBRFS_STORE"
+        } else {
+            "the default store, as --store and $CBRFS_STORE are not set"
+        };
+        Error::invalid(format!("{e}; {} is {from}", p.display()))
+    })
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    let store = open_store(&cli.store)?;
+    match cli.command {
+        // Unmounting needs no store: it must work on a stale mount whatever
+        // --store says, and must not create one.
+        Command::Umount { mountpoint, lazy } => {
+            crate::fuse::umount(&mountpoint, lazy)?;
+            println!("unmounted {}", mountpoint.display());
+            return Ok(0);
+        }
+        Command::Init => {
+            let p = cli
+                .store
+                .clone()
+                .unwrap_or_else(catalog::default_store_path);
+            let existed = p.join("cbrfs-store.json").exists();
+            let store = Store::init(&p)?;
+            println!(
+                "{} cbrfs store at {}",
+                if existed { "existing" } else { "created" },
+                quote(&store.root().display().to_string())
+            );
+            return Ok(0);
+        }
+        _ => {}
+    }
+    // `vault create` creates a missing store, once its settings are known
+    // to be valid: a refused command leaves no store behind.
+    let mut create = false;
+    if let Command::Vault(VaultCmd::Create {
+        name,
+        vault_type,
+        capacity,
+        description,
+        tags,
+        compression,
+    }) = &cli.command
+    {
+        vaults::prepare(vaults::NewVault {
+            name: name.clone(),
+            vault_type: VaultType::parse(vault_type)?,
+            capacity: capacity.clone(),
+            description: description.clone(),
+            tags: tags.clone(),
+            compression: compression.clone(),
+        })?;
+        create = true;
+    }
+    let store = open_store(&cli.store, create)?;
     match cli.command {
         Command::Vault(v) => vault_cmd(&store, v),
         Command::Backup(b) => backup_cmd(&store, b),
@@ -535,6 +606,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             allow_other,
             noexec,
             wait_seconds,
+            nonempty,
         } => {
             if !(0.0..=3600.0).contains(&wait_seconds) {
                 return Err(Error::invalid(format!(
@@ -549,15 +621,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     allow_other,
                     noexec,
                     wait: Duration::from_secs_f64(wait_seconds),
+                    nonempty,
                 },
             )?;
             Ok(0)
         }
-        Command::Umount { mountpoint, lazy } => {
-            crate::fuse::umount(&mountpoint, lazy)?;
-            println!("unmounted {}", mountpoint.display());
-            Ok(0)
-        }
+        Command::Umount { .. } | Command::Init => Ok(0),
     }
 }
 
@@ -1569,7 +1638,10 @@ enum PolicyCmd {
     /// Run one scheduler pass: back up vaults whose time came, expire old
     /// automatic backups, prune (for cron or a systemd timer).
     RunDue {
-        /// Run the pass as of this instant (RFC 3339, e.g. 2027-01-01T22:00:00Z).
+        /// Rehearse the pass as of this instant (RFC 3339, e.g.
+        /// 2027-01-01T22:00:00Z): it really backs up, dated then. A pass
+        /// later than the clock keeps its own scheduler state, and neither
+        /// moves `latest` nor expires task records (they count by the clock).
         #[arg(long, value_name = "TIMESTAMP")]
         now: Option<String>,
         /// Print JSON.

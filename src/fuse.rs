@@ -382,6 +382,81 @@ impl Filesystem for CbrFs {
         reply.ok();
     }
 
+    // close() sends FLUSH for every file opened through the mount. Nothing
+    // here is ever written (write is EROFS), so there is nothing to flush:
+    // answer OK. fuser's default answers ENOSYS and logs
+    // "[Not Implemented] flush" for each close, which filled mount.log.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    // fsync of a file read from a backup: its data is committed in the
+    // store already, so syncing succeeds (as on any read-only file).
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    // Same for a directory (`sync -f DIR`, editors that fsync the parent).
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    // File ioctls (`lsattr`'s FS_IOC_GETFLAGS, `cp --reflink`'s FICLONE)
+    // are not supported: ENOTTY, the usual answer of a file system that has
+    // none, without fuser's "[Not Implemented]" log line for each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    // `cp` tries copy_file_range first: ENOSYS makes the kernel fall back to
+    // reads (and stop asking); answered quietly.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: fuser::ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if self.no_opendir {
             return reply.error(Errno::ENOSYS);
@@ -534,13 +609,18 @@ pub struct MountOptions {
     pub noexec: bool,
     /// How long a lookup inside a running mkdir backup waits.
     pub wait: Duration,
+    /// Mount over a non-empty directory (its contents are hidden while
+    /// mounted); refused otherwise.
+    pub nonempty: bool,
 }
 
 /// Environment variable carrying the readiness pipe to a daemon child.
 const READY_FD: &str = "CBRFS_READY_FD";
 
 /// Why a mount point cannot be used, in words that say what to do.
-fn check_mountpoint(mp: &Path) -> Result<()> {
+/// A non-empty directory is refused unless `nonempty`: the mount would hide
+/// its files without a word (issue #16).
+fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<()> {
     if !Path::new("/dev/fuse").exists() {
         return Err(Error::failed(
             "/dev/fuse is missing: load the fuse module ('modprobe fuse'), or give the container the device ('--device /dev/fuse')",
@@ -563,6 +643,17 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
             mp.display(),
             mp.display()
         ))),
+        Ok(_) if !nonempty => {
+            let mut entries = std::fs::read_dir(mp)
+                .map_err(|e| Error::invalid(format!("mount point {}: {e}", mp.display())))?;
+            if entries.next().is_some() {
+                return Err(Error::invalid(format!(
+                    "mount point {} is not empty: mounting would hide its files; use an empty directory, or --nonempty to mount over them",
+                    mp.display()
+                )));
+            }
+            Ok(())
+        }
         Ok(_) => Ok(()),
     }
 }
@@ -617,7 +708,7 @@ fn is_mounted(mp: &Path) -> bool {
 /// Mount the store at `mp`. Without `foreground`, a daemon child serves the
 /// mount and this returns once the mount answers, or with the child's error.
 pub fn mount(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
-    check_mountpoint(mp)?;
+    check_mountpoint(mp, opts.nonempty)?;
     if !opts.foreground {
         return spawn_daemon(store, mp, opts);
     }
@@ -647,6 +738,9 @@ fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     }
     if opts.noexec {
         cmd.arg("--noexec");
+    }
+    if opts.nonempty {
+        cmd.arg("--nonempty");
     }
     let wr_raw = wr.into_raw_fd();
     cmd.env(READY_FD, wr_raw.to_string())
@@ -774,29 +868,64 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
 /// How often the mount daemon runs a scheduler pass.
 const SCHEDULER_PERIOD: Duration = Duration::from_secs(30);
 
+/// Held for its whole life by the one mount daemon that runs the store's
+/// policy scheduler. Each pass also takes `scheduler.lock` (as `policy
+/// run-due` does), so no time point runs twice even when passes race; this
+/// one keeps a second mount of the same store from scheduling at all.
+const SCHEDULER_OWNER_LOCK: &str = "scheduler-daemon.lock";
+
 /// The policy scheduler of a mount daemon: one pass every 30 seconds, on
 /// its own thread, so a backup it starts never holds up the mount. It ends
-/// with the process.
+/// with the process. Only the daemon holding [`SCHEDULER_OWNER_LOCK`]
+/// schedules; another one serves files, says so in its log, and takes over
+/// if the first goes away.
 fn spawn_scheduler(store: Store) {
     let _ = std::thread::Builder::new()
         .name("cbrfs-scheduler".into())
-        .spawn(move || loop {
-            match crate::engine::policy::run_due(&store, crate::catalog::now_ns()) {
-                Ok(reports) => {
-                    for r in reports {
-                        log::info!(
-                            "policy {} on vault {} at {}: {}",
-                            r.policy,
-                            r.vault,
-                            r.point,
-                            r.outcome
-                        );
+        .spawn(move || {
+            let lock_path = store.root().join(SCHEDULER_OWNER_LOCK);
+            let mut owner = None;
+            let mut told = false;
+            loop {
+                if owner.is_none() {
+                    match crate::fsutil::Flock::try_lock(&lock_path, true) {
+                        Ok(Some(l)) => {
+                            if told {
+                                log::info!("the other mount's scheduler stopped: this mount runs the policy scheduler now");
+                            }
+                            owner = Some(l);
+                        }
+                        Ok(None) if !told => {
+                            log::info!("another cbrfs mount of this store runs the policy scheduler: this mount serves files and does not schedule");
+                            told = true;
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::warn!("scheduler: {e}"),
                     }
                 }
-                Err(e) => log::warn!("scheduler: {e}"),
+                if owner.is_some() {
+                    scheduler_pass(&store);
+                }
+                std::thread::sleep(SCHEDULER_PERIOD);
             }
-            std::thread::sleep(SCHEDULER_PERIOD);
         });
+}
+
+fn scheduler_pass(store: &Store) {
+    match crate::engine::policy::run_due(store, crate::catalog::now_ns()) {
+        Ok(reports) => {
+            for r in reports {
+                log::info!(
+                    "policy {} on vault {} at {}: {}",
+                    r.policy,
+                    r.vault,
+                    r.point,
+                    r.outcome
+                );
+            }
+        }
+        Err(e) => log::warn!("scheduler: {e}"),
+    }
 }
 
 fn block_signals() {

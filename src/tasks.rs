@@ -62,6 +62,13 @@ pub struct Task {
     pub message: Option<String>,
     /// Process running it.
     pub pid: u32,
+    /// When the record was written, ns since the epoch by the real clock,
+    /// also for a simulated pass (`policy run-due --now`), whose
+    /// `started_ns` is the simulated instant: expiry counts from this, so
+    /// a simulated instant never expires real records (issue #16). 0 in
+    /// records of older versions, which then count from `started_ns`.
+    #[serde(default)]
+    pub recorded_ns: i64,
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -90,7 +97,9 @@ pub fn start(
     backup: Option<&str>,
     at_ns: i64,
 ) -> TaskHandle {
-    purge(store, at_ns);
+    // Expiry by the real clock, never by a simulated `at_ns`.
+    let real_ns = catalog::now_ns();
+    purge(store, real_ns);
     let ts = jiff::Timestamp::from_nanosecond(at_ns as i128).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let id = format!(
         "{}-{}",
@@ -111,6 +120,7 @@ pub fn start(
         error_code: None,
         message: None,
         pid: std::process::id(),
+        recorded_ns: real_ns,
     };
     let h = TaskHandle {
         store: store.clone(),
@@ -241,14 +251,19 @@ pub fn get(store: &Store, id: &str) -> Result<Task> {
         .ok_or_else(|| Error::not_found(format!("task {id:?} does not exist")))
 }
 
-/// Remove records older than [`KEEP_DAYS`] before `now_ns`.
+/// Remove records written more than [`KEEP_DAYS`] before `now_ns` (the
+/// real clock): by `recorded_ns`, or `started_ns` in older records.
 fn purge(store: &Store, now_ns: i64) {
     let limit = now_ns - KEEP_DAYS * 86_400 * 1_000_000_000;
     let Ok(tasks) = list(store) else { return };
-    for t in tasks
-        .iter()
-        .filter(|t| t.started_ns < limit && t.status != "running")
-    {
+    for t in tasks.iter().filter(|t| {
+        let written = if t.recorded_ns > 0 {
+            t.recorded_ns
+        } else {
+            t.started_ns
+        };
+        written < limit && t.status != "running"
+    }) {
         let _ = std::fs::remove_file(dir(store).join(format!("{}.json", t.id)));
     }
 }
@@ -274,7 +289,46 @@ mod tests {
             error_code: Some("BackupService.6125".into()),
             message: Some("a message".into()),
             pid,
+            recorded_ns: 0,
         }
+    }
+
+    /// A simulated pass far in the future (`policy run-due --now 2030`)
+    /// does not expire today's records: expiry counts from the real clock
+    /// (issue #16). Records written 31 real days ago do go, also those of a
+    /// simulated pass dated today; those of older versions (no
+    /// `recorded_ns`) count from their start.
+    #[test]
+    fn expiry_counts_from_the_real_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s")).unwrap();
+        let day = 86_400 * 1_000_000_000i64;
+        let now = catalog::now_ns();
+        let mut today = sample(1);
+        today.id = "today".into();
+        today.status = "success".into();
+        today.started_ns = now;
+        today.recorded_ns = now;
+        let mut old_sim = today.clone();
+        old_sim.id = "old-sim".into();
+        old_sim.started_ns = now;
+        old_sim.recorded_ns = now - 31 * day;
+        let mut legacy = today.clone();
+        legacy.id = "legacy".into();
+        legacy.started_ns = now - 31 * day;
+        legacy.recorded_ns = 0;
+        for t in [&today, &old_sim, &legacy] {
+            save(&store, t).unwrap();
+        }
+        // As `policy run-due --now` four years ahead starts its tasks.
+        let t = start(&store, "backup", "v", None, None, now + 4 * 365 * day);
+        drop(t);
+        let mut ids: Vec<String> = list(&store).unwrap().into_iter().map(|t| t.id).collect();
+        ids.sort();
+        assert!(ids.contains(&"today".to_string()), "{ids:?}");
+        assert!(!ids.contains(&"old-sim".to_string()), "{ids:?}");
+        assert!(!ids.contains(&"legacy".to_string()), "{ids:?}");
+        assert_eq!(ids.len(), 2, "{ids:?}");
     }
 
     /// A running task whose pid cannot be a live process (0 signals the
@@ -283,7 +337,7 @@ mod tests {
     #[test]
     fn a_running_task_with_an_impossible_pid_is_failed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s")).unwrap();
+        let store = Store::init(&dir.path().join("s")).unwrap();
         for pid in [0, u32::MAX, i32::MAX as u32 + 1, std::process::id()] {
             save(&store, &sample(pid)).unwrap();
             let t = list(&store).unwrap().remove(0);
@@ -306,7 +360,7 @@ mod tests {
         let secs = testkit::deadline(config.cases, 40);
         testkit::within(secs, move || {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&dir.path().join("s")).unwrap();
+            let store = Store::init(&dir.path().join("s")).unwrap();
             save(&store, &sample(std::process::id())).unwrap();
             let task_file = dir_of(&store).join("20261124T042516-abcdef.json");
             let good_task = std::fs::read(&task_file).unwrap();

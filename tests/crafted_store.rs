@@ -41,7 +41,7 @@ fn base_at(root: &Path) -> Base {
     std::fs::create_dir_all(src.join("d")).unwrap();
     std::fs::write(src.join("f"), pseudo_random(100_000, 1)).unwrap();
     std::fs::write(src.join("d/g"), b"g").unwrap();
-    let store = Store::open(&root.join("store")).unwrap();
+    let store = Store::init(&root.join("store")).unwrap();
     filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &src, Some("r".into()), vec![]).unwrap();
     let good = take_backup(&store, "v", "good");

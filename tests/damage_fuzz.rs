@@ -118,7 +118,7 @@ fn fixture() -> Fixture {
     f.set_len(40 * 16384 + 5000).unwrap();
     drop(f);
     let sparse_ok = std::fs::metadata(src.join("sparse")).unwrap().blocks() < 40 * 32 * 2;
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     filesystem_vault(&store, "v", "fuzzed", "zstd");
     vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
     let take = |name: &str| take_backup(&store, "v", name);

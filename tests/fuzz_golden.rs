@@ -617,7 +617,7 @@ fn fuzz_vault_configs_and_keys_from_golden() {
     let store_dir = tmp.path().join("store");
     copy_tree(Path::new(GOLDEN), &store_dir);
     let c = load_corpus(&store_dir);
-    let store = Store::open(&store_dir).unwrap();
+    let store = Store::init(&store_dir).unwrap();
     let vault_json = store.vault_dir(VAULT).join("vault.json");
     let good = fs::read(&vault_json).unwrap();
     let n = campaign(

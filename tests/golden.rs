@@ -322,7 +322,7 @@ fn compare_with_manifest(root: &Path, entries: &Value, xattrs: bool, what: &str)
 #[test]
 fn v1_store_opens_checks_and_restores() {
     let (tmp, root) = golden_copy();
-    let store = Store::open(&root).unwrap();
+    let store = Store::init(&root).unwrap();
 
     // The vault and its settings (vault.json).
     let vaults = store.vaults().unwrap();

@@ -19,7 +19,7 @@ fn hard_links_stay_within_their_resource() {
     std::fs::hard_link(a.join("x"), a.join("y")).unwrap();
     std::fs::write(b.join("p"), b"second resource").unwrap();
     std::fs::hard_link(b.join("p"), b.join("q")).unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &a, Some("a".into()), vec![]).unwrap();
     vaults::associate_path(&store, "v", &b, Some("b".into()), vec![]).unwrap();

@@ -32,7 +32,7 @@ fn is_root() -> bool {
 
 /// A store with vault "v" holding backup "b1" of `src` (resource "src").
 fn backed_up(dir: &Path, src: &Path) -> Store {
-    let store = Store::open(&dir.join("store")).unwrap();
+    let store = Store::init(&dir.join("store")).unwrap();
     filesystem_vault(&store, "v", "", "none");
     vaults::associate_path(&store, "v", src, Some("src".into()), vec![]).unwrap();
     take_backup(&store, "v", "b1");
@@ -246,7 +246,7 @@ fn a_disk_restore_refuses_targets_others_made() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
     std::fs::write(&img, common::pseudo_random(1 << 20, 7)).unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     vaults::create(
         &store,
         vaults::NewVault {
@@ -479,7 +479,7 @@ fn an_in_place_path_through_a_symlink_is_refused() {
     std::fs::create_dir_all(real.join("app")).unwrap();
     std::fs::write(real.join("app/f"), b"orig").unwrap();
     std::fs::write(real.join("vol.img"), common::pseudo_random(64 << 10, 3)).unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     servers::define(
         &store,
         "srv",

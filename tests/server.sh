@@ -16,6 +16,9 @@ truncate -s 64M "$T/vol.img"
 head -c 1048576 /dev/urandom | dd of="$T/vol.img" bs=1M seek=10 conv=notrunc status=none
 HOOKLOG=$T/hooks.log
 
+# Only init and vault create create a store (issue #16).
+expect_exit 2 'no cbrfs store at' -- cbrfs server define app --path "$T/etc"
+expect_ok cbrfs init
 expect_exit 2 'BackupService.7108|--path|required' -- cbrfs server define empty
 expect_ok cbrfs server define app --path "$T/etc" --path "$T/data" --disk "$T/vol.img" \
 	--pre-hook "echo pre \$CBRFS_BACKUP >> '$HOOKLOG'; echo frozen > '$T/data/FROZEN'" \

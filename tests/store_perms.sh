@@ -126,6 +126,7 @@ python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); assert r[0]["vaul
 
 note "an empty store lists empty JSON arrays"
 STORE=$T/empty-store
+expect_ok cbrfs init
 expect_ok cbrfs vault list --json
 expect_eq "vault list --json of an empty store" "$(python3 -c 'import json,sys; print(json.load(sys.stdin))' <<<"$OUT")" "[]"
 expect_ok cbrfs backup list --json

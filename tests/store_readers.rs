@@ -29,7 +29,7 @@ fn reader_opened_before_prune_finds_blobs_written_and_moved_since() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("old"), pseudo_random(3 << 20, 11)).unwrap();
     std::fs::write(src.join("kept"), pseudo_random(1 << 20, 21)).unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     filesystem_vault(&store, "v", "", "none");
     vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
     take_backup(&store, "v", "b1");

@@ -35,7 +35,7 @@ fn fixture() -> Fixture {
     for i in 0..300 {
         std::fs::write(src.join(format!("sub/f{i:03}")), format!("{i}")).unwrap();
     }
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
     take_backup(&store, "v", "b1");

@@ -148,6 +148,7 @@ pub fn apply(store: &Store, policy: &str, vault: &str) -> Result<()> {
     v.policy_applied_ns = catalog::now_ns();
     store.save_vault(&v)?;
     let _ = std::fs::remove_file(state_path(store, vault));
+    let _ = std::fs::remove_file(simulated_state_path(store, vault));
     Ok(())
 }
 
@@ -203,6 +204,14 @@ fn state_path(store: &Store, vault: &str) -> std::path::PathBuf {
     store.vault_dir(vault).join("policy-state.json")
 }
 
+/// Where a simulated pass (`policy run-due --now` later than the real
+/// clock) keeps its state: were it in `policy-state.json`, the real
+/// scheduler would take every time point before the simulated instant as
+/// done, and back up nothing until then (issue #16).
+fn simulated_state_path(store: &Store, vault: &str) -> std::path::PathBuf {
+    store.vault_dir(vault).join("policy-state-simulated.json")
+}
+
 /// The state a pass left for `policy` in `path`; absent, undecodable or
 /// another policy's means none (every point since the policy was applied
 /// is looked at, nothing counted).
@@ -239,6 +248,9 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
     };
     let now = jiff::Timestamp::from_nanosecond(now_ns as i128)
         .map_err(|e| Error::invalid(format!("time {now_ns}: {e}")))?;
+    // A pass as of an instant the real clock has not reached is a
+    // simulation: it keeps its own state (see simulated_state_path).
+    let simulated = now_ns > catalog::now_ns();
     let mut out = Vec::new();
     for v in store.vaults()? {
         let Some(pname) = v.policy.clone() else {
@@ -251,7 +263,18 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
                 continue;
             }
         };
-        let mut state = read_state(&state_path(store, &v.name), &pname);
+        let real_state = state_path(store, &v.name);
+        let sim_state = simulated_state_path(store, &v.name);
+        let mut state = read_state(&real_state, &pname);
+        if simulated {
+            // Simulated passes follow on from each other and from the real
+            // passes, whichever went further.
+            let sim = read_state(&sim_state, &pname);
+            if sim.last_ns > state.last_ns {
+                state = sim;
+            }
+        }
+        let state_file = if simulated { &sim_state } else { &real_state };
         // The first pass counts from when the policy was applied (or from
         // just before `now` when `now` is earlier, as a simulated pass may be).
         let from_ns = if state.last_ns > 0 {
@@ -264,10 +287,7 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         state.policy = pname.clone();
         let save_state = |s: &mut State, last: i64| {
             s.last_ns = last;
-            let _ = fsutil::write_atomic(
-                &state_path(store, &v.name),
-                &serde_json::to_vec(&*s).unwrap_or_default(),
-            );
+            let _ = fsutil::write_atomic(state_file, &serde_json::to_vec(&*s).unwrap_or_default());
         };
         if now_ns <= from_ns || !p.enabled {
             save_state(&mut state, now_ns.max(from_ns));

@@ -66,6 +66,15 @@ fn merge_tags(
 
 /// Create a vault.
 pub fn create(store: &Store, v: NewVault) -> Result<VaultConfig> {
+    let cfg = prepare(v)?;
+    store.create_vault(&cfg)?;
+    Ok(cfg)
+}
+
+/// Check a new vault's settings and build its record, without a store: the
+/// CLI checks them before it creates a missing store, so that a refused
+/// `vault create` leaves nothing behind.
+pub fn prepare(v: NewVault) -> Result<VaultConfig> {
     let name = v
         .name
         .unwrap_or_else(|| format!("vault_{}", crate::fsutil::random_suffix(4)));
@@ -94,7 +103,6 @@ pub fn create(store: &Store, v: NewVault) -> Result<VaultConfig> {
         auto_expand: false,
         threshold: 80,
     };
-    store.create_vault(&cfg)?;
     Ok(cfg)
 }
 
