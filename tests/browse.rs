@@ -22,7 +22,7 @@ fn two_backups(dir: &Path) -> Store {
     std::fs::write(src.join("home/bob/a.txt"), b"bob's").unwrap();
     std::fs::write(src.join("etc/conf"), b"x=1").unwrap();
     std::fs::write(src.join("same/deep/f"), b"unchanged").unwrap();
-    let store = Store::open(&dir.join("store")).unwrap();
+    let store = Store::init(&dir.join("store")).unwrap();
     filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &src, Some("data".into()), vec![]).unwrap();
     take_backup(&store, "v", "b1");
@@ -303,7 +303,7 @@ fn restore_include_across_resources() {
     std::fs::write(a.join("sub/x"), b"x").unwrap();
     std::fs::write(a.join("y"), b"y").unwrap();
     std::fs::write(b.join("z"), b"z").unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::init(&dir.path().join("store")).unwrap();
     filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &a, Some("a".into()), vec![]).unwrap();
     vaults::associate_path(&store, "v", &b, Some("b".into()), vec![]).unwrap();
