@@ -82,6 +82,27 @@ enum Command {
         #[arg(long, default_value = "5", value_name = "SECONDS")]
         wait_seconds: f64,
     },
+    /// Print Prometheus metrics (text format) for node_exporter's textfile
+    /// collector: last successful backup of each resource, failures,
+    /// capacity and use, last check.
+    Metrics {
+        /// Write to FILE atomically (a temporary file renamed into place,
+        /// mode 0644) instead of stdout; name it *.prom for the collector.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script to stdout, e.g.
+    /// `source <(cbrfs completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of cbrfs and of every subcommand into DIR
+    /// (created if missing), as cbrfs.1, cbrfs-vault-create.1, ...
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
     /// Unmount a cbrfs mount (also a stale one whose daemon died).
     Umount {
         /// The mount point.
@@ -435,6 +456,21 @@ fn open_store(cli_store: &Option<PathBuf>) -> Result<Store> {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
+    // Completions and man pages describe the program, not a store: they
+    // must work on a build host with no store.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cbrfs",
+                &mut std::io::stdout(),
+            );
+            return Ok(0);
+        }
+        Command::Man { dir } => return man_cmd(dir),
+        _ => {}
+    }
     let store = open_store(&cli.store)?;
     match cli.command {
         Command::Vault(v) => vault_cmd(&store, v),
@@ -474,12 +510,59 @@ fn dispatch(cli: Cli) -> Result<i32> {
             )?;
             Ok(0)
         }
+        Command::Metrics { output } => metrics_cmd(&store, output.as_deref()),
+        // Handled above, before a store is opened.
+        Command::Completions { .. } | Command::Man { .. } => Ok(0),
         Command::Umount { mountpoint, lazy } => {
             crate::fuse::umount(&mountpoint, lazy)?;
             println!("unmounted {}", mountpoint.display());
             Ok(0)
         }
     }
+}
+
+/// Write a man page for the command and each of its subcommands (the
+/// hidden ones and `help` excepted) into `dir`.
+fn man_cmd(dir: &std::path::Path) -> Result<i32> {
+    fn pages(cmd: clap::Command, dir: &std::path::Path, n: &mut usize) -> Result<()> {
+        for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            pages(sub.clone(), dir, n)?;
+        }
+        // Subcommands have no version of their own: name the program's.
+        let man = clap_mangen::Man::new(cmd)
+            .source(format!("cbrfs {}", env!("CARGO_PKG_VERSION")))
+            .manual("cbrfs manual");
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .map_err(|e| Error::io(format!("render man page {}", man.get_filename()), e))?;
+        // Not clap_mangen's generate_to, which opens the final path and
+        // follows a symlink there: a temporary file renamed into place.
+        crate::fsutil::write_atomic_public(&dir.join(man.get_filename()), &page)?;
+        *n += 1;
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("create {}", quote(&dir.display().to_string())), e))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // build() gives each subcommand its full name (cbrfs-vault-create).
+    cmd.build();
+    let mut n = 0;
+    pages(cmd, dir, &mut n)?;
+    println!(
+        "wrote {n} man pages to {}",
+        quote(&dir.display().to_string())
+    );
+    Ok(0)
+}
+
+/// Print the metrics, or write them atomically to `output`.
+fn metrics_cmd(store: &Store, output: Option<&std::path::Path>) -> Result<i32> {
+    let text = crate::engine::metrics::render(&crate::engine::metrics::collect(store)?);
+    match output {
+        Some(f) => crate::fsutil::write_atomic_public(f, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    Ok(0)
 }
 
 fn print_json(v: &serde_json::Value) {

@@ -41,7 +41,21 @@ pub fn check(store: &Store, vault: Option<&str>, read_data: bool) -> Result<Vec<
     };
     names
         .iter()
-        .map(|v| check_vault(store, v, read_data))
+        .map(|v| {
+            let c = check_vault(store, v, read_data)?;
+            // For `cbrfs metrics`: when each vault was last checked, how.
+            super::metrics::record_check(
+                store,
+                v,
+                &super::metrics::LastCheck {
+                    finished_ns: crate::catalog::now_ns(),
+                    ok: c.problems.is_empty(),
+                    read_data,
+                    problems: c.problems.len(),
+                },
+            );
+            Ok(c)
+        })
         .collect()
 }
 

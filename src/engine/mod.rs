@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod prune;
