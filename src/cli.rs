@@ -923,12 +923,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             let progress = prepared.progress.clone();
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let pb = indicatif::ProgressBar::new(progress.total());
-                pb.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
+                pb.set_style(progress_style());
                 pb
             });
             let rec = std::thread::scope(|s| {
@@ -1102,19 +1097,84 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
     Ok(0)
 }
 
+/// The progress bar of every command that takes time: backup, restore,
+/// check --read-data, prune, backup wait.
+fn progress_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
+
+/// Run `work` on a thread of its own while, when stderr is a terminal and
+/// `show` is set, a progress bar follows `progress`. Elsewhere (a pipe, a
+/// log, --json) nothing is drawn: no escape codes, only the result lines.
+fn with_progress<T: Send>(
+    progress: &crate::engine::progress::Progress,
+    show: bool,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let bar = (show && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(progress.total());
+        pb.set_style(progress_style());
+        pb
+    });
+    std::thread::scope(|s| {
+        // As backup's: deep trees recurse.
+        let h = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, work)
+            .map_err(|e| Error::io("start a worker thread", e))?;
+        while !h.is_finished() {
+            if let Some(pb) = &bar {
+                pb.set_length(progress.total());
+                pb.set_position(progress.done());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(pb) = &bar {
+            pb.finish_and_clear();
+        }
+        h.join()
+            .map_err(|_| Error::failed("the worker thread panicked"))?
+    })
+}
+
 /// Wait for a backup to become available, showing its progress.
 fn wait_cmd(store: &Store, vault: &str, backup: &str, timeout: Option<f64>) -> Result<i32> {
     use crate::engine::status;
     store.vault(vault)?;
     crate::rules::check_name("backup name", backup)?;
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
+    // On a terminal a bar (with an ETA) follows the backup's status; the
+    // status gives a percentage, so the bar counts percent.
+    // Cleared also when the wait ends in an error, so that the message is
+    // not written over a bar.
+    struct Clear(Option<indicatif::ProgressBar>);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            if let Some(pb) = &self.0 {
+                pb.finish_and_clear();
+            }
+        }
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(100);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}% ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let bar = Clear(bar);
+    let bar = &bar.0;
     let mut missing_since: Option<Instant> = None;
     loop {
         if store.backup_path(vault, backup).exists() {
-            if tty {
-                eprintln!();
+            if let Some(pb) = bar {
+                pb.finish_and_clear();
             }
             println!("backup {backup} of vault {vault} is available");
             return Ok(0);
@@ -1133,15 +1193,13 @@ fn wait_cmd(store: &Store, vault: &str, backup: &str, timeout: Option<f64>) -> R
                 )))
             }
             Some(s) => {
-                let line = format!(
-                    "backup {backup}: protecting, {}%, {} files, {} read",
-                    s.progress,
-                    s.files,
-                    human_bytes(s.bytes_read)
-                );
-                if tty && line != last {
-                    eprint!("\r{line}   ");
-                    last = line;
+                if let Some(pb) = bar {
+                    pb.set_position(u64::from(s.progress));
+                    pb.set_message(format!(
+                        "backup {backup}: {} files, {} read",
+                        s.files,
+                        human_bytes(s.bytes_read)
+                    ));
                 }
             }
             None => {
@@ -1319,17 +1377,21 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         Some(&r.backup),
         catalog::now_ns(),
     );
-    let result = restore::restore_with(
-        store,
-        &r.vault,
-        &r.backup,
-        r.resource.as_deref(),
-        &to,
-        &restore::RestoreOptions {
-            in_place: r.in_place,
-            allow_untrusted_target: r.allow_untrusted_target,
-        },
-    );
+    let progress = crate::engine::progress::Progress::default();
+    let result = with_progress(&progress, true, || {
+        restore::restore_with_progress(
+            store,
+            &r.vault,
+            &r.backup,
+            r.resource.as_deref(),
+            &to,
+            &restore::RestoreOptions {
+                in_place: r.in_place,
+                allow_untrusted_target: r.allow_untrusted_target,
+            },
+            &progress,
+        )
+    });
     match &result {
         Ok(st) if !st.errors.is_empty() => task.failed(&Error::failed(format!(
             "{} entries could not be restored; first: {}",
@@ -1381,7 +1443,11 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
             }
         }
     }
-    let reports = check::check(store, c.vault.as_deref(), c.read_data)?;
+    let progress = crate::engine::progress::Progress::default();
+    // Only --read-data takes long enough to need a bar.
+    let reports = with_progress(&progress, c.read_data && !c.json, || {
+        check::check_with(store, c.vault.as_deref(), c.read_data, &progress)
+    })?;
     let bad = reports.iter().any(|r| !r.problems.is_empty());
     if c.json {
         print_json(&json!(reports));

@@ -198,3 +198,34 @@ fi
 expect_exit 2 'does not name a file' -- cbrfs metrics --output /
 expect_exit 1 'No such file|nosuchdir' -- cbrfs metrics --output "$T/nosuchdir/m.prom"
 
+
+# ---- progress bars ----
+# Restore, check --read-data and backup wait draw a bar (with an ETA) on a
+# terminal only. Not on a terminal: no escape code, only the result lines.
+mkdir -p "$T/psrc"
+head -c 64000000 /dev/urandom >"$T/psrc/big"
+expect_ok cbrfs vault create pv --type filesystem --capacity 10
+expect_ok cbrfs vault associate pv --path "$T/psrc" --name big
+expect_ok cbrfs backup create pv --name p1
+esc=$(printf '\033')
+for what in "restore pv p1 --to $T/pr1" "check pv --read-data" "backup wait pv p1"; do
+	# shellcheck disable=SC2086 # $what is the command's words
+	run cbrfs $what
+	if [ "$RC" = 0 ] && ! matches "$esc|ETA" "$OUT
+$ERR"; then
+		pass "not on a terminal, no bar or escape code: cbrfs $what"
+	else
+		fail "cbrfs $what (exit $RC) drew on a non-terminal: $(printf '%s' "$OUT$ERR" | cat -v | head -c 300)"
+	fi
+done
+if command -v script >/dev/null; then
+	for what in "restore pv p1 --to $T/pr2" "check pv --read-data"; do
+		run script -qfec "'$CBRFS_BIN' --store '$STORE' $what" /dev/null
+		if [ "$RC" = 0 ] && matches 'ETA [0-9]' "$(tr '\r' '\n' <"$T/.out")"; then
+			pass "on a terminal, a bar with an ETA: cbrfs $what"
+		else
+			fail "cbrfs $what (exit $RC) on a terminal drew no bar: $(cat -v "$T/.out" | head -c 300)"
+		fi
+	done
+fi
+expect_eq "restored under the bar" "$(cmp "$T/psrc/big" "$T/pr2/big" && echo same)" "same"

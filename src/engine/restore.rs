@@ -18,6 +18,7 @@
 //!   tree inside itself; the walk is iterative, so nesting depth is bounded
 //!   by descriptors, not by the stack.
 
+use super::progress::Progress;
 use super::reader::{self, ChunkCache};
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Kind, Result};
@@ -91,6 +92,28 @@ pub fn restore_with(
     to: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    restore_with_progress(
+        store,
+        vault,
+        backup,
+        resource,
+        to,
+        opts,
+        &Progress::default(),
+    )
+}
+
+/// [`restore_with`], counting in `progress` the bytes written against the
+/// bytes the backup recorded (for a progress bar).
+pub fn restore_with_progress(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    resource: Option<&str>,
+    to: &Path,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
     let rec = store.backup(vault, backup)?;
     let parts: Vec<_> = match resource {
         Some(r) => vec![rec.resources.iter().find(|p| p.name == r).ok_or_else(|| {
@@ -101,6 +124,7 @@ pub fn restore_with(
         })?],
         None => rec.resources.iter().collect(),
     };
+    progress.add_total(parts.iter().map(|p| p.stats.bytes_total).sum());
     let repo = store.repo(vault)?;
     if parts.len() == 1 {
         let p = parts[0];
@@ -116,10 +140,11 @@ pub fn restore_with(
                     to,
                     opts.in_place,
                     &mut budget,
+                    progress,
                 );
             }
             ResourceKind::Server if opts.in_place => {
-                return restore_server_in_place(&repo, &rec, p);
+                return restore_server_in_place(&repo, &rec, p, progress);
             }
             ResourceKind::Directory if opts.in_place => {
                 return Err(Error::invalid(
@@ -136,6 +161,7 @@ pub fn restore_with(
     let target = prepare_target(to, opts.allow_untrusted_target)?;
     let root_fd = target.fd.try_clone().ctx(|| "dup target".to_string())?;
     let mut r = Restorer::new(&repo, &rec, target.fd, to, Budget::of(&rec, parts[0]));
+    r.progress = Some(progress);
     if parts.len() == 1 {
         // The target itself takes the resource root's metadata at the end,
         // through its own descriptor.
@@ -274,6 +300,8 @@ fn check_lists_within(shown: &str, rec: &BackupRecord, n: &Node) -> Result<()> {
 /// anywhere on its path), and an existing one must be a regular file or a
 /// block device owned by root or by the user running restore: a file
 /// another user made beforehand would let them read the restored disk.
+// Each argument is a distinct input of the disk restore; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn restore_disk(
     repo: &Repo,
     rec: &BackupRecord,
@@ -282,6 +310,7 @@ fn restore_disk(
     to: &Path,
     in_place: bool,
     budget: &mut Budget,
+    progress: &Progress,
 ) -> Result<RestoreStats> {
     use std::os::unix::fs::MetadataExt;
     let shown = to.display().to_string();
@@ -308,7 +337,7 @@ fn restore_disk(
             )));
         }
         let f = sys::create_file_at(&pfd, &base).ctx(|| format!("create {shown}"))?;
-        if let Err(e) = write_disk(repo, rec, node, &f, to, false, &mut stats) {
+        if let Err(e) = write_disk(repo, rec, node, &f, to, false, &mut stats, progress) {
             // Never leave a partial image that looks like a restored disk.
             drop(f);
             let _ = sys::unlink_at(&pfd, &base);
@@ -361,7 +390,7 @@ fn restore_disk(
                 node.size
             )));
         }
-        write_disk(repo, rec, node, &f, to, true, &mut stats)?;
+        write_disk(repo, rec, node, &f, to, true, &mut stats, progress)?;
     } else if is_original {
         // Written beside the original, then renamed over it, both relative
         // to the one descriptor of their directory.
@@ -372,9 +401,10 @@ fn restore_disk(
         )
         .into_bytes();
         let f = sys::create_file_at(&pfd, &tmp).ctx(|| format!("create beside {shown}"))?;
-        let written = write_disk(repo, rec, node, &f, to, false, &mut stats).and_then(|()| {
-            sys::rename_at(&pfd, &tmp, &pfd, &base).ctx(|| format!("rename over {shown}"))
-        });
+        let written =
+            write_disk(repo, rec, node, &f, to, false, &mut stats, progress).and_then(|()| {
+                sys::rename_at(&pfd, &tmp, &pfd, &base).ctx(|| format!("rename over {shown}"))
+            });
         if let Err(e) = written {
             drop(f);
             let _ = sys::unlink_at(&pfd, &tmp);
@@ -386,7 +416,7 @@ fn restore_disk(
             .push(format!("replaced {shown} with the backup's disk"));
     } else if st.st_size == 0 {
         let f = sys::reopen_for_write(&fd).ctx(|| format!("open {shown}"))?;
-        write_disk(repo, rec, node, &f, to, false, &mut stats)?;
+        write_disk(repo, rec, node, &f, to, false, &mut stats, progress)?;
     } else {
         return Err(Error::invalid(format!(
             "restore target {shown} exists: give a new image file name, an empty file or a block device"
@@ -399,6 +429,7 @@ fn restore_disk(
 /// Write a disk node's chunks into `f`; regions without chunks are zeroed
 /// on a device, left as holes in a file. No chunk may reach past the
 /// disk's recorded size.
+#[allow(clippy::too_many_arguments)]
 fn write_disk(
     repo: &Repo,
     rec: &BackupRecord,
@@ -407,6 +438,7 @@ fn write_disk(
     to: &Path,
     device: bool,
     stats: &mut RestoreStats,
+    progress: &Progress,
 ) -> Result<()> {
     let shown = to.display().to_string();
     let cache = ChunkCache::new(16 << 20);
@@ -452,6 +484,7 @@ fn write_disk(
         f.write_all_at(&data, c.offset)
             .ctx(|| format!("write {}", to.display()))?;
         stats.bytes += data.len() as u64;
+        progress.add_done(data.len() as u64);
         // Saturating: a damaged chunk list may hold any offset.
         pos = c.offset.saturating_add(c.len as u64);
     }
@@ -474,6 +507,7 @@ fn restore_server_in_place(
     repo: &Repo,
     rec: &BackupRecord,
     part: &ResourceBackup,
+    progress: &Progress,
 ) -> Result<RestoreStats> {
     let tree = model::decode_tree(&repo.read_blob(&part.root)?)?;
     let mut total = RestoreStats::default();
@@ -499,7 +533,7 @@ fn restore_server_in_place(
             )));
         }
         if kind == "disk" {
-            let s = restore_disk(repo, rec, node, &path, &path, true, &mut budget)?;
+            let s = restore_disk(repo, rec, node, &path, &path, true, &mut budget, progress)?;
             total.bytes += s.bytes;
             total.files += 1;
             total.notes.extend(s.notes);
@@ -515,6 +549,7 @@ fn restore_server_in_place(
         let root_fd = fd.try_clone().ctx(|| "dup target".to_string())?;
         budget.entry(&path.display().to_string())?;
         let mut r = Restorer::new(repo, rec, fd, &fresh_shown, budget.clone());
+        r.progress = Some(progress);
         match node.subtree {
             Some(sub) => r.restore_tree(root_fd, sub, Vec::new(), Some(node.clone()))?,
             None => r.dir_metadata(&root_fd, node, b"")?,
@@ -763,6 +798,8 @@ struct Restorer<'a> {
     stopped: bool,
     /// [`KEEP_OPEN`], smaller in tests.
     keep_open: usize,
+    /// Bytes written, for a progress bar.
+    progress: Option<&'a Progress>,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -795,6 +832,7 @@ impl<'a> Restorer<'a> {
             on_path: HashSet::new(),
             stopped: false,
             keep_open: KEEP_OPEN,
+            progress: None,
         }
     }
 
@@ -1177,6 +1215,9 @@ impl<'a> Restorer<'a> {
             f.write_all_at(&data, c.offset)
                 .ctx(|| format!("{shown}: write"))?;
             bytes += data.len() as u64;
+            if let Some(p) = self.progress {
+                p.add_done(data.len() as u64);
+            }
         }
         self.stats.bytes += bytes;
         Ok(())
