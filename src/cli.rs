@@ -1855,7 +1855,10 @@ fn prune_cmd(
     for v in &names {
         let t = (!dry_run)
             .then(|| crate::tasks::start(store, "prune", v, None, None, catalog::now_ns()));
-        let r = crate::engine::prune::prune(store, v, dry_run, threshold);
+        let progress = crate::engine::progress::Progress::default();
+        let r = with_progress(&progress, !dry_run && !json, || {
+            crate::engine::prune::prune_with(store, v, dry_run, threshold, &progress)
+        });
         if let Some(t) = t {
             t.finish(&r);
         }

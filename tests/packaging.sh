@@ -229,3 +229,20 @@ if command -v script >/dev/null; then
 	done
 fi
 expect_eq "restored under the bar" "$(cmp "$T/psrc/big" "$T/pr2/big" && echo same)" "same"
+# prune: a deleted backup leaves dead packs; off a terminal no bar, on
+# one a bar (the copying of live blobs out of mostly dead packs).
+rm "$T/psrc/big"
+head -c 3000000 /dev/urandom >"$T/psrc/small"
+expect_ok cbrfs backup create pv --name p2
+expect_ok cbrfs backup delete pv p1
+run cbrfs prune pv --dry-run
+expect_eq "prune --dry-run off a terminal draws nothing" "$RC:$(matches "$esc|ETA" "$OUT$ERR" && echo drew)" "0:"
+if command -v script >/dev/null; then
+	run script -qfec "'$CBRFS_BIN' --store '$STORE' prune pv" /dev/null
+	if [ "$RC" = 0 ] && matches 'ETA [0-9]' "$(tr '\r' '\n' <"$T/.out")" && matches '^vault pv: freed' "$(tr '\r' '\n' <"$T/.out" | sed 's/^.*\x1b\[2K//')"; then
+		pass "prune on a terminal: a bar with an ETA, then its line"
+	else
+		fail "prune (exit $RC) on a terminal: $(cat -v "$T/.out" | head -c 300)"
+	fi
+fi
+expect_ok cbrfs check pv --read-data
