@@ -246,3 +246,30 @@ if command -v script >/dev/null; then
 	fi
 fi
 expect_ok cbrfs check pv --read-data
+# backup wait follows a running backup: a bar with an ETA on a terminal.
+# The backup is stopped (SIGSTOP) once its status exists, so that it
+# cannot end before the wait has drawn, and continued once it has.
+if command -v script >/dev/null; then
+	mkdir -p "$T/wsrc"
+	head -c 150000000 /dev/urandom >"$T/wsrc/big"
+	expect_ok cbrfs vault create wv --type filesystem --capacity 10
+	expect_ok cbrfs vault associate wv --path "$T/wsrc" --name w
+	bg "$CBRFS_BIN" --store "$STORE" backup create wv --name w1 >"$T/w1.out" 2>&1
+	backup_pid=$BG_PID
+	on_exit "kill -CONT $backup_pid"
+	wait_for 30 "the backup's status" test -e "$STORE/vaults/wv/running/w1.json"
+	kill -STOP "$backup_pid"
+	bg script -qfec "'$CBRFS_BIN' --store '$STORE' backup wait wv w1" "$T/wait.typescript" >/dev/null
+	wait_pid=$BG_PID
+	wait_for 30 "a bar" grep -q 'ETA' "$T/wait.typescript"
+	kill -CONT "$backup_pid"
+	wait "$wait_pid"
+	rc=$?
+	if [ "$rc" = 0 ] && matches 'w1 of vault wv is available' "$(tr '\r' '\n' <"$T/wait.typescript")"; then
+		pass "backup wait on a terminal: a bar with an ETA, then available"
+	else
+		fail "backup wait (exit $rc) on a terminal: $(cat -v "$T/wait.typescript" | head -c 300)"
+	fi
+	wait "$backup_pid"
+	expect_eq "the waited-for backup succeeded" "$?" "0"
+fi
