@@ -182,6 +182,21 @@ run cbrfs metrics
 expect_eq "failed check: success 0, read_data 1" \
 	"$(P=$(promparse "$T/.out"); echo "$(metric "$P" cbrfs_last_check_success vault=mv),$(metric "$P" cbrfs_last_check_read_data vault=mv)")" "0,1"
 
+# A vault deleted and made again under the same name has not been checked.
+expect_ok cbrfs vault create cv --type filesystem --capacity 10
+expect_ok cbrfs check cv
+t0=$(date +%s)
+# Vault creation times are rounded to the second: two seconds apart.
+wait_for 4 "two seconds on" sh -c "[ \$(date +%s) -ge $((t0 + 2)) ]"
+expect_ok cbrfs vault delete cv --force
+expect_ok cbrfs vault create cv --type filesystem --capacity 10
+run cbrfs metrics
+expect_eq "a new vault of an old name has no last check" \
+	"$(promparse "$T/.out" | grep -c 'cbrfs_last_check_success{vault=cv}')" "0"
+expect_ok cbrfs check cv
+run cbrfs metrics
+expect_eq "until it is checked" "$(metric "$(promparse "$T/.out")" cbrfs_last_check_success vault=cv)" "1"
+
 # --output: written whole, 0644, no temporary left behind; a symlink at
 # the name is replaced, not followed.
 mkdir -p "$T/prom"

@@ -204,7 +204,15 @@ pub fn collect(store: &Store) -> Result<Vec<Family>> {
             }),
             Err(e) => log::warn!("vault {}: usage unknown: {e}", v.name),
         }
-        if let Some(c) = last_check(store, &v.name) {
+        // A record older than the vault is of an earlier vault of the
+        // same name (records are not removed with their vault). `created`
+        // is rounded to the nearest second: allow one.
+        let created_ns = v
+            .created
+            .parse::<jiff::Timestamp>()
+            .map(|t| (t.as_nanosecond() as i64).saturating_sub(1_000_000_000))
+            .unwrap_or(i64::MIN);
+        if let Some(c) = last_check(store, &v.name).filter(|c| c.finished_ns >= created_ns) {
             check_ts.samples.push(Sample {
                 labels: vl(),
                 value: secs(c.finished_ns),
