@@ -132,6 +132,27 @@ enum Command {
     /// Create an empty store (at --store, else the default); an existing
     /// store is left as it is.
     Init,
+    /// Print Prometheus metrics (text format) for node_exporter's textfile
+    /// collector: last successful backup of each resource, failures,
+    /// capacity and use, last check.
+    Metrics {
+        /// Write to FILE atomically (a temporary file renamed into place,
+        /// mode 0644) instead of stdout; name it *.prom for the collector.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script to stdout, e.g.
+    /// `source <(cbrfs completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of cbrfs and of every subcommand into DIR
+    /// (created if missing), as cbrfs.1, cbrfs-vault-create.1, ...
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
     /// Unmount a cbrfs mount (also a stale one whose daemon died).
     Umount {
         /// The mount point.
@@ -512,14 +533,25 @@ fn open_store(cli_store: &Option<PathBuf>, create: bool) -> Result<Store> {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    match cli.command {
+    match &cli.command {
         // Unmounting needs no store: it must work on a stale mount whatever
-        // --store says, and must not create one.
+        // --store says, and must not create one. Completions and man pages
+        // describe the program, not a store: they work on a build host.
         Command::Umount { mountpoint, lazy } => {
-            crate::fuse::umount(&mountpoint, lazy)?;
+            crate::fuse::umount(mountpoint, *lazy)?;
             println!("unmounted {}", mountpoint.display());
             return Ok(0);
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cbrfs",
+                &mut std::io::stdout(),
+            );
+            return Ok(0);
+        }
+        Command::Man { dir } => return man_cmd(dir),
         Command::Init => {
             let p = cli
                 .store
@@ -626,8 +658,57 @@ fn dispatch(cli: Cli) -> Result<i32> {
             )?;
             Ok(0)
         }
-        Command::Umount { .. } | Command::Init => Ok(0),
+        Command::Metrics { output } => metrics_cmd(&store, output.as_deref()),
+        // Handled above, before a store is opened.
+        Command::Umount { .. }
+        | Command::Init
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(0),
     }
+}
+
+/// Write a man page for the command and each of its subcommands (the
+/// hidden ones and `help` excepted) into `dir`.
+fn man_cmd(dir: &std::path::Path) -> Result<i32> {
+    fn pages(cmd: clap::Command, dir: &std::path::Path, n: &mut usize) -> Result<()> {
+        for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            pages(sub.clone(), dir, n)?;
+        }
+        // Subcommands have no version of their own: name the program's.
+        let man = clap_mangen::Man::new(cmd)
+            .source(format!("cbrfs {}", env!("CARGO_PKG_VERSION")))
+            .manual("cbrfs manual");
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .map_err(|e| Error::io(format!("render man page {}", man.get_filename()), e))?;
+        // Not clap_mangen's generate_to, which opens the final path and
+        // follows a symlink there: a temporary file renamed into place.
+        crate::fsutil::write_atomic_public(&dir.join(man.get_filename()), &page)?;
+        *n += 1;
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("create {}", quote(&dir.display().to_string())), e))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // build() gives each subcommand its full name (cbrfs-vault-create).
+    cmd.build();
+    let mut n = 0;
+    pages(cmd, dir, &mut n)?;
+    println!(
+        "wrote {n} man pages to {}",
+        quote(&dir.display().to_string())
+    );
+    Ok(0)
+}
+
+/// Print the metrics, or write them atomically to `output`.
+fn metrics_cmd(store: &Store, output: Option<&std::path::Path>) -> Result<i32> {
+    let text = crate::engine::metrics::render(&crate::engine::metrics::collect(store)?);
+    match output {
+        Some(f) => crate::fsutil::write_atomic_public(f, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    Ok(0)
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -994,12 +1075,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             let progress = prepared.progress.clone();
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let pb = indicatif::ProgressBar::new(progress.total());
-                pb.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
+                pb.set_style(progress_style());
                 pb
             });
             let rec = std::thread::scope(|s| {
@@ -1173,19 +1249,84 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
     Ok(0)
 }
 
+/// The progress bar of every command that takes time: backup, restore,
+/// check --read-data, prune, backup wait.
+fn progress_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
+
+/// Run `work` on a thread of its own while, when stderr is a terminal and
+/// `show` is set, a progress bar follows `progress`. Elsewhere (a pipe, a
+/// log, --json) nothing is drawn: no escape codes, only the result lines.
+fn with_progress<T: Send>(
+    progress: &crate::engine::progress::Progress,
+    show: bool,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let bar = (show && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(progress.total());
+        pb.set_style(progress_style());
+        pb
+    });
+    std::thread::scope(|s| {
+        // As backup's: deep trees recurse.
+        let h = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, work)
+            .map_err(|e| Error::io("start a worker thread", e))?;
+        while !h.is_finished() {
+            if let Some(pb) = &bar {
+                pb.set_length(progress.total());
+                pb.set_position(progress.done());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(pb) = &bar {
+            pb.finish_and_clear();
+        }
+        h.join()
+            .map_err(|_| Error::failed("the worker thread panicked"))?
+    })
+}
+
 /// Wait for a backup to become available, showing its progress.
 fn wait_cmd(store: &Store, vault: &str, backup: &str, timeout: Option<f64>) -> Result<i32> {
     use crate::engine::status;
     store.vault(vault)?;
     crate::rules::check_name("backup name", backup)?;
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
+    // On a terminal a bar (with an ETA) follows the backup's status; the
+    // status gives a percentage, so the bar counts percent.
+    // Cleared also when the wait ends in an error, so that the message is
+    // not written over a bar.
+    struct Clear(Option<indicatif::ProgressBar>);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            if let Some(pb) = &self.0 {
+                pb.finish_and_clear();
+            }
+        }
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(100);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}% ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let bar = Clear(bar);
+    let bar = &bar.0;
     let mut missing_since: Option<Instant> = None;
     loop {
         if store.backup_path(vault, backup).exists() {
-            if tty {
-                eprintln!();
+            if let Some(pb) = bar {
+                pb.finish_and_clear();
             }
             println!("backup {backup} of vault {vault} is available");
             return Ok(0);
@@ -1204,15 +1345,13 @@ fn wait_cmd(store: &Store, vault: &str, backup: &str, timeout: Option<f64>) -> R
                 )))
             }
             Some(s) => {
-                let line = format!(
-                    "backup {backup}: protecting, {}%, {} files, {} read",
-                    s.progress,
-                    s.files,
-                    human_bytes(s.bytes_read)
-                );
-                if tty && line != last {
-                    eprint!("\r{line}   ");
-                    last = line;
+                if let Some(pb) = bar {
+                    pb.set_position(u64::from(s.progress));
+                    pb.set_message(format!(
+                        "backup {backup}: {} files, {} read",
+                        s.files,
+                        human_bytes(s.bytes_read)
+                    ));
                 }
             }
             None => {
@@ -1390,19 +1529,23 @@ fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         Some(&r.backup),
         catalog::now_ns(),
     );
-    let result = restore::restore_with(
-        store,
-        &r.vault,
-        &r.backup,
-        r.resource.as_deref(),
-        &to,
-        &restore::RestoreOptions {
-            in_place: r.in_place,
-            allow_untrusted_target: r.allow_untrusted_target,
-            include: r.include.clone(),
-            exclude: r.exclude.clone(),
-        },
-    );
+    let progress = crate::engine::progress::Progress::default();
+    let result = with_progress(&progress, true, || {
+        restore::restore_with_progress(
+            store,
+            &r.vault,
+            &r.backup,
+            r.resource.as_deref(),
+            &to,
+            &restore::RestoreOptions {
+                in_place: r.in_place,
+                allow_untrusted_target: r.allow_untrusted_target,
+                include: r.include.clone(),
+                exclude: r.exclude.clone(),
+            },
+            &progress,
+        )
+    });
     match &result {
         Ok(st) if !st.errors.is_empty() => task.failed(&Error::failed(format!(
             "{} entries could not be restored; first: {}",
@@ -1548,7 +1691,11 @@ fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
             }
         }
     }
-    let reports = check::check(store, c.vault.as_deref(), c.read_data)?;
+    let progress = crate::engine::progress::Progress::default();
+    // Only --read-data takes long enough to need a bar.
+    let reports = with_progress(&progress, c.read_data && !c.json, || {
+        check::check_with(store, c.vault.as_deref(), c.read_data, &progress)
+    })?;
     let bad = reports.iter().any(|r| !r.problems.is_empty());
     if c.json {
         print_json(&json!(reports));
@@ -1972,7 +2119,10 @@ fn prune_cmd(
     for v in &names {
         let t = (!dry_run)
             .then(|| crate::tasks::start(store, "prune", v, None, None, catalog::now_ns()));
-        let r = crate::engine::prune::prune(store, v, dry_run, threshold);
+        let progress = crate::engine::progress::Progress::default();
+        let r = with_progress(&progress, !dry_run && !json, || {
+            crate::engine::prune::prune_with(store, v, dry_run, threshold, &progress)
+        });
         if let Some(t) = t {
             t.finish(&r);
         }

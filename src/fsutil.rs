@@ -6,7 +6,7 @@
 //! and the directory fsynced, so a crash leaves either the old or the new
 //! file, never a torn one.
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -266,6 +266,35 @@ pub fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
         .write_all(data)
         .ctx(|| format!("write {}", tmp.path().display()))?;
     tmp.commit(dest)
+}
+
+/// Replace `dest` atomically and durably with `data`, readable by all
+/// (0644): for files outside the store that other programs read, such as
+/// man pages and the metrics file node_exporter's textfile collector reads
+/// as its own user. A symlink at `dest` is replaced, not followed.
+pub fn write_atomic_public(dest: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // A bare file name is in the working directory (and "" cannot be
+    // opened to fsync it).
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Some(name) = dest.file_name() else {
+        return Err(Error::invalid(format!(
+            "{} does not name a file",
+            dest.display()
+        )));
+    };
+    let mut tmp = TempFile::new_in(dir)?;
+    tmp.file()
+        .write_all(data)
+        .ctx(|| format!("write {}", tmp.path().display()))?;
+    // fchmod on the descriptor: no path is resolved again.
+    tmp.file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .ctx(|| format!("chmod {}", tmp.path().display()))?;
+    tmp.commit(&dir.join(name))
 }
 
 /// Remove stale `.tmp-*` files left in `dir` by a killed writer.

@@ -4,6 +4,7 @@
 //! pack read and verified against its id. Damage is traced to the backups
 //! and files it affects.
 
+use super::progress::Progress;
 use super::visit;
 use crate::catalog::Store;
 use crate::error::Result;
@@ -32,6 +33,17 @@ pub struct VaultCheck {
 
 /// Check `vault`, or every vault.
 pub fn check(store: &Store, vault: Option<&str>, read_data: bool) -> Result<Vec<VaultCheck>> {
+    check_with(store, vault, read_data, &Progress::default())
+}
+
+/// [`check`], counting in `progress` the stored bytes that `read_data`
+/// reads (for a progress bar): each vault adds its total when opened.
+pub fn check_with(
+    store: &Store,
+    vault: Option<&str>,
+    read_data: bool,
+    progress: &Progress,
+) -> Result<Vec<VaultCheck>> {
     let names = match vault {
         Some(v) => {
             store.vault(v)?;
@@ -41,11 +53,30 @@ pub fn check(store: &Store, vault: Option<&str>, read_data: bool) -> Result<Vec<
     };
     names
         .iter()
-        .map(|v| check_vault(store, v, read_data))
+        .map(|v| {
+            let c = check_vault(store, v, read_data, progress)?;
+            // For `cbrfs metrics`: when each vault was last checked, how.
+            super::metrics::record_check(
+                store,
+                v,
+                &super::metrics::LastCheck {
+                    finished_ns: crate::catalog::now_ns(),
+                    ok: c.problems.is_empty(),
+                    read_data,
+                    problems: c.problems.len(),
+                },
+            );
+            Ok(c)
+        })
         .collect()
 }
 
-fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck> {
+fn check_vault(
+    store: &Store,
+    vault: &str,
+    read_data: bool,
+    progress: &Progress,
+) -> Result<VaultCheck> {
     let mut out = VaultCheck {
         vault: vault.to_string(),
         ..Default::default()
@@ -93,8 +124,16 @@ fn check_vault(store: &Store, vault: &str, read_data: bool) -> Result<VaultCheck
         }
     }
     if read_data {
+        progress.add_total(
+            repo.indexes()
+                .iter()
+                .flat_map(|idx| idx.iter())
+                .map(|(_, loc)| u64::from(loc.stored_len))
+                .sum(),
+        );
         for idx in repo.indexes() {
             for (id, loc) in idx.iter() {
+                progress.add_read(u64::from(loc.stored_len));
                 match repo.read_at(&id, &loc) {
                     Ok(d) => {
                         out.blobs_read += 1;

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod prune;

@@ -21,6 +21,11 @@ impl Progress {
             ..Default::default()
         }
     }
+    /// More work found on the way (check learns each vault's size only
+    /// when it opens it).
+    pub fn add_total(&self, n: u64) {
+        self.total.fetch_add(n, Relaxed);
+    }
     /// Bytes read from the source (also counts as done).
     pub fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Relaxed);

@@ -24,6 +24,7 @@
 //! the old indexes only duplicate entries; leftover packs are removed by
 //! the next prune.
 
+use super::progress::Progress;
 use super::visit;
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Result};
@@ -107,6 +108,18 @@ pub struct PruneReport {
 /// Prune vault `vault`. Refuses to run beside a backup, and refuses when a
 /// backup cannot be read (it could not tell which blobs that backup needs).
 pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result<PruneReport> {
+    prune_with(store, vault, dry_run, threshold, &Progress::default())
+}
+
+/// [`prune`], counting in `progress` the live bytes it copies out of
+/// mostly dead packs, the part that takes time (for a progress bar).
+pub fn prune_with(
+    store: &Store,
+    vault: &str,
+    dry_run: bool,
+    threshold: u8,
+    progress: &Progress,
+) -> Result<PruneReport> {
     if threshold > 100 {
         return Err(Error::param(format!(
             "repack threshold {threshold} is out of range: 0 to 100 (%)"
@@ -221,8 +234,10 @@ pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result
     // 1. Copy the live blobs of mostly dead packs into new packs.
     let cfg = store.vault(vault)?;
     let mut writer = RepoWriter::new(&repo, cfg.compress());
+    progress.add_total(rewrite.iter().map(|p| per_pack[p].0).sum());
     for p in &rewrite {
         for (id, loc) in &per_pack[p].1 {
+            progress.add_done(u64::from(loc.stored_len));
             let data = repo.read_at(id, loc)?;
             writer.copy(*id, loc.kind, &data)?;
             report.blobs_moved += 1;

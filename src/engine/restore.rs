@@ -18,6 +18,7 @@
 //!   tree inside itself; the walk is iterative, so nesting depth is bounded
 //!   by descriptors, not by the stack.
 
+use super::progress::Progress;
 use super::reader::{self, ChunkCache};
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Kind, Result};
@@ -239,6 +240,28 @@ pub fn restore_with(
     to: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    restore_with_progress(
+        store,
+        vault,
+        backup,
+        resource,
+        to,
+        opts,
+        &Progress::default(),
+    )
+}
+
+/// [`restore_with`], counting in `progress` the bytes written against the
+/// bytes the backup recorded (for a progress bar).
+pub fn restore_with_progress(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    resource: Option<&str>,
+    to: &Path,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
     // `latest`: the newest backup, as for ls and diff.
     let rec = super::browse::resolve_backup(store, vault, backup)?;
     let parts: Vec<_> = match resource {
@@ -250,6 +273,7 @@ pub fn restore_with(
         })?],
         None => rec.resources.iter().collect(),
     };
+    progress.add_total(parts.iter().map(|p| p.stats.bytes_total).sum());
     let repo = store.repo(vault)?;
     let mut filter = Filter::new(&opts.include, &opts.exclude)?;
     if filter.active() {
@@ -274,10 +298,11 @@ pub fn restore_with(
                     to,
                     opts.in_place,
                     &mut budget,
+                    progress,
                 );
             }
             ResourceKind::Server if opts.in_place => {
-                return restore_server_in_place(&repo, &rec, p);
+                return restore_server_in_place(&repo, &rec, p, progress);
             }
             ResourceKind::Directory if opts.in_place => {
                 return Err(Error::invalid(
@@ -297,6 +322,7 @@ pub fn restore_with(
     filter.resource = parts[0].meta.name.clone();
     filter.prefixed = parts.len() > 1;
     r.filter = filter;
+    r.progress = Some(progress);
     if parts.len() == 1 {
         // The target itself takes the resource root's metadata at the end,
         // through its own descriptor; the filter picks what goes in it.
@@ -494,6 +520,8 @@ fn check_lists_within(shown: &str, rec: &BackupRecord, n: &Node) -> Result<()> {
 /// anywhere on its path), and an existing one must be a regular file or a
 /// block device owned by root or by the user running restore: a file
 /// another user made beforehand would let them read the restored disk.
+// Each argument is a distinct input of the disk restore; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn restore_disk(
     repo: &Repo,
     rec: &BackupRecord,
@@ -502,6 +530,7 @@ fn restore_disk(
     to: &Path,
     in_place: bool,
     budget: &mut Budget,
+    progress: &Progress,
 ) -> Result<RestoreStats> {
     let shown = to.display().to_string();
     budget.entry(&shown)?;
@@ -529,7 +558,7 @@ fn restore_disk(
             )));
         }
         let f = sys::create_file_at(&pfd, &base).ctx(|| format!("create {shown}"))?;
-        if let Err(e) = write_disk(repo, rec, node, &f, to, false, &mut stats) {
+        if let Err(e) = write_disk(repo, rec, node, &f, to, false, &mut stats, progress) {
             // Never leave a partial image that looks like a restored disk.
             drop(f);
             let _ = sys::unlink_at(&pfd, &base);
@@ -582,7 +611,7 @@ fn restore_disk(
                 node.size
             )));
         }
-        write_disk(repo, rec, node, &f, to, true, &mut stats)?;
+        write_disk(repo, rec, node, &f, to, true, &mut stats, progress)?;
     } else if is_original {
         // Written beside the original, then renamed over it, both relative
         // to the one descriptor of their directory.
@@ -593,9 +622,10 @@ fn restore_disk(
         )
         .into_bytes();
         let f = sys::create_file_at(&pfd, &tmp).ctx(|| format!("create beside {shown}"))?;
-        let written = write_disk(repo, rec, node, &f, to, false, &mut stats).and_then(|()| {
-            sys::rename_at(&pfd, &tmp, &pfd, &base).ctx(|| format!("rename over {shown}"))
-        });
+        let written =
+            write_disk(repo, rec, node, &f, to, false, &mut stats, progress).and_then(|()| {
+                sys::rename_at(&pfd, &tmp, &pfd, &base).ctx(|| format!("rename over {shown}"))
+            });
         if let Err(e) = written {
             drop(f);
             let _ = sys::unlink_at(&pfd, &tmp);
@@ -607,7 +637,7 @@ fn restore_disk(
             .push(format!("replaced {shown} with the backup's disk"));
     } else if st.st_size == 0 {
         let f = sys::reopen_for_write(&fd).ctx(|| format!("open {shown}"))?;
-        write_disk(repo, rec, node, &f, to, false, &mut stats)?;
+        write_disk(repo, rec, node, &f, to, false, &mut stats, progress)?;
     } else {
         return Err(Error::invalid(format!(
             "restore target {shown} exists: give a new image file name, an empty file or a block device"
@@ -620,6 +650,7 @@ fn restore_disk(
 /// Write a disk node's chunks into `f`; regions without chunks are zeroed
 /// on a device, left as holes in a file. No chunk may reach past the
 /// disk's recorded size.
+#[allow(clippy::too_many_arguments)]
 fn write_disk(
     repo: &Repo,
     rec: &BackupRecord,
@@ -628,6 +659,7 @@ fn write_disk(
     to: &Path,
     device: bool,
     stats: &mut RestoreStats,
+    progress: &Progress,
 ) -> Result<()> {
     let shown = to.display().to_string();
     let cache = ChunkCache::new(16 << 20);
@@ -673,6 +705,7 @@ fn write_disk(
         f.write_all_at(&data, c.offset)
             .ctx(|| format!("write {}", to.display()))?;
         stats.bytes += data.len() as u64;
+        progress.add_done(data.len() as u64);
         // Saturating: a damaged chunk list may hold any offset.
         pos = c.offset.saturating_add(c.len as u64);
     }
@@ -695,6 +728,7 @@ fn restore_server_in_place(
     repo: &Repo,
     rec: &BackupRecord,
     part: &ResourceBackup,
+    progress: &Progress,
 ) -> Result<RestoreStats> {
     let tree = model::decode_tree(&repo.read_blob(&part.root)?)?;
     let mut total = RestoreStats::default();
@@ -720,7 +754,7 @@ fn restore_server_in_place(
             )));
         }
         if kind == "disk" {
-            let s = restore_disk(repo, rec, node, &path, &path, true, &mut budget)?;
+            let s = restore_disk(repo, rec, node, &path, &path, true, &mut budget, progress)?;
             total.bytes += s.bytes;
             total.files += 1;
             total.notes.extend(s.notes);
@@ -736,6 +770,7 @@ fn restore_server_in_place(
         let root_fd = fd.try_clone().ctx(|| "dup target".to_string())?;
         budget.entry(&path.display().to_string())?;
         let mut r = Restorer::new(repo, rec, fd, &fresh_shown, budget.clone());
+        r.progress = Some(progress);
         match node.subtree {
             Some(sub) => {
                 r.restore_tree(root_fd, sub, Vec::new(), Some(node.clone()), true)?;
@@ -993,6 +1028,8 @@ struct Restorer<'a> {
     keep_open: usize,
     /// `--include` and `--exclude`.
     filter: Filter,
+    /// Bytes written, for a progress bar.
+    progress: Option<&'a Progress>,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -1026,6 +1063,7 @@ impl<'a> Restorer<'a> {
             stopped: false,
             keep_open: KEEP_OPEN,
             filter: Filter::default(),
+            progress: None,
         }
     }
 
@@ -1459,6 +1497,9 @@ impl<'a> Restorer<'a> {
             f.write_all_at(&data, c.offset)
                 .ctx(|| format!("{shown}: write"))?;
             bytes += data.len() as u64;
+            if let Some(p) = self.progress {
+                p.add_done(data.len() as u64);
+            }
         }
         self.stats.bytes += bytes;
         Ok(())
