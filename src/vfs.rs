@@ -503,17 +503,19 @@ impl Vfs {
     fn latest(&self, vault: &str) -> Option<String> {
         let names = self.store.backup_names(vault).ok()?;
         let now = catalog::now_ns();
-        let mut best: Option<(bool, i64, String)> = None;
+        let mut best: Option<((bool, i64), String)> = None;
         for n in names {
             if let Ok(c) = self.ctx(vault, &n) {
-                let started = c.record.started_ns;
-                let k = (started <= now, started, n);
+                let k = (
+                    crate::engine::browse::latest_key(c.record.started_ns, now),
+                    n,
+                );
                 if best.as_ref().is_none_or(|b| k > *b) {
                     best = Some(k);
                 }
             }
         }
-        best.map(|(_, _, n)| n)
+        best.map(|(_, n)| n)
     }
 
     fn dir_attr(&self, ino: u64, perm: u32, mtime_ns: i64) -> Attr {

@@ -16,18 +16,30 @@ use crate::store::BlobId;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Backup `name` of `vault`; `latest` is the newest readable backup (by
-/// start time, then name), as in the mount.
+/// What orders backups for `latest`, the newest (ties by name): one dated
+/// later than the real clock `now_ns` (made by `policy run-due --now` in
+/// the future) ranks below every backup dated now or earlier, so a
+/// simulated pass never moves `latest` away from real backups. The mount,
+/// `ls`, `diff` and `restore` all use it.
+pub fn latest_key(started_ns: i64, now_ns: i64) -> (bool, i64) {
+    (started_ns <= now_ns, started_ns)
+}
+
+/// Backup `name` of `vault`; `latest` is the newest readable backup by
+/// [`latest_key`], then name, as in the mount.
 pub fn resolve_backup(store: &Store, vault: &str, name: &str) -> Result<BackupRecord> {
     store.vault(vault)?;
     if name != "latest" {
         return store.backup(vault, name);
     }
+    let now = crate::catalog::now_ns();
     store
         .backups(vault)?
         .into_iter()
         .filter_map(|r| r.ok())
-        .max_by(|a, b| (a.started_ns, &a.name).cmp(&(b.started_ns, &b.name)))
+        .max_by(|a, b| {
+            (latest_key(a.started_ns, now), &a.name).cmp(&(latest_key(b.started_ns, now), &b.name))
+        })
         .ok_or_else(|| {
             Error::not_found(format!(
                 "vault {vault} has no backups: 'latest' names the newest one"
@@ -677,6 +689,24 @@ fn same_content(a: &Content, b: &Content) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backup dated in the future (a simulated policy pass) is `latest`
+    /// only when no backup is dated now or earlier; among the rest, the
+    /// newest wins.
+    #[test]
+    fn latest_passes_over_future_dated_backups() {
+        let now = 1_000;
+        let mut keys = [
+            (latest_key(5_000, now), "simulated"),
+            (latest_key(900, now), "real2"),
+            (latest_key(100, now), "real1"),
+        ];
+        keys.sort();
+        assert_eq!(keys.last().map(|k| k.1), Some("real2"));
+        assert!(latest_key(5_000, now) < latest_key(100, now));
+        // With only future-dated backups, the newest of them.
+        assert!(latest_key(6_000, now) > latest_key(5_000, now));
+    }
 
     #[test]
     fn mode_strings_are_ls_l() {
