@@ -22,7 +22,7 @@ use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
 use crate::sys;
 use crate::tasks;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -400,8 +400,12 @@ impl Prepared {
                     max_inflight,
                     listed: None,
                     out: Vec::new(),
+                    recheck: HashSet::new(),
                 };
                 let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
+                // The resources are walked one after the other, each to its
+                // last blob: what the writer added meanwhile is this one's.
+                let added_before = sh.writer.lock().stats();
                 let (meta, root, source) = match kind {
                     ResourceKind::Directory => {
                         let meta = w.resource_dir(&res.name, &res.path, prev_meta.as_ref())?;
@@ -424,7 +428,10 @@ impl Prepared {
                         (meta, root, source)
                     }
                 };
-                let stats = w.stats;
+                let added = sh.writer.lock().stats();
+                let mut stats = w.stats;
+                stats.blobs_new = added.blobs_new - added_before.blobs_new;
+                stats.bytes_added = added.stored_new - added_before.stored_new;
                 totals.add(&stats);
                 parts.push(ResourceBackup {
                     name: res.name.clone(),
@@ -1060,6 +1067,10 @@ struct Walker<'a, 'w> {
     listed: Option<u64>,
     /// What trees and chunk lists are compressed into.
     out: Vec<u8>,
+    /// Entries (pending directory, index) read again under `--full` whose
+    /// metadata is the previous backup's: counted unchanged or changed
+    /// once their content is back.
+    recheck: HashSet<(u64, usize)>,
 }
 
 impl Walker<'_, '_> {
@@ -1165,7 +1176,19 @@ impl Walker<'_, '_> {
             self.sh.progress.add_done(size);
             return Ok(n);
         }
-        if prev.is_some() {
+        // Under `--full` an image whose size, times and inode are the
+        // previous backup's is read again but counted unchanged, as an
+        // incremental would count it (issue #16: it was "new").
+        let same_meta = prev.is_some_and(|p| {
+            !block_dev
+                && p.size == n.size
+                && p.mtime_ns == n.mtime_ns
+                && p.ctime_ns == n.ctime_ns
+                && p.inode == n.inode
+        });
+        if same_meta {
+            self.stats.files_unchanged += 1;
+        } else if prev.is_some() {
             self.stats.files_changed += 1;
         } else {
             self.stats.files_new += 1;
@@ -1420,6 +1443,7 @@ impl Walker<'_, '_> {
             Ok(read) => {
                 self.stats.bytes_read += read.bytes;
                 let content = self.content(&read.chunks)?;
+                let recheck = self.recheck.remove(&(dir, idx));
                 let mut warns = Vec::new();
                 let n = self
                     .pending_dir(dir)?
@@ -1464,12 +1488,23 @@ impl Walker<'_, '_> {
                 if let Some(why) = why {
                     warns.push(format!("{}: {why} (saved as read)", path.display()));
                 }
+                // `n.content` is still the previous backup's (see `node`):
+                // same bytes, same chunks.
+                let same = recheck.then_some(n.content == content);
                 n.content = content;
+                match same {
+                    Some(true) => self.stats.files_unchanged += 1,
+                    Some(false) => self.stats.files_changed += 1,
+                    None => {}
+                }
                 for w in warns {
                     self.warn(w);
                 }
             }
             Err(ReadError::Source(e)) => {
+                if self.recheck.remove(&(dir, idx)) {
+                    self.stats.files_changed += 1;
+                }
                 self.warn(e.to_string());
                 self.pending_dir(dir)?.failed.push(idx);
             }
@@ -1636,7 +1671,9 @@ impl Walker<'_, '_> {
                     _ => true,
                 };
                 let prev_tree = match prev {
-                    Some(p) if p.kind == NodeKind::Dir && !self.full && descend => {
+                    // Loaded under `--full` too: its files are read
+                    // again, but counted against the previous backup.
+                    Some(p) if p.kind == NodeKind::Dir && descend => {
                         p.subtree.and_then(|id| self.load_tree(&id).ok())
                     }
                     _ => None,
@@ -1661,31 +1698,40 @@ impl Walker<'_, '_> {
             (NodeKind::File, Handle::File(f)) => {
                 n.size = st.st_size.max(0) as u64;
                 self.stats.bytes_total += n.size;
-                let unchanged = prev.filter(|p| {
-                    !self.full
-                        && p.kind == NodeKind::File
+                let same_meta = prev.filter(|p| {
+                    p.kind == NodeKind::File
                         && p.size == n.size
                         && p.mtime_ns == n.mtime_ns
                         && p.ctime_ns == n.ctime_ns
                         && p.inode == n.inode
                 });
-                if let Some(p) = unchanged {
+                if let Some(p) = same_meta.filter(|_| !self.full) {
                     n.content = p.content.clone();
                     self.stats.files_unchanged += 1;
                     self.sh.progress.add_done(n.size);
                 } else if n.size == 0 {
                     // Nothing to read: fstat said empty, as it says of
                     // every other field of the node.
-                    if prev.is_some() {
+                    if same_meta.is_some_and(|p| p.content == Content::None) {
+                        self.stats.files_unchanged += 1;
+                    } else if prev.is_some() {
                         self.stats.files_changed += 1;
                     } else {
                         self.stats.files_new += 1;
                     }
                 } else {
-                    if prev.is_some() {
-                        self.stats.files_changed += 1;
-                    } else {
-                        self.stats.files_new += 1;
+                    match (same_meta, parent) {
+                        // `--full` reads it again; whether it is unchanged
+                        // (as an incremental would have counted it, and
+                        // with the same bytes) is known once it is read:
+                        // the previous content waits in the node for
+                        // `apply` to compare (issue #16: all were "new").
+                        (Some(p), Some(at)) => {
+                            n.content = p.content.clone();
+                            self.recheck.insert(at);
+                        }
+                        _ if prev.is_some() => self.stats.files_changed += 1,
+                        _ => self.stats.files_new += 1,
                     }
                     // Read by the readers (see `reader`), from this
                     // descriptor.

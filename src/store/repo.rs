@@ -482,6 +482,11 @@ pub struct WriterStats {
     pub raw_new: u64,
     /// Bytes of the sealed packs and index written.
     pub bytes_written: u64,
+    /// Stored (compressed) bytes of the new blobs with their pack table
+    /// entries, counted as they are added: what a part of a run added,
+    /// without the packs' headers and footers and the index, which no one
+    /// part owns.
+    pub stored_new: u64,
 }
 
 /// Packs being sealed at once beside the writer: one sealing, one queued.
@@ -672,10 +677,17 @@ impl<'r> RepoWriter<'r> {
         }
         let meta = kind != BlobKind::Data;
         let pack = if meta { &mut self.meta } else { &mut self.data };
-        match compressed {
-            Some(c) => pack.add(id, kind, Compression::Zstd, c, data.len() as u32),
-            None => pack.add(id, kind, Compression::None, data, data.len() as u32),
-        }
+        let stored = match compressed {
+            Some(c) => {
+                pack.add(id, kind, Compression::Zstd, c, data.len() as u32);
+                c.len()
+            }
+            None => {
+                pack.add(id, kind, Compression::None, data, data.len() as u32);
+                data.len()
+            }
+        };
+        self.stats.stored_new += (stored + super::pack::ENTRY_LEN) as u64;
         self.stats.blobs_new += 1;
         self.stats.raw_new += data.len() as u64;
         if pack.len() >= PACK_TARGET {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# tests/backup_options.sh: what a backup says it did, per resource and
+# under --full (issue #16). Two resources, one left unchanged: each
+# resource's blobs_new and bytes_added are its own (0 for the unchanged
+# one), and add up to no more than the backup's. --full reads every file
+# again but counts the unchanged ones as unchanged and a modified one as
+# changed.
+. "$(dirname "$0")/lib.sh"
+
+KB=1024
+A=$T/a
+B=$T/b
+mkdir -p "$A/sub" "$B"
+for i in 1 2 3; do random_file "$A/a$i" $((100 * KB)); done
+printf 'small\n' >"$A/sub/s"
+: >"$A/empty"
+for i in 1 2; do random_file "$B/b$i" $((200 * KB)); done
+expect_ok cbrfs vault create bo --type filesystem --capacity 10
+expect_ok cbrfs vault associate bo --path "$A" --name ra
+expect_ok cbrfs vault associate bo --path "$B" --name rb
+res() { json_get "$T/$1.json" "[r for r in j[\"resources\"] if r[\"name\"] == \"$2\"][0][\"stats\"][\"$3\"]"; }
+tot() { json_get "$T/$1.json" "j[\"stats\"][\"$2\"]"; }
+backup() {
+	local name=$1
+	shift
+	expect_ok cbrfs backup create bo --name "$name" --json "$@"
+	cp "$T/.out" "$T/$name.json"
+}
+
+note "per-resource blobs_new and bytes_added"
+backup b1
+for r in ra rb; do
+	[ "$(res b1 $r blobs_new)" -gt 0 ] && pass "b1 $r blobs_new > 0" || fail "b1 $r blobs_new = $(res b1 $r blobs_new)"
+done
+[ "$(res b1 rb bytes_added)" -ge $((400 * KB)) ] && pass "b1 rb added its 400 KiB of random data ($(res b1 rb bytes_added))" || fail "b1 rb bytes_added = $(res b1 rb bytes_added)"
+expect_eq "b1 blobs_new: the resources' sum is the backup's" "$(($(res b1 ra blobs_new) + $(res b1 rb blobs_new)))" "$(tot b1 blobs_new)"
+sum=$(($(res b1 ra bytes_added) + $(res b1 rb bytes_added)))
+[ "$sum" -le "$(tot b1 bytes_added)" ] && pass "b1 bytes_added: the resources' $sum within the backup's $(tot b1 bytes_added) (packs' headers and index aside)" || fail "b1 resources added $sum > backup $(tot b1 bytes_added)"
+
+random_file "$B/b3" $((50 * KB))
+backup b2
+expect_eq "b2 ra (unchanged) blobs_new" "$(res b2 ra blobs_new)" 0
+expect_eq "b2 ra (unchanged) bytes_added" "$(res b2 ra bytes_added)" 0
+[ "$(res b2 rb bytes_added)" -ge $((50 * KB)) ] && pass "b2 rb added its new 50 KiB ($(res b2 rb bytes_added))" || fail "b2 rb bytes_added = $(res b2 rb bytes_added)"
+expect_ok cbrfs backup show bo b2 --json
+expect_eq "backup show --json keeps rb's bytes_added" "$(json_get "$T/.out" '[r for r in j["resources"] if r["name"] == "rb"][0]["stats"]["bytes_added"]')" "$(res b2 rb bytes_added)"
+
+note "--full counts against the previous backup (issue #16: all were \"new\")"
+backup b3 --full
+expect_eq "b3 ra files_unchanged (read again, the same)" "$(res b3 ra files_unchanged)" 5
+expect_eq "b3 ra files_new" "$(res b3 ra files_new)" 0
+expect_eq "b3 ra files_changed" "$(res b3 ra files_changed)" 0
+expect_eq "b3 ra bytes_read (everything read again)" "$(res b3 ra bytes_read)" $((300 * KB + 6))
+random_file "$A/a2" $((100 * KB))
+printf 'new\n' >"$A/sub/t"
+backup b4 --full
+expect_eq "b4 ra files_changed (a2 rewritten)" "$(res b4 ra files_changed)" 1
+expect_eq "b4 ra files_new (sub/t)" "$(res b4 ra files_new)" 1
+expect_eq "b4 ra files_unchanged" "$(res b4 ra files_unchanged)" 4
+expect_eq "b4 rb files_unchanged" "$(res b4 rb files_unchanged)" 3
