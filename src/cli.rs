@@ -195,6 +195,18 @@ enum VaultCmd {
         /// as an empty directory.
         #[arg(long = "one-file-system", requires = "path")]
         one_file_system: bool,
+        /// Read exclude globs from FILE, one a line ('#' starts a comment);
+        /// they are stored with the resource (repeatable).
+        #[arg(long = "exclude-file", value_name = "FILE", requires = "path")]
+        exclude_files: Vec<PathBuf>,
+        /// Leave out the contents of directories holding a CACHEDIR.TAG
+        /// with the standard signature (the tag itself is kept).
+        #[arg(long = "exclude-caches", requires = "path")]
+        exclude_caches: bool,
+        /// Leave out the contents of directories holding an entry named
+        /// NAME (the entry itself is kept; repeatable).
+        #[arg(long = "exclude-if-present", value_name = "NAME", requires = "path")]
+        exclude_if_present: Vec<String>,
     },
     /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
     Dissociate {
@@ -511,6 +523,8 @@ pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
             "name": r.name, "kind": r.kind, "path": r.path,
             "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
             "one_file_system": r.one_file_system,
+            "exclude_caches": r.exclude_caches,
+            "exclude_if_present": r.exclude_if_present,
         })).collect::<Vec<_>>(),
     })
 }
@@ -655,7 +669,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 println!("resources:");
                 for r in &v.resources {
                     println!(
-                        "  {:<20} {:<10} {} ({}){}{}",
+                        "  {:<20} {:<10} {} ({}){}{}{}{}",
                         quote(&r.name),
                         quote(&r.kind),
                         quote(&r.path),
@@ -669,6 +683,19 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             ", one file system"
                         } else {
                             ""
+                        },
+                        if r.exclude_caches {
+                            ", caches excluded"
+                        } else {
+                            ""
+                        },
+                        if r.exclude_if_present.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ", excluding directories holding {}",
+                                quote(&r.exclude_if_present.join(" "))
+                            )
                         }
                     );
                 }
@@ -728,12 +755,24 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             server,
             exclude_members,
             name,
-            excludes,
+            mut excludes,
             one_file_system,
+            exclude_files,
+            exclude_caches,
+            exclude_if_present,
         } => {
+            for f in &exclude_files {
+                excludes.extend(vaults::read_exclude_file(f)?);
+            }
             let r = match (path, disk, server) {
                 (Some(p), _, _) => {
-                    vaults::associate_path_with(store, &vault, &p, name, excludes, one_file_system)?
+                    let opts = vaults::DirOptions {
+                        excludes,
+                        one_file_system,
+                        exclude_caches,
+                        exclude_if_present,
+                    };
+                    vaults::associate_dir(store, &vault, &p, name, opts)?
                 }
                 (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
                 (_, _, Some(sv)) => {

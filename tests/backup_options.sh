@@ -58,3 +58,43 @@ expect_eq "b4 ra files_changed (a2 rewritten)" "$(res b4 ra files_changed)" 1
 expect_eq "b4 ra files_new (sub/t)" "$(res b4 ra files_new)" 1
 expect_eq "b4 ra files_unchanged" "$(res b4 ra files_unchanged)" 4
 expect_eq "b4 rb files_unchanged" "$(res b4 rb files_unchanged)" 3
+
+note "--exclude-file, --exclude-caches, --exclude-if-present (stored with the resource at associate)"
+E=$T/e
+mkdir -p "$E/keep" "$E/cache" "$E/fakecache" "$E/linkcache" "$E/marked/deep" "$E/logs"
+printf 'kept\n' >"$E/keep/file"
+printf 'Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n' >"$E/cache/CACHEDIR.TAG"
+printf 'cached\n' >"$E/cache/blob"
+mkdir -p "$E/cache/sub"
+printf 'not the signature\n' >"$E/fakecache/CACHEDIR.TAG"
+printf 'kept\n' >"$E/fakecache/blob"
+ln -s ../cache/CACHEDIR.TAG "$E/linkcache/CACHEDIR.TAG"
+printf 'kept\n' >"$E/linkcache/blob"
+: >"$E/marked/.nobackup"
+printf 'left out\n' >"$E/marked/file"
+printf 'left out\n' >"$E/marked/deep/file"
+printf 'x\n' >"$E/logs/a.log"
+printf 'x\n' >"$E/logs/a.txt"
+printf 'x\n' >"$E/b.tmp"
+cat >"$T/excludes" <<'X'
+# comments and blank lines are skipped
+
+*.log
+  *.tmp  
+X
+expect_ok cbrfs vault create eo --type filesystem --capacity 10
+expect_ok cbrfs vault associate eo --path "$E" --name e --exclude-file "$T/excludes" --exclude-caches --exclude-if-present .nobackup
+expect_ok cbrfs vault show eo --json
+expect_eq "excludes stored from the file" "$(json_get "$T/.out" 'j["resources"][0]["excludes"]')" '["*.log", "*.tmp"]'
+expect_eq "exclude_caches stored" "$(json_get "$T/.out" 'j["resources"][0]["exclude_caches"]')" True
+expect_eq "exclude_if_present stored" "$(json_get "$T/.out" 'j["resources"][0]["exclude_if_present"]')" '[".nobackup"]'
+expect_ok cbrfs backup create eo --name e1
+expect_ok cbrfs restore eo e1 --to "$T/re"
+got=$(cd "$T/re" && find . -mindepth 1 | sort | tr '\n' ' ')
+expect_eq "what the backup holds" "$got" "./cache ./cache/CACHEDIR.TAG ./fakecache ./fakecache/CACHEDIR.TAG ./fakecache/blob ./keep ./keep/file ./linkcache ./linkcache/CACHEDIR.TAG ./linkcache/blob ./logs ./logs/a.txt ./marked ./marked/.nobackup "
+
+note "bad exclude options: exit 2 naming the object and the rule"
+expect_exit 2 'exclude file .*nosuch.*cannot open' -- cbrfs vault associate eo --path "$E" --name e2 --exclude-file "$T/nosuch"
+printf '\377\376\n' >"$T/badexcl"
+expect_exit 2 'exclude file .*badexcl.* is not UTF-8' -- cbrfs vault associate eo --path "$E" --name e3 --exclude-file "$T/badexcl"
+expect_exit 2 'exclude-if-present a/b: give a file name' -- cbrfs vault associate eo --path "$E" --name e4 --exclude-if-present a/b

@@ -401,6 +401,8 @@ impl Prepared {
                     listed: None,
                     out: Vec::new(),
                     recheck: HashSet::new(),
+                    exclude_caches: res.exclude_caches,
+                    if_present: &res.exclude_if_present,
                 };
                 let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
                 // The resources are walked one after the other, each to its
@@ -987,6 +989,28 @@ fn open_entry(dir: &OwnedFd, name: &[u8], hint: u8) -> std::io::Result<Opened> {
     }
 }
 
+/// The name of a cache directory's tag (<https://bford.info/cachedir/>).
+const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
+/// What a valid tag starts with.
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// True if entry `name` of `dir` is a regular file starting with the cache
+/// directory signature (a symlink or a file without it is no tag).
+fn is_cache_tag(dir: &OwnedFd, name: &[u8], hint: u8) -> bool {
+    let Ok(Opened {
+        handle: Handle::File(f),
+        ..
+    }) = open_entry(dir, name, hint)
+    else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());
+    f.take(CACHEDIR_SIGNATURE.len() as u64)
+        .read_to_end(&mut head)
+        .is_ok()
+        && head == CACHEDIR_SIGNATURE
+}
+
 /// Open a disk (a block device or an image file) at its resolved path
 /// with no symlink followed (see `sys::open_no_symlinks`); size and
 /// metadata come from this descriptor.
@@ -1071,6 +1095,10 @@ struct Walker<'a, 'w> {
     /// metadata is the previous backup's: counted unchanged or changed
     /// once their content is back.
     recheck: HashSet<(u64, usize)>,
+    /// Leave out the contents of cache directories (`--exclude-caches`).
+    exclude_caches: bool,
+    /// Leave out the contents of directories holding these names.
+    if_present: &'a [String],
 }
 
 impl Walker<'_, '_> {
@@ -1319,6 +1347,9 @@ impl Walker<'_, '_> {
             }
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(keep) = self.tagged(&fd, &names, path) {
+            names.retain(|(n, _)| keep.contains(n));
+        }
         for (name, hint) in names {
             let child_rel = if rel.is_empty() {
                 name.clone()
@@ -1375,6 +1406,39 @@ impl Walker<'_, '_> {
         // it goes into exists.
         self.order.push_back(id);
         Ok(id)
+    }
+
+    /// If the directory open as `fd` (listed as `names`) is tagged to be
+    /// left out — a valid `CACHEDIR.TAG` under `--exclude-caches`, an entry
+    /// named by `--exclude-if-present` — the names of the tags, the only
+    /// entries kept (as restic keeps them, so the directory says why it is
+    /// empty). The tag is opened from `fd` like every entry, never through
+    /// a symlink.
+    fn tagged(&self, fd: &OwnedFd, names: &[sys::DirEntry], path: &Path) -> Option<Vec<Vec<u8>>> {
+        let mut keep: Vec<Vec<u8>> = names
+            .iter()
+            .filter(|(n, _)| self.if_present.iter().any(|p| p.as_bytes() == &n[..]))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if self.exclude_caches {
+            if let Some((n, hint)) = names.iter().find(|(n, _)| n == CACHEDIR_TAG) {
+                if is_cache_tag(fd, n, *hint) && !keep.contains(n) {
+                    keep.push(n.clone());
+                }
+            }
+        }
+        if keep.is_empty() {
+            return None;
+        }
+        log::info!(
+            "{}: contents left out (tagged by {})",
+            path.display(),
+            keep.iter()
+                .map(|n| crate::quote::quote_bytes(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Some(keep)
     }
 
     fn pending_dir(&mut self, id: u64) -> Result<&mut PendingDir> {
