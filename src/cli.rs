@@ -241,6 +241,10 @@ enum BackupCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Say what would be read and added (new chunks hashed and
+        /// compressed, then dropped) and write nothing to the store.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List backups.
     List {
@@ -860,6 +864,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             full,
             resources,
             json,
+            dry_run,
         } => {
             let t0 = Instant::now();
             let prepared = backup::prepare(
@@ -873,6 +878,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     origin: Some(Origin::Manual),
                     policy: None,
                     at_ns: None,
+                    dry_run,
                 },
             )
             .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
@@ -906,8 +912,40 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 h.join()
                     .map_err(|_| Error::failed("the backup thread panicked"))?
             })?;
-            if json {
+            if json && dry_run {
+                let mut j = backup_json(&rec);
+                j["dry_run"] = json!(true);
+                print_json(&j);
+            } else if json {
                 print_json(&backup_json(&rec));
+            } else if dry_run {
+                let s = &rec.stats;
+                println!(
+                    "dry run of a backup of vault {} ({}): nothing was written",
+                    rec.vault,
+                    if rec.full { "full" } else { "incremental" }
+                );
+                println!(
+                    "files: {} new, {} changed, {} unchanged; {}, {} other",
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unchanged,
+                    rules::count(s.dirs, "directory", "directories"),
+                    s.others
+                );
+                println!(
+                    "would read {} of {}; would add {} in {} (compressed, before pack headers and the index); took {:.2}s",
+                    human_bytes(s.bytes_read),
+                    human_bytes(s.bytes_total),
+                    human_bytes(s.bytes_added),
+                    rules::count(s.blobs_new, "new blob", "new blobs"),
+                    t0.elapsed().as_secs_f64()
+                );
+                for r in &rec.resources {
+                    for w in &r.warnings {
+                        eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
+                    }
+                }
             } else {
                 let s = &rec.stats;
                 println!(

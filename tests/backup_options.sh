@@ -98,3 +98,46 @@ expect_exit 2 'exclude file .*nosuch.*cannot open' -- cbrfs vault associate eo -
 printf '\377\376\n' >"$T/badexcl"
 expect_exit 2 'exclude file .*badexcl.* is not UTF-8' -- cbrfs vault associate eo --path "$E" --name e3 --exclude-file "$T/badexcl"
 expect_exit 2 'exclude-if-present a/b: give a file name' -- cbrfs vault associate eo --path "$E" --name e4 --exclude-if-present a/b
+
+note "backup create --dry-run: real dedupe figures, nothing written"
+D=$T/d
+mkdir -p "$D/x"
+random_file "$D/r1" $((300 * KB))
+random_file "$D/x/r2" $((200 * KB))
+cp "$D/r1" "$D/x/r1copy"
+expect_ok cbrfs vault create dr --type filesystem --capacity 10
+expect_ok cbrfs vault associate dr --path "$D" --name d
+files_of() { (cd "$STORE/vaults/$1" && find . ! -name '*.lock' -printf '%p %s\n' | sort); }
+tasks_before=$(cbrfs task list --json | json_get /dev/stdin 'len(j)')
+files_of dr >"$T/dr.before"
+expect_ok cbrfs backup create dr --dry-run --json
+cp "$T/.out" "$T/dry1.json"
+files_of dr >"$T/dr.after"
+cmp -s "$T/dr.before" "$T/dr.after" && pass "--dry-run wrote nothing to the vault" || fail "--dry-run changed the vault: $(diff "$T/dr.before" "$T/dr.after")"
+expect_eq "--dry-run: no backup" "$(cbrfs backup list dr --json | json_get /dev/stdin 'len(j)')" 0
+expect_eq "--dry-run: no task" "$(cbrfs task list --json | json_get /dev/stdin 'len(j)')" "$tasks_before"
+expect_eq "--dry-run says so" "$(json_get "$T/dry1.json" 'j["dry_run"]')" True
+expect_eq "--dry-run files_new" "$(tot dry1 files_new)" 3
+expect_eq "--dry-run bytes_read" "$(tot dry1 bytes_read)" $((800 * KB))
+run cbrfs backup create dr --dry-run
+matches 'dry run of a backup of vault dr .*nothing was written' "$OUT" && pass "--dry-run's text says nothing was written" || fail "--dry-run said: $OUT"
+matches 'would read 800.0 KiB of 800.0 KiB; would add ' "$OUT" && pass "--dry-run's text says what it would read and add" || fail "--dry-run said: $OUT"
+backup_dr() { expect_ok cbrfs backup create dr --name "$1" --json; cp "$T/.out" "$T/$1.json"; }
+backup_dr d1
+expect_eq "blobs_new: --dry-run's figure is the backup's" "$(tot dry1 blobs_new)" "$(tot d1 blobs_new)"
+expect_eq "resource bytes_added: --dry-run's figure is the backup's" "$(res dry1 d bytes_added)" "$(res d1 d bytes_added)"
+dry=$(tot dry1 bytes_added)
+real=$(tot d1 bytes_added)
+# The copy of r1 deduplicated: about 500 KiB of random data, not 800.
+[ "$dry" -ge $((500 * KB)) ] && [ "$dry" -lt $((600 * KB)) ] && pass "--dry-run would add $dry bytes: r1's copy deduplicated" || fail "--dry-run would add $dry bytes"
+[ "$dry" -le "$real" ] && [ $((real - dry)) -lt 8192 ] && pass "--dry-run's $dry bytes are the backup's $real but for the packs' headers and the index" || fail "--dry-run said $dry, the backup added $real"
+random_file "$D/x/r3" $((100 * KB))
+expect_ok cbrfs backup create dr --dry-run --json
+cp "$T/.out" "$T/dry2.json"
+expect_eq "--dry-run after a backup: files_unchanged" "$(tot dry2 files_unchanged)" 3
+expect_eq "--dry-run after a backup: files_new" "$(tot dry2 files_new)" 1
+expect_eq "--dry-run after a backup: bytes_read (only the new file)" "$(tot dry2 bytes_read)" $((100 * KB))
+[ "$(tot dry2 bytes_added)" -ge $((100 * KB)) ] && [ "$(tot dry2 bytes_added)" -lt $((110 * KB)) ] && pass "--dry-run would add the new file's 100 KiB and trees ($(tot dry2 bytes_added))" || fail "--dry-run would add $(tot dry2 bytes_added)"
+expect_ok cbrfs backup create dr --name d2 --dry-run
+expect_ok cbrfs backup create dr --name d2
+expect_eq "a dry run took no name: d2 made after it" "$(cbrfs backup list dr --json | json_get /dev/stdin 'sorted(b["name"] for b in j)')" '["d1", "d2"]'

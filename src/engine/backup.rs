@@ -74,6 +74,10 @@ pub struct BackupOptions {
     /// The backup's time, ns since the epoch [default: now]; a policy pass
     /// run with `--now` dates its backups at their time points.
     pub at_ns: Option<i64>,
+    /// Walk and count what would be read and added, writing nothing to the
+    /// store: chunks are hashed and compressed to find what deduplicates,
+    /// then dropped. No writer lock, task, status file or record.
+    pub dry_run: bool,
 }
 
 /// A backup that passed its checks and holds the vault's writer lock;
@@ -85,7 +89,8 @@ pub struct Prepared {
     name: String,
     opts: BackupOptions,
     resources: Vec<Resource>,
-    _lock: crate::fsutil::Flock,
+    /// None for a dry run, which writes nothing.
+    _lock: Option<crate::fsutil::Flock>,
     used_before: u64,
     /// The task recorded when the backup was accepted.
     task: Option<tasks::TaskHandle>,
@@ -122,7 +127,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
             "backup name {name:?} is reserved: it names the newest backup in the mount"
         )));
     }
-    if store.backup_path(vault, &name).exists() {
+    if !opts.dry_run && store.backup_path(vault, &name).exists() {
         return Err(Error::conflict(format!(
             "backup {name:?} already exists in vault {vault}"
         )));
@@ -140,6 +145,25 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
             "vault {vault} has no resources to back up: associate one with 'cbrfs vault associate'"
         ))
         .code("BackupService.0001"));
+    }
+    let total: u64 = resources.iter().map(|r| r.size).sum();
+    if opts.dry_run {
+        // Nothing is written, so nothing to lock out, and a full vault is
+        // for the figures to show, not a refusal.
+        let used = store.repo(vault)?.used_bytes()?;
+        opts.name = Some(name.clone());
+        return Ok(Prepared {
+            task: None,
+            started: catalog::now_rfc3339(),
+            store: store.clone(),
+            vault: cfg,
+            name,
+            opts,
+            resources,
+            _lock: None,
+            used_before: used,
+            progress: Arc::new(Progress::new(total)),
+        });
     }
     let lock = store.try_backup_lock(vault)?;
     let repo = store.repo(vault)?;
@@ -164,7 +188,6 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
         )
         .code("BackupService.6114"));
     }
-    let total: u64 = resources.iter().map(|r| r.size).sum();
     opts.name = Some(name.clone());
     // Accepted: from here the backup is in the task log and has a status
     // file, so if this process dies before `run` even starts (a mount daemon
@@ -195,7 +218,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
         name,
         opts,
         resources,
-        _lock: lock,
+        _lock: Some(lock),
         used_before: used,
         progress: Arc::new(Progress::new(total)),
     })
@@ -215,6 +238,10 @@ impl Prepared {
     /// packs without an index are invisible (prune removes them), and every
     /// earlier backup is untouched.
     pub fn run(mut self) -> Result<BackupRecord> {
+        if self.opts.dry_run {
+            // No task, status or capacity event: nothing happened.
+            return self.run_inner();
+        }
         let vault = self.vault.name.clone();
         let started = self.started.clone();
         let at = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
@@ -303,12 +330,17 @@ impl Prepared {
         let t0 = std::time::Instant::now();
         let vault = self.vault.name.clone();
         let repo = self.store.repo(&vault)?;
+        let dry_run = self.opts.dry_run;
         // Under the writer lock no other writer of packs, indexes or records
-        // runs: their temporaries are a killed run's.
-        repo.remove_stale_temps()?;
-        crate::fsutil::remove_stale_temps(&self.store.vault_dir(&vault).join("backups"))?;
+        // runs: their temporaries are a killed run's. A dry run holds no
+        // lock: the temporaries may be a running backup's.
+        if !dry_run {
+            repo.remove_stale_temps()?;
+            crate::fsutil::remove_stale_temps(&self.store.vault_dir(&vault).join("backups"))?;
+        }
         let used = repo.used_bytes()?;
         let mut writer = RepoWriter::new(&repo, self.vault.compress());
+        writer.dry_run = dry_run;
         // With auto-expand a backup may fill the vault up to 1.25× its
         // capacity, which is then expanded.
         let cap = if self.vault.auto_expand {
@@ -316,7 +348,7 @@ impl Prepared {
         } else {
             self.vault.capacity_bytes()
         };
-        writer.limit = Some(cap.saturating_sub(used));
+        writer.limit = (!dry_run).then(|| cap.saturating_sub(used));
         let compress = writer.compresses();
         let writer = Mutex::new(writer);
         let cdc = Cdc::new(repo.key().chunker_seed());
@@ -452,7 +484,13 @@ impl Prepared {
         let writer = writer.into_inner();
         let ws = writer.finish()?;
         totals.blobs_new = ws.blobs_new;
-        totals.bytes_added = ws.bytes_written;
+        // A dry run wrote no pack or index: its figure is the blobs' stored
+        // bytes, the sum of the resources'.
+        totals.bytes_added = if dry_run {
+            ws.stored_new
+        } else {
+            ws.bytes_written
+        };
         parts.sort_by(|a, b| a.name.cmp(&b.name));
         let rec = BackupRecord {
             name: self.name.clone(),
@@ -470,6 +508,10 @@ impl Prepared {
         // and every resource's root tree read back as check, restore and
         // the mount will read them.
         model::validate_record(&rec)?;
+        if dry_run {
+            self.progress.finish();
+            return Ok(rec);
+        }
         for p in &rec.resources {
             repo.read_blob(&p.root)
                 .and_then(|b| model::decode_tree(&b))

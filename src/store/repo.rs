@@ -570,6 +570,9 @@ pub struct RepoWriter<'r> {
     broken: Option<String>,
     /// Abort (with a no-space error) once written bytes would pass this.
     pub limit: Option<u64>,
+    /// Count the blobs that would be added, and write nothing (a backup's
+    /// `--dry-run`): no pack, no index.
+    pub dry_run: bool,
 }
 
 impl<'r> RepoWriter<'r> {
@@ -588,6 +591,7 @@ impl<'r> RepoWriter<'r> {
             stats: WriterStats::default(),
             broken: None,
             limit: None,
+            dry_run: false,
         }
     }
 
@@ -676,6 +680,15 @@ impl<'r> RepoWriter<'r> {
             )));
         }
         let meta = kind != BlobKind::Data;
+        if self.dry_run {
+            // Reserved (in `pending`), so a second copy deduplicates as it
+            // would; counted as stored; dropped.
+            let stored = compressed.map_or(data.len(), <[u8]>::len);
+            self.stats.stored_new += (stored + super::pack::ENTRY_LEN) as u64;
+            self.stats.blobs_new += 1;
+            self.stats.raw_new += data.len() as u64;
+            return Ok(());
+        }
         let pack = if meta { &mut self.meta } else { &mut self.data };
         let stored = match compressed {
             Some(c) => {
