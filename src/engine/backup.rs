@@ -1457,6 +1457,9 @@ impl Walker<'_, '_> {
     /// empty). The tag is opened from `fd` like every entry, never through
     /// a symlink.
     fn tagged(&self, fd: &OwnedFd, names: &[sys::DirEntry], path: &Path) -> Option<Vec<Vec<u8>>> {
+        if !self.exclude_caches && self.if_present.is_empty() {
+            return None;
+        }
         let mut keep: Vec<Vec<u8>> = names
             .iter()
             .filter(|(n, _)| self.if_present.iter().any(|p| p.as_bytes() == &n[..]))
@@ -1549,7 +1552,8 @@ impl Walker<'_, '_> {
             Ok(read) => {
                 self.stats.bytes_read += read.bytes;
                 let content = self.content(&read.chunks)?;
-                let recheck = self.recheck.remove(&(dir, idx));
+                // Empty but under `--full`: no hashing per file otherwise.
+                let recheck = !self.recheck.is_empty() && self.recheck.remove(&(dir, idx));
                 let mut warns = Vec::new();
                 let n = self
                     .pending_dir(dir)?
