@@ -822,6 +822,31 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
 }
 
 /// The JSON form of a backup (documented in docs/JSON.md).
+/// Set by the first SIGINT or SIGTERM during `backup create`.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic, and _exit.
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // A second signal: the user does not want to wait for the
+        // checkpoint.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) }
+    }
+}
+
+/// Turn SIGINT and SIGTERM into a request to stop that keeps the work done
+/// (see `backup create`); a second one exits at once.
+fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installing a handler that only touches an atomic and
+        // calls _exit.
+        unsafe {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
 pub fn backup_json(b: &BackupRecord) -> serde_json::Value {
     let stats = |s: &crate::model::BackupStats| {
         json!({
@@ -883,6 +908,9 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             )
             .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
             let progress = prepared.progress.clone();
+            if !dry_run {
+                catch_interrupts();
+            }
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let pb = indicatif::ProgressBar::new(progress.total());
                 pb.set_style(
@@ -899,6 +927,9 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     .spawn_scoped(s, move || prepared.run())
                     .map_err(|e| Error::io("start the backup thread", e))?;
                 while !h.is_finished() {
+                    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                        progress.cancel();
+                    }
                     if let Some(pb) = &bar {
                         pb.set_length(progress.total());
                         pb.set_position(progress.done());
@@ -911,7 +942,16 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 }
                 h.join()
                     .map_err(|_| Error::failed("the backup thread panicked"))?
-            })?;
+            });
+            // Interrupted: one line saying what was kept, and the shell's
+            // exit status for a death by SIGINT.
+            let rec = match rec {
+                Err(e) if progress.cancelled() => {
+                    eprintln!("cbrfs: {e}");
+                    return Ok(130);
+                }
+                r => r?,
+            };
             if json && dry_run {
                 let mut j = backup_json(&rec);
                 j["dry_run"] = json!(true);

@@ -141,3 +141,30 @@ expect_eq "--dry-run after a backup: bytes_read (only the new file)" "$(tot dry2
 expect_ok cbrfs backup create dr --name d2 --dry-run
 expect_ok cbrfs backup create dr --name d2
 expect_eq "a dry run took no name: d2 made after it" "$(cbrfs backup list dr --json | json_get /dev/stdin 'sorted(b["name"] for b in j)')" '["d1", "d2"]'
+
+note "SIGINT during a backup keeps the sealed packs: the retry does not store them again (issue #16)"
+MB=$((1024 * KB))
+I=$T/big
+mkdir -p "$I"
+for i in $(seq 1 40); do random_file "$I/f$i" $((8 * MB)); done
+expect_ok cbrfs vault create iv --type filesystem --capacity 10
+expect_ok cbrfs vault associate iv --path "$I" --name big
+packs() { find "$STORE/vaults/iv" -name '*.pack' | wc -l; }
+two_packs() { [ "$(packs)" -ge 2 ]; }
+# The binary itself (not the cbrfs function), so that the signal reaches it.
+"$CBRFS_BIN" --store "$STORE" backup create iv --name i1 >"$T/i1.out" 2>"$T/i1.err" &
+pid=$!
+_BG_PIDS+=("$pid")
+wait_for 60 "two sealed packs" two_packs
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+expect_eq "exit status after SIGINT" "$rc" 130
+matches 'interrupted: kept [0-9.]+ [KMG]iB in [0-9]+ new blobs' "$(cat "$T/i1.err")" && pass "one line says what was kept: $(cat "$T/i1.err")" || fail "stderr after SIGINT: $(cat "$T/i1.err")"
+expect_eq "no backup recorded" "$(cbrfs backup list iv --json | json_get /dev/stdin 'len(j)')" 0
+kept=$(packs)
+expect_ok cbrfs backup create iv --name i2 --json
+cp "$T/.out" "$T/i2.json"
+added=$(json_get "$T/i2.json" 'j["stats"]["bytes_added"]')
+[ "$added" -le $((320 * MB - kept * 15 * MB)) ] && pass "the retry added $added bytes of 320 MiB: the $kept packs kept were reused" || fail "the retry added $added bytes with $kept packs kept"
+expect_ok cbrfs check iv

@@ -380,7 +380,7 @@ impl Prepared {
         let (jobs, job_rx) = mpsc::channel::<Vec<Job>>();
         let job_rx = Mutex::new(job_rx);
         let (done_tx, done) = mpsc::channel::<Vec<Done>>();
-        std::thread::scope(|s| -> Result<()> {
+        let walked = std::thread::scope(|s| -> Result<()> {
             // The walk owns the only sender of jobs: when it ends, however
             // it ends, the readers run out of jobs and stop.
             let jobs = jobs;
@@ -480,7 +480,24 @@ impl Prepared {
                 });
             }
             Ok(())
-        })?;
+        });
+        if let Err(e) = walked {
+            if dry_run || !self.progress.cancelled() {
+                return Err(e);
+            }
+            // Interrupted by the user: index what was stored so far (its
+            // packs are sealed and durable first), so that the retry finds
+            // those blobs and does not store them again (issue #16). No
+            // record: the backup did not happen; prune drops what no
+            // backup ends up using.
+            let ws = writer.into_inner().finish()?;
+            return Err(Error::failed(format!(
+                "backup {} of vault {vault} interrupted: kept {} in {} (indexed, the next backup reuses them)",
+                self.name,
+                rules::human_bytes(ws.bytes_written),
+                rules::count(ws.blobs_new, "new blob", "new blobs")
+            )));
+        }
         let writer = writer.into_inner();
         let ws = writer.finish()?;
         totals.blobs_new = ws.blobs_new;
@@ -843,7 +860,7 @@ fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -> Done {
         // A panic in a read (a bug) must not leave the walker waiting for
         // a result that never comes: it comes back as a store error.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if sh.stop.load(Ordering::Relaxed) {
+            if sh.stop.load(Ordering::Relaxed) || sh.progress.cancelled() {
                 Err(ReadError::Stopped)
             } else if job.size >= BIG_FILE {
                 let mut buf = sh.take_big();
@@ -1393,6 +1410,10 @@ impl Walker<'_, '_> {
             names.retain(|(n, _)| keep.contains(n));
         }
         for (name, hint) in names {
+            if self.sh.progress.cancelled() {
+                self.sh.stop.store(true, Ordering::Relaxed);
+                return Err(Error::failed(format!("interrupted at {}", path.display())));
+            }
             let child_rel = if rel.is_empty() {
                 name.clone()
             } else {

@@ -11,6 +11,8 @@ pub struct Progress {
     read: AtomicU64,
     files: AtomicU64,
     finished: AtomicBool,
+    /// Set when the user interrupted the work (SIGINT, SIGTERM).
+    cancel: AtomicBool,
 }
 
 impl Progress {
@@ -20,6 +22,14 @@ impl Progress {
             total: AtomicU64::new(total),
             ..Default::default()
         }
+    }
+    /// Ask the work to stop (the user interrupted it).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Relaxed);
+    }
+    /// True once [`Progress::cancel`] was called.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Relaxed)
     }
     /// Bytes read from the source (also counts as done).
     pub fn add_read(&self, n: u64) {
