@@ -53,6 +53,10 @@ use std::sync::Arc;
 /// are in the chunk list, so a reader needs no constant.
 pub const DISK_CHUNK: usize = 16 << 10;
 
+/// Index the packs sealed every this many bytes during a backup, so that a
+/// backup killed (or failed) later keeps them for its retry (issue #16).
+const CHECKPOINT_BYTES: u64 = 256 << 20;
+
 /// Most warnings kept in a backup record per resource.
 const MAX_WARNINGS: usize = 100;
 
@@ -341,6 +345,7 @@ impl Prepared {
         let used = repo.used_bytes()?;
         let mut writer = RepoWriter::new(&repo, self.vault.compress());
         writer.dry_run = dry_run;
+        writer.checkpoint_every = Some(CHECKPOINT_BYTES);
         // With auto-expand a backup may fill the vault up to 1.25× its
         // capacity, which is then expanded.
         let cap = if self.vault.auto_expand {

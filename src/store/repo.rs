@@ -573,6 +573,14 @@ pub struct RepoWriter<'r> {
     /// Count the blobs that would be added, and write nothing (a backup's
     /// `--dry-run`): no pack, no index.
     pub dry_run: bool,
+    /// Index the packs sealed so far whenever this many bytes were sealed
+    /// since the last such checkpoint: a backup killed or failed after it
+    /// keeps them, and its retry deduplicates against them (issue #16).
+    pub checkpoint_every: Option<u64>,
+    /// Bytes sealed since the last checkpoint.
+    since_checkpoint: u64,
+    /// True once a checkpoint wrote an index.
+    checkpointed: bool,
 }
 
 impl<'r> RepoWriter<'r> {
@@ -592,6 +600,9 @@ impl<'r> RepoWriter<'r> {
             broken: None,
             limit: None,
             dry_run: false,
+            checkpoint_every: None,
+            since_checkpoint: 0,
+            checkpointed: false,
         }
     }
 
@@ -778,6 +789,7 @@ impl<'r> RepoWriter<'r> {
                         s.queued_bytes = s.queued_bytes.saturating_sub(size);
                     }
                     self.stats.bytes_written += size;
+                    self.since_checkpoint += size;
                     self.sealed_packs.push(pack_id);
                     self.sealed
                         .extend(index::entries_of_pack(pack_id, &entries));
@@ -790,12 +802,37 @@ impl<'r> RepoWriter<'r> {
             }
         }
         match first_err {
+            // Not while draining (finish indexes everything; a dropped
+            // writer is failing): only between blobs.
+            None if !all
+                && self
+                    .checkpoint_every
+                    .is_some_and(|every| self.since_checkpoint >= every) =>
+            {
+                self.checkpoint()
+            }
             None => Ok(()),
             Some(e) => {
                 self.broken = Some(e.to_string());
                 Err(e.context(format!("vault {}", self.repo.vault)))
             }
         }
+    }
+
+    /// Write an index of the packs sealed so far (they are durable): from
+    /// here they stay even if the run fails, and the next run finds their
+    /// blobs. Their ids stay reserved in this run.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.since_checkpoint = 0;
+        if self.sealed.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.sealed);
+        let path = index::write_index(&self.repo.dir, entries)?;
+        self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.sealed_packs.clear();
+        self.checkpointed = true;
+        Ok(())
     }
 
     /// Seal the last packs and wait for every seal.
@@ -810,12 +847,14 @@ impl<'r> RepoWriter<'r> {
     /// Returns the counters.
     pub fn finish(mut self) -> Result<WriterStats> {
         self.seal_all()?;
-        if !self.sealed.is_empty() {
-            let entries = std::mem::take(&mut self.sealed);
-            let path = index::write_index(&self.repo.dir, entries)?;
-            // From here the packs are named by a durable index: keep them.
-            self.finished = true;
-            self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if !self.sealed.is_empty() || self.checkpointed {
+            if !self.sealed.is_empty() {
+                let entries = std::mem::take(&mut self.sealed);
+                let path = index::write_index(&self.repo.dir, entries)?;
+                // From here the packs are named by a durable index: keep them.
+                self.finished = true;
+                self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
             self.repo.refresh()?;
             let indexes = self.repo.indexes();
             if indexes.len() > MAX_INDEXES {
@@ -917,6 +956,40 @@ mod tests {
         // A blob in no index costs one re-listing and is reported.
         let e = reader.read_blob(&BlobId([9; 16])).unwrap_err();
         assert!(e.to_string().contains("is not in any index"), "{e}");
+    }
+
+    /// Packs sealed past `checkpoint_every` are indexed during the run: a
+    /// writer dropped afterwards (a failed or interrupted backup) leaves
+    /// them, and their blobs read back and deduplicate.
+    #[test]
+    fn checkpoint_keeps_sealed_packs_of_a_dropped_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        w.checkpoint_every = Some(1);
+        let mut ids = Vec::new();
+        // Seals finish on their own thread: add until one came back.
+        for i in 0..400u32 {
+            let mut data = vec![0u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            ids.push(w.add(BlobKind::Data, &data).unwrap().id);
+            if w.checkpointed {
+                break;
+            }
+        }
+        assert!(w.checkpointed, "no checkpoint after 400 MiB");
+        drop(w);
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let kept: Vec<_> = ids.iter().filter(|id| repo.lookup(id).is_some()).collect();
+        assert!(kept.len() >= 15, "only {} blobs kept", kept.len());
+        for id in &kept {
+            assert_eq!(repo.key().id(&repo.read_blob(id).unwrap()), **id);
+        }
+        let mut w = RepoWriter::new(&repo, false);
+        let mut data = vec![0u8; 1 << 20];
+        data[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(!w.add(BlobKind::Data, &data).unwrap().new);
     }
 
     #[test]
