@@ -877,8 +877,9 @@ impl<'r> RepoWriter<'r> {
 
 impl Drop for RepoWriter<'_> {
     /// A writer dropped before [`RepoWriter::finish`] (an error, a full
-    /// vault) removes the packs it sealed: no index names them, so nothing
-    /// can use them, and a failed backup must give its space back.
+    /// vault) removes the packs it sealed since its last checkpoint: no
+    /// index names them, so nothing can use them, and a failed backup must
+    /// give its space back (what a checkpoint indexed stays for the retry).
     fn drop(&mut self) {
         // Wait for the packs being sealed, so that they are removed too.
         let _ = self.collect(true);
