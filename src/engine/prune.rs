@@ -322,3 +322,40 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BlobKind;
+
+    /// The sizes `new_pack_sizes` predicts for moved blobs are those of the
+    /// packs a writer makes of them: data and metadata apart, sealed at
+    /// the pack target (what made `prune --dry-run` exact, issue #16).
+    #[test]
+    fn predicted_pack_sizes_are_the_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        // 20 MiB of data (two data packs) and small metadata blobs between.
+        for i in 0..20u32 {
+            let mut data = vec![1u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            w.copy(repo.key().id(&data), BlobKind::Data, &data).unwrap();
+            let tree = format!("tree {i}").into_bytes();
+            w.copy(repo.key().id(&tree), BlobKind::Tree, &tree).unwrap();
+        }
+        let (entries, _) = w.finish_unindexed().unwrap();
+        let mut real: Vec<u64> = repo
+            .list_packs()
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let mut predicted = new_pack_sizes(&entries);
+        real.sort();
+        predicted.sort();
+        assert_eq!(predicted, real);
+        assert_eq!(real.len(), 3);
+    }
+}
