@@ -138,6 +138,15 @@ expect_eq "--dry-run after a backup: files_unchanged" "$(tot dry2 files_unchange
 expect_eq "--dry-run after a backup: files_new" "$(tot dry2 files_new)" 1
 expect_eq "--dry-run after a backup: bytes_read (only the new file)" "$(tot dry2 bytes_read)" $((100 * KB))
 [ "$(tot dry2 bytes_added)" -ge $((100 * KB)) ] && [ "$(tot dry2 bytes_added)" -lt $((110 * KB)) ] && pass "--dry-run would add the new file's 100 KiB and trees ($(tot dry2 bytes_added))" || fail "--dry-run would add $(tot dry2 bytes_added)"
+note "--dry-run takes no lock: it runs while the vault's backup lock is held"
+bash -c 'exec 9>>"$1" && flock -x 9 && exec sleep 600' _ "$STORE/vaults/dr/backup.lock" >/dev/null 2>&1 &
+holder=$!
+_BG_PIDS+=("$holder")
+wait_for 10 "the shell to hold backup.lock" sh -c "! flock -n '$STORE/vaults/dr/backup.lock' true"
+expect_exit 1 'BackupService.6125' -- cbrfs backup create dr --name locked
+expect_ok cbrfs backup create dr --dry-run
+kill "$holder"
+wait "$holder" 2>/dev/null
 expect_ok cbrfs backup create dr --name d2 --dry-run
 expect_ok cbrfs backup create dr --name d2
 expect_eq "a dry run took no name: d2 made after it" "$(cbrfs backup list dr --json | json_get /dev/stdin 'sorted(b["name"] for b in j)')" '["d1", "d2"]'

@@ -1307,6 +1307,10 @@ impl Walker<'_, '_> {
         let mut stored = 0u64;
         // A window of batches at a time bounds the results held.
         for window in batches.chunks(256) {
+            // Interrupted: what was stored so far is kept (see `run_inner`).
+            if self.sh.progress.cancelled() {
+                return Err(Error::failed(format!("interrupted in disk {shown}")));
+            }
             let next = AtomicUsize::new(0);
             let failed = AtomicBool::new(false);
             let results: Vec<Mutex<Option<Result<Vec<ChunkRef>>>>> =
