@@ -765,6 +765,18 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             exclude_caches,
             exclude_if_present,
         } => {
+            // clap's `requires` does not hold a flag that is only a bool
+            // back: say it here rather than ignore the option silently.
+            if path.is_none()
+                && (exclude_caches
+                    || one_file_system
+                    || !exclude_if_present.is_empty()
+                    || !exclude_files.is_empty())
+            {
+                return Err(Error::invalid(
+                    "--exclude-file, --exclude-caches, --exclude-if-present and --one-file-system apply to a directory resource (--path)",
+                ));
+            }
             for f in &exclude_files {
                 excludes.extend(vaults::read_exclude_file(f)?);
             }

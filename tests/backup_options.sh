@@ -97,6 +97,11 @@ note "bad exclude options: exit 2 naming the object and the rule"
 expect_exit 2 'exclude file .*nosuch.*cannot open' -- cbrfs vault associate eo --path "$E" --name e2 --exclude-file "$T/nosuch"
 printf '\377\376\n' >"$T/badexcl"
 expect_exit 2 'exclude file .*badexcl.* is not UTF-8' -- cbrfs vault associate eo --path "$E" --name e3 --exclude-file "$T/badexcl"
+truncate -s 1M "$T/img"
+expect_ok cbrfs vault create di --type disk --capacity 10
+expect_exit 2 'apply to a directory resource' -- cbrfs vault associate di --disk "$T/img" --exclude-caches
+expect_exit 2 'apply to a directory resource' -- cbrfs vault associate di --disk "$T/img" --exclude-if-present x
+expect_eq "nothing associated by the refused options" "$(cbrfs vault show di --json | json_get /dev/stdin 'len(j["resources"])')" 0
 expect_exit 2 'exclude-if-present a/b: give a file name' -- cbrfs vault associate eo --path "$E" --name e4 --exclude-if-present a/b
 
 note "backup create --dry-run: real dedupe figures, nothing written"
