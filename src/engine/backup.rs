@@ -56,6 +56,8 @@ pub const DISK_CHUNK: usize = 16 << 10;
 /// Index the packs sealed every this many bytes during a backup, so that a
 /// backup killed (or failed) later keeps them for its retry (issue #16).
 const CHECKPOINT_BYTES: u64 = 256 << 20;
+/// ...and once a pack is sealed this long after the last checkpoint.
+const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Most warnings kept in a backup record per resource.
 const MAX_WARNINGS: usize = 100;
@@ -346,6 +348,7 @@ impl Prepared {
         let mut writer = RepoWriter::new(&repo, self.vault.compress());
         writer.dry_run = dry_run;
         writer.checkpoint_every = Some(CHECKPOINT_BYTES);
+        writer.checkpoint_after = Some(CHECKPOINT_AFTER);
         // With auto-expand a backup may fill the vault up to 1.25× its
         // capacity, which is then expanded.
         let cap = if self.vault.auto_expand {

@@ -577,6 +577,11 @@ pub struct RepoWriter<'r> {
     /// since the last such checkpoint: a backup killed or failed after it
     /// keeps them, and its retry deduplicates against them (issue #16).
     pub checkpoint_every: Option<u64>,
+    /// Checkpoint as well once a pack was sealed this long after the last
+    /// checkpoint (or the start): a slow backup keeps its work too.
+    pub checkpoint_after: Option<std::time::Duration>,
+    /// When the last checkpoint was written (or the writer made).
+    last_checkpoint: std::time::Instant,
     /// Bytes sealed since the last checkpoint.
     since_checkpoint: u64,
     /// True once a checkpoint wrote an index.
@@ -601,6 +606,8 @@ impl<'r> RepoWriter<'r> {
             limit: None,
             dry_run: false,
             checkpoint_every: None,
+            checkpoint_after: None,
+            last_checkpoint: std::time::Instant::now(),
             since_checkpoint: 0,
             checkpointed: false,
         }
@@ -804,13 +811,7 @@ impl<'r> RepoWriter<'r> {
         match first_err {
             // Not while draining (finish indexes everything; a dropped
             // writer is failing): only between blobs.
-            None if !all
-                && self
-                    .checkpoint_every
-                    .is_some_and(|every| self.since_checkpoint >= every) =>
-            {
-                self.checkpoint()
-            }
+            None if !all && self.checkpoint_due() => self.checkpoint(),
             None => Ok(()),
             Some(e) => {
                 self.broken = Some(e.to_string());
@@ -819,11 +820,25 @@ impl<'r> RepoWriter<'r> {
         }
     }
 
+    /// True if enough was sealed, or long enough ago, for a checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        // Nothing sealed since the last one: nothing to keep (and no clock
+        // read per blob).
+        self.since_checkpoint > 0
+            && (self
+                .checkpoint_every
+                .is_some_and(|every| self.since_checkpoint >= every)
+                || self
+                    .checkpoint_after
+                    .is_some_and(|after| self.last_checkpoint.elapsed() >= after))
+    }
+
     /// Write an index of the packs sealed so far (they are durable): from
     /// here they stay even if the run fails, and the next run finds their
     /// blobs. Their ids stay reserved in this run.
     fn checkpoint(&mut self) -> Result<()> {
         self.since_checkpoint = 0;
+        self.last_checkpoint = std::time::Instant::now();
         if self.sealed.is_empty() {
             return Ok(());
         }
@@ -991,6 +1006,33 @@ mod tests {
         let mut data = vec![0u8; 1 << 20];
         data[..4].copy_from_slice(&0u32.to_le_bytes());
         assert!(!w.add(BlobKind::Data, &data).unwrap().new);
+    }
+
+    /// A checkpoint is also due by time: with `checkpoint_after` zero the
+    /// first sealed pack is indexed before the writer is dropped.
+    #[test]
+    fn checkpoint_by_time_keeps_the_first_sealed_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        w.checkpoint_after = Some(std::time::Duration::ZERO);
+        for i in 0..400u32 {
+            let mut data = vec![0u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            w.add(BlobKind::Data, &data).unwrap();
+            if w.checkpointed {
+                break;
+            }
+        }
+        assert!(w.checkpointed, "no checkpoint by time");
+        assert!(w.since_checkpoint < PACK_TARGET as u64 * 2);
+        drop(w);
+        assert!(!Repo::open(dir.path(), "v")
+            .unwrap()
+            .list_packs()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
