@@ -79,6 +79,16 @@ pub struct Resource {
     /// `--one-file-system` does. Absent in older catalogs: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub one_file_system: bool,
+    /// Leave out the contents of a directory holding a `CACHEDIR.TAG` with
+    /// the standard signature, keeping the tag itself (restic's and borg's
+    /// `--exclude-caches`). Absent in older catalogs: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_caches: bool,
+    /// Leave out the contents of a directory holding an entry of one of
+    /// these names, keeping that entry (restic's `--exclude-if-present`).
+    /// Absent in older catalogs: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
 }
 
 /// A member of a server: a directory tree or a disk.
@@ -785,6 +795,8 @@ mod tests {
                 size: 12345,
                 added: "2026-11-24T04:25:16Z".into(),
                 one_file_system: false,
+                exclude_caches: false,
+                exclude_if_present: Vec::new(),
             }],
             policy: Some("p".into()),
             policy_applied_ns: 1_700_000_000_000_000_000,

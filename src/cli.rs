@@ -266,6 +266,18 @@ enum VaultCmd {
         /// for a server): a mount inside it is kept as an empty directory.
         #[arg(long = "one-file-system", conflicts_with = "disk")]
         one_file_system: bool,
+        /// Read exclude globs from FILE, one a line ('#' starts a comment);
+        /// they are stored with the resource (repeatable).
+        #[arg(long = "exclude-file", value_name = "FILE", requires = "path")]
+        exclude_files: Vec<PathBuf>,
+        /// Leave out the contents of directories holding a CACHEDIR.TAG
+        /// with the standard signature (the tag itself is kept).
+        #[arg(long = "exclude-caches", requires = "path")]
+        exclude_caches: bool,
+        /// Leave out the contents of directories holding an entry named
+        /// NAME (the entry itself is kept; repeatable).
+        #[arg(long = "exclude-if-present", value_name = "NAME", requires = "path")]
+        exclude_if_present: Vec<String>,
     },
     /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
     Dissociate {
@@ -300,6 +312,10 @@ enum BackupCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Say what would be read and added (new chunks hashed and
+        /// compressed, then dropped) and write nothing to the store.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List backups.
     List {
@@ -740,6 +756,8 @@ pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
             "name": r.name, "kind": r.kind, "path": r.path,
             "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
             "one_file_system": r.one_file_system,
+            "exclude_caches": r.exclude_caches,
+            "exclude_if_present": r.exclude_if_present,
         })).collect::<Vec<_>>(),
     })
 }
@@ -884,7 +902,7 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 println!("resources:");
                 for r in &v.resources {
                     println!(
-                        "  {:<20} {:<10} {} ({}){}{}",
+                        "  {:<20} {:<10} {} ({}){}{}{}{}",
                         quote(&r.name),
                         quote(&r.kind),
                         quote(&r.path),
@@ -898,6 +916,19 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             ", one file system"
                         } else {
                             ""
+                        },
+                        if r.exclude_caches {
+                            ", caches excluded"
+                        } else {
+                            ""
+                        },
+                        if r.exclude_if_present.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ", excluding directories holding {}",
+                                quote(&r.exclude_if_present.join(" "))
+                            )
                         }
                     );
                 }
@@ -957,12 +988,33 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             server,
             exclude_members,
             name,
-            excludes,
+            mut excludes,
             one_file_system,
+            exclude_files,
+            exclude_caches,
+            exclude_if_present,
         } => {
+            // clap's `requires` does not hold a flag that is only a bool
+            // back: say it here rather than ignore the option silently.
+            if path.is_none()
+                && (exclude_caches || !exclude_if_present.is_empty() || !exclude_files.is_empty())
+            {
+                return Err(Error::invalid(
+                    "--exclude-file, --exclude-caches and --exclude-if-present apply to a directory resource (--path)",
+                ));
+            }
+            for f in &exclude_files {
+                excludes.extend(vaults::read_exclude_file(f)?);
+            }
             let r = match (path, disk, server) {
                 (Some(p), _, _) => {
-                    vaults::associate_path_with(store, &vault, &p, name, excludes, one_file_system)?
+                    let opts = vaults::DirOptions {
+                        excludes,
+                        one_file_system,
+                        exclude_caches,
+                        exclude_if_present,
+                    };
+                    vaults::associate_dir(store, &vault, &p, name, opts)?
                 }
                 (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
                 (_, _, Some(sv)) => {
@@ -1014,6 +1066,31 @@ fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
 }
 
 /// The JSON form of a backup (documented in docs/JSON.md).
+/// Set by the first SIGINT or SIGTERM during `backup create`.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic, and _exit.
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // A second signal: the user does not want to wait for the
+        // checkpoint.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) }
+    }
+}
+
+/// Turn SIGINT and SIGTERM into a request to stop that keeps the work done
+/// (see `backup create`); a second one exits at once.
+fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installing a handler that only touches an atomic and
+        // calls _exit.
+        unsafe {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
 pub fn backup_json(b: &BackupRecord) -> serde_json::Value {
     let stats = |s: &crate::model::BackupStats| {
         json!({
@@ -1056,6 +1133,7 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             full,
             resources,
             json,
+            dry_run,
         } => {
             let t0 = Instant::now();
             let prepared = backup::prepare(
@@ -1069,10 +1147,14 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     origin: Some(Origin::Manual),
                     policy: None,
                     at_ns: None,
+                    dry_run,
                 },
             )
             .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
             let progress = prepared.progress.clone();
+            if !dry_run {
+                catch_interrupts();
+            }
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let pb = indicatif::ProgressBar::new(progress.total());
                 pb.set_style(progress_style());
@@ -1084,6 +1166,9 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     .spawn_scoped(s, move || prepared.run())
                     .map_err(|e| Error::io("start the backup thread", e))?;
                 while !h.is_finished() {
+                    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                        progress.cancel();
+                    }
                     if let Some(pb) = &bar {
                         pb.set_length(progress.total());
                         pb.set_position(progress.done());
@@ -1096,9 +1181,50 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 }
                 h.join()
                     .map_err(|_| Error::failed("the backup thread panicked"))?
-            })?;
-            if json {
+            });
+            // Interrupted: one line saying what was kept, and the shell's
+            // exit status for a death by SIGINT.
+            let rec = match rec {
+                Err(e) if progress.cancelled() => {
+                    eprintln!("cbrfs: {e}");
+                    return Ok(130);
+                }
+                r => r?,
+            };
+            if json && dry_run {
+                let mut j = backup_json(&rec);
+                j["dry_run"] = json!(true);
+                print_json(&j);
+            } else if json {
                 print_json(&backup_json(&rec));
+            } else if dry_run {
+                let s = &rec.stats;
+                println!(
+                    "dry run of a backup of vault {} ({}): nothing was written",
+                    rec.vault,
+                    if rec.full { "full" } else { "incremental" }
+                );
+                println!(
+                    "files: {} new, {} changed, {} unchanged; {}, {} other",
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unchanged,
+                    rules::count(s.dirs, "directory", "directories"),
+                    s.others
+                );
+                println!(
+                    "would read {} of {}; would add {} in {} (compressed, before pack headers and the index); took {:.2}s",
+                    human_bytes(s.bytes_read),
+                    human_bytes(s.bytes_total),
+                    human_bytes(s.bytes_added),
+                    rules::count(s.blobs_new, "new blob", "new blobs"),
+                    t0.elapsed().as_secs_f64()
+                );
+                for r in &rec.resources {
+                    for w in &r.warnings {
+                        eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
+                    }
+                }
             } else {
                 let s = &rec.stats;
                 println!(

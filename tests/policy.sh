@@ -250,9 +250,11 @@ done
 expect_eq "types of vf's backups, oldest first" \
 	"$(cbrfs backup list vf --json | json_get /dev/stdin '[b["type"] for b in sorted(j, key=lambda b: b["started"])]')" \
 	'["full", "incremental", "incremental", "full", "incremental", "incremental", "full"]'
-expect_eq "unchanged files vf's backups trusted (a full backup trusts none)" \
-	"$(cbrfs backup list vf --json | json_get /dev/stdin '[b["stats"]["files_unchanged"] for b in sorted(j, key=lambda b: b["started"])]')" \
-	'[0, 1, 1, 0, 1, 1, 0]'
+# A full backup reads steady (7 bytes) again; an incremental only day (7).
+# (files_unchanged no longer tells: a full one counts steady unchanged too.)
+expect_eq "bytes vf's backups read (a full backup trusts no file)" \
+	"$(cbrfs backup list vf --json | json_get /dev/stdin '[b["stats"]["bytes_read"] for b in sorted(j, key=lambda b: b["started"])]')" \
+	'[14, 7, 7, 14, 7, 7, 14]'
 
 note "--full-every 3 with keep-last 2: still every fourth backup full, though the full one expires"
 mkdir -p "$T/gsrc"

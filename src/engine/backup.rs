@@ -22,7 +22,7 @@ use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
 use crate::sys;
 use crate::tasks;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -53,6 +53,12 @@ use std::sync::Arc;
 /// are in the chunk list, so a reader needs no constant.
 pub const DISK_CHUNK: usize = 16 << 10;
 
+/// Index the packs sealed every this many bytes during a backup, so that a
+/// backup killed (or failed) later keeps them for its retry (issue #16).
+const CHECKPOINT_BYTES: u64 = 256 << 20;
+/// ...and once a pack is sealed this long after the last checkpoint.
+const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Most warnings kept in a backup record per resource.
 const MAX_WARNINGS: usize = 100;
 
@@ -74,6 +80,10 @@ pub struct BackupOptions {
     /// The backup's time, ns since the epoch [default: now]; a policy pass
     /// run with `--now` dates its backups at their time points.
     pub at_ns: Option<i64>,
+    /// Walk and count what would be read and added, writing nothing to the
+    /// store: chunks are hashed and compressed to find what deduplicates,
+    /// then dropped. No writer lock, task, status file or record.
+    pub dry_run: bool,
 }
 
 /// A backup that passed its checks and holds the vault's writer lock;
@@ -85,7 +95,8 @@ pub struct Prepared {
     name: String,
     opts: BackupOptions,
     resources: Vec<Resource>,
-    _lock: crate::fsutil::Flock,
+    /// None for a dry run, which writes nothing.
+    _lock: Option<crate::fsutil::Flock>,
     used_before: u64,
     /// The task recorded when the backup was accepted.
     task: Option<tasks::TaskHandle>,
@@ -122,7 +133,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
             "backup name {name:?} is reserved: it names the newest backup in the mount"
         )));
     }
-    if store.backup_path(vault, &name).exists() {
+    if !opts.dry_run && store.backup_path(vault, &name).exists() {
         return Err(Error::conflict(format!(
             "backup {name:?} already exists in vault {vault}"
         )));
@@ -140,6 +151,25 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
             "vault {vault} has no resources to back up: associate one with 'cbrfs vault associate'"
         ))
         .code("BackupService.0001"));
+    }
+    let total: u64 = resources.iter().map(|r| r.size).sum();
+    if opts.dry_run {
+        // Nothing is written, so nothing to lock out, and a full vault is
+        // for the figures to show, not a refusal.
+        let used = store.repo(vault)?.used_bytes()?;
+        opts.name = Some(name.clone());
+        return Ok(Prepared {
+            task: None,
+            started: catalog::now_rfc3339(),
+            store: store.clone(),
+            vault: cfg,
+            name,
+            opts,
+            resources,
+            _lock: None,
+            used_before: used,
+            progress: Arc::new(Progress::new(total)),
+        });
     }
     let lock = store.try_backup_lock(vault)?;
     let repo = store.repo(vault)?;
@@ -164,7 +194,6 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
         )
         .code("BackupService.6114"));
     }
-    let total: u64 = resources.iter().map(|r| r.size).sum();
     opts.name = Some(name.clone());
     // Accepted: from here the backup is in the task log and has a status
     // file, so if this process dies before `run` even starts (a mount daemon
@@ -195,7 +224,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
         name,
         opts,
         resources,
-        _lock: lock,
+        _lock: Some(lock),
         used_before: used,
         progress: Arc::new(Progress::new(total)),
     })
@@ -215,6 +244,10 @@ impl Prepared {
     /// packs without an index are invisible (prune removes them), and every
     /// earlier backup is untouched.
     pub fn run(mut self) -> Result<BackupRecord> {
+        if self.opts.dry_run {
+            // No task, status or capacity event: nothing happened.
+            return self.run_inner();
+        }
         let vault = self.vault.name.clone();
         let started = self.started.clone();
         let at = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
@@ -303,12 +336,19 @@ impl Prepared {
         let t0 = std::time::Instant::now();
         let vault = self.vault.name.clone();
         let repo = self.store.repo(&vault)?;
+        let dry_run = self.opts.dry_run;
         // Under the writer lock no other writer of packs, indexes or records
-        // runs: their temporaries are a killed run's.
-        repo.remove_stale_temps()?;
-        crate::fsutil::remove_stale_temps(&self.store.vault_dir(&vault).join("backups"))?;
+        // runs: their temporaries are a killed run's. A dry run holds no
+        // lock: the temporaries may be a running backup's.
+        if !dry_run {
+            repo.remove_stale_temps()?;
+            crate::fsutil::remove_stale_temps(&self.store.vault_dir(&vault).join("backups"))?;
+        }
         let used = repo.used_bytes()?;
         let mut writer = RepoWriter::new(&repo, self.vault.compress());
+        writer.dry_run = dry_run;
+        writer.checkpoint_every = Some(CHECKPOINT_BYTES);
+        writer.checkpoint_after = Some(CHECKPOINT_AFTER);
         // With auto-expand a backup may fill the vault up to 1.25× its
         // capacity, which is then expanded.
         let cap = if self.vault.auto_expand {
@@ -316,7 +356,7 @@ impl Prepared {
         } else {
             self.vault.capacity_bytes()
         };
-        writer.limit = Some(cap.saturating_sub(used));
+        writer.limit = (!dry_run).then(|| cap.saturating_sub(used));
         let compress = writer.compresses();
         let writer = Mutex::new(writer);
         let cdc = Cdc::new(repo.key().chunker_seed());
@@ -348,7 +388,7 @@ impl Prepared {
         let (jobs, job_rx) = mpsc::channel::<Vec<Job>>();
         let job_rx = Mutex::new(job_rx);
         let (done_tx, done) = mpsc::channel::<Vec<Done>>();
-        std::thread::scope(|s| -> Result<()> {
+        let walked = std::thread::scope(|s| -> Result<()> {
             // The walk owns the only sender of jobs: when it ends, however
             // it ends, the readers run out of jobs and stop.
             let jobs = jobs;
@@ -400,8 +440,14 @@ impl Prepared {
                     max_inflight,
                     listed: None,
                     out: Vec::new(),
+                    recheck: HashSet::new(),
+                    exclude_caches: res.exclude_caches,
+                    if_present: &res.exclude_if_present,
                 };
                 let prev_meta = parent.as_ref().map(|(_, m)| m.clone());
+                // The resources are walked one after the other, each to its
+                // last blob: what the writer added meanwhile is this one's.
+                let added_before = sh.writer.lock().stats();
                 let (meta, root, source) = match kind {
                     ResourceKind::Directory => {
                         let meta = w.resource_dir(&res.name, &res.path, prev_meta.as_ref())?;
@@ -424,7 +470,10 @@ impl Prepared {
                         (meta, root, source)
                     }
                 };
-                let stats = w.stats;
+                let added = sh.writer.lock().stats();
+                let mut stats = w.stats;
+                stats.blobs_new = added.blobs_new - added_before.blobs_new;
+                stats.bytes_added = added.stored_new - added_before.stored_new;
                 totals.add(&stats);
                 parts.push(ResourceBackup {
                     name: res.name.clone(),
@@ -439,11 +488,34 @@ impl Prepared {
                 });
             }
             Ok(())
-        })?;
+        });
+        if let Err(e) = walked {
+            if dry_run || !self.progress.cancelled() {
+                return Err(e);
+            }
+            // Interrupted by the user: index what was stored so far (its
+            // packs are sealed and durable first), so that the retry finds
+            // those blobs and does not store them again (issue #16). No
+            // record: the backup did not happen; prune drops what no
+            // backup ends up using.
+            let ws = writer.into_inner().finish()?;
+            return Err(Error::failed(format!(
+                "backup {} of vault {vault} interrupted: kept {} in {} (indexed, the next backup reuses them)",
+                self.name,
+                rules::human_bytes(ws.bytes_written),
+                rules::count(ws.blobs_new, "new blob", "new blobs")
+            )));
+        }
         let writer = writer.into_inner();
         let ws = writer.finish()?;
         totals.blobs_new = ws.blobs_new;
-        totals.bytes_added = ws.bytes_written;
+        // A dry run wrote no pack or index: its figure is the blobs' stored
+        // bytes, the sum of the resources'.
+        totals.bytes_added = if dry_run {
+            ws.stored_new
+        } else {
+            ws.bytes_written
+        };
         parts.sort_by(|a, b| a.name.cmp(&b.name));
         let rec = BackupRecord {
             name: self.name.clone(),
@@ -461,6 +533,10 @@ impl Prepared {
         // and every resource's root tree read back as check, restore and
         // the mount will read them.
         model::validate_record(&rec)?;
+        if dry_run {
+            self.progress.finish();
+            return Ok(rec);
+        }
         for p in &rec.resources {
             repo.read_blob(&p.root)
                 .and_then(|b| model::decode_tree(&b))
@@ -792,7 +868,7 @@ fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -> Done {
         // A panic in a read (a bug) must not leave the walker waiting for
         // a result that never comes: it comes back as a store error.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if sh.stop.load(Ordering::Relaxed) {
+            if sh.stop.load(Ordering::Relaxed) || sh.progress.cancelled() {
                 Err(ReadError::Stopped)
             } else if job.size >= BIG_FILE {
                 let mut buf = sh.take_big();
@@ -980,6 +1056,28 @@ fn open_entry(dir: &OwnedFd, name: &[u8], hint: u8) -> std::io::Result<Opened> {
     }
 }
 
+/// The name of a cache directory's tag (<https://bford.info/cachedir/>).
+const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
+/// What a valid tag starts with.
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// True if entry `name` of `dir` is a regular file starting with the cache
+/// directory signature (a symlink or a file without it is no tag).
+fn is_cache_tag(dir: &OwnedFd, name: &[u8], hint: u8) -> bool {
+    let Ok(Opened {
+        handle: Handle::File(f),
+        ..
+    }) = open_entry(dir, name, hint)
+    else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());
+    f.take(CACHEDIR_SIGNATURE.len() as u64)
+        .read_to_end(&mut head)
+        .is_ok()
+        && head == CACHEDIR_SIGNATURE
+}
+
 /// Open a disk (a block device or an image file) at its resolved path
 /// with no symlink followed (see `sys::open_no_symlinks`); size and
 /// metadata come from this descriptor.
@@ -1060,6 +1158,14 @@ struct Walker<'a, 'w> {
     listed: Option<u64>,
     /// What trees and chunk lists are compressed into.
     out: Vec<u8>,
+    /// Entries (pending directory, index) read again under `--full` whose
+    /// metadata is the previous backup's: counted unchanged or changed
+    /// once their content is back.
+    recheck: HashSet<(u64, usize)>,
+    /// Leave out the contents of cache directories (`--exclude-caches`).
+    exclude_caches: bool,
+    /// Leave out the contents of directories holding these names.
+    if_present: &'a [String],
 }
 
 impl Walker<'_, '_> {
@@ -1165,7 +1271,19 @@ impl Walker<'_, '_> {
             self.sh.progress.add_done(size);
             return Ok(n);
         }
-        if prev.is_some() {
+        // Under `--full` an image whose size, times and inode are the
+        // previous backup's is read again but counted unchanged, as an
+        // incremental would count it (issue #16: it was "new").
+        let same_meta = prev.is_some_and(|p| {
+            !block_dev
+                && p.size == n.size
+                && p.mtime_ns == n.mtime_ns
+                && p.ctime_ns == n.ctime_ns
+                && p.inode == n.inode
+        });
+        if same_meta {
+            self.stats.files_unchanged += 1;
+        } else if prev.is_some() {
             self.stats.files_changed += 1;
         } else {
             self.stats.files_new += 1;
@@ -1192,6 +1310,10 @@ impl Walker<'_, '_> {
         let mut stored = 0u64;
         // A window of batches at a time bounds the results held.
         for window in batches.chunks(256) {
+            // Interrupted: what was stored so far is kept (see `run_inner`).
+            if self.sh.progress.cancelled() {
+                return Err(Error::failed(format!("interrupted in disk {shown}")));
+            }
             let next = AtomicUsize::new(0);
             let failed = AtomicBool::new(false);
             let results: Vec<Mutex<Option<Result<Vec<ChunkRef>>>>> =
@@ -1296,7 +1418,14 @@ impl Walker<'_, '_> {
             }
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(keep) = self.tagged(&fd, &names, path) {
+            names.retain(|(n, _)| keep.contains(n));
+        }
         for (name, hint) in names {
+            if self.sh.progress.cancelled() {
+                self.sh.stop.store(true, Ordering::Relaxed);
+                return Err(Error::failed(format!("interrupted at {}", path.display())));
+            }
             let child_rel = if rel.is_empty() {
                 name.clone()
             } else {
@@ -1352,6 +1481,42 @@ impl Walker<'_, '_> {
         // it goes into exists.
         self.order.push_back(id);
         Ok(id)
+    }
+
+    /// If the directory open as `fd` (listed as `names`) is tagged to be
+    /// left out — a valid `CACHEDIR.TAG` under `--exclude-caches`, an entry
+    /// named by `--exclude-if-present` — the names of the tags, the only
+    /// entries kept (as restic keeps them, so the directory says why it is
+    /// empty). The tag is opened from `fd` like every entry, never through
+    /// a symlink.
+    fn tagged(&self, fd: &OwnedFd, names: &[sys::DirEntry], path: &Path) -> Option<Vec<Vec<u8>>> {
+        if !self.exclude_caches && self.if_present.is_empty() {
+            return None;
+        }
+        let mut keep: Vec<Vec<u8>> = names
+            .iter()
+            .filter(|(n, _)| self.if_present.iter().any(|p| p.as_bytes() == &n[..]))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if self.exclude_caches {
+            if let Some((n, hint)) = names.iter().find(|(n, _)| n == CACHEDIR_TAG) {
+                if is_cache_tag(fd, n, *hint) && !keep.contains(n) {
+                    keep.push(n.clone());
+                }
+            }
+        }
+        if keep.is_empty() {
+            return None;
+        }
+        log::info!(
+            "{}: contents left out (tagged by {})",
+            path.display(),
+            keep.iter()
+                .map(|n| crate::quote::quote_bytes(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Some(keep)
     }
 
     fn pending_dir(&mut self, id: u64) -> Result<&mut PendingDir> {
@@ -1420,6 +1585,8 @@ impl Walker<'_, '_> {
             Ok(read) => {
                 self.stats.bytes_read += read.bytes;
                 let content = self.content(&read.chunks)?;
+                // Empty but under `--full`: no hashing per file otherwise.
+                let recheck = !self.recheck.is_empty() && self.recheck.remove(&(dir, idx));
                 let mut warns = Vec::new();
                 let n = self
                     .pending_dir(dir)?
@@ -1464,12 +1631,23 @@ impl Walker<'_, '_> {
                 if let Some(why) = why {
                     warns.push(format!("{}: {why} (saved as read)", path.display()));
                 }
+                // `n.content` is still the previous backup's (see `node`):
+                // same bytes, same chunks.
+                let same = recheck.then_some(n.content == content);
                 n.content = content;
+                match same {
+                    Some(true) => self.stats.files_unchanged += 1,
+                    Some(false) => self.stats.files_changed += 1,
+                    None => {}
+                }
                 for w in warns {
                     self.warn(w);
                 }
             }
             Err(ReadError::Source(e)) => {
+                if self.recheck.remove(&(dir, idx)) {
+                    self.stats.files_changed += 1;
+                }
                 self.warn(e.to_string());
                 self.pending_dir(dir)?.failed.push(idx);
             }
@@ -1636,7 +1814,9 @@ impl Walker<'_, '_> {
                     _ => true,
                 };
                 let prev_tree = match prev {
-                    Some(p) if p.kind == NodeKind::Dir && !self.full && descend => {
+                    // Loaded under `--full` too: its files are read
+                    // again, but counted against the previous backup.
+                    Some(p) if p.kind == NodeKind::Dir && descend => {
                         p.subtree.and_then(|id| self.load_tree(&id).ok())
                     }
                     _ => None,
@@ -1661,31 +1841,40 @@ impl Walker<'_, '_> {
             (NodeKind::File, Handle::File(f)) => {
                 n.size = st.st_size.max(0) as u64;
                 self.stats.bytes_total += n.size;
-                let unchanged = prev.filter(|p| {
-                    !self.full
-                        && p.kind == NodeKind::File
+                let same_meta = prev.filter(|p| {
+                    p.kind == NodeKind::File
                         && p.size == n.size
                         && p.mtime_ns == n.mtime_ns
                         && p.ctime_ns == n.ctime_ns
                         && p.inode == n.inode
                 });
-                if let Some(p) = unchanged {
+                if let Some(p) = same_meta.filter(|_| !self.full) {
                     n.content = p.content.clone();
                     self.stats.files_unchanged += 1;
                     self.sh.progress.add_done(n.size);
                 } else if n.size == 0 {
                     // Nothing to read: fstat said empty, as it says of
                     // every other field of the node.
-                    if prev.is_some() {
+                    if same_meta.is_some_and(|p| p.content == Content::None) {
+                        self.stats.files_unchanged += 1;
+                    } else if prev.is_some() {
                         self.stats.files_changed += 1;
                     } else {
                         self.stats.files_new += 1;
                     }
                 } else {
-                    if prev.is_some() {
-                        self.stats.files_changed += 1;
-                    } else {
-                        self.stats.files_new += 1;
+                    match (same_meta, parent) {
+                        // `--full` reads it again; whether it is unchanged
+                        // (as an incremental would have counted it, and
+                        // with the same bytes) is known once it is read:
+                        // the previous content waits in the node for
+                        // `apply` to compare (issue #16: all were "new").
+                        (Some(p), Some(at)) => {
+                            n.content = p.content.clone();
+                            self.recheck.insert(at);
+                        }
+                        _ if prev.is_some() => self.stats.files_changed += 1,
+                        _ => self.stats.files_new += 1,
                     }
                     // Read by the readers (see `reader`), from this
                     // descriptor.

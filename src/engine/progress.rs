@@ -11,6 +11,8 @@ pub struct Progress {
     read: AtomicU64,
     files: AtomicU64,
     finished: AtomicBool,
+    /// Set when the user interrupted the work (SIGINT, SIGTERM).
+    cancel: AtomicBool,
 }
 
 impl Progress {
@@ -25,6 +27,14 @@ impl Progress {
     /// when it opens it).
     pub fn add_total(&self, n: u64) {
         self.total.fetch_add(n, Relaxed);
+    }
+    /// Ask the work to stop (the user interrupted it).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Relaxed);
+    }
+    /// True once [`Progress::cancel`] was called.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Relaxed)
     }
     /// Bytes read from the source (also counts as done).
     pub fn add_read(&self, n: u64) {

@@ -216,19 +216,29 @@ pub fn prune_with(
             }
         }
     }
-    if dry_run {
-        let freed: u64 = remove.iter().map(|p| on_disk[p]).sum::<u64>()
-            + rewrite
-                .iter()
-                .map(|p| on_disk[p] - per_pack[p].0)
-                .sum::<u64>();
-        report.bytes_after = report.bytes_before.saturating_sub(freed);
-        report.blobs_moved = rewrite.iter().map(|p| per_pack[p].1.len() as u64).sum();
-        return Ok(report);
-    }
     let nothing_to_do = remove.is_empty() && rewrite.is_empty() && report.blobs_removed == 0;
     if nothing_to_do && index_files.len() <= 1 {
         report.bytes_after = report.bytes_before;
+        return Ok(report);
+    }
+    if dry_run {
+        // The figure the real run would reach, computed the way it writes:
+        // the packs kept, the new packs the moved blobs fill, and the one
+        // index replacing all others (merging indexes frees bytes too, which
+        // an estimate from the packs alone missed: issue #16).
+        let moved: Vec<(BlobId, Location)> = rewrite
+            .iter()
+            .flat_map(|p| per_pack[p].1.iter().copied())
+            .collect();
+        report.blobs_moved = moved.len() as u64;
+        let new_packs = new_pack_sizes(&moved);
+        let kept_packs: HashSet<BlobId> = keep_entries.iter().map(|(_, l)| l.pack).collect();
+        let kept_bytes: u64 = kept_packs.iter().filter_map(|p| on_disk.get(p)).sum();
+        let index_bytes = index::index_len(
+            kept_packs.len() + new_packs.len(),
+            keep_entries.len() + moved.len(),
+        );
+        report.bytes_after = kept_bytes + new_packs.iter().sum::<u64>() + index_bytes;
         return Ok(report);
     }
     // 1. Copy the live blobs of mostly dead packs into new packs.
@@ -271,6 +281,34 @@ pub fn prune_with(
     Ok(report)
 }
 
+/// The sizes of the packs a [`RepoWriter`] fills with `moved` (copied in
+/// this order): data and metadata blobs go to separate packs, each sealed
+/// once it reaches [`crate::store::PACK_TARGET`]. Assumes each blob keeps
+/// its stored length (the same compression setting writes the same bytes).
+fn new_pack_sizes(moved: &[(BlobId, Location)]) -> Vec<u64> {
+    let empty = pack::HEADER_LEN as u64;
+    let seal = |len: u64, n: u64| len + n * pack::ENTRY_LEN as u64 + pack::FOOTER_LEN as u64;
+    let mut sizes = Vec::new();
+    // (payload bytes with header, blobs) of the data and the metadata pack.
+    let mut open = [(empty, 0u64), (empty, 0u64)];
+    for (_, loc) in moved {
+        let which = usize::from(loc.kind != crate::store::BlobKind::Data);
+        let p = &mut open[which];
+        p.0 += loc.stored_len as u64;
+        p.1 += 1;
+        if p.0 >= crate::store::PACK_TARGET as u64 {
+            sizes.push(seal(p.0, p.1));
+            *p = (empty, 0);
+        }
+    }
+    for (len, n) in open {
+        if n > 0 {
+            sizes.push(seal(len, n));
+        }
+    }
+    sizes
+}
+
 /// For each backup of a vault, the stored bytes only it uses: what
 /// deleting it (and pruning) would free. Oldest first.
 pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>> {
@@ -298,4 +336,41 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
             (name, bytes)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BlobKind;
+
+    /// The sizes `new_pack_sizes` predicts for moved blobs are those of the
+    /// packs a writer makes of them: data and metadata apart, sealed at
+    /// the pack target (what made `prune --dry-run` exact, issue #16).
+    #[test]
+    fn predicted_pack_sizes_are_the_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        // 20 MiB of data (two data packs) and small metadata blobs between.
+        for i in 0..20u32 {
+            let mut data = vec![1u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            w.copy(repo.key().id(&data), BlobKind::Data, &data).unwrap();
+            let tree = format!("tree {i}").into_bytes();
+            w.copy(repo.key().id(&tree), BlobKind::Tree, &tree).unwrap();
+        }
+        let (entries, _) = w.finish_unindexed().unwrap();
+        let mut real: Vec<u64> = repo
+            .list_packs()
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let mut predicted = new_pack_sizes(&entries);
+        real.sort();
+        predicted.sort();
+        assert_eq!(predicted, real);
+        assert_eq!(real.len(), 3);
+    }
 }

@@ -296,6 +296,92 @@ pub fn associate_path_with(
     excludes: Vec<String>,
     one_file_system: bool,
 ) -> Result<Resource> {
+    let opts = DirOptions {
+        excludes,
+        one_file_system,
+        ..Default::default()
+    };
+    associate_dir(store, vault, path, name, opts)
+}
+
+/// How a directory resource is backed up; stored with it in the catalog,
+/// so that policy backups follow it as manual ones do.
+#[derive(Clone, Debug, Default)]
+pub struct DirOptions {
+    /// Exclude globs (see [`Resource::excludes`]).
+    pub excludes: Vec<String>,
+    /// See [`Resource::one_file_system`].
+    pub one_file_system: bool,
+    /// See [`Resource::exclude_caches`].
+    pub exclude_caches: bool,
+    /// See [`Resource::exclude_if_present`].
+    pub exclude_if_present: Vec<String>,
+}
+
+/// The globs of an exclude file (restic's and borg's `--exclude-file`):
+/// one a line; blank lines and lines starting with `#` are skipped, and
+/// surrounding white space is trimmed. `shown` names the file in errors.
+pub fn parse_exclude_file(text: &[u8], shown: &str) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(text).map_err(|e| {
+        Error::param(format!(
+            "exclude file {shown} is not UTF-8 text (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Read an exclude file given on the command line (see
+/// [`parse_exclude_file`]); its globs are copied into the resource, so the
+/// file is not needed at backup time.
+pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    // It is read whole, so it must be small.
+    const MAX: u64 = 1 << 20;
+    let shown = crate::quote::quote(&path.to_string_lossy()).into_owned();
+    // The file is named by root on the command line: following its path is
+    // what the user asked for.
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::param(format!("exclude file {shown}: cannot open: {e}")))?;
+    let mut buf = Vec::new();
+    f.take(MAX + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::param(format!("exclude file {shown}: cannot read: {e}")))?;
+    if buf.len() as u64 > MAX {
+        return Err(Error::param(format!(
+            "exclude file {shown} is larger than 1 MiB: an exclude file holds globs, one a line"
+        )));
+    }
+    parse_exclude_file(&buf, &shown)
+}
+
+/// Associate a directory with a file-system vault, backed up with `opts`.
+pub fn associate_dir(
+    store: &Store,
+    vault: &str,
+    path: &Path,
+    name: Option<String>,
+    opts: DirOptions,
+) -> Result<Resource> {
+    let DirOptions {
+        excludes,
+        one_file_system,
+        exclude_caches,
+        exclude_if_present,
+    } = opts;
+    for n in &exclude_if_present {
+        if n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0') {
+            return Err(Error::param(format!(
+                "--exclude-if-present {}: give a file name, without '/'",
+                crate::quote::quote(n)
+            )));
+        }
+    }
     let (abs, abs_str) = resolve(store, path, "resource path")?;
     if !abs.is_dir() {
         return Err(Error::invalid(format!(
@@ -315,6 +401,8 @@ pub fn associate_path_with(
         excludes,
         added: catalog::now_rfc3339(),
         one_file_system,
+        exclude_caches,
+        exclude_if_present,
     };
     add_resource(store, vault, VaultType::Filesystem, r)
 }
@@ -340,6 +428,8 @@ pub fn associate_disk(
         excludes: Vec::new(),
         added: catalog::now_rfc3339(),
         one_file_system: false,
+        exclude_caches: false,
+        exclude_if_present: Vec::new(),
     };
     add_resource(store, vault, VaultType::Disk, r)
 }
@@ -380,6 +470,8 @@ pub fn associate_server_with(
         excludes: exclude,
         added: catalog::now_rfc3339(),
         one_file_system,
+        exclude_caches: false,
+        exclude_if_present: Vec::new(),
     };
     add_resource(store, vault, VaultType::Server, r)
 }
@@ -426,4 +518,30 @@ pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Re
     cfg.resources.retain(|r| r.name != resource);
     store.save_vault(&cfg)?;
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_file_skips_comments_and_blanks_and_trims() {
+        let globs = parse_exclude_file(b"# c\n\n*.log\n  *.tmp \r\n#x\ncache/*\n", "f").unwrap();
+        assert_eq!(globs, ["*.log", "*.tmp", "cache/*"]);
+        let e = parse_exclude_file(b"ok\n\xff\n", "'f'").unwrap_err();
+        assert!(
+            e.to_string().contains("exclude file 'f' is not UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_resource_from_an_older_catalog_reads_without_the_new_options() {
+        let old = r#"{"name":"r","kind":"directory","path":"/x","excludes":[],"size":1,"added":"2026-01-01T00:00:00Z"}"#;
+        let r: Resource = serde_json::from_str(old).unwrap();
+        assert!(!r.exclude_caches && r.exclude_if_present.is_empty() && !r.one_file_system);
+        // And writing it back adds nothing an older cbrfs would trip on.
+        let back = serde_json::to_string(&r).unwrap();
+        assert!(!back.contains("exclude_caches") && !back.contains("exclude_if_present"));
+    }
 }

@@ -203,6 +203,12 @@ impl IndexFile {
     }
 }
 
+/// The size of the index [`write_index`] writes for `packs` packs and
+/// `entries` distinct blobs.
+pub fn index_len(packs: usize, entries: usize) -> u64 {
+    (HEADER_LEN + packs * 16 + FANOUT_LEN + entries * ENTRY_LEN + FOOTER_LEN) as u64
+}
+
 /// Write an index of `entries` (any order; duplicates keep the first) into
 /// `store_dir/index`, durably; returns its path.
 pub fn write_index(store_dir: &Path, mut entries: Vec<(BlobId, Location)>) -> Result<PathBuf> {

@@ -35,7 +35,9 @@ pub mod index;
 pub mod pack;
 mod repo;
 
-pub use repo::{compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats};
+pub use repo::{
+    compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats, PACK_TARGET,
+};
 
 use crate::error::{Error, Result};
 use std::fmt;

@@ -482,6 +482,11 @@ pub struct WriterStats {
     pub raw_new: u64,
     /// Bytes of the sealed packs and index written.
     pub bytes_written: u64,
+    /// Stored (compressed) bytes of the new blobs with their pack table
+    /// entries, counted as they are added: what a part of a run added,
+    /// without the packs' headers and footers and the index, which no one
+    /// part owns.
+    pub stored_new: u64,
 }
 
 /// Packs being sealed at once beside the writer: one sealing, one queued.
@@ -565,6 +570,22 @@ pub struct RepoWriter<'r> {
     broken: Option<String>,
     /// Abort (with a no-space error) once written bytes would pass this.
     pub limit: Option<u64>,
+    /// Count the blobs that would be added, and write nothing (a backup's
+    /// `--dry-run`): no pack, no index.
+    pub dry_run: bool,
+    /// Index the packs sealed so far whenever this many bytes were sealed
+    /// since the last such checkpoint: a backup killed or failed after it
+    /// keeps them, and its retry deduplicates against them (issue #16).
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoint as well once a pack was sealed this long after the last
+    /// checkpoint (or the start): a slow backup keeps its work too.
+    pub checkpoint_after: Option<std::time::Duration>,
+    /// When the last checkpoint was written (or the writer made).
+    last_checkpoint: std::time::Instant,
+    /// Bytes sealed since the last checkpoint.
+    since_checkpoint: u64,
+    /// True once a checkpoint wrote an index.
+    checkpointed: bool,
 }
 
 impl<'r> RepoWriter<'r> {
@@ -583,6 +604,12 @@ impl<'r> RepoWriter<'r> {
             stats: WriterStats::default(),
             broken: None,
             limit: None,
+            dry_run: false,
+            checkpoint_every: None,
+            checkpoint_after: None,
+            last_checkpoint: std::time::Instant::now(),
+            since_checkpoint: 0,
+            checkpointed: false,
         }
     }
 
@@ -671,11 +698,27 @@ impl<'r> RepoWriter<'r> {
             )));
         }
         let meta = kind != BlobKind::Data;
-        let pack = if meta { &mut self.meta } else { &mut self.data };
-        match compressed {
-            Some(c) => pack.add(id, kind, Compression::Zstd, c, data.len() as u32),
-            None => pack.add(id, kind, Compression::None, data, data.len() as u32),
+        if self.dry_run {
+            // Reserved (in `pending`), so a second copy deduplicates as it
+            // would; counted as stored; dropped.
+            let stored = compressed.map_or(data.len(), <[u8]>::len);
+            self.stats.stored_new += (stored + super::pack::ENTRY_LEN) as u64;
+            self.stats.blobs_new += 1;
+            self.stats.raw_new += data.len() as u64;
+            return Ok(());
         }
+        let pack = if meta { &mut self.meta } else { &mut self.data };
+        let stored = match compressed {
+            Some(c) => {
+                pack.add(id, kind, Compression::Zstd, c, data.len() as u32);
+                c.len()
+            }
+            None => {
+                pack.add(id, kind, Compression::None, data, data.len() as u32);
+                data.len()
+            }
+        };
+        self.stats.stored_new += (stored + super::pack::ENTRY_LEN) as u64;
         self.stats.blobs_new += 1;
         self.stats.raw_new += data.len() as u64;
         if pack.len() >= PACK_TARGET {
@@ -753,6 +796,7 @@ impl<'r> RepoWriter<'r> {
                         s.queued_bytes = s.queued_bytes.saturating_sub(size);
                     }
                     self.stats.bytes_written += size;
+                    self.since_checkpoint += size;
                     self.sealed_packs.push(pack_id);
                     self.sealed
                         .extend(index::entries_of_pack(pack_id, &entries));
@@ -765,12 +809,45 @@ impl<'r> RepoWriter<'r> {
             }
         }
         match first_err {
+            // Not while draining (finish indexes everything; a dropped
+            // writer is failing): only between blobs.
+            None if !all && self.checkpoint_due() => self.checkpoint(),
             None => Ok(()),
             Some(e) => {
                 self.broken = Some(e.to_string());
                 Err(e.context(format!("vault {}", self.repo.vault)))
             }
         }
+    }
+
+    /// True if enough was sealed, or long enough ago, for a checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        // Nothing sealed since the last one: nothing to keep (and no clock
+        // read per blob).
+        self.since_checkpoint > 0
+            && (self
+                .checkpoint_every
+                .is_some_and(|every| self.since_checkpoint >= every)
+                || self
+                    .checkpoint_after
+                    .is_some_and(|after| self.last_checkpoint.elapsed() >= after))
+    }
+
+    /// Write an index of the packs sealed so far (they are durable): from
+    /// here they stay even if the run fails, and the next run finds their
+    /// blobs. Their ids stay reserved in this run.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.since_checkpoint = 0;
+        self.last_checkpoint = std::time::Instant::now();
+        if self.sealed.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.sealed);
+        let path = index::write_index(&self.repo.dir, entries)?;
+        self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.sealed_packs.clear();
+        self.checkpointed = true;
+        Ok(())
     }
 
     /// Seal the last packs and wait for every seal.
@@ -785,12 +862,14 @@ impl<'r> RepoWriter<'r> {
     /// Returns the counters.
     pub fn finish(mut self) -> Result<WriterStats> {
         self.seal_all()?;
-        if !self.sealed.is_empty() {
-            let entries = std::mem::take(&mut self.sealed);
-            let path = index::write_index(&self.repo.dir, entries)?;
-            // From here the packs are named by a durable index: keep them.
-            self.finished = true;
-            self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if !self.sealed.is_empty() || self.checkpointed {
+            if !self.sealed.is_empty() {
+                let entries = std::mem::take(&mut self.sealed);
+                let path = index::write_index(&self.repo.dir, entries)?;
+                // From here the packs are named by a durable index: keep them.
+                self.finished = true;
+                self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
             self.repo.refresh()?;
             let indexes = self.repo.indexes();
             if indexes.len() > MAX_INDEXES {
@@ -813,8 +892,9 @@ impl<'r> RepoWriter<'r> {
 
 impl Drop for RepoWriter<'_> {
     /// A writer dropped before [`RepoWriter::finish`] (an error, a full
-    /// vault) removes the packs it sealed: no index names them, so nothing
-    /// can use them, and a failed backup must give its space back.
+    /// vault) removes the packs it sealed since its last checkpoint: no
+    /// index names them, so nothing can use them, and a failed backup must
+    /// give its space back (what a checkpoint indexed stays for the retry).
     fn drop(&mut self) {
         // Wait for the packs being sealed, so that they are removed too.
         let _ = self.collect(true);
@@ -892,6 +972,67 @@ mod tests {
         // A blob in no index costs one re-listing and is reported.
         let e = reader.read_blob(&BlobId([9; 16])).unwrap_err();
         assert!(e.to_string().contains("is not in any index"), "{e}");
+    }
+
+    /// Packs sealed past `checkpoint_every` are indexed during the run: a
+    /// writer dropped afterwards (a failed or interrupted backup) leaves
+    /// them, and their blobs read back and deduplicate.
+    #[test]
+    fn checkpoint_keeps_sealed_packs_of_a_dropped_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        w.checkpoint_every = Some(1);
+        let mut ids = Vec::new();
+        // Seals finish on their own thread: add until one came back.
+        for i in 0..400u32 {
+            let mut data = vec![0u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            ids.push(w.add(BlobKind::Data, &data).unwrap().id);
+            if w.checkpointed {
+                break;
+            }
+        }
+        assert!(w.checkpointed, "no checkpoint after 400 MiB");
+        drop(w);
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let kept: Vec<_> = ids.iter().filter(|id| repo.lookup(id).is_some()).collect();
+        assert!(kept.len() >= 15, "only {} blobs kept", kept.len());
+        for id in &kept {
+            assert_eq!(repo.key().id(&repo.read_blob(id).unwrap()), **id);
+        }
+        let mut w = RepoWriter::new(&repo, false);
+        let mut data = vec![0u8; 1 << 20];
+        data[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(!w.add(BlobKind::Data, &data).unwrap().new);
+    }
+
+    /// A checkpoint is also due by time: with `checkpoint_after` zero the
+    /// first sealed pack is indexed before the writer is dropped.
+    #[test]
+    fn checkpoint_by_time_keeps_the_first_sealed_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        w.checkpoint_after = Some(std::time::Duration::ZERO);
+        for i in 0..400u32 {
+            let mut data = vec![0u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            w.add(BlobKind::Data, &data).unwrap();
+            if w.checkpointed {
+                break;
+            }
+        }
+        assert!(w.checkpointed, "no checkpoint by time");
+        assert!(w.since_checkpoint < PACK_TARGET as u64 * 2);
+        drop(w);
+        assert!(!Repo::open(dir.path(), "v")
+            .unwrap()
+            .list_packs()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
