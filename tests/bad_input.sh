@@ -86,6 +86,11 @@ note "usage errors (clap): missing and unknown arguments"
 bad 2 "required|--capacity" cbrfs vault create vx --type filesystem
 bad 2 "unexpected argument|unrecognized" cbrfs vault create vx --type filesystem --capacity 10 --bogus
 bad 2 "unrecognized subcommand" cbrfs vault frobnicate
+# The policy name is optional (policy_XXXX): the usage line says so, in the
+# help and in the message of a refused call.
+matches 'Usage: cbrfs policy create .*\[NAME\]$' "$(cbrfs policy create --help)" &&
+	pass "policy create --help: [NAME] is optional" || fail "policy create usage: $(cbrfs policy create --help | grep Usage)"
+bad 2 'Usage: cbrfs policy create .*\[NAME\]' cbrfs policy create --schedule 'FREQ=DAILY;BYHOUR=1;BYMINUTE=0'
 
 note "duplicates and updates"
 expect_ok cbrfs vault create v1 --type filesystem --capacity 10 --description first
