@@ -1197,42 +1197,20 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 print_json(&j);
             } else if json {
                 print_json(&backup_json(&rec));
-            } else if dry_run {
-                let s = &rec.stats;
-                println!(
-                    "dry run of a backup of vault {} ({}): nothing was written",
-                    rec.vault,
-                    if rec.full { "full" } else { "incremental" }
-                );
-                println!(
-                    "files: {} new, {} changed, {} unchanged; {}, {} other",
-                    s.files_new,
-                    s.files_changed,
-                    s.files_unchanged,
-                    rules::count(s.dirs, "directory", "directories"),
-                    s.others
-                );
-                println!(
-                    "would read {} of {}; would add {} in {} (compressed, before pack headers and the index); took {:.2}s",
-                    human_bytes(s.bytes_read),
-                    human_bytes(s.bytes_total),
-                    human_bytes(s.bytes_added),
-                    rules::count(s.blobs_new, "new blob", "new blobs"),
-                    t0.elapsed().as_secs_f64()
-                );
-                for r in &rec.resources {
-                    for w in &r.warnings {
-                        eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
-                    }
-                }
             } else {
                 let s = &rec.stats;
-                println!(
-                    "backup {} of vault {} is available ({})",
-                    rec.name,
-                    rec.vault,
-                    if rec.full { "full" } else { "incremental" }
-                );
+                let kind = if rec.full { "full" } else { "incremental" };
+                if dry_run {
+                    println!(
+                        "dry run of a backup of vault {} ({kind}): nothing was written",
+                        rec.vault
+                    );
+                } else {
+                    println!(
+                        "backup {} of vault {} is available ({kind})",
+                        rec.name, rec.vault
+                    );
+                }
                 println!(
                     "files: {} new, {} changed, {} unchanged; {}, {} other",
                     s.files_new,
@@ -1241,19 +1219,30 @@ fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     rules::count(s.dirs, "directory", "directories"),
                     s.others
                 );
-                println!(
-                    "read {} of {}; added {} to the vault; took {:.2}s",
-                    human_bytes(s.bytes_read),
-                    human_bytes(s.bytes_total),
-                    human_bytes(s.bytes_added),
-                    t0.elapsed().as_secs_f64()
-                );
+                if dry_run {
+                    println!(
+                        "would read {} of {}; would add {} in {} (compressed, before pack headers and the index); took {:.2}s",
+                        human_bytes(s.bytes_read),
+                        human_bytes(s.bytes_total),
+                        human_bytes(s.bytes_added),
+                        rules::count(s.blobs_new, "new blob", "new blobs"),
+                        t0.elapsed().as_secs_f64()
+                    );
+                } else {
+                    println!(
+                        "read {} of {}; added {} to the vault; took {:.2}s",
+                        human_bytes(s.bytes_read),
+                        human_bytes(s.bytes_total),
+                        human_bytes(s.bytes_added),
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
                 for r in &rec.resources {
                     for w in &r.warnings {
                         eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
                     }
                 }
-                if s.errors > 0 {
+                if !dry_run && s.errors > 0 {
                     eprintln!(
                         "warning: {} entries could not be backed up or changed while read (see above)",
                         s.errors
