@@ -1964,7 +1964,10 @@ impl PolicyArgs {
     }
 
     /// Retention from these flags over `base` (what a policy has now).
-    fn retention(&self, base: &crate::retention::RetentionArgs) -> crate::retention::RetentionArgs {
+    fn retention(
+        &self,
+        base: &crate::policy::retention::RetentionArgs,
+    ) -> crate::policy::retention::RetentionArgs {
         let mut r = base.clone();
         if self.keep_last.is_some() || self.keep_days.is_some() || self.keep_forever {
             r.keep_last = self.keep_last;
@@ -1999,7 +2002,7 @@ pub fn policy_json(store: &Store, p: &crate::catalog::PolicyConfig) -> serde_jso
         .collect();
     // The next time points in UTC (`next`, the machine form) and in the
     // policy's zone with that instant's offset (`next_local`).
-    let (zone, next): (Option<crate::schedule::Zone>, Vec<jiff::Timestamp>) =
+    let (zone, next): (Option<crate::policy::schedule::Zone>, Vec<jiff::Timestamp>) =
         crate::engine::policy::validate(p)
             .ok()
             .map(|(sched, _)| {
@@ -2064,7 +2067,7 @@ fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
                     disabled: spec.disabled,
                 },
             )?;
-            let r = crate::retention::Retention::new(&p.retention)?;
+            let r = crate::policy::retention::Retention::new(&p.retention)?;
             println!(
                 "created policy {} ({}; {})",
                 p.name,
@@ -2110,7 +2113,7 @@ fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
             if json {
                 print_json(&j);
             } else {
-                let r = crate::retention::Retention::new(&p.retention)?;
+                let r = crate::policy::retention::Retention::new(&p.retention)?;
                 println!("policy:     {}", p.name);
                 println!("enabled:    {}", if p.enabled { "yes" } else { "no" });
                 println!("schedules:  {}", p.schedules.join(" + "));
