@@ -135,40 +135,32 @@ impl Vfs {
         self.running.lock().insert(key.clone(), run.clone());
         log::info!("mkdir {vault}/{sname}: backup accepted");
         let me = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name(format!("backup-{vault}-{sname}"))
-            .stack_size(256 << 20)
-            .spawn(move || {
-                let result = prepared.run();
-                let state = match &result {
-                    Ok(_) => {
-                        log::info!("backup {}/{} is available", key.0, key.1);
-                        RunState::Available
-                    }
-                    Err(e) => {
-                        log::error!("backup {}/{} failed: {e}", key.0, key.1);
-                        RunState::Failed(e.to_string())
-                    }
-                };
-                *run.state.lock() = state.clone();
-                if state == RunState::Available {
-                    me.running.lock().remove(&key);
+        let spawned = prepared.start(move |result| {
+            let state = match &result {
+                Ok(_) => {
+                    log::info!("backup {}/{} is available", key.0, key.1);
+                    RunState::Available
                 }
-                me.finish_waiters(
-                    &key,
-                    if state == RunState::Available {
-                        Ok(())
-                    } else {
-                        Err(libc::EIO)
-                    },
-                );
-            });
-        if let Err(e) = spawned {
-            log::error!(
-                "mkdir {}/{}: cannot start the backup thread: {e}",
-                vault,
-                sname
+                Err(e) => {
+                    log::error!("backup {}/{} failed: {e}", key.0, key.1);
+                    RunState::Failed(e.to_string())
+                }
+            };
+            *run.state.lock() = state.clone();
+            if state == RunState::Available {
+                me.running.lock().remove(&key);
+            }
+            me.finish_waiters(
+                &key,
+                if state == RunState::Available {
+                    Ok(())
+                } else {
+                    Err(libc::EIO)
+                },
             );
+        });
+        if let Err(e) = spawned {
+            log::error!("mkdir {vault}/{sname}: {e}");
             self.running.lock().remove(&(vault.clone(), sname.clone()));
             return Err(libc::EAGAIN);
         }
