@@ -10,7 +10,7 @@ use crate::model::Origin;
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The state of a backup started by `mkdir`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,11 +193,6 @@ impl Vfs {
             .values()
             .filter(|r| *r.state.lock() == RunState::Protecting)
             .count()
-    }
-
-    /// Time since the mount started (for attributes).
-    pub fn mounted_at(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.mounted_ns.max(0) as u64)
     }
 }
 
