@@ -62,6 +62,7 @@
 
 pub mod keys;
 pub mod seal;
+pub mod slot;
 
 pub use keys::{BlobIdKey, MasterKey};
 pub use seal::{Object, SealKey};
