@@ -61,6 +61,7 @@
 //! fail the tag): unlocking reports "wrong password", naming the vault.
 
 pub mod keys;
+pub mod password;
 pub mod seal;
 pub mod slot;
 
