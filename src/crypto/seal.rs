@@ -372,6 +372,19 @@ mod tests {
         assert!(!sealed.windows(12).any(|w| w == &marker[..12]));
     }
 
+    proptest::proptest! {
+        /// Any bytes offered as a sealed object of any kind: an error naming
+        /// it, never a panic, never plaintext.
+        #[test]
+        fn any_bytes_never_open(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let k = MasterKey::from_bytes([9; 32]).seal_key();
+            for obj in every_object() {
+                let e = k.open(obj, &bytes).err();
+                proptest::prop_assert!(e.is_some_and(|e| e.to_string().contains(&obj.to_string())));
+            }
+        }
+    }
+
     /// Seal and open throughput on 16 KiB blobs (the disk chunk size) and
     /// 1 MiB blobs (a file chunk's average). Run with
     /// `cargo test --release --lib crypto::seal -- --ignored --nocapture`.
