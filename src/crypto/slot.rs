@@ -565,7 +565,7 @@ pub fn unlock_vault(
     vault: &str,
     secret: Secret<'_>,
 ) -> Result<(u32, MasterKey)> {
-    let mut tried = 0;
+    let (mut tried, mut other_kind) = (0, 0);
     for number in listed_numbers(storage)? {
         let Some(bytes) = storage.get(&slot_name(number))? else {
             continue;
@@ -573,9 +573,13 @@ pub fn unlock_vault(
         let what = format!("vault {vault}: key slot {number}");
         match SlotHeader::decode(&bytes, &what) {
             Ok(h) if h.kdf == secret.kdf() => {}
+            Ok(_) => {
+                other_kind += 1;
+                continue;
+            }
             // A damaged slot must not lock the others out: skip it (check
-            // reports it), as one of another kind.
-            _ => continue,
+            // reports it).
+            Err(_) => continue,
         }
         tried += 1;
         match unlock(&bytes, number, secret, vault) {
@@ -583,6 +587,16 @@ pub fn unlock_vault(
             Err(e) if e.kind() == crate::error::Kind::Invalid => continue,
             Err(e) => return Err(e),
         }
+    }
+    if tried == 0 && other_kind > 0 {
+        return Err(Error::invalid(match secret {
+            Secret::Password(_) => {
+                format!("vault {vault} has no password key slot: give its key file")
+            }
+            Secret::KeyFile(_) => {
+                format!("vault {vault} has no key-file key slot: give its password")
+            }
+        }));
     }
     if tried == 0 {
         return Err(Error::corrupt(format!(
@@ -902,5 +916,18 @@ pub(crate) mod tests {
         assert_eq!(unlock_vault(&s, "v", PW).unwrap().0, 1);
         let l = list_slots(&s, "v").unwrap();
         assert!(l[0].problem.is_none(), "the header is intact");
+        // Only password slots, a key file given: say what to give instead.
+        let e = unlock_vault(&s, "v", Secret::KeyFile(&[1; 32])).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("give its password"), "{e}");
+        // A slot that does not decode is listed with why.
+        s.put("keys/9.slot", b"short").unwrap();
+        let l = list_slots(&s, "v").unwrap();
+        let bad = l.iter().find(|i| i.number == 9).unwrap();
+        assert!(bad.header.is_none());
+        assert!(
+            bad.problem.as_deref().unwrap().contains("key slot 9"),
+            "{bad:?}"
+        );
     }
 }
