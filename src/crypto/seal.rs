@@ -143,7 +143,7 @@ pub(crate) fn open_raw(
     ad: &[u8],
     sealed: &[u8],
     what: &dyn fmt::Display,
-) -> Result<Zeroizing<Vec<u8>>> {
+) -> Result<Vec<u8>> {
     if sealed.len() < OVERHEAD {
         return Err(Error::corrupt(format!(
             "{what}: {} bytes, shorter than a sealed object's {OVERHEAD} bytes of envelope",
@@ -158,12 +158,12 @@ pub(crate) fn open_raw(
     }
     let nonce = XNonce::from_slice(&sealed[1..1 + NONCE_LEN]);
     let (body, tag) = sealed[1 + NONCE_LEN..].split_at(sealed.len() - OVERHEAD);
-    let mut buf = Zeroizing::new(body.to_vec());
+    let mut buf = body.to_vec();
     match cipher.decrypt_in_place_detached(nonce, ad, &mut buf, Tag::from_slice(tag)) {
         Ok(()) => Ok(buf),
         Err(_) => {
-            // The crate checks the tag before decrypting, so `buf` holds
-            // ciphertext; Zeroizing wipes it anyway as it drops.
+            // The crate checks the tag before it decrypts, so `buf` still
+            // holds ciphertext: nothing of a failed open is returned or left.
             Err(Error::corrupt(format!(
                 "{what}: authentication failed: the object is damaged, truncated \
                  or not the one expected"
@@ -205,7 +205,10 @@ impl SealKey {
 
     /// The plaintext of `sealed`, which must have been sealed as `obj` with
     /// this key; otherwise an error naming `obj` (exit 1, EIO in the mount).
-    pub fn open(&self, obj: Object<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    /// The plaintext is a plain `Vec`: it is the user's data (the page cache
+    /// holds it too), and wiping every blob read would cost the mount a
+    /// pass over each; keys are the secrets wiped.
+    pub fn open(&self, obj: Object<'_>, sealed: &[u8]) -> Result<Vec<u8>> {
         open_raw(
             &self.0,
             &associated_data(obj.kind(), obj.binding()),
@@ -245,7 +248,7 @@ mod tests {
         ]
     }
 
-    fn corrupt_err(r: Result<Zeroizing<Vec<u8>>>, name: &str) {
+    fn corrupt_err(r: Result<Vec<u8>>, name: &str) {
         let e = match r {
             Ok(_) => panic!("opened a tampered object"),
             Err(e) => e,

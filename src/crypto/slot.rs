@@ -362,8 +362,10 @@ pub fn unlock(slot: &[u8], number: u32, secret: Secret<'_>, vault: &str) -> Resu
     let kek = derive_kek(&header, secret)?;
     let mut head = [0u8; HEADER_LEN];
     head.copy_from_slice(&slot[..HEADER_LEN]);
-    let plain = open_raw(&kek, &slot_ad(&head, number), &slot[HEADER_LEN..], &what)
-        .map_err(|_| wrong_secret(vault, secret))?;
+    let plain = Zeroizing::new(
+        open_raw(&kek, &slot_ad(&head, number), &slot[HEADER_LEN..], &what)
+            .map_err(|_| wrong_secret(vault, secret))?,
+    );
     let mut bytes = [0u8; KEY_LEN];
     if plain.len() != KEY_LEN {
         return Err(Error::corrupt(format!(
