@@ -792,6 +792,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// Time of one unlock with the default parameters. Run with
+    /// `cargo test --release --lib crypto::slot -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_default_kdf() {
+        let m = MasterKey::generate().unwrap();
+        let slot = create_slot(PW, KdfParams::DEFAULT, &m, 0).unwrap();
+        let t = std::time::Instant::now();
+        unlock(&slot, 0, PW, "v").unwrap();
+        println!(
+            "argon2id m=64 MiB, t=3, p=1: one unlock {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+
     #[test]
     fn slot_names() {
         assert_eq!(slot_name(0), "keys/0.slot");
