@@ -113,6 +113,18 @@ pub fn read_password(vault: &str, src: &Sources<'_>) -> Result<Password> {
     read_password_with(vault, src, &|name| std::env::var_os(name), &Tty)
 }
 
+/// The master key of `vault`, unlocked with the password from `file`,
+/// `CBRFS_PASSWORD` or the terminal: what every command on an encrypted
+/// vault and the mount start with. Returns the slot number that opened.
+pub fn unlock_with_password(
+    storage: &dyn super::slot::SlotStorage,
+    vault: &str,
+    file: Option<&Path>,
+) -> Result<(u32, super::MasterKey)> {
+    let pw = read_password(vault, &Sources::unlock(file))?;
+    super::slot::unlock_vault(storage, vault, pw.secret())
+}
+
 /// [`read_password`] with the environment and the terminal given.
 pub fn read_password_with(
     vault: &str,
@@ -401,6 +413,20 @@ mod tests {
         let f = file_with(&vec![0u8; KEY_FILE_MAX + 1]);
         let e = read_key_file(f.path(), "--key-file").unwrap_err();
         assert!(e.to_string().contains("too long for a key file"), "{e}");
+    }
+
+    #[test]
+    fn unlock_with_a_password_file() {
+        use crate::crypto::slot::{create_vault_key, tests::MemStorage, tests::CHEAP};
+        let s = MemStorage::default();
+        let m = create_vault_key(&s, "v", Secret::Password(b"pw"), CHEAP).unwrap();
+        let f = file_with(b"pw\n");
+        let (n, got) = unlock_with_password(&s, "v", Some(f.path())).unwrap();
+        assert_eq!((n, got.key_id()), (0, m.key_id()));
+        let f = file_with(b"not it\n");
+        let e = unlock_with_password(&s, "v", Some(f.path())).unwrap_err();
+        assert_eq!(e.to_string(), "wrong password for vault v");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -469,6 +469,27 @@ pub fn list_slots(storage: &dyn SlotStorage, vault: &str) -> Result<Vec<SlotInfo
     Ok(out)
 }
 
+/// The master key of a new encrypted vault, held by slot 0 opened by
+/// `secret`. Refused when the storage already holds a slot (another vault's
+/// keys must never be mixed in). The caller writes the vault's settings only
+/// after this returns, so a vault is never visible without its key.
+pub fn create_vault_key(
+    storage: &dyn SlotStorage,
+    vault: &str,
+    secret: Secret<'_>,
+    params: KdfParams,
+) -> Result<MasterKey> {
+    if !listed_numbers(storage)?.is_empty() || storage.get(&slot_name(0))?.is_some() {
+        return Err(Error::conflict(format!(
+            "vault {vault}: {} already holds key slots",
+            storage.describe()
+        )));
+    }
+    let master = MasterKey::generate()?;
+    add_slot(storage, vault, &master, secret, params)?;
+    Ok(master)
+}
+
 /// Add a slot holding `master`, opened by `secret`; returns its number.
 /// The caller has unlocked the vault (it holds `master`) and holds the
 /// vault's writer lock. The slot is written by one atomic `put` under a
@@ -670,9 +691,21 @@ pub(crate) mod tests {
 
     fn new_vault() -> (MemStorage, MasterKey) {
         let s = MemStorage::default();
-        let m = MasterKey::generate().unwrap();
-        assert_eq!(add_slot(&s, "v", &m, PW, CHEAP).unwrap(), 0);
+        let m = create_vault_key(&s, "v", PW, CHEAP).unwrap();
+        assert_eq!(listed_numbers(&s).unwrap(), [0]);
         (s, m)
+    }
+
+    #[test]
+    fn a_new_vault_key_never_joins_existing_slots() {
+        let (s, m) = new_vault();
+        assert_eq!(unlock_vault(&s, "v", PW).unwrap().1.key_id(), m.key_id());
+        let e = create_vault_key(&s, "v", PW2, CHEAP).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("already holds key slots"), "{e}");
+        // Two new vaults: two different keys.
+        let (_, m2) = new_vault();
+        assert_ne!(m.key_id(), m2.key_id());
     }
 
     #[test]
