@@ -32,8 +32,13 @@
 //! and never waited on.
 
 pub mod index;
+pub mod local;
 pub mod pack;
 mod repo;
+pub mod storage;
+
+pub use local::LocalDir;
+pub use storage::{ObjectInfo, Storage};
 
 pub use repo::{
     compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats, PACK_TARGET,
