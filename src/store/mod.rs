@@ -41,7 +41,8 @@ pub use local::LocalDir;
 pub use storage::{ObjectInfo, Storage};
 
 pub use repo::{
-    compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats, PACK_TARGET,
+    compress_blob, compress_into, index_size, pack_overhead, pack_sizes_for, AddOutcome,
+    IndexRebuild, Repo, RepoWriter, WriterStats, PACK_TARGET,
 };
 
 use crate::error::{Error, Result};

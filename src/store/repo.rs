@@ -3,13 +3,13 @@
 
 use super::index::{self, IndexFile};
 use super::pack::{PackReader, PackWriter};
-use super::{BlobId, BlobKind, Compression, Key, Location};
+use super::storage::{self, Storage};
+use super::{BlobId, BlobKind, Compression, Key, LocalDir, Location};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Seal a pack once its payload reaches this size.
@@ -22,9 +22,12 @@ const RELIST_TRIES: usize = 4;
 /// zstd level: fast, and within a few percent of level 6 on source trees.
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// An index's contents: the packs it names and its entries, in its order.
+pub type IndexTable = (Vec<BlobId>, Vec<(BlobId, Location)>);
+
 /// The read side of a vault's store: mapped indexes and packs.
 pub struct Repo {
-    dir: PathBuf,
+    storage: Arc<dyn Storage>,
     vault: String,
     key: Key,
     indexes: RwLock<Vec<Arc<IndexFile>>>,
@@ -36,38 +39,42 @@ pub struct Repo {
 impl Repo {
     /// Create the store directory of a new vault with a fresh key.
     pub fn create(dir: &Path) -> Result<()> {
+        // The directories of the layout exist from the start (the
+        // storage would make them at the first pack or index).
         fsutil::create_dir_all(&dir.join("packs"))?;
         fsutil::create_dir_all(&dir.join("index"))?;
-        let key = Key::generate();
-        fsutil::write_atomic(&dir.join("key"), key.secret())
+        Self::create_in(&LocalDir::new(dir))
+    }
+
+    /// Give a new vault's storage a fresh key.
+    pub fn create_in(storage: &dyn Storage) -> Result<()> {
+        storage.put("key", Key::generate().secret())
     }
 
     /// Open the store of vault `vault` in `dir`: reads the key and maps the
     /// indexes (O(number of index files), not of their size).
     pub fn open(dir: &Path, vault: &str) -> Result<Repo> {
-        // Readers walk the store by path: a symlink planted in place of one
-        // of its directories would lead them into someone else's files.
-        for d in [dir.to_path_buf(), dir.join("index"), dir.join("packs")] {
-            match fsutil::ensure_real_dir(&d) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(format!("vault {vault}: {}", d.display()), e))
-                }
-                _ => {}
-            }
-        }
-        let key_path = dir.join("key");
-        let secret = fsutil::read_store_file(&key_path)
-            .ctx(|| format!("read key of vault {vault} ({})", key_path.display()))?;
+        Self::open_in(Arc::new(LocalDir::new(dir)), vault)
+    }
+
+    /// Open the store of vault `vault` kept in `storage`.
+    pub fn open_in(storage: Arc<dyn Storage>, vault: &str) -> Result<Repo> {
+        let secret = match storage.get("key") {
+            Ok(Some(s)) => s,
+            Ok(None) => Err(storage::absent(&*storage, "key"))?,
+            Err(e) => Err(e)?,
+        };
         let key = Key::from_secret(secret).map_err(|e| e.context(format!("vault {vault}")))?;
         let repo = Repo {
-            dir: dir.to_path_buf(),
+            storage,
             vault: vault.to_string(),
             key,
             indexes: RwLock::new(Vec::new()),
             index_errors: RwLock::new(Vec::new()),
             packs: Mutex::new(HashMap::new()),
         };
-        repo.refresh()?;
+        repo.refresh()
+            .map_err(|e| e.context(format!("vault {vault}")))?;
         Ok(repo)
     }
 
@@ -75,34 +82,24 @@ impl Repo {
     pub fn vault(&self) -> &str {
         &self.vault
     }
-    /// The store directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the vault's objects are kept.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
     /// The vault's keyed hash.
     pub fn key(&self) -> &Key {
         &self.key
     }
 
-    /// Paths of the index files present now.
-    pub fn index_paths(&self) -> Result<Vec<PathBuf>> {
-        let dir = self.dir.join("index");
-        let mut out = Vec::new();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
-        };
-        for ent in rd {
-            let ent = ent.ctx(|| format!("list {}", dir.display()))?;
-            let name = ent.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".idx") && !name.starts_with('.') {
-                out.push(ent.path());
-            }
-        }
-        out.sort();
-        Ok(out)
+    /// Names of the index objects present now (`index/<hex>.idx`).
+    pub fn index_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .storage
+            .list("index/")?
+            .into_iter()
+            .map(|o| o.name)
+            .filter(|n| n.ends_with(".idx"))
+            .collect())
     }
 
     /// Re-list the index directory: map new index files, drop vanished ones.
@@ -117,30 +114,30 @@ impl Repo {
     /// before they could be opened: a sign that the listing is already
     /// stale (a writer replaced them by one this listing may not show).
     fn refresh_counting(&self) -> Result<usize> {
-        let paths = self.index_paths()?;
-        self.refresh_from(paths)
+        let names = self.index_names()?;
+        self.refresh_from(names)
     }
 
-    /// Map the index files `paths` (a listing of `index/`), keeping those
+    /// Map the index objects `names` (a listing of `index/`), keeping those
     /// mapped already; returns how many vanished before they were opened.
-    fn refresh_from(&self, paths: Vec<PathBuf>) -> Result<usize> {
-        let current: HashMap<PathBuf, Arc<IndexFile>> = self
+    fn refresh_from(&self, names: Vec<String>) -> Result<usize> {
+        let current: HashMap<String, Arc<IndexFile>> = self
             .indexes
             .read()
             .iter()
-            .map(|i| (i.path().to_path_buf(), i.clone()))
+            .map(|i| (i.name().to_string(), i.clone()))
             .collect();
-        let mut next = Vec::with_capacity(paths.len());
+        let mut next = Vec::with_capacity(names.len());
         let mut errors = Vec::new();
         let mut vanished = 0;
-        for p in paths {
-            if let Some(i) = current.get(&p) {
+        for n in names {
+            if let Some(i) = current.get(&n) {
                 next.push(i.clone());
                 continue;
             }
-            match IndexFile::open(&p) {
+            match IndexFile::open(&*self.storage, &n) {
                 Ok(i) => next.push(Arc::new(i)),
-                Err(e) if e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound) => {
+                Err(e) if storage::is_absent(&e) => {
                     vanished += 1;
                 }
                 // One damaged index must not make every backup of the vault
@@ -167,8 +164,82 @@ impl Repo {
     }
 
     /// The mapped indexes.
-    pub fn indexes(&self) -> Vec<Arc<IndexFile>> {
+    pub(super) fn indexes(&self) -> Vec<Arc<IndexFile>> {
         self.indexes.read().clone()
+    }
+
+    /// How many index files are mapped.
+    pub fn index_count(&self) -> usize {
+        self.indexes.read().len()
+    }
+
+    /// The packs the mapped indexes name.
+    pub fn indexed_packs(&self) -> std::collections::BTreeSet<BlobId> {
+        self.indexes
+            .read()
+            .iter()
+            .flat_map(|i| i.pack_ids())
+            .collect()
+    }
+
+    /// Call `f` with every entry of every mapped index, index by index (a
+    /// blob named by two indexes comes twice; the first is the one
+    /// [`Repo::lookup`] finds). Damaged entries are skipped.
+    pub fn for_each_entry(&self, mut f: impl FnMut(BlobId, Location)) {
+        for idx in self.indexes() {
+            for (id, loc) in idx.iter() {
+                f(id, loc);
+            }
+        }
+    }
+
+    /// Check every mapped index whole (its checksum, its order, every
+    /// entry decodable): one message per damaged index, naming it.
+    pub fn verify_indexes(&self) -> Vec<String> {
+        self.indexes()
+            .iter()
+            .filter_map(|i| i.verify().err())
+            .map(|e| format!("vault {}: {e}", self.vault))
+            .collect()
+    }
+
+    /// The pack table of index `name` (an `index/<hex>.idx` object), opened
+    /// afresh and verified whole: the packs it names and its entries, in
+    /// its order. For tests of the format and for tools.
+    pub fn verified_index(&self, name: &str) -> Result<IndexTable> {
+        let idx = IndexFile::open(&*self.storage, name)?;
+        idx.verify()?;
+        Ok((idx.pack_ids(), idx.iter().collect()))
+    }
+
+    /// The blob table of pack `id`, checked against its checksum.
+    pub fn pack_table(&self, id: BlobId) -> Result<Vec<(BlobId, Location)>> {
+        let pack = self.pack(id)?;
+        Ok(index::entries_of_pack(id, &pack.entries()?))
+    }
+
+    /// Check pack `id`: an error if it cannot be opened (then none of its
+    /// blobs can be read), else the problems found: a blob table that
+    /// fails its checksum, and with `whole` bytes that do not hash to the
+    /// pack's name (reads all of it).
+    pub fn check_pack(&self, id: BlobId, whole: bool) -> Result<Vec<String>> {
+        let pack = self.pack(id)?;
+        let mut problems = Vec::new();
+        if let Err(e) = pack.entries() {
+            problems.push(e.to_string());
+        }
+        if whole && !pack.verify_id() {
+            problems.push(format!(
+                "vault {}: pack {id} does not hash to its name",
+                self.vault
+            ));
+        }
+        Ok(problems)
+    }
+
+    /// True if pack `id`'s bytes hash to its name (reads all of it).
+    pub fn pack_hashes_to_name(&self, id: BlobId) -> Result<bool> {
+        Ok(self.pack(id)?.verify_id())
     }
 
     /// The index files left out at the last refresh because they could
@@ -183,12 +254,12 @@ impl Repo {
     }
 
     /// The mapped pack `id`.
-    pub fn pack(&self, id: BlobId) -> Result<Arc<PackReader>> {
+    fn pack(&self, id: BlobId) -> Result<Arc<PackReader>> {
         if let Some(p) = self.packs.lock().get(&id) {
             return Ok(p.clone());
         }
         let p = Arc::new(
-            PackReader::open(&self.dir, id)
+            PackReader::open(&*self.storage, id)
                 .map_err(|e| e.context(format!("vault {}", self.vault)))?,
         );
         self.packs.lock().insert(id, p.clone());
@@ -196,7 +267,7 @@ impl Repo {
     }
 
     /// Forget mapped packs (after prune removed some).
-    pub fn drop_pack_cache(&self) {
+    fn drop_pack_cache(&self) {
         self.packs.lock().clear();
     }
 
@@ -292,32 +363,24 @@ impl Repo {
         Ok(data)
     }
 
-    /// Every sealed pack with its size.
+    /// Every sealed pack with its size. Only names in the layout count
+    /// (`packs/<first two hex digits>/<hex>.pack`): anything else is no
+    /// pack of this store.
     pub fn list_packs(&self) -> Result<Vec<(BlobId, u64)>> {
-        let mut out = Vec::new();
-        let top = self.dir.join("packs");
-        let rd = match fs::read_dir(&top) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(format!("list {}", top.display()), e)),
-        };
-        for sub in rd {
-            let sub = sub.ctx(|| format!("list {}", top.display()))?;
-            if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            for ent in fs::read_dir(sub.path()).ctx(|| format!("list {}", sub.path().display()))? {
-                let ent = ent.ctx(|| format!("list {}", sub.path().display()))?;
-                let name = ent.file_name();
-                let name = name.to_string_lossy();
-                if let Some(hex) = name.strip_suffix(".pack") {
-                    if let Some(id) = BlobId::from_hex(hex) {
-                        let len = ent.metadata().map(|m| m.len()).unwrap_or(0);
-                        out.push((id, len));
-                    }
-                }
-            }
-        }
+        let mut out: Vec<(BlobId, u64)> = self
+            .storage
+            .list("packs/")?
+            .into_iter()
+            .filter_map(|o| {
+                let hex = o
+                    .name
+                    .strip_prefix("packs/")?
+                    .get(3..)?
+                    .strip_suffix(".pack")?;
+                let id = BlobId::from_hex(hex)?;
+                (super::pack::pack_name(&id) == o.name).then_some((id, o.size))
+            })
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -325,31 +388,25 @@ impl Repo {
     /// Bytes the vault's store takes: packs and indexes.
     pub fn used_bytes(&self) -> Result<u64> {
         let packs: u64 = self.list_packs()?.iter().map(|(_, n)| n).sum();
-        let mut idx = 0;
-        for p in self.index_paths()? {
-            idx += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        }
+        let idx: u64 = self
+            .storage
+            .list("index/")?
+            .iter()
+            .filter(|o| o.name.ends_with(".idx"))
+            .map(|o| o.size)
+            .sum();
         Ok(packs + idx)
     }
 
     /// Remove temporary files a killed writer left. Call only while holding
     /// the vault's writer lock.
     pub fn remove_stale_temps(&self) -> Result<usize> {
-        let mut n = fsutil::remove_stale_temps(&self.dir.join("index"))?;
-        let top = self.dir.join("packs");
-        if let Ok(rd) = fs::read_dir(&top) {
-            for sub in rd.flatten() {
-                if sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    n += fsutil::remove_stale_temps(&sub.path())?;
-                }
-            }
-        }
-        Ok(n)
+        self.storage.remove_stale_temps()
     }
 }
 
 fn is_not_found(e: &Error) -> bool {
-    e.os_error().map(|o| o.kind()) == Some(std::io::ErrorKind::NotFound)
+    storage::is_absent(e)
 }
 
 thread_local! {
@@ -507,14 +564,14 @@ struct Sealer {
 }
 
 impl Sealer {
-    fn start(dir: PathBuf) -> Result<Sealer> {
+    fn start(storage: Arc<dyn Storage>) -> Result<Sealer> {
         let (tx, jobs) = std::sync::mpsc::sync_channel::<PackWriter>(SEAL_QUEUE);
         let (done, rx) = std::sync::mpsc::channel::<Sealed>();
         let thread = std::thread::Builder::new()
             .name("cbrfs-seal".into())
             .spawn(move || {
                 for pack in jobs {
-                    if done.send(pack.seal(&dir)).is_err() {
+                    if done.send(pack.seal(&*storage)).is_err() {
                         return;
                     }
                 }
@@ -753,7 +810,7 @@ impl<'r> RepoWriter<'r> {
         }
         let pack = std::mem::take(if meta { &mut self.meta } else { &mut self.data });
         if self.sealer.is_none() {
-            self.sealer = Some(Sealer::start(self.repo.dir.clone())?);
+            self.sealer = Some(Sealer::start(self.repo.storage.clone())?);
         }
         let Some(sealer) = self.sealer.as_mut() else {
             return Ok(());
@@ -843,8 +900,8 @@ impl<'r> RepoWriter<'r> {
             return Ok(());
         }
         let entries = std::mem::take(&mut self.sealed);
-        let path = index::write_index(&self.repo.dir, entries)?;
-        self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let (_, len) = index::write_index(&*self.repo.storage, entries)?;
+        self.stats.bytes_written += len;
         self.sealed_packs.clear();
         self.checkpointed = true;
         Ok(())
@@ -865,10 +922,10 @@ impl<'r> RepoWriter<'r> {
         if !self.sealed.is_empty() || self.checkpointed {
             if !self.sealed.is_empty() {
                 let entries = std::mem::take(&mut self.sealed);
-                let path = index::write_index(&self.repo.dir, entries)?;
+                let (_, len) = index::write_index(&*self.repo.storage, entries)?;
                 // From here the packs are named by a durable index: keep them.
                 self.finished = true;
-                self.stats.bytes_written += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                self.stats.bytes_written += len;
             }
             self.repo.refresh()?;
             let indexes = self.repo.indexes();
@@ -902,12 +959,10 @@ impl Drop for RepoWriter<'_> {
             return;
         }
         for id in &self.sealed_packs {
-            let p = super::pack::pack_path(&self.repo.dir, id);
-            if let Err(e) = fs::remove_file(&p) {
+            if let Err(e) = self.repo.storage.delete(&super::pack::pack_name(id)) {
                 log::warn!(
-                    "vault {}: cannot remove unused pack {}: {e}",
-                    self.repo.vault,
-                    p.display()
+                    "vault {}: cannot remove unused pack {id}: {e}",
+                    self.repo.vault
                 );
             }
         }
@@ -922,20 +977,151 @@ pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<(
     for i in indexes {
         all.extend(i.iter());
     }
-    let merged = index::write_index(&repo.dir, all)?;
+    let (merged, _) = index::write_index(&*repo.storage, all)?;
     for i in indexes {
-        if i.path() != merged {
-            fs::remove_file(i.path())
-                .ctx(|| format!("remove merged index {}", i.path().display()))?;
+        if i.name() != merged {
+            repo.storage
+                .delete(i.name())
+                .map_err(|e| e.context("remove merged index"))?;
         }
     }
-    fsutil::sync_dir(&repo.dir.join("index"))?;
     repo.refresh()
+}
+
+/// What [`Repo::rebuild_index`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IndexRebuild {
+    /// Packs whose blob tables were read.
+    pub packs: usize,
+    /// Packs skipped (unreadable table) or indexed with a warning (bytes
+    /// that do not hash to the name), each named in `problems`.
+    pub damaged_packs: usize,
+    /// Blobs in the rebuilt index.
+    pub blobs: u64,
+    /// Index files replaced.
+    pub indexes_replaced: usize,
+    /// What could not be used, or is doubtful.
+    pub problems: Vec<String>,
+}
+
+impl Repo {
+    /// Rebuild the vault's index from its packs: every sealed pack's blob
+    /// table (checksummed) names its blobs, so a lost or damaged index
+    /// loses nothing that is still in a pack. The new index is published
+    /// before the old ones are deleted. The caller holds the vault's writer
+    /// lock.
+    pub fn rebuild_index(&self) -> Result<IndexRebuild> {
+        let vault = &self.vault;
+        let mut report = IndexRebuild::default();
+        let mut entries = Vec::new();
+        for (pack, _) in self.list_packs()? {
+            let table =
+                PackReader::open(&*self.storage, pack).and_then(|p| p.entries().map(|e| (p, e)));
+            match table {
+                Ok((p, es)) => {
+                    if !p.verify_id() {
+                        report.damaged_packs += 1;
+                        report.problems.push(format!(
+                            "vault {vault}: pack {pack} does not hash to its name: its blobs are indexed, and each is verified when read"
+                        ));
+                    }
+                    report.packs += 1;
+                    entries.extend(index::entries_of_pack(pack, &es));
+                }
+                Err(e) => {
+                    report.damaged_packs += 1;
+                    report.problems.push(e.to_string());
+                }
+            }
+        }
+        report.blobs = entries.len() as u64;
+        let old = self.index_names()?;
+        let (new, _) = index::write_index(&*self.storage, entries)?;
+        for f in old.iter().filter(|f| **f != new) {
+            self.storage.delete(f)?;
+            report.indexes_replaced += 1;
+        }
+        self.refresh()?;
+        Ok(report)
+    }
+
+    /// Prune's commit, in the order that keeps every live blob findable at
+    /// every instant: publish one index naming `keep` (the location of
+    /// every live blob: in packs kept, and in the new packs a
+    /// [`RepoWriter::finish_unindexed`] sealed), then delete the indexes
+    /// mapped now (those the caller read), then the packs `dead`, except
+    /// any that `keep` still names (a rewritten pack may come out as the
+    /// same bytes). The caller holds the vault's writer lock.
+    pub fn commit_prune(&self, keep: Vec<(BlobId, Location)>, dead: &[BlobId]) -> Result<()> {
+        let live: std::collections::HashSet<BlobId> = keep.iter().map(|(_, l)| l.pack).collect();
+        let old: Vec<String> = self
+            .indexes()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        // 1. One index of every live blob, durable before anything goes.
+        let (new, _) = index::write_index(&*self.storage, keep)?;
+        // 2. The old indexes, then the dead packs: a reader that still maps
+        // an old index and finds its pack gone re-lists and finds the new.
+        for f in old.iter().filter(|f| **f != new) {
+            self.storage.delete(f)?;
+        }
+        for p in dead.iter().filter(|p| !live.contains(p)) {
+            self.storage
+                .delete(&super::pack::pack_name(p))
+                .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
+        }
+        self.refresh()?;
+        self.drop_pack_cache();
+        Ok(())
+    }
+}
+
+/// Bytes a pack of `blobs` blobs takes beyond their stored bytes: header,
+/// blob table and footer.
+pub fn pack_overhead(blobs: usize) -> u64 {
+    (super::pack::HEADER_LEN + super::pack::FOOTER_LEN + blobs * super::pack::ENTRY_LEN) as u64
+}
+
+/// The size of the index that names `entries` distinct blobs in `packs`
+/// packs.
+pub fn index_size(packs: usize, entries: usize) -> u64 {
+    index::index_len(packs, entries)
+}
+
+/// The sizes of the packs a [`RepoWriter`] fills with `moved` (copied in
+/// this order): data and metadata blobs go to separate packs, each sealed
+/// once it reaches [`PACK_TARGET`]. Assumes each blob keeps its stored
+/// length (the same compression setting writes the same bytes).
+pub fn pack_sizes_for(moved: &[(BlobId, Location)]) -> Vec<u64> {
+    let empty = super::pack::HEADER_LEN as u64;
+    let seal = |len: u64, n: u64| len + pack_overhead(n as usize) - empty;
+    let mut sizes = Vec::new();
+    // (payload bytes with header, blobs) of the data and the metadata pack.
+    let mut open = [(empty, 0u64), (empty, 0u64)];
+    for (_, loc) in moved {
+        let which = usize::from(loc.kind != BlobKind::Data);
+        let p = &mut open[which];
+        p.0 += loc.stored_len as u64;
+        p.1 += 1;
+        if p.0 >= PACK_TARGET as u64 {
+            sizes.push(seal(p.0, p.1));
+            *p = (empty, 0);
+        }
+    }
+    for (len, n) in open {
+        if n > 0 {
+            sizes.push(seal(len, n));
+        }
+    }
+    sizes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::path::PathBuf;
 
     /// The interleaving of finding 7 of issue #12, step by step: a reader
     /// lists `index/`, a writer (prune, or a merge) writes the index that
@@ -956,7 +1142,7 @@ mod tests {
             w.finish().unwrap();
         }
         // The reader's listing, taken before the rewrite.
-        let listing = reader.index_paths().unwrap();
+        let listing = reader.index_names().unwrap();
         assert_eq!(listing.len(), 2);
         writer_view.refresh().unwrap();
         merge_indexes(&writer_view, &writer_view.indexes()).unwrap();
@@ -1084,13 +1270,11 @@ mod tests {
         let mut w = RepoWriter::new(&repo, false);
         let a = w.add(BlobKind::Data, b"first run").unwrap().id;
         w.finish().unwrap();
-        let first = repo.index_paths().unwrap();
+        let first = index_paths(&repo, dir.path());
         let mut w = RepoWriter::new(&repo, false);
         let b = w.add(BlobKind::Data, b"second run").unwrap().id;
         w.finish().unwrap();
-        let second = repo
-            .index_paths()
-            .unwrap()
+        let second = index_paths(&repo, dir.path())
             .into_iter()
             .find(|p| !first.contains(p))
             .unwrap();
@@ -1143,7 +1327,7 @@ mod tests {
             let packs = list_all(&dir.path().join("packs"), ".pack");
             assert_eq!(packs.len(), 2, "{packs:?}");
             let good_packs: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
-            let index = repo.index_paths().unwrap().remove(0);
+            let index = index_paths(&repo, dir.path()).remove(0);
             let good_index = fs::read(&index).unwrap();
             let largest_blob = blobs.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
             // 0: damage the pack, 1: the index, 2: both, 3: one field of
@@ -1269,6 +1453,12 @@ mod tests {
         assert_eq!(decompress(&frame, data.len()).unwrap(), data);
     }
 
+    /// The paths of the index files of `repo`, kept in `dir`.
+    fn index_paths(repo: &Repo, dir: &Path) -> Vec<PathBuf> {
+        let names = repo.index_names().unwrap();
+        names.iter().map(|n| dir.join(n)).collect()
+    }
+
     fn list_all(top: &Path, suffix: &str) -> Vec<PathBuf> {
         let mut found = Vec::new();
         for sub in fs::read_dir(top).unwrap() {
@@ -1286,6 +1476,37 @@ mod tests {
         found
     }
 
+    /// The sizes `pack_sizes_for` predicts for moved blobs are those of the
+    /// packs a writer makes of them: data and metadata apart, sealed at
+    /// the pack target (what made `prune --dry-run` exact, issue #16).
+    #[test]
+    fn predicted_pack_sizes_are_the_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        // 20 MiB of data (two data packs) and small metadata blobs between.
+        for i in 0..20u32 {
+            let mut data = vec![1u8; 1 << 20];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            w.copy(repo.key().id(&data), BlobKind::Data, &data).unwrap();
+            let tree = format!("tree {i}").into_bytes();
+            w.copy(repo.key().id(&tree), BlobKind::Tree, &tree).unwrap();
+        }
+        let (entries, _) = w.finish_unindexed().unwrap();
+        let mut real: Vec<u64> = repo
+            .list_packs()
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let mut predicted = pack_sizes_for(&entries);
+        real.sort();
+        predicted.sort();
+        assert_eq!(predicted, real);
+        assert_eq!(real.len(), 3);
+    }
+
     #[test]
     fn many_runs_merge_indexes() {
         let dir = tempfile::tempdir().unwrap();
@@ -1297,7 +1518,7 @@ mod tests {
             ids.push(w.add(BlobKind::Data, &i.to_le_bytes()).unwrap().id);
             w.finish().unwrap();
         }
-        assert!(repo.index_paths().unwrap().len() <= MAX_INDEXES);
+        assert!(repo.index_names().unwrap().len() <= MAX_INDEXES);
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(repo.read_blob(id).unwrap(), (i as u32).to_le_bytes());
         }

@@ -91,6 +91,38 @@ pub trait Storage: Send + Sync + fmt::Debug {
     }
 }
 
+/// An object's bytes as a reader holds them: mapped where the backend can
+/// map (a local file: no copy, pages shared with the page cache), read
+/// into memory otherwise.
+pub enum ObjectBytes {
+    /// Mapped by [`Storage::map`].
+    Mapped(memmap2::Mmap),
+    /// Read by [`Storage::get`].
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for ObjectBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ObjectBytes::Mapped(m) => m,
+            ObjectBytes::Read(v) => v,
+        }
+    }
+}
+
+/// The whole of object `name`, mapped if `storage` can map it. An absent
+/// object is an error for which [`is_absent`] is true.
+pub fn load(storage: &dyn Storage, name: &str) -> Result<ObjectBytes> {
+    if let Some(m) = storage.map(name)? {
+        return Ok(ObjectBytes::Mapped(m));
+    }
+    match storage.get(name)? {
+        Some(v) => Ok(ObjectBytes::Read(v)),
+        None => Err(absent(storage, name)),
+    }
+}
+
 /// The error for an absent object: kind "not found" in the OS sense, so
 /// that [`is_absent`] tells it from damage.
 pub fn absent(storage: &dyn Storage, name: &str) -> Error {
