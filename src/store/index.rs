@@ -100,10 +100,6 @@ impl IndexFile {
     pub fn len(&self) -> usize {
         self.count
     }
-    /// True if it has no entries.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
     /// The packs it names.
     pub fn pack_ids(&self) -> Vec<BlobId> {
         (0..self.packs).map(|i| self.pack_id(i)).collect()
@@ -337,7 +333,7 @@ mod tests {
         std::fs::write(dir.join(name), bytes).unwrap();
         let (r, largest) = crate::testkit::largest_alloc(|| {
             let idx = IndexFile::open(&LocalDir::new(dir), name)?;
-            let _ = (idx.len(), idx.is_empty(), idx.pack_ids());
+            let _ = (idx.len(), idx.pack_ids());
             for id in probes
                 .iter()
                 .chain(good.unwrap_or(&[]).iter().map(|(id, _)| id))

@@ -23,7 +23,6 @@
 use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
 
 /// Magic at the start of a pack.
 pub const MAGIC: &[u8; 8] = b"CBRPACK1";
@@ -43,15 +42,6 @@ pub const ENTRY_LEN: usize = 36;
 pub fn pack_name(id: &BlobId) -> String {
     let hex = id.to_hex();
     format!("packs/{}/{hex}.pack", &hex[..2])
-}
-
-/// Path of pack `id` under a vault's store directory.
-pub fn pack_path(store_dir: &Path, id: &BlobId) -> PathBuf {
-    let hex = id.to_hex();
-    store_dir
-        .join("packs")
-        .join(&hex[..2])
-        .join(format!("{hex}.pack"))
 }
 
 /// One entry of a pack's blob table.
@@ -134,10 +124,6 @@ impl PackWriter {
     /// True if no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-    /// Number of blobs.
-    pub fn count(&self) -> usize {
-        self.entries.len()
     }
     /// Append a blob's stored bytes.
     pub fn add(
@@ -232,15 +218,8 @@ impl PackReader {
         })
     }
 
-    /// The pack's id.
-    pub fn id(&self) -> BlobId {
-        self.id
-    }
-    /// How messages name the pack (its path, or its URL).
-    pub fn label(&self) -> &str {
-        &self.label
-    }
     /// Size of the file.
+    #[cfg(test)]
     pub fn size(&self) -> u64 {
         self.map.len() as u64
     }
@@ -290,6 +269,11 @@ impl PackReader {
 mod tests {
     use super::*;
     use crate::store::LocalDir;
+    use std::path::{Path, PathBuf};
+
+    fn pack_path(dir: &Path, id: &BlobId) -> PathBuf {
+        dir.join(pack_name(id))
+    }
 
     #[test]
     fn seal_open_read() {

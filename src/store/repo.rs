@@ -92,7 +92,7 @@ impl Repo {
     }
 
     /// Names of the index objects present now (`index/<hex>.idx`).
-    pub fn index_names(&self) -> Result<Vec<String>> {
+    pub(super) fn index_names(&self) -> Result<Vec<String>> {
         Ok(self
             .storage
             .list("index/")?
@@ -1251,7 +1251,7 @@ mod tests {
         let a = w.add(BlobKind::Data, &data).unwrap();
         w.finish().unwrap();
         let loc = repo.lookup(&a.id).unwrap();
-        let path = super::super::pack::pack_path(dir.path(), &loc.pack);
+        let path = dir.path().join(super::super::pack::pack_name(&loc.pack));
         let mut bytes = fs::read(&path).unwrap();
         bytes[loc.offset as usize + 10] ^= 1;
         fs::write(&path, &bytes).unwrap();
@@ -1505,6 +1505,118 @@ mod tests {
         predicted.sort();
         assert_eq!(predicted, real);
         assert_eq!(real.len(), 3);
+    }
+
+    /// A storage that records the calls that change objects, in order.
+    #[derive(Debug)]
+    struct Recording {
+        inner: LocalDir,
+        ops: Mutex<Vec<String>>,
+    }
+
+    impl Storage for Recording {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+            self.ops.lock().push(format!("put {name}"));
+            self.inner.put(name, data)
+        }
+        fn put_file(&self, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+            self.ops.lock().push(format!("put {name}"));
+            self.inner.put_file(name, file, len)
+        }
+        fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.get(name)
+        }
+        fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.get_range(name, offset, len)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<storage::ObjectInfo>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.ops.lock().push(format!("delete {name}"));
+            self.inner.delete(name)
+        }
+    }
+
+    /// Two runs, one blob each, through a recording storage that does not
+    /// map (as an object store): the repo, the recorder and both blobs.
+    fn two_runs(dir: &Path) -> (Repo, Arc<Recording>, BlobId, BlobId) {
+        Repo::create(dir).unwrap();
+        let rec = Arc::new(Recording {
+            inner: LocalDir::new(dir),
+            ops: Mutex::new(Vec::new()),
+        });
+        let repo = Repo::open_in(rec.clone(), "v").unwrap();
+        let mut ids = Vec::new();
+        for data in [&b"kept blob"[..], b"dead blob"] {
+            let mut w = RepoWriter::new(&repo, false);
+            ids.push(w.add(BlobKind::Data, data).unwrap().id);
+            w.finish().unwrap();
+        }
+        rec.ops.lock().clear();
+        (repo, rec, ids[0], ids[1])
+    }
+
+    /// Prune's commit publishes the new index before it deletes anything,
+    /// deletes the old indexes before the dead packs, and keeps a dead
+    /// pack that the new index names.
+    #[test]
+    fn prune_commit_publishes_the_index_before_any_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, rec, kept, dead) = two_runs(dir.path());
+        let kept_loc = repo.lookup(&kept).unwrap();
+        let dead_loc = repo.lookup(&dead).unwrap();
+        let old = repo.index_names().unwrap();
+        assert_eq!(old.len(), 2);
+        repo.commit_prune(vec![(kept, kept_loc)], &[dead_loc.pack, kept_loc.pack])
+            .unwrap();
+        let ops = rec.ops.lock().clone();
+        let new = ops[0].strip_prefix("put ").unwrap_or_default().to_string();
+        assert!(new.starts_with("index/"), "{ops:?}");
+        // The kept blob's index may come out the same as one of the old
+        // ones (same entries, same bytes): that one stays.
+        let mut want: Vec<String> = old
+            .iter()
+            .filter(|n| **n != new)
+            .map(|n| format!("delete {n}"))
+            .collect();
+        want.push(format!(
+            "delete {}",
+            super::super::pack::pack_name(&dead_loc.pack)
+        ));
+        let mut got = ops[1..].to_vec();
+        got[..want.len() - 1].sort();
+        assert_eq!(got, want);
+        assert_eq!(repo.read_blob(&kept).unwrap(), b"kept blob");
+        assert!(repo.read_blob(&dead).is_err());
+        assert_eq!(repo.index_count(), 1);
+    }
+
+    /// Index repair rebuilds the index from the packs' tables, publishing
+    /// it before it deletes the damaged one.
+    #[test]
+    fn rebuild_index_from_the_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, rec, a, b) = two_runs(dir.path());
+        let old = index_paths(&repo, dir.path());
+        fs::write(&old[0], b"damaged").unwrap();
+        let repo = Repo::open_in(rec.clone(), "v").unwrap();
+        assert_eq!(repo.index_errors().len(), 1);
+        let done = repo.rebuild_index().unwrap();
+        assert_eq!((done.packs, done.blobs, done.indexes_replaced), (2, 2, 2));
+        assert!(done.problems.is_empty(), "{:?}", done.problems);
+        let ops = rec.ops.lock().clone();
+        assert!(ops[0].starts_with("put index/"), "{ops:?}");
+        assert!(
+            ops[1..].iter().all(|o| o.starts_with("delete index/")),
+            "{ops:?}"
+        );
+        assert!(repo.index_errors().is_empty());
+        assert_eq!(repo.read_blob(&a).unwrap(), b"kept blob");
+        assert_eq!(repo.read_blob(&b).unwrap(), b"dead blob");
     }
 
     #[test]
