@@ -44,22 +44,28 @@
 // only inside the store; the engine asks Repo for blobs and for the
 // operations that change files (a backup's writer, prune's commit, index
 // repair).
+mod compression;
 mod index;
 pub mod local;
 mod pack;
-mod repo;
+mod reader;
 pub mod storage;
+mod writer;
 
 pub use local::LocalDir;
 pub use storage::{ObjectInfo, Storage};
 
-pub use repo::{
-    compress_blob, compress_into, index_size, pack_overhead, pack_sizes_for, AddOutcome,
-    IndexRebuild, Repo, RepoWriter, WriterStats, PACK_TARGET,
+pub use compression::{compress_blob, compress_into};
+pub use reader::{IndexTable, Repo};
+pub use writer::{
+    index_size, pack_overhead, pack_sizes_for, AddOutcome, IndexRebuild, RepoWriter, WriterStats,
 };
 
 use crate::error::{Error, Result};
 use std::fmt;
+
+/// Seal a pack once its payload reaches this size.
+pub const PACK_TARGET: usize = 16 << 20;
 
 /// Size of a vault's hashing secret, in bytes.
 pub const SECRET_LEN: usize = 192;

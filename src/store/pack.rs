@@ -107,7 +107,7 @@ impl PackWriter {
         // growing by doubling would copy, and may reserve twice the pack.
         // Pages not written are not touched, so a small pack costs little.
         let mut buf = Vec::with_capacity(
-            HEADER_LEN + super::repo::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
+            HEADER_LEN + super::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
         );
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&VERSION.to_le_bytes());
