@@ -744,8 +744,7 @@ pub fn default_store_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CBRFS_STORE") {
         return PathBuf::from(p);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::euid() == 0 {
         return PathBuf::from("/var/lib/cbrfs");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {

@@ -1,11 +1,12 @@
 //! Thin, safe wrappers over the Linux calls std does not offer: extended
 //! attributes, SEEK_DATA/SEEK_HOLE, fnmatch, and *at() calls for restore.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+use xattr::FileExt as _;
 
 /// A path or name as a C string; a NUL inside is an InvalidInput error.
 pub fn cstr(b: &[u8]) -> io::Result<CString> {
@@ -28,81 +29,10 @@ fn check_size(rc: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
-/// All extended attributes of `path` (not following a final symlink),
-/// sorted by name. Unsupported file systems give an empty list.
-pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let p = cstr(path.as_os_str().as_bytes())?;
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        // SAFETY: p is a valid C string; the buffer is writable for its length.
-        let rc = unsafe {
-            libc::llistxattr(
-                p.as_ptr(),
-                names.as_mut_ptr() as *mut libc::c_char,
-                names.len(),
-            )
-        };
-        match check_size(rc) {
-            Ok(n) => break n,
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        match get_xattr(&p, name)? {
-            Some(v) => out.push((name.to_vec(), v)),
-            None => continue, // removed between list and get
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn get_xattr(p: &CStr, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let n = cstr(name)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: valid C strings; the buffer is writable for its length.
-        let rc = unsafe {
-            libc::lgetxattr(
-                p.as_ptr(),
-                n.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
-        match check_size(rc) {
-            Ok(len) => {
-                buf.truncate(len);
-                return Ok(Some(buf));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
-                let need = buf.len() * 4;
-                buf.resize(need, 0)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Set an extended attribute on `path` without following a final symlink.
+/// Set an extended attribute on `path` without following a final symlink
+/// (`lsetxattr`).
 pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let p = cstr(path.as_os_str().as_bytes())?;
-    let n = cstr(name)?;
-    // SAFETY: valid C strings and a readable value buffer.
-    check(unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    })
-    .map(|_| ())
+    xattr::set(path, OsStr::from_bytes(name), value)
 }
 
 /// The data extents of an open file, `[(start, end)]`, found with
@@ -255,43 +185,11 @@ pub fn link_at(old_dir: &OwnedFd, old: &[u8], dir: &OwnedFd, name: &[u8]) -> io:
     .map(|_| ())
 }
 
-/// chown without following a final symlink.
-pub fn chown_at(dir: &OwnedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
-    let n = cstr(name)?;
-    // SAFETY: valid C string and descriptor.
-    check(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(|_| ())
-}
-
 fn timespec(ns: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
     }
-}
-
-/// Set atime and mtime of `name` in `dir` without following a symlink.
-pub fn utimens_at(dir: &OwnedFd, name: &[u8], atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
-    let n = cstr(name)?;
-    let ts = [timespec(atime_ns), timespec(mtime_ns)];
-    // SAFETY: valid C string, descriptor and a two-element array.
-    check(unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(|_| ())
 }
 
 /// Open a file for reading without updating its atime where allowed.
@@ -560,77 +458,44 @@ pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
 /// symlink and on a fifo reads back this way, and `llistxattr` of the
 /// magic link lists nothing, being the /proc link's own).
 pub fn fd_xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let direct = xattrs_with(
-        // SAFETY: valid descriptor; the buffer is writable for its length.
-        |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr() as *mut libc::c_char, buf.len()) },
-        // SAFETY: valid descriptor and C string; writable buffer.
-        |n, buf| unsafe {
-            libc::fgetxattr(
-                fd,
-                n.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        },
-    );
-    match direct {
+    let f = XattrFd(fd);
+    match collect_xattrs(f.list_xattr(), |n| f.get_xattr(n)) {
         Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
-            let p = cstr(format!("/proc/self/fd/{fd}").as_bytes())?;
-            xattrs_with(
-                // SAFETY: valid C string; the buffer is writable for its length.
-                |buf| unsafe {
-                    libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
-                },
-                // SAFETY: valid C strings; writable buffer.
-                |n, buf| unsafe {
-                    libc::getxattr(
-                        p.as_ptr(),
-                        n.as_ptr(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                    )
-                },
-            )
+            let p = proc_fd_path(&f);
+            collect_xattrs(xattr::list_deref(&p), |n| xattr::get_deref(&p, n))
         }
         r => r,
     }
 }
 
-/// Every attribute through a `list` and a `get` call (see [`fd_xattrs`]).
-fn xattrs_with(
-    list: impl Fn(&mut [u8]) -> libc::ssize_t,
-    get: impl Fn(&CStr, &mut [u8]) -> libc::ssize_t,
+/// A descriptor the caller owns, lent to the `xattr` crate's descriptor
+/// calls (`fgetxattr`, `flistxattr`, `fsetxattr`), which it makes through
+/// rustix: no hand-written buffer loop or raw pointer here.
+struct XattrFd(RawFd);
+
+impl AsRawFd for XattrFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl xattr::FileExt for XattrFd {}
+
+/// Every attribute of a listing, each read with `get` (see [`fd_xattrs`]);
+/// one removed between the list and the get is left out.
+fn collect_xattrs(
+    names: io::Result<xattr::XAttrs>,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
 ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match check_size(list(&mut names)) {
-            Ok(n) => break n,
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && names.len() < 1 << 24 => {
-                names.resize(names.len() * 4, 0)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
+    let names = match names {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let n = cstr(name)?;
-        let mut buf = vec![0u8; 256];
-        loop {
-            match check_size(get(&n, &mut buf)) {
-                Ok(l) => {
-                    buf.truncate(l);
-                    out.push((name.to_vec(), buf));
-                    break;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 1 << 24 => {
-                    let need = buf.len() * 4;
-                    buf.resize(need, 0)
-                }
-                // Removed between list and get.
-                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => break,
-                Err(e) => return Err(e),
-            }
+    for name in names.filter(|n| !n.is_empty()) {
+        if let Some(v) = get(&name)? {
+            out.push((name.into_vec(), v));
         }
     }
     out.sort();
@@ -651,6 +516,29 @@ pub fn block_device_size(fd: RawFd) -> io::Result<u64> {
 pub fn euid() -> u32 {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() }
+}
+
+/// The effective group id.
+pub fn egid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::getegid() }
+}
+
+/// True if process `pid` exists (it may belong to another user: EPERM
+/// says it exists). A pid read from a damaged file may be 0 or above
+/// `i32::MAX`, which `kill` takes for the caller's process group, another
+/// group or every process (and would answer "alive" for ever): neither is
+/// a process that could have written the file.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks for existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 // Descriptor-based calls for restore (issue #12, findings 3 and 5): every
@@ -763,36 +651,14 @@ pub fn fchmod_path(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
 
 /// Set an extended attribute on the inode an open descriptor holds.
 pub fn fset_xattr(fd: &impl AsRawFd, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let n = cstr(name)?;
-    // SAFETY: valid descriptor, C string and a readable value buffer.
-    check(unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    })
-    .map(|_| ())
+    XattrFd(fd.as_raw_fd()).set_xattr(OsStr::from_bytes(name), value)
 }
 
 /// Set an extended attribute on the inode an O_PATH descriptor holds
-/// (fsetxattr refuses O_PATH descriptors; the /proc link does not).
+/// (fsetxattr refuses O_PATH descriptors; the /proc link, followed with
+/// `setxattr`, leads to that inode and no further).
 pub fn fset_xattr_path(fd: &impl AsRawFd, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let p = cstr(proc_fd_path(fd).as_os_str().as_bytes())?;
-    let n = cstr(name)?;
-    // SAFETY: valid C strings and a readable value buffer.
-    check(unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    })
-    .map(|_| ())
+    xattr::set_deref(proc_fd_path(fd), OsStr::from_bytes(name), value)
 }
 
 /// Set atime and mtime of the inode an open descriptor holds.
@@ -1051,5 +917,43 @@ mod tests {
         }
         // The link's attributes are its own: the target's user.k is not
         // among them (above), and the fifo was never opened (no writer).
+    }
+
+    /// Setting through descriptors changes the inode held and nothing a
+    /// name leads to: fsetxattr on an open file, and on an O_PATH
+    /// descriptor of a symlink the link's own attribute (root only:
+    /// `trusted.*`), not its target's.
+    #[test]
+    fn xattrs_set_through_descriptors() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+        let dir = open_dir(t.path()).unwrap();
+        let f = open_read_at(dir.as_raw_fd(), b"f").unwrap();
+        if fset_xattr(&f, b"user.k", b"v").is_err() {
+            return; // no xattrs on this file system
+        }
+        let file_attrs = || fd_xattrs(f.as_raw_fd()).unwrap();
+        assert_eq!(file_attrs(), vec![(b"user.k".to_vec(), b"v".to_vec())]);
+        assert!(fset_xattr(&f, b"user.\0k", b"v").is_err());
+        if euid() != 0 {
+            return;
+        }
+        let l = open_path_at(&dir, b"l").unwrap();
+        fset_xattr_path(&l, b"trusted.k", b"link").unwrap();
+        assert_eq!(
+            fd_xattrs(l.as_raw_fd()).unwrap(),
+            vec![(b"trusted.k".to_vec(), b"link".to_vec())]
+        );
+        assert_eq!(file_attrs(), vec![(b"user.k".to_vec(), b"v".to_vec())]);
+    }
+
+    /// Only a pid that can name one live process is alive.
+    #[test]
+    fn pids_alive_and_impossible() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+        assert!(!pid_alive(i32::MAX as u32 + 1));
     }
 }

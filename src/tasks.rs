@@ -230,7 +230,7 @@ pub fn list(store: &Store) -> Result<Vec<Task>> {
             log::warn!("task log: {} is damaged", ent.path().display());
             continue;
         };
-        if t.status == "running" && !crate::engine::status::alive(t.pid) {
+        if t.status == "running" && !crate::sys::pid_alive(t.pid) {
             t.status = "failed".into();
             t.message = Some(format!(
                 "its process {} ended before the task did (killed or crashed)",
@@ -399,7 +399,7 @@ mod tests {
                         let _ = get(&store, "20261124T042516-abcdef");
                         let st = crate::engine::status::read(&store, "v", "b");
                         if let Some(s) = &st {
-                            let _ = crate::engine::status::alive(s.pid);
+                            let _ = crate::sys::pid_alive(s.pid);
                         }
                         (tasks, st)
                     });

@@ -59,17 +59,5 @@ pub fn remove(store: &Store, vault: &str, backup: &str) {
     let _ = std::fs::remove_file(path(store, vault, backup));
 }
 
-/// True if process `pid` exists. A pid read from a damaged file may be 0
-/// or above `i32::MAX`, which `kill` takes for the caller's process group,
-/// another group or every process (and would answer "alive" for ever):
-/// neither is a process that could have written the file.
-pub fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
-}
+/// True if process `pid` exists: see [`crate::sys::pid_alive`].
+pub use crate::sys::pid_alive as alive;
