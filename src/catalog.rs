@@ -540,6 +540,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Every readable backup of a vault, oldest first: what a backup
+    /// builds on, what a policy counts and what retention chooses from. A
+    /// damaged record is left out with a warning naming it (one bad record
+    /// stops nothing; `check` reports it); backups that cannot be listed
+    /// are an error, not an empty vault, which would make the next backup
+    /// a full one and hide every backup from retention.
+    pub fn readable_backups(&self, vault: &str) -> Result<Vec<BackupRecord>> {
+        let mut out = Vec::new();
+        for r in self.backups(vault)? {
+            match r {
+                Ok(b) => out.push(b),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
         fsutil::write_atomic(
