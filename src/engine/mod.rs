@@ -11,6 +11,7 @@ pub mod prune;
 pub mod reader;
 pub mod restore;
 pub mod servers;
+pub mod sizes;
 pub mod status;
 pub mod vaults;
 pub mod visit;

@@ -6,7 +6,6 @@ use crate::catalog::{self, Member, ServerConfig, Store};
 use crate::error::{Error, IoContext, Result};
 use crate::rules;
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Default time limit of a hook.
@@ -228,18 +227,6 @@ pub fn delete(store: &Store, name: &str) -> Result<()> {
         )));
     }
     store.delete_server(name)
-}
-
-/// Total size of a server's members (apparent), leaving out `exclude`.
-pub fn size(s: &ServerConfig, exclude: &[String]) -> u64 {
-    s.members
-        .iter()
-        .filter(|m| !exclude.contains(&m.name))
-        .map(|m| match m.kind.as_str() {
-            "disk" => crate::sys::device_size(Path::new(&m.path)).unwrap_or(0),
-            _ => super::vaults::tree_size(Path::new(&m.path)),
-        })
-        .sum()
 }
 
 /// Run a hook with `sh -c`, its environment telling it what is happening,
