@@ -14,7 +14,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
-use crate::model::{self, BackupRecord};
+use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
 use crate::store::Repo;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,73 @@ impl VaultType {
             VaultType::Disk => "disk",
             VaultType::Server => "server",
         }
+    }
+}
+
+/// How a vault stores its blobs: `zstd` or `none` in vault.json and the
+/// CLI.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd, level 3.
+    Zstd,
+    /// Stored as read.
+    None,
+}
+
+impl Compression {
+    /// Parse `zstd` or `none`.
+    pub fn parse(s: &str) -> Result<Compression> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(Error::param(format!(
+                "compression {s:?} is invalid: it is zstd or none"
+            ))),
+        }
+    }
+    /// The name in vault.json, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a server member is: `directory` or `disk` in its JSON.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberKind {
+    /// A directory tree.
+    Directory,
+    /// A block device or disk image.
+    Disk,
+}
+
+impl MemberKind {
+    /// The name in the server's JSON and output.
+    pub fn as_str(self) -> &'static str {
+        self.resource_kind().as_str()
+    }
+    /// The kind of resource the member is backed up as.
+    pub fn resource_kind(self) -> ResourceKind {
+        match self {
+            MemberKind::Directory => ResourceKind::Directory,
+            MemberKind::Disk => ResourceKind::Disk,
+        }
+    }
+}
+
+impl std::fmt::Display for MemberKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -774,6 +841,23 @@ pub fn default_store_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vault.json and servers/*.json keep their strings.
+    #[test]
+    fn compression_and_member_kind_keep_their_names() {
+        for c in [Compression::Zstd, Compression::None] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(Compression::parse(c.as_str()).unwrap(), c);
+        }
+        let e = Compression::parse("lz4").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("\"lz4\" is invalid"), "{e}");
+        for k in [MemberKind::Directory, MemberKind::Disk] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert!(serde_json::from_str::<MemberKind>("\"server\"").is_err());
+    }
     use crate::testkit;
     use proptest::prelude::*;
 

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::rules;
 use crate::store::BlobId;
 use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every tree and chunk-list blob.
 pub const BLOB_FORMAT: u8 = 1;
@@ -447,8 +448,10 @@ fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
     }
 }
 
-/// How a backup was started. Encoded by position: never reorder.
-#[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq)]
+/// How a backup was started. Encoded by position in records: never
+/// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
+#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// `cbrfs backup create`.
     Manual,
@@ -458,8 +461,27 @@ pub enum Origin {
     Policy,
 }
 
-/// Kind of resource. Encoded by position: never reorder.
-#[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq)]
+impl Origin {
+    /// The name shown in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Manual => "manual",
+            Origin::Mount => "mount",
+            Origin::Policy => "policy",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kind of resource. Encoded by position in records: never reorder. In
+/// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
+#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
     /// A directory tree.
     Directory,
@@ -467,6 +489,23 @@ pub enum ResourceKind {
     Disk,
     /// A server: members that are directories and disks.
     Server,
+}
+
+impl ResourceKind {
+    /// The name in the catalog, output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Directory => "directory",
+            ResourceKind::Disk => "disk",
+            ResourceKind::Server => "server",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Counters of a backup (or of one resource in it).
@@ -697,6 +736,26 @@ impl ResourceBackup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The catalog's and the JSON output's strings of kinds and origins.
+    #[test]
+    fn kinds_and_origins_keep_their_names() {
+        for k in [
+            ResourceKind::Directory,
+            ResourceKind::Disk,
+            ResourceKind::Server,
+        ] {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{k}\""));
+            assert_eq!(serde_json::from_str::<ResourceKind>(&json).unwrap(), k);
+        }
+        for o in [Origin::Manual, Origin::Mount, Origin::Policy] {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{o}\""));
+            assert_eq!(serde_json::from_str::<Origin>(&json).unwrap(), o);
+        }
+        assert!(serde_json::from_str::<ResourceKind>("\"tape\"").is_err());
+    }
     use proptest::prelude::*;
 
     fn sample_tree() -> Tree {

@@ -32,6 +32,128 @@ pub const STATES: &[&str] = &[
     "waiting", "running", "success", "failed", "skipped", "timeout",
 ];
 
+/// What a task did: the `type` of its record, as `task list --type` takes
+/// it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskType {
+    /// A backup (also a refused or skipped one).
+    Backup,
+    /// A restore.
+    Restore,
+    /// `backup delete`.
+    DeleteBackup,
+    /// `prune`.
+    Prune,
+    /// `vault delete`.
+    DeleteVault,
+    /// `vault dissociate`.
+    RemoveResource,
+    /// A policy's retention.
+    Retention,
+    /// A capacity warning or automatic expansion.
+    Capacity,
+}
+
+impl TaskType {
+    /// Every type, in the order `task list --help` shows them.
+    pub const ALL: [TaskType; 8] = [
+        TaskType::Backup,
+        TaskType::Restore,
+        TaskType::DeleteBackup,
+        TaskType::Prune,
+        TaskType::DeleteVault,
+        TaskType::RemoveResource,
+        TaskType::Retention,
+        TaskType::Capacity,
+    ];
+    /// The name in task records, output and `--type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskType::Backup => "backup",
+            TaskType::Restore => "restore",
+            TaskType::DeleteBackup => "delete_backup",
+            TaskType::Prune => "prune",
+            TaskType::DeleteVault => "delete_vault",
+            TaskType::RemoveResource => "remove_resource",
+            TaskType::Retention => "retention",
+            TaskType::Capacity => "capacity",
+        }
+    }
+    /// Parse a `--type` value.
+    pub fn parse(s: &str) -> Result<TaskType> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                Error::param(format!(
+                    "task type {s:?} is invalid: it is one of {}",
+                    all.join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for TaskType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a task is: the `status` of its record, as `task list --status`
+/// takes it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Started and not ended (failed when its process is gone).
+    Running,
+    /// Ended well.
+    Success,
+    /// Ended with an error.
+    Failed,
+    /// Not run (a missed or busy time point).
+    Skipped,
+}
+
+impl TaskState {
+    /// Every state, in the order `task list --help` shows them.
+    pub const ALL: [TaskState; 4] = [
+        TaskState::Running,
+        TaskState::Success,
+        TaskState::Failed,
+        TaskState::Skipped,
+    ];
+    /// The name in task records, output and `--status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Success => "success",
+            TaskState::Failed => "failed",
+            TaskState::Skipped => "skipped",
+        }
+    }
+    /// Parse a `--status` value.
+    pub fn parse(s: &str) -> Result<TaskState> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                Error::param(format!(
+                    "task status {s:?} is invalid: it is one of {}",
+                    all.join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One task.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Task {
@@ -271,6 +393,28 @@ fn purge(store: &Store, now_ns: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Task records keep their strings: each type and state is written as
+    /// the name `--type`/`--status` take, and read back.
+    #[test]
+    fn task_types_and_states_keep_their_names() {
+        for t in TaskType::ALL {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<TaskType>(&json).unwrap(), t);
+            assert_eq!(TaskType::parse(t.as_str()).unwrap(), t);
+        }
+        for s in TaskState::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<TaskState>(&json).unwrap(), s);
+            assert_eq!(TaskState::parse(s.as_str()).unwrap(), s);
+        }
+        let e = TaskType::parse("copy").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("\"copy\" is invalid"), "{e}");
+        assert!(TaskState::parse("waiting").is_err());
+    }
     use crate::testkit;
     use proptest::prelude::*;
 
