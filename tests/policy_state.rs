@@ -91,3 +91,26 @@ fn backups_that_cannot_be_listed_fail_the_point() {
     );
     assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 1);
 }
+
+/// A backup builds on the vault's previous backups: when they cannot be
+/// listed it fails, naming the directory, instead of taking the vault for
+/// empty (a dry run, which does not clean the directory first, showed it).
+#[test]
+fn a_backup_whose_previous_backups_cannot_be_listed_fails() {
+    use cbrfs::engine::backup::{self, BackupOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_policy(dir.path());
+    let backups = store.vault_dir("v").join("backups");
+    let aside = store.vault_dir("v").join("backups.real");
+    std::fs::rename(&backups, &aside).unwrap();
+    std::os::unix::fs::symlink(&aside, &backups).unwrap();
+    let options = BackupOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let e = match backup::prepare(&store, "v", options).and_then(|p| p.run()) {
+        Ok(r) => panic!("the backup took the vault for empty: {r:?}"),
+        Err(e) => e,
+    };
+    assert!(e.to_string().contains("backups"), "{e}");
+}

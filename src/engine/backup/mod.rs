@@ -330,7 +330,7 @@ impl Prepared {
             big: Mutex::new((0..BIG_BUFFERS).map(|_| Buffers::default()).collect()),
             big_ready: Condvar::new(),
         };
-        let previous = latest_records(&self.store, &vault);
+        let previous = self.store.readable_backups(&vault)?;
         let store_id = std::fs::metadata(self.store.root())
             .map(|m| (m.dev(), m.ino()))
             .ok();
@@ -524,14 +524,6 @@ pub fn record_refusal(store: &Store, vault: &str, backup: Option<&str>, e: &Erro
         t.set_backup(b);
     }
     t.failed(e);
-}
-
-/// Every readable backup of a vault, oldest first.
-pub fn latest_records(store: &Store, vault: &str) -> Vec<BackupRecord> {
-    store
-        .backups(vault)
-        .map(|v| v.into_iter().filter_map(|r| r.ok()).collect())
-        .unwrap_or_default()
 }
 
 /// Nanoseconds since the epoch from a stat's seconds and nanoseconds.
