@@ -628,7 +628,7 @@ impl Store {
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
         fsutil::write_atomic(
             &self.backup_path(&rec.vault, &rec.name),
-            &model::encode_record(rec),
+            &model::encode_record(rec)?,
         )
     }
 
