@@ -110,6 +110,13 @@ impl MemberKind {
     pub fn as_str(self) -> &'static str {
         self.resource_kind().as_str()
     }
+    /// The kind named `s` as its JSON and a server backup's member list
+    /// write it (`directory`, `disk`); None for any other.
+    pub fn from_name(s: &str) -> Option<MemberKind> {
+        [MemberKind::Directory, MemberKind::Disk]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
     /// The kind of resource the member is backed up as.
     pub fn resource_kind(self) -> ResourceKind {
         match self {
@@ -131,7 +138,7 @@ pub struct Resource {
     /// Name, unique in the vault; the directory name in the mount.
     pub name: String,
     /// `directory`, `disk` or `server`.
-    pub kind: String,
+    pub kind: ResourceKind,
     /// Absolute source path.
     pub path: String,
     /// Exclude globs (directory resources).
@@ -164,7 +171,7 @@ pub struct Member {
     /// Name, unique in the server; the entry name in backups.
     pub name: String,
     /// `directory` or `disk`.
-    pub kind: String,
+    pub kind: MemberKind,
     /// Absolute source path.
     pub path: String,
 }
@@ -206,7 +213,7 @@ pub struct VaultConfig {
     /// Tags in the order given.
     pub tags: Vec<(String, String)>,
     /// `zstd` or `none`.
-    pub compression: String,
+    pub compression: Compression,
     /// Creation time, RFC 3339.
     pub created: String,
     /// Associated resources.
@@ -259,7 +266,7 @@ impl VaultConfig {
     }
     /// True if blobs are zstd-compressed.
     pub fn compress(&self) -> bool {
-        self.compression == "zstd"
+        self.compression == Compression::Zstd
     }
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Result<&Resource> {
@@ -649,7 +656,11 @@ impl Store {
 
     /// The vault holding a resource of `kind` whose path (or server name)
     /// is `path`, if any.
-    pub fn vault_of_path(&self, kind: &str, path: &str) -> Result<Option<(String, String)>> {
+    pub fn vault_of_path(
+        &self,
+        kind: ResourceKind,
+        path: &str,
+    ) -> Result<Option<(String, String)>> {
         // A vault whose record is damaged cannot be asked; it must not
         // stop resources going into the others (check reports it).
         let (vaults, damaged) = self.vaults_and_damage()?;
@@ -885,11 +896,11 @@ mod tests {
             capacity_gb: 100,
             description: "a vault".into(),
             tags: vec![("env".into(), "prod".into())],
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             created: "2026-11-24T04:25:16Z".into(),
             resources: vec![Resource {
                 name: "web".into(),
-                kind: "server".into(),
+                kind: ResourceKind::Server,
                 path: "s".into(),
                 excludes: vec!["vdb".into()],
                 size: 12345,
@@ -934,12 +945,12 @@ mod tests {
             members: vec![
                 Member {
                     name: "etc".into(),
-                    kind: "directory".into(),
+                    kind: MemberKind::Directory,
                     path: "/etc".into(),
                 },
                 Member {
                     name: "vdb".into(),
-                    kind: "disk".into(),
+                    kind: MemberKind::Disk,
                     path: "/dev/vdb".into(),
                 },
             ],
@@ -1023,7 +1034,9 @@ mod tests {
             let _ = (v.capacity_bytes(), v.compress(), v.resource("web").is_ok());
         }
         let _ = store.vaults_and_damage().unwrap();
-        let _ = store.vault_of_path("directory", "/etc").unwrap();
+        let _ = store
+            .vault_of_path(ResourceKind::Directory, "/etc")
+            .unwrap();
         if let Ok(s) = store.server("s") {
             round_trips(&s, "s", s.format, &s.name)?;
         }

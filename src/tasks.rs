@@ -15,23 +15,6 @@ use std::path::PathBuf;
 /// How long task records are kept.
 pub const KEEP_DAYS: i64 = 30;
 
-/// Task types, as `task list --type` takes them.
-pub const TYPES: &[&str] = &[
-    "backup",
-    "restore",
-    "delete_backup",
-    "prune",
-    "delete_vault",
-    "remove_resource",
-    "retention",
-    "capacity",
-];
-
-/// Task states, as `task list --status` takes them.
-pub const STATES: &[&str] = &[
-    "waiting", "running", "success", "failed", "skipped", "timeout",
-];
-
 /// What a task did: the `type` of its record, as `task list --type` takes
 /// it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,17 +142,17 @@ impl std::fmt::Display for TaskState {
 pub struct Task {
     /// Id: start time and a random suffix, sortable.
     pub id: String,
-    /// One of [`TYPES`].
+    /// What it did.
     #[serde(rename = "type")]
-    pub task_type: String,
+    pub task_type: TaskType,
     /// The vault.
     pub vault: String,
     /// The resource, if one.
     pub resource: Option<String>,
     /// The backup, if one.
     pub backup: Option<String>,
-    /// One of [`STATES`].
-    pub status: String,
+    /// Where it is.
+    pub status: TaskState,
     /// 0–100.
     pub progress: u8,
     /// Start, RFC 3339.
@@ -213,7 +196,7 @@ pub struct TaskHandle {
 /// pass's `--now`).
 pub fn start(
     store: &Store,
-    task_type: &str,
+    task_type: TaskType,
     vault: &str,
     resource: Option<&str>,
     backup: Option<&str>,
@@ -230,11 +213,11 @@ pub fn start(
     );
     let task = Task {
         id,
-        task_type: task_type.to_string(),
+        task_type,
         vault: vault.to_string(),
         resource: resource.map(str::to_string),
         backup: backup.map(str::to_string),
-        status: "running".into(),
+        status: TaskState::Running,
         progress: 0,
         started: catalog::ns_to_rfc3339(at_ns),
         started_ns: at_ns,
@@ -273,20 +256,20 @@ impl TaskHandle {
     }
     /// End successfully, with an optional note.
     pub fn success(mut self, note: Option<String>) {
-        self.task.status = "success".into();
+        self.task.status = TaskState::Success;
         self.task.progress = 100;
         self.task.message = note;
         self.end();
     }
     /// End as skipped, saying why.
     pub fn skipped(mut self, why: String) {
-        self.task.status = "skipped".into();
+        self.task.status = TaskState::Skipped;
         self.task.message = Some(why);
         self.end();
     }
     /// End as failed with the error.
     pub fn failed(mut self, e: &Error) {
-        self.task.status = "failed".into();
+        self.task.status = TaskState::Failed;
         self.task.error_code = e.cbr_code().map(str::to_string);
         self.task.message = Some(e.to_string());
         self.end();
@@ -310,14 +293,14 @@ impl TaskHandle {
 /// capacity warning).
 pub fn event(
     store: &Store,
-    task_type: &str,
+    task_type: TaskType,
     vault: &str,
-    status: &str,
+    status: TaskState,
     message: String,
     at_ns: i64,
 ) {
     let mut h = start(store, task_type, vault, None, None, at_ns);
-    h.task.status = status.to_string();
+    h.task.status = status;
     h.task.progress = 100;
     h.task.message = Some(message);
     h.end();
@@ -352,8 +335,8 @@ pub fn list(store: &Store) -> Result<Vec<Task>> {
             log::warn!("task log: {} is damaged", ent.path().display());
             continue;
         };
-        if t.status == "running" && !crate::sys::pid_alive(t.pid) {
-            t.status = "failed".into();
+        if t.status == TaskState::Running && !crate::sys::pid_alive(t.pid) {
+            t.status = TaskState::Failed;
             t.message = Some(format!(
                 "its process {} ended before the task did (killed or crashed)",
                 t.pid
@@ -384,7 +367,7 @@ fn purge(store: &Store, now_ns: i64) {
         } else {
             t.started_ns
         };
-        written < limit && t.status != "running"
+        written < limit && t.status != TaskState::Running
     }) {
         let _ = std::fs::remove_file(dir(store).join(format!("{}.json", t.id)));
     }
@@ -421,11 +404,11 @@ mod tests {
     fn sample(pid: u32) -> Task {
         Task {
             id: "20261124T042516-abcdef".into(),
-            task_type: "backup".into(),
+            task_type: TaskType::Backup,
             vault: "v".into(),
             resource: Some("r".into()),
             backup: Some("b".into()),
-            status: "running".into(),
+            status: TaskState::Running,
             progress: 40,
             started: "2026-11-24T04:25:16Z".into(),
             started_ns: 1_700_000_000_000_000_000,
@@ -450,7 +433,7 @@ mod tests {
         let now = catalog::now_ns();
         let mut today = sample(1);
         today.id = "today".into();
-        today.status = "success".into();
+        today.status = TaskState::Success;
         today.started_ns = now;
         today.recorded_ns = now;
         let mut old_sim = today.clone();
@@ -465,7 +448,14 @@ mod tests {
             save(&store, t).unwrap();
         }
         // As `policy run-due --now` four years ahead starts its tasks.
-        let t = start(&store, "backup", "v", None, None, now + 4 * 365 * day);
+        let t = start(
+            &store,
+            TaskType::Backup,
+            "v",
+            None,
+            None,
+            now + 4 * 365 * day,
+        );
         drop(t);
         let mut ids: Vec<String> = list(&store).unwrap().into_iter().map(|t| t.id).collect();
         ids.sort();
@@ -486,9 +476,9 @@ mod tests {
             save(&store, &sample(pid)).unwrap();
             let t = list(&store).unwrap().remove(0);
             let want = if pid == std::process::id() {
-                "running"
+                TaskState::Running
             } else {
-                "failed"
+                TaskState::Failed
             };
             assert_eq!(t.status, want, "pid {pid}");
         }
@@ -510,7 +500,7 @@ mod tests {
             let good_task = std::fs::read(&task_file).unwrap();
             let status = crate::engine::status::Status {
                 backup: "b".into(),
-                status: "protecting".into(),
+                status: crate::engine::status::RunStatus::Protecting,
                 progress: 3,
                 bytes_read: 1 << 40,
                 files: 17,

@@ -565,7 +565,7 @@ fn server_members_that_share_an_entry_name_are_refused() {
     let mut cfg = b.store.server("srv").unwrap();
     cfg.members.push(cbrfs::catalog::Member {
         name: "x".into(),
-        kind: "disk".into(),
+        kind: cbrfs::catalog::MemberKind::Disk,
         path: disk.to_string_lossy().into_owned(),
     });
     b.store.save_server(&cfg).unwrap();

@@ -318,9 +318,9 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         for missed in &points[..points.len() - 1] {
             tasks::event(
                 store,
-                "backup",
+                tasks::TaskType::Backup,
                 &v.name,
-                "skipped",
+                tasks::TaskState::Skipped,
                 format!("policy {pname}: time point {missed} was missed (no scheduler ran then)"),
                 missed.as_nanosecond() as i64,
             );
@@ -383,7 +383,14 @@ fn run_point(
                 "policy {}: time point skipped: the vault's previous backup is still running",
                 p.name
             );
-            tasks::event(store, "backup", vault, "skipped", why.clone(), at_ns);
+            tasks::event(
+                store,
+                tasks::TaskType::Backup,
+                vault,
+                tasks::TaskState::Skipped,
+                why.clone(),
+                at_ns,
+            );
             report.outcome = format!("skipped: {why}");
             return report;
         }
@@ -443,7 +450,14 @@ pub fn expire(
     let sel = retention.select(&candidates, now, busy);
     let mut gone = Vec::new();
     for name in &sel.delete {
-        let t = tasks::start(store, "delete_backup", vault, None, Some(name), now_ns);
+        let t = tasks::start(
+            store,
+            tasks::TaskType::DeleteBackup,
+            vault,
+            None,
+            Some(name),
+            now_ns,
+        );
         let r = store.delete_backup(vault, name);
         let ok = r.is_ok();
         t.finish(&r);
@@ -453,7 +467,7 @@ pub fn expire(
     }
     let mut freed = 0;
     if !gone.is_empty() {
-        let t = tasks::start(store, "prune", vault, None, None, now_ns);
+        let t = tasks::start(store, tasks::TaskType::Prune, vault, None, None, now_ns);
         let r = prune::prune(store, vault, false, prune::REPACK_THRESHOLD);
         if let Ok(rep) = &r {
             freed = rep.bytes_before.saturating_sub(rep.bytes_after);
@@ -466,7 +480,14 @@ pub fn expire(
             gone.len(),
             gone.join(", ")
         );
-        tasks::event(store, "retention", vault, "success", msg, now_ns);
+        tasks::event(
+            store,
+            tasks::TaskType::Retention,
+            vault,
+            tasks::TaskState::Success,
+            msg,
+            now_ns,
+        );
     }
     Ok((gone, freed))
 }

@@ -4,7 +4,7 @@
 //! its members with the vaults' tree walk, and vaults asked servers for a
 //! server's size: a cycle).
 
-use crate::catalog::ServerConfig;
+use crate::catalog::{MemberKind, ServerConfig};
 use std::path::Path;
 
 /// Sum of the apparent sizes of the files under `dir` (what a resource's
@@ -51,9 +51,9 @@ pub fn server(s: &ServerConfig, exclude: &[String]) -> u64 {
     s.members
         .iter()
         .filter(|m| !exclude.contains(&m.name))
-        .map(|m| match m.kind.as_str() {
-            "disk" => crate::sys::device_size(Path::new(&m.path)).unwrap_or(0),
-            _ => tree(Path::new(&m.path)),
+        .map(|m| match m.kind {
+            MemberKind::Disk => crate::sys::device_size(Path::new(&m.path)).unwrap_or(0),
+            MemberKind::Directory => tree(Path::new(&m.path)),
         })
         .sum()
 }

@@ -36,8 +36,8 @@ impl RunStatus {
 pub struct Status {
     /// Backup name.
     pub backup: String,
-    /// `protecting` or `error`.
-    pub status: String,
+    /// Running or failed.
+    pub status: RunStatus,
     /// 0–100.
     pub progress: u8,
     /// Bytes read so far.

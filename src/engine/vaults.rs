@@ -1,8 +1,9 @@
 //! Vault and resource operations with CBR's rules: create, update, delete,
 //! associate, dissociate.
 
-use crate::catalog::{self, Resource, Store, VaultConfig, VaultType};
+use crate::catalog::{self, Compression, Resource, Store, VaultConfig, VaultType};
 use crate::error::{Error, Result};
+use crate::model::ResourceKind;
 use crate::rules;
 use std::path::Path;
 
@@ -19,7 +20,8 @@ pub struct NewVault {
     pub description: String,
     /// `KEY=VALUE` tags.
     pub tags: Vec<String>,
-    /// `zstd` or `none`.
+    /// Compression text, `zstd` or `none` (checked with the other
+    /// settings, in their order, by [`prepare`]).
     pub compression: String,
 }
 
@@ -81,12 +83,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
     rules::check_description("vault", &v.description)?;
     let capacity_gb = rules::parse_capacity(&v.capacity)?;
     let tags = merge_tags(&[], &v.tags, &[])?;
-    if v.compression != "zstd" && v.compression != "none" {
-        return Err(Error::param(format!(
-            "compression {:?} is invalid: it is zstd or none",
-            v.compression
-        )));
-    }
+    let compression = Compression::parse(&v.compression)?;
     let cfg = VaultConfig {
         format: catalog::CATALOG_FORMAT,
         name,
@@ -94,7 +91,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         capacity_gb,
         description: v.description,
         tags,
-        compression: v.compression,
+        compression,
         created: catalog::now_rfc3339(),
         resources: Vec::new(),
         policy: None,
@@ -158,11 +155,11 @@ pub fn update(store: &Store, name: &str, u: VaultUpdate) -> Result<VaultConfig> 
 }
 
 /// What a resource is, for the association rules.
-fn kind_label(kind: &str) -> &'static str {
+fn kind_label(kind: ResourceKind) -> &'static str {
     match kind {
-        "disk" => "a disk (--disk) goes into a disk vault",
-        "server" => "a server (--server) goes into a server vault",
-        _ => "a directory (--path) goes into a filesystem vault",
+        ResourceKind::Disk => "a disk (--disk) goes into a disk vault",
+        ResourceKind::Server => "a server (--server) goes into a server vault",
+        ResourceKind::Directory => "a directory (--path) goes into a filesystem vault",
     }
 }
 
@@ -176,7 +173,7 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
         return Err(Error::param(format!(
             "vault {vault} is a {} vault: {}",
             cfg.vault_type.as_str(),
-            kind_label(&r.kind)
+            kind_label(r.kind)
         ))
         .code("BackupService.6102"));
     }
@@ -193,7 +190,7 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
         ))
         .code("BackupService.6104"));
     }
-    if let Some((other, _)) = store.vault_of_path(&r.kind, &r.path)? {
+    if let Some((other, _)) = store.vault_of_path(r.kind, &r.path)? {
         return Err(Error::conflict(format!(
             "resource {} is already associated with vault {other}: a resource can be in one vault only",
             r.path
@@ -373,7 +370,7 @@ pub fn associate_dir(
     }
     let r = Resource {
         name: name.unwrap_or_else(|| default_name(&abs, "root")),
-        kind: "directory".into(),
+        kind: ResourceKind::Directory,
         size: super::sizes::tree(&abs),
         path: abs_str,
         excludes,
@@ -400,7 +397,7 @@ pub fn associate_disk(
     })?;
     let r = Resource {
         name: name.unwrap_or_else(|| default_name(&abs, "disk")),
-        kind: "disk".into(),
+        kind: ResourceKind::Disk,
         size,
         path: abs_str,
         excludes: Vec::new(),
@@ -442,7 +439,7 @@ pub fn associate_server_with(
     }
     let r = Resource {
         name: s.name.clone(),
-        kind: "server".into(),
+        kind: ResourceKind::Server,
         size: super::sizes::server(&s, &exclude),
         path: s.name.clone(),
         excludes: exclude,

@@ -22,6 +22,7 @@ use crate::catalog::{self, Store};
 use crate::engine::backup::{self, BackupOptions};
 use crate::engine::progress::Progress;
 use crate::engine::reader::{ChunkCache, FileReader};
+use crate::engine::status::RunStatus;
 use crate::error::{Error, Kind};
 use crate::model::{self, BackupRecord, Node, NodeKind, Origin, Tree};
 use crate::rules;
@@ -1026,14 +1027,14 @@ impl Vfs {
                 let state = run.as_ref().map(|r| r.state.lock().clone());
                 match (&run, state) {
                     (Some(r), Some(RunState::Protecting)) => {
-                        out.push(("status".into(), "protecting".into()));
+                        out.push(("status".into(), RunStatus::Protecting.as_str().into()));
                         out.push(("progress".into(), r.progress.percent().to_string()));
                         out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
                         out.push(("files".into(), r.progress.files().to_string()));
                         out.push(("bytes_read".into(), r.progress.read().to_string()));
                     }
                     (Some(r), Some(RunState::Failed(why))) => {
-                        out.push(("status".into(), "error".into()));
+                        out.push(("status".into(), RunStatus::Error.as_str().into()));
                         out.push(("progress".into(), r.progress.percent().to_string()));
                         out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
                         out.push(("error".into(), why));
@@ -1051,15 +1052,7 @@ impl Vfs {
                                 "type".into(),
                                 if r.full { "full" } else { "incremental" }.into(),
                             ));
-                            out.push((
-                                "origin".into(),
-                                match r.origin {
-                                    Origin::Manual => "manual",
-                                    Origin::Mount => "mount",
-                                    Origin::Policy => "policy",
-                                }
-                                .into(),
-                            ));
+                            out.push(("origin".into(), r.origin.as_str().into()));
                         }
                     }
                 }
