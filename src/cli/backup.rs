@@ -425,7 +425,7 @@ pub(super) fn wait_cmd(
                     s.error.unwrap_or_default()
                 )))
             }
-            Some(s) if !status::alive(s.pid) => {
+            Some(s) if !crate::sys::pid_alive(s.pid) => {
                 return Err(Error::failed(format!(
                     "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
                     s.pid

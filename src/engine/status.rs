@@ -79,6 +79,3 @@ pub fn read(store: &Store, vault: &str, backup: &str) -> Option<Status> {
 pub fn remove(store: &Store, vault: &str, backup: &str) {
     let _ = std::fs::remove_file(path(store, vault, backup));
 }
-
-/// True if process `pid` exists: see [`crate::sys::pid_alive`].
-pub use crate::sys::pid_alive as alive;
