@@ -10,6 +10,7 @@ pub mod progress;
 pub mod prune;
 pub mod reader;
 pub mod restore;
+pub mod scheduler;
 pub mod servers;
 pub mod sizes;
 pub mod status;
