@@ -224,9 +224,8 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
         store.clone(),
         VfsOptions {
             wait: opts.wait,
-            // SAFETY: no preconditions.
-            uid: unsafe { libc::geteuid() },
-            gid: unsafe { libc::getegid() },
+            uid: crate::sys::euid(),
+            gid: crate::sys::egid(),
         },
     );
     let mut cfg = fuser::Config::default();
@@ -314,8 +313,7 @@ fn spawn_signal_thread(mp: PathBuf) {
 }
 
 fn unmount_path(mp: &Path, lazy: bool) -> Result<()> {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::euid() == 0 {
         let c =
             crate::sys::cstr(mp.as_os_str().as_bytes()).map_err(|e| Error::io("mount point", e))?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };

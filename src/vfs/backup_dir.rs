@@ -9,7 +9,7 @@ use super::{
     cbrfs_xattrs, Attr, BackupCtx, Child, Entry, EntryOps, LinkKey, Listing, VResult, Vfs,
 };
 use crate::catalog;
-use crate::model::Origin;
+use crate::engine::status::RunStatus;
 use std::sync::Arc;
 
 /// The directory of backup `name` of `vault`.
@@ -86,14 +86,14 @@ impl EntryOps for BackupDir {
         let state = run.as_ref().map(|r| r.state.lock().clone());
         match (&run, state) {
             (Some(r), Some(RunState::Protecting)) => {
-                out.push(("status".into(), "protecting".into()));
+                out.push(("status".into(), RunStatus::Protecting.as_str().into()));
                 out.push(("progress".into(), r.progress.percent().to_string()));
                 out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
                 out.push(("files".into(), r.progress.files().to_string()));
                 out.push(("bytes_read".into(), r.progress.read().to_string()));
             }
             (Some(r), Some(RunState::Failed(why))) => {
-                out.push(("status".into(), "error".into()));
+                out.push(("status".into(), RunStatus::Error.as_str().into()));
                 out.push(("progress".into(), r.progress.percent().to_string()));
                 out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
                 out.push(("error".into(), why));
@@ -111,15 +111,7 @@ impl EntryOps for BackupDir {
                         "type".into(),
                         if r.full { "full" } else { "incremental" }.into(),
                     ));
-                    out.push((
-                        "origin".into(),
-                        match r.origin {
-                            Origin::Manual => "manual",
-                            Origin::Mount => "mount",
-                            Origin::Policy => "policy",
-                        }
-                        .into(),
-                    ));
+                    out.push(("origin".into(), r.origin.as_str().into()));
                 }
             }
         }
