@@ -182,7 +182,8 @@ fn dir(store: &Store) -> PathBuf {
 
 fn save(store: &Store, t: &Task) -> Result<()> {
     fsutil::create_dir_all(&dir(store))?;
-    let json = serde_json::to_vec_pretty(t).unwrap_or_default();
+    let json = serde_json::to_vec_pretty(t)
+        .map_err(|e| Error::failed(format!("encode task {}: {e}", t.id)))?;
     fsutil::write_atomic(&dir(store).join(format!("{}.json", t.id)), &json)
 }
 
