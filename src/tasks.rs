@@ -243,6 +243,67 @@ pub fn list(store: &Store) -> Result<Vec<Task>> {
     Ok(out)
 }
 
+/// Which tasks `task list` shows; every field given must match.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only this vault.
+    pub vault: Option<String>,
+    /// Only this type (one of [`TYPES`]).
+    pub task_type: Option<String>,
+    /// Only this status (one of [`STATES`]).
+    pub status: Option<String>,
+    /// Only tasks started at or after this instant, ns since the epoch.
+    pub since_ns: Option<i64>,
+}
+
+impl Filter {
+    /// A filter on vault, type and status; a type or status that no task
+    /// can have is refused (rather than matching nothing).
+    pub fn new(
+        vault: Option<String>,
+        task_type: Option<String>,
+        status: Option<String>,
+    ) -> Result<Filter> {
+        if let Some(t) = &task_type {
+            if !TYPES.contains(&t.as_str()) {
+                return Err(Error::param(format!(
+                    "task type {t:?} is invalid: it is one of {}",
+                    TYPES.join(", ")
+                )));
+            }
+        }
+        if let Some(st) = &status {
+            if !STATES.contains(&st.as_str()) {
+                return Err(Error::param(format!(
+                    "task status {st:?} is invalid: it is one of {}",
+                    STATES.join(", ")
+                )));
+            }
+        }
+        Ok(Filter {
+            vault,
+            task_type,
+            status,
+            since_ns: None,
+        })
+    }
+
+    fn matches(&self, t: &Task) -> bool {
+        self.vault.as_ref().is_none_or(|v| &t.vault == v)
+            && self.task_type.as_ref().is_none_or(|x| &t.task_type == x)
+            && self.status.as_ref().is_none_or(|x| &t.status == x)
+            && self.since_ns.is_none_or(|s| t.started_ns >= s)
+    }
+}
+
+/// The tasks `filter` lets through, newest first.
+pub fn query(store: &Store, filter: &Filter) -> Result<Vec<Task>> {
+    Ok(list(store)?
+        .into_iter()
+        .filter(|t| filter.matches(t))
+        .collect())
+}
+
 /// The task `id`.
 pub fn get(store: &Store, id: &str) -> Result<Task> {
     list(store)?

@@ -6,7 +6,6 @@ use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::human_bytes;
 use clap::Args;
-use serde_json::json;
 
 #[derive(Args, Debug)]
 pub(super) struct PruneArgs {
@@ -57,7 +56,7 @@ pub(super) fn prune_cmd(
         }
     }
     if json {
-        print_json(&json!(reports));
+        print_json(&reports)?;
     } else {
         for r in &reports {
             println!(

@@ -2,6 +2,7 @@
 //! clap here; the CLI and the mount call into it.
 
 pub mod backup;
+pub mod backups;
 pub mod browse;
 pub mod check;
 pub mod metrics;

@@ -1,10 +1,267 @@
-//! Vault and resource operations with CBR's rules: create, update, delete,
-//! associate, dissociate.
+//! Vault and resource operations with CBR's rules: create, list, show,
+//! update, delete, associate, dissociate. Each call validates its input,
+//! takes its locks, records its task when it is one CBR lists (deleting a
+//! vault, removing a resource), and returns what the CLI prints: a typed
+//! report that `--json` serializes as it is (docs/JSON.md).
 
 use crate::catalog::{self, Resource, Store, VaultConfig, VaultType};
 use crate::error::{Error, Result};
 use crate::rules;
-use std::path::Path;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A vault as `vault list` and `vault show` report it (the vault object of
+/// docs/JSON.md).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct VaultReport {
+    /// Vault name.
+    pub name: String,
+    /// `filesystem`, `disk` or `server`.
+    #[serde(rename = "type")]
+    pub vault_type: String,
+    /// Capacity, GB (2^30 bytes).
+    pub capacity_gb: u64,
+    /// Bytes its packs and indexes take; 0 when they cannot be read (a
+    /// listing names the vault rather than failing on it).
+    pub used_bytes: u64,
+    /// Description.
+    pub description: String,
+    /// Tags, in the order they were set.
+    pub tags: Vec<TagReport>,
+    /// How new blobs are stored.
+    pub compression: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Backup records, damaged ones included.
+    pub backups: usize,
+    /// Capacity minus use, never negative.
+    pub free_bytes: u64,
+    /// The applied policy.
+    pub policy: Option<String>,
+    /// The capacity grows when the vault is full.
+    pub auto_expand: bool,
+    /// Usage (%) past which a capacity task is recorded.
+    pub threshold_percent: u8,
+    /// Associated resources, in association order.
+    pub resources: Vec<ResourceReport>,
+}
+
+impl VaultReport {
+    /// The capacity in bytes.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_gb.saturating_mul(rules::GB)
+    }
+}
+
+/// One tag of a vault.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct TagReport {
+    /// Key.
+    pub key: String,
+    /// Value, may be empty.
+    pub value: String,
+}
+
+/// A resource of a vault, as reported.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ResourceReport {
+    /// Name, unique in the vault.
+    pub name: String,
+    /// `directory`, `disk` or `server`.
+    pub kind: String,
+    /// Source path.
+    pub path: String,
+    /// Exclude globs.
+    pub excludes: Vec<String>,
+    /// Apparent size when associated.
+    pub size_bytes: u64,
+    /// When associated, RFC 3339.
+    pub added: String,
+    /// `--one-file-system`.
+    pub one_file_system: bool,
+    /// `--exclude-caches`.
+    pub exclude_caches: bool,
+    /// `--exclude-if-present` names.
+    pub exclude_if_present: Vec<String>,
+}
+
+/// The report of a vault, with its use and backup count read from the
+/// store.
+pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
+    // A vault whose packs cannot be read still lists, with 0 used: the
+    // listing is how the user finds it (docs/JSON.md).
+    let used = store
+        .repo(&v.name)
+        .and_then(|r| r.used_bytes())
+        .unwrap_or(0);
+    let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
+    VaultReport {
+        name: v.name.clone(),
+        vault_type: v.vault_type.as_str().to_string(),
+        capacity_gb: v.capacity_gb,
+        used_bytes: used,
+        description: v.description.clone(),
+        tags: v
+            .tags
+            .iter()
+            .map(|(k, val)| TagReport {
+                key: k.clone(),
+                value: val.clone(),
+            })
+            .collect(),
+        compression: v.compression.to_string(),
+        created: v.created.clone(),
+        backups,
+        free_bytes: v.capacity_bytes().saturating_sub(used),
+        policy: v.policy.clone(),
+        auto_expand: v.auto_expand,
+        threshold_percent: v.threshold,
+        resources: v
+            .resources
+            .iter()
+            .map(|r| ResourceReport {
+                name: r.name.clone(),
+                kind: r.kind.to_string(),
+                path: r.path.clone(),
+                excludes: r.excludes.clone(),
+                size_bytes: r.size,
+                added: r.added.clone(),
+                one_file_system: r.one_file_system,
+                exclude_caches: r.exclude_caches,
+                exclude_if_present: r.exclude_if_present.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// What `vault list` found: the vaults that matched, and the vault records
+/// that could not be read (each error names its vault).
+#[derive(Debug)]
+pub struct VaultList {
+    /// Matching vaults, by name.
+    pub vaults: Vec<VaultReport>,
+    /// Vaults whose record is damaged.
+    pub damaged: Vec<Error>,
+}
+
+/// The vaults carrying every tag filter: `KEY=VALUE`, or `KEY` for any
+/// value. A filter that is not a valid tag is refused before anything is
+/// read.
+pub fn list(store: &Store, tag_filters: &[String]) -> Result<VaultList> {
+    let mut filters = Vec::new();
+    for t in tag_filters {
+        match t.split_once('=') {
+            Some(_) => {
+                let (k, v) = rules::parse_tag(t)?;
+                filters.push((k, Some(v)));
+            }
+            None => {
+                rules::check_tag_key(t)?;
+                filters.push((t.clone(), None));
+            }
+        }
+    }
+    let (all, damaged) = store.vaults_and_damage()?;
+    let vaults = all
+        .iter()
+        .filter(|v| {
+            filters.iter().all(|(k, val)| {
+                v.tags
+                    .iter()
+                    .any(|(tk, tv)| tk == k && val.as_ref().is_none_or(|x| x == tv))
+            })
+        })
+        .map(|v| report(store, v))
+        .collect();
+    Ok(VaultList { vaults, damaged })
+}
+
+/// One vault.
+pub fn show(store: &Store, name: &str) -> Result<VaultReport> {
+    Ok(report(store, &store.vault(name)?))
+}
+
+/// Delete a vault with its backups. One that holds backups is refused
+/// unless `force` is set (CBR's BackupService.7301). Recorded as a
+/// `delete_vault` task. Returns how many backups went with it.
+pub fn delete(store: &Store, name: &str, force: bool) -> Result<usize> {
+    store.vault(name)?;
+    let n = store.backup_names(name)?.len();
+    if n > 0 && !force {
+        return Err(Error::conflict(format!(
+            "vault {name} holds {n} backups: deleting it deletes them; add --force to do so"
+        ))
+        .code("BackupService.7301"));
+    }
+    let t = crate::tasks::start(store, "delete_vault", name, None, None, catalog::now_ns());
+    let r = store.delete_vault(name);
+    t.finish(&r);
+    r?;
+    Ok(n)
+}
+
+/// What `vault associate` names: a directory (with its options), a disk,
+/// or a server.
+#[derive(Clone, Debug, Default)]
+pub struct Associate {
+    /// A directory tree.
+    pub path: Option<PathBuf>,
+    /// A block device or disk image.
+    pub disk: Option<PathBuf>,
+    /// A defined server.
+    pub server: Option<String>,
+    /// Server members left out.
+    pub exclude_members: Vec<String>,
+    /// Resource name (directories and disks).
+    pub name: Option<String>,
+    /// Exclude globs.
+    pub excludes: Vec<String>,
+    /// Files of exclude globs, read now and stored with the resource.
+    pub exclude_files: Vec<PathBuf>,
+    /// Stay on each directory's file system.
+    pub one_file_system: bool,
+    /// Leave out the contents of tagged cache directories.
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding one of these names.
+    pub exclude_if_present: Vec<String>,
+}
+
+/// Associate a directory, a disk or a server with `vault`, refusing options
+/// that do not apply to what is named (rather than ignoring them).
+pub fn associate(store: &Store, vault: &str, a: Associate) -> Result<Resource> {
+    if a.path.is_none()
+        && (a.exclude_caches || !a.exclude_if_present.is_empty() || !a.exclude_files.is_empty())
+    {
+        return Err(Error::invalid(
+            "--exclude-file, --exclude-caches and --exclude-if-present apply to a directory resource (--path)",
+        ));
+    }
+    let mut excludes = a.excludes;
+    for f in &a.exclude_files {
+        excludes.extend(read_exclude_file(f)?);
+    }
+    match (a.path, a.disk, a.server) {
+        (Some(p), _, _) => {
+            let opts = DirOptions {
+                excludes,
+                one_file_system: a.one_file_system,
+                exclude_caches: a.exclude_caches,
+                exclude_if_present: a.exclude_if_present,
+            };
+            associate_dir(store, vault, &p, a.name, opts)
+        }
+        (_, Some(d), _) => associate_disk(store, vault, &d, a.name),
+        (_, _, Some(sv)) => {
+            if a.name.is_some() {
+                return Err(Error::invalid(
+                    "--name does not apply to a server: the resource takes the server's name",
+                ));
+            }
+            associate_server_with(store, vault, &sv, a.exclude_members, a.one_file_system)
+        }
+        _ => Err(Error::invalid("give --path, --disk or --server")),
+    }
+}
 
 /// Settings of a new vault.
 #[derive(Clone, Debug)]
@@ -498,7 +755,27 @@ pub fn associate_server_with(
 /// deleted. The data goes with the next prune. Backups are lost, so unless
 /// `force` is set a resource that any backup holds is refused, as `vault
 /// delete` refuses a vault that holds backups.
+/// Recorded as a `remove_resource` task; returns the backups deleted.
 pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Result<Vec<String>> {
+    let t = crate::tasks::start(
+        store,
+        "remove_resource",
+        vault,
+        Some(resource),
+        None,
+        catalog::now_ns(),
+    );
+    let r = dissociate_untracked(store, vault, resource, force);
+    t.finish(&r);
+    r
+}
+
+fn dissociate_untracked(
+    store: &Store,
+    vault: &str,
+    resource: &str,
+    force: bool,
+) -> Result<Vec<String>> {
     let _lock = store.lock()?;
     let mut cfg = store.vault(vault)?;
     cfg.resource(resource)?;
