@@ -174,7 +174,7 @@ pub struct PolicyConfig {
     /// RRULE schedules, as given.
     pub schedules: Vec<String>,
     /// Retention, as given.
-    pub retention: crate::retention::RetentionArgs,
+    pub retention: crate::policy::retention::RetentionArgs,
     /// Force a full backup after this many incrementals (-1: never).
     pub full_every: i32,
     /// False: no automatic backups.
@@ -813,7 +813,7 @@ mod tests {
                 "FREQ=DAILY;INTERVAL=2;BYHOUR=3,15;BYMINUTE=30".into(),
                 "FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=22;BYMINUTE=0".into(),
             ],
-            retention: crate::retention::RetentionArgs {
+            retention: crate::policy::retention::RetentionArgs {
                 keep_last: Some(7),
                 keep_weekly: Some(4),
                 keep_monthly: Some(6),
@@ -935,8 +935,8 @@ mod tests {
                 let _ = sched.next_after(t);
                 let week = jiff::SignedDuration::from_hours(24 * 7);
                 prop_assert!(sched.points_between(t, t + week).len() <= 24 * 7);
-                let candidates: Vec<crate::retention::Candidate> = (0..20)
-                    .map(|i| crate::retention::Candidate {
+                let candidates: Vec<crate::policy::retention::Candidate> = (0..20)
+                    .map(|i| crate::policy::retention::Candidate {
                         name: format!("b{i}"),
                         created: t - jiff::SignedDuration::from_hours(i * 13),
                         automatic: i % 3 != 0,

@@ -7,7 +7,7 @@ mod common;
 
 use cbrfs::catalog::{now_ns, Store};
 use cbrfs::engine::{policy, vaults};
-use cbrfs::retention::RetentionArgs;
+use cbrfs::policy::retention::RetentionArgs;
 use common::{filesystem_vault, take_backup};
 
 const DAY: i64 = 86_400 * 1_000_000_000;

@@ -125,7 +125,10 @@ impl PolicyArgs {
     }
 
     /// Retention from these flags over `base` (what a policy has now).
-    fn retention(&self, base: &crate::retention::RetentionArgs) -> crate::retention::RetentionArgs {
+    fn retention(
+        &self,
+        base: &crate::policy::retention::RetentionArgs,
+    ) -> crate::policy::retention::RetentionArgs {
         let mut r = base.clone();
         if self.keep_last.is_some() || self.keep_days.is_some() || self.keep_forever {
             r.keep_last = self.keep_last;
@@ -163,7 +166,7 @@ pub(super) fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
                     disabled: spec.disabled,
                 },
             )?;
-            let r = crate::retention::Retention::new(&p.retention)?;
+            let r = crate::policy::retention::Retention::new(&p.retention)?;
             println!(
                 "created policy {} ({}; {})",
                 p.name,
@@ -197,7 +200,7 @@ pub(super) fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
             if json {
                 print_json(&p)?;
             } else {
-                let r = crate::retention::Retention::new(&p.retention)?;
+                let r = crate::policy::retention::Retention::new(&p.retention)?;
                 println!("policy:     {}", p.name);
                 println!("enabled:    {}", if p.enabled { "yes" } else { "no" });
                 println!("schedules:  {}", p.schedules.join(" + "));

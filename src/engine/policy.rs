@@ -14,9 +14,9 @@ use crate::catalog::{self, PolicyConfig, Store};
 use crate::error::{Error, Kind, Result};
 use crate::fsutil::{self, Flock};
 use crate::model::Origin;
-use crate::retention::{Candidate, Retention, RetentionArgs};
+use crate::policy::retention::{Candidate, Retention, RetentionArgs};
+use crate::policy::schedule::{self, Schedule};
 use crate::rules;
-use crate::schedule::{self, Schedule};
 use crate::tasks;
 use serde::{Deserialize, Serialize};
 
