@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
 use crate::model::{self, BackupRecord};
 use crate::rules;
-use crate::store::Repo;
+use crate::store::{LocalDir, Repo, Storage};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -415,19 +415,16 @@ impl Store {
             }
             _ => {}
         }
-        read_record(
-            &self.vault_dir(name).join("vault.json"),
-            "vault",
-            name,
-            "BackupService.6105",
-        )
+        let text = self.vault_storage(name).get("vault.json")?;
+        let label = self.vault_dir(name).join("vault.json");
+        decode_record(text, &label, "vault", name, "BackupService.6105")
     }
 
     /// Write a vault's settings atomically. Caller holds the catalog lock.
     pub fn save_vault(&self, cfg: &VaultConfig) -> Result<()> {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| Error::failed(format!("encode vault {}: {e}", cfg.name)))?;
-        fsutil::write_atomic(&self.vault_dir(&cfg.name).join("vault.json"), &json)
+        self.vault_storage(&cfg.name).put("vault.json", &json)
     }
 
     /// Create a vault: its directory, key and settings. The settings file is
@@ -483,7 +480,13 @@ impl Store {
 
     /// Open the vault's store for reading.
     pub fn repo(&self, name: &str) -> Result<Repo> {
-        Repo::open(&self.vault_dir(name), name)
+        Repo::open_in(self.vault_storage(name), name)
+    }
+
+    /// Where vault `name`'s objects are kept: its packs, indexes, backup
+    /// records, settings and key, reached only through this interface.
+    pub fn vault_storage(&self, name: &str) -> std::sync::Arc<dyn Storage> {
+        std::sync::Arc::new(LocalDir::new(self.vault_dir(name)))
     }
 
     /// Path of backup `backup`'s record in vault `vault`.
@@ -495,22 +498,25 @@ impl Store {
 
     /// Names of vault `vault`'s backups (from the file names only).
     pub fn backup_names(&self, vault: &str) -> Result<Vec<String>> {
-        names_in(&self.vault_dir(vault).join("backups"), ".bk")
+        Ok(self
+            .vault_storage(vault)
+            .list("backups/")?
+            .into_iter()
+            .filter_map(|o| {
+                let b = o.name.strip_prefix("backups/")?.strip_suffix(".bk")?;
+                (!b.contains('/')).then(|| b.to_string())
+            })
+            .collect())
     }
 
     /// Backup `backup` of vault `vault`.
     pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
         rules::check_name("backup name", backup)?;
-        let path = self.backup_path(vault, backup);
-        let data = match fsutil::read_store_file(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(format!(
-                    "backup {backup:?} does not exist in vault {vault}"
-                ))
-                .code("BackupService.6200"))
-            }
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        let Some(data) = self.vault_storage(vault).get(&record_name(backup))? else {
+            return Err(Error::not_found(format!(
+                "backup {backup:?} does not exist in vault {vault}"
+            ))
+            .code("BackupService.6200"));
         };
         let rec = model::decode_record(&data)
             .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
@@ -542,25 +548,25 @@ impl Store {
 
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
-        fsutil::write_atomic(
-            &self.backup_path(&rec.vault, &rec.name),
-            &model::encode_record(rec),
-        )
+        self.vault_storage(&rec.vault)
+            .put(&record_name(&rec.name), &model::encode_record(rec))
     }
 
     /// Remove a backup record (its data goes with prune). A damaged record
     /// may be deleted; a missing one is an error.
     pub fn delete_backup(&self, vault: &str, backup: &str) -> Result<()> {
         rules::check_name("backup name", backup)?;
-        let path = self.backup_path(vault, backup);
-        match fs::remove_file(&path) {
-            Ok(()) => fsutil::sync_dir(&self.vault_dir(vault).join("backups")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found(format!(
+        let storage = self.vault_storage(vault);
+        let name = record_name(backup);
+        // Deleting an absent object is no error to the storage; to the user
+        // it is.
+        if !storage.list("backups/")?.iter().any(|o| o.name == name) {
+            return Err(Error::not_found(format!(
                 "backup {backup:?} does not exist in vault {vault}"
             ))
-            .code("BackupService.6200")),
-            Err(e) => Err(Error::io(format!("delete {}", path.display()), e)),
+            .code("BackupService.6200"));
         }
+        storage.delete(&name)
     }
 
     /// The vault holding a resource of `kind` whose path (or server name)
@@ -683,17 +689,38 @@ macro_rules! record {
 }
 record!(VaultConfig, ServerConfig, PolicyConfig);
 
+/// The object name of backup `backup`'s record in its vault.
+fn record_name(backup: &str) -> String {
+    format!("backups/{backup}.bk")
+}
+
 /// Read the `what` record `name` from `path`: missing is "does not exist"
 /// with CBR's `code`; undecodable, another format or another name is
 /// damage naming the file.
 fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static str) -> Result<T> {
-    let text = match fsutil::read_store_text(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code))
-        }
+    let bytes = match fsutil::read_store_file(path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
+    decode_record(bytes, path, what, name, code)
+}
+
+/// Decode the `what` record `name` read from `path` (`None`: it is
+/// missing, "does not exist" with CBR's `code`).
+fn decode_record<T: Record>(
+    bytes: Option<Vec<u8>>,
+    path: &Path,
+    what: &str,
+    name: &str,
+    code: &'static str,
+) -> Result<T> {
+    let Some(bytes) = bytes else {
+        return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code));
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
+    })?;
     let r: T = serde_json::from_str(&text).map_err(|e| {
         Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
     })?;

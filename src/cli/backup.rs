@@ -135,11 +135,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 pb.set_style(progress_style());
                 pb
             });
-            let rec = std::thread::scope(|s| {
-                let h = std::thread::Builder::new()
-                    .stack_size(256 << 20)
-                    .spawn_scoped(s, move || prepared.run())
-                    .map_err(|e| Error::io("start the backup thread", e))?;
+            let rec = prepared.start(|result| result).and_then(|h| {
                 while !h.is_finished() {
                     if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
                         progress.cancel();

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod prune;
 pub mod reader;
 pub mod restore;
+pub mod scheduler;
 pub mod servers;
 pub mod status;
 pub mod vaults;

@@ -17,57 +17,38 @@
 //! worker thread held) and answered when the backup ends, or with EAGAIN
 //! after the wait bound: fuser does not pass interrupts on, and a request
 //! never answered would make its process unkillable.
+//!
+//! This file owns the tree's shape (the kinds of entries, the caches of
+//! opened vaults, backups and trees) and the operations that walk it:
+//! attributes, lookup, readdir. The parts: `table` (the inode table),
+//! `running` (backups started by `mkdir`), `file` (reads), `xattr`.
+
+mod file;
+mod running;
+mod table;
+mod xattr;
+
+pub use file::{OpenFile, PREFETCH_MAX};
+pub use running::{RunState, Running};
 
 use crate::catalog::{self, Store};
-use crate::engine::backup::{self, BackupOptions};
-use crate::engine::progress::Progress;
-use crate::engine::reader::{ChunkCache, FileReader};
+use crate::engine::reader::ChunkCache;
 use crate::error::{Error, Kind};
-use crate::model::{self, BackupRecord, Node, NodeKind, Origin, Tree};
+use crate::model::{self, BackupRecord, Node, NodeKind, Tree};
 use crate::rules;
 use crate::store::{BlobId, Repo};
 use parking_lot::{Condvar, Mutex, RwLock};
+use running::{reaper, Waiter};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+use table::{Inode, NumMap, Table};
 
 /// Hard-link identity: (backup context, resource, link group).
 type LinkKey = (u64, u32, u64);
-
-/// Hashes the numbers this module makes itself (inode numbers, file
-/// handles, backup context ids; keyed blob ids) with one
-/// multiply per word: SipHash's resistance to chosen keys buys nothing for
-/// keys no one else chooses, and it was a fifth of the daemon's
-/// instructions in `find`. Names, which come from backups, keep SipHash.
-#[derive(Default, Clone, Copy)]
-struct NumHasher(u64);
-
-impl std::hash::Hasher for NumHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n.into());
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-}
-
-type NumMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumHasher>>;
 
 /// An entry name, shared by the maps of the inode table.
 type Name = Arc<[u8]>;
@@ -127,24 +108,6 @@ pub struct DirEntry {
     pub attr: Attr,
 }
 
-/// The state of a backup started by `mkdir`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RunState {
-    /// Running.
-    Protecting,
-    /// Done and committed.
-    Available,
-    /// Failed, with why.
-    Failed(String),
-}
-
-/// A backup started in this mount.
-pub struct Running {
-    progress: Arc<Progress>,
-    state: Mutex<RunState>,
-    started_ns: i64,
-}
-
 /// A backup opened for reading.
 pub struct BackupCtx {
     id: u64,
@@ -166,32 +129,6 @@ enum Entry {
     },
 }
 
-struct Inode {
-    entry: Entry,
-    parent: u64,
-    nlookup: u64,
-    keys: Vec<(u64, Name)>,
-    link: Option<LinkKey>,
-    /// True once the file's content was handed to the kernel's page cache
-    /// by [`Vfs::prefetch`] (a later open need not send it again).
-    stored: bool,
-}
-
-#[derive(Default)]
-struct Table {
-    next: u64,
-    by_ino: NumMap<u64, Inode>,
-    /// Per parent inode, its children's names that have inodes.
-    by_key: NumMap<u64, HashMap<Name, u64>>,
-    links: HashMap<LinkKey, u64>,
-}
-
-struct Waiter {
-    key: (String, String),
-    deadline: Instant,
-    then: Box<dyn FnOnce(VResult<()>) + Send>,
-}
-
 /// Settings of a mount.
 #[derive(Clone, Debug)]
 pub struct VfsOptions {
@@ -201,12 +138,6 @@ pub struct VfsOptions {
     pub uid: u32,
     /// Group shown for vault and backup directories.
     pub gid: u32,
-}
-
-/// An open file.
-pub struct OpenFile {
-    ctx: Arc<BackupCtx>,
-    reader: FileReader,
 }
 
 /// The mount's tree.
@@ -243,11 +174,6 @@ fn file_id(p: &std::path::Path) -> Option<FileId> {
         .ok()
         .map(|m| (m.dev(), m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }
-
-/// Files up to this size are read whole when opened, for the kernel's page
-/// cache (see [`Vfs::prefetch`]): the kernel's first readahead of such a
-/// file would ask for all of it anyway.
-pub const PREFETCH_MAX: u64 = 128 << 10;
 
 /// Most decoded trees kept.
 const TREE_CACHE: usize = 1024;
@@ -301,106 +227,6 @@ impl Vfs {
     /// The store shown.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    fn entry(&self, ino: u64) -> VResult<(Entry, u64)> {
-        let t = self.table.read();
-        let i = t.by_ino.get(&ino).ok_or(libc::ENOENT)?;
-        Ok((i.entry.clone(), i.parent))
-    }
-
-    /// Find or allocate the inode of `name` in `parent`; counts a lookup
-    /// when `count` (lookup and readdirplus do; readdir does not).
-    fn intern(
-        &self,
-        parent: u64,
-        name: &[u8],
-        entry: Entry,
-        link: Option<LinkKey>,
-        count: bool,
-    ) -> u64 {
-        let mut t = self.table.write();
-        let known = t.by_key.get(&parent).and_then(|m| m.get(name)).copied();
-        let ino = match known {
-            Some(ino) => ino,
-            None => {
-                let key: Name = name.into();
-                match link.and_then(|l| t.links.get(&l).copied()) {
-                    // Another name of a hard-linked inode already known.
-                    Some(ino) => {
-                        if let Some(i) = t.by_ino.get_mut(&ino) {
-                            i.keys.push((parent, key.clone()));
-                        }
-                        t.by_key.entry(parent).or_default().insert(key, ino);
-                        ino
-                    }
-                    None => {
-                        let ino = t.next;
-                        t.next += 1;
-                        t.by_key.entry(parent).or_default().insert(key.clone(), ino);
-                        if let Some(l) = link {
-                            t.links.insert(l, ino);
-                        }
-                        t.by_ino.insert(
-                            ino,
-                            Inode {
-                                entry,
-                                parent,
-                                nlookup: 0,
-                                keys: vec![(parent, key)],
-                                link,
-                                stored: false,
-                            },
-                        );
-                        ino
-                    }
-                }
-            }
-        };
-        if count {
-            if let Some(i) = t.by_ino.get_mut(&ino) {
-                i.nlookup += 1;
-            }
-        }
-        ino
-    }
-
-    /// The kernel forgot `n` lookups of `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
-        Self::forget_locked(&mut self.table.write(), ino, n);
-    }
-
-    fn forget_locked(t: &mut Table, ino: u64, n: u64) {
-        if ino == ROOT_INO {
-            return;
-        }
-        let gone = match t.by_ino.get_mut(&ino) {
-            Some(i) => {
-                i.nlookup = i.nlookup.saturating_sub(n);
-                i.nlookup == 0
-            }
-            None => false,
-        };
-        if gone {
-            if let Some(i) = t.by_ino.remove(&ino) {
-                for (p, k) in i.keys {
-                    if let Some(m) = t.by_key.get_mut(&p) {
-                        m.remove(&k);
-                        if m.is_empty() {
-                            t.by_key.remove(&p);
-                        }
-                    }
-                }
-                if let Some(l) = i.link {
-                    t.links.remove(&l);
-                }
-            }
-        }
-    }
-
-    /// Number of inodes held (for tests and memory checks).
-    pub fn inode_count(&self) -> usize {
-        self.table.read().by_ino.len()
     }
 
     fn repo(&self, vault: &str) -> VResult<Arc<Repo>> {
@@ -467,22 +293,6 @@ impl Vfs {
         }
         cache.insert(key, t.clone());
         Ok(t)
-    }
-
-    /// The mkdir backup `vault/name` while it is protecting or failed.
-    /// Once its record exists it is available, whatever the backup thread
-    /// has still to do after the commit (the record is the commit point,
-    /// and `cbrfs backup wait` goes by it).
-    fn running(&self, vault: &str, name: &str) -> Option<Arc<Running>> {
-        let r = self
-            .running
-            .lock()
-            .get(&(vault.to_string(), name.to_string()))
-            .cloned()?;
-        if *r.state.lock() == RunState::Protecting && self.store.backup_path(vault, name).exists() {
-            return None;
-        }
-        Some(r)
     }
 
     fn vault_exists(&self, name: &str) -> bool {
@@ -639,37 +449,6 @@ impl Vfs {
         self.attr_of(ino, &e)
     }
 
-    /// True if entries inside `ino` must wait for a running backup; gives
-    /// the backup's key.
-    pub fn pending(&self, ino: u64) -> Option<(String, String)> {
-        let (e, _) = self.entry(ino).ok()?;
-        if let Entry::Backup(v, b) = e {
-            let r = self.running(&v, &b)?;
-            if *r.state.lock() == RunState::Protecting {
-                return Some((v, b));
-            }
-        }
-        None
-    }
-
-    /// Call `then` once backup `key` is no longer running: `Ok` if it is
-    /// available, EIO if it failed, EAGAIN if the wait bound passes first.
-    pub fn wait(&self, key: (String, String), then: Box<dyn FnOnce(VResult<()>) + Send>) {
-        let state = self.running(&key.0, &key.1).map(|r| r.state.lock().clone());
-        match state {
-            Some(RunState::Protecting) => {
-                self.waiters.lock().push(Waiter {
-                    key,
-                    deadline: Instant::now() + self.opts.wait,
-                    then,
-                });
-                self.wake.notify_all();
-            }
-            Some(RunState::Failed(_)) => then(Err(libc::EIO)),
-            _ => then(Ok(())),
-        }
-    }
-
     /// Look up `name` in `parent`, counting a lookup.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
         let (pe, _) = self.entry(parent)?;
@@ -731,14 +510,6 @@ impl Vfs {
         let ino = self.intern(parent, name, entry.clone(), link, true);
         let e = self.entry(ino)?.0;
         self.attr_of(ino, &e).inspect_err(|_| self.forget(ino, 1))
-    }
-
-    fn check_available(&self, vault: &str, backup: &str) -> VResult<()> {
-        match self.running(vault, backup).map(|r| r.state.lock().clone()) {
-            Some(RunState::Protecting) => Err(libc::EAGAIN),
-            Some(RunState::Failed(_)) => Err(libc::EIO),
-            _ => Ok(()),
-        }
     }
 
     /// The entries of directory `ino` after position `offset`, each with
@@ -876,13 +647,6 @@ impl Vfs {
         Ok(())
     }
 
-    /// Count one kernel lookup of `ino` (an entry sent by readdirplus).
-    pub fn add_lookup(&self, ino: u64) {
-        if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
-            i.nlookup += 1;
-        }
-    }
-
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
         match self.entry(ino)?.0 {
@@ -890,199 +654,6 @@ impl Vfs {
             Entry::Node { node, .. } if node.kind == NodeKind::Symlink => Ok(node.target.clone()),
             _ => Err(libc::EINVAL),
         }
-    }
-
-    /// Open a file for reading; any write access is EROFS.
-    pub fn open(&self, ino: u64, flags: i32) -> VResult<u64> {
-        let acc = flags & libc::O_ACCMODE;
-        if acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return Err(libc::EROFS);
-        }
-        match self.entry(ino)?.0 {
-            Entry::Node { ctx, node, .. } if node.kind == NodeKind::File => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                let reader = FileReader::new(&node);
-                self.files
-                    .lock()
-                    .insert(fh, Arc::new(OpenFile { ctx, reader }));
-                Ok(fh)
-            }
-            Entry::Node { .. } => Err(libc::EACCES),
-            _ => Err(libc::EISDIR),
-        }
-    }
-
-    /// The whole content of small file `ino`, for the adapter to put into
-    /// the kernel's page cache (with FUSE_NOTIFY_STORE) before it answers
-    /// the file's open, so that reading it costs no request (and no
-    /// attribute refresh: the kernel marks atime stale after every read
-    /// request it sends). `None` for an empty or large file, one handed
-    /// over before, or one that cannot be read: reads then go through
-    /// [`Vfs::read`], which reports damage as EIO.
-    pub fn prefetch(&self, ino: u64) -> Option<Vec<u8>> {
-        let (ctx, node) = {
-            let mut t = self.table.write();
-            let i = t.by_ino.get_mut(&ino)?;
-            let Entry::Node { ctx, node, .. } = &i.entry else {
-                return None;
-            };
-            if i.stored || node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX
-            {
-                return None;
-            }
-            i.stored = true;
-            (ctx.clone(), node.clone())
-        };
-        FileReader::new(&node)
-            .read_whole(&ctx.repo)
-            .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", ctx.record.name))
-            .ok()
-    }
-
-    /// The kernel refused the content of `ino` handed over by
-    /// [`Vfs::prefetch`]: a later open may try again.
-    pub fn unstore(&self, ino: u64) {
-        if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
-            i.stored = false;
-        }
-    }
-
-    /// Close a file.
-    pub fn release(&self, fh: u64) {
-        self.files.lock().remove(&fh);
-    }
-
-    fn file(&self, fh: u64) -> VResult<Arc<OpenFile>> {
-        self.files.lock().get(&fh).cloned().ok_or(libc::EBADF)
-    }
-
-    /// Read `size` bytes at `offset`. Damaged data is EIO, never wrong bytes.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> VResult<Vec<u8>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        let f = self.file(fh)?;
-        f.reader
-            .read_at(&f.ctx.repo, &self.cache, offset, size as usize)
-            .map_err(|e| {
-                log::error!("backup {}: read: {e}", f.ctx.record.name);
-                libc::EIO
-            })
-    }
-
-    /// SEEK_DATA / SEEK_HOLE.
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> VResult<i64> {
-        let f = self.file(fh)?;
-        let size = f.reader.size();
-        if offset < 0 {
-            return Err(libc::EINVAL);
-        }
-        let off = offset as u64;
-        if off >= size {
-            return Err(libc::ENXIO);
-        }
-        let next = f
-            .reader
-            .next_data(&f.ctx.repo, off)
-            .map_err(|_| libc::EIO)?;
-        match whence {
-            libc::SEEK_DATA => match next {
-                Some((s, _)) => Ok(s as i64),
-                None => Err(libc::ENXIO),
-            },
-            libc::SEEK_HOLE => match next {
-                Some((s, e)) if s <= off => Ok(e as i64),
-                _ => Ok(off as i64),
-            },
-            _ => Err(libc::EINVAL),
-        }
-    }
-
-    fn cbrfs_xattrs(&self, e: &Entry) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        match e {
-            Entry::Vault(v) => {
-                if let Ok(cfg) = self.store.vault(v) {
-                    let used = self
-                        .repo(v)
-                        .ok()
-                        .and_then(|r| r.used_bytes().ok())
-                        .unwrap_or(0);
-                    out.push(("type".into(), cfg.vault_type.as_str().into()));
-                    out.push(("capacity".into(), format!("{}GB", cfg.capacity_gb)));
-                    out.push(("used".into(), used.to_string()));
-                    out.push(("description".into(), cfg.description.clone()));
-                    out.push((
-                        "tags".into(),
-                        cfg.tags
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ));
-                    out.push(("resources".into(), cfg.resources.len().to_string()));
-                }
-            }
-            Entry::Backup(v, b) => {
-                let run = self.running(v, b);
-                let state = run.as_ref().map(|r| r.state.lock().clone());
-                match (&run, state) {
-                    (Some(r), Some(RunState::Protecting)) => {
-                        out.push(("status".into(), "protecting".into()));
-                        out.push(("progress".into(), r.progress.percent().to_string()));
-                        out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
-                        out.push(("files".into(), r.progress.files().to_string()));
-                        out.push(("bytes_read".into(), r.progress.read().to_string()));
-                    }
-                    (Some(r), Some(RunState::Failed(why))) => {
-                        out.push(("status".into(), "error".into()));
-                        out.push(("progress".into(), r.progress.percent().to_string()));
-                        out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
-                        out.push(("error".into(), why));
-                    }
-                    _ => {
-                        if let Ok(c) = self.ctx(v, b) {
-                            let r = &c.record;
-                            out.push(("status".into(), "available".into()));
-                            out.push(("progress".into(), "100".into()));
-                            out.push(("created".into(), catalog::ns_to_rfc3339(r.started_ns)));
-                            out.push(("finished".into(), catalog::ns_to_rfc3339(r.finished_ns)));
-                            out.push(("size".into(), r.stats.bytes_total.to_string()));
-                            out.push(("added".into(), r.stats.bytes_added.to_string()));
-                            out.push((
-                                "type".into(),
-                                if r.full { "full" } else { "incremental" }.into(),
-                            ));
-                            out.push((
-                                "origin".into(),
-                                match r.origin {
-                                    Origin::Manual => "manual",
-                                    Origin::Mount => "mount",
-                                    Origin::Policy => "policy",
-                                }
-                                .into(),
-                            ));
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        out.into_iter()
-            .map(|(k, v)| (format!("user.cbrfs.{k}").into_bytes(), v.into_bytes()))
-            .collect()
-    }
-
-    /// All xattrs of `ino`: a node's own, or a vault's or backup's
-    /// `user.cbrfs.*`.
-    pub fn xattrs(&self, ino: u64) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let (e, _) = self.entry(ino)?;
-        Ok(match &e {
-            Entry::Node { node, .. } => node
-                .xattrs
-                .iter()
-                .map(|x| (x.name.clone(), x.value.clone()))
-                .collect(),
-            _ => self.cbrfs_xattrs(&e),
-        })
     }
 
     /// `statfs`: total capacity and use of all vaults, in 4 KiB blocks.
@@ -1106,107 +677,6 @@ impl Vfs {
         (cap / 4096, cap.saturating_sub(used) / 4096, files)
     }
 
-    /// `mkdir` in a vault: accept a backup named `name` and run it on its
-    /// own thread. Returns the new directory's attributes at once.
-    pub fn mkdir(self: &Arc<Self>, parent: u64, name: &[u8]) -> VResult<Attr> {
-        let (pe, _) = self.entry(parent)?;
-        let vault = match pe {
-            Entry::Root => return Err(libc::EPERM),
-            Entry::Vault(v) => v,
-            _ => return Err(libc::EROFS),
-        };
-        let sname = match std::str::from_utf8(name) {
-            Ok(s) => s.to_string(),
-            Err(_) => return Err(libc::EINVAL),
-        };
-        let key = (vault.clone(), sname.clone());
-        if let Some(r) = self.running(&vault, &sname) {
-            if !matches!(*r.state.lock(), RunState::Failed(_)) {
-                log::warn!("mkdir {vault}/{sname}: a backup of that name exists");
-                return Err(libc::EEXIST);
-            }
-        }
-        let prepared = backup::prepare(
-            &self.store,
-            &vault,
-            BackupOptions {
-                name: Some(sname.clone()),
-                origin: Some(Origin::Mount),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| {
-            log::warn!("mkdir {vault}/{sname}: backup refused: {e}");
-            backup::record_refusal(&self.store, &vault, Some(&sname), &e, catalog::now_ns());
-            err_errno(&e)
-        })?;
-        let run = Arc::new(Running {
-            progress: prepared.progress.clone(),
-            state: Mutex::new(RunState::Protecting),
-            started_ns: catalog::now_ns(),
-        });
-        self.running.lock().insert(key.clone(), run.clone());
-        log::info!("mkdir {vault}/{sname}: backup accepted");
-        let me = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name(format!("backup-{vault}-{sname}"))
-            .stack_size(256 << 20)
-            .spawn(move || {
-                let result = prepared.run();
-                let state = match &result {
-                    Ok(_) => {
-                        log::info!("backup {}/{} is available", key.0, key.1);
-                        RunState::Available
-                    }
-                    Err(e) => {
-                        log::error!("backup {}/{} failed: {e}", key.0, key.1);
-                        RunState::Failed(e.to_string())
-                    }
-                };
-                *run.state.lock() = state.clone();
-                if state == RunState::Available {
-                    me.running.lock().remove(&key);
-                }
-                me.finish_waiters(
-                    &key,
-                    if state == RunState::Available {
-                        Ok(())
-                    } else {
-                        Err(libc::EIO)
-                    },
-                );
-            });
-        if let Err(e) = spawned {
-            log::error!(
-                "mkdir {}/{}: cannot start the backup thread: {e}",
-                vault,
-                sname
-            );
-            self.running.lock().remove(&(vault.clone(), sname.clone()));
-            return Err(libc::EAGAIN);
-        }
-        let ino = self.intern(
-            parent,
-            name,
-            Entry::Backup(vault.clone(), sname),
-            None,
-            true,
-        );
-        Ok(self.dir_attr(ino, 0o555, catalog::now_ns()))
-    }
-
-    fn finish_waiters(&self, key: &(String, String), result: VResult<()>) {
-        let ready: Vec<Waiter> = {
-            let mut w = self.waiters.lock();
-            let (ready, rest): (Vec<_>, Vec<_>) = w.drain(..).partition(|x| &x.key == key);
-            *w = rest;
-            ready
-        };
-        for w in ready {
-            (w.then)(result);
-        }
-    }
-
     /// `rmdir`: backups are deleted with the CLI, never through the mount.
     pub fn rmdir(&self, parent: u64) -> Errno {
         match self.entry(parent).map(|e| e.0) {
@@ -1221,61 +691,6 @@ impl Vfs {
             Ok(Entry::Root) | Ok(Entry::Vault(_)) => libc::EPERM,
             _ => libc::EROFS,
         }
-    }
-
-    /// Backups running in this mount, for a clean shutdown.
-    pub fn running_count(&self) -> usize {
-        self.running
-            .lock()
-            .values()
-            .filter(|r| *r.state.lock() == RunState::Protecting)
-            .count()
-    }
-
-    /// Time since the mount started (for attributes).
-    pub fn mounted_at(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.mounted_ns.max(0) as u64)
-    }
-}
-
-/// Answers parked requests whose wait bound passed.
-fn reaper(vfs: std::sync::Weak<Vfs>) {
-    loop {
-        let Some(v) = vfs.upgrade() else { return };
-        let now = Instant::now();
-        let expired: Vec<Waiter> = {
-            let mut w = v.waiters.lock();
-            let (expired, rest): (Vec<_>, Vec<_>) = w.drain(..).partition(|x| x.deadline <= now);
-            *w = rest;
-            expired
-        };
-        for w in expired {
-            log::info!(
-                "backup {}/{} still running: a request got EAGAIN",
-                w.key.0,
-                w.key.1
-            );
-            (w.then)(Err(libc::EAGAIN));
-        }
-        // Give memory freed by a burst of reads back to the system once the
-        // mount is quiet: glibc keeps freed chunks in per-thread arenas, so
-        // an idle mount would otherwise keep its peak size.
-        let reads = v.reads.swap(0, Ordering::Relaxed);
-        if reads == 0 && !v.trimmed.swap(true, Ordering::Relaxed) {
-            // SAFETY: malloc_trim only releases free memory.
-            unsafe { libc::malloc_trim(0) };
-        } else if reads > 0 {
-            v.trimmed.store(false, Ordering::Relaxed);
-        }
-        let next = v.waiters.lock().iter().map(|w| w.deadline).min();
-        let mut guard = v.waiters.lock();
-        let timeout = next
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_millis(500))
-            .min(Duration::from_millis(500));
-        v.wake.wait_for(&mut guard, timeout);
-        drop(guard);
-        drop(v);
     }
 }
 

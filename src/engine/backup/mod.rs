@@ -52,6 +52,10 @@ const CHECKPOINT_BYTES: u64 = 256 << 20;
 /// ...and once a pack is sealed this long after the last checkpoint.
 const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Stack of a backup's thread ([`Prepared::start`]): the walk recurses
+/// once per directory level of the source.
+pub const STACK: usize = 256 << 20;
+
 /// Most warnings kept in a backup record per resource.
 const MAX_WARNINGS: usize = 100;
 
@@ -233,10 +237,36 @@ impl Prepared {
         &self.vault.name
     }
 
-    /// Run the backup and commit it. On error nothing is committed: sealed
-    /// packs without an index are invisible (prune removes them), and every
-    /// earlier backup is untouched.
-    pub fn run(mut self) -> Result<BackupRecord> {
+    /// Run the backup and commit it, on a thread of its own (see
+    /// [`Prepared::start`]), and wait for it. On error nothing is committed:
+    /// sealed packs without an index are invisible (prune removes them),
+    /// and every earlier backup is untouched.
+    pub fn run(self) -> Result<BackupRecord> {
+        self.start(|result| result)?
+            .join()
+            .map_err(|_| Error::failed("the backup thread panicked (see the log)"))?
+    }
+
+    /// Start the backup on a thread of its own and return at once; `then`
+    /// gets its result on that thread, and what `then` returns is what the
+    /// handle's `join` gives. Every backup starts here — the mount's
+    /// `mkdir`, `backup create` and a policy pass — because the walk
+    /// recurses once per directory level: the thread gets [`STACK`] bytes of
+    /// stack, not the 2 MiB of a spawned thread or the 8 MiB of `main`.
+    pub fn start<T: Send + 'static>(
+        self,
+        then: impl FnOnce(Result<BackupRecord>) -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<T>> {
+        let what = format!("backup {} of vault {}", self.name, self.vault.name);
+        std::thread::Builder::new()
+            .name(format!("backup-{}-{}", self.vault.name, self.name))
+            .stack_size(STACK)
+            .spawn(move || then(self.run_here()))
+            .map_err(|e| Error::io(format!("{what}: start its thread"), e))
+    }
+
+    /// [`Prepared::run`] on the calling thread.
+    fn run_here(mut self) -> Result<BackupRecord> {
         if self.opts.dry_run {
             // No task, status or capacity event: nothing happened.
             return self.run_inner();

@@ -853,7 +853,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     let _ = notifier.set(session.notifier());
     let mp_abs = absolute(mp);
     spawn_signal_thread(mp_abs.clone());
-    spawn_scheduler(store.clone());
+    crate::engine::scheduler::spawn(store.clone());
     log::info!("mounted {} at {}", store.root().display(), mp_abs.display());
     tell_parent("ok\n");
     let r = session.run();
@@ -863,69 +863,6 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     }
     log::info!("unmounted {}", mp_abs.display());
     r.ctx(|| format!("serve {}", mp_abs.display()))
-}
-
-/// How often the mount daemon runs a scheduler pass.
-const SCHEDULER_PERIOD: Duration = Duration::from_secs(30);
-
-/// Held for its whole life by the one mount daemon that runs the store's
-/// policy scheduler. Each pass also takes `scheduler.lock` (as `policy
-/// run-due` does), so no time point runs twice even when passes race; this
-/// one keeps a second mount of the same store from scheduling at all.
-const SCHEDULER_OWNER_LOCK: &str = "scheduler-daemon.lock";
-
-/// The policy scheduler of a mount daemon: one pass every 30 seconds, on
-/// its own thread, so a backup it starts never holds up the mount. It ends
-/// with the process. Only the daemon holding [`SCHEDULER_OWNER_LOCK`]
-/// schedules; another one serves files, says so in its log, and takes over
-/// if the first goes away.
-fn spawn_scheduler(store: Store) {
-    let _ = std::thread::Builder::new()
-        .name("cbrfs-scheduler".into())
-        .spawn(move || {
-            let lock_path = store.root().join(SCHEDULER_OWNER_LOCK);
-            let mut owner = None;
-            let mut told = false;
-            loop {
-                if owner.is_none() {
-                    match crate::fsutil::Flock::try_lock(&lock_path, true) {
-                        Ok(Some(l)) => {
-                            if told {
-                                log::info!("the other mount's scheduler stopped: this mount runs the policy scheduler now");
-                            }
-                            owner = Some(l);
-                        }
-                        Ok(None) if !told => {
-                            log::info!("another cbrfs mount of this store runs the policy scheduler: this mount serves files and does not schedule");
-                            told = true;
-                        }
-                        Ok(None) => {}
-                        Err(e) => log::warn!("scheduler: {e}"),
-                    }
-                }
-                if owner.is_some() {
-                    scheduler_pass(&store);
-                }
-                std::thread::sleep(SCHEDULER_PERIOD);
-            }
-        });
-}
-
-fn scheduler_pass(store: &Store) {
-    match crate::engine::policy::run_due(store, crate::catalog::now_ns()) {
-        Ok(reports) => {
-            for r in reports {
-                log::info!(
-                    "policy {} on vault {} at {}: {}",
-                    r.policy,
-                    r.vault,
-                    r.point,
-                    r.outcome
-                );
-            }
-        }
-        Err(e) => log::warn!("scheduler: {e}"),
-    }
 }
 
 fn block_signals() {
