@@ -475,3 +475,66 @@ fn servers_report_their_vault() {
     assert_eq!(all[0].hook_timeout_s, 5);
     refused(servers::show(&store, "nope"), Kind::NotFound, "nope");
 }
+
+#[test]
+fn backup_wait_follows_the_status_file() {
+    use cbrfs::engine::status::{self, Status};
+    use std::time::Duration;
+    let (_d, store, src) = setup();
+    filesystem_vault(&store, "v", "", "none");
+    associate(&store, "v", &src);
+    take_backup(&store, "v", "done");
+    backups::wait(&store, "v", "done", None, |_| panic!("no status")).unwrap();
+    refused(
+        backups::wait(&store, "v", "bad name", None, |_| {}),
+        Kind::Invalid,
+        "backup name",
+    );
+    let e = refused(
+        backups::wait(&store, "v", "ghost", None, |_| {}),
+        Kind::NotFound,
+        "does not exist and is not running",
+    );
+    assert_eq!(e.cbr_code(), Some("BackupService.6200"));
+
+    let running = |status_: &str, pid: u32, error: Option<&str>| Status {
+        backup: "b".into(),
+        status: status_.into(),
+        progress: 40,
+        bytes_read: 1,
+        files: 2,
+        pid,
+        started: "2026-11-24T04:25:16Z".into(),
+        error: error.map(str::to_string),
+    };
+    status::write(
+        &store,
+        "v",
+        &running("protecting", std::process::id(), None),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let e = backups::wait(&store, "v", "b", Some(Duration::from_millis(250)), |s| {
+        seen.push(s.progress)
+    })
+    .unwrap_err();
+    assert_eq!(e.exit_code(), 1, "{e}");
+    assert!(e.to_string().contains("after the timeout"), "{e}");
+    assert!(
+        !seen.is_empty() && seen.iter().all(|p| *p == 40),
+        "{seen:?}"
+    );
+    // A timeout too long for the clock is no deadline, not a panic: the
+    // backup's failure ends the wait.
+    status::write(
+        &store,
+        "v",
+        &running("error", std::process::id(), Some("disk gone")),
+    )
+    .unwrap();
+    let e = backups::wait(&store, "v", "b", Some(Duration::MAX), |_| {}).unwrap_err();
+    assert!(e.to_string().contains("failed: disk gone"), "{e}");
+    status::write(&store, "v", &running("protecting", 0, None)).unwrap();
+    let e = backups::wait(&store, "v", "b", None, |_| {}).unwrap_err();
+    assert!(e.to_string().contains("its process 0 ended"), "{e}");
+}

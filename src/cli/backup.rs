@@ -310,10 +310,6 @@ pub(super) fn wait_cmd(
     backup: &str,
     timeout: Option<f64>,
 ) -> Result<i32> {
-    use crate::engine::status;
-    store.vault(vault)?;
-    crate::rules::check_name("backup name", backup)?;
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
     // On a terminal a bar (with an ETA) follows the backup's status; the
     // status gives a percentage, so the bar counts percent.
     // Cleared also when the wait ends in an error, so that the message is
@@ -337,56 +333,25 @@ pub(super) fn wait_cmd(
         pb
     });
     let bar = Clear(bar);
-    let bar = &bar.0;
-    let mut missing_since: Option<Instant> = None;
-    loop {
-        if store.backup_path(vault, backup).exists() {
-            if let Some(pb) = bar {
-                pb.finish_and_clear();
+    backups::wait(
+        store,
+        vault,
+        backup,
+        // --timeout inf or 1e300 means wait on, rather than a panic in
+        // Duration's conversion.
+        timeout.map(|t| Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)),
+        |s| {
+            if let Some(pb) = &bar.0 {
+                pb.set_position(u64::from(s.progress));
+                pb.set_message(format!(
+                    "backup {backup}: {} files, {} read",
+                    s.files,
+                    human_bytes(s.bytes_read)
+                ));
             }
-            println!("backup {backup} of vault {vault} is available");
-            return Ok(0);
-        }
-        match status::read(store, vault, backup) {
-            Some(s) if s.status == "error" => {
-                return Err(Error::failed(format!(
-                    "backup {backup} of vault {vault} failed: {}",
-                    s.error.unwrap_or_default()
-                )))
-            }
-            Some(s) if !status::alive(s.pid) => {
-                return Err(Error::failed(format!(
-                    "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
-                    s.pid
-                )))
-            }
-            Some(s) => {
-                if let Some(pb) = bar {
-                    pb.set_position(u64::from(s.progress));
-                    pb.set_message(format!(
-                        "backup {backup}: {} files, {} read",
-                        s.files,
-                        human_bytes(s.bytes_read)
-                    ));
-                }
-            }
-            None => {
-                // Not yet visible (the mkdir's thread may not have written
-                // its first status): allow a second before saying no.
-                let since = *missing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(1) {
-                    return Err(Error::not_found(format!(
-                        "backup {backup} of vault {vault} does not exist and is not running"
-                    ))
-                    .code("BackupService.6200"));
-                }
-            }
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::failed(format!(
-                "backup {backup} of vault {vault} is still running after the timeout"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        },
+    )?;
+    drop(bar);
+    println!("backup {backup} of vault {vault} is available");
+    Ok(0)
 }

@@ -3,8 +3,9 @@
 //! docs/JSON.md), listing with damaged records named, and deletion recorded
 //! as a task. Taking a backup is [`super::backup`]'s.
 
+use super::status::{self, Status};
 use crate::catalog::{self, Store};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{BackupRecord, BackupStats, Origin};
 use serde::Serialize;
 
@@ -205,4 +206,60 @@ pub fn delete(store: &Store, vault: &str, backup: &str) -> Result<()> {
     let r = store.delete_backup(vault, backup);
     t.finish(&r);
     r
+}
+
+/// Wait until backup `backup` of `vault` (e.g. one that mkdir started) is
+/// committed, calling `on_status` with each status it reports meanwhile.
+/// Fails when the backup failed, when the process running it died, when it
+/// neither exists nor runs (BackupService.6200; a second's grace first, as
+/// the mkdir's thread may not have written its first status yet), or when
+/// `timeout` passed.
+pub fn wait(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    timeout: Option<std::time::Duration>,
+    mut on_status: impl FnMut(&Status),
+) -> Result<()> {
+    use std::time::{Duration, Instant};
+    store.vault(vault)?;
+    crate::rules::check_name("backup name", backup)?;
+    // A timeout too long to add to the clock is no deadline at all.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut missing_since: Option<Instant> = None;
+    loop {
+        if store.backup_path(vault, backup).exists() {
+            return Ok(());
+        }
+        match status::read(store, vault, backup) {
+            Some(s) if s.status == "error" => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: {}",
+                    s.error.unwrap_or_default()
+                )))
+            }
+            Some(s) if !status::alive(s.pid) => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
+                    s.pid
+                )))
+            }
+            Some(s) => on_status(&s),
+            None => {
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    return Err(Error::not_found(format!(
+                        "backup {backup} of vault {vault} does not exist and is not running"
+                    ))
+                    .code("BackupService.6200"));
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::failed(format!(
+                "backup {backup} of vault {vault} is still running after the timeout"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
