@@ -538,3 +538,157 @@ fn backup_wait_follows_the_status_file() {
     let e = backups::wait(&store, "v", "b", None, |_| {}).unwrap_err();
     assert!(e.to_string().contains("its process 0 ended"), "{e}");
 }
+
+#[test]
+fn dissociate_takes_the_resource_out_of_its_backups_only_with_force() {
+    let (d, store, src) = setup();
+    filesystem_vault(&store, "v", "", "none");
+    associate(&store, "v", &src);
+    let other = d.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("o"), b"o").unwrap();
+    vaults::associate(
+        &store,
+        "v",
+        vaults::Associate {
+            path: Some(other),
+            name: Some("other".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    take_backup(&store, "v", "both");
+    refused(
+        vaults::dissociate(&store, "v", "nope", true),
+        Kind::NotFound,
+        "nope",
+    );
+    let e = refused(
+        vaults::dissociate(&store, "v", "other", false),
+        Kind::Conflict,
+        "add --force",
+    );
+    assert_eq!(e.cbr_code(), Some("BackupService.7301"));
+    // With force: the backup keeps its other resource, so it stays.
+    assert!(vaults::dissociate(&store, "v", "other", true)
+        .unwrap()
+        .is_empty());
+    let b = backups::show(&store, "v", "both").unwrap();
+    let names: Vec<&str> = b.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["src"]);
+    // The last resource goes with the backups that held only it.
+    assert_eq!(
+        vaults::dissociate(&store, "v", "src", true).unwrap(),
+        ["both"]
+    );
+    assert!(backups::list(&store, Some("v")).unwrap().backups.is_empty());
+    let removals: Vec<String> = task_log(&store, "v")
+        .into_iter()
+        .filter(|(t, _)| t == "remove_resource")
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(removals, ["failed", "failed", "success", "success"]);
+}
+
+#[test]
+fn policy_and_server_changes_refuse_bad_input() {
+    let (_d, store, src) = setup();
+    filesystem_vault(&store, "v", "", "none");
+    let spec = policy::PolicySpec {
+        schedules: vec!["FREQ=DAILY;BYHOUR=1;BYMINUTE=0".into()],
+        retention: RetentionArgs {
+            keep_days: Some(7),
+            ..Default::default()
+        },
+        full_every: None,
+        disabled: false,
+    };
+    policy::create(&store, Some("p".into()), spec.clone()).unwrap();
+    refused(
+        policy::create(&store, Some("p".into()), spec),
+        Kind::Conflict,
+        "p",
+    );
+    refused(
+        policy::update(
+            &store,
+            "p",
+            policy::PolicyUpdate {
+                full_every: Some(-5),
+                ..Default::default()
+            },
+        ),
+        Kind::Invalid,
+        "",
+    );
+    refused(
+        policy::update(&store, "nope", Default::default()),
+        Kind::NotFound,
+        "nope",
+    );
+    let e = refused(policy::remove(&store, "v"), Kind::NotFound, "has no policy");
+    assert_eq!(e.cbr_code(), Some("BackupService.6000"));
+    policy::apply(&store, "p", "v").unwrap();
+    assert!(
+        !policy::update(
+            &store,
+            "p",
+            policy::PolicyUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .enabled
+    );
+    assert_eq!(policy::delete(&store, "p").unwrap(), ["v"]);
+    assert_eq!(vaults::show(&store, "v").unwrap().policy, None);
+    refused(policy::show(&store, "p"), Kind::NotFound, "p");
+
+    servers::define(
+        &store,
+        "s",
+        &[servers::NewMember::Path(src.clone())],
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    refused(
+        servers::define(
+            &store,
+            "s",
+            &[servers::NewMember::Path(src.clone())],
+            None,
+            None,
+            None,
+        ),
+        Kind::Conflict,
+        "s",
+    );
+    vaults::create(
+        &store,
+        vaults::NewVault {
+            vault_type: VaultType::Server,
+            ..new_vault("sv", "20GB", &[], "zstd")
+        },
+    )
+    .unwrap();
+    vaults::associate(
+        &store,
+        "sv",
+        vaults::Associate {
+            server: Some("s".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    refused(
+        servers::delete(&store, "s"),
+        Kind::Conflict,
+        "dissociate it first",
+    );
+    vaults::dissociate(&store, "sv", "s", false).unwrap();
+    servers::delete(&store, "s").unwrap();
+    assert!(servers::list(&store).unwrap().is_empty());
+}
