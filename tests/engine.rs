@@ -43,7 +43,7 @@ fn task_log(store: &Store, vault: &str) -> Vec<(String, String)> {
     let mut all: Vec<_> = tasks::query(store, &f)
         .unwrap()
         .into_iter()
-        .map(|t| (t.task_type, t.status))
+        .map(|t| (t.task_type.to_string(), t.status.to_string()))
         .collect();
     all.reverse();
     all
@@ -478,7 +478,7 @@ fn servers_report_their_vault() {
 
 #[test]
 fn backup_wait_follows_the_status_file() {
-    use cbrfs::engine::status::{self, Status};
+    use cbrfs::engine::status::{self, RunStatus, Status};
     use std::time::Duration;
     let (_d, store, src) = setup();
     filesystem_vault(&store, "v", "", "none");
@@ -497,9 +497,9 @@ fn backup_wait_follows_the_status_file() {
     );
     assert_eq!(e.cbr_code(), Some("BackupService.6200"));
 
-    let running = |status_: &str, pid: u32, error: Option<&str>| Status {
+    let running = |status_: RunStatus, pid: u32, error: Option<&str>| Status {
         backup: "b".into(),
-        status: status_.into(),
+        status: status_,
         progress: 40,
         bytes_read: 1,
         files: 2,
@@ -510,7 +510,7 @@ fn backup_wait_follows_the_status_file() {
     status::write(
         &store,
         "v",
-        &running("protecting", std::process::id(), None),
+        &running(RunStatus::Protecting, std::process::id(), None),
     )
     .unwrap();
     let mut seen = Vec::new();
@@ -529,12 +529,12 @@ fn backup_wait_follows_the_status_file() {
     status::write(
         &store,
         "v",
-        &running("error", std::process::id(), Some("disk gone")),
+        &running(RunStatus::Error, std::process::id(), Some("disk gone")),
     )
     .unwrap();
     let e = backups::wait(&store, "v", "b", Some(Duration::MAX), |_| {}).unwrap_err();
     assert!(e.to_string().contains("failed: disk gone"), "{e}");
-    status::write(&store, "v", &running("protecting", 0, None)).unwrap();
+    status::write(&store, "v", &running(RunStatus::Protecting, 0, None)).unwrap();
     let e = backups::wait(&store, "v", "b", None, |_| {}).unwrap_err();
     assert!(e.to_string().contains("its process 0 ended"), "{e}");
 }

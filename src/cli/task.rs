@@ -17,7 +17,7 @@ pub(super) enum TaskCmd {
         /// remove_resource, retention, capacity.
         #[arg(long = "type", value_name = "TYPE")]
         task_type: Option<String>,
-        /// Only this status: waiting, running, success, failed, skipped, timeout.
+        /// Only this status: running, success, failed, skipped.
         #[arg(long)]
         status: Option<String>,
         /// Only tasks started at or after this time (RFC 3339 or a date).
@@ -65,10 +65,10 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                         "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} {}",
                         // Task files are store input: quote what they say.
                         quote(&t.id),
-                        quote(&t.task_type),
+                        t.task_type.as_str(),
                         quote(&t.vault),
                         quote(t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-")),
-                        quote(&t.status),
+                        t.status.as_str(),
                         t.progress,
                         quote(&t.started),
                         quote(t.message.as_deref().unwrap_or(""))
@@ -82,11 +82,11 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                 print_json(&t)?;
             } else {
                 println!("task:     {}", quote(&t.id));
-                println!("type:     {}", quote(&t.task_type));
+                println!("type:     {}", t.task_type);
                 println!("vault:    {}", quote(&t.vault));
                 println!("resource: {}", quote(t.resource.as_deref().unwrap_or("-")));
                 println!("backup:   {}", quote(t.backup.as_deref().unwrap_or("-")));
-                println!("status:   {} ({}%)", quote(&t.status), t.progress);
+                println!("status:   {} ({}%)", t.status, t.progress);
                 println!("started:  {}", quote(&t.started));
                 println!("ended:    {}", quote(t.ended.as_deref().unwrap_or("-")));
                 if let Some(c) = &t.error_code {

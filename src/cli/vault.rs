@@ -254,7 +254,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     println!(
                         "  {:<20} {:<10} {} ({}){}{}{}{}",
                         quote(&r.name),
-                        quote(&r.kind),
+                        r.kind.as_str(),
                         quote(&r.path),
                         human_bytes(r.size_bytes),
                         if r.excludes.is_empty() {

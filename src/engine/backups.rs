@@ -6,7 +6,7 @@
 use super::status::{self, Status};
 use crate::catalog::{self, Store};
 use crate::error::{Error, Result};
-use crate::model::{BackupRecord, BackupStats, Origin};
+use crate::model::{BackupRecord, BackupStats};
 use serde::Serialize;
 
 /// A committed backup, as reported.
@@ -121,12 +121,7 @@ pub fn report(b: &BackupRecord) -> BackupReport {
         description: b.description.clone(),
         status: "available".to_string(),
         backup_type: full_or_incremental(b.full),
-        origin: match b.origin {
-            Origin::Manual => "manual",
-            Origin::Mount => "mount",
-            Origin::Policy => "policy",
-        }
-        .to_string(),
+        origin: b.origin.as_str().to_string(),
         policy: b.policy.clone(),
         started: catalog::ns_to_rfc3339(b.started_ns),
         finished: catalog::ns_to_rfc3339(b.finished_ns),
@@ -197,7 +192,7 @@ pub fn delete(store: &Store, vault: &str, backup: &str) -> Result<()> {
     store.vault(vault)?;
     let t = crate::tasks::start(
         store,
-        "delete_backup",
+        crate::tasks::TaskType::DeleteBackup,
         vault,
         None,
         Some(backup),
@@ -232,13 +227,13 @@ pub fn wait(
             return Ok(());
         }
         match status::read(store, vault, backup) {
-            Some(s) if s.status == "error" => {
+            Some(s) if s.status == status::RunStatus::Error => {
                 return Err(Error::failed(format!(
                     "backup {backup} of vault {vault} failed: {}",
                     s.error.unwrap_or_default()
                 )))
             }
-            Some(s) if !status::alive(s.pid) => {
+            Some(s) if !crate::sys::pid_alive(s.pid) => {
                 return Err(Error::failed(format!(
                     "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
                     s.pid

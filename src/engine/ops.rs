@@ -75,7 +75,7 @@ pub fn restore(store: &Store, r: &RestoreRequest, progress: &Progress) -> Result
     let to = target(store, r)?;
     let task = crate::tasks::start(
         store,
-        "restore",
+        crate::tasks::TaskType::Restore,
         &r.vault,
         r.resource.as_deref(),
         Some(&r.backup),
@@ -125,8 +125,16 @@ pub fn prune_vault(
     threshold: u8,
     progress: &Progress,
 ) -> Result<super::prune::PruneReport> {
-    let t = (!dry_run)
-        .then(|| crate::tasks::start(store, "prune", vault, None, None, catalog::now_ns()));
+    let t = (!dry_run).then(|| {
+        crate::tasks::start(
+            store,
+            crate::tasks::TaskType::Prune,
+            vault,
+            None,
+            None,
+            catalog::now_ns(),
+        )
+    });
     let r = super::prune::prune_with(store, vault, dry_run, threshold, progress);
     if let Some(t) = t {
         t.finish(&r);
