@@ -34,6 +34,8 @@
 pub mod index;
 pub mod pack;
 mod repo;
+pub mod s3;
+pub mod storage;
 
 pub use repo::{
     compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats, PACK_TARGET,
