@@ -216,9 +216,12 @@ EOF
 		-defaultReplicaPlacement=002 -localSocket="$SEAWEED_DIR/filer.sock"
 	# The gateway as its own process: `filer -s3` of 4.48 never opened its
 	# S3 port here (and then ignored SIGTERM), `weed s3` starts in 0.5 s.
+	# No bucket made on upload: real S3 answers NoSuchBucket, and so must
+	# the tests' server.
 	_sw_spawn s3 s3 -ip.bind=127.0.0.1 -filer="$SEAWEED_FILER" \
 		-port="$SEAWEED_S3_PORT" -port.grpc="${ports[11]}" \
 		-config="$SEAWEED_DIR/s3.json" -port.iceberg=0 -port.lance=0 \
+		-autoCreateBucket=false \
 		-localSocket="$SEAWEED_DIR/s3.sock"
 	# Record the directory before waiting, so `stop` works on a start that
 	# timed out too.
