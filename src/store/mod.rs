@@ -49,6 +49,7 @@ mod index;
 pub mod local;
 mod pack;
 mod reader;
+pub mod s3;
 pub mod storage;
 mod writer;
 
