@@ -14,9 +14,9 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
-use crate::model::{self, BackupRecord};
+use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
-use crate::store::Repo;
+use crate::store::{LocalDir, Repo, Storage};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,13 +58,87 @@ impl VaultType {
     }
 }
 
+/// How a vault stores its blobs: `zstd` or `none` in vault.json and the
+/// CLI.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd, level 3.
+    Zstd,
+    /// Stored as read.
+    None,
+}
+
+impl Compression {
+    /// Parse `zstd` or `none`.
+    pub fn parse(s: &str) -> Result<Compression> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(Error::param(format!(
+                "compression {s:?} is invalid: it is zstd or none"
+            ))),
+        }
+    }
+    /// The name in vault.json, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a server member is: `directory` or `disk` in its JSON.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberKind {
+    /// A directory tree.
+    Directory,
+    /// A block device or disk image.
+    Disk,
+}
+
+impl MemberKind {
+    /// The name in the server's JSON and output.
+    pub fn as_str(self) -> &'static str {
+        self.resource_kind().as_str()
+    }
+    /// The kind named `s` as its JSON and a server backup's member list
+    /// write it (`directory`, `disk`); None for any other.
+    pub fn from_name(s: &str) -> Option<MemberKind> {
+        [MemberKind::Directory, MemberKind::Disk]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+    /// The kind of resource the member is backed up as.
+    pub fn resource_kind(self) -> ResourceKind {
+        match self {
+            MemberKind::Directory => ResourceKind::Directory,
+            MemberKind::Disk => ResourceKind::Disk,
+        }
+    }
+}
+
+impl std::fmt::Display for MemberKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A resource associated with a vault.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     /// Name, unique in the vault; the directory name in the mount.
     pub name: String,
     /// `directory`, `disk` or `server`.
-    pub kind: String,
+    pub kind: ResourceKind,
     /// Absolute source path.
     pub path: String,
     /// Exclude globs (directory resources).
@@ -97,7 +171,7 @@ pub struct Member {
     /// Name, unique in the server; the entry name in backups.
     pub name: String,
     /// `directory` or `disk`.
-    pub kind: String,
+    pub kind: MemberKind,
     /// Absolute source path.
     pub path: String,
 }
@@ -139,7 +213,7 @@ pub struct VaultConfig {
     /// Tags in the order given.
     pub tags: Vec<(String, String)>,
     /// `zstd` or `none`.
-    pub compression: String,
+    pub compression: Compression,
     /// Creation time, RFC 3339.
     pub created: String,
     /// Associated resources.
@@ -174,7 +248,7 @@ pub struct PolicyConfig {
     /// RRULE schedules, as given.
     pub schedules: Vec<String>,
     /// Retention, as given.
-    pub retention: crate::retention::RetentionArgs,
+    pub retention: crate::policy::retention::RetentionArgs,
     /// Force a full backup after this many incrementals (-1: never).
     pub full_every: i32,
     /// False: no automatic backups.
@@ -192,7 +266,7 @@ impl VaultConfig {
     }
     /// True if blobs are zstd-compressed.
     pub fn compress(&self) -> bool {
-        self.compression == "zstd"
+        self.compression == Compression::Zstd
     }
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Result<&Resource> {
@@ -415,19 +489,16 @@ impl Store {
             }
             _ => {}
         }
-        read_record(
-            &self.vault_dir(name).join("vault.json"),
-            "vault",
-            name,
-            "BackupService.6105",
-        )
+        let text = self.vault_storage(name).get("vault.json")?;
+        let label = self.vault_dir(name).join("vault.json");
+        decode_record(text, &label, "vault", name, "BackupService.6105")
     }
 
     /// Write a vault's settings atomically. Caller holds the catalog lock.
     pub fn save_vault(&self, cfg: &VaultConfig) -> Result<()> {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| Error::failed(format!("encode vault {}: {e}", cfg.name)))?;
-        fsutil::write_atomic(&self.vault_dir(&cfg.name).join("vault.json"), &json)
+        self.vault_storage(&cfg.name).put("vault.json", &json)
     }
 
     /// Create a vault: its directory, key and settings. The settings file is
@@ -483,7 +554,13 @@ impl Store {
 
     /// Open the vault's store for reading.
     pub fn repo(&self, name: &str) -> Result<Repo> {
-        Repo::open(&self.vault_dir(name), name)
+        Repo::open_in(self.vault_storage(name), name)
+    }
+
+    /// Where vault `name`'s objects are kept: its packs, indexes, backup
+    /// records, settings and key, reached only through this interface.
+    pub fn vault_storage(&self, name: &str) -> std::sync::Arc<dyn Storage> {
+        std::sync::Arc::new(LocalDir::new(self.vault_dir(name)))
     }
 
     /// Path of backup `backup`'s record in vault `vault`.
@@ -495,22 +572,25 @@ impl Store {
 
     /// Names of vault `vault`'s backups (from the file names only).
     pub fn backup_names(&self, vault: &str) -> Result<Vec<String>> {
-        names_in(&self.vault_dir(vault).join("backups"), ".bk")
+        Ok(self
+            .vault_storage(vault)
+            .list("backups/")?
+            .into_iter()
+            .filter_map(|o| {
+                let b = o.name.strip_prefix("backups/")?.strip_suffix(".bk")?;
+                (!b.contains('/')).then(|| b.to_string())
+            })
+            .collect())
     }
 
     /// Backup `backup` of vault `vault`.
     pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
         rules::check_name("backup name", backup)?;
-        let path = self.backup_path(vault, backup);
-        let data = match fsutil::read_store_file(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(format!(
-                    "backup {backup:?} does not exist in vault {vault}"
-                ))
-                .code("BackupService.6200"))
-            }
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        let Some(data) = self.vault_storage(vault).get(&record_name(backup))? else {
+            return Err(Error::not_found(format!(
+                "backup {backup:?} does not exist in vault {vault}"
+            ))
+            .code("BackupService.6200"));
         };
         let rec = model::decode_record(&data)
             .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
@@ -540,32 +620,53 @@ impl Store {
         Ok(out)
     }
 
+    /// Every readable backup of a vault, oldest first: what a backup
+    /// builds on, what a policy counts and what retention chooses from. A
+    /// damaged record is left out with a warning naming it (one bad record
+    /// stops nothing; `check` reports it); backups that cannot be listed
+    /// are an error, not an empty vault, which would make the next backup
+    /// a full one and hide every backup from retention.
+    pub fn readable_backups(&self, vault: &str) -> Result<Vec<BackupRecord>> {
+        let mut out = Vec::new();
+        for r in self.backups(vault)? {
+            match r {
+                Ok(b) => out.push(b),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
-        fsutil::write_atomic(
-            &self.backup_path(&rec.vault, &rec.name),
-            &model::encode_record(rec),
-        )
+        self.vault_storage(&rec.vault)
+            .put(&record_name(&rec.name), &model::encode_record(rec)?)
     }
 
     /// Remove a backup record (its data goes with prune). A damaged record
     /// may be deleted; a missing one is an error.
     pub fn delete_backup(&self, vault: &str, backup: &str) -> Result<()> {
         rules::check_name("backup name", backup)?;
-        let path = self.backup_path(vault, backup);
-        match fs::remove_file(&path) {
-            Ok(()) => fsutil::sync_dir(&self.vault_dir(vault).join("backups")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found(format!(
+        let storage = self.vault_storage(vault);
+        let name = record_name(backup);
+        // Deleting an absent object is no error to the storage; to the user
+        // it is.
+        if !storage.list("backups/")?.iter().any(|o| o.name == name) {
+            return Err(Error::not_found(format!(
                 "backup {backup:?} does not exist in vault {vault}"
             ))
-            .code("BackupService.6200")),
-            Err(e) => Err(Error::io(format!("delete {}", path.display()), e)),
+            .code("BackupService.6200"));
         }
+        storage.delete(&name)
     }
 
     /// The vault holding a resource of `kind` whose path (or server name)
     /// is `path`, if any.
-    pub fn vault_of_path(&self, kind: &str, path: &str) -> Result<Option<(String, String)>> {
+    pub fn vault_of_path(
+        &self,
+        kind: ResourceKind,
+        path: &str,
+    ) -> Result<Option<(String, String)>> {
         // A vault whose record is damaged cannot be asked; it must not
         // stop resources going into the others (check reports it).
         let (vaults, damaged) = self.vaults_and_damage()?;
@@ -683,17 +784,38 @@ macro_rules! record {
 }
 record!(VaultConfig, ServerConfig, PolicyConfig);
 
+/// The object name of backup `backup`'s record in its vault.
+fn record_name(backup: &str) -> String {
+    format!("backups/{backup}.bk")
+}
+
 /// Read the `what` record `name` from `path`: missing is "does not exist"
 /// with CBR's `code`; undecodable, another format or another name is
 /// damage naming the file.
 fn read_record<T: Record>(path: &Path, what: &str, name: &str, code: &'static str) -> Result<T> {
-    let text = match fsutil::read_store_text(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code))
-        }
+    let bytes = match fsutil::read_store_file(path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
+    decode_record(bytes, path, what, name, code)
+}
+
+/// Decode the `what` record `name` read from `path` (`None`: it is
+/// missing, "does not exist" with CBR's `code`).
+fn decode_record<T: Record>(
+    bytes: Option<Vec<u8>>,
+    path: &Path,
+    what: &str,
+    name: &str,
+    code: &'static str,
+) -> Result<T> {
+    let Some(bytes) = bytes else {
+        return Err(Error::not_found(format!("{what} {name:?} does not exist")).code(code));
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
+    })?;
     let r: T = serde_json::from_str(&text).map_err(|e| {
         Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
     })?;
@@ -744,8 +866,7 @@ pub fn default_store_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CBRFS_STORE") {
         return PathBuf::from(p);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::euid() == 0 {
         return PathBuf::from("/var/lib/cbrfs");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
@@ -758,6 +879,23 @@ pub fn default_store_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vault.json and servers/*.json keep their strings.
+    #[test]
+    fn compression_and_member_kind_keep_their_names() {
+        for c in [Compression::Zstd, Compression::None] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(Compression::parse(c.as_str()).unwrap(), c);
+        }
+        let e = Compression::parse("lz4").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("\"lz4\" is invalid"), "{e}");
+        for k in [MemberKind::Directory, MemberKind::Disk] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert!(serde_json::from_str::<MemberKind>("\"server\"").is_err());
+    }
     use crate::testkit;
     use proptest::prelude::*;
 
@@ -785,11 +923,11 @@ mod tests {
             capacity_gb: 100,
             description: "a vault".into(),
             tags: vec![("env".into(), "prod".into())],
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             created: "2026-11-24T04:25:16Z".into(),
             resources: vec![Resource {
                 name: "web".into(),
-                kind: "server".into(),
+                kind: ResourceKind::Server,
                 path: "s".into(),
                 excludes: vec!["vdb".into()],
                 size: 12345,
@@ -813,7 +951,7 @@ mod tests {
                 "FREQ=DAILY;INTERVAL=2;BYHOUR=3,15;BYMINUTE=30".into(),
                 "FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=22;BYMINUTE=0".into(),
             ],
-            retention: crate::retention::RetentionArgs {
+            retention: crate::policy::retention::RetentionArgs {
                 keep_last: Some(7),
                 keep_weekly: Some(4),
                 keep_monthly: Some(6),
@@ -834,12 +972,12 @@ mod tests {
             members: vec![
                 Member {
                     name: "etc".into(),
-                    kind: "directory".into(),
+                    kind: MemberKind::Directory,
                     path: "/etc".into(),
                 },
                 Member {
                     name: "vdb".into(),
-                    kind: "disk".into(),
+                    kind: MemberKind::Disk,
                     path: "/dev/vdb".into(),
                 },
             ],
@@ -923,7 +1061,9 @@ mod tests {
             let _ = (v.capacity_bytes(), v.compress(), v.resource("web").is_ok());
         }
         let _ = store.vaults_and_damage().unwrap();
-        let _ = store.vault_of_path("directory", "/etc").unwrap();
+        let _ = store
+            .vault_of_path(ResourceKind::Directory, "/etc")
+            .unwrap();
         if let Ok(s) = store.server("s") {
             round_trips(&s, "s", s.format, &s.name)?;
         }
@@ -935,8 +1075,8 @@ mod tests {
                 let _ = sched.next_after(t);
                 let week = jiff::SignedDuration::from_hours(24 * 7);
                 prop_assert!(sched.points_between(t, t + week).len() <= 24 * 7);
-                let candidates: Vec<crate::retention::Candidate> = (0..20)
-                    .map(|i| crate::retention::Candidate {
+                let candidates: Vec<crate::policy::retention::Candidate> = (0..20)
+                    .map(|i| crate::policy::retention::Candidate {
                         name: format!("b{i}"),
                         created: t - jiff::SignedDuration::from_hours(i * 13),
                         automatic: i % 3 != 0,

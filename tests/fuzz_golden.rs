@@ -26,8 +26,6 @@
 
 use cbrfs::catalog::{Store, VaultConfig};
 use cbrfs::model::{self, Content, RelChunk};
-use cbrfs::store::index::IndexFile;
-use cbrfs::store::pack::PackReader;
 use cbrfs::store::{BlobId, BlobKind, Key, Repo};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -304,8 +302,10 @@ fn load_corpus(store: &Path) -> Corpus {
         c.all.push(bytes);
     }
     let repo = Repo::open(&store.join("vaults").join(VAULT), VAULT).unwrap();
-    for idx in repo.indexes() {
-        for (id, loc) in idx.iter() {
+    let mut entries = Vec::new();
+    repo.for_each_entry(|id, loc| entries.push((id, loc)));
+    {
+        for (id, loc) in entries {
             let blob = repo.read_at(&id, &loc).unwrap();
             match loc.kind {
                 BlobKind::Tree => {
@@ -322,7 +322,7 @@ fn load_corpus(store: &Path) -> Corpus {
                                 })
                                 .collect();
                             if c.chunk_lists.len() < 8 && !rel.is_empty() {
-                                c.chunk_lists.push(model::encode_chunk_list(&rel));
+                                c.chunk_lists.push(model::encode_chunk_list(&rel).unwrap());
                             }
                         }
                     }
@@ -446,6 +446,15 @@ fn campaign(
 // ---------------------------------------------------------------------------
 // The targets.
 
+/// Where pack `id` lives in a vault directory (docs/FORMAT.md §6.4).
+fn pack_path(vault_dir: &Path, id: &BlobId) -> PathBuf {
+    let hex = id.to_hex();
+    vault_dir
+        .join("packs")
+        .join(&hex[..2])
+        .join(format!("{hex}.pack"))
+}
+
 #[test]
 fn fuzz_pack_files_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
@@ -457,32 +466,31 @@ fn fuzz_pack_files_from_golden() {
     let mut which = 0usize;
     let n = campaign("pack", 1, &seeds, &c.all, |input, i, seed| {
         // The mutated pack replaces one of the golden packs, under its name,
-        // and is read as every reader reads it: the trailer and table by
-        // PackReader, every blob through a fresh Repo (index, pack,
-        // decompression, verification).
+        // and is read as every reader reads it: the trailer and table (as
+        // check and repair read them), every blob through a fresh Repo
+        // (index, pack, decompression, verification).
         let (id, _) = &c.packs[which % c.packs.len()];
         which += 1;
-        let path = cbrfs::store::pack::pack_path(&vault_dir, id);
+        let path = pack_path(&vault_dir, id);
         fs::write(&path, input).unwrap();
         bounded("pack", seed, i, input, || {
             let mut items = 0;
-            if let Ok(p) = PackReader::open(&vault_dir, *id) {
-                let _ = p.verify_id();
-                if let Ok(es) = p.entries() {
+            if let Ok(repo) = Repo::open(&vault_dir, VAULT) {
+                let _ = repo.pack_hashes_to_name(*id);
+                let _ = repo.check_pack(*id, true);
+                if let Ok(es) = repo.pack_table(*id) {
                     items = es.len();
                 }
-            }
-            if let Ok(repo) = Repo::open(&vault_dir, VAULT) {
-                for idx in repo.indexes() {
-                    for (bid, loc) in idx.iter().filter(|(_, l)| l.pack == *id) {
+                repo.for_each_entry(|bid, loc| {
+                    if loc.pack == *id {
                         let _ = repo.read_at(&bid, &loc);
                     }
-                }
+                });
             }
             items
         });
         for (pid, good) in &c.packs {
-            fs::write(cbrfs::store::pack::pack_path(&vault_dir, pid), good).unwrap();
+            fs::write(pack_path(&vault_dir, pid), good).unwrap();
         }
     });
     assert!(n > 0);
@@ -494,26 +502,30 @@ fn fuzz_index_files_from_golden() {
     let store = tmp.path().join("store");
     copy_tree(Path::new(GOLDEN), &store);
     let c = load_corpus(&store);
-    let path = tmp.path().join("fuzz.idx");
+    // A vault holding the golden key and the mutated index as its only
+    // one, read as every reader reads it: mapped and its shape checked
+    // when the vault opens, then verified whole, every entry decoded and
+    // looked up.
+    let vault_dir = tmp.path().join("index-vault");
+    fs::create_dir_all(vault_dir.join("index")).unwrap();
+    fs::write(vault_dir.join("key"), &c.keys[0]).unwrap();
+    let path = vault_dir.join("index").join("fuzz.idx");
     let n = campaign("index", 2, &c.indexes, &c.all, |input, i, seed| {
         fs::write(&path, input).unwrap();
         bounded("index", seed, i, input, || {
-            let Ok(idx) = IndexFile::open(&path) else {
+            let Ok(repo) = Repo::open(&vault_dir, VAULT) else {
                 return 0;
             };
-            let _ = idx.verify();
-            let _ = idx.pack_ids();
+            let _ = repo.index_errors();
+            let _ = repo.verify_indexes();
+            let _ = repo.indexed_packs();
+            let _ = repo.verified_index("index/fuzz.idx");
             let mut items = 0;
-            for k in 0..idx.len().min(input.len()) {
-                if let Some((id, _)) = idx.entry(k) {
-                    let _ = idx.lookup(&id);
-                }
+            repo.for_each_entry(|id, _| {
+                let _ = repo.lookup(&id);
                 items += 1;
-            }
-            for (id, _) in idx.iter() {
-                let _ = idx.lookup(&id);
-            }
-            let _ = idx.lookup(&BlobId([0xff; 16]));
+            });
+            let _ = repo.lookup(&BlobId([0xff; 16]));
             items
         });
     });

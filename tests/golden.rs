@@ -17,9 +17,7 @@
 use cbrfs::catalog::{Store, VaultType};
 use cbrfs::engine::{check, restore};
 use cbrfs::model::{self, BackupRecord, Content, Node, NodeKind, Origin, ResourceKind, Tree};
-use cbrfs::store::index::IndexFile;
-use cbrfs::store::pack::PackReader;
-use cbrfs::store::{BlobId, BlobKind, Compression, Key, Location};
+use cbrfs::store::{BlobId, BlobKind, Compression, Key, Location, Repo};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -340,11 +338,11 @@ fn v1_store_opens_checks_and_restores() {
             ("format".to_string(), "v1".to_string())
         ]
     );
-    assert_eq!(v.compression, "zstd");
+    assert_eq!(v.compression.as_str(), "zstd");
     assert!(v.compress());
     let res: Vec<_> = v.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(res, ["src", "etc"]);
-    assert!(v.resources.iter().all(|r| r.kind == "directory"));
+    assert!(v.resources.iter().all(|r| r.kind.as_str() == "directory"));
     assert_eq!(v.resources[1].excludes, vec!["*.tmp".to_string()]);
 
     // The backups (backups/*.bk), oldest first.
@@ -800,7 +798,9 @@ fn v1_raw_files_decode_as_documented() {
     let keyed =
         |d: &[u8]| BlobId(xxhash_rust::xxh3::xxh3_128_with_secret(d, &secret).to_be_bytes());
 
-    // Packs: parse, compare with PackReader, name = unkeyed XXH3-128.
+    // Packs: parse, compare with the library's reading, name = unkeyed
+    // XXH3-128.
+    let repo = Repo::open(&vault, VAULT).unwrap();
     let mut packs: HashMap<BlobId, (Vec<u8>, Vec<RawEntry>)> = HashMap::new();
     for path in files_in(&vault.join("packs"), ".pack") {
         let bytes = fs::read(&path).unwrap();
@@ -820,14 +820,13 @@ fn v1_raw_files_decode_as_documented() {
             .unwrap();
         assert_eq!(dir, &id.to_hex()[..2], "packs/<first two hex digits>/");
         let raw = parse_pack(&bytes);
-        let lib = PackReader::open(&vault, id).unwrap();
-        assert!(lib.verify_id());
-        let lib_entries: Vec<RawEntry> = lib
-            .entries()
+        assert!(repo.pack_hashes_to_name(id).unwrap());
+        let lib_entries: Vec<RawEntry> = repo
+            .pack_table(id)
             .unwrap()
             .iter()
-            .map(|e| RawEntry {
-                id: e.id,
+            .map(|(bid, e)| RawEntry {
+                id: *bid,
                 kind: e.kind as u8,
                 compression: e.compression as u8,
                 offset: e.offset,
@@ -843,7 +842,8 @@ fn v1_raw_files_decode_as_documented() {
     }
     assert_eq!(packs.len(), 2);
 
-    // Indexes: parse, compare with IndexFile, agree with the packs.
+    // Indexes: parse, compare with the library's reading, agree with the
+    // packs.
     let mut located: HashMap<BlobId, Location> = HashMap::new();
     let idx_paths = files_in(&vault.join("index"), ".idx");
     assert_eq!(idx_paths.len(), 2, "one index per backup run");
@@ -856,10 +856,9 @@ fn v1_raw_files_decode_as_documented() {
             path.display()
         );
         let (pack_ids, entries) = parse_index(&bytes);
-        let lib = IndexFile::open(path).unwrap();
-        lib.verify().unwrap();
-        assert_eq!(lib.pack_ids(), pack_ids);
-        let lib_entries: Vec<(BlobId, Location)> = lib.iter().collect();
+        let name = format!("index/{}", path.file_name().unwrap().to_str().unwrap());
+        let (lib_packs, lib_entries) = repo.verified_index(&name).unwrap();
+        assert_eq!(lib_packs, pack_ids);
         assert_eq!(lib_entries.len(), entries.len());
         for ((id, loc), (e, p)) in lib_entries.iter().zip(&entries) {
             let want = Location {
@@ -871,7 +870,7 @@ fn v1_raw_files_decode_as_documented() {
                 raw_len: e.raw_len,
             };
             assert_eq!((*id, *loc), (e.id, want), "index entry");
-            assert_eq!(lib.lookup(id), Some(want));
+            assert_eq!(repo.lookup(id), Some(want));
             // The pack's own table says the same.
             let (_, table) = &packs[&pack_ids[*p]];
             assert!(

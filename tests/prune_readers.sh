@@ -8,7 +8,7 @@
 # race (PRUNE_RACE_SECONDS, default 15), and a narrow one: it did not catch
 # the old reader (463cdcb) in 20 s runs. The deterministic proof is the
 # in-process test tests/store_readers.rs and the unit test in
-# src/store/repo.rs; this one keeps the whole CLI path honest.
+# src/store/reader.rs; this one keeps the whole CLI path honest.
 . "$(dirname "$0")/lib.sh"
 
 SECS=${PRUNE_RACE_SECONDS:-15}

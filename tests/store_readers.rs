@@ -36,7 +36,7 @@ fn reader_opened_before_prune_finds_blobs_written_and_moved_since() {
 
     // The reader: opened now, it maps b1's index only.
     let reader = store.repo("v").unwrap();
-    let before = reader.indexes().len();
+    let before = reader.index_count();
 
     // A second backup writes an index the reader never listed; deleting b1
     // and pruning with threshold 100 rewrites every pack b2 still uses
@@ -52,7 +52,7 @@ fn reader_opened_before_prune_finds_blobs_written_and_moved_since() {
     let kept_chunks = chunks_of(&store, &b2, b"kept");
     assert!(!new_chunks.is_empty() && !kept_chunks.is_empty());
     // The reader's mapped indexes are the old ones: it does not know "new".
-    assert_eq!(reader.indexes().len(), before);
+    assert_eq!(reader.index_count(), before);
     assert!(reader.lookup(&new_chunks[0]).is_none());
     // Written after it opened, then moved by prune: found by re-listing.
     for id in new_chunks.iter().chain(&kept_chunks) {

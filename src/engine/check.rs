@@ -97,56 +97,36 @@ fn check_vault(
     let mut bad_blobs: HashSet<BlobId> = HashSet::new();
     let mut packs: BTreeSet<BlobId> = BTreeSet::new();
     out.problems.extend(repo.index_errors());
-    for idx in repo.indexes() {
-        if let Err(e) = idx.verify() {
-            out.problems.push(format!("vault {vault}: {e}"));
-        }
-        packs.extend(idx.pack_ids());
-    }
+    out.problems.extend(repo.verify_indexes());
+    packs.extend(repo.indexed_packs());
     out.packs = packs.len();
     for p in &packs {
-        let pack = match repo.pack(*p) {
-            Ok(pk) => pk,
+        match repo.check_pack(*p, read_data) {
+            Ok(problems) => out.problems.extend(problems),
             Err(e) => {
                 out.problems.push(e.to_string());
                 mark_pack_bad(&repo, *p, &mut bad_blobs);
-                continue;
             }
-        };
-        if let Err(e) = pack.entries() {
-            out.problems.push(e.to_string());
-        }
-        if read_data && !pack.verify_id() {
-            out.problems.push(format!(
-                "vault {vault}: pack {} does not hash to its name",
-                p
-            ));
         }
     }
     if read_data {
-        progress.add_total(
-            repo.indexes()
-                .iter()
-                .flat_map(|idx| idx.iter())
-                .map(|(_, loc)| u64::from(loc.stored_len))
-                .sum(),
-        );
-        for idx in repo.indexes() {
-            for (id, loc) in idx.iter() {
-                progress.add_read(u64::from(loc.stored_len));
-                match repo.read_at(&id, &loc) {
-                    Ok(d) => {
-                        out.blobs_read += 1;
-                        out.bytes_read += d.len() as u64;
-                    }
-                    Err(e) => {
-                        if bad_blobs.insert(id) {
-                            out.problems.push(e.to_string());
-                        }
+        let mut total = 0;
+        repo.for_each_entry(|_, loc| total += u64::from(loc.stored_len));
+        progress.add_total(total);
+        repo.for_each_entry(|id, loc| {
+            progress.add_read(u64::from(loc.stored_len));
+            match repo.read_at(&id, &loc) {
+                Ok(d) => {
+                    out.blobs_read += 1;
+                    out.bytes_read += d.len() as u64;
+                }
+                Err(e) => {
+                    if bad_blobs.insert(id) {
+                        out.problems.push(e.to_string());
                     }
                 }
             }
-        }
+        });
     }
     // Backups.
     // By name, so that a record that cannot be read is still listed among
@@ -169,13 +149,11 @@ fn check_vault(
 }
 
 fn mark_pack_bad(repo: &Repo, pack: BlobId, bad: &mut HashSet<BlobId>) {
-    for idx in repo.indexes() {
-        for (id, loc) in idx.iter() {
-            if loc.pack == pack {
-                bad.insert(id);
-            }
+    repo.for_each_entry(|id, loc| {
+        if loc.pack == pack {
+            bad.insert(id);
         }
-    }
+    });
 }
 
 /// Walk every blob of a backup once ([`visit::walk_resource`]); report
@@ -285,35 +263,11 @@ pub fn repair(store: &Store, vault: &str) -> Result<RepairReport> {
         vault: vault.to_string(),
         ..Default::default()
     };
-    let mut entries = Vec::new();
-    for (pack, _) in repo.list_packs()? {
-        let table = crate::store::pack::PackReader::open(repo.dir(), pack)
-            .and_then(|p| p.entries().map(|e| (p, e)));
-        match table {
-            Ok((p, es)) => {
-                if !p.verify_id() {
-                    report.damaged_packs += 1;
-                    report.problems.push(format!(
-                        "vault {vault}: pack {pack} does not hash to its name: its blobs are indexed, and each is verified when read"
-                    ));
-                }
-                report.packs += 1;
-                entries.extend(crate::store::index::entries_of_pack(pack, &es));
-            }
-            Err(e) => {
-                report.damaged_packs += 1;
-                report.problems.push(e.to_string());
-            }
-        }
-    }
-    report.blobs = entries.len() as u64;
-    let old = repo.index_paths()?;
-    let new = crate::store::index::write_index(repo.dir(), entries)?;
-    for f in old.iter().filter(|f| **f != new) {
-        std::fs::remove_file(f)
-            .map_err(|e| crate::error::Error::io(format!("remove {}", f.display()), e))?;
-        report.indexes_replaced += 1;
-    }
-    crate::fsutil::sync_dir(&repo.dir().join("index"))?;
+    let done = repo.rebuild_index()?;
+    report.packs = done.packs;
+    report.damaged_packs = done.damaged_packs;
+    report.blobs = done.blobs;
+    report.indexes_replaced = done.indexes_replaced;
+    report.problems = done.problems;
     Ok(report)
 }

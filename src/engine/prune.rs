@@ -27,9 +27,9 @@
 use super::progress::Progress;
 use super::visit;
 use crate::catalog::Store;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::BackupRecord;
-use crate::store::{index, pack, BlobId, Location, Repo, RepoWriter};
+use crate::store::{BlobId, Location, Repo, RepoWriter};
 use std::collections::{HashMap, HashSet};
 
 /// Default: rewrite a pack when less than this share (%) of it is live.
@@ -67,17 +67,13 @@ pub fn backup_blobs(
 }
 
 /// Every indexed blob with one location each (the first index wins), and
-/// the index files read.
-fn indexed(repo: &Repo) -> (HashMap<BlobId, Location>, Vec<std::path::PathBuf>) {
+/// how many index files were read.
+fn indexed(repo: &Repo) -> (HashMap<BlobId, Location>, usize) {
     let mut map = HashMap::new();
-    let mut files = Vec::new();
-    for idx in repo.indexes() {
-        files.push(idx.path().to_path_buf());
-        for (id, loc) in idx.iter() {
-            map.entry(id).or_insert(loc);
-        }
-    }
-    (map, files)
+    repo.for_each_entry(|id, loc| {
+        map.entry(id).or_insert(loc);
+    });
+    (map, repo.index_count())
 }
 
 /// What prune did (or would do, with `dry_run`).
@@ -202,9 +198,7 @@ pub fn prune_with(
                 // entries and the header and footer do not need has nothing
                 // to give back, however small its blobs are beside its table
                 // and footer: rewritten, it would come out the same pack.
-                let needed = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64
-                    + live_bytes
-                    + (entries.len() * pack::ENTRY_LEN) as u64;
+                let needed = crate::store::pack_overhead(entries.len()) + live_bytes;
                 if *size > needed
                     && (*live_bytes as u128) * 100 < (*size as u128) * threshold as u128
                 {
@@ -217,7 +211,7 @@ pub fn prune_with(
         }
     }
     let nothing_to_do = remove.is_empty() && rewrite.is_empty() && report.blobs_removed == 0;
-    if nothing_to_do && index_files.len() <= 1 {
+    if nothing_to_do && index_files <= 1 {
         report.bytes_after = report.bytes_before;
         return Ok(report);
     }
@@ -231,10 +225,10 @@ pub fn prune_with(
             .flat_map(|p| per_pack[p].1.iter().copied())
             .collect();
         report.blobs_moved = moved.len() as u64;
-        let new_packs = new_pack_sizes(&moved);
+        let new_packs = crate::store::pack_sizes_for(&moved);
         let kept_packs: HashSet<BlobId> = keep_entries.iter().map(|(_, l)| l.pack).collect();
         let kept_bytes: u64 = kept_packs.iter().filter_map(|p| on_disk.get(p)).sum();
-        let index_bytes = index::index_len(
+        let index_bytes = crate::store::index_size(
             kept_packs.len() + new_packs.len(),
             keep_entries.len() + moved.len(),
         );
@@ -254,59 +248,13 @@ pub fn prune_with(
         }
     }
     let (moved, _) = writer.finish_unindexed()?;
-    // A pack is named by the hash of its bytes: a new pack may have the name
-    // of one about to be removed (the same blobs in the same order). It is
-    // the new one now, and stays.
-    let written: HashSet<BlobId> = moved.iter().map(|(_, loc)| loc.pack).collect();
     keep_entries.extend(moved);
-    // 2. One index of every live blob, durable before anything goes.
-    let new_index = index::write_index(repo.dir(), keep_entries)?;
-    // 3. The old indexes, then the dead packs.
-    for f in &index_files {
-        if *f != new_index {
-            std::fs::remove_file(f).ctx(|| format!("remove index {}", f.display()))?;
-        }
-    }
-    crate::fsutil::sync_dir(&repo.dir().join("index"))?;
-    for p in remove.iter().chain(rewrite.iter()) {
-        if written.contains(p) {
-            continue;
-        }
-        let path = pack::pack_path(repo.dir(), p);
-        std::fs::remove_file(&path).ctx(|| format!("remove pack {}", path.display()))?;
-    }
-    repo.refresh()?;
-    repo.drop_pack_cache();
+    // 2. The store publishes one index of every live blob, then deletes
+    // the old indexes and the dead packs, in that order.
+    remove.extend(rewrite.iter().copied());
+    repo.commit_prune(keep_entries, &remove)?;
     report.bytes_after = repo.used_bytes()?;
     Ok(report)
-}
-
-/// The sizes of the packs a [`RepoWriter`] fills with `moved` (copied in
-/// this order): data and metadata blobs go to separate packs, each sealed
-/// once it reaches [`crate::store::PACK_TARGET`]. Assumes each blob keeps
-/// its stored length (the same compression setting writes the same bytes).
-fn new_pack_sizes(moved: &[(BlobId, Location)]) -> Vec<u64> {
-    let empty = pack::HEADER_LEN as u64;
-    let seal = |len: u64, n: u64| len + n * pack::ENTRY_LEN as u64 + pack::FOOTER_LEN as u64;
-    let mut sizes = Vec::new();
-    // (payload bytes with header, blobs) of the data and the metadata pack.
-    let mut open = [(empty, 0u64), (empty, 0u64)];
-    for (_, loc) in moved {
-        let which = usize::from(loc.kind != crate::store::BlobKind::Data);
-        let p = &mut open[which];
-        p.0 += loc.stored_len as u64;
-        p.1 += 1;
-        if p.0 >= crate::store::PACK_TARGET as u64 {
-            sizes.push(seal(p.0, p.1));
-            *p = (empty, 0);
-        }
-    }
-    for (len, n) in open {
-        if n > 0 {
-            sizes.push(seal(len, n));
-        }
-    }
-    sizes
 }
 
 /// For each backup of a vault, the stored bytes only it uses: what
@@ -336,41 +284,4 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
             (name, bytes)
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::BlobKind;
-
-    /// The sizes `new_pack_sizes` predicts for moved blobs are those of the
-    /// packs a writer makes of them: data and metadata apart, sealed at
-    /// the pack target (what made `prune --dry-run` exact, issue #16).
-    #[test]
-    fn predicted_pack_sizes_are_the_writers() {
-        let dir = tempfile::tempdir().unwrap();
-        Repo::create(dir.path()).unwrap();
-        let repo = Repo::open(dir.path(), "v").unwrap();
-        let mut w = RepoWriter::new(&repo, false);
-        // 20 MiB of data (two data packs) and small metadata blobs between.
-        for i in 0..20u32 {
-            let mut data = vec![1u8; 1 << 20];
-            data[..4].copy_from_slice(&i.to_le_bytes());
-            w.copy(repo.key().id(&data), BlobKind::Data, &data).unwrap();
-            let tree = format!("tree {i}").into_bytes();
-            w.copy(repo.key().id(&tree), BlobKind::Tree, &tree).unwrap();
-        }
-        let (entries, _) = w.finish_unindexed().unwrap();
-        let mut real: Vec<u64> = repo
-            .list_packs()
-            .unwrap()
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        let mut predicted = new_pack_sizes(&entries);
-        real.sort();
-        predicted.sort();
-        assert_eq!(predicted, real);
-        assert_eq!(real.len(), 3);
-    }
 }

@@ -19,12 +19,9 @@
 //! The file is named `index/<XXH3-128 of the file>.idx`.
 
 use super::pack::PackEntry;
+use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, TempFile};
-use memmap2::Mmap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use crate::error::{Error, Result};
 
 /// Magic at the start of an index.
 pub const MAGIC: &[u8; 8] = b"CBRIDX01";
@@ -40,23 +37,24 @@ const FOOTER_LEN: usize = 16;
 
 /// A mapped index file.
 pub struct IndexFile {
-    path: PathBuf,
-    map: Mmap,
+    /// Its object name, `index/<hex>.idx`.
+    name: String,
+    /// How messages name it: its path, or its URL.
+    label: String,
+    map: ObjectBytes,
     packs: usize,
     entries_at: usize,
     count: usize,
 }
 
 impl IndexFile {
-    /// Map and validate the shape of an index (not its checksum: that reads
-    /// the whole file, which is for `check`).
-    pub fn open(path: &Path) -> Result<IndexFile> {
-        let file = crate::fsutil::open_store_file(path)
-            .ctx(|| format!("open index {}", path.display()))?;
-        // SAFETY: index files are written once under a temporary name and
-        // renamed; they are never modified in place.
-        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map index {}", path.display()))?;
-        let bad = |why: &str| Error::corrupt(format!("index {} is damaged: {why}", path.display()));
+    /// Map (or read) index `name` of `storage` and validate its shape
+    /// (not its checksum: that reads the whole file, which is for `check`).
+    /// A missing index is an error for which [`storage::is_absent`] is true.
+    pub fn open(storage: &dyn Storage, name: &str) -> Result<IndexFile> {
+        let label = storage::object_label(storage, name);
+        let map = storage::load(storage, name)?;
+        let bad = |why: &str| Error::corrupt(format!("index {label} is damaged: {why}"));
         if map.len() < HEADER_LEN + FANOUT_LEN + FOOTER_LEN {
             return Err(bad("too short"));
         }
@@ -85,7 +83,8 @@ impl IndexFile {
             return Err(bad("size does not match its entry count"));
         }
         Ok(IndexFile {
-            path: path.to_path_buf(),
+            name: name.to_string(),
+            label,
             map,
             packs,
             entries_at,
@@ -93,17 +92,13 @@ impl IndexFile {
         })
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Its object name, `index/<hex>.idx`.
+    pub fn name(&self) -> &str {
+        &self.name
     }
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.count
-    }
-    /// True if it has no entries.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
     /// The packs it names.
     pub fn pack_ids(&self) -> Vec<BlobId> {
@@ -175,14 +170,14 @@ impl IndexFile {
         if xxhash_rust::xxh3::xxh3_64(&self.map[..end]) != le_u64(&self.map, end) {
             return Err(Error::corrupt(format!(
                 "index {}: checksum mismatch",
-                self.path.display()
+                self.label
             )));
         }
         for i in 1..self.count {
             if self.entry_id(i - 1) >= self.entry_id(i) {
                 return Err(Error::corrupt(format!(
                     "index {}: entries out of order",
-                    self.path.display()
+                    self.label
                 )));
             }
         }
@@ -190,7 +185,7 @@ impl IndexFile {
             if self.entry(i).is_none() {
                 return Err(Error::corrupt(format!(
                     "index {}: entry {i} is undecodable",
-                    self.path.display()
+                    self.label
                 )));
             }
         }
@@ -209,9 +204,12 @@ pub fn index_len(packs: usize, entries: usize) -> u64 {
     (HEADER_LEN + packs * 16 + FANOUT_LEN + entries * ENTRY_LEN + FOOTER_LEN) as u64
 }
 
-/// Write an index of `entries` (any order; duplicates keep the first) into
-/// `store_dir/index`, durably; returns its path.
-pub fn write_index(store_dir: &Path, mut entries: Vec<(BlobId, Location)>) -> Result<PathBuf> {
+/// Publish an index of `entries` (any order; duplicates keep the first) in
+/// `storage`, durably; returns its name and size.
+pub fn write_index(
+    storage: &dyn Storage,
+    mut entries: Vec<(BlobId, Location)>,
+) -> Result<(String, u64)> {
     entries.sort_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
     let mut packs: Vec<BlobId> = entries.iter().map(|(_, l)| l.pack).collect();
@@ -252,16 +250,12 @@ pub fn write_index(store_dir: &Path, mut entries: Vec<(BlobId, Location)>) -> Re
     let sum = xxhash_rust::xxh3::xxh3_64(&buf);
     buf.extend_from_slice(&sum.to_le_bytes());
     buf.extend_from_slice(END_MAGIC);
-    let name = fsutil::hex(&xxhash_rust::xxh3::xxh3_128(&buf).to_be_bytes());
-    let dir = store_dir.join("index");
-    fsutil::create_dir_all(&dir)?;
-    let dest = dir.join(format!("{name}.idx"));
-    let mut tmp = TempFile::new_in(&dir)?;
-    tmp.file()
-        .write_all(&buf)
-        .ctx(|| format!("write index {}", dest.display()))?;
-    tmp.commit(&dest)?;
-    Ok(dest)
+    let name = format!(
+        "index/{}.idx",
+        crate::fsutil::hex(&xxhash_rust::xxh3::xxh3_128(&buf).to_be_bytes())
+    );
+    storage.put(&name, &buf)?;
+    Ok((name, buf.len() as u64))
 }
 
 /// Index entries for the blobs of a sealed pack.
@@ -287,6 +281,8 @@ pub fn entries_of_pack(pack: BlobId, entries: &[PackEntry]) -> Vec<(BlobId, Loca
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LocalDir;
+    use std::path::Path;
 
     fn loc(pack: u8, off: u64) -> Location {
         Location {
@@ -310,8 +306,9 @@ mod tests {
             id[4..8].copy_from_slice(&i.to_be_bytes());
             entries.push((BlobId(id), loc((i % 3) as u8, i as u64)));
         }
-        let p = write_index(dir.path(), entries.clone()).unwrap();
-        let idx = IndexFile::open(&p).unwrap();
+        let s = LocalDir::new(dir.path());
+        let (p, _) = write_index(&s, entries.clone()).unwrap();
+        let idx = IndexFile::open(&s, &p).unwrap();
         idx.verify().unwrap();
         assert_eq!(idx.len(), 1000);
         for (id, l) in &entries {
@@ -326,16 +323,17 @@ mod tests {
     /// file's size; an index that passes `verify` must hold `good`'s
     /// entries (or `good` is None: arbitrary bytes).
     fn try_index(
-        path: &Path,
+        dir: &Path,
+        name: &str,
         bytes: &[u8],
         good: Option<&[(BlobId, Location)]>,
         probes: &[BlobId],
     ) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
         use proptest::prelude::*;
-        std::fs::write(path, bytes).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
         let (r, largest) = crate::testkit::largest_alloc(|| {
-            let idx = IndexFile::open(path)?;
-            let _ = (idx.len(), idx.is_empty(), idx.pack_ids());
+            let idx = IndexFile::open(&LocalDir::new(dir), name)?;
+            let _ = (idx.len(), idx.pack_ids());
             for id in probes
                 .iter()
                 .chain(good.unwrap_or(&[]).iter().map(|(id, _)| id))
@@ -375,9 +373,9 @@ mod tests {
                 entries.push((BlobId(id), loc(i % 3, 16 + i as u64 * 10)));
             }
             entries.sort_by_key(|e| e.0);
-            let p = write_index(dir.path(), entries.clone()).unwrap();
-            let good = std::fs::read(&p).unwrap();
-            let path = dir.path().join("fuzz.idx");
+            let (p, _) = write_index(&LocalDir::new(dir.path()), entries.clone()).unwrap();
+            let good = std::fs::read(dir.path().join(p)).unwrap();
+            let (path, name) = (dir.path(), "index/fuzz.idx");
             let probes = proptest::collection::vec(any::<[u8; 16]>().prop_map(BlobId), 0..4);
             let mut runner = proptest::test_runner::TestRunner::new(config);
             runner
@@ -385,7 +383,7 @@ mod tests {
                     &(testkit::damages(), probes.clone()),
                     |(damages, probes)| {
                         let bad = testkit::apply(&good, &damages);
-                        try_index(&path, &bad, Some(&entries), &probes)
+                        try_index(path, name, &bad, Some(&entries), &probes)
                     },
                 )
                 .unwrap();
@@ -399,7 +397,7 @@ mod tests {
             );
             runner
                 .run(&raw, |(data, packs, mut fanout, probes)| {
-                    try_index(&path, &data, None, &probes)?;
+                    try_index(path, name, &data, None, &probes)?;
                     fanout.sort();
                     let n = fanout[255] as usize;
                     let mut b = Vec::new();
@@ -414,7 +412,7 @@ mod tests {
                     let sum = xxhash_rust::xxh3::xxh3_64(&b);
                     b.extend_from_slice(&sum.to_le_bytes());
                     b.extend_from_slice(END_MAGIC);
-                    try_index(&path, &b, None, &probes)
+                    try_index(path, name, &b, None, &probes)
                 })
                 .unwrap();
         });
@@ -423,14 +421,16 @@ mod tests {
     #[test]
     fn damaged_index_is_refused_or_fails_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write_index(dir.path(), vec![(BlobId([5; 16]), loc(1, 16))]).unwrap();
+        let s = LocalDir::new(dir.path());
+        let (name, _) = write_index(&s, vec![(BlobId([5; 16]), loc(1, 16))]).unwrap();
+        let p = dir.path().join(&name);
         let mut bytes = std::fs::read(&p).unwrap();
         let n = bytes.len();
         bytes[n - 20] ^= 0xff;
         std::fs::write(&p, &bytes).unwrap();
-        let idx = IndexFile::open(&p).unwrap();
+        let idx = IndexFile::open(&s, &name).unwrap();
         assert!(idx.verify().is_err());
         std::fs::write(&p, &bytes[..n - 1]).unwrap();
-        assert!(IndexFile::open(&p).is_err());
+        assert!(IndexFile::open(&s, &name).is_err());
     }
 }

@@ -1,6 +1,15 @@
 //! The store: packs and indexes of one vault. Bytes in, blob id out; blob id
 //! in, verified bytes out. It knows nothing of trees, vaults or paths.
 //!
+//! The store is sealed: the pack and index formats live in private
+//! modules, and every file of a vault (packs, indexes, backup records,
+//! `vault.json`, the key) is reached through the [`Storage`] interface
+//! ([`storage`] names what it promises; [`LocalDir`] is the local
+//! directory). The engine asks [`Repo`] for blobs and for the operations
+//! that change files: a backup's [`RepoWriter`], prune's commit
+//! ([`Repo::commit_prune`]) and index repair ([`Repo::rebuild_index`]), so
+//! that the write-ordering rules below live in this module alone.
+//!
 //! Layout of a vault's store directory (see docs/FORMAT.md):
 //! ```text
 //! key                     the vault's 192-byte hashing secret (never changes)
@@ -31,18 +40,33 @@
 //! planted symlink or FIFO is refused with the file's name, never followed
 //! and never waited on.
 
-pub mod index;
-pub mod pack;
-mod repo;
+// Sealed: the pack and index formats, and which files exist, are known
+// only inside the store; the engine asks Repo for blobs and for the
+// operations that change files (a backup's writer, prune's commit, index
+// repair).
+mod compression;
+mod index;
+pub mod local;
+mod pack;
+mod reader;
 pub mod s3;
 pub mod storage;
+mod writer;
 
-pub use repo::{
-    compress_blob, compress_into, AddOutcome, Repo, RepoWriter, WriterStats, PACK_TARGET,
+pub use local::LocalDir;
+pub use storage::{ObjectInfo, Storage};
+
+pub use compression::{compress_blob, compress_into};
+pub use reader::{IndexTable, Repo};
+pub use writer::{
+    index_size, pack_overhead, pack_sizes_for, AddOutcome, IndexRebuild, RepoWriter, WriterStats,
 };
 
 use crate::error::{Error, Result};
 use std::fmt;
+
+/// Seal a pack once its payload reaches this size.
+pub const PACK_TARGET: usize = 16 << 20;
 
 /// Size of a vault's hashing secret, in bytes.
 pub const SECRET_LEN: usize = 192;

@@ -13,18 +13,16 @@
 //! end-16          8      XXH3-64 of the blob table
 //! end-8           8      magic "CBRPKEND"
 //! ```
-//! A pack is written whole under a temporary name, fsynced, re-read and
-//! verified, then renamed to `packs/<hh>/<id>.pack` where `<id>` is the
-//! XXH3-128 (unkeyed) of the whole file. It is never modified afterwards:
-//! readers map it, and truncating a mapped file would kill them with SIGBUS.
+//! A pack is built whole in memory and published through the vault's
+//! [`Storage`] as `packs/<hh>/<id>.pack`, where `<id>` is the XXH3-128
+//! (unkeyed) of the whole file; publishing is atomic and verified (the
+//! local directory re-reads it before the rename). It is never modified
+//! afterwards: readers map it, and truncating a mapped file would kill them
+//! with SIGBUS.
 
+use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, TempFile};
-use memmap2::Mmap;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use crate::error::{Error, Result};
 
 /// Magic at the start of a pack.
 pub const MAGIC: &[u8; 8] = b"CBRPACK1";
@@ -40,13 +38,10 @@ pub const FOOTER_LEN: usize = 32;
 /// stored_len u32 | raw_len u32 | offset u64.
 pub const ENTRY_LEN: usize = 36;
 
-/// Path of pack `id` under a vault's store directory.
-pub fn pack_path(store_dir: &Path, id: &BlobId) -> PathBuf {
+/// The object name of pack `id`: `packs/<first two hex digits>/<hex>.pack`.
+pub fn pack_name(id: &BlobId) -> String {
     let hex = id.to_hex();
-    store_dir
-        .join("packs")
-        .join(&hex[..2])
-        .join(format!("{hex}.pack"))
+    format!("packs/{}/{hex}.pack", &hex[..2])
 }
 
 /// One entry of a pack's blob table.
@@ -112,7 +107,7 @@ impl PackWriter {
         // growing by doubling would copy, and may reserve twice the pack.
         // Pages not written are not touched, so a small pack costs little.
         let mut buf = Vec::with_capacity(
-            HEADER_LEN + super::repo::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
+            HEADER_LEN + super::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
         );
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&VERSION.to_le_bytes());
@@ -129,10 +124,6 @@ impl PackWriter {
     /// True if no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-    /// Number of blobs.
-    pub fn count(&self) -> usize {
-        self.entries.len()
     }
     /// Append a blob's stored bytes.
     pub fn add(
@@ -155,9 +146,9 @@ impl PackWriter {
         });
     }
 
-    /// Write the pack durably under `store_dir/packs`, verify it, and return
+    /// Publish the pack in `storage` (atomically, verified), and return
     /// its id, its size and its entries.
-    pub fn seal(mut self, store_dir: &Path) -> Result<(BlobId, u64, Vec<PackEntry>)> {
+    pub fn seal(mut self, storage: &dyn Storage) -> Result<(BlobId, u64, Vec<PackEntry>)> {
         let table_offset = self.buf.len() as u64;
         let mut table = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for e in &self.entries {
@@ -172,86 +163,30 @@ impl PackWriter {
         self.buf.extend_from_slice(&table_sum.to_le_bytes());
         self.buf.extend_from_slice(END_MAGIC);
         let id = BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes());
-        let dest = pack_path(store_dir, &id);
-        let dir = dest.parent().unwrap_or(store_dir).to_path_buf();
-        if !dir.is_dir() {
-            fsutil::create_dir_all(&dir)?;
-            // The new fan-out directory's own entry in packs/ must be
-            // durable before the index naming this pack is written: the
-            // commit below fsyncs packs/<hh>/, not packs/.
-            fsutil::sync_dir(&store_dir.join("packs"))?;
-        }
-        let mut tmp = TempFile::new_in(&dir)?;
-        tmp.file()
-            .write_all(&self.buf)
-            .ctx(|| format!("write pack {}", tmp.path().display()))?;
-        // Re-read what was written before it becomes visible: a pack is
-        // never trusted on the word of a write(2) alone.
-        {
-            let f = tmp.file();
-            f.sync_all().ctx(|| "fsync new pack".to_string())?;
-            let rf = File::open(tmp.path()).ctx(|| "re-open new pack".to_string())?;
-            if !reads_back_as(rf, &self.buf).ctx(|| "re-read new pack".to_string())? {
-                return Err(Error::corrupt(format!(
-                    "pack {} read back differently from what was written",
-                    id.short()
-                )));
-            }
-        }
-        tmp.commit(&dest)?;
+        storage.put(&pack_name(&id), &self.buf)?;
         Ok((id, self.buf.len() as u64, self.entries))
     }
 }
 
-/// True if `f` holds exactly `want`. Compares a megabyte at a time, so a
-/// pack's check does not double the memory of the pack being sealed.
-fn reads_back_as(mut f: File, want: &[u8]) -> std::io::Result<bool> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return Ok(pos == want.len());
-        }
-        if pos + n > want.len() || buf[..n] != want[pos..pos + n] {
-            return Ok(false);
-        }
-        pos += n;
-    }
-}
-
-/// A sealed pack, memory-mapped.
+/// A sealed pack, memory-mapped where the storage can map it.
 pub struct PackReader {
     id: BlobId,
-    path: PathBuf,
-    map: Mmap,
+    /// How messages name it: its path, or its URL.
+    label: String,
+    map: ObjectBytes,
     table_offset: usize,
     count: usize,
 }
 
 impl PackReader {
-    /// Map pack `id` of `store_dir` and validate its header and footer.
-    pub fn open(store_dir: &Path, id: BlobId) -> Result<PackReader> {
-        let path = pack_path(store_dir, &id);
-        // O_NOFOLLOW covers the file; its fan-out directory is checked too.
-        if let Some(sub) = path.parent() {
-            match crate::fsutil::ensure_real_dir(sub) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(format!("open pack {}", path.display()), e))
-                }
-                _ => {}
-            }
-        }
-        let file = crate::fsutil::open_store_file(&path)
-            .ctx(|| format!("open pack {}", path.display()))?;
-        // SAFETY: sealed packs are never modified or truncated (see module
-        // docs); prune only unlinks them, which keeps the mapping valid.
-        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("map pack {}", path.display()))?;
-        let bad = |why: &str| Error::corrupt(format!("pack {} is damaged: {why}", path.display()));
+    /// Load (map) pack `id` of `storage` and validate its header and
+    /// footer. A missing pack is an error for which
+    /// [`storage::is_absent`] is true.
+    pub fn open(storage: &dyn Storage, id: BlobId) -> Result<PackReader> {
+        let name = pack_name(&id);
+        let label = storage::object_label(storage, &name);
+        let map = storage::load(storage, &name)?;
+        let bad = |why: &str| Error::corrupt(format!("pack {label} is damaged: {why}"));
         if map.len() < HEADER_LEN + FOOTER_LEN {
             return Err(bad("shorter than header and footer"));
         }
@@ -276,22 +211,15 @@ impl PackReader {
         }
         Ok(PackReader {
             id,
-            path,
+            label,
             map,
             table_offset: table_offset as usize,
             count,
         })
     }
 
-    /// The pack's id.
-    pub fn id(&self) -> BlobId {
-        self.id
-    }
-    /// The pack's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
     /// Size of the file.
+    #[cfg(test)]
     pub fn size(&self) -> u64 {
         self.map.len() as u64
     }
@@ -306,9 +234,7 @@ impl PackReader {
             }
             _ => Err(Error::corrupt(format!(
                 "pack {}: blob at offset {} length {} lies outside the pack's data",
-                self.path.display(),
-                loc.offset,
-                loc.stored_len
+                self.label, loc.offset, loc.stored_len
             ))),
         }
     }
@@ -320,17 +246,14 @@ impl PackReader {
         if xxhash_rust::xxh3::xxh3_64(table) != le_u64(&self.map, f + 16) {
             return Err(Error::corrupt(format!(
                 "pack {}: blob table checksum mismatch",
-                self.path.display()
+                self.label
             )));
         }
         table
             .chunks_exact(ENTRY_LEN)
             .map(|e| {
                 PackEntry::decode(e).ok_or_else(|| {
-                    Error::corrupt(format!(
-                        "pack {}: undecodable blob table entry",
-                        self.path.display()
-                    ))
+                    Error::corrupt(format!("pack {}: undecodable blob table entry", self.label))
                 })
             })
             .collect()
@@ -345,6 +268,12 @@ impl PackReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LocalDir;
+    use std::path::{Path, PathBuf};
+
+    fn pack_path(dir: &Path, id: &BlobId) -> PathBuf {
+        dir.join(pack_name(id))
+    }
 
     #[test]
     fn seal_open_read() {
@@ -354,8 +283,8 @@ mod tests {
         let b = BlobId([2; 16]);
         w.add(a, BlobKind::Data, Compression::None, b"hello", 5);
         w.add(b, BlobKind::Tree, Compression::None, b"world!", 6);
-        let (id, size, entries) = w.seal(dir.path()).unwrap();
-        let r = PackReader::open(dir.path(), id).unwrap();
+        let (id, size, entries) = w.seal(&LocalDir::new(dir.path())).unwrap();
+        let r = PackReader::open(&LocalDir::new(dir.path()), id).unwrap();
         assert_eq!(r.size(), size);
         assert!(r.verify_id());
         assert_eq!(r.entries().unwrap(), entries);
@@ -386,7 +315,7 @@ mod tests {
         for (i, kind, c, data) in blobs {
             w.add(BlobId([i; 16]), kind, c, &data, data.len() as u32 + 3);
         }
-        let (id, _, entries) = w.seal(dir).unwrap();
+        let (id, _, entries) = w.seal(&LocalDir::new(dir)).unwrap();
         let bytes = std::fs::read(pack_path(dir, &id)).unwrap();
         (id, bytes, entries)
     }
@@ -416,7 +345,7 @@ mod tests {
         use proptest::prelude::*;
         std::fs::write(pack_path(dir, &id), bytes).unwrap();
         let (r, largest) = crate::testkit::largest_alloc(|| {
-            let p = PackReader::open(dir, id)?;
+            let p = PackReader::open(&LocalDir::new(dir), id)?;
             let _ = p.verify_id();
             for (offset, stored_len) in probes {
                 let loc = Location {
@@ -502,10 +431,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PackWriter::new();
         w.add(BlobId([1; 16]), BlobKind::Data, Compression::None, b"x", 1);
-        let (id, size, _) = w.seal(dir.path()).unwrap();
+        let (id, size, _) = w.seal(&LocalDir::new(dir.path())).unwrap();
         let p = pack_path(dir.path(), &id);
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(size - 3).unwrap();
-        assert!(PackReader::open(dir.path(), id).is_err());
+        assert!(PackReader::open(&LocalDir::new(dir.path()), id).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! When a backup policy runs: CBR's RRULE subset, parsed, validated and
 //! evaluated in the policy's time zone. Also the policy's time zone type
 //! ([`Zone`]: an IANA zone or a fixed [`UtcOffset`], shared with
-//! [`crate::retention`]) and the
+//! [`crate::policy::retention`]) and the
 //! `full_backup_interval` rule ([`check_full_every`], [`full_backup_due`]).
 //!
 //! This module is pure: no I/O, no clock. The caller passes the time.
@@ -9,7 +9,7 @@
 //! # Wiring
 //!
 //! ```
-//! use cbrfs::schedule::{check_full_every, Schedule};
+//! use cbrfs::policy::schedule::{check_full_every, Schedule};
 //! # fn main() -> cbrfs::error::Result<()> {
 //! // `policy create --schedule ... [--timezone ...] [--full-every N]`:
 //! let rules = vec!["FREQ=DAILY;INTERVAL=3;BYHOUR=1;BYMINUTE=0".to_string()];

@@ -8,7 +8,7 @@
 //! # Wiring
 //!
 //! ```
-//! use cbrfs::retention::{Candidate, Retention, RetentionArgs};
+//! use cbrfs::policy::retention::{Candidate, Retention, RetentionArgs};
 //! # fn main() -> cbrfs::error::Result<()> {
 //! // `policy create ... --keep-last 7 --keep-daily 7 --keep-weekly 4 --timezone UTC+08:00`:
 //! let args = RetentionArgs {
@@ -82,7 +82,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schedule::Zone;
+use crate::policy::schedule::Zone;
 
 /// Maps a local date to its long-term period.
 type PeriodOf = fn(Date) -> Period;

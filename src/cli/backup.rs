@@ -1,0 +1,459 @@
+//! `cbrfs backup`: take, list, show, delete and wait for backups.
+
+use super::{print_json, progress_style};
+use crate::catalog::{self, Store};
+use crate::engine::backup;
+use crate::error::{Error, Result};
+use crate::model::{BackupRecord, Origin};
+use crate::quote::{quote, quote_bytes};
+use crate::rules::{self, human_bytes};
+use clap::Subcommand;
+use serde_json::json;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum BackupCmd {
+    /// Back up every resource of a vault (or those named).
+    Create {
+        /// The vault.
+        vault: String,
+        /// Backup name [default: manualbk_XXXX].
+        #[arg(long)]
+        name: Option<String>,
+        /// Description, at most 255 characters.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Read every file again (deduplication still applies).
+        #[arg(long)]
+        full: bool,
+        /// Only this resource (repeatable).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Say what would be read and added (new chunks hashed and
+        /// compressed, then dropped) and write nothing to the store.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List backups.
+    List {
+        /// Only this vault.
+        vault: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup.
+    Show {
+        /// The vault.
+        vault: String,
+        /// The backup.
+        backup: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup (its space comes back with prune).
+    Delete {
+        /// The vault.
+        vault: String,
+        /// The backup.
+        backup: String,
+    },
+    /// Wait until a running backup (e.g. one started by mkdir) is available.
+    Wait {
+        /// The vault.
+        vault: String,
+        /// The backup.
+        backup: String,
+        /// Give up after this many seconds (exit 1) [default: wait on].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
+}
+
+/// Set by the first SIGINT or SIGTERM during `backup create`.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic, and _exit.
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // A second signal: the user does not want to wait for the
+        // checkpoint.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) }
+    }
+}
+
+/// Turn SIGINT and SIGTERM into a request to stop that keeps the work done
+/// (see `backup create`); a second one exits at once.
+fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installing a handler that only touches an atomic and
+        // calls _exit.
+        unsafe {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// The JSON form of a backup (documented in docs/JSON.md).
+pub fn backup_json(b: &BackupRecord) -> serde_json::Value {
+    let stats = |s: &crate::model::BackupStats| {
+        json!({
+            "files_new": s.files_new, "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged, "dirs": s.dirs, "others": s.others,
+            "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
+            "blobs_new": s.blobs_new, "bytes_added": s.bytes_added, "errors": s.errors,
+        })
+    };
+    json!({
+        "name": b.name,
+        "vault": b.vault,
+        "description": b.description,
+        "status": "available",
+        "type": if b.full { "full" } else { "incremental" },
+        "origin": b.origin.as_str(),
+        "policy": b.policy,
+        "started": catalog::ns_to_rfc3339(b.started_ns),
+        "finished": catalog::ns_to_rfc3339(b.finished_ns),
+        "duration_ms": (b.finished_ns - b.started_ns) / 1_000_000,
+        "stats": stats(&b.stats),
+        "resources": b.resources.iter().map(|r| json!({
+            "name": r.name,
+            "source": String::from_utf8_lossy(&r.source),
+            "type": if r.full { "full" } else { "incremental" },
+            "parent": r.parent,
+            "root": r.root.to_hex(),
+            "stats": stats(&r.stats),
+            "warnings": r.warnings,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
+    match cmd {
+        BackupCmd::Create {
+            vault,
+            name,
+            description,
+            full,
+            resources,
+            json,
+            dry_run,
+        } => {
+            let t0 = Instant::now();
+            let prepared = backup::prepare(
+                store,
+                &vault,
+                backup::BackupOptions {
+                    name,
+                    description,
+                    full,
+                    resources,
+                    origin: Some(Origin::Manual),
+                    policy: None,
+                    at_ns: None,
+                    dry_run,
+                },
+            )
+            .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
+            let progress = prepared.progress.clone();
+            if !dry_run {
+                catch_interrupts();
+            }
+            let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+                let pb = indicatif::ProgressBar::new(progress.total());
+                pb.set_style(progress_style());
+                pb
+            });
+            let rec = prepared.start(|result| result).and_then(|h| {
+                while !h.is_finished() {
+                    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                        progress.cancel();
+                    }
+                    if let Some(pb) = &bar {
+                        pb.set_length(progress.total());
+                        pb.set_position(progress.done());
+                        pb.set_message(format!("{} files", progress.files()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Some(pb) = &bar {
+                    pb.finish_and_clear();
+                }
+                h.join()
+                    .map_err(|_| Error::failed("the backup thread panicked"))?
+            });
+            // Interrupted: one line saying what was kept, and the shell's
+            // exit status for a death by SIGINT.
+            let rec = match rec {
+                Err(e) if progress.cancelled() => {
+                    eprintln!("cbrfs: {e}");
+                    return Ok(130);
+                }
+                r => r?,
+            };
+            if json && dry_run {
+                let mut j = backup_json(&rec);
+                j["dry_run"] = json!(true);
+                print_json(&j);
+            } else if json {
+                print_json(&backup_json(&rec));
+            } else {
+                let s = &rec.stats;
+                let kind = if rec.full { "full" } else { "incremental" };
+                if dry_run {
+                    println!(
+                        "dry run of a backup of vault {} ({kind}): nothing was written",
+                        rec.vault
+                    );
+                } else {
+                    println!(
+                        "backup {} of vault {} is available ({kind})",
+                        rec.name, rec.vault
+                    );
+                }
+                println!(
+                    "files: {} new, {} changed, {} unchanged; {}, {} other",
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unchanged,
+                    rules::count(s.dirs, "directory", "directories"),
+                    s.others
+                );
+                if dry_run {
+                    println!(
+                        "would read {} of {}; would add {} in {} (compressed, before pack headers and the index); took {:.2}s",
+                        human_bytes(s.bytes_read),
+                        human_bytes(s.bytes_total),
+                        human_bytes(s.bytes_added),
+                        rules::count(s.blobs_new, "new blob", "new blobs"),
+                        t0.elapsed().as_secs_f64()
+                    );
+                } else {
+                    println!(
+                        "read {} of {}; added {} to the vault; took {:.2}s",
+                        human_bytes(s.bytes_read),
+                        human_bytes(s.bytes_total),
+                        human_bytes(s.bytes_added),
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+                for r in &rec.resources {
+                    for w in &r.warnings {
+                        eprintln!("warning: resource {}: {}", quote(&r.name), quote(w));
+                    }
+                }
+                if !dry_run && s.errors > 0 {
+                    eprintln!(
+                        "warning: {} entries could not be backed up or changed while read (see above)",
+                        s.errors
+                    );
+                }
+            }
+            // As restic: the backup is made, but it is not complete.
+            if rec.stats.errors > 0 {
+                return Ok(3);
+            }
+        }
+        BackupCmd::List { vault, json } => {
+            let names = match &vault {
+                Some(v) => {
+                    store.vault(v)?;
+                    vec![v.clone()]
+                }
+                None => store.vault_names()?,
+            };
+            let mut all = Vec::new();
+            let mut damaged = Vec::new();
+            for v in &names {
+                for r in store.backups(v)? {
+                    match r {
+                        Ok(b) => all.push(b),
+                        Err(e) => damaged.push(e.to_string()),
+                    }
+                }
+            }
+            if json {
+                print_json(&json!(all.iter().map(backup_json).collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
+                    "NAME", "VAULT", "TYPE", "ORIGIN", "CREATED", "FILES", "SIZE", "ADDED"
+                );
+                for b in &all {
+                    let j = backup_json(b);
+                    println!(
+                        "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
+                        quote(&b.name),
+                        quote(&b.vault),
+                        j["type"].as_str().unwrap_or(""),
+                        j["origin"].as_str().unwrap_or(""),
+                        j["started"].as_str().unwrap_or(""),
+                        b.stats.files_new + b.stats.files_changed + b.stats.files_unchanged,
+                        human_bytes(b.stats.bytes_total),
+                        human_bytes(b.stats.bytes_added)
+                    );
+                }
+            }
+            for d in &damaged {
+                eprintln!("cbrfs: error: {}", quote(d));
+            }
+            if !damaged.is_empty() {
+                return Ok(1);
+            }
+        }
+        BackupCmd::Show {
+            vault,
+            backup,
+            json,
+        } => {
+            store.vault(&vault)?;
+            let b = store.backup(&vault, &backup)?;
+            let j = backup_json(&b);
+            if json {
+                print_json(&j);
+            } else {
+                println!("backup:      {}", quote(&b.name));
+                println!("vault:       {}", quote(&b.vault));
+                println!("status:      available");
+                println!("type:        {}", j["type"].as_str().unwrap_or(""));
+                println!("origin:      {}", j["origin"].as_str().unwrap_or(""));
+                println!("description: {}", quote(&b.description));
+                println!("started:     {}", j["started"].as_str().unwrap_or(""));
+                println!("finished:    {}", j["finished"].as_str().unwrap_or(""));
+                for r in &b.resources {
+                    let s = &r.stats;
+                    println!(
+                        "resource {} ({}, {}): {} files new, {} changed, {} unchanged; read {} of {}",
+                        quote(&r.name),
+                        quote_bytes(&r.source),
+                        if r.full { "full" } else { "incremental" },
+                        s.files_new,
+                        s.files_changed,
+                        s.files_unchanged,
+                        human_bytes(s.bytes_read),
+                        human_bytes(s.bytes_total)
+                    );
+                    for w in &r.warnings {
+                        println!("  warning: {}", quote(w));
+                    }
+                }
+                println!("added:       {}", human_bytes(b.stats.bytes_added));
+            }
+        }
+        BackupCmd::Wait {
+            vault,
+            backup,
+            timeout,
+        } => return wait_cmd(store, &vault, &backup, timeout),
+        BackupCmd::Delete { vault, backup } => {
+            store.vault(&vault)?;
+            let t = crate::tasks::start(
+                store,
+                crate::tasks::TaskType::DeleteBackup,
+                &vault,
+                None,
+                Some(&backup),
+                catalog::now_ns(),
+            );
+            let r = store.delete_backup(&vault, &backup);
+            t.finish(&r);
+            r?;
+            println!("deleted backup {backup} of vault {vault}; run prune to free its space");
+        }
+    }
+    Ok(0)
+}
+
+/// Wait for a backup to become available, showing its progress.
+pub(super) fn wait_cmd(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    timeout: Option<f64>,
+) -> Result<i32> {
+    use crate::engine::status;
+    store.vault(vault)?;
+    crate::rules::check_name("backup name", backup)?;
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    // On a terminal a bar (with an ETA) follows the backup's status; the
+    // status gives a percentage, so the bar counts percent.
+    // Cleared also when the wait ends in an error, so that the message is
+    // not written over a bar.
+    struct Clear(Option<indicatif::ProgressBar>);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            if let Some(pb) = &self.0 {
+                pb.finish_and_clear();
+            }
+        }
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(100);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}% ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let bar = Clear(bar);
+    let bar = &bar.0;
+    let mut missing_since: Option<Instant> = None;
+    loop {
+        if store.backup_path(vault, backup).exists() {
+            if let Some(pb) = bar {
+                pb.finish_and_clear();
+            }
+            println!("backup {backup} of vault {vault} is available");
+            return Ok(0);
+        }
+        match status::read(store, vault, backup) {
+            Some(s) if s.status == status::RunStatus::Error => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: {}",
+                    s.error.unwrap_or_default()
+                )))
+            }
+            Some(s) if !crate::sys::pid_alive(s.pid) => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
+                    s.pid
+                )))
+            }
+            Some(s) => {
+                if let Some(pb) = bar {
+                    pb.set_position(u64::from(s.progress));
+                    pb.set_message(format!(
+                        "backup {backup}: {} files, {} read",
+                        s.files,
+                        human_bytes(s.bytes_read)
+                    ));
+                }
+            }
+            None => {
+                // Not yet visible (the mkdir's thread may not have written
+                // its first status): allow a second before saying no.
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    return Err(Error::not_found(format!(
+                        "backup {backup} of vault {vault} does not exist and is not running"
+                    ))
+                    .code("BackupService.6200"));
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::failed(format!(
+                "backup {backup} of vault {vault} is still running after the timeout"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,92 @@
+//! `cbrfs prune`: give back the space of deleted backups.
+
+use super::{print_json, with_progress};
+use crate::catalog::{self, Store};
+use crate::error::Result;
+use crate::quote::quote;
+use crate::rules::human_bytes;
+use clap::Args;
+use serde_json::json;
+
+#[derive(Args, Debug)]
+pub(super) struct PruneArgs {
+    /// Only this vault [default: every vault].
+    pub(super) vault: Option<String>,
+    /// Say what would be freed, change nothing.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// Rewrite a pack when less than this share of it (%) is still used.
+    #[arg(long, default_value_t = crate::engine::prune::REPACK_THRESHOLD, value_name = "PERCENT")]
+    pub(super) repack_threshold: u8,
+    /// Print JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+pub(super) fn prune_cmd(
+    store: &Store,
+    vault: Option<String>,
+    dry_run: bool,
+    threshold: u8,
+    json: bool,
+) -> Result<i32> {
+    let names = match vault {
+        Some(v) => {
+            store.vault(&v)?;
+            vec![v]
+        }
+        None => store.vault_names()?,
+    };
+    let mut reports = Vec::new();
+    // A vault that cannot be pruned now (busy, damaged) does not keep the
+    // others from being pruned; it is named at the end.
+    let mut errors = Vec::new();
+    for v in &names {
+        let t = (!dry_run).then(|| {
+            crate::tasks::start(
+                store,
+                crate::tasks::TaskType::Prune,
+                v,
+                None,
+                None,
+                catalog::now_ns(),
+            )
+        });
+        let progress = crate::engine::progress::Progress::default();
+        let r = with_progress(&progress, !dry_run && !json, || {
+            crate::engine::prune::prune_with(store, v, dry_run, threshold, &progress)
+        });
+        if let Some(t) = t {
+            t.finish(&r);
+        }
+        match r {
+            Ok(rep) => reports.push(rep),
+            Err(e) => errors.push(e),
+        }
+    }
+    if json {
+        print_json(&json!(reports));
+    } else {
+        for r in &reports {
+            println!(
+                "vault {}: {} {} ({} -> {}); {} packs removed, {} rewritten, {} left by failed backups; {} unused blobs dropped, {} moved",
+                r.vault,
+                if r.dry_run { "would free" } else { "freed" },
+                human_bytes(r.bytes_before.saturating_sub(r.bytes_after)),
+                human_bytes(r.bytes_before),
+                human_bytes(r.bytes_after),
+                r.packs_removed,
+                r.packs_rewritten,
+                r.orphan_packs,
+                r.blobs_removed,
+                r.blobs_moved
+            );
+        }
+    }
+    let mut code = 0;
+    for e in &errors {
+        eprintln!("cbrfs: error: {}", quote(&e.to_string()));
+        code = code.max(e.exit_code());
+    }
+    Ok(code)
+}

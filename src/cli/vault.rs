@@ -1,0 +1,480 @@
+//! `cbrfs vault`: create, list, show, update and delete vaults; associate
+//! and dissociate resources.
+
+use super::print_json;
+use crate::catalog::{self, Store, VaultConfig, VaultType};
+use crate::engine::vaults;
+use crate::error::{Error, Result};
+use crate::quote::quote;
+use crate::rules::{self, human_bytes};
+use clap::Subcommand;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum VaultCmd {
+    /// Create a vault.
+    Create {
+        /// Vault name, 1-64 of [A-Za-z0-9_-] [default: vault_XXXX]
+        name: Option<String>,
+        /// What the vault protects.
+        #[arg(long = "type", value_name = "filesystem|disk|server")]
+        vault_type: String,
+        /// Capacity: 10GB to 10485760GB, like 100GB or 2TB (a bare number is GB).
+        // Hyphen values reach the capacity rule, whose message says what a
+        // capacity is, instead of clap's "unexpected argument '-5'".
+        #[arg(long, allow_hyphen_values = true)]
+        capacity: String,
+        /// Description, at most 255 characters.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A tag KEY=VALUE (up to 10).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Blob compression.
+        #[arg(long, default_value = "zstd", value_name = "zstd|none")]
+        compression: String,
+    },
+    /// List vaults.
+    List {
+        /// Only vaults with this tag (KEY=VALUE, or KEY for any value).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one vault.
+    Show {
+        /// The vault.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a vault's capacity (expand only), description or tags.
+    Update {
+        /// The vault.
+        name: String,
+        /// New capacity (larger than the current one).
+        #[arg(long, allow_hyphen_values = true)]
+        capacity: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Set a tag KEY=VALUE.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Remove a tag.
+        #[arg(long = "untag", value_name = "KEY")]
+        untag: Vec<String>,
+        /// Grow the capacity to 1.25x when the vault is full.
+        #[arg(long, conflicts_with = "no_auto_expand")]
+        auto_expand: bool,
+        /// Stop growing the capacity automatically.
+        #[arg(long)]
+        no_auto_expand: bool,
+        /// Usage (1-100 %) past which a warning and a task are recorded.
+        #[arg(long, value_name = "PERCENT")]
+        threshold: Option<u8>,
+    },
+    /// Delete a vault with all its backups.
+    Delete {
+        /// The vault.
+        name: String,
+        /// Also when it holds backups.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Associate a resource with a vault: a directory, a disk or a server.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["path", "disk", "server"])))]
+    Associate {
+        /// The vault.
+        vault: String,
+        /// A directory tree (filesystem vaults).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// A block device or raw disk image (disk vaults).
+        #[arg(long)]
+        disk: Option<PathBuf>,
+        /// A server defined with 'cbrfs server define' (server vaults).
+        #[arg(long)]
+        server: Option<String>,
+        /// Leave this member of the server out (repeatable).
+        #[arg(long = "exclude-member", value_name = "MEMBER", requires = "server")]
+        exclude_members: Vec<String>,
+        /// Resource name [default: the directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Leave out entries matching a glob (a name, or a path relative to
+        /// the resource when it has a '/').
+        #[arg(long = "exclude", value_name = "GLOB", requires = "path")]
+        excludes: Vec<String>,
+        /// Stay on the directory's file system (each directory member's,
+        /// for a server): a mount inside it is kept as an empty directory.
+        #[arg(long = "one-file-system", conflicts_with = "disk")]
+        one_file_system: bool,
+        /// Read exclude globs from FILE, one a line ('#' starts a comment);
+        /// they are stored with the resource (repeatable).
+        #[arg(long = "exclude-file", value_name = "FILE", requires = "path")]
+        exclude_files: Vec<PathBuf>,
+        /// Leave out the contents of directories holding a CACHEDIR.TAG
+        /// with the standard signature (the tag itself is kept).
+        #[arg(long = "exclude-caches", requires = "path")]
+        exclude_caches: bool,
+        /// Leave out the contents of directories holding an entry named
+        /// NAME (the entry itself is kept; repeatable).
+        #[arg(long = "exclude-if-present", value_name = "NAME", requires = "path")]
+        exclude_if_present: Vec<String>,
+    },
+    /// Dissociate a resource; its backups in the vault are deleted, as in CBR.
+    Dissociate {
+        /// The vault.
+        vault: String,
+        /// The resource.
+        resource: String,
+        /// Also when backups hold it (its part of them is deleted).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The JSON form of a vault (documented in docs/JSON.md).
+pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
+    let used = store
+        .repo(&v.name)
+        .and_then(|r| r.used_bytes())
+        .unwrap_or(0);
+    let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
+    json!({
+        "name": v.name,
+        "type": v.vault_type.as_str(),
+        "capacity_gb": v.capacity_gb,
+        "used_bytes": used,
+        "description": v.description,
+        "tags": v.tags.iter().map(|(k, val)| json!({"key": k, "value": val})).collect::<Vec<_>>(),
+        "compression": v.compression,
+        "created": v.created,
+        "backups": backups,
+        "free_bytes": v.capacity_bytes().saturating_sub(used),
+        "policy": v.policy,
+        "auto_expand": v.auto_expand,
+        "threshold_percent": v.threshold,
+        "resources": v.resources.iter().map(|r| json!({
+            "name": r.name, "kind": r.kind, "path": r.path,
+            "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
+            "one_file_system": r.one_file_system,
+            "exclude_caches": r.exclude_caches,
+            "exclude_if_present": r.exclude_if_present,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn vault_matches(v: &VaultConfig, filters: &[(String, Option<String>)]) -> bool {
+    filters.iter().all(|(k, val)| {
+        v.tags
+            .iter()
+            .any(|(tk, tv)| tk == k && val.as_ref().is_none_or(|x| x == tv))
+    })
+}
+
+pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
+    match cmd {
+        VaultCmd::Create {
+            name,
+            vault_type,
+            capacity,
+            description,
+            tags,
+            compression,
+        } => {
+            let v = vaults::create(
+                store,
+                vaults::NewVault {
+                    name,
+                    vault_type: VaultType::parse(&vault_type)?,
+                    capacity,
+                    description,
+                    tags,
+                    compression,
+                },
+            )?;
+            println!(
+                "created vault {} ({}, {} GB)",
+                v.name,
+                v.vault_type.as_str(),
+                v.capacity_gb
+            );
+        }
+        VaultCmd::List { tags, json } => {
+            let mut filters = Vec::new();
+            for t in &tags {
+                match t.split_once('=') {
+                    Some(_) => {
+                        let (k, v) = crate::rules::parse_tag(t)?;
+                        filters.push((k, Some(v)));
+                    }
+                    None => {
+                        crate::rules::check_tag_key(t)?;
+                        filters.push((t.clone(), None));
+                    }
+                }
+            }
+            let (all, damaged) = store.vaults_and_damage()?;
+            for e in &damaged {
+                eprintln!("cbrfs: error: {}", quote(&e.to_string()));
+            }
+            let vs: Vec<_> = all
+                .into_iter()
+                .filter(|v| vault_matches(v, &filters))
+                .collect();
+            if json {
+                print_json(&json!(vs
+                    .iter()
+                    .map(|v| vault_json(store, v))
+                    .collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  TAGS",
+                    "NAME", "TYPE", "CAPACITY", "USED", "RESOURCES", "BACKUPS"
+                );
+                for v in &vs {
+                    let j = vault_json(store, v);
+                    println!(
+                        "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
+                        v.name,
+                        v.vault_type.as_str(),
+                        human_bytes(v.capacity_bytes()),
+                        human_bytes(j["used_bytes"].as_u64().unwrap_or(0)),
+                        v.resources.len(),
+                        j["backups"],
+                        quote(
+                            &v.tags
+                                .iter()
+                                .map(|(k, val)| format!("{k}={val}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    );
+                }
+            }
+            if !damaged.is_empty() {
+                return Ok(1);
+            }
+        }
+        VaultCmd::Show { name, json } => {
+            let v = store.vault(&name)?;
+            let j = vault_json(store, &v);
+            if json {
+                print_json(&j);
+            } else {
+                let used = j["used_bytes"].as_u64().unwrap_or(0);
+                println!("vault:       {}", v.name);
+                println!("type:        {}", v.vault_type.as_str());
+                // One unit for capacity, use and free: a capacity of 10 GB
+                // is 10 × 2^30 bytes (rules::GB).
+                println!("capacity:    {}", human_bytes(v.capacity_bytes()));
+                println!(
+                    "used:        {} ({:.2}%)",
+                    human_bytes(used),
+                    used as f64 * 100.0 / v.capacity_bytes().max(1) as f64
+                );
+                println!(
+                    "free:        {}",
+                    human_bytes(v.capacity_bytes().saturating_sub(used))
+                );
+                // vault.json is store input: quote what it says.
+                println!("description: {}", quote(&v.description));
+                println!("compression: {}", v.compression);
+                println!("created:     {}", v.created);
+                println!("backups:     {}", j["backups"]);
+                let tags: Vec<String> =
+                    v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+                println!("tags:        {}", quote(&tags.join(", ")));
+                println!(
+                    "auto-expand: {}; usage threshold {}%",
+                    if v.auto_expand { "on" } else { "off" },
+                    v.threshold
+                );
+                println!("policy:      {}", v.policy.as_deref().unwrap_or("-"));
+                let alone =
+                    crate::engine::prune::exclusive_bytes(store, &v.name).unwrap_or_default();
+                if !alone.is_empty() {
+                    println!(
+                        "backups (bytes each alone holds, freed if it is deleted and pruned):"
+                    );
+                    for (b, n) in &alone {
+                        println!("  {b:<30} {}", human_bytes(*n));
+                    }
+                }
+                println!("resources:");
+                for r in &v.resources {
+                    println!(
+                        "  {:<20} {:<10} {} ({}){}{}{}{}",
+                        quote(&r.name),
+                        r.kind.as_str(),
+                        quote(&r.path),
+                        human_bytes(r.size),
+                        if r.excludes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" excluding {}", quote(&r.excludes.join(" ")))
+                        },
+                        if r.one_file_system {
+                            ", one file system"
+                        } else {
+                            ""
+                        },
+                        if r.exclude_caches {
+                            ", caches excluded"
+                        } else {
+                            ""
+                        },
+                        if r.exclude_if_present.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ", excluding directories holding {}",
+                                quote(&r.exclude_if_present.join(" "))
+                            )
+                        }
+                    );
+                }
+            }
+        }
+        VaultCmd::Update {
+            name,
+            capacity,
+            description,
+            tags,
+            untag,
+            auto_expand,
+            no_auto_expand,
+            threshold,
+        } => {
+            let v = vaults::update(
+                store,
+                &name,
+                vaults::VaultUpdate {
+                    capacity,
+                    description,
+                    tags,
+                    untag,
+                    auto_expand: match (auto_expand, no_auto_expand) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
+                    threshold,
+                },
+            )?;
+            println!("updated vault {} ({} GB)", v.name, v.capacity_gb);
+        }
+        VaultCmd::Delete { name, force } => {
+            store.vault(&name)?;
+            let n = store.backup_names(&name)?.len();
+            if n > 0 && !force {
+                return Err(Error::conflict(format!(
+                    "vault {name} holds {n} backups: deleting it deletes them; add --force to do so"
+                ))
+                .code("BackupService.7301"));
+            }
+            let t = crate::tasks::start(
+                store,
+                crate::tasks::TaskType::DeleteVault,
+                &name,
+                None,
+                None,
+                catalog::now_ns(),
+            );
+            let r = store.delete_vault(&name);
+            t.finish(&r);
+            r?;
+            println!(
+                "deleted vault {name} and its {}",
+                rules::count(n as u64, "backup", "backups")
+            );
+        }
+        VaultCmd::Associate {
+            vault,
+            path,
+            disk,
+            server,
+            exclude_members,
+            name,
+            mut excludes,
+            one_file_system,
+            exclude_files,
+            exclude_caches,
+            exclude_if_present,
+        } => {
+            // clap's `requires` does not hold a flag that is only a bool
+            // back: say it here rather than ignore the option silently.
+            if path.is_none()
+                && (exclude_caches || !exclude_if_present.is_empty() || !exclude_files.is_empty())
+            {
+                return Err(Error::invalid(
+                    "--exclude-file, --exclude-caches and --exclude-if-present apply to a directory resource (--path)",
+                ));
+            }
+            for f in &exclude_files {
+                excludes.extend(vaults::read_exclude_file(f)?);
+            }
+            let r = match (path, disk, server) {
+                (Some(p), _, _) => {
+                    let opts = vaults::DirOptions {
+                        excludes,
+                        one_file_system,
+                        exclude_caches,
+                        exclude_if_present,
+                    };
+                    vaults::associate_dir(store, &vault, &p, name, opts)?
+                }
+                (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
+                (_, _, Some(sv)) => {
+                    if name.is_some() {
+                        return Err(Error::invalid(
+                            "--name does not apply to a server: the resource takes the server's name",
+                        ));
+                    }
+                    vaults::associate_server_with(
+                        store,
+                        &vault,
+                        &sv,
+                        exclude_members,
+                        one_file_system,
+                    )?
+                }
+                _ => return Err(Error::invalid("give --path, --disk or --server")),
+            };
+            println!(
+                "associated {} with vault {vault} as resource {} ({})",
+                r.path,
+                r.name,
+                human_bytes(r.size)
+            );
+        }
+        VaultCmd::Dissociate {
+            vault,
+            resource,
+            force,
+        } => {
+            let t = crate::tasks::start(
+                store,
+                crate::tasks::TaskType::RemoveResource,
+                &vault,
+                Some(&resource),
+                None,
+                catalog::now_ns(),
+            );
+            let r = vaults::dissociate(store, &vault, &resource, force);
+            t.finish(&r);
+            let deleted = r?;
+            println!(
+                "dissociated resource {resource} from vault {vault}; deleted {} that held only it",
+                rules::count(deleted.len() as u64, "backup", "backups")
+            );
+        }
+    }
+    Ok(0)
+}

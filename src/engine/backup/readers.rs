@@ -1,0 +1,299 @@
+//! The reader threads: regular files handed over by the walker in batches,
+//! read from the walker's own descriptor, chunked, hashed, compressed and
+//! stored, and handed back; what they share with the walker.
+
+use super::ns;
+use crate::chunker::Cdc;
+use crate::engine::progress::Progress;
+use crate::error::{Error, Result};
+use crate::model::{ChunkRef, Node};
+use crate::store::Key;
+use crate::store::{BlobId, BlobKind, RepoWriter};
+use crate::sys;
+use parking_lot::{Condvar, Mutex};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+/// Files read at once, across directories. On a cold cache a backup waits
+/// on the disk, and a virtio or NVMe disk serves many reads at once far
+/// faster than one after another: the 78,579 files of a kernel tree, page
+/// cache dropped, read by `xargs -P 16 cat` in 4.95 s and by `tar | cat`
+/// in 20.95 s on this project's 2-core machine.
+pub const READERS: usize = 16;
+/// File reads handed out and not yet back; bounds the directories held
+/// in memory while their files are read.
+pub(super) const MAX_INFLIGHT: usize = 32 * READERS;
+/// Files go to the readers in batches of up to this many files or bytes:
+/// a handover per file cost more than reading a small one (a directory of
+/// a million small files took 18.6 s of system time, 7.7 s with 4
+/// threads per directory and no handover).
+pub(super) const BATCH_FILES: usize = 16;
+pub(super) const BATCH_BYTES: u64 = 1 << 20;
+/// Files at least this big are read with one of [`BIG_BUFFERS`] buffers
+/// of [`crate::chunker::buffer_len`] bytes; smaller ones with their
+/// reader's own buffer, which so stays under a megabyte.
+pub(super) const BIG_FILE: u64 = 1 << 20;
+pub(super) const BIG_BUFFERS: usize = 3;
+
+/// What the walker and the reader threads share.
+pub(super) struct Shared<'a, 'w> {
+    pub(super) writer: &'a Mutex<RepoWriter<'w>>,
+    pub(super) cdc: &'a Cdc,
+    pub(super) key: &'a Key,
+    pub(super) compress: bool,
+    pub(super) progress: &'a Progress,
+    /// Set once the store failed: the readers skip what is left.
+    pub(super) stop: AtomicBool,
+    /// Buffers for big files, lent one at a time.
+    pub(super) big: Mutex<Vec<Buffers>>,
+    pub(super) big_ready: Condvar,
+}
+
+impl Shared<'_, '_> {
+    /// Store `data` as a blob of `kind` unless it is stored already, and
+    /// return its id. Hashing and compression run on the calling thread;
+    /// the writer's lock is held only to reserve the id and to append.
+    pub(super) fn put(&self, kind: BlobKind, data: &[u8], out: &mut Vec<u8>) -> Result<BlobId> {
+        let id = self.key.id(data);
+        if self.writer.lock().reserve(id) {
+            let c = (self.compress && crate::store::compress_into(data, out)).then_some(&out[..]);
+            self.writer.lock().append_reserved(id, kind, data, c)?;
+        }
+        Ok(id)
+    }
+
+    pub(super) fn take_big(&self) -> Buffers {
+        let mut bufs = self.big.lock();
+        loop {
+            if let Some(b) = bufs.pop() {
+                return b;
+            }
+            self.big_ready.wait(&mut bufs);
+        }
+    }
+
+    pub(super) fn give_big(&self, buf: Buffers) {
+        self.big.lock().push(buf);
+        self.big_ready.notify_one();
+    }
+}
+
+/// A reader's buffers: what it reads, and what it compresses into.
+#[derive(Default)]
+pub(super) struct Buffers {
+    pub(super) read: Vec<u8>,
+    pub(super) out: Vec<u8>,
+}
+
+/// A file for the readers: entry `idx` of pending directory `dir`.
+pub(super) struct Job {
+    pub(super) dir: u64,
+    pub(super) idx: usize,
+    /// For messages only: the bytes come from `file`.
+    pub(super) path: PathBuf,
+    /// The descriptor whose fstat gave the entry's metadata.
+    pub(super) file: std::fs::File,
+    pub(super) size: u64,
+}
+
+/// A file read, back from a reader.
+pub(super) struct Done {
+    pub(super) dir: u64,
+    pub(super) idx: usize,
+    pub(super) path: PathBuf,
+    pub(super) result: std::result::Result<FileRead, ReadError>,
+}
+
+/// One file read.
+pub(super) struct FileRead {
+    pub(super) chunks: Vec<ChunkRef>,
+    pub(super) bytes: u64,
+    /// Where a read met the end of the file before the extent it was
+    /// reading ended: the file shrank while it was read.
+    pub(super) eof_at: Option<u64>,
+    /// The file's state once read (fstat of the descriptor read).
+    pub(super) after: FileState,
+}
+
+/// What tells whether a file changed while it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FileState {
+    pub(super) size: u64,
+    pub(super) mtime_ns: i64,
+    pub(super) ctime_ns: i64,
+    pub(super) dev: u64,
+    pub(super) inode: u64,
+}
+
+impl FileState {
+    pub(super) fn of(md: &std::fs::Metadata) -> FileState {
+        FileState {
+            size: md.len(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            dev: md.dev(),
+            inode: md.ino(),
+        }
+    }
+    pub(super) fn of_node(n: &Node) -> FileState {
+        FileState {
+            size: n.size,
+            mtime_ns: n.mtime_ns,
+            ctime_ns: n.ctime_ns,
+            dev: n.dev,
+            inode: n.inode,
+        }
+    }
+}
+
+/// Why a file read failed: the source (reported, the entry skipped), the
+/// store (the backup stops), or an earlier store failure (not read).
+pub(super) enum ReadError {
+    Source(Error),
+    Store(Error),
+    Stopped,
+}
+
+/// A reader thread: reads files until the walker hangs up.
+pub(super) fn reader(
+    sh: &Shared<'_, '_>,
+    jobs: &Mutex<mpsc::Receiver<Vec<Job>>>,
+    done: mpsc::Sender<Vec<Done>>,
+) {
+    let mut small = Buffers::default();
+    loop {
+        let batch = match jobs.lock().recv() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let mut back = Vec::with_capacity(batch.len());
+        for job in batch {
+            back.push(read_job(sh, job, &mut small));
+        }
+        if done.send(back).is_err() {
+            return;
+        }
+    }
+}
+
+/// One file of a batch.
+pub(super) fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -> Done {
+    {
+        // A panic in a read (a bug) must not leave the walker waiting for
+        // a result that never comes: it comes back as a store error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if sh.stop.load(Ordering::Relaxed) || sh.progress.cancelled() {
+                Err(ReadError::Stopped)
+            } else if job.size >= BIG_FILE {
+                let mut buf = sh.take_big();
+                let r = read_one(&mut job.file, &job.path, job.size, &mut buf, sh);
+                sh.give_big(buf);
+                r
+            } else {
+                read_one(&mut job.file, &job.path, job.size, small, sh)
+            }
+        }))
+        .unwrap_or_else(|_| {
+            Err(ReadError::Store(Error::failed(format!(
+                "{}: internal error while reading (see the log)",
+                job.path.display()
+            ))))
+        });
+        if matches!(result, Err(ReadError::Store(_))) {
+            sh.stop.store(true, Ordering::Relaxed);
+        }
+        Done {
+            dir: job.dir,
+            idx: job.idx,
+            path: job.path,
+            result,
+        }
+    }
+}
+
+/// Read, chunk and store the data extents (holes stay holes) of the
+/// regular file open as `f`: the walker's descriptor, whose fstat gave
+/// the entry's metadata. It is never opened again by name.
+pub(super) fn read_one(
+    f: &mut std::fs::File,
+    path: &Path,
+    size: u64,
+    bufs: &mut Buffers,
+    sh: &Shared<'_, '_>,
+) -> std::result::Result<FileRead, ReadError> {
+    let Buffers { read: buf, out } = bufs;
+    let src = |what: &str, e: std::io::Error| {
+        ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
+    };
+    let extents =
+        sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
+    let mut chunks = Vec::new();
+    let mut bytes = 0;
+    let mut eof_at = None;
+    let mut store_err: Option<Error> = None;
+    for (start, end) in extents {
+        f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
+        let read = sh.cdc.split_with(
+            (&mut *f).take(end - start),
+            buf,
+            end - start,
+            |off, data| {
+                sh.progress.add_read(data.len() as u64);
+                match sh.put(BlobKind::Data, data, out) {
+                    Ok(id) => {
+                        chunks.push(ChunkRef {
+                            id,
+                            offset: start + off,
+                            len: data.len() as u32,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        store_err = Some(e);
+                        Err(std::io::Error::other("store failed"))
+                    }
+                }
+            },
+        );
+        if let Some(e) = store_err.take() {
+            return Err(ReadError::Store(e));
+        }
+        let n = read.map_err(|e| src("cannot read", e))?;
+        bytes += n;
+        if n < end - start {
+            // The file ended before this extent did: it was truncated
+            // while read. What follows is not the file's any more.
+            eof_at = Some(start + n);
+            break;
+        }
+    }
+    let after = FileState::of(&f.metadata().map_err(|e| src("stat", e))?);
+    Ok(FileRead {
+        chunks,
+        bytes,
+        eof_at,
+        after,
+    })
+}
+
+/// File reads out at most: [`MAX_INFLIGHT`], or fewer when the limit on
+/// open files is low (each read out holds its file open, and the walk one
+/// descriptor per directory level). main raises the soft limit to the
+/// hard one; a quarter of it is left to reads.
+pub(super) fn max_inflight() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    ((cur / 4) as usize).clamp(BATCH_FILES, MAX_INFLIGHT)
+}

@@ -1,0 +1,278 @@
+//! One entry restored: made relative to its parent's descriptor with
+//! O_EXCL/O_NOFOLLOW, checked to be the inode restore made, hard links
+//! linked to their group's first name, files written, and owner, mode,
+//! xattrs and times set through a descriptor.
+
+use super::budget::{check_chunk_within, check_lists_within};
+use super::target::make_dir_at;
+use super::tree::Restorer;
+use crate::engine::reader;
+use crate::error::{Error, IoContext, Result};
+use crate::model::{self, Node, NodeKind};
+use crate::store::BlobId;
+use crate::sys;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+
+/// The first restored name of a hard-link group, and its inode, so that a
+/// later name is linked to that inode and nothing else.
+pub(super) struct LinkFirst {
+    pub(super) rel: Vec<u8>,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+}
+
+/// How an entry's metadata is set: through an open descriptor (files and
+/// directories) or an O_PATH one (everything restore must not open).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handle {
+    Open,
+    Path,
+}
+
+impl Restorer<'_> {
+    /// Make entry `n` in `dir` at `rel`. A directory with a tree is
+    /// returned opened, with its tree, for the caller to descend into (it
+    /// takes its metadata when done); everything else is complete.
+    pub(super) fn entry(
+        &mut self,
+        dir: &OwnedFd,
+        n: &Node,
+        rel: &[u8],
+    ) -> Result<Option<(OwnedFd, BlobId)>> {
+        let name = n.name.as_slice();
+        let shown = self.display(rel);
+        // Trees are validated where they are decoded; checked again here
+        // because this is where a name becomes a place on disk.
+        if !model::is_safe_name(name) {
+            return Err(Error::corrupt(format!(
+                "{}: backup {} has an entry named {:?}, not a single path component; not restored",
+                self.display(&rel[..rel.len().saturating_sub(name.len())]),
+                self.rec.name,
+                String::from_utf8_lossy(name)
+            )));
+        }
+        if let Err(e) = self.budget.entry(&shown) {
+            return Err(self.stop(e));
+        }
+        if n.link_group != 0 && self.links.contains_key(&n.link_group) {
+            self.link(dir, n, &shown)?;
+            return Ok(None);
+        }
+        let made = match n.kind {
+            NodeKind::Dir => {
+                let sub = match make_dir_at(dir, name, &shown) {
+                    Ok(fd) => fd,
+                    // Each level of a tree being restored holds one open
+                    // directory: deeper than the open-file limit allows is
+                    // the end of this restore, not one entry's failure.
+                    Err(e) if e.os_error().and_then(|o| o.raw_os_error()) == Some(libc::EMFILE) => {
+                        return Err(self.stop(e.context(format!(
+                            "backup {}: the tree is nested deeper than the open-file limit allows",
+                            self.rec.name
+                        ))));
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.stats.dirs += 1;
+                if let Some(id) = n.subtree {
+                    return Ok(Some((sub, id)));
+                }
+                self.dir_metadata(&sub, n, rel)?;
+                return Ok(None);
+            }
+            NodeKind::File => {
+                if let Err(e) = self.budget.bytes(&shown, n.size) {
+                    return Err(self.stop(e));
+                }
+                let f = sys::create_file_at(dir, name).ctx(|| format!("{shown}: create"))?;
+                let result = self
+                    .write_file(&f, n, rel)
+                    .and_then(|()| f.set_len(n.size).ctx(|| format!("{shown}: set size")))
+                    .and_then(|()| self.metadata(&f, Handle::Open, n, rel));
+                let st = result.and_then(|()| sys::fstat(&f).ctx(|| format!("{shown}: stat")));
+                match st {
+                    Ok(st) => {
+                        self.stats.files += 1;
+                        st
+                    }
+                    Err(e) => {
+                        // A file whose data could not all be restored is
+                        // removed, not left at full size with zeros where
+                        // the damaged or unwritten chunks belong: restore
+                        // never shows wrong bytes as a file's content.
+                        drop(f);
+                        let _ = sys::unlink_at(dir, name);
+                        return Err(e);
+                    }
+                }
+            }
+            NodeKind::Symlink => {
+                sys::symlink_at(&n.target, dir, name).ctx(|| format!("{shown}: symlink"))?;
+                self.stats.others += 1;
+                self.made_node(dir, n, rel, &shown, libc::S_IFLNK)?
+            }
+            NodeKind::CharDev | NodeKind::BlockDev | NodeKind::Fifo | NodeKind::Socket => {
+                sys::mknod_at(dir, name, n.kind.ifmt() | 0o600, n.rdev)
+                    .ctx(|| format!("{shown}: mknod"))?;
+                self.stats.others += 1;
+                self.made_node(dir, n, rel, &shown, n.kind.ifmt())?
+            }
+        };
+        if n.link_group != 0 {
+            self.links.insert(
+                n.link_group,
+                LinkFirst {
+                    rel: rel.to_vec(),
+                    dev: made.st_dev,
+                    ino: made.st_ino,
+                },
+            );
+        }
+        Ok(None)
+    }
+
+    /// Open the symlink or node restore just made as O_PATH, check it is
+    /// the one it made (type, owner, a single link), and set its metadata
+    /// through that descriptor.
+    pub(super) fn made_node(
+        &mut self,
+        dir: &OwnedFd,
+        n: &Node,
+        rel: &[u8],
+        shown: &str,
+        ifmt: u32,
+    ) -> Result<libc::stat> {
+        let fd = sys::open_path_at(dir, &n.name).ctx(|| format!("{shown}: open"))?;
+        let st = sys::fstat(&fd).ctx(|| format!("{shown}: stat"))?;
+        if st.st_mode & libc::S_IFMT != ifmt || st.st_uid != self.euid || st.st_nlink != 1 {
+            return Err(Error::failed(format!(
+                "{shown}: the entry restore made was replaced by another (owner uid {}) before its owner and mode were set; left alone",
+                st.st_uid
+            )));
+        }
+        self.metadata(&fd, Handle::Path, n, rel)?;
+        Ok(st)
+    }
+
+    /// Link `n` to the first restored name of its group. That name's
+    /// directory is opened from the target one component at a time without
+    /// following symlinks, and the new link is checked to be the inode
+    /// restore made; otherwise it is removed again.
+    pub(super) fn link(&mut self, dir: &OwnedFd, n: &Node, shown: &str) -> Result<()> {
+        let Some(first) = self.links.get(&n.link_group) else {
+            return Ok(());
+        };
+        let (dev, ino) = (first.dev, first.ino);
+        let (first_dir, first_name) = match first.rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => (first.rel[..i].to_vec(), first.rel[i + 1..].to_vec()),
+            None => (Vec::new(), first.rel.clone()),
+        };
+        let mut cur = self.root_fd.try_clone().ctx(|| "dup target".to_string())?;
+        for c in first_dir.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+            cur = sys::open_path_dir_at(&cur, c).ctx(|| format!("{shown}: hard link: open"))?;
+        }
+        sys::link_at(&cur, &first_name, dir, &n.name).ctx(|| format!("{shown}: hard link"))?;
+        let st = sys::fstatat_nofollow(dir, &n.name).ctx(|| format!("{shown}: stat"))?;
+        if (st.st_dev, st.st_ino) != (dev, ino) {
+            let _ = sys::unlink_at(dir, &n.name);
+            return Err(Error::failed(format!(
+                "{shown}: the first name of its hard-link group was replaced during the restore; not linked"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_file(&mut self, f: &std::fs::File, n: &Node, rel: &[u8]) -> Result<()> {
+        let shown = self.display(rel);
+        check_lists_within(&shown, self.rec, n)?;
+        let chunks = reader::all_chunks(self.repo, n)
+            .map_err(|e| e.context(format!("{shown}: chunk list in backup {}", self.rec.name)))?;
+        // Counted only once the whole file is written: a file that fails
+        // is removed, and its bytes were not restored.
+        let mut bytes = 0;
+        for c in chunks {
+            // Before anything is read or written: a chunk list may claim
+            // any size, the record's size of the file is the bound.
+            check_chunk_within(&shown, self.rec, n.size, c.offset, c.len as u64)?;
+            let data = self.cache.get(self.repo, &c.id).map_err(|e| {
+                e.context(format!(
+                    "{shown}: backup {}, offset {}",
+                    self.rec.name, c.offset
+                ))
+            })?;
+            if data.len() != c.len as usize {
+                return Err(Error::corrupt(format!(
+                    "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
+                    c.id,
+                    data.len(),
+                    c.len,
+                    self.rec.name
+                )));
+            }
+            f.write_all_at(&data, c.offset)
+                .ctx(|| format!("{shown}: write"))?;
+            bytes += data.len() as u64;
+            if let Some(p) = self.progress {
+                p.add_done(data.len() as u64);
+            }
+        }
+        self.stats.bytes += bytes;
+        Ok(())
+    }
+
+    /// A directory's metadata, through its own descriptor.
+    pub(super) fn dir_metadata(&mut self, fd: &OwnedFd, n: &Node, rel: &[u8]) -> Result<()> {
+        self.metadata(fd, Handle::Open, n, rel)
+    }
+
+    /// Owner, mode, xattrs, times, in that order, all on the descriptor of
+    /// the inode restore made: chown clears setuid, so chmod comes after
+    /// it, and chmod rewrites an ACL's mask, so the ACL xattr comes after
+    /// both.
+    pub(super) fn metadata(
+        &mut self,
+        fd: &impl std::os::fd::AsRawFd,
+        how: Handle,
+        n: &Node,
+        rel: &[u8],
+    ) -> Result<()> {
+        match sys::fchown(fd, n.uid, n.gid) {
+            Ok(()) => {}
+            Err(e) if !self.as_root && e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(Error::io(format!("{}: chown", self.display(rel)), e)),
+        }
+        // Symlinks have no mode of their own.
+        if n.kind != NodeKind::Symlink {
+            let r = match how {
+                Handle::Open => sys::fchmod(fd, n.mode),
+                Handle::Path => sys::fchmod_path(fd, n.mode),
+            };
+            r.ctx(|| format!("{}: chmod", self.display(rel)))?;
+        }
+        for x in &n.xattrs {
+            let privileged = x.name.starts_with(b"security.") || x.name.starts_with(b"trusted.");
+            if privileged && !self.as_root {
+                continue;
+            }
+            let r = match how {
+                Handle::Open => sys::fset_xattr(fd, &x.name, &x.value),
+                Handle::Path => sys::fset_xattr_path(fd, &x.name, &x.value),
+            };
+            if let Err(e) = r {
+                self.fail(
+                    rel,
+                    format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)),
+                );
+            }
+        }
+        // Access times are not kept (reading a tree would change them and
+        // defeat deduplication of unchanged trees); atime takes mtime.
+        let r = match how {
+            Handle::Open => sys::futimens(fd, n.mtime_ns, n.mtime_ns),
+            Handle::Path => sys::futimens_path(fd, n.mtime_ns, n.mtime_ns),
+        };
+        r.ctx(|| format!("{}: set times", self.display(rel)))?;
+        Ok(())
+    }
+}

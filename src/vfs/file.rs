@@ -1,0 +1,126 @@
+//! Files of a backup opened for reading: reads, holes (SEEK_DATA,
+//! SEEK_HOLE) and the prefetch of small files into the page cache.
+
+use super::tree::TreeNode;
+use super::{BackupCtx, Entry, VResult, Vfs};
+use crate::engine::reader::FileReader;
+use crate::model::NodeKind;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// An open file.
+pub struct OpenFile {
+    pub(super) ctx: Arc<BackupCtx>,
+    pub(super) reader: FileReader,
+}
+
+/// Files up to this size are read whole when opened, for the kernel's page
+/// cache (see [`Vfs::prefetch`]): the kernel's first readahead of such a
+/// file would ask for all of it anyway.
+pub const PREFETCH_MAX: u64 = 128 << 10;
+
+impl Vfs {
+    /// Open a file for reading; any write access is EROFS.
+    pub fn open(&self, ino: u64, flags: i32) -> VResult<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        if acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(libc::EROFS);
+        }
+        match self.entry(ino)?.0 {
+            Entry::Node(TreeNode { ctx, node, .. }) if node.kind == NodeKind::File => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let reader = FileReader::new(&node);
+                self.files
+                    .lock()
+                    .insert(fh, Arc::new(OpenFile { ctx, reader }));
+                Ok(fh)
+            }
+            Entry::Node(_) => Err(libc::EACCES),
+            _ => Err(libc::EISDIR),
+        }
+    }
+
+    /// The whole content of small file `ino`, for the adapter to put into
+    /// the kernel's page cache (with FUSE_NOTIFY_STORE) before it answers
+    /// the file's open, so that reading it costs no request (and no
+    /// attribute refresh: the kernel marks atime stale after every read
+    /// request it sends). `None` for an empty or large file, one handed
+    /// over before, or one that cannot be read: reads then go through
+    /// [`Vfs::read`], which reports damage as EIO.
+    pub fn prefetch(&self, ino: u64) -> Option<Vec<u8>> {
+        let (ctx, node) = {
+            let mut t = self.table.write();
+            let i = t.by_ino.get_mut(&ino)?;
+            let Entry::Node(TreeNode { ctx, node, .. }) = &i.entry else {
+                return None;
+            };
+            if i.stored || node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX
+            {
+                return None;
+            }
+            i.stored = true;
+            (ctx.clone(), node.clone())
+        };
+        FileReader::new(&node)
+            .read_whole(&ctx.repo)
+            .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", ctx.record.name))
+            .ok()
+    }
+
+    /// The kernel refused the content of `ino` handed over by
+    /// [`Vfs::prefetch`]: a later open may try again.
+    pub fn unstore(&self, ino: u64) {
+        if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
+            i.stored = false;
+        }
+    }
+
+    /// Close a file.
+    pub fn release(&self, fh: u64) {
+        self.files.lock().remove(&fh);
+    }
+
+    pub(super) fn file(&self, fh: u64) -> VResult<Arc<OpenFile>> {
+        self.files.lock().get(&fh).cloned().ok_or(libc::EBADF)
+    }
+
+    /// Read `size` bytes at `offset`. Damaged data is EIO, never wrong bytes.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> VResult<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let f = self.file(fh)?;
+        f.reader
+            .read_at(&f.ctx.repo, &self.cache, offset, size as usize)
+            .map_err(|e| {
+                log::error!("backup {}: read: {e}", f.ctx.record.name);
+                libc::EIO
+            })
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> VResult<i64> {
+        let f = self.file(fh)?;
+        let size = f.reader.size();
+        if offset < 0 {
+            return Err(libc::EINVAL);
+        }
+        let off = offset as u64;
+        if off >= size {
+            return Err(libc::ENXIO);
+        }
+        let next = f
+            .reader
+            .next_data(&f.ctx.repo, off)
+            .map_err(|_| libc::EIO)?;
+        match whence {
+            libc::SEEK_DATA => match next {
+                Some((s, _)) => Ok(s as i64),
+                None => Err(libc::ENXIO),
+            },
+            libc::SEEK_HOLE => match next {
+                Some((s, e)) if s <= off => Ok(e as i64),
+                _ => Ok(off as i64),
+            },
+            _ => Err(libc::EINVAL),
+        }
+    }
+}
