@@ -70,9 +70,10 @@ const MAX_PARTS: u64 = 10_000;
 const MIN_PART: u64 = 5 << 20;
 
 /// A store name handed to a [`Storage`] method, checked before it becomes
-/// part of a key.
+/// part of a key: the store's own rule (plain `[A-Za-z0-9._-]` components),
+/// so that no name leaves the vault's prefix.
 fn check_name(name: &str) -> Result<()> {
-    check_key_path(name).map_err(|why| Error::invalid(format!("object name {name} {why}")))
+    crate::store::storage::check_name(name)
 }
 
 /// Requests and bytes an [`S3Storage`] has spent since it was made.
@@ -538,8 +539,14 @@ impl Storage for S3Storage {
     }
 }
 
+/// An absent object: a not-found I/O error, which
+/// [`crate::store::storage::is_absent`] tells apart from damage (readers
+/// re-list instead of reporting a lost blob).
 fn absent(what: &str) -> Error {
-    Error::not_found(format!("object {what} does not exist"))
+    Error::io(
+        format!("object {what}"),
+        std::io::Error::from(std::io::ErrorKind::NotFound),
+    )
 }
 
 fn short(what: &str, size: u64, offset: u64, len: u64) -> Error {
