@@ -32,16 +32,19 @@ fi
 
 echo "building cbrfs (release) ..."
 cargo build --release --quiet
+# Where cargo put it: CARGO_TARGET_DIR when set (a shared build directory),
+# else target/ here.
+BUILT=${CARGO_TARGET_DIR:-target}/release/cbrfs
 export CBRFS_STORE="$DEMO/store"
 
 # A fresh demo each run: an earlier run's mount goes first (its daemon runs
 # the binary in demo/bin, which a plain cp could not overwrite), then the
 # new binary is put in place by rename.
 if grep -qs " $DEMO/mnt " /proc/self/mountinfo; then
-    target/release/cbrfs umount "$DEMO/mnt" >/dev/null || fusermount3 -uz "$DEMO/mnt"
+    "$BUILT" umount "$DEMO/mnt" >/dev/null || fusermount3 -uz "$DEMO/mnt"
 fi
 mkdir -p "$DEMO/bin"
-cp target/release/cbrfs "$DEMO/bin/.cbrfs.new"
+cp "$BUILT" "$DEMO/bin/.cbrfs.new"
 mv -f "$DEMO/bin/.cbrfs.new" "$DEMO/bin/cbrfs"
 export PATH="$DEMO/bin:$PATH"
 rm -rf "$DEMO/store" "$DEMO/data" "$DEMO/mnt" "$DEMO/restore"
