@@ -44,6 +44,7 @@
 // only inside the store; the engine asks Repo for blobs and for the
 // operations that change files (a backup's writer, prune's commit, index
 // repair).
+pub mod cached;
 mod compression;
 mod index;
 pub mod local;
@@ -52,6 +53,7 @@ mod reader;
 pub mod storage;
 mod writer;
 
+pub use cached::CachedStorage;
 pub use local::LocalDir;
 pub use storage::{ObjectInfo, Storage};
 
