@@ -3,19 +3,24 @@
 //! the cache is warm and reading data fetches only the byte ranges wanted.
 //!
 //! The remote holds the whole vault; the cache can be deleted at any time
-//! and is rebuilt from the remote as objects are read. Layout (in the
-//! vault's local directory, beside its registration `vault.json`):
+//! and is rebuilt from the remote as objects are read. It mirrors the
+//! local layout in the vault's directory, so that whatever looks at a
+//! vault's files there (the mount's change detection) finds them:
 //!
 //! ```text
-//! cache/whole/key, cache/whole/index/<id>.idx, cache/whole/backups/<b>.bk,
-//! cache/whole/packs/<hh>/<id>.pack     whole copies: the key, every index,
-//!                                      backup records, and packs of trees
-//!                                      and chunk lists (metadata)
-//! cache/ranges/packs/<hh>/<id>.pack.<offset>-<len>
-//!                                      byte ranges of data packs, bounded
-//!                                      by the cache size, least recently
-//!                                      used first out
+//! vault.json                  the registration: this host's copy of the
+//!                             vault's settings, naming the remote
+//! key, index/<id>.idx, backups/<b>.bk, packs/<hh>/<id>.pack
+//!                             whole copies: the key, every index, backup
+//!                             records, and packs of trees and chunk lists
+//!                             (metadata); a listing of `index/` or
+//!                             `backups/` brings them in line with the remote
+//! cache/packs/<hh>/<id>.pack.<offset>-<len>
+//!                             byte ranges of data packs, bounded by the
+//!                             cache size, least recently used out first
 //! ```
+//!
+//! Everything but `vault.json` (and the lock files) is cache.
 //!
 //! Writes go to the remote first and return only when it published the
 //! object, so the store's write order (packs, then the index naming them,
@@ -41,9 +46,10 @@ pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 /// A remote vault with a local cache. See the module docs.
 pub struct CachedStorage {
     remote: Arc<dyn Storage>,
-    /// The vault's local directory: its registration `vault.json`.
+    /// The vault's local directory: its registration `vault.json`, and
+    /// whole objects (key, indexes, records, metadata packs).
     home: LocalDir,
-    /// Whole objects (key, indexes, records, metadata packs).
+    /// The same directory, for whole copies (a second name for clarity).
     whole: LocalDir,
     /// Byte ranges of data packs.
     ranges: LocalDir,
@@ -99,8 +105,8 @@ impl CachedStorage {
         CachedStorage {
             remote,
             home: LocalDir::new(home),
-            whole: LocalDir::new(home.join("cache").join("whole")),
-            ranges: LocalDir::new(home.join("cache").join("ranges")),
+            whole: LocalDir::new(home),
+            ranges: LocalDir::new(home.join("cache")),
             limit,
             used: AtomicU64::new(u64::MAX),
             evicting: Mutex::new(()),
@@ -112,9 +118,34 @@ impl CachedStorage {
         &self.remote
     }
 
-    /// The cache's directory (`<vault dir>/cache`).
-    pub fn cache_dir(&self) -> PathBuf {
-        self.home.root().join("cache")
+    /// Bring the local copies under `prefix` in line with listing
+    /// `listed` of the remote: drop copies of objects no longer there, and
+    /// fetch backup records not yet here (the mount finds backups by their
+    /// local file). A copy dropped because the listing lagged is fetched
+    /// again when read.
+    fn sync(&self, prefix: &str, listed: &[ObjectInfo]) {
+        let Ok(local) = self.whole.list(prefix) else {
+            return;
+        };
+        let remote: std::collections::HashSet<&str> =
+            listed.iter().map(|o| o.name.as_str()).collect();
+        let here: std::collections::HashSet<&str> = local.iter().map(|o| o.name.as_str()).collect();
+        for o in &local {
+            if !remote.contains(o.name.as_str()) {
+                let _ = self.whole.delete(&o.name);
+            }
+        }
+        if prefix == "backups/" {
+            for o in listed {
+                if !here.contains(o.name.as_str()) {
+                    match self.remote.get(&o.name) {
+                        Ok(Some(d)) => self.remember(&self.whole, &o.name, &d),
+                        Ok(None) => {}
+                        Err(e) => log::warn!("cache: fetch {}: {e}", o.name),
+                    }
+                }
+            }
+        }
     }
 
     /// Keep a copy of `name` in `dir`. A cache that cannot be written
@@ -305,7 +336,11 @@ impl Storage for CachedStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.remote.list(prefix)
+        let listed = self.remote.list(prefix)?;
+        if prefix == "backups/" || prefix == "index/" {
+            self.sync(prefix, &listed);
+        }
+        Ok(listed)
     }
 
     fn delete(&self, name: &str) -> Result<()> {
@@ -433,7 +468,7 @@ mod tests {
         assert_eq!(from_remote.read_blob(&tree).unwrap(), b"a tree blob");
         // The metadata pack and the index are whole in the cache; the data
         // pack is not.
-        let whole = t.path().join("home/cache/whole");
+        let whole = t.path().join("home");
         let tree_pack = repo.lookup(&tree).unwrap().pack;
         let data_pack = repo.lookup(&d).unwrap().pack;
         assert!(whole.join(pack::pack_name(&tree_pack)).exists());
@@ -442,10 +477,17 @@ mod tests {
         // Reading data keeps a range, not the pack.
         let repo = Repo::open_in(cached.clone(), "v").unwrap();
         assert_eq!(repo.read_blob(&d).unwrap(), data);
-        let ranges = files_under(&t.path().join("home/cache/ranges"));
+        let ranges = files_under(&t.path().join("home/cache"));
         assert_eq!(ranges.len(), 1, "{ranges:?}");
         // The cache deleted: everything reads again, from the remote.
-        std::fs::remove_dir_all(t.path().join("home/cache")).unwrap();
+        for d in ["cache", "key", "index", "packs", "backups"] {
+            let p = t.path().join("home").join(d);
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap();
+            } else if p.exists() {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
         let repo = Repo::open_in(cached.clone(), "v").unwrap();
         assert_eq!(repo.read_blob(&d).unwrap(), data);
         assert_eq!(repo.read_blob(&tree).unwrap(), b"a tree blob");
@@ -469,13 +511,10 @@ mod tests {
             b[at] ^= 0x40;
             std::fs::write(p, b).unwrap();
         };
-        let range = files_under(&t.path().join("home/cache/ranges")).remove(0);
+        let range = files_under(&t.path().join("home/cache")).remove(0);
         flip(&range, 500);
         let tree_loc = repo.lookup(&tree).unwrap();
-        let tree_pack = t
-            .path()
-            .join("home/cache/whole")
-            .join(pack::pack_name(&tree_loc.pack));
+        let tree_pack = t.path().join("home").join(pack::pack_name(&tree_loc.pack));
         flip(&tree_pack, tree_loc.offset as usize + 7);
         let repo = Repo::open_in(cached.clone(), "v").unwrap();
         assert_eq!(repo.read_blob(&d).unwrap(), data);
@@ -503,7 +542,7 @@ mod tests {
         for (id, b) in &blobs {
             assert_eq!(&repo.read_blob(id).unwrap(), b);
         }
-        let total: u64 = files_under(&t.path().join("home/cache/ranges"))
+        let total: u64 = files_under(&t.path().join("home/cache"))
             .iter()
             .map(|p| std::fs::metadata(p).unwrap().len())
             .sum();

@@ -50,11 +50,14 @@ mod index;
 pub mod local;
 mod pack;
 mod reader;
+pub mod remote;
+pub mod s3;
 pub mod storage;
 mod writer;
 
 pub use cached::CachedStorage;
 pub use local::LocalDir;
+pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{compress_blob, compress_into};

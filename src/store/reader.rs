@@ -442,6 +442,26 @@ impl Repo {
         Ok(packs + idx)
     }
 
+    /// Ask the storage to keep every pack of trees and chunk lists whole
+    /// (a remote vault's cache: browsing then never waits on the network);
+    /// returns how many such packs there are. Nothing for a local vault.
+    pub fn warm_metadata(&self) -> Result<usize> {
+        let mut data_packs = std::collections::HashSet::new();
+        let mut packs = std::collections::BTreeSet::new();
+        self.for_each_entry(|_, loc| {
+            packs.insert(loc.pack);
+            if loc.kind == super::BlobKind::Data {
+                data_packs.insert(loc.pack);
+            }
+        });
+        let mut n = 0;
+        for p in packs.iter().filter(|p| !data_packs.contains(p)) {
+            self.storage.keep_whole(&super::pack::pack_name(p))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Remove temporary files a killed writer left. Call only while holding
     /// the vault's writer lock.
     pub fn remove_stale_temps(&self) -> Result<usize> {
