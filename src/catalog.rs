@@ -558,6 +558,12 @@ impl Store {
             }
         }
         let s = r.open(&self.vault_dir(name))?;
+        // The mount tells a vault's identity by its local `key` file: keep
+        // a copy whenever the cache lost it (one GET).
+        let dir = self.vault_dir(name);
+        if dir.join("vault.json").exists() && fs::symlink_metadata(dir.join("key")).is_err() {
+            s.get("key")?;
+        }
         open.insert(name.to_string(), (r.clone(), s.clone()));
         Ok(s)
     }
