@@ -2,9 +2,11 @@
 //! clap here; the CLI and the mount call into it.
 
 pub mod backup;
+pub mod backups;
 pub mod browse;
 pub mod check;
 pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod progress;
 pub mod prune;
@@ -12,6 +14,7 @@ pub mod reader;
 pub mod restore;
 pub mod scheduler;
 pub mod servers;
+pub mod sizes;
 pub mod status;
 pub mod vaults;
 pub mod visit;

@@ -6,7 +6,9 @@
 //! seconds and `cbrfs policy run-due` runs one for cron or a systemd timer.
 //! Passes are serialised by `STORE/scheduler.lock`, and each vault records
 //! the last instant a pass looked at (`vaults/<v>/policy-state.json`), so a
-//! time point runs once however many schedulers there are.
+//! time point runs once however many schedulers there are. The instant is
+//! recorded before the backup starts: a pass that cannot write it fails,
+//! naming the file, and backs up nothing.
 
 use super::backup::{self, BackupOptions};
 use super::prune;
@@ -44,6 +46,113 @@ pub fn validate(p: &PolicyConfig) -> Result<(Schedule, Retention)> {
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
     );
     Ok((sched, retention))
+}
+
+/// A policy as `policy list` and `policy show` report it (docs/JSON.md).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyReport {
+    /// Policy name.
+    pub name: String,
+    /// False: no automatic backups.
+    pub enabled: bool,
+    /// The RRULEs.
+    pub schedules: Vec<String>,
+    /// Retention and the time zone, as stored.
+    pub retention: RetentionArgs,
+    /// Full backup after N incrementals (-1 never, 0 always).
+    pub full_every: i32,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Vaults it is applied to.
+    pub vaults: Vec<String>,
+    /// The zone of the schedule; None when the stored policy no longer
+    /// validates.
+    pub timezone: Option<String>,
+    /// The next five time points after now, RFC 3339 in UTC.
+    pub next: Vec<String>,
+    /// The same instants with the offset of `timezone` at each.
+    pub next_local: Vec<String>,
+}
+
+/// The report of a policy at `now`: the vaults it is applied to and its
+/// next time points.
+pub fn report(store: &Store, p: &PolicyConfig, now: jiff::Timestamp) -> PolicyReport {
+    // A damaged vault record cannot say whether it has this policy: the
+    // report lists the readable ones (`vault list` names the damage).
+    let vaults: Vec<String> = store
+        .vaults()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.policy.as_deref() == Some(&p.name))
+        .map(|v| v.name)
+        .collect();
+    // A stored policy that no longer validates (edited by hand, or a time
+    // zone gone from the system's database) is still shown, without its
+    // next runs.
+    let (zone, next): (Option<schedule::Zone>, Vec<jiff::Timestamp>) = validate(p)
+        .ok()
+        .map(|(sched, _)| {
+            let mut out = Vec::new();
+            let mut t = now;
+            for _ in 0..5 {
+                match sched.next_after(t) {
+                    Some(n) => {
+                        out.push(n);
+                        t = n;
+                    }
+                    None => break,
+                }
+            }
+            (Some(sched.timezone().clone()), out)
+        })
+        .unwrap_or_default();
+    let next_local: Vec<String> = zone
+        .as_ref()
+        .map(|z| next.iter().map(|t| z.rfc3339(*t)).collect())
+        .unwrap_or_default();
+    PolicyReport {
+        name: p.name.clone(),
+        enabled: p.enabled,
+        schedules: p.schedules.clone(),
+        retention: p.retention.clone(),
+        full_every: p.full_every,
+        created: p.created.clone(),
+        vaults,
+        timezone: zone.map(|z| z.to_string()),
+        next: next.iter().map(|t| t.to_string()).collect(),
+        next_local,
+    }
+}
+
+/// Every policy, by name.
+pub fn list(store: &Store) -> Result<Vec<PolicyReport>> {
+    let now = jiff::Timestamp::now();
+    Ok(store
+        .policies()?
+        .iter()
+        .map(|p| report(store, p, now))
+        .collect())
+}
+
+/// One policy.
+pub fn show(store: &Store, name: &str) -> Result<PolicyReport> {
+    Ok(report(store, &store.policy(name)?, jiff::Timestamp::now()))
+}
+
+/// An instant as `--now` and `--since` take it: RFC 3339, or a date (its
+/// midnight UTC). Returns ns since the epoch.
+pub fn parse_instant(s: &str) -> Result<i64> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_nanosecond() as i64);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
+            return Ok(z.timestamp().as_nanosecond() as i64);
+        }
+    }
+    Err(Error::param(format!(
+        "time {s:?} is invalid: write RFC 3339, like 2027-01-01T22:00:00Z or 2027-01-01T22:00:00+08:00, or a date 2027-01-01"
+    )))
 }
 
 /// Create a policy (default name `policy_XXXX`).
@@ -285,12 +394,17 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
             now_ns - 1
         };
         state.policy = pname.clone();
-        let save_state = |s: &mut State, last: i64| {
+        // A state that cannot be written fails the pass: were it ignored,
+        // the next pass would take the same time points as not done.
+        let save_state = |s: &mut State, last: i64| -> Result<()> {
             s.last_ns = last;
-            let _ = fsutil::write_atomic(state_file, &serde_json::to_vec(&*s).unwrap_or_default());
+            let json = serde_json::to_vec(&*s)
+                .map_err(|e| Error::failed(format!("encode policy state: {e}")))?;
+            fsutil::write_atomic(state_file, &json)
+                .map_err(|e| e.context(format!("vault {}: policy state", v.name)))
         };
         if now_ns <= from_ns || !p.enabled {
-            save_state(&mut state, now_ns.max(from_ns));
+            save_state(&mut state, now_ns.max(from_ns))?;
             continue;
         }
         let (sched, retention) = match validate(&p) {
@@ -303,7 +417,7 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         let from = jiff::Timestamp::from_nanosecond(from_ns as i128).unwrap_or(now);
         let points = sched.points_between(from, now);
         let Some(last) = points.last().copied() else {
-            save_state(&mut state, now_ns);
+            save_state(&mut state, now_ns)?;
             continue;
         };
         // Points the scheduler was not running for are recorded as missed;
@@ -311,16 +425,20 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         for missed in &points[..points.len() - 1] {
             tasks::event(
                 store,
-                "backup",
+                tasks::TaskType::Backup,
                 &v.name,
-                "skipped",
+                tasks::TaskState::Skipped,
                 format!("policy {pname}: time point {missed} was missed (no scheduler ran then)"),
                 missed.as_nanosecond() as i64,
             );
         }
         let point_ns = last.as_nanosecond() as i64;
+        // The points are taken before the backup starts, so that a time
+        // point runs once: a pass that cannot record it backs up nothing.
+        save_state(&mut state, now_ns)?;
         let report = run_point(store, &v.name, &p, &retention, point_ns, &mut state);
-        save_state(&mut state, now_ns);
+        // Records the backups counted since the claim above.
+        save_state(&mut state, now_ns)?;
         out.push(report);
     }
     Ok(out)
@@ -343,7 +461,14 @@ fn run_point(
         expired: Vec::new(),
         freed: 0,
     };
-    let records = backup::latest_records(store, vault);
+    let records = match store.readable_backups(vault) {
+        Ok(r) => r,
+        Err(e) => {
+            backup::record_refusal(store, vault, None, &e, at_ns);
+            report.outcome = format!("failed: {e}");
+            return report;
+        }
+    };
     state.count(&records);
     let full = !records.is_empty() && schedule::full_backup_due(p.full_every, state.since_full);
     let prepared = backup::prepare(
@@ -365,7 +490,14 @@ fn run_point(
                 "policy {}: time point skipped: the vault's previous backup is still running",
                 p.name
             );
-            tasks::event(store, "backup", vault, "skipped", why.clone(), at_ns);
+            tasks::event(
+                store,
+                tasks::TaskType::Backup,
+                vault,
+                tasks::TaskState::Skipped,
+                why.clone(),
+                at_ns,
+            );
             report.outcome = format!("skipped: {why}");
             return report;
         }
@@ -379,8 +511,12 @@ fn run_point(
     match prepared.run() {
         Ok(_) => {
             report.outcome = format!("backed up {name}");
-            // Counted before retention may delete it.
-            state.count(&backup::latest_records(store, vault));
+            // Counted before retention may delete it. Backups that cannot
+            // be listed now are counted by a later pass (from counted_ns).
+            match store.readable_backups(vault) {
+                Ok(records) => state.count(&records),
+                Err(e) => log::warn!("vault {vault}: backups not counted: {e}"),
+            }
         }
         Err(e) => {
             report.outcome = format!("failed: {e}");
@@ -405,7 +541,8 @@ pub fn expire(
     retention: &Retention,
     now_ns: i64,
 ) -> Result<(Vec<String>, u64)> {
-    let candidates: Vec<Candidate> = backup::latest_records(store, vault)
+    let candidates: Vec<Candidate> = store
+        .readable_backups(vault)?
         .iter()
         .map(|r| Candidate {
             name: r.name.clone(),
@@ -420,7 +557,14 @@ pub fn expire(
     let sel = retention.select(&candidates, now, busy);
     let mut gone = Vec::new();
     for name in &sel.delete {
-        let t = tasks::start(store, "delete_backup", vault, None, Some(name), now_ns);
+        let t = tasks::start(
+            store,
+            tasks::TaskType::DeleteBackup,
+            vault,
+            None,
+            Some(name),
+            now_ns,
+        );
         let r = store.delete_backup(vault, name);
         let ok = r.is_ok();
         t.finish(&r);
@@ -430,7 +574,7 @@ pub fn expire(
     }
     let mut freed = 0;
     if !gone.is_empty() {
-        let t = tasks::start(store, "prune", vault, None, None, now_ns);
+        let t = tasks::start(store, tasks::TaskType::Prune, vault, None, None, now_ns);
         let r = prune::prune(store, vault, false, prune::REPACK_THRESHOLD);
         if let Ok(rep) = &r {
             freed = rep.bytes_before.saturating_sub(rep.bytes_after);
@@ -443,7 +587,14 @@ pub fn expire(
             gone.len(),
             gone.join(", ")
         );
-        tasks::event(store, "retention", vault, "success", msg, now_ns);
+        tasks::event(
+            store,
+            tasks::TaskType::Retention,
+            vault,
+            tasks::TaskState::Success,
+            msg,
+            now_ns,
+        );
     }
     Ok((gone, freed))
 }

@@ -2,15 +2,84 @@
 //! together in one run, with hooks that make the backup application
 //! consistent (freeze or dump before, thaw after).
 
-use crate::catalog::{self, Member, ServerConfig, Store};
+use crate::catalog::{self, Member, MemberKind, ServerConfig, Store};
 use crate::error::{Error, IoContext, Result};
+use crate::model::ResourceKind;
 use crate::rules;
+use serde::Serialize;
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Default time limit of a hook.
 pub const HOOK_TIMEOUT_S: u64 = 600;
+
+/// A server as `server list` and `server show` report it (docs/JSON.md).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServerReport {
+    /// Server name.
+    pub name: String,
+    /// Members, in the order given.
+    pub members: Vec<MemberReport>,
+    /// Hook run before any member is read.
+    pub pre_hook: Option<String>,
+    /// Hook run after the backup.
+    pub post_hook: Option<String>,
+    /// Time limit of each hook, seconds.
+    pub hook_timeout_s: u64,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// The vault protecting the server.
+    pub vault: Option<String>,
+}
+
+/// A member of a server, as reported.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct MemberReport {
+    /// Name, unique in the server.
+    pub name: String,
+    /// `directory` or `disk`.
+    pub kind: String,
+    /// Source path.
+    pub path: String,
+}
+
+/// The report of a server, with the vault that protects it.
+pub fn report(store: &Store, s: &ServerConfig) -> ServerReport {
+    // A store whose vault records cannot be read shows no vault rather
+    // than failing the listing; `check` names the damage.
+    let vault = store
+        .vault_of_path(crate::model::ResourceKind::Server, &s.name)
+        .ok()
+        .flatten()
+        .map(|(v, _)| v);
+    ServerReport {
+        name: s.name.clone(),
+        members: s
+            .members
+            .iter()
+            .map(|m| MemberReport {
+                name: m.name.clone(),
+                kind: m.kind.to_string(),
+                path: m.path.clone(),
+            })
+            .collect(),
+        pre_hook: s.pre_hook.clone(),
+        post_hook: s.post_hook.clone(),
+        hook_timeout_s: s.hook_timeout_s,
+        created: s.created.clone(),
+        vault,
+    }
+}
+
+/// Every server, by name.
+pub fn list(store: &Store) -> Result<Vec<ServerReport>> {
+    Ok(store.servers()?.iter().map(|s| report(store, s)).collect())
+}
+
+/// One server.
+pub fn show(store: &Store, name: &str) -> Result<ServerReport> {
+    Ok(report(store, &store.server(name)?))
+}
 
 /// A member to add: `--path DIR` or `--disk PATH`.
 #[derive(Clone, Debug)]
@@ -23,8 +92,8 @@ pub enum NewMember {
 
 fn member(store: &Store, m: &NewMember) -> Result<Member> {
     let (p, kind) = match m {
-        NewMember::Path(p) => (p, "directory"),
-        NewMember::Disk(p) => (p, "disk"),
+        NewMember::Path(p) => (p, MemberKind::Directory),
+        NewMember::Disk(p) => (p, MemberKind::Disk),
     };
     let abs = std::fs::canonicalize(p)
         .map_err(|e| Error::invalid(format!("server member {}: {e}", p.display())))?;
@@ -43,12 +112,12 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
         )));
     }
     match kind {
-        "directory" if !abs.is_dir() => {
+        MemberKind::Directory if !abs.is_dir() => {
             return Err(Error::invalid(format!(
                 "server member {path} (--path) is not a directory"
             )))
         }
-        "disk" => {
+        MemberKind::Disk => {
             crate::sys::device_size(&abs)
                 .map_err(|e| Error::invalid(format!("server member {path} (--disk): {e}")))?;
         }
@@ -59,7 +128,7 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "root".into());
     // A disk shows as `<member>.img`: `vol.img` stays `vol.img`.
-    if kind == "disk" {
+    if kind == MemberKind::Disk {
         if let Some(stem) = name.strip_suffix(".img").filter(|s| !s.is_empty()) {
             name = stem.to_string();
         }
@@ -71,17 +140,13 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
             "server member {path}: its name {name:?} cannot be a file name"
         )));
     }
-    Ok(Member {
-        name,
-        kind: kind.into(),
-        path,
-    })
+    Ok(Member { name, kind, path })
 }
 
 /// The name a member has in its server's backup tree (and so in the mount
 /// and in a restore): a disk is `<name>.img`.
 pub fn entry_name(m: &Member) -> String {
-    if m.kind == "disk" {
+    if m.kind == MemberKind::Disk {
         format!("{}.img", m.name)
     } else {
         m.name.clone()
@@ -222,24 +287,12 @@ pub fn update(store: &Store, name: &str, u: ServerUpdate) -> Result<ServerConfig
 pub fn delete(store: &Store, name: &str) -> Result<()> {
     let _lock = store.lock()?;
     store.server(name)?;
-    if let Some((vault, _)) = store.vault_of_path("server", name)? {
+    if let Some((vault, _)) = store.vault_of_path(ResourceKind::Server, name)? {
         return Err(Error::conflict(format!(
             "server {name} is associated with vault {vault}: dissociate it first"
         )));
     }
     store.delete_server(name)
-}
-
-/// Total size of a server's members (apparent), leaving out `exclude`.
-pub fn size(s: &ServerConfig, exclude: &[String]) -> u64 {
-    s.members
-        .iter()
-        .filter(|m| !exclude.contains(&m.name))
-        .map(|m| match m.kind.as_str() {
-            "disk" => crate::sys::device_size(Path::new(&m.path)).unwrap_or(0),
-            _ => super::vaults::tree_size(Path::new(&m.path)),
-        })
-        .sum()
 }
 
 /// Run a hook with `sh -c`, its environment telling it what is happening,

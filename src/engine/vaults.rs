@@ -1,10 +1,106 @@
-//! Vault and resource operations with CBR's rules: create, update, delete,
-//! associate, dissociate.
+//! Vault and resource operations with CBR's rules: create, list, show,
+//! update, delete, associate, dissociate. Each call validates its input,
+//! takes its locks, records its task when it is one CBR lists (deleting a
+//! vault, removing a resource), and returns what the CLI prints: a typed
+//! report that `--json` serializes as it is (docs/JSON.md).
 
-use crate::catalog::{self, Resource, Store, VaultConfig, VaultType};
+use crate::catalog::{self, Compression, Resource, Store, VaultConfig, VaultType};
 use crate::error::{Error, Result};
+use crate::model::ResourceKind;
 use crate::rules;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+mod report;
+pub use report::{list, report, show, ResourceReport, TagReport, VaultList, VaultReport};
+
+/// Delete a vault with its backups. One that holds backups is refused
+/// unless `force` is set (CBR's BackupService.7301). Recorded as a
+/// `delete_vault` task. Returns how many backups went with it.
+pub fn delete(store: &Store, name: &str, force: bool) -> Result<usize> {
+    store.vault(name)?;
+    let n = store.backup_names(name)?.len();
+    if n > 0 && !force {
+        return Err(Error::conflict(format!(
+            "vault {name} holds {n} backups: deleting it deletes them; add --force to do so"
+        ))
+        .code("BackupService.7301"));
+    }
+    let t = crate::tasks::start(
+        store,
+        crate::tasks::TaskType::DeleteVault,
+        name,
+        None,
+        None,
+        catalog::now_ns(),
+    );
+    let r = store.delete_vault(name);
+    t.finish(&r);
+    r?;
+    Ok(n)
+}
+
+/// What `vault associate` names: a directory (with its options), a disk,
+/// or a server.
+#[derive(Clone, Debug, Default)]
+pub struct Associate {
+    /// A directory tree.
+    pub path: Option<PathBuf>,
+    /// A block device or disk image.
+    pub disk: Option<PathBuf>,
+    /// A defined server.
+    pub server: Option<String>,
+    /// Server members left out.
+    pub exclude_members: Vec<String>,
+    /// Resource name (directories and disks).
+    pub name: Option<String>,
+    /// Exclude globs.
+    pub excludes: Vec<String>,
+    /// Files of exclude globs, read now and stored with the resource.
+    pub exclude_files: Vec<PathBuf>,
+    /// Stay on each directory's file system.
+    pub one_file_system: bool,
+    /// Leave out the contents of tagged cache directories.
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding one of these names.
+    pub exclude_if_present: Vec<String>,
+}
+
+/// Associate a directory, a disk or a server with `vault`, refusing options
+/// that do not apply to what is named (rather than ignoring them).
+pub fn associate(store: &Store, vault: &str, a: Associate) -> Result<Resource> {
+    if a.path.is_none()
+        && (a.exclude_caches || !a.exclude_if_present.is_empty() || !a.exclude_files.is_empty())
+    {
+        return Err(Error::invalid(
+            "--exclude-file, --exclude-caches and --exclude-if-present apply to a directory resource (--path)",
+        ));
+    }
+    let mut excludes = a.excludes;
+    for f in &a.exclude_files {
+        excludes.extend(read_exclude_file(f)?);
+    }
+    match (a.path, a.disk, a.server) {
+        (Some(p), _, _) => {
+            let opts = DirOptions {
+                excludes,
+                one_file_system: a.one_file_system,
+                exclude_caches: a.exclude_caches,
+                exclude_if_present: a.exclude_if_present,
+            };
+            associate_dir(store, vault, &p, a.name, opts)
+        }
+        (_, Some(d), _) => associate_disk(store, vault, &d, a.name),
+        (_, _, Some(sv)) => {
+            if a.name.is_some() {
+                return Err(Error::invalid(
+                    "--name does not apply to a server: the resource takes the server's name",
+                ));
+            }
+            associate_server_with(store, vault, &sv, a.exclude_members, a.one_file_system)
+        }
+        _ => Err(Error::invalid("give --path, --disk or --server")),
+    }
+}
 
 /// Settings of a new vault.
 #[derive(Clone, Debug)]
@@ -19,7 +115,8 @@ pub struct NewVault {
     pub description: String,
     /// `KEY=VALUE` tags.
     pub tags: Vec<String>,
-    /// `zstd` or `none`.
+    /// Compression text, `zstd` or `none` (checked with the other
+    /// settings, in their order, by [`prepare`]).
     pub compression: String,
 }
 
@@ -81,12 +178,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
     rules::check_description("vault", &v.description)?;
     let capacity_gb = rules::parse_capacity(&v.capacity)?;
     let tags = merge_tags(&[], &v.tags, &[])?;
-    if v.compression != "zstd" && v.compression != "none" {
-        return Err(Error::param(format!(
-            "compression {:?} is invalid: it is zstd or none",
-            v.compression
-        )));
-    }
+    let compression = Compression::parse(&v.compression)?;
     let cfg = VaultConfig {
         format: catalog::CATALOG_FORMAT,
         name,
@@ -94,7 +186,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         capacity_gb,
         description: v.description,
         tags,
-        compression: v.compression,
+        compression,
         created: catalog::now_rfc3339(),
         resources: Vec::new(),
         policy: None,
@@ -171,51 +263,12 @@ pub fn update(store: &Store, name: &str, u: VaultUpdate) -> Result<VaultConfig> 
     Ok(cfg)
 }
 
-/// Sum of the apparent sizes of the files under `dir` (what a resource's
-/// data takes, for the capacity rule). Walked as the backup walks: from
-/// directory descriptors, each subdirectory opened relative to its parent
-/// with no symlink followed, each entry stat'ed relative to its directory,
-/// so a directory swapped for a symlink while it runs is not followed.
-pub fn tree_size(dir: &Path) -> u64 {
-    use std::sync::Arc;
-    let mut total = 0u64;
-    let Ok(root) = crate::sys::open_no_symlinks(dir, libc::O_RDONLY | libc::O_DIRECTORY) else {
-        return 0;
-    };
-    // Directories to list; each is opened when its turn comes, so the
-    // descriptors held stay few whatever the tree's breadth.
-    let mut stack: Vec<(Arc<std::os::fd::OwnedFd>, Vec<u8>)> = Vec::new();
-    let mut list = |fd: Arc<std::os::fd::OwnedFd>,
-                    stack: &mut Vec<(Arc<std::os::fd::OwnedFd>, Vec<u8>)>| {
-        let Ok(entries) = crate::sys::list_dir(&fd) else {
-            return;
-        };
-        for (name, _) in entries {
-            let Ok(st) = crate::sys::fstatat_nofollow(&fd, &name) else {
-                continue;
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => stack.push((fd.clone(), name)),
-                libc::S_IFREG => total = total.saturating_add(st.st_size as u64),
-                _ => {}
-            }
-        }
-    };
-    list(Arc::new(root), &mut stack);
-    while let Some((parent, name)) = stack.pop() {
-        if let Ok(fd) = crate::sys::open_dir_at(&parent, &name) {
-            list(Arc::new(fd), &mut stack);
-        }
-    }
-    total
-}
-
 /// What a resource is, for the association rules.
-fn kind_label(kind: &str) -> &'static str {
+fn kind_label(kind: ResourceKind) -> &'static str {
     match kind {
-        "disk" => "a disk (--disk) goes into a disk vault",
-        "server" => "a server (--server) goes into a server vault",
-        _ => "a directory (--path) goes into a filesystem vault",
+        ResourceKind::Disk => "a disk (--disk) goes into a disk vault",
+        ResourceKind::Server => "a server (--server) goes into a server vault",
+        ResourceKind::Directory => "a directory (--path) goes into a filesystem vault",
     }
 }
 
@@ -229,7 +282,7 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
         return Err(Error::param(format!(
             "vault {vault} is a {} vault: {}",
             cfg.vault_type.as_str(),
-            kind_label(&r.kind)
+            kind_label(r.kind)
         ))
         .code("BackupService.6102"));
     }
@@ -246,7 +299,7 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
         ))
         .code("BackupService.6104"));
     }
-    if let Some((other, _)) = store.vault_of_path(&r.kind, &r.path)? {
+    if let Some((other, _)) = store.vault_of_path(r.kind, &r.path)? {
         return Err(Error::conflict(format!(
             "resource {} is already associated with vault {other}: a resource can be in one vault only",
             r.path
@@ -426,8 +479,8 @@ pub fn associate_dir(
     }
     let r = Resource {
         name: name.unwrap_or_else(|| default_name(&abs, "root")),
-        kind: "directory".into(),
-        size: tree_size(&abs),
+        kind: ResourceKind::Directory,
+        size: super::sizes::tree(&abs),
         path: abs_str,
         excludes,
         added: catalog::now_rfc3339(),
@@ -453,7 +506,7 @@ pub fn associate_disk(
     })?;
     let r = Resource {
         name: name.unwrap_or_else(|| default_name(&abs, "disk")),
-        kind: "disk".into(),
+        kind: ResourceKind::Disk,
         size,
         path: abs_str,
         excludes: Vec::new(),
@@ -495,8 +548,8 @@ pub fn associate_server_with(
     }
     let r = Resource {
         name: s.name.clone(),
-        kind: "server".into(),
-        size: super::servers::size(&s, &exclude),
+        kind: ResourceKind::Server,
+        size: super::sizes::server(&s, &exclude),
         path: s.name.clone(),
         excludes: exclude,
         added: catalog::now_rfc3339(),
@@ -512,7 +565,27 @@ pub fn associate_server_with(
 /// deleted. The data goes with the next prune. Backups are lost, so unless
 /// `force` is set a resource that any backup holds is refused, as `vault
 /// delete` refuses a vault that holds backups.
+/// Recorded as a `remove_resource` task; returns the backups deleted.
 pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Result<Vec<String>> {
+    let t = crate::tasks::start(
+        store,
+        crate::tasks::TaskType::RemoveResource,
+        vault,
+        Some(resource),
+        None,
+        catalog::now_ns(),
+    );
+    let r = dissociate_untracked(store, vault, resource, force);
+    t.finish(&r);
+    r
+}
+
+fn dissociate_untracked(
+    store: &Store,
+    vault: &str,
+    resource: &str,
+    force: bool,
+) -> Result<Vec<String>> {
     let _lock = store.lock()?;
     let mut cfg = store.vault(vault)?;
     cfg.resource(resource)?;
@@ -554,27 +627,6 @@ pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A resource's size counts its regular files, at any depth, and never
-    /// what a symlink in it points to (a user's link to /usr must not
-    /// count /usr against the vault's capacity).
-    #[test]
-    fn tree_size_counts_files_and_follows_no_symlink() {
-        let t = tempfile::tempdir().unwrap();
-        let src = t.path().join("src");
-        let other = t.path().join("other");
-        std::fs::create_dir_all(src.join("a/b")).unwrap();
-        std::fs::create_dir_all(&other).unwrap();
-        std::fs::write(src.join("top"), vec![1u8; 100]).unwrap();
-        std::fs::write(src.join("a/b/deep"), vec![1u8; 23]).unwrap();
-        std::fs::write(other.join("big"), vec![1u8; 10_000]).unwrap();
-        std::os::unix::fs::symlink(&other, src.join("a/link")).unwrap();
-        std::os::unix::fs::symlink(other.join("big"), src.join("filelink")).unwrap();
-        assert_eq!(tree_size(&src), 123);
-        // A path that is itself a symlink is not walked either.
-        std::os::unix::fs::symlink(&other, t.path().join("via")).unwrap();
-        assert_eq!(tree_size(&t.path().join("via")), 0);
-    }
 
     #[test]
     fn exclude_file_skips_comments_and_blanks_and_trims() {

@@ -1,5 +1,6 @@
 //! The catalog: the store root, vaults and their resources. Small JSON
-//! records, each rewritten atomically under the store's catalog lock.
+//! records (their types in `records.rs`), each rewritten atomically under
+//! the store's catalog lock.
 //!
 //! ```text
 //! STORE/
@@ -14,205 +15,16 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
-use crate::model::{self, BackupRecord};
+use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
 use crate::store::{LocalDir, RemoteConfig, Repo, Storage};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Version of the catalog's JSON records.
-pub const CATALOG_FORMAT: u32 = 1;
+mod records;
 
-/// The type of a vault, which decides the resources it takes.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum VaultType {
-    /// Directory trees (CBR: SFS Turbo file systems).
-    Filesystem,
-    /// Block devices and disk images (CBR: EVS disks).
-    Disk,
-    /// Servers (CBR: ECS).
-    Server,
-}
-
-impl VaultType {
-    /// Parse `filesystem`, `disk` or `server`.
-    pub fn parse(s: &str) -> Result<VaultType> {
-        match s {
-            "filesystem" | "file-system" | "fs" => Ok(VaultType::Filesystem),
-            "disk" => Ok(VaultType::Disk),
-            "server" => Ok(VaultType::Server),
-            _ => Err(Error::param(format!(
-                "vault type {s:?} is invalid: it is one of filesystem, disk, server"
-            ))),
-        }
-    }
-    /// The name used in the CLI and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VaultType::Filesystem => "filesystem",
-            VaultType::Disk => "disk",
-            VaultType::Server => "server",
-        }
-    }
-}
-
-/// A resource associated with a vault.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Resource {
-    /// Name, unique in the vault; the directory name in the mount.
-    pub name: String,
-    /// `directory`, `disk` or `server`.
-    pub kind: String,
-    /// Absolute source path.
-    pub path: String,
-    /// Exclude globs (directory resources).
-    #[serde(default)]
-    pub excludes: Vec<String>,
-    /// Size when associated, bytes.
-    pub size: u64,
-    /// When associated, RFC 3339.
-    pub added: String,
-    /// Stay on the resource root's file system: a directory on another
-    /// device is kept as an empty directory (its mount point), as restic's
-    /// `--one-file-system` does. Absent in older catalogs: false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub one_file_system: bool,
-    /// Leave out the contents of a directory holding a `CACHEDIR.TAG` with
-    /// the standard signature, keeping the tag itself (restic's and borg's
-    /// `--exclude-caches`). Absent in older catalogs: false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub exclude_caches: bool,
-    /// Leave out the contents of a directory holding an entry of one of
-    /// these names, keeping that entry (restic's `--exclude-if-present`).
-    /// Absent in older catalogs: none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_if_present: Vec<String>,
-}
-
-/// A member of a server: a directory tree or a disk.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    /// Name, unique in the server; the entry name in backups.
-    pub name: String,
-    /// `directory` or `disk`.
-    pub kind: String,
-    /// Absolute source path.
-    pub path: String,
-}
-
-/// A server (`servers/<name>.json`): members backed up together in one run,
-/// with optional hooks around the backup for application consistency.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// Catalog format.
-    pub format: u32,
-    /// Server name.
-    pub name: String,
-    /// Members, in the order given.
-    pub members: Vec<Member>,
-    /// Shell command run before any member is read.
-    pub pre_hook: Option<String>,
-    /// Shell command run after the backup, also when it failed.
-    pub post_hook: Option<String>,
-    /// Time limit of each hook, seconds.
-    pub hook_timeout_s: u64,
-    /// Creation time, RFC 3339.
-    pub created: String,
-}
-
-/// A vault's settings (`vault.json`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct VaultConfig {
-    /// Catalog format.
-    pub format: u32,
-    /// Vault name.
-    pub name: String,
-    /// Vault type.
-    #[serde(rename = "type")]
-    pub vault_type: VaultType,
-    /// Capacity in GB (2^30 bytes).
-    pub capacity_gb: u64,
-    /// Description.
-    pub description: String,
-    /// Tags in the order given.
-    pub tags: Vec<(String, String)>,
-    /// `zstd` or `none`.
-    pub compression: String,
-    /// Creation time, RFC 3339.
-    pub created: String,
-    /// Associated resources.
-    pub resources: Vec<Resource>,
-    /// The backup policy applied, if any.
-    #[serde(default)]
-    pub policy: Option<String>,
-    /// When the policy was applied, ns since the epoch: its schedule counts
-    /// from there.
-    #[serde(default)]
-    pub policy_applied_ns: i64,
-    /// Grow the capacity to 1.25× when the vault is full.
-    #[serde(default)]
-    pub auto_expand: bool,
-    /// Usage (%) past which a warning is logged and a task recorded.
-    #[serde(default = "default_threshold")]
-    pub threshold: u8,
-    /// Where the vault's objects are kept when not in this store: an S3
-    /// bucket (issue 14); this store then keeps the registration and a
-    /// cache. Absent: in the store, as always.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<RemoteConfig>,
-}
-
-fn default_threshold() -> u8 {
-    80
-}
-
-/// A backup policy (`policies/<name>.json`): when to back up and what to
-/// keep.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct PolicyConfig {
-    /// Catalog format.
-    pub format: u32,
-    /// Policy name.
-    pub name: String,
-    /// RRULE schedules, as given.
-    pub schedules: Vec<String>,
-    /// Retention, as given.
-    pub retention: crate::policy::retention::RetentionArgs,
-    /// Force a full backup after this many incrementals (-1: never).
-    pub full_every: i32,
-    /// False: no automatic backups.
-    pub enabled: bool,
-    /// Creation time, RFC 3339.
-    pub created: String,
-    /// Creation time, ns (anchors INTERVAL schedules).
-    pub created_ns: i64,
-}
-
-impl VaultConfig {
-    /// Capacity in bytes.
-    pub fn capacity_bytes(&self) -> u64 {
-        self.capacity_gb.saturating_mul(rules::GB)
-    }
-    /// True if blobs are zstd-compressed.
-    pub fn compress(&self) -> bool {
-        self.compression == "zstd"
-    }
-    /// The resource named `name`.
-    pub fn resource(&self, name: &str) -> Result<&Resource> {
-        self.resources
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "resource {name:?} is not associated with vault {}",
-                    self.name
-                ))
-                .code("BackupService.6135")
-            })
-    }
-}
+pub use records::*;
 
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
@@ -688,10 +500,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Every readable backup of a vault, oldest first: what a backup
+    /// builds on, what a policy counts and what retention chooses from. A
+    /// damaged record is left out with a warning naming it (one bad record
+    /// stops nothing; `check` reports it); backups that cannot be listed
+    /// are an error, not an empty vault, which would make the next backup
+    /// a full one and hide every backup from retention.
+    pub fn readable_backups(&self, vault: &str) -> Result<Vec<BackupRecord>> {
+        let mut out = Vec::new();
+        for r in self.backups(vault)? {
+            match r {
+                Ok(b) => out.push(b),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
         self.vault_storage(&rec.vault)?
-            .put(&record_name(&rec.name), &model::encode_record(rec))
+            .put(&record_name(&rec.name), &model::encode_record(rec)?)
     }
 
     /// Remove a backup record (its data goes with prune). A damaged record
@@ -713,7 +542,11 @@ impl Store {
 
     /// The vault holding a resource of `kind` whose path (or server name)
     /// is `path`, if any.
-    pub fn vault_of_path(&self, kind: &str, path: &str) -> Result<Option<(String, String)>> {
+    pub fn vault_of_path(
+        &self,
+        kind: ResourceKind,
+        path: &str,
+    ) -> Result<Option<(String, String)>> {
         // A vault whose record is damaged cannot be asked; it must not
         // stop resources going into the others (check reports it).
         let (vaults, damaged) = self.vaults_and_damage()?;
@@ -913,8 +746,7 @@ pub fn default_store_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CBRFS_STORE") {
         return PathBuf::from(p);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::euid() == 0 {
         return PathBuf::from("/var/lib/cbrfs");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
@@ -927,6 +759,23 @@ pub fn default_store_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vault.json and servers/*.json keep their strings.
+    #[test]
+    fn compression_and_member_kind_keep_their_names() {
+        for c in [Compression::Zstd, Compression::None] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(Compression::parse(c.as_str()).unwrap(), c);
+        }
+        let e = Compression::parse("lz4").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("\"lz4\" is invalid"), "{e}");
+        for k in [MemberKind::Directory, MemberKind::Disk] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert!(serde_json::from_str::<MemberKind>("\"server\"").is_err());
+    }
     use crate::testkit;
     use proptest::prelude::*;
 
@@ -954,11 +803,11 @@ mod tests {
             capacity_gb: 100,
             description: "a vault".into(),
             tags: vec![("env".into(), "prod".into())],
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             created: "2026-11-24T04:25:16Z".into(),
             resources: vec![Resource {
                 name: "web".into(),
-                kind: "server".into(),
+                kind: ResourceKind::Server,
                 path: "s".into(),
                 excludes: vec!["vdb".into()],
                 size: 12345,
@@ -1004,12 +853,12 @@ mod tests {
             members: vec![
                 Member {
                     name: "etc".into(),
-                    kind: "directory".into(),
+                    kind: MemberKind::Directory,
                     path: "/etc".into(),
                 },
                 Member {
                     name: "vdb".into(),
-                    kind: "disk".into(),
+                    kind: MemberKind::Disk,
                     path: "/dev/vdb".into(),
                 },
             ],
@@ -1025,7 +874,7 @@ mod tests {
     /// damaged value that is still valid JSON of the right shape is read).
     fn round_trips<T>(r: &T, name: &str, format: u32, got_name: &str) -> Result<(), TestCaseError>
     where
-        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
     {
         prop_assert_eq!(format, CATALOG_FORMAT);
         prop_assert_eq!(got_name, name);
@@ -1093,7 +942,9 @@ mod tests {
             let _ = (v.capacity_bytes(), v.compress(), v.resource("web").is_ok());
         }
         let _ = store.vaults_and_damage().unwrap();
-        let _ = store.vault_of_path("directory", "/etc").unwrap();
+        let _ = store
+            .vault_of_path(ResourceKind::Directory, "/etc")
+            .unwrap();
         if let Ok(s) = store.server("s") {
             round_trips(&s, "s", s.format, &s.name)?;
         }
