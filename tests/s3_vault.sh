@@ -114,6 +114,20 @@ expect_ok cbrfs restore home b2 --to "$T/d2"
 if out=$(treecmp "$S" "$T/d2"); then pass "b2 restored on the new host is b2"; else fail "b2 after attach: $out"; fi
 expect_ok cbrfs mount "$MNT"
 if out=$(treecmp "$S" "$MNT/home/b2/src"); then pass "the mount on the new host shows b2"; else fail "mount after attach: $out"; fi
+# Every command on a remote vault as on a local one: a backup by mkdir in
+# the mount, check, tasks, vault show's use.
+if mkdir "$MNT/home/bymkdir" && cp -a "$MNT/home/bymkdir/src/." "$T/m1"; then
+	pass "mkdir in the mount backs up to the bucket and reads back"
+else
+	fail "mkdir backup in the mount of a remote vault"
+fi
+if out=$(treecmp "$S" "$T/m1"); then pass "the mkdir backup is the source"; else fail "mkdir backup: $out"; fi
+expect_ok cbrfs check home
+expect_ok cbrfs task list --json
+matches 'bymkdir' "$OUT" && pass "the mkdir backup is a task" || fail "task list: $OUT"
+expect_ok cbrfs vault show home --json
+used=$(json_get "$T/.out" 'j["used_bytes"]')
+[ "$used" -gt $((40 << 20)) ] && pass "vault show counts the bucket's packs: $used bytes" || fail "vault show used_bytes $used"
 "$CBRFS_BIN" umount "$MNT" >/dev/null 2>&1
 wait_unmounted "$MNT"
 STORE3=$T/store3
