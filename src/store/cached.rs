@@ -549,4 +549,93 @@ mod tests {
         assert!(total <= 250_000, "{total}");
         assert!(total > 0);
     }
+
+    /// A storage that logs every request made of it (the bucket's bill).
+    #[derive(Debug)]
+    struct Logged {
+        inner: LocalDir,
+        ops: Mutex<Vec<String>>,
+    }
+
+    impl Storage for Logged {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+            self.ops.lock().push(format!("put {name}"));
+            self.inner.put(name, data)
+        }
+        fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
+            self.ops.lock().push(format!("put {name}"));
+            self.inner.put_file(name, file, len)
+        }
+        fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.ops.lock().push(format!("get {name}"));
+            self.inner.get(name)
+        }
+        fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.ops.lock().push(format!("range {name}"));
+            self.inner.get_range(name, offset, len)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.ops.lock().push(format!("list {prefix}"));
+            self.inner.list(prefix)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.ops.lock().push(format!("delete {name}"));
+            self.inner.delete(name)
+        }
+    }
+
+    /// Writes reach the remote in the store's order (every pack before the
+    /// index naming it); once the cache is warm, reading metadata makes no
+    /// request at all, and data is read by range, never whole.
+    #[test]
+    fn write_order_holds_and_a_warm_cache_reads_metadata_without_requests() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = Arc::new(Logged {
+            inner: LocalDir::new(t.path().join("bucket")),
+            ops: Mutex::new(Vec::new()),
+        });
+        let cached = Arc::new(CachedStorage::new(
+            remote.clone(),
+            &t.path().join("home"),
+            DEFAULT_CACHE_BYTES,
+        ));
+        Repo::create_in(&*cached).unwrap();
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, true);
+        let data = bytes(5, 200_000);
+        let d = w.add(BlobKind::Data, &data).unwrap().id;
+        let tree = w.add(BlobKind::Tree, b"entries").unwrap().id;
+        w.finish().unwrap();
+        let puts: Vec<String> = remote
+            .ops
+            .lock()
+            .iter()
+            .filter(|o| o.starts_with("put "))
+            .cloned()
+            .collect();
+        let first_index = puts.iter().position(|o| o.contains("index/")).unwrap();
+        let last_pack = puts.iter().rposition(|o| o.contains("packs/")).unwrap();
+        assert!(last_pack < first_index, "{puts:?}");
+        // A reader opening the warm cache: the key, the indexes and the
+        // metadata pack are local; only the listing of index/ is asked.
+        remote.ops.lock().clear();
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&tree).unwrap(), b"entries");
+        assert_eq!(*remote.ops.lock(), ["list index/"]);
+        // Data: one ranged read, then none.
+        remote.ops.lock().clear();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        let ops = remote.ops.lock().clone();
+        assert_eq!(
+            ops.iter().filter(|o| o.starts_with("range ")).count(),
+            1,
+            "{ops:?}"
+        );
+        assert!(!ops.iter().any(|o| o.starts_with("get packs/")), "{ops:?}");
+    }
 }
