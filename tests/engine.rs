@@ -6,7 +6,7 @@
 mod common;
 
 use cbrfs::catalog::{now_ns, Store, VaultType};
-use cbrfs::engine::{backups, check, ops, policy, servers, vaults};
+use cbrfs::engine::{backups, check, policy, prune, restore, servers, vaults};
 use cbrfs::error::{Error, Kind};
 use cbrfs::policy::retention::RetentionArgs;
 use cbrfs::tasks;
@@ -259,13 +259,13 @@ fn backup_list_show_restore_delete_round_trip() {
     // Restore b1 ("latest" is b2) and find the first contents.
     let to = d.path().join("restored");
     let progress = cbrfs::engine::progress::Progress::default();
-    let req = ops::RestoreRequest {
+    let req = restore::RestoreRequest {
         vault: "v".into(),
         backup: "b1".into(),
         to: Some(to.clone()),
         ..Default::default()
     };
-    let r = ops::restore(&store, &req, &progress).unwrap();
+    let r = restore::run(&store, &req, &progress).unwrap();
     assert_eq!(r.target, to);
     assert!(r.stats.errors.is_empty(), "{:?}", r.stats.errors);
     assert_eq!(r.stats.files, 2);
@@ -276,7 +276,7 @@ fn backup_list_show_restore_delete_round_trip() {
     );
     // A restore into a non-empty directory is refused, and the refusal is
     // a failed task.
-    refused(ops::restore(&store, &req, &progress), Kind::Invalid, "");
+    refused(restore::run(&store, &req, &progress), Kind::Invalid, "");
 
     backups::delete(&store, "v", "b1").unwrap();
     refused(backups::delete(&store, "v", "b1"), Kind::NotFound, "b1");
@@ -311,24 +311,24 @@ fn prune_and_check_report_and_record_their_tasks() {
     take_backup(&store, "v", "b2");
     backups::delete(&store, "v", "b1").unwrap();
 
-    assert_eq!(ops::prune_targets(&store, None).unwrap(), ["v"]);
+    assert_eq!(prune::prune_targets(&store, None).unwrap(), ["v"]);
     refused(
-        ops::prune_targets(&store, Some("nope")),
+        prune::prune_targets(&store, Some("nope")),
         Kind::NotFound,
         "nope",
     );
     let progress = cbrfs::engine::progress::Progress::default();
-    let dry = ops::prune_vault(&store, "v", true, 20, &progress).unwrap();
+    let dry = prune::prune_vault(&store, "v", true, 20, &progress).unwrap();
     assert!(dry.dry_run);
     assert!(dry.bytes_after < dry.bytes_before, "{dry:?}");
-    let real = ops::prune_vault(&store, "v", false, 20, &progress).unwrap();
+    let real = prune::prune_vault(&store, "v", false, 20, &progress).unwrap();
     assert!(!real.dry_run);
     assert_eq!(
         real.bytes_after, dry.bytes_after,
         "the dry run predicted it"
     );
     refused(
-        ops::prune_vault(&store, "v", false, 101, &progress),
+        prune::prune_vault(&store, "v", false, 101, &progress),
         Kind::Invalid,
         "101",
     );

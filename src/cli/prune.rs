@@ -2,7 +2,7 @@
 
 use super::{print_json, with_progress};
 use crate::catalog::Store;
-use crate::engine::ops;
+use crate::engine::prune;
 use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::human_bytes;
@@ -30,7 +30,7 @@ pub(super) fn prune_cmd(
     threshold: u8,
     json: bool,
 ) -> Result<i32> {
-    let names = ops::prune_targets(store, vault.as_deref())?;
+    let names = prune::prune_targets(store, vault.as_deref())?;
     let mut reports = Vec::new();
     // A vault that cannot be pruned now (busy, damaged) does not keep the
     // others from being pruned; it is named at the end.
@@ -38,7 +38,7 @@ pub(super) fn prune_cmd(
     for v in &names {
         let progress = crate::engine::progress::Progress::default();
         let r = with_progress(&progress, !dry_run && !json, || {
-            ops::prune_vault(store, v, dry_run, threshold, &progress)
+            prune::prune_vault(store, v, dry_run, threshold, &progress)
         });
         match r {
             Ok(rep) => reports.push(rep),

@@ -2,7 +2,7 @@
 
 use super::with_progress;
 use crate::catalog::Store;
-use crate::engine::ops;
+use crate::engine::restore;
 use crate::engine::restore::RestoreOptions;
 use crate::error::Result;
 use crate::quote::quote;
@@ -45,7 +45,7 @@ pub(super) struct RestoreArgs {
 
 pub(super) fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     let t0 = Instant::now();
-    let request = ops::RestoreRequest {
+    let request = restore::RestoreRequest {
         vault: r.vault,
         backup: r.backup,
         resource: r.resource,
@@ -58,7 +58,7 @@ pub(super) fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         },
     };
     let progress = crate::engine::progress::Progress::default();
-    let report = with_progress(&progress, true, || ops::restore(store, &request, &progress))?;
+    let report = with_progress(&progress, true, || restore::run(store, &request, &progress))?;
     let stats = &report.stats;
     for n in &stats.notes {
         println!("{}", quote(n));

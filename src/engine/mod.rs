@@ -6,7 +6,6 @@ pub mod backups;
 pub mod browse;
 pub mod check;
 pub mod metrics;
-pub mod ops;
 pub mod policy;
 pub mod progress;
 pub mod prune;

@@ -26,7 +26,7 @@
 
 use super::progress::Progress;
 use super::visit;
-use crate::catalog::Store;
+use crate::catalog::{self, Store};
 use crate::error::{Error, Result};
 use crate::model::BackupRecord;
 use crate::store::{BlobId, Location, Repo, RepoWriter};
@@ -284,4 +284,42 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
             (name, bytes)
         })
         .collect())
+}
+
+/// The vaults `prune` works on: the one named (which must exist), or every
+/// vault.
+pub fn prune_targets(store: &Store, vault: Option<&str>) -> Result<Vec<String>> {
+    match vault {
+        Some(v) => {
+            store.vault(v)?;
+            Ok(vec![v.to_string()])
+        }
+        None => store.vault_names(),
+    }
+}
+
+/// Prune one vault, recorded as a `prune` task unless it is a dry run
+/// (which changes nothing).
+pub fn prune_vault(
+    store: &Store,
+    vault: &str,
+    dry_run: bool,
+    threshold: u8,
+    progress: &Progress,
+) -> Result<PruneReport> {
+    let t = (!dry_run).then(|| {
+        crate::tasks::start(
+            store,
+            crate::tasks::TaskType::Prune,
+            vault,
+            None,
+            None,
+            catalog::now_ns(),
+        )
+    });
+    let r = prune_with(store, vault, dry_run, threshold, progress);
+    if let Some(t) = t {
+        t.finish(&r);
+    }
+    r
 }

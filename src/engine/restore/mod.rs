@@ -28,9 +28,12 @@ mod budget;
 mod disk;
 mod entry;
 mod filter;
+mod request;
 mod server;
 mod target;
 mod tree;
+
+pub use request::{run, RestoreReport, RestoreRequest};
 
 use super::progress::Progress;
 use crate::catalog::Store;

@@ -1,15 +1,11 @@
-//! The engine calls of the verbs whose work is done in modules of their
-//! own: `restore` (in [`super::restore`]) and `prune` (in [`super::prune`]).
-//! Each call checks its input, resolves what the user left implicit,
-//! records its task in the task log, runs, and returns a report; the CLI
-//! only draws progress and prints. (Vault, backup-record, server, policy
-//! and task verbs have their calls in their own modules: [`super::vaults`],
-//! [`super::backups`], [`super::servers`], [`super::policy`],
-//! [`crate::tasks`].)
+//! The engine call of `cbrfs restore`: checks its input, resolves what the
+//! user left implicit (the `--in-place` target), records its task in the
+//! task log, runs the restore, and returns a report; the CLI only draws
+//! progress and prints.
 
-use super::progress::Progress;
-use super::restore::{self, RestoreOptions, RestoreStats};
+use super::{restore_with_progress, RestoreOptions, RestoreStats};
 use crate::catalog::{self, Store};
+use crate::engine::progress::Progress;
 use crate::error::{Error, Result};
 use crate::model::ResourceKind;
 use std::path::PathBuf;
@@ -48,7 +44,7 @@ fn target(store: &Store, r: &RestoreRequest) -> Result<PathBuf> {
     if !r.options.in_place {
         return Err(Error::invalid("give --to DIR, or --in-place"));
     }
-    let rec = super::browse::resolve_backup(store, &r.vault, &r.backup)?;
+    let rec = crate::engine::browse::resolve_backup(store, &r.vault, &r.backup)?;
     let res = r
         .resource
         .as_deref()
@@ -70,7 +66,7 @@ fn target(store: &Store, r: &RestoreRequest) -> Result<PathBuf> {
 /// Restore, recorded as a `restore` task. Entries that could not be
 /// restored do not make the call fail (the rest is restored and they are
 /// in the report), but they end the task as failed, naming the first.
-pub fn restore(store: &Store, r: &RestoreRequest, progress: &Progress) -> Result<RestoreReport> {
+pub fn run(store: &Store, r: &RestoreRequest, progress: &Progress) -> Result<RestoreReport> {
     store.vault(&r.vault)?;
     let to = target(store, r)?;
     let task = crate::tasks::start(
@@ -81,7 +77,7 @@ pub fn restore(store: &Store, r: &RestoreRequest, progress: &Progress) -> Result
         Some(&r.backup),
         catalog::now_ns(),
     );
-    let result = restore::restore_with_progress(
+    let result = restore_with_progress(
         store,
         &r.vault,
         &r.backup,
@@ -102,42 +98,4 @@ pub fn restore(store: &Store, r: &RestoreRequest, progress: &Progress) -> Result
         target: to,
         stats: result?,
     })
-}
-
-/// The vaults `prune` works on: the one named (which must exist), or every
-/// vault.
-pub fn prune_targets(store: &Store, vault: Option<&str>) -> Result<Vec<String>> {
-    match vault {
-        Some(v) => {
-            store.vault(v)?;
-            Ok(vec![v.to_string()])
-        }
-        None => store.vault_names(),
-    }
-}
-
-/// Prune one vault, recorded as a `prune` task unless it is a dry run
-/// (which changes nothing).
-pub fn prune_vault(
-    store: &Store,
-    vault: &str,
-    dry_run: bool,
-    threshold: u8,
-    progress: &Progress,
-) -> Result<super::prune::PruneReport> {
-    let t = (!dry_run).then(|| {
-        crate::tasks::start(
-            store,
-            crate::tasks::TaskType::Prune,
-            vault,
-            None,
-            None,
-            catalog::now_ns(),
-        )
-    });
-    let r = super::prune::prune_with(store, vault, dry_run, threshold, progress);
-    if let Some(t) = t {
-        t.finish(&r);
-    }
-    r
 }
