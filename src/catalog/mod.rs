@@ -17,7 +17,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
 use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
-use crate::store::{LocalDir, Repo, Storage};
+use crate::store::{LocalDir, RemoteConfig, Repo, Storage};
+use serde::Deserialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -49,7 +50,14 @@ pub fn ns_to_rfc3339(ns: i64) -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// The remote vaults opened by this process, with the registration
+    /// each was opened with: one client (and one set of request counters)
+    /// per vault and process.
+    remotes: std::sync::Arc<parking_lot::Mutex<RemoteMap>>,
 }
+
+/// Opened remote vaults by name.
+type RemoteMap = std::collections::HashMap<String, (RemoteConfig, std::sync::Arc<dyn Storage>)>;
 
 impl Store {
     /// Open the existing store at `root`. A missing store is an error
@@ -114,7 +122,10 @@ impl Store {
             }
         }
         let root = fs::canonicalize(root).ctx(|| format!("resolve {}", root.display()))?;
-        let store = Store { root };
+        let store = Store {
+            root,
+            remotes: Default::default(),
+        };
         store.finish_deletions();
         Ok(store)
     }
@@ -231,7 +242,9 @@ impl Store {
             }
             _ => {}
         }
-        let text = self.vault_storage(name).get("vault.json")?;
+        // The local copy, also for a remote vault (its registration): no
+        // request, and no credentials needed to list vaults.
+        let text = LocalDir::new(self.vault_dir(name)).get("vault.json")?;
         let label = self.vault_dir(name).join("vault.json");
         decode_record(text, &label, "vault", name, "BackupService.6105")
     }
@@ -240,7 +253,8 @@ impl Store {
     pub fn save_vault(&self, cfg: &VaultConfig) -> Result<()> {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| Error::failed(format!("encode vault {}: {e}", cfg.name)))?;
-        self.vault_storage(&cfg.name).put("vault.json", &json)
+        self.storage_of(&cfg.name, cfg.storage.as_ref())?
+            .put("vault.json", &json)
     }
 
     /// Create a vault: its directory, key and settings. The settings file is
@@ -259,7 +273,22 @@ impl Store {
             fs::remove_dir_all(&dir).ctx(|| format!("remove leftover {}", dir.display()))?;
         }
         fsutil::create_dir_all(&dir.join("backups"))?;
-        Repo::create(&dir)?;
+        match &cfg.storage {
+            None => Repo::create(&dir)?,
+            Some(r) => {
+                // One bucket prefix holds one vault: never two vaults'
+                // keys and records mixed.
+                if r.open_remote()?.get("vault.json")?.is_some() {
+                    return Err(Error::conflict(format!(
+                        "{} already holds a vault: register it here with `cbrfs vault attach {}`",
+                        r.url(),
+                        r.url()
+                    ))
+                    .code("BackupService.6106"));
+                }
+                Repo::create_in(&*self.storage_of(&cfg.name, Some(r))?)?;
+            }
+        }
         self.save_vault(cfg)?;
         // The vault's own entry in vaults/ must be durable too.
         fsutil::sync_dir(&self.root.join("vaults"))
@@ -296,13 +325,117 @@ impl Store {
 
     /// Open the vault's store for reading.
     pub fn repo(&self, name: &str) -> Result<Repo> {
-        Repo::open_in(self.vault_storage(name), name)
+        Repo::open_in(self.vault_storage(name)?, name)
     }
 
     /// Where vault `name`'s objects are kept: its packs, indexes, backup
-    /// records, settings and key, reached only through this interface.
-    pub fn vault_storage(&self, name: &str) -> std::sync::Arc<dyn Storage> {
-        std::sync::Arc::new(LocalDir::new(self.vault_dir(name)))
+    /// records, settings and key, reached only through this interface. A
+    /// vault registered with a remote (`storage` in its `vault.json`) is
+    /// its bucket behind this store's cache.
+    pub fn vault_storage(&self, name: &str) -> Result<std::sync::Arc<dyn Storage>> {
+        let reg = self.registration(name)?;
+        self.storage_of(name, reg.as_ref())
+    }
+
+    /// The remote vault `name` is registered with, if any. A `vault.json`
+    /// that cannot be decoded counts as local: reading it through the
+    /// local directory then reports the damage.
+    pub fn registration(&self, name: &str) -> Result<Option<RemoteConfig>> {
+        #[derive(Deserialize)]
+        struct Registration {
+            #[serde(default)]
+            storage: Option<RemoteConfig>,
+        }
+        let Some(text) = LocalDir::new(self.vault_dir(name)).get("vault.json")? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice::<Registration>(&text)
+            .ok()
+            .and_then(|r| r.storage))
+    }
+
+    /// The storage of vault `name` given its registration.
+    fn storage_of(
+        &self,
+        name: &str,
+        reg: Option<&RemoteConfig>,
+    ) -> Result<std::sync::Arc<dyn Storage>> {
+        let Some(r) = reg else {
+            return Ok(std::sync::Arc::new(LocalDir::new(self.vault_dir(name))));
+        };
+        let mut open = self.remotes.lock();
+        if let Some((was, s)) = open.get(name) {
+            if was == r {
+                return Ok(s.clone());
+            }
+        }
+        let s = r.open(&self.vault_dir(name))?;
+        // The mount tells a vault's identity by its local `key` file: keep
+        // a copy whenever the cache lost it (one GET).
+        let dir = self.vault_dir(name);
+        if dir.join("vault.json").exists() && fs::symlink_metadata(dir.join("key")).is_err() {
+            s.get("key")?;
+        }
+        open.insert(name.to_string(), (r.clone(), s.clone()));
+        Ok(s)
+    }
+
+    /// Register the vault kept at remote `r` in this store, as `name` (by
+    /// default the name it has there), and build its cache from the bucket
+    /// alone: the key, every index, every backup record and the metadata
+    /// packs. The disaster-recovery path: nothing of the old host is
+    /// needed. The vault's policy is not carried over (policies are this
+    /// store's); its resources are, as records of what was protected.
+    pub fn attach_vault(&self, r: &RemoteConfig, name: Option<&str>) -> Result<VaultConfig> {
+        let _lock = self.lock()?;
+        let remote = r.open_remote()?;
+        let Some(text) = remote.get("vault.json")? else {
+            return Err(Error::not_found(format!(
+                "{}: no cbrfs vault there (it has no vault.json)",
+                r.url()
+            )));
+        };
+        let mut cfg: VaultConfig = serde_json::from_slice(&text)
+            .map_err(|e| Error::corrupt(format!("{}: vault.json cannot be read: {e}", r.url())))?;
+        let origin = cfg.name.clone();
+        let name = name.unwrap_or(&origin).to_string();
+        rules::check_name("vault name", &name)?;
+        let dir = self.vault_dir(&name);
+        if dir.join("vault.json").exists() {
+            return Err(Error::conflict(format!(
+                "vault {name:?} already exists in this store: attach under another name with --name"
+            ))
+            .code("BackupService.6106"));
+        }
+        if dir.exists() {
+            // Left by a crash during an earlier create or attach.
+            fs::remove_dir_all(&dir).ctx(|| format!("remove leftover {}", dir.display()))?;
+        }
+        let mut reg = r.clone();
+        reg.aliases = cfg
+            .storage
+            .as_ref()
+            .map(|s| s.aliases.clone())
+            .unwrap_or_default();
+        if origin != name && !reg.aliases.contains(&origin) {
+            reg.aliases.push(origin.clone());
+        }
+        reg.aliases.retain(|a| *a != name);
+        cfg.name = name.clone();
+        cfg.storage = Some(reg.clone());
+        cfg.policy = None;
+        fsutil::create_dir_all(&dir.join("backups"))?;
+        let storage = self.storage_of(&name, Some(&reg))?;
+        let repo = Repo::open_in(storage.clone(), &name)?;
+        repo.warm_metadata()?;
+        // Listing the records fetches them into the cache.
+        storage.list("backups/")?;
+        // The registration last: until it is written no vault is visible.
+        let json = serde_json::to_vec_pretty(&cfg)
+            .map_err(|e| Error::failed(format!("encode vault {name}: {e}")))?;
+        LocalDir::new(&dir).put("vault.json", &json)?;
+        fsutil::sync_dir(&self.root.join("vaults"))?;
+        Ok(cfg)
     }
 
     /// Path of backup `backup`'s record in vault `vault`.
@@ -315,7 +448,7 @@ impl Store {
     /// Names of vault `vault`'s backups (from the file names only).
     pub fn backup_names(&self, vault: &str) -> Result<Vec<String>> {
         Ok(self
-            .vault_storage(vault)
+            .vault_storage(vault)?
             .list("backups/")?
             .into_iter()
             .filter_map(|o| {
@@ -328,7 +461,7 @@ impl Store {
     /// Backup `backup` of vault `vault`.
     pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
         rules::check_name("backup name", backup)?;
-        let Some(data) = self.vault_storage(vault).get(&record_name(backup))? else {
+        let Some(data) = self.vault_storage(vault)?.get(&record_name(backup))? else {
             return Err(Error::not_found(format!(
                 "backup {backup:?} does not exist in vault {vault}"
             ))
@@ -338,7 +471,12 @@ impl Store {
             .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
         // Commands name a backup by its file and show the record's own
         // names: a record copied or crafted under another name is damage.
-        if rec.name != backup || rec.vault != vault {
+        let alias = || -> Result<bool> {
+            Ok(self
+                .registration(vault)?
+                .is_some_and(|r| r.aliases.contains(&rec.vault)))
+        };
+        if rec.name != backup || (rec.vault != vault && !alias()?) {
             return Err(Error::corrupt(format!(
                 "vault {vault}, backup {backup}: the record says it is backup {:?} of vault {:?}",
                 rec.name, rec.vault
@@ -381,7 +519,7 @@ impl Store {
 
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
-        self.vault_storage(&rec.vault)
+        self.vault_storage(&rec.vault)?
             .put(&record_name(&rec.name), &model::encode_record(rec)?)
     }
 
@@ -389,7 +527,7 @@ impl Store {
     /// may be deleted; a missing one is an error.
     pub fn delete_backup(&self, vault: &str, backup: &str) -> Result<()> {
         rules::check_name("backup name", backup)?;
-        let storage = self.vault_storage(vault);
+        let storage = self.vault_storage(vault)?;
         let name = record_name(backup);
         // Deleting an absent object is no error to the storage; to the user
         // it is.
@@ -682,6 +820,7 @@ mod tests {
             policy_applied_ns: 1_700_000_000_000_000_000,
             auto_expand: true,
             threshold: 90,
+            storage: None,
         }
     }
 

@@ -219,6 +219,11 @@ pub struct VaultConfig {
     /// Usage (%) past which a warning is logged and a task recorded.
     #[serde(default = "default_threshold")]
     pub threshold: u8,
+    /// Where the vault's objects are kept when not in this store: an S3
+    /// bucket (issue 14); this store then keeps the registration and a
+    /// cache. Absent: in the store, as always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::store::RemoteConfig>,
 }
 
 fn default_threshold() -> u8 {

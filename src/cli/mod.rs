@@ -193,8 +193,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
         description,
         tags,
         compression,
+        storage,
+        s3_endpoint,
+        cache_size,
     }) = &cli.command
     {
+        if let Some(url) = storage {
+            crate::store::RemoteConfig::from_args(
+                url,
+                s3_endpoint.as_deref(),
+                cache_size.as_deref(),
+            )?;
+        }
         vaults::prepare(vaults::NewVault {
             name: name.clone(),
             vault_type: VaultType::parse(vault_type)?,
@@ -203,6 +213,22 @@ fn dispatch(cli: Cli) -> Result<i32> {
             tags: tags.clone(),
             compression: compression.clone(),
         })?;
+        create = true;
+    }
+    // `vault attach` is how a new host starts: it creates a missing store
+    // too, once the location is known to be valid.
+    if let Command::Vault(vault::VaultCmd::Attach {
+        storage,
+        s3_endpoint,
+        cache_size,
+        ..
+    }) = &cli.command
+    {
+        crate::store::RemoteConfig::from_args(
+            storage,
+            s3_endpoint.as_deref(),
+            cache_size.as_deref(),
+        )?;
         create = true;
     }
     let store = open_store(&cli.store, create)?;

@@ -33,6 +33,33 @@ pub(super) enum VaultCmd {
         /// Blob compression.
         #[arg(long, default_value = "zstd", value_name = "zstd|none")]
         compression: String,
+        /// Keep the vault in an S3 bucket (credentials from AWS_ACCESS_KEY_ID
+        /// and AWS_SECRET_ACCESS_KEY); this store keeps a cache.
+        #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+        storage: Option<String>,
+        /// The S3 service's URL [default: AWS_ENDPOINT_URL, else AWS].
+        #[arg(long, value_name = "URL", requires = "storage")]
+        s3_endpoint: Option<String>,
+        /// Bound of this host's cache of data read from the bucket.
+        #[arg(long, value_name = "SIZE", requires = "storage")]
+        cache_size: Option<String>,
+    },
+    /// Register a vault kept in an S3 bucket in this store and build its
+    /// cache from the bucket alone: a new host reaches the backups of one
+    /// that is gone.
+    Attach {
+        /// Where the vault is.
+        #[arg(value_name = "s3://BUCKET[/PREFIX]")]
+        storage: String,
+        /// The S3 service's URL [default: AWS_ENDPOINT_URL, else AWS].
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+        /// The vault's name here [default: its name in the bucket].
+        #[arg(long)]
+        name: Option<String>,
+        /// Bound of this host's cache of data read from the bucket.
+        #[arg(long, value_name = "SIZE")]
+        cache_size: Option<String>,
     },
     /// List vaults.
     List {
@@ -147,23 +174,56 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             description,
             tags,
             compression,
+            storage,
+            s3_endpoint,
+            cache_size,
         } => {
-            let v = vaults::create(
-                store,
-                vaults::NewVault {
-                    name,
-                    vault_type: VaultType::parse(&vault_type)?,
-                    capacity,
-                    description,
-                    tags,
-                    compression,
-                },
-            )?;
+            let new = vaults::NewVault {
+                name,
+                vault_type: VaultType::parse(&vault_type)?,
+                capacity,
+                description,
+                tags,
+                compression,
+            };
+            let v = match storage {
+                None => vaults::create(store, new)?,
+                Some(url) => {
+                    let r = crate::store::RemoteConfig::from_args(
+                        &url,
+                        s3_endpoint.as_deref(),
+                        cache_size.as_deref(),
+                    )?;
+                    vaults::create_remote(store, new, r)?
+                }
+            };
             println!(
                 "created vault {} ({}, {} GB)",
                 v.name,
                 v.vault_type.as_str(),
                 v.capacity_gb
+            );
+        }
+        VaultCmd::Attach {
+            storage,
+            s3_endpoint,
+            name,
+            cache_size,
+        } => {
+            let r = crate::store::RemoteConfig::from_args(
+                &storage,
+                s3_endpoint.as_deref(),
+                cache_size.as_deref(),
+            )?;
+            let v = store.attach_vault(&r, name.as_deref())?;
+            let n = store.backup_names(&v.name)?.len();
+            println!(
+                "attached vault {} ({}, {} GB) from {}: {}",
+                v.name,
+                v.vault_type.as_str(),
+                v.capacity_gb,
+                r.url(),
+                rules::count(n as u64, "backup", "backups")
             );
         }
         VaultCmd::List { tags, json } => {
@@ -225,6 +285,15 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 // vault.json is store input: quote what it says.
                 println!("description: {}", quote(&v.description));
                 println!("compression: {}", v.compression);
+                if let Some(r) = &v.storage {
+                    // vault.json is store input: quoted.
+                    println!(
+                        "storage:     {} at {} (cache {})",
+                        quote(&r.url),
+                        quote(&r.endpoint),
+                        human_bytes(r.cache_bytes)
+                    );
+                }
                 println!("created:     {}", v.created);
                 println!("backups:     {}", v.backups);
                 let tags: Vec<String> = v
@@ -311,6 +380,20 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 },
             )?;
             println!("updated vault {} ({} GB)", v.name, v.capacity_gb);
+        }
+        VaultCmd::Delete { name, force: _ } if store.registration(&name)?.is_some() => {
+            // A remote vault's backups are in its bucket, which other
+            // hosts may use: only this store's registration and cache go.
+            let url = store
+                .registration(&name)?
+                .map(|r| r.url())
+                .unwrap_or_default();
+            store.vault(&name)?;
+            store.delete_vault(&name)?;
+            println!(
+                "removed vault {name} from this store; its backups stay in {}",
+                quote(&url)
+            );
         }
         VaultCmd::Delete { name, force } => {
             let n = vaults::delete(store, &name, force)?;

@@ -193,7 +193,21 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         policy_applied_ns: 0,
         auto_expand: false,
         threshold: 80,
+        storage: None,
     };
+    Ok(cfg)
+}
+
+/// Create a vault whose objects are kept in remote `storage` (an S3
+/// bucket), this store keeping its registration and a cache.
+pub fn create_remote(
+    store: &Store,
+    v: NewVault,
+    storage: crate::store::RemoteConfig,
+) -> Result<VaultConfig> {
+    let mut cfg = prepare(v)?;
+    cfg.storage = Some(storage);
+    store.create_vault(&cfg)?;
     Ok(cfg)
 }
 

@@ -44,16 +44,20 @@
 // only inside the store; the engine asks Repo for blobs and for the
 // operations that change files (a backup's writer, prune's commit, index
 // repair).
+pub mod cached;
 mod compression;
 mod index;
 pub mod local;
 mod pack;
 mod reader;
+pub mod remote;
 pub mod s3;
 pub mod storage;
 mod writer;
 
+pub use cached::CachedStorage;
 pub use local::LocalDir;
+pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{compress_blob, compress_into};

@@ -23,6 +23,8 @@
 use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
 use crate::error::{Error, Result};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 /// Magic at the start of a pack.
 pub const MAGIC: &[u8; 8] = b"CBRPACK1";
@@ -168,24 +170,39 @@ impl PackWriter {
     }
 }
 
-/// A sealed pack, memory-mapped where the storage can map it.
+/// A sealed pack: mapped (or read) whole, or — on a backend that cannot
+/// map it (an object store behind a cache) — read blob by blob with byte
+/// ranges, so that restoring one file does not download its whole 16 MiB
+/// pack. Either way a blob's bytes are verified against its id by the
+/// caller ([`super::Repo::read_at`]), so a range that comes back damaged
+/// is an error, never other bytes.
 pub struct PackReader {
     id: BlobId,
     /// How messages name it: its path, or its URL.
     label: String,
+    body: Body,
+}
+
+enum Body {
+    Whole(Whole),
+    /// Not loaded: blobs are read by range from `storage`; the whole pack
+    /// is loaded only when its table or its hash is wanted (check).
+    Ranged {
+        storage: Arc<dyn Storage>,
+        name: String,
+        whole: OnceLock<Whole>,
+    },
+}
+
+/// A whole pack's bytes, header and footer validated.
+struct Whole {
     map: ObjectBytes,
     table_offset: usize,
     count: usize,
 }
 
-impl PackReader {
-    /// Load (map) pack `id` of `storage` and validate its header and
-    /// footer. A missing pack is an error for which
-    /// [`storage::is_absent`] is true.
-    pub fn open(storage: &dyn Storage, id: BlobId) -> Result<PackReader> {
-        let name = pack_name(&id);
-        let label = storage::object_label(storage, &name);
-        let map = storage::load(storage, &name)?;
+impl Whole {
+    fn parse(label: &str, map: ObjectBytes) -> Result<Whole> {
         let bad = |why: &str| Error::corrupt(format!("pack {label} is damaged: {why}"));
         if map.len() < HEADER_LEN + FOOTER_LEN {
             return Err(bad("shorter than header and footer"));
@@ -209,41 +226,119 @@ impl PackReader {
         if table_offset < HEADER_LEN as u64 || expect_end != Some(f as u64) {
             return Err(bad("blob table does not fit the file"));
         }
-        Ok(PackReader {
-            id,
-            label,
+        Ok(Whole {
             map,
             table_offset: table_offset as usize,
             count,
         })
     }
+}
+
+impl PackReader {
+    /// Load (map) pack `id` of `storage` and validate its header and
+    /// footer. A missing pack is an error for which
+    /// [`storage::is_absent`] is true.
+    pub fn open(storage: &dyn Storage, id: BlobId) -> Result<PackReader> {
+        let name = pack_name(&id);
+        let label = storage::object_label(storage, &name);
+        let map = storage::load(storage, &name)?;
+        let whole = Whole::parse(&label, map)?;
+        Ok(PackReader {
+            id,
+            label,
+            body: Body::Whole(whole),
+        })
+    }
+
+    /// Pack `id` mapped if `storage` can map it now, else read by range
+    /// (no request is made here: an absent pack shows at the first read).
+    pub fn open_lazy(storage: &Arc<dyn Storage>, id: BlobId) -> Result<PackReader> {
+        let name = pack_name(&id);
+        let label = storage::object_label(&**storage, &name);
+        match storage.map(&name)? {
+            Some(m) => Ok(PackReader {
+                id,
+                body: Body::Whole(Whole::parse(&label, ObjectBytes::Mapped(m))?),
+                label,
+            }),
+            None => Ok(PackReader {
+                id,
+                label,
+                body: Body::Ranged {
+                    storage: storage.clone(),
+                    name,
+                    whole: OnceLock::new(),
+                },
+            }),
+        }
+    }
+
+    /// The whole pack, loading it once if it is read by range.
+    fn whole(&self) -> Result<&Whole> {
+        match &self.body {
+            Body::Whole(w) => Ok(w),
+            Body::Ranged {
+                storage,
+                name,
+                whole,
+            } => {
+                if let Some(w) = whole.get() {
+                    return Ok(w);
+                }
+                let w = Whole::parse(&self.label, storage::load(&**storage, name)?)?;
+                Ok(whole.get_or_init(|| w))
+            }
+        }
+    }
 
     /// Size of the file.
     #[cfg(test)]
     pub fn size(&self) -> u64 {
-        self.map.len() as u64
+        self.whole().map(|w| w.map.len() as u64).unwrap_or(0)
     }
 
-    /// The stored bytes of the blob at `loc`, bounds-checked.
-    pub fn stored(&self, loc: &Location) -> Result<&[u8]> {
+    /// The stored bytes of the blob at `loc`, bounds-checked (a ranged
+    /// read checks them against what the server returns: exactly
+    /// `stored_len` bytes, or an error naming the pack).
+    pub fn stored(&self, loc: &Location) -> Result<Cow<'_, [u8]>> {
+        let outside = || {
+            Error::corrupt(format!(
+                "pack {}: blob at offset {} length {} lies outside the pack's data",
+                self.label, loc.offset, loc.stored_len
+            ))
+        };
+        let whole = match &self.body {
+            Body::Whole(w) => w,
+            Body::Ranged { whole, .. } if whole.get().is_some() => {
+                whole.get().ok_or_else(outside)?
+            }
+            Body::Ranged { storage, name, .. } => {
+                if loc.offset < HEADER_LEN as u64 {
+                    return Err(outside());
+                }
+                return Ok(Cow::Owned(storage.get_range(
+                    name,
+                    loc.offset,
+                    loc.stored_len as u64,
+                )?));
+            }
+        };
         let start = loc.offset as usize;
         let end = start.checked_add(loc.stored_len as usize);
         match end {
-            Some(end) if start >= HEADER_LEN && end <= self.table_offset => {
-                Ok(&self.map[start..end])
+            Some(end) if start >= HEADER_LEN && end <= whole.table_offset => {
+                Ok(Cow::Borrowed(&whole.map[start..end]))
             }
-            _ => Err(Error::corrupt(format!(
-                "pack {}: blob at offset {} length {} lies outside the pack's data",
-                self.label, loc.offset, loc.stored_len
-            ))),
+            _ => Err(outside()),
         }
     }
 
     /// Decode and check the blob table (for check and index rebuild).
     pub fn entries(&self) -> Result<Vec<PackEntry>> {
-        let table = &self.map[self.table_offset..self.table_offset + self.count * ENTRY_LEN];
-        let f = self.map.len() - FOOTER_LEN;
-        if xxhash_rust::xxh3::xxh3_64(table) != le_u64(&self.map, f + 16) {
+        let w = self.whole()?;
+        let table = &w.map[w.table_offset..w.table_offset + w.count * ENTRY_LEN];
+        let f = w.map.len() - FOOTER_LEN;
+        if xxhash_rust::xxh3::xxh3_64(table) != le_u64(&w.map, f + 16) {
             return Err(Error::corrupt(format!(
                 "pack {}: blob table checksum mismatch",
                 self.label
@@ -259,10 +354,37 @@ impl PackReader {
             .collect()
     }
 
-    /// True if the whole file hashes to its name.
+    /// True if the whole file hashes to its name (false if it cannot be
+    /// loaded).
     pub fn verify_id(&self) -> bool {
-        BlobId(xxhash_rust::xxh3::xxh3_128(&self.map).to_be_bytes()) == self.id
+        match self.whole() {
+            Ok(w) => BlobId(xxhash_rust::xxh3::xxh3_128(&w.map).to_be_bytes()) == self.id,
+            Err(_) => false,
+        }
     }
+}
+
+/// True if sealed pack `bytes` holds only metadata blobs (trees and chunk
+/// lists): a cache keeps such packs whole. False when it cannot tell.
+pub fn holds_only_metadata(bytes: &[u8]) -> bool {
+    let f = match bytes.len().checked_sub(FOOTER_LEN) {
+        Some(f) if bytes.len() >= HEADER_LEN + FOOTER_LEN && &bytes[..8] == MAGIC => f,
+        _ => return false,
+    };
+    let count = le_u32(bytes, f) as usize;
+    let table_offset = le_u64(bytes, f + 8) as usize;
+    let Some(end) = count
+        .checked_mul(ENTRY_LEN)
+        .and_then(|t| t.checked_add(table_offset))
+    else {
+        return false;
+    };
+    if end != f || table_offset < HEADER_LEN || count == 0 {
+        return false;
+    }
+    bytes[table_offset..end]
+        .chunks_exact(ENTRY_LEN)
+        .all(|e| matches!(PackEntry::decode(e), Some(p) if p.kind != BlobKind::Data))
 }
 
 #[cfg(test)]
@@ -296,7 +418,7 @@ mod tests {
             stored_len: e.stored_len,
             raw_len: e.raw_len,
         };
-        assert_eq!(r.stored(&loc(&entries[1])).unwrap(), b"world!");
+        assert_eq!(&*r.stored(&loc(&entries[1])).unwrap(), b"world!");
         let mut bad = loc(&entries[1]);
         bad.stored_len = 1 << 20;
         assert!(r.stored(&bad).is_err());

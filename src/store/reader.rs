@@ -319,12 +319,18 @@ impl Repo {
     }
 
     fn read_at_try(&self, id: &BlobId, loc: &Location, tries: usize) -> Result<Vec<u8>> {
-        let pack = match self.pack(loc.pack) {
-            Ok(p) => p,
+        let stored = self.pack_for_read(loc).and_then(|pack| {
+            // Owned either way: a ranged pack's bytes are fetched, a
+            // mapped one's copied once (decompression reads the slice).
+            pack.stored(loc).map(|c| c.into_owned())
+        });
+        let stored = match stored {
+            Ok(s) => s,
             // Prune rewrote the pack and removed it after writing the index
             // that names the blob's new place: look again (a bounded number
             // of times: each prune moves a blob at most once more).
             Err(e) if is_not_found(&e) && tries < RELIST_TRIES => {
+                self.packs.lock().remove(&loc.pack);
                 return match self.relist_for(id, |l| l.pack != loc.pack)? {
                     Some(l) => self.read_at_try(id, &l, tries + 1),
                     None => Err(e),
@@ -332,7 +338,48 @@ impl Repo {
             }
             Err(e) => return Err(e),
         };
-        let stored = pack.stored(loc)?;
+        match self.decode_blob(id, loc, &stored) {
+            Ok(data) => Ok(data),
+            // A local copy of a remote pack (a cache) that fails
+            // verification is dropped and read again from the source, once;
+            // the source's bytes are verified the same way.
+            Err(e) if tries < RELIST_TRIES => {
+                let name = super::pack::pack_name(&loc.pack);
+                if self.storage.forget_cached(&name) {
+                    log::warn!("{e}; read again from {}", self.storage.describe());
+                    self.packs.lock().remove(&loc.pack);
+                    self.read_at_try(id, loc, RELIST_TRIES)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pack holding the blob at `loc`, opened for reading blobs: a
+    /// pack of trees and chunk lists is kept whole by a caching backend
+    /// (browsing reads it again and again); a data pack is mapped where
+    /// the backend can, else read by byte range.
+    fn pack_for_read(&self, loc: &Location) -> Result<Arc<PackReader>> {
+        if let Some(p) = self.packs.lock().get(&loc.pack) {
+            return Ok(p.clone());
+        }
+        let name = super::pack::pack_name(&loc.pack);
+        if loc.kind != super::BlobKind::Data {
+            self.storage.keep_whole(&name)?;
+        }
+        let p = Arc::new(
+            PackReader::open_lazy(&self.storage, loc.pack)
+                .map_err(|e| e.context(format!("vault {}", self.vault)))?,
+        );
+        self.packs.lock().insert(loc.pack, p.clone());
+        Ok(p)
+    }
+
+    /// The blob `id` from its stored bytes: decompressed, and checked
+    /// against its length and its id.
+    fn decode_blob(&self, id: &BlobId, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
         let damaged = |why: String| {
             Error::corrupt(format!(
                 "vault {}, pack {}, {} blob {}: {why}",
@@ -393,6 +440,26 @@ impl Repo {
             .map(|o| o.size)
             .sum();
         Ok(packs + idx)
+    }
+
+    /// Ask the storage to keep every pack of trees and chunk lists whole
+    /// (a remote vault's cache: browsing then never waits on the network);
+    /// returns how many such packs there are. Nothing for a local vault.
+    pub fn warm_metadata(&self) -> Result<usize> {
+        let mut data_packs = std::collections::HashSet::new();
+        let mut packs = std::collections::BTreeSet::new();
+        self.for_each_entry(|_, loc| {
+            packs.insert(loc.pack);
+            if loc.kind == super::BlobKind::Data {
+                data_packs.insert(loc.pack);
+            }
+        });
+        let mut n = 0;
+        for p in packs.iter().filter(|p| !data_packs.contains(p)) {
+            self.storage.keep_whole(&super::pack::pack_name(p))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Remove temporary files a killed writer left. Call only while holding

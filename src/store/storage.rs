@@ -89,6 +89,23 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_stale_temps(&self) -> Result<usize> {
         Ok(0)
     }
+
+    /// A hint that object `name` will be read whole and often (a pack of
+    /// trees and chunk lists): a caching backend keeps a whole local copy,
+    /// so that [`Storage::map`] maps it and browsing never waits on the
+    /// network again. Others do nothing.
+    fn keep_whole(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+
+    /// Drop any local copy of object `name` (whole or ranges) because its
+    /// bytes failed verification; true if there was one, so that the
+    /// caller reads again from the source instead of reporting damage.
+    fn forget_cached(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
 }
 
 /// An object's bytes as a reader holds them: mapped where the backend can

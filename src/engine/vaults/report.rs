@@ -41,6 +41,24 @@ pub struct VaultReport {
     pub threshold_percent: u8,
     /// Associated resources, in association order.
     pub resources: Vec<ResourceReport>,
+    /// Where the vault's objects are, for a vault kept in a bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageReport>,
+}
+
+/// The bucket a remote vault is kept in (no credential: none is stored).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct StorageReport {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// The S3 service.
+    pub endpoint: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (empty, or ending in `/`).
+    pub prefix: String,
+    /// Bound of this host's cache of data, bytes.
+    pub cache_bytes: u64,
 }
 
 impl VaultReport {
@@ -113,6 +131,13 @@ pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
         policy: v.policy.clone(),
         auto_expand: v.auto_expand,
         threshold_percent: v.threshold,
+        storage: v.storage.as_ref().map(|r| StorageReport {
+            url: r.url(),
+            endpoint: r.endpoint.clone(),
+            bucket: r.bucket.clone(),
+            prefix: r.prefix.clone(),
+            cache_bytes: r.cache_bytes,
+        }),
         resources: v
             .resources
             .iter()

@@ -1,0 +1,641 @@
+//! [`CachedStorage`]: a vault kept in a remote [`Storage`] (an S3 bucket)
+//! with a local cache, so that browsing never waits on the network once
+//! the cache is warm and reading data fetches only the byte ranges wanted.
+//!
+//! The remote holds the whole vault; the cache can be deleted at any time
+//! and is rebuilt from the remote as objects are read. It mirrors the
+//! local layout in the vault's directory, so that whatever looks at a
+//! vault's files there (the mount's change detection) finds them:
+//!
+//! ```text
+//! vault.json                  the registration: this host's copy of the
+//!                             vault's settings, naming the remote
+//! key, index/<id>.idx, backups/<b>.bk, packs/<hh>/<id>.pack
+//!                             whole copies: the key, every index, backup
+//!                             records, and packs of trees and chunk lists
+//!                             (metadata); a listing of `index/` or
+//!                             `backups/` brings them in line with the remote
+//! cache/packs/<hh>/<id>.pack.<offset>-<len>
+//!                             byte ranges of data packs, bounded by the
+//!                             cache size, least recently used out first
+//! ```
+//!
+//! Everything but `vault.json` (and the lock files) is cache.
+//!
+//! Writes go to the remote first and return only when it published the
+//! object, so the store's write order (packs, then the index naming them,
+//! then the record) holds on the remote; the cache is filled after. A
+//! cached copy is never trusted more than the remote: every blob read from
+//! it is verified against its id by the reader, which drops a copy that
+//! fails ([`Storage::forget_cached`]) and reads the remote instead.
+
+use super::local::LocalDir;
+use super::pack;
+use super::storage::{ObjectInfo, Storage};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The data cache's size when none is given: room for a few hundred
+/// megabytes of restores to be read twice without a download.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// A remote vault with a local cache. See the module docs.
+pub struct CachedStorage {
+    remote: Arc<dyn Storage>,
+    /// The vault's local directory: its registration `vault.json`, and
+    /// whole objects (key, indexes, records, metadata packs).
+    home: LocalDir,
+    /// The same directory, for whole copies (a second name for clarity).
+    whole: LocalDir,
+    /// Byte ranges of data packs.
+    ranges: LocalDir,
+    /// Bound of the ranges' bytes.
+    limit: u64,
+    /// The ranges' bytes as last counted plus those added since; counted
+    /// from the directory at the first insertion (`u64::MAX`: not yet).
+    used: AtomicU64,
+    /// One eviction at a time in this process.
+    evicting: Mutex<()>,
+}
+
+impl std::fmt::Debug for CachedStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStorage")
+            .field("remote", &self.remote.describe())
+            .field("cache", &self.whole.root())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// How an object is cached.
+#[derive(PartialEq, Eq)]
+enum Class {
+    /// The local registration, kept beside the cache (never evicted).
+    Registration,
+    /// Always kept whole: small, and read at every open.
+    Whole,
+    /// A pack: whole if it holds only metadata, else by range.
+    Pack,
+    /// Not cached.
+    Other,
+}
+
+fn class(name: &str) -> Class {
+    if name == "vault.json" {
+        Class::Registration
+    } else if name == "key" || name.starts_with("index/") || name.starts_with("backups/") {
+        Class::Whole
+    } else if name.starts_with("packs/") {
+        Class::Pack
+    } else {
+        Class::Other
+    }
+}
+
+impl CachedStorage {
+    /// The vault in `remote`, cached in local directory `home` (the
+    /// vault's directory in the store), with at most `limit` bytes of
+    /// data ranges.
+    pub fn new(remote: Arc<dyn Storage>, home: &Path, limit: u64) -> CachedStorage {
+        CachedStorage {
+            remote,
+            home: LocalDir::new(home),
+            whole: LocalDir::new(home),
+            ranges: LocalDir::new(home.join("cache")),
+            limit,
+            used: AtomicU64::new(u64::MAX),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    /// The remote storage.
+    pub fn remote(&self) -> &Arc<dyn Storage> {
+        &self.remote
+    }
+
+    /// Bring the local copies under `prefix` in line with listing
+    /// `listed` of the remote: drop copies of objects no longer there, and
+    /// fetch backup records not yet here (the mount finds backups by their
+    /// local file). A copy dropped because the listing lagged is fetched
+    /// again when read.
+    fn sync(&self, prefix: &str, listed: &[ObjectInfo]) {
+        let Ok(local) = self.whole.list(prefix) else {
+            return;
+        };
+        let remote: std::collections::HashSet<&str> =
+            listed.iter().map(|o| o.name.as_str()).collect();
+        let here: std::collections::HashSet<&str> = local.iter().map(|o| o.name.as_str()).collect();
+        for o in &local {
+            if !remote.contains(o.name.as_str()) {
+                let _ = self.whole.delete(&o.name);
+            }
+        }
+        if prefix == "backups/" {
+            for o in listed {
+                if !here.contains(o.name.as_str()) {
+                    match self.remote.get(&o.name) {
+                        Ok(Some(d)) => self.remember(&self.whole, &o.name, &d),
+                        Ok(None) => {}
+                        Err(e) => log::warn!("cache: fetch {}: {e}", o.name),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keep a copy of `name` in `dir`. A cache that cannot be written
+    /// (disk full) is no failure of the operation: it is logged, and the
+    /// remote is read next time.
+    fn remember(&self, dir: &LocalDir, name: &str, data: &[u8]) {
+        if let Err(e) = dir.put(name, data) {
+            log::warn!("cache: keep a copy of {name}: {e}");
+        }
+    }
+
+    /// The local copy of `name`, if the cache has one.
+    fn cached_whole(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.whole.get(name)
+    }
+
+    /// The range cache's object name of `len` bytes at `offset` of `name`.
+    fn range_name(name: &str, offset: u64, len: u64) -> String {
+        format!("{name}.{offset}-{len}")
+    }
+
+    /// A cached range, marked as used now (least recently used goes
+    /// first), or None.
+    fn cached_range(&self, key: &str, len: u64) -> Option<Vec<u8>> {
+        let data = self.ranges.get(key).ok().flatten()?;
+        if data.len() as u64 != len {
+            // A torn or damaged entry: not served, replaced below.
+            return None;
+        }
+        if let Ok(f) = File::open(self.ranges.root().join(key)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Some(data)
+    }
+
+    /// Keep range `key` and evict the least recently used ranges beyond
+    /// the bound.
+    fn remember_range(&self, key: &str, data: &[u8]) {
+        self.remember(&self.ranges, key, data);
+        let before = self.used.load(Ordering::Relaxed);
+        let now = if before == u64::MAX {
+            let n = self.ranges_files().iter().map(|f| f.1).sum();
+            self.used.store(n, Ordering::Relaxed);
+            n
+        } else {
+            self.used.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64
+        };
+        if now > self.limit {
+            self.evict();
+        }
+    }
+
+    /// Every range file: path, size, last use.
+    fn ranges_files(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.ranges.root().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                // symlink_metadata: a link in the cache is not followed.
+                let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                    continue;
+                };
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else if m.is_file() {
+                    let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    out.push((e.path(), m.len(), t));
+                }
+            }
+        }
+        out
+    }
+
+    /// Remove the least recently used ranges until they take at most
+    /// nine tenths of the bound (so that eviction is not run per insert).
+    fn evict(&self) {
+        let Some(_g) = self.evicting.try_lock() else {
+            return;
+        };
+        let mut files = self.ranges_files();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort_by_key(|f| f.2);
+        let goal = self.limit / 10 * 9;
+        for (path, size, _) in files {
+            if total <= goal {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(size);
+            }
+        }
+        self.used.store(total, Ordering::Relaxed);
+    }
+
+    /// Remove every cached range of object `name`; true if any.
+    fn forget_ranges(&self, name: &str) -> bool {
+        let prefix = format!("{name}.");
+        let Ok(list) = self.ranges.list(&prefix) else {
+            return false;
+        };
+        let mut any = false;
+        for o in list {
+            if self.ranges.delete(&o.name).is_ok() {
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+impl Storage for CachedStorage {
+    fn describe(&self) -> String {
+        self.remote.describe()
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        // The remote first: the object is published when this returns.
+        self.remote.put(name, data)?;
+        match class(name) {
+            // The registration must follow: it is what this host reads.
+            Class::Registration => self.home.put(name, data)?,
+            Class::Whole => self.remember(&self.whole, name, data),
+            Class::Pack if pack::holds_only_metadata(data) => {
+                self.remember(&self.whole, name, data)
+            }
+            Class::Pack | Class::Other => {}
+        }
+        Ok(())
+    }
+
+    fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
+        self.remote.put_file(name, file, len)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match class(name) {
+            Class::Registration => match self.home.get(name)? {
+                Some(d) => Ok(Some(d)),
+                None => self.remote.get(name),
+            },
+            Class::Whole => {
+                if let Some(d) = self.cached_whole(name)? {
+                    return Ok(Some(d));
+                }
+                let d = self.remote.get(name)?;
+                if let Some(d) = &d {
+                    self.remember(&self.whole, name, d);
+                }
+                Ok(d)
+            }
+            // A data pack read whole (check --read-data) is not kept: it
+            // would push out what browsing and restores need.
+            Class::Pack => match self.cached_whole(name)? {
+                Some(d) => Ok(Some(d)),
+                None => self.remote.get(name),
+            },
+            Class::Other => self.remote.get(name),
+        }
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if class(name) == Class::Pack {
+            if let Ok(Some(m)) = self.whole.map(name) {
+                let end = offset.checked_add(len).filter(|e| *e <= m.len() as u64);
+                if let Some(end) = end {
+                    return Ok(m[offset as usize..end as usize].to_vec());
+                }
+            }
+            let key = Self::range_name(name, offset, len);
+            if let Some(d) = self.cached_range(&key, len) {
+                return Ok(d);
+            }
+            let d = self.remote.get_range(name, offset, len)?;
+            if d.len() as u64 != len {
+                return Err(Error::corrupt(format!(
+                    "{}: asked for {len} bytes at offset {offset}, got {}",
+                    super::storage::object_label(self, name),
+                    d.len()
+                )));
+            }
+            self.remember_range(&key, &d);
+            return Ok(d);
+        }
+        self.remote.get_range(name, offset, len)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let listed = self.remote.list(prefix)?;
+        if prefix == "backups/" || prefix == "index/" {
+            self.sync(prefix, &listed);
+        }
+        Ok(listed)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        self.remote.delete(name)?;
+        match class(name) {
+            Class::Registration => self.home.delete(name)?,
+            Class::Whole => self.whole.delete(name)?,
+            Class::Pack => {
+                self.whole.delete(name)?;
+                self.forget_ranges(name);
+            }
+            Class::Other => {}
+        }
+        Ok(())
+    }
+
+    fn map(&self, name: &str) -> Result<Option<memmap2::Mmap>> {
+        match class(name) {
+            Class::Whole | Class::Pack => {
+                if let Some(m) = self.whole.map(name).ok().flatten() {
+                    return Ok(Some(m));
+                }
+                if class(name) == Class::Pack {
+                    // A data pack is read by range.
+                    return Ok(None);
+                }
+                match self.remote.get(name)? {
+                    Some(d) => {
+                        self.remember(&self.whole, name, &d);
+                        // Mapped if the copy was kept; else read.
+                        Ok(self.whole.map(name).ok().flatten())
+                    }
+                    None => Err(super::storage::absent(self, name)),
+                }
+            }
+            Class::Registration | Class::Other => Ok(None),
+        }
+    }
+
+    fn remove_stale_temps(&self) -> Result<usize> {
+        self.remote.remove_stale_temps()
+    }
+
+    fn keep_whole(&self, name: &str) -> Result<()> {
+        if class(name) != Class::Pack || self.whole.map(name).ok().flatten().is_some() {
+            return Ok(());
+        }
+        if let Some(d) = self.remote.get(name)? {
+            self.remember(&self.whole, name, &d);
+        }
+        Ok(())
+    }
+
+    fn forget_cached(&self, name: &str) -> bool {
+        let mut any = false;
+        if matches!(self.whole.get(name), Ok(Some(_))) {
+            any = self.whole.delete(name).is_ok();
+        }
+        self.forget_ranges(name) || any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BlobKind, Repo, RepoWriter};
+
+    /// A vault in a "remote" (a second local directory standing in for
+    /// the bucket: a real storage, not a mock), cached in another.
+    fn setup(limit: u64) -> (tempfile::TempDir, Arc<LocalDir>, Arc<CachedStorage>) {
+        let t = tempfile::tempdir().unwrap();
+        let remote = Arc::new(LocalDir::new(t.path().join("bucket")));
+        let cached = Arc::new(CachedStorage::new(
+            remote.clone(),
+            &t.path().join("home"),
+            limit,
+        ));
+        Repo::create_in(&*cached).unwrap();
+        (t, remote, cached)
+    }
+
+    fn bytes(seed: u32, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn files_under(p: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![p.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Writes reach the remote (the whole vault is there); metadata is
+    /// cached whole, data by the ranges read; a deleted cache is rebuilt
+    /// from the remote alone.
+    #[test]
+    fn remote_holds_everything_and_cache_is_rebuilt() {
+        let (t, remote, cached) = setup(DEFAULT_CACHE_BYTES);
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, true);
+        let data = bytes(1, 300_000);
+        let d = w.add(BlobKind::Data, &data).unwrap().id;
+        let tree = w.add(BlobKind::Tree, b"a tree blob").unwrap().id;
+        w.finish().unwrap();
+        // The remote alone can be opened and read.
+        let from_remote = Repo::open_in(remote.clone(), "v").unwrap();
+        assert_eq!(from_remote.read_blob(&d).unwrap(), data);
+        assert_eq!(from_remote.read_blob(&tree).unwrap(), b"a tree blob");
+        // The metadata pack and the index are whole in the cache; the data
+        // pack is not.
+        let whole = t.path().join("home");
+        let tree_pack = repo.lookup(&tree).unwrap().pack;
+        let data_pack = repo.lookup(&d).unwrap().pack;
+        assert!(whole.join(pack::pack_name(&tree_pack)).exists());
+        assert!(!whole.join(pack::pack_name(&data_pack)).exists());
+        assert!(!files_under(&whole.join("index")).is_empty());
+        // Reading data keeps a range, not the pack.
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        let ranges = files_under(&t.path().join("home/cache"));
+        assert_eq!(ranges.len(), 1, "{ranges:?}");
+        // The cache deleted: everything reads again, from the remote.
+        for d in ["cache", "key", "index", "packs", "backups"] {
+            let p = t.path().join("home").join(d);
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap();
+            } else if p.exists() {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        assert_eq!(repo.read_blob(&tree).unwrap(), b"a tree blob");
+        assert!(whole.join(pack::pack_name(&tree_pack)).exists());
+    }
+
+    /// A byte flipped in a cached range or in a cached metadata pack: the
+    /// read drops the copy and reads the remote, never wrong bytes.
+    #[test]
+    fn a_damaged_cache_entry_is_refetched_never_served() {
+        let (t, _remote, cached) = setup(DEFAULT_CACHE_BYTES);
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let data = bytes(2, 100_000);
+        let d = w.add(BlobKind::Data, &data).unwrap().id;
+        let tree = w.add(BlobKind::Tree, &bytes(3, 5000)).unwrap().id;
+        w.finish().unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        let flip = |p: &Path, at: usize| {
+            let mut b = std::fs::read(p).unwrap();
+            b[at] ^= 0x40;
+            std::fs::write(p, b).unwrap();
+        };
+        let range = files_under(&t.path().join("home/cache")).remove(0);
+        flip(&range, 500);
+        let tree_loc = repo.lookup(&tree).unwrap();
+        let tree_pack = t.path().join("home").join(pack::pack_name(&tree_loc.pack));
+        flip(&tree_pack, tree_loc.offset as usize + 7);
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        assert_eq!(repo.read_blob(&tree).unwrap(), bytes(3, 5000));
+        // The damaged range was replaced by a good one.
+        assert!(range.exists());
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+    }
+
+    /// The data cache stays within its bound, least recently used out.
+    #[test]
+    fn the_range_cache_is_bounded() {
+        let (t, _remote, cached) = setup(250_000);
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let blobs: Vec<_> = (0..10u32)
+            .map(|i| {
+                let b = bytes(10 + i, 100_000);
+                (w.add(BlobKind::Data, &b).unwrap().id, b)
+            })
+            .collect();
+        w.finish().unwrap();
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        for (id, b) in &blobs {
+            assert_eq!(&repo.read_blob(id).unwrap(), b);
+        }
+        let total: u64 = files_under(&t.path().join("home/cache"))
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(total <= 250_000, "{total}");
+        assert!(total > 0);
+    }
+
+    /// A storage that logs every request made of it (the bucket's bill).
+    #[derive(Debug)]
+    struct Logged {
+        inner: LocalDir,
+        ops: Mutex<Vec<String>>,
+    }
+
+    impl Storage for Logged {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+            self.ops.lock().push(format!("put {name}"));
+            self.inner.put(name, data)
+        }
+        fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
+            self.ops.lock().push(format!("put {name}"));
+            self.inner.put_file(name, file, len)
+        }
+        fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.ops.lock().push(format!("get {name}"));
+            self.inner.get(name)
+        }
+        fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.ops.lock().push(format!("range {name}"));
+            self.inner.get_range(name, offset, len)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.ops.lock().push(format!("list {prefix}"));
+            self.inner.list(prefix)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.ops.lock().push(format!("delete {name}"));
+            self.inner.delete(name)
+        }
+    }
+
+    /// Writes reach the remote in the store's order (every pack before the
+    /// index naming it); once the cache is warm, reading metadata makes no
+    /// request at all, and data is read by range, never whole.
+    #[test]
+    fn write_order_holds_and_a_warm_cache_reads_metadata_without_requests() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = Arc::new(Logged {
+            inner: LocalDir::new(t.path().join("bucket")),
+            ops: Mutex::new(Vec::new()),
+        });
+        let cached = Arc::new(CachedStorage::new(
+            remote.clone(),
+            &t.path().join("home"),
+            DEFAULT_CACHE_BYTES,
+        ));
+        Repo::create_in(&*cached).unwrap();
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, true);
+        let data = bytes(5, 200_000);
+        let d = w.add(BlobKind::Data, &data).unwrap().id;
+        let tree = w.add(BlobKind::Tree, b"entries").unwrap().id;
+        w.finish().unwrap();
+        let puts: Vec<String> = remote
+            .ops
+            .lock()
+            .iter()
+            .filter(|o| o.starts_with("put "))
+            .cloned()
+            .collect();
+        let first_index = puts.iter().position(|o| o.contains("index/")).unwrap();
+        let last_pack = puts.iter().rposition(|o| o.contains("packs/")).unwrap();
+        assert!(last_pack < first_index, "{puts:?}");
+        // A reader opening the warm cache: the key, the indexes and the
+        // metadata pack are local; only the listing of index/ is asked.
+        remote.ops.lock().clear();
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&tree).unwrap(), b"entries");
+        assert_eq!(*remote.ops.lock(), ["list index/"]);
+        // Data: one ranged read, then none.
+        remote.ops.lock().clear();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        assert_eq!(repo.read_blob(&d).unwrap(), data);
+        let ops = remote.ops.lock().clone();
+        assert_eq!(
+            ops.iter().filter(|o| o.starts_with("range ")).count(),
+            1,
+            "{ops:?}"
+        );
+        assert!(!ops.iter().any(|o| o.starts_with("get packs/")), "{ops:?}");
+    }
+}
