@@ -350,6 +350,46 @@ fn prune_and_check_report_and_record_their_tasks() {
 }
 
 #[test]
+fn repair_rebuilds_a_lost_index_of_the_vaults_asked_for() {
+    let (d, store, src) = setup();
+    filesystem_vault(&store, "v", "", "none");
+    filesystem_vault(&store, "w", "", "none");
+    associate(&store, "v", &src);
+    take_backup(&store, "v", "b1");
+    // The index is lost: check says so, repair rebuilds it from the packs.
+    let index = d.path().join("store/vaults/v/index");
+    for e in std::fs::read_dir(&index).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let before = check::check(&store, Some("v"), false).unwrap();
+    assert!(!before[0].problems.is_empty(), "a lost index went unseen");
+
+    refused(
+        check::repair_vaults(&store, Some("nope"), |_| {
+            panic!("repaired a vault that is not there")
+        }),
+        Kind::NotFound,
+        "nope",
+    );
+    let mut seen = Vec::new();
+    let reports = check::repair_vaults(&store, None, |r| seen.push(r.vault.clone())).unwrap();
+    assert_eq!(
+        seen,
+        ["v", "w"],
+        "every vault, each reported as it was done"
+    );
+    assert_eq!(reports.len(), 2);
+    assert!(
+        reports[0].blobs > 0 && reports[0].problems.is_empty(),
+        "{:?}",
+        reports[0]
+    );
+    assert_eq!(reports[1].blobs, 0);
+    let after = check::check(&store, None, true).unwrap();
+    assert!(after.iter().all(|r| r.problems.is_empty()), "{after:?}");
+}
+
+#[test]
 fn policy_report_and_a_due_pass() {
     let (_d, store, src) = setup();
     filesystem_vault(&store, "v", "", "none");

@@ -26,12 +26,7 @@ pub(super) struct CheckArgs {
 
 pub(super) fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
     if c.repair {
-        let names = match &c.vault {
-            Some(v) => vec![v.clone()],
-            None => store.vault_names()?,
-        };
-        for v in &names {
-            let r = check::repair(store, v)?;
+        check::repair_vaults(store, c.vault.as_deref(), |r| {
             eprintln!(
                 "vault {}: index rebuilt from {} packs ({} blobs); {} index files replaced; {} damaged packs",
                 r.vault, r.packs, r.blobs, r.indexes_replaced, r.damaged_packs
@@ -39,7 +34,7 @@ pub(super) fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
             for p in &r.problems {
                 eprintln!("  {}", quote(p));
             }
-        }
+        })?;
     }
     let progress = crate::engine::progress::Progress::default();
     // Only --read-data takes long enough to need a bar.

@@ -44,14 +44,7 @@ pub fn check_with(
     read_data: bool,
     progress: &Progress,
 ) -> Result<Vec<VaultCheck>> {
-    let names = match vault {
-        Some(v) => {
-            store.vault(v)?;
-            vec![v.to_string()]
-        }
-        None => store.vault_names()?,
-    };
-    names
+    super::vault_targets(store, vault)?
         .iter()
         .map(|v| {
             let c = check_vault(store, v, read_data, progress)?;
@@ -249,6 +242,24 @@ pub struct RepairReport {
     pub indexes_replaced: usize,
     /// What could not be used.
     pub problems: Vec<String>,
+}
+
+/// Rebuild the index of `vault`, or of every vault, one after the other
+/// ([`repair`]), handing each report to `done` as it is made (so a caller
+/// shows the vaults repaired before one that cannot be); the first vault
+/// that cannot be repaired ends the run.
+pub fn repair_vaults(
+    store: &Store,
+    vault: Option<&str>,
+    mut done: impl FnMut(&RepairReport),
+) -> Result<Vec<RepairReport>> {
+    let mut out = Vec::new();
+    for v in super::vault_targets(store, vault)? {
+        let r = repair(store, &v)?;
+        done(&r);
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Rebuild a vault's index from its packs: every sealed pack's blob table

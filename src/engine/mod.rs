@@ -17,3 +17,18 @@ pub mod sizes;
 pub mod status;
 pub mod vaults;
 pub mod visit;
+
+use crate::catalog::Store;
+use crate::error::Result;
+
+/// The vaults a store-wide verb (check, repair, prune) works on: the one
+/// named, which must exist, or every vault.
+pub fn vault_targets(store: &Store, vault: Option<&str>) -> Result<Vec<String>> {
+    match vault {
+        Some(v) => {
+            store.vault(v)?;
+            Ok(vec![v.to_string()])
+        }
+        None => store.vault_names(),
+    }
+}

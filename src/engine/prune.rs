@@ -289,13 +289,7 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
 /// The vaults `prune` works on: the one named (which must exist), or every
 /// vault.
 pub fn prune_targets(store: &Store, vault: Option<&str>) -> Result<Vec<String>> {
-    match vault {
-        Some(v) => {
-            store.vault(v)?;
-            Ok(vec![v.to_string()])
-        }
-        None => store.vault_names(),
-    }
+    super::vault_targets(store, vault)
 }
 
 /// Prune one vault, recorded as a `prune` task unless it is a dry run
