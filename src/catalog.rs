@@ -157,7 +157,16 @@ pub struct VaultConfig {
     /// Usage (%) past which a warning is logged and a task recorded.
     #[serde(default = "default_threshold")]
     pub threshold: u8,
+    /// Encrypted (docs/FORMAT.md §16): chosen at creation, never changed.
+    /// Such a vault's settings have format [`VAULT_FORMAT_ENCRYPTED`], so
+    /// that a reader without encryption refuses the vault instead of
+    /// misreading it. Absent (false) in every unencrypted vault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
+
+/// The settings format of an encrypted vault (a v1 reader refuses it).
+pub const VAULT_FORMAT_ENCRYPTED: u32 = 2;
 
 fn default_threshold() -> u8 {
     80
@@ -443,7 +452,14 @@ impl Store {
             fs::remove_dir_all(&dir).ctx(|| format!("remove leftover {}", dir.display()))?;
         }
         fsutil::create_dir_all(&dir.join("backups"))?;
-        Repo::create(&dir)?;
+        if cfg.encrypted {
+            // The master key's first slot, from the password; no clear key.
+            fsutil::create_dir_all(&dir.join("packs"))?;
+            fsutil::create_dir_all(&dir.join("index"))?;
+            crate::store::keyring::create_encrypted(&LocalDir::new(&dir), &cfg.name)?;
+        } else {
+            Repo::create(&dir)?;
+        }
         self.save_vault(cfg)?;
         // The vault's own entry in vaults/ must be durable too.
         fsutil::sync_dir(&self.root.join("vaults"))
@@ -518,7 +534,10 @@ impl Store {
             ))
             .code("BackupService.6200"));
         };
-        let rec = model::decode_record(&data)
+        let storage = self.vault_storage(vault);
+        let key = crate::store::keyring::sealing_key(&*storage, vault)?;
+        let rec = crate::store::keyring::open_record(key.as_ref(), backup, &data)
+            .and_then(|plain| model::decode_record(&plain))
             .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
         // Commands name a backup by its file and show the record's own
         // names: a record copied or crafted under another name is damage.
@@ -548,8 +567,13 @@ impl Store {
 
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
-        self.vault_storage(&rec.vault)
-            .put(&record_name(&rec.name), &model::encode_record(rec))
+        let storage = self.vault_storage(&rec.vault);
+        let plain = model::encode_record(rec);
+        let bytes = match crate::store::keyring::sealing_key(&*storage, &rec.vault)? {
+            Some(key) => crate::store::keyring::seal_record(&key, &rec.name, &plain)?,
+            None => plain,
+        };
+        storage.put(&record_name(&rec.name), &bytes)
     }
 
     /// Remove a backup record (its data goes with prune). A damaged record
@@ -673,6 +697,10 @@ impl Store {
 trait Record: serde::de::DeserializeOwned {
     fn format(&self) -> u32;
     fn name(&self) -> &str;
+    /// The formats this record may have.
+    fn format_ok(&self) -> bool {
+        self.format() == CATALOG_FORMAT
+    }
 }
 
 macro_rules! record {
@@ -687,7 +715,25 @@ macro_rules! record {
         }
     )*};
 }
-record!(VaultConfig, ServerConfig, PolicyConfig);
+record!(ServerConfig, PolicyConfig);
+
+impl Record for VaultConfig {
+    fn format(&self) -> u32 {
+        self.format
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    // Format 2 exactly when encrypted: neither a clear vault claiming 2
+    // nor an encrypted one claiming 1 is read.
+    fn format_ok(&self) -> bool {
+        if self.encrypted {
+            self.format == VAULT_FORMAT_ENCRYPTED
+        } else {
+            self.format == CATALOG_FORMAT
+        }
+    }
+}
 
 /// The object name of backup `backup`'s record in its vault.
 fn record_name(backup: &str) -> String {
@@ -724,7 +770,7 @@ fn decode_record<T: Record>(
     let r: T = serde_json::from_str(&text).map_err(|e| {
         Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
     })?;
-    if r.format() != CATALOG_FORMAT || r.name() != name {
+    if !r.format_ok() || r.name() != name {
         return Err(Error::corrupt(format!(
             "{what} {name}: {} has format {} and name {:?}",
             path.display(),
@@ -829,6 +875,7 @@ mod tests {
             policy_applied_ns: 1_700_000_000_000_000_000,
             auto_expand: true,
             threshold: 90,
+            encrypted: false,
         }
     }
 

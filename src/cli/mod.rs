@@ -39,6 +39,11 @@ pub struct Cli {
     /// root, else $XDG_DATA_HOME/cbrfs]
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Read the password of encrypted vaults from the first line of FILE
+    /// (else $CBRFS_PASSWORD, else a prompt on a terminal; never an
+    /// argument).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -173,6 +178,9 @@ fn open_store(cli_store: &Option<PathBuf>, create: bool) -> Result<Store> {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
+    // Before any command opens a vault: the one unlock (store::keyring)
+    // reads it.
+    crate::store::keyring::set_password_file(cli.password_file.clone());
     match &cli.command {
         // Unmounting needs no store: it must work on a stale mount whatever
         // --store says, and must not create one. Completions and man pages
@@ -193,6 +201,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         description,
         tags,
         compression,
+        encrypt,
     }) = &cli.command
     {
         vaults::prepare(vaults::NewVault {
@@ -202,6 +211,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             description: description.clone(),
             tags: tags.clone(),
             compression: compression.clone(),
+            encrypt: *encrypt,
         })?;
         create = true;
     }

@@ -34,6 +34,10 @@ pub(super) enum VaultCmd {
         /// Blob compression.
         #[arg(long, default_value = "zstd", value_name = "zstd|none")]
         compression: String,
+        /// Encrypt the vault (chosen now, never changed): the password
+        /// comes from --password-file, $CBRFS_PASSWORD or the terminal.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// List vaults.
     List {
@@ -187,6 +191,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             description,
             tags,
             compression,
+            encrypt,
         } => {
             let v = vaults::create(
                 store,
@@ -197,13 +202,15 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     description,
                     tags,
                     compression,
+                    encrypt,
                 },
             )?;
             println!(
-                "created vault {} ({}, {} GB)",
+                "created vault {} ({}, {} GB{})",
                 v.name,
                 v.vault_type.as_str(),
-                v.capacity_gb
+                v.capacity_gb,
+                if v.encrypted { ", encrypted" } else { "" }
             );
         }
         VaultCmd::List { tags, json } => {

@@ -21,6 +21,8 @@ pub struct NewVault {
     pub tags: Vec<String>,
     /// `zstd` or `none`.
     pub compression: String,
+    /// Encrypted (docs/FORMAT.md §16).
+    pub encrypt: bool,
 }
 
 /// Parse tags, rejecting duplicates and more than ten.
@@ -88,7 +90,11 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         )));
     }
     let cfg = VaultConfig {
-        format: catalog::CATALOG_FORMAT,
+        format: if v.encrypt {
+            catalog::VAULT_FORMAT_ENCRYPTED
+        } else {
+            catalog::CATALOG_FORMAT
+        },
         name,
         vault_type: v.vault_type,
         capacity_gb,
@@ -101,6 +107,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         policy_applied_ns: 0,
         auto_expand: false,
         threshold: 80,
+        encrypted: v.encrypt,
     };
     Ok(cfg)
 }

@@ -13,6 +13,14 @@
 //! end-16          8      XXH3-64 of the blob table
 //! end-8           8      magic "CBRPKEND"
 //! ```
+//! Version 2 (an encrypted vault, docs/FORMAT.md §16.5): the same frame
+//! with version 2; each blob's stored bytes are sealed on their own (kind
+//! 1, bound to the blob's id) so that one blob is still one byte range; the
+//! blob table is one sealed object (kind 2, bound to the pack's id) of
+//! `36*N + 41` bytes; the footer's checksum field is zero (the tag covers
+//! the table); and the pack's id is 16 random bytes, since it is bound into
+//! the table's seal and so cannot be a hash of the file.
+//!
 //! A pack is built whole in memory and published through the vault's
 //! [`Storage`] as `packs/<hh>/<id>.pack`, where `<id>` is the XXH3-128
 //! (unkeyed) of the whole file; publishing is atomic and verified (the
@@ -22,6 +30,7 @@
 
 use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
+use crate::crypto::{Object, SealKey};
 use crate::error::{Error, Result};
 
 /// Magic at the start of a pack.
@@ -30,6 +39,8 @@ pub const MAGIC: &[u8; 8] = b"CBRPACK1";
 pub const END_MAGIC: &[u8; 8] = b"CBRPKEND";
 /// Pack format version.
 pub const VERSION: u32 = 1;
+/// Pack format version of an encrypted vault (sealed blobs and table).
+pub const VERSION_SEALED: u32 = 2;
 /// Header length.
 pub const HEADER_LEN: usize = 16;
 /// Footer length.
@@ -92,6 +103,8 @@ impl PackEntry {
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// The vault's sealing key: a version-2 pack.
+    seal: Option<SealKey>,
 }
 
 impl Default for PackWriter {
@@ -103,18 +116,29 @@ impl Default for PackWriter {
 impl PackWriter {
     /// An empty pack.
     pub fn new() -> Self {
+        Self::with_seal(None)
+    }
+
+    /// An empty pack, sealed with `seal` (version 2) when given.
+    pub fn with_seal(seal: Option<SealKey>) -> Self {
         // Room for a full pack and the blob that fills it, reserved once:
         // growing by doubling would copy, and may reserve twice the pack.
         // Pages not written are not touched, so a small pack costs little.
         let mut buf = Vec::with_capacity(
             HEADER_LEN + super::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
         );
+        let version = if seal.is_some() {
+            VERSION_SEALED
+        } else {
+            VERSION
+        };
         buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&VERSION.to_le_bytes());
+        buf.extend_from_slice(&version.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
         PackWriter {
             buf,
             entries: Vec::new(),
+            seal,
         }
     }
     /// Bytes so far (payloads and header).
@@ -125,7 +149,7 @@ impl PackWriter {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-    /// Append a blob's stored bytes.
+    /// Append a blob's stored bytes (sealed first in a version-2 pack).
     pub fn add(
         &mut self,
         id: BlobId,
@@ -133,17 +157,21 @@ impl PackWriter {
         compression: Compression,
         stored: &[u8],
         raw_len: u32,
-    ) {
+    ) -> Result<()> {
         let offset = self.buf.len() as u64;
-        self.buf.extend_from_slice(stored);
+        match &self.seal {
+            Some(k) => k.seal_into(Object::PackBlob(&id.0), stored, &mut self.buf)?,
+            None => self.buf.extend_from_slice(stored),
+        }
         self.entries.push(PackEntry {
             id,
             kind,
             compression,
             offset,
-            stored_len: stored.len() as u32,
+            stored_len: (self.buf.len() as u64 - offset) as u32,
             raw_len,
         });
+        Ok(())
     }
 
     /// Publish the pack in `storage` (atomically, verified), and return
@@ -154,7 +182,19 @@ impl PackWriter {
         for e in &self.entries {
             e.encode(&mut table);
         }
-        let table_sum = xxhash_rust::xxh3::xxh3_64(&table);
+        // A version-2 pack's id is random and fixed before its table is
+        // sealed, since the table is bound to it.
+        let sealed_id = match &self.seal {
+            Some(_) => Some(BlobId(crate::crypto::keys::random::<16>()?)),
+            None => None,
+        };
+        let table_sum = match (&self.seal, &sealed_id) {
+            (Some(k), Some(id)) => {
+                table = k.seal(Object::PackTrailer(&id.0), &table)?;
+                0
+            }
+            _ => xxhash_rust::xxh3::xxh3_64(&table),
+        };
         self.buf.extend_from_slice(&table);
         self.buf
             .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -162,7 +202,8 @@ impl PackWriter {
         self.buf.extend_from_slice(&table_offset.to_le_bytes());
         self.buf.extend_from_slice(&table_sum.to_le_bytes());
         self.buf.extend_from_slice(END_MAGIC);
-        let id = BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes());
+        let id = sealed_id
+            .unwrap_or_else(|| BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes()));
         storage.put(&pack_name(&id), &self.buf)?;
         Ok((id, self.buf.len() as u64, self.entries))
     }
@@ -176,13 +217,17 @@ pub struct PackReader {
     map: ObjectBytes,
     table_offset: usize,
     count: usize,
+    /// The sealing key of a version-2 pack.
+    seal: Option<SealKey>,
 }
 
 impl PackReader {
     /// Load (map) pack `id` of `storage` and validate its header and
     /// footer. A missing pack is an error for which
     /// [`storage::is_absent`] is true.
-    pub fn open(storage: &dyn Storage, id: BlobId) -> Result<PackReader> {
+    /// `seal` is the vault's sealing key (an encrypted vault): its packs
+    /// must be version 2, a version-1 vault's version 1.
+    pub fn open(storage: &dyn Storage, id: BlobId, seal: Option<&SealKey>) -> Result<PackReader> {
         let name = pack_name(&id);
         let label = storage::object_label(storage, &name);
         let map = storage::load(storage, &name)?;
@@ -194,9 +239,25 @@ impl PackReader {
             return Err(bad("bad magic"));
         }
         let version = le_u32(&map, 8);
-        if version != VERSION {
-            return Err(bad(&format!("unknown version {version}")));
+        match (version, seal) {
+            (VERSION, None) | (VERSION_SEALED, Some(_)) => {}
+            // A clear pack in an encrypted vault was not written by it:
+            // nothing unsealed is read from an encrypted vault.
+            (VERSION, Some(_)) => {
+                return Err(bad("a clear (version 1) pack in an encrypted vault"))
+            }
+            (VERSION_SEALED, None) => {
+                return Err(bad(
+                    "an encrypted (version 2) pack in a vault that is not encrypted",
+                ))
+            }
+            _ => return Err(bad(&format!("unknown version {version}"))),
         }
+        let table_extra = if seal.is_some() {
+            crate::crypto::seal::OVERHEAD as u64
+        } else {
+            0
+        };
         let f = map.len() - FOOTER_LEN;
         if &map[f + 24..f + 32] != END_MAGIC {
             return Err(bad("bad end magic"));
@@ -205,7 +266,8 @@ impl PackReader {
         let table_offset = le_u64(&map, f + 8);
         let expect_end = (count as u64)
             .checked_mul(ENTRY_LEN as u64)
-            .and_then(|t| t.checked_add(table_offset));
+            .and_then(|t| t.checked_add(table_offset))
+            .and_then(|t| t.checked_add(table_extra));
         if table_offset < HEADER_LEN as u64 || expect_end != Some(f as u64) {
             return Err(bad("blob table does not fit the file"));
         }
@@ -215,6 +277,7 @@ impl PackReader {
             map,
             table_offset: table_offset as usize,
             count,
+            seal: seal.cloned(),
         })
     }
 
@@ -239,21 +302,61 @@ impl PackReader {
         }
     }
 
+    /// True for a version-2 (sealed) pack.
+    pub fn sealed(&self) -> bool {
+        self.seal.is_some()
+    }
+
+    /// The bytes of the blob at `loc` as compressed: opened (and so
+    /// authenticated as blob `id`) in a version-2 pack, as stored in a
+    /// version-1 pack.
+    pub fn blob(&self, id: &BlobId, loc: &Location) -> Result<std::borrow::Cow<'_, [u8]>> {
+        let stored = self.stored(loc)?;
+        match &self.seal {
+            None => Ok(std::borrow::Cow::Borrowed(stored)),
+            Some(k) => k
+                .open(Object::PackBlob(&id.0), stored)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| e.context(format!("pack {}", self.label))),
+        }
+    }
+
     /// Decode and check the blob table (for check and index rebuild).
     pub fn entries(&self) -> Result<Vec<PackEntry>> {
-        let table = &self.map[self.table_offset..self.table_offset + self.count * ENTRY_LEN];
         let f = self.map.len() - FOOTER_LEN;
+        if let Some(k) = &self.seal {
+            let table = k
+                .open(
+                    Object::PackTrailer(&self.id.0),
+                    &self.map[self.table_offset..f],
+                )
+                .map_err(|e| e.context(format!("pack {}", self.label)))?;
+            if table.len() != self.count * ENTRY_LEN {
+                return Err(Error::corrupt(format!(
+                    "pack {}: blob table holds {} bytes, not {} entries",
+                    self.label,
+                    table.len(),
+                    self.count
+                )));
+            }
+            return Self::decode_table(&table, &self.label);
+        }
+        let table = &self.map[self.table_offset..self.table_offset + self.count * ENTRY_LEN];
         if xxhash_rust::xxh3::xxh3_64(table) != le_u64(&self.map, f + 16) {
             return Err(Error::corrupt(format!(
                 "pack {}: blob table checksum mismatch",
                 self.label
             )));
         }
+        Self::decode_table(table, &self.label)
+    }
+
+    fn decode_table(table: &[u8], label: &str) -> Result<Vec<PackEntry>> {
         table
             .chunks_exact(ENTRY_LEN)
             .map(|e| {
                 PackEntry::decode(e).ok_or_else(|| {
-                    Error::corrupt(format!("pack {}: undecodable blob table entry", self.label))
+                    Error::corrupt(format!("pack {label}: undecodable blob table entry"))
                 })
             })
             .collect()
@@ -281,10 +384,12 @@ mod tests {
         let mut w = PackWriter::new();
         let a = BlobId([1; 16]);
         let b = BlobId([2; 16]);
-        w.add(a, BlobKind::Data, Compression::None, b"hello", 5);
-        w.add(b, BlobKind::Tree, Compression::None, b"world!", 6);
+        w.add(a, BlobKind::Data, Compression::None, b"hello", 5)
+            .unwrap();
+        w.add(b, BlobKind::Tree, Compression::None, b"world!", 6)
+            .unwrap();
         let (id, size, entries) = w.seal(&LocalDir::new(dir.path())).unwrap();
-        let r = PackReader::open(&LocalDir::new(dir.path()), id).unwrap();
+        let r = PackReader::open(&LocalDir::new(dir.path()), id, None).unwrap();
         assert_eq!(r.size(), size);
         assert!(r.verify_id());
         assert_eq!(r.entries().unwrap(), entries);
@@ -313,7 +418,8 @@ mod tests {
             (4, BlobKind::Data, Compression::None, (0..=255).collect()),
         ];
         for (i, kind, c, data) in blobs {
-            w.add(BlobId([i; 16]), kind, c, &data, data.len() as u32 + 3);
+            w.add(BlobId([i; 16]), kind, c, &data, data.len() as u32 + 3)
+                .unwrap();
         }
         let (id, _, entries) = w.seal(&LocalDir::new(dir)).unwrap();
         let bytes = std::fs::read(pack_path(dir, &id)).unwrap();
@@ -345,7 +451,7 @@ mod tests {
         use proptest::prelude::*;
         std::fs::write(pack_path(dir, &id), bytes).unwrap();
         let (r, largest) = crate::testkit::largest_alloc(|| {
-            let p = PackReader::open(&LocalDir::new(dir), id)?;
+            let p = PackReader::open(&LocalDir::new(dir), id, None)?;
             let _ = p.verify_id();
             for (offset, stored_len) in probes {
                 let loc = Location {
@@ -430,11 +536,12 @@ mod tests {
     fn truncated_pack_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PackWriter::new();
-        w.add(BlobId([1; 16]), BlobKind::Data, Compression::None, b"x", 1);
+        w.add(BlobId([1; 16]), BlobKind::Data, Compression::None, b"x", 1)
+            .unwrap();
         let (id, size, _) = w.seal(&LocalDir::new(dir.path())).unwrap();
         let p = pack_path(dir.path(), &id);
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(size - 3).unwrap();
-        assert!(PackReader::open(&LocalDir::new(dir.path()), id).is_err());
+        assert!(PackReader::open(&LocalDir::new(dir.path()), id, None).is_err());
     }
 }

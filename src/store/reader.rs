@@ -56,12 +56,15 @@ impl Repo {
 
     /// Open the store of vault `vault` kept in `storage`.
     pub fn open_in(storage: Arc<dyn Storage>, vault: &str) -> Result<Repo> {
-        let secret = match storage.get("key") {
-            Ok(Some(s)) => s,
-            Ok(None) => Err(storage::absent(&*storage, "key"))?,
-            Err(e) => Err(e)?,
-        };
-        let key = Key::from_secret(secret).map_err(|e| e.context(format!("vault {vault}")))?;
+        // The one place a vault's key is found (unlocked, once per
+        // process, for an encrypted vault): every command that reads or
+        // writes blobs comes through here.
+        let key = super::keyring::vault_key(&*storage, vault)?;
+        Self::open_with_key(storage, vault, key)
+    }
+
+    /// Open the store of vault `vault` kept in `storage` with its key.
+    pub fn open_with_key(storage: Arc<dyn Storage>, vault: &str, key: Key) -> Result<Repo> {
         let repo = Repo {
             storage,
             vault: vault.to_string(),
@@ -132,7 +135,7 @@ impl Repo {
                 next.push(i.clone());
                 continue;
             }
-            match IndexFile::open(&*self.storage, &n) {
+            match IndexFile::open(&*self.storage, &n, self.key.seal_key()) {
                 Ok(i) => next.push(Arc::new(i)),
                 Err(e) if storage::is_absent(&e) => {
                     vanished += 1;
@@ -204,7 +207,7 @@ impl Repo {
     /// afresh and verified whole: the packs it names and its entries, in
     /// its order. For tests of the format and for tools.
     pub fn verified_index(&self, name: &str) -> Result<IndexTable> {
-        let idx = IndexFile::open(&*self.storage, name)?;
+        let idx = IndexFile::open(&*self.storage, name, self.key.seal_key())?;
         idx.verify()?;
         Ok((idx.pack_ids(), idx.iter().collect()))
     }
@@ -225,7 +228,9 @@ impl Repo {
         if let Err(e) = pack.entries() {
             problems.push(e.to_string());
         }
-        if whole && !pack.verify_id() {
+        // A sealed pack has a random name: whole, it is checked by opening
+        // every blob (check --read-data reads each one).
+        if whole && !pack.sealed() && !pack.verify_id() {
             problems.push(format!(
                 "vault {}: pack {id} does not hash to its name",
                 self.vault
@@ -236,7 +241,8 @@ impl Repo {
 
     /// True if pack `id`'s bytes hash to its name (reads all of it).
     pub fn pack_hashes_to_name(&self, id: BlobId) -> Result<bool> {
-        Ok(self.pack(id)?.verify_id())
+        let p = self.pack(id)?;
+        Ok(p.sealed() || p.verify_id())
     }
 
     /// The index files left out at the last refresh because they could
@@ -256,7 +262,7 @@ impl Repo {
             return Ok(p.clone());
         }
         let p = Arc::new(
-            PackReader::open(&*self.storage, id)
+            PackReader::open(&*self.storage, id, self.key.seal_key())
                 .map_err(|e| e.context(format!("vault {}", self.vault)))?,
         );
         self.packs.lock().insert(id, p.clone());
@@ -305,8 +311,16 @@ impl Repo {
     /// do not hash to `id`.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?.ok_or_else(|| {
+            // A damaged index is left out (its blobs read as missing): say
+            // which, since it is the likely cause.
+            let left_out = self.index_errors.read().join("; ");
+            let why = if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(" (index files left out: {left_out})")
+            };
             Error::corrupt(format!(
-                "vault {}: blob {} is not in any index",
+                "vault {}: blob {} is not in any index{why}",
                 self.vault, id
             ))
         })?;
@@ -332,7 +346,10 @@ impl Repo {
             }
             Err(e) => return Err(e),
         };
-        let stored = pack.stored(loc)?;
+        let stored = pack
+            .blob(id, loc)
+            .map_err(|e| e.context(format!("vault {}", self.vault)))?;
+        let stored = &stored[..];
         let damaged = |why: String| {
             Error::corrupt(format!(
                 "vault {}, pack {}, {} blob {}: {why}",
