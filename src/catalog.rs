@@ -14,7 +14,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
-use crate::model::{self, BackupRecord};
+use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
 use crate::store::{LocalDir, Repo, Storage};
 use serde::{Deserialize, Serialize};
@@ -58,13 +58,87 @@ impl VaultType {
     }
 }
 
+/// How a vault stores its blobs: `zstd` or `none` in vault.json and the
+/// CLI.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd, level 3.
+    Zstd,
+    /// Stored as read.
+    None,
+}
+
+impl Compression {
+    /// Parse `zstd` or `none`.
+    pub fn parse(s: &str) -> Result<Compression> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(Error::param(format!(
+                "compression {s:?} is invalid: it is zstd or none"
+            ))),
+        }
+    }
+    /// The name in vault.json, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a server member is: `directory` or `disk` in its JSON.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberKind {
+    /// A directory tree.
+    Directory,
+    /// A block device or disk image.
+    Disk,
+}
+
+impl MemberKind {
+    /// The name in the server's JSON and output.
+    pub fn as_str(self) -> &'static str {
+        self.resource_kind().as_str()
+    }
+    /// The kind named `s` as its JSON and a server backup's member list
+    /// write it (`directory`, `disk`); None for any other.
+    pub fn from_name(s: &str) -> Option<MemberKind> {
+        [MemberKind::Directory, MemberKind::Disk]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+    /// The kind of resource the member is backed up as.
+    pub fn resource_kind(self) -> ResourceKind {
+        match self {
+            MemberKind::Directory => ResourceKind::Directory,
+            MemberKind::Disk => ResourceKind::Disk,
+        }
+    }
+}
+
+impl std::fmt::Display for MemberKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A resource associated with a vault.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     /// Name, unique in the vault; the directory name in the mount.
     pub name: String,
     /// `directory`, `disk` or `server`.
-    pub kind: String,
+    pub kind: ResourceKind,
     /// Absolute source path.
     pub path: String,
     /// Exclude globs (directory resources).
@@ -97,7 +171,7 @@ pub struct Member {
     /// Name, unique in the server; the entry name in backups.
     pub name: String,
     /// `directory` or `disk`.
-    pub kind: String,
+    pub kind: MemberKind,
     /// Absolute source path.
     pub path: String,
 }
@@ -139,7 +213,7 @@ pub struct VaultConfig {
     /// Tags in the order given.
     pub tags: Vec<(String, String)>,
     /// `zstd` or `none`.
-    pub compression: String,
+    pub compression: Compression,
     /// Creation time, RFC 3339.
     pub created: String,
     /// Associated resources.
@@ -201,7 +275,7 @@ impl VaultConfig {
     }
     /// True if blobs are zstd-compressed.
     pub fn compress(&self) -> bool {
-        self.compression == "zstd"
+        self.compression == Compression::Zstd
     }
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Result<&Resource> {
@@ -565,10 +639,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Every readable backup of a vault, oldest first: what a backup
+    /// builds on, what a policy counts and what retention chooses from. A
+    /// damaged record is left out with a warning naming it (one bad record
+    /// stops nothing; `check` reports it); backups that cannot be listed
+    /// are an error, not an empty vault, which would make the next backup
+    /// a full one and hide every backup from retention.
+    pub fn readable_backups(&self, vault: &str) -> Result<Vec<BackupRecord>> {
+        let mut out = Vec::new();
+        for r in self.backups(vault)? {
+            match r {
+                Ok(b) => out.push(b),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
         let storage = self.vault_storage(&rec.vault);
-        let plain = model::encode_record(rec);
+        let plain = model::encode_record(rec)?;
         let bytes = match crate::store::keyring::sealing_key(&*storage, &rec.vault)? {
             Some(key) => crate::store::keyring::seal_record(&key, &rec.name, &plain)?,
             None => plain,
@@ -595,7 +686,11 @@ impl Store {
 
     /// The vault holding a resource of `kind` whose path (or server name)
     /// is `path`, if any.
-    pub fn vault_of_path(&self, kind: &str, path: &str) -> Result<Option<(String, String)>> {
+    pub fn vault_of_path(
+        &self,
+        kind: ResourceKind,
+        path: &str,
+    ) -> Result<Option<(String, String)>> {
         // A vault whose record is damaged cannot be asked; it must not
         // stop resources going into the others (check reports it).
         let (vaults, damaged) = self.vaults_and_damage()?;
@@ -817,8 +912,7 @@ pub fn default_store_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CBRFS_STORE") {
         return PathBuf::from(p);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::euid() == 0 {
         return PathBuf::from("/var/lib/cbrfs");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
@@ -831,6 +925,23 @@ pub fn default_store_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vault.json and servers/*.json keep their strings.
+    #[test]
+    fn compression_and_member_kind_keep_their_names() {
+        for c in [Compression::Zstd, Compression::None] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(Compression::parse(c.as_str()).unwrap(), c);
+        }
+        let e = Compression::parse("lz4").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("\"lz4\" is invalid"), "{e}");
+        for k in [MemberKind::Directory, MemberKind::Disk] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert!(serde_json::from_str::<MemberKind>("\"server\"").is_err());
+    }
     use crate::testkit;
     use proptest::prelude::*;
 
@@ -858,11 +969,11 @@ mod tests {
             capacity_gb: 100,
             description: "a vault".into(),
             tags: vec![("env".into(), "prod".into())],
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             created: "2026-11-24T04:25:16Z".into(),
             resources: vec![Resource {
                 name: "web".into(),
-                kind: "server".into(),
+                kind: ResourceKind::Server,
                 path: "s".into(),
                 excludes: vec!["vdb".into()],
                 size: 12345,
@@ -908,12 +1019,12 @@ mod tests {
             members: vec![
                 Member {
                     name: "etc".into(),
-                    kind: "directory".into(),
+                    kind: MemberKind::Directory,
                     path: "/etc".into(),
                 },
                 Member {
                     name: "vdb".into(),
-                    kind: "disk".into(),
+                    kind: MemberKind::Disk,
                     path: "/dev/vdb".into(),
                 },
             ],
@@ -997,7 +1108,9 @@ mod tests {
             let _ = (v.capacity_bytes(), v.compress(), v.resource("web").is_ok());
         }
         let _ = store.vaults_and_damage().unwrap();
-        let _ = store.vault_of_path("directory", "/etc").unwrap();
+        let _ = store
+            .vault_of_path(ResourceKind::Directory, "/etc")
+            .unwrap();
         if let Ok(s) = store.server("s") {
             round_trips(&s, "s", s.format, &s.name)?;
         }

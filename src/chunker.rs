@@ -49,9 +49,11 @@ impl Cdc {
         }
     }
 
-    /// Length of the next chunk at the start of `data`; `at_eof` says
-    /// whether `data` runs to the end of the input (else it holds at least
-    /// MAX_SIZE bytes).
+    /// Length of the next chunk at the start of `data`: the content-defined
+    /// cut point, or all of `data` when it is no longer than MIN_SIZE or
+    /// ends before a cut. The caller passes at least MAX_SIZE bytes unless
+    /// `data` is the rest of the input, so a cut is never decided by where
+    /// a read happened to stop.
     pub fn cut(&self, data: &[u8]) -> usize {
         let (_, n) = cut_gear(
             data,

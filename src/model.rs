@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::rules;
 use crate::store::BlobId;
 use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every tree and chunk-list blob.
 pub const BLOB_FORMAT: u8 = 1;
@@ -402,8 +403,8 @@ pub fn is_safe_name(name: &[u8]) -> bool {
 }
 
 /// Encode a tree blob.
-pub fn encode_tree(tree: &Tree) -> Vec<u8> {
-    encode_blob(tree)
+pub fn encode_tree(tree: &Tree) -> Result<Vec<u8>> {
+    encode_blob(tree, "tree")
 }
 
 /// Decode and validate a tree blob.
@@ -414,8 +415,8 @@ pub fn decode_tree(data: &[u8]) -> Result<Tree> {
 }
 
 /// Encode a chunk-list blob.
-pub fn encode_chunk_list(list: &[RelChunk]) -> Vec<u8> {
-    encode_blob(&list.to_vec())
+pub fn encode_chunk_list(list: &[RelChunk]) -> Result<Vec<u8>> {
+    encode_blob(&list.to_vec(), "chunk list")
 }
 
 /// Decode a chunk-list blob.
@@ -423,11 +424,15 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<RelChunk>> {
     decode_blob(data, "chunk list")
 }
 
-fn encode_blob<T: Encode>(v: &T) -> Vec<u8> {
+/// bincode cannot fail to encode these types into a Vec today; if a field
+/// ever makes it fail, the error stops the writer instead of an empty blob
+/// being stored in place of the data.
+fn encode_blob<T: Encode>(v: &T, what: &str) -> Result<Vec<u8>> {
+    let payload = bincode::encode_to_vec(v, config())
+        .map_err(|e| Error::failed(format!("{what} blob does not encode: {e}")))?;
     let mut out = vec![BLOB_FORMAT];
-    // Encoding into a Vec cannot fail for these types.
-    out.extend(bincode::encode_to_vec(v, config()).unwrap_or_default());
-    out
+    out.extend(payload);
+    Ok(out)
 }
 
 fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
@@ -447,8 +452,10 @@ fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
     }
 }
 
-/// How a backup was started. Encoded by position: never reorder.
-#[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq)]
+/// How a backup was started. Encoded by position in records: never
+/// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
+#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// `cbrfs backup create`.
     Manual,
@@ -458,8 +465,27 @@ pub enum Origin {
     Policy,
 }
 
-/// Kind of resource. Encoded by position: never reorder.
-#[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq)]
+impl Origin {
+    /// The name shown in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Manual => "manual",
+            Origin::Mount => "mount",
+            Origin::Policy => "policy",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kind of resource. Encoded by position in records: never reorder. In
+/// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
+#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
     /// A directory tree.
     Directory,
@@ -467,6 +493,23 @@ pub enum ResourceKind {
     Disk,
     /// A server: members that are directories and disks.
     Server,
+}
+
+impl ResourceKind {
+    /// The name in the catalog, output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Directory => "directory",
+            ResourceKind::Disk => "disk",
+            ResourceKind::Server => "server",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Counters of a backup (or of one resource in it).
@@ -560,16 +603,31 @@ pub struct BackupRecord {
 }
 
 /// Encode a backup record file: magic | format u32 LE | length u32 LE |
-/// bincode payload | XXH3-64 of payload (u64 LE).
-pub fn encode_record(r: &BackupRecord) -> Vec<u8> {
-    let payload = bincode::encode_to_vec(r, config()).unwrap_or_default();
+/// bincode payload | XXH3-64 of payload (u64 LE). An error, not a record
+/// with an empty or cut length, when the payload does not encode or does
+/// not fit its 32-bit length.
+pub fn encode_record(r: &BackupRecord) -> Result<Vec<u8>> {
+    let payload = bincode::encode_to_vec(r, config())
+        .map_err(|e| Error::failed(format!("backup record {:?} does not encode: {e}", r.name)))?;
+    let len =
+        record_len(payload.len()).map_err(|e| e.context(format!("backup record {:?}", r.name)))?;
     let mut out = Vec::with_capacity(payload.len() + 24);
     out.extend_from_slice(RECORD_MAGIC);
     out.extend_from_slice(&RECORD_FORMAT.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&payload);
     out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-    out
+    Ok(out)
+}
+
+/// The length field of a record payload of `len` bytes (it was cast with
+/// `as u32`, which would have written a record no reader accepts).
+fn record_len(len: usize) -> Result<u32> {
+    u32::try_from(len).map_err(|_| {
+        Error::failed(format!(
+            "its payload of {len} bytes is longer than a record holds (4 GiB)"
+        ))
+    })
 }
 
 /// Decode and verify a backup record file.
@@ -697,6 +755,35 @@ impl ResourceBackup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record payload past the 32-bit length field is an error naming
+    /// its size (the length was cast, cut to its low bits).
+    #[test]
+    fn a_record_longer_than_its_length_field_is_an_error() {
+        assert_eq!(record_len(u32::MAX as usize).unwrap(), u32::MAX);
+        let e = record_len(u32::MAX as usize + 1).unwrap_err();
+        assert!(e.to_string().contains("4294967296 bytes"), "{e}");
+    }
+
+    /// The catalog's and the JSON output's strings of kinds and origins.
+    #[test]
+    fn kinds_and_origins_keep_their_names() {
+        for k in [
+            ResourceKind::Directory,
+            ResourceKind::Disk,
+            ResourceKind::Server,
+        ] {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{k}\""));
+            assert_eq!(serde_json::from_str::<ResourceKind>(&json).unwrap(), k);
+        }
+        for o in [Origin::Manual, Origin::Mount, Origin::Policy] {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{o}\""));
+            assert_eq!(serde_json::from_str::<Origin>(&json).unwrap(), o);
+        }
+        assert!(serde_json::from_str::<ResourceKind>("\"tape\"").is_err());
+    }
     use proptest::prelude::*;
 
     fn sample_tree() -> Tree {
@@ -721,20 +808,20 @@ mod tests {
     #[test]
     fn tree_round_trip() {
         let t = sample_tree();
-        assert_eq!(decode_tree(&encode_tree(&t)).unwrap(), t);
+        assert_eq!(decode_tree(&encode_tree(&t).unwrap()).unwrap(), t);
     }
 
     #[test]
     fn unsorted_or_unsafe_trees_are_refused() {
         let mut t = sample_tree();
         t.entries.reverse();
-        assert!(decode_tree(&encode_tree(&t)).is_err());
+        assert!(decode_tree(&encode_tree(&t).unwrap()).is_err());
         let mut t = sample_tree();
         t.entries[0].name = b"..".to_vec();
-        assert!(decode_tree(&encode_tree(&t)).is_err());
+        assert!(decode_tree(&encode_tree(&t).unwrap()).is_err());
         let mut t = sample_tree();
         t.entries[0].name = b"a/b".to_vec();
-        assert!(decode_tree(&encode_tree(&t)).is_err());
+        assert!(decode_tree(&encode_tree(&t).unwrap()).is_err());
     }
 
     #[test]
@@ -751,7 +838,7 @@ mod tests {
             resources: vec![],
             stats: BackupStats::default(),
         };
-        let mut bytes = encode_record(&r);
+        let mut bytes = encode_record(&r).unwrap();
         assert_eq!(decode_record(&bytes).unwrap(), r);
         let n = bytes.len();
         bytes[n - 9] ^= 1;
@@ -787,7 +874,7 @@ mod tests {
             stats: BackupStats::default(),
         };
         let ok = rec("b", vec![part("a"), part("c")]);
-        assert_eq!(decode_record(&encode_record(&ok)).unwrap(), ok);
+        assert_eq!(decode_record(&encode_record(&ok).unwrap()).unwrap(), ok);
         // Finding 4: a root node whose name escapes, or names that break
         // CBR's name rule, anywhere in the record.
         let with_meta_name = |n: &[u8]| {
@@ -824,7 +911,7 @@ mod tests {
             bad_policy,
             rec("b", vec![bad_meta_child]),
         ] {
-            let err = decode_record(&encode_record(&bad)).expect_err(&format!("{bad:?}"));
+            let err = decode_record(&encode_record(&bad).unwrap()).expect_err(&format!("{bad:?}"));
             // The error names the backup.
             assert!(err.to_string().contains("backup record"), "{err}");
         }
@@ -860,19 +947,19 @@ mod tests {
             resources: vec![part],
             stats: BackupStats::default(),
         };
-        let err = decode_record(&encode_record(&r)).unwrap_err();
+        let err = decode_record(&encode_record(&r).unwrap()).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
         r.resources[0].meta.subtree = None;
-        assert!(decode_record(&encode_record(&r)).is_err());
+        assert!(decode_record(&encode_record(&r).unwrap()).is_err());
         r.resources[0].meta.subtree = Some(BlobId([1; 16]));
-        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        assert_eq!(decode_record(&encode_record(&r).unwrap()).unwrap(), r);
         // A disk is the file `<name>.img`, without a tree.
         r.resources[0].kind = ResourceKind::Disk;
-        assert!(decode_record(&encode_record(&r)).is_err());
+        assert!(decode_record(&encode_record(&r).unwrap()).is_err());
         r.resources[0].meta = Node::new(b"a.img".to_vec(), NodeKind::File);
-        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        assert_eq!(decode_record(&encode_record(&r).unwrap()).unwrap(), r);
         r.resources[0].meta.name = b"a".to_vec();
-        assert!(decode_record(&encode_record(&r)).is_err());
+        assert!(decode_record(&encode_record(&r).unwrap()).is_err());
     }
 
     /// Finding 8: a file's content lies within its size, in order, every
@@ -895,7 +982,7 @@ mod tests {
             count,
         };
         let ok = file(10, Content::Chunks(vec![chunk(0, 4), chunk(6, 4)]));
-        assert_eq!(decode_tree(&encode_tree(&ok)).unwrap(), ok);
+        assert_eq!(decode_tree(&encode_tree(&ok).unwrap()).unwrap(), ok);
         for bad in [
             // A 1-byte file naming 2 GiB.
             file(1, Content::Chunks(vec![chunk(0, 1), chunk(1, u32::MAX)])),
@@ -921,7 +1008,7 @@ mod tests {
                 }],
             },
         ] {
-            let err = decode_tree(&encode_tree(&bad)).expect_err(&format!("{bad:?}"));
+            let err = decode_tree(&encode_tree(&bad).unwrap()).expect_err(&format!("{bad:?}"));
             assert!(err.to_string().contains("entry \""), "{err}");
         }
         let rel = |gap: u64, len: u32| RelChunk { id, gap, len };
@@ -1245,7 +1332,7 @@ mod tests {
         );
         if let Ok(t) = r {
             prop_assert!(validate_tree(&t).is_ok());
-            prop_assert_eq!(decode_tree(&encode_tree(&t)).ok(), Some(t));
+            prop_assert_eq!(decode_tree(&encode_tree(&t).unwrap()).ok(), Some(t));
         }
         Ok(())
     }
@@ -1259,7 +1346,10 @@ mod tests {
             largest
         );
         if let Ok(l) = r {
-            prop_assert_eq!(decode_chunk_list(&encode_chunk_list(&l)).ok(), Some(l));
+            prop_assert_eq!(
+                decode_chunk_list(&encode_chunk_list(&l).unwrap()).ok(),
+                Some(l)
+            );
         }
         Ok(())
     }
@@ -1290,7 +1380,7 @@ mod tests {
             512,
             || (tree(), testkit::damages()),
             |(t, damages)| {
-                let good = encode_tree(&t);
+                let good = encode_tree(&t).unwrap();
                 prop_assert_eq!(decode_tree(&good).ok(), Some(t));
                 check_tree_decode(&testkit::apply(&good, &damages))
             },
@@ -1304,7 +1394,7 @@ mod tests {
             512,
             || (chunk_list(), testkit::damages()),
             |(l, damages)| {
-                let good = encode_chunk_list(&l);
+                let good = encode_chunk_list(&l).unwrap();
                 prop_assert_eq!(decode_chunk_list(&good).ok(), Some(l));
                 check_list_decode(&testkit::apply(&good, &damages))
             },
@@ -1318,7 +1408,7 @@ mod tests {
             512,
             || (record(), testkit::damages()),
             |(r, damages)| {
-                let good = encode_record(&r);
+                let good = encode_record(&r).unwrap();
                 prop_assert_eq!(decode_record(&good).ok(), Some(r.clone()));
                 let bad = testkit::apply(&good, &damages);
                 let (got, largest) = testkit::largest_alloc(|| decode_record(&bad));
@@ -1352,7 +1442,7 @@ mod tests {
                     );
                     if let Ok(r) = got {
                         prop_assert!(validate_record(&r).is_ok());
-                        prop_assert_eq!(decode_record(&encode_record(&r)).ok(), Some(r));
+                        prop_assert_eq!(decode_record(&encode_record(&r).unwrap()).ok(), Some(r));
                     }
                 }
                 Ok(())
@@ -1435,7 +1525,7 @@ mod tests {
             target / 2 - 20
         ];
         let t = Tree { entries: vec![n] };
-        let enc = encode_tree(&t);
+        let enc = encode_tree(&t).unwrap();
         assert!(enc.len() * LIMIT_PER_BYTE <= tier && enc.len() * LIMIT_PER_BYTE > tier / 2);
         assert_eq!(decode_tree(&enc).unwrap(), t);
         // Many minimal nodes.
@@ -1448,6 +1538,7 @@ mod tests {
             if encode_tree(&Tree {
                 entries: entries.clone(),
             })
+            .unwrap()
             .len()
                 + 25
                 > target
@@ -1456,7 +1547,7 @@ mod tests {
             }
         }
         let t = Tree { entries };
-        let enc = encode_tree(&t);
+        let enc = encode_tree(&t).unwrap();
         assert!(enc.len() * LIMIT_PER_BYTE <= tier);
         assert_eq!(decode_tree(&enc).unwrap(), t);
         // A record of empty warnings (1 byte each, 24 in memory).
@@ -1486,7 +1577,7 @@ mod tests {
             resources: vec![part],
             stats: BackupStats::default(),
         };
-        let enc = encode_record(&r);
+        let enc = encode_record(&r).unwrap();
         assert!((enc.len() - 24) * LIMIT_PER_BYTE <= tier);
         assert_eq!(decode_record(&enc).unwrap(), r);
     }
@@ -1506,7 +1597,8 @@ mod tests {
             finished_ns: 2,
             resources: vec![],
             stats: BackupStats::default(),
-        });
+        })
+        .unwrap();
         for d in [
             Damage::Flip(3, 1),
             Damage::Truncate(5),

@@ -15,39 +15,144 @@ use std::path::PathBuf;
 /// How long task records are kept.
 pub const KEEP_DAYS: i64 = 30;
 
-/// Task types, as `task list --type` takes them.
-pub const TYPES: &[&str] = &[
-    "backup",
-    "restore",
-    "delete_backup",
-    "prune",
-    "delete_vault",
-    "remove_resource",
-    "retention",
-    "capacity",
-];
+/// What a task did: the `type` of its record, as `task list --type` takes
+/// it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskType {
+    /// A backup (also a refused or skipped one).
+    Backup,
+    /// A restore.
+    Restore,
+    /// `backup delete`.
+    DeleteBackup,
+    /// `prune`.
+    Prune,
+    /// `vault delete`.
+    DeleteVault,
+    /// `vault dissociate`.
+    RemoveResource,
+    /// A policy's retention.
+    Retention,
+    /// A capacity warning or automatic expansion.
+    Capacity,
+}
 
-/// Task states, as `task list --status` takes them.
-pub const STATES: &[&str] = &[
-    "waiting", "running", "success", "failed", "skipped", "timeout",
-];
+impl TaskType {
+    /// Every type, in the order `task list --help` shows them.
+    pub const ALL: [TaskType; 8] = [
+        TaskType::Backup,
+        TaskType::Restore,
+        TaskType::DeleteBackup,
+        TaskType::Prune,
+        TaskType::DeleteVault,
+        TaskType::RemoveResource,
+        TaskType::Retention,
+        TaskType::Capacity,
+    ];
+    /// The name in task records, output and `--type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskType::Backup => "backup",
+            TaskType::Restore => "restore",
+            TaskType::DeleteBackup => "delete_backup",
+            TaskType::Prune => "prune",
+            TaskType::DeleteVault => "delete_vault",
+            TaskType::RemoveResource => "remove_resource",
+            TaskType::Retention => "retention",
+            TaskType::Capacity => "capacity",
+        }
+    }
+    /// Parse a `--type` value.
+    pub fn parse(s: &str) -> Result<TaskType> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                Error::param(format!(
+                    "task type {s:?} is invalid: it is one of {}",
+                    all.join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for TaskType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a task is: the `status` of its record, as `task list --status`
+/// takes it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Started and not ended (failed when its process is gone).
+    Running,
+    /// Ended well.
+    Success,
+    /// Ended with an error.
+    Failed,
+    /// Not run (a missed or busy time point).
+    Skipped,
+}
+
+impl TaskState {
+    /// Every state, in the order `task list --help` shows them.
+    pub const ALL: [TaskState; 4] = [
+        TaskState::Running,
+        TaskState::Success,
+        TaskState::Failed,
+        TaskState::Skipped,
+    ];
+    /// The name in task records, output and `--status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Success => "success",
+            TaskState::Failed => "failed",
+            TaskState::Skipped => "skipped",
+        }
+    }
+    /// Parse a `--status` value.
+    pub fn parse(s: &str) -> Result<TaskState> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                Error::param(format!(
+                    "task status {s:?} is invalid: it is one of {}",
+                    all.join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One task.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Task {
     /// Id: start time and a random suffix, sortable.
     pub id: String,
-    /// One of [`TYPES`].
+    /// What it did.
     #[serde(rename = "type")]
-    pub task_type: String,
+    pub task_type: TaskType,
     /// The vault.
     pub vault: String,
     /// The resource, if one.
     pub resource: Option<String>,
     /// The backup, if one.
     pub backup: Option<String>,
-    /// One of [`STATES`].
-    pub status: String,
+    /// Where it is.
+    pub status: TaskState,
     /// 0–100.
     pub progress: u8,
     /// Start, RFC 3339.
@@ -91,7 +196,7 @@ pub struct TaskHandle {
 /// pass's `--now`).
 pub fn start(
     store: &Store,
-    task_type: &str,
+    task_type: TaskType,
     vault: &str,
     resource: Option<&str>,
     backup: Option<&str>,
@@ -108,11 +213,11 @@ pub fn start(
     );
     let task = Task {
         id,
-        task_type: task_type.to_string(),
+        task_type,
         vault: vault.to_string(),
         resource: resource.map(str::to_string),
         backup: backup.map(str::to_string),
-        status: "running".into(),
+        status: TaskState::Running,
         progress: 0,
         started: catalog::ns_to_rfc3339(at_ns),
         started_ns: at_ns,
@@ -151,20 +256,20 @@ impl TaskHandle {
     }
     /// End successfully, with an optional note.
     pub fn success(mut self, note: Option<String>) {
-        self.task.status = "success".into();
+        self.task.status = TaskState::Success;
         self.task.progress = 100;
         self.task.message = note;
         self.end();
     }
     /// End as skipped, saying why.
     pub fn skipped(mut self, why: String) {
-        self.task.status = "skipped".into();
+        self.task.status = TaskState::Skipped;
         self.task.message = Some(why);
         self.end();
     }
     /// End as failed with the error.
     pub fn failed(mut self, e: &Error) {
-        self.task.status = "failed".into();
+        self.task.status = TaskState::Failed;
         self.task.error_code = e.cbr_code().map(str::to_string);
         self.task.message = Some(e.to_string());
         self.end();
@@ -188,14 +293,14 @@ impl TaskHandle {
 /// capacity warning).
 pub fn event(
     store: &Store,
-    task_type: &str,
+    task_type: TaskType,
     vault: &str,
-    status: &str,
+    status: TaskState,
     message: String,
     at_ns: i64,
 ) {
     let mut h = start(store, task_type, vault, None, None, at_ns);
-    h.task.status = status.to_string();
+    h.task.status = status;
     h.task.progress = 100;
     h.task.message = Some(message);
     h.end();
@@ -230,8 +335,8 @@ pub fn list(store: &Store) -> Result<Vec<Task>> {
             log::warn!("task log: {} is damaged", ent.path().display());
             continue;
         };
-        if t.status == "running" && !crate::engine::status::alive(t.pid) {
-            t.status = "failed".into();
+        if t.status == TaskState::Running && !crate::sys::pid_alive(t.pid) {
+            t.status = TaskState::Failed;
             t.message = Some(format!(
                 "its process {} ended before the task did (killed or crashed)",
                 t.pid
@@ -262,7 +367,7 @@ fn purge(store: &Store, now_ns: i64) {
         } else {
             t.started_ns
         };
-        written < limit && t.status != "running"
+        written < limit && t.status != TaskState::Running
     }) {
         let _ = std::fs::remove_file(dir(store).join(format!("{}.json", t.id)));
     }
@@ -271,17 +376,39 @@ fn purge(store: &Store, now_ns: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Task records keep their strings: each type and state is written as
+    /// the name `--type`/`--status` take, and read back.
+    #[test]
+    fn task_types_and_states_keep_their_names() {
+        for t in TaskType::ALL {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<TaskType>(&json).unwrap(), t);
+            assert_eq!(TaskType::parse(t.as_str()).unwrap(), t);
+        }
+        for s in TaskState::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<TaskState>(&json).unwrap(), s);
+            assert_eq!(TaskState::parse(s.as_str()).unwrap(), s);
+        }
+        let e = TaskType::parse("copy").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("\"copy\" is invalid"), "{e}");
+        assert!(TaskState::parse("waiting").is_err());
+    }
     use crate::testkit;
     use proptest::prelude::*;
 
     fn sample(pid: u32) -> Task {
         Task {
             id: "20261124T042516-abcdef".into(),
-            task_type: "backup".into(),
+            task_type: TaskType::Backup,
             vault: "v".into(),
             resource: Some("r".into()),
             backup: Some("b".into()),
-            status: "running".into(),
+            status: TaskState::Running,
             progress: 40,
             started: "2026-11-24T04:25:16Z".into(),
             started_ns: 1_700_000_000_000_000_000,
@@ -306,7 +433,7 @@ mod tests {
         let now = catalog::now_ns();
         let mut today = sample(1);
         today.id = "today".into();
-        today.status = "success".into();
+        today.status = TaskState::Success;
         today.started_ns = now;
         today.recorded_ns = now;
         let mut old_sim = today.clone();
@@ -321,7 +448,14 @@ mod tests {
             save(&store, t).unwrap();
         }
         // As `policy run-due --now` four years ahead starts its tasks.
-        let t = start(&store, "backup", "v", None, None, now + 4 * 365 * day);
+        let t = start(
+            &store,
+            TaskType::Backup,
+            "v",
+            None,
+            None,
+            now + 4 * 365 * day,
+        );
         drop(t);
         let mut ids: Vec<String> = list(&store).unwrap().into_iter().map(|t| t.id).collect();
         ids.sort();
@@ -342,9 +476,9 @@ mod tests {
             save(&store, &sample(pid)).unwrap();
             let t = list(&store).unwrap().remove(0);
             let want = if pid == std::process::id() {
-                "running"
+                TaskState::Running
             } else {
-                "failed"
+                TaskState::Failed
             };
             assert_eq!(t.status, want, "pid {pid}");
         }
@@ -366,7 +500,7 @@ mod tests {
             let good_task = std::fs::read(&task_file).unwrap();
             let status = crate::engine::status::Status {
                 backup: "b".into(),
-                status: "protecting".into(),
+                status: crate::engine::status::RunStatus::Protecting,
                 progress: 3,
                 bytes_read: 1 << 40,
                 files: 17,
@@ -399,7 +533,7 @@ mod tests {
                         let _ = get(&store, "20261124T042516-abcdef");
                         let st = crate::engine::status::read(&store, "v", "b");
                         if let Some(s) = &st {
-                            let _ = crate::engine::status::alive(s.pid);
+                            let _ = crate::sys::pid_alive(s.pid);
                         }
                         (tasks, st)
                     });

@@ -54,7 +54,7 @@ fn base_at(root: &Path) -> Base {
 
 fn tree_blob(b: &Base, entries: Vec<Node>) -> BlobId {
     // encode_tree does not validate: a hostile writer need not either.
-    let t = model::encode_tree(&Tree { entries });
+    let t = model::encode_tree(&Tree { entries }).unwrap();
     put_blobs(&b.store, "v", &[(BlobKind::Tree, t)])[0]
 }
 
@@ -144,7 +144,7 @@ fn list_blob(b: &Base, chunk: BlobId, n: usize) -> BlobId {
     put_blobs(
         &b.store,
         "v",
-        &[(BlobKind::ChunkList, model::encode_chunk_list(&rel))],
+        &[(BlobKind::ChunkList, model::encode_chunk_list(&rel).unwrap())],
     )[0]
 }
 
@@ -202,14 +202,20 @@ fn tree_chain(b: &Base, levels: usize, entries: impl Fn(BlobId) -> Vec<Node>) ->
     let repo = b.store.repo("v").unwrap();
     let mut w = cbrfs::store::RepoWriter::new(&repo, false);
     let mut next = w
-        .add(BlobKind::Tree, &model::encode_tree(&Tree::default()))
+        .add(
+            BlobKind::Tree,
+            &model::encode_tree(&Tree::default()).unwrap(),
+        )
         .unwrap()
         .id;
     for _ in 0..levels {
         let t = Tree {
             entries: entries(next),
         };
-        next = w.add(BlobKind::Tree, &model::encode_tree(&t)).unwrap().id;
+        next = w
+            .add(BlobKind::Tree, &model::encode_tree(&t).unwrap())
+            .unwrap()
+            .id;
     }
     w.finish().unwrap();
     next
@@ -402,7 +408,7 @@ fn a_one_byte_file_naming_2_gib_is_refused() {
             content,
             ..Node::new(b"tiny".to_vec(), NodeKind::File)
         };
-        let t = model::encode_tree(&Tree { entries: vec![n] });
+        let t = model::encode_tree(&Tree { entries: vec![n] }).unwrap();
         assert!(model::decode_tree(&t).is_err());
     }
 }
@@ -559,7 +565,7 @@ fn server_members_that_share_an_entry_name_are_refused() {
     let mut cfg = b.store.server("srv").unwrap();
     cfg.members.push(cbrfs::catalog::Member {
         name: "x".into(),
-        kind: "disk".into(),
+        kind: cbrfs::catalog::MemberKind::Disk,
         path: disk.to_string_lossy().into_owned(),
     });
     b.store.save_server(&cfg).unwrap();

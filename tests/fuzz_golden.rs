@@ -322,7 +322,7 @@ fn load_corpus(store: &Path) -> Corpus {
                                 })
                                 .collect();
                             if c.chunk_lists.len() < 8 && !rel.is_empty() {
-                                c.chunk_lists.push(model::encode_chunk_list(&rel));
+                                c.chunk_lists.push(model::encode_chunk_list(&rel).unwrap());
                             }
                         }
                     }

@@ -338,11 +338,11 @@ fn v1_store_opens_checks_and_restores() {
             ("format".to_string(), "v1".to_string())
         ]
     );
-    assert_eq!(v.compression, "zstd");
+    assert_eq!(v.compression.as_str(), "zstd");
     assert!(v.compress());
     let res: Vec<_> = v.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(res, ["src", "etc"]);
-    assert!(v.resources.iter().all(|r| r.kind == "directory"));
+    assert!(v.resources.iter().all(|r| r.kind.as_str() == "directory"));
     assert_eq!(v.resources[1].excludes, vec!["*.tmp".to_string()]);
 
     // The backups (backups/*.bk), oldest first.

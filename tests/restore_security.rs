@@ -59,7 +59,7 @@ fn craft(
 
 fn put_tree(w: &mut RepoWriter, entries: Vec<Node>) -> BlobId {
     let tree = Tree { entries };
-    w.add(BlobKind::Tree, &model::encode_tree(&tree))
+    w.add(BlobKind::Tree, &model::encode_tree(&tree).unwrap())
         .unwrap()
         .id
 }
@@ -339,7 +339,10 @@ fn a_one_byte_file_with_a_two_gib_chunk_list_writes_nothing_big() {
             })
             .collect();
         let lid = w
-            .add(BlobKind::ChunkList, &model::encode_chunk_list(&list))
+            .add(
+                BlobKind::ChunkList,
+                &model::encode_chunk_list(&list).unwrap(),
+            )
             .unwrap()
             .id;
         let mut n = Node::new(b"small".to_vec(), NodeKind::File);

@@ -69,7 +69,7 @@ fn a_pass_in_the_future_keeps_its_own_state() {
     assert!(
         tasks
             .iter()
-            .any(|t| t.backup.as_deref() == Some("today") && t.task_type == "backup"),
+            .any(|t| t.backup.as_deref() == Some("today") && t.task_type.as_str() == "backup"),
         "today's backup task was expired: {tasks:?}"
     );
 }

@@ -71,7 +71,7 @@ expect_eq "a finished task has an end time and progress 100 when it succeeded" \
 	"$(json_get "$T/all.json" '[(t["ended"] is not None, t["progress"]) for t in j if t["type"] == "restore"]')" '[[true, 100], [true, 0]]'
 expect_exit 2 'task "nope" does not exist' -- cbrfs task show nope
 expect_exit 2 'task type "bogus" is invalid: it is one of backup, restore' -- cbrfs task list --type bogus
-expect_exit 2 'task status "done" is invalid: it is one of waiting, running, success' -- cbrfs task list --status done
+expect_exit 2 'task status "done" is invalid: it is one of running, success, failed, skipped' -- cbrfs task list --status done
 expect_exit 2 'time "yesterday" is invalid' -- cbrfs task list --since yesterday
 
 note "a backup killed with SIGKILL shows as failed"

@@ -116,7 +116,7 @@ pub fn backup_json(b: &BackupRecord) -> serde_json::Value {
         "description": b.description,
         "status": "available",
         "type": if b.full { "full" } else { "incremental" },
-        "origin": match b.origin { Origin::Manual => "manual", Origin::Mount => "mount", Origin::Policy => "policy" },
+        "origin": b.origin.as_str(),
         "policy": b.policy,
         "started": catalog::ns_to_rfc3339(b.started_ns),
         "finished": catalog::ns_to_rfc3339(b.finished_ns),
@@ -355,7 +355,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             store.vault(&vault)?;
             let t = crate::tasks::start(
                 store,
-                "delete_backup",
+                crate::tasks::TaskType::DeleteBackup,
                 &vault,
                 None,
                 Some(&backup),
@@ -415,13 +415,13 @@ pub(super) fn wait_cmd(
             return Ok(0);
         }
         match status::read(store, vault, backup) {
-            Some(s) if s.status == "error" => {
+            Some(s) if s.status == status::RunStatus::Error => {
                 return Err(Error::failed(format!(
                     "backup {backup} of vault {vault} failed: {}",
                     s.error.unwrap_or_default()
                 )))
             }
-            Some(s) if !status::alive(s.pid) => {
+            Some(s) if !crate::sys::pid_alive(s.pid) => {
                 return Err(Error::failed(format!(
                     "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
                     s.pid

@@ -42,8 +42,16 @@ pub(super) fn prune_cmd(
     // others from being pruned; it is named at the end.
     let mut errors = Vec::new();
     for v in &names {
-        let t = (!dry_run)
-            .then(|| crate::tasks::start(store, "prune", v, None, None, catalog::now_ns()));
+        let t = (!dry_run).then(|| {
+            crate::tasks::start(
+                store,
+                crate::tasks::TaskType::Prune,
+                v,
+                None,
+                None,
+                catalog::now_ns(),
+            )
+        });
         let progress = crate::engine::progress::Progress::default();
         let r = with_progress(&progress, !dry_run && !json, || {
             crate::engine::prune::prune_with(store, v, dry_run, threshold, &progress)

@@ -71,7 +71,7 @@ pub(super) fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
     };
     let task = crate::tasks::start(
         store,
-        "restore",
+        crate::tasks::TaskType::Restore,
         &r.vault,
         r.resource.as_deref(),
         Some(&r.backup),

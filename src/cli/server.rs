@@ -77,7 +77,7 @@ pub(super) enum ServerCmd {
 /// The JSON form of a server (documented in docs/JSON.md).
 pub fn server_json(store: &Store, s: &crate::catalog::ServerConfig) -> serde_json::Value {
     let vault = store
-        .vault_of_path("server", &s.name)
+        .vault_of_path(crate::model::ResourceKind::Server, &s.name)
         .ok()
         .flatten()
         .map(|(v, _)| v);

@@ -2,7 +2,7 @@
 
 use super::{parse_instant, print_json};
 use crate::catalog::Store;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::quote::quote;
 use clap::Subcommand;
 use serde_json::json;
@@ -18,7 +18,7 @@ pub(super) enum TaskCmd {
         /// remove_resource, retention, capacity.
         #[arg(long = "type", value_name = "TYPE")]
         task_type: Option<String>,
-        /// Only this status: waiting, running, success, failed, skipped, timeout.
+        /// Only this status: running, success, failed, skipped.
         #[arg(long)]
         status: Option<String>,
         /// Only tasks started at or after this time (RFC 3339 or a date).
@@ -48,28 +48,17 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
             since,
             json,
         } => {
-            if let Some(t) = &task_type {
-                if !tasks::TYPES.contains(&t.as_str()) {
-                    return Err(Error::param(format!(
-                        "task type {t:?} is invalid: it is one of {}",
-                        tasks::TYPES.join(", ")
-                    )));
-                }
-            }
-            if let Some(st) = &status {
-                if !tasks::STATES.contains(&st.as_str()) {
-                    return Err(Error::param(format!(
-                        "task status {st:?} is invalid: it is one of {}",
-                        tasks::STATES.join(", ")
-                    )));
-                }
-            }
+            let task_type = task_type
+                .as_deref()
+                .map(tasks::TaskType::parse)
+                .transpose()?;
+            let status = status.as_deref().map(tasks::TaskState::parse).transpose()?;
             let since_ns = since.as_deref().map(parse_instant).transpose()?;
             let all: Vec<_> = tasks::list(store)?
                 .into_iter()
                 .filter(|t| vault.as_ref().is_none_or(|v| &t.vault == v))
-                .filter(|t| task_type.as_ref().is_none_or(|x| &t.task_type == x))
-                .filter(|t| status.as_ref().is_none_or(|x| &t.status == x))
+                .filter(|t| task_type.is_none_or(|x| t.task_type == x))
+                .filter(|t| status.is_none_or(|x| t.status == x))
                 .filter(|t| since_ns.is_none_or(|s| t.started_ns >= s))
                 .collect();
             if json {
@@ -84,10 +73,10 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                         "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} {}",
                         // Task files are store input: quote what they say.
                         quote(&t.id),
-                        quote(&t.task_type),
+                        t.task_type.as_str(),
                         quote(&t.vault),
                         quote(t.backup.as_deref().or(t.resource.as_deref()).unwrap_or("-")),
-                        quote(&t.status),
+                        t.status.as_str(),
                         t.progress,
                         quote(&t.started),
                         quote(t.message.as_deref().unwrap_or(""))
@@ -101,11 +90,11 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
                 print_json(&json!(t));
             } else {
                 println!("task:     {}", quote(&t.id));
-                println!("type:     {}", quote(&t.task_type));
+                println!("type:     {}", t.task_type);
                 println!("vault:    {}", quote(&t.vault));
                 println!("resource: {}", quote(t.resource.as_deref().unwrap_or("-")));
                 println!("backup:   {}", quote(t.backup.as_deref().unwrap_or("-")));
-                println!("status:   {} ({}%)", quote(&t.status), t.progress);
+                println!("status:   {} ({}%)", t.status, t.progress);
                 println!("started:  {}", quote(&t.started));
                 println!("ended:    {}", quote(t.ended.as_deref().unwrap_or("-")));
                 if let Some(c) = &t.error_code {

@@ -319,7 +319,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     println!(
                         "  {:<20} {:<10} {} ({}){}{}{}{}",
                         quote(&r.name),
-                        quote(&r.kind),
+                        r.kind.as_str(),
                         quote(&r.path),
                         human_bytes(r.size),
                         if r.excludes.is_empty() {
@@ -386,8 +386,14 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 ))
                 .code("BackupService.7301"));
             }
-            let t =
-                crate::tasks::start(store, "delete_vault", &name, None, None, catalog::now_ns());
+            let t = crate::tasks::start(
+                store,
+                crate::tasks::TaskType::DeleteVault,
+                &name,
+                None,
+                None,
+                catalog::now_ns(),
+            );
             let r = store.delete_vault(&name);
             t.finish(&r);
             r?;
@@ -462,7 +468,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
         } => {
             let t = crate::tasks::start(
                 store,
-                "remove_resource",
+                crate::tasks::TaskType::RemoveResource,
                 &vault,
                 Some(&resource),
                 None,

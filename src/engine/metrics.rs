@@ -128,7 +128,9 @@ pub fn collect(store: &Store) -> Result<Vec<Family>> {
 
     let mut failed_by_vault: BTreeMap<String, u64> = BTreeMap::new();
     for t in crate::tasks::list(store)? {
-        if t.task_type == "backup" && (t.status == "failed" || t.status == "timeout") {
+        if t.task_type == crate::tasks::TaskType::Backup
+            && t.status == crate::tasks::TaskState::Failed
+        {
             *failed_by_vault.entry(t.vault).or_default() += 1;
         }
     }

@@ -12,6 +12,7 @@ pub mod reader;
 pub mod restore;
 pub mod scheduler;
 pub mod servers;
+pub mod sizes;
 pub mod status;
 pub mod vaults;
 pub mod visit;

@@ -6,7 +6,9 @@
 //! seconds and `cbrfs policy run-due` runs one for cron or a systemd timer.
 //! Passes are serialised by `STORE/scheduler.lock`, and each vault records
 //! the last instant a pass looked at (`vaults/<v>/policy-state.json`), so a
-//! time point runs once however many schedulers there are.
+//! time point runs once however many schedulers there are. The instant is
+//! recorded before the backup starts: a pass that cannot write it fails,
+//! naming the file, and backs up nothing.
 
 use super::backup::{self, BackupOptions};
 use super::prune;
@@ -285,12 +287,17 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
             now_ns - 1
         };
         state.policy = pname.clone();
-        let save_state = |s: &mut State, last: i64| {
+        // A state that cannot be written fails the pass: were it ignored,
+        // the next pass would take the same time points as not done.
+        let save_state = |s: &mut State, last: i64| -> Result<()> {
             s.last_ns = last;
-            let _ = fsutil::write_atomic(state_file, &serde_json::to_vec(&*s).unwrap_or_default());
+            let json = serde_json::to_vec(&*s)
+                .map_err(|e| Error::failed(format!("encode policy state: {e}")))?;
+            fsutil::write_atomic(state_file, &json)
+                .map_err(|e| e.context(format!("vault {}: policy state", v.name)))
         };
         if now_ns <= from_ns || !p.enabled {
-            save_state(&mut state, now_ns.max(from_ns));
+            save_state(&mut state, now_ns.max(from_ns))?;
             continue;
         }
         let (sched, retention) = match validate(&p) {
@@ -303,7 +310,7 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         let from = jiff::Timestamp::from_nanosecond(from_ns as i128).unwrap_or(now);
         let points = sched.points_between(from, now);
         let Some(last) = points.last().copied() else {
-            save_state(&mut state, now_ns);
+            save_state(&mut state, now_ns)?;
             continue;
         };
         // Points the scheduler was not running for are recorded as missed;
@@ -311,16 +318,20 @@ pub fn run_due(store: &Store, now_ns: i64) -> Result<Vec<PassReport>> {
         for missed in &points[..points.len() - 1] {
             tasks::event(
                 store,
-                "backup",
+                tasks::TaskType::Backup,
                 &v.name,
-                "skipped",
+                tasks::TaskState::Skipped,
                 format!("policy {pname}: time point {missed} was missed (no scheduler ran then)"),
                 missed.as_nanosecond() as i64,
             );
         }
         let point_ns = last.as_nanosecond() as i64;
+        // The points are taken before the backup starts, so that a time
+        // point runs once: a pass that cannot record it backs up nothing.
+        save_state(&mut state, now_ns)?;
         let report = run_point(store, &v.name, &p, &retention, point_ns, &mut state);
-        save_state(&mut state, now_ns);
+        // Records the backups counted since the claim above.
+        save_state(&mut state, now_ns)?;
         out.push(report);
     }
     Ok(out)
@@ -343,7 +354,14 @@ fn run_point(
         expired: Vec::new(),
         freed: 0,
     };
-    let records = backup::latest_records(store, vault);
+    let records = match store.readable_backups(vault) {
+        Ok(r) => r,
+        Err(e) => {
+            backup::record_refusal(store, vault, None, &e, at_ns);
+            report.outcome = format!("failed: {e}");
+            return report;
+        }
+    };
     state.count(&records);
     let full = !records.is_empty() && schedule::full_backup_due(p.full_every, state.since_full);
     let prepared = backup::prepare(
@@ -365,7 +383,14 @@ fn run_point(
                 "policy {}: time point skipped: the vault's previous backup is still running",
                 p.name
             );
-            tasks::event(store, "backup", vault, "skipped", why.clone(), at_ns);
+            tasks::event(
+                store,
+                tasks::TaskType::Backup,
+                vault,
+                tasks::TaskState::Skipped,
+                why.clone(),
+                at_ns,
+            );
             report.outcome = format!("skipped: {why}");
             return report;
         }
@@ -379,8 +404,12 @@ fn run_point(
     match prepared.run() {
         Ok(_) => {
             report.outcome = format!("backed up {name}");
-            // Counted before retention may delete it.
-            state.count(&backup::latest_records(store, vault));
+            // Counted before retention may delete it. Backups that cannot
+            // be listed now are counted by a later pass (from counted_ns).
+            match store.readable_backups(vault) {
+                Ok(records) => state.count(&records),
+                Err(e) => log::warn!("vault {vault}: backups not counted: {e}"),
+            }
         }
         Err(e) => {
             report.outcome = format!("failed: {e}");
@@ -405,7 +434,8 @@ pub fn expire(
     retention: &Retention,
     now_ns: i64,
 ) -> Result<(Vec<String>, u64)> {
-    let candidates: Vec<Candidate> = backup::latest_records(store, vault)
+    let candidates: Vec<Candidate> = store
+        .readable_backups(vault)?
         .iter()
         .map(|r| Candidate {
             name: r.name.clone(),
@@ -420,7 +450,14 @@ pub fn expire(
     let sel = retention.select(&candidates, now, busy);
     let mut gone = Vec::new();
     for name in &sel.delete {
-        let t = tasks::start(store, "delete_backup", vault, None, Some(name), now_ns);
+        let t = tasks::start(
+            store,
+            tasks::TaskType::DeleteBackup,
+            vault,
+            None,
+            Some(name),
+            now_ns,
+        );
         let r = store.delete_backup(vault, name);
         let ok = r.is_ok();
         t.finish(&r);
@@ -430,7 +467,7 @@ pub fn expire(
     }
     let mut freed = 0;
     if !gone.is_empty() {
-        let t = tasks::start(store, "prune", vault, None, None, now_ns);
+        let t = tasks::start(store, tasks::TaskType::Prune, vault, None, None, now_ns);
         let r = prune::prune(store, vault, false, prune::REPACK_THRESHOLD);
         if let Ok(rep) = &r {
             freed = rep.bytes_before.saturating_sub(rep.bytes_after);
@@ -443,7 +480,14 @@ pub fn expire(
             gone.len(),
             gone.join(", ")
         );
-        tasks::event(store, "retention", vault, "success", msg, now_ns);
+        tasks::event(
+            store,
+            tasks::TaskType::Retention,
+            vault,
+            tasks::TaskState::Success,
+            msg,
+            now_ns,
+        );
     }
     Ok((gone, freed))
 }

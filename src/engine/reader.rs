@@ -429,7 +429,7 @@ mod tests {
             ]
             .iter()
             .map(|l| {
-                w.add(BlobKind::ChunkList, &model::encode_chunk_list(l))
+                w.add(BlobKind::ChunkList, &model::encode_chunk_list(l).unwrap())
                     .unwrap()
                     .id
             })

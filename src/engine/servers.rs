@@ -2,11 +2,11 @@
 //! together in one run, with hooks that make the backup application
 //! consistent (freeze or dump before, thaw after).
 
-use crate::catalog::{self, Member, ServerConfig, Store};
+use crate::catalog::{self, Member, MemberKind, ServerConfig, Store};
 use crate::error::{Error, IoContext, Result};
+use crate::model::ResourceKind;
 use crate::rules;
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Default time limit of a hook.
@@ -23,8 +23,8 @@ pub enum NewMember {
 
 fn member(store: &Store, m: &NewMember) -> Result<Member> {
     let (p, kind) = match m {
-        NewMember::Path(p) => (p, "directory"),
-        NewMember::Disk(p) => (p, "disk"),
+        NewMember::Path(p) => (p, MemberKind::Directory),
+        NewMember::Disk(p) => (p, MemberKind::Disk),
     };
     let abs = std::fs::canonicalize(p)
         .map_err(|e| Error::invalid(format!("server member {}: {e}", p.display())))?;
@@ -43,12 +43,12 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
         )));
     }
     match kind {
-        "directory" if !abs.is_dir() => {
+        MemberKind::Directory if !abs.is_dir() => {
             return Err(Error::invalid(format!(
                 "server member {path} (--path) is not a directory"
             )))
         }
-        "disk" => {
+        MemberKind::Disk => {
             crate::sys::device_size(&abs)
                 .map_err(|e| Error::invalid(format!("server member {path} (--disk): {e}")))?;
         }
@@ -59,7 +59,7 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "root".into());
     // A disk shows as `<member>.img`: `vol.img` stays `vol.img`.
-    if kind == "disk" {
+    if kind == MemberKind::Disk {
         if let Some(stem) = name.strip_suffix(".img").filter(|s| !s.is_empty()) {
             name = stem.to_string();
         }
@@ -71,17 +71,13 @@ fn member(store: &Store, m: &NewMember) -> Result<Member> {
             "server member {path}: its name {name:?} cannot be a file name"
         )));
     }
-    Ok(Member {
-        name,
-        kind: kind.into(),
-        path,
-    })
+    Ok(Member { name, kind, path })
 }
 
 /// The name a member has in its server's backup tree (and so in the mount
 /// and in a restore): a disk is `<name>.img`.
 pub fn entry_name(m: &Member) -> String {
-    if m.kind == "disk" {
+    if m.kind == MemberKind::Disk {
         format!("{}.img", m.name)
     } else {
         m.name.clone()
@@ -222,24 +218,12 @@ pub fn update(store: &Store, name: &str, u: ServerUpdate) -> Result<ServerConfig
 pub fn delete(store: &Store, name: &str) -> Result<()> {
     let _lock = store.lock()?;
     store.server(name)?;
-    if let Some((vault, _)) = store.vault_of_path("server", name)? {
+    if let Some((vault, _)) = store.vault_of_path(ResourceKind::Server, name)? {
         return Err(Error::conflict(format!(
             "server {name} is associated with vault {vault}: dissociate it first"
         )));
     }
     store.delete_server(name)
-}
-
-/// Total size of a server's members (apparent), leaving out `exclude`.
-pub fn size(s: &ServerConfig, exclude: &[String]) -> u64 {
-    s.members
-        .iter()
-        .filter(|m| !exclude.contains(&m.name))
-        .map(|m| match m.kind.as_str() {
-            "disk" => crate::sys::device_size(Path::new(&m.path)).unwrap_or(0),
-            _ => super::vaults::tree_size(Path::new(&m.path)),
-        })
-        .sum()
 }
 
 /// Run a hook with `sh -c`, its environment telling it what is happening,

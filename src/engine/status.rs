@@ -10,13 +10,34 @@ use crate::fsutil;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Where a backup that has a status file is: `protecting` while it runs,
+/// `error` when it failed (the file is removed when it is committed).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Running.
+    Protecting,
+    /// Failed; the status says why.
+    Error,
+}
+
+impl RunStatus {
+    /// The name in status files and in the mount's attributes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Protecting => "protecting",
+            RunStatus::Error => "error",
+        }
+    }
+}
+
 /// What a running (or failed) backup reports.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     /// Backup name.
     pub backup: String,
-    /// `protecting` or `error`.
-    pub status: String,
+    /// Running or failed.
+    pub status: RunStatus,
     /// 0–100.
     pub progress: u8,
     /// Bytes read so far.
@@ -57,19 +78,4 @@ pub fn read(store: &Store, vault: &str, backup: &str) -> Option<Status> {
 /// Remove a status.
 pub fn remove(store: &Store, vault: &str, backup: &str) {
     let _ = std::fs::remove_file(path(store, vault, backup));
-}
-
-/// True if process `pid` exists. A pid read from a damaged file may be 0
-/// or above `i32::MAX`, which `kill` takes for the caller's process group,
-/// another group or every process (and would answer "alive" for ever):
-/// neither is a process that could have written the file.
-pub fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
 }

@@ -1,8 +1,9 @@
 //! Vault and resource operations with CBR's rules: create, update, delete,
 //! associate, dissociate.
 
-use crate::catalog::{self, Resource, Store, VaultConfig, VaultType};
+use crate::catalog::{self, Compression, Resource, Store, VaultConfig, VaultType};
 use crate::error::{Error, Result};
+use crate::model::ResourceKind;
 use crate::rules;
 use std::path::Path;
 
@@ -19,7 +20,8 @@ pub struct NewVault {
     pub description: String,
     /// `KEY=VALUE` tags.
     pub tags: Vec<String>,
-    /// `zstd` or `none`.
+    /// Compression text, `zstd` or `none` (checked with the other
+    /// settings, in their order, by [`prepare`]).
     pub compression: String,
     /// Encrypted (docs/FORMAT.md §16).
     pub encrypt: bool,
@@ -83,12 +85,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
     rules::check_description("vault", &v.description)?;
     let capacity_gb = rules::parse_capacity(&v.capacity)?;
     let tags = merge_tags(&[], &v.tags, &[])?;
-    if v.compression != "zstd" && v.compression != "none" {
-        return Err(Error::param(format!(
-            "compression {:?} is invalid: it is zstd or none",
-            v.compression
-        )));
-    }
+    let compression = Compression::parse(&v.compression)?;
     let cfg = VaultConfig {
         format: if v.encrypt {
             catalog::VAULT_FORMAT_ENCRYPTED
@@ -100,7 +97,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         capacity_gb,
         description: v.description,
         tags,
-        compression: v.compression,
+        compression,
         created: catalog::now_rfc3339(),
         resources: Vec::new(),
         policy: None,
@@ -164,51 +161,12 @@ pub fn update(store: &Store, name: &str, u: VaultUpdate) -> Result<VaultConfig> 
     Ok(cfg)
 }
 
-/// Sum of the apparent sizes of the files under `dir` (what a resource's
-/// data takes, for the capacity rule). Walked as the backup walks: from
-/// directory descriptors, each subdirectory opened relative to its parent
-/// with no symlink followed, each entry stat'ed relative to its directory,
-/// so a directory swapped for a symlink while it runs is not followed.
-pub fn tree_size(dir: &Path) -> u64 {
-    use std::sync::Arc;
-    let mut total = 0u64;
-    let Ok(root) = crate::sys::open_no_symlinks(dir, libc::O_RDONLY | libc::O_DIRECTORY) else {
-        return 0;
-    };
-    // Directories to list; each is opened when its turn comes, so the
-    // descriptors held stay few whatever the tree's breadth.
-    let mut stack: Vec<(Arc<std::os::fd::OwnedFd>, Vec<u8>)> = Vec::new();
-    let mut list = |fd: Arc<std::os::fd::OwnedFd>,
-                    stack: &mut Vec<(Arc<std::os::fd::OwnedFd>, Vec<u8>)>| {
-        let Ok(entries) = crate::sys::list_dir(&fd) else {
-            return;
-        };
-        for (name, _) in entries {
-            let Ok(st) = crate::sys::fstatat_nofollow(&fd, &name) else {
-                continue;
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => stack.push((fd.clone(), name)),
-                libc::S_IFREG => total = total.saturating_add(st.st_size as u64),
-                _ => {}
-            }
-        }
-    };
-    list(Arc::new(root), &mut stack);
-    while let Some((parent, name)) = stack.pop() {
-        if let Ok(fd) = crate::sys::open_dir_at(&parent, &name) {
-            list(Arc::new(fd), &mut stack);
-        }
-    }
-    total
-}
-
 /// What a resource is, for the association rules.
-fn kind_label(kind: &str) -> &'static str {
+fn kind_label(kind: ResourceKind) -> &'static str {
     match kind {
-        "disk" => "a disk (--disk) goes into a disk vault",
-        "server" => "a server (--server) goes into a server vault",
-        _ => "a directory (--path) goes into a filesystem vault",
+        ResourceKind::Disk => "a disk (--disk) goes into a disk vault",
+        ResourceKind::Server => "a server (--server) goes into a server vault",
+        ResourceKind::Directory => "a directory (--path) goes into a filesystem vault",
     }
 }
 
@@ -222,7 +180,7 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
         return Err(Error::param(format!(
             "vault {vault} is a {} vault: {}",
             cfg.vault_type.as_str(),
-            kind_label(&r.kind)
+            kind_label(r.kind)
         ))
         .code("BackupService.6102"));
     }
@@ -239,7 +197,7 @@ fn add_resource(store: &Store, vault: &str, want: VaultType, r: Resource) -> Res
         ))
         .code("BackupService.6104"));
     }
-    if let Some((other, _)) = store.vault_of_path(&r.kind, &r.path)? {
+    if let Some((other, _)) = store.vault_of_path(r.kind, &r.path)? {
         return Err(Error::conflict(format!(
             "resource {} is already associated with vault {other}: a resource can be in one vault only",
             r.path
@@ -419,8 +377,8 @@ pub fn associate_dir(
     }
     let r = Resource {
         name: name.unwrap_or_else(|| default_name(&abs, "root")),
-        kind: "directory".into(),
-        size: tree_size(&abs),
+        kind: ResourceKind::Directory,
+        size: super::sizes::tree(&abs),
         path: abs_str,
         excludes,
         added: catalog::now_rfc3339(),
@@ -446,7 +404,7 @@ pub fn associate_disk(
     })?;
     let r = Resource {
         name: name.unwrap_or_else(|| default_name(&abs, "disk")),
-        kind: "disk".into(),
+        kind: ResourceKind::Disk,
         size,
         path: abs_str,
         excludes: Vec::new(),
@@ -488,8 +446,8 @@ pub fn associate_server_with(
     }
     let r = Resource {
         name: s.name.clone(),
-        kind: "server".into(),
-        size: super::servers::size(&s, &exclude),
+        kind: ResourceKind::Server,
+        size: super::sizes::server(&s, &exclude),
         path: s.name.clone(),
         excludes: exclude,
         added: catalog::now_rfc3339(),
@@ -547,27 +505,6 @@ pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A resource's size counts its regular files, at any depth, and never
-    /// what a symlink in it points to (a user's link to /usr must not
-    /// count /usr against the vault's capacity).
-    #[test]
-    fn tree_size_counts_files_and_follows_no_symlink() {
-        let t = tempfile::tempdir().unwrap();
-        let src = t.path().join("src");
-        let other = t.path().join("other");
-        std::fs::create_dir_all(src.join("a/b")).unwrap();
-        std::fs::create_dir_all(&other).unwrap();
-        std::fs::write(src.join("top"), vec![1u8; 100]).unwrap();
-        std::fs::write(src.join("a/b/deep"), vec![1u8; 23]).unwrap();
-        std::fs::write(other.join("big"), vec![1u8; 10_000]).unwrap();
-        std::os::unix::fs::symlink(&other, src.join("a/link")).unwrap();
-        std::os::unix::fs::symlink(other.join("big"), src.join("filelink")).unwrap();
-        assert_eq!(tree_size(&src), 123);
-        // A path that is itself a symlink is not walked either.
-        std::os::unix::fs::symlink(&other, t.path().join("via")).unwrap();
-        assert_eq!(tree_size(&t.path().join("via")), 0);
-    }
 
     #[test]
     fn exclude_file_skips_comments_and_blanks_and_trims() {

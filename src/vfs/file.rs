@@ -1,6 +1,7 @@
 //! Files of a backup opened for reading: reads, holes (SEEK_DATA,
 //! SEEK_HOLE) and the prefetch of small files into the page cache.
 
+use super::tree::TreeNode;
 use super::{BackupCtx, Entry, VResult, Vfs};
 use crate::engine::reader::FileReader;
 use crate::model::NodeKind;
@@ -26,7 +27,7 @@ impl Vfs {
             return Err(libc::EROFS);
         }
         match self.entry(ino)?.0 {
-            Entry::Node { ctx, node, .. } if node.kind == NodeKind::File => {
+            Entry::Node(TreeNode { ctx, node, .. }) if node.kind == NodeKind::File => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 let reader = FileReader::new(&node);
                 self.files
@@ -34,7 +35,7 @@ impl Vfs {
                     .insert(fh, Arc::new(OpenFile { ctx, reader }));
                 Ok(fh)
             }
-            Entry::Node { .. } => Err(libc::EACCES),
+            Entry::Node(_) => Err(libc::EACCES),
             _ => Err(libc::EISDIR),
         }
     }
@@ -50,7 +51,7 @@ impl Vfs {
         let (ctx, node) = {
             let mut t = self.table.write();
             let i = t.by_ino.get_mut(&ino)?;
-            let Entry::Node { ctx, node, .. } = &i.entry else {
+            let Entry::Node(TreeNode { ctx, node, .. }) = &i.entry else {
                 return None;
             };
             if i.stored || node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX

@@ -20,16 +20,25 @@
 //!
 //! This file owns the tree's shape (the kinds of entries, the caches of
 //! opened vaults, backups and trees) and the operations that walk it:
-//! attributes, lookup, readdir. The parts: `table` (the inode table),
-//! `running` (backups started by `mkdir`), `file` (reads), `xattr`.
+//! attributes, lookup, readdir, each one piece of code over what an
+//! entry's kind answers ([`EntryOps`]). One file per kind, as restic's
+//! `internal/fuse`: `root`, `vault`, `latest`, `backup_dir` and `tree` (the
+//! entries of a backup's trees). The other parts: `table` (the inode
+//! table), `running` (backups started by `mkdir`), `file` (reads of open
+//! files).
 
+mod backup_dir;
 mod file;
+mod latest;
+mod root;
 mod running;
 mod table;
-mod xattr;
+mod tree;
+mod vault;
 
 pub use file::{OpenFile, PREFETCH_MAX};
 pub use running::{RunState, Running};
+pub use tree::node_attr;
 
 use crate::catalog::{self, Store};
 use crate::engine::reader::ChunkCache;
@@ -37,7 +46,10 @@ use crate::error::{Error, Kind};
 use crate::model::{self, BackupRecord, Node, NodeKind, Tree};
 use crate::rules;
 use crate::store::{BlobId, Repo};
+use backup_dir::BackupDir;
+use latest::Latest;
 use parking_lot::{Condvar, Mutex, RwLock};
+use root::Root;
 use running::{reaper, Waiter};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -46,6 +58,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use table::{Inode, NumMap, Table};
+use tree::TreeNode;
+use vault::VaultDir;
 
 /// Hard-link identity: (backup context, resource, link group).
 type LinkKey = (u64, u32, u64);
@@ -116,17 +130,105 @@ pub struct BackupCtx {
     record: BackupRecord,
 }
 
+/// An entry of the mount, by kind.
 #[derive(Clone)]
 enum Entry {
-    Root,
-    Vault(String),
-    Latest(String),
-    Backup(String, String),
-    Node {
-        ctx: Arc<BackupCtx>,
-        res: u32,
-        node: Arc<Node>,
-    },
+    Root(Root),
+    Vault(VaultDir),
+    Latest(Latest),
+    Backup(BackupDir),
+    Node(TreeNode),
+}
+
+impl Entry {
+    /// What this entry answers: the one place that tells the kinds apart.
+    fn ops(&self) -> &dyn EntryOps {
+        match self {
+            Entry::Root(k) => k,
+            Entry::Vault(k) => k,
+            Entry::Latest(k) => k,
+            Entry::Backup(k) => k,
+            Entry::Node(k) => k,
+        }
+    }
+
+    /// The root or a vault's directory: made by the CLI, never written
+    /// through the mount (EPERM rather than EROFS).
+    fn is_live(&self) -> bool {
+        matches!(self, Entry::Root(_) | Entry::Vault(_))
+    }
+}
+
+/// What each kind of entry answers, in its own file: lookup, readdir and
+/// getattr call these and do not tell the kinds apart.
+trait EntryOps {
+    /// The entry's attributes; the caller sets the inode number.
+    fn attr(&self, vfs: &Vfs) -> VResult<Attr>;
+    /// Child `name` of a directory, and its hard-link key.
+    fn lookup(&self, _vfs: &Vfs, _name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
+        Err(libc::ENOTDIR)
+    }
+    /// A directory's children in name order; with `own`, its attributes
+    /// too when listing gives them (see [`Listing::Made`]).
+    fn list(&self, _vfs: &Vfs, _own: bool) -> VResult<Listing> {
+        Err(libc::ENOTDIR)
+    }
+    /// A symlink's target.
+    fn readlink(&self, _vfs: &Vfs) -> VResult<Vec<u8>> {
+        Err(libc::EINVAL)
+    }
+    /// Extended attributes.
+    fn xattrs(&self, _vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
+        Vec::new()
+    }
+}
+
+/// A child of a directory, as lookup and readdir make it.
+struct Child {
+    name: Vec<u8>,
+    entry: Entry,
+    link: Option<LinkKey>,
+}
+
+/// A directory's children.
+enum Listing {
+    /// Made at once (vaults, backups, resources: few), with the
+    /// directory's own attributes when listing gave them: a live
+    /// directory's mtime comes from the names it lists.
+    Made(Option<Attr>, Vec<Child>),
+    /// A directory of a backup's tree, whose children are made as they
+    /// are handed over.
+    Tree(TreeNode, Dir),
+}
+
+impl Listing {
+    fn made(own: Option<Attr>, children: Vec<Child>) -> Listing {
+        Listing::Made(own, children)
+    }
+
+    /// The directory's own attributes, if listing gave them.
+    fn own(&self) -> Option<Attr> {
+        match self {
+            Listing::Made(own, _) => own.clone(),
+            Listing::Tree(..) => None,
+        }
+    }
+
+    /// The children from position `skip`, with their positions.
+    fn children(self, skip: usize) -> Box<dyn Iterator<Item = (usize, Child)>> {
+        match self {
+            Listing::Made(_, v) => Box::new(v.into_iter().enumerate().skip(skip)),
+            Listing::Tree(node, dir) => Box::new(node.children(dir, skip)),
+        }
+    }
+}
+
+/// `user.cbrfs.<key>` xattrs of a vault or backup from `(key, value)`.
+fn cbrfs_xattrs(pairs: Vec<(String, String)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (format!("user.cbrfs.{k}").into_bytes(), v.into_bytes()))
+        .collect()
 }
 
 /// Settings of a mount.
@@ -209,7 +311,7 @@ impl Vfs {
         vfs.table.write().by_ino.insert(
             ROOT_INO,
             Inode {
-                entry: Entry::Root,
+                entry: Entry::Root(Root),
                 parent: ROOT_INO,
                 nlookup: 1,
                 keys: Vec::new(),
@@ -328,9 +430,11 @@ impl Vfs {
         best.map(|(_, n)| n)
     }
 
-    fn dir_attr(&self, ino: u64, perm: u32, mtime_ns: i64) -> Attr {
+    /// Attributes of a directory of the mount's own (the root, a vault, a
+    /// backup); the caller sets the inode number.
+    fn dir_attr(&self, perm: u32, mtime_ns: i64) -> Attr {
         Attr {
-            ino,
+            ino: 0,
             kind: NodeKind::Dir,
             perm,
             nlink: 2,
@@ -399,48 +503,18 @@ impl Vfs {
 
     /// Attributes of the root (`vault` None) or of a vault's directory,
     /// whose listing is `names` (from [`Vfs::live_names`]).
-    fn live_attr(&self, ino: u64, vault: Option<&str>, names: &[String]) -> VResult<Attr> {
+    fn live_attr(&self, vault: Option<&str>, names: &[String]) -> VResult<Attr> {
         if vault.is_some_and(|v| !self.vault_exists(v)) {
             return Err(libc::ENOENT);
         }
-        Ok(self.dir_attr(ino, 0o755, self.live_mtime(vault, names)))
+        Ok(self.dir_attr(0o755, self.live_mtime(vault, names)))
     }
 
-    /// The vault whose listing `e` is: Some(None) for the root, Some(vault)
-    /// for a vault's directory, None for the rest.
-    fn live_of(e: &Entry) -> Option<Option<&str>> {
-        match e {
-            Entry::Root => Some(None),
-            Entry::Vault(v) => Some(Some(v.as_str())),
-            _ => None,
-        }
-    }
-
+    /// Attributes of entry `e` as inode `ino`.
     fn attr_of(&self, ino: u64, e: &Entry) -> VResult<Attr> {
-        match e {
-            Entry::Root | Entry::Vault(_) => {
-                let vault = Self::live_of(e).flatten();
-                self.live_attr(ino, vault, &self.live_names(vault)?)
-            }
-            Entry::Latest(v) => {
-                let target = self.latest(v).ok_or(libc::ENOENT)?;
-                let mut a = self.dir_attr(ino, 0o777, self.mounted_ns);
-                a.kind = NodeKind::Symlink;
-                a.nlink = 1;
-                a.size = target.len() as u64;
-                Ok(a)
-            }
-            Entry::Backup(v, b) => {
-                if let Some(r) = self.running(v, b) {
-                    if *r.state.lock() != RunState::Available {
-                        return Ok(self.dir_attr(ino, 0o555, r.started_ns));
-                    }
-                }
-                let c = self.ctx(v, b)?;
-                Ok(self.dir_attr(ino, 0o555, c.record.finished_ns))
-            }
-            Entry::Node { node, .. } => Ok(node_attr(ino, node)),
-        }
+        let mut a = e.ops().attr(self)?;
+        a.ino = ino;
+        Ok(a)
     }
 
     /// Attributes of `ino`.
@@ -452,62 +526,8 @@ impl Vfs {
     /// Look up `name` in `parent`, counting a lookup.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
         let (pe, _) = self.entry(parent)?;
-        let sname = std::str::from_utf8(name).unwrap_or("");
-        let (entry, link) = match &pe {
-            Entry::Root => {
-                if !self.vault_exists(sname) {
-                    return Err(libc::ENOENT);
-                }
-                (Entry::Vault(sname.to_string()), None)
-            }
-            Entry::Vault(v) => {
-                if name == b"latest" {
-                    self.latest(v).ok_or(libc::ENOENT)?;
-                    (Entry::Latest(v.clone()), None)
-                } else if self.backup_exists(v, sname) {
-                    (Entry::Backup(v.clone(), sname.to_string()), None)
-                } else {
-                    return Err(libc::ENOENT);
-                }
-            }
-            Entry::Backup(v, b) => {
-                self.check_available(v, b)?;
-                let ctx = self.ctx(v, b)?;
-                let i = ctx
-                    .record
-                    .resources
-                    .iter()
-                    .position(|r| r.root_node().name == name)
-                    .ok_or(libc::ENOENT)?;
-                let node = Arc::new(ctx.record.resources[i].root_node().clone());
-                (
-                    Entry::Node {
-                        ctx,
-                        res: i as u32,
-                        node,
-                    },
-                    None,
-                )
-            }
-            Entry::Node { ctx, res, node } => {
-                if node.kind != NodeKind::Dir {
-                    return Err(libc::ENOTDIR);
-                }
-                let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
-                let child = find_in(&tree, name).ok_or(libc::ENOENT)?;
-                let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
-                (
-                    Entry::Node {
-                        ctx: ctx.clone(),
-                        res: *res,
-                        node: child,
-                    },
-                    link,
-                )
-            }
-            Entry::Latest(_) => return Err(libc::ENOTDIR),
-        };
-        let ino = self.intern(parent, name, entry.clone(), link, true);
+        let (entry, link) = pe.ops().lookup(self, name)?;
+        let ino = self.intern(parent, name, entry, link, true);
         let e = self.entry(ino)?.0;
         self.attr_of(ino, &e).inspect_err(|_| self.forget(ino, 1))
     }
@@ -540,16 +560,15 @@ impl Vfs {
         mut each: impl FnMut(u64, DirEntry) -> bool,
     ) -> VResult<()> {
         let (e, parent) = self.entry(ino)?;
-        // The root's or a vault's listing, read once for its entries and
-        // for its own mtime.
-        let live = Self::live_of(&e);
-        let live_names = match live {
-            Some(vault) => self.live_names(vault)?,
-            None => Vec::new(),
-        };
+        // A live directory's listing is read once, for its entries and for
+        // its own mtime.
+        let listing = e.ops().list(self, offset < 1)?;
         if offset < 1 {
-            let attr = match live {
-                Some(vault) => self.live_attr(ino, vault, &live_names)?,
+            let attr = match listing.own() {
+                Some(mut a) => {
+                    a.ino = ino;
+                    a
+                }
                 None => self.attr_of(ino, &e)?,
             };
             if !each(
@@ -578,70 +597,14 @@ impl Vfs {
             }
         }
         let skip = offset.saturating_sub(2) as usize;
-        let mut children: Vec<(Vec<u8>, Entry, Option<LinkKey>)> = Vec::new();
-        match &e {
-            Entry::Root => {
-                for v in live_names {
-                    children.push((v.as_bytes().to_vec(), Entry::Vault(v), None));
-                }
-            }
-            Entry::Vault(v) => {
-                for b in live_names {
-                    children.push((b.as_bytes().to_vec(), Entry::Backup(v.clone(), b), None));
-                }
-                if self.latest(v).is_some() {
-                    children.push((b"latest".to_vec(), Entry::Latest(v.clone()), None));
-                }
-            }
-            Entry::Backup(v, b) => {
-                self.check_available(v, b)?;
-                let ctx = self.ctx(v, b)?;
-                for (i, r) in ctx.record.resources.iter().enumerate() {
-                    let node = Arc::new(r.root_node().clone());
-                    children.push((
-                        r.root_node().name.clone(),
-                        Entry::Node {
-                            ctx: ctx.clone(),
-                            res: i as u32,
-                            node,
-                        },
-                        None,
-                    ));
-                }
-            }
-            Entry::Node { ctx, res, node } => {
-                if node.kind != NodeKind::Dir {
-                    return Err(libc::ENOTDIR);
-                }
-                let tree = self.tree(ctx, &node.subtree.ok_or(libc::EIO)?)?;
-                for (i, child) in tree.iter().enumerate().skip(skip) {
-                    let link = (child.link_group != 0).then_some((ctx.id, *res, child.link_group));
-                    let entry = Entry::Node {
-                        ctx: ctx.clone(),
-                        res: *res,
-                        node: child.clone(),
-                    };
-                    let cino = self.intern(ino, &child.name, entry, link, false);
-                    let attr = node_attr(cino, child);
-                    let name = child.name.clone();
-                    if !each(3 + i as u64, DirEntry { name, attr }) {
-                        break;
-                    }
-                }
-                return Ok(());
-            }
-            Entry::Latest(_) => return Err(libc::ENOTDIR),
-        }
-        for (i, (name, entry, link)) in children.into_iter().enumerate().skip(skip) {
-            let cino = self.intern(ino, &name, entry.clone(), link, false);
-            match self.attr_of(cino, &entry) {
-                Ok(attr) => {
-                    if !each(3 + i as u64, DirEntry { name, attr }) {
-                        break;
-                    }
-                }
-                // Vanished between listing and stat: leave it out.
-                Err(_) => self.forget(cino, 0),
+        for (i, Child { name, entry, link }) in listing.children(skip) {
+            // Vanished between listing and stat: left out.
+            let Ok(mut attr) = entry.ops().attr(self) else {
+                continue;
+            };
+            attr.ino = self.intern(ino, &name, entry, link, false);
+            if !each(3 + i as u64, DirEntry { name, attr }) {
+                break;
             }
         }
         Ok(())
@@ -649,11 +612,13 @@ impl Vfs {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
-        match self.entry(ino)?.0 {
-            Entry::Latest(v) => self.latest(&v).map(|n| n.into_bytes()).ok_or(libc::ENOENT),
-            Entry::Node { node, .. } if node.kind == NodeKind::Symlink => Ok(node.target.clone()),
-            _ => Err(libc::EINVAL),
-        }
+        self.entry(ino)?.0.ops().readlink(self)
+    }
+
+    /// All xattrs of `ino`: a node's own, or a vault's or backup's
+    /// `user.cbrfs.*`.
+    pub fn xattrs(&self, ino: u64) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.entry(ino)?.0.ops().xattrs(self))
     }
 
     /// `statfs`: total capacity and use of all vaults, in 4 KiB blocks.
@@ -679,35 +644,17 @@ impl Vfs {
 
     /// `rmdir`: backups are deleted with the CLI, never through the mount.
     pub fn rmdir(&self, parent: u64) -> Errno {
-        match self.entry(parent).map(|e| e.0) {
-            Ok(Entry::Root) | Ok(Entry::Vault(_)) => libc::EPERM,
+        match self.entry(parent) {
+            Ok((e, _)) if e.is_live() => libc::EPERM,
             _ => libc::EROFS,
         }
     }
 
     /// Any other change (create, unlink, rename, setattr, xattrs...).
     pub fn modify(&self, ino: u64) -> Errno {
-        match self.entry(ino).map(|e| e.0) {
-            Ok(Entry::Root) | Ok(Entry::Vault(_)) => libc::EPERM,
+        match self.entry(ino) {
+            Ok((e, _)) if e.is_live() => libc::EPERM,
             _ => libc::EROFS,
         }
-    }
-}
-
-/// Attributes of a node of a backup.
-pub fn node_attr(ino: u64, n: &Node) -> Attr {
-    Attr {
-        ino,
-        kind: n.kind,
-        perm: n.mode & 0o7777,
-        nlink: n.nlink.max(1),
-        uid: n.uid,
-        gid: n.gid,
-        size: n.size,
-        blocks: n.blocks,
-        mtime_ns: n.mtime_ns,
-        ctime_ns: n.ctime_ns,
-        rdev: n.rdev,
-        immutable: true,
     }
 }

@@ -2,6 +2,8 @@
 //! and the requests inside them parked until they end or their wait bound
 //! passes (answered by the reaper thread, which also trims memory).
 
+use super::backup_dir::BackupDir;
+use super::vault::VaultDir;
 use super::{err_errno, Attr, Entry, VResult, Vfs};
 use crate::catalog;
 use crate::engine::backup::{self, BackupOptions};
@@ -58,10 +60,10 @@ impl Vfs {
     /// the backup's key.
     pub fn pending(&self, ino: u64) -> Option<(String, String)> {
         let (e, _) = self.entry(ino).ok()?;
-        if let Entry::Backup(v, b) = e {
-            let r = self.running(&v, &b)?;
+        if let Entry::Backup(BackupDir { vault, name }) = e {
+            let r = self.running(&vault, &name)?;
             if *r.state.lock() == RunState::Protecting {
-                return Some((v, b));
+                return Some((vault, name));
             }
         }
         None
@@ -98,8 +100,8 @@ impl Vfs {
     pub fn mkdir(self: &Arc<Self>, parent: u64, name: &[u8]) -> VResult<Attr> {
         let (pe, _) = self.entry(parent)?;
         let vault = match pe {
-            Entry::Root => return Err(libc::EPERM),
-            Entry::Vault(v) => v,
+            Entry::Root(_) => return Err(libc::EPERM),
+            Entry::Vault(VaultDir(v)) => v,
             _ => return Err(libc::EROFS),
         };
         let sname = match std::str::from_utf8(name) {
@@ -164,14 +166,12 @@ impl Vfs {
             self.running.lock().remove(&(vault.clone(), sname.clone()));
             return Err(libc::EAGAIN);
         }
-        let ino = self.intern(
-            parent,
-            name,
-            Entry::Backup(vault.clone(), sname),
-            None,
-            true,
-        );
-        Ok(self.dir_attr(ino, 0o555, catalog::now_ns()))
+        let entry = Entry::Backup(BackupDir::new(&vault, &sname));
+        let ino = self.intern(parent, name, entry, None, true);
+        Ok(Attr {
+            ino,
+            ..self.dir_attr(0o555, catalog::now_ns())
+        })
     }
 
     pub(super) fn finish_waiters(&self, key: &(String, String), result: VResult<()>) {

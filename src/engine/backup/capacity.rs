@@ -38,7 +38,14 @@ impl Prepared {
                 cap / rules::GB
             );
             log::warn!("{msg}");
-            tasks::event(&self.store, "capacity", vault, "success", msg, at);
+            tasks::event(
+                &self.store,
+                tasks::TaskType::Capacity,
+                vault,
+                tasks::TaskState::Success,
+                msg,
+                at,
+            );
         }
     }
 }
@@ -59,6 +66,13 @@ pub(super) fn expand(store: &Store, vault: &str, used: u64, at_ns: i64) -> Resul
         rules::human_bytes(used)
     );
     log::warn!("{msg}");
-    tasks::event(store, "capacity", vault, "success", msg, at_ns);
+    tasks::event(
+        store,
+        tasks::TaskType::Capacity,
+        vault,
+        tasks::TaskState::Success,
+        msg,
+        at_ns,
+    );
     Ok(cfg)
 }

@@ -198,13 +198,13 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
     // failed instead of that it never existed.
     let started = catalog::now_rfc3339();
     let at = opts.at_ns.unwrap_or_else(catalog::now_ns);
-    let task = tasks::start(store, "backup", vault, None, Some(&name), at);
+    let task = tasks::start(store, tasks::TaskType::Backup, vault, None, Some(&name), at);
     let _ = status::write(
         store,
         vault,
         &status::Status {
             backup: name.clone(),
-            status: "protecting".into(),
+            status: status::RunStatus::Protecting,
             progress: 0,
             bytes_read: 0,
             files: 0,
@@ -275,11 +275,18 @@ impl Prepared {
         let started = self.started.clone();
         let at = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
         let task = std::sync::Mutex::new(self.task.take().unwrap_or_else(|| {
-            tasks::start(&self.store, "backup", &vault, None, Some(&self.name), at)
+            tasks::start(
+                &self.store,
+                tasks::TaskType::Backup,
+                &vault,
+                None,
+                Some(&self.name),
+                at,
+            )
         }));
-        let status = |st: &str, error: Option<String>| status::Status {
+        let status = |st: status::RunStatus, error: Option<String>| status::Status {
             backup: self.name.clone(),
-            status: st.to_string(),
+            status: st,
             progress: self.progress.percent(),
             bytes_read: self.progress.read(),
             files: self.progress.files(),
@@ -287,14 +294,22 @@ impl Prepared {
             started: started.clone(),
             error,
         };
-        let _ = status::write(&self.store, &vault, &status("protecting", None));
+        let _ = status::write(
+            &self.store,
+            &vault,
+            &status(status::RunStatus::Protecting, None),
+        );
         let done = std::sync::atomic::AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             let ticker = s.spawn(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::park_timeout(std::time::Duration::from_millis(500));
                     if !done.load(std::sync::atomic::Ordering::Relaxed) {
-                        let _ = status::write(&self.store, &vault, &status("protecting", None));
+                        let _ = status::write(
+                            &self.store,
+                            &vault,
+                            &status(status::RunStatus::Protecting, None),
+                        );
                         if let Ok(mut t) = task.lock() {
                             t.progress(self.progress.percent());
                         }
@@ -309,7 +324,11 @@ impl Prepared {
         match &result {
             Ok(_) => status::remove(&self.store, &vault, &self.name),
             Err(e) => {
-                let _ = status::write(&self.store, &vault, &status("error", Some(e.to_string())));
+                let _ = status::write(
+                    &self.store,
+                    &vault,
+                    &status(status::RunStatus::Error, Some(e.to_string())),
+                );
             }
         }
         if let Ok(t) = task.into_inner() {
@@ -360,7 +379,7 @@ impl Prepared {
             big: Mutex::new((0..BIG_BUFFERS).map(|_| Buffers::default()).collect()),
             big_ready: Condvar::new(),
         };
-        let previous = latest_records(&self.store, &vault);
+        let previous = self.store.readable_backups(&vault)?;
         let store_id = std::fs::metadata(self.store.root())
             .map(|m| (m.dev(), m.ino()))
             .ok();
@@ -392,11 +411,9 @@ impl Prepared {
             }
             drop(done_tx);
             for res in &self.resources {
-                let kind = match res.kind.as_str() {
-                    "disk" => ResourceKind::Disk,
-                    "server" => ResourceKind::Server,
-                    _ => ResourceKind::Directory,
-                };
+                // Typed when vault.json was read: an unknown kind there is an
+                // error naming the file, no longer taken for a directory.
+                let kind = res.kind;
                 let parent = previous
                     .iter()
                     .filter_map(|r| {
@@ -549,19 +566,11 @@ pub fn record_refusal(store: &Store, vault: &str, backup: Option<&str>, e: &Erro
     if store.vault(vault).is_err() {
         return;
     }
-    let mut t = tasks::start(store, "backup", vault, None, backup, at_ns);
+    let mut t = tasks::start(store, tasks::TaskType::Backup, vault, None, backup, at_ns);
     if let Some(b) = backup {
         t.set_backup(b);
     }
     t.failed(e);
-}
-
-/// Every readable backup of a vault, oldest first.
-pub fn latest_records(store: &Store, vault: &str) -> Vec<BackupRecord> {
-    store
-        .backups(vault)
-        .map(|v| v.into_iter().filter_map(|r| r.ok()).collect())
-        .unwrap_or_default()
 }
 
 /// Nanoseconds since the epoch from a stat's seconds and nanoseconds.

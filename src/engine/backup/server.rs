@@ -3,7 +3,7 @@
 
 use super::walker::Walker;
 use super::Prepared;
-use crate::catalog;
+use crate::catalog::{self, MemberKind};
 use crate::engine::servers;
 use crate::error::{Error, Result};
 use crate::model::{self, Node, NodeKind, Tree};
@@ -68,13 +68,17 @@ impl Prepared {
             let prev_node = prev_tree
                 .as_ref()
                 .and_then(|t| t.find(entry_name.as_bytes()));
-            let node = if m.kind == "disk" {
+            let node = if m.kind == MemberKind::Disk {
                 w.disk(Path::new(&m.path), entry_name.into_bytes(), prev_node)?
             } else {
                 w.resource_dir(&entry_name, &m.path, prev_node)?
             };
             tree.entries.push(node);
-            for f in [m.kind.as_bytes(), m.name.as_bytes(), m.path.as_bytes()] {
+            for f in [
+                m.kind.as_str().as_bytes(),
+                m.name.as_bytes(),
+                m.path.as_bytes(),
+            ] {
                 source.extend_from_slice(f);
                 source.push(0);
             }

@@ -136,7 +136,7 @@ impl Walker<'_, '_> {
 
     pub(super) fn store_tree(&mut self, tree: Tree) -> Result<BlobId> {
         self.sh
-            .put(BlobKind::Tree, &model::encode_tree(&tree), &mut self.out)
+            .put(BlobKind::Tree, &model::encode_tree(&tree)?, &mut self.out)
     }
 
     pub(super) fn load_tree(&self, id: &BlobId) -> Result<Tree> {
@@ -494,7 +494,7 @@ impl Walker<'_, '_> {
             pos = c.offset + c.len as u64;
             let boundary = c.id.0[15] & 0x3f == 0 || cur.len() >= 1024;
             if boundary || i + 1 == chunks.len() {
-                let blob = model::encode_chunk_list(&cur);
+                let blob = model::encode_chunk_list(&cur)?;
                 let id = self.sh.put(BlobKind::ChunkList, &blob, &mut self.out)?;
                 lists.push(ListRef {
                     id,

@@ -6,6 +6,7 @@ use super::disk::restore_disk;
 use super::target::{make_dir_at, open_dir_path, split_target};
 use super::tree::Restorer;
 use super::RestoreStats;
+use crate::catalog::MemberKind;
 use crate::engine::progress::Progress;
 use crate::error::{Error, IoContext, Result};
 use crate::model::{self, BackupRecord, ResourceBackup};
@@ -31,7 +32,15 @@ pub(super) fn restore_server_in_place(
     let mut total = RestoreStats::default();
     let mut budget = Budget::of(rec, part);
     for (kind, name, path) in crate::engine::backup::server_members(&part.source) {
-        let entry = if kind == "disk" {
+        // The record's member list is store input: a kind it does not name
+        // was taken for a directory; it is damage.
+        let kind = MemberKind::from_name(&kind).ok_or_else(|| {
+            Error::corrupt(format!(
+                "backup {}: server member {name} has the unknown kind {kind:?}",
+                rec.name
+            ))
+        })?;
+        let entry = if kind == MemberKind::Disk {
             format!("{name}.img")
         } else {
             name.clone()
@@ -50,7 +59,7 @@ pub(super) fn restore_server_in_place(
                 path.display()
             )));
         }
-        if kind == "disk" {
+        if kind == MemberKind::Disk {
             let s = restore_disk(repo, rec, node, &path, &path, true, &mut budget, progress)?;
             total.bytes += s.bytes;
             total.files += 1;

@@ -378,7 +378,10 @@ mod tests {
         let repo = Repo::open(dir.path(), "v").unwrap();
         let mut w = RepoWriter::new(&repo, false);
         let id = w
-            .add(BlobKind::Tree, &model::encode_tree(&Tree::default()))
+            .add(
+                BlobKind::Tree,
+                &model::encode_tree(&Tree::default()).unwrap(),
+            )
             .unwrap()
             .id;
         w.finish().unwrap();
@@ -420,7 +423,8 @@ mod tests {
                 BlobKind::Tree,
                 &model::encode_tree(&Tree {
                     entries: vec![leaf],
-                }),
+                })
+                .unwrap(),
             )
             .unwrap()
             .id;
@@ -433,7 +437,7 @@ mod tests {
             id = w
                 .add(
                     BlobKind::Tree,
-                    &model::encode_tree(&Tree { entries: vec![d] }),
+                    &model::encode_tree(&Tree { entries: vec![d] }).unwrap(),
                 )
                 .unwrap()
                 .id;

@@ -1,0 +1,375 @@
+//! Mounting and unmounting: the mount point's checks, the daemon child and
+//! its readiness pipe (or the foreground session), the fuser session with
+//! its options, the signal thread that unmounts cleanly, and `umount`.
+
+use super::CbrFs;
+use crate::catalog::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::vfs::{Vfs, VfsOptions};
+use fuser::MountOption;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Stay attached (for systemd); otherwise return once ready.
+    pub foreground: bool,
+    /// Let other users in (`allow_other`; needs `user_allow_other` in
+    /// /etc/fuse.conf for non-root).
+    pub allow_other: bool,
+    /// Mount `noexec`: no program in a backup can be run from the mount.
+    pub noexec: bool,
+    /// How long a lookup inside a running mkdir backup waits.
+    pub wait: Duration,
+    /// Mount over a non-empty directory (its contents are hidden while
+    /// mounted); refused otherwise.
+    pub nonempty: bool,
+}
+
+/// Environment variable carrying the readiness pipe to a daemon child.
+const READY_FD: &str = "CBRFS_READY_FD";
+
+/// Why a mount point cannot be used, in words that say what to do.
+/// A non-empty directory is refused unless `nonempty`: the mount would hide
+/// its files without a word (issue #16).
+fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::failed(
+            "/dev/fuse is missing: load the fuse module ('modprobe fuse'), or give the container the device ('--device /dev/fuse')",
+        ));
+    }
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::failed(format!(
+            "{} is a stale mount (transport endpoint is not connected): its daemon died; run 'cbrfs umount {}' (or 'fusermount3 -u {}') and mount again",
+            mp.display(),
+            mp.display(),
+            mp.display()
+        ))),
+        Err(e) => Err(Error::invalid(format!("mount point {}: {e}", mp.display()))),
+        Ok(m) if !m.is_dir() => Err(Error::invalid(format!(
+            "mount point {} is not a directory",
+            mp.display()
+        ))),
+        Ok(_) if is_mounted(mp) => Err(Error::conflict(format!(
+            "{} is already a mount point: unmount it first ('cbrfs umount {}')",
+            mp.display(),
+            mp.display()
+        ))),
+        Ok(_) if !nonempty => {
+            let mut entries = std::fs::read_dir(mp)
+                .map_err(|e| Error::invalid(format!("mount point {}: {e}", mp.display())))?;
+            if entries.next().is_some() {
+                return Err(Error::invalid(format!(
+                    "mount point {} is not empty: mounting would hide its files; use an empty directory, or --nonempty to mount over them",
+                    mp.display()
+                )));
+            }
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Mount points from /proc/self/mountinfo, unescaped.
+fn mount_points() -> Vec<(PathBuf, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            let mp = parts.nth(4)?;
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?.to_string();
+            Some((PathBuf::from(unescape_mountinfo(mp)), fstype))
+        })
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+fn absolute(mp: &Path) -> PathBuf {
+    // A stale mount cannot be canonicalised: fall back to joining the cwd.
+    std::fs::canonicalize(mp).unwrap_or_else(|_| {
+        if mp.is_absolute() {
+            mp.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(mp)
+        }
+    })
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let abs = absolute(mp);
+    mount_points().iter().any(|(p, _)| *p == abs)
+}
+
+/// Mount the store at `mp`. Without `foreground`, a daemon child serves the
+/// mount and this returns once the mount answers, or with the child's error.
+pub fn mount(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    check_mountpoint(mp, opts.nonempty)?;
+    if !opts.foreground {
+        return spawn_daemon(store, mp, opts);
+    }
+    serve(store, mp, opts)
+}
+
+fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("create a pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptors from pipe2.
+    let mut rd = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let wr = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
+    let exe = std::env::current_exe().ctx(|| "find the cbrfs executable".to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--store")
+        .arg(store.root())
+        .arg("mount")
+        .arg(absolute(mp))
+        .arg("--foreground")
+        .arg("--wait-seconds")
+        .arg(opts.wait.as_secs_f64().to_string());
+    if opts.allow_other {
+        cmd.arg("--allow-other");
+    }
+    if opts.noexec {
+        cmd.arg("--noexec");
+    }
+    if opts.nonempty {
+        cmd.arg("--nonempty");
+    }
+    let wr_raw = wr.into_raw_fd();
+    cmd.env(READY_FD, wr_raw.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid
+    // and fcntl to let the write end survive exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            let flags = libc::fcntl(wr_raw, libc::F_GETFD);
+            libc::fcntl(wr_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().ctx(|| "start the mount daemon".to_string());
+    // SAFETY: we own wr_raw; the child has its own copy now.
+    unsafe { libc::close(wr_raw) };
+    let mut child = child?;
+    let mut msg = String::new();
+    let _ = rd.read_to_string(&mut msg);
+    if msg.trim() == "ok" {
+        println!(
+            "mounted {} at {} (daemon pid {}); unmount with 'cbrfs umount {}'",
+            store.root().display(),
+            mp.display(),
+            child.id(),
+            mp.display()
+        );
+        return Ok(());
+    }
+    let _ = child.wait();
+    Err(Error::failed(if msg.trim().is_empty() {
+        format!(
+            "the mount daemon exited before the mount was ready; see {}",
+            store.root().join("logs/mount.log").display()
+        )
+    } else {
+        msg.trim().to_string()
+    }))
+}
+
+fn tell_parent(msg: &str) {
+    if let Some(fd) = std::env::var(READY_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // SAFETY: the descriptor was handed to us by the parent for this.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = f.write_all(msg.as_bytes());
+        std::env::remove_var(READY_FD);
+    }
+}
+
+/// True when this process is a mount daemon started by [`mount`].
+pub fn is_daemon_child() -> bool {
+    std::env::var_os(READY_FD).is_some()
+}
+
+fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    let vfs = Vfs::new(
+        store.clone(),
+        VfsOptions {
+            wait: opts.wait,
+            uid: crate::sys::euid(),
+            gid: crate::sys::egid(),
+        },
+    );
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(format!("cbrfs:{}", store.root().display())),
+        MountOption::Subtype("cbrfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        // A backup keeps setuid programs and device nodes as they were, also
+        // after they were removed or patched at the source: through the mount
+        // they must never run with their owner's privileges nor open a
+        // device (issue #12, finding 2). Always, whatever the options.
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if opts.noexec {
+        cfg.mount_options.push(MountOption::NoExec);
+    }
+    if opts.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(4);
+    cfg.clone_fd = true;
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let fs = CbrFs {
+        vfs: vfs.clone(),
+        notifier: notifier.clone(),
+        no_opendir: false,
+    };
+    // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
+    // thread inherits the mask, and wait for them on one thread.
+    block_signals();
+    let session = match fuser::Session::new(fs, mp, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = Error::io(format!("mount {}", mp.display()), e);
+            tell_parent(&format!("cbrfs: error: {err}\n"));
+            return Err(err);
+        }
+    };
+    let _ = notifier.set(session.notifier());
+    let mp_abs = absolute(mp);
+    spawn_signal_thread(mp_abs.clone());
+    crate::engine::scheduler::spawn(store.clone());
+    log::info!("mounted {} at {}", store.root().display(), mp_abs.display());
+    tell_parent("ok\n");
+    let r = session.run();
+    let running = vfs.running_count();
+    if running > 0 {
+        log::warn!("unmounted with {running} mkdir backups running: they are abandoned, nothing of them is committed");
+    }
+    log::info!("unmounted {}", mp_abs.display());
+    r.ctx(|| format!("serve {}", mp_abs.display()))
+}
+
+fn block_signals() {
+    // SAFETY: building and applying a signal mask for this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn spawn_signal_thread(mp: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("cbrfs-signals".into())
+        .spawn(move || {
+            // SAFETY: waiting on the signals blocked in every thread.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                libc::sigaddset(&mut set, libc::SIGHUP);
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+                log::info!("signal {sig}: unmounting {}", mp.display());
+            }
+            let _ = unmount_path(&mp, true);
+        });
+}
+
+fn unmount_path(mp: &Path, lazy: bool) -> Result<()> {
+    if crate::sys::euid() == 0 {
+        let c =
+            crate::sys::cstr(mp.as_os_str().as_bytes()).map_err(|e| Error::io("mount point", e))?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EBUSY) => Error::failed(format!(
+                "{} is busy: a process uses it (see 'fuser -m {}'); close it, or use 'cbrfs umount --lazy'",
+                mp.display(),
+                mp.display()
+            )),
+            _ => Error::io(format!("unmount {}", mp.display()), e),
+        });
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd
+        .arg(mp)
+        .output()
+        .ctx(|| "run fusermount3 (install the fuse3 package)".to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::failed(format!(
+            "unmount {}: {}",
+            mp.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Unmount a cbrfs mount, also a stale one whose daemon died; waits until
+/// the mount is gone.
+pub fn umount(mp: &Path, lazy: bool) -> Result<()> {
+    let abs = absolute(mp);
+    let Some((_, fstype)) = mount_points().into_iter().find(|(p, _)| *p == abs) else {
+        return Err(Error::invalid(format!("{} is not mounted", mp.display())));
+    };
+    if !fstype.starts_with("fuse") {
+        return Err(Error::invalid(format!(
+            "{} is a {fstype} mount, not a cbrfs one",
+            mp.display()
+        )));
+    }
+    let stale =
+        matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    unmount_path(&abs, lazy || stale)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while is_mounted(&abs) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Sizes and data extents: regular files and block devices
+//! (BLKGETSIZE64), and the holes of sparse files (SEEK_DATA/SEEK_HOLE).
+
+use super::{check, fstat};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+/// The data extents of an open file, `[(start, end)]`, found with
+/// SEEK_DATA/SEEK_HOLE; a file system without them reports one extent.
+pub fn data_extents(fd: RawFd, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on a valid descriptor.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENXIO) => break, // only a hole remains
+                Some(libc::EINVAL) if out.is_empty() => return Ok(vec![(0, size)]),
+                _ => return Err(e),
+            }
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let end = (hole as u64).min(size);
+        if (data as u64) < end {
+            out.push((data as u64, end));
+        }
+        if hole <= data {
+            break;
+        }
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Size of a regular file or a block device (BLKGETSIZE64).
+pub fn device_size(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::metadata(path)?;
+    if md.file_type().is_block_device() {
+        let f = std::fs::File::open(path)?;
+        let mut size: u64 = 0;
+        // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+        const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+        // SAFETY: the ioctl writes one u64 into `size`.
+        check(unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
+        Ok(size)
+    } else if md.is_file() {
+        Ok(md.len())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a block device or a regular file",
+        ))
+    }
+}
+
+/// Size of the block device open as `fd` (BLKGETSIZE64).
+pub fn block_device_size(fd: RawFd) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    // SAFETY: the ioctl writes one u64 into `size`.
+    check(unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
+/// Size of the block device or regular file open as `f`.
+pub fn device_size_of(f: &std::fs::File) -> io::Result<u64> {
+    let st = fstat(f)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFBLK => {
+            let mut size: u64 = 0;
+            const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+            // SAFETY: the ioctl writes one u64 into `size`.
+            check(unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
+            Ok(size)
+        }
+        libc::S_IFREG => Ok(st.st_size as u64),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a block device or a regular file",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_extents() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(&[1; 4096]).unwrap();
+        f.set_len(4 << 20).unwrap();
+        let ext = data_extents(f.as_raw_fd(), 4 << 20).unwrap();
+        // Either the file system reports the hole or it reports all data.
+        assert!(
+            ext == vec![(1 << 20, (1 << 20) + 4096)] || ext == vec![(0, 4 << 20)],
+            "{ext:?}"
+        );
+    }
+}

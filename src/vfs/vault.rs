@@ -1,0 +1,78 @@
+//! A vault's directory: its backups (those a `mkdir` started included) and
+//! `latest`; its `user.cbrfs.*` xattrs say its type, capacity and use.
+
+use super::backup_dir::BackupDir;
+use super::latest::Latest;
+use super::{cbrfs_xattrs, Attr, Child, Entry, EntryOps, LinkKey, Listing, VResult, Vfs};
+
+/// The directory of vault `.0`.
+#[derive(Clone)]
+pub(super) struct VaultDir(pub(super) String);
+
+impl EntryOps for VaultDir {
+    fn attr(&self, vfs: &Vfs) -> VResult<Attr> {
+        let v = Some(self.0.as_str());
+        vfs.live_attr(v, &vfs.live_names(v)?)
+    }
+
+    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
+        let v = &self.0;
+        let sname = std::str::from_utf8(name).unwrap_or("");
+        if name == b"latest" {
+            vfs.latest(v).ok_or(libc::ENOENT)?;
+            Ok((Entry::Latest(Latest(v.clone())), None))
+        } else if vfs.backup_exists(v, sname) {
+            Ok((Entry::Backup(BackupDir::new(v, sname)), None))
+        } else {
+            Err(libc::ENOENT)
+        }
+    }
+
+    fn list(&self, vfs: &Vfs, own: bool) -> VResult<Listing> {
+        let v = &self.0;
+        let names = vfs.live_names(Some(v))?;
+        let own = own.then(|| vfs.live_attr(Some(v), &names)).transpose()?;
+        let mut children: Vec<Child> = names
+            .into_iter()
+            .map(|b| Child {
+                name: b.as_bytes().to_vec(),
+                entry: Entry::Backup(BackupDir::new(v, &b)),
+                link: None,
+            })
+            .collect();
+        if vfs.latest(v).is_some() {
+            children.push(Child {
+                name: b"latest".to_vec(),
+                entry: Entry::Latest(Latest(v.clone())),
+                link: None,
+            });
+        }
+        Ok(Listing::made(own, children))
+    }
+
+    fn xattrs(&self, vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let v = &self.0;
+        let mut out: Vec<(String, String)> = Vec::new();
+        if let Ok(cfg) = vfs.store.vault(v) {
+            let used = vfs
+                .repo(v)
+                .ok()
+                .and_then(|r| r.used_bytes().ok())
+                .unwrap_or(0);
+            out.push(("type".into(), cfg.vault_type.as_str().into()));
+            out.push(("capacity".into(), format!("{}GB", cfg.capacity_gb)));
+            out.push(("used".into(), used.to_string()));
+            out.push(("description".into(), cfg.description.clone()));
+            out.push((
+                "tags".into(),
+                cfg.tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+            out.push(("resources".into(), cfg.resources.len().to_string()));
+        }
+        cbrfs_xattrs(out)
+    }
+}
