@@ -568,6 +568,12 @@ impl Store {
         })
     }
 
+    /// Bytes vault `name`'s store takes (packs and indexes), without its
+    /// key: an encrypted vault is not unlocked for this.
+    pub fn used_bytes(&self, name: &str) -> Result<u64> {
+        Repo::used_bytes_in(&*self.vault_storage(name))
+    }
+
     /// Open the vault's store for reading.
     pub fn repo(&self, name: &str) -> Result<Repo> {
         Repo::open_in(self.vault_storage(name), name)
@@ -627,6 +633,10 @@ impl Store {
     /// Every backup of a vault, oldest first. Damaged records are returned
     /// as errors beside the good ones so one bad record hides nothing else.
     pub fn backups(&self, vault: &str) -> Result<Vec<Result<BackupRecord>>> {
+        // An encrypted vault is unlocked first: without its key no record
+        // reads, and that is the user's error to fix (exit 2), not damage
+        // of each record.
+        crate::store::keyring::sealing_key(&*self.vault_storage(vault), vault)?;
         let mut out: Vec<Result<BackupRecord>> = self
             .backup_names(vault)?
             .iter()

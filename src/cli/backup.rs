@@ -312,9 +312,12 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             backup,
             json,
         } => {
-            store.vault(&vault)?;
+            let cfg = store.vault(&vault)?;
             let b = store.backup(&vault, &backup)?;
-            let j = backup_json(&b);
+            let mut j = backup_json(&b);
+            // A backup is encrypted exactly when its vault is (chosen at
+            // the vault's creation, never changed; its record was sealed).
+            j["encrypted"] = json!(cfg.encrypted);
             if json {
                 print_json(&j);
             } else {
@@ -323,6 +326,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 println!("status:      available");
                 println!("type:        {}", j["type"].as_str().unwrap_or(""));
                 println!("origin:      {}", j["origin"].as_str().unwrap_or(""));
+                println!("encrypted:   {}", if cfg.encrypted { "yes" } else { "no" });
                 println!("description: {}", quote(&b.description));
                 println!("started:     {}", j["started"].as_str().unwrap_or(""));
                 println!("finished:    {}", j["finished"].as_str().unwrap_or(""));

@@ -12,6 +12,7 @@ mod browse;
 mod check;
 mod completions;
 mod init;
+mod keys;
 mod man;
 mod metrics;
 mod mount;

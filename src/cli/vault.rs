@@ -82,6 +82,9 @@ pub(super) enum VaultCmd {
         #[arg(long, value_name = "PERCENT")]
         threshold: Option<u8>,
     },
+    /// Key slots of an encrypted vault: add, list, remove passwords.
+    #[command(subcommand)]
+    Key(super::keys::KeyCmd),
     /// Delete a vault with all its backups.
     Delete {
         /// The vault.
@@ -145,10 +148,7 @@ pub(super) enum VaultCmd {
 
 /// The JSON form of a vault (documented in docs/JSON.md).
 pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
-    let used = store
-        .repo(&v.name)
-        .and_then(|r| r.used_bytes())
-        .unwrap_or(0);
+    let used = store.used_bytes(&v.name).unwrap_or(0);
     let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
     json!({
         "name": v.name,
@@ -164,6 +164,7 @@ pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
         "policy": v.policy,
         "auto_expand": v.auto_expand,
         "threshold_percent": v.threshold,
+        "encrypted": v.encrypted,
         "resources": v.resources.iter().map(|r| json!({
             "name": r.name, "kind": r.kind, "path": r.path,
             "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
@@ -269,6 +270,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 return Ok(1);
             }
         }
+        VaultCmd::Key(k) => return super::keys::key_cmd(store, k),
         VaultCmd::Show { name, json } => {
             let v = store.vault(&name)?;
             let j = vault_json(store, &v);
@@ -293,6 +295,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 // vault.json is store input: quote what it says.
                 println!("description: {}", quote(&v.description));
                 println!("compression: {}", v.compression);
+                println!("encrypted:   {}", if v.encrypted { "yes" } else { "no" });
                 println!("created:     {}", v.created);
                 println!("backups:     {}", j["backups"]);
                 let tags: Vec<String> =

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod progress;

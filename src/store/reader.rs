@@ -401,9 +401,28 @@ impl Repo {
 
     /// Bytes the vault's store takes: packs and indexes.
     pub fn used_bytes(&self) -> Result<u64> {
-        let packs: u64 = self.list_packs()?.iter().map(|(_, n)| n).sum();
-        let idx: u64 = self
-            .storage
+        Self::used_bytes_in(&*self.storage)
+    }
+
+    /// Bytes the store in `storage` takes: packs and indexes, from a
+    /// listing (no key needed, so `vault list` and the mount's `statfs`
+    /// never ask for an encrypted vault's password).
+    pub fn used_bytes_in(storage: &dyn Storage) -> Result<u64> {
+        let packs: u64 = storage
+            .list("packs/")?
+            .into_iter()
+            .filter(|o| {
+                let id = o
+                    .name
+                    .strip_prefix("packs/")
+                    .and_then(|n| n.get(3..))
+                    .and_then(|n| n.strip_suffix(".pack"))
+                    .and_then(BlobId::from_hex);
+                id.is_some_and(|id| super::pack::pack_name(&id) == o.name)
+            })
+            .map(|o| o.size)
+            .sum();
+        let idx: u64 = storage
             .list("index/")?
             .iter()
             .filter(|o| o.name.ends_with(".idx"))
