@@ -5,6 +5,10 @@
 //! bincode encodes enum variants by position and struct fields in order:
 //! never reorder a variant or a field; add new ones at the end of a new
 //! format version.
+//!
+//! It is one file of some 750 lines on purpose: every encoded type, its
+//! encoder, its decoder and the bounds checks made where it is decoded
+//! are read together, in the order docs/FORMAT.md gives them.
 
 use crate::error::{Error, Result};
 use crate::rules;

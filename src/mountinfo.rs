@@ -2,17 +2,20 @@
 //! `/proc/self/mountinfo`, as the backup walker needs them: which device
 //! number is a FUSE file system that a user other than root mounted (its
 //! daemon answers with whatever owner and mode it likes, setuid root
-//! included), so a root backup does not descend into it.
+//! included), so a root backup does not descend into it; and which file
+//! system is mounted at a path, as `cbrfs mount` and `umount` need it.
 
-use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 
 /// One mounted file system: its type and its super-block options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
     /// `ext4`, `tmpfs`, `fuse.sshfs`, ...
     pub fstype: String,
-    /// Mount point, `\040`-style escapes undone (for messages).
-    pub point: String,
+    /// Mount point, `\040`-style escapes undone (its exact bytes).
+    pub point: PathBuf,
     /// Super-block options (`rw,user_id=1000,group_id=1000`).
     pub super_opts: String,
 }
@@ -35,11 +38,11 @@ impl Mount {
     }
 }
 
-/// Mounts by device number (`major:minor`); several mounts (bind mounts)
-/// may share one.
+/// The mounts in mountinfo's order, each with its device number
+/// (`major:minor`); several mounts (bind mounts) may share one.
 #[derive(Clone, Debug, Default)]
 pub struct MountTable {
-    by_dev: HashMap<(u32, u32), Vec<Mount>>,
+    mounts: Vec<((u32, u32), Mount)>,
 }
 
 impl MountTable {
@@ -55,7 +58,7 @@ impl MountTable {
     /// options [optional fields...] - fstype source super_options`.
     /// Malformed lines are skipped.
     pub fn parse(text: &str) -> MountTable {
-        let mut by_dev: HashMap<(u32, u32), Vec<Mount>> = HashMap::new();
+        let mut mounts = Vec::new();
         for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             let Some(sep) = fields.iter().position(|f| *f == "-") else {
@@ -70,30 +73,43 @@ impl MountTable {
             let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
                 continue;
             };
-            by_dev.entry((maj, min)).or_default().push(Mount {
-                fstype: fields[sep + 1].to_string(),
-                point: unescape(fields[4]),
-                super_opts: fields.get(sep + 3).unwrap_or(&"").to_string(),
-            });
+            mounts.push((
+                (maj, min),
+                Mount {
+                    fstype: fields[sep + 1].to_string(),
+                    point: PathBuf::from(OsString::from_vec(unescape(fields[4]))),
+                    super_opts: fields.get(sep + 3).unwrap_or(&"").to_string(),
+                },
+            ));
         }
-        MountTable { by_dev }
+        MountTable { mounts }
     }
 
     /// The mounts of device `dev` (an `st_dev`).
-    pub fn of_dev(&self, dev: u64) -> &[Mount] {
-        self.by_dev
-            .get(&(libc::major(dev), libc::minor(dev)))
-            .map_or(&[], |v| v.as_slice())
+    pub fn of_dev(&self, dev: u64) -> impl Iterator<Item = &Mount> {
+        let want = (libc::major(dev), libc::minor(dev));
+        self.mounts
+            .iter()
+            .filter(move |(d, _)| *d == want)
+            .map(|(_, m)| m)
     }
 
     /// A user's FUSE mount on device `dev`, if it is one.
     pub fn user_fuse(&self, dev: u64) -> Option<&Mount> {
-        self.of_dev(dev).iter().find(|m| m.is_user_fuse())
+        self.of_dev(dev).find(|m| m.is_user_fuse())
+    }
+
+    /// The first mount (in mountinfo's order) at `point`, an absolute path.
+    pub fn at(&self, point: &Path) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .map(|(_, m)| m)
+            .find(|m| m.point == point)
     }
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space, `\012`, `\134`).
-fn unescape(s: &str) -> String {
+fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -112,7 +128,7 @@ fn unescape(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -137,11 +153,14 @@ bad line
     #[test]
     fn parses_types_points_and_options() {
         let t = MountTable::parse(SAMPLE);
-        assert_eq!(t.of_dev(dev(8, 1))[0].fstype, "ext4");
-        assert_eq!(t.of_dev(dev(0, 22))[0].point, "/tmp");
-        assert_eq!(t.of_dev(dev(0, 46))[0].point, "/srv/root fuse");
-        assert_eq!(t.of_dev(dev(0, 45))[0].user_id(), Some(1000));
-        assert!(t.of_dev(dev(9, 9)).is_empty());
+        let first = |d| t.of_dev(d).next().unwrap();
+        assert_eq!(first(dev(8, 1)).fstype, "ext4");
+        assert_eq!(first(dev(0, 22)).point, Path::new("/tmp"));
+        assert_eq!(first(dev(0, 46)).point, Path::new("/srv/root fuse"));
+        assert_eq!(first(dev(0, 45)).user_id(), Some(1000));
+        assert!(t.of_dev(dev(9, 9)).next().is_none());
+        assert_eq!(t.at(Path::new("/srv/root fuse")).unwrap().fstype, "fuse");
+        assert!(t.at(Path::new("/srv")).is_none());
     }
 
     #[test]
@@ -149,8 +168,8 @@ bad line
         let t = MountTable::parse(SAMPLE);
         // A user's sshfs and a user's fuseblk: not descended into.
         assert_eq!(
-            t.user_fuse(dev(0, 45)).map(|m| m.point.as_str()),
-            Some("/home/alice/mnt")
+            t.user_fuse(dev(0, 45)).map(|m| m.point.as_path()),
+            Some(Path::new("/home/alice/mnt"))
         );
         assert!(t.user_fuse(dev(0, 47)).is_some());
         // Root's FUSE mount, and file systems that are not FUSE: walked.
@@ -165,8 +184,9 @@ bad line
     fn this_hosts_mountinfo_reads() {
         let t = MountTable::read().unwrap();
         let root = std::fs::metadata("/").unwrap();
-        assert!(!t
+        assert!(t
             .of_dev(std::os::unix::fs::MetadataExt::dev(&root))
-            .is_empty());
+            .next()
+            .is_some());
     }
 }

@@ -182,7 +182,8 @@ fn dir(store: &Store) -> PathBuf {
 
 fn save(store: &Store, t: &Task) -> Result<()> {
     fsutil::create_dir_all(&dir(store))?;
-    let json = serde_json::to_vec_pretty(t).unwrap_or_default();
+    let json = serde_json::to_vec_pretty(t)
+        .map_err(|e| Error::failed(format!("encode task {}: {e}", t.id)))?;
     fsutil::write_atomic(&dir(store).join(format!("{}.json", t.id)), &json)
 }
 
@@ -346,6 +347,52 @@ pub fn list(store: &Store) -> Result<Vec<Task>> {
     }
     out.sort_by(|a, b| (b.started_ns, &b.id).cmp(&(a.started_ns, &a.id)));
     Ok(out)
+}
+
+/// Which tasks `task list` shows; every field given must match.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only this vault.
+    pub vault: Option<String>,
+    /// Only this type.
+    pub task_type: Option<TaskType>,
+    /// Only this status.
+    pub status: Option<TaskState>,
+    /// Only tasks started at or after this instant, ns since the epoch.
+    pub since_ns: Option<i64>,
+}
+
+impl Filter {
+    /// A filter on vault, type and status as the user wrote them; a type
+    /// or status that no task can have is refused (rather than matching
+    /// nothing).
+    pub fn new(
+        vault: Option<String>,
+        task_type: Option<String>,
+        status: Option<String>,
+    ) -> Result<Filter> {
+        Ok(Filter {
+            vault,
+            task_type: task_type.as_deref().map(TaskType::parse).transpose()?,
+            status: status.as_deref().map(TaskState::parse).transpose()?,
+            since_ns: None,
+        })
+    }
+
+    fn matches(&self, t: &Task) -> bool {
+        self.vault.as_ref().is_none_or(|v| &t.vault == v)
+            && self.task_type.is_none_or(|x| t.task_type == x)
+            && self.status.is_none_or(|x| t.status == x)
+            && self.since_ns.is_none_or(|s| t.started_ns >= s)
+    }
+}
+
+/// The tasks `filter` lets through, newest first.
+pub fn query(store: &Store, filter: &Filter) -> Result<Vec<Task>> {
+    Ok(list(store)?
+        .into_iter()
+        .filter(|t| filter.matches(t))
+        .collect())
 }
 
 /// The task `id`.

@@ -1,7 +1,7 @@
-//! A policy pass never ignores an error that would break "a time point runs
-//! once" or hide backups (issue 13): a state it cannot write fails the pass
-//! before anything is backed up, and backups it cannot list are a failed
-//! point, not an empty vault.
+//! Errors that were swallowed (issue 13): a policy pass whose state cannot
+//! be written fails before anything is backed up (else a time point would
+//! run twice), and backups that cannot be listed fail a policy's point and
+//! a backup, instead of being taken for an empty vault.
 
 mod common;
 

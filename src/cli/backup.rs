@@ -2,13 +2,12 @@
 
 use super::{print_json, progress_style};
 use crate::catalog::{self, Store};
-use crate::engine::backup;
+use crate::engine::{backup, backups};
 use crate::error::{Error, Result};
-use crate::model::{BackupRecord, Origin};
+use crate::model::Origin;
 use crate::quote::{quote, quote_bytes};
 use crate::rules::{self, human_bytes};
 use clap::Subcommand;
-use serde_json::json;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -100,40 +99,6 @@ fn catch_interrupts() {
     }
 }
 
-/// The JSON form of a backup (documented in docs/JSON.md).
-pub fn backup_json(b: &BackupRecord) -> serde_json::Value {
-    let stats = |s: &crate::model::BackupStats| {
-        json!({
-            "files_new": s.files_new, "files_changed": s.files_changed,
-            "files_unchanged": s.files_unchanged, "dirs": s.dirs, "others": s.others,
-            "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
-            "blobs_new": s.blobs_new, "bytes_added": s.bytes_added, "errors": s.errors,
-        })
-    };
-    json!({
-        "name": b.name,
-        "vault": b.vault,
-        "description": b.description,
-        "status": "available",
-        "type": if b.full { "full" } else { "incremental" },
-        "origin": b.origin.as_str(),
-        "policy": b.policy,
-        "started": catalog::ns_to_rfc3339(b.started_ns),
-        "finished": catalog::ns_to_rfc3339(b.finished_ns),
-        "duration_ms": (b.finished_ns - b.started_ns) / 1_000_000,
-        "stats": stats(&b.stats),
-        "resources": b.resources.iter().map(|r| json!({
-            "name": r.name,
-            "source": String::from_utf8_lossy(&r.source),
-            "type": if r.full { "full" } else { "incremental" },
-            "parent": r.parent,
-            "root": r.root.to_hex(),
-            "stats": stats(&r.stats),
-            "warnings": r.warnings,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
     match cmd {
         BackupCmd::Create {
@@ -197,12 +162,10 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 }
                 r => r?,
             };
-            if json && dry_run {
-                let mut j = backup_json(&rec);
-                j["dry_run"] = json!(true);
-                print_json(&j);
-            } else if json {
-                print_json(&backup_json(&rec));
+            if json {
+                let mut report = backups::report(&rec);
+                report.dry_run = dry_run;
+                print_json(&report)?;
             } else {
                 let s = &rec.stats;
                 let kind = if rec.full { "full" } else { "incremental" };
@@ -261,49 +224,32 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             }
         }
         BackupCmd::List { vault, json } => {
-            let names = match &vault {
-                Some(v) => {
-                    store.vault(v)?;
-                    vec![v.clone()]
-                }
-                None => store.vault_names()?,
-            };
-            let mut all = Vec::new();
-            let mut damaged = Vec::new();
-            for v in &names {
-                for r in store.backups(v)? {
-                    match r {
-                        Ok(b) => all.push(b),
-                        Err(e) => damaged.push(e.to_string()),
-                    }
-                }
-            }
+            let l = backups::list(store, vault.as_deref())?;
             if json {
-                print_json(&json!(all.iter().map(backup_json).collect::<Vec<_>>()));
+                print_json(&l.backups)?;
             } else {
                 println!(
                     "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
                     "NAME", "VAULT", "TYPE", "ORIGIN", "CREATED", "FILES", "SIZE", "ADDED"
                 );
-                for b in &all {
-                    let j = backup_json(b);
+                for b in &l.backups {
                     println!(
                         "{:<24} {:<20} {:<11} {:<7} {:<20} {:>9} {:>10} {:>10}",
                         quote(&b.name),
                         quote(&b.vault),
-                        j["type"].as_str().unwrap_or(""),
-                        j["origin"].as_str().unwrap_or(""),
-                        j["started"].as_str().unwrap_or(""),
+                        b.backup_type,
+                        b.origin,
+                        b.started,
                         b.stats.files_new + b.stats.files_changed + b.stats.files_unchanged,
                         human_bytes(b.stats.bytes_total),
                         human_bytes(b.stats.bytes_added)
                     );
                 }
             }
-            for d in &damaged {
+            for d in &l.damaged {
                 eprintln!("cbrfs: error: {}", quote(d));
             }
-            if !damaged.is_empty() {
+            if !l.damaged.is_empty() {
                 return Ok(1);
             }
         }
@@ -312,31 +258,26 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             backup,
             json,
         } => {
-            let cfg = store.vault(&vault)?;
-            let b = store.backup(&vault, &backup)?;
-            let mut j = backup_json(&b);
-            // A backup is encrypted exactly when its vault is (chosen at
-            // the vault's creation, never changed; its record was sealed).
-            j["encrypted"] = json!(cfg.encrypted);
+            let b = backups::show(store, &vault, &backup)?;
             if json {
-                print_json(&j);
+                print_json(&b)?;
             } else {
                 println!("backup:      {}", quote(&b.name));
                 println!("vault:       {}", quote(&b.vault));
-                println!("status:      available");
-                println!("type:        {}", j["type"].as_str().unwrap_or(""));
-                println!("origin:      {}", j["origin"].as_str().unwrap_or(""));
-                println!("encrypted:   {}", if cfg.encrypted { "yes" } else { "no" });
+                println!("status:      {}", b.status);
+                println!("type:        {}", b.backup_type);
+                println!("origin:      {}", b.origin);
+                println!("encrypted:   {}", if b.encrypted { "yes" } else { "no" });
                 println!("description: {}", quote(&b.description));
-                println!("started:     {}", j["started"].as_str().unwrap_or(""));
-                println!("finished:    {}", j["finished"].as_str().unwrap_or(""));
+                println!("started:     {}", b.started);
+                println!("finished:    {}", b.finished);
                 for r in &b.resources {
                     let s = &r.stats;
                     println!(
                         "resource {} ({}, {}): {} files new, {} changed, {} unchanged; read {} of {}",
                         quote(&r.name),
-                        quote_bytes(&r.source),
-                        if r.full { "full" } else { "incremental" },
+                        quote_bytes(&r.source_bytes),
+                        r.backup_type,
                         s.files_new,
                         s.files_changed,
                         s.files_unchanged,
@@ -356,18 +297,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             timeout,
         } => return wait_cmd(store, &vault, &backup, timeout),
         BackupCmd::Delete { vault, backup } => {
-            store.vault(&vault)?;
-            let t = crate::tasks::start(
-                store,
-                crate::tasks::TaskType::DeleteBackup,
-                &vault,
-                None,
-                Some(&backup),
-                catalog::now_ns(),
-            );
-            let r = store.delete_backup(&vault, &backup);
-            t.finish(&r);
-            r?;
+            backups::delete(store, &vault, &backup)?;
             println!("deleted backup {backup} of vault {vault}; run prune to free its space");
         }
     }
@@ -381,10 +311,6 @@ pub(super) fn wait_cmd(
     backup: &str,
     timeout: Option<f64>,
 ) -> Result<i32> {
-    use crate::engine::status;
-    store.vault(vault)?;
-    crate::rules::check_name("backup name", backup)?;
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
     // On a terminal a bar (with an ETA) follows the backup's status; the
     // status gives a percentage, so the bar counts percent.
     // Cleared also when the wait ends in an error, so that the message is
@@ -408,56 +334,25 @@ pub(super) fn wait_cmd(
         pb
     });
     let bar = Clear(bar);
-    let bar = &bar.0;
-    let mut missing_since: Option<Instant> = None;
-    loop {
-        if store.backup_path(vault, backup).exists() {
-            if let Some(pb) = bar {
-                pb.finish_and_clear();
+    backups::wait(
+        store,
+        vault,
+        backup,
+        // --timeout inf or 1e300 means wait on, rather than a panic in
+        // Duration's conversion.
+        timeout.map(|t| Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)),
+        |s| {
+            if let Some(pb) = &bar.0 {
+                pb.set_position(u64::from(s.progress));
+                pb.set_message(format!(
+                    "backup {backup}: {} files, {} read",
+                    s.files,
+                    human_bytes(s.bytes_read)
+                ));
             }
-            println!("backup {backup} of vault {vault} is available");
-            return Ok(0);
-        }
-        match status::read(store, vault, backup) {
-            Some(s) if s.status == status::RunStatus::Error => {
-                return Err(Error::failed(format!(
-                    "backup {backup} of vault {vault} failed: {}",
-                    s.error.unwrap_or_default()
-                )))
-            }
-            Some(s) if !crate::sys::pid_alive(s.pid) => {
-                return Err(Error::failed(format!(
-                    "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
-                    s.pid
-                )))
-            }
-            Some(s) => {
-                if let Some(pb) = bar {
-                    pb.set_position(u64::from(s.progress));
-                    pb.set_message(format!(
-                        "backup {backup}: {} files, {} read",
-                        s.files,
-                        human_bytes(s.bytes_read)
-                    ));
-                }
-            }
-            None => {
-                // Not yet visible (the mkdir's thread may not have written
-                // its first status): allow a second before saying no.
-                let since = *missing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(1) {
-                    return Err(Error::not_found(format!(
-                        "backup {backup} of vault {vault} does not exist and is not running"
-                    ))
-                    .code("BackupService.6200"));
-                }
-            }
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::failed(format!(
-                "backup {backup} of vault {vault} is still running after the timeout"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        },
+    )?;
+    drop(bar);
+    println!("backup {backup} of vault {vault} is available");
+    Ok(0)
 }

@@ -4,7 +4,7 @@
 use super::print_json;
 use crate::catalog::Store;
 use crate::engine::browse;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::quote::{quote, quote_bytes};
 use clap::Args;
 
@@ -83,7 +83,7 @@ pub(super) fn ls_cmd(
 ) -> Result<i32> {
     let l = browse::ls(store, vault, backup, path, recursive)?;
     if json {
-        print_json(&serde_json::to_value(&l).map_err(|e| Error::failed(e.to_string()))?);
+        print_json(&l)?;
         return Ok(0);
     }
     for e in &l.entries {
@@ -99,7 +99,7 @@ pub(super) fn ls_cmd(
 pub(super) fn find_cmd(store: &Store, vault: &str, pattern: &str, json: bool) -> Result<i32> {
     let r = browse::find(store, vault, pattern)?;
     if json {
-        print_json(&serde_json::to_value(&r).map_err(|e| Error::failed(e.to_string()))?);
+        print_json(&r)?;
     } else {
         for m in &r.matches {
             println!("{}  {}", m.backup, long_line(&m.entry));
@@ -123,7 +123,7 @@ pub(super) fn diff_cmd(
 ) -> Result<i32> {
     let d = browse::diff(store, vault, from, to)?;
     if json {
-        print_json(&serde_json::to_value(&d).map_err(|e| Error::failed(e.to_string()))?);
+        print_json(&d)?;
         return Ok(0);
     }
     for c in &d.changes {

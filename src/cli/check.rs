@@ -7,7 +7,6 @@ use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::human_bytes;
 use clap::Args;
-use serde_json::json;
 
 #[derive(Args, Debug)]
 pub(super) struct CheckArgs {
@@ -49,7 +48,7 @@ pub(super) fn check_cmd(store: &Store, c: CheckArgs) -> Result<i32> {
     })?;
     let bad = reports.iter().any(|r| !r.problems.is_empty());
     if c.json {
-        print_json(&json!(reports));
+        print_json(&reports)?;
     } else {
         for r in &reports {
             if r.problems.is_empty() {

@@ -49,7 +49,7 @@ pub(super) fn key_cmd(store: &Store, cmd: KeyCmd) -> Result<i32> {
         KeyCmd::List { vault, json } => {
             let slots = keys::list(store, &vault)?;
             if json {
-                print_json(&serde_json::json!({ "vault": vault, "slots": slots }));
+                print_json(&serde_json::json!({ "vault": vault, "slots": slots }))?;
             } else {
                 println!("{:<5} {:<9} {:<24} STATE", "SLOT", "KDF", "PARAMETERS");
                 for s in &slots {

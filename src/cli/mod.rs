@@ -265,8 +265,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// Print an engine report as `--json` (docs/JSON.md): pretty, one value,
+/// a newline. It goes through `serde_json::Value`, whose maps sort their
+/// keys, because the documented form has its keys in alphabetical order at
+/// every level, whatever order the report's fields are declared in.
+fn print_json<T: serde::Serialize + ?Sized>(report: &T) -> Result<()> {
+    let text = serde_json::to_value(report)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .map_err(|e| Error::failed(format!("encode the JSON output: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// The progress bar of every command that takes time: backup, restore,
@@ -310,18 +318,4 @@ fn with_progress<T: Send>(
         h.join()
             .map_err(|_| Error::failed("the worker thread panicked"))?
     })
-}
-
-fn parse_instant(s: &str) -> Result<i64> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t.as_nanosecond() as i64);
-    }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
-            return Ok(z.timestamp().as_nanosecond() as i64);
-        }
-    }
-    Err(Error::param(format!(
-        "time {s:?} is invalid: write RFC 3339, like 2027-01-01T22:00:00Z or 2027-01-01T22:00:00+08:00, or a date 2027-01-01"
-    )))
 }

@@ -1,12 +1,11 @@
 //! `cbrfs policy`: backup policies (schedules and retention) and the
 //! scheduler pass `run-due`.
 
-use super::{parse_instant, print_json};
+use super::print_json;
 use crate::catalog::{self, Store};
 use crate::error::Result;
 use crate::rules::human_bytes;
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum PolicyCmd {
@@ -153,54 +152,6 @@ impl PolicyArgs {
     }
 }
 
-/// The JSON form of a policy (documented in docs/JSON.md).
-pub fn policy_json(store: &Store, p: &crate::catalog::PolicyConfig) -> serde_json::Value {
-    let vaults: Vec<String> = store
-        .vaults()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| v.policy.as_deref() == Some(&p.name))
-        .map(|v| v.name)
-        .collect();
-    // The next time points in UTC (`next`, the machine form) and in the
-    // policy's zone with that instant's offset (`next_local`).
-    let (zone, next): (Option<crate::policy::schedule::Zone>, Vec<jiff::Timestamp>) =
-        crate::engine::policy::validate(p)
-            .ok()
-            .map(|(sched, _)| {
-                let mut out = Vec::new();
-                let mut t = jiff::Timestamp::now();
-                for _ in 0..5 {
-                    match sched.next_after(t) {
-                        Some(n) => {
-                            out.push(n);
-                            t = n;
-                        }
-                        None => break,
-                    }
-                }
-                (Some(sched.timezone().clone()), out)
-            })
-            .unwrap_or_default();
-    let next_local: Vec<String> = zone
-        .as_ref()
-        .map(|z| next.iter().map(|t| z.rfc3339(*t)).collect())
-        .unwrap_or_default();
-    let next: Vec<String> = next.iter().map(|t| t.to_string()).collect();
-    json!({
-        "name": p.name,
-        "enabled": p.enabled,
-        "schedules": p.schedules,
-        "retention": p.retention,
-        "full_every": p.full_every,
-        "created": p.created,
-        "vaults": vaults,
-        "timezone": zone.map(|z| z.to_string()),
-        "next": next,
-        "next_local": next_local,
-    })
-}
-
 pub(super) fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
     use crate::engine::policy;
     match cmd {
@@ -224,42 +175,30 @@ pub(super) fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
             );
         }
         PolicyCmd::List { json } => {
-            let all = store.policies()?;
+            let all = policy::list(store)?;
             if json {
-                print_json(&json!(all
-                    .iter()
-                    .map(|p| policy_json(store, p))
-                    .collect::<Vec<_>>()));
+                print_json(&all)?;
             } else {
                 println!(
                     "{:<20} {:<8} {:<20} {:<25} SCHEDULES",
                     "NAME", "ENABLED", "VAULTS", "NEXT"
                 );
                 for p in &all {
-                    let j = policy_json(store, p);
                     println!(
                         "{:<20} {:<8} {:<20} {:<25} {}",
                         p.name,
                         if p.enabled { "yes" } else { "no" },
-                        j["vaults"]
-                            .as_array()
-                            .map(|v| v
-                                .iter()
-                                .filter_map(|x| x.as_str())
-                                .collect::<Vec<_>>()
-                                .join(","))
-                            .unwrap_or_default(),
-                        j["next_local"][0].as_str().unwrap_or("-"),
+                        p.vaults.join(","),
+                        p.next_local.first().map(String::as_str).unwrap_or("-"),
                         p.schedules.join(" + ")
                     );
                 }
             }
         }
         PolicyCmd::Show { name, json } => {
-            let p = store.policy(&name)?;
-            let j = policy_json(store, &p);
+            let p = policy::show(store, &name)?;
             if json {
-                print_json(&j);
+                print_json(&p)?;
             } else {
                 let r = crate::policy::retention::Retention::new(&p.retention)?;
                 println!("policy:     {}", p.name);
@@ -274,21 +213,11 @@ pub(super) fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
                         format!("{} incrementals", p.full_every)
                     }
                 );
-                println!(
-                    "vaults:     {}",
-                    j["vaults"]
-                        .as_array()
-                        .map(|v| v
-                            .iter()
-                            .filter_map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "))
-                        .unwrap_or_default()
-                );
+                println!("vaults:     {}", p.vaults.join(", "));
                 // In the policy's zone, which the schedule's hours are in.
-                println!("next runs ({}):", j["timezone"].as_str().unwrap_or("UTC"));
-                for n in j["next_local"].as_array().cloned().unwrap_or_default() {
-                    println!("  {}", n.as_str().unwrap_or(""));
+                println!("next runs ({}):", p.timezone.as_deref().unwrap_or("UTC"));
+                for n in &p.next_local {
+                    println!("  {n}");
                 }
             }
         }
@@ -333,12 +262,12 @@ pub(super) fn policy_cmd(store: &Store, cmd: PolicyCmd) -> Result<i32> {
         }
         PolicyCmd::RunDue { now, json } => {
             let now_ns = match now {
-                Some(t) => parse_instant(&t)?,
+                Some(t) => policy::parse_instant(&t)?,
                 None => catalog::now_ns(),
             };
             let reports = policy::run_due(store, now_ns)?;
             if json {
-                print_json(&json!(reports));
+                print_json(&reports)?;
             } else if reports.is_empty() {
                 println!("nothing due at {}", catalog::ns_to_rfc3339(now_ns));
             } else {

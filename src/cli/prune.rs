@@ -1,12 +1,12 @@
 //! `cbrfs prune`: give back the space of deleted backups.
 
 use super::{print_json, with_progress};
-use crate::catalog::{self, Store};
+use crate::catalog::Store;
+use crate::engine::ops;
 use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::human_bytes;
 use clap::Args;
-use serde_json::json;
 
 #[derive(Args, Debug)]
 pub(super) struct PruneArgs {
@@ -30,42 +30,23 @@ pub(super) fn prune_cmd(
     threshold: u8,
     json: bool,
 ) -> Result<i32> {
-    let names = match vault {
-        Some(v) => {
-            store.vault(&v)?;
-            vec![v]
-        }
-        None => store.vault_names()?,
-    };
+    let names = ops::prune_targets(store, vault.as_deref())?;
     let mut reports = Vec::new();
     // A vault that cannot be pruned now (busy, damaged) does not keep the
     // others from being pruned; it is named at the end.
     let mut errors = Vec::new();
     for v in &names {
-        let t = (!dry_run).then(|| {
-            crate::tasks::start(
-                store,
-                crate::tasks::TaskType::Prune,
-                v,
-                None,
-                None,
-                catalog::now_ns(),
-            )
-        });
         let progress = crate::engine::progress::Progress::default();
         let r = with_progress(&progress, !dry_run && !json, || {
-            crate::engine::prune::prune_with(store, v, dry_run, threshold, &progress)
+            ops::prune_vault(store, v, dry_run, threshold, &progress)
         });
-        if let Some(t) = t {
-            t.finish(&r);
-        }
         match r {
             Ok(rep) => reports.push(rep),
             Err(e) => errors.push(e),
         }
     }
     if json {
-        print_json(&json!(reports));
+        print_json(&reports)?;
     } else {
         for r in &reports {
             println!(

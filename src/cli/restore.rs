@@ -1,9 +1,10 @@
 //! `cbrfs restore`: restore a backup into a directory, a disk or in place.
 
 use super::with_progress;
-use crate::catalog::{self, Store};
-use crate::engine::{browse, restore};
-use crate::error::{Error, Result};
+use crate::catalog::Store;
+use crate::engine::ops;
+use crate::engine::restore::RestoreOptions;
+use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::human_bytes;
 use clap::Args;
@@ -43,66 +44,22 @@ pub(super) struct RestoreArgs {
 }
 
 pub(super) fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
-    store.vault(&r.vault)?;
     let t0 = Instant::now();
-    let to = match (&r.to, r.in_place) {
-        (Some(t), _) => t.clone(),
-        (None, _) => {
-            // --in-place without --to: the disk's own source path.
-            let rec = browse::resolve_backup(store, &r.vault, &r.backup)?;
-            let res = r.resource.as_deref().ok_or_else(|| {
-                Error::invalid("--in-place needs --resource: name the disk or server")
-            })?;
-            let part = rec
-                .resources
-                .iter()
-                .find(|p| p.name == res)
-                .ok_or_else(|| {
-                    Error::not_found(format!("resource {res:?} is not in backup {}", r.backup))
-                        .code("BackupService.6302")
-                })?;
-            match part.kind {
-                crate::model::ResourceKind::Disk => {
-                    PathBuf::from(String::from_utf8_lossy(&part.source).to_string())
-                }
-                _ => PathBuf::from("/"),
-            }
-        }
+    let request = ops::RestoreRequest {
+        vault: r.vault,
+        backup: r.backup,
+        resource: r.resource,
+        to: r.to,
+        options: RestoreOptions {
+            in_place: r.in_place,
+            allow_untrusted_target: r.allow_untrusted_target,
+            include: r.include,
+            exclude: r.exclude,
+        },
     };
-    let task = crate::tasks::start(
-        store,
-        crate::tasks::TaskType::Restore,
-        &r.vault,
-        r.resource.as_deref(),
-        Some(&r.backup),
-        catalog::now_ns(),
-    );
     let progress = crate::engine::progress::Progress::default();
-    let result = with_progress(&progress, true, || {
-        restore::restore_with_progress(
-            store,
-            &r.vault,
-            &r.backup,
-            r.resource.as_deref(),
-            &to,
-            &restore::RestoreOptions {
-                in_place: r.in_place,
-                allow_untrusted_target: r.allow_untrusted_target,
-                include: r.include.clone(),
-                exclude: r.exclude.clone(),
-            },
-            &progress,
-        )
-    });
-    match &result {
-        Ok(st) if !st.errors.is_empty() => task.failed(&Error::failed(format!(
-            "{} entries could not be restored; first: {}",
-            st.errors.len(),
-            st.errors[0]
-        ))),
-        _ => task.finish(&result),
-    }
-    let stats = result?;
+    let report = with_progress(&progress, true, || ops::restore(store, &request, &progress))?;
+    let stats = &report.stats;
     for n in &stats.notes {
         println!("{}", quote(n));
     }
@@ -112,7 +69,7 @@ pub(super) fn restore_cmd(store: &Store, r: RestoreArgs) -> Result<i32> {
         stats.dirs,
         stats.others,
         human_bytes(stats.bytes),
-        to.display(),
+        report.target.display(),
         t0.elapsed().as_secs_f64()
     );
     if !stats.errors.is_empty() {

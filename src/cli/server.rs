@@ -4,7 +4,6 @@ use super::print_json;
 use crate::catalog::Store;
 use crate::error::Result;
 use clap::Subcommand;
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -74,24 +73,6 @@ pub(super) enum ServerCmd {
     },
 }
 
-/// The JSON form of a server (documented in docs/JSON.md).
-pub fn server_json(store: &Store, s: &crate::catalog::ServerConfig) -> serde_json::Value {
-    let vault = store
-        .vault_of_path(crate::model::ResourceKind::Server, &s.name)
-        .ok()
-        .flatten()
-        .map(|(v, _)| v);
-    json!({
-        "name": s.name,
-        "members": s.members.iter().map(|m| json!({"name": m.name, "kind": m.kind, "path": m.path})).collect::<Vec<_>>(),
-        "pre_hook": s.pre_hook,
-        "post_hook": s.post_hook,
-        "hook_timeout_s": s.hook_timeout_s,
-        "created": s.created,
-        "vault": vault,
-    })
-}
-
 pub(super) fn server_cmd(store: &Store, cmd: ServerCmd) -> Result<i32> {
     use crate::engine::servers::{self, NewMember};
     let members = |paths: Vec<PathBuf>, disks: Vec<PathBuf>| -> Vec<NewMember> {
@@ -121,21 +102,17 @@ pub(super) fn server_cmd(store: &Store, cmd: ServerCmd) -> Result<i32> {
             println!("defined server {} with {} members", s.name, s.members.len());
         }
         ServerCmd::List { json } => {
-            let all = store.servers()?;
+            let all = servers::list(store)?;
             if json {
-                print_json(&json!(all
-                    .iter()
-                    .map(|s| server_json(store, s))
-                    .collect::<Vec<_>>()));
+                print_json(&all)?;
             } else {
                 println!("{:<24} {:>7}  {:<20} HOOKS", "NAME", "MEMBERS", "VAULT");
                 for s in &all {
-                    let j = server_json(store, s);
                     println!(
                         "{:<24} {:>7}  {:<20} {}",
                         s.name,
                         s.members.len(),
-                        j["vault"].as_str().unwrap_or("-"),
+                        s.vault.as_deref().unwrap_or("-"),
                         match (&s.pre_hook, &s.post_hook) {
                             (None, None) => "none",
                             (Some(_), None) => "pre",
@@ -147,13 +124,12 @@ pub(super) fn server_cmd(store: &Store, cmd: ServerCmd) -> Result<i32> {
             }
         }
         ServerCmd::Show { name, json } => {
-            let s = store.server(&name)?;
-            let j = server_json(store, &s);
+            let s = servers::show(store, &name)?;
             if json {
-                print_json(&j);
+                print_json(&s)?;
             } else {
                 println!("server:       {}", s.name);
-                println!("vault:        {}", j["vault"].as_str().unwrap_or("-"));
+                println!("vault:        {}", s.vault.as_deref().unwrap_or("-"));
                 println!("pre-hook:     {}", s.pre_hook.as_deref().unwrap_or("-"));
                 println!("post-hook:    {}", s.post_hook.as_deref().unwrap_or("-"));
                 println!("hook timeout: {} s", s.hook_timeout_s);

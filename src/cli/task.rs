@@ -1,11 +1,10 @@
 //! `cbrfs task`: the task log.
 
-use super::{parse_instant, print_json};
+use super::print_json;
 use crate::catalog::Store;
 use crate::error::Result;
 use crate::quote::quote;
 use clap::Subcommand;
-use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum TaskCmd {
@@ -48,21 +47,14 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
             since,
             json,
         } => {
-            let task_type = task_type
+            let mut filter = tasks::Filter::new(vault, task_type, status)?;
+            filter.since_ns = since
                 .as_deref()
-                .map(tasks::TaskType::parse)
+                .map(crate::engine::policy::parse_instant)
                 .transpose()?;
-            let status = status.as_deref().map(tasks::TaskState::parse).transpose()?;
-            let since_ns = since.as_deref().map(parse_instant).transpose()?;
-            let all: Vec<_> = tasks::list(store)?
-                .into_iter()
-                .filter(|t| vault.as_ref().is_none_or(|v| &t.vault == v))
-                .filter(|t| task_type.is_none_or(|x| t.task_type == x))
-                .filter(|t| status.is_none_or(|x| t.status == x))
-                .filter(|t| since_ns.is_none_or(|s| t.started_ns >= s))
-                .collect();
+            let all = tasks::query(store, &filter)?;
             if json {
-                print_json(&json!(all));
+                print_json(&all)?;
             } else {
                 println!(
                     "{:<28} {:<15} {:<16} {:<22} {:<8} {:>4}  {:<20} MESSAGE",
@@ -87,7 +79,7 @@ pub(super) fn task_cmd(store: &Store, cmd: TaskCmd) -> Result<i32> {
         TaskCmd::Show { id, json } => {
             let t = tasks::get(store, &id)?;
             if json {
-                print_json(&json!(t));
+                print_json(&t)?;
             } else {
                 println!("task:     {}", quote(&t.id));
                 println!("type:     {}", t.task_type);

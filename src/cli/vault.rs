@@ -2,13 +2,12 @@
 //! and dissociate resources.
 
 use super::print_json;
-use crate::catalog::{self, Store, VaultConfig, VaultType};
+use crate::catalog::{Store, VaultType};
 use crate::engine::vaults;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::{self, human_bytes};
 use clap::Subcommand;
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -146,43 +145,6 @@ pub(super) enum VaultCmd {
     },
 }
 
-/// The JSON form of a vault (documented in docs/JSON.md).
-pub fn vault_json(store: &Store, v: &VaultConfig) -> serde_json::Value {
-    let used = store.used_bytes(&v.name).unwrap_or(0);
-    let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
-    json!({
-        "name": v.name,
-        "type": v.vault_type.as_str(),
-        "capacity_gb": v.capacity_gb,
-        "used_bytes": used,
-        "description": v.description,
-        "tags": v.tags.iter().map(|(k, val)| json!({"key": k, "value": val})).collect::<Vec<_>>(),
-        "compression": v.compression,
-        "created": v.created,
-        "backups": backups,
-        "free_bytes": v.capacity_bytes().saturating_sub(used),
-        "policy": v.policy,
-        "auto_expand": v.auto_expand,
-        "threshold_percent": v.threshold,
-        "encrypted": v.encrypted,
-        "resources": v.resources.iter().map(|r| json!({
-            "name": r.name, "kind": r.kind, "path": r.path,
-            "excludes": r.excludes, "size_bytes": r.size, "added": r.added,
-            "one_file_system": r.one_file_system,
-            "exclude_caches": r.exclude_caches,
-            "exclude_if_present": r.exclude_if_present,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn vault_matches(v: &VaultConfig, filters: &[(String, Option<String>)]) -> bool {
-    filters.iter().all(|(k, val)| {
-        v.tags
-            .iter()
-            .any(|(tk, tv)| tk == k && val.as_ref().is_none_or(|x| x == tv))
-    })
-}
-
 pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
     match cmd {
         VaultCmd::Create {
@@ -215,96 +177,79 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             );
         }
         VaultCmd::List { tags, json } => {
-            let mut filters = Vec::new();
-            for t in &tags {
-                match t.split_once('=') {
-                    Some(_) => {
-                        let (k, v) = crate::rules::parse_tag(t)?;
-                        filters.push((k, Some(v)));
-                    }
-                    None => {
-                        crate::rules::check_tag_key(t)?;
-                        filters.push((t.clone(), None));
-                    }
-                }
-            }
-            let (all, damaged) = store.vaults_and_damage()?;
-            for e in &damaged {
+            let l = vaults::list(store, &tags)?;
+            for e in &l.damaged {
                 eprintln!("cbrfs: error: {}", quote(&e.to_string()));
             }
-            let vs: Vec<_> = all
-                .into_iter()
-                .filter(|v| vault_matches(v, &filters))
-                .collect();
             if json {
-                print_json(&json!(vs
-                    .iter()
-                    .map(|v| vault_json(store, v))
-                    .collect::<Vec<_>>()));
+                print_json(&l.vaults)?;
             } else {
                 println!(
                     "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  TAGS",
                     "NAME", "TYPE", "CAPACITY", "USED", "RESOURCES", "BACKUPS"
                 );
-                for v in &vs {
-                    let j = vault_json(store, v);
+                for v in &l.vaults {
                     println!(
                         "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
                         v.name,
-                        v.vault_type.as_str(),
+                        v.vault_type,
                         human_bytes(v.capacity_bytes()),
-                        human_bytes(j["used_bytes"].as_u64().unwrap_or(0)),
+                        human_bytes(v.used_bytes),
                         v.resources.len(),
-                        j["backups"],
+                        v.backups,
                         quote(
                             &v.tags
                                 .iter()
-                                .map(|(k, val)| format!("{k}={val}"))
+                                .map(|t| format!("{}={}", t.key, t.value))
                                 .collect::<Vec<_>>()
                                 .join(",")
                         )
                     );
                 }
             }
-            if !damaged.is_empty() {
+            if !l.damaged.is_empty() {
                 return Ok(1);
             }
         }
         VaultCmd::Key(k) => return super::keys::key_cmd(store, k),
         VaultCmd::Show { name, json } => {
-            let v = store.vault(&name)?;
-            let j = vault_json(store, &v);
+            let v = vaults::show(store, &name)?;
             if json {
-                print_json(&j);
+                print_json(&v)?;
             } else {
-                let used = j["used_bytes"].as_u64().unwrap_or(0);
+                let used = v.used_bytes;
+                let capacity = v.capacity_bytes();
                 println!("vault:       {}", v.name);
-                println!("type:        {}", v.vault_type.as_str());
+                println!("type:        {}", v.vault_type);
                 // One unit for capacity, use and free: a capacity of 10 GB
                 // is 10 × 2^30 bytes (rules::GB).
-                println!("capacity:    {}", human_bytes(v.capacity_bytes()));
+                println!("capacity:    {}", human_bytes(capacity));
                 println!(
                     "used:        {} ({:.2}%)",
                     human_bytes(used),
-                    used as f64 * 100.0 / v.capacity_bytes().max(1) as f64
+                    used as f64 * 100.0 / capacity.max(1) as f64
                 );
                 println!(
                     "free:        {}",
-                    human_bytes(v.capacity_bytes().saturating_sub(used))
+                    human_bytes(capacity.saturating_sub(used))
                 );
                 // vault.json is store input: quote what it says.
                 println!("description: {}", quote(&v.description));
                 println!("compression: {}", v.compression);
                 println!("encrypted:   {}", if v.encrypted { "yes" } else { "no" });
+                println!("encrypted:   {}", if v.encrypted { "yes" } else { "no" });
                 println!("created:     {}", v.created);
-                println!("backups:     {}", j["backups"]);
-                let tags: Vec<String> =
-                    v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+                println!("backups:     {}", v.backups);
+                let tags: Vec<String> = v
+                    .tags
+                    .iter()
+                    .map(|t| format!("{}={}", t.key, t.value))
+                    .collect();
                 println!("tags:        {}", quote(&tags.join(", ")));
                 println!(
                     "auto-expand: {}; usage threshold {}%",
                     if v.auto_expand { "on" } else { "off" },
-                    v.threshold
+                    v.threshold_percent
                 );
                 println!("policy:      {}", v.policy.as_deref().unwrap_or("-"));
                 let alone =
@@ -324,7 +269,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                         quote(&r.name),
                         r.kind.as_str(),
                         quote(&r.path),
-                        human_bytes(r.size),
+                        human_bytes(r.size_bytes),
                         if r.excludes.is_empty() {
                             String::new()
                         } else {
@@ -381,25 +326,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             println!("updated vault {} ({} GB)", v.name, v.capacity_gb);
         }
         VaultCmd::Delete { name, force } => {
-            store.vault(&name)?;
-            let n = store.backup_names(&name)?.len();
-            if n > 0 && !force {
-                return Err(Error::conflict(format!(
-                    "vault {name} holds {n} backups: deleting it deletes them; add --force to do so"
-                ))
-                .code("BackupService.7301"));
-            }
-            let t = crate::tasks::start(
-                store,
-                crate::tasks::TaskType::DeleteVault,
-                &name,
-                None,
-                None,
-                catalog::now_ns(),
-            );
-            let r = store.delete_vault(&name);
-            t.finish(&r);
-            r?;
+            let n = vaults::delete(store, &name, force)?;
             println!(
                 "deleted vault {name} and its {}",
                 rules::count(n as u64, "backup", "backups")
@@ -412,51 +339,28 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             server,
             exclude_members,
             name,
-            mut excludes,
+            excludes,
             one_file_system,
             exclude_files,
             exclude_caches,
             exclude_if_present,
         } => {
-            // clap's `requires` does not hold a flag that is only a bool
-            // back: say it here rather than ignore the option silently.
-            if path.is_none()
-                && (exclude_caches || !exclude_if_present.is_empty() || !exclude_files.is_empty())
-            {
-                return Err(Error::invalid(
-                    "--exclude-file, --exclude-caches and --exclude-if-present apply to a directory resource (--path)",
-                ));
-            }
-            for f in &exclude_files {
-                excludes.extend(vaults::read_exclude_file(f)?);
-            }
-            let r = match (path, disk, server) {
-                (Some(p), _, _) => {
-                    let opts = vaults::DirOptions {
-                        excludes,
-                        one_file_system,
-                        exclude_caches,
-                        exclude_if_present,
-                    };
-                    vaults::associate_dir(store, &vault, &p, name, opts)?
-                }
-                (_, Some(d), _) => vaults::associate_disk(store, &vault, &d, name)?,
-                (_, _, Some(sv)) => {
-                    if name.is_some() {
-                        return Err(Error::invalid(
-                            "--name does not apply to a server: the resource takes the server's name",
-                        ));
-                    }
-                    vaults::associate_server_with(
-                        store,
-                        &vault,
-                        &sv,
-                        exclude_members,
-                        one_file_system,
-                    )?
-                }
-                _ => return Err(Error::invalid("give --path, --disk or --server")),
-            };
+            let r = vaults::associate(
+                store,
+                &vault,
+                vaults::Associate {
+                    path,
+                    disk,
+                    server,
+                    exclude_members,
+                    name,
+                    excludes,
+                    exclude_files,
+                    one_file_system,
+                    exclude_caches,
+                    exclude_if_present,
+                },
+            )?;
             println!(
                 "associated {} with vault {vault} as resource {} ({})",
                 r.path,
@@ -469,17 +373,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             resource,
             force,
         } => {
-            let t = crate::tasks::start(
-                store,
-                crate::tasks::TaskType::RemoveResource,
-                &vault,
-                Some(&resource),
-                None,
-                catalog::now_ns(),
-            );
-            let r = vaults::dissociate(store, &vault, &resource, force);
-            t.finish(&r);
-            let deleted = r?;
+            let deleted = vaults::dissociate(store, &vault, &resource, force)?;
             println!(
                 "dissociated resource {resource} from vault {vault}; deleted {} that held only it",
                 rules::count(deleted.len() as u64, "backup", "backups")

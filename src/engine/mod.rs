@@ -2,10 +2,12 @@
 //! clap here; the CLI and the mount call into it.
 
 pub mod backup;
+pub mod backups;
 pub mod browse;
 pub mod check;
 pub mod keys;
 pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod progress;
 pub mod prune;

@@ -48,6 +48,113 @@ pub fn validate(p: &PolicyConfig) -> Result<(Schedule, Retention)> {
     Ok((sched, retention))
 }
 
+/// A policy as `policy list` and `policy show` report it (docs/JSON.md).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyReport {
+    /// Policy name.
+    pub name: String,
+    /// False: no automatic backups.
+    pub enabled: bool,
+    /// The RRULEs.
+    pub schedules: Vec<String>,
+    /// Retention and the time zone, as stored.
+    pub retention: RetentionArgs,
+    /// Full backup after N incrementals (-1 never, 0 always).
+    pub full_every: i32,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Vaults it is applied to.
+    pub vaults: Vec<String>,
+    /// The zone of the schedule; None when the stored policy no longer
+    /// validates.
+    pub timezone: Option<String>,
+    /// The next five time points after now, RFC 3339 in UTC.
+    pub next: Vec<String>,
+    /// The same instants with the offset of `timezone` at each.
+    pub next_local: Vec<String>,
+}
+
+/// The report of a policy at `now`: the vaults it is applied to and its
+/// next time points.
+pub fn report(store: &Store, p: &PolicyConfig, now: jiff::Timestamp) -> PolicyReport {
+    // A damaged vault record cannot say whether it has this policy: the
+    // report lists the readable ones (`vault list` names the damage).
+    let vaults: Vec<String> = store
+        .vaults()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.policy.as_deref() == Some(&p.name))
+        .map(|v| v.name)
+        .collect();
+    // A stored policy that no longer validates (edited by hand, or a time
+    // zone gone from the system's database) is still shown, without its
+    // next runs.
+    let (zone, next): (Option<schedule::Zone>, Vec<jiff::Timestamp>) = validate(p)
+        .ok()
+        .map(|(sched, _)| {
+            let mut out = Vec::new();
+            let mut t = now;
+            for _ in 0..5 {
+                match sched.next_after(t) {
+                    Some(n) => {
+                        out.push(n);
+                        t = n;
+                    }
+                    None => break,
+                }
+            }
+            (Some(sched.timezone().clone()), out)
+        })
+        .unwrap_or_default();
+    let next_local: Vec<String> = zone
+        .as_ref()
+        .map(|z| next.iter().map(|t| z.rfc3339(*t)).collect())
+        .unwrap_or_default();
+    PolicyReport {
+        name: p.name.clone(),
+        enabled: p.enabled,
+        schedules: p.schedules.clone(),
+        retention: p.retention.clone(),
+        full_every: p.full_every,
+        created: p.created.clone(),
+        vaults,
+        timezone: zone.map(|z| z.to_string()),
+        next: next.iter().map(|t| t.to_string()).collect(),
+        next_local,
+    }
+}
+
+/// Every policy, by name.
+pub fn list(store: &Store) -> Result<Vec<PolicyReport>> {
+    let now = jiff::Timestamp::now();
+    Ok(store
+        .policies()?
+        .iter()
+        .map(|p| report(store, p, now))
+        .collect())
+}
+
+/// One policy.
+pub fn show(store: &Store, name: &str) -> Result<PolicyReport> {
+    Ok(report(store, &store.policy(name)?, jiff::Timestamp::now()))
+}
+
+/// An instant as `--now` and `--since` take it: RFC 3339, or a date (its
+/// midnight UTC). Returns ns since the epoch.
+pub fn parse_instant(s: &str) -> Result<i64> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_nanosecond() as i64);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
+            return Ok(z.timestamp().as_nanosecond() as i64);
+        }
+    }
+    Err(Error::param(format!(
+        "time {s:?} is invalid: write RFC 3339, like 2027-01-01T22:00:00Z or 2027-01-01T22:00:00+08:00, or a date 2027-01-01"
+    )))
+}
+
 /// Create a policy (default name `policy_XXXX`).
 pub fn create(store: &Store, name: Option<String>, spec: PolicySpec) -> Result<PolicyConfig> {
     let name = name.unwrap_or_else(|| format!("policy_{}", fsutil::random_suffix(4)));

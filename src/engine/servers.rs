@@ -6,11 +6,80 @@ use crate::catalog::{self, Member, MemberKind, ServerConfig, Store};
 use crate::error::{Error, IoContext, Result};
 use crate::model::ResourceKind;
 use crate::rules;
+use serde::Serialize;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// Default time limit of a hook.
 pub const HOOK_TIMEOUT_S: u64 = 600;
+
+/// A server as `server list` and `server show` report it (docs/JSON.md).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServerReport {
+    /// Server name.
+    pub name: String,
+    /// Members, in the order given.
+    pub members: Vec<MemberReport>,
+    /// Hook run before any member is read.
+    pub pre_hook: Option<String>,
+    /// Hook run after the backup.
+    pub post_hook: Option<String>,
+    /// Time limit of each hook, seconds.
+    pub hook_timeout_s: u64,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// The vault protecting the server.
+    pub vault: Option<String>,
+}
+
+/// A member of a server, as reported.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct MemberReport {
+    /// Name, unique in the server.
+    pub name: String,
+    /// `directory` or `disk`.
+    pub kind: String,
+    /// Source path.
+    pub path: String,
+}
+
+/// The report of a server, with the vault that protects it.
+pub fn report(store: &Store, s: &ServerConfig) -> ServerReport {
+    // A store whose vault records cannot be read shows no vault rather
+    // than failing the listing; `check` names the damage.
+    let vault = store
+        .vault_of_path(crate::model::ResourceKind::Server, &s.name)
+        .ok()
+        .flatten()
+        .map(|(v, _)| v);
+    ServerReport {
+        name: s.name.clone(),
+        members: s
+            .members
+            .iter()
+            .map(|m| MemberReport {
+                name: m.name.clone(),
+                kind: m.kind.to_string(),
+                path: m.path.clone(),
+            })
+            .collect(),
+        pre_hook: s.pre_hook.clone(),
+        post_hook: s.post_hook.clone(),
+        hook_timeout_s: s.hook_timeout_s,
+        created: s.created.clone(),
+        vault,
+    }
+}
+
+/// Every server, by name.
+pub fn list(store: &Store) -> Result<Vec<ServerReport>> {
+    Ok(store.servers()?.iter().map(|s| report(store, s)).collect())
+}
+
+/// One server.
+pub fn show(store: &Store, name: &str) -> Result<ServerReport> {
+    Ok(report(store, &store.server(name)?))
+}
 
 /// A member to add: `--path DIR` or `--disk PATH`.
 #[derive(Clone, Debug)]

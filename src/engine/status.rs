@@ -5,7 +5,7 @@
 //! whose process is gone means the backup died with it.
 
 use crate::catalog::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -65,7 +65,12 @@ pub fn write(store: &Store, vault: &str, s: &Status) -> Result<()> {
     if let Some(dir) = p.parent() {
         fsutil::create_dir_all(dir)?;
     }
-    let json = serde_json::to_vec(s).unwrap_or_default();
+    let json = serde_json::to_vec(s).map_err(|e| {
+        Error::failed(format!(
+            "vault {vault}: encode the status of backup {}: {e}",
+            s.backup
+        ))
+    })?;
     fsutil::write_atomic(&p, &json)
 }
 

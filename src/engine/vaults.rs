@@ -1,11 +1,106 @@
-//! Vault and resource operations with CBR's rules: create, update, delete,
-//! associate, dissociate.
+//! Vault and resource operations with CBR's rules: create, list, show,
+//! update, delete, associate, dissociate. Each call validates its input,
+//! takes its locks, records its task when it is one CBR lists (deleting a
+//! vault, removing a resource), and returns what the CLI prints: a typed
+//! report that `--json` serializes as it is (docs/JSON.md).
 
 use crate::catalog::{self, Compression, Resource, Store, VaultConfig, VaultType};
 use crate::error::{Error, Result};
 use crate::model::ResourceKind;
 use crate::rules;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+mod report;
+pub use report::{list, report, show, ResourceReport, TagReport, VaultList, VaultReport};
+
+/// Delete a vault with its backups. One that holds backups is refused
+/// unless `force` is set (CBR's BackupService.7301). Recorded as a
+/// `delete_vault` task. Returns how many backups went with it.
+pub fn delete(store: &Store, name: &str, force: bool) -> Result<usize> {
+    store.vault(name)?;
+    let n = store.backup_names(name)?.len();
+    if n > 0 && !force {
+        return Err(Error::conflict(format!(
+            "vault {name} holds {n} backups: deleting it deletes them; add --force to do so"
+        ))
+        .code("BackupService.7301"));
+    }
+    let t = crate::tasks::start(
+        store,
+        crate::tasks::TaskType::DeleteVault,
+        name,
+        None,
+        None,
+        catalog::now_ns(),
+    );
+    let r = store.delete_vault(name);
+    t.finish(&r);
+    r?;
+    Ok(n)
+}
+
+/// What `vault associate` names: a directory (with its options), a disk,
+/// or a server.
+#[derive(Clone, Debug, Default)]
+pub struct Associate {
+    /// A directory tree.
+    pub path: Option<PathBuf>,
+    /// A block device or disk image.
+    pub disk: Option<PathBuf>,
+    /// A defined server.
+    pub server: Option<String>,
+    /// Server members left out.
+    pub exclude_members: Vec<String>,
+    /// Resource name (directories and disks).
+    pub name: Option<String>,
+    /// Exclude globs.
+    pub excludes: Vec<String>,
+    /// Files of exclude globs, read now and stored with the resource.
+    pub exclude_files: Vec<PathBuf>,
+    /// Stay on each directory's file system.
+    pub one_file_system: bool,
+    /// Leave out the contents of tagged cache directories.
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding one of these names.
+    pub exclude_if_present: Vec<String>,
+}
+
+/// Associate a directory, a disk or a server with `vault`, refusing options
+/// that do not apply to what is named (rather than ignoring them).
+pub fn associate(store: &Store, vault: &str, a: Associate) -> Result<Resource> {
+    if a.path.is_none()
+        && (a.exclude_caches || !a.exclude_if_present.is_empty() || !a.exclude_files.is_empty())
+    {
+        return Err(Error::invalid(
+            "--exclude-file, --exclude-caches and --exclude-if-present apply to a directory resource (--path)",
+        ));
+    }
+    let mut excludes = a.excludes;
+    for f in &a.exclude_files {
+        excludes.extend(read_exclude_file(f)?);
+    }
+    match (a.path, a.disk, a.server) {
+        (Some(p), _, _) => {
+            let opts = DirOptions {
+                excludes,
+                one_file_system: a.one_file_system,
+                exclude_caches: a.exclude_caches,
+                exclude_if_present: a.exclude_if_present,
+            };
+            associate_dir(store, vault, &p, a.name, opts)
+        }
+        (_, Some(d), _) => associate_disk(store, vault, &d, a.name),
+        (_, _, Some(sv)) => {
+            if a.name.is_some() {
+                return Err(Error::invalid(
+                    "--name does not apply to a server: the resource takes the server's name",
+                ));
+            }
+            associate_server_with(store, vault, &sv, a.exclude_members, a.one_file_system)
+        }
+        _ => Err(Error::invalid("give --path, --disk or --server")),
+    }
+}
 
 /// Settings of a new vault.
 #[derive(Clone, Debug)]
@@ -463,7 +558,27 @@ pub fn associate_server_with(
 /// deleted. The data goes with the next prune. Backups are lost, so unless
 /// `force` is set a resource that any backup holds is refused, as `vault
 /// delete` refuses a vault that holds backups.
+/// Recorded as a `remove_resource` task; returns the backups deleted.
 pub fn dissociate(store: &Store, vault: &str, resource: &str, force: bool) -> Result<Vec<String>> {
+    let t = crate::tasks::start(
+        store,
+        crate::tasks::TaskType::RemoveResource,
+        vault,
+        Some(resource),
+        None,
+        catalog::now_ns(),
+    );
+    let r = dissociate_untracked(store, vault, resource, force);
+    t.finish(&r);
+    r
+}
+
+fn dissociate_untracked(
+    store: &Store,
+    vault: &str,
+    resource: &str,
+    force: bool,
+) -> Result<Vec<String>> {
     let _lock = store.lock()?;
     let mut cfg = store.vault(vault)?;
     cfg.resource(resource)?;

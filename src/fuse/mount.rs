@@ -5,6 +5,7 @@
 use super::CbrFs;
 use crate::catalog::Store;
 use crate::error::{Error, IoContext, Result};
+use crate::mountinfo::MountTable;
 use crate::vfs::{Vfs, VfsOptions};
 use fuser::MountOption;
 use std::io::{Read, Write};
@@ -75,35 +76,9 @@ fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<()> {
     }
 }
 
-/// Mount points from /proc/self/mountinfo, unescaped.
-fn mount_points() -> Vec<(PathBuf, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut parts = l.split(' ');
-            let mp = parts.nth(4)?;
-            let fstype = l.split(" - ").nth(1)?.split(' ').next()?.to_string();
-            Some((PathBuf::from(unescape_mountinfo(mp)), fstype))
-        })
-        .collect()
-}
-
-fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&out))
+/// The mounts of this process; an unreadable mountinfo reads as none.
+fn mounts() -> MountTable {
+    MountTable::read().unwrap_or_default()
 }
 
 fn absolute(mp: &Path) -> PathBuf {
@@ -118,8 +93,7 @@ fn absolute(mp: &Path) -> PathBuf {
 }
 
 fn is_mounted(mp: &Path) -> bool {
-    let abs = absolute(mp);
-    mount_points().iter().any(|(p, _)| *p == abs)
+    mounts().at(&absolute(mp)).is_some()
 }
 
 /// Mount the store at `mp`. Without `foreground`, a daemon child serves the
@@ -287,14 +261,23 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     r.ctx(|| format!("serve {}", mp_abs.display()))
 }
 
-fn block_signals() {
-    // SAFETY: building and applying a signal mask for this thread.
+/// The signals that unmount cleanly: SIGTERM, SIGINT, SIGHUP.
+fn unmount_signals() -> libc::sigset_t {
+    // SAFETY: a zeroed sigset_t is emptied and filled by libc before use.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+fn block_signals() {
+    let set = unmount_signals();
+    // SAFETY: applying a valid signal mask to this thread.
+    unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
@@ -303,13 +286,9 @@ fn spawn_signal_thread(mp: PathBuf) {
     let _ = std::thread::Builder::new()
         .name("cbrfs-signals".into())
         .spawn(move || {
+            let set = unmount_signals();
             // SAFETY: waiting on the signals blocked in every thread.
             unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGTERM);
-                libc::sigaddset(&mut set, libc::SIGINT);
-                libc::sigaddset(&mut set, libc::SIGHUP);
                 let mut sig = 0;
                 libc::sigwait(&set, &mut sig);
                 log::info!("signal {sig}: unmounting {}", mp.display());
@@ -361,7 +340,8 @@ fn unmount_path(mp: &Path, lazy: bool) -> Result<()> {
 /// the mount is gone.
 pub fn umount(mp: &Path, lazy: bool) -> Result<()> {
     let abs = absolute(mp);
-    let Some((_, fstype)) = mount_points().into_iter().find(|(p, _)| *p == abs) else {
+    let table = mounts();
+    let Some(fstype) = table.at(&abs).map(|m| &m.fstype) else {
         return Err(Error::invalid(format!("{} is not mounted", mp.display())));
     };
     if !fstype.starts_with("fuse") {

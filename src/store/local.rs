@@ -292,13 +292,18 @@ impl Storage for LocalDir {
         let mut n = Self::remove_temps_in(&self.root.join("index"))?;
         n += Self::remove_temps_in(&self.root.join("backups"))?;
         let packs = self.root.join("packs");
-        if Self::remove_temps_in(&packs).is_ok() {
-            if let Ok(rd) = fs::read_dir(&packs) {
-                for sub in rd.flatten() {
-                    if sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        n += Self::remove_temps_in(&sub.path())?;
-                    }
-                }
+        // Refuses a symlinked packs/ before its entries are read.
+        n += Self::remove_temps_in(&packs)?;
+        let rd = match fs::read_dir(&packs) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
+            Err(e) => return Err(Error::io(format!("list {}", packs.display()), e)),
+        };
+        for sub in rd {
+            let sub = sub.ctx(|| format!("list {}", packs.display()))?;
+            // lstat: a symlink among the fan-out directories is not entered.
+            if sub.file_type().is_ok_and(|t| t.is_dir()) {
+                n += Self::remove_temps_in(&sub.path())?;
             }
         }
         Ok(n)
@@ -395,8 +400,11 @@ mod tests {
         // A stale temporary file (a killed writer) is not an object, and
         // is removed by remove_stale_temps.
         fs::write(s.root().join("index/.tmp-dead"), b"half").unwrap();
+        s.put("packs/ab/ab.pack", b"p").unwrap();
+        fs::write(s.root().join("packs/ab/.tmp-dead"), b"half").unwrap();
         assert_eq!(s.list("index/").unwrap().len(), 2);
-        assert_eq!(s.remove_stale_temps().unwrap(), 1);
+        assert_eq!(s.remove_stale_temps().unwrap(), 2);
+        assert_eq!(s.remove_stale_temps().unwrap(), 0);
     }
 
     #[test]

@@ -1,0 +1,281 @@
+//! The catalog's records: the JSON files of vaults (`vault.json`),
+//! servers and policies, and the typed words in them (vault type,
+//! compression, member and resource kind). serde writes each enum as the
+//! lowercase word the files have always held; reading a word not listed
+//! here is damage naming the file (see `read_record`).
+
+use crate::error::{Error, Result};
+use crate::model::ResourceKind;
+use crate::rules;
+use serde::{Deserialize, Serialize};
+
+/// Version of the catalog's JSON records.
+pub const CATALOG_FORMAT: u32 = 1;
+
+/// The type of a vault, which decides the resources it takes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultType {
+    /// Directory trees (CBR: SFS Turbo file systems).
+    Filesystem,
+    /// Block devices and disk images (CBR: EVS disks).
+    Disk,
+    /// Servers (CBR: ECS).
+    Server,
+}
+
+impl VaultType {
+    /// Parse `filesystem`, `disk` or `server`.
+    pub fn parse(s: &str) -> Result<VaultType> {
+        match s {
+            "filesystem" | "file-system" | "fs" => Ok(VaultType::Filesystem),
+            "disk" => Ok(VaultType::Disk),
+            "server" => Ok(VaultType::Server),
+            _ => Err(Error::param(format!(
+                "vault type {s:?} is invalid: it is one of filesystem, disk, server"
+            ))),
+        }
+    }
+    /// The name used in the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultType::Filesystem => "filesystem",
+            VaultType::Disk => "disk",
+            VaultType::Server => "server",
+        }
+    }
+}
+
+/// How a vault stores its blobs: `zstd` or `none` in vault.json and the
+/// CLI.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd, level 3.
+    Zstd,
+    /// Stored as read.
+    None,
+}
+
+impl Compression {
+    /// Parse `zstd` or `none`.
+    pub fn parse(s: &str) -> Result<Compression> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(Error::param(format!(
+                "compression {s:?} is invalid: it is zstd or none"
+            ))),
+        }
+    }
+    /// The name in vault.json, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a server member is: `directory` or `disk` in its JSON.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberKind {
+    /// A directory tree.
+    Directory,
+    /// A block device or disk image.
+    Disk,
+}
+
+impl MemberKind {
+    /// The name in the server's JSON and output.
+    pub fn as_str(self) -> &'static str {
+        self.resource_kind().as_str()
+    }
+    /// The kind named `s` as its JSON and a server backup's member list
+    /// write it (`directory`, `disk`); None for any other.
+    pub fn from_name(s: &str) -> Option<MemberKind> {
+        [MemberKind::Directory, MemberKind::Disk]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+    /// The kind of resource the member is backed up as.
+    pub fn resource_kind(self) -> ResourceKind {
+        match self {
+            MemberKind::Directory => ResourceKind::Directory,
+            MemberKind::Disk => ResourceKind::Disk,
+        }
+    }
+}
+
+impl std::fmt::Display for MemberKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resource associated with a vault.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Name, unique in the vault; the directory name in the mount.
+    pub name: String,
+    /// `directory`, `disk` or `server`.
+    pub kind: ResourceKind,
+    /// Absolute source path.
+    pub path: String,
+    /// Exclude globs (directory resources).
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Size when associated, bytes.
+    pub size: u64,
+    /// When associated, RFC 3339.
+    pub added: String,
+    /// Stay on the resource root's file system: a directory on another
+    /// device is kept as an empty directory (its mount point), as restic's
+    /// `--one-file-system` does. Absent in older catalogs: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_file_system: bool,
+    /// Leave out the contents of a directory holding a `CACHEDIR.TAG` with
+    /// the standard signature, keeping the tag itself (restic's and borg's
+    /// `--exclude-caches`). Absent in older catalogs: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_caches: bool,
+    /// Leave out the contents of a directory holding an entry of one of
+    /// these names, keeping that entry (restic's `--exclude-if-present`).
+    /// Absent in older catalogs: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
+}
+
+/// A member of a server: a directory tree or a disk.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Name, unique in the server; the entry name in backups.
+    pub name: String,
+    /// `directory` or `disk`.
+    pub kind: MemberKind,
+    /// Absolute source path.
+    pub path: String,
+}
+
+/// A server (`servers/<name>.json`): members backed up together in one run,
+/// with optional hooks around the backup for application consistency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Catalog format.
+    pub format: u32,
+    /// Server name.
+    pub name: String,
+    /// Members, in the order given.
+    pub members: Vec<Member>,
+    /// Shell command run before any member is read.
+    pub pre_hook: Option<String>,
+    /// Shell command run after the backup, also when it failed.
+    pub post_hook: Option<String>,
+    /// Time limit of each hook, seconds.
+    pub hook_timeout_s: u64,
+    /// Creation time, RFC 3339.
+    pub created: String,
+}
+
+/// A vault's settings (`vault.json`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// Catalog format.
+    pub format: u32,
+    /// Vault name.
+    pub name: String,
+    /// Vault type.
+    #[serde(rename = "type")]
+    pub vault_type: VaultType,
+    /// Capacity in GB (2^30 bytes).
+    pub capacity_gb: u64,
+    /// Description.
+    pub description: String,
+    /// Tags in the order given.
+    pub tags: Vec<(String, String)>,
+    /// `zstd` or `none`.
+    pub compression: Compression,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Associated resources.
+    pub resources: Vec<Resource>,
+    /// The backup policy applied, if any.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// When the policy was applied, ns since the epoch: its schedule counts
+    /// from there.
+    #[serde(default)]
+    pub policy_applied_ns: i64,
+    /// Grow the capacity to 1.25× when the vault is full.
+    #[serde(default)]
+    pub auto_expand: bool,
+    /// Usage (%) past which a warning is logged and a task recorded.
+    #[serde(default = "default_threshold")]
+    pub threshold: u8,
+    /// Encrypted (docs/FORMAT.md §16): chosen at creation, never changed.
+    /// Such a vault's settings have format [`VAULT_FORMAT_ENCRYPTED`], so
+    /// that a reader without encryption refuses the vault instead of
+    /// misreading it. Absent (false) in every unencrypted vault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+}
+
+/// The settings format of an encrypted vault (a v1 reader refuses it).
+pub const VAULT_FORMAT_ENCRYPTED: u32 = 2;
+
+fn default_threshold() -> u8 {
+    80
+}
+
+/// A backup policy (`policies/<name>.json`): when to back up and what to
+/// keep.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Catalog format.
+    pub format: u32,
+    /// Policy name.
+    pub name: String,
+    /// RRULE schedules, as given.
+    pub schedules: Vec<String>,
+    /// Retention, as given.
+    pub retention: crate::policy::retention::RetentionArgs,
+    /// Force a full backup after this many incrementals (-1: never).
+    pub full_every: i32,
+    /// False: no automatic backups.
+    pub enabled: bool,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Creation time, ns (anchors INTERVAL schedules).
+    pub created_ns: i64,
+}
+
+impl VaultConfig {
+    /// Capacity in bytes.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_gb.saturating_mul(rules::GB)
+    }
+    /// True if blobs are zstd-compressed.
+    pub fn compress(&self) -> bool {
+        self.compression == Compression::Zstd
+    }
+    /// The resource named `name`.
+    pub fn resource(&self, name: &str) -> Result<&Resource> {
+        self.resources
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "resource {name:?} is not associated with vault {}",
+                    self.name
+                ))
+                .code("BackupService.6135")
+            })
+    }
+}

@@ -1,0 +1,270 @@
+//! Backup records as `cbrfs backup list|show|delete` and the JSON output
+//! see them: the typed report of a backup (the backup object of
+//! docs/JSON.md), listing with damaged records named, and deletion recorded
+//! as a task. Taking a backup is [`super::backup`]'s.
+
+use super::status::{self, Status};
+use crate::catalog::{self, Store};
+use crate::error::{Error, Result};
+use crate::model::{BackupRecord, BackupStats};
+use serde::Serialize;
+
+/// A committed backup, as reported.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Name, unique in its vault.
+    pub name: String,
+    /// The vault.
+    pub vault: String,
+    /// Description.
+    pub description: String,
+    /// Always `available`: only committed backups have a record.
+    pub status: String,
+    /// `full` when every resource was read in full, else `incremental`.
+    #[serde(rename = "type")]
+    pub backup_type: String,
+    /// `manual`, `mount` or `policy`.
+    pub origin: String,
+    /// The policy that made it.
+    pub policy: Option<String>,
+    /// Start, RFC 3339.
+    pub started: String,
+    /// Commit, RFC 3339.
+    pub finished: String,
+    /// From the exact nanosecond times.
+    pub duration_ms: i64,
+    /// Totals.
+    pub stats: StatsReport,
+    /// One per resource, by name.
+    pub resources: Vec<ResourceBackupReport>,
+    /// Set on the report of `backup create --dry-run` only (the field is
+    /// absent otherwise, as docs/JSON.md says).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Encrypted: exactly when its vault is (chosen at the vault's
+    /// creation, never changed; the record itself is sealed).
+    pub encrypted: bool,
+}
+
+/// One resource of a backup, as reported.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ResourceBackupReport {
+    /// Resource name.
+    pub name: String,
+    /// Source path at backup time (not UTF-8: U+FFFD).
+    pub source: String,
+    /// The same as recorded, for text output, which shows bytes that are
+    /// not UTF-8 as `\xNN` rather than U+FFFD.
+    #[serde(skip)]
+    pub source_bytes: Vec<u8>,
+    /// `full` or `incremental`.
+    #[serde(rename = "type")]
+    pub backup_type: String,
+    /// The backup this one was incremental to.
+    pub parent: Option<String>,
+    /// Root tree blob id, hex.
+    pub root: String,
+    /// This resource's counters.
+    pub stats: StatsReport,
+    /// Entries that could not be backed up.
+    pub warnings: Vec<String>,
+}
+
+/// A backup's counters (docs/JSON.md, stats object).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StatsReport {
+    /// Files not in the previous backup.
+    pub files_new: u64,
+    /// Files read again.
+    pub files_changed: u64,
+    /// Files reused without reading.
+    pub files_unchanged: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Other entries.
+    pub others: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Logical size.
+    pub bytes_total: u64,
+    /// Blobs stored.
+    pub blobs_new: u64,
+    /// Bytes added to the vault.
+    pub bytes_added: u64,
+    /// Entries that could not be backed up.
+    pub errors: u64,
+}
+
+impl From<&BackupStats> for StatsReport {
+    fn from(s: &BackupStats) -> Self {
+        StatsReport {
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unchanged: s.files_unchanged,
+            dirs: s.dirs,
+            others: s.others,
+            bytes_read: s.bytes_read,
+            bytes_total: s.bytes_total,
+            blobs_new: s.blobs_new,
+            bytes_added: s.bytes_added,
+            errors: s.errors,
+        }
+    }
+}
+
+fn full_or_incremental(full: bool) -> String {
+    if full { "full" } else { "incremental" }.to_string()
+}
+
+/// The report of a backup record.
+pub fn report(b: &BackupRecord) -> BackupReport {
+    BackupReport {
+        name: b.name.clone(),
+        vault: b.vault.clone(),
+        description: b.description.clone(),
+        status: "available".to_string(),
+        backup_type: full_or_incremental(b.full),
+        origin: b.origin.as_str().to_string(),
+        policy: b.policy.clone(),
+        started: catalog::ns_to_rfc3339(b.started_ns),
+        finished: catalog::ns_to_rfc3339(b.finished_ns),
+        duration_ms: (b.finished_ns - b.started_ns) / 1_000_000,
+        stats: (&b.stats).into(),
+        resources: b
+            .resources
+            .iter()
+            .map(|r| ResourceBackupReport {
+                name: r.name.clone(),
+                source: String::from_utf8_lossy(&r.source).to_string(),
+                source_bytes: r.source.clone(),
+                backup_type: full_or_incremental(r.full),
+                parent: r.parent.clone(),
+                root: r.root.to_hex(),
+                stats: (&r.stats).into(),
+                warnings: r.warnings.clone(),
+            })
+            .collect(),
+        dry_run: false,
+        encrypted: false,
+    }
+}
+
+/// What `backup list` found.
+#[derive(Debug)]
+pub struct BackupList {
+    /// Readable backups: by vault name, then oldest first.
+    pub backups: Vec<BackupReport>,
+    /// One message per record that could not be read (it names the vault
+    /// and the backup); the others are still listed.
+    pub damaged: Vec<String>,
+}
+
+/// The backups of `vault`, or of every vault.
+pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
+    let names = match vault {
+        Some(v) => {
+            store.vault(v)?;
+            vec![v.to_string()]
+        }
+        None => store.vault_names()?,
+    };
+    let mut out = BackupList {
+        backups: Vec::new(),
+        damaged: Vec::new(),
+    };
+    for v in &names {
+        let encrypted = store.vault(v).map(|c| c.encrypted).unwrap_or(false);
+        for r in store.backups(v)? {
+            match r {
+                Ok(b) => out.backups.push(BackupReport {
+                    encrypted,
+                    ..report(&b)
+                }),
+                Err(e) => out.damaged.push(e.to_string()),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One backup.
+pub fn show(store: &Store, vault: &str, backup: &str) -> Result<BackupReport> {
+    let cfg = store.vault(vault)?;
+    let mut r = report(&store.backup(vault, backup)?);
+    r.encrypted = cfg.encrypted;
+    Ok(r)
+}
+
+/// Delete a backup's record; its data goes with the next prune. Recorded
+/// as a `delete_backup` task (also when refused, so the log shows the
+/// attempt).
+pub fn delete(store: &Store, vault: &str, backup: &str) -> Result<()> {
+    store.vault(vault)?;
+    let t = crate::tasks::start(
+        store,
+        crate::tasks::TaskType::DeleteBackup,
+        vault,
+        None,
+        Some(backup),
+        catalog::now_ns(),
+    );
+    let r = store.delete_backup(vault, backup);
+    t.finish(&r);
+    r
+}
+
+/// Wait until backup `backup` of `vault` (e.g. one that mkdir started) is
+/// committed, calling `on_status` with each status it reports meanwhile.
+/// Fails when the backup failed, when the process running it died, when it
+/// neither exists nor runs (BackupService.6200; a second's grace first, as
+/// the mkdir's thread may not have written its first status yet), or when
+/// `timeout` passed.
+pub fn wait(
+    store: &Store,
+    vault: &str,
+    backup: &str,
+    timeout: Option<std::time::Duration>,
+    mut on_status: impl FnMut(&Status),
+) -> Result<()> {
+    use std::time::{Duration, Instant};
+    store.vault(vault)?;
+    crate::rules::check_name("backup name", backup)?;
+    // A timeout too long to add to the clock is no deadline at all.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut missing_since: Option<Instant> = None;
+    loop {
+        if store.backup_path(vault, backup).exists() {
+            return Ok(());
+        }
+        match status::read(store, vault, backup) {
+            Some(s) if s.status == status::RunStatus::Error => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: {}",
+                    s.error.unwrap_or_default()
+                )))
+            }
+            Some(s) if !crate::sys::pid_alive(s.pid) => {
+                return Err(Error::failed(format!(
+                    "backup {backup} of vault {vault} failed: its process {} ended before it was committed",
+                    s.pid
+                )))
+            }
+            Some(s) => on_status(&s),
+            None => {
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    return Err(Error::not_found(format!(
+                        "backup {backup} of vault {vault} does not exist and is not running"
+                    ))
+                    .code("BackupService.6200"));
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::failed(format!(
+                "backup {backup} of vault {vault} is still running after the timeout"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
