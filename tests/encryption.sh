@@ -183,3 +183,25 @@ matches 'locked' "$st" && pass "user.cbrfs.status says locked: $st" || fail "use
 cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the unencrypted vault works beside it" || fail "plain vault through the mount"
 expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
+
+note "a disk with a LUKS header is reported as encrypted at the source"
+expect_ok cbrfs vault create dv --type disk --capacity 10GB
+python3 -c '
+import sys
+with open(sys.argv[1], "wb") as f:
+    f.write(b"LUKS\xba\xbe\x00\x02" + bytes(4 << 20))
+' "$T/luks.img"
+random_file "$T/plain.img" $((4 << 20))
+expect_ok cbrfs vault associate dv --disk "$T/luks.img" --name luks
+expect_ok cbrfs vault associate dv --disk "$T/plain.img" --name plain
+expect_ok cbrfs vault show dv --json
+expect_eq "vault show: the LUKS disk is encrypted at the source" "$(json_get "$T/.out" '[r["encrypted_at_source"] for r in j["resources"] if r["name"] == "luks"][0]')" True
+expect_eq "vault show: the other disk is not" "$(json_get "$T/.out" '[r["encrypted_at_source"] for r in j["resources"] if r["name"] == "plain"][0]')" False
+expect_ok cbrfs backup create dv --name d1
+# What the backup holds, not what the disk is now.
+printf 'XXXX' | dd of="$T/luks.img" conv=notrunc status=none
+expect_ok cbrfs backup show dv d1 --json
+expect_eq "backup show: the LUKS disk's backup is encrypted at the source" "$(json_get "$T/.out" '[r["encrypted_at_source"] for r in j["resources"] if r["name"] == "luks"][0]')" True
+expect_eq "backup show: the other disk's is not" "$(json_get "$T/.out" '[r["encrypted_at_source"] for r in j["resources"] if r["name"] == "plain"][0]')" False
+expect_ok cbrfs backup show dv d1
+matches 'encrypted at the source \(LUKS\)' "$OUT" && pass "backup show's table says it" || fail "backup show: $OUT"

@@ -284,6 +284,9 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                         human_bytes(s.bytes_read),
                         human_bytes(s.bytes_total)
                     );
+                    if r.encrypted_at_source {
+                        println!("  encrypted at the source (LUKS)");
+                    }
                     for w in &r.warnings {
                         println!("  warning: {}", quote(w));
                     }

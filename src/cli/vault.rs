@@ -294,6 +294,9 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             )
                         }
                     );
+                    if r.encrypted_at_source {
+                        println!("    encrypted at the source (LUKS)");
+                    }
                 }
             }
         }

@@ -68,6 +68,10 @@ pub struct ResourceBackupReport {
     pub stats: StatsReport,
     /// Entries that could not be backed up.
     pub warnings: Vec<String>,
+    /// A disk whose backed-up bytes start with a LUKS header: encrypted at
+    /// the source. Set by `backup show` (it reads the disk's first chunk);
+    /// false in lists and for directories and servers.
+    pub encrypted_at_source: bool,
 }
 
 /// A backup's counters (docs/JSON.md, stats object).
@@ -142,6 +146,7 @@ pub fn report(b: &BackupRecord) -> BackupReport {
                 root: r.root.to_hex(),
                 stats: (&r.stats).into(),
                 warnings: r.warnings.clone(),
+                encrypted_at_source: false,
             })
             .collect(),
         dry_run: false,
@@ -190,8 +195,25 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
 /// One backup.
 pub fn show(store: &Store, vault: &str, backup: &str) -> Result<BackupReport> {
     let cfg = store.vault(vault)?;
-    let mut r = report(&store.backup(vault, backup)?);
+    let rec = store.backup(vault, backup)?;
+    let mut r = report(&rec);
     r.encrypted = cfg.encrypted;
+    let disks: Vec<_> = rec
+        .resources
+        .iter()
+        .filter(|p| p.kind == crate::model::ResourceKind::Disk)
+        .collect();
+    if !disks.is_empty() {
+        let repo = store.repo(vault)?;
+        for p in disks {
+            let luks = crate::engine::luks::backup_is_luks(&repo, &p.meta).map_err(|e| {
+                e.context(format!("vault {vault}, backup {backup}, disk {}", p.name))
+            })?;
+            if let Some(out) = r.resources.iter_mut().find(|x| x.name == p.name) {
+                out.encrypted_at_source = luks;
+            }
+        }
+    }
     Ok(r)
 }
 

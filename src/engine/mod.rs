@@ -6,6 +6,7 @@ pub mod backups;
 pub mod browse;
 pub mod check;
 pub mod keys;
+pub mod luks;
 pub mod metrics;
 pub mod ops;
 pub mod policy;

@@ -349,7 +349,6 @@ impl Repo {
         let stored = pack
             .blob(id, loc)
             .map_err(|e| e.context(format!("vault {}", self.vault)))?;
-        let stored = &stored[..];
         let damaged = |why: String| {
             Error::corrupt(format!(
                 "vault {}, pack {}, {} blob {}: {why}",
@@ -360,8 +359,10 @@ impl Repo {
             ))
         };
         let data = match loc.compression {
-            Compression::None => stored.to_vec(),
-            Compression::Zstd => decompress(stored, loc.raw_len as usize)
+            // An opened (sealed) blob is already a copy of its own: no
+            // second one.
+            Compression::None => stored.into_owned(),
+            Compression::Zstd => decompress(&stored, loc.raw_len as usize)
                 .map_err(|e| damaged(format!("does not decompress ({e})")))?,
         };
         if data.len() != loc.raw_len as usize {

@@ -82,6 +82,9 @@ pub struct ResourceReport {
     pub exclude_caches: bool,
     /// `--exclude-if-present` names.
     pub exclude_if_present: Vec<String>,
+    /// A disk that starts with a LUKS header now: encrypted at the source
+    /// (read when reported; false for directories and servers).
+    pub encrypted_at_source: bool,
 }
 
 /// The report of a vault, with its use and backup count read from the
@@ -127,6 +130,8 @@ pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
                 one_file_system: r.one_file_system,
                 exclude_caches: r.exclude_caches,
                 exclude_if_present: r.exclude_if_present.clone(),
+                encrypted_at_source: r.kind == crate::model::ResourceKind::Disk
+                    && crate::engine::luks::source_is_luks(std::path::Path::new(&r.path)),
             })
             .collect(),
     }
