@@ -241,6 +241,12 @@ fn tampering_is_detected() {
         std::fs::write(victim, &good).unwrap();
         std::fs::write(other, &good2).unwrap();
     }
+    // A clear key planted beside the slots (a v1 vault's `key`): refused,
+    // naming the vault, never used to read.
+    std::fs::write(vdir.join("key"), vec![7u8; 192]).unwrap();
+    let e = store.repo("v").err().expect("a planted clear key was accepted");
+    assert!(e.to_string().contains("clear `key`"), "{e}");
+    std::fs::remove_file(vdir.join("key")).unwrap();
     // Everything put back: both restore.
     for b in ["b1", "b2"] {
         let out = dir.path().join(format!("final-{b}"));

@@ -87,6 +87,16 @@ pub fn vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
             None => Err(storage::absent(storage, "key")),
         };
     }
+    // A clear `key` object beside the slots would be a v1 key planted in an
+    // encrypted vault: never used, and said at every open (not only the
+    // first of a process).
+    if storage.get("key")?.is_some() {
+        return Err(Error::corrupt(format!(
+            "vault {vault} is encrypted but {} holds a clear `key` object: the vault is damaged \
+             or was tampered with",
+            storage.describe()
+        )));
+    }
     let id = storage.describe();
     // Held while asking: two threads of a mount that open the same vault
     // at once must not both prompt.
@@ -94,15 +104,6 @@ pub fn vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
     let cache = guard.get_or_insert_with(HashMap::new);
     if let Some(r) = cache.get(&id) {
         return r.clone().map_err(|(k, m)| Error::new(k, m));
-    }
-    // A clear `key` object beside the slots would be a v1 key planted in an
-    // encrypted vault: never used.
-    if storage.get("key")?.is_some() {
-        return Err(Error::corrupt(format!(
-            "vault {vault} is encrypted but {} holds a clear `key` object: the vault is damaged \
-             or was tampered with",
-            storage.describe()
-        )));
     }
     let file = password_file();
     match password::unlock_with_password(&Slots(storage), vault, file.as_deref()) {
