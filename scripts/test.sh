@@ -30,6 +30,14 @@ if ! cargo build --release; then
 	finish
 fi
 
+# The S3 tests' cluster (tests/s3_storage.sh): install the pinned SeaweedFS
+# into its cached venv now (and python3-venv with apt when root and it is
+# missing), so that a missing piece shows here, not as a test's timeout.
+echo "== scripts/seaweed.sh install"
+if ! scripts/seaweed.sh install; then
+	echo "note: scripts/seaweed.sh install failed; the S3 tests will fail"
+fi
+
 echo "== cargo test"
 log=$(mktemp "${TMPDIR:-/tmp}/cbrfs-cargo-test.XXXXXX")
 trap 'rm -f "$log"' EXIT

@@ -1,4 +1,4 @@
-//! In-process tests of the mount's tree (src/vfs.rs): the same code the
+//! In-process tests of the mount's tree (src/vfs/): the same code the
 //! FUSE adapter calls, without a kernel mount.
 
 mod common;

@@ -96,20 +96,40 @@ fn reply_entry(r: VResult<Attr>, reply: ReplyEntry) {
     }
 }
 
+/// List directory `ino` from `offset` into a reply: `add(entry, position)`
+/// adds one and says whether the reply is full. The kernel counts a lookup
+/// for every entry a readdirplus (`plus`) handed it but "." and ".."; what
+/// plain readdir lists, and the entry that did not fit, nobody holds, and
+/// their inodes are released (the number stays unique: inode numbers are
+/// never reused).
+fn list_into(
+    vfs: &Vfs,
+    ino: u64,
+    offset: u64,
+    plus: bool,
+    mut add: impl FnMut(&crate::vfs::DirEntry, u64) -> bool,
+) -> VResult<()> {
+    vfs.readdir_each(ino, offset, |pos, e| {
+        let full = add(&e, pos);
+        if e.name != b"." && e.name != b".." {
+            if plus && !full {
+                vfs.add_lookup(e.attr.ino);
+            } else {
+                vfs.forget(e.attr.ino, 0);
+            }
+        }
+        !full
+    })
+}
+
 fn fill_dir(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectory) {
-    let r = vfs.readdir_each(ino, offset, |pos, e| {
-        let full = reply.add(
+    let r = list_into(vfs, ino, offset, false, |e, pos| {
+        reply.add(
             INodeNo(e.attr.ino),
             pos,
             file_type(e.attr.kind),
             OsStr::from_bytes(&e.name),
-        );
-        // Plain readdir counts no lookup: release inodes nobody holds (the
-        // number stays unique: inode numbers are never reused).
-        if e.name != b"." && e.name != b".." {
-            vfs.forget(e.attr.ino, 0);
-        }
-        !full
+        )
     });
     match r {
         Ok(()) => reply.ok(),
@@ -118,25 +138,15 @@ fn fill_dir(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectory) {
 }
 
 fn fill_dir_plus(vfs: &Vfs, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
-    let r = vfs.readdir_each(ino, offset, |pos, e| {
-        let full = reply.add(
+    let r = list_into(vfs, ino, offset, true, |e, pos| {
+        reply.add(
             INodeNo(e.attr.ino),
             pos,
             OsStr::from_bytes(&e.name),
             &ttl(&e.attr),
             &FileAttr::from(&e.attr),
             Generation(0),
-        );
-        // The kernel counts a lookup for every entry it received but "."
-        // and ".."; the one that did not fit is released.
-        if e.name != b"." && e.name != b".." {
-            if full {
-                vfs.forget(e.attr.ino, 0);
-            } else {
-                vfs.add_lookup(e.attr.ino);
-            }
-        }
-        !full
+        )
     });
     match r {
         Ok(()) => reply.ok(),

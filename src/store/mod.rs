@@ -50,6 +50,7 @@ pub mod keyring;
 pub mod local;
 mod pack;
 mod reader;
+pub mod s3;
 pub mod storage;
 mod writer;
 

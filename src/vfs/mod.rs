@@ -21,7 +21,7 @@
 //! This file owns the tree's shape (the kinds of entries, the caches of
 //! opened vaults, backups and trees) and the operations that walk it:
 //! attributes, lookup, readdir, each one piece of code over what an
-//! entry's kind answers ([`EntryOps`]). One file per kind, as restic's
+//! entry's kind answers (`EntryOps`). One file per kind, as restic's
 //! `internal/fuse`: `root`, `vault`, `latest`, `backup_dir` and `tree` (the
 //! entries of a backup's trees). The other parts: `table` (the inode
 //! table), `running` (backups started by `mkdir`), `file` (reads of open
