@@ -244,7 +244,10 @@ fn tampering_is_detected() {
     // A clear key planted beside the slots (a v1 vault's `key`): refused,
     // naming the vault, never used to read.
     std::fs::write(vdir.join("key"), vec![7u8; 192]).unwrap();
-    let e = store.repo("v").err().expect("a planted clear key was accepted");
+    let e = store
+        .repo("v")
+        .err()
+        .expect("a planted clear key was accepted");
     assert!(e.to_string().contains("clear `key`"), "{e}");
     std::fs::remove_file(vdir.join("key")).unwrap();
     // Everything put back: both restore.
