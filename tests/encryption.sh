@@ -205,3 +205,11 @@ expect_eq "backup show: the LUKS disk's backup is encrypted at the source" "$(js
 expect_eq "backup show: the other disk's is not" "$(json_get "$T/.out" '[r["encrypted_at_source"] for r in j["resources"] if r["name"] == "plain"][0]')" False
 expect_ok cbrfs backup show dv d1
 matches 'encrypted at the source \(LUKS\)' "$OUT" && pass "backup show's table says it" || fail "backup show: $OUT"
+
+note "the whole round-trip suite (tests/roundtrip.sh) on an encrypted vault"
+if CBRFS_PASSWORD='roundtrip password' CBRFS_TEST_VAULT_OPTS=--encrypt bash "$TESTS/roundtrip.sh" >"$T/roundtrip.log" 2>&1 &&
+	! grep -q '^FAIL' "$T/roundtrip.log" && grep -q 'is encrypted = True' "$T/roundtrip.log"; then
+	pass "roundtrip.sh on an encrypted vault: $(grep -c '^PASS' "$T/roundtrip.log") checks pass"
+else
+	fail "roundtrip.sh on an encrypted vault: $(grep -E '^FAIL' "$T/roundtrip.log" | head -5)"
+fi
