@@ -603,6 +603,9 @@ mod tests {
             DEFAULT_CACHE_BYTES,
         ));
         Repo::create_in(&*cached).unwrap();
+        // The settings, as the catalog writes them: opening a vault reads
+        // them (is it encrypted?) from this host's copy, with no request.
+        cached.put("vault.json", br#"{"name": "v"}"#).unwrap();
         let repo = Repo::open_in(cached.clone(), "v").unwrap();
         let mut w = RepoWriter::new(&repo, true);
         let data = bytes(5, 200_000);
