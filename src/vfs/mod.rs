@@ -333,10 +333,17 @@ impl Vfs {
 
     fn repo(&self, vault: &str) -> VResult<Arc<Repo>> {
         // Which vault of this name (one deleted and made again is another):
-        // its `key`, or an encrypted vault's `keys/` directory.
+        // its `key`, or an encrypted vault's `keys/` directory, or — an
+        // encrypted vault in a bucket, whose key slots are not cached
+        // here — its directory in the store (its inode: the directory
+        // changes whenever an entry in it does).
         let dir = self.store.vault_dir(vault);
         let id = file_id(&dir.join("key"))
             .or_else(|| file_id(&dir.join("keys")))
+            .or_else(|| {
+                let (dev, ino, _) = file_id(&dir).filter(|_| dir.join("vault.json").exists())?;
+                Some((dev, ino, 0))
+            })
             .ok_or(libc::ENOENT)?;
         if let Some((rid, r)) = self.repos.lock().get(vault) {
             if *rid == id {
