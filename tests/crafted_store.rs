@@ -578,6 +578,7 @@ fn server_members_that_share_an_entry_name_are_refused() {
             description: String::new(),
             tags: vec![],
             compression: "zstd".into(),
+            encrypt: false,
         },
     )
     .unwrap();

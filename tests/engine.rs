@@ -57,6 +57,7 @@ fn new_vault(name: &str, capacity: &str, tags: &[&str], compression: &str) -> va
         description: String::new(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         compression: compression.into(),
+        encrypt: false,
     }
 }
 
@@ -209,6 +210,7 @@ fn vault_list_filters_by_tag_and_reports_what_json_prints() {
             "compression",
             "created",
             "description",
+            "encrypted",
             "free_bytes",
             "name",
             "policy",

@@ -256,6 +256,7 @@ fn a_disk_restore_refuses_targets_others_made() {
             description: String::new(),
             tags: vec![],
             compression: "none".into(),
+            encrypt: false,
         },
     )
     .unwrap();
@@ -504,6 +505,7 @@ fn an_in_place_path_through_a_symlink_is_refused() {
             description: String::new(),
             tags: vec![],
             compression: "none".into(),
+            encrypt: false,
         },
     )
     .unwrap();

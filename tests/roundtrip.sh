@@ -128,7 +128,14 @@ count_entries() { find "$1" -printf . | wc -c; }
 note "source has $(count_entries "$S") entries"
 
 # ---- backup 1 and its restore ----
-expect_ok cbrfs vault create rt --type filesystem --capacity 10GB
+# CBRFS_TEST_VAULT_OPTS=--encrypt (with CBRFS_PASSWORD set) runs the same
+# round trip on an encrypted vault (tests/encryption.sh runs it so).
+# shellcheck disable=SC2086
+expect_ok cbrfs vault create rt --type filesystem --capacity 10GB ${CBRFS_TEST_VAULT_OPTS:-}
+if [ -n "${CBRFS_TEST_VAULT_OPTS:-}" ]; then
+	run cbrfs vault show rt --json
+	expect_eq "vault rt made with $CBRFS_TEST_VAULT_OPTS is encrypted" "$(json_get "$T/.out" 'j["encrypted"]')" True
+fi
 expect_ok cbrfs vault associate rt --path "$S" --name src
 note "backup b1"
 expect_ok cbrfs backup create rt --name b1 --json

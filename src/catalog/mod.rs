@@ -274,6 +274,12 @@ impl Store {
         }
         fsutil::create_dir_all(&dir.join("backups"))?;
         match &cfg.storage {
+            None if cfg.encrypted => {
+                // The master key's first slot, from the password; no clear key.
+                fsutil::create_dir_all(&dir.join("packs"))?;
+                fsutil::create_dir_all(&dir.join("index"))?;
+                crate::store::keyring::create_encrypted(&LocalDir::new(&dir), &cfg.name)?;
+            }
             None => Repo::create(&dir)?,
             Some(r) => {
                 // One bucket prefix holds one vault: never two vaults'
@@ -286,7 +292,14 @@ impl Store {
                     ))
                     .code("BackupService.6106"));
                 }
-                Repo::create_in(&*self.storage_of(&cfg.name, Some(r))?)?;
+                let storage = self.storage_of(&cfg.name, Some(r))?;
+                if cfg.encrypted {
+                    // The key slots go to the bucket with the rest: a host
+                    // that attaches the vault unlocks it with the password.
+                    crate::store::keyring::create_encrypted(&*storage, &cfg.name)?;
+                } else {
+                    Repo::create_in(&*storage)?;
+                }
             }
         }
         self.save_vault(cfg)?;
@@ -321,6 +334,12 @@ impl Store {
             )
             .code("BackupService.6125")
         })
+    }
+
+    /// Bytes vault `name`'s store takes (packs and indexes), without its
+    /// key: an encrypted vault is not unlocked for this.
+    pub fn used_bytes(&self, name: &str) -> Result<u64> {
+        Repo::used_bytes_in(&*self.vault_storage(name)?)
     }
 
     /// Open the vault's store for reading.
@@ -467,7 +486,10 @@ impl Store {
             ))
             .code("BackupService.6200"));
         };
-        let rec = model::decode_record(&data)
+        let storage = self.vault_storage(vault)?;
+        let key = crate::store::keyring::sealing_key(&*storage, vault)?;
+        let rec = crate::store::keyring::open_record(key.as_ref(), backup, &data)
+            .and_then(|plain| model::decode_record(&plain))
             .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
         // Commands name a backup by its file and show the record's own
         // names: a record copied or crafted under another name is damage.
@@ -488,6 +510,10 @@ impl Store {
     /// Every backup of a vault, oldest first. Damaged records are returned
     /// as errors beside the good ones so one bad record hides nothing else.
     pub fn backups(&self, vault: &str) -> Result<Vec<Result<BackupRecord>>> {
+        // An encrypted vault is unlocked first: without its key no record
+        // reads, and that is the user's error to fix (exit 2), not damage
+        // of each record.
+        crate::store::keyring::sealing_key(&*self.vault_storage(vault)?, vault)?;
         let mut out: Vec<Result<BackupRecord>> = self
             .backup_names(vault)?
             .iter()
@@ -519,8 +545,13 @@ impl Store {
 
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
-        self.vault_storage(&rec.vault)?
-            .put(&record_name(&rec.name), &model::encode_record(rec)?)
+        let storage = self.vault_storage(&rec.vault)?;
+        let plain = model::encode_record(rec)?;
+        let bytes = match crate::store::keyring::sealing_key(&*storage, &rec.vault)? {
+            Some(key) => crate::store::keyring::seal_record(&key, &rec.name, &plain)?,
+            None => plain,
+        };
+        storage.put(&record_name(&rec.name), &bytes)
     }
 
     /// Remove a backup record (its data goes with prune). A damaged record
@@ -648,6 +679,10 @@ impl Store {
 trait Record: serde::de::DeserializeOwned {
     fn format(&self) -> u32;
     fn name(&self) -> &str;
+    /// The formats this record may have.
+    fn format_ok(&self) -> bool {
+        self.format() == CATALOG_FORMAT
+    }
 }
 
 macro_rules! record {
@@ -662,7 +697,25 @@ macro_rules! record {
         }
     )*};
 }
-record!(VaultConfig, ServerConfig, PolicyConfig);
+record!(ServerConfig, PolicyConfig);
+
+impl Record for VaultConfig {
+    fn format(&self) -> u32 {
+        self.format
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    // Format 2 exactly when encrypted: neither a clear vault claiming 2
+    // nor an encrypted one claiming 1 is read.
+    fn format_ok(&self) -> bool {
+        if self.encrypted {
+            self.format == VAULT_FORMAT_ENCRYPTED
+        } else {
+            self.format == CATALOG_FORMAT
+        }
+    }
+}
 
 /// The object name of backup `backup`'s record in its vault.
 fn record_name(backup: &str) -> String {
@@ -699,7 +752,7 @@ fn decode_record<T: Record>(
     let r: T = serde_json::from_str(&text).map_err(|e| {
         Error::corrupt(format!("{what} {name}: {} is damaged: {e}", path.display()))
     })?;
-    if r.format() != CATALOG_FORMAT || r.name() != name {
+    if !r.format_ok() || r.name() != name {
         return Err(Error::corrupt(format!(
             "{what} {name}: {} has format {} and name {:?}",
             path.display(),
@@ -821,6 +874,7 @@ mod tests {
             auto_expand: true,
             threshold: 90,
             storage: None,
+            encrypted: false,
         }
     }
 

@@ -224,7 +224,16 @@ pub struct VaultConfig {
     /// cache. Absent: in the store, as always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<crate::store::RemoteConfig>,
+    /// Encrypted (docs/FORMAT.md §16): chosen at creation, never changed.
+    /// Such a vault's settings have format [`VAULT_FORMAT_ENCRYPTED`], so
+    /// that a reader without encryption refuses the vault instead of
+    /// misreading it. Absent (false) in every unencrypted vault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
+
+/// The settings format of an encrypted vault (a v1 reader refuses it).
+pub const VAULT_FORMAT_ENCRYPTED: u32 = 2;
 
 fn default_threshold() -> u8 {
     80

@@ -267,6 +267,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 println!("status:      {}", b.status);
                 println!("type:        {}", b.backup_type);
                 println!("origin:      {}", b.origin);
+                println!("encrypted:   {}", if b.encrypted { "yes" } else { "no" });
                 println!("description: {}", quote(&b.description));
                 println!("started:     {}", b.started);
                 println!("finished:    {}", b.finished);
@@ -283,6 +284,9 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                         human_bytes(s.bytes_read),
                         human_bytes(s.bytes_total)
                     );
+                    if r.encrypted_at_source {
+                        println!("  encrypted at the source (LUKS)");
+                    }
                     for w in &r.warnings {
                         println!("  warning: {}", quote(w));
                     }

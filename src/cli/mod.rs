@@ -12,6 +12,7 @@ mod browse;
 mod check;
 mod completions;
 mod init;
+mod keys;
 mod man;
 mod metrics;
 mod mount;
@@ -39,6 +40,11 @@ pub struct Cli {
     /// root, else $XDG_DATA_HOME/cbrfs]
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Read the password of encrypted vaults from the first line of FILE
+    /// (else $CBRFS_PASSWORD, else a prompt on a terminal; never an
+    /// argument).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -173,6 +179,9 @@ fn open_store(cli_store: &Option<PathBuf>, create: bool) -> Result<Store> {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
+    // Before any command opens a vault: the one unlock (store::keyring)
+    // reads it.
+    crate::store::keyring::set_password_file(cli.password_file.clone());
     match &cli.command {
         // Unmounting needs no store: it must work on a stale mount whatever
         // --store says, and must not create one. Completions and man pages
@@ -196,6 +205,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         storage,
         s3_endpoint,
         cache_size,
+        encrypt,
     }) = &cli.command
     {
         if let Some(url) = storage {
@@ -212,6 +222,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             description: description.clone(),
             tags: tags.clone(),
             compression: compression.clone(),
+            encrypt: *encrypt,
         })?;
         create = true;
     }

@@ -43,6 +43,10 @@ pub(super) enum VaultCmd {
         /// Bound of this host's cache of data read from the bucket.
         #[arg(long, value_name = "SIZE", requires = "storage")]
         cache_size: Option<String>,
+        /// Encrypt the vault (chosen now, never changed): the password
+        /// comes from --password-file, $CBRFS_PASSWORD or the terminal.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Register a vault kept in an S3 bucket in this store and build its
     /// cache from the bucket alone: a new host reaches the backups of one
@@ -104,6 +108,9 @@ pub(super) enum VaultCmd {
         #[arg(long, value_name = "PERCENT")]
         threshold: Option<u8>,
     },
+    /// Key slots of an encrypted vault: add, list, remove passwords.
+    #[command(subcommand)]
+    Key(super::keys::KeyCmd),
     /// Delete a vault with all its backups.
     Delete {
         /// The vault.
@@ -177,6 +184,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             storage,
             s3_endpoint,
             cache_size,
+            encrypt,
         } => {
             let new = vaults::NewVault {
                 name,
@@ -185,6 +193,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 description,
                 tags,
                 compression,
+                encrypt,
             };
             let v = match storage {
                 None => vaults::create(store, new)?,
@@ -198,10 +207,11 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 }
             };
             println!(
-                "created vault {} ({}, {} GB)",
+                "created vault {} ({}, {} GB{})",
                 v.name,
                 v.vault_type.as_str(),
-                v.capacity_gb
+                v.capacity_gb,
+                if v.encrypted { ", encrypted" } else { "" }
             );
         }
         VaultCmd::Attach {
@@ -261,6 +271,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 return Ok(1);
             }
         }
+        VaultCmd::Key(k) => return super::keys::key_cmd(store, k),
         VaultCmd::Show { name, json } => {
             let v = vaults::show(store, &name)?;
             if json {
@@ -294,6 +305,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                         human_bytes(r.cache_bytes)
                     );
                 }
+                println!("encrypted:   {}", if v.encrypted { "yes" } else { "no" });
                 println!("created:     {}", v.created);
                 println!("backups:     {}", v.backups);
                 let tags: Vec<String> = v
@@ -350,6 +362,9 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                             )
                         }
                     );
+                    if r.encrypted_at_source {
+                        println!("    encrypted at the source (LUKS)");
+                    }
                 }
             }
         }

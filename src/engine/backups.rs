@@ -41,6 +41,9 @@ pub struct BackupReport {
     /// absent otherwise, as docs/JSON.md says).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Encrypted: exactly when its vault is (chosen at the vault's
+    /// creation, never changed; the record itself is sealed).
+    pub encrypted: bool,
 }
 
 /// One resource of a backup, as reported.
@@ -65,6 +68,10 @@ pub struct ResourceBackupReport {
     pub stats: StatsReport,
     /// Entries that could not be backed up.
     pub warnings: Vec<String>,
+    /// A disk whose backed-up bytes start with a LUKS header: encrypted at
+    /// the source. Set by `backup show` (it reads the disk's first chunk);
+    /// false in lists and for directories and servers.
+    pub encrypted_at_source: bool,
 }
 
 /// A backup's counters (docs/JSON.md, stats object).
@@ -139,9 +146,11 @@ pub fn report(b: &BackupRecord) -> BackupReport {
                 root: r.root.to_hex(),
                 stats: (&r.stats).into(),
                 warnings: r.warnings.clone(),
+                encrypted_at_source: false,
             })
             .collect(),
         dry_run: false,
+        encrypted: false,
     }
 }
 
@@ -169,9 +178,13 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
         damaged: Vec::new(),
     };
     for v in &names {
+        let encrypted = store.vault(v).map(|c| c.encrypted).unwrap_or(false);
         for r in store.backups(v)? {
             match r {
-                Ok(b) => out.backups.push(report(&b)),
+                Ok(b) => out.backups.push(BackupReport {
+                    encrypted,
+                    ..report(&b)
+                }),
                 Err(e) => out.damaged.push(e.to_string()),
             }
         }
@@ -181,8 +194,27 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
 
 /// One backup.
 pub fn show(store: &Store, vault: &str, backup: &str) -> Result<BackupReport> {
-    store.vault(vault)?;
-    Ok(report(&store.backup(vault, backup)?))
+    let cfg = store.vault(vault)?;
+    let rec = store.backup(vault, backup)?;
+    let mut r = report(&rec);
+    r.encrypted = cfg.encrypted;
+    let disks: Vec<_> = rec
+        .resources
+        .iter()
+        .filter(|p| p.kind == crate::model::ResourceKind::Disk)
+        .collect();
+    if !disks.is_empty() {
+        let repo = store.repo(vault)?;
+        for p in disks {
+            let luks = crate::engine::luks::backup_is_luks(&repo, &p.meta).map_err(|e| {
+                e.context(format!("vault {vault}, backup {backup}, disk {}", p.name))
+            })?;
+            if let Some(out) = r.resources.iter_mut().find(|x| x.name == p.name) {
+                out.encrypted_at_source = luks;
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Delete a backup's record; its data goes with the next prune. Recorded

@@ -199,7 +199,7 @@ pub fn collect(store: &Store) -> Result<Vec<Family>> {
             labels: vl(),
             value: v.capacity_bytes() as f64,
         });
-        match store.repo(&v.name).and_then(|r| r.used_bytes()) {
+        match store.used_bytes(&v.name) {
             Ok(u) => used.samples.push(Sample {
                 labels: vl(),
                 value: u as f64,

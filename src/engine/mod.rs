@@ -5,6 +5,8 @@ pub mod backup;
 pub mod backups;
 pub mod browse;
 pub mod check;
+pub mod keys;
+pub mod luks;
 pub mod metrics;
 pub mod policy;
 pub mod progress;

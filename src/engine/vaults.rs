@@ -118,6 +118,8 @@ pub struct NewVault {
     /// Compression text, `zstd` or `none` (checked with the other
     /// settings, in their order, by [`prepare`]).
     pub compression: String,
+    /// Encrypted (docs/FORMAT.md §16).
+    pub encrypt: bool,
 }
 
 /// Parse tags, rejecting duplicates and more than ten.
@@ -180,7 +182,11 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
     let tags = merge_tags(&[], &v.tags, &[])?;
     let compression = Compression::parse(&v.compression)?;
     let cfg = VaultConfig {
-        format: catalog::CATALOG_FORMAT,
+        format: if v.encrypt {
+            catalog::VAULT_FORMAT_ENCRYPTED
+        } else {
+            catalog::CATALOG_FORMAT
+        },
         name,
         vault_type: v.vault_type,
         capacity_gb,
@@ -193,6 +199,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         policy_applied_ns: 0,
         auto_expand: false,
         threshold: 80,
+        encrypted: v.encrypt,
         storage: None,
     };
     Ok(cfg)

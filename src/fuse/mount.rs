@@ -133,6 +133,12 @@ fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     if opts.nonempty {
         cmd.arg("--nonempty");
     }
+    // Encrypted vaults: the daemon reads the same password file (absolute,
+    // as the daemon's working directory may differ); CBRFS_PASSWORD is
+    // inherited with the environment.
+    if let Some(p) = crate::store::keyring::password_file() {
+        cmd.arg("--password-file").arg(absolute(&p));
+    }
     let wr_raw = wr.into_raw_fd();
     cmd.env(READY_FD, wr_raw.to_string())
         .stdin(std::process::Stdio::null())

@@ -21,6 +21,7 @@
 use super::pack::PackEntry;
 use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
+use crate::crypto::{Object, SealKey};
 use crate::error::{Error, Result};
 
 /// Magic at the start of an index.
@@ -29,6 +30,11 @@ pub const MAGIC: &[u8; 8] = b"CBRIDX01";
 pub const END_MAGIC: &[u8; 8] = b"CBRIXEND";
 /// Index format version.
 pub const VERSION: u32 = 1;
+/// Index format version of an encrypted vault: a 16-byte clear header
+/// (magic, version 2, zero) and one sealed object (kind 3, bound to the
+/// index's random id, its file name) whose plaintext is the version-1
+/// layout below with version 2 in its version field.
+pub const VERSION_SEALED: u32 = 2;
 /// One entry's width.
 pub const ENTRY_LEN: usize = 40;
 const HEADER_LEN: usize = 16;
@@ -51,17 +57,38 @@ impl IndexFile {
     /// Map (or read) index `name` of `storage` and validate its shape
     /// (not its checksum: that reads the whole file, which is for `check`).
     /// A missing index is an error for which [`storage::is_absent`] is true.
-    pub fn open(storage: &dyn Storage, name: &str) -> Result<IndexFile> {
+    /// `seal` is the vault's sealing key (an encrypted vault: the index
+    /// must be version 2 and is opened whole into memory).
+    pub fn open(storage: &dyn Storage, name: &str, seal: Option<&SealKey>) -> Result<IndexFile> {
         let label = storage::object_label(storage, name);
-        let map = storage::load(storage, name)?;
+        let mut map = storage::load(storage, name)?;
         let bad = |why: &str| Error::corrupt(format!("index {label} is damaged: {why}"));
+        let version = if let Some(k) = seal {
+            if map.len() < HEADER_LEN || &map[..8] != MAGIC {
+                return Err(bad("bad magic"));
+            }
+            if le_u32(&map, 8) != VERSION_SEALED || le_u32(&map, 12) != 0 {
+                return Err(bad(
+                    "not an encrypted (version 2) index in an encrypted vault",
+                ));
+            }
+            let id =
+                index_id(name).ok_or_else(|| bad("its name is not index/<32 hex digits>.idx"))?;
+            let plain = k
+                .open(Object::Index(&id), &map[HEADER_LEN..])
+                .map_err(|e| e.context(format!("index {label}")))?;
+            map = ObjectBytes::Read(plain);
+            VERSION_SEALED
+        } else {
+            VERSION
+        };
         if map.len() < HEADER_LEN + FANOUT_LEN + FOOTER_LEN {
             return Err(bad("too short"));
         }
         if &map[..8] != MAGIC || &map[map.len() - 8..] != END_MAGIC {
             return Err(bad("bad magic"));
         }
-        if le_u32(&map, 8) != VERSION {
+        if le_u32(&map, 8) != version {
             return Err(bad("unknown version"));
         }
         let packs = le_u32(&map, 12) as usize;
@@ -204,11 +231,19 @@ pub fn index_len(packs: usize, entries: usize) -> u64 {
     (HEADER_LEN + packs * 16 + FANOUT_LEN + entries * ENTRY_LEN + FOOTER_LEN) as u64
 }
 
+/// The id in an index's object name `index/<32 hex digits>.idx`.
+fn index_id(name: &str) -> Option<[u8; 16]> {
+    let hex = name.strip_prefix("index/")?.strip_suffix(".idx")?;
+    Some(BlobId::from_hex(hex)?.0)
+}
+
 /// Publish an index of `entries` (any order; duplicates keep the first) in
-/// `storage`, durably; returns its name and size.
+/// `storage`, durably, sealed with `seal` (version 2) when given; returns
+/// its name and size.
 pub fn write_index(
     storage: &dyn Storage,
     mut entries: Vec<(BlobId, Location)>,
+    seal: Option<&SealKey>,
 ) -> Result<(String, u64)> {
     entries.sort_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
@@ -219,7 +254,12 @@ pub fn write_index(
         HEADER_LEN + packs.len() * 16 + FANOUT_LEN + entries.len() * ENTRY_LEN + FOOTER_LEN,
     );
     buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&VERSION.to_le_bytes());
+    let version = if seal.is_some() {
+        VERSION_SEALED
+    } else {
+        VERSION
+    };
+    buf.extend_from_slice(&version.to_le_bytes());
     buf.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in &packs {
         buf.extend_from_slice(&p.0);
@@ -250,6 +290,18 @@ pub fn write_index(
     let sum = xxhash_rust::xxh3::xxh3_64(&buf);
     buf.extend_from_slice(&sum.to_le_bytes());
     buf.extend_from_slice(END_MAGIC);
+    if let Some(k) = seal {
+        // Random id, fixed before sealing: the seal is bound to it.
+        let id: [u8; 16] = crate::crypto::keys::random::<16>()?;
+        let mut file = Vec::with_capacity(HEADER_LEN + buf.len() + crate::crypto::seal::OVERHEAD);
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&VERSION_SEALED.to_le_bytes());
+        file.extend_from_slice(&0u32.to_le_bytes());
+        k.seal_into(Object::Index(&id), &buf, &mut file)?;
+        let name = format!("index/{}.idx", crate::fsutil::hex(&id));
+        storage.put(&name, &file)?;
+        return Ok((name, file.len() as u64));
+    }
     let name = format!(
         "index/{}.idx",
         crate::fsutil::hex(&xxhash_rust::xxh3::xxh3_128(&buf).to_be_bytes())
@@ -307,8 +359,8 @@ mod tests {
             entries.push((BlobId(id), loc((i % 3) as u8, i as u64)));
         }
         let s = LocalDir::new(dir.path());
-        let (p, _) = write_index(&s, entries.clone()).unwrap();
-        let idx = IndexFile::open(&s, &p).unwrap();
+        let (p, _) = write_index(&s, entries.clone(), None).unwrap();
+        let idx = IndexFile::open(&s, &p, None).unwrap();
         idx.verify().unwrap();
         assert_eq!(idx.len(), 1000);
         for (id, l) in &entries {
@@ -332,7 +384,7 @@ mod tests {
         use proptest::prelude::*;
         std::fs::write(dir.join(name), bytes).unwrap();
         let (r, largest) = crate::testkit::largest_alloc(|| {
-            let idx = IndexFile::open(&LocalDir::new(dir), name)?;
+            let idx = IndexFile::open(&LocalDir::new(dir), name, None)?;
             let _ = (idx.len(), idx.pack_ids());
             for id in probes
                 .iter()
@@ -373,7 +425,7 @@ mod tests {
                 entries.push((BlobId(id), loc(i % 3, 16 + i as u64 * 10)));
             }
             entries.sort_by_key(|e| e.0);
-            let (p, _) = write_index(&LocalDir::new(dir.path()), entries.clone()).unwrap();
+            let (p, _) = write_index(&LocalDir::new(dir.path()), entries.clone(), None).unwrap();
             let good = std::fs::read(dir.path().join(p)).unwrap();
             let (path, name) = (dir.path(), "index/fuzz.idx");
             let probes = proptest::collection::vec(any::<[u8; 16]>().prop_map(BlobId), 0..4);
@@ -422,15 +474,15 @@ mod tests {
     fn damaged_index_is_refused_or_fails_verify() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalDir::new(dir.path());
-        let (name, _) = write_index(&s, vec![(BlobId([5; 16]), loc(1, 16))]).unwrap();
+        let (name, _) = write_index(&s, vec![(BlobId([5; 16]), loc(1, 16))], None).unwrap();
         let p = dir.path().join(&name);
         let mut bytes = std::fs::read(&p).unwrap();
         let n = bytes.len();
         bytes[n - 20] ^= 0xff;
         std::fs::write(&p, &bytes).unwrap();
-        let idx = IndexFile::open(&s, &name).unwrap();
+        let idx = IndexFile::open(&s, &name, None).unwrap();
         assert!(idx.verify().is_err());
         std::fs::write(&p, &bytes[..n - 1]).unwrap();
-        assert!(IndexFile::open(&s, &name).is_err());
+        assert!(IndexFile::open(&s, &name, None).is_err());
     }
 }

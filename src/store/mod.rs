@@ -47,6 +47,7 @@
 pub mod cached;
 mod compression;
 mod index;
+pub mod keyring;
 pub mod local;
 mod pack;
 mod reader;
@@ -161,10 +162,27 @@ impl Compression {
     }
 }
 
-/// The vault's keyed hash.
+/// The vault's keys: how blob ids are made and, for an encrypted vault
+/// (docs/FORMAT.md §16), the key that seals every object. The id function
+/// is a property of the vault's key: keyed XXH3 for a version-1 vault (its
+/// secret sits beside the data), keyed BLAKE3 for an encrypted one (ids are
+/// visible in the storage, so they must be a PRF of a secret key).
 #[derive(Clone)]
-pub struct Key {
-    secret: Vec<u8>,
+pub struct Key(KeyKind);
+
+#[derive(Clone)]
+enum KeyKind {
+    /// Version 1: the 192-byte XXH3 secret of the `key` object.
+    Xxh3(Vec<u8>),
+    /// Version 2: keys derived from the master key (§16.2).
+    Sealed(std::sync::Arc<SealedKeys>),
+}
+
+/// The keys an encrypted vault derives from its master key.
+struct SealedKeys {
+    seal: crate::crypto::SealKey,
+    ids: crate::crypto::BlobIdKey,
+    seed: u64,
 }
 
 impl Key {
@@ -176,27 +194,58 @@ impl Key {
                 secret.len()
             )));
         }
-        Ok(Key { secret })
+        Ok(Key(KeyKind::Xxh3(secret)))
+    }
+    /// The keys of an encrypted vault, derived from its master key.
+    pub fn from_master(master: &crate::crypto::MasterKey) -> Key {
+        Key(KeyKind::Sealed(std::sync::Arc::new(SealedKeys {
+            seal: master.seal_key(),
+            ids: master.blob_id_key(),
+            seed: master.chunker_seed(),
+        })))
     }
     /// A new random key.
     pub fn generate() -> Key {
-        Key {
-            secret: crate::fsutil::random_bytes(SECRET_LEN),
+        Key(KeyKind::Xxh3(crate::fsutil::random_bytes(SECRET_LEN)))
+    }
+    /// The secret's bytes, for writing the key file (empty for an
+    /// encrypted vault, which has no key file).
+    pub fn secret(&self) -> &[u8] {
+        match &self.0 {
+            KeyKind::Xxh3(s) => s,
+            KeyKind::Sealed(_) => &[],
         }
     }
-    /// The secret's bytes, for writing the key file.
-    pub fn secret(&self) -> &[u8] {
-        &self.secret
+    /// The sealing key of an encrypted vault; `None` for a version-1 vault.
+    pub fn seal_key(&self) -> Option<&crate::crypto::SealKey> {
+        match &self.0 {
+            KeyKind::Xxh3(_) => None,
+            KeyKind::Sealed(k) => Some(&k.seal),
+        }
+    }
+    /// True for an encrypted vault.
+    pub fn encrypted(&self) -> bool {
+        self.seal_key().is_some()
     }
     /// The id of `data`.
+    #[inline]
     pub fn id(&self, data: &[u8]) -> BlobId {
-        let h = xxhash_rust::xxh3::xxh3_128_with_secret(data, &self.secret);
-        BlobId(h.to_be_bytes())
+        match &self.0 {
+            KeyKind::Xxh3(secret) => {
+                BlobId(xxhash_rust::xxh3::xxh3_128_with_secret(data, secret).to_be_bytes())
+            }
+            KeyKind::Sealed(k) => BlobId(k.ids.id(data)),
+        }
     }
     /// The seed of the content-defined chunker's gear table, derived from the
     /// secret so that chunk boundaries do not reveal content across vaults.
     pub fn chunker_seed(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_secret(b"cbrfs chunker seed", &self.secret)
+        match &self.0 {
+            KeyKind::Xxh3(secret) => {
+                xxhash_rust::xxh3::xxh3_64_with_secret(b"cbrfs chunker seed", secret)
+            }
+            KeyKind::Sealed(k) => k.seed,
+        }
     }
 }
 

@@ -13,6 +13,14 @@
 //! end-16          8      XXH3-64 of the blob table
 //! end-8           8      magic "CBRPKEND"
 //! ```
+//! Version 2 (an encrypted vault, docs/FORMAT.md §16.5): the same frame
+//! with version 2; each blob's stored bytes are sealed on their own (kind
+//! 1, bound to the blob's id) so that one blob is still one byte range; the
+//! blob table is one sealed object (kind 2, bound to the pack's id) of
+//! `36*N + 41` bytes; the footer's checksum field is zero (the tag covers
+//! the table); and the pack's id is 16 random bytes, since it is bound into
+//! the table's seal and so cannot be a hash of the file.
+//!
 //! A pack is built whole in memory and published through the vault's
 //! [`Storage`] as `packs/<hh>/<id>.pack`, where `<id>` is the XXH3-128
 //! (unkeyed) of the whole file; publishing is atomic and verified (the
@@ -22,6 +30,7 @@
 
 use super::storage::{self, ObjectBytes, Storage};
 use super::{le_u32, le_u64, BlobId, BlobKind, Compression, Location};
+use crate::crypto::{Object, SealKey};
 use crate::error::{Error, Result};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +41,8 @@ pub const MAGIC: &[u8; 8] = b"CBRPACK1";
 pub const END_MAGIC: &[u8; 8] = b"CBRPKEND";
 /// Pack format version.
 pub const VERSION: u32 = 1;
+/// Pack format version of an encrypted vault (sealed blobs and table).
+pub const VERSION_SEALED: u32 = 2;
 /// Header length.
 pub const HEADER_LEN: usize = 16;
 /// Footer length.
@@ -94,6 +105,8 @@ impl PackEntry {
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// The vault's sealing key: a version-2 pack.
+    seal: Option<SealKey>,
 }
 
 impl Default for PackWriter {
@@ -105,18 +118,29 @@ impl Default for PackWriter {
 impl PackWriter {
     /// An empty pack.
     pub fn new() -> Self {
+        Self::with_seal(None)
+    }
+
+    /// An empty pack, sealed with `seal` (version 2) when given.
+    pub fn with_seal(seal: Option<SealKey>) -> Self {
         // Room for a full pack and the blob that fills it, reserved once:
         // growing by doubling would copy, and may reserve twice the pack.
         // Pages not written are not touched, so a small pack costs little.
         let mut buf = Vec::with_capacity(
             HEADER_LEN + super::PACK_TARGET + crate::chunker::MAX_SIZE + (1 << 20),
         );
+        let version = if seal.is_some() {
+            VERSION_SEALED
+        } else {
+            VERSION
+        };
         buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&VERSION.to_le_bytes());
+        buf.extend_from_slice(&version.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
         PackWriter {
             buf,
             entries: Vec::new(),
+            seal,
         }
     }
     /// Bytes so far (payloads and header).
@@ -127,7 +151,7 @@ impl PackWriter {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-    /// Append a blob's stored bytes.
+    /// Append a blob's stored bytes (sealed first in a version-2 pack).
     pub fn add(
         &mut self,
         id: BlobId,
@@ -135,17 +159,21 @@ impl PackWriter {
         compression: Compression,
         stored: &[u8],
         raw_len: u32,
-    ) {
+    ) -> Result<()> {
         let offset = self.buf.len() as u64;
-        self.buf.extend_from_slice(stored);
+        match &self.seal {
+            Some(k) => k.seal_into(Object::PackBlob(&id.0), stored, &mut self.buf)?,
+            None => self.buf.extend_from_slice(stored),
+        }
         self.entries.push(PackEntry {
             id,
             kind,
             compression,
             offset,
-            stored_len: stored.len() as u32,
+            stored_len: (self.buf.len() as u64 - offset) as u32,
             raw_len,
         });
+        Ok(())
     }
 
     /// Publish the pack in `storage` (atomically, verified), and return
@@ -156,7 +184,19 @@ impl PackWriter {
         for e in &self.entries {
             e.encode(&mut table);
         }
-        let table_sum = xxhash_rust::xxh3::xxh3_64(&table);
+        // A version-2 pack's id is random and fixed before its table is
+        // sealed, since the table is bound to it.
+        let sealed_id = match &self.seal {
+            Some(_) => Some(BlobId(crate::crypto::keys::random::<16>()?)),
+            None => None,
+        };
+        let table_sum = match (&self.seal, &sealed_id) {
+            (Some(k), Some(id)) => {
+                table = k.seal(Object::PackTrailer(&id.0), &table)?;
+                0
+            }
+            _ => xxhash_rust::xxh3::xxh3_64(&table),
+        };
         self.buf.extend_from_slice(&table);
         self.buf
             .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -164,7 +204,8 @@ impl PackWriter {
         self.buf.extend_from_slice(&table_offset.to_le_bytes());
         self.buf.extend_from_slice(&table_sum.to_le_bytes());
         self.buf.extend_from_slice(END_MAGIC);
-        let id = BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes());
+        let id = sealed_id
+            .unwrap_or_else(|| BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes()));
         storage.put(&pack_name(&id), &self.buf)?;
         Ok((id, self.buf.len() as u64, self.entries))
     }
@@ -175,18 +216,25 @@ impl PackWriter {
 /// ranges, so that restoring one file does not download its whole 16 MiB
 /// pack. Either way a blob's bytes are verified against its id by the
 /// caller ([`super::Repo::read_at`]), so a range that comes back damaged
-/// is an error, never other bytes.
+/// is an error, never other bytes. In an encrypted vault (a version-2
+/// pack) each blob is also opened with the vault's sealing key, bound to
+/// its id, whether it comes from the whole pack or from a range.
 pub struct PackReader {
     id: BlobId,
     /// How messages name it: its path, or its URL.
     label: String,
     body: Body,
+    /// The vault's sealing key: its packs are version 2.
+    seal: Option<SealKey>,
 }
 
 enum Body {
     Whole(Whole),
     /// Not loaded: blobs are read by range from `storage`; the whole pack
-    /// is loaded only when its table or its hash is wanted (check).
+    /// is loaded only when its table or its hash is wanted (check). Its
+    /// header is not read first: a version-1 pack in an encrypted vault
+    /// has blobs that do not open, a version-2 pack in a clear vault blobs
+    /// that do not hash to their ids.
     Ranged {
         storage: Arc<dyn Storage>,
         name: String,
@@ -202,7 +250,10 @@ struct Whole {
 }
 
 impl Whole {
-    fn parse(label: &str, map: ObjectBytes) -> Result<Whole> {
+    /// Validate `map`'s header and footer; `seal` is the vault's sealing
+    /// key (an encrypted vault): its packs must be version 2, a clear
+    /// vault's version 1.
+    fn parse(label: &str, map: ObjectBytes, seal: Option<&SealKey>) -> Result<Whole> {
         let bad = |why: &str| Error::corrupt(format!("pack {label} is damaged: {why}"));
         if map.len() < HEADER_LEN + FOOTER_LEN {
             return Err(bad("shorter than header and footer"));
@@ -211,9 +262,25 @@ impl Whole {
             return Err(bad("bad magic"));
         }
         let version = le_u32(&map, 8);
-        if version != VERSION {
-            return Err(bad(&format!("unknown version {version}")));
+        match (version, seal) {
+            (VERSION, None) | (VERSION_SEALED, Some(_)) => {}
+            // A clear pack in an encrypted vault was not written by it:
+            // nothing unsealed is read from an encrypted vault.
+            (VERSION, Some(_)) => {
+                return Err(bad("a clear (version 1) pack in an encrypted vault"))
+            }
+            (VERSION_SEALED, None) => {
+                return Err(bad(
+                    "an encrypted (version 2) pack in a vault that is not encrypted",
+                ))
+            }
+            _ => return Err(bad(&format!("unknown version {version}"))),
         }
+        let table_extra = if seal.is_some() {
+            crate::crypto::seal::OVERHEAD as u64
+        } else {
+            0
+        };
         let f = map.len() - FOOTER_LEN;
         if &map[f + 24..f + 32] != END_MAGIC {
             return Err(bad("bad end magic"));
@@ -222,7 +289,8 @@ impl Whole {
         let table_offset = le_u64(&map, f + 8);
         let expect_end = (count as u64)
             .checked_mul(ENTRY_LEN as u64)
-            .and_then(|t| t.checked_add(table_offset));
+            .and_then(|t| t.checked_add(table_offset))
+            .and_then(|t| t.checked_add(table_extra));
         if table_offset < HEADER_LEN as u64 || expect_end != Some(f as u64) {
             return Err(bad("blob table does not fit the file"));
         }
@@ -238,28 +306,37 @@ impl PackReader {
     /// Load (map) pack `id` of `storage` and validate its header and
     /// footer. A missing pack is an error for which
     /// [`storage::is_absent`] is true.
-    pub fn open(storage: &dyn Storage, id: BlobId) -> Result<PackReader> {
+    /// `seal` is the vault's sealing key (an encrypted vault): its packs
+    /// must be version 2, a clear vault's version 1.
+    pub fn open(storage: &dyn Storage, id: BlobId, seal: Option<&SealKey>) -> Result<PackReader> {
         let name = pack_name(&id);
         let label = storage::object_label(storage, &name);
         let map = storage::load(storage, &name)?;
-        let whole = Whole::parse(&label, map)?;
+        let whole = Whole::parse(&label, map, seal)?;
         Ok(PackReader {
             id,
             label,
             body: Body::Whole(whole),
+            seal: seal.cloned(),
         })
     }
 
     /// Pack `id` mapped if `storage` can map it now, else read by range
     /// (no request is made here: an absent pack shows at the first read).
-    pub fn open_lazy(storage: &Arc<dyn Storage>, id: BlobId) -> Result<PackReader> {
+    /// `seal` as for [`PackReader::open`].
+    pub fn open_lazy(
+        storage: &Arc<dyn Storage>,
+        id: BlobId,
+        seal: Option<&SealKey>,
+    ) -> Result<PackReader> {
         let name = pack_name(&id);
         let label = storage::object_label(&**storage, &name);
         match storage.map(&name)? {
             Some(m) => Ok(PackReader {
                 id,
-                body: Body::Whole(Whole::parse(&label, ObjectBytes::Mapped(m))?),
+                body: Body::Whole(Whole::parse(&label, ObjectBytes::Mapped(m), seal)?),
                 label,
+                seal: seal.cloned(),
             }),
             None => Ok(PackReader {
                 id,
@@ -269,6 +346,7 @@ impl PackReader {
                     name,
                     whole: OnceLock::new(),
                 },
+                seal: seal.cloned(),
             }),
         }
     }
@@ -285,7 +363,11 @@ impl PackReader {
                 if let Some(w) = whole.get() {
                     return Ok(w);
                 }
-                let w = Whole::parse(&self.label, storage::load(&**storage, name)?)?;
+                let w = Whole::parse(
+                    &self.label,
+                    storage::load(&**storage, name)?,
+                    self.seal.as_ref(),
+                )?;
                 Ok(whole.get_or_init(|| w))
             }
         }
@@ -299,7 +381,8 @@ impl PackReader {
 
     /// The stored bytes of the blob at `loc`, bounds-checked (a ranged
     /// read checks them against what the server returns: exactly
-    /// `stored_len` bytes, or an error naming the pack).
+    /// `stored_len` bytes, or an error naming the pack). Sealed in a
+    /// version-2 pack: see [`PackReader::unseal`].
     pub fn stored(&self, loc: &Location) -> Result<Cow<'_, [u8]>> {
         let outside = || {
             Error::corrupt(format!(
@@ -333,29 +416,65 @@ impl PackReader {
         }
     }
 
+    /// True for a version-2 (sealed) pack.
+    pub fn sealed(&self) -> bool {
+        self.seal.is_some()
+    }
+
+    /// Blob `id`'s `stored` bytes (from [`PackReader::stored`]) as
+    /// compressed: opened, and so authenticated as blob `id`, in a
+    /// version-2 pack; as they are in a version-1 pack.
+    pub fn unseal<'a>(&self, id: &BlobId, stored: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
+        match &self.seal {
+            None => Ok(stored),
+            Some(k) => k
+                .open(Object::PackBlob(&id.0), &stored)
+                .map(Cow::Owned)
+                .map_err(|e| e.context(format!("pack {}", self.label))),
+        }
+    }
+
     /// Decode and check the blob table (for check and index rebuild).
     pub fn entries(&self) -> Result<Vec<PackEntry>> {
         let w = self.whole()?;
-        let table = &w.map[w.table_offset..w.table_offset + w.count * ENTRY_LEN];
         let f = w.map.len() - FOOTER_LEN;
+        if let Some(k) = &self.seal {
+            let table = k
+                .open(Object::PackTrailer(&self.id.0), &w.map[w.table_offset..f])
+                .map_err(|e| e.context(format!("pack {}", self.label)))?;
+            if table.len() != w.count * ENTRY_LEN {
+                return Err(Error::corrupt(format!(
+                    "pack {}: blob table holds {} bytes, not {} entries",
+                    self.label,
+                    table.len(),
+                    w.count
+                )));
+            }
+            return Self::decode_table(&table, &self.label);
+        }
+        let table = &w.map[w.table_offset..w.table_offset + w.count * ENTRY_LEN];
         if xxhash_rust::xxh3::xxh3_64(table) != le_u64(&w.map, f + 16) {
             return Err(Error::corrupt(format!(
                 "pack {}: blob table checksum mismatch",
                 self.label
             )));
         }
+        Self::decode_table(table, &self.label)
+    }
+
+    fn decode_table(table: &[u8], label: &str) -> Result<Vec<PackEntry>> {
         table
             .chunks_exact(ENTRY_LEN)
             .map(|e| {
                 PackEntry::decode(e).ok_or_else(|| {
-                    Error::corrupt(format!("pack {}: undecodable blob table entry", self.label))
+                    Error::corrupt(format!("pack {label}: undecodable blob table entry"))
                 })
             })
             .collect()
     }
 
     /// True if the whole file hashes to its name (false if it cannot be
-    /// loaded).
+    /// loaded). Never true of a version-2 pack, whose name is random.
     pub fn verify_id(&self) -> bool {
         match self.whole() {
             Ok(w) => BlobId(xxhash_rust::xxh3::xxh3_128(&w.map).to_be_bytes()) == self.id,
@@ -365,7 +484,10 @@ impl PackReader {
 }
 
 /// True if sealed pack `bytes` holds only metadata blobs (trees and chunk
-/// lists): a cache keeps such packs whole. False when it cannot tell.
+/// lists): a cache keeps such packs whole. False when it cannot tell —
+/// always for a version-2 pack, whose table is sealed: an encrypted
+/// vault's metadata packs are kept whole when first read instead
+/// ([`super::Repo`] asks the storage to, by the index's blob kinds).
 pub fn holds_only_metadata(bytes: &[u8]) -> bool {
     let f = match bytes.len().checked_sub(FOOTER_LEN) {
         Some(f) if bytes.len() >= HEADER_LEN + FOOTER_LEN && &bytes[..8] == MAGIC => f,
@@ -403,10 +525,12 @@ mod tests {
         let mut w = PackWriter::new();
         let a = BlobId([1; 16]);
         let b = BlobId([2; 16]);
-        w.add(a, BlobKind::Data, Compression::None, b"hello", 5);
-        w.add(b, BlobKind::Tree, Compression::None, b"world!", 6);
+        w.add(a, BlobKind::Data, Compression::None, b"hello", 5)
+            .unwrap();
+        w.add(b, BlobKind::Tree, Compression::None, b"world!", 6)
+            .unwrap();
         let (id, size, entries) = w.seal(&LocalDir::new(dir.path())).unwrap();
-        let r = PackReader::open(&LocalDir::new(dir.path()), id).unwrap();
+        let r = PackReader::open(&LocalDir::new(dir.path()), id, None).unwrap();
         assert_eq!(r.size(), size);
         assert!(r.verify_id());
         assert_eq!(r.entries().unwrap(), entries);
@@ -435,7 +559,8 @@ mod tests {
             (4, BlobKind::Data, Compression::None, (0..=255).collect()),
         ];
         for (i, kind, c, data) in blobs {
-            w.add(BlobId([i; 16]), kind, c, &data, data.len() as u32 + 3);
+            w.add(BlobId([i; 16]), kind, c, &data, data.len() as u32 + 3)
+                .unwrap();
         }
         let (id, _, entries) = w.seal(&LocalDir::new(dir)).unwrap();
         let bytes = std::fs::read(pack_path(dir, &id)).unwrap();
@@ -467,7 +592,7 @@ mod tests {
         use proptest::prelude::*;
         std::fs::write(pack_path(dir, &id), bytes).unwrap();
         let (r, largest) = crate::testkit::largest_alloc(|| {
-            let p = PackReader::open(&LocalDir::new(dir), id)?;
+            let p = PackReader::open(&LocalDir::new(dir), id, None)?;
             let _ = p.verify_id();
             for (offset, stored_len) in probes {
                 let loc = Location {
@@ -552,11 +677,12 @@ mod tests {
     fn truncated_pack_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PackWriter::new();
-        w.add(BlobId([1; 16]), BlobKind::Data, Compression::None, b"x", 1);
+        w.add(BlobId([1; 16]), BlobKind::Data, Compression::None, b"x", 1)
+            .unwrap();
         let (id, size, _) = w.seal(&LocalDir::new(dir.path())).unwrap();
         let p = pack_path(dir.path(), &id);
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(size - 3).unwrap();
-        assert!(PackReader::open(&LocalDir::new(dir.path()), id).is_err());
+        assert!(PackReader::open(&LocalDir::new(dir.path()), id, None).is_err());
     }
 }

@@ -11,6 +11,7 @@ use super::{BlobId, Compression, Key, LocalDir, Location};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use parking_lot::{Mutex, RwLock};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,12 +57,15 @@ impl Repo {
 
     /// Open the store of vault `vault` kept in `storage`.
     pub fn open_in(storage: Arc<dyn Storage>, vault: &str) -> Result<Repo> {
-        let secret = match storage.get("key") {
-            Ok(Some(s)) => s,
-            Ok(None) => Err(storage::absent(&*storage, "key"))?,
-            Err(e) => Err(e)?,
-        };
-        let key = Key::from_secret(secret).map_err(|e| e.context(format!("vault {vault}")))?;
+        // The one place a vault's key is found (unlocked, once per
+        // process, for an encrypted vault): every command that reads or
+        // writes blobs comes through here.
+        let key = super::keyring::vault_key(&*storage, vault)?;
+        Self::open_with_key(storage, vault, key)
+    }
+
+    /// Open the store of vault `vault` kept in `storage` with its key.
+    pub fn open_with_key(storage: Arc<dyn Storage>, vault: &str, key: Key) -> Result<Repo> {
         let repo = Repo {
             storage,
             vault: vault.to_string(),
@@ -132,7 +136,7 @@ impl Repo {
                 next.push(i.clone());
                 continue;
             }
-            match IndexFile::open(&*self.storage, &n) {
+            match IndexFile::open(&*self.storage, &n, self.key.seal_key()) {
                 Ok(i) => next.push(Arc::new(i)),
                 Err(e) if storage::is_absent(&e) => {
                     vanished += 1;
@@ -204,7 +208,7 @@ impl Repo {
     /// afresh and verified whole: the packs it names and its entries, in
     /// its order. For tests of the format and for tools.
     pub fn verified_index(&self, name: &str) -> Result<IndexTable> {
-        let idx = IndexFile::open(&*self.storage, name)?;
+        let idx = IndexFile::open(&*self.storage, name, self.key.seal_key())?;
         idx.verify()?;
         Ok((idx.pack_ids(), idx.iter().collect()))
     }
@@ -225,7 +229,9 @@ impl Repo {
         if let Err(e) = pack.entries() {
             problems.push(e.to_string());
         }
-        if whole && !pack.verify_id() {
+        // A sealed pack has a random name: whole, it is checked by opening
+        // every blob (check --read-data reads each one).
+        if whole && !pack.sealed() && !pack.verify_id() {
             problems.push(format!(
                 "vault {}: pack {id} does not hash to its name",
                 self.vault
@@ -236,7 +242,8 @@ impl Repo {
 
     /// True if pack `id`'s bytes hash to its name (reads all of it).
     pub fn pack_hashes_to_name(&self, id: BlobId) -> Result<bool> {
-        Ok(self.pack(id)?.verify_id())
+        let p = self.pack(id)?;
+        Ok(p.sealed() || p.verify_id())
     }
 
     /// The index files left out at the last refresh because they could
@@ -256,7 +263,7 @@ impl Repo {
             return Ok(p.clone());
         }
         let p = Arc::new(
-            PackReader::open(&*self.storage, id)
+            PackReader::open(&*self.storage, id, self.key.seal_key())
                 .map_err(|e| e.context(format!("vault {}", self.vault)))?,
         );
         self.packs.lock().insert(id, p.clone());
@@ -305,8 +312,16 @@ impl Repo {
     /// do not hash to `id`.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?.ok_or_else(|| {
+            // A damaged index is left out (its blobs read as missing): say
+            // which, since it is the likely cause.
+            let left_out = self.index_errors.read().join("; ");
+            let why = if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(" (index files left out: {left_out})")
+            };
             Error::corrupt(format!(
-                "vault {}: blob {} is not in any index",
+                "vault {}: blob {} is not in any index{why}",
                 self.vault, id
             ))
         })?;
@@ -319,30 +334,25 @@ impl Repo {
     }
 
     fn read_at_try(&self, id: &BlobId, loc: &Location, tries: usize) -> Result<Vec<u8>> {
-        let stored = self.pack_for_read(loc).and_then(|pack| {
-            // Owned either way: a ranged pack's bytes are fetched, a
-            // mapped one's copied once (decompression reads the slice).
-            pack.stored(loc).map(|c| c.into_owned())
-        });
-        let stored = match stored {
-            Ok(s) => s,
-            // Prune rewrote the pack and removed it after writing the index
-            // that names the blob's new place: look again (a bounded number
-            // of times: each prune moves a blob at most once more).
-            Err(e) if is_not_found(&e) && tries < RELIST_TRIES => {
-                self.packs.lock().remove(&loc.pack);
-                return match self.relist_for(id, |l| l.pack != loc.pack)? {
-                    Some(l) => self.read_at_try(id, &l, tries + 1),
-                    None => Err(e),
-                };
-            }
-            Err(e) => return Err(e),
+        let pack = match self.pack_for_read(loc) {
+            Ok(p) => p,
+            Err(e) => return self.read_moved(id, loc, tries, e),
         };
-        match self.decode_blob(id, loc, &stored) {
+        // Borrowed from a mapped pack, fetched from a ranged one.
+        let stored = match pack.stored(loc) {
+            Ok(s) => s,
+            Err(e) => return self.read_moved(id, loc, tries, e),
+        };
+        let data = pack
+            .unseal(id, stored)
+            .map_err(|e| e.context(format!("vault {}", self.vault)))
+            .and_then(|b| self.decode_blob(id, loc, b));
+        match data {
             Ok(data) => Ok(data),
             // A local copy of a remote pack (a cache) that fails
-            // verification is dropped and read again from the source, once;
-            // the source's bytes are verified the same way.
+            // verification (or, sealed, does not open) is dropped and read
+            // again from the source, once; the source's bytes are verified
+            // the same way.
             Err(e) if tries < RELIST_TRIES => {
                 let name = super::pack::pack_name(&loc.pack);
                 if self.storage.forget_cached(&name) {
@@ -354,6 +364,22 @@ impl Repo {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Reading blob `id` at `loc` failed with `e` before its bytes were
+    /// had: if its pack is gone, prune rewrote the pack and removed it
+    /// after writing the index that names the blob's new place: look again
+    /// (a bounded number of times: each prune moves a blob at most once
+    /// more).
+    fn read_moved(&self, id: &BlobId, loc: &Location, tries: usize, e: Error) -> Result<Vec<u8>> {
+        if !(is_not_found(&e) && tries < RELIST_TRIES) {
+            return Err(e);
+        }
+        self.packs.lock().remove(&loc.pack);
+        match self.relist_for(id, |l| l.pack != loc.pack)? {
+            Some(l) => self.read_at_try(id, &l, tries + 1),
+            None => Err(e),
         }
     }
 
@@ -370,16 +396,16 @@ impl Repo {
             self.storage.keep_whole(&name)?;
         }
         let p = Arc::new(
-            PackReader::open_lazy(&self.storage, loc.pack)
+            PackReader::open_lazy(&self.storage, loc.pack, self.key.seal_key())
                 .map_err(|e| e.context(format!("vault {}", self.vault)))?,
         );
         self.packs.lock().insert(loc.pack, p.clone());
         Ok(p)
     }
 
-    /// The blob `id` from its stored bytes: decompressed, and checked
-    /// against its length and its id.
-    fn decode_blob(&self, id: &BlobId, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+    /// The blob `id` from its bytes as compressed (opened, if sealed):
+    /// decompressed, and checked against its length and its id.
+    fn decode_blob(&self, id: &BlobId, loc: &Location, stored: Cow<'_, [u8]>) -> Result<Vec<u8>> {
         let damaged = |why: String| {
             Error::corrupt(format!(
                 "vault {}, pack {}, {} blob {}: {why}",
@@ -390,8 +416,10 @@ impl Repo {
             ))
         };
         let data = match loc.compression {
-            Compression::None => stored.to_vec(),
-            Compression::Zstd => decompress(stored, loc.raw_len as usize)
+            // An opened (sealed) blob is already a copy of its own: no
+            // second one.
+            Compression::None => stored.into_owned(),
+            Compression::Zstd => decompress(&stored, loc.raw_len as usize)
                 .map_err(|e| damaged(format!("does not decompress ({e})")))?,
         };
         if data.len() != loc.raw_len as usize {
@@ -431,9 +459,28 @@ impl Repo {
 
     /// Bytes the vault's store takes: packs and indexes.
     pub fn used_bytes(&self) -> Result<u64> {
-        let packs: u64 = self.list_packs()?.iter().map(|(_, n)| n).sum();
-        let idx: u64 = self
-            .storage
+        Self::used_bytes_in(&*self.storage)
+    }
+
+    /// Bytes the store in `storage` takes: packs and indexes, from a
+    /// listing (no key needed, so `vault list` and the mount's `statfs`
+    /// never ask for an encrypted vault's password).
+    pub fn used_bytes_in(storage: &dyn Storage) -> Result<u64> {
+        let packs: u64 = storage
+            .list("packs/")?
+            .into_iter()
+            .filter(|o| {
+                let id = o
+                    .name
+                    .strip_prefix("packs/")
+                    .and_then(|n| n.get(3..))
+                    .and_then(|n| n.strip_suffix(".pack"))
+                    .and_then(BlobId::from_hex);
+                id.is_some_and(|id| super::pack::pack_name(&id) == o.name)
+            })
+            .map(|o| o.size)
+            .sum();
+        let idx: u64 = storage
             .list("index/")?
             .iter()
             .filter(|o| o.name.ends_with(".idx"))

@@ -148,8 +148,8 @@ impl<'r> RepoWriter<'r> {
         RepoWriter {
             repo,
             compress,
-            data: PackWriter::new(),
-            meta: PackWriter::new(),
+            data: PackWriter::with_seal(repo.key.seal_key().cloned()),
+            meta: PackWriter::with_seal(repo.key.seal_key().cloned()),
             sealer: None,
             pending: std::collections::HashSet::new(),
             sealed: Vec::new(),
@@ -264,11 +264,11 @@ impl<'r> RepoWriter<'r> {
         let pack = if meta { &mut self.meta } else { &mut self.data };
         let stored = match compressed {
             Some(c) => {
-                pack.add(id, kind, Compression::Zstd, c, data.len() as u32);
+                pack.add(id, kind, Compression::Zstd, c, data.len() as u32)?;
                 c.len()
             }
             None => {
-                pack.add(id, kind, Compression::None, data, data.len() as u32);
+                pack.add(id, kind, Compression::None, data, data.len() as u32)?;
                 data.len()
             }
         };
@@ -305,7 +305,8 @@ impl<'r> RepoWriter<'r> {
                 .code("BackupService.6114"));
             }
         }
-        let pack = std::mem::take(if meta { &mut self.meta } else { &mut self.data });
+        let fresh = PackWriter::with_seal(self.repo.key.seal_key().cloned());
+        let pack = std::mem::replace(if meta { &mut self.meta } else { &mut self.data }, fresh);
         if self.sealer.is_none() {
             self.sealer = Some(Sealer::start(self.repo.storage.clone())?);
         }
@@ -397,7 +398,7 @@ impl<'r> RepoWriter<'r> {
             return Ok(());
         }
         let entries = std::mem::take(&mut self.sealed);
-        let (_, len) = index::write_index(&*self.repo.storage, entries)?;
+        let (_, len) = index::write_index(&*self.repo.storage, entries, self.repo.key.seal_key())?;
         self.stats.bytes_written += len;
         self.sealed_packs.clear();
         self.checkpointed = true;
@@ -419,7 +420,8 @@ impl<'r> RepoWriter<'r> {
         if !self.sealed.is_empty() || self.checkpointed {
             if !self.sealed.is_empty() {
                 let entries = std::mem::take(&mut self.sealed);
-                let (_, len) = index::write_index(&*self.repo.storage, entries)?;
+                let (_, len) =
+                    index::write_index(&*self.repo.storage, entries, self.repo.key.seal_key())?;
                 // From here the packs are named by a durable index: keep them.
                 self.finished = true;
                 self.stats.bytes_written += len;
@@ -474,7 +476,7 @@ pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<(
     for i in indexes {
         all.extend(i.iter());
     }
-    let (merged, _) = index::write_index(&*repo.storage, all)?;
+    let (merged, _) = index::write_index(&*repo.storage, all, repo.key.seal_key())?;
     for i in indexes {
         if i.name() != merged {
             repo.storage
@@ -512,11 +514,13 @@ impl Repo {
         let mut report = IndexRebuild::default();
         let mut entries = Vec::new();
         for (pack, _) in self.list_packs()? {
-            let table =
-                PackReader::open(&*self.storage, pack).and_then(|p| p.entries().map(|e| (p, e)));
+            let table = PackReader::open(&*self.storage, pack, self.key.seal_key())
+                .and_then(|p| p.entries().map(|e| (p, e)));
             match table {
                 Ok((p, es)) => {
-                    if !p.verify_id() {
+                    // A sealed pack's table opened, so it is the pack's own;
+                    // its blobs are authenticated when read.
+                    if !p.sealed() && !p.verify_id() {
                         report.damaged_packs += 1;
                         report.problems.push(format!(
                             "vault {vault}: pack {pack} does not hash to its name: its blobs are indexed, and each is verified when read"
@@ -533,7 +537,7 @@ impl Repo {
         }
         report.blobs = entries.len() as u64;
         let old = self.index_names()?;
-        let (new, _) = index::write_index(&*self.storage, entries)?;
+        let (new, _) = index::write_index(&*self.storage, entries, self.key.seal_key())?;
         for f in old.iter().filter(|f| **f != new) {
             self.storage.delete(f)?;
             report.indexes_replaced += 1;
@@ -557,7 +561,7 @@ impl Repo {
             .map(|i| i.name().to_string())
             .collect();
         // 1. One index of every live blob, durable before anything goes.
-        let (new, _) = index::write_index(&*self.storage, keep)?;
+        let (new, _) = index::write_index(&*self.storage, keep, self.key.seal_key())?;
         // 2. The old indexes, then the dead packs: a reader that still maps
         // an old index and finds its pack gone re-lists and finds the new.
         for f in old.iter().filter(|f| **f != new) {

@@ -332,7 +332,19 @@ impl Vfs {
     }
 
     fn repo(&self, vault: &str) -> VResult<Arc<Repo>> {
-        let id = file_id(&self.store.vault_dir(vault).join("key")).ok_or(libc::ENOENT)?;
+        // Which vault of this name (one deleted and made again is another):
+        // its `key`, or an encrypted vault's `keys/` directory, or — an
+        // encrypted vault in a bucket, whose key slots are not cached
+        // here — its directory in the store (its inode: the directory
+        // changes whenever an entry in it does).
+        let dir = self.store.vault_dir(vault);
+        let id = file_id(&dir.join("key"))
+            .or_else(|| file_id(&dir.join("keys")))
+            .or_else(|| {
+                let (dev, ino, _) = file_id(&dir).filter(|_| dir.join("vault.json").exists())?;
+                Some((dev, ino, 0))
+            })
+            .ok_or(libc::ENOENT)?;
         if let Some((rid, r)) = self.repos.lock().get(vault) {
             if *rid == id {
                 return Ok(r.clone());
@@ -628,11 +640,7 @@ impl Vfs {
         let mut files = 0u64;
         for v in self.store.vaults().unwrap_or_default() {
             cap += v.capacity_bytes();
-            used += self
-                .repo(&v.name)
-                .ok()
-                .and_then(|r| r.used_bytes().ok())
-                .unwrap_or(0);
+            used += self.store.used_bytes(&v.name).unwrap_or(0);
             files += self
                 .store
                 .backup_names(&v.name)

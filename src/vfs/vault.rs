@@ -17,6 +17,9 @@ impl EntryOps for VaultDir {
 
     fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
         let v = &self.0;
+        if locked(vfs, v).is_some() {
+            return Err(libc::ENOENT);
+        }
         let sname = std::str::from_utf8(name).unwrap_or("");
         if name == b"latest" {
             vfs.latest(v).ok_or(libc::ENOENT)?;
@@ -32,6 +35,11 @@ impl EntryOps for VaultDir {
         let v = &self.0;
         let names = vfs.live_names(Some(v))?;
         let own = own.then(|| vfs.live_attr(Some(v), &names)).transpose()?;
+        // A vault whose key is not available lists nothing; its
+        // user.cbrfs.status says why.
+        if locked(vfs, v).is_some() {
+            return Ok(Listing::made(own, Vec::new()));
+        }
         let mut children: Vec<Child> = names
             .into_iter()
             .map(|b| Child {
@@ -54,11 +62,7 @@ impl EntryOps for VaultDir {
         let v = &self.0;
         let mut out: Vec<(String, String)> = Vec::new();
         if let Ok(cfg) = vfs.store.vault(v) {
-            let used = vfs
-                .repo(v)
-                .ok()
-                .and_then(|r| r.used_bytes().ok())
-                .unwrap_or(0);
+            let used = vfs.store.used_bytes(v).unwrap_or(0);
             out.push(("type".into(), cfg.vault_type.as_str().into()));
             out.push(("capacity".into(), format!("{}GB", cfg.capacity_gb)));
             out.push(("used".into(), used.to_string()));
@@ -72,7 +76,30 @@ impl EntryOps for VaultDir {
                     .join(","),
             ));
             out.push(("resources".into(), cfg.resources.len().to_string()));
+            out.push((
+                "encrypted".into(),
+                if cfg.encrypted { "yes" } else { "no" }.into(),
+            ));
+            if let Some(why) = locked(vfs, v) {
+                out.push(("status".into(), format!("locked: {why}")));
+            }
         }
         cbrfs_xattrs(out)
+    }
+}
+
+/// Why encrypted vault `v` is locked in this mount (its key could not be
+/// unlocked: no password given, a wrong one), or `None` if it is open or
+/// not encrypted. The unlock is tried once per process (store::keyring
+/// remembers a failure), so a locked vault costs no prompt per access.
+fn locked(vfs: &Vfs, v: &str) -> Option<String> {
+    // A vault whose storage cannot be reached shows that error where it
+    // is read, not as locked.
+    let storage = vfs.store.vault_storage(v).ok()?;
+    match crate::store::keyring::settings_say_encrypted(&*storage) {
+        Ok(true) => crate::store::keyring::vault_key(&*storage, v)
+            .err()
+            .map(|e| e.to_string()),
+        _ => None,
     }
 }

@@ -33,6 +33,7 @@ pub fn filesystem_vault(store: &Store, name: &str, description: &str, compressio
             description: description.into(),
             tags: vec![],
             compression: compression.into(),
+            encrypt: false,
         },
     )
     .unwrap();

@@ -13,7 +13,7 @@ impl Prepared {
     /// of the usage threshold.
     pub(super) fn after_capacity(&self, at: i64) {
         let vault = &self.vault.name;
-        let Ok(used) = self.store.repo(vault).and_then(|r| r.used_bytes()) else {
+        let Ok(used) = self.store.used_bytes(vault) else {
             return;
         };
         let cap = self.vault.capacity_bytes().max(1);

@@ -153,7 +153,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
     if opts.dry_run {
         // Nothing is written, so nothing to lock out, and a full vault is
         // for the figures to show, not a refusal.
-        let used = store.repo(vault)?.used_bytes()?;
+        let used = store.used_bytes(vault)?;
         opts.name = Some(name.clone());
         return Ok(Prepared {
             task: None,

@@ -39,6 +39,8 @@ pub struct VaultReport {
     pub auto_expand: bool,
     /// Usage (%) past which a capacity task is recorded.
     pub threshold_percent: u8,
+    /// Encrypted (chosen at creation, never changed).
+    pub encrypted: bool,
     /// Associated resources, in association order.
     pub resources: Vec<ResourceReport>,
     /// Where the vault's objects are, for a vault kept in a bucket.
@@ -98,6 +100,9 @@ pub struct ResourceReport {
     pub exclude_caches: bool,
     /// `--exclude-if-present` names.
     pub exclude_if_present: Vec<String>,
+    /// A disk that starts with a LUKS header now: encrypted at the source
+    /// (read when reported; false for directories and servers).
+    pub encrypted_at_source: bool,
 }
 
 /// The report of a vault, with its use and backup count read from the
@@ -105,10 +110,8 @@ pub struct ResourceReport {
 pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
     // A vault whose packs cannot be read still lists, with 0 used: the
     // listing is how the user finds it (docs/JSON.md).
-    let used = store
-        .repo(&v.name)
-        .and_then(|r| r.used_bytes())
-        .unwrap_or(0);
+    // From a listing: an encrypted vault is not unlocked for this.
+    let used = store.used_bytes(&v.name).unwrap_or(0);
     let backups = store.backup_names(&v.name).map(|b| b.len()).unwrap_or(0);
     VaultReport {
         name: v.name.clone(),
@@ -131,6 +134,7 @@ pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
         policy: v.policy.clone(),
         auto_expand: v.auto_expand,
         threshold_percent: v.threshold,
+        encrypted: v.encrypted,
         storage: v.storage.as_ref().map(|r| StorageReport {
             url: r.url(),
             endpoint: r.endpoint.clone(),
@@ -151,6 +155,8 @@ pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
                 one_file_system: r.one_file_system,
                 exclude_caches: r.exclude_caches,
                 exclude_if_present: r.exclude_if_present.clone(),
+                encrypted_at_source: r.kind == crate::model::ResourceKind::Disk
+                    && crate::engine::luks::source_is_luks(std::path::Path::new(&r.path)),
             })
             .collect(),
     }
