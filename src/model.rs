@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 pub const BLOB_FORMAT: u8 = 1;
 /// Version of the backup record.
 pub const RECORD_FORMAT: u32 = 1;
-/// Magic of a backup record file.
-pub const RECORD_MAGIC: &[u8; 8] = b"CBRBKUP1";
+/// Magic of a backup record file (defined with the record's envelope in
+/// the store, which seals records of encrypted vaults without knowing
+/// their payload).
+pub use crate::store::keyring::RECORD_MAGIC;
 /// Largest allocation a decoder may make, against hostile input.
 const DECODE_LIMIT: usize = 1 << 30;
 /// The decode limit of an input of n bytes is the smallest of a few fixed

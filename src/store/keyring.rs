@@ -178,6 +178,9 @@ pub fn sealing_key(storage: &dyn Storage, vault: &str) -> Result<Option<Key>> {
     }
 }
 
+/// Magic of a backup record file, clear (version 1) or sealed (version 2).
+pub const RECORD_MAGIC: &[u8; 8] = b"CBRBKUP1";
+
 /// Version of a sealed backup record (the record's magic is v1's).
 pub const RECORD_VERSION_SEALED: u32 = 2;
 
@@ -190,10 +193,16 @@ pub fn seal_record(key: &Key, backup: &str, plain: &[u8]) -> Result<Vec<u8>> {
         return Ok(plain.to_vec());
     };
     let sealed = k.seal(crate::crypto::Object::Record(backup), plain)?;
+    let sealed_len = u32::try_from(sealed.len()).map_err(|_| {
+        Error::invalid(format!(
+            "backup {backup}: the record is {} bytes, more than a record may hold",
+            sealed.len()
+        ))
+    })?;
     let mut out = Vec::with_capacity(16 + sealed.len());
-    out.extend_from_slice(crate::model::RECORD_MAGIC);
+    out.extend_from_slice(RECORD_MAGIC);
     out.extend_from_slice(&RECORD_VERSION_SEALED.to_le_bytes());
-    out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    out.extend_from_slice(&sealed_len.to_le_bytes());
     out.extend_from_slice(&sealed);
     Ok(out)
 }
@@ -202,7 +211,7 @@ pub fn seal_record(key: &Key, backup: &str, plain: &[u8]) -> Result<Vec<u8>> {
 /// (length, tag bound to the name). A clear record in an encrypted vault is
 /// refused: it was not written by the vault.
 pub fn open_record(key: Option<&Key>, backup: &str, data: &[u8]) -> Result<Vec<u8>> {
-    let version = (data.len() >= 16 && &data[..8] == crate::model::RECORD_MAGIC)
+    let version = (data.len() >= 16 && &data[..8] == RECORD_MAGIC)
         .then(|| u32::from_le_bytes([data[8], data[9], data[10], data[11]]));
     let seal = key.and_then(Key::seal_key);
     match (seal, version) {
