@@ -22,6 +22,8 @@ use serde::Deserialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod backups;
+mod definitions;
 mod records;
 
 pub use records::*;
@@ -457,120 +459,6 @@ impl Store {
         Ok(cfg)
     }
 
-    /// Path of backup `backup`'s record in vault `vault`.
-    pub fn backup_path(&self, vault: &str, backup: &str) -> PathBuf {
-        self.vault_dir(vault)
-            .join("backups")
-            .join(format!("{backup}.bk"))
-    }
-
-    /// Names of vault `vault`'s backups (from the file names only).
-    pub fn backup_names(&self, vault: &str) -> Result<Vec<String>> {
-        Ok(self
-            .vault_storage(vault)?
-            .list("backups/")?
-            .into_iter()
-            .filter_map(|o| {
-                let b = o.name.strip_prefix("backups/")?.strip_suffix(".bk")?;
-                (!b.contains('/')).then(|| b.to_string())
-            })
-            .collect())
-    }
-
-    /// Backup `backup` of vault `vault`.
-    pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
-        rules::check_name("backup name", backup)?;
-        let Some(data) = self.vault_storage(vault)?.get(&record_name(backup))? else {
-            return Err(Error::not_found(format!(
-                "backup {backup:?} does not exist in vault {vault}"
-            ))
-            .code("BackupService.6200"));
-        };
-        let storage = self.vault_storage(vault)?;
-        let key = crate::store::keyring::sealing_key(&*storage, vault)?;
-        let rec = crate::store::keyring::open_record(key.as_ref(), backup, &data)
-            .and_then(|plain| model::decode_record(&plain))
-            .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
-        // Commands name a backup by its file and show the record's own
-        // names: a record copied or crafted under another name is damage.
-        let alias = || -> Result<bool> {
-            Ok(self
-                .registration(vault)?
-                .is_some_and(|r| r.aliases.contains(&rec.vault)))
-        };
-        if rec.name != backup || (rec.vault != vault && !alias()?) {
-            return Err(Error::corrupt(format!(
-                "vault {vault}, backup {backup}: the record says it is backup {:?} of vault {:?}",
-                rec.name, rec.vault
-            )));
-        }
-        Ok(rec)
-    }
-
-    /// Every backup of a vault, oldest first. Damaged records are returned
-    /// as errors beside the good ones so one bad record hides nothing else.
-    pub fn backups(&self, vault: &str) -> Result<Vec<Result<BackupRecord>>> {
-        // An encrypted vault is unlocked first: without its key no record
-        // reads, and that is the user's error to fix (exit 2), not damage
-        // of each record.
-        crate::store::keyring::sealing_key(&*self.vault_storage(vault)?, vault)?;
-        let mut out: Vec<Result<BackupRecord>> = self
-            .backup_names(vault)?
-            .iter()
-            .map(|b| self.backup(vault, b))
-            .collect();
-        out.sort_by_key(|r| match r {
-            Ok(b) => (b.started_ns, b.name.clone()),
-            Err(_) => (i64::MAX, String::new()),
-        });
-        Ok(out)
-    }
-
-    /// Every readable backup of a vault, oldest first: what a backup
-    /// builds on, what a policy counts and what retention chooses from. A
-    /// damaged record is left out with a warning naming it (one bad record
-    /// stops nothing; `check` reports it); backups that cannot be listed
-    /// are an error, not an empty vault, which would make the next backup
-    /// a full one and hide every backup from retention.
-    pub fn readable_backups(&self, vault: &str) -> Result<Vec<BackupRecord>> {
-        let mut out = Vec::new();
-        for r in self.backups(vault)? {
-            match r {
-                Ok(b) => out.push(b),
-                Err(e) => log::warn!("{e}"),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Write a backup record: the last step of a backup, atomic.
-    pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
-        let storage = self.vault_storage(&rec.vault)?;
-        let plain = model::encode_record(rec)?;
-        let bytes = match crate::store::keyring::sealing_key(&*storage, &rec.vault)? {
-            Some(key) => crate::store::keyring::seal_record(&key, &rec.name, &plain)?,
-            None => plain,
-        };
-        storage.put(&record_name(&rec.name), &bytes)
-    }
-
-    /// Remove a backup record (its data goes with prune). A damaged record
-    /// may be deleted; a missing one is an error.
-    pub fn delete_backup(&self, vault: &str, backup: &str) -> Result<()> {
-        rules::check_name("backup name", backup)?;
-        let storage = self.vault_storage(vault)?;
-        let name = record_name(backup);
-        // Deleting an absent object is no error to the storage; to the user
-        // it is.
-        if !storage.list("backups/")?.iter().any(|o| o.name == name) {
-            return Err(Error::not_found(format!(
-                "backup {backup:?} does not exist in vault {vault}"
-            ))
-            .code("BackupService.6200"));
-        }
-        storage.delete(&name)
-    }
-
     /// The vault holding a resource of `kind` whose path (or server name)
     /// is `path`, if any.
     pub fn vault_of_path(
@@ -594,84 +482,6 @@ impl Store {
             }
         }
         Ok(None)
-    }
-}
-
-impl Store {
-    fn policy_path(&self, name: &str) -> PathBuf {
-        self.root.join("policies").join(format!("{name}.json"))
-    }
-
-    /// Every policy, sorted by name.
-    pub fn policies(&self) -> Result<Vec<PolicyConfig>> {
-        names_in(&self.root.join("policies"), ".json")?
-            .iter()
-            .map(|n| self.policy(n))
-            .collect()
-    }
-
-    /// The policy named `name`.
-    pub fn policy(&self, name: &str) -> Result<PolicyConfig> {
-        rules::check_name("policy name", name)?;
-        read_record(
-            &self.policy_path(name),
-            "policy",
-            name,
-            "BackupService.6000",
-        )
-    }
-
-    /// Write a policy atomically. Caller holds the catalog lock.
-    pub fn save_policy(&self, p: &PolicyConfig) -> Result<()> {
-        fsutil::create_dir_all(&self.root.join("policies"))?;
-        let json = serde_json::to_vec_pretty(p)
-            .map_err(|e| Error::failed(format!("encode policy {}: {e}", p.name)))?;
-        fsutil::write_atomic(&self.policy_path(&p.name), &json)
-    }
-
-    /// Remove a policy's record. Caller holds the catalog lock.
-    pub fn delete_policy(&self, name: &str) -> Result<()> {
-        let p = self.policy_path(name);
-        fs::remove_file(&p).ctx(|| format!("delete {}", p.display()))?;
-        fsutil::sync_dir(&self.root.join("policies"))
-    }
-
-    fn server_path(&self, name: &str) -> PathBuf {
-        self.root.join("servers").join(format!("{name}.json"))
-    }
-
-    /// Every server, sorted by name.
-    pub fn servers(&self) -> Result<Vec<ServerConfig>> {
-        names_in(&self.root.join("servers"), ".json")?
-            .iter()
-            .map(|n| self.server(n))
-            .collect()
-    }
-
-    /// The server named `name`.
-    pub fn server(&self, name: &str) -> Result<ServerConfig> {
-        rules::check_name("server name", name)?;
-        read_record(
-            &self.server_path(name),
-            "server",
-            name,
-            "BackupService.6302",
-        )
-    }
-
-    /// Write a server atomically. Caller holds the catalog lock.
-    pub fn save_server(&self, s: &ServerConfig) -> Result<()> {
-        fsutil::create_dir_all(&self.root.join("servers"))?;
-        let json = serde_json::to_vec_pretty(s)
-            .map_err(|e| Error::failed(format!("encode server {}: {e}", s.name)))?;
-        fsutil::write_atomic(&self.server_path(&s.name), &json)
-    }
-
-    /// Remove a server's record. Caller holds the catalog lock.
-    pub fn delete_server(&self, name: &str) -> Result<()> {
-        let p = self.server_path(name);
-        fs::remove_file(&p).ctx(|| format!("delete {}", p.display()))?;
-        fsutil::sync_dir(&self.root.join("servers"))
     }
 }
 
