@@ -247,13 +247,13 @@ impl TaskHandle {
     pub fn progress(&mut self, p: u8) {
         if p != self.task.progress {
             self.task.progress = p.min(100);
-            let _ = save(&self.store, &self.task);
+            self.save_or_warn();
         }
     }
     /// Name the backup (known only once it is accepted).
     pub fn set_backup(&mut self, b: &str) {
         self.task.backup = Some(b.to_string());
-        let _ = save(&self.store, &self.task);
+        self.save_or_warn();
     }
     /// End successfully, with an optional note.
     pub fn success(mut self, note: Option<String>) {
@@ -284,8 +284,14 @@ impl TaskHandle {
     }
     fn end(&mut self) {
         self.task.ended = Some(catalog::now_rfc3339());
+        self.save_or_warn();
+    }
+    /// Write the task's record. The task log is a record of the work, not
+    /// the work: a write that fails (a full disk) is logged with the task's
+    /// id and does not fail the backup or restore it describes.
+    fn save_or_warn(&self) {
         if let Err(e) = save(&self.store, &self.task) {
-            log::warn!("task log: {e}");
+            log::warn!("task log: task {}: {e}", self.task.id);
         }
     }
 }
