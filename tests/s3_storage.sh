@@ -45,7 +45,7 @@ export CBRFS_TEST_S3_BUCKET=$SEAWEED_BUCKET
 cargo_tests() {
 	local what=$1
 	shift
-	(cd "$REPO" && cargo test --test s3_storage -- "$@") >"$T/cargo.log" 2>&1
+	(cd "$REPO" && cargo test --test s3_storage -- --include-ignored "$@") >"$T/cargo.log" 2>&1
 	local rc=$?
 	local line name result
 	while read -r line; do
