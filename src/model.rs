@@ -519,7 +519,9 @@ impl std::fmt::Display for ResourceKind {
 }
 
 /// Counters of a backup (or of one resource in it).
-#[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Serialized as the `stats` object of `backup show --json` too
+/// (docs/JSON.md).
+#[derive(Encode, Decode, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackupStats {
     /// Files not in the previous backup.
     pub files_new: u64,

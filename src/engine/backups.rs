@@ -34,7 +34,7 @@ pub struct BackupReport {
     /// From the exact nanosecond times.
     pub duration_ms: i64,
     /// Totals.
-    pub stats: StatsReport,
+    pub stats: BackupStats,
     /// One per resource, by name.
     pub resources: Vec<ResourceBackupReport>,
     /// Set on the report of `backup create --dry-run` only (the field is
@@ -65,55 +65,13 @@ pub struct ResourceBackupReport {
     /// Root tree blob id, hex.
     pub root: String,
     /// This resource's counters.
-    pub stats: StatsReport,
+    pub stats: BackupStats,
     /// Entries that could not be backed up.
     pub warnings: Vec<String>,
     /// A disk whose backed-up bytes start with a LUKS header: encrypted at
     /// the source. Set by `backup show` (it reads the disk's first chunk);
     /// false in lists and for directories and servers.
     pub encrypted_at_source: bool,
-}
-
-/// A backup's counters (docs/JSON.md, stats object).
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct StatsReport {
-    /// Files not in the previous backup.
-    pub files_new: u64,
-    /// Files read again.
-    pub files_changed: u64,
-    /// Files reused without reading.
-    pub files_unchanged: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Other entries.
-    pub others: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Logical size.
-    pub bytes_total: u64,
-    /// Blobs stored.
-    pub blobs_new: u64,
-    /// Bytes added to the vault.
-    pub bytes_added: u64,
-    /// Entries that could not be backed up.
-    pub errors: u64,
-}
-
-impl From<&BackupStats> for StatsReport {
-    fn from(s: &BackupStats) -> Self {
-        StatsReport {
-            files_new: s.files_new,
-            files_changed: s.files_changed,
-            files_unchanged: s.files_unchanged,
-            dirs: s.dirs,
-            others: s.others,
-            bytes_read: s.bytes_read,
-            bytes_total: s.bytes_total,
-            blobs_new: s.blobs_new,
-            bytes_added: s.bytes_added,
-            errors: s.errors,
-        }
-    }
 }
 
 fn full_or_incremental(full: bool) -> String {
@@ -133,7 +91,7 @@ pub fn report(b: &BackupRecord) -> BackupReport {
         started: catalog::ns_to_rfc3339(b.started_ns),
         finished: catalog::ns_to_rfc3339(b.finished_ns),
         duration_ms: (b.finished_ns - b.started_ns) / 1_000_000,
-        stats: (&b.stats).into(),
+        stats: b.stats,
         resources: b
             .resources
             .iter()
@@ -144,7 +102,7 @@ pub fn report(b: &BackupRecord) -> BackupReport {
                 backup_type: full_or_incremental(r.full),
                 parent: r.parent.clone(),
                 root: r.root.to_hex(),
-                stats: (&r.stats).into(),
+                stats: r.stats,
                 warnings: r.warnings.clone(),
                 encrypted_at_source: false,
             })
