@@ -313,9 +313,9 @@ fn prune_and_check_report_and_record_their_tasks() {
     take_backup(&store, "v", "b2");
     backups::delete(&store, "v", "b1").unwrap();
 
-    assert_eq!(prune::prune_targets(&store, None).unwrap(), ["v"]);
+    assert_eq!(cbrfs::engine::vault_targets(&store, None).unwrap(), ["v"]);
     refused(
-        prune::prune_targets(&store, Some("nope")),
+        cbrfs::engine::vault_targets(&store, Some("nope")),
         Kind::NotFound,
         "nope",
     );

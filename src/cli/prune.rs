@@ -30,7 +30,7 @@ pub(super) fn prune_cmd(
     threshold: u8,
     json: bool,
 ) -> Result<i32> {
-    let names = prune::prune_targets(store, vault.as_deref())?;
+    let names = crate::engine::vault_targets(store, vault.as_deref())?;
     let mut reports = Vec::new();
     // A vault that cannot be pruned now (busy, damaged) does not keep the
     // others from being pruned; it is named at the end.

@@ -286,12 +286,6 @@ pub fn exclusive_bytes(store: &Store, vault: &str) -> Result<Vec<(String, u64)>>
         .collect())
 }
 
-/// The vaults `prune` works on: the one named (which must exist), or every
-/// vault.
-pub fn prune_targets(store: &Store, vault: Option<&str>) -> Result<Vec<String>> {
-    super::vault_targets(store, vault)
-}
-
 /// Prune one vault, recorded as a `prune` task unless it is a dry run
 /// (which changes nothing).
 pub fn prune_vault(
