@@ -27,6 +27,12 @@
 #                         restic and borg mounts is measured (default: all;
 #                         each takes a minute; cbrfs's is measured in every run)
 #   BENCH_SCALE=100       backups in the scale row (0: no scale row)
+#   BENCH_BASELINE=REV    also measure cbrfs built from git revision REV
+#                         (tool "cbrfs-base", beside "cbrfs" in every run,
+#                         the two alternating which goes first), and report
+#                         each row's ratio to it (the "no row slower by more
+#                         than 3 %" rule of a refactoring)
+#   BENCH_BASELINE_BIN    the baseline's binary, when already built
 #   BENCH_REPORT_ONLY=1   only write the report again from BENCH_DIR's figures
 #   BENCH_DOC             where the report goes (default docs/BENCHMARKS.md;
 #                         $BENCH_DIR/BENCHMARKS.quick.md with BENCH_QUICK=1)
@@ -78,7 +84,8 @@ import time
 meta['total_min'] = '%d' % round((int(meta.get('end_epoch', time.time())) - int(meta['start_epoch'])) / 60)
 
 TOOLS = meta['tools'].split()
-PEERS = [t for t in TOOLS if t != 'cbrfs']
+PEERS = [t for t in TOOLS if t not in ('cbrfs', 'cbrfs-base')]
+BASE = 'cbrfs-base' in TOOLS
 
 def stat(ds, tool, metric):
     v = vals.get((ds, tool, metric))
@@ -337,6 +344,18 @@ for name, edge, ts, la in loads:
         t0, la0 = start.get(name, (int(ts), ''))
         out.append(md([name, la0, la, str(int(ts) - t0)]))
 out.append('')
+if BASE:
+    out.append('## Against the baseline\n')
+    out.append('cbrfs (`%s`) against cbrfs built from `%s` (`cbrfs-base`), measured in the same runs, alternating which goes first. Ratio: cbrfs / base (for GB/s, base / cbrfs), so above 1 is slower. Rows of time and memory over 1.03 are flagged.\n' % (meta['cbrfs'], meta.get('baseline', '?')))
+    out.append(md(['row', 'cbrfs', 'cbrfs-base', 'ratio', 'slower > 3 %']))
+    out.append(md(['---', '---:', '---:', '---:', '---']))
+    for r in table:
+        b = stat(r['ds'], 'cbrfs-base', r['metric'])
+        if not r['c'] or not b or not b[0]:
+            continue
+        q = (b[0] / r['c'][0]) if r['metric'].endswith('gbps') else (r['c'][0] / b[0])
+        out.append(md([r['label'], cell(r['c'], r['unit']), cell(b, r['unit']), '%.3f' % q, 'yes' if q > 1.03 else '']))
+    out.append('')
 out.append('## Notes\n')
 out.append('<!-- notes -->')
 out.append(old_notes.rstrip('\n'))
@@ -375,6 +394,24 @@ cargo build --release --quiet
 mkdir -p "$W/bin"
 cp target/release/cbrfs "$W/bin/cbrfs"
 CBRFS=$W/bin/cbrfs
+BASELINE=${BENCH_BASELINE:-}
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+	cp "$BENCH_BASELINE_BIN" "$W/bin/cbrfs-base"
+	BASELINE=${BASELINE:-$BENCH_BASELINE_BIN}
+elif [ -n "$BASELINE" ]; then
+	log "building the baseline $BASELINE (release)"
+	rm -rf "$W/base-src"
+	mkdir -p "$W/base-src"
+	git archive "$BASELINE" | tar -x -C "$W/base-src"
+	(cd "$W/base-src" && CARGO_TARGET_DIR="$W/base-target" cargo build --release --quiet)
+	cp "$W/base-target/release/cbrfs" "$W/bin/cbrfs-base"
+fi
+if [ -n "$BASELINE" ]; then
+	TOOLS="$TOOLS cbrfs-base"
+	case " $MOUNT_TOOLS " in *" cbrfs "*) MOUNT_TOOLS="$MOUNT_TOOLS cbrfs-base" ;; esac
+fi
+# bin_of TOOL: the cbrfs binary a cbrfs tool runs.
+bin_of() { if [ "$1" = cbrfs-base ]; then echo "$W/bin/cbrfs-base"; else echo "$CBRFS"; fi; }
 
 export RESTIC_PASSWORD=bench
 export BORG_BASE_DIR=$W/borg-base
@@ -662,6 +699,7 @@ log "tree: $TREE_FILES files, $TREE_ENTRIES entries, $TREE_BYTES bytes; image: $
 	echo "peer_cp_runs=$PEER_CP_RUNS"
 	echo "scale_n=$SCALE_N"
 	echo "tools=$TOOLS"
+	echo "baseline=$BASELINE"
 	echo "mount_tools=$MOUNT_TOOLS"
 	echo "datasets=$DATASETS"
 	echo "start_epoch=$START"
@@ -678,13 +716,15 @@ tool_init() { # TOOL DATASET
 	r=$(repo_of "$1" "$2")
 	rm -rf "$r" "$W/cache-$1-$2" "$BORG_BASE_DIR"
 	case $1 in
-	cbrfs)
+	cbrfs | cbrfs-base)
+		local b
+		b=$(bin_of "$1")
 		if [ "$2" = tree ]; then
-			"$CBRFS" --store "$r" vault create v --type filesystem --capacity 10000GB
-			"$CBRFS" --store "$r" vault associate v --path "$SRC/tree" --name tree
+			"$b" --store "$r" vault create v --type filesystem --capacity 10000GB
+			"$b" --store "$r" vault associate v --path "$SRC/tree" --name tree
 		else
-			"$CBRFS" --store "$r" vault create v --type disk --capacity 10000GB
-			"$CBRFS" --store "$r" vault associate v --disk "$SRC/disk.img" --name disk
+			"$b" --store "$r" vault create v --type disk --capacity 10000GB
+			"$b" --store "$r" vault associate v --disk "$SRC/disk.img" --name disk
 		fi ;;
 	restic-*) restic -r "$r" --cache-dir "$W/cache-$1-$2" init --repository-version 2 ;;
 	borg-*) borg init -e none "$r" ;;
@@ -696,7 +736,7 @@ tool_backup() {
 	local r
 	r=$(repo_of "$1" "$2")
 	case $1 in
-	cbrfs) echo "$CBRFS" --store "$r" backup create v --name "$3" ;;
+	cbrfs | cbrfs-base) echo "$(bin_of "$1")" --store "$r" backup create v --name "$3" ;;
 	restic-auto | restic-off)
 		echo restic -r "$r" --cache-dir "$W/cache-$1-$2" --compression "${1#restic-}" \
 			backup --host bench --tag "$3" "$(item "$2")" ;;
@@ -714,9 +754,9 @@ tool_restore() {
 	local r
 	r=$(repo_of "$1" "$2")
 	case $1 in
-	cbrfs)
-		if [ "$2" = tree ]; then echo "$CBRFS" --store "$r" restore v "$3" --to "$4"
-		else echo "$CBRFS" --store "$r" restore v "$3" --resource disk --to "$4/disk.img"; fi ;;
+	cbrfs | cbrfs-base)
+		if [ "$2" = tree ]; then echo "$(bin_of "$1")" --store "$r" restore v "$3" --to "$4"
+		else echo "$(bin_of "$1")" --store "$r" restore v "$3" --resource disk --to "$4/disk.img"; fi ;;
 	restic-*) echo restic -r "$r" --cache-dir "$W/cache-$1-$2" restore "$(restic_id "$1" "$2" "$3")" --target "$4" ;;
 	borg-*) echo "cd '$4' && borg extract '$r::$3'" ;;
 	esac
@@ -730,9 +770,9 @@ tool_mount() {
 	local r
 	r=$(repo_of "$1" "$2")
 	case $1 in
-	cbrfs)
+	cbrfs | cbrfs-base)
 		local out
-		out=$("$CBRFS" --store "$r" mount "$MNT")
+		out=$("$(bin_of "$1")" --store "$r" mount "$MNT")
 		MOUNT_PID=$(printf '%s' "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p')
 		[ -n "$MOUNT_PID" ] || MOUNT_PID=$(pgrep -f "mount $MNT --foreground" | head -1) ;;
 	restic-*)
@@ -747,7 +787,7 @@ tool_mount() {
 
 tool_umount() { # TOOL
 	case $1 in
-	cbrfs) "$CBRFS" umount "$MNT" >>"$CMDLOG" 2>&1 ;;
+	cbrfs | cbrfs-base) "$(bin_of "$1")" umount "$MNT" >>"$CMDLOG" 2>&1 ;;
 	*)
 		fusermount3 -u "$MNT" 2>>"$CMDLOG" || { sleep 1; fusermount3 -u "$MNT"; }
 		wait "$MOUNT_PID" 2>/dev/null || true ;;
@@ -761,7 +801,7 @@ tool_umount() { # TOOL
 # (the tree's root directory, or the image file).
 inside() {
 	case $1 in
-	cbrfs) if [ "$2" = tree ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;;
+	cbrfs | cbrfs-base) if [ "$2" = tree ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;;
 	restic-*) echo "$MNT/ids/$(restic_id "$1" "$2" "$3")/$(item "$2")" ;;
 	borg-*) echo "$MNT/$3/$(item "$2")" ;;
 	esac
@@ -805,7 +845,7 @@ mount_steps() {
 	t0=$(now_ns)
 	tool_mount "$tool" "$ds"
 	case $tool in
-	cbrfs) p="$MNT/v/b1" ;;
+	cbrfs | cbrfs-base) p="$MNT/v/b1" ;;
 	restic-*) p="$MNT/ids" ;;
 	borg-*) p="$MNT/b1" ;;
 	esac
@@ -830,7 +870,7 @@ mount_steps() {
 		rec "$ds" "$tool" mnt_find_entries "$run" "$(cat "$W/find.out")"
 		timed "$ds" "$tool" mnt_du "$run" bash -c "du -s '$in' >'$W/du.out'"
 		rec "$ds" "$tool" mnt_du_kib "$run" "$(cut -f1 "$W/du.out")"
-		if [ "$tool" = cbrfs ] || [ "$run" -le "$PEER_CP_RUNS" ]; then
+		if [ "$tool" = cbrfs ] || [ "$tool" = cbrfs-base ] || [ "$run" -le "$PEER_CP_RUNS" ]; then
 			rm -rf "$W/out/mnt"
 			timed "$ds" "$tool" mnt_cp_a "$run" cp -a "$in" "$W/out/mnt"
 			rec "$ds" "$tool" mnt_cp_a_entries "$run" "$(find "$W/out/mnt" | wc -l)"
@@ -847,10 +887,15 @@ mount_steps() {
 	tool_umount "$tool"
 }
 
+# Runs are the outer loop, so that drift in the machine's state (other work,
+# the disk's write-back) spreads over every tool; even runs take the tools in
+# reverse order (cbrfs and its baseline alternate which goes first).
 for ds in $DATASETS; do
-	for tool in $TOOLS; do
-		section "$ds/$tool" start
-		for run in $(seq "$RUNS"); do
+	for run in $(seq "$RUNS"); do
+		order=$TOOLS
+		[ $((run % 2)) = 0 ] && order=$(printf '%s\n' $TOOLS | tac | tr '\n' ' ')
+		section "$ds/run$run" start
+		for tool in $order; do
 			log "$ds $tool run $run/$RUNS"
 			tool_init "$tool" "$ds"
 			cd "$SRC"
@@ -874,9 +919,9 @@ for ds in $DATASETS; do
 			fi
 			rm -rf "$W/out/restore"
 			case " $MOUNT_TOOLS " in *" $tool "*) mount_steps "$tool" "$ds" "$run" ;; esac
+			rm -rf "$(repo_of "$tool" "$ds")" "$W/cache-$tool-$ds" "$BORG_BASE_DIR"
 		done
-		rm -rf "$(repo_of "$tool" "$ds")" "$W/cache-$tool-$ds" "$BORG_BASE_DIR"
-		section "$ds/$tool" end
+		section "$ds/run$run" end
 	done
 done
 
