@@ -10,24 +10,17 @@ use crate::fsutil;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Where a backup that has a status file is: `protecting` while it runs,
-/// `error` when it failed (the file is removed when it is committed).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Running.
-    Protecting,
-    /// Failed; the status says why.
-    Error,
-}
-
-impl RunStatus {
-    /// The name in status files and in the mount's attributes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Protecting => "protecting",
-            RunStatus::Error => "error",
-        }
+crate::names::words! {
+    /// Where a backup that has a status file is: `protecting` while it
+    /// runs, `error` when it failed (the file is removed when it is
+    /// committed). The word is the status file's and the mount's attribute's.
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum RunStatus("run status") {
+        /// Running.
+        Protecting = "protecting",
+        /// Failed; the status says why.
+        Error = "error",
     }
 }
 
