@@ -1,7 +1,7 @@
 //! `cbrfs backup`: take, list, show, delete and wait for backups.
 
 use super::{print_json, progress_style};
-use crate::catalog::{self, Store};
+use crate::catalog::Store;
 use crate::engine::{backup, backup_records};
 use crate::error::{Error, Result};
 use crate::model::Origin;
@@ -124,8 +124,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     at_ns: None,
                     dry_run,
                 },
-            )
-            .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
+            )?;
             let progress = prepared.progress.clone();
             if !dry_run {
                 catch_interrupts();
