@@ -23,8 +23,7 @@ mod server;
 mod task;
 mod vault;
 
-use crate::catalog::{self, Store, VaultType};
-use crate::engine::vaults;
+use crate::catalog::{self, Store};
 use crate::error::{Error, Result};
 use crate::quote::quote;
 use clap::{Parser, Subcommand};
@@ -193,56 +192,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Init => return init::init_cmd(&cli.store),
         _ => {}
     }
-    // `vault create` creates a missing store, once its settings are known
-    // to be valid: a refused command leaves no store behind.
-    let mut create = false;
-    if let Command::Vault(vault::VaultCmd::Create {
-        name,
-        vault_type,
-        capacity,
-        description,
-        tags,
-        compression,
-        storage,
-        s3_endpoint,
-        cache_size,
-        encrypt,
-    }) = &cli.command
-    {
-        if let Some(url) = storage {
-            crate::store::RemoteConfig::from_args(
-                url,
-                s3_endpoint.as_deref(),
-                cache_size.as_deref(),
-            )?;
-        }
-        vaults::prepare(vaults::NewVault {
-            name: name.clone(),
-            vault_type: VaultType::parse(vault_type)?,
-            capacity: capacity.clone(),
-            description: description.clone(),
-            tags: tags.clone(),
-            compression: compression.clone(),
-            encrypt: *encrypt,
-        })?;
-        create = true;
-    }
-    // `vault attach` is how a new host starts: it creates a missing store
-    // too, once the location is known to be valid.
-    if let Command::Vault(vault::VaultCmd::Attach {
-        storage,
-        s3_endpoint,
-        cache_size,
-        ..
-    }) = &cli.command
-    {
-        crate::store::RemoteConfig::from_args(
-            storage,
-            s3_endpoint.as_deref(),
-            cache_size.as_deref(),
-        )?;
-        create = true;
-    }
+    // `vault create` and `vault attach` create a missing store, once their
+    // settings are known to be valid: a refused command leaves no store
+    // behind.
+    let create = match &cli.command {
+        Command::Vault(v) => v.creates_store()?,
+        _ => false,
+    };
     let store = open_store(&cli.store, create)?;
     match cli.command {
         Command::Vault(v) => vault::vault_cmd(&store, v),
