@@ -458,63 +458,33 @@ fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
     }
 }
 
-/// How a backup was started. Encoded by position in records: never
-/// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
-#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// `cbrfs backup create`.
-    Manual,
-    /// `mkdir` in the mount.
-    Mount,
-    /// A backup policy.
-    Policy,
-}
-
-impl Origin {
-    /// The name shown in output and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Manual => "manual",
-            Origin::Mount => "mount",
-            Origin::Policy => "policy",
-        }
+crate::names::words! {
+    /// How a backup was started. Encoded by position in records: never
+    /// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
+    #[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Origin("origin") {
+        /// `cbrfs backup create`.
+        Manual = "manual",
+        /// `mkdir` in the mount.
+        Mount = "mount",
+        /// A backup policy.
+        Policy = "policy",
     }
 }
 
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Kind of resource. Encoded by position in records: never reorder. In
-/// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
-#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ResourceKind {
-    /// A directory tree.
-    Directory,
-    /// A block device or disk image.
-    Disk,
-    /// A server: members that are directories and disks.
-    Server,
-}
-
-impl ResourceKind {
-    /// The name in the catalog, output and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceKind::Directory => "directory",
-            ResourceKind::Disk => "disk",
-            ResourceKind::Server => "server",
-        }
-    }
-}
-
-impl std::fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::names::words! {
+    /// Kind of resource. Encoded by position in records: never reorder. In
+    /// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
+    #[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ResourceKind("resource kind") {
+        /// A directory tree.
+        Directory = "directory",
+        /// A block device or disk image.
+        Disk = "disk",
+        /// A server: members that are directories and disks.
+        Server = "server",
     }
 }
 

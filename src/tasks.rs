@@ -15,125 +15,45 @@ use std::path::PathBuf;
 /// How long task records are kept.
 pub const KEEP_DAYS: i64 = 30;
 
-/// What a task did: the `type` of its record, as `task list --type` takes
-/// it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskType {
-    /// A backup (also a refused or skipped one).
-    Backup,
-    /// A restore.
-    Restore,
-    /// `backup delete`.
-    DeleteBackup,
-    /// `prune`.
-    Prune,
-    /// `vault delete`.
-    DeleteVault,
-    /// `vault dissociate`.
-    RemoveResource,
-    /// A policy's retention.
-    Retention,
-    /// A capacity warning or automatic expansion.
-    Capacity,
-}
-
-impl TaskType {
-    /// Every type, in the order `task list --help` shows them.
-    pub const ALL: [TaskType; 8] = [
-        TaskType::Backup,
-        TaskType::Restore,
-        TaskType::DeleteBackup,
-        TaskType::Prune,
-        TaskType::DeleteVault,
-        TaskType::RemoveResource,
-        TaskType::Retention,
-        TaskType::Capacity,
-    ];
-    /// The name in task records, output and `--type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskType::Backup => "backup",
-            TaskType::Restore => "restore",
-            TaskType::DeleteBackup => "delete_backup",
-            TaskType::Prune => "prune",
-            TaskType::DeleteVault => "delete_vault",
-            TaskType::RemoveResource => "remove_resource",
-            TaskType::Retention => "retention",
-            TaskType::Capacity => "capacity",
-        }
-    }
-    /// Parse a `--type` value.
-    pub fn parse(s: &str) -> Result<TaskType> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-                Error::param(format!(
-                    "task type {s:?} is invalid: it is one of {}",
-                    all.join(", ")
-                ))
-            })
+crate::names::words! {
+    /// What a task did: the `type` of its record, as `task list --type`
+    /// takes it (`ALL` in the order `task list --help` shows them).
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum TaskType("task type") {
+        /// A backup (also a refused or skipped one).
+        Backup = "backup",
+        /// A restore.
+        Restore = "restore",
+        /// `backup delete`.
+        DeleteBackup = "delete_backup",
+        /// `prune`.
+        Prune = "prune",
+        /// `vault delete`.
+        DeleteVault = "delete_vault",
+        /// `vault dissociate`.
+        RemoveResource = "remove_resource",
+        /// A policy's retention.
+        Retention = "retention",
+        /// A capacity warning or automatic expansion.
+        Capacity = "capacity",
     }
 }
 
-impl std::fmt::Display for TaskType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where a task is: the `status` of its record, as `task list --status`
-/// takes it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    /// Started and not ended (failed when its process is gone).
-    Running,
-    /// Ended well.
-    Success,
-    /// Ended with an error.
-    Failed,
-    /// Not run (a missed or busy time point).
-    Skipped,
-}
-
-impl TaskState {
-    /// Every state, in the order `task list --help` shows them.
-    pub const ALL: [TaskState; 4] = [
-        TaskState::Running,
-        TaskState::Success,
-        TaskState::Failed,
-        TaskState::Skipped,
-    ];
-    /// The name in task records, output and `--status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Running => "running",
-            TaskState::Success => "success",
-            TaskState::Failed => "failed",
-            TaskState::Skipped => "skipped",
-        }
-    }
-    /// Parse a `--status` value.
-    pub fn parse(s: &str) -> Result<TaskState> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-                Error::param(format!(
-                    "task status {s:?} is invalid: it is one of {}",
-                    all.join(", ")
-                ))
-            })
-    }
-}
-
-impl std::fmt::Display for TaskState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::names::words! {
+    /// Where a task is: the `status` of its record, as `task list --status`
+    /// takes it (`ALL` in the order `task list --help` shows them).
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum TaskState("task status") {
+        /// Started and not ended (failed when its process is gone).
+        Running = "running",
+        /// Ended well.
+        Success = "success",
+        /// Ended with an error.
+        Failed = "failed",
+        /// Not run (a missed or busy time point).
+        Skipped = "skipped",
     }
 }
 
