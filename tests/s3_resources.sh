@@ -49,7 +49,7 @@ note "a disk vault on S3: an ext4 image of real files"
 mkdir -p "$T/files"
 cp -a "$REPO/src" "$T/files/"
 random_file "$T/files/random" $((3 << 20))
-mke2fs -q -F -t ext4 -d "$T/files" "$T/disk.img" 32M || die "mke2fs"
+mke2fs -q -F -t ext4 -d "$T/files" "$T/disk.img" 32M >/dev/null || die "mke2fs"
 SUM0=$(sum "$T/disk.img")
 expect_ok cb vault create d --type disk --capacity 10GB --storage "$BASE/disk" --s3-endpoint "$EP" --cache-size 64MB "${ENC[@]}"
 expect_ok cb vault associate d --disk "$T/disk.img" --name root
