@@ -13,6 +13,9 @@ verify), except that it fails some of them:
   --mode fail           every request answered 503 (an outage)
   --mode stall          every request read, never answered (a hung server:
                         the client's timeout must end it)
+  --fail-path S         besides the mode: every request whose path holds S
+                        answered 503 (one kind of object unreachable, e.g.
+                        `/packs/`: data gone while cached metadata reads)
 
 Prints its port on the first line of stdout once it listens, then serves
 until killed (the tests stop it by PID). Python standard library only.
@@ -76,7 +79,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(501, "chunked request bodies are not supported")
             return
         srv.count(self.command)
-        if srv.mode == "fail":
+        if srv.mode == "fail" or (srv.fail_path and srv.fail_path in self.path):
             self.send_503()
             return
         if srv.mode == "stall":
@@ -146,6 +149,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.verbose = args.verbose
+        self.fail_path = args.fail_path
         self.requests = 0
 
     def count(self, method):
@@ -159,6 +163,7 @@ def main():
     ap.add_argument("--mode", choices=["random", "fail", "stall"], default="random")
     ap.add_argument("--p", type=float, default=0.2, help="fault probability (random mode)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--fail-path", default=None, help="answer 503 to requests whose path holds this")
     ap.add_argument("--port", type=int, default=0, help="listen port [default: a free one]")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()

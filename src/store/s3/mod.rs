@@ -18,7 +18,9 @@
 //! - **Bounded.** Connect, resolve and per-read/per-write timeouts, so that a
 //!   stalled connection ends; 5xx, 429, timeouts and dropped connections are
 //!   retried a bounded number of times with exponential backoff and jitter;
-//!   then the error names the endpoint, the bucket and the object.
+//!   then the error names the endpoint, the bucket and the object, and for
+//!   the next 30 s requests fail at once (a command facing a dead endpoint
+//!   ends after one request's retries, not after one per object).
 //! - **Secret.** The secret key is used to sign and nothing else: it is in
 //!   no message, no `Debug` output and no log line; neither are signed URLs.
 //! - **Counted.** Requests (PUT, GET, LIST, DELETE, attempts included) and
@@ -122,12 +124,24 @@ struct Counters {
     retries: AtomicU64,
 }
 
+/// How long the endpoint is taken for down after a request gave up: in the
+/// meantime requests fail at once, naming the failure that gave up. A
+/// restore walks on past a file it cannot read, a check past a pack: with
+/// the endpoint gone, each would otherwise spend the whole retry policy
+/// (about 25 s, or minutes against a stalled server) and the command would
+/// take that time once per object. Short enough that a mount reads again
+/// soon after an outage ends.
+const DOWN_FOR: Duration = Duration::from_secs(30);
+
 /// A vault's objects in an S3 bucket. Cheap to share between threads.
 pub struct S3Storage {
     cfg: S3Config,
     bucket: Bucket,
     agent: ureq::Agent,
     counters: Counters,
+    /// Until when the endpoint is taken for down, and the failure that
+    /// gave up ([`DOWN_FOR`]).
+    down: parking_lot::Mutex<Option<(Instant, String)>>,
 }
 
 impl fmt::Debug for S3Storage {
@@ -173,6 +187,7 @@ impl S3Storage {
             bucket,
             agent,
             counters: Counters::default(),
+            down: parking_lot::Mutex::new(None),
         })
     }
 
@@ -573,6 +588,38 @@ mod tests {
             .unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    /// After one request gave up, the next fails at once without a request
+    /// (a command facing a dead endpoint ends after one request's retries),
+    /// and names its own object and the failure that gave up.
+    #[test]
+    fn a_request_that_gave_up_holds_the_endpoint_down() {
+        // A port nothing listens on: every connection is refused (retried).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let ep = format!("http://127.0.0.1:{port}");
+        let mut c = S3Config::from_lookup("s3://bkt/p", Some(&ep), env(KEYS)).unwrap();
+        c.retry = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let s = S3Storage::new(c).unwrap();
+        let e = s.get("index/aa.idx").unwrap_err().to_string();
+        assert!(e.contains("gave up after 2 attempts"), "{e}");
+        assert_eq!(s.counters().get_requests, 2);
+        let start = Instant::now();
+        let e = s.get("backups/b.bk").unwrap_err().to_string();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(s.counters().get_requests, 2, "no request while held down");
+        assert!(e.contains("s3://bkt/p/backups/b.bk at "), "{e}");
+        assert!(e.contains(&ep), "{e}");
+        assert!(e.contains("not sent"), "{e}");
+        assert!(e.contains("s3://bkt/p/index/aa.idx at "), "{e}");
+        assert!(e.contains("gave up after 2 attempts"), "{e}");
     }
 
     #[test]
