@@ -87,6 +87,10 @@ struct ListState {
     changed: bool,
     /// [`CachedStorage::size_of`] listed once in this process already.
     sized: bool,
+    /// A change failed: the remote may be unreachable, and a head that
+    /// [`Drop`] would owe is not worth a second round of retries (what
+    /// the failed work left is unreferenced; `listings.json` stays dirty).
+    failed: bool,
 }
 
 impl std::fmt::Debug for CachedStorage {
@@ -236,10 +240,18 @@ impl CachedStorage {
             .as_deref()
             .and_then(|t| Head::parse(t.as_bytes()));
         let bytes = Head::next(prev.as_ref(), added, removed).encode();
-        self.remote.put(HEAD, &bytes)?;
+        self.failing(self.remote.put(HEAD, &bytes))?;
         let mut st = self.listing.lock();
         st.l.head = String::from_utf8(bytes).ok();
         Ok(())
+    }
+
+    /// `r`, noting a failure (see [`ListState::failed`]).
+    fn failing<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.listing.lock().failed = true;
+        }
+        r
     }
 
     /// The head covering this process's changes is written: its listings
@@ -446,7 +458,7 @@ impl Storage for CachedStorage {
             self.write_head(&[name], &[])?;
         }
         // The remote first: the object is published when this returns.
-        self.remote.put(name, data)?;
+        self.failing(self.remote.put(name, data))?;
         self.listing.lock().l.changed(name, Some(data.len() as u64));
         if record {
             self.settle();
@@ -465,7 +477,7 @@ impl Storage for CachedStorage {
 
     fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
         self.before_change();
-        self.remote.put_file(name, file, len)?;
+        self.failing(self.remote.put_file(name, file, len))?;
         self.listing.lock().l.changed(name, Some(len));
         Ok(())
     }
@@ -568,7 +580,7 @@ impl Storage for CachedStorage {
         if record {
             self.write_head(&[], &[name])?;
         }
-        self.remote.delete(name)?;
+        self.failing(self.remote.delete(name))?;
         self.listing.lock().l.changed(name, None);
         if record {
             self.settle();
@@ -672,9 +684,13 @@ impl Drop for CachedStorage {
     /// A writer that changed the remote and ends without a head (a
     /// command that does not call [`Storage::publish`]) owes one: written
     /// here, best effort, so that other hosts see its changes. A process
-    /// killed skips this; its `listings.json` stays dirty, and the next
-    /// writer's head covers what it left.
+    /// killed, or one whose change failed, skips this; its
+    /// `listings.json` stays dirty, and the next writer's head covers what
+    /// it left.
     fn drop(&mut self) {
+        if self.listing.lock().failed {
+            return;
+        }
         if let Err(e) = self.publish() {
             log::warn!("cache: write the head of {}: {e}", self.remote.describe());
         }
