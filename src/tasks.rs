@@ -94,6 +94,11 @@ pub struct Task {
     /// records of older versions, which then count from `started_ns`.
     #[serde(default)]
     pub recorded_ns: i64,
+    /// Requests and bytes the task asked of its vault's bucket (from its
+    /// start to its end, in this process); absent for a local vault and
+    /// while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::model::Requests>,
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -111,6 +116,8 @@ fn save(store: &Store, t: &Task) -> Result<()> {
 pub struct TaskHandle {
     store: Store,
     task: Task,
+    /// The vault's bucket counters at the start (a remote vault).
+    requests_before: Option<crate::model::Requests>,
 }
 
 /// Start a task (status `running`) at time `at_ns` (now, or a policy
@@ -147,10 +154,12 @@ pub fn start(
         message: None,
         pid: std::process::id(),
         recorded_ns: real_ns,
+        requests: None,
     };
     let h = TaskHandle {
         store: store.clone(),
         task,
+        requests_before: store.vault_requests(vault),
     };
     if let Err(e) = save(store, &h.task) {
         log::warn!("task log: {e}");
@@ -204,6 +213,12 @@ impl TaskHandle {
     }
     fn end(&mut self) {
         self.task.ended = Some(catalog::now_rfc3339());
+        if let Some(before) = &self.requests_before {
+            self.task.requests = self
+                .store
+                .vault_requests(&self.task.vault)
+                .map(|now| now.since(before));
+        }
         self.save_or_warn();
     }
     /// Write the task's record. The task log is a record of the work, not
@@ -390,6 +405,7 @@ mod tests {
             message: Some("a message".into()),
             pid,
             recorded_ns: 0,
+            requests: None,
         }
     }
 

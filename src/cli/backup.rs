@@ -244,6 +244,9 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     }
                 }
                 println!("added:       {}", human_bytes(b.stats.bytes_added));
+                if let Some(c) = &b.requests {
+                    println!("requests:    {}", c.summary());
+                }
             }
         }
         BackupCmd::Wait {

@@ -377,6 +377,8 @@ impl Prepared {
         let started_ns = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
         let t0 = std::time::Instant::now();
         let vault = self.vault.name.clone();
+        // The record keeps what the run asks of a remote vault's bucket.
+        let requests_before = self.store.vault_requests(&vault);
         let repo = self.store.repo(&vault)?;
         let dry_run = self.opts.dry_run;
         // Under the writer lock no other writer of packs, indexes or records
@@ -587,7 +589,7 @@ impl Prepared {
                     ))
                 })?;
         }
-        self.store.save_backup(&rec)?;
+        self.store.save_backup_with(&rec, requests_before)?;
         self.progress.finish();
         Ok(rec)
     }

@@ -78,9 +78,23 @@ fn check_name(name: &str) -> Result<()> {
     crate::store::storage::check_name(name)
 }
 
-/// Requests and bytes an [`S3Storage`] has spent since it was made.
-/// Attempts count, retries included: each is billed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Requests and bytes an [`S3Storage`] has spent since it was made, or
+/// an operation spent ([`S3Counters::since`]): what a backup record keeps
+/// (docs/FORMAT.md §11.4, bincode: seven u64 in this order), what
+/// `backup show --json` and the task log show (docs/JSON.md). Attempts
+/// count, retries included: each is billed.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct S3Counters {
     /// PUT and POST requests (uploads, multipart create/part/complete/abort).
     pub put_requests: u64,
@@ -110,6 +124,21 @@ impl S3Counters {
             bytes_down: self.bytes_down.saturating_sub(earlier.bytes_down),
             retries: self.retries.saturating_sub(earlier.retries),
         }
+    }
+
+    /// One line for people: `3 PUT, 12 GET, 0 LIST, 0 DELETE (1 retry);
+    /// 1.2 MB up, 40 MB down`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} PUT, {} GET, {} LIST, {} DELETE ({}); {} up, {} down",
+            self.put_requests,
+            self.get_requests,
+            self.list_requests,
+            self.delete_requests,
+            crate::rules::count(self.retries, "retry", "retries"),
+            crate::rules::human_bytes(self.bytes_up),
+            crate::rules::human_bytes(self.bytes_down)
+        )
     }
 }
 
@@ -228,25 +257,53 @@ impl S3Storage {
     /// Upload `payload` to `name` in one PUT with its MD5 (`md5` raw).
     fn put_once(&self, name: &str, payload: Payload<'_>, md5: [u8; 16]) -> Result<()> {
         let key = self.cfg.location.key(name);
-        let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
-        self.retrying("PUT", name, || {
+        self.put_checked("PUT", name, &payload, md5, false, |md5_b64| {
             let mut action = self.bucket.put_object(Some(&self.cfg.credentials), &key);
-            action.headers_mut().insert("content-md5", md5_b64.clone());
-            let url = action.sign(SIGN_TTL);
+            action
+                .headers_mut()
+                .insert("content-md5", md5_b64.to_string());
+            action.sign(SIGN_TTL)
+        })
+        .map(|_| ())
+    }
+
+    /// The one PUT exchange of an upload — a whole object or one part of a
+    /// multipart upload: `payload` sent with its `Content-MD5` to the URL
+    /// `sign` makes (afresh at every attempt, from the base64 MD5), the
+    /// answer's ETag compared with the MD5, retried as [`Self::retrying`]
+    /// does. Returns the ETag; `need_etag` makes an answer without one a
+    /// failure worth retrying (a part's ETag is needed to complete).
+    fn put_checked(
+        &self,
+        op: &str,
+        name: &str,
+        payload: &Payload<'_>,
+        md5: [u8; 16],
+        need_etag: bool,
+        sign: impl Fn(&str) -> Url,
+    ) -> Result<Option<String>> {
+        let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
+        let md5_hex = hex(&md5);
+        self.retrying(op, name, || {
+            let url = sign(&md5_b64);
             let resp = self.exchange(
                 Class::Put,
                 http::Method::PUT,
                 &url,
                 &[("content-md5", md5_b64.clone())],
-                &payload,
+                payload,
             )?;
             if !resp.status().is_success() {
-                return Err(self.status_failure("PUT", name, resp));
+                return Err(self.status_failure(op, name, resp));
             }
             let etag = header(&resp, "etag");
             let sse = header(&resp, "x-amz-server-side-encryption");
             drop(self.read_body(resp, ERROR_BODY_LIMIT));
-            check_etag(etag.as_deref(), sse.as_deref(), &hex(&md5))
+            check_etag(etag.as_deref(), sse.as_deref(), &md5_hex)?;
+            if need_etag && etag.is_none() {
+                return Err(Failure::Retry(format!("{op}: the server gave no ETag")));
+            }
+            Ok(etag)
         })
     }
 
@@ -336,6 +393,10 @@ fn file_md5(file: &File, offset: u64, len: u64) -> std::io::Result<[u8; 16]> {
 impl Storage for S3Storage {
     fn describe(&self) -> String {
         self.cfg.location.to_string()
+    }
+
+    fn requests(&self) -> Option<S3Counters> {
+        Some(self.counters())
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
