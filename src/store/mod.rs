@@ -48,6 +48,7 @@ pub mod cached;
 mod compression;
 mod index;
 pub mod keyring;
+pub mod lease;
 pub mod local;
 mod pack;
 mod reader;
