@@ -49,6 +49,7 @@ mod compression;
 mod index;
 pub mod keyring;
 mod listing;
+pub mod lease;
 pub mod local;
 mod pack;
 mod prefetch;

@@ -40,7 +40,9 @@
 //!   following a symbolic link and refuses what is not a regular file (a
 //!   FIFO, a device), naming it; the store is input (docs/SECURITY.md).
 //!
-//! Locks (`backup.lock`) are not vault data and stay on the local host.
+//! Locks (`backup.lock`) are not vault data and stay on the local host; a
+//! vault in a bucket also has a writer lease there, the object `lease`
+//! (store/lease.rs).
 
 use crate::error::{Error, Result};
 use std::fmt;

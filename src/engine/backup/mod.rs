@@ -93,7 +93,7 @@ pub struct Prepared {
     opts: BackupOptions,
     resources: Vec<Resource>,
     /// None for a dry run, which writes nothing.
-    _lock: Option<crate::fsutil::Flock>,
+    _lock: Option<crate::store::lease::WriterLock>,
     used_before: u64,
     /// The task recorded when the backup was accepted.
     task: Option<tasks::TaskHandle>,
