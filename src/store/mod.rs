@@ -49,6 +49,7 @@ mod compression;
 mod index;
 pub mod keyring;
 pub mod local;
+mod marks;
 mod pack;
 mod reader;
 pub mod remote;
@@ -62,6 +63,7 @@ pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{compress_blob, compress_into};
+pub use marks::Mark;
 pub use reader::{IndexTable, Repo};
 pub use writer::{
     index_size, pack_overhead, pack_sizes_for, AddOutcome, IndexRebuild, RepoWriter, WriterStats,
