@@ -401,8 +401,16 @@ pub fn prune_opts(
     report.packs_deleted += delete_now.len();
     report.bytes_deleted += size_of(&delete_now);
     let nothing_to_do = remove.is_empty() && rewrite.is_empty() && report.blobs_removed == 0;
-    if nothing_to_do && index_files <= 1 && expired_marks.is_empty() {
-        report.bytes_after = report.bytes_before;
+    // The first phase (a new index; packs marked or deleted) only when it
+    // changes something; the second whenever a mark's grace has passed.
+    let first_phase = !(nothing_to_do && index_files <= 1);
+    if !first_phase {
+        let deleted = size_of(&delete_marked);
+        report.bytes_after = report.bytes_before.saturating_sub(deleted);
+        if !dry_run && !expired_marks.is_empty() {
+            repo.delete_marked(&delete_marked, &expired_marks)?;
+            report.bytes_after = repo.used_bytes()?;
+        }
         return Ok(report);
     }
     if dry_run {
@@ -422,7 +430,8 @@ pub fn prune_opts(
             kept_packs.len() + new_packs.len(),
             keep_entries.len() + moved.len(),
         );
-        // Marked packs stay in the bucket until a later prune.
+        // Marked packs stay in the bucket until a later prune; packs of
+        // marks whose grace passed are not among the kept ones.
         report.bytes_after = kept_bytes
             + new_packs.iter().sum::<u64>()
             + index_bytes
