@@ -48,7 +48,7 @@ sha() { sha256sum <"$1" | cut -d' ' -f1; }
 # ---- bad grace values ----
 expect_ok cbrfs vault create v --type filesystem --capacity 10GB --storage "$URL" --s3-endpoint "$EP" --cache-size 64MB --encrypt
 for bad in -1h soon 12 1x ''; do
-	expect_exit 2 '--grace .*expected a duration that is not negative' -- cbrfs prune v --grace "$bad"
+	expect_exit 2 '--grace .*expected a duration that is not negative' -- cbrfs prune v --grace="$bad"
 done
 expect_exit 2 'CBRFS_PRUNE_GRACE .*expected a duration' -- env CBRFS_PRUNE_GRACE=yesterday "$CBRFS_BIN" --store "$STORE" prune v
 
