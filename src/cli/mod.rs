@@ -206,12 +206,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Server(c) => server::server_cmd(&store, c),
         Command::Policy(c) => policy::policy_cmd(&store, c),
         Command::Task(c) => task::task_cmd(&store, c),
-        Command::Prune(prune::PruneArgs {
-            vault,
-            dry_run,
-            repack_threshold,
-            json,
-        }) => prune::prune_cmd(&store, vault, dry_run, repack_threshold, json),
+        Command::Prune(a) => prune::prune_cmd(&store, a),
         Command::Restore(r) => restore::restore_cmd(&store, r),
         Command::Ls(browse::LsArgs {
             vault,

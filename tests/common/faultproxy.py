@@ -17,6 +17,14 @@ verify), except that it fails some of them:
                         answered 503 (one kind of object unreachable, e.g.
                         `/packs/`: data gone while cached metadata reads)
 
+  --stall-file FILE     in any mode: before each request, if FILE holds a
+                        regular expression (its first line), a request whose
+                        "METHOD PATH" it matches is read, appended to
+                        FILE.hits and never answered, so that a test can
+                        kill -9 the client at that exact step (tests change
+                        FILE between steps; an empty or absent FILE matches
+                        nothing)
+
 Prints its port on the first line of stdout once it listens, then serves
 until killed (the tests stop it by PID). Python standard library only.
 
@@ -27,6 +35,7 @@ import argparse
 import http.client
 import http.server
 import random
+import re
 import socket
 import struct
 import sys
@@ -79,6 +88,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(501, "chunked request bodies are not supported")
             return
         srv.count(self.command)
+        if srv.stall_matches("%s %s" % (self.command, self.path)):
+            while True:
+                time.sleep(3600)
         if srv.mode == "fail" or (srv.fail_path and srv.fail_path in self.path):
             self.send_503()
             return
@@ -151,10 +163,26 @@ class Server(http.server.ThreadingHTTPServer):
         self.verbose = args.verbose
         self.fail_path = args.fail_path
         self.requests = 0
+        self.stall_file = args.stall_file
 
     def count(self, method):
         with self.lock:
             self.requests += 1
+
+    def stall_matches(self, line):
+        """True if --stall-file's pattern matches LINE (then recorded)."""
+        if not self.stall_file:
+            return False
+        try:
+            with open(self.stall_file) as f:
+                pattern = f.readline().strip()
+        except OSError:
+            return False
+        if not pattern or not re.search(pattern, line):
+            return False
+        with self.lock, open(self.stall_file + ".hits", "a") as hits:
+            hits.write(line + "\n")
+        return True
 
 
 def main():
@@ -166,6 +194,7 @@ def main():
     ap.add_argument("--fail-path", default=None, help="answer 503 to requests whose path holds this")
     ap.add_argument("--port", type=int, default=0, help="listen port [default: a free one]")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--stall-file", default=None, help="hold requests matching the regex in this file")
     args = ap.parse_args()
     if not 0.0 <= args.p <= 1.0:
         ap.error("--p must be between 0 and 1")
