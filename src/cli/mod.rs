@@ -206,6 +206,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         s3_endpoint,
         cache_size,
         encrypt,
+        no_encrypt,
     }) = &cli.command
     {
         if let Some(url) = storage {
@@ -222,7 +223,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             description: description.clone(),
             tags: tags.clone(),
             compression: compression.clone(),
-            encrypt: *encrypt,
+            encrypt: vault::encrypts(*encrypt, *no_encrypt, storage.is_some()),
         })?;
         create = true;
     }
