@@ -2,7 +2,7 @@
 
 use super::{print_json, progress_style};
 use crate::catalog::{self, Store};
-use crate::engine::{backup, backups};
+use crate::engine::{backup, backup_records};
 use crate::error::{Error, Result};
 use crate::model::Origin;
 use crate::quote::{quote, quote_bytes};
@@ -163,7 +163,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 r => r?,
             };
             if json {
-                let mut report = backups::report(&rec);
+                let mut report = backup_records::report(&rec);
                 report.dry_run = dry_run;
                 print_json(&report)?;
             } else {
@@ -224,7 +224,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             }
         }
         BackupCmd::List { vault, json } => {
-            let l = backups::list(store, vault.as_deref())?;
+            let l = backup_records::list(store, vault.as_deref())?;
             if json {
                 print_json(&l.backups)?;
             } else {
@@ -265,7 +265,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             backup,
             json,
         } => {
-            let b = backups::show(store, &vault, &backup)?;
+            let b = backup_records::show(store, &vault, &backup)?;
             if json {
                 print_json(&b)?;
             } else {
@@ -307,7 +307,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             timeout,
         } => return wait_cmd(store, &vault, &backup, timeout),
         BackupCmd::Delete { vault, backup } => {
-            backups::delete(store, &vault, &backup)?;
+            backup_records::delete(store, &vault, &backup)?;
             println!("deleted backup {backup} of vault {vault}; run prune to free its space");
         }
     }
@@ -344,7 +344,7 @@ pub(super) fn wait_cmd(
         pb
     });
     let bar = Clear(bar);
-    backups::wait(
+    backup_records::wait(
         store,
         vault,
         backup,
