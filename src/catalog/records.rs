@@ -172,6 +172,18 @@ pub struct VaultConfig {
     /// misreading it. Absent (false) in every unencrypted vault.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// An encrypted vault's description, tags and resources (the settings
+    /// that name its data: paths, resource names), sealed with the vault's
+    /// key (kind 5, docs/FORMAT.md §16.5) and base64-encoded; those fields
+    /// are then empty in the clear. Absent in unencrypted vaults and in
+    /// encrypted ones written before the settings were sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// Why the sealed settings could not be opened when this was read for
+    /// a listing (no password at hand, a wrong one): description, tags and
+    /// resources are then empty. Never stored.
+    #[serde(skip)]
+    pub locked: Option<String>,
 }
 
 /// The settings format of an encrypted vault (a v1 reader refuses it).

@@ -201,8 +201,15 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             for d in &l.damaged {
                 eprintln!("cbrfs: error: {}", quote(d));
             }
+            for d in &l.locked {
+                eprintln!("cbrfs: warning: skipped a locked vault: {}", quote(d));
+            }
             if !l.damaged.is_empty() {
                 return Ok(1);
+            }
+            // 3: a partial result, as for a backup that skipped entries.
+            if !l.locked.is_empty() {
+                return Ok(3);
             }
         }
         BackupCmd::Show {

@@ -46,8 +46,13 @@ pub(super) enum VaultCmd {
         cache_size: Option<String>,
         /// Encrypt the vault (chosen now, never changed): the password
         /// comes from --password-file, $CBRFS_PASSWORD or the terminal.
+        /// A vault with --storage is encrypted unless --no-encrypt.
         #[arg(long)]
         encrypt: bool,
+        /// Keep a vault with --storage unencrypted: whoever runs the
+        /// bucket can then read its backups (a warning says so).
+        #[arg(long, conflicts_with = "encrypt")]
+        no_encrypt: bool,
     },
     /// Register a vault kept in an S3 bucket in this store and build its
     /// cache from the bucket alone: a new host reaches the backups of one
@@ -173,6 +178,13 @@ pub(super) enum VaultCmd {
     },
 }
 
+/// Whether `vault create` encrypts: remote vaults (`--storage`) unless
+/// `--no-encrypt`, since the bucket is run by someone else; local vaults
+/// only with `--encrypt` (issue 15). clap refuses both flags together.
+pub(super) fn encrypts(encrypt: bool, no_encrypt: bool, remote: bool) -> bool {
+    encrypt || (remote && !no_encrypt)
+}
+
 impl VaultCmd {
     /// Whether the command creates a missing store (`vault create`, and
     /// `vault attach`, which is how a new host starts), its settings
@@ -214,6 +226,7 @@ impl VaultCmd {
             s3_endpoint,
             cache_size,
             encrypt,
+            no_encrypt,
         } = self
         else {
             return Ok(None);
@@ -232,7 +245,7 @@ impl VaultCmd {
             description: description.clone(),
             tags: tags.clone(),
             compression: compression.clone(),
-            encrypt: *encrypt,
+            encrypt: encrypts(*encrypt, *no_encrypt, storage.is_some()),
         };
         Ok(Some((new, remote)))
     }
@@ -248,6 +261,14 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 None => vaults::create(store, new)?,
                 Some(r) => vaults::create_remote(store, new, r)?,
             };
+            if let (Some(r), false) = (&v.storage, v.encrypted) {
+                eprintln!(
+                    "cbrfs: warning: vault {} is not encrypted (--no-encrypt): whoever runs or \
+                     can read the bucket {} can read its backups, their file names and paths",
+                    v.name,
+                    quote(&r.url())
+                );
+            }
             println!(
                 "created vault {} ({}, {} GB{})",
                 v.name,
@@ -288,21 +309,31 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     "NAME", "TYPE", "CAPACITY", "USED", "RESOURCES", "BACKUPS"
                 );
                 for v in &l.vaults {
+                    // A locked vault's resources and tags are sealed:
+                    // unknown, not none.
+                    let (resources, tags) = match &v.locked {
+                        Some(_) => ("-".to_string(), "(locked)".to_string()),
+                        None => (
+                            v.resources.len().to_string(),
+                            quote(
+                                &v.tags
+                                    .iter()
+                                    .map(|t| format!("{}={}", t.key, t.value))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            )
+                            .into_owned(),
+                        ),
+                    };
                     println!(
                         "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
                         v.name,
                         v.vault_type,
                         human_bytes(v.capacity_bytes()),
                         human_bytes(v.used_bytes),
-                        v.resources.len(),
+                        resources,
                         v.backups,
-                        quote(
-                            &v.tags
-                                .iter()
-                                .map(|t| format!("{}={}", t.key, t.value))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        )
+                        tags
                     );
                 }
             }
@@ -442,7 +473,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 .registration(&name)?
                 .map(|r| r.url())
                 .unwrap_or_default();
-            store.vault(&name)?;
+            store.vault_settings(&name)?;
             store.delete_vault(&name)?;
             println!(
                 "removed vault {name} from this store; its backups stay in {}",

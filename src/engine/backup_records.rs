@@ -126,6 +126,10 @@ pub struct BackupList {
     /// One message per record that could not be read (it names the vault
     /// and the backup); the others are still listed.
     pub damaged: Vec<String>,
+    /// Encrypted vaults left out of a listing of every vault because their
+    /// key is not at hand (no password given, a wrong one): one message
+    /// each, naming the vault and why. Naming the vault asks for it.
+    pub locked: Vec<String>,
 }
 
 /// The backups of `vault`, or of every vault.
@@ -140,9 +144,28 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
     let mut out = BackupList {
         backups: Vec::new(),
         damaged: Vec::new(),
+        locked: Vec::new(),
     };
     for v in &names {
-        let encrypted = store.vault(v).map(|c| c.encrypted).unwrap_or(false);
+        let cfg = match vault {
+            Some(_) => store.vault(v),
+            None => store.vault_settings(v),
+        };
+        let encrypted = match cfg {
+            Ok(c) => match c.locked {
+                // One locked vault must not hide the others' backups.
+                Some(why) => {
+                    out.locked.push(why);
+                    continue;
+                }
+                None => c.encrypted,
+            },
+            Err(e) if vault.is_none() => {
+                out.damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for r in store.backups(v)? {
             match r {
                 Ok(b) => out.backups.push(BackupReport {
