@@ -4,7 +4,7 @@
 //! a mount on another host may be reading them through an index it mapped
 //! before the prune; rustic waits 23 h, kopia 24 h).
 //!
-//! A mark is the object `prune/<32 hex digits>.mark` (docs/FORMAT.md §19.4):
+//! A mark is the object `prune/<32 hex digits>.mark` (docs/FORMAT.md §19.6):
 //! the time of marking and an index (§7 layout) whose pack table names
 //! every pack marked and whose entries are the blobs of those packs that
 //! the replaced indexes named. Readers use it as a last resort

@@ -477,6 +477,9 @@ pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<(
         all.extend(i.iter());
     }
     let (merged, _) = index::write_index(&*repo.storage, all, repo.key.seal_key())?;
+    // Other hosts' cached listings must name the merged index before the
+    // ones it replaces go (docs/FORMAT.md §19.4).
+    repo.storage.publish()?;
     for i in indexes {
         if i.name() != merged {
             repo.storage
@@ -538,10 +541,14 @@ impl Repo {
         report.blobs = entries.len() as u64;
         let old = self.index_names()?;
         let (new, _) = index::write_index(&*self.storage, entries, self.key.seal_key())?;
+        // Other hosts' cached listings name the new index before the old
+        // ones go (docs/FORMAT.md §19.4).
+        self.storage.publish()?;
         for f in old.iter().filter(|f| **f != new) {
             self.storage.delete(f)?;
             report.indexes_replaced += 1;
         }
+        self.storage.publish()?;
         self.refresh()?;
         Ok(report)
     }
@@ -562,6 +569,9 @@ impl Repo {
             .collect();
         // 1. One index of every live blob, durable before anything goes.
         let (new, _) = index::write_index(&*self.storage, keep, self.key.seal_key())?;
+        // Other hosts' cached listings name it before anything goes
+        // (docs/FORMAT.md §19.4).
+        self.storage.publish()?;
         // 2. The old indexes, then the dead packs: a reader that still maps
         // an old index and finds its pack gone re-lists and finds the new.
         for f in old.iter().filter(|f| **f != new) {
@@ -572,6 +582,7 @@ impl Repo {
                 .delete(&super::pack::pack_name(p))
                 .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
         }
+        self.storage.publish()?;
         self.refresh()?;
         self.drop_pack_cache();
         Ok(())

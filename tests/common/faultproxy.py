@@ -13,6 +13,9 @@ verify), except that it fails some of them:
   --mode fail           every request answered 503 (an outage)
   --mode stall          every request read, never answered (a hung server:
                         the client's timeout must end it)
+  --fail-path S         besides the mode: every request whose path holds S
+                        answered 503 (one kind of object unreachable, e.g.
+                        `/packs/`: data gone while cached metadata reads)
 
   --stall-file FILE     in any mode: before each request, if FILE holds a
                         regular expression (its first line), a request whose
@@ -88,7 +91,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if srv.stall_matches("%s %s" % (self.command, self.path)):
             while True:
                 time.sleep(3600)
-        if srv.mode == "fail":
+        if srv.mode == "fail" or (srv.fail_path and srv.fail_path in self.path):
             self.send_503()
             return
         if srv.mode == "stall":
@@ -158,6 +161,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.verbose = args.verbose
+        self.fail_path = args.fail_path
         self.requests = 0
         self.stall_file = args.stall_file
 
@@ -187,6 +191,7 @@ def main():
     ap.add_argument("--mode", choices=["random", "fail", "stall"], default="random")
     ap.add_argument("--p", type=float, default=0.2, help="fault probability (random mode)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--fail-path", default=None, help="answer 503 to requests whose path holds this")
     ap.add_argument("--port", type=int, default=0, help="listen port [default: a free one]")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--stall-file", default=None, help="hold requests matching the regex in this file")
