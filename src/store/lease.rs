@@ -1095,11 +1095,11 @@ mod tests {
         drop(a);
     }
 
-    /// The example of docs/FORMAT.md §19.4 is a lease this cbrfs reads.
+    /// The example of docs/FORMAT.md §19.5 is a lease this cbrfs reads.
     #[test]
     fn the_documented_lease_decodes() {
         let doc = include_str!("../../docs/FORMAT.md");
-        let at = doc.find("### 19.4").unwrap();
+        let at = doc.find("### 19.5").unwrap();
         let start = at + doc[at..].find("```json\n").unwrap() + 8;
         let end = start + doc[start..].find("```").unwrap();
         let r = decode(&doc.as_bytes()[start..end]).unwrap();
