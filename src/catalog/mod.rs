@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
 use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
+use crate::store::lease::{self, WriterLock};
 use crate::store::{LocalDir, RemoteConfig, Repo, Storage};
 use serde::Deserialize;
 use std::fs;
@@ -57,7 +58,14 @@ pub struct Store {
     /// each was opened with: one client (and one set of request counters)
     /// per vault and process.
     remotes: std::sync::Arc<parking_lot::Mutex<RemoteMap>>,
+    /// Per remote vault, whether this process holds its writer lease:
+    /// the vault's storage refuses writes once a held lease is lost or
+    /// could not be renewed in time (store/lease.rs).
+    fences: std::sync::Arc<parking_lot::Mutex<FenceMap>>,
 }
+
+/// The writer-lease fence of each remote vault, by name.
+type FenceMap = std::collections::HashMap<String, std::sync::Arc<lease::Fence>>;
 
 /// Opened remote vaults by name.
 type RemoteMap = std::collections::HashMap<String, (RemoteConfig, std::sync::Arc<dyn Storage>)>;
@@ -128,6 +136,7 @@ impl Store {
         let store = Store {
             root,
             remotes: Default::default(),
+            fences: Default::default(),
         };
         store.finish_deletions();
         Ok(store)
@@ -386,7 +395,10 @@ impl Store {
         // Deleting needs no password: it reads no sealed object.
         self.vault_clear(name)?;
         let dir = self.vault_dir(name);
-        let _busy = self.try_backup_lock(name)?;
+        // The local lock only: this removes this host's registration, not
+        // the bucket, so another host's writer is no obstacle, and an
+        // unreachable bucket must not keep it.
+        let _busy = self.try_local_backup_lock(name)?;
         let trash = self
             .root
             .join("vaults")
@@ -397,8 +409,26 @@ impl Store {
     }
 
     /// Take vault `name`'s writer lock, or fail with "a backup task is in
-    /// progress" if another process holds it.
-    pub fn try_backup_lock(&self, name: &str) -> Result<Flock> {
+    /// progress" (BackupService.6125) if another writer holds it: this
+    /// store's lock file, and for a vault kept in a bucket its writer lease
+    /// there too (store/lease.rs), which keeps out writers on other hosts
+    /// and is renewed until the lock is dropped.
+    pub fn try_backup_lock(&self, name: &str) -> Result<WriterLock> {
+        let flock = self.try_local_backup_lock(name)?;
+        let lease = match self.registration(name)? {
+            None => None,
+            Some(_) => Some(lease::Lease::acquire(
+                self.vault_storage(name)?,
+                name,
+                lease::Timing::from_env()?,
+                self.fence(name),
+            )?),
+        };
+        Ok(WriterLock::new(flock, lease))
+    }
+
+    /// This store's writer lock of vault `name` alone (`backup.lock`).
+    fn try_local_backup_lock(&self, name: &str) -> Result<Flock> {
         let path = self.vault_dir(name).join("backup.lock");
         Flock::try_lock(&path, true)?.ok_or_else(|| {
             Error::new(
@@ -407,6 +437,15 @@ impl Store {
             )
             .code("BackupService.6125")
         })
+    }
+
+    /// The writer-lease fence of remote vault `name` in this process.
+    fn fence(&self, name: &str) -> std::sync::Arc<lease::Fence> {
+        self.fences
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Bytes vault `name`'s store takes (packs and indexes), without its
@@ -461,7 +500,10 @@ impl Store {
                 return Ok(s.clone());
             }
         }
-        let s = r.open(&self.vault_dir(name))?;
+        let s: std::sync::Arc<dyn Storage> = std::sync::Arc::new(lease::Fenced::new(
+            r.open(&self.vault_dir(name))?,
+            self.fence(name),
+        ));
         // The mount tells a vault's identity by its local `key` file: keep
         // a copy whenever the cache lost it (one GET).
         let dir = self.vault_dir(name);

@@ -1,9 +1,9 @@
 //! `cbrfs backup`: take, list, show, delete and wait for backups.
 
-use super::{print_json, progress_style};
-use crate::catalog::{self, Store};
+use super::{catch_interrupts, print_json, with_progress};
+use crate::catalog::Store;
 use crate::engine::{backup, backup_records};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Origin;
 use crate::quote::{quote, quote_bytes};
 use crate::rules::{self, human_bytes};
@@ -74,31 +74,6 @@ pub(super) enum BackupCmd {
     },
 }
 
-/// Set by the first SIGINT or SIGTERM during `backup create`.
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    // Only async-signal-safe work here: an atomic, and _exit.
-    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        // A second signal: the user does not want to wait for the
-        // checkpoint.
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(130) }
-    }
-}
-
-/// Turn SIGINT and SIGTERM into a request to stop that keeps the work done
-/// (see `backup create`); a second one exits at once.
-fn catch_interrupts() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installing a handler that only touches an atomic and
-        // calls _exit.
-        unsafe {
-            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
-        }
-    }
-}
-
 pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
     match cmd {
         BackupCmd::Create {
@@ -124,35 +99,12 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     at_ns: None,
                     dry_run,
                 },
-            )
-            .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
+            )?;
             let progress = prepared.progress.clone();
             if !dry_run {
                 catch_interrupts();
             }
-            let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-                let pb = indicatif::ProgressBar::new(progress.total());
-                pb.set_style(progress_style());
-                pb
-            });
-            let rec = prepared.start(|result| result).and_then(|h| {
-                while !h.is_finished() {
-                    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
-                        progress.cancel();
-                    }
-                    if let Some(pb) = &bar {
-                        pb.set_length(progress.total());
-                        pb.set_position(progress.done());
-                        pb.set_message(format!("{} files", progress.files()));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                if let Some(pb) = &bar {
-                    pb.finish_and_clear();
-                }
-                h.join()
-                    .map_err(|_| Error::failed("the backup thread panicked"))?
-            });
+            let rec = with_progress(&progress, !json, || prepared.run());
             // Interrupted: one line saying what was kept, and the shell's
             // exit status for a death by SIGINT.
             let rec = match rec {
@@ -299,6 +251,9 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     }
                 }
                 println!("added:       {}", human_bytes(b.stats.bytes_added));
+                if let Some(c) = &b.requests {
+                    println!("requests:    {}", c.summary());
+                }
             }
         }
         BackupCmd::Wait {

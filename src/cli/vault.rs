@@ -7,6 +7,7 @@ use crate::engine::vaults;
 use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::{self, human_bytes};
+use crate::store::RemoteConfig;
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -184,9 +185,37 @@ pub(super) fn encrypts(encrypt: bool, no_encrypt: bool, remote: bool) -> bool {
     encrypt || (remote && !no_encrypt)
 }
 
-pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
-    match cmd {
-        VaultCmd::Create {
+impl VaultCmd {
+    /// Whether the command creates a missing store (`vault create`, and
+    /// `vault attach`, which is how a new host starts), its settings
+    /// checked first: a refused command leaves no store behind.
+    pub(super) fn creates_store(&self) -> Result<bool> {
+        match self {
+            VaultCmd::Create { .. } => {
+                if let Some((new, _)) = self.new_vault()? {
+                    vaults::prepare(new)?;
+                }
+                Ok(true)
+            }
+            VaultCmd::Attach {
+                storage,
+                s3_endpoint,
+                cache_size,
+                ..
+            } => {
+                RemoteConfig::from_args(storage, s3_endpoint.as_deref(), cache_size.as_deref())?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `vault create`'s arguments as the engine takes them: the new vault,
+    /// and the bucket that keeps it (None: this store). The one place they
+    /// are read, for the check before the store exists and for the
+    /// creation; None for any other command.
+    fn new_vault(&self) -> Result<Option<(vaults::NewVault, Option<RemoteConfig>)>> {
+        let VaultCmd::Create {
             name,
             vault_type,
             capacity,
@@ -198,27 +227,39 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             cache_size,
             encrypt,
             no_encrypt,
-        } => {
-            let encrypt = encrypts(encrypt, no_encrypt, storage.is_some());
-            let new = vaults::NewVault {
-                name,
-                vault_type: VaultType::parse(&vault_type)?,
-                capacity,
-                description,
-                tags,
-                compression,
-                encrypt,
+        } = self
+        else {
+            return Ok(None);
+        };
+        // The location is checked first, then the settings in their
+        // order: the first error a user sees is the same whichever check
+        // runs.
+        let remote = storage
+            .as_deref()
+            .map(|url| RemoteConfig::from_args(url, s3_endpoint.as_deref(), cache_size.as_deref()))
+            .transpose()?;
+        let new = vaults::NewVault {
+            name: name.clone(),
+            vault_type: VaultType::parse(vault_type)?,
+            capacity: capacity.clone(),
+            description: description.clone(),
+            tags: tags.clone(),
+            compression: compression.clone(),
+            encrypt: encrypts(*encrypt, *no_encrypt, storage.is_some()),
+        };
+        Ok(Some((new, remote)))
+    }
+}
+
+pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
+    match cmd {
+        VaultCmd::Create { .. } => {
+            let Some((new, remote)) = cmd.new_vault()? else {
+                return Ok(0);
             };
-            let v = match storage {
+            let v = match remote {
                 None => vaults::create(store, new)?,
-                Some(url) => {
-                    let r = crate::store::RemoteConfig::from_args(
-                        &url,
-                        s3_endpoint.as_deref(),
-                        cache_size.as_deref(),
-                    )?;
-                    vaults::create_remote(store, new, r)?
-                }
+                Some(r) => vaults::create_remote(store, new, r)?,
             };
             if let (Some(r), false) = (&v.storage, v.encrypted) {
                 eprintln!(
@@ -242,11 +283,8 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             name,
             cache_size,
         } => {
-            let r = crate::store::RemoteConfig::from_args(
-                &storage,
-                s3_endpoint.as_deref(),
-                cache_size.as_deref(),
-            )?;
+            let r =
+                RemoteConfig::from_args(&storage, s3_endpoint.as_deref(), cache_size.as_deref())?;
             let v = store.attach_vault(&r, name.as_deref())?;
             let n = store.backup_names(&v.name)?.len();
             println!(

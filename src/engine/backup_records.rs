@@ -44,6 +44,11 @@ pub struct BackupReport {
     /// Encrypted: exactly when its vault is (chosen at the vault's
     /// creation, never changed; the record itself is sealed).
     pub encrypted: bool,
+    /// The requests and bytes the backup asked of its vault's bucket, up
+    /// to its record (`backup show` of a remote vault's backup; absent for
+    /// a local vault, and for records made before they were kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::model::Requests>,
 }
 
 /// One resource of a backup, as reported.
@@ -109,6 +114,7 @@ pub fn report(b: &BackupRecord) -> BackupReport {
             .collect(),
         dry_run: false,
         encrypted: false,
+        requests: None,
     }
 }
 
@@ -176,9 +182,10 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
 /// One backup.
 pub fn show(store: &Store, vault: &str, backup: &str) -> Result<BackupReport> {
     let cfg = store.vault(vault)?;
-    let rec = store.backup(vault, backup)?;
+    let (rec, requests) = store.backup_with_requests(vault, backup)?;
     let mut r = report(&rec);
     r.encrypted = cfg.encrypted;
+    r.requests = requests;
     let disks: Vec<_> = rec
         .resources
         .iter()
