@@ -133,6 +133,10 @@ def summarize(path, start=0, match=None):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real S3 clients use it
+    # An answer goes out as two writes (headers, body): with Nagle's
+    # algorithm the second waits for the client's delayed ACK, 40 ms a
+    # request (measured: 46 ms against 4 ms without).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet: tests read stdout
         if self.server.verbose:
