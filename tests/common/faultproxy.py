@@ -19,6 +19,18 @@ verify), except that it fails some of them:
                         neutral counter of any S3 client's requests and bytes
                         (scripts/bench.sh puts it in front of cbrfs and restic)
 
+  --fail-path S         besides the mode: every request whose path holds S
+                        answered 503 (one kind of object unreachable, e.g.
+                        `/packs/`: data gone while cached metadata reads)
+
+  --stall-file FILE     in any mode: before each request, if FILE holds a
+                        regular expression (its first line), a request whose
+                        "METHOD PATH" it matches is read, appended to
+                        FILE.hits and never answered, so that a test can
+                        kill -9 the client at that exact step (tests change
+                        FILE between steps; an empty or absent FILE matches
+                        nothing)
+
   --log FILE            (any mode) append one line per answered request:
                         METHOD KIND STATUS UP DOWN PATH, tab-separated; KIND
                         is LIST for a listing (a GET of a bucket or of its
@@ -163,12 +175,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(501, "chunked request bodies are not supported")
             return
         srv.count(self.command)
-        if srv.mode == "pass":
-            self.forward_stream(body)
-            return
-        if srv.mode == "fail":
+        if srv.stall_matches("%s %s" % (self.command, self.path)):
+            while True:
+                time.sleep(3600)
+        if srv.mode == "fail" or (srv.fail_path and srv.fail_path in self.path):
             srv.log(self.command, self.path, 503, len(body), len(SLOWDOWN))
             self.send_503()
+            return
+        if srv.mode == "pass":
+            self.forward_stream(body)
             return
         if srv.mode == "stall":
             # Hold the connection open without a word until the client
@@ -341,10 +356,12 @@ class Server(http.server.ThreadingHTTPServer):
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.verbose = args.verbose
+        self.fail_path = args.fail_path
         self.requests = 0
         # Line-buffered appends: each request's line is in the file once
         # log() returns.
         self.logfile = open(args.log, "a", buffering=1, encoding="utf-8") if args.log else None
+        self.stall_file = args.stall_file
 
     def count(self, method):
         with self.lock:
@@ -359,6 +376,21 @@ class Server(http.server.ThreadingHTTPServer):
         with self.lock:
             self.logfile.write(line)
 
+    def stall_matches(self, line):
+        """True if --stall-file's pattern matches LINE (then recorded)."""
+        if not self.stall_file:
+            return False
+        try:
+            with open(self.stall_file) as f:
+                pattern = f.readline().strip()
+        except OSError:
+            return False
+        if not pattern or not re.search(pattern, line):
+            return False
+        with self.lock, open(self.stall_file + ".hits", "a") as hits:
+            hits.write(line + "\n")
+        return True
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -366,8 +398,10 @@ def main():
     ap.add_argument("--mode", choices=["random", "fail", "stall", "pass"], default="random")
     ap.add_argument("--p", type=float, default=0.2, help="fault probability (random mode)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--fail-path", default=None, help="answer 503 to requests whose path holds this")
     ap.add_argument("--port", type=int, default=0, help="listen port [default: a free one]")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--stall-file", default=None, help="hold requests matching the regex in this file")
     ap.add_argument("--log", metavar="FILE", help="append one line per request to FILE")
     ap.add_argument("--summary", metavar="FILE", help="print the counts of a --log FILE and exit")
     ap.add_argument("--from", dest="start", type=int, default=0, metavar="BYTES",
