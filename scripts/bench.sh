@@ -312,6 +312,13 @@ for step, slabel in S3_STEPS:
             return fmt(x[0], 'n') if x else '–'
         s3req.append([slabel, t] + [n('n_' + k) for k in S3_KINDS] + [n('put_packs'),
                      fmt(stat('s3', t, step + '.up_bytes')[0], 'MB'), fmt(stat('s3', t, step + '.down_bytes')[0], 'MB')])
+        if stat('s3', t, step + '.own_put_requests'):
+            # The tool's own count (its task log): PUT with POST, GET with HEAD.
+            own = [n('own_put_requests'), n('own_get_requests'), n('own_list_requests'), '', '',
+                   n('own_delete_requests')]
+            total = sum(stat('s3', t, '%s.own_%s_requests' % (step, k))[0] for k in ('put', 'get', 'list', 'delete'))
+            s3req.append([slabel, t + ' (own count)'] + own + [fmt(total, 'n'), '',
+                         fmt(stat('s3', t, step + '.own_bytes_up')[0], 'MB'), fmt(stat('s3', t, step + '.own_bytes_down')[0], 'MB')])
 s3cost = []
 for step, slabel in S3_STEPS:
     metric = step + '_ms' if step.startswith('mount') else step + '.wall_s'
@@ -438,7 +445,7 @@ if s3table:
     out.append('')
     if s3req:
         out.append('### Requests and bytes per operation\n')
-        out.append('From the counting run (one run). MB are 10^6 bytes of request and answer bodies.\n')
+        out.append('From the counting run (one run). MB are 10^6 bytes of request and answer bodies. "(own count)": what cbrfs counted itself for the command\'s task (`task list --json`, `requests`: PUT with POST, GET with HEAD), beside the proxy\'s.\n')
         out.append(md(['operation', 'tool'] + list(S3_KINDS[:-1]) + ['all', 'packs PUT', 'MB up', 'MB down']))
         out.append(md(['---', '---'] + ['---:'] * (len(S3_KINDS) + 3)))
         for x in s3req:
@@ -1248,6 +1255,25 @@ s3_counted() {
 	done <"$W/count.out"
 }
 
+# s3_own_counted TOOL STEP RUN: in the counting run, cbrfs's own count of
+# the requests of the task STEP's command recorded (its task log's
+# `requests`, docs/JSON.md), to hold beside the proxy's.
+s3_own_counted() {
+	[ "$S3_COUNTING" = 1 ] || return 0
+	case $1 in cbrfs | cbrfs-base) ;; *) return 0 ;; esac
+	local k v
+	"$(bin_of "$1")" --store "$(repo_of "$1" s3)" task list --json 2>>"$CMDLOG" | python3 -c '
+import json, sys
+tasks = [t for t in json.load(sys.stdin) if t.get("type") in ("backup", "restore") and t.get("requests")]
+if tasks:
+    for k, v in tasks[0]["requests"].items():
+        print("%s\t%d" % (k, v))
+' >"$W/own.out" || return 0
+	while IFS=$'\t' read -r k v; do
+		rec s3 "$1" "$2.own_$k" "$3" "$v"
+	done <"$W/own.out"
+}
+
 # s3_prefix_bytes PREFIX: the bytes of the objects under PREFIX in the
 # bucket, from the filer's listing (neither tool's own account).
 s3_prefix_bytes() {
@@ -1329,13 +1355,16 @@ s3_steps() {
 	s3_mark
 	timed "$tds" "$tool" first "$run" bash -c "$(tool_backup "$tool" s3 b1)"
 	s3_counted "$tool" first "$run"
+	s3_own_counted "$tool" first "$run"
 	s3_mark
 	timed "$tds" "$tool" unchanged "$run" bash -c "$(tool_backup "$tool" s3 b2)"
 	s3_counted "$tool" unchanged "$run"
+	s3_own_counted "$tool" unchanged "$run"
 	change tree >>"$CMDLOG"
 	s3_mark
 	timed "$tds" "$tool" changed "$run" bash -c "$(tool_backup "$tool" s3 b3)"
 	s3_counted "$tool" changed "$run"
+	s3_own_counted "$tool" changed "$run"
 	cd "$REPO"
 	revert tree
 	rec "$tds" "$tool" repo_bytes "$run" "$(s3_prefix_bytes "bench/$tool")"
@@ -1346,6 +1375,7 @@ s3_steps() {
 	s3_mark
 	timed "$tds" "$tool" restore "$run" bash -c "$(tool_restore "$tool" s3 b1 "$W/out/restore")"
 	s3_counted "$tool" restore "$run"
+	s3_own_counted "$tool" restore "$run"
 	rec "$tds" "$tool" restore_entries "$run" "$(find "$W/out/restore" | wc -l)"
 	rm -rf "$W/out/restore"
 
