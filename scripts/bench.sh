@@ -22,7 +22,14 @@
 #                         the tools whose mounts are measured (each tool's
 #                         default compression: reads through restic-off and
 #                         borg-none mounts cost ~15 min more and tell little)
-#   BENCH_DATASETS="tree image"
+#   BENCH_DATASETS="tree image binimg"
+#                         tree: the kernel source; image: a half-sparse ext4
+#                         image of part of it; binimg: a full (not sparse)
+#                         ext4 image of compiled programs and libraries from
+#                         Debian packages (compresses poorly, few zeros)
+#   BENCH_BINIMG_PKGS     the Debian packages whose files fill binimg
+#                         (downloaded with apt-get download, cached in
+#                         BENCH_DIR/debs; default: a fixed list, ~1.4 GB)
 #   BENCH_IMAGE_MB        image size (default 1024; 256 with BENCH_QUICK)
 #   BENCH_IMAGE_TREE      the part of the tree the image is made of
 #                         (default drivers/gpu; the whole subset with QUICK)
@@ -52,7 +59,8 @@ W=${BENCH_DIR:-/var/tmp/cbrfs-bench}
 SEED=${BENCH_SEED:-20240601}
 TOOLS=${BENCH_TOOLS:-cbrfs cbrfs-enc restic-auto restic-off borg-lz4 borg-none}
 MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs cbrfs-enc restic-auto borg-lz4}
-DATASETS=${BENCH_DATASETS:-tree image}
+DATASETS=${BENCH_DATASETS:-tree image binimg}
+BINIMG_PKGS=${BENCH_BINIMG_PKGS:-libllvm15 libllvm14 libclang-cpp15 libclang-cpp14 gcc-12 cpp-12 g++-12 gfortran-12 libgccjit0 golang-1.19-go libicu72 libz3-4 qemu-system-x86 libwebkit2gtk-4.1-0 libjavascriptcoregtk-4.1-0 libstd-rust-1.63 libgs10 postgresql-15 mariadb-server-core libx265-199 libavcodec59 libgl1-mesa-dri libqt5gui5 libgtk-3-0}
 SCALE_N=${BENCH_SCALE:-100}
 PEER_CP_RUNS=${BENCH_PEER_CP_RUNS:-$RUNS}
 if [ "$QUICK" = 1 ]; then
@@ -123,7 +131,8 @@ def cell(s, unit):
 #   compare: 'peer' (ratio to the best peer), 'native:<metric>' (ratio to
 #   the machine's own), 'abs' (a limit), 'restic' (ratio to restic auto).
 ROWS = []
-for ds, dname in (('tree', 'tree'), ('image', 'image')):
+DSETS = meta.get('datasets', 'tree image').split()
+for ds, dname in [(d, {'binimg': 'binaries image'}.get(d, d)) for d in ('tree', 'image', 'binimg') if d in DSETS]:
     for step, sname in (('first', 'first backup'), ('unchanged', 'unchanged re-backup'),
                         ('changed', 'changed re-backup')):
         tgt = {'first': ('peer', 0.5), 'unchanged': ('peer', 0.5)}.get(step, ('peer', None))
@@ -141,14 +150,14 @@ for ds, dname in (('tree', 'tree'), ('image', 'image')):
         ROWS.append(('tree: du -s in mount, s', ds, 'mnt_du.wall_s', 's', 'native:du.wall_s', 2.0))
         ROWS.append(('tree: cp -a out of mount, s', ds, 'mnt_cp_a.wall_s', 's', 'native:cp_a.wall_s', 1.5))
     else:
-        ROWS.append(('image: cat in mount, s', ds, 'mnt_cat.wall_s', 's', 'native:cat.wall_s', None))
-        ROWS.append(('image: cat in mount, GB/s', ds, 'mnt_cat.gbps', 'GB/s', 'absmin:cat.gbps', 1.0))
-        ROWS.append(('image: cp out of mount, s', ds, 'mnt_cp.wall_s', 's', 'native:cp.wall_s', None))
+        ROWS.append(('%s: cat in mount, s' % dname, ds, 'mnt_cat.wall_s', 's', 'native:cat.wall_s', None))
+        ROWS.append(('%s: cat in mount, GB/s' % dname, ds, 'mnt_cat.gbps', 'GB/s', 'absmin:cat.gbps', 1.0))
+        ROWS.append(('%s: cp out of mount, s' % dname, ds, 'mnt_cp.wall_s', 's', 'native:cp.wall_s', None))
 
 # Derived: throughput of cat through the mount and natively.
-img = float(meta['image_bytes'])
 for (ds, tool, metric), v in list(vals.items()):
     if metric in ('mnt_cat.wall_s', 'cat.wall_s'):
+        img = float(meta['binimg_bytes' if ds == 'binimg' else 'image_bytes'])
         vals[(ds, tool, metric.replace('.wall_s', '.gbps'))] = [img / max(x, 0.01) / 1e9 for x in v]
 
 def lower_better(metric):
@@ -273,6 +282,9 @@ out.append('- **tree**: `%s` from Debian\'s `linux-source` package, unpacked%s: 
               meta['tree_files'], meta['tree_entries'], meta['tree_bytes'], meta['tree_du_kib']))
 out.append('- **image**: an ext4 image of `tree/%s` (%s files, %s bytes), `mke2fs -t ext4 -b 4096 -d tree/%s disk.img` (fixed UUID and hash seed): %s bytes, %s allocated (sparse).'
            % (meta['image_tree'], meta['image_tree_files'], meta['image_tree_bytes'], meta['image_tree'], meta['image_bytes'], meta['image_alloc']))
+if 'binimg_bytes' in meta:
+    out.append('- **binaries image**: a full ext4 image (`mke2fs -d`, fixed UUID and hash seed, then written out with `cp --sparse=never`, so not sparse) of the files of these Debian packages (`apt-get download`, `dpkg-deb -x`): %s. Content %s bytes in %s files; image %s bytes, %s allocated. Versions: `BENCH_DIR/debs/versions.txt`.'
+               % (meta['binimg_pkgs'], meta['binimg_tree_bytes'], meta['binimg_tree_files'], meta['binimg_bytes'], meta['binimg_alloc']))
 out.append('- **changed variants** (seed %s, `random.Random`): 1 %% of the tree\'s files modified (half with 1–64 bytes appended, half with 1–64 bytes overwritten in place), 0.2 %% removed, 0.2 %% added (100 B–40 KB of text each); 1 %% of the image\'s 4 KiB blocks overwritten with random bytes. The data is put back after each run.'
            % meta['seed'])
 out.append('- **scale**: one cbrfs store with %s backups of the tree, 5 files changed between each.\n' % meta['scale_n'])
@@ -475,6 +487,7 @@ cleanup() {
 	# Leave the source data as it was.
 	[ -d "$W/stash-tree" ] && python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
 	[ -d "$W/stash-image" ] && python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"
+	[ -d "$W/stash-binimg" ] && python3 "$W/mutate.py" image-revert "$SRC/bin.img" "$W/stash-binimg"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -667,6 +680,7 @@ PY
 # A run interrupted half-way may have left a changed variant: undo it.
 [ -d "$W/stash-tree" ] && python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
 [ -d "$W/stash-image" ] && python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"
+[ -d "$W/stash-binimg" ] && python3 "$W/mutate.py" image-revert "$SRC/bin.img" "$W/stash-binimg"
 
 want="$(basename "$KTAR") quick=$QUICK"
 if [ "$(cat "$SRC/tree.stamp" 2>/dev/null)" != "$want" ]; then
@@ -699,6 +713,42 @@ IMG_BYTES=$(stat -c %s "$SRC/disk.img")
 IMG_ALLOC=$(($(stat -c %b "$SRC/disk.img") * $(stat -c %B "$SRC/disk.img")))
 log "tree: $TREE_FILES files, $TREE_ENTRIES entries, $TREE_BYTES bytes; image: $IMG_BYTES bytes ($IMG_ALLOC allocated)"
 
+# The binaries image: the files of fixed Debian packages (compiled programs
+# and libraries), in an ext4 image just large enough for them (a 5 % margin
+# and room for the journal and inode tables), written out without holes.
+BIN_BYTES=
+case " $DATASETS " in *" binimg "*)
+	want_bin="binimg $(echo "$BINIMG_PKGS" | md5sum | cut -c1-12) quick=$QUICK"
+	if [ "$(cat "$SRC/binimg.stamp" 2>/dev/null)" != "$want_bin" ]; then
+		log "making the binaries image from: $BINIMG_PKGS"
+		rm -rf "$SRC/bin.img" "$SRC/bin-tree" "$W/debs"
+		mkdir -p "$W/debs" "$SRC/bin-tree"
+		pkgs=$BINIMG_PKGS
+		# QUICK: the first three packages only.
+		[ "$QUICK" = 1 ] && pkgs=$(echo "$BINIMG_PKGS" | tr ' ' '\n' | head -3 | tr '\n' ' ')
+		# shellcheck disable=SC2086
+		(cd "$W/debs" && apt-get download -qq $pkgs)
+		for d in "$W/debs"/*.deb; do
+			dpkg-deb -x "$d" "$SRC/bin-tree"
+			dpkg-deb -f "$d" Package Version | tr '\n' ' ' >>"$W/debs/versions.txt"
+			echo >>"$W/debs/versions.txt"
+		done
+		kib=$(du -sk "$SRC/bin-tree" | cut -f1)
+		mib=$((kib * 105 / 100 / 1024 + 96))
+		E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 \
+			-U 6a2c2b8e-5f55-4c57-9d5e-0b9e7a1c0003 \
+			-E hash_seed=6a2c2b8e-5f55-4c57-9d5e-0b9e7a1c0004,root_owner=0:0 \
+			-d "$SRC/bin-tree" "$SRC/bin.sparse" "${mib}M"
+		cp --sparse=never "$SRC/bin.sparse" "$SRC/bin.img"
+		rm -f "$SRC/bin.sparse"
+		echo "$want_bin" >"$SRC/binimg.stamp"
+	fi
+	BIN_BYTES=$(stat -c %s "$SRC/bin.img")
+	BIN_ALLOC=$(($(stat -c %b "$SRC/bin.img") * $(stat -c %B "$SRC/bin.img")))
+	log "binaries image: $BIN_BYTES bytes ($BIN_ALLOC allocated)"
+	;;
+esac
+
 # ---------------------------------------------------------------- meta
 {
 	echo "date=$(date -u +%FT%TZ)"
@@ -725,6 +775,13 @@ log "tree: $TREE_FILES files, $TREE_ENTRIES entries, $TREE_BYTES bytes; image: $
 	echo "image_tree=$IMAGE_TREE"
 	echo "image_tree_files=$(find "$SRC/tree/$IMAGE_TREE" -type f | wc -l)"
 	echo "image_tree_bytes=$(du -sb "$SRC/tree/$IMAGE_TREE" | cut -f1)"
+	if [ -n "$BIN_BYTES" ]; then
+		echo "binimg_bytes=$BIN_BYTES"
+		echo "binimg_alloc=$BIN_ALLOC"
+		echo "binimg_tree_files=$(find "$SRC/bin-tree" -type f | wc -l)"
+		echo "binimg_tree_bytes=$(du -sb "$SRC/bin-tree" | cut -f1)"
+		echo "binimg_pkgs=$BINIMG_PKGS"
+	fi
 	echo "peer_cp_runs=$PEER_CP_RUNS"
 	echo "scale_n=$SCALE_N"
 	echo "tools=$TOOLS"
@@ -737,7 +794,7 @@ log "tree: $TREE_FILES files, $TREE_ENTRIES entries, $TREE_BYTES bytes; image: $
 
 # ---------------------------------------------------------------- tools
 # item DATASET: the path backed up, relative to $SRC.
-item() { if [ "$1" = tree ]; then echo tree; else echo disk.img; fi; }
+item() { case $1 in tree) echo tree ;; binimg) echo bin.img ;; *) echo disk.img ;; esac; }
 repo_of() { echo "$W/repo/$1-$2"; }
 
 tool_init() { # TOOL DATASET
@@ -753,7 +810,7 @@ tool_init() { # TOOL DATASET
 			"$b" --store "$r" vault associate v --path "$SRC/tree" --name tree
 		else
 			"$b" --store "$r" vault create v --type disk --capacity 10000GB $(enc_of "$1")
-			"$b" --store "$r" vault associate v --disk "$SRC/disk.img" --name disk
+			"$b" --store "$r" vault associate v --disk "$SRC/$(item "$2")" --name disk
 		fi ;;
 	restic-*) restic -r "$r" --cache-dir "$W/cache-$1-$2" init --repository-version 2 ;;
 	borg-*) borg init -e none "$r" ;;
@@ -785,7 +842,7 @@ tool_restore() {
 	case $1 in
 	cbrfs | cbrfs-base | cbrfs-enc)
 		if [ "$2" = tree ]; then echo "$(bin_of "$1")" --store "$r" restore v "$3" --to "$4"
-		else echo "$(bin_of "$1")" --store "$r" restore v "$3" --resource disk --to "$4/disk.img"; fi ;;
+		else echo "$(bin_of "$1")" --store "$r" restore v "$3" --resource disk --to "$4/$(item "$2")"; fi ;;
 	restic-*) echo restic -r "$r" --cache-dir "$W/cache-$1-$2" restore "$(restic_id "$1" "$2" "$3")" --target "$4" ;;
 	borg-*) echo "cd '$4' && borg extract '$r::$3'" ;;
 	esac
@@ -830,7 +887,7 @@ tool_umount() { # TOOL
 # (the tree's root directory, or the image file).
 inside() {
 	case $1 in
-	cbrfs | cbrfs-base | cbrfs-enc) if [ "$2" = tree ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;;
+	cbrfs | cbrfs-base | cbrfs-enc) if [ "$2" = tree ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;; # the resource is named disk
 	restic-*) echo "$MNT/ids/$(restic_id "$1" "$2" "$3")/$(item "$2")" ;;
 	borg-*) echo "$MNT/$3/$(item "$2")" ;;
 	esac
@@ -847,9 +904,12 @@ for run in $(seq "$RUNS"); do
 	timed tree native tar_cat "$run" bash -c "tar -C '$SRC' -cf - tree | cat >/dev/null"
 	timed tree native find "$run" bash -c "find '$SRC/tree' | wc -l"
 	timed tree native du "$run" du -s "$SRC/tree"
-	timed image native cat "$run" bash -c "cat '$SRC/disk.img' >/dev/null"
-	timed image native cp "$run" cp "$SRC/disk.img" "$W/out/native.img"
-	rm -f "$W/out/native.img"
+	for ds in $DATASETS; do
+		[ "$ds" = tree ] && continue
+		timed "$ds" native cat "$run" bash -c "cat '$SRC/$(item "$ds")' >/dev/null"
+		timed "$ds" native cp "$run" cp "$SRC/$(item "$ds")" "$W/out/native.img"
+		rm -f "$W/out/native.img"
+	done
 done
 section native end
 
@@ -859,11 +919,11 @@ section native end
 # the data put back as it was.
 change() { # DATASET
 	if [ "$1" = tree ]; then python3 "$W/mutate.py" tree-change "$SRC/tree" "$SEED" "$W/stash-tree"
-	else python3 "$W/mutate.py" image-change "$SRC/disk.img" "$SEED" "$W/stash-image"; fi
+	else python3 "$W/mutate.py" image-change "$SRC/$(item "$1")" "$SEED" "$W/stash-$1"; fi
 }
 revert() { # DATASET
 	if [ "$1" = tree ]; then python3 "$W/mutate.py" tree-revert "$SRC/tree" "$W/stash-tree"
-	else python3 "$W/mutate.py" image-revert "$SRC/disk.img" "$W/stash-image"; fi
+	else python3 "$W/mutate.py" image-revert "$SRC/$(item "$1")" "$W/stash-$1"; fi
 }
 
 # mount_steps TOOL DATASET RUN: mount ready time, the mount's memory, and
@@ -908,7 +968,7 @@ mount_steps() {
 	else
 		timed "$ds" "$tool" mnt_cat "$run" bash -c "cat '$in' >/dev/null"
 		timed "$ds" "$tool" mnt_cp "$run" cp "$in" "$W/out/mnt.img"
-		cmp -s "$W/out/mnt.img" "$SRC/disk.img" || { echo "$tool: the image read through the mount differs" >&2; exit 1; }
+		cmp -s "$W/out/mnt.img" "$SRC/$(item "$ds")" || { echo "$tool: the image read through the mount differs" >&2; exit 1; }
 		rm -f "$W/out/mnt.img"
 	fi
 	rec "$ds" "$tool" mount_after_rss_kib "$run" "$(rss_kib "$MOUNT_PID")"
@@ -940,9 +1000,9 @@ for ds in $DATASETS; do
 			rm -rf "$W/out/restore"
 			mkdir -p "$W/out/restore"
 			timed "$ds" "$tool" restore "$run" bash -c "$(tool_restore "$tool" "$ds" b1 "$W/out/restore")"
-			if [ "$ds" = image ]; then
-				f=$(find "$W/out/restore" -name disk.img -type f | head -1)
-				cmp -s "$f" "$SRC/disk.img" || { echo "$tool: the restored image differs" >&2; exit 1; }
+			if [ "$ds" != tree ]; then
+				f=$(find "$W/out/restore" -name "$(item "$ds")" -type f | head -1)
+				cmp -s "$f" "$SRC/$(item "$ds")" || { echo "$tool: the restored image differs" >&2; exit 1; }
 			else
 				rec "$ds" "$tool" restore_entries "$run" "$(find "$W/out/restore" | wc -l)"
 			fi

@@ -14,6 +14,7 @@
 #   seaweed_start || die "..."       # sets SEAWEED_* and the AWS_* variables
 #   on_exit seaweed_stop             # stops only the PIDs it started
 #   seaweed_kill_volume 2            # kill -9 one volume server (fault tests)
+#   seaweed_restart_volume 2         # and start it again
 #
 # Everything lives under one temporary directory ($SEAWEED_DIR), removed on
 # stop. The S3 gateway is a fifth process in front of the filer. Ports are free ones chosen at start, so clusters of parallel runs do
@@ -127,6 +128,8 @@ _sw_spawn() {
 	local name=$1
 	shift
 	mkdir -p "$SEAWEED_DIR/$name"
+	# Its arguments, for seaweed_restart_volume.
+	printf '%q ' "$@" >"$SEAWEED_DIR/$name.args"
 	# Not in a session of its own: a `timeout` around the test (run.sh)
 	# signals its whole process group, which then includes the cluster. The
 	# cwd is its own directory, so nothing it writes lands elsewhere.
@@ -277,6 +280,24 @@ seaweed_kill_volume() {
 	# point of the test).
 	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 	rm -f "$SEAWEED_DIR/volume$1.pid"
+}
+
+# seaweed_restart_volume N: start volume server N again after
+# seaweed_kill_volume, on its ports and directory (a node back from a
+# crash); waits until the master counts three volume servers again.
+seaweed_restart_volume() {
+	local f=$SEAWEED_DIR/volume$1.args args
+	if _sw_pid "volume$1" >/dev/null; then
+		_sw_log "volume server $1 is running"
+		return 1
+	fi
+	[ -f "$f" ] || {
+		_sw_log "volume server $1 was never started"
+		return 1
+	}
+	eval "args=($(cat "$f"))"
+	_sw_spawn "volume$1" "${args[@]}"
+	_sw_wait "volume server $1 to register again" 60 _sw_volumes_up
 }
 
 # seaweed_stop: stop the PIDs this cluster recorded (the filer first, the

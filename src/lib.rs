@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod fuse;
 pub mod model;
 pub mod mountinfo;
+pub mod names;
 pub mod policy;
 pub mod quote;
 pub mod rules;

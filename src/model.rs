@@ -20,10 +20,18 @@ use serde::{Deserialize, Serialize};
 pub const BLOB_FORMAT: u8 = 1;
 /// Version of the backup record.
 pub const RECORD_FORMAT: u32 = 1;
+/// Version of a backup record that also keeps the requests its backup
+/// made of a billed remote (an S3 bucket): format 1's payload followed by
+/// the counters (docs/FORMAT.md §11.4). Records of local vaults stay
+/// format 1, byte for byte. (2 is the sealed envelope of an encrypted
+/// vault's record, whose plaintext is a format 1 or 3 record.)
+pub const RECORD_FORMAT_REQUESTS: u32 = 3;
 /// Magic of a backup record file (defined with the record's envelope in
 /// the store, which seals records of encrypted vaults without knowing
 /// their payload).
 pub use crate::store::keyring::RECORD_MAGIC;
+/// Requests and bytes of a billed remote.
+pub use crate::store::s3::S3Counters as Requests;
 /// Largest allocation a decoder may make, against hostile input.
 const DECODE_LIMIT: usize = 1 << 30;
 /// The decode limit of an input of n bytes is the smallest of a few fixed
@@ -458,63 +466,33 @@ fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
     }
 }
 
-/// How a backup was started. Encoded by position in records: never
-/// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
-#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// `cbrfs backup create`.
-    Manual,
-    /// `mkdir` in the mount.
-    Mount,
-    /// A backup policy.
-    Policy,
-}
-
-impl Origin {
-    /// The name shown in output and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Manual => "manual",
-            Origin::Mount => "mount",
-            Origin::Policy => "policy",
-        }
+crate::names::words! {
+    /// How a backup was started. Encoded by position in records: never
+    /// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
+    #[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Origin("origin") {
+        /// `cbrfs backup create`.
+        Manual = "manual",
+        /// `mkdir` in the mount.
+        Mount = "mount",
+        /// A backup policy.
+        Policy = "policy",
     }
 }
 
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Kind of resource. Encoded by position in records: never reorder. In
-/// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
-#[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ResourceKind {
-    /// A directory tree.
-    Directory,
-    /// A block device or disk image.
-    Disk,
-    /// A server: members that are directories and disks.
-    Server,
-}
-
-impl ResourceKind {
-    /// The name in the catalog, output and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceKind::Directory => "directory",
-            ResourceKind::Disk => "disk",
-            ResourceKind::Server => "server",
-        }
-    }
-}
-
-impl std::fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::names::words! {
+    /// Kind of resource. Encoded by position in records: never reorder. In
+    /// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
+    #[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ResourceKind("resource kind") {
+        /// A directory tree.
+        Directory = "directory",
+        /// A block device or disk image.
+        Disk = "disk",
+        /// A server: members that are directories and disks.
+        Server = "server",
     }
 }
 
@@ -615,13 +593,29 @@ pub struct BackupRecord {
 /// with an empty or cut length, when the payload does not encode or does
 /// not fit its 32-bit length.
 pub fn encode_record(r: &BackupRecord) -> Result<Vec<u8>> {
-    let payload = bincode::encode_to_vec(r, config())
-        .map_err(|e| Error::failed(format!("backup record {:?} does not encode: {e}", r.name)))?;
+    encode_record_with(r, None)
+}
+
+/// [`encode_record`], keeping `requests` (the backup's requests of a
+/// billed remote) after the record in a format-3 payload; without them,
+/// format 1.
+pub fn encode_record_with(r: &BackupRecord, requests: Option<&Requests>) -> Result<Vec<u8>> {
+    let fail = |e: bincode::error::EncodeError| {
+        Error::failed(format!("backup record {:?} does not encode: {e}", r.name))
+    };
+    let mut payload = bincode::encode_to_vec(r, config()).map_err(fail)?;
+    let format = match requests {
+        None => RECORD_FORMAT,
+        Some(c) => {
+            payload.extend(bincode::encode_to_vec(c, config()).map_err(fail)?);
+            RECORD_FORMAT_REQUESTS
+        }
+    };
     let len =
         record_len(payload.len()).map_err(|e| e.context(format!("backup record {:?}", r.name)))?;
     let mut out = Vec::with_capacity(payload.len() + 24);
     out.extend_from_slice(RECORD_MAGIC);
-    out.extend_from_slice(&RECORD_FORMAT.to_le_bytes());
+    out.extend_from_slice(&format.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&payload);
     out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
@@ -640,13 +634,19 @@ fn record_len(len: usize) -> Result<u32> {
 
 /// Decode and verify a backup record file.
 pub fn decode_record(data: &[u8]) -> Result<BackupRecord> {
+    decode_record_with(data).map(|(r, _)| r)
+}
+
+/// Decode and verify a backup record file, with the requests its backup
+/// made of a billed remote when the record keeps them (format 3).
+pub fn decode_record_with(data: &[u8]) -> Result<(BackupRecord, Option<Requests>)> {
     if data.len() < 24 || &data[..8] != RECORD_MAGIC {
         return Err(Error::corrupt(
             "backup record has a bad magic or is too short",
         ));
     }
     let format = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
-    if format != RECORD_FORMAT {
+    if format != RECORD_FORMAT && format != RECORD_FORMAT_REQUESTS {
         return Err(Error::corrupt(format!(
             "backup record has unknown format {format}"
         )));
@@ -661,13 +661,21 @@ pub fn decode_record(data: &[u8]) -> Result<BackupRecord> {
     if xxhash_rust::xxh3::xxh3_64(payload) != u64::from_le_bytes(sum) {
         return Err(Error::corrupt("backup record checksum mismatch"));
     }
-    let (r, used): (BackupRecord, usize) = decode_bounded(payload)
+    let (r, mut used): (BackupRecord, usize) = decode_bounded(payload)
         .map_err(|e| Error::corrupt(format!("backup record does not decode: {e}")))?;
+    let mut requests = None;
+    if format == RECORD_FORMAT_REQUESTS {
+        let (c, n): (Requests, usize) = decode_bounded(&payload[used..]).map_err(|e| {
+            Error::corrupt(format!("backup record's request counts do not decode: {e}"))
+        })?;
+        requests = Some(c);
+        used += n;
+    }
     if used != len {
         return Err(Error::corrupt("backup record has trailing bytes"));
     }
     validate_record(&r)?;
-    Ok(r)
+    Ok((r, requests))
 }
 
 /// Check a decoded record: restore and the mount use the backup's name
@@ -830,6 +838,54 @@ mod tests {
         let mut t = sample_tree();
         t.entries[0].name = b"a/b".to_vec();
         assert!(decode_tree(&encode_tree(&t).unwrap()).is_err());
+    }
+
+    /// A record with the requests of its backup is format 3 and reads
+    /// back with them; without, format 1 as before; cut counts are
+    /// damage, and a format-3 record still reads as a record.
+    #[test]
+    fn records_keep_their_requests_in_format_3() {
+        let r = BackupRecord {
+            name: "b".into(),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Manual,
+            policy: None,
+            full: true,
+            started_ns: 1,
+            finished_ns: 2,
+            resources: vec![],
+            stats: BackupStats::default(),
+        };
+        let c = Requests {
+            put_requests: 3,
+            get_requests: 5,
+            list_requests: 0,
+            delete_requests: 1,
+            bytes_up: 1 << 20,
+            bytes_down: 77,
+            retries: 2,
+        };
+        let plain = encode_record(&r).unwrap();
+        assert_eq!(plain[8], 1);
+        assert_eq!(decode_record_with(&plain).unwrap(), (r.clone(), None));
+        let with = encode_record_with(&r, Some(&c)).unwrap();
+        assert_eq!(with[8], 3);
+        assert_eq!(&with[16..plain.len() - 8], &plain[16..plain.len() - 8]);
+        assert_eq!(decode_record_with(&with).unwrap(), (r.clone(), Some(c)));
+        assert_eq!(decode_record(&with).unwrap(), r);
+        // The counts cut off (length and checksum made to match).
+        let payload = &with[16..with.len() - 9];
+        let mut cut = with[..12].to_vec();
+        cut.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        cut.extend_from_slice(payload);
+        cut.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+        let e = decode_record_with(&cut).unwrap_err();
+        assert_eq!(e.kind(), crate::error::Kind::Corrupt, "{e}");
+        // A format-1 record with counts appended is trailing bytes.
+        let mut one = with.clone();
+        one[8] = 1;
+        assert!(decode_record(&one).is_err());
     }
 
     #[test]

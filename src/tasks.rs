@@ -15,125 +15,45 @@ use std::path::PathBuf;
 /// How long task records are kept.
 pub const KEEP_DAYS: i64 = 30;
 
-/// What a task did: the `type` of its record, as `task list --type` takes
-/// it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskType {
-    /// A backup (also a refused or skipped one).
-    Backup,
-    /// A restore.
-    Restore,
-    /// `backup delete`.
-    DeleteBackup,
-    /// `prune`.
-    Prune,
-    /// `vault delete`.
-    DeleteVault,
-    /// `vault dissociate`.
-    RemoveResource,
-    /// A policy's retention.
-    Retention,
-    /// A capacity warning or automatic expansion.
-    Capacity,
-}
-
-impl TaskType {
-    /// Every type, in the order `task list --help` shows them.
-    pub const ALL: [TaskType; 8] = [
-        TaskType::Backup,
-        TaskType::Restore,
-        TaskType::DeleteBackup,
-        TaskType::Prune,
-        TaskType::DeleteVault,
-        TaskType::RemoveResource,
-        TaskType::Retention,
-        TaskType::Capacity,
-    ];
-    /// The name in task records, output and `--type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskType::Backup => "backup",
-            TaskType::Restore => "restore",
-            TaskType::DeleteBackup => "delete_backup",
-            TaskType::Prune => "prune",
-            TaskType::DeleteVault => "delete_vault",
-            TaskType::RemoveResource => "remove_resource",
-            TaskType::Retention => "retention",
-            TaskType::Capacity => "capacity",
-        }
-    }
-    /// Parse a `--type` value.
-    pub fn parse(s: &str) -> Result<TaskType> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-                Error::param(format!(
-                    "task type {s:?} is invalid: it is one of {}",
-                    all.join(", ")
-                ))
-            })
+crate::names::words! {
+    /// What a task did: the `type` of its record, as `task list --type`
+    /// takes it (`ALL` in the order `task list --help` shows them).
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum TaskType("task type") {
+        /// A backup (also a refused or skipped one).
+        Backup = "backup",
+        /// A restore.
+        Restore = "restore",
+        /// `backup delete`.
+        DeleteBackup = "delete_backup",
+        /// `prune`.
+        Prune = "prune",
+        /// `vault delete`.
+        DeleteVault = "delete_vault",
+        /// `vault dissociate`.
+        RemoveResource = "remove_resource",
+        /// A policy's retention.
+        Retention = "retention",
+        /// A capacity warning or automatic expansion.
+        Capacity = "capacity",
     }
 }
 
-impl std::fmt::Display for TaskType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where a task is: the `status` of its record, as `task list --status`
-/// takes it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    /// Started and not ended (failed when its process is gone).
-    Running,
-    /// Ended well.
-    Success,
-    /// Ended with an error.
-    Failed,
-    /// Not run (a missed or busy time point).
-    Skipped,
-}
-
-impl TaskState {
-    /// Every state, in the order `task list --help` shows them.
-    pub const ALL: [TaskState; 4] = [
-        TaskState::Running,
-        TaskState::Success,
-        TaskState::Failed,
-        TaskState::Skipped,
-    ];
-    /// The name in task records, output and `--status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Running => "running",
-            TaskState::Success => "success",
-            TaskState::Failed => "failed",
-            TaskState::Skipped => "skipped",
-        }
-    }
-    /// Parse a `--status` value.
-    pub fn parse(s: &str) -> Result<TaskState> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-                Error::param(format!(
-                    "task status {s:?} is invalid: it is one of {}",
-                    all.join(", ")
-                ))
-            })
-    }
-}
-
-impl std::fmt::Display for TaskState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::names::words! {
+    /// Where a task is: the `status` of its record, as `task list --status`
+    /// takes it (`ALL` in the order `task list --help` shows them).
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum TaskState("task status") {
+        /// Started and not ended (failed when its process is gone).
+        Running = "running",
+        /// Ended well.
+        Success = "success",
+        /// Ended with an error.
+        Failed = "failed",
+        /// Not run (a missed or busy time point).
+        Skipped = "skipped",
     }
 }
 
@@ -174,6 +94,11 @@ pub struct Task {
     /// records of older versions, which then count from `started_ns`.
     #[serde(default)]
     pub recorded_ns: i64,
+    /// Requests and bytes the task asked of its vault's bucket (from its
+    /// start to its end, in this process); absent for a local vault and
+    /// while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::model::Requests>,
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -191,6 +116,8 @@ fn save(store: &Store, t: &Task) -> Result<()> {
 pub struct TaskHandle {
     store: Store,
     task: Task,
+    /// The vault's bucket counters at the start (a remote vault).
+    requests_before: Option<crate::model::Requests>,
 }
 
 /// Start a task (status `running`) at time `at_ns` (now, or a policy
@@ -227,10 +154,12 @@ pub fn start(
         message: None,
         pid: std::process::id(),
         recorded_ns: real_ns,
+        requests: None,
     };
     let h = TaskHandle {
         store: store.clone(),
         task,
+        requests_before: store.vault_requests(vault),
     };
     if let Err(e) = save(store, &h.task) {
         log::warn!("task log: {e}");
@@ -284,6 +213,12 @@ impl TaskHandle {
     }
     fn end(&mut self) {
         self.task.ended = Some(catalog::now_rfc3339());
+        if let Some(before) = &self.requests_before {
+            self.task.requests = self
+                .store
+                .vault_requests(&self.task.vault)
+                .map(|now| now.since(before));
+        }
         self.save_or_warn();
     }
     /// Write the task's record. The task log is a record of the work, not
@@ -470,6 +405,7 @@ mod tests {
             message: Some("a message".into()),
             pid,
             recorded_ns: 0,
+            requests: None,
         }
     }
 

@@ -34,3 +34,71 @@ fn a_deep_tree_backs_up_from_a_thread_with_a_small_stack() {
     assert_eq!(rec.stats.dirs, LEVELS as u64);
     assert_eq!(rec.stats.files_new, 1);
 }
+
+/// The verbs of the binary that walk a backup's trees, on a tree 1,500
+/// levels deep: `backup create` runs the walk on the backup's own thread
+/// (the one with a deep stack), while `check --read-data`, `restore` and
+/// `prune` run on the main thread beside the progress follower of
+/// `cli::with_progress`, which gives the work no thread of its own (their
+/// walks keep explicit stacks).
+#[test]
+fn the_cli_backs_up_checks_restores_and_prunes_a_deep_tree() {
+    const LEVELS: usize = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut deepest = src.clone();
+    for _ in 0..LEVELS {
+        deepest.push("d");
+    }
+    std::fs::create_dir_all(&deepest).unwrap();
+    std::fs::write(deepest.join("leaf"), b"at the bottom").unwrap();
+    let store = dir.path().join("store");
+    let to = dir.path().join("restored");
+    let cbrfs = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbrfs"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env_remove("CBRFS_STORE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cbrfs {args:?}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    cbrfs(&[
+        os("vault"),
+        os("create"),
+        os("v"),
+        os("--type"),
+        os("filesystem"),
+        os("--capacity"),
+        os("10GB"),
+    ]);
+    cbrfs(&[
+        os("vault"),
+        os("associate"),
+        os("v"),
+        os("--path"),
+        src.as_os_str(),
+        os("--name"),
+        os("deep"),
+    ]);
+    let out = cbrfs(&[os("backup"), os("create"), os("v"), os("--name"), os("b1")]);
+    assert!(out.contains("backup b1 of vault v is available"), "{out}");
+    let out = cbrfs(&[os("check"), os("--read-data")]);
+    assert!(out.contains("vault v: ok"), "{out}");
+    cbrfs(&[os("restore"), os("v"), os("b1"), os("--to"), to.as_os_str()]);
+    let mut leaf = to.clone();
+    for _ in 0..LEVELS {
+        leaf.push("d");
+    }
+    assert_eq!(std::fs::read(leaf.join("leaf")).unwrap(), b"at the bottom");
+    cbrfs(&[os("backup"), os("delete"), os("v"), os("b1")]);
+    cbrfs(&[os("prune")]);
+}

@@ -321,3 +321,140 @@ fn make_crypto_golden() {
     text.push('\n');
     std::fs::write(d.join("vectors.json"), text).unwrap();
 }
+
+/// The golden encrypted vault settings (FORMAT.md §16.5) in
+/// `tests/golden/vault-v2/`: a store with vault `golden`, whose
+/// `vault.json` has its description, tags and resources sealed, and vault
+/// `golden-old`, an encrypted vault's settings as written before they were
+/// sealed (format 2, all clear). Both hold slot 0 of `crypto-v2` (the
+/// golden master key and password). Written once by `make_vault_v2_golden`.
+fn vault_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vault-v2")
+}
+
+/// What the golden vaults' settings hold.
+const GOLDEN_PATH: &str = "/srv/golden-source";
+const GOLDEN_DESCRIPTION: &str = "golden encrypted vault";
+
+fn golden_settings(name: &str) -> cbrfs::catalog::VaultConfig {
+    use cbrfs::catalog::{Compression, Resource, VaultConfig, VaultType};
+    VaultConfig {
+        format: cbrfs::catalog::VAULT_FORMAT_ENCRYPTED,
+        name: name.into(),
+        vault_type: VaultType::Filesystem,
+        capacity_gb: 10,
+        description: GOLDEN_DESCRIPTION.into(),
+        tags: vec![("purpose".into(), "golden".into())],
+        compression: Compression::Zstd,
+        created: "2026-11-26T12:00:00Z".into(),
+        resources: vec![Resource {
+            name: "src".into(),
+            kind: cbrfs::model::ResourceKind::Directory,
+            path: GOLDEN_PATH.into(),
+            excludes: vec!["*.tmp".into()],
+            size: 4096,
+            added: "2026-11-26T12:00:00Z".into(),
+            one_file_system: false,
+            exclude_caches: false,
+            exclude_if_present: Vec::new(),
+        }],
+        policy: None,
+        policy_applied_ns: 0,
+        auto_expand: false,
+        threshold: 80,
+        storage: None,
+        encrypted: true,
+        sealed: None,
+        locked: None,
+    }
+}
+
+/// Copy directory `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// The library opens both golden vaults' settings with the golden password:
+/// the sealed ones, and the clear ones written before sealing (a store of
+/// that time stays readable).
+#[test]
+fn library_reads_the_golden_vault_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&vault_dir(), &tmp.path().join("store"));
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, [inputs().password, b"\n"].concat()).unwrap();
+    cbrfs::store::keyring::set_password_file(Some(pw));
+    let store = cbrfs::catalog::Store::open(&tmp.path().join("store")).unwrap();
+    for name in ["golden", "golden-old"] {
+        let got = store.vault(name).unwrap();
+        assert_eq!(got, golden_settings(name), "{name}");
+    }
+}
+
+/// The sealed settings, read with FORMAT.md §16.5 alone: the clear fields
+/// that name data are empty, `sealed` is base64 of a kind-5 object with an
+/// empty binding whose plaintext is the JSON of description, tags and
+/// resources.
+#[test]
+fn an_independent_decoder_reads_the_sealed_vault_settings() {
+    use base64::Engine as _;
+    use from_the_doc::*;
+    let text = std::fs::read_to_string(vault_dir().join("vaults/golden/vault.json")).unwrap();
+    assert!(!text.contains(GOLDEN_PATH) && !text.contains(GOLDEN_DESCRIPTION));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["format"], 2);
+    assert_eq!(v["encrypted"], true);
+    assert_eq!(v["description"], "");
+    assert_eq!(v["tags"], serde_json::json!([]));
+    assert_eq!(v["resources"], serde_json::json!([]));
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(v["sealed"].as_str().unwrap())
+        .unwrap();
+    let seal = derive("cbrfs 2026-11-26 v2 object sealing key", &inputs().master);
+    let plain = open(&seal, &ad(5, b""), &sealed);
+    let s: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(s["description"], GOLDEN_DESCRIPTION);
+    assert_eq!(s["tags"], serde_json::json!([["purpose", "golden"]]));
+    assert_eq!(s["resources"][0]["path"], GOLDEN_PATH);
+    assert_eq!(s["resources"][0]["excludes"], serde_json::json!(["*.tmp"]));
+}
+
+/// Writes `tests/golden/vault-v2/`; run once, by hand, with
+/// `CBRFS_MAKE_VAULT_GOLDEN=1 cargo test --test crypto_golden -- --ignored`.
+/// Refuses to overwrite (FORMAT.md §14.4).
+#[test]
+#[ignore]
+fn make_vault_v2_golden() {
+    if std::env::var_os("CBRFS_MAKE_VAULT_GOLDEN").is_none() {
+        return;
+    }
+    let d = vault_dir();
+    assert!(!d.exists(), "{} exists: never regenerated", d.display());
+    let store = cbrfs::catalog::Store::init(&d).unwrap();
+    let slot0 = std::fs::read(dir().join("keys/0.slot")).unwrap();
+    for name in ["golden", "golden-old"] {
+        let v = store.vault_dir(name);
+        for sub in ["keys", "backups", "packs", "index"] {
+            std::fs::create_dir_all(v.join(sub)).unwrap();
+        }
+        std::fs::write(v.join("keys/0.slot"), &slot0).unwrap();
+    }
+    let pw = std::env::temp_dir().join("cbrfs-vault-golden-password");
+    std::fs::write(&pw, [inputs().password, b"\n"].concat()).unwrap();
+    cbrfs::store::keyring::set_password_file(Some(pw));
+    store.save_vault(&golden_settings("golden")).unwrap();
+    // As the code before the settings were sealed wrote them.
+    let old = serde_json::to_vec_pretty(&golden_settings("golden-old")).unwrap();
+    std::fs::write(store.vault_dir("golden-old").join("vault.json"), old).unwrap();
+    // Local state of a store, not part of the golden format.
+    let _ = std::fs::remove_file(d.join("catalog.lock"));
+}

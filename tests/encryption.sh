@@ -6,7 +6,13 @@
 # during add/remove leaves the vault openable), vault/backup show say
 # "encrypted", no marker in the store, restore and the mount give the
 # source back (treecmp), a damaged pack is an error naming it, never
-# wrong bytes. The in-process tests are tests/encryption.rs.
+# wrong bytes. The settings naming data (resources, tags, description) are
+# sealed: no marker of the contents, a file name or the backed-up path is
+# anywhere in the store. A locked vault is listed locked and does not fail
+# `backup list` or `metrics` over all vaults (exit 3, a partial result).
+# Tampered key slots (flipped, truncated, swapped) are named and the
+# others still open. The mount asks for passwords on a terminal (a pty).
+# The in-process tests are tests/encryption.rs.
 . "$(dirname "$0")/lib.sh"
 
 # Cheap argon2id for the test's slots (recorded in each slot).
@@ -22,7 +28,8 @@ EMPTY=$T/empty-pw
 : >"$EMPTY"
 chmod 600 "$PW" "$PW2" "$WRONG" "$EMPTY"
 
-S=$T/src
+# The backed-up path carries a marker too: it is sealed in vault.json.
+S=$T/PATHMARK-d00d/src
 mkdir -p "$S/sub"
 printf 'MARKER-c0ffee-ONCE\n' >"$S/SECRETNAME-once"
 python3 -c 'import sys; sys.stdout.write("MARKER-c0ffee-REPEATED " * 50000)' >"$S/sub/SECRETNAME-repeated"
@@ -33,14 +40,25 @@ mkdir "$S/empty-dir"
 note "create an encrypted vault, the password from a file"
 expect_exit 2 'no terminal.*CBRFS_PASSWORD.*--password-file' -- cbrfs vault create ev --type filesystem --capacity 10GB --encrypt
 expect_exit 2 'empty' -- cbrfs --password-file "$EMPTY" vault create ev --type filesystem --capacity 10GB --encrypt
-expect_ok cbrfs --password-file "$PW" vault create ev --type filesystem --capacity 10GB --encrypt
-expect_ok cbrfs vault associate ev --path "$S" --name src
-expect_ok cbrfs vault show ev --json
+expect_ok cbrfs --password-file "$PW" vault create ev --type filesystem --capacity 10GB --encrypt --description 'DESCMARK-77' --tag 'TAGMARK=TAGVALUEMARK'
+# The resources are sealed: changing them needs the key.
+expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs vault associate ev --path "$S" --name src
+expect_ok cbrfs --password-file "$PW" vault associate ev --path "$S" --name src
+expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs vault show ev
+expect_ok cbrfs --password-file "$PW" vault show ev --json
 expect_eq "vault show --json says encrypted" "$(json_get "$T/.out" 'j["encrypted"]')" True
-expect_ok cbrfs vault show ev
+expect_eq "vault show --json opens the sealed resources" "$(json_get "$T/.out" 'j["resources"][0]["path"]')" "$S"
+expect_eq "vault show --json opens the sealed tags" "$(json_get "$T/.out" 'j["tags"][0]["key"]')" TAGMARK
+expect_ok cbrfs --password-file "$PW" vault show ev
 matches '^encrypted: +yes' "$OUT" && pass "vault show says encrypted: yes" || fail "vault show: $OUT"
-# vault list needs no password (used bytes come from a listing).
+# vault list needs no password: the vault is listed locked.
 expect_ok cbrfs vault list
+matches '^ev .*\(locked\)' "$OUT" && pass "vault list shows ev locked without a password" || fail "vault list: $OUT"
+expect_ok cbrfs vault list --json
+matches 'no password was given' "$(json_get "$T/.out" '[v["locked"] for v in j if v["name"] == "ev"][0]')" && pass "vault list --json says why ev is locked" || fail "vault list --json: $(cat "$T/.out")"
+expect_ok cbrfs --password-file "$PW" vault list --json
+expect_eq "vault list with the password: ev's resource" "$(json_get "$T/.out" '[len(v["resources"]) for v in j if v["name"] == "ev"][0]')" 1
+expect_eq "vault list with the password: not locked" "$(json_get "$T/.out" '[v.get("locked") for v in j if v["name"] == "ev"][0]')" None
 
 note "backups: wrong, missing and empty passwords exit 2 naming the vault"
 expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs backup create ev --name b0
@@ -58,10 +76,18 @@ expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs restore ev b2 --t
 
 note "no plaintext in the store"
 VD=$STORE/vaults/ev
-for needle in MARKER-c0ffee SECRETNAME; do
-	n=$(grep -rac -- "$needle" "$VD" | awk -F: '{s += $NF} END {print s + 0}')
-	expect_eq "occurrences of $needle in the vault's files" "$n" 0
-done
+# no_plaintext WHEN: no marker of the contents (once, and repeated so that
+# it compresses), of a file name, of the backed-up path or of the sealed
+# settings anywhere in the whole store (task log, status files, logs too).
+no_plaintext() {
+	local needle n
+	for needle in MARKER-c0ffee SECRETNAME PATHMARK-d00d DESCMARK TAGMARK TAGVALUEMARK; do
+		n=$(grep -rac -- "$needle" "$STORE" | awk -F: '{s += $NF} END {print s + 0}')
+		expect_eq "occurrences of $needle in the store $1" "$n" 0
+	done
+}
+no_plaintext "after two backups"
+grep -q '"sealed"' "$VD/vault.json" && pass "vault.json holds the sealed settings" || fail "vault.json: $(cat "$VD/vault.json")"
 [ ! -e "$VD/key" ] && pass "no clear key object" || fail "an encrypted vault has a clear key"
 
 note "round trip through restore"
@@ -88,27 +114,92 @@ expect_exit 2 'last working key slot' -- cbrfs --password-file "$PW2" vault key 
 expect_ok cbrfs --password-file "$PW2" backup list ev
 
 note "kill -9 during key add and key remove leaves the vault openable"
-# Slow argon2id so that the kill lands inside the work, at varying points.
-for delay in 0.00 0.02 0.05 0.1 0.2 0.3; do
+# The kill points are states polled for, not delays: at once (start-up),
+# once the process holds the vault's writer lock (it then unlocks the
+# vault and derives the new slot's key: slow argon2id keeps it there), and
+# once the new slot is published (read back, exit).
+holds_lock() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q 'backup\.lock'; }
+# A quick process may end before it is seen holding the lock: then the kill
+# lands after its end, which must leave the vault openable too.
+exited() { ! grep -Eq '^State:[[:space:]]+[RSDT]' "/proc/$1/status" 2>/dev/null; }
+lock_or_exited() { holds_lock "$1" || exited "$1"; }
+slot_count() { find "$VD/keys" -name '*.slot' | wc -l; }
+more_slots() { [ "$(slot_count)" -gt "$1" ]; }
+for point in start lock published; do
+	before=$(slot_count)
 	CBRFS_KDF_PARAMS=m=65536,t=2,p=1 "$CBRFS_BIN" --store "$STORE" --password-file "$PW2" vault key add ev --new-password-file "$PW" >/dev/null 2>&1 &
 	pid=$!
-	sleep "$delay"  # the kill point itself, not a wait for a state
+	case $point in
+	lock) wait_for 30 "key add holds the writer lock" lock_or_exited "$pid" ;;
+	published) wait_for 60 "key add publishes its slot" more_slots "$before" ;;
+	esac
 	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	run cbrfs --password-file "$PW2" backup list ev
-	expect_eq "vault opens with the old password after a kill at +${delay}s of key add" "$RC" 0
+	expect_eq "vault opens with the old password after a kill of key add at $point" "$RC" 0
 	run cbrfs vault key list ev --json
 	# Every slot listed decodes: a kill leaves a slot absent or whole.
-	expect_eq "no damaged slot after a kill at +${delay}s" "$(json_get "$T/.out" 'sum(1 for s in j["slots"] if s["problem"])')" 0
+	expect_eq "no damaged slot after a kill of key add at $point" "$(json_get "$T/.out" 'sum(1 for s in j["slots"] if s["problem"])')" 0
+	if [ "$point" = published ]; then
+		run cbrfs --password-file "$PW" backup list ev
+		expect_eq "a slot published before the kill opens with the new password" "$RC" 0
+	fi
 done
 run cbrfs vault key list ev --json
+point=start
 for n in $(json_get "$T/.out" '" ".join(str(s["number"]) for s in j["slots"] if s["number"] != 1)'); do
 	"$CBRFS_BIN" --store "$STORE" --password-file "$PW2" vault key remove ev "$n" >/dev/null 2>&1 &
 	pid=$!
+	[ "$point" = lock ] && wait_for 30 "key remove holds the writer lock" lock_or_exited "$pid"
 	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	expect_ok cbrfs --password-file "$PW2" backup list ev
+	point=$([ "$point" = start ] && echo lock || echo start)
 done
+
+note "tampering with key slots: named, never a crash, the other slots still open"
+run cbrfs vault key list ev --json
+for n in $(json_get "$T/.out" '" ".join(str(s["number"]) for s in j["slots"] if s["number"] != 1)'); do
+	expect_ok cbrfs --password-file "$PW2" vault key remove ev "$n"
+done
+expect_ok cbrfs --password-file "$PW2" vault key add ev --new-password-file "$PW"
+N=$(sed -n 's/^added key slot \([0-9]*\) .*/\1/p' <<<"$OUT")
+SN=$VD/keys/$N.slot
+S1=$VD/keys/1.slot
+cp "$SN" "$T/slot.good"
+cp "$S1" "$T/slot1.good"
+# flip_at FILE OFFSET: flip one bit of FILE's byte at OFFSET.
+flip_at() {
+	python3 - "$1" "$2" <<'PY'
+import sys
+p, i = sys.argv[1], int(sys.argv[2])
+b = bytearray(open(p, 'rb').read())
+b[i] ^= 0x01
+open(p, 'wb').write(b)
+PY
+}
+# 40: the salt (header, bound in the sealed key's associated data); 120:
+# the sealed master key itself.
+for off in 40 120; do
+	flip_at "$SN" "$off"
+	expect_exit 2 "wrong password for vault ev \\(tried key slots 1, $N\\)" -- cbrfs --password-file "$PW" backup list ev
+	expect_ok cbrfs --password-file "$PW2" backup list ev
+	cp "$T/slot.good" "$SN"
+done
+head -c 100 "$T/slot.good" >"$SN"
+expect_exit 2 "wrong password for vault ev .*key slot $N" -- cbrfs --password-file "$PW" backup list ev
+expect_ok cbrfs --password-file "$PW2" backup list ev
+expect_ok cbrfs vault key list ev --json
+matches "key slot $N" "$(json_get "$T/.out" "[s['problem'] for s in j['slots'] if s['number'] == $N][0]")" && pass "key list names the truncated slot" || fail "key list: $(cat "$T/.out")"
+# Two slots swapped: each is bound to its number, so neither opens.
+cp "$T/slot.good" "$S1"
+cp "$T/slot1.good" "$SN"
+expect_exit 2 "wrong password for vault ev \\(tried key slots 1, $N\\)" -- cbrfs --password-file "$PW" backup list ev
+expect_exit 2 "wrong password for vault ev \\(tried key slots 1, $N\\)" -- cbrfs --password-file "$PW2" backup list ev
+cp "$T/slot1.good" "$S1"
+cp "$T/slot.good" "$SN"
+expect_ok cbrfs --password-file "$PW" backup list ev
+expect_ok cbrfs --password-file "$PW2" backup list ev
 
 note "tampering: a flipped byte in a pack is an error naming it"
 pack=$(find "$VD/packs" -name '*.pack' -size +1M | head -n 1)
@@ -183,6 +274,77 @@ matches 'locked' "$st" && pass "user.cbrfs.status says locked: $st" || fail "use
 cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the unencrypted vault works beside it" || fail "plain vault through the mount"
 expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
+
+note "one locked vault does not fail listings over all vaults (exit 3: partial)"
+run cbrfs backup list
+expect_eq "backup list of every vault, ev locked, exits 3" "$RC" 3
+matches '^p1 +plain ' "$OUT" && pass "backup list still lists the unencrypted vault's backup" || fail "backup list: $OUT"
+matches 'skipped a locked vault: vault ev is encrypted and no password' "$ERR" && pass "backup list says which vault is locked and why" || fail "backup list stderr: $ERR"
+run cbrfs --password-file "$WRONG" backup list --json
+expect_eq "backup list --json with a wrong password exits 3" "$RC" 3
+expect_eq "backup list --json lists the others" "$(json_get "$T/.out" '[b["name"] for b in j]')" '["p1"]'
+matches 'wrong password for vault ev' "$ERR" && pass "a wrong password is said, naming the vault" || fail "stderr: $ERR"
+run cbrfs --password-file "$PW2" backup list
+expect_eq "backup list with the password exits 0" "$RC" 0
+matches '^b2 +ev ' "$OUT" && pass "with the password ev's backups are listed too" || fail "backup list: $OUT"
+run cbrfs metrics
+expect_eq "metrics with ev locked exits 3" "$RC" 3
+matches '^cbrfs_backups\{vault="plain"\} 1$' "$OUT" && pass "metrics of the unencrypted vault are there" || fail "metrics: $OUT"
+matches '^cbrfs_vault_locked\{vault="ev"\} 1$' "$OUT" && pass "metrics say ev is locked" || fail "metrics: $OUT"
+matches 'skipped a locked vault: vault ev' "$ERR" && pass "metrics say which vault was skipped" || fail "metrics stderr: $ERR"
+run cbrfs --password-file "$PW2" metrics
+expect_eq "metrics with the password exit 0" "$RC" 0
+matches '^cbrfs_vault_locked\{vault="ev"\} 0$' "$OUT" && pass "metrics: ev is open with the password" || fail "metrics: $OUT"
+
+note "the mount asks once for each encrypted vault's password on a terminal"
+cat >"$T/pty_run.py" <<'PY'
+# pty_run.py ANSWER CMD...: run CMD on a new pseudo-terminal (its
+# controlling terminal), type ANSWER and Enter at each password prompt,
+# print what the terminal showed, exit with CMD's status.
+import os, pty, select, sys, time
+answer, argv = sys.argv[1].encode(), sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out, answered, deadline = b"", 0, time.time() + 120
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if not r:
+        continue
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:  # EIO: the child closed the terminal
+        break
+    if not chunk:
+        break
+    out += chunk
+    if out.count(b"enter password for vault") > answered:
+        answered += 1
+        os.write(fd, answer + b"\n")
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+run python3 "$T/pty_run.py" 'second password' "$CBRFS_BIN" --store "$STORE" mount "$MNT"
+expect_eq "mount on a terminal exits 0" "$RC" 0
+expect_eq "one prompt, for the one encrypted vault" "$(grep -c 'enter password for vault ev: ' <<<"$OUT")" 1
+! matches 'second password' "$OUT" && pass "the password typed is not echoed" || fail "the terminal showed: $OUT"
+wait_mounted "$MNT"
+cmp -s "$S/random" "$MNT/ev/b2/src/random" && pass "the vault opened at the prompt reads through the mount" || fail "ev through the mount after the prompt"
+st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
+! matches 'locked' "$st" && pass "the vault opened at the prompt is not locked" || fail "status: $st"
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"
+run python3 "$T/pty_run.py" 'not the password' "$CBRFS_BIN" --store "$STORE" mount "$MNT"
+expect_eq "mount with a wrong password typed still mounts" "$RC" 0
+matches 'vault ev stays locked in the mount: wrong password for vault ev' "$OUT" && pass "a wrong password typed is said" || fail "the terminal showed: $OUT"
+wait_mounted "$MNT"
+st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
+matches 'locked: wrong password' "$st" && pass "after a wrong password the vault is locked: $st" || fail "status: '$st'"
+cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the other vault works" || fail "plain vault through the mount"
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"
+no_plaintext "after the mounts and listings"
 
 note "a disk with a LUKS header is reported as encrypted at the source"
 expect_ok cbrfs vault create dv --type disk --capacity 10GB

@@ -6,7 +6,7 @@
 mod common;
 
 use cbrfs::catalog::{now_ns, Store, VaultType};
-use cbrfs::engine::{backups, check, policy, prune, restore, servers, vaults};
+use cbrfs::engine::{backup_records, check, policy, prune, restore, servers, vaults};
 use cbrfs::error::{Error, Kind};
 use cbrfs::policy::retention::RetentionArgs;
 use cbrfs::tasks;
@@ -240,13 +240,17 @@ fn backup_list_show_restore_delete_round_trip() {
     std::fs::write(src.join("a.txt"), b"alpha, changed").unwrap();
     take_backup(&store, "v", "b2");
 
-    let l = backups::list(&store, Some("v")).unwrap();
+    let l = backup_records::list(&store, Some("v")).unwrap();
     assert!(l.damaged.is_empty());
     let names: Vec<&str> = l.backups.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["b1", "b2"]);
-    refused(backups::list(&store, Some("nope")), Kind::NotFound, "nope");
+    refused(
+        backup_records::list(&store, Some("nope")),
+        Kind::NotFound,
+        "nope",
+    );
 
-    let b2 = backups::show(&store, "v", "b2").unwrap();
+    let b2 = backup_records::show(&store, "v", "b2").unwrap();
     assert_eq!(b2.status, "available");
     assert_eq!(b2.backup_type, "incremental");
     assert_eq!(b2.origin, "manual");
@@ -256,7 +260,11 @@ fn backup_list_show_restore_delete_round_trip() {
     assert!(j.get("dry_run").is_none(), "dry_run only on a dry run: {j}");
     assert!(j["resources"][0].get("source_bytes").is_none(), "{j}");
     assert_eq!(j["resources"][0]["type"], "incremental");
-    refused(backups::show(&store, "v", "nope"), Kind::NotFound, "nope");
+    refused(
+        backup_records::show(&store, "v", "nope"),
+        Kind::NotFound,
+        "nope",
+    );
 
     // Restore b1 ("latest" is b2) and find the first contents.
     let to = d.path().join("restored");
@@ -280,9 +288,13 @@ fn backup_list_show_restore_delete_round_trip() {
     // a failed task.
     refused(restore::run(&store, &req, &progress), Kind::Invalid, "");
 
-    backups::delete(&store, "v", "b1").unwrap();
-    refused(backups::delete(&store, "v", "b1"), Kind::NotFound, "b1");
-    let names: Vec<String> = backups::list(&store, None)
+    backup_records::delete(&store, "v", "b1").unwrap();
+    refused(
+        backup_records::delete(&store, "v", "b1"),
+        Kind::NotFound,
+        "b1",
+    );
+    let names: Vec<String> = backup_records::list(&store, None)
         .unwrap()
         .backups
         .into_iter()
@@ -311,7 +323,7 @@ fn prune_and_check_report_and_record_their_tasks() {
     take_backup(&store, "v", "b1");
     std::fs::write(src.join("sub/b.bin"), common::pseudo_random(90_000, 8)).unwrap();
     take_backup(&store, "v", "b2");
-    backups::delete(&store, "v", "b1").unwrap();
+    backup_records::delete(&store, "v", "b1").unwrap();
 
     assert_eq!(cbrfs::engine::vault_targets(&store, None).unwrap(), ["v"]);
     refused(
@@ -434,7 +446,7 @@ fn policy_report_and_a_due_pass() {
     let reports = policy::run_due(&store, now_ns() + 2 * DAY).unwrap();
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert!(reports[0].outcome.starts_with("backed up "), "{reports:?}");
-    let made = backups::list(&store, Some("v")).unwrap().backups;
+    let made = backup_records::list(&store, Some("v")).unwrap().backups;
     assert_eq!(made.len(), 1);
     assert_eq!(made[0].origin, "policy");
     assert_eq!(made[0].policy.as_deref(), Some("p"));
@@ -526,14 +538,14 @@ fn backup_wait_follows_the_status_file() {
     filesystem_vault(&store, "v", "", "none");
     associate(&store, "v", &src);
     take_backup(&store, "v", "done");
-    backups::wait(&store, "v", "done", None, |_| panic!("no status")).unwrap();
+    backup_records::wait(&store, "v", "done", None, |_| panic!("no status")).unwrap();
     refused(
-        backups::wait(&store, "v", "bad name", None, |_| {}),
+        backup_records::wait(&store, "v", "bad name", None, |_| {}),
         Kind::Invalid,
         "backup name",
     );
     let e = refused(
-        backups::wait(&store, "v", "ghost", None, |_| {}),
+        backup_records::wait(&store, "v", "ghost", None, |_| {}),
         Kind::NotFound,
         "does not exist and is not running",
     );
@@ -556,7 +568,7 @@ fn backup_wait_follows_the_status_file() {
     )
     .unwrap();
     let mut seen = Vec::new();
-    let e = backups::wait(&store, "v", "b", Some(Duration::from_millis(250)), |s| {
+    let e = backup_records::wait(&store, "v", "b", Some(Duration::from_millis(250)), |s| {
         seen.push(s.progress)
     })
     .unwrap_err();
@@ -574,10 +586,10 @@ fn backup_wait_follows_the_status_file() {
         &running(RunStatus::Error, std::process::id(), Some("disk gone")),
     )
     .unwrap();
-    let e = backups::wait(&store, "v", "b", Some(Duration::MAX), |_| {}).unwrap_err();
+    let e = backup_records::wait(&store, "v", "b", Some(Duration::MAX), |_| {}).unwrap_err();
     assert!(e.to_string().contains("failed: disk gone"), "{e}");
     status::write(&store, "v", &running(RunStatus::Protecting, 0, None)).unwrap();
-    let e = backups::wait(&store, "v", "b", None, |_| {}).unwrap_err();
+    let e = backup_records::wait(&store, "v", "b", None, |_| {}).unwrap_err();
     assert!(e.to_string().contains("its process 0 ended"), "{e}");
 }
 
@@ -615,7 +627,7 @@ fn dissociate_takes_the_resource_out_of_its_backups_only_with_force() {
     assert!(vaults::dissociate(&store, "v", "other", true)
         .unwrap()
         .is_empty());
-    let b = backups::show(&store, "v", "both").unwrap();
+    let b = backup_records::show(&store, "v", "both").unwrap();
     let names: Vec<&str> = b.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["src"]);
     // The last resource goes with the backups that held only it.
@@ -623,7 +635,10 @@ fn dissociate_takes_the_resource_out_of_its_backups_only_with_force() {
         vaults::dissociate(&store, "v", "src", true).unwrap(),
         ["both"]
     );
-    assert!(backups::list(&store, Some("v")).unwrap().backups.is_empty());
+    assert!(backup_records::list(&store, Some("v"))
+        .unwrap()
+        .backups
+        .is_empty());
     let removals: Vec<String> = task_log(&store, "v")
         .into_iter()
         .filter(|(t, _)| t == "remove_resource")

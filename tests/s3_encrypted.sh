@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # An encrypted vault kept in an S3 bucket (issues 14 and 15 together), on
-# the SeaweedFS cluster of scripts/seaweed.sh: created with --storage and
-# --encrypt, vault show reports both; a backup restores exactly; the local
-# cache holds nothing in the clear and no clear key; a new host attaches
-# the vault from the bucket alone and needs the password (none, a wrong
-# one: exit 2), then restores exactly and the mount shows the backup.
+# the SeaweedFS cluster of scripts/seaweed.sh: created with --storage, which
+# encrypts by default (--encrypt --no-encrypt together is exit 2), vault
+# show reports both; a backup restores exactly; neither the local store nor
+# the cluster's data directories hold a marker of the contents, a file
+# name or the backed-up path, nor a clear key; a new host attaches the
+# vault from the bucket alone and needs the password (none, a wrong one:
+# exit 2), then restores exactly and the mount shows the backup.
 . "$(dirname "$0")/lib.sh"
 . "$REPO/scripts/seaweed.sh"
 
@@ -21,32 +23,37 @@ on_exit seaweed_stop
 EP=$SEAWEED_S3_ENDPOINT
 URL=s3://$SEAWEED_BUCKET/host1/enc-$$
 
-S=$T/src
+# The backed-up path carries a marker: it is sealed in vault.json.
+S=$T/PATHMARK-d00d/src
 mkdir -p "$S/sub"
 printf 'MARKER-c0ffee-ONCE\n' >"$S/SECRETNAME-once"
 python3 -c 'import sys; sys.stdout.write("MARKER-c0ffee-REPEATED " * 50000)' >"$S/sub/SECRETNAME-repeated"
 random_file "$S/big" $((20 << 20))
 ln -s SECRETNAME-once "$S/link"
 
-note "create, back up, restore"
-expect_exit 2 'no terminal.*CBRFS_PASSWORD.*--password-file' -- cbrfs vault create ev --type filesystem --capacity 10GB --storage "$URL" --s3-endpoint "$EP" --encrypt
+note "create (encrypted by default), back up, restore"
+expect_exit 2 'cannot be used with' -- cbrfs vault create ev --type filesystem --capacity 10GB --storage "$URL" --s3-endpoint "$EP" --encrypt --no-encrypt
+# Without --encrypt: a remote vault is encrypted, so it needs a password.
+expect_exit 2 'no terminal.*CBRFS_PASSWORD.*--password-file' -- cbrfs vault create ev --type filesystem --capacity 10GB --storage "$URL" --s3-endpoint "$EP"
 [ ! -e "$STORE/vaults/ev/vault.json" ] && pass "a refused create leaves no vault" || fail "a refused create left a vault"
-expect_ok cbrfs --password-file "$PW" vault create ev --type filesystem --capacity 10GB --storage "$URL" --s3-endpoint "$EP" --cache-size 64MB --encrypt
+expect_ok cbrfs --password-file "$PW" vault create ev --type filesystem --capacity 10GB --storage "$URL" --s3-endpoint "$EP" --cache-size 64MB
 matches 'encrypted' "$OUT" && pass "vault create says encrypted" || fail "vault create said: $OUT"
-expect_ok cbrfs vault show ev --json
+expect_ok cbrfs --password-file "$PW" vault show ev --json
 expect_eq "vault show --json says encrypted" "$(json_get "$T/.out" 'j["encrypted"]')" True
 expect_eq "vault show --json names the bucket" "$(json_get "$T/.out" 'j["storage"]["url"]')" "$URL"
-expect_ok cbrfs vault associate ev --path "$S" --name src
+expect_ok cbrfs --password-file "$PW" vault associate ev --path "$S" --name src
 expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs backup create ev --name b0
 expect_ok cbrfs --password-file "$PW" backup create ev --name b1
 expect_ok cbrfs --password-file "$PW" restore ev b1 --to "$T/r1"
 if out=$(treecmp "$S" "$T/r1"); then pass "restore of b1 from the bucket is the source"; else fail "treecmp b1: $out"; fi
 expect_ok cbrfs --password-file "$PW" check ev --read-data
 
-note "nothing in the clear on this host"
-for needle in MARKER-c0ffee SECRETNAME; do
-	n=$(grep -rac -- "$needle" "$STORE/vaults/ev" | awk -F: '{s += $NF} END {print s + 0}')
-	expect_eq "occurrences of $needle in the vault's local files" "$n" 0
+note "nothing in the clear on this host nor in the cluster's data"
+for needle in MARKER-c0ffee SECRETNAME PATHMARK-d00d; do
+	n=$(grep -rac -- "$needle" "$STORE" | awk -F: '{s += $NF} END {print s + 0}')
+	expect_eq "occurrences of $needle in the whole local store" "$n" 0
+	n=$(grep -rac -- "$needle" "$SEAWEED_DIR" | awk -F: '{s += $NF} END {print s + 0}')
+	expect_eq "occurrences of $needle in the SeaweedFS data directories" "$n" 0
 done
 [ -z "$(find "$STORE/vaults/ev" -name key -type f)" ] && pass "no clear key object" || fail "a clear key in the cache"
 
@@ -56,8 +63,9 @@ expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs vault attach "$UR
 expect_exit 2 'wrong password for vault ev' -- cbrfs --password-file "$WRONG" vault attach "$URL" --s3-endpoint "$EP"
 expect_ok cbrfs --password-file "$PW" vault attach "$URL" --s3-endpoint "$EP"
 matches 'attached vault ev .*1 backup' "$OUT" && pass "attach finds the backup" || fail "attach said: $OUT"
-expect_ok cbrfs vault show ev --json
+expect_ok cbrfs --password-file "$PW" vault show ev --json
 expect_eq "the attached vault is encrypted" "$(json_get "$T/.out" 'j["encrypted"]')" True
+expect_eq "its sealed resources open on the new host" "$(json_get "$T/.out" 'j["resources"][0]["path"]')" "$S"
 expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs restore ev b1 --to "$T/never"
 expect_ok cbrfs --password-file "$PW" restore ev b1 --to "$T/d1"
 if out=$(treecmp "$S" "$T/d1"); then pass "b1 restored on the new host is the source"; else fail "treecmp after attach: $out"; fi

@@ -4,6 +4,12 @@
 use super::*;
 
 impl Store {
+    /// Requests and bytes this process has spent on vault `vault`'s
+    /// bucket so far; None for a local vault (nothing billed).
+    pub fn vault_requests(&self, vault: &str) -> Option<model::Requests> {
+        self.vault_storage(vault).ok()?.requests()
+    }
+
     /// Path of backup `backup`'s record in vault `vault`.
     pub fn backup_path(&self, vault: &str, backup: &str) -> PathBuf {
         self.vault_dir(vault)
@@ -26,6 +32,16 @@ impl Store {
 
     /// Backup `backup` of vault `vault`.
     pub fn backup(&self, vault: &str, backup: &str) -> Result<BackupRecord> {
+        self.backup_with_requests(vault, backup).map(|(r, _)| r)
+    }
+
+    /// Backup `backup` of vault `vault`, with the requests it made of its
+    /// bucket when its record keeps them (a backup of a remote vault).
+    pub fn backup_with_requests(
+        &self,
+        vault: &str,
+        backup: &str,
+    ) -> Result<(BackupRecord, Option<model::Requests>)> {
         rules::check_name("backup name", backup)?;
         let Some(data) = self.vault_storage(vault)?.get(&record_name(backup))? else {
             return Err(Error::not_found(format!(
@@ -35,8 +51,8 @@ impl Store {
         };
         let storage = self.vault_storage(vault)?;
         let key = crate::store::keyring::sealing_key(&*storage, vault)?;
-        let rec = crate::store::keyring::open_record(key.as_ref(), backup, &data)
-            .and_then(|plain| model::decode_record(&plain))
+        let (rec, requests) = crate::store::keyring::open_record(key.as_ref(), backup, &data)
+            .and_then(|plain| model::decode_record_with(&plain))
             .map_err(|e| e.context(format!("vault {vault}, backup {backup}")))?;
         // Commands name a backup by its file and show the record's own
         // names: a record copied or crafted under another name is damage.
@@ -51,7 +67,7 @@ impl Store {
                 rec.name, rec.vault
             )));
         }
-        Ok(rec)
+        Ok((rec, requests))
     }
 
     /// Every backup of a vault, oldest first. Damaged records are returned
@@ -92,8 +108,21 @@ impl Store {
 
     /// Write a backup record: the last step of a backup, atomic.
     pub fn save_backup(&self, rec: &BackupRecord) -> Result<()> {
+        self.save_backup_with(rec, None)
+    }
+
+    /// [`Store::save_backup`], keeping the requests the backup made of its
+    /// vault's bucket since `before` (the vault's counters when it
+    /// started, None for a local vault): up to this record, whose own
+    /// upload the task log counts.
+    pub fn save_backup_with(
+        &self,
+        rec: &BackupRecord,
+        before: Option<model::Requests>,
+    ) -> Result<()> {
         let storage = self.vault_storage(&rec.vault)?;
-        let plain = model::encode_record(rec)?;
+        let requests = before.zip(storage.requests()).map(|(b, now)| now.since(&b));
+        let plain = model::encode_record_with(rec, requests.as_ref())?;
         let bytes = match crate::store::keyring::sealing_key(&*storage, &rec.vault)? {
             Some(key) => crate::store::keyring::seal_record(&key, &rec.name, &plain)?,
             None => plain,

@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
 use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
+use crate::store::lease::{self, WriterLock};
 use crate::store::{LocalDir, RemoteConfig, Repo, Storage};
 use serde::Deserialize;
 use std::fs;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 mod backups;
 mod definitions;
 mod records;
+mod sealed;
 
 pub use records::*;
 
@@ -56,7 +58,14 @@ pub struct Store {
     /// each was opened with: one client (and one set of request counters)
     /// per vault and process.
     remotes: std::sync::Arc<parking_lot::Mutex<RemoteMap>>,
+    /// Per remote vault, whether this process holds its writer lease:
+    /// the vault's storage refuses writes once a held lease is lost or
+    /// could not be renewed in time (store/lease.rs).
+    fences: std::sync::Arc<parking_lot::Mutex<FenceMap>>,
 }
+
+/// The writer-lease fence of each remote vault, by name.
+type FenceMap = std::collections::HashMap<String, std::sync::Arc<lease::Fence>>;
 
 /// Opened remote vaults by name.
 type RemoteMap = std::collections::HashMap<String, (RemoteConfig, std::sync::Arc<dyn Storage>)>;
@@ -127,6 +136,7 @@ impl Store {
         let store = Store {
             root,
             remotes: Default::default(),
+            fences: Default::default(),
         };
         store.finish_deletions();
         Ok(store)
@@ -211,7 +221,9 @@ impl Store {
         let mut good = Vec::new();
         let mut damaged = Vec::new();
         for name in self.vault_names()? {
-            match self.vault(&name) {
+            // Listings never ask for a password: an encrypted vault whose
+            // key is not at hand is listed locked (`VaultConfig::locked`).
+            match self.vault_settings(&name) {
                 Ok(v) => good.push(v),
                 Err(e) => damaged.push(e),
             }
@@ -234,8 +246,52 @@ impl Store {
         Ok(names)
     }
 
-    /// The vault named `name`.
+    /// The vault named `name`, whole: an encrypted vault is unlocked (with
+    /// `--password-file`, `CBRFS_PASSWORD` or a prompt) to open its sealed
+    /// settings, and a vault that cannot be unlocked is an error naming it.
     pub fn vault(&self, name: &str) -> Result<VaultConfig> {
+        let cfg = self.vault_clear(name)?;
+        if cfg.sealed.is_none() {
+            return Ok(cfg);
+        }
+        let storage = self.storage_of(name, cfg.storage.as_ref())?;
+        let key = crate::store::keyring::encrypted_vault_key(&*storage, name)?;
+        sealed::open(cfg, &key, &self.vault_label(name))
+    }
+
+    /// The vault named `name` for a listing or an existence check: as
+    /// [`Store::vault`], but an encrypted vault whose key is not at hand
+    /// (no password given, a wrong one, its storage unreachable) is
+    /// returned with its clear settings only and `locked` saying why,
+    /// without asking for a password.
+    pub fn vault_settings(&self, name: &str) -> Result<VaultConfig> {
+        let mut cfg = self.vault_clear(name)?;
+        if cfg.sealed.is_none() {
+            return Ok(cfg);
+        }
+        let at_hand = self
+            .storage_of(name, cfg.storage.as_ref())
+            .and_then(|s| crate::store::keyring::key_at_hand(&*s, name));
+        match at_hand {
+            Ok(Ok(key)) => sealed::open(cfg, &key, &self.vault_label(name)),
+            Ok(Err(why)) | Err(why) => {
+                cfg.locked = Some(why.to_string());
+                Ok(cfg)
+            }
+        }
+    }
+
+    /// The local `vault.json` of vault `name`, as messages name it.
+    fn vault_label(&self, name: &str) -> String {
+        self.vault_dir(name)
+            .join("vault.json")
+            .display()
+            .to_string()
+    }
+
+    /// The vault named `name` as its `vault.json` says, sealed settings
+    /// not opened.
+    fn vault_clear(&self, name: &str) -> Result<VaultConfig> {
         rules::check_name("vault name", name)?;
         let dir = self.vault_dir(name);
         match fsutil::ensure_real_dir(&dir) {
@@ -252,11 +308,34 @@ impl Store {
     }
 
     /// Write a vault's settings atomically. Caller holds the catalog lock.
+    /// An encrypted vault's description, tags and resources are sealed
+    /// with its key (catalog/sealed.rs); a vault read locked keeps its
+    /// sealed settings as they were, and only its clear ones (a policy)
+    /// may change.
     pub fn save_vault(&self, cfg: &VaultConfig) -> Result<()> {
-        let json = serde_json::to_vec_pretty(cfg)
+        let storage = self.storage_of(&cfg.name, cfg.storage.as_ref())?;
+        let stored = match &cfg.locked {
+            Some(why) => {
+                if !cfg.description.is_empty() || !cfg.tags.is_empty() || !cfg.resources.is_empty()
+                {
+                    // Never reached by the commands (they unlock before
+                    // they change sealed settings); refused, not dropped.
+                    return Err(Error::invalid(format!(
+                        "vault {}: its sealed settings cannot change while it is locked: {why}",
+                        cfg.name
+                    )));
+                }
+                cfg.clone()
+            }
+            None if cfg.encrypted => sealed::seal(
+                cfg,
+                &crate::store::keyring::encrypted_vault_key(&*storage, &cfg.name)?,
+            )?,
+            None => cfg.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&stored)
             .map_err(|e| Error::failed(format!("encode vault {}: {e}", cfg.name)))?;
-        self.storage_of(&cfg.name, cfg.storage.as_ref())?
-            .put("vault.json", &json)
+        storage.put("vault.json", &json)
     }
 
     /// Create a vault: its directory, key and settings. The settings file is
@@ -313,9 +392,13 @@ impl Store {
     /// it disappears whole), then remove the files.
     pub fn delete_vault(&self, name: &str) -> Result<()> {
         let _lock = self.lock()?;
-        self.vault(name)?;
+        // Deleting needs no password: it reads no sealed object.
+        self.vault_clear(name)?;
         let dir = self.vault_dir(name);
-        let _busy = self.try_backup_lock(name)?;
+        // The local lock only: this removes this host's registration, not
+        // the bucket, so another host's writer is no obstacle, and an
+        // unreachable bucket must not keep it.
+        let _busy = self.try_local_backup_lock(name)?;
         let trash = self
             .root
             .join("vaults")
@@ -326,8 +409,26 @@ impl Store {
     }
 
     /// Take vault `name`'s writer lock, or fail with "a backup task is in
-    /// progress" if another process holds it.
-    pub fn try_backup_lock(&self, name: &str) -> Result<Flock> {
+    /// progress" (BackupService.6125) if another writer holds it: this
+    /// store's lock file, and for a vault kept in a bucket its writer lease
+    /// there too (store/lease.rs), which keeps out writers on other hosts
+    /// and is renewed until the lock is dropped.
+    pub fn try_backup_lock(&self, name: &str) -> Result<WriterLock> {
+        let flock = self.try_local_backup_lock(name)?;
+        let lease = match self.registration(name)? {
+            None => None,
+            Some(_) => Some(lease::Lease::acquire(
+                self.vault_storage(name)?,
+                name,
+                lease::Timing::from_env()?,
+                self.fence(name),
+            )?),
+        };
+        Ok(WriterLock::new(flock, lease))
+    }
+
+    /// This store's writer lock of vault `name` alone (`backup.lock`).
+    fn try_local_backup_lock(&self, name: &str) -> Result<Flock> {
         let path = self.vault_dir(name).join("backup.lock");
         Flock::try_lock(&path, true)?.ok_or_else(|| {
             Error::new(
@@ -336,6 +437,15 @@ impl Store {
             )
             .code("BackupService.6125")
         })
+    }
+
+    /// The writer-lease fence of remote vault `name` in this process.
+    fn fence(&self, name: &str) -> std::sync::Arc<lease::Fence> {
+        self.fences
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Bytes vault `name`'s store takes (packs and indexes), without its
@@ -390,7 +500,10 @@ impl Store {
                 return Ok(s.clone());
             }
         }
-        let s = r.open(&self.vault_dir(name))?;
+        let s: std::sync::Arc<dyn Storage> = std::sync::Arc::new(lease::Fenced::new(
+            r.open(&self.vault_dir(name))?,
+            self.fence(name),
+        ));
         // The mount tells a vault's identity by its local `key` file: keep
         // a copy whenever the cache lost it (one GET).
         let dir = self.vault_dir(name);
@@ -473,6 +586,14 @@ impl Store {
             log::warn!("{e}");
         }
         for v in vaults {
+            if let Some(why) = &v.locked {
+                // Its resources are sealed: the rule "one vault per
+                // resource" cannot be checked against it.
+                log::warn!(
+                    "vault {} is locked, its resources were not compared: {why}",
+                    v.name
+                );
+            }
             if let Some(r) = v
                 .resources
                 .iter()
@@ -685,6 +806,8 @@ mod tests {
             threshold: 90,
             storage: None,
             encrypted: false,
+            sealed: None,
+            locked: None,
         }
     }
 

@@ -12,111 +12,53 @@ use serde::{Deserialize, Serialize};
 /// Version of the catalog's JSON records.
 pub const CATALOG_FORMAT: u32 = 1;
 
-/// The type of a vault, which decides the resources it takes.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum VaultType {
-    /// Directory trees (CBR: SFS Turbo file systems).
-    Filesystem,
-    /// Block devices and disk images (CBR: EVS disks).
-    Disk,
-    /// Servers (CBR: ECS).
-    Server,
-}
-
-impl VaultType {
-    /// Parse `filesystem`, `disk` or `server`.
-    pub fn parse(s: &str) -> Result<VaultType> {
-        match s {
-            "filesystem" | "file-system" | "fs" => Ok(VaultType::Filesystem),
-            "disk" => Ok(VaultType::Disk),
-            "server" => Ok(VaultType::Server),
-            _ => Err(Error::param(format!(
-                "vault type {s:?} is invalid: it is one of filesystem, disk, server"
-            ))),
-        }
-    }
-    /// The name used in the CLI and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VaultType::Filesystem => "filesystem",
-            VaultType::Disk => "disk",
-            VaultType::Server => "server",
-        }
+crate::names::words! {
+    /// The type of a vault, which decides the resources it takes.
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum VaultType("vault type") {
+        /// Directory trees (CBR: SFS Turbo file systems).
+        Filesystem = "filesystem" | "file-system" | "fs",
+        /// Block devices and disk images (CBR: EVS disks).
+        Disk = "disk",
+        /// Servers (CBR: ECS).
+        Server = "server",
     }
 }
 
-/// How a vault stores its blobs: `zstd` or `none` in vault.json and the
-/// CLI.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// zstd, level 3.
-    Zstd,
-    /// Stored as read.
-    None,
-}
-
-impl Compression {
-    /// Parse `zstd` or `none`.
-    pub fn parse(s: &str) -> Result<Compression> {
-        match s {
-            "zstd" => Ok(Compression::Zstd),
-            "none" => Ok(Compression::None),
-            _ => Err(Error::param(format!(
-                "compression {s:?} is invalid: it is zstd or none"
-            ))),
-        }
-    }
-    /// The name in vault.json, the CLI and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::None => "none",
-        }
+crate::names::words! {
+    /// How a vault stores its blobs: `zstd` or `none` in vault.json and the
+    /// CLI.
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Compression("compression") {
+        /// zstd, level 3.
+        Zstd = "zstd",
+        /// Stored as read.
+        None = "none",
     }
 }
 
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::names::words! {
+    /// What a server member is: `directory` or `disk` in its JSON and in a
+    /// server backup's member list.
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum MemberKind("member kind") {
+        /// A directory tree.
+        Directory = "directory",
+        /// A block device or disk image.
+        Disk = "disk",
     }
-}
-
-/// What a server member is: `directory` or `disk` in its JSON.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberKind {
-    /// A directory tree.
-    Directory,
-    /// A block device or disk image.
-    Disk,
 }
 
 impl MemberKind {
-    /// The name in the server's JSON and output.
-    pub fn as_str(self) -> &'static str {
-        self.resource_kind().as_str()
-    }
-    /// The kind named `s` as its JSON and a server backup's member list
-    /// write it (`directory`, `disk`); None for any other.
-    pub fn from_name(s: &str) -> Option<MemberKind> {
-        [MemberKind::Directory, MemberKind::Disk]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
     /// The kind of resource the member is backed up as.
     pub fn resource_kind(self) -> ResourceKind {
         match self {
             MemberKind::Directory => ResourceKind::Directory,
             MemberKind::Disk => ResourceKind::Disk,
         }
-    }
-}
-
-impl std::fmt::Display for MemberKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -230,6 +172,18 @@ pub struct VaultConfig {
     /// misreading it. Absent (false) in every unencrypted vault.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// An encrypted vault's description, tags and resources (the settings
+    /// that name its data: paths, resource names), sealed with the vault's
+    /// key (kind 5, docs/FORMAT.md §16.5) and base64-encoded; those fields
+    /// are then empty in the clear. Absent in unencrypted vaults and in
+    /// encrypted ones written before the settings were sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// Why the sealed settings could not be opened when this was read for
+    /// a listing (no password at hand, a wrong one): description, tags and
+    /// resources are then empty. Never stored.
+    #[serde(skip)]
+    pub locked: Option<String>,
 }
 
 /// The settings format of an encrypted vault (a v1 reader refuses it).

@@ -1,9 +1,9 @@
 //! `cbrfs backup`: take, list, show, delete and wait for backups.
 
-use super::{print_json, progress_style};
-use crate::catalog::{self, Store};
-use crate::engine::{backup, backups};
-use crate::error::{Error, Result};
+use super::{catch_interrupts, print_json, with_progress};
+use crate::catalog::Store;
+use crate::engine::{backup, backup_records};
+use crate::error::Result;
 use crate::model::Origin;
 use crate::quote::{quote, quote_bytes};
 use crate::rules::{self, human_bytes};
@@ -74,31 +74,6 @@ pub(super) enum BackupCmd {
     },
 }
 
-/// Set by the first SIGINT or SIGTERM during `backup create`.
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    // Only async-signal-safe work here: an atomic, and _exit.
-    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        // A second signal: the user does not want to wait for the
-        // checkpoint.
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(130) }
-    }
-}
-
-/// Turn SIGINT and SIGTERM into a request to stop that keeps the work done
-/// (see `backup create`); a second one exits at once.
-fn catch_interrupts() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installing a handler that only touches an atomic and
-        // calls _exit.
-        unsafe {
-            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
-        }
-    }
-}
-
 pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
     match cmd {
         BackupCmd::Create {
@@ -124,35 +99,12 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     at_ns: None,
                     dry_run,
                 },
-            )
-            .inspect_err(|e| backup::record_refusal(store, &vault, None, e, catalog::now_ns()))?;
+            )?;
             let progress = prepared.progress.clone();
             if !dry_run {
                 catch_interrupts();
             }
-            let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-                let pb = indicatif::ProgressBar::new(progress.total());
-                pb.set_style(progress_style());
-                pb
-            });
-            let rec = prepared.start(|result| result).and_then(|h| {
-                while !h.is_finished() {
-                    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
-                        progress.cancel();
-                    }
-                    if let Some(pb) = &bar {
-                        pb.set_length(progress.total());
-                        pb.set_position(progress.done());
-                        pb.set_message(format!("{} files", progress.files()));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                if let Some(pb) = &bar {
-                    pb.finish_and_clear();
-                }
-                h.join()
-                    .map_err(|_| Error::failed("the backup thread panicked"))?
-            });
+            let rec = with_progress(&progress, !json, || prepared.run());
             // Interrupted: one line saying what was kept, and the shell's
             // exit status for a death by SIGINT.
             let rec = match rec {
@@ -163,7 +115,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                 r => r?,
             };
             if json {
-                let mut report = backups::report(&rec);
+                let mut report = backup_records::report(&rec);
                 report.dry_run = dry_run;
                 print_json(&report)?;
             } else {
@@ -224,7 +176,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             }
         }
         BackupCmd::List { vault, json } => {
-            let l = backups::list(store, vault.as_deref())?;
+            let l = backup_records::list(store, vault.as_deref())?;
             if json {
                 print_json(&l.backups)?;
             } else {
@@ -249,8 +201,15 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             for d in &l.damaged {
                 eprintln!("cbrfs: error: {}", quote(d));
             }
+            for d in &l.locked {
+                eprintln!("cbrfs: warning: skipped a locked vault: {}", quote(d));
+            }
             if !l.damaged.is_empty() {
                 return Ok(1);
+            }
+            // 3: a partial result, as for a backup that skipped entries.
+            if !l.locked.is_empty() {
+                return Ok(3);
             }
         }
         BackupCmd::Show {
@@ -258,7 +217,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             backup,
             json,
         } => {
-            let b = backups::show(store, &vault, &backup)?;
+            let b = backup_records::show(store, &vault, &backup)?;
             if json {
                 print_json(&b)?;
             } else {
@@ -292,6 +251,9 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
                     }
                 }
                 println!("added:       {}", human_bytes(b.stats.bytes_added));
+                if let Some(c) = &b.requests {
+                    println!("requests:    {}", c.summary());
+                }
             }
         }
         BackupCmd::Wait {
@@ -300,7 +262,7 @@ pub(super) fn backup_cmd(store: &Store, cmd: BackupCmd) -> Result<i32> {
             timeout,
         } => return wait_cmd(store, &vault, &backup, timeout),
         BackupCmd::Delete { vault, backup } => {
-            backups::delete(store, &vault, &backup)?;
+            backup_records::delete(store, &vault, &backup)?;
             println!("deleted backup {backup} of vault {vault}; run prune to free its space");
         }
     }
@@ -337,7 +299,7 @@ pub(super) fn wait_cmd(
         pb
     });
     let bar = Clear(bar);
-    backups::wait(
+    backup_records::wait(
         store,
         vault,
         backup,

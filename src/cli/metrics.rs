@@ -14,12 +14,20 @@ pub(super) struct MetricsArgs {
     pub(super) output: Option<PathBuf>,
 }
 
-/// Print the metrics, or write them atomically to `output`.
+/// Print the metrics, or write them atomically to `output`. Exit 3 (a
+/// partial result) when an encrypted vault was left out as locked.
 pub(super) fn metrics_cmd(store: &Store, output: Option<&std::path::Path>) -> Result<i32> {
-    let text = crate::engine::metrics::render(&crate::engine::metrics::collect(store)?);
+    let (families, locked) = crate::engine::metrics::collect(store)?;
+    let text = crate::engine::metrics::render(&families);
     match output {
         Some(f) => crate::fsutil::write_atomic_public(f, text.as_bytes())?,
         None => print!("{text}"),
     }
-    Ok(0)
+    for why in &locked {
+        eprintln!(
+            "cbrfs: warning: skipped a locked vault: {}",
+            crate::quote::quote(why)
+        );
+    }
+    Ok(if locked.is_empty() { 0 } else { 3 })
 }

@@ -23,13 +23,13 @@ mod server;
 mod task;
 mod vault;
 
-use crate::catalog::{self, Store, VaultType};
-use crate::engine::vaults;
+use crate::catalog::{self, Store};
 use crate::error::{Error, Result};
 use crate::quote::quote;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Cloud Backup and Recovery for one Linux host, as a FUSE file system.
@@ -192,56 +192,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Init => return init::init_cmd(&cli.store),
         _ => {}
     }
-    // `vault create` creates a missing store, once its settings are known
-    // to be valid: a refused command leaves no store behind.
-    let mut create = false;
-    if let Command::Vault(vault::VaultCmd::Create {
-        name,
-        vault_type,
-        capacity,
-        description,
-        tags,
-        compression,
-        storage,
-        s3_endpoint,
-        cache_size,
-        encrypt,
-    }) = &cli.command
-    {
-        if let Some(url) = storage {
-            crate::store::RemoteConfig::from_args(
-                url,
-                s3_endpoint.as_deref(),
-                cache_size.as_deref(),
-            )?;
-        }
-        vaults::prepare(vaults::NewVault {
-            name: name.clone(),
-            vault_type: VaultType::parse(vault_type)?,
-            capacity: capacity.clone(),
-            description: description.clone(),
-            tags: tags.clone(),
-            compression: compression.clone(),
-            encrypt: *encrypt,
-        })?;
-        create = true;
-    }
-    // `vault attach` is how a new host starts: it creates a missing store
-    // too, once the location is known to be valid.
-    if let Command::Vault(vault::VaultCmd::Attach {
-        storage,
-        s3_endpoint,
-        cache_size,
-        ..
-    }) = &cli.command
-    {
-        crate::store::RemoteConfig::from_args(
-            storage,
-            s3_endpoint.as_deref(),
-            cache_size.as_deref(),
-        )?;
-        create = true;
-    }
+    // `vault create` and `vault attach` create a missing store, once their
+    // settings are known to be valid: a refused command leaves no store
+    // behind.
+    let create = match &cli.command {
+        Command::Vault(v) => v.creates_store()?,
+        _ => false,
+    };
     let store = open_store(&cli.store, create)?;
     match cli.command {
         Command::Vault(v) => vault::vault_cmd(&store, v),
@@ -249,12 +206,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Server(c) => server::server_cmd(&store, c),
         Command::Policy(c) => policy::policy_cmd(&store, c),
         Command::Task(c) => task::task_cmd(&store, c),
-        Command::Prune(prune::PruneArgs {
-            vault,
-            dry_run,
-            repack_threshold,
-            json,
-        }) => prune::prune_cmd(&store, vault, dry_run, repack_threshold, json),
+        Command::Prune(a) => prune::prune_cmd(&store, a),
         Command::Restore(r) => restore::restore_cmd(&store, r),
         Command::Ls(browse::LsArgs {
             vault,
@@ -312,36 +264,87 @@ fn progress_style() -> indicatif::ProgressStyle {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }
 
-/// Run `work` on a thread of its own while, when stderr is a terminal and
-/// `show` is set, a progress bar follows `progress`. Elsewhere (a pipe, a
-/// log, --json) nothing is drawn: no escape codes, only the result lines.
-fn with_progress<T: Send>(
+/// Set by the first SIGINT or SIGTERM once [`catch_interrupts`] ran;
+/// [`with_progress`] passes it on to the work as a request to stop.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic, and _exit.
+    if INTERRUPTED.swap(true, Ordering::Relaxed) {
+        // A second signal: the user does not want to wait for the
+        // checkpoint.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) }
+    }
+}
+
+/// Turn SIGINT and SIGTERM into a request to stop that keeps the work done
+/// (see `backup create`); a second one exits at once.
+fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installing a handler that only touches an atomic and
+        // calls _exit.
+        unsafe {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Run `work` on the calling thread while a thread of its own follows
+/// `progress`: it draws a bar when `show` is set and stderr is a terminal
+/// (elsewhere — a pipe, a log, --json — nothing is drawn: no escape codes,
+/// only the result lines), and passes an interrupt on (see
+/// [`catch_interrupts`]). `work` gets no thread of its own here: a backup,
+/// whose walk recurses, runs on the one thread with a deep stack that
+/// `engine::backup::Prepared::start` makes; restore, check and prune walk
+/// with explicit stacks (tests/restore_security.rs and
+/// tests/crafted_store.rs run them 10,000 levels deep on 2 MiB threads).
+fn with_progress<T>(
     progress: &crate::engine::progress::Progress,
     show: bool,
-    work: impl FnOnce() -> Result<T> + Send,
+    work: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
+    /// Ends the follower however `work` ends, a panic included: the scope
+    /// waits for the follower, which must not wait on.
+    struct Stop<'a>(&'a AtomicBool, std::thread::Thread);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+            self.1.unpark();
+        }
+    }
     let bar = (show && std::io::stderr().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(progress.total());
         pb.set_style(progress_style());
         pb
     });
-    std::thread::scope(|s| {
-        // As backup's: deep trees recurse.
-        let h = std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn_scoped(s, work)
-            .map_err(|e| Error::io("start a worker thread", e))?;
-        while !h.is_finished() {
-            if let Some(pb) = &bar {
-                pb.set_length(progress.total());
-                pb.set_position(progress.done());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Some(pb) = &bar {
-            pb.finish_and_clear();
-        }
-        h.join()
-            .map_err(|_| Error::failed("the worker thread panicked"))?
-    })
+    let stop = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let follower = std::thread::Builder::new()
+            .name("cbrfs-progress".into())
+            .spawn_scoped(s, || {
+                while !stop.load(Ordering::Relaxed) {
+                    if INTERRUPTED.load(Ordering::Relaxed) {
+                        progress.cancel();
+                    }
+                    if let Some(pb) = &bar {
+                        pb.set_length(progress.total());
+                        pb.set_position(progress.done());
+                        // Only a backup counts files.
+                        let files = progress.files();
+                        if files > 0 {
+                            pb.set_message(format!("{files} files"));
+                        }
+                    }
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+            })
+            .map_err(|e| Error::io("start the progress thread", e))?;
+        let _stop = Stop(&stop, follower.thread().clone());
+        work()
+    });
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    result
 }

@@ -7,6 +7,7 @@ use crate::engine::vaults;
 use crate::error::Result;
 use crate::quote::quote;
 use crate::rules::{self, human_bytes};
+use crate::store::RemoteConfig;
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -45,8 +46,13 @@ pub(super) enum VaultCmd {
         cache_size: Option<String>,
         /// Encrypt the vault (chosen now, never changed): the password
         /// comes from --password-file, $CBRFS_PASSWORD or the terminal.
+        /// A vault with --storage is encrypted unless --no-encrypt.
         #[arg(long)]
         encrypt: bool,
+        /// Keep a vault with --storage unencrypted: whoever runs the
+        /// bucket can then read its backups (a warning says so).
+        #[arg(long, conflicts_with = "encrypt")]
+        no_encrypt: bool,
     },
     /// Register a vault kept in an S3 bucket in this store and build its
     /// cache from the bucket alone: a new host reaches the backups of one
@@ -172,9 +178,44 @@ pub(super) enum VaultCmd {
     },
 }
 
-pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
-    match cmd {
-        VaultCmd::Create {
+/// Whether `vault create` encrypts: remote vaults (`--storage`) unless
+/// `--no-encrypt`, since the bucket is run by someone else; local vaults
+/// only with `--encrypt` (issue 15). clap refuses both flags together.
+pub(super) fn encrypts(encrypt: bool, no_encrypt: bool, remote: bool) -> bool {
+    encrypt || (remote && !no_encrypt)
+}
+
+impl VaultCmd {
+    /// Whether the command creates a missing store (`vault create`, and
+    /// `vault attach`, which is how a new host starts), its settings
+    /// checked first: a refused command leaves no store behind.
+    pub(super) fn creates_store(&self) -> Result<bool> {
+        match self {
+            VaultCmd::Create { .. } => {
+                if let Some((new, _)) = self.new_vault()? {
+                    vaults::prepare(new)?;
+                }
+                Ok(true)
+            }
+            VaultCmd::Attach {
+                storage,
+                s3_endpoint,
+                cache_size,
+                ..
+            } => {
+                RemoteConfig::from_args(storage, s3_endpoint.as_deref(), cache_size.as_deref())?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `vault create`'s arguments as the engine takes them: the new vault,
+    /// and the bucket that keeps it (None: this store). The one place they
+    /// are read, for the check before the store exists and for the
+    /// creation; None for any other command.
+    fn new_vault(&self) -> Result<Option<(vaults::NewVault, Option<RemoteConfig>)>> {
+        let VaultCmd::Create {
             name,
             vault_type,
             capacity,
@@ -185,27 +226,49 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             s3_endpoint,
             cache_size,
             encrypt,
-        } => {
-            let new = vaults::NewVault {
-                name,
-                vault_type: VaultType::parse(&vault_type)?,
-                capacity,
-                description,
-                tags,
-                compression,
-                encrypt,
+            no_encrypt,
+        } = self
+        else {
+            return Ok(None);
+        };
+        // The location is checked first, then the settings in their
+        // order: the first error a user sees is the same whichever check
+        // runs.
+        let remote = storage
+            .as_deref()
+            .map(|url| RemoteConfig::from_args(url, s3_endpoint.as_deref(), cache_size.as_deref()))
+            .transpose()?;
+        let new = vaults::NewVault {
+            name: name.clone(),
+            vault_type: VaultType::parse(vault_type)?,
+            capacity: capacity.clone(),
+            description: description.clone(),
+            tags: tags.clone(),
+            compression: compression.clone(),
+            encrypt: encrypts(*encrypt, *no_encrypt, storage.is_some()),
+        };
+        Ok(Some((new, remote)))
+    }
+}
+
+pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
+    match cmd {
+        VaultCmd::Create { .. } => {
+            let Some((new, remote)) = cmd.new_vault()? else {
+                return Ok(0);
             };
-            let v = match storage {
+            let v = match remote {
                 None => vaults::create(store, new)?,
-                Some(url) => {
-                    let r = crate::store::RemoteConfig::from_args(
-                        &url,
-                        s3_endpoint.as_deref(),
-                        cache_size.as_deref(),
-                    )?;
-                    vaults::create_remote(store, new, r)?
-                }
+                Some(r) => vaults::create_remote(store, new, r)?,
             };
+            if let (Some(r), false) = (&v.storage, v.encrypted) {
+                eprintln!(
+                    "cbrfs: warning: vault {} is not encrypted (--no-encrypt): whoever runs or \
+                     can read the bucket {} can read its backups, their file names and paths",
+                    v.name,
+                    quote(&r.url())
+                );
+            }
             println!(
                 "created vault {} ({}, {} GB{})",
                 v.name,
@@ -220,11 +283,8 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
             name,
             cache_size,
         } => {
-            let r = crate::store::RemoteConfig::from_args(
-                &storage,
-                s3_endpoint.as_deref(),
-                cache_size.as_deref(),
-            )?;
+            let r =
+                RemoteConfig::from_args(&storage, s3_endpoint.as_deref(), cache_size.as_deref())?;
             let v = store.attach_vault(&r, name.as_deref())?;
             let n = store.backup_names(&v.name)?.len();
             println!(
@@ -249,21 +309,31 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                     "NAME", "TYPE", "CAPACITY", "USED", "RESOURCES", "BACKUPS"
                 );
                 for v in &l.vaults {
+                    // A locked vault's resources and tags are sealed:
+                    // unknown, not none.
+                    let (resources, tags) = match &v.locked {
+                        Some(_) => ("-".to_string(), "(locked)".to_string()),
+                        None => (
+                            v.resources.len().to_string(),
+                            quote(
+                                &v.tags
+                                    .iter()
+                                    .map(|t| format!("{}={}", t.key, t.value))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            )
+                            .into_owned(),
+                        ),
+                    };
                     println!(
                         "{:<24} {:<10} {:>10} {:>10} {:>9} {:>7}  {}",
                         v.name,
                         v.vault_type,
                         human_bytes(v.capacity_bytes()),
                         human_bytes(v.used_bytes),
-                        v.resources.len(),
+                        resources,
                         v.backups,
-                        quote(
-                            &v.tags
-                                .iter()
-                                .map(|t| format!("{}={}", t.key, t.value))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        )
+                        tags
                     );
                 }
             }
@@ -403,7 +473,7 @@ pub(super) fn vault_cmd(store: &Store, cmd: VaultCmd) -> Result<i32> {
                 .registration(&name)?
                 .map(|r| r.url())
                 .unwrap_or_default();
-            store.vault(&name)?;
+            store.vault_settings(&name)?;
             store.delete_vault(&name)?;
             println!(
                 "removed vault {name} from this store; its backups stay in {}",

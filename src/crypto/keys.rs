@@ -49,7 +49,8 @@ impl MasterKey {
         MasterKey(Zeroizing::new(bytes))
     }
 
-    /// The key's bytes, for wrapping in a slot.
+    /// The key's bytes, for wrapping in a slot and for handing an unlocked
+    /// key to the mount daemon through a pipe (src/fuse/mount.rs).
     pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }

@@ -158,7 +158,8 @@ pub fn read_password_with(
     } else {
         "password"
     };
-    let prompt = format!("{what} for vault {}: ", crate::quote::quote(vault));
+    // restic's wording: "enter password for repository:".
+    let prompt = format!("enter {what} for vault {}: ", crate::quote::quote(vault));
     let ask = |p: &str| -> Result<Zeroizing<Vec<u8>>> {
         let s = tty
             .ask(p)
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(pw.as_bytes(), b"from-env");
         let pw = read_password_with("v", &Sources::unlock(None), &no_env, &tty).unwrap();
         assert_eq!(pw.as_bytes(), b"from-tty");
-        assert_eq!(tty.prompts.borrow()[0], "password for vault v: ");
+        assert_eq!(tty.prompts.borrow()[0], "enter password for vault v: ");
     }
 
     #[test]
@@ -425,7 +426,10 @@ mod tests {
         assert_eq!((n, got.key_id()), (0, m.key_id()));
         let f = file_with(b"not it\n");
         let e = unlock_with_password(&s, "v", Some(f.path())).unwrap_err();
-        assert_eq!(e.to_string(), "wrong password for vault v");
+        assert_eq!(
+            e.to_string(),
+            "wrong password for vault v (tried key slots 0)"
+        );
         assert_eq!(e.exit_code(), 2);
     }
 

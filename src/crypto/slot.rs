@@ -588,12 +588,15 @@ pub fn unlock_vault(
     vault: &str,
     secret: Secret<'_>,
 ) -> Result<(u32, MasterKey)> {
-    let (mut tried, mut other_kind) = (0, 0);
+    let (mut tried, mut other_kind) = (Vec::new(), 0);
+    // Slots skipped as damaged, said in the final error: a tampered slot
+    // is named, not only "wrong password".
+    let mut damaged = Vec::new();
     for number in listed_numbers(storage)? {
         let Some(bytes) = storage.get(&slot_name(number))? else {
             continue;
         };
-        let what = format!("vault {vault}: key slot {number}");
+        let what = format!("key slot {number}");
         match SlotHeader::decode(&bytes, &what) {
             Ok(h) if h.kdf == secret.kdf() => {}
             Ok(_) => {
@@ -602,15 +605,35 @@ pub fn unlock_vault(
             }
             // A damaged slot must not lock the others out: skip it (check
             // reports it).
-            Err(_) => continue,
+            Err(e) => {
+                damaged.push(e.to_string());
+                continue;
+            }
         }
-        tried += 1;
+        tried.push(number);
         match unlock(&bytes, number, secret, vault) {
             Ok(m) => return Ok((number, m)),
             Err(e) if e.kind() == crate::error::Kind::Invalid => continue,
             Err(e) => return Err(e),
         }
     }
+    let tried_n = tried.len();
+    let detail = || {
+        let mut d = String::new();
+        if !tried.is_empty() {
+            let list: Vec<String> = tried.iter().map(u32::to_string).collect();
+            d.push_str(&format!(" (tried key slots {}", list.join(", ")));
+        }
+        for why in &damaged {
+            d.push_str(if d.is_empty() { " (" } else { "; " });
+            d.push_str(why);
+        }
+        if !d.is_empty() {
+            d.push(')');
+        }
+        d
+    };
+    let tried = tried_n;
     if tried == 0 && other_kind > 0 {
         return Err(Error::invalid(match secret {
             Secret::Password(_) => {
@@ -623,15 +646,17 @@ pub fn unlock_vault(
     }
     if tried == 0 {
         return Err(Error::corrupt(format!(
-            "vault {vault} is encrypted but {} holds no readable key slot {}",
+            "vault {vault} is encrypted but {} holds no readable key slot {}{}",
             storage.describe(),
             match secret {
                 Secret::Password(_) => "for a password",
                 Secret::KeyFile(_) => "for a key file",
-            }
+            },
+            detail()
         )));
     }
-    Err(wrong_secret(vault, secret))
+    let e = wrong_secret(vault, secret);
+    Err(Error::new(e.kind(), format!("{e}{}", detail())))
 }
 
 #[cfg(test)]
@@ -878,7 +903,12 @@ pub(crate) mod tests {
         // Removed: that password no longer opens, the others still do.
         remove_slot(&s, "v", 1, &m).unwrap();
         let e = unlock_vault(&s, "v", PW2).unwrap_err();
-        assert_eq!(e.to_string(), "wrong password for vault v");
+        // The slots tried are named: a damaged one is told apart by the
+        // user, if not by the cipher.
+        assert_eq!(
+            e.to_string(),
+            "wrong password for vault v (tried key slots 0)"
+        );
         assert_eq!(e.exit_code(), 2);
         assert!(unlock_vault(&s, "v", PW).is_ok());
         // A removed number is not reused while a higher one exists.

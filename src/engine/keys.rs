@@ -8,11 +8,14 @@ use crate::crypto::password::{self, Sources};
 use crate::crypto::slot::{self, KdfParams, SlotInfo};
 use crate::error::{Error, Result};
 use crate::store::keyring::{self, Slots};
+use std::fmt::Write as _;
 use std::path::Path;
 
-/// The vault's settings, refused unless it is encrypted.
+/// The vault's settings, refused unless it is encrypted. Its sealed
+/// settings are not opened: listing slots needs no password, and adding
+/// or removing one unlocks the master key itself.
 fn encrypted_vault(store: &Store, vault: &str) -> Result<()> {
-    let cfg = store.vault(vault)?;
+    let cfg = store.vault_settings(vault)?;
     if !cfg.encrypted {
         return Err(Error::invalid(format!(
             "vault {vault} is not encrypted: it has no key slots (encryption is chosen when a \
@@ -61,4 +64,120 @@ pub fn remove(store: &Store, vault: &str, number: u32) -> Result<()> {
     let storage = store.vault_storage(vault)?;
     let master = keyring::unlock_master(&*storage, vault)?;
     slot::remove_slot(&Slots(&*storage), vault, number, &master)
+}
+
+/// Before a mount with a terminal and no password given (neither
+/// `--password-file` nor `CBRFS_PASSWORD`): ask once for the password of
+/// each encrypted vault, as restic asks for a repository's ("enter password
+/// for vault V:", no echo). A vault whose prompt is left empty, or answered
+/// wrongly, stays locked in the mount (said on stderr); the others open.
+/// Returns, by vault, the master key unlocked or why the vault stays
+/// locked, for the mount daemon; both are also remembered by this process
+/// (a mount in the foreground). With no terminal, or a password given,
+/// nothing is asked: the daemon unlocks with the file or variable, or
+/// shows the vaults locked.
+pub fn ask_for_mount(store: &Store) -> Result<Vec<(String, MountKey)>> {
+    use std::io::IsTerminal;
+    let mut out = Vec::new();
+    if keyring::password_given() || !std::io::stdin().is_terminal() {
+        return Ok(out);
+    }
+    for name in store.vault_names()? {
+        // A damaged or unreachable vault is reported by the mount itself.
+        let Ok(cfg) = store.vault_settings(&name) else {
+            continue;
+        };
+        if !cfg.encrypted {
+            continue;
+        }
+        let storage = store.vault_storage(&name)?;
+        let src = Sources {
+            file: None,
+            option: "--password-file",
+            env: None,
+            confirm: false,
+        };
+        let unlocked = password::read_password(&name, &src)
+            .and_then(|pw| slot::unlock_vault(&Slots(&*storage), &name, pw.secret()));
+        match unlocked {
+            Ok((_, master)) => {
+                keyring::remember(&*storage, Ok(&master));
+                out.push((name, Ok(master)));
+            }
+            Err(e) if e.kind() == crate::error::Kind::Invalid => {
+                eprintln!(
+                    "cbrfs: vault {name} stays locked in the mount: {}",
+                    crate::quote::quote(&e.to_string())
+                );
+                keyring::remember(&*storage, Err(&e));
+                out.push((name, Err(e.to_string())));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// What the terminal gave for one vault before a mount: its master key,
+/// or why it stays locked.
+pub type MountKey = std::result::Result<crate::crypto::MasterKey, String>;
+
+/// In the mount daemon: remember the keys its parent unlocked
+/// ([`ask_for_mount`]), sent as `VAULT key HEX` or `VAULT locked WHY`
+/// lines on a pipe, so that the daemon shows the same vaults open and
+/// locked, for the same reasons. A line that does not decode, or names no
+/// vault, is skipped: that vault then shows locked.
+pub fn remember_for_mount(store: &Store, text: &str) {
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(name), Some(what), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if what == "locked" {
+            if let Ok(storage) = store.vault_storage(name) {
+                keyring::remember(&*storage, Err(&crate::error::Error::invalid(rest)));
+            }
+            continue;
+        }
+        let hex = rest;
+        let mut bytes = [0u8; 32];
+        if hex.len() != 64
+            || !(0..32).all(|i| {
+                u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("x"), 16)
+                    .map(|b| bytes[i] = b)
+                    .is_ok()
+            })
+        {
+            continue;
+        }
+        let master = crate::crypto::MasterKey::from_bytes(bytes);
+        bytes.fill(0);
+        if let Ok(storage) = store.vault_storage(name) {
+            keyring::remember(&*storage, Ok(&master));
+        }
+    }
+}
+
+/// The lines [`remember_for_mount`] reads.
+pub fn keys_for_mount(keys: &[(String, MountKey)]) -> zeroize::Zeroizing<String> {
+    let mut s = zeroize::Zeroizing::new(String::new());
+    for (name, k) in keys {
+        s.push_str(name);
+        match k {
+            Ok(k) => {
+                s.push_str(" key ");
+                for b in k.bytes() {
+                    // Straight into the wiped buffer: no copy of the key.
+                    let _ = write!(s, "{b:02x}");
+                }
+            }
+            Err(why) => {
+                s.push_str(" locked ");
+                s.push_str(&why.replace('\n', " "));
+            }
+        }
+        s.push('\n');
+    }
+    s
 }

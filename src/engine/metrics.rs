@@ -89,8 +89,10 @@ fn family(name: &'static str, help: &'static str) -> Family {
     }
 }
 
-/// Collect the metrics of every vault of the store.
-pub fn collect(store: &Store) -> Result<Vec<Family>> {
+/// Collect the metrics of every vault of the store, and one message per
+/// encrypted vault left out because its key is not at hand (it still has
+/// its capacity, use and `cbrfs_vault_locked` 1; its backups are sealed).
+pub fn collect(store: &Store) -> Result<(Vec<Family>, Vec<String>)> {
     let mut last_ts = family(
         "cbrfs_last_success_timestamp_seconds",
         "Time the last successful backup of the resource finished (0 if it has none).",
@@ -135,6 +137,12 @@ pub fn collect(store: &Store) -> Result<Vec<Family>> {
         }
     }
 
+    let mut locked_vault = family(
+        "cbrfs_vault_locked",
+        "1 if the vault is encrypted and its key was not at hand (no or a wrong password): its backup metrics are missing.",
+    );
+    let mut locked = Vec::new();
+
     let (vaults, damaged) = store.vaults_and_damage()?;
     for e in damaged {
         // A damaged vault record must not hide the other vaults' metrics.
@@ -142,15 +150,29 @@ pub fn collect(store: &Store) -> Result<Vec<Family>> {
     }
     for v in &vaults {
         let vl = || vec![("vault", v.name.clone())];
-        let records: Vec<_> = store
-            .backups(&v.name)?
-            .into_iter()
-            .filter_map(|r| r.ok())
-            .collect();
-        backups.samples.push(Sample {
+        locked_vault.samples.push(Sample {
             labels: vl(),
-            value: records.len() as f64,
+            value: if v.locked.is_some() { 1.0 } else { 0.0 },
         });
+        // One locked vault must not hide the others' metrics: its backup
+        // records are sealed, its clear settings still count.
+        let records: Vec<_> = match &v.locked {
+            Some(why) => {
+                locked.push(why.clone());
+                Vec::new()
+            }
+            None => store
+                .backups(&v.name)?
+                .into_iter()
+                .filter_map(|r| r.ok())
+                .collect(),
+        };
+        if v.locked.is_none() {
+            backups.samples.push(Sample {
+                labels: vl(),
+                value: records.len() as f64,
+            });
+        }
         for res in &v.resources {
             let labels = vec![("vault", v.name.clone()), ("resource", res.name.clone())];
             // The newest backup holding the resource (a backup may cover
@@ -229,10 +251,22 @@ pub fn collect(store: &Store) -> Result<Vec<Family>> {
             });
         }
     }
-    Ok(vec![
-        last_ts, last_dur, last_added, backups, failures, capacity, used, check_ts, check_ok,
-        check_rd,
-    ])
+    Ok((
+        vec![
+            last_ts,
+            last_dur,
+            last_added,
+            backups,
+            failures,
+            capacity,
+            used,
+            check_ts,
+            check_ok,
+            check_rd,
+            locked_vault,
+        ],
+        locked,
+    ))
 }
 
 /// Escape a label value as the exposition format requires: backslash,

@@ -2,7 +2,7 @@
 //! clap here; the CLI and the mount call into it.
 
 pub mod backup;
-pub mod backups;
+pub mod backup_records;
 pub mod browse;
 pub mod check;
 pub mod keys;

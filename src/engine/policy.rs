@@ -483,26 +483,15 @@ fn run_point(
             ..Default::default()
         },
     );
+    // A refusal is in the task log already: `prepare` records it (a busy
+    // vault as a skipped time point).
     let prepared = match prepared {
         Ok(x) => x,
         Err(e) if e.kind() == Kind::Busy => {
-            let why = format!(
-                "policy {}: time point skipped: the vault's previous backup is still running",
-                p.name
-            );
-            tasks::event(
-                store,
-                tasks::TaskType::Backup,
-                vault,
-                tasks::TaskState::Skipped,
-                why.clone(),
-                at_ns,
-            );
-            report.outcome = format!("skipped: {why}");
+            report.outcome = format!("skipped: {e}");
             return report;
         }
         Err(e) => {
-            backup::record_refusal(store, vault, None, &e, at_ns);
             report.outcome = format!("failed: {e}");
             return report;
         }

@@ -9,25 +9,19 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Where a backup that has a status file is: `protecting` while it runs,
-/// `error` when it failed (the file is removed when it is committed).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Running.
-    Protecting,
-    /// Failed; the status says why.
-    Error,
-}
-
-impl RunStatus {
-    /// The name in status files and in the mount's attributes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Protecting => "protecting",
-            RunStatus::Error => "error",
-        }
+crate::names::words! {
+    /// Where a backup that has a status file is: `protecting` while it
+    /// runs, `error` when it failed (the file is removed when it is
+    /// committed). The word is the status file's and the mount's attribute's.
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum RunStatus("run status") {
+        /// Running.
+        Protecting = "protecting",
+        /// Failed; the status says why.
+        Error = "error",
     }
 }
 
@@ -80,7 +74,69 @@ pub fn read(store: &Store, vault: &str, backup: &str) -> Option<Status> {
     serde_json::from_slice(&data).ok()
 }
 
-/// Remove a status.
-pub fn remove(store: &Store, vault: &str, backup: &str) {
-    let _ = std::fs::remove_file(path(store, vault, backup));
+/// Remove a status; one already gone is removed.
+pub fn remove(store: &Store, vault: &str, backup: &str) -> Result<()> {
+    let p = path(store, vault, backup);
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("remove {}", p.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The status file of one running backup, as the backup writes it. The
+/// status shows the backup to `backup wait` and the mount; it is not the
+/// backup (the record is): a write that fails (a full disk) must not fail
+/// a backup that succeeds, but must not vanish either. It is logged, once
+/// while the failures last, since the file is rewritten every half second.
+pub struct Writer {
+    store: Store,
+    vault: String,
+    failing: AtomicBool,
+}
+
+impl Writer {
+    /// The status files of backups of `vault`.
+    pub fn new(store: &Store, vault: &str) -> Self {
+        Writer {
+            store: store.clone(),
+            vault: vault.to_string(),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Write `s`; a failure is logged.
+    pub fn write(&self, s: &Status) {
+        match write(&self.store, &self.vault, s) {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    log::info!(
+                        "vault {}: the status file of backup {} is written again",
+                        self.vault,
+                        s.backup
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "vault {}: the status file of backup {} is not written ('backup wait' and the mount may show an older status): {e}",
+                        self.vault,
+                        s.backup
+                    );
+                }
+            }
+        }
+    }
+
+    /// Remove the status of `backup` (committed); a failure is logged.
+    pub fn remove(&self, backup: &str) {
+        if let Err(e) = remove(&self.store, &self.vault, backup) {
+            log::warn!(
+                "vault {}: the status file of committed backup {backup} is not removed: {e}",
+                self.vault
+            );
+        }
+    }
 }

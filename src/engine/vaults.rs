@@ -17,7 +17,8 @@ pub use report::{list, report, show, ResourceReport, TagReport, VaultList, Vault
 /// unless `force` is set (CBR's BackupService.7301). Recorded as a
 /// `delete_vault` task. Returns how many backups went with it.
 pub fn delete(store: &Store, name: &str, force: bool) -> Result<usize> {
-    store.vault(name)?;
+    // No password needed: deleting reads no sealed object.
+    store.vault_settings(name)?;
     let n = store.backup_names(name)?.len();
     if n > 0 && !force {
         return Err(Error::conflict(format!(
@@ -201,6 +202,8 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
         threshold: 80,
         encrypted: v.encrypt,
         storage: None,
+        sealed: None,
+        locked: None,
     };
     Ok(cfg)
 }

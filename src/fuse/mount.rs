@@ -100,13 +100,71 @@ fn is_mounted(mp: &Path) -> bool {
 /// mount and this returns once the mount answers, or with the child's error.
 pub fn mount(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     check_mountpoint(mp, opts.nonempty)?;
+    // Encrypted vaults' passwords are asked here, once each, on a terminal:
+    // the daemon has none (src/engine/keys.rs).
+    let keys = crate::engine::keys::ask_for_mount(store)?;
     if !opts.foreground {
-        return spawn_daemon(store, mp, opts);
+        return spawn_daemon(store, mp, opts, &keys);
     }
     serve(store, mp, opts)
 }
 
-fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+/// The variable naming the descriptor on which a mount daemon reads the
+/// master keys its parent unlocked at a prompt (a pipe: never an argument
+/// or a variable's value, which other processes may read).
+const KEYS_FD: &str = "CBRFS_MOUNT_KEYS_FD";
+
+/// A pipe holding `text` whose read end survives exec (no `O_CLOEXEC`,
+/// cleared in the child only) and is returned; the text is at most a few
+/// KiB, below a pipe's buffer, so writing it before the child runs cannot
+/// block.
+fn pipe_with(text: &[u8]) -> Result<std::os::fd::OwnedFd> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("create a pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptors from pipe2.
+    let rd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+    let mut wr = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+    wr.write_all(text)
+        .ctx(|| "hand the unlocked keys to the mount daemon".to_string())?;
+    Ok(rd)
+}
+
+/// In a mount daemon: remember the keys the parent sent ([`KEYS_FD`]).
+fn receive_keys(store: &Store) {
+    if !is_daemon_child() {
+        return;
+    }
+    let Some(fd) = std::env::var(KEYS_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(KEYS_FD);
+    // SAFETY: the descriptor was handed to us by the parent for this.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if f.read_to_string(&mut text).is_ok() {
+        crate::engine::keys::remember_for_mount(store, &text);
+    }
+}
+
+fn spawn_daemon(
+    store: &Store,
+    mp: &Path,
+    opts: &MountOptions,
+    keys: &[(String, crate::engine::keys::MountKey)],
+) -> Result<()> {
+    let keys_rd = if keys.is_empty() {
+        None
+    } else {
+        Some(pipe_with(
+            crate::engine::keys::keys_for_mount(keys).as_bytes(),
+        )?)
+    };
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -140,6 +198,10 @@ fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
         cmd.arg("--password-file").arg(absolute(&p));
     }
     let wr_raw = wr.into_raw_fd();
+    let keys_raw = keys_rd.map(|k| k.into_raw_fd());
+    if let Some(k) = keys_raw {
+        cmd.env(KEYS_FD, k.to_string());
+    }
     cmd.env(READY_FD, wr_raw.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -152,12 +214,20 @@ fn spawn_daemon(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
             libc::setsid();
             let flags = libc::fcntl(wr_raw, libc::F_GETFD);
             libc::fcntl(wr_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            if let Some(k) = keys_raw {
+                let flags = libc::fcntl(k, libc::F_GETFD);
+                libc::fcntl(k, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
             Ok(())
         });
     }
     let child = cmd.spawn().ctx(|| "start the mount daemon".to_string());
-    // SAFETY: we own wr_raw; the child has its own copy now.
+    // SAFETY: we own wr_raw (and keys_raw); the child has its own copies now.
     unsafe { libc::close(wr_raw) };
+    if let Some(k) = keys_raw {
+        // SAFETY: as above.
+        unsafe { libc::close(k) };
+    }
     let mut child = child?;
     let mut msg = String::new();
     let _ = rd.read_to_string(&mut msg);
@@ -200,6 +270,7 @@ pub fn is_daemon_child() -> bool {
 }
 
 fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    receive_keys(store);
     let vfs = Vfs::new(
         store.clone(),
         VfsOptions {

@@ -18,9 +18,19 @@
 //! cache/packs/<hh>/<id>.pack.<offset>-<len>
 //!                             byte ranges of data packs, bounded by the
 //!                             cache size, least recently used out first
+//! cache/packs/<hh>/<id>.pack.all
+//!                             a whole data pack, fetched once when most
+//!                             of it is about to be read (same bound)
+//! listings.json               listings of the remote, current under the
+//!                             head they name (`listing.rs`)
 //! ```
 //!
 //! Everything but `vault.json` (and the lock files) is cache.
+//!
+//! Listings are asked of the remote only when its `head` (one GET) is not
+//! the one this host's listings were made under (`listing.rs`); this
+//! storage writes the head as a writer must: before a backup record is
+//! put or deleted, and on [`Storage::publish`] after other changes.
 //!
 //! Writes go to the remote first and return only when it published the
 //! object, so the store's write order (packs, then the index naming them,
@@ -29,6 +39,7 @@
 //! it is verified against its id by the reader, which drops a copy that
 //! fails ([`Storage::forget_cached`]) and reads the remote instead.
 
+use super::listing::{Head, Listings, HEAD, LISTINGS};
 use super::local::LocalDir;
 use super::pack;
 use super::storage::{ObjectInfo, Storage};
@@ -60,6 +71,26 @@ pub struct CachedStorage {
     used: AtomicU64,
     /// One eviction at a time in this process.
     evicting: Mutex<()>,
+    /// The remote's listings as this process knows them.
+    listing: Mutex<ListState>,
+}
+
+/// This process's view of the remote's listings.
+#[derive(Default)]
+struct ListState {
+    /// The listings and the head they are current under.
+    l: Listings,
+    /// `l` was read from `listings.json` once.
+    loaded: bool,
+    /// This process changed the remote since it last wrote the head: a
+    /// head is owed (and `listings.json` says dirty).
+    changed: bool,
+    /// [`CachedStorage::size_of`] listed once in this process already.
+    sized: bool,
+    /// A change failed: the remote may be unreachable, and a head that
+    /// [`Drop`] would owe is not worth a second round of retries (what
+    /// the failed work left is unreferenced; `listings.json` stays dirty).
+    failed: bool,
 }
 
 impl std::fmt::Debug for CachedStorage {
@@ -110,12 +141,166 @@ impl CachedStorage {
             limit,
             used: AtomicU64::new(u64::MAX),
             evicting: Mutex::new(()),
+            listing: Mutex::new(ListState::default()),
         }
     }
 
     /// The remote storage.
     pub fn remote(&self) -> &Arc<dyn Storage> {
         &self.remote
+    }
+
+    /// `listings.json`, if there is a readable one.
+    fn read_listings(&self) -> Option<Listings> {
+        let d = self.home.get(LISTINGS).ok()??;
+        serde_json::from_slice(&d).ok()
+    }
+
+    /// Keep `l` as `listings.json` (a cache: a failure is logged).
+    fn save_listings(&self, l: &Listings) {
+        if let Ok(j) = serde_json::to_vec(l) {
+            self.remember(&self.home, LISTINGS, &j);
+        }
+    }
+
+    /// The remote's head: its bytes and what they say; None when there is
+    /// none or it is not one this version reads (nothing is then cached).
+    fn remote_head(&self) -> Result<Option<(Vec<u8>, Head)>> {
+        Ok(self
+            .remote
+            .get(HEAD)?
+            .and_then(|b| Head::parse(&b).map(|h| (b, h))))
+    }
+
+    /// Make `st` the listings current under the remote head `head`: kept
+    /// if they are, else those another process of this host saved under
+    /// it, else none.
+    fn align(&self, st: &mut ListState, head: Option<&[u8]>) {
+        if !st.loaded {
+            st.loaded = true;
+            st.l = self
+                .read_listings()
+                .filter(|l| !l.dirty)
+                .unwrap_or_default();
+        }
+        let Some(head) = head else {
+            // No head (yet): listings made now are kept only in memory,
+            // never served; the head this process may write makes them
+            // current (it holds the writer lock).
+            if st.l.head.is_some() {
+                st.l = Listings {
+                    dirty: st.changed,
+                    ..Listings::default()
+                };
+            }
+            return;
+        };
+        if st.l.current_under(head) {
+            return;
+        }
+        if let Some(f) = self.read_listings() {
+            if !f.dirty && f.current_under(head) {
+                st.l = f;
+                st.l.dirty = st.changed;
+                return;
+            }
+        }
+        st.l = Listings {
+            head: String::from_utf8(head.to_vec()).ok(),
+            dirty: st.changed,
+            ..Listings::default()
+        };
+    }
+
+    /// Before this process's first change to the remote since its last
+    /// head: check that its listings are the remote's (one GET; under the
+    /// writer lock nobody else changes them after), and mark
+    /// `listings.json` dirty, so that a kill before the head leaves
+    /// listings nobody trusts.
+    fn before_change(&self) {
+        if self.listing.lock().changed {
+            return;
+        }
+        // Unknown (a failed GET): no listing is kept.
+        let head = self.remote_head().ok().flatten();
+        let mut st = self.listing.lock();
+        self.align(&mut st, head.as_ref().map(|h| h.0.as_slice()));
+        st.changed = true;
+        st.l.dirty = true;
+        self.save_listings(&st.l);
+    }
+
+    /// Write the remote's next head, announcing `added` and `removed`.
+    fn write_head(&self, added: &[&str], removed: &[&str]) -> Result<()> {
+        let prev = self
+            .listing
+            .lock()
+            .l
+            .head
+            .as_deref()
+            .and_then(|t| Head::parse(t.as_bytes()));
+        let bytes = Head::next(prev.as_ref(), added, removed).encode();
+        self.failing(self.remote.put(HEAD, &bytes))?;
+        let mut st = self.listing.lock();
+        st.l.head = String::from_utf8(bytes).ok();
+        Ok(())
+    }
+
+    /// `r`, noting a failure (see [`ListState::failed`]).
+    fn failing<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.listing.lock().failed = true;
+        }
+        r
+    }
+
+    /// The head covering this process's changes is written: its listings
+    /// are current and kept.
+    fn settle(&self) {
+        let mut st = self.listing.lock();
+        st.changed = false;
+        st.l.dirty = false;
+        self.save_listings(&st.l);
+    }
+
+    /// The size of object `name` from a listing (kept, or asked for).
+    fn size_of(&self, name: &str) -> Option<u64> {
+        {
+            let mut st = self.listing.lock();
+            if let Some(s) = st.l.size_of(name) {
+                return Some(s);
+            }
+            // At most one listing per process for this (a vault without a
+            // head keeps none: it would be one LIST per file read).
+            if st.sized {
+                return None;
+            }
+            st.sized = true;
+        }
+        let (dir, _) = name.rsplit_once('/')?;
+        let prefix = format!("{}/", dir.split('/').next()?);
+        self.list(&prefix)
+            .ok()?
+            .into_iter()
+            .find(|o| o.name == name)
+            .map(|o| o.size)
+    }
+
+    /// The range-cache name of a whole data pack.
+    fn all_name(name: &str) -> String {
+        format!("{name}.all")
+    }
+
+    /// `len` bytes at `offset` of data pack `name` from its whole cached
+    /// copy, if there is one that long (marked as used now).
+    fn cached_all(&self, name: &str, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let key = Self::all_name(name);
+        let m = self.ranges.map(&key).ok().flatten()?;
+        let end = offset.checked_add(len).filter(|e| *e <= m.len() as u64)?;
+        if let Ok(f) = File::open(self.ranges.root().join(&key)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Some(m[offset as usize..end as usize].to_vec())
     }
 
     /// Bring the local copies under `prefix` in line with listing
@@ -265,8 +450,19 @@ impl Storage for CachedStorage {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.before_change();
+        // A record comes after a head announcing it: a listing made under
+        // that head is kept only once it shows the record.
+        let record = name.starts_with("backups/");
+        if record {
+            self.write_head(&[name], &[])?;
+        }
         // The remote first: the object is published when this returns.
-        self.remote.put(name, data)?;
+        self.failing(self.remote.put(name, data))?;
+        self.listing.lock().l.changed(name, Some(data.len() as u64));
+        if record {
+            self.settle();
+        }
         match class(name) {
             // The registration must follow: it is what this host reads.
             Class::Registration => self.home.put(name, data)?,
@@ -280,7 +476,10 @@ impl Storage for CachedStorage {
     }
 
     fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
-        self.remote.put_file(name, file, len)
+        self.before_change();
+        self.failing(self.remote.put_file(name, file, len))?;
+        self.listing.lock().l.changed(name, Some(len));
+        Ok(())
     }
 
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -303,7 +502,10 @@ impl Storage for CachedStorage {
             // would push out what browsing and restores need.
             Class::Pack => match self.cached_whole(name)? {
                 Some(d) => Ok(Some(d)),
-                None => self.remote.get(name),
+                None => match self.ranges.get(&Self::all_name(name)).ok().flatten() {
+                    Some(d) => Ok(Some(d)),
+                    None => self.remote.get(name),
+                },
             },
             Class::Other => self.remote.get(name),
         }
@@ -316,6 +518,9 @@ impl Storage for CachedStorage {
                 if let Some(end) = end {
                     return Ok(m[offset as usize..end as usize].to_vec());
                 }
+            }
+            if let Some(d) = self.cached_all(name, offset, len) {
+                return Ok(d);
             }
             let key = Self::range_name(name, offset, len);
             if let Some(d) = self.cached_range(&key, len) {
@@ -336,7 +541,33 @@ impl Storage for CachedStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let listed = self.remote.list(prefix)?;
+        // One GET says whether the listings kept are still the remote's.
+        let head = self.remote_head()?;
+        let cached = {
+            let mut st = self.listing.lock();
+            self.align(&mut st, head.as_ref().map(|h| h.0.as_slice()));
+            head.as_ref().and_then(|_| st.l.get(prefix))
+        };
+        let listed = match cached {
+            Some(l) => l,
+            None => {
+                let listed = self.remote.list(prefix)?;
+                let mut st = self.listing.lock();
+                // Kept if it shows what its head announced, and no other
+                // head came meanwhile.
+                let keep = match &head {
+                    Some((bytes, h)) => h.shown_by(prefix, &listed) && st.l.current_under(bytes),
+                    None => st.l.head.is_none(),
+                };
+                if keep {
+                    st.l.insert(prefix, &listed);
+                    if !st.changed && head.is_some() {
+                        self.save_listings(&st.l);
+                    }
+                }
+                listed
+            }
+        };
         if prefix == "backups/" || prefix == "index/" {
             self.sync(prefix, &listed);
         }
@@ -344,7 +575,16 @@ impl Storage for CachedStorage {
     }
 
     fn delete(&self, name: &str) -> Result<()> {
-        self.remote.delete(name)?;
+        self.before_change();
+        let record = name.starts_with("backups/");
+        if record {
+            self.write_head(&[], &[name])?;
+        }
+        self.failing(self.remote.delete(name))?;
+        self.listing.lock().l.changed(name, None);
+        if record {
+            self.settle();
+        }
         match class(name) {
             Class::Registration => self.home.delete(name)?,
             Class::Whole => self.whole.delete(name)?,
@@ -401,12 +641,66 @@ impl Storage for CachedStorage {
         }
         self.forget_ranges(name) || any
     }
+
+    fn requests(&self) -> Option<super::s3::S3Counters> {
+        self.remote.requests()
+    }
+
+    fn publish(&self) -> Result<()> {
+        if !self.listing.lock().changed {
+            return Ok(());
+        }
+        self.write_head(&[], &[])?;
+        self.settle();
+        Ok(())
+    }
+
+    fn will_read(&self, name: &str, bytes: u64) {
+        // Only data packs are read by range; a pack already here whole
+        // (metadata, or fetched before) needs nothing.
+        if class(name) != Class::Pack
+            || bytes == 0
+            || matches!(self.whole.map(name), Ok(Some(_)))
+            || matches!(self.ranges.map(&Self::all_name(name)), Ok(Some(_)))
+        {
+            return;
+        }
+        let Some(size) = self.size_of(name) else {
+            return;
+        };
+        // Most of it, and room for it beside the other ranges.
+        if bytes.saturating_mul(2) <= size || size > self.limit / 2 {
+            return;
+        }
+        match self.remote.get(name) {
+            Ok(Some(d)) if d.len() as u64 == size => self.remember_range(&Self::all_name(name), &d),
+            Ok(_) => log::debug!("cache: {name} changed size or vanished; read by range"),
+            Err(e) => log::debug!("cache: fetch {name} whole: {e}; read by range"),
+        }
+    }
+}
+
+impl Drop for CachedStorage {
+    /// A writer that changed the remote and ends without a head (a
+    /// command that does not call [`Storage::publish`]) owes one: written
+    /// here, best effort, so that other hosts see its changes. A process
+    /// killed, or one whose change failed, skips this; its
+    /// `listings.json` stays dirty, and the next writer's head covers what
+    /// it left.
+    fn drop(&mut self) {
+        if self.listing.lock().failed {
+            return;
+        }
+        if let Err(e) = self.publish() {
+            log::warn!("cache: write the head of {}: {e}", self.remote.describe());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlobKind, Repo, RepoWriter};
+    use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
 
     /// A vault in a "remote" (a second local directory standing in for
     /// the bucket: a real storage, not a mock), cached in another.
@@ -587,6 +881,175 @@ mod tests {
         }
     }
 
+    fn logged(t: &tempfile::TempDir) -> Arc<Logged> {
+        Arc::new(Logged {
+            inner: LocalDir::new(t.path().join("bucket")),
+            ops: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn host(remote: &Arc<Logged>, t: &tempfile::TempDir, home: &str) -> Arc<CachedStorage> {
+        Arc::new(CachedStorage::new(
+            remote.clone(),
+            &t.path().join(home),
+            DEFAULT_CACHE_BYTES,
+        ))
+    }
+
+    /// What a backup does to the store: blobs, its index, its record.
+    fn backup(cached: &Arc<CachedStorage>, name: &str, data: &[u8]) -> BlobId {
+        let repo = Repo::open_in(cached.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let id = w.add(BlobKind::Data, data).unwrap().id;
+        w.finish().unwrap();
+        repo.used_bytes().unwrap();
+        cached.list("backups/").unwrap();
+        cached
+            .put(&format!("backups/{name}.bk"), name.as_bytes())
+            .unwrap();
+        id
+    }
+
+    fn count(ops: &[String], what: &str) -> usize {
+        ops.iter().filter(|o| o.starts_with(what)).count()
+    }
+
+    /// Under a head that has not changed, listings come from this host's
+    /// cache (one GET of the head, no LIST), in this process and the
+    /// next; a record written from another host changes the head, and the
+    /// next listing asks the remote again and sees it.
+    #[test]
+    fn an_unchanged_head_means_no_listing() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        backup(&a, "b1", &bytes(20, 50_000));
+        // Another process of this host: an unchanged re-backup.
+        drop(a);
+        let a = host(&remote, &t, "home");
+        remote.ops.lock().clear();
+        let repo = Repo::open_in(a.clone(), "v").unwrap();
+        repo.used_bytes().unwrap();
+        a.list("backups/").unwrap();
+        a.put("backups/b2.bk", b"b2").unwrap();
+        let ops = remote.ops.lock().clone();
+        assert_eq!(count(&ops, "list "), 0, "{ops:?}");
+        assert_eq!(count(&ops, "put "), 2, "{ops:?}");
+        assert_eq!(ops.last().map(String::as_str), Some("put backups/b2.bk"));
+        // Its own record is in its listings without a LIST.
+        let names: Vec<String> = a
+            .list("backups/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["backups/b1.bk", "backups/b2.bk"]);
+        // Host two writes: host one's next listing is asked again.
+        let b = host(&remote, &t, "home2");
+        backup(&b, "b3", &bytes(21, 50_000));
+        remote.ops.lock().clear();
+        let names: Vec<String> = a
+            .list("backups/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["backups/b1.bk", "backups/b2.bk", "backups/b3.bk"]);
+        assert_eq!(
+            *remote.ops.lock(),
+            ["get head", "list backups/", "get backups/b3.bk"]
+        );
+        // ...and kept.
+        remote.ops.lock().clear();
+        a.list("backups/").unwrap();
+        assert_eq!(*remote.ops.lock(), ["get head"]);
+        // A deleted record: host two's listing no longer shows it.
+        a.delete("backups/b1.bk").unwrap();
+        let names: Vec<String> = b
+            .list("backups/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["backups/b2.bk", "backups/b3.bk"]);
+    }
+
+    /// A head announcing a record that no listing shows (its writer was
+    /// killed between the two, or the listing lags): the listing is used
+    /// but not kept. A dirty listings file (a writer killed on this host
+    /// before its head) is not trusted.
+    #[test]
+    fn a_listing_that_misses_what_the_head_announced_is_not_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        backup(&a, "b1", &bytes(22, 10_000));
+        let h = Head::next(None, &["backups/lost.bk"], &[]);
+        remote.inner.put(HEAD, &h.encode()).unwrap();
+        remote.ops.lock().clear();
+        a.list("backups/").unwrap();
+        a.list("backups/").unwrap();
+        assert_eq!(count(&remote.ops.lock(), "list "), 2);
+        // Killed mid-change on this host: the file says dirty.
+        let a = host(&remote, &t, "home3");
+        a.list("index/").unwrap();
+        a.put("index/x.idx", b"x").unwrap();
+        std::mem::forget(a);
+        let a = host(&remote, &t, "home3");
+        remote.ops.lock().clear();
+        a.list("index/").unwrap();
+        assert_eq!(count(&remote.ops.lock(), "list "), 1);
+    }
+
+    /// A restore that wants more than half of a data pack's bytes fetches
+    /// the pack whole, once, and reads every blob from that copy; less
+    /// than half, and blobs are read by range.
+    #[test]
+    fn most_of_a_pack_is_fetched_whole_else_ranges() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        let repo = Repo::open_in(a.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let blobs: Vec<(BlobId, Vec<u8>)> = (0..8u32)
+            .map(|i| {
+                let b = bytes(30 + i, 40_000);
+                (w.add(BlobKind::Data, &b).unwrap().id, b)
+            })
+            .collect();
+        w.finish().unwrap();
+        a.put("backups/b.bk", b"b").unwrap();
+        let fresh = |home: &str| {
+            let c = host(&remote, &t, home);
+            let r = Repo::open_in(c.clone(), "v").unwrap();
+            // The listing of packs/ (for their sizes) is kept here first.
+            r.used_bytes().unwrap();
+            remote.ops.lock().clear();
+            r
+        };
+        // Six of eight blobs: whole.
+        let r = fresh("home2");
+        r.will_read(blobs[..6].iter().map(|b| b.0));
+        for (id, b) in &blobs[..6] {
+            assert_eq!(&r.read_blob(id).unwrap(), b);
+        }
+        let ops = remote.ops.lock().clone();
+        assert_eq!(count(&ops, "get packs/"), 1, "{ops:?}");
+        assert_eq!(count(&ops, "range "), 0, "{ops:?}");
+        // Two of eight: by range.
+        let r = fresh("home3");
+        r.will_read(blobs[..2].iter().map(|b| b.0));
+        for (id, b) in &blobs[..2] {
+            assert_eq!(&r.read_blob(id).unwrap(), b);
+        }
+        let ops = remote.ops.lock().clone();
+        assert_eq!(count(&ops, "get packs/"), 0, "{ops:?}");
+        assert_eq!(count(&ops, "range "), 2, "{ops:?}");
+    }
+
     /// Writes reach the remote in the store's order (every pack before the
     /// index naming it); once the cache is warm, reading metadata makes no
     /// request at all, and data is read by range, never whole.
@@ -623,11 +1086,12 @@ mod tests {
         let last_pack = puts.iter().rposition(|o| o.contains("packs/")).unwrap();
         assert!(last_pack < first_index, "{puts:?}");
         // A reader opening the warm cache: the key, the indexes and the
-        // metadata pack are local; only the listing of index/ is asked.
+        // metadata pack are local; only the head and (no record has
+        // written a head yet) the listing of index/ are asked.
         remote.ops.lock().clear();
         let repo = Repo::open_in(cached.clone(), "v").unwrap();
         assert_eq!(repo.read_blob(&tree).unwrap(), b"entries");
-        assert_eq!(*remote.ops.lock(), ["list index/"]);
+        assert_eq!(*remote.ops.lock(), ["get head", "list index/"]);
         // Data: one ranged read, then none.
         remote.ops.lock().clear();
         assert_eq!(repo.read_blob(&d).unwrap(), data);

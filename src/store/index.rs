@@ -82,6 +82,20 @@ impl IndexFile {
         } else {
             VERSION
         };
+        Self::parse(name, label, map, version)
+    }
+
+    /// Validate the shape of index bytes `map` (the layout above, opened
+    /// if it was sealed) of version `version`, named `name` and labelled
+    /// `label` in messages. Prune's marks carry an index of this layout
+    /// inside their own envelope ([`super::marks`]).
+    pub(super) fn parse(
+        name: &str,
+        label: String,
+        map: ObjectBytes,
+        version: u32,
+    ) -> Result<IndexFile> {
+        let bad = |why: &str| Error::corrupt(format!("index {label} is damaged: {why}"));
         if map.len() < HEADER_LEN + FANOUT_LEN + FOOTER_LEN {
             return Err(bad("too short"));
         }
@@ -242,23 +256,54 @@ fn index_id(name: &str) -> Option<[u8; 16]> {
 /// its name and size.
 pub fn write_index(
     storage: &dyn Storage,
-    mut entries: Vec<(BlobId, Location)>,
+    entries: Vec<(BlobId, Location)>,
     seal: Option<&SealKey>,
 ) -> Result<(String, u64)> {
+    let version = if seal.is_some() {
+        VERSION_SEALED
+    } else {
+        VERSION
+    };
+    let buf = index_bytes(entries, &[], version);
+    if let Some(k) = seal {
+        // Random id, fixed before sealing: the seal is bound to it.
+        let id: [u8; 16] = crate::crypto::keys::random::<16>()?;
+        let mut file = Vec::with_capacity(HEADER_LEN + buf.len() + crate::crypto::seal::OVERHEAD);
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&VERSION_SEALED.to_le_bytes());
+        file.extend_from_slice(&0u32.to_le_bytes());
+        k.seal_into(Object::Index(&id), &buf, &mut file)?;
+        let name = format!("index/{}.idx", crate::fsutil::hex(&id));
+        storage.put(&name, &file)?;
+        return Ok((name, file.len() as u64));
+    }
+    let name = format!(
+        "index/{}.idx",
+        crate::fsutil::hex(&xxhash_rust::xxh3::xxh3_128(&buf).to_be_bytes())
+    );
+    storage.put(&name, &buf)?;
+    Ok((name, buf.len() as u64))
+}
+
+/// The bytes of the layout above (with `version` in its version field)
+/// naming `entries` (any order; duplicates keep the first) and, in its
+/// pack table, also the packs `more_packs` (prune's marks name packs of
+/// which no blob is indexed). Not sealed.
+pub(super) fn index_bytes(
+    mut entries: Vec<(BlobId, Location)>,
+    more_packs: &[BlobId],
+    version: u32,
+) -> Vec<u8> {
     entries.sort_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
     let mut packs: Vec<BlobId> = entries.iter().map(|(_, l)| l.pack).collect();
+    packs.extend_from_slice(more_packs);
     packs.sort();
     packs.dedup();
     let mut buf = Vec::with_capacity(
         HEADER_LEN + packs.len() * 16 + FANOUT_LEN + entries.len() * ENTRY_LEN + FOOTER_LEN,
     );
     buf.extend_from_slice(MAGIC);
-    let version = if seal.is_some() {
-        VERSION_SEALED
-    } else {
-        VERSION
-    };
     buf.extend_from_slice(&version.to_le_bytes());
     buf.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in &packs {
@@ -290,24 +335,7 @@ pub fn write_index(
     let sum = xxhash_rust::xxh3::xxh3_64(&buf);
     buf.extend_from_slice(&sum.to_le_bytes());
     buf.extend_from_slice(END_MAGIC);
-    if let Some(k) = seal {
-        // Random id, fixed before sealing: the seal is bound to it.
-        let id: [u8; 16] = crate::crypto::keys::random::<16>()?;
-        let mut file = Vec::with_capacity(HEADER_LEN + buf.len() + crate::crypto::seal::OVERHEAD);
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&VERSION_SEALED.to_le_bytes());
-        file.extend_from_slice(&0u32.to_le_bytes());
-        k.seal_into(Object::Index(&id), &buf, &mut file)?;
-        let name = format!("index/{}.idx", crate::fsutil::hex(&id));
-        storage.put(&name, &file)?;
-        return Ok((name, file.len() as u64));
-    }
-    let name = format!(
-        "index/{}.idx",
-        crate::fsutil::hex(&xxhash_rust::xxh3::xxh3_128(&buf).to_be_bytes())
-    );
-    storage.put(&name, &buf)?;
-    Ok((name, buf.len() as u64))
+    buf
 }
 
 /// Index entries for the blobs of a sealed pack.

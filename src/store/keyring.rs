@@ -87,6 +87,13 @@ pub fn vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
             None => Err(storage::absent(storage, "key")),
         };
     }
+    encrypted_vault_key(storage, vault)
+}
+
+/// The key of encrypted vault `vault` kept in `storage`, unlocked once per
+/// process, without reading its settings first: also for a vault being
+/// created, whose settings are written with it (sealed, §16.5).
+pub fn encrypted_vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
     // A clear `key` object beside the slots would be a v1 key planted in an
     // encrypted vault: never used, and said at every open (not only the
     // first of a process).
@@ -121,6 +128,57 @@ pub fn vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
             Err(e)
         }
     }
+}
+
+/// True when a password was given without a terminal: `--password-file`
+/// or `CBRFS_PASSWORD`.
+pub fn password_given() -> bool {
+    password_file().is_some() || std::env::var_os(password::PASSWORD_ENV).is_some()
+}
+
+/// The key of encrypted vault `vault` if it can be had without asking
+/// anyone: unlocked before in this process, or with the password given by
+/// `--password-file` or `CBRFS_PASSWORD`. `Ok(Err(why))` when it cannot
+/// (no password given, a wrong one): listings show such a vault locked
+/// instead of failing or prompting once per vault. I/O errors are errors.
+pub fn key_at_hand(storage: &dyn Storage, vault: &str) -> Result<std::result::Result<Key, Error>> {
+    let known = UNLOCKED
+        .lock()
+        .as_ref()
+        .and_then(|c| c.get(&storage.describe()).cloned());
+    if let Some(r) = known {
+        return Ok(r.map_err(|(k, m)| Error::new(k, m)));
+    }
+    if !password_given() {
+        return Ok(Err(Error::invalid(format!(
+            "vault {vault} is encrypted and no password was given for it: set {} or give \
+             --password-file FILE (or name the vault on a terminal to be asked)",
+            password::PASSWORD_ENV
+        ))));
+    }
+    match encrypted_vault_key(storage, vault) {
+        Ok(k) => Ok(Ok(k)),
+        Err(e) if e.kind() == Kind::Invalid => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remember for this process that vault `vault` in `storage` opens with
+/// `master` (a mount that asked for the password before it started), or
+/// stays locked for `why` (a prompt left empty or answered wrongly): no
+/// later access asks again.
+pub fn remember(
+    storage: &dyn Storage,
+    master: std::result::Result<&crate::crypto::MasterKey, &Error>,
+) {
+    let entry = match master {
+        Ok(m) => Ok(Key::from_master(m)),
+        Err(e) => Err((e.kind(), e.to_string())),
+    };
+    UNLOCKED
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(storage.describe(), entry);
 }
 
 /// Give a new encrypted vault in `storage` its master key, held by slot 0

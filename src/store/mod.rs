@@ -48,8 +48,12 @@ pub mod cached;
 mod compression;
 mod index;
 pub mod keyring;
+mod listing;
+pub mod lease;
 pub mod local;
+mod marks;
 mod pack;
+mod prefetch;
 mod reader;
 pub mod remote;
 pub mod s3;
@@ -62,6 +66,7 @@ pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{compress_blob, compress_into};
+pub use marks::Mark;
 pub use reader::{IndexTable, Repo};
 pub use writer::{
     index_size, pack_overhead, pack_sizes_for, AddOutcome, IndexRebuild, RepoWriter, WriterStats,

@@ -41,6 +41,8 @@ pub struct Repo {
     /// Index files that could not be opened at the last refresh, with why.
     index_errors: RwLock<Vec<String>>,
     packs: Mutex<HashMap<BlobId, Arc<PackReader>>>,
+    /// Prune's marks (a remote vault), the last resort of a read.
+    marks: super::marks::Marks,
 }
 
 impl Repo {
@@ -82,6 +84,7 @@ impl Repo {
             indexes: RwLock::new(Vec::new()),
             index_errors: RwLock::new(Vec::new()),
             packs: Mutex::new(HashMap::new()),
+            marks: super::marks::Marks::default(),
         };
         repo.refresh()
             .map_err(|e| e.context(format!("vault {vault}")))?;
@@ -320,7 +323,16 @@ impl Repo {
     /// Read blob `id` and verify it against its id. Never returns bytes that
     /// do not hash to `id`.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?.ok_or_else(|| {
+        // A blob in no index may be in a pack a prune on another host
+        // marked while this reader was reading a backup it deleted: the
+        // pack stays for the grace period, and the mark says where the
+        // blob is (store::marks). Only reads look there; writers never
+        // deduplicate against a marked pack.
+        let found = match self.locate(id)? {
+            Some(l) => Some(l),
+            None => self.marks.locate(&*self.storage, id, self.key.seal_key()),
+        };
+        let loc = found.ok_or_else(|| {
             // A damaged index is left out (its blobs read as missing): say
             // which, since it is the likely cause.
             let left_out = self.index_errors.read().join("; ");

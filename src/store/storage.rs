@@ -40,7 +40,9 @@
 //!   following a symbolic link and refuses what is not a regular file (a
 //!   FIFO, a device), naming it; the store is input (docs/SECURITY.md).
 //!
-//! Locks (`backup.lock`) are not vault data and stay on the local host.
+//! Locks (`backup.lock`) are not vault data and stay on the local host; a
+//! vault in a bucket also has a writer lease there, the object `lease`
+//! (store/lease.rs).
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -105,6 +107,30 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn forget_cached(&self, name: &str) -> bool {
         let _ = name;
         false
+    }
+
+    /// Requests and bytes spent on a billed remote so far by this process
+    /// (an S3 bucket), or None for a backend that bills nothing (a local
+    /// directory): no figures rather than zeros that would mean "free".
+    fn requests(&self) -> Option<super::s3::S3Counters> {
+        None
+    }
+
+    /// A writer (holding the vault's writer lock) has made changes that
+    /// readers elsewhere must see before it deletes what they may still
+    /// use, or at the end of its work: a caching backend publishes the
+    /// vault's head (docs/FORMAT.md §19.4), so that other hosts' cached
+    /// listings are known stale. Others do nothing.
+    fn publish(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// A hint that `bytes` of object `name` (a data pack) are about to be
+    /// read by range: a caching backend fetches the whole object once
+    /// when that is most of it (docs/FORMAT.md §19.2). Never an error:
+    /// the reads themselves report what is wrong.
+    fn will_read(&self, name: &str, bytes: u64) {
+        let _ = (name, bytes);
     }
 }
 

@@ -477,6 +477,9 @@ pub(crate) fn merge_indexes(repo: &Repo, indexes: &[Arc<IndexFile>]) -> Result<(
         all.extend(i.iter());
     }
     let (merged, _) = index::write_index(&*repo.storage, all, repo.key.seal_key())?;
+    // Other hosts' cached listings must name the merged index before the
+    // ones it replaces go (docs/FORMAT.md §19.4).
+    repo.storage.publish()?;
     for i in indexes {
         if i.name() != merged {
             repo.storage
@@ -538,10 +541,14 @@ impl Repo {
         report.blobs = entries.len() as u64;
         let old = self.index_names()?;
         let (new, _) = index::write_index(&*self.storage, entries, self.key.seal_key())?;
+        // Other hosts' cached listings name the new index before the old
+        // ones go (docs/FORMAT.md §19.4).
+        self.storage.publish()?;
         for f in old.iter().filter(|f| **f != new) {
             self.storage.delete(f)?;
             report.indexes_replaced += 1;
         }
+        self.storage.publish()?;
         self.refresh()?;
         Ok(report)
     }
@@ -562,6 +569,9 @@ impl Repo {
             .collect();
         // 1. One index of every live blob, durable before anything goes.
         let (new, _) = index::write_index(&*self.storage, keep, self.key.seal_key())?;
+        // Other hosts' cached listings name it before anything goes
+        // (docs/FORMAT.md §19.4).
+        self.storage.publish()?;
         // 2. The old indexes, then the dead packs: a reader that still maps
         // an old index and finds its pack gone re-lists and finds the new.
         for f in old.iter().filter(|f| **f != new) {
@@ -572,7 +582,104 @@ impl Repo {
                 .delete(&super::pack::pack_name(p))
                 .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
         }
+        self.storage.publish()?;
         self.refresh()?;
+        self.drop_pack_cache();
+        Ok(())
+    }
+
+    /// Prune's commit on a remote vault, the first of its two phases
+    /// (issue 14): like [`Repo::commit_prune`], except that the packs
+    /// `mark` are not deleted but named in a new mark made at `marked_ns`
+    /// (with where the indexes mapped now put their blobs, for readers that
+    /// still need them), which a later prune deletes after the grace
+    /// period ([`Repo::delete_marked`]). The packs `delete_now` (no index
+    /// named them: left by a failed backup) are deleted at once, except
+    /// any `keep` names. In order: the mark, the new index, the old
+    /// indexes, the packs of `delete_now`: a kill between any two steps
+    /// leaves every live blob in an index, and every marked pack either
+    /// still indexed or in the mark. Returns the mark's name, if one was
+    /// written. The caller holds the vault's writer lock.
+    pub fn commit_prune_marked(
+        &self,
+        keep: Vec<(BlobId, Location)>,
+        mark: &[BlobId],
+        delete_now: &[BlobId],
+        marked_ns: i64,
+    ) -> Result<Option<String>> {
+        let live: std::collections::HashSet<BlobId> = keep.iter().map(|(_, l)| l.pack).collect();
+        let mark: Vec<BlobId> = mark.iter().filter(|p| !live.contains(p)).copied().collect();
+        let old = self.indexes();
+        // Every blob the old indexes name at a place the new one does not
+        // (dropped, or moved out of a rewritten pack), also in packs kept:
+        // a reader of a backup deleted under it finds them in the mark. A
+        // kept pack the mark names is never deleted for it (it is indexed).
+        let kept: std::collections::HashSet<(BlobId, BlobId)> =
+            keep.iter().map(|(id, l)| (*id, l.pack)).collect();
+        let entries: Vec<(BlobId, Location)> = old
+            .iter()
+            .flat_map(|i| i.iter())
+            .filter(|(id, l)| !kept.contains(&(*id, l.pack)))
+            .collect();
+        let mut mark_name = None;
+        if !mark.is_empty() || !entries.is_empty() {
+            let (name, _) = super::marks::write_mark(
+                &*self.storage,
+                marked_ns,
+                &mark,
+                entries,
+                self.key.seal_key(),
+            )
+            .map_err(|e| e.context(format!("vault {}: write the prune mark", self.vault)))?;
+            mark_name = Some(name);
+        }
+        let (new, _) = index::write_index(&*self.storage, keep, self.key.seal_key())?;
+        for f in old.iter().map(|i| i.name()).filter(|f| *f != new) {
+            self.storage.delete(f)?;
+        }
+        for p in delete_now.iter().filter(|p| !live.contains(p)) {
+            self.storage
+                .delete(&super::pack::pack_name(p))
+                .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
+        }
+        self.refresh()?;
+        self.drop_pack_cache();
+        Ok(mark_name)
+    }
+
+    /// The marks present now, read and checked, and a message for each
+    /// one that cannot be read (its packs are then not known to be marked).
+    pub fn marks(&self) -> Result<(Vec<super::Mark>, Vec<String>)> {
+        let mut marks = Vec::new();
+        let mut damaged = Vec::new();
+        for n in super::marks::mark_names(&*self.storage)? {
+            match super::Mark::open(&*self.storage, &n, self.key.seal_key()) {
+                Ok(m) => marks.push(m),
+                // Gone since the listing: another prune deleted it.
+                Err(e) if super::storage::is_absent(&e) => {}
+                Err(e) => damaged.push(e.context(format!("vault {}", self.vault)).to_string()),
+            }
+        }
+        Ok((marks, damaged))
+    }
+
+    /// Prune's second phase: delete the marked packs `packs` (the caller
+    /// chose those whose grace has passed and that no index names now),
+    /// then the marks `marks` that named them. Packs first: a kill
+    /// between leaves a mark naming packs already gone, which the next
+    /// prune deletes again (deleting is idempotent). The caller holds the
+    /// vault's writer lock.
+    pub fn delete_marked(&self, packs: &[BlobId], marks: &[String]) -> Result<()> {
+        for p in packs {
+            self.storage
+                .delete(&super::pack::pack_name(p))
+                .map_err(|e| e.context(format!("vault {}: remove marked pack {p}", self.vault)))?;
+        }
+        for m in marks {
+            self.storage
+                .delete(m)
+                .map_err(|e| e.context(format!("vault {}: remove prune mark {m}", self.vault)))?;
+        }
         self.drop_pack_cache();
         Ok(())
     }
@@ -825,6 +932,79 @@ mod tests {
         assert_eq!(repo.read_blob(&kept).unwrap(), b"kept blob");
         assert!(repo.read_blob(&dead).is_err());
         assert_eq!(repo.index_count(), 1);
+    }
+
+    /// Prune's first phase on a remote vault: the mark, then the new index,
+    /// then the old indexes go; the dead pack stays. A writer no longer
+    /// finds the dead blob (a new backup stores it again), while a reader
+    /// still reads it: through the index it mapped before, and, once it
+    /// re-listed the indexes, through the mark. The second phase deletes
+    /// the pack, then the mark; after it the blob is gone.
+    #[test]
+    fn two_phase_prune_marks_then_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, rec, kept, dead) = two_runs(dir.path());
+        // A reader on another host, its indexes mapped before the prune.
+        let reader = Repo::open_in(rec.clone(), "v").unwrap();
+        let kept_loc = repo.lookup(&kept).unwrap();
+        let dead_loc = repo.lookup(&dead).unwrap();
+        let old = repo.index_names().unwrap();
+        let mark = repo
+            .commit_prune_marked(vec![(kept, kept_loc)], &[dead_loc.pack], &[], 1_000)
+            .unwrap()
+            .expect("a mark is written");
+        let ops = rec.ops.lock().clone();
+        assert_eq!(ops[0], format!("put {mark}"), "{ops:?}");
+        assert!(ops[1].starts_with("put index/"), "{ops:?}");
+        let new = ops[1].strip_prefix("put ").unwrap_or_default().to_string();
+        let mut deleted: Vec<&String> = ops[2..].iter().collect();
+        deleted.sort();
+        let want: Vec<String> = old
+            .iter()
+            .filter(|n| **n != new)
+            .map(|n| format!("delete {n}"))
+            .collect();
+        assert_eq!(deleted, want.iter().collect::<Vec<_>>(), "{ops:?}");
+        // The dead pack is still there, named by the mark only.
+        let (marks, damaged) = repo.marks().unwrap();
+        assert!(damaged.is_empty(), "{damaged:?}");
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].marked_ns(), 1_000);
+        assert!(marks[0].packs().contains(&dead_loc.pack));
+        assert!(repo
+            .list_packs()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| *p == dead_loc.pack));
+        // A writer does not deduplicate against it: the blob is new again.
+        let fresh = Repo::open_in(rec.clone(), "v").unwrap();
+        assert!(fresh.lookup(&dead).is_none());
+        let w = RepoWriter::new(&fresh, false);
+        assert!(!w.contains(&dead));
+        drop(w);
+        // Readers: the old view, and a fresh one through the mark.
+        assert_eq!(reader.read_blob(&dead).unwrap(), b"dead blob");
+        reader.refresh().unwrap();
+        assert!(reader.lookup(&dead).is_none(), "the old index is gone");
+        assert_eq!(reader.read_blob(&dead).unwrap(), b"dead blob");
+        assert_eq!(fresh.read_blob(&dead).unwrap(), b"dead blob");
+        assert_eq!(fresh.read_blob(&kept).unwrap(), b"kept blob");
+        // Phase two: the pack, then the mark.
+        rec.ops.lock().clear();
+        repo.delete_marked(&[dead_loc.pack], std::slice::from_ref(&mark))
+            .unwrap();
+        let ops = rec.ops.lock().clone();
+        assert_eq!(
+            ops,
+            vec![
+                format!("delete {}", super::super::pack::pack_name(&dead_loc.pack)),
+                format!("delete {mark}")
+            ]
+        );
+        let after = Repo::open_in(rec.clone(), "v").unwrap();
+        assert!(after.read_blob(&dead).is_err());
+        assert_eq!(after.read_blob(&kept).unwrap(), b"kept blob");
+        assert!(after.marks().unwrap().0.is_empty());
     }
 
     /// Index repair rebuilds the index from the packs' tables, publishing

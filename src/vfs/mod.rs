@@ -262,7 +262,14 @@ pub struct Vfs {
     reads: AtomicU64,
     /// True once memory was trimmed after the last burst of reads.
     trimmed: std::sync::atomic::AtomicBool,
+    /// When each vault in a bucket last had its backups listed for a
+    /// lookup of a name not cached here ([`Vfs::backup_exists`]).
+    listed: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// A lookup of a backup not cached here lists a vault in a bucket at most
+/// this often (a shell probing names must not cost a LIST each).
+const RELIST_EVERY: Duration = Duration::from_secs(2);
 
 /// A backup by vault and name.
 type BackupKey = (String, String);
@@ -307,6 +314,7 @@ impl Vfs {
             mounted_ns: catalog::now_ns(),
             reads: AtomicU64::new(0),
             trimmed: std::sync::atomic::AtomicBool::new(true),
+            listed: Mutex::new(HashMap::new()),
         });
         vfs.table.write().by_ino.insert(
             ROOT_INO,
@@ -415,8 +423,35 @@ impl Vfs {
     }
 
     fn backup_exists(&self, vault: &str, name: &str) -> bool {
-        rules::check_name("backup name", name).is_ok()
-            && (self.running(vault, name).is_some() || self.store.backup_path(vault, name).exists())
+        if rules::check_name("backup name", name).is_err() {
+            return false;
+        }
+        if self.running(vault, name).is_some() || self.store.backup_path(vault, name).exists() {
+            return true;
+        }
+        // A vault in a bucket: another host may have made the backup since
+        // this one last listed it; a listing fetches new records.
+        self.relist_remote(vault) && self.store.backup_path(vault, name).exists()
+    }
+
+    /// List the backups of `vault` if it is kept in a bucket and was not
+    /// listed for a lookup in the last [`RELIST_EVERY`]; true if listed.
+    fn relist_remote(&self, vault: &str) -> bool {
+        if !matches!(self.store.registration(vault), Ok(Some(_))) {
+            return false;
+        }
+        {
+            let mut listed = self.listed.lock();
+            let now = std::time::Instant::now();
+            if listed
+                .get(vault)
+                .is_some_and(|t| now.duration_since(*t) < RELIST_EVERY)
+            {
+                return false;
+            }
+            listed.insert(vault.to_string(), now);
+        }
+        self.store.backup_names(vault).is_ok()
     }
 
     /// The newest available backup of a vault.

@@ -125,8 +125,8 @@ impl Vfs {
             },
         )
         .map_err(|e| {
+            // The engine recorded the refusal in the task log.
             log::warn!("mkdir {vault}/{sname}: backup refused: {e}");
-            backup::record_refusal(&self.store, &vault, Some(&sname), &e, catalog::now_ns());
             err_errno(&e)
         })?;
         let run = Arc::new(Running {

@@ -61,7 +61,9 @@ impl EntryOps for VaultDir {
     fn xattrs(&self, vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
         let v = &self.0;
         let mut out: Vec<(String, String)> = Vec::new();
-        if let Ok(cfg) = vfs.store.vault(v) {
+        // Not unlocked for this: a locked vault still shows its clear
+        // settings, and its status says why it is locked.
+        if let Ok(cfg) = vfs.store.vault_settings(v) {
             let used = vfs.store.used_bytes(v).unwrap_or(0);
             out.push(("type".into(), cfg.vault_type.as_str().into()));
             out.push(("capacity".into(), format!("{}GB", cfg.capacity_gb)));

@@ -13,6 +13,17 @@ verify), except that it fails some of them:
   --mode fail           every request answered 503 (an outage)
   --mode stall          every request read, never answered (a hung server:
                         the client's timeout must end it)
+  --fail-path S         besides the mode: every request whose path holds S
+                        answered 503 (one kind of object unreachable, e.g.
+                        `/packs/`: data gone while cached metadata reads)
+
+  --stall-file FILE     in any mode: before each request, if FILE holds a
+                        regular expression (its first line), a request whose
+                        "METHOD PATH" it matches is read, appended to
+                        FILE.hits and never answered, so that a test can
+                        kill -9 the client at that exact step (tests change
+                        FILE between steps; an empty or absent FILE matches
+                        nothing)
 
 Prints its port on the first line of stdout once it listens, then serves
 until killed (the tests stop it by PID). Python standard library only.
@@ -24,6 +35,7 @@ import argparse
 import http.client
 import http.server
 import random
+import re
 import socket
 import struct
 import sys
@@ -76,7 +88,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(501, "chunked request bodies are not supported")
             return
         srv.count(self.command)
-        if srv.mode == "fail":
+        if srv.stall_matches("%s %s" % (self.command, self.path)):
+            while True:
+                time.sleep(3600)
+        if srv.mode == "fail" or (srv.fail_path and srv.fail_path in self.path):
             self.send_503()
             return
         if srv.mode == "stall":
@@ -146,11 +161,28 @@ class Server(http.server.ThreadingHTTPServer):
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.verbose = args.verbose
+        self.fail_path = args.fail_path
         self.requests = 0
+        self.stall_file = args.stall_file
 
     def count(self, method):
         with self.lock:
             self.requests += 1
+
+    def stall_matches(self, line):
+        """True if --stall-file's pattern matches LINE (then recorded)."""
+        if not self.stall_file:
+            return False
+        try:
+            with open(self.stall_file) as f:
+                pattern = f.readline().strip()
+        except OSError:
+            return False
+        if not pattern or not re.search(pattern, line):
+            return False
+        with self.lock, open(self.stall_file + ".hits", "a") as hits:
+            hits.write(line + "\n")
+        return True
 
 
 def main():
@@ -159,8 +191,10 @@ def main():
     ap.add_argument("--mode", choices=["random", "fail", "stall"], default="random")
     ap.add_argument("--p", type=float, default=0.2, help="fault probability (random mode)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--fail-path", default=None, help="answer 503 to requests whose path holds this")
     ap.add_argument("--port", type=int, default=0, help="listen port [default: a free one]")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--stall-file", default=None, help="hold requests matching the regex in this file")
     args = ap.parse_args()
     if not 0.0 <= args.p <= 1.0:
         ap.error("--p must be between 0 and 1")

@@ -93,10 +93,12 @@ pub struct Prepared {
     opts: BackupOptions,
     resources: Vec<Resource>,
     /// None for a dry run, which writes nothing.
-    _lock: Option<crate::fsutil::Flock>,
+    _lock: Option<crate::store::lease::WriterLock>,
     used_before: u64,
     /// The task recorded when the backup was accepted.
     task: Option<tasks::TaskHandle>,
+    /// Its status file, written when it was accepted (None for a dry run).
+    status_file: Option<status::Writer>,
     /// When it was accepted, RFC 3339.
     started: String,
     /// Live counters, for progress bars and `user.cbrfs.progress`.
@@ -116,7 +118,47 @@ pub fn default_name(origin: Origin) -> String {
 /// Check everything a backup needs before it starts, and take the vault's
 /// writer lock: the name is valid and free, the vault has resources, and it
 /// is not full.
-pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepared> {
+///
+/// A refusal is recorded in the task log here, whoever asked (`backup
+/// create`, the mount's `mkdir`, a policy pass), by [`record_refusal`]: a
+/// failed backup task with the reason, dated at the backup's time
+/// ([`BackupOptions::at_ns`], else now). It names the backup only for a
+/// `mkdir`, whose name is the directory the user made; a refused `backup
+/// create` names none, as no backup was made. A policy's time point that
+/// finds the vault busy is not a failure: it is recorded as skipped, and
+/// the error returned says so.
+pub fn prepare(store: &Store, vault: &str, opts: BackupOptions) -> Result<Prepared> {
+    let at_ns = opts.at_ns.unwrap_or_else(catalog::now_ns);
+    let origin = opts.origin.unwrap_or(Origin::Manual);
+    let asked = match origin {
+        Origin::Mount => opts.name.clone(),
+        Origin::Manual | Origin::Policy => None,
+    };
+    let policy = opts.policy.clone();
+    accept(store, vault, opts).map_err(|e| match (origin, policy, e.kind()) {
+        (Origin::Policy, Some(p), Kind::Busy) => {
+            let why = format!(
+                "policy {p}: time point skipped: the vault's previous backup is still running"
+            );
+            tasks::event(
+                store,
+                tasks::TaskType::Backup,
+                vault,
+                tasks::TaskState::Skipped,
+                why.clone(),
+                at_ns,
+            );
+            Error::new(Kind::Busy, why)
+        }
+        _ => {
+            record_refusal(store, vault, asked.as_deref(), &e, at_ns);
+            e
+        }
+    })
+}
+
+/// [`prepare`] but for the task log.
+fn accept(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepared> {
     let cfg = store.vault(vault)?;
     let origin = opts.origin.unwrap_or(Origin::Manual);
     let name = match &opts.name {
@@ -157,6 +199,7 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
         opts.name = Some(name.clone());
         return Ok(Prepared {
             task: None,
+            status_file: None,
             started: catalog::now_rfc3339(),
             store: store.clone(),
             vault: cfg,
@@ -199,22 +242,20 @@ pub fn prepare(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Pr
     let started = catalog::now_rfc3339();
     let at = opts.at_ns.unwrap_or_else(catalog::now_ns);
     let task = tasks::start(store, tasks::TaskType::Backup, vault, None, Some(&name), at);
-    let _ = status::write(
-        store,
-        vault,
-        &status::Status {
-            backup: name.clone(),
-            status: status::RunStatus::Protecting,
-            progress: 0,
-            bytes_read: 0,
-            files: 0,
-            pid: std::process::id(),
-            started: started.clone(),
-            error: None,
-        },
-    );
+    let status_file = status::Writer::new(store, vault);
+    status_file.write(&status::Status {
+        backup: name.clone(),
+        status: status::RunStatus::Protecting,
+        progress: 0,
+        bytes_read: 0,
+        files: 0,
+        pid: std::process::id(),
+        started: started.clone(),
+        error: None,
+    });
     Ok(Prepared {
         task: Some(task),
+        status_file: Some(status_file),
         started,
         store: store.clone(),
         vault: cfg,
@@ -284,6 +325,12 @@ impl Prepared {
                 at,
             )
         }));
+        // The one writer since the backup was accepted: a failure to write
+        // is logged once, however many writes fail.
+        let status_file = self
+            .status_file
+            .take()
+            .unwrap_or_else(|| status::Writer::new(&self.store, &vault));
         let status = |st: status::RunStatus, error: Option<String>| status::Status {
             backup: self.name.clone(),
             status: st,
@@ -294,22 +341,14 @@ impl Prepared {
             started: started.clone(),
             error,
         };
-        let _ = status::write(
-            &self.store,
-            &vault,
-            &status(status::RunStatus::Protecting, None),
-        );
+        status_file.write(&status(status::RunStatus::Protecting, None));
         let done = std::sync::atomic::AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             let ticker = s.spawn(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::park_timeout(std::time::Duration::from_millis(500));
                     if !done.load(std::sync::atomic::Ordering::Relaxed) {
-                        let _ = status::write(
-                            &self.store,
-                            &vault,
-                            &status(status::RunStatus::Protecting, None),
-                        );
+                        status_file.write(&status(status::RunStatus::Protecting, None));
                         if let Ok(mut t) = task.lock() {
                             t.progress(self.progress.percent());
                         }
@@ -322,14 +361,8 @@ impl Prepared {
             r
         });
         match &result {
-            Ok(_) => status::remove(&self.store, &vault, &self.name),
-            Err(e) => {
-                let _ = status::write(
-                    &self.store,
-                    &vault,
-                    &status(status::RunStatus::Error, Some(e.to_string())),
-                );
-            }
+            Ok(_) => status_file.remove(&self.name),
+            Err(e) => status_file.write(&status(status::RunStatus::Error, Some(e.to_string()))),
         }
         if let Ok(t) = task.into_inner() {
             t.finish(&result);
@@ -344,6 +377,8 @@ impl Prepared {
         let started_ns = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
         let t0 = std::time::Instant::now();
         let vault = self.vault.name.clone();
+        // The record keeps what the run asks of a remote vault's bucket.
+        let requests_before = self.store.vault_requests(&vault);
         let repo = self.store.repo(&vault)?;
         let dry_run = self.opts.dry_run;
         // Under the writer lock no other writer of packs, indexes or records
@@ -554,23 +589,27 @@ impl Prepared {
                     ))
                 })?;
         }
-        self.store.save_backup(&rec)?;
+        self.store.save_backup_with(&rec, requests_before)?;
         self.progress.finish();
         Ok(rec)
     }
 }
 
 /// Record a backup that was refused before it started (name taken, vault
-/// full, busy) in the task log.
-pub fn record_refusal(store: &Store, vault: &str, backup: Option<&str>, e: &Error, at_ns: i64) {
+/// full, busy) in the task log: [`prepare`] does for its refusals, a policy
+/// pass for a vault whose backups it cannot read to decide what to ask for.
+/// A vault that does not exist gets no task.
+pub(crate) fn record_refusal(
+    store: &Store,
+    vault: &str,
+    backup: Option<&str>,
+    e: &Error,
+    at_ns: i64,
+) {
     if store.vault(vault).is_err() {
         return;
     }
-    let mut t = tasks::start(store, tasks::TaskType::Backup, vault, None, backup, at_ns);
-    if let Some(b) = backup {
-        t.set_backup(b);
-    }
-    t.failed(e);
+    tasks::start(store, tasks::TaskType::Backup, vault, None, backup, at_ns).failed(e);
 }
 
 /// Nanoseconds since the epoch from a stat's seconds and nanoseconds.

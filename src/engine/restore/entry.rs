@@ -188,6 +188,9 @@ impl Restorer<'_> {
         check_lists_within(&shown, self.rec, n)?;
         let chunks = reader::all_chunks(self.repo, n)
             .map_err(|e| e.context(format!("{shown}: chunk list in backup {}", self.rec.name)))?;
+        // A remote vault fetches a data pack whole when this file wants
+        // most of it (one request), by ranges otherwise.
+        self.repo.will_read(chunks.iter().map(|c| c.id));
         // Counted only once the whole file is written: a file that fails
         // is removed, and its bytes were not restored.
         let mut bytes = 0;

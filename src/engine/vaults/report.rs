@@ -41,6 +41,10 @@ pub struct VaultReport {
     pub threshold_percent: u8,
     /// Encrypted (chosen at creation, never changed).
     pub encrypted: bool,
+    /// Why an encrypted vault listed without its password is locked: its
+    /// description, tags and resources are sealed and shown empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<String>,
     /// Associated resources, in association order.
     pub resources: Vec<ResourceReport>,
     /// Where the vault's objects are, for a vault kept in a bucket.
@@ -135,6 +139,7 @@ pub fn report(store: &Store, v: &VaultConfig) -> VaultReport {
         auto_expand: v.auto_expand,
         threshold_percent: v.threshold,
         encrypted: v.encrypted,
+        locked: v.locked.clone(),
         storage: v.storage.as_ref().map(|r| StorageReport {
             url: r.url(),
             endpoint: r.endpoint.clone(),

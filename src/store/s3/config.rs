@@ -227,17 +227,38 @@ impl S3Config {
             None => parse_endpoint(&format!("https://s3.{region}.amazonaws.com"))?,
         };
         let credentials = credentials_from(&var)?;
+        let io_timeout = match var(TIMEOUT_ENV) {
+            None => Duration::from_secs(60),
+            Some(v) => parse_timeout(&v)?,
+        };
         Ok(S3Config {
             location,
             endpoint,
             region,
             credentials,
             retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(10),
-            io_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10).min(io_timeout),
+            io_timeout,
             multipart_threshold: 64 << 20,
             part_size: 16 << 20,
         })
+    }
+}
+
+/// The variable that shortens (or lengthens) the longest silence allowed
+/// on a connection, in seconds [default 60, at most 3600]: a gateway on the
+/// local network may be declared stalled sooner than a distant service, and
+/// the fault tests need a stall found in seconds, not minutes.
+pub const TIMEOUT_ENV: &str = "CBRFS_S3_TIMEOUT";
+
+/// `CBRFS_S3_TIMEOUT`'s value: whole seconds, 1 to 3600.
+fn parse_timeout(v: &str) -> Result<Duration> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(Error::invalid(format!(
+            "{TIMEOUT_ENV} {}: expected whole seconds from 1 to 3600",
+            crate::quote::quote(v)
+        ))),
     }
 }
 
@@ -417,6 +438,26 @@ pub(super) mod tests {
         // The explicit endpoint wins over the variable.
         let c = S3Config::from_lookup("s3://bkt", Some("http://h:1"), env(&pairs)).unwrap();
         assert_eq!(c.endpoint.host_str(), Some("h"));
+    }
+
+    #[test]
+    fn timeout_comes_from_the_environment_and_is_checked() {
+        let c = S3Config::from_lookup("s3://bkt", Some("http://h:1"), env(KEYS)).unwrap();
+        assert_eq!(c.io_timeout, Duration::from_secs(60));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        let mut pairs = KEYS.to_vec();
+        pairs.push((TIMEOUT_ENV, "2"));
+        let c = S3Config::from_lookup("s3://bkt", Some("http://h:1"), env(&pairs)).unwrap();
+        assert_eq!(c.io_timeout, Duration::from_secs(2));
+        // Connecting never waits longer than a silence is allowed to last.
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        for bad in ["0", "3601", "soon", "-1", "1.5"] {
+            let mut pairs = KEYS.to_vec();
+            pairs.push((TIMEOUT_ENV, bad));
+            let e = S3Config::from_lookup("s3://bkt", Some("http://h:1"), env(&pairs)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("CBRFS_S3_TIMEOUT"), "{bad}: {e}");
+        }
     }
 
     #[test]

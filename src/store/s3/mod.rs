@@ -18,7 +18,9 @@
 //! - **Bounded.** Connect, resolve and per-read/per-write timeouts, so that a
 //!   stalled connection ends; 5xx, 429, timeouts and dropped connections are
 //!   retried a bounded number of times with exponential backoff and jitter;
-//!   then the error names the endpoint, the bucket and the object.
+//!   then the error names the endpoint, the bucket and the object, and for
+//!   the next 30 s requests fail at once (a command facing a dead endpoint
+//!   ends after one request's retries, not after one per object).
 //! - **Secret.** The secret key is used to sign and nothing else: it is in
 //!   no message, no `Debug` output and no log line; neither are signed URLs.
 //! - **Counted.** Requests (PUT, GET, LIST, DELETE, attempts included) and
@@ -76,9 +78,23 @@ fn check_name(name: &str) -> Result<()> {
     crate::store::storage::check_name(name)
 }
 
-/// Requests and bytes an [`S3Storage`] has spent since it was made.
-/// Attempts count, retries included: each is billed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Requests and bytes an [`S3Storage`] has spent since it was made, or
+/// an operation spent ([`S3Counters::since`]): what a backup record keeps
+/// (docs/FORMAT.md §11.4, bincode: seven u64 in this order), what
+/// `backup show --json` and the task log show (docs/JSON.md). Attempts
+/// count, retries included: each is billed.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct S3Counters {
     /// PUT and POST requests (uploads, multipart create/part/complete/abort).
     pub put_requests: u64,
@@ -109,6 +125,21 @@ impl S3Counters {
             retries: self.retries.saturating_sub(earlier.retries),
         }
     }
+
+    /// One line for people: `3 PUT, 12 GET, 0 LIST, 0 DELETE (1 retry);
+    /// 1.2 MB up, 40 MB down`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} PUT, {} GET, {} LIST, {} DELETE ({}); {} up, {} down",
+            self.put_requests,
+            self.get_requests,
+            self.list_requests,
+            self.delete_requests,
+            crate::rules::count(self.retries, "retry", "retries"),
+            crate::rules::human_bytes(self.bytes_up),
+            crate::rules::human_bytes(self.bytes_down)
+        )
+    }
 }
 
 #[derive(Default)]
@@ -122,12 +153,24 @@ struct Counters {
     retries: AtomicU64,
 }
 
+/// How long the endpoint is taken for down after a request gave up: in the
+/// meantime requests fail at once, naming the failure that gave up. A
+/// restore walks on past a file it cannot read, a check past a pack: with
+/// the endpoint gone, each would otherwise spend the whole retry policy
+/// (about 25 s, or minutes against a stalled server) and the command would
+/// take that time once per object. Short enough that a mount reads again
+/// soon after an outage ends.
+const DOWN_FOR: Duration = Duration::from_secs(30);
+
 /// A vault's objects in an S3 bucket. Cheap to share between threads.
 pub struct S3Storage {
     cfg: S3Config,
     bucket: Bucket,
     agent: ureq::Agent,
     counters: Counters,
+    /// Until when the endpoint is taken for down, and the failure that
+    /// gave up ([`DOWN_FOR`]).
+    down: parking_lot::Mutex<Option<(Instant, String)>>,
 }
 
 impl fmt::Debug for S3Storage {
@@ -173,6 +216,7 @@ impl S3Storage {
             bucket,
             agent,
             counters: Counters::default(),
+            down: parking_lot::Mutex::new(None),
         })
     }
 
@@ -213,25 +257,53 @@ impl S3Storage {
     /// Upload `payload` to `name` in one PUT with its MD5 (`md5` raw).
     fn put_once(&self, name: &str, payload: Payload<'_>, md5: [u8; 16]) -> Result<()> {
         let key = self.cfg.location.key(name);
-        let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
-        self.retrying("PUT", name, || {
+        self.put_checked("PUT", name, &payload, md5, false, |md5_b64| {
             let mut action = self.bucket.put_object(Some(&self.cfg.credentials), &key);
-            action.headers_mut().insert("content-md5", md5_b64.clone());
-            let url = action.sign(SIGN_TTL);
+            action
+                .headers_mut()
+                .insert("content-md5", md5_b64.to_string());
+            action.sign(SIGN_TTL)
+        })
+        .map(|_| ())
+    }
+
+    /// The one PUT exchange of an upload — a whole object or one part of a
+    /// multipart upload: `payload` sent with its `Content-MD5` to the URL
+    /// `sign` makes (afresh at every attempt, from the base64 MD5), the
+    /// answer's ETag compared with the MD5, retried as [`Self::retrying`]
+    /// does. Returns the ETag; `need_etag` makes an answer without one a
+    /// failure worth retrying (a part's ETag is needed to complete).
+    fn put_checked(
+        &self,
+        op: &str,
+        name: &str,
+        payload: &Payload<'_>,
+        md5: [u8; 16],
+        need_etag: bool,
+        sign: impl Fn(&str) -> Url,
+    ) -> Result<Option<String>> {
+        let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
+        let md5_hex = hex(&md5);
+        self.retrying(op, name, || {
+            let url = sign(&md5_b64);
             let resp = self.exchange(
                 Class::Put,
                 http::Method::PUT,
                 &url,
                 &[("content-md5", md5_b64.clone())],
-                &payload,
+                payload,
             )?;
             if !resp.status().is_success() {
-                return Err(self.status_failure("PUT", name, resp));
+                return Err(self.status_failure(op, name, resp));
             }
             let etag = header(&resp, "etag");
             let sse = header(&resp, "x-amz-server-side-encryption");
             drop(self.read_body(resp, ERROR_BODY_LIMIT));
-            check_etag(etag.as_deref(), sse.as_deref(), &hex(&md5))
+            check_etag(etag.as_deref(), sse.as_deref(), &md5_hex)?;
+            if need_etag && etag.is_none() {
+                return Err(Failure::Retry(format!("{op}: the server gave no ETag")));
+            }
+            Ok(etag)
         })
     }
 
@@ -321,6 +393,10 @@ fn file_md5(file: &File, offset: u64, len: u64) -> std::io::Result<[u8; 16]> {
 impl Storage for S3Storage {
     fn describe(&self) -> String {
         self.cfg.location.to_string()
+    }
+
+    fn requests(&self) -> Option<S3Counters> {
+        Some(self.counters())
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
@@ -573,6 +649,38 @@ mod tests {
             .unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    /// After one request gave up, the next fails at once without a request
+    /// (a command facing a dead endpoint ends after one request's retries),
+    /// and names its own object and the failure that gave up.
+    #[test]
+    fn a_request_that_gave_up_holds_the_endpoint_down() {
+        // A port nothing listens on: every connection is refused (retried).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let ep = format!("http://127.0.0.1:{port}");
+        let mut c = S3Config::from_lookup("s3://bkt/p", Some(&ep), env(KEYS)).unwrap();
+        c.retry = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let s = S3Storage::new(c).unwrap();
+        let e = s.get("index/aa.idx").unwrap_err().to_string();
+        assert!(e.contains("gave up after 2 attempts"), "{e}");
+        assert_eq!(s.counters().get_requests, 2);
+        let start = Instant::now();
+        let e = s.get("backups/b.bk").unwrap_err().to_string();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(s.counters().get_requests, 2, "no request while held down");
+        assert!(e.contains("s3://bkt/p/backups/b.bk at "), "{e}");
+        assert!(e.contains(&ep), "{e}");
+        assert!(e.contains("not sent"), "{e}");
+        assert!(e.contains("s3://bkt/p/index/aa.idx at "), "{e}");
+        assert!(e.contains("gave up after 2 attempts"), "{e}");
     }
 
     #[test]

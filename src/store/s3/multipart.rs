@@ -66,36 +66,24 @@ impl S3Storage {
             let md5 = file_md5(file, offset, plen)
                 .map_err(|e| Error::io(format!("reading part {} of {name}", i + 1), e))?;
             md5s.extend_from_slice(&md5);
-            let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
             // At most MAX_PARTS parts (part_size was chosen so): fits u16.
             let number = u16::try_from(i + 1)
                 .map_err(|_| Error::failed(format!("{name}: more than {MAX_PARTS} parts")))?;
+            let payload = Payload::File {
+                file,
+                offset,
+                len: plen,
+            };
             let op = format!("PUT part {number}/{parts}");
-            let etag = self.retrying(&op, name, || {
-                let mut action = self.bucket.upload_part(creds, key, number, upload_id);
-                action.headers_mut().insert("content-md5", md5_b64.clone());
-                let url = action.sign(SIGN_TTL);
-                let payload = Payload::File {
-                    file,
-                    offset,
-                    len: plen,
-                };
-                let resp = self.exchange(
-                    Class::Put,
-                    http::Method::PUT,
-                    &url,
-                    &[("content-md5", md5_b64.clone())],
-                    &payload,
-                )?;
-                if !resp.status().is_success() {
-                    return Err(self.status_failure(&op, name, resp));
-                }
-                let etag = header(&resp, "etag");
-                let sse = header(&resp, "x-amz-server-side-encryption");
-                drop(self.read_body(resp, ERROR_BODY_LIMIT));
-                check_etag(etag.as_deref(), sse.as_deref(), &hex(&md5))?;
-                etag.ok_or_else(|| Failure::Retry("the server gave no ETag for the part".into()))
-            })?;
+            let etag = self
+                .put_checked(&op, name, &payload, md5, true, |md5_b64| {
+                    let mut action = self.bucket.upload_part(creds, key, number, upload_id);
+                    action
+                        .headers_mut()
+                        .insert("content-md5", md5_b64.to_string());
+                    action.sign(SIGN_TTL)
+                })?
+                .ok_or_else(|| Error::failed(format!("{op} of {}: no ETag", self.what(name))))?;
             etags.push(etag);
         }
         let whole = format!("{}-{parts}", hex(&Md5::digest(&md5s)));

@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// No attempt of one request starts later than this after its first: the
+/// attempts against a stalled server each last the whole I/O timeout (60 s
+/// by default), and eight of them would hold a command for eight minutes.
+/// Answers that fail at once (503, resets) spend the attempts long before.
+const RETRY_BUDGET: Duration = Duration::from_secs(120);
+
 /// Which counter a request goes to.
 #[derive(Clone, Copy)]
 pub(super) enum Class {
@@ -81,6 +87,13 @@ impl S3Storage {
         name: &str,
         mut attempt: impl FnMut() -> std::result::Result<T, Failure>,
     ) -> Result<T> {
+        if let Some(earlier) = self.held_down() {
+            return Err(Error::failed(format!(
+                "S3 {op} of {}: not sent, the endpoint failed a request less than {} s ago: {earlier}",
+                self.what(name),
+                DOWN_FOR.as_secs()
+            )));
+        }
         let start = Instant::now();
         let max = self.cfg.retry.max_attempts.max(1);
         let mut n = 1;
@@ -89,20 +102,31 @@ impl S3Storage {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(why)) => {
-                    if n >= max {
-                        return Err(Error::failed(format!(
+                    let delay = self.cfg.retry.delay(n);
+                    if n >= max || start.elapsed() + delay > RETRY_BUDGET {
+                        let msg = format!(
                             "S3 {op} of {}: gave up after {n} attempt{} in {:.1} s; last: {why}",
                             self.what(name),
                             if n == 1 { "" } else { "s" },
                             start.elapsed().as_secs_f64()
-                        )));
+                        );
+                        *self.down.lock() = Some((Instant::now() + DOWN_FOR, msg.clone()));
+                        return Err(Error::failed(msg));
                     }
                     log::debug!("S3 {op} of {}: attempt {n} failed: {why}", self.what(name));
-                    std::thread::sleep(self.cfg.retry.delay(n));
+                    std::thread::sleep(delay);
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                 }
             }
+        }
+    }
+
+    /// The failure that gave up, while the endpoint is taken for down.
+    fn held_down(&self) -> Option<String> {
+        match &*self.down.lock() {
+            Some((until, why)) if Instant::now() < *until => Some(why.clone()),
+            _ => None,
         }
     }
 

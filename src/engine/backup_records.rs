@@ -44,6 +44,11 @@ pub struct BackupReport {
     /// Encrypted: exactly when its vault is (chosen at the vault's
     /// creation, never changed; the record itself is sealed).
     pub encrypted: bool,
+    /// The requests and bytes the backup asked of its vault's bucket, up
+    /// to its record (`backup show` of a remote vault's backup; absent for
+    /// a local vault, and for records made before they were kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::model::Requests>,
 }
 
 /// One resource of a backup, as reported.
@@ -109,6 +114,7 @@ pub fn report(b: &BackupRecord) -> BackupReport {
             .collect(),
         dry_run: false,
         encrypted: false,
+        requests: None,
     }
 }
 
@@ -120,6 +126,10 @@ pub struct BackupList {
     /// One message per record that could not be read (it names the vault
     /// and the backup); the others are still listed.
     pub damaged: Vec<String>,
+    /// Encrypted vaults left out of a listing of every vault because their
+    /// key is not at hand (no password given, a wrong one): one message
+    /// each, naming the vault and why. Naming the vault asks for it.
+    pub locked: Vec<String>,
 }
 
 /// The backups of `vault`, or of every vault.
@@ -134,9 +144,28 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
     let mut out = BackupList {
         backups: Vec::new(),
         damaged: Vec::new(),
+        locked: Vec::new(),
     };
     for v in &names {
-        let encrypted = store.vault(v).map(|c| c.encrypted).unwrap_or(false);
+        let cfg = match vault {
+            Some(_) => store.vault(v),
+            None => store.vault_settings(v),
+        };
+        let encrypted = match cfg {
+            Ok(c) => match c.locked {
+                // One locked vault must not hide the others' backups.
+                Some(why) => {
+                    out.locked.push(why);
+                    continue;
+                }
+                None => c.encrypted,
+            },
+            Err(e) if vault.is_none() => {
+                out.damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for r in store.backups(v)? {
             match r {
                 Ok(b) => out.backups.push(BackupReport {
@@ -153,9 +182,10 @@ pub fn list(store: &Store, vault: Option<&str>) -> Result<BackupList> {
 /// One backup.
 pub fn show(store: &Store, vault: &str, backup: &str) -> Result<BackupReport> {
     let cfg = store.vault(vault)?;
-    let rec = store.backup(vault, backup)?;
+    let (rec, requests) = store.backup_with_requests(vault, backup)?;
     let mut r = report(&rec);
     r.encrypted = cfg.encrypted;
+    r.requests = requests;
     let disks: Vec<_> = rec
         .resources
         .iter()
