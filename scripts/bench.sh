@@ -14,8 +14,11 @@
 #                         and a small image, to develop the script
 #   BENCH_DIR=/var/tmp/cbrfs-bench   work directory (needs ~15 GB free)
 #   BENCH_SEED=20240601   seed of the changed variants
-#   BENCH_TOOLS="cbrfs restic-auto restic-off borg-lz4 borg-none"
-#   BENCH_MOUNT_TOOLS="cbrfs restic-auto borg-lz4"
+#   BENCH_TOOLS="cbrfs cbrfs-enc restic-auto restic-off borg-lz4 borg-none"
+#                         (cbrfs-enc: cbrfs on an encrypted vault, --encrypt
+#                         with CBRFS_PASSWORD set; its rows are set beside
+#                         the unencrypted vault's in the report, issue 15)
+#   BENCH_MOUNT_TOOLS="cbrfs cbrfs-enc restic-auto borg-lz4"
 #                         the tools whose mounts are measured (each tool's
 #                         default compression: reads through restic-off and
 #                         borg-none mounts cost ~15 min more and tell little)
@@ -66,8 +69,8 @@ RUNS=${BENCH_RUNS:-3}
 QUICK=${BENCH_QUICK:-0}
 W=${BENCH_DIR:-/var/tmp/cbrfs-bench}
 SEED=${BENCH_SEED:-20240601}
-TOOLS=${BENCH_TOOLS:-cbrfs restic-auto restic-off borg-lz4 borg-none}
-MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs restic-auto borg-lz4}
+TOOLS=${BENCH_TOOLS:-cbrfs cbrfs-enc restic-auto restic-off borg-lz4 borg-none}
+MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs cbrfs-enc restic-auto borg-lz4}
 DATASETS=${BENCH_DATASETS:-tree image binimg s3}
 BINIMG_PKGS=${BENCH_BINIMG_PKGS:-libllvm15 libllvm14 libclang-cpp15 libclang-cpp14 gcc-12 cpp-12 g++-12 gfortran-12 libgccjit0 golang-1.19-go libicu72 libz3-4 qemu-system-x86 libwebkit2gtk-4.1-0 libjavascriptcoregtk-4.1-0 libstd-rust-1.63 libgs10 postgresql-15 mariadb-server-core libx265-199 libavcodec59 libgl1-mesa-dri libqt5gui5 libgtk-3-0}
 S3_TOOLS=${BENCH_S3_TOOLS:-cbrfs restic-auto}
@@ -107,7 +110,8 @@ import time
 meta['total_min'] = '%d' % round((int(meta.get('end_epoch', time.time())) - int(meta['start_epoch'])) / 60)
 
 TOOLS = meta['tools'].split()
-PEERS = [t for t in TOOLS if t not in ('cbrfs', 'cbrfs-base')]
+PEERS = [t for t in TOOLS if t not in ('cbrfs', 'cbrfs-base', 'cbrfs-enc')]
+ENC = 'cbrfs-enc' in TOOLS
 BASE = 'cbrfs-base' in TOOLS
 
 def stat(ds, tool, metric):
@@ -514,6 +518,26 @@ if BASE:
         q = (b[0] / r['c'][0]) if r['metric'].endswith('gbps') else (r['c'][0] / b[0])
         out.append(md([r['label'], cell(r['c'], r['unit']), cell(b, r['unit']), '%.3f' % q, 'yes' if q > 1.03 else '']))
     out.append('')
+if ENC:
+    out.append('## Encrypted vault\n')
+    out.append('cbrfs on an encrypted vault (`cbrfs-enc`: `vault create --encrypt`, the password in `CBRFS_PASSWORD`) against the unencrypted vault (`cbrfs`), measured in the same runs. Ratio: encrypted / plain (for GB/s, plain / encrypted), so above 1 is slower; target (issue 15): within 10 % on every row, and backups still at most 0.5x restic (which always encrypts).\n')
+    out.append(md(['row', 'cbrfs', 'cbrfs-enc', 'enc/plain', 'within 10 %', 'enc/restic-auto']))
+    out.append(md(['---', '---:', '---:', '---:', '---', '---:']))
+    for r in table:
+        e = stat(r['ds'], 'cbrfs-enc', r['metric'])
+        if not r['c'] or not e or not r['c'][0] or not e[0]:
+            continue
+        gbps = r['metric'].endswith('gbps')
+        q = (r['c'][0] / e[0]) if gbps else (e[0] / r['c'][0])
+        ra = stat(r['ds'], 'restic-auto', r['metric'])
+        vs = ''
+        if ra and ra[0] and e[0]:
+            rq = (ra[0] / e[0]) if gbps else (e[0] / ra[0])
+            backup = r['metric'].split('.')[0] in ('first', 'unchanged') and r['metric'].endswith('wall_s')
+            vs = '%.2f%s' % (rq, (' (<= 0.5: %s)' % ('yes' if rq <= 0.5 else 'no')) if backup else '')
+        out.append(md([r['label'], cell(r['c'], r['unit']), cell(e, r['unit']), '%.3f' % q,
+                       'yes' if q <= 1.10 else 'no', vs]))
+    out.append('')
 out.append('## Notes\n')
 out.append('<!-- notes -->')
 out.append(old_notes.rstrip('\n'))
@@ -589,8 +613,13 @@ if [ -n "$BASELINE" ]; then
 fi
 # bin_of TOOL: the cbrfs binary a cbrfs tool runs.
 bin_of() { if [ "$1" = cbrfs-base ]; then echo "$W/bin/cbrfs-base"; else echo "$CBRFS"; fi; }
+# enc_of TOOL: the vault option of a cbrfs tool (cbrfs-enc: encrypted).
+enc_of() { if [ "$1" = cbrfs-enc ]; then echo --encrypt; fi; }
 
 export RESTIC_PASSWORD=bench
+# The password of cbrfs-enc's vaults (every cbrfs command and its mount
+# daemon read it; unencrypted vaults ignore it).
+export CBRFS_PASSWORD=bench
 export BORG_BASE_DIR=$W/borg-base
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -954,7 +983,7 @@ tool_init() { # TOOL DATASET
 	case $r in s3:*) ;; *) rm -rf "$r" ;; esac
 	rm -rf "$W/cache-$1-$2" "$BORG_BASE_DIR"
 	case $1 in
-	cbrfs | cbrfs-base)
+	cbrfs | cbrfs-base | cbrfs-enc)
 		local b
 		b=$(bin_of "$1")
 		if [ "$2" = s3 ]; then
@@ -963,10 +992,10 @@ tool_init() { # TOOL DATASET
 				--storage "s3://$SEAWEED_BUCKET/bench/$1" --s3-endpoint "$S3_EP" $(s3_encrypt_opt "$b")
 			"$b" --store "$r" vault associate v --path "$SRC/tree" --name tree
 		elif [ "$2" = tree ]; then
-			"$b" --store "$r" vault create v --type filesystem --capacity 10000GB
+			"$b" --store "$r" vault create v --type filesystem --capacity 10000GB $(enc_of "$1")
 			"$b" --store "$r" vault associate v --path "$SRC/tree" --name tree
 		else
-			"$b" --store "$r" vault create v --type disk --capacity 10000GB
+			"$b" --store "$r" vault create v --type disk --capacity 10000GB $(enc_of "$1")
 			"$b" --store "$r" vault associate v --disk "$SRC/$(item "$2")" --name disk
 		fi ;;
 	restic-*) restic -r "$r" --cache-dir "$W/cache-$1-$2" init --repository-version 2 ;;
@@ -979,7 +1008,7 @@ tool_backup() {
 	local r
 	r=$(repo_of "$1" "$2")
 	case $1 in
-	cbrfs | cbrfs-base) echo "$(bin_of "$1")" --store "$r" backup create v --name "$3" ;;
+	cbrfs | cbrfs-base | cbrfs-enc) echo "$(bin_of "$1")" --store "$r" backup create v --name "$3" ;;
 	restic-auto | restic-off)
 		echo restic -r "$r" --cache-dir "$W/cache-$1-$2" --compression "${1#restic-}" \
 			backup --host bench --tag "$3" "$(item "$2")" ;;
@@ -997,7 +1026,7 @@ tool_restore() {
 	local r
 	r=$(repo_of "$1" "$2")
 	case $1 in
-	cbrfs | cbrfs-base)
+	cbrfs | cbrfs-base | cbrfs-enc)
 		if [ "$2" = tree ] || [ "$2" = s3 ]; then echo "$(bin_of "$1")" --store "$r" restore v "$3" --to "$4"
 		else echo "$(bin_of "$1")" --store "$r" restore v "$3" --resource disk --to "$4/$(item "$2")"; fi ;;
 	restic-*) echo restic -r "$r" --cache-dir "$W/cache-$1-$2" restore "$(restic_id "$1" "$2" "$3")" --target "$4" ;;
@@ -1013,7 +1042,7 @@ tool_mount() {
 	local r
 	r=$(repo_of "$1" "$2")
 	case $1 in
-	cbrfs | cbrfs-base)
+	cbrfs | cbrfs-base | cbrfs-enc)
 		local out
 		out=$("$(bin_of "$1")" --store "$r" mount "$MNT")
 		MOUNT_PID=$(printf '%s' "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p')
@@ -1030,7 +1059,7 @@ tool_mount() {
 
 tool_umount() { # TOOL
 	case $1 in
-	cbrfs | cbrfs-base) "$(bin_of "$1")" umount "$MNT" >>"$CMDLOG" 2>&1 ;;
+	cbrfs | cbrfs-base | cbrfs-enc) "$(bin_of "$1")" umount "$MNT" >>"$CMDLOG" 2>&1 ;;
 	*)
 		fusermount3 -u "$MNT" 2>>"$CMDLOG" || { sleep 1; fusermount3 -u "$MNT"; }
 		wait "$MOUNT_PID" 2>/dev/null || true ;;
@@ -1044,7 +1073,7 @@ tool_umount() { # TOOL
 # (the tree's root directory, or the image file).
 inside() {
 	case $1 in
-	cbrfs | cbrfs-base) if [ "$2" = tree ] || [ "$2" = s3 ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;; # the resource is named disk
+	cbrfs | cbrfs-base | cbrfs-enc) if [ "$2" = tree ] || [ "$2" = s3 ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;; # the resource is named disk
 	restic-*) echo "$MNT/ids/$(restic_id "$1" "$2" "$3")/$(item "$2")" ;;
 	borg-*) echo "$MNT/$3/$(item "$2")" ;;
 	esac
@@ -1091,7 +1120,7 @@ mount_steps() {
 	t0=$(now_ns)
 	tool_mount "$tool" "$ds"
 	case $tool in
-	cbrfs | cbrfs-base) p="$MNT/v/b1" ;;
+	cbrfs | cbrfs-base | cbrfs-enc) p="$MNT/v/b1" ;;
 	restic-*) p="$MNT/ids" ;;
 	borg-*) p="$MNT/b1" ;;
 	esac
@@ -1116,7 +1145,7 @@ mount_steps() {
 		rec "$ds" "$tool" mnt_find_entries "$run" "$(cat "$W/find.out")"
 		timed "$ds" "$tool" mnt_du "$run" bash -c "du -s '$in' >'$W/du.out'"
 		rec "$ds" "$tool" mnt_du_kib "$run" "$(cut -f1 "$W/du.out")"
-		if [ "$tool" = cbrfs ] || [ "$tool" = cbrfs-base ] || [ "$run" -le "$PEER_CP_RUNS" ]; then
+		if [ "$tool" = cbrfs ] || [ "$tool" = cbrfs-base ] || [ "$tool" = cbrfs-enc ] || [ "$run" -le "$PEER_CP_RUNS" ]; then
 			rm -rf "$W/out/mnt"
 			timed "$ds" "$tool" mnt_cp_a "$run" cp -a "$in" "$W/out/mnt"
 			rec "$ds" "$tool" mnt_cp_a_entries "$run" "$(find "$W/out/mnt" | wc -l)"
