@@ -411,6 +411,15 @@ matches 'locked: wrong password' "$st" && pass "after a wrong password the vault
 cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the other vault works" || fail "plain vault through the mount"
 expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
+# Enter alone: that vault stays locked, as someone who does not want it.
+run python3 "$T/pty_run.py" '' "$CBRFS_BIN" --store "$STORE" mount "$MNT"
+expect_eq "mount with an empty answer still mounts" "$RC" 0
+matches 'vault ev stays locked in the mount: .*empty' "$OUT" && pass "an empty answer is said" || fail "the terminal showed: $OUT"
+wait_mounted "$MNT"
+st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
+matches 'locked: .*empty' "$st" && pass "after an empty answer the vault is locked: $st" || fail "status: '$st'"
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"
 no_plaintext "after the mounts and listings"
 
 note "a disk with a LUKS header is reported as encrypted at the source"
