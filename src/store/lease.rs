@@ -582,6 +582,17 @@ impl Storage for Fenced {
     fn forget_cached(&self, name: &str) -> bool {
         self.inner.forget_cached(name)
     }
+    fn requests(&self) -> Option<super::s3::S3Counters> {
+        self.inner.requests()
+    }
+    fn publish(&self) -> Result<()> {
+        // Writes the head (docs/FORMAT.md §19.4): a write like any other.
+        self.fence.check(super::listing::HEAD, false)?;
+        self.inner.publish()
+    }
+    fn will_read(&self, name: &str, bytes: u64) {
+        self.inner.will_read(name, bytes)
+    }
 }
 
 /// A vault's writer lease, held until dropped: a thread renews it, and

@@ -634,6 +634,9 @@ impl Repo {
             mark_name = Some(name);
         }
         let (new, _) = index::write_index(&*self.storage, keep, self.key.seal_key())?;
+        // Other hosts' cached listings name the mark and the new index
+        // before anything goes (docs/FORMAT.md §19.4).
+        self.storage.publish()?;
         for f in old.iter().map(|i| i.name()).filter(|f| *f != new) {
             self.storage.delete(f)?;
         }
@@ -642,6 +645,7 @@ impl Repo {
                 .delete(&super::pack::pack_name(p))
                 .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
         }
+        self.storage.publish()?;
         self.refresh()?;
         self.drop_pack_cache();
         Ok(mark_name)
@@ -680,6 +684,7 @@ impl Repo {
                 .delete(m)
                 .map_err(|e| e.context(format!("vault {}: remove prune mark {m}", self.vault)))?;
         }
+        self.storage.publish()?;
         self.drop_pack_cache();
         Ok(())
     }
