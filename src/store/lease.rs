@@ -588,8 +588,8 @@ impl Storage for Fenced {
         self.inner.requests()
     }
     fn publish(&self) -> Result<()> {
-        // Writes the vault's head: a write like any other.
-        self.fence.check("head", false)?;
+        // Writes the head (docs/FORMAT.md §19.4): a write like any other.
+        self.fence.check(super::listing::HEAD, false)?;
         self.inner.publish()
     }
     fn will_read(&self, name: &str, bytes: u64) {
