@@ -51,9 +51,11 @@ pub mod keyring;
 pub mod lease;
 mod listing;
 pub mod local;
+mod maintenance;
 mod marks;
 mod pack;
 mod prefetch;
+pub use maintenance::IndexRebuild;
 mod reader;
 pub mod remote;
 pub mod s3;
@@ -68,9 +70,7 @@ pub use storage::{ObjectInfo, Storage};
 pub use compression::{compress_blob, compress_into};
 pub use marks::Mark;
 pub use reader::{IndexTable, Repo};
-pub use writer::{
-    index_size, pack_overhead, pack_sizes_for, AddOutcome, IndexRebuild, RepoWriter, WriterStats,
-};
+pub use writer::{index_size, pack_overhead, pack_sizes_for, AddOutcome, RepoWriter, WriterStats};
 
 use crate::error::{Error, Result};
 use std::fmt;
