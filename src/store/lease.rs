@@ -44,18 +44,20 @@
 //! `CBRFS_LEASE_RENEW_S` (seconds, decimals allowed) and
 //! `CBRFS_LEASE_SETTLE_MS` override them (tests use short leases).
 
-use super::storage::{object_label, ObjectInfo, Storage};
+use super::storage::{object_label, Storage};
 use crate::error::{Error, Kind, Result};
 use crate::fsutil::Flock;
 use crate::quote::quote;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
-use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The lease's object name at the vault's root.
 pub const LEASE_OBJECT: &str = "lease";
+
+/// The storage wrapper the fence stops (store/fenced.rs).
+pub use super::fenced::Fenced;
 
 /// The lease record's format.
 pub const LEASE_FORMAT: u32 = 1;
@@ -516,7 +518,7 @@ impl Fence {
     /// to expire. Without a lease held here, every write goes on (the
     /// settings written by `vault associate`, the vault's creation); the
     /// lease object itself always does.
-    fn check(&self, name: &str, delete: bool) -> Result<()> {
+    pub(super) fn check(&self, name: &str, delete: bool) -> Result<()> {
         if name == LEASE_OBJECT {
             return Ok(());
         }
@@ -525,75 +527,6 @@ impl Fence {
             Some(h) => h.check(name, delete),
             None => Ok(()),
         }
-    }
-}
-
-/// A remote vault's storage whose writes stop when this process's writer
-/// lease is lost or could not be renewed in time ([`Fence`]). Reads pass
-/// through untouched. It forwards every method of [`Storage`], those with
-/// a default too: a method added to the trait must be forwarded here, or
-/// remote vaults silently get the default (`fenced_forwards_every_method`).
-#[derive(Debug)]
-pub struct Fenced {
-    inner: Arc<dyn Storage>,
-    fence: Arc<Fence>,
-}
-
-impl Fenced {
-    /// `inner`, fenced by `fence`.
-    pub fn new(inner: Arc<dyn Storage>, fence: Arc<Fence>) -> Fenced {
-        Fenced { inner, fence }
-    }
-}
-
-impl Storage for Fenced {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.fence.check(name, false)?;
-        self.inner.put(name, data)
-    }
-    fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
-        self.fence.check(name, false)?;
-        self.inner.put_file(name, file, len)
-    }
-    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.get(name)
-    }
-    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.get_range(name, offset, len)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, name: &str) -> Result<()> {
-        self.fence.check(name, true)?;
-        self.inner.delete(name)
-    }
-    fn map(&self, name: &str) -> Result<Option<memmap2::Mmap>> {
-        self.inner.map(name)
-    }
-    fn remove_stale_temps(&self) -> Result<usize> {
-        self.fence.check("temporary objects", true)?;
-        self.inner.remove_stale_temps()
-    }
-    fn keep_whole(&self, name: &str) -> Result<()> {
-        self.inner.keep_whole(name)
-    }
-    fn forget_cached(&self, name: &str) -> bool {
-        self.inner.forget_cached(name)
-    }
-    fn requests(&self) -> Option<super::s3::S3Counters> {
-        self.inner.requests()
-    }
-    fn publish(&self) -> Result<()> {
-        // Writes the head (docs/FORMAT.md §19.4): a write like any other.
-        self.fence.check(super::listing::HEAD, false)?;
-        self.inner.publish()
-    }
-    fn will_read(&self, name: &str, bytes: u64) {
-        self.inner.will_read(name, bytes)
     }
 }
 
@@ -807,6 +740,8 @@ impl WriterLock {
 mod tests {
     use super::*;
     use crate::store::LocalDir;
+    use crate::store::ObjectInfo;
+    use std::fs::File;
 
     /// Short timings for tests; the settle time leaves room for a loaded
     /// machine (an attempt slower than it is withdrawn).

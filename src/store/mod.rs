@@ -46,6 +46,7 @@
 // repair).
 pub mod cached;
 mod compression;
+mod fenced;
 mod index;
 pub mod keyring;
 pub mod lease;
