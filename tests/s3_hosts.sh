@@ -114,8 +114,8 @@ kill -CONT "$APID"
 if wait "$APID"; then
 	fail "A's backup a-lost succeeded after losing its lease: $(cat "$T/a-lost.out")"
 else
-	matches 'writer lease (was lost|could not be renewed)' "$(cat "$T/a-lost.out")" &&
-		pass "A stopped: $(grep -m1 'writer lease' "$T/a-lost.out")" ||
+	matches '^cbrfs: error: .*vault home: the writer lease (was lost|could not be renewed)' "$(cat "$T/a-lost.out")" &&
+		pass "A stopped: $(grep -m1 '^cbrfs: error: ' "$T/a-lost.out")" ||
 		fail "A failed without naming its lease: $(cat "$T/a-lost.out")"
 fi
 expect_ok b backup list home

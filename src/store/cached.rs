@@ -217,8 +217,11 @@ impl CachedStorage {
     /// writer lock nobody else changes them after), and mark
     /// `listings.json` dirty, so that a kill before the head leaves
     /// listings nobody trusts.
-    fn before_change(&self) {
-        if self.listing.lock().changed {
+    fn before_change(&self, name: &str) {
+        // Objects at the vault's root (`vault.json`, `key`, the writer's
+        // `lease`) are in no listing the store asks for (they are read by
+        // name): changing them owes no head.
+        if !name.contains('/') || self.listing.lock().changed {
             return;
         }
         // Unknown (a failed GET): no listing is kept.
@@ -450,7 +453,7 @@ impl Storage for CachedStorage {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.before_change();
+        self.before_change(name);
         // A record comes after a head announcing it: a listing made under
         // that head is kept only once it shows the record.
         let record = name.starts_with("backups/");
@@ -476,7 +479,7 @@ impl Storage for CachedStorage {
     }
 
     fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
-        self.before_change();
+        self.before_change(name);
         self.failing(self.remote.put_file(name, file, len))?;
         self.listing.lock().l.changed(name, Some(len));
         Ok(())
@@ -575,7 +578,7 @@ impl Storage for CachedStorage {
     }
 
     fn delete(&self, name: &str) -> Result<()> {
-        self.before_change();
+        self.before_change(name);
         let record = name.starts_with("backups/");
         if record {
             self.write_head(&[], &[name])?;

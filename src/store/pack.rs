@@ -434,6 +434,19 @@ impl PackReader {
         }
     }
 
+    /// [`PackReader::unseal`] into `out` (cleared first) for a version-2
+    /// pack; `false` (nothing done) for a version-1 pack, whose stored
+    /// bytes are used as they are.
+    pub fn unseal_into(&self, id: &BlobId, stored: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+        match &self.seal {
+            None => Ok(false),
+            Some(k) => k
+                .open_into(Object::PackBlob(&id.0), stored, out)
+                .map(|()| true)
+                .map_err(|e| e.context(format!("pack {}", self.label))),
+        }
+    }
+
     /// Decode and check the blob table (for check and index rebuild).
     pub fn entries(&self) -> Result<Vec<PackEntry>> {
         let w = self.whole()?;

@@ -20,6 +20,15 @@ use std::sync::Arc;
 /// indexes do not name, or a pack that vanished under it.
 pub(super) const RELIST_TRIES: usize = 4;
 
+thread_local! {
+    /// The opened (still compressed) form of a sealed blob, per thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer a thread keeps between blobs: a file chunk's
+/// compressed form is usually smaller; a larger one is freed after use.
+const SCRATCH_KEEP: usize = 2 << 20;
+
 /// An index's contents: the packs it names and its entries, in its order.
 pub type IndexTable = (Vec<BlobId>, Vec<(BlobId, Location)>);
 
@@ -355,10 +364,27 @@ impl Repo {
             Ok(s) => s,
             Err(e) => return self.read_moved(id, loc, tries, e),
         };
-        let data = pack
-            .unseal(id, stored)
-            .map_err(|e| e.context(format!("vault {}", self.vault)))
-            .and_then(|b| self.decode_blob(id, loc, b));
+        let data = if pack.sealed() && loc.compression == Compression::Zstd {
+            // The compressed form is opened into a buffer this thread
+            // keeps and decompressed from there: only the blob itself is
+            // a new allocation (one of a megabyte costs a page fault per
+            // 4 KiB).
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                let r = pack
+                    .unseal_into(id, &stored, &mut s)
+                    .map_err(|e| e.context(format!("vault {}", self.vault)))
+                    .and_then(|_| self.decode_blob(id, loc, Cow::Borrowed(&s[..])));
+                if s.capacity() > SCRATCH_KEEP {
+                    *s = Vec::new();
+                }
+                r
+            })
+        } else {
+            pack.unseal(id, stored)
+                .map_err(|e| e.context(format!("vault {}", self.vault)))
+                .and_then(|b| self.decode_blob(id, loc, b))
+        };
         match data {
             Ok(data) => Ok(data),
             // A local copy of a remote pack (a cache) that fails

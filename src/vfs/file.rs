@@ -3,16 +3,25 @@
 
 use super::tree::TreeNode;
 use super::{BackupCtx, Entry, VResult, Vfs};
-use crate::engine::reader::FileReader;
+use crate::engine::reader::{FileReader, READ_AHEAD};
 use crate::model::NodeKind;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An open file.
 pub struct OpenFile {
     pub(super) ctx: Arc<BackupCtx>,
     pub(super) reader: FileReader,
+    /// Where the last read ended: a read starting near it is sequential.
+    next: AtomicU64,
+    /// How far chunks were queued for reading ahead.
+    ahead: AtomicU64,
 }
+
+/// A read starting within this distance of the last one's end counts as
+/// sequential: the kernel sends a stream's requests on several threads,
+/// so they may arrive a little out of order.
+const SEQUENTIAL_SLACK: u64 = 4 << 20;
 
 /// Files up to this size are read whole when opened, for the kernel's page
 /// cache (see [`Vfs::prefetch`]): the kernel's first readahead of such a
@@ -30,9 +39,15 @@ impl Vfs {
             Entry::Node(TreeNode { ctx, node, .. }) if node.kind == NodeKind::File => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 let reader = FileReader::new(&node);
-                self.files
-                    .lock()
-                    .insert(fh, Arc::new(OpenFile { ctx, reader }));
+                self.files.lock().insert(
+                    fh,
+                    Arc::new(OpenFile {
+                        ctx,
+                        reader,
+                        next: AtomicU64::new(0),
+                        ahead: AtomicU64::new(0),
+                    }),
+                );
                 Ok(fh)
             }
             Entry::Node(_) => Err(libc::EACCES),
@@ -86,10 +101,40 @@ impl Vfs {
 
     /// Read `size` bytes at `offset`. Damaged data is EIO, never wrong bytes.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> VResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_into(fh, offset, size, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Vfs::read`] into `buf` (cleared first; the mount's threads keep
+    /// one each, so a request's bytes go to pages already mapped). A
+    /// sequential reader's chunks, this request's and those of the next
+    /// [`READ_AHEAD`] bytes, are read and verified on helper threads
+    /// meanwhile (issue 17: a large read must not cost one decompression,
+    /// decryption and verification after another on the thread of one
+    /// request); random reads read only what they ask.
+    pub fn read_into(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> VResult<()> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let f = self.file(fh)?;
+        let end = offset.saturating_add(size as u64);
+        let last = f.next.swap(end, Ordering::Relaxed);
+        if offset.abs_diff(last) <= SEQUENTIAL_SLACK {
+            let until = end.saturating_add(READ_AHEAD as u64);
+            // Queued already up to `ahead`, if that is within this window.
+            let ahead = f.ahead.load(Ordering::Relaxed);
+            let from = if (offset..=until).contains(&ahead) {
+                ahead
+            } else {
+                offset
+            };
+            if from < until {
+                f.ahead.store(until, Ordering::Relaxed);
+                // A chunk list that cannot be read fails the read below.
+                let _ = f.reader.read_ahead(&f.ctx.repo, &self.cache, from, until);
+            }
+        }
         f.reader
-            .read_at(&f.ctx.repo, &self.cache, offset, size as usize)
+            .read_into(&f.ctx.repo, &self.cache, offset, size as usize, buf)
             .map_err(|e| {
                 log::error!("backup {}: read: {e}", f.ctx.record.name);
                 libc::EIO
@@ -107,10 +152,12 @@ impl Vfs {
         if off >= size {
             return Err(libc::ENXIO);
         }
-        let next = f
-            .reader
-            .next_data(&f.ctx.repo, off)
-            .map_err(|_| libc::EIO)?;
+        let next = f.reader.next_data(&f.ctx.repo, off).map_err(|e| {
+            // As a failed read: the log names the damaged object
+            // (a chunk list that does not open), errno cannot.
+            log::error!("backup {}: seek: {e}", f.ctx.record.name);
+            libc::EIO
+        })?;
         match whence {
             libc::SEEK_DATA => match next {
                 Some((s, _)) => Ok(s as i64),

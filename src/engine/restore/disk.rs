@@ -182,34 +182,61 @@ pub(super) fn write_disk(
     }
     check_lists_within(&shown, rec, node)?;
     let mut pos = 0u64;
-    for c in reader::all_chunks(repo, node)? {
-        check_chunk_within(&shown, rec, node.size, c.offset, c.len as u64)?;
-        let data = cache.get(repo, &c.id).map_err(|e| {
-            e.context(format!(
-                "{} (backup {}, offset {})",
-                to.display(),
-                rec.name,
-                c.offset
-            ))
-        })?;
-        if data.len() != c.len as usize {
-            return Err(Error::corrupt(format!(
-                "{}: chunk {} has {} bytes, the disk expects {}",
-                to.display(),
-                c.id,
-                data.len(),
-                c.len
-            )));
-        }
-        if device {
-            zero(pos, c.offset)?;
-        }
-        f.write_all_at(&data, c.offset)
-            .ctx(|| format!("write {}", to.display()))?;
-        stats.bytes += data.len() as u64;
-        progress.add_done(data.len() as u64);
-        // Saturating: a damaged chunk list may hold any offset.
-        pos = c.offset.saturating_add(c.len as u64);
+    // Before a chunk is read or written: no chunk may reach past the
+    // disk's recorded size. The first that does ends the chunks.
+    let mut refused = None;
+    let chunks = reader::all_chunks(repo, node)?
+        .into_iter()
+        .map_while(
+            |c| match check_chunk_within(&shown, rec, node.size, c.offset, c.len as u64) {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    refused = Some(e);
+                    None
+                }
+            },
+        )
+        .fuse();
+    // The chunks are read, decrypted and verified on helper threads ahead
+    // of the writes.
+    reader::for_each_chunk(
+        repo,
+        &cache,
+        chunks,
+        reader::read_ahead_workers(node.size),
+        reader::READ_AHEAD,
+        |c, data| {
+            let data = data.map_err(|e| {
+                e.context(format!(
+                    "{} (backup {}, offset {})",
+                    to.display(),
+                    rec.name,
+                    c.offset
+                ))
+            })?;
+            if data.len() != c.len as usize {
+                return Err(Error::corrupt(format!(
+                    "{}: chunk {} has {} bytes, the disk expects {}",
+                    to.display(),
+                    c.id,
+                    data.len(),
+                    c.len
+                )));
+            }
+            if device {
+                zero(pos, c.offset)?;
+            }
+            f.write_all_at(&data, c.offset)
+                .ctx(|| format!("write {}", to.display()))?;
+            stats.bytes += data.len() as u64;
+            progress.add_done(data.len() as u64);
+            // Saturating: a damaged chunk list may hold any offset.
+            pos = c.offset.saturating_add(c.len as u64);
+            Ok(())
+        },
+    )?;
+    if let Some(e) = refused {
+        return Err(e);
     }
     if device {
         zero(pos, node.size)?;

@@ -194,31 +194,55 @@ impl Restorer<'_> {
         // Counted only once the whole file is written: a file that fails
         // is removed, and its bytes were not restored.
         let mut bytes = 0;
-        for c in chunks {
-            // Before anything is read or written: a chunk list may claim
-            // any size, the record's size of the file is the bound.
-            check_chunk_within(&shown, self.rec, n.size, c.offset, c.len as u64)?;
-            let data = self.cache.get(self.repo, &c.id).map_err(|e| {
-                e.context(format!(
-                    "{shown}: backup {}, offset {}",
-                    self.rec.name, c.offset
-                ))
-            })?;
-            if data.len() != c.len as usize {
-                return Err(Error::corrupt(format!(
-                    "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
-                    c.id,
-                    data.len(),
-                    c.len,
-                    self.rec.name
-                )));
-            }
-            f.write_all_at(&data, c.offset)
-                .ctx(|| format!("{shown}: write"))?;
-            bytes += data.len() as u64;
-            if let Some(p) = self.progress {
-                p.add_done(data.len() as u64);
-            }
+        let (repo, rec, progress) = (self.repo, self.rec, self.progress);
+        // Before a chunk is read or written: a chunk list may claim any
+        // size, the record's size of the file is the bound. The first
+        // chunk out of bounds ends the chunks (helpers read none past it).
+        let mut refused = None;
+        let chunks = chunks
+            .into_iter()
+            .map_while(
+                |c| match check_chunk_within(&shown, rec, n.size, c.offset, c.len as u64) {
+                    Ok(()) => Some(c),
+                    Err(e) => {
+                        refused = Some(e);
+                        None
+                    }
+                },
+            )
+            .fuse();
+        // A large file's chunks are read, decrypted and verified on helper
+        // threads ahead of the writes.
+        reader::for_each_chunk(
+            repo,
+            &self.cache,
+            chunks,
+            reader::read_ahead_workers(n.size),
+            reader::READ_AHEAD,
+            |c, data| {
+                let data = data.map_err(|e| {
+                    e.context(format!("{shown}: backup {}, offset {}", rec.name, c.offset))
+                })?;
+                if data.len() != c.len as usize {
+                    return Err(Error::corrupt(format!(
+                        "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
+                        c.id,
+                        data.len(),
+                        c.len,
+                        rec.name
+                    )));
+                }
+                f.write_all_at(&data, c.offset)
+                    .ctx(|| format!("{shown}: write"))?;
+                bytes += data.len() as u64;
+                if let Some(p) = progress {
+                    p.add_done(data.len() as u64);
+                }
+                Ok(())
+            },
+        )?;
+        if let Some(e) = refused {
+            return Err(e);
         }
         self.stats.bytes += bytes;
         Ok(())
