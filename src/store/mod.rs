@@ -48,8 +48,8 @@ pub mod cached;
 mod compression;
 mod index;
 pub mod keyring;
-mod listing;
 pub mod lease;
+mod listing;
 pub mod local;
 mod marks;
 mod pack;
@@ -65,7 +65,7 @@ pub use local::LocalDir;
 pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
-pub use compression::{compress_blob, compress_into};
+pub use compression::{compress_blob, compress_into, give_buffer};
 pub use marks::Mark;
 pub use reader::{IndexTable, Repo};
 pub use writer::{
