@@ -22,14 +22,26 @@
 #                         the tools whose mounts are measured (each tool's
 #                         default compression: reads through restic-off and
 #                         borg-none mounts cost ~15 min more and tell little)
-#   BENCH_DATASETS="tree image binimg"
+#   BENCH_DATASETS="tree image binimg s3"
 #                         tree: the kernel source; image: a half-sparse ext4
 #                         image of part of it; binimg: a full (not sparse)
 #                         ext4 image of compiled programs and libraries from
-#                         Debian packages (compresses poorly, few zeros)
+#                         Debian packages (compresses poorly, few zeros);
+#                         s3: the tree's data in a vault on S3 (a 3-node
+#                         SeaweedFS cluster, scripts/seaweed.sh, a fresh one
+#                         each run) beside restic's own S3 backend on the
+#                         same cluster; the "Object storage" section
 #   BENCH_BINIMG_PKGS     the Debian packages whose files fill binimg
 #                         (downloaded with apt-get download, cached in
 #                         BENCH_DIR/debs; default: a fixed list, ~1.4 GB)
+#   BENCH_S3_TOOLS="cbrfs restic-auto"   the tools of the s3 dataset
+#   BENCH_S3_ENCRYPT=1    cbrfs's S3 vault encrypted, as restic's always is
+#                         (0: plain)
+#   BENCH_S3_COUNT=1      one more run of the s3 dataset with the counting
+#                         proxy (tests/common/faultproxy.py --mode pass)
+#                         between each tool and the gateway: requests and
+#                         bytes per operation; its times, beside the direct
+#                         runs', give the proxy's cost (0: no counting run)
 #   BENCH_IMAGE_MB        image size (default 1024; 256 with BENCH_QUICK)
 #   BENCH_IMAGE_TREE      the part of the tree the image is made of
 #                         (default drivers/gpu; the whole subset with QUICK)
@@ -59,8 +71,11 @@ W=${BENCH_DIR:-/var/tmp/cbrfs-bench}
 SEED=${BENCH_SEED:-20240601}
 TOOLS=${BENCH_TOOLS:-cbrfs cbrfs-enc restic-auto restic-off borg-lz4 borg-none}
 MOUNT_TOOLS=${BENCH_MOUNT_TOOLS:-cbrfs cbrfs-enc restic-auto borg-lz4}
-DATASETS=${BENCH_DATASETS:-tree image binimg}
+DATASETS=${BENCH_DATASETS:-tree image binimg s3}
 BINIMG_PKGS=${BENCH_BINIMG_PKGS:-libllvm15 libllvm14 libclang-cpp15 libclang-cpp14 gcc-12 cpp-12 g++-12 gfortran-12 libgccjit0 golang-1.19-go libicu72 libz3-4 qemu-system-x86 libwebkit2gtk-4.1-0 libjavascriptcoregtk-4.1-0 libstd-rust-1.63 libgs10 postgresql-15 mariadb-server-core libx265-199 libavcodec59 libgl1-mesa-dri libqt5gui5 libgtk-3-0}
+S3_TOOLS=${BENCH_S3_TOOLS:-cbrfs restic-auto}
+S3_ENCRYPT=${BENCH_S3_ENCRYPT:-1}
+S3_COUNT=${BENCH_S3_COUNT:-1}
 SCALE_N=${BENCH_SCALE:-100}
 PEER_CP_RUNS=${BENCH_PEER_CP_RUNS:-$RUNS}
 if [ "$QUICK" = 1 ]; then
@@ -109,10 +124,11 @@ def fmt(x, unit):
     if x is None:
         return '–'
     if unit == 'MB':
-        return '%.1f' % (x / 1e6)
+        # (Requests' bytes can be a few kB.)
+        return ('%.1f' if x >= 1e6 or x == 0 else '%.3f') % (x / 1e6)
     if unit == 'MiB':
         return '%.1f' % (x / 1024)
-    if unit == 'ms':
+    if unit in ('ms', 'n'):
         return '%d' % x
     if unit == 'GB/s':
         return '%.2f' % x
@@ -228,6 +244,94 @@ for metric1, metricN, label, unit, target in (
                           met=('yes' if many[0] < target else 'no'),
                           target='< %s %s at any size' % (fmt(target, unit), unit)))
 
+# ---- object storage (dataset s3): times of the runs straight to the
+# gateway; requests and bytes from the counting run (dataset s3 too, steps'
+# .n_* and *_bytes), its times kept apart as dataset s3proxy.
+S3TOOLS = meta.get('s3_tools', '').split()
+S3PEERS = [t for t in S3TOOLS if t not in ('cbrfs', 'cbrfs-base')]
+S3REF = 'restic-auto' if 'restic-auto' in S3PEERS else (S3PEERS[0] if S3PEERS else None)
+for (ds, tool, metric), v in list(vals.items()):
+    if ds == 's3' and metric == 'mount_cold.down_bytes':
+        f = vals.get((ds, tool, 'mnt_find_cold.down_bytes'))
+        if f:
+            vals[(ds, tool, 'coldfind.down_bytes')] = [a + b for a, b in zip(v, f)]
+# (label, metric, unit, kind, target): kind 'ratio' (to S3REF), 'abs' (a
+# limit), 'zero', 'meta' (no more bytes down than the metadata kept).
+S3_ROWS = [
+    ('first backup, wall s', 'first.wall_s', 's', 'ratio', 0.5),
+    ('first backup, CPU s', 'first.cpu_s', 's', 'ratio', None),
+    ('first backup, peak RSS MiB', 'first.rss_kib', 'MiB', 'ratio', None),
+    ('unchanged re-backup, wall s', 'unchanged.wall_s', 's', 'ratio', 0.5),
+    ('changed re-backup, wall s', 'changed.wall_s', 's', 'ratio', 0.5),
+    ('bucket after 3 backups, MB', 'repo_bytes', 'MB', 'ratio', None),
+    ('restore, empty cache, wall s', 'restore.wall_s', 's', 'ratio', 0.5),
+    ('mount ready, empty cache, ms', 'mount_cold_ms', 'ms', 'abs', 2000),
+    ('mount ready, warm cache, ms', 'mount_warm_ms', 'ms', 'abs', 100),
+    ('find in the mount, empty cache, s', 'mnt_find_cold.wall_s', 's', 'ratio', None),
+    ('cp -a out of the mount, empty cache, s', 'mnt_cp_cold.wall_s', 's', 'ratio', None),
+    ('unchanged re-backup, LIST requests', 'unchanged.n_LIST', 'n', 'zero', 0),
+    ('unchanged re-backup, packs uploaded', 'unchanged.put_packs', 'n', 'zero', 0),
+    ('unchanged re-backup, MB up', 'unchanged.up_bytes', 'MB', 'ratio', None),
+    ('mount + find, empty cache, MB down', 'coldfind.down_bytes', 'MB', 'meta', None),
+    ('metadata kept after that find, MB', 'meta_bytes', 'MB', 'ratio', None),
+]
+s3table = []
+if S3TOOLS and any(k[0] == 's3' for k in vals):
+    for label, metric, unit, kind, target in S3_ROWS:
+        c = stat('s3', 'cbrfs', metric)
+        peers = {t: stat('s3', t, metric) for t in S3PEERS}
+        ref = peers.get(S3REF) if S3REF else None
+        ratio = c[0] / ref[0] if c and ref and ref[0] > 0 else None
+        met, tdesc = '', ''
+        if kind == 'ratio' and target is not None:
+            tdesc = '<= %sx %s' % (target, S3REF)
+            met = '' if ratio is None else ('yes' if ratio <= target else 'no')
+        elif kind == 'abs':
+            tdesc = '< %s %s' % (fmt(target, unit), unit)
+            if metric == 'mount_cold_ms':
+                tdesc += ' (80,000 files; here %s)' % meta.get('tree_files', '?')
+            met = ('yes' if c[0] < target else 'no') if c else ''
+        elif kind == 'zero':
+            tdesc = '= 0'
+            met = ('yes' if c[0] == 0 else 'no') if c else ''
+        elif kind == 'meta':
+            m = stat('s3', 'cbrfs', 'meta_bytes')
+            tdesc = 'metadata only (<= the metadata kept%s)' % (', %s MB' % fmt(m[0], 'MB') if m else '')
+            # Slack for the listings and records the mount reads.
+            met = ('yes' if c[0] <= m[0] * 1.02 + 65536 else 'no') if c and m else ''
+        s3table.append(dict(label='s3: ' + label, ds='s3', metric=metric, unit=unit, c=c, peers=peers,
+                            best=None, native=None, ratio=ratio, ref=S3REF or '', target=tdesc, met=met))
+S3_STEPS = [('first', 'first backup'), ('unchanged', 'unchanged re-backup'), ('changed', 'changed re-backup'),
+            ('restore', 'restore, empty cache'), ('mount_cold', 'mount ready, empty cache'),
+            ('mnt_find_cold', 'find in that mount'), ('mount_warm', 'mount ready, warm cache'),
+            ('mnt_cp_cold', 'cp -a, empty cache')]
+S3_KINDS = ('PUT', 'GET', 'LIST', 'HEAD', 'POST', 'DELETE', 'requests')
+s3req = []
+for step, slabel in S3_STEPS:
+    for t in S3TOOLS:
+        if stat('s3', t, step + '.n_requests') is None:
+            continue
+        def n(k):
+            x = stat('s3', t, '%s.%s' % (step, k))
+            return fmt(x[0], 'n') if x else '–'
+        s3req.append([slabel, t] + [n('n_' + k) for k in S3_KINDS] + [n('put_packs'),
+                     fmt(stat('s3', t, step + '.up_bytes')[0], 'MB'), fmt(stat('s3', t, step + '.down_bytes')[0], 'MB')])
+        if stat('s3', t, step + '.own_put_requests'):
+            # The tool's own count (its task log): PUT with POST, GET with HEAD.
+            own = [n('own_put_requests'), n('own_get_requests'), n('own_list_requests'), '', '',
+                   n('own_delete_requests')]
+            total = sum(stat('s3', t, '%s.own_%s_requests' % (step, k))[0] for k in ('put', 'get', 'list', 'delete'))
+            s3req.append([slabel, t + ' (own count)'] + own + [fmt(total, 'n'), '',
+                         fmt(stat('s3', t, step + '.own_bytes_up')[0], 'MB'), fmt(stat('s3', t, step + '.own_bytes_down')[0], 'MB')])
+s3cost = []
+for step, slabel in S3_STEPS:
+    metric = step + '_ms' if step.startswith('mount') else step + '.wall_s'
+    unit = 'ms' if step.startswith('mount') else 's'
+    for t in S3TOOLS:
+        d, p = stat('s3', t, metric), stat('s3proxy', t, metric)
+        if d and p and d[0] > 0:
+            s3cost.append([slabel, t, fmt(d[0], unit), fmt(p[0], unit), '%.2f' % (p[0] / d[0])])
+
 # ---- the printed table
 def short(s, unit):
     if not s:
@@ -248,6 +352,15 @@ def row(x):
 printed = [row(cols), '  '.join('-' * w for w in widths)] + [row(x) for x in lines]
 printed.append('* fewer runs than %s (see "All figures")' % meta['runs'])
 print('\n'.join(printed))
+if s3table:
+    s3cols = ['row', 'cbrfs'] + S3PEERS + ['cbrfs/%s' % S3REF, 'target', 'met']
+    s3lines = [[r['label'], short(r['c'], r['unit'])] + [short(r['peers'][p], r['unit']) for p in S3PEERS] +
+               [('%.2f' % r['ratio']) if r['ratio'] is not None else '–', r['target'], r['met']] for r in s3table]
+    w3 = [max(len(str(x[i])) for x in s3lines + [s3cols]) for i in range(len(s3cols))]
+    def row3(x):
+        return '  '.join(str(v).ljust(w3[i]) if i == 0 else str(v).rjust(w3[i]) for i, v in enumerate(x))
+    s3printed = [row3(s3cols), '  '.join('-' * w for w in w3)] + [row3(x) for x in s3lines]
+    print('\n'.join(s3printed))
 
 # ---- the report
 old_notes = ''
@@ -305,7 +418,7 @@ out.append('```\n')
 out.append('## Targets\n')
 out.append(md(['target', 'row', 'cbrfs', 'reference', 'met']))
 out.append(md(['---', '---', '---:', '---:', '---']))
-for r in table:
+for r in table + s3table:
     if r['met']:
         refv = ''
         if r['ref'] == 'native' and r['native']:
@@ -317,6 +430,39 @@ for r in table:
 for s in scale:
     out.append(md([s['target'], s['label'], '%s (1 backup: %s)' % (fmt(s['many'][0], s['unit']), fmt(s['one'][0], s['unit']) if s['one'] else '–'), '', s['met']]))
 out.append('')
+if s3table:
+    out.append('## Object storage\n')
+    out.append('The tree (above) backed up to S3: cbrfs with a vault in a bucket (`vault create --storage s3://BUCKET/PREFIX --s3-endpoint URL`%s), restic with its own S3 backend (`-r s3:URL/BUCKET/PREFIX`, compression auto; `AWS_DEFAULT_REGION` set, so no location request), on the same SeaweedFS %s cluster (scripts/seaweed.sh: one master, three volume servers with replication 002, one filer, its S3 gateway; all on this machine), a fresh cluster each run, both tools in it, the order reversed every other run.\n'
+               % (', encrypted like restic\'s' if meta.get('s3_encrypt', '1') == '1' else ', not encrypted', meta.get('seaweedfs', '')))
+    out.append('- Each run and tool: first backup (`b1`), unchanged re-backup (`b2`), the changed variant, changed re-backup (`b3`); the bytes under the prefix (the filer\'s listing); restore of `b1` with an **empty cache**; a mount with an empty cache (ready time as above, then `find | wc -l` of `b1`), the same mount again with the **warm cache** it left (ready time); a mount with an empty cache and `cp -a` of `b1` out of it.')
+    out.append('- Empty cache: cbrfs\'s vault directory emptied of all but `vault.json` and local state (README: the cache may be deleted at any time); restic\'s `--cache-dir` removed. The page cache is dropped before every step, as above.')
+    out.append('- Requests and bytes: one more run (%s) with `tests/common/faultproxy.py --mode pass --log` between each tool and the gateway, which forwards every request and streams every answer unchanged and logs method, kind, status and body bytes of each; LIST is a GET that lists (objects, uploads, parts, buckets). "Packs" counts the PUTs under cbrfs\'s `packs/` and restic\'s `data/`. The times in the tables are those of the direct runs; the proxy\'s cost is its run\'s times beside theirs.\n'
+               % ('done' if meta.get('s3_count', '1') == '1' else 'not done: BENCH_S3_COUNT=0'))
+    out.append('```')
+    out.extend(s3printed)
+    out.append('```\n')
+    out.append('Median (min–max) of %s runs:\n' % meta['runs'])
+    out.append(md(['row', 'cbrfs'] + S3PEERS))
+    out.append(md(['---'] + ['---:'] * (len(S3PEERS) + 1)))
+    for r in s3table:
+        out.append(md([r['label'], cell(r['c'], r['unit'])] + [cell(r['peers'][p], r['unit']) for p in S3PEERS]))
+    out.append('')
+    if s3req:
+        out.append('### Requests and bytes per operation\n')
+        out.append('From the counting run (one run). MB are 10^6 bytes of request and answer bodies. "(own count)": what cbrfs counted itself for the command\'s task (`task list --json`, `requests`: PUT with POST, GET with HEAD), beside the proxy\'s.\n')
+        out.append(md(['operation', 'tool'] + list(S3_KINDS[:-1]) + ['all', 'packs PUT', 'MB up', 'MB down']))
+        out.append(md(['---', '---'] + ['---:'] * (len(S3_KINDS) + 3)))
+        for x in s3req:
+            out.append(md(x))
+        out.append('')
+    if s3cost:
+        out.append('### The counting proxy\'s cost\n')
+        out.append('The counting run\'s times (one run, through the proxy) against the direct runs\' medians.\n')
+        out.append(md(['operation', 'tool', 'direct', 'through the proxy', 'ratio']))
+        out.append(md(['---', '---', '---:', '---:', '---:']))
+        for x in s3cost:
+            out.append(md(x))
+        out.append('')
 out.append('## All figures\n')
 out.append('Median (min–max) of %s runs.\n' % meta['runs'])
 out.append(md(['row'] + ['cbrfs'] + PEERS + ['native']))
@@ -365,7 +511,7 @@ if BASE:
     out.append('cbrfs (`%s`) against cbrfs built from `%s` (`cbrfs-base`), measured in the same runs, alternating which goes first. Ratio: cbrfs / base (for GB/s, base / cbrfs), so above 1 is slower. Rows of time and memory over 1.03 are flagged.\n' % (meta['cbrfs'], meta.get('baseline', '?')))
     out.append(md(['row', 'cbrfs', 'cbrfs-base', 'ratio', 'slower > 3 %']))
     out.append(md(['---', '---:', '---:', '---:', '---']))
-    for r in table:
+    for r in table + s3table:
         b = stat(r['ds'], 'cbrfs-base', r['metric'])
         if not r['c'] or not b or not b[0]:
             continue
@@ -401,7 +547,7 @@ out.append('```sh')
 out.append('sudo scripts/bench.sh                      # full data, %s runs: this one took %s min' % (meta['runs'], meta['total_min']))
 out.append('sudo BENCH_QUICK=1 BENCH_RUNS=1 scripts/bench.sh   # a subset, to check the script')
 out.append('```\n')
-out.append('As root: it installs restic, borgbackup, linux-source, fuse3 and time with apt-get when missing, builds cbrfs in release mode, and works in `BENCH_DIR` (default `/var/tmp/cbrfs-bench`, about 15 GB). Other settings (`BENCH_TOOLS`, `BENCH_MOUNT_TOOLS`, `BENCH_DATASETS`, `BENCH_IMAGE_MB`, `BENCH_SCALE`, `BENCH_SEED`, `BENCH_DOC`) are described at the top of the script. This run: `%s`. Raw figures: `BENCH_DIR/results.tsv`; every command and its output: `BENCH_DIR/commands.log`.\n' % meta['cmdline'])
+out.append('As root: it installs restic, borgbackup, linux-source, fuse3 and time with apt-get when missing, builds cbrfs in release mode, and works in `BENCH_DIR` (default `/var/tmp/cbrfs-bench`, about 15 GB). Other settings (`BENCH_TOOLS`, `BENCH_MOUNT_TOOLS`, `BENCH_DATASETS`, `BENCH_S3_TOOLS`, `BENCH_S3_ENCRYPT`, `BENCH_S3_COUNT`, `BENCH_IMAGE_MB`, `BENCH_SCALE`, `BENCH_SEED`, `BENCH_DOC`) are described at the top of the script. This run: `%s`. Raw figures: `BENCH_DIR/results.tsv`; every command and its output: `BENCH_DIR/commands.log`.\n' % meta['cmdline'])
 os.makedirs(os.path.dirname(os.path.abspath(DOC)), exist_ok=True)
 open(DOC, 'w').write('\n'.join(out))
 PY
@@ -424,6 +570,19 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 KTAR=$(ls /usr/src/linux-source-*.tar.xz | sort -V | tail -1)
+S3=0
+case " $DATASETS " in *" s3 "*) S3=1 ;; esac
+if [ "$S3" = 1 ]; then
+	# Room for a kernel tree per tool on every volume server (each holds
+	# a copy of every object: replication 002).
+	SEAWEED_VOLUME_MAX=${SEAWEED_VOLUME_MAX:-200}
+	# The cluster's functions (seaweed_start, seaweed_stop) and its pinned
+	# engine, installed once into a cached venv.
+	. "$REPO/scripts/seaweed.sh"
+	SEAWEED_BUCKET=cbrfs-bench
+	log "installing SeaweedFS $SEAWEED_VERSION (scripts/seaweed.sh)"
+	seaweed_install || { echo "cannot install SeaweedFS (scripts/seaweed.sh install)" >&2; exit 1; }
+fi
 
 log "building cbrfs (release)"
 cargo build --release --quiet
@@ -445,6 +604,12 @@ fi
 if [ -n "$BASELINE" ]; then
 	TOOLS="$TOOLS cbrfs-base"
 	case " $MOUNT_TOOLS " in *" cbrfs "*) MOUNT_TOOLS="$MOUNT_TOOLS cbrfs-base" ;; esac
+	# On S3 too, when the baseline has S3 vaults.
+	case " $S3_TOOLS " in *" cbrfs "*)
+		if "$W/bin/cbrfs-base" vault create --help 2>/dev/null | grep -q -- '--storage'; then
+			S3_TOOLS="$S3_TOOLS cbrfs-base"
+		fi ;;
+	esac
 fi
 # bin_of TOOL: the cbrfs binary a cbrfs tool runs.
 bin_of() { if [ "$1" = cbrfs-base ]; then echo "$W/bin/cbrfs-base"; else echo "$CBRFS"; fi; }
@@ -482,6 +647,8 @@ cleanup() {
 		"$CBRFS" umount "$MNT" >/dev/null 2>&1 || fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
 	fi
 	for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	# The S3 section's cluster (only the PIDs it started).
+	[ -n "${SEAWEED_DIR:-}" ] && seaweed_stop
 	grep -qs " $MNT " /proc/self/mountinfo && fusermount3 -uz "$MNT"
 	mountpoint -q "$W/out" && umount "$W/out"
 	# Leave the source data as it was.
@@ -788,24 +955,43 @@ esac
 	echo "baseline=$BASELINE"
 	echo "mount_tools=$MOUNT_TOOLS"
 	echo "datasets=$DATASETS"
+	echo "s3_tools=$S3_TOOLS"
+	echo "s3_encrypt=$S3_ENCRYPT"
+	echo "s3_count=$S3_COUNT"
+	[ "$S3" = 1 ] && echo "seaweedfs=$SEAWEED_VERSION"
 	echo "start_epoch=$START"
 	echo "cmdline=$(env | grep '^BENCH_' | sort | tr '\n' ' ')scripts/bench.sh"
 } >"$W/meta.txt"
 
 # ---------------------------------------------------------------- tools
 # item DATASET: the path backed up, relative to $SRC.
-item() { case $1 in tree) echo tree ;; binimg) echo bin.img ;; *) echo disk.img ;; esac; }
-repo_of() { echo "$W/repo/$1-$2"; }
+# (s3 backs up the tree's data.)
+item() { case $1 in tree | s3) echo tree ;; binimg) echo bin.img ;; *) echo disk.img ;; esac; }
+# repo_of TOOL DATASET: the repository (for cbrfs, the store); restic's on
+# S3 is a URL on the current cluster ($S3_EP: the gateway, or the counting
+# proxy in front of it).
+repo_of() {
+	case $2/$1 in
+	s3/restic-*) echo "s3:$S3_EP/$SEAWEED_BUCKET/bench/$1" ;;
+	*) echo "$W/repo/$1-$2" ;;
+	esac
+}
 
 tool_init() { # TOOL DATASET
 	local r
 	r=$(repo_of "$1" "$2")
-	rm -rf "$r" "$W/cache-$1-$2" "$BORG_BASE_DIR"
+	case $r in s3:*) ;; *) rm -rf "$r" ;; esac
+	rm -rf "$W/cache-$1-$2" "$BORG_BASE_DIR"
 	case $1 in
 	cbrfs | cbrfs-base | cbrfs-enc)
 		local b
 		b=$(bin_of "$1")
-		if [ "$2" = tree ]; then
+		if [ "$2" = s3 ]; then
+			# shellcheck disable=SC2046 # zero or one option
+			"$b" --store "$r" vault create v --type filesystem --capacity 10000GB \
+				--storage "s3://$SEAWEED_BUCKET/bench/$1" --s3-endpoint "$S3_EP" $(s3_encrypt_opt "$b")
+			"$b" --store "$r" vault associate v --path "$SRC/tree" --name tree
+		elif [ "$2" = tree ]; then
 			"$b" --store "$r" vault create v --type filesystem --capacity 10000GB $(enc_of "$1")
 			"$b" --store "$r" vault associate v --path "$SRC/tree" --name tree
 		else
@@ -841,7 +1027,7 @@ tool_restore() {
 	r=$(repo_of "$1" "$2")
 	case $1 in
 	cbrfs | cbrfs-base | cbrfs-enc)
-		if [ "$2" = tree ]; then echo "$(bin_of "$1")" --store "$r" restore v "$3" --to "$4"
+		if [ "$2" = tree ] || [ "$2" = s3 ]; then echo "$(bin_of "$1")" --store "$r" restore v "$3" --to "$4"
 		else echo "$(bin_of "$1")" --store "$r" restore v "$3" --resource disk --to "$4/$(item "$2")"; fi ;;
 	restic-*) echo restic -r "$r" --cache-dir "$W/cache-$1-$2" restore "$(restic_id "$1" "$2" "$3")" --target "$4" ;;
 	borg-*) echo "cd '$4' && borg extract '$r::$3'" ;;
@@ -887,7 +1073,7 @@ tool_umount() { # TOOL
 # (the tree's root directory, or the image file).
 inside() {
 	case $1 in
-	cbrfs | cbrfs-base | cbrfs-enc) if [ "$2" = tree ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;; # the resource is named disk
+	cbrfs | cbrfs-base | cbrfs-enc) if [ "$2" = tree ] || [ "$2" = s3 ]; then echo "$MNT/v/$3/tree"; else echo "$MNT/v/$3/disk.img"; fi ;; # the resource is named disk
 	restic-*) echo "$MNT/ids/$(restic_id "$1" "$2" "$3")/$(item "$2")" ;;
 	borg-*) echo "$MNT/$3/$(item "$2")" ;;
 	esac
@@ -905,7 +1091,7 @@ for run in $(seq "$RUNS"); do
 	timed tree native find "$run" bash -c "find '$SRC/tree' | wc -l"
 	timed tree native du "$run" du -s "$SRC/tree"
 	for ds in $DATASETS; do
-		[ "$ds" = tree ] && continue
+		case $ds in tree | s3) continue ;; esac # (s3: the tree's data)
 		timed "$ds" native cat "$run" bash -c "cat '$SRC/$(item "$ds")' >/dev/null"
 		timed "$ds" native cp "$run" cp "$SRC/$(item "$ds")" "$W/out/native.img"
 		rm -f "$W/out/native.img"
@@ -980,6 +1166,7 @@ mount_steps() {
 # the disk's write-back) spreads over every tool; even runs take the tools in
 # reverse order (cbrfs and its baseline alternate which goes first).
 for ds in $DATASETS; do
+	[ "$ds" = s3 ] && continue # its own section below
 	for run in $(seq "$RUNS"); do
 		order=$TOOLS
 		[ $((run % 2)) = 0 ] && order=$(printf '%s\n' $TOOLS | tac | tr '\n' ' ')
@@ -1013,6 +1200,268 @@ for ds in $DATASETS; do
 		section "$ds/run$run" end
 	done
 done
+
+# ---------------------------------------------------------------- object storage
+# The tree's data backed up to S3 by cbrfs (a vault with --storage s3://)
+# and by restic (its own s3: backend), on the same SeaweedFS cluster: a
+# fresh 3-node cluster each run (started before and stopped after the
+# timing, data under $W), both tools in it, the order reversed every other
+# run. The runs go straight to the gateway; with BENCH_S3_COUNT=1 one more
+# run goes through the counting proxy, whose log gives requests and bytes
+# per operation (its times, kept apart as dataset s3proxy, show the proxy's
+# cost).
+
+# s3_encrypt_opt BIN: the `vault create` option BENCH_S3_ENCRYPT asks for,
+# for a binary where S3 vaults are encrypted by default (it has
+# --no-encrypt) or not.
+s3_encrypt_opt() {
+	local help
+	help=$("$1" vault create --help)
+	if [ "$S3_ENCRYPT" = 1 ]; then
+		case $help in *--no-encrypt*) ;; *) echo --encrypt ;; esac
+	else
+		case $help in *--no-encrypt*) echo --no-encrypt ;; esac
+	fi
+}
+
+S3_EP=
+S3_LOG=$W/s3-requests.log
+S3_COUNTING=0
+S3_PROXY_PID=
+S3_OFF=0
+
+# s3_cluster_start COUNTING: a fresh cluster; with COUNTING=1 the counting
+# proxy in front of its gateway. Sets S3_EP, the endpoint the tools use.
+s3_cluster_start() {
+	local rc=0 i
+	# seaweed.sh's greps of `weed shell` output assume no pipefail.
+	set +o pipefail
+	TMPDIR=$W seaweed_start >>"$CMDLOG" 2>&1 || rc=$?
+	set -o pipefail
+	[ "$rc" = 0 ] || { echo "cannot start the SeaweedFS cluster (scripts/seaweed.sh; see $CMDLOG)" >&2; exit 1; }
+	S3_EP=$SEAWEED_S3_ENDPOINT
+	S3_COUNTING=$1
+	if [ "$1" = 1 ]; then
+		: >"$W/proxy.port"
+		python3 "$REPO/tests/common/faultproxy.py" --upstream "${SEAWEED_S3_ENDPOINT#http://}" \
+			--mode pass --log "$S3_LOG" >"$W/proxy.port" 2>>"$CMDLOG" &
+		S3_PROXY_PID=$!
+		BG_PIDS+=("$S3_PROXY_PID")
+		for i in $(seq 100); do [ -s "$W/proxy.port" ] && break; sleep 0.1; done
+		[ -s "$W/proxy.port" ] || { echo "the counting proxy did not start (see $CMDLOG)" >&2; exit 1; }
+		S3_EP=http://127.0.0.1:$(head -n 1 "$W/proxy.port")
+	fi
+	log "SeaweedFS cluster at $SEAWEED_S3_ENDPOINT; the tools use $S3_EP"
+}
+
+s3_cluster_stop() {
+	if [ -n "$S3_PROXY_PID" ]; then
+		kill "$S3_PROXY_PID" 2>/dev/null || true
+		wait "$S3_PROXY_PID" 2>/dev/null || true
+		S3_PROXY_PID=
+	fi
+	seaweed_stop
+}
+
+# s3_mark, then s3_counted TOOL STEP RUN: record the requests and bytes the
+# counting proxy logged in between under STEP (nothing in a direct run).
+# PUTs of packs: cbrfs's PREFIX/packs/, restic's PREFIX/data/.
+s3_mark() { S3_OFF=$(stat -c %s "$S3_LOG" 2>/dev/null || echo 0); }
+s3_counted() {
+	[ "$S3_COUNTING" = 1 ] || return 0
+	local k v
+	python3 "$REPO/tests/common/faultproxy.py" --summary "$S3_LOG" --from "$S3_OFF" \
+		--match '/bench/[^/]+/(packs|data)/' >"$W/count.out"
+	while IFS=$'\t' read -r k v; do
+		case $k in
+		requests) k=n_requests ;;
+		up | down) k=${k}_bytes ;;
+		put_match) k=put_packs ;;
+		put_match_up) k=put_packs_bytes ;;
+		*) k=n_$k ;;
+		esac
+		rec s3 "$1" "$2.$k" "$3" "$v"
+	done <"$W/count.out"
+}
+
+# s3_own_counted TOOL STEP RUN: in the counting run, cbrfs's own count of
+# the requests of the task STEP's command recorded (its task log's
+# `requests`, docs/JSON.md), to hold beside the proxy's.
+s3_own_counted() {
+	[ "$S3_COUNTING" = 1 ] || return 0
+	case $1 in cbrfs | cbrfs-base) ;; *) return 0 ;; esac
+	local k v
+	"$(bin_of "$1")" --store "$(repo_of "$1" s3)" task list --json 2>>"$CMDLOG" | python3 -c '
+import json, sys
+tasks = [t for t in json.load(sys.stdin) if t.get("type") in ("backup", "restore") and t.get("requests")]
+if tasks:
+    for k, v in tasks[0]["requests"].items():
+        print("%s\t%d" % (k, v))
+' >"$W/own.out" || return 0
+	while IFS=$'\t' read -r k v; do
+		rec s3 "$1" "$2.own_$k" "$3" "$v"
+	done <"$W/own.out"
+}
+
+# s3_prefix_bytes PREFIX: the bytes of the objects under PREFIX in the
+# bucket, from the filer's listing (neither tool's own account).
+s3_prefix_bytes() {
+	python3 - "http://127.0.0.1:$SEAWEED_FILER_PORT" "/buckets/$SEAWEED_BUCKET/$1" <<'PY'
+import json, sys, urllib.parse, urllib.request
+base = sys.argv[1]
+def walk(path):
+    total, last = 0, ''
+    while True:
+        url = '%s%s/?limit=1000&lastFileName=%s' % (base, urllib.parse.quote(path), urllib.parse.quote(last))
+        req = urllib.request.Request(url, headers={'Accept': 'application/json'})
+        j = json.load(urllib.request.urlopen(req, timeout=60))
+        for e in j.get('Entries') or []:
+            if e.get('Mode', 0) & (1 << 31):  # os.ModeDir
+                total += walk(e['FullPath'])
+            else:
+                total += int(e.get('FileSize', 0))
+        if not j.get('ShouldDisplayLoadMore') or not j.get('LastFileName'):
+            return total
+        last = j['LastFileName']
+print(walk(sys.argv[2].rstrip('/')))
+PY
+}
+
+# s3_empty_cache TOOL: delete the tool's local cache of its S3 repository:
+# for cbrfs everything in the vault's directory but vault.json and local
+# state (README: the cache may be deleted at any time), for restic its
+# --cache-dir.
+s3_empty_cache() {
+	case $1 in
+	cbrfs | cbrfs-base)
+		find "$(repo_of "$1" s3)/vaults/v" -mindepth 1 -maxdepth 1 ! -name vault.json \
+			! -name '*.lock' ! -name running ! -name 'policy-state*' -exec rm -rf {} + ;;
+	restic-*) rm -rf "$W/cache-$1-s3" ;;
+	esac
+}
+
+# s3_meta_bytes TOOL: what the tool keeps locally after a find in a cold
+# mount, data aside: cbrfs's whole copies (index, records, metadata packs;
+# not cache/, the data ranges), restic's cache directory (index,
+# snapshots, tree packs).
+s3_meta_bytes() {
+	case $1 in
+	cbrfs | cbrfs-base)
+		local v
+		v=$(repo_of "$1" s3)/vaults/v
+		echo $(($(du -sb "$v" | cut -f1) - $(du -sb "$v/vault.json" | cut -f1) -
+			$( (du -sb "$v/cache" 2>/dev/null || echo 0) | cut -f1))) ;;
+	restic-*) du -sb "$W/cache-$1-s3" | cut -f1 ;;
+	esac
+}
+
+# s3_mount_ready TOOL TDS STEP RUN: mount (page cache dropped), poll until
+# the first backup answers, record STEP_ms.
+s3_mount_ready() {
+	local tool=$1 n t0 t1 ready=
+	drop
+	t0=$(now_ns)
+	tool_mount "$tool" s3
+	for n in $(seq 30000); do
+		case $tool in
+		restic-*) ls "$MNT/ids/"*/ >/dev/null 2>&1 && { ready=1; break; } ;;
+		*) ls "$MNT/v/b1" >/dev/null 2>&1 && { ready=1; break; } ;;
+		esac
+		sleep 0.01
+	done
+	t1=$(now_ns)
+	[ -n "$ready" ] || { echo "$tool: the S3 mount did not answer in 5 minutes" >&2; exit 1; }
+	rec "$2" "$tool" "${3}_ms" "$4" $(((t1 - t0) / 1000000))
+}
+
+# s3_steps TOOL RUN TDS: one tool's round: three backups, restore with an
+# empty cache, mounts with an empty and a warm cache, find and cp -a
+# through a mount with an empty cache. Times under dataset TDS.
+s3_steps() {
+	local tool=$1 run=$2 tds=$3 in
+	tool_init "$tool" s3
+	cd "$SRC"
+	s3_mark
+	timed "$tds" "$tool" first "$run" bash -c "$(tool_backup "$tool" s3 b1)"
+	s3_counted "$tool" first "$run"
+	s3_own_counted "$tool" first "$run"
+	s3_mark
+	timed "$tds" "$tool" unchanged "$run" bash -c "$(tool_backup "$tool" s3 b2)"
+	s3_counted "$tool" unchanged "$run"
+	s3_own_counted "$tool" unchanged "$run"
+	change tree >>"$CMDLOG"
+	s3_mark
+	timed "$tds" "$tool" changed "$run" bash -c "$(tool_backup "$tool" s3 b3)"
+	s3_counted "$tool" changed "$run"
+	s3_own_counted "$tool" changed "$run"
+	cd "$REPO"
+	revert tree
+	rec "$tds" "$tool" repo_bytes "$run" "$(s3_prefix_bytes "bench/$tool")"
+
+	s3_empty_cache "$tool"
+	rm -rf "$W/out/restore"
+	mkdir -p "$W/out/restore"
+	s3_mark
+	timed "$tds" "$tool" restore "$run" bash -c "$(tool_restore "$tool" s3 b1 "$W/out/restore")"
+	s3_counted "$tool" restore "$run"
+	s3_own_counted "$tool" restore "$run"
+	rec "$tds" "$tool" restore_entries "$run" "$(find "$W/out/restore" | wc -l)"
+	rm -rf "$W/out/restore"
+
+	# Mount with an empty cache, find; then the same mount again, warm.
+	s3_empty_cache "$tool"
+	s3_mark
+	s3_mount_ready "$tool" "$tds" mount_cold "$run"
+	s3_counted "$tool" mount_cold "$run"
+	in=$(inside "$tool" s3 b1)
+	s3_mark
+	timed "$tds" "$tool" mnt_find_cold "$run" bash -c "find '$in' | wc -l >'$W/find.out'"
+	s3_counted "$tool" mnt_find_cold "$run"
+	rec "$tds" "$tool" mnt_find_entries "$run" "$(cat "$W/find.out")"
+	tool_umount "$tool"
+	rec "$tds" "$tool" meta_bytes "$run" "$(s3_meta_bytes "$tool")"
+	s3_mark
+	s3_mount_ready "$tool" "$tds" mount_warm "$run"
+	s3_counted "$tool" mount_warm "$run"
+	tool_umount "$tool"
+
+	# cp -a of the whole tree out of a mount with an empty cache.
+	s3_empty_cache "$tool"
+	s3_mount_ready "$tool" "$tds" mount_cold_cp "$run"
+	in=$(inside "$tool" s3 b1)
+	rm -rf "$W/out/mnt"
+	s3_mark
+	timed "$tds" "$tool" mnt_cp_cold "$run" cp -a "$in" "$W/out/mnt"
+	s3_counted "$tool" mnt_cp_cold "$run"
+	rec "$tds" "$tool" mnt_cp_a_entries "$run" "$(find "$W/out/mnt" | wc -l)"
+	rm -rf "$W/out/mnt"
+	tool_umount "$tool"
+	rm -rf "$W/repo/$tool-s3" "$W/cache-$tool-s3"
+}
+
+if [ "$S3" = 1 ]; then
+	# For the encrypted vault (restic's password is RESTIC_PASSWORD).
+	export CBRFS_PASSWORD=bench
+	# restic asks the bucket's location unless told the region.
+	export AWS_DEFAULT_REGION=us-east-1
+	: >"$S3_LOG"
+	last=$RUNS
+	[ "$S3_COUNT" = 1 ] && last=$((RUNS + 1))
+	for run in $(seq "$last"); do
+		counting=0 tds=s3 name=s3/run$run
+		if [ "$run" -gt "$RUNS" ]; then counting=1 tds=s3proxy name=s3/counted; fi
+		order=$S3_TOOLS
+		[ $((run % 2)) = 0 ] && order=$(printf '%s\n' $S3_TOOLS | tac | tr '\n' ' ')
+		section "$name" start
+		s3_cluster_start "$counting"
+		for tool in $order; do
+			log "s3 $tool run $run/$last$([ "$counting" = 1 ] && echo ' (through the counting proxy)')"
+			s3_steps "$tool" "$run" "$tds"
+		done
+		s3_cluster_stop
+		section "$name" end
+	done
+fi
 
 # ---------------------------------------------------------------- scale
 # One cbrfs store with SCALE_N backups of the tree, a small change between

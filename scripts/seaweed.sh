@@ -32,6 +32,10 @@
 SEAWEED_VERSION=4.48
 SEAWEED_VENV=${SEAWEED_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cbrfs/venv-seaweedfs-$SEAWEED_VERSION}
 SEAWEED_BUCKET=${SEAWEED_BUCKET:-cbrfs-test}
+# Volumes of each volume server, and their size: 20 of 64 MiB hold the
+# tests' MiBs; scripts/bench.sh asks for more (a kernel tree per tool).
+SEAWEED_VOLUME_MAX=${SEAWEED_VOLUME_MAX:-20}
+SEAWEED_VOLUME_SIZE_MB=${SEAWEED_VOLUME_SIZE_MB:-64}
 # Where `scripts/seaweed.sh start` records the directory of the cluster it
 # started, for `env` and `stop` run later as separate commands.
 SEAWEED_CURRENT=${TMPDIR:-/tmp}/cbrfs-seaweed.current
@@ -205,13 +209,13 @@ EOF
 	_sw_spawn master master -ip=127.0.0.1 -ip.bind=127.0.0.1 \
 		-port="$SEAWEED_MASTER_PORT" -port.grpc="${ports[1]}" \
 		-mdir="$SEAWEED_DIR/master" -defaultReplication=002 \
-		-volumeSizeLimitMB=64 -peers=none
+		-volumeSizeLimitMB="$SEAWEED_VOLUME_SIZE_MB" -peers=none
 	local i
 	for i in 1 2 3; do
 		_sw_spawn "volume$i" volume -ip=127.0.0.1 -ip.bind=127.0.0.1 \
 			-port="${ports[2 * i]}" -port.grpc="${ports[2 * i + 1]}" \
 			-dir="$SEAWEED_DIR/volume$i" -mserver="$SEAWEED_MASTER" \
-			-max=20 -preStopSeconds=0 -minFreeSpace=1
+			-max="$SEAWEED_VOLUME_MAX" -preStopSeconds=0 -minFreeSpace=1
 	done
 	_sw_spawn filer filer -ip=127.0.0.1 -ip.bind=127.0.0.1 \
 		-port="$SEAWEED_FILER_PORT" -port.grpc="${ports[9]}" \

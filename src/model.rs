@@ -469,7 +469,7 @@ fn decode_blob<T: Decode<()>>(data: &[u8], what: &str) -> Result<T> {
 crate::names::words! {
     /// How a backup was started. Encoded by position in records: never
     /// reorder. In JSON (serde) and text: `manual`, `mount`, `policy`.
-    #[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Encode, Decode, Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum Origin("origin") {
         /// `cbrfs backup create`.
@@ -484,7 +484,7 @@ crate::names::words! {
 crate::names::words! {
     /// Kind of resource. Encoded by position in records: never reorder. In
     /// the catalog's JSON (serde) and text: `directory`, `disk`, `server`.
-    #[derive(Encode, Decode, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Encode, Decode, Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum ResourceKind("resource kind") {
         /// A directory tree.

@@ -18,12 +18,13 @@
 /// An enum of words: the enum, with its attributes and docs, as written,
 /// each variant given its word (`Variant = "word"`, then any other words
 /// `parse` takes for it: `| "alias"`), and, after the enum's name, what its
-/// value is called in an error (`("vault type")`).
+/// value is called in an error (`("vault type")`). The macro derives
+/// `Clone, Copy, Debug, PartialEq, Eq`, which every such enum needs; the
+/// serialized forms (serde, bincode) are the enum's own attributes.
 ///
 /// ```
 /// cbrfs::names::words! {
 ///     /// A fruit.
-///     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 ///     pub enum Fruit("fruit") {
 ///         /// Red.
 ///         Apple = "apple" | "pomme",
@@ -49,6 +50,7 @@ macro_rules! words {
         }
     ) => {
         $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         $vis enum $name {
             $(
                 $(#[$vmeta])*

@@ -18,7 +18,7 @@ pub const KEEP_DAYS: i64 = 30;
 crate::names::words! {
     /// What a task did: the `type` of its record, as `task list --type`
     /// takes it (`ALL` in the order `task list --help` shows them).
-    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "snake_case")]
     pub enum TaskType("task type") {
         /// A backup (also a refused or skipped one).
@@ -43,7 +43,7 @@ crate::names::words! {
 crate::names::words! {
     /// Where a task is: the `status` of its record, as `task list --status`
     /// takes it (`ALL` in the order `task list --help` shows them).
-    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum TaskState("task status") {
         /// Started and not ended (failed when its process is gone).

@@ -7,21 +7,33 @@ use cbrfs::catalog::Store;
 use cbrfs::engine::vaults;
 use common::{filesystem_vault, take_backup};
 
+/// Levels of the deep tree: "d/" per level, 3,000 bytes, within PATH_MAX.
+const LEVELS: usize = 1500;
+
+/// `root/d/d/.../d`, [`LEVELS`] deep.
+fn deepest(root: &std::path::Path) -> std::path::PathBuf {
+    let mut p = root.to_path_buf();
+    for _ in 0..LEVELS {
+        p.push("d");
+    }
+    p
+}
+
+/// A tree of [`LEVELS`] nested directories at `root`, with a file `leaf`
+/// at the bottom.
+fn deep_tree(root: &std::path::Path) {
+    std::fs::create_dir_all(deepest(root)).unwrap();
+    std::fs::write(deepest(root).join("leaf"), b"at the bottom").unwrap();
+}
+
 /// The walk recurses once per directory level. Started from a thread with
 /// a small stack (the scheduler's is a spawned thread's 2 MiB), a backup
 /// of a deep tree still completes: it runs on its own thread.
 #[test]
 fn a_deep_tree_backs_up_from_a_thread_with_a_small_stack() {
-    const LEVELS: usize = 1500;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    // "d/" per level: 3,000 bytes, within PATH_MAX.
-    let mut deepest = src.clone();
-    for _ in 0..LEVELS {
-        deepest.push("d");
-    }
-    std::fs::create_dir_all(&deepest).unwrap();
-    std::fs::write(deepest.join("leaf"), b"at the bottom").unwrap();
+    deep_tree(&src);
     let store = Store::init(&dir.path().join("store")).unwrap();
     filesystem_vault(&store, "v", "", "zstd");
     vaults::associate_path(&store, "v", &src, Some("deep".into()), vec![]).unwrap();
@@ -43,15 +55,9 @@ fn a_deep_tree_backs_up_from_a_thread_with_a_small_stack() {
 /// walks keep explicit stacks).
 #[test]
 fn the_cli_backs_up_checks_restores_and_prunes_a_deep_tree() {
-    const LEVELS: usize = 1500;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let mut deepest = src.clone();
-    for _ in 0..LEVELS {
-        deepest.push("d");
-    }
-    std::fs::create_dir_all(&deepest).unwrap();
-    std::fs::write(deepest.join("leaf"), b"at the bottom").unwrap();
+    deep_tree(&src);
     let store = dir.path().join("store");
     let to = dir.path().join("restored");
     let cbrfs = |args: &[&std::ffi::OsStr]| {
@@ -94,11 +100,10 @@ fn the_cli_backs_up_checks_restores_and_prunes_a_deep_tree() {
     let out = cbrfs(&[os("check"), os("--read-data")]);
     assert!(out.contains("vault v: ok"), "{out}");
     cbrfs(&[os("restore"), os("v"), os("b1"), os("--to"), to.as_os_str()]);
-    let mut leaf = to.clone();
-    for _ in 0..LEVELS {
-        leaf.push("d");
-    }
-    assert_eq!(std::fs::read(leaf.join("leaf")).unwrap(), b"at the bottom");
+    assert_eq!(
+        std::fs::read(deepest(&to).join("leaf")).unwrap(),
+        b"at the bottom"
+    );
     cbrfs(&[os("backup"), os("delete"), os("v"), os("b1")]);
     cbrfs(&[os("prune")]);
 }

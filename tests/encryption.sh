@@ -73,6 +73,25 @@ expect_ok cbrfs --password-file "$PW" backup show ev b2 --json
 expect_eq "backup show --json says encrypted" "$(json_get "$T/.out" 'j["encrypted"]')" True
 expect_exit 2 'wrong password for vault ev' -- cbrfs --password-file "$WRONG" restore ev b2 --to "$T/never"
 expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs restore ev b2 --to "$T/never"
+# Every other command that reads or changes the vault: missing, wrong and
+# empty passwords (file and variable) are exit 2 naming the vault, and
+# change nothing.
+for cmd in "backup show ev b2" "backup delete ev b1" "check ev" "check ev --read-data" "prune ev" \
+	"vault show ev" "vault update ev --description changed" "vault dissociate ev src" \
+	"vault associate ev --path $T --name other"; do
+	# shellcheck disable=SC2086 # the command's words
+	expect_exit 2 'vault ev is encrypted and no terminal' -- cbrfs $cmd
+	# shellcheck disable=SC2086
+	expect_exit 2 'wrong password for vault ev' -- cbrfs --password-file "$WRONG" $cmd
+	# shellcheck disable=SC2086
+	expect_exit 2 'empty' -- cbrfs --password-file "$EMPTY" $cmd
+	# shellcheck disable=SC2086
+	CBRFS_PASSWORD= expect_exit 2 'empty' -- cbrfs $cmd
+done
+expect_ok cbrfs --password-file "$PW" backup list ev --json
+expect_eq "no backup was deleted without the password" "$(json_get "$T/.out" '[b["name"] for b in j]')" '["b1", "b2"]'
+expect_ok cbrfs --password-file "$PW" vault show ev --json
+expect_eq "no resource changed without the password" "$(json_get "$T/.out" '[r["name"] for r in j["resources"]]')" '["src"]'
 
 note "no plaintext in the store"
 VD=$STORE/vaults/ev
@@ -233,30 +252,111 @@ cmp -s "$S/random" "$MNT/ev/b2/src/random" && pass "cat through the mount" || fa
 expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
 
-note "the mount: a damaged pack gives EIO, never wrong bytes"
+note "the mount: a damaged or swapped pack gives EIO, never wrong bytes; the log names it"
+# The damaged pack with each other pack in turn (tree, chunk-list or data
+# pack): a swap damages both, and a message names whichever is read first.
 cp "$pack" "$T/pack.good"
-python3 - "$pack" <<'PY'
+hows=flip
+for other in $(find "$VD/packs" -name '*.pack' ! -name "$id.pack" | sort); do
+	hows="$hows swap:$other"
+done
+for how in $hows; do
+	other= oid=$id
+	if [ "$how" != flip ]; then
+		other=${how#swap:}
+		how=swap
+		oid=$(basename "$other" .pack)
+		cp "$other" "$T/other.good"
+	fi
+	case $how in
+	flip) python3 - "$pack" <<'PY' ;;
 import sys
 p = sys.argv[1]
 b = bytearray(open(p, 'rb').read())
 b[len(b) // 3] ^= 0x01
 open(p, 'wb').write(b)
 PY
-expect_ok cbrfs --password-file "$PW2" mount "$MNT"
-wait_mounted "$MNT"
-if cat "$MNT/ev/b2/src/random" >"$T/read-bad" 2>"$T/read-bad.err"; then
-	fail "a read of a file in a damaged pack succeeded"
-else
-	pass "a read through the mount of a damaged pack fails: $(cat "$T/read-bad.err")"
-fi
-if cmp -s <(head -c "$(file_size "$T/read-bad")" "$S/random") "$T/read-bad"; then
-	pass "what the failed read gave before its error is the file's own bytes"
-else
-	fail "the failed read gave wrong bytes"
-fi
-expect_ok cbrfs umount "$MNT"
-wait_unmounted "$MNT"
-cp "$T/pack.good" "$pack"
+	swap)
+		cp "$T/other.good" "$pack"
+		cp "$T/pack.good" "$other"
+		;;
+	esac
+	: >"$STORE/logs/mount.log" 2>/dev/null
+	expect_ok cbrfs --password-file "$PW2" mount "$MNT"
+	wait_mounted "$MNT"
+	if cat "$MNT/ev/b2/src/random" >"$T/read-bad" 2>"$T/read-bad.err"; then
+		fail "$how: a read of a file in a damaged pack succeeded"
+	else
+		pass "$how: a read through the mount of a damaged pack fails: $(cat "$T/read-bad.err")"
+	fi
+	if cmp -s <(head -c "$(file_size "$T/read-bad")" "$S/random") "$T/read-bad"; then
+		pass "$how: what the failed read gave before its error is the file's own bytes"
+	else
+		fail "$how: the failed read gave wrong bytes"
+	fi
+	expect_ok cbrfs umount "$MNT"
+	wait_unmounted "$MNT"
+	matches "$id|$oid" "$(cat "$STORE/logs/mount.log" 2>/dev/null)" && pass "$how: the mount's log names the pack" || fail "$how: mount.log: $(tail -5 "$STORE/logs/mount.log" 2>/dev/null)"
+	if [ "$how" = swap ]; then
+		expect_exit 1 "$id|$oid" -- cbrfs --password-file "$PW2" restore ev b2 --to "$T/r-swap"
+		run cbrfs --password-file "$PW2" check ev --read-data
+		expect_eq "swap: check --read-data exits" "$RC" 1
+		matches "$id" "$OUT$ERR" && matches "$oid" "$OUT$ERR" && pass "swap: check --read-data names both packs" || fail "check --read-data: $OUT $ERR"
+	fi
+	cp "$T/pack.good" "$pack"
+	[ -z "$other" ] || cp "$T/other.good" "$other"
+done
+
+note "the mount: two records or two indexes swapped give EIO, never another backup's tree; the log names them"
+# A backup with new data, so that the vault has a second index.
+random_file "$S/extra" $((1 << 20))
+expect_ok cbrfs --password-file "$PW2" backup create ev --name b3
+for kind in backups index; do
+	# shellcheck disable=SC2046 # ids and names: no spaces
+	set -- $(find "$VD/$kind" -type f ! -name '.*' | sort | head -n 2)
+	if [ $# -lt 2 ]; then
+		skip "$kind: fewer than two to swap"
+		continue
+	fi
+	a=$1 b=$2
+	cp "$a" "$T/a.good"
+	cp "$b" "$T/b.good"
+	cp "$T/b.good" "$a"
+	cp "$T/a.good" "$b"
+	: >"$STORE/logs/mount.log" 2>/dev/null
+	expect_ok cbrfs --password-file "$PW2" mount "$MNT"
+	wait_mounted "$MNT"
+	if cmp -s "$S/random" "$MNT/ev/b1/src/random" 2>/dev/null && cmp -s "$S/random" "$MNT/ev/b2/src/random" 2>/dev/null; then
+		fail "$kind swapped: both backups read through the mount"
+	else
+		pass "$kind swapped: a read through the mount fails"
+	fi
+	# Never another backup's or a wrong file's bytes: what reads is right.
+	for bk in b1 b2; do
+		if cat "$MNT/ev/$bk/src/random" >"$T/read-swap" 2>/dev/null; then
+			cmp -s "$S/random" "$T/read-swap" && pass "$kind swapped: $bk, where it reads, is right" || fail "$kind swapped: $bk read wrong bytes"
+		fi
+	done
+	expect_ok cbrfs umount "$MNT"
+	wait_unmounted "$MNT"
+	na=$(basename "$a"); na=${na%.*}
+	nb=$(basename "$b"); nb=${nb%.*}
+	matches "$na|$nb" "$(cat "$STORE/logs/mount.log" 2>/dev/null)" && pass "$kind swapped: the mount's log names the object" || fail "$kind swapped: mount.log: $(tail -5 "$STORE/logs/mount.log" 2>/dev/null)"
+	cp "$T/a.good" "$a"
+	cp "$T/b.good" "$b"
+done
+
+note "the mount with a wrong or an empty password: the vault is shown locked"
+for pwf in "$WRONG" "$EMPTY"; do
+	expect_ok cbrfs --password-file "$pwf" mount "$MNT"
+	wait_mounted "$MNT"
+	n=$(ls -A "$MNT/ev" 2>/dev/null | wc -l)
+	expect_eq "with $(basename "$pwf"): the locked vault lists nothing" "$n" 0
+	st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
+	matches 'locked: .*(wrong password for vault ev|empty)' "$st" && pass "with $(basename "$pwf"): user.cbrfs.status says why: $st" || fail "status with $(basename "$pwf"): '$st'"
+	expect_ok cbrfs umount "$MNT"
+	wait_unmounted "$MNT"
+done
 
 note "the mount without the password: the vault is shown locked, others work"
 expect_ok cbrfs vault create plain --type filesystem --capacity 10GB
@@ -301,7 +401,7 @@ cat >"$T/pty_run.py" <<'PY'
 # pty_run.py ANSWER CMD...: run CMD on a new pseudo-terminal (its
 # controlling terminal), type ANSWER and Enter at each password prompt,
 # print what the terminal showed, exit with CMD's status.
-import os, pty, select, sys, time
+import os, pty, select, sys, termios, time
 answer, argv = sys.argv[1].encode(), sys.argv[2:]
 pid, fd = pty.fork()
 if pid == 0:
@@ -320,6 +420,12 @@ while time.time() < deadline:
     out += chunk
     if out.count(b"enter password for vault") > answered:
         answered += 1
+        # Type as a person would, once the prompt has turned echo off
+        # (the prompt is written first): type-ahead would be echoed.
+        for _ in range(500):
+            if not termios.tcgetattr(fd)[3] & termios.ECHO:
+                break
+            time.sleep(0.01)
         os.write(fd, answer + b"\n")
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(out.decode(errors="replace"))
@@ -342,6 +448,15 @@ wait_mounted "$MNT"
 st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
 matches 'locked: wrong password' "$st" && pass "after a wrong password the vault is locked: $st" || fail "status: '$st'"
 cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the other vault works" || fail "plain vault through the mount"
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"
+# Enter alone: that vault stays locked, as someone who does not want it.
+run python3 "$T/pty_run.py" '' "$CBRFS_BIN" --store "$STORE" mount "$MNT"
+expect_eq "mount with an empty answer still mounts" "$RC" 0
+matches 'vault ev stays locked in the mount: .*empty' "$OUT" && pass "an empty answer is said" || fail "the terminal showed: $OUT"
+wait_mounted "$MNT"
+st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
+matches 'locked: .*empty' "$st" && pass "after an empty answer the vault is locked: $st" || fail "status: '$st'"
 expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
 no_plaintext "after the mounts and listings"

@@ -14,7 +14,7 @@ pub const CATALOG_FORMAT: u32 = 1;
 
 crate::names::words! {
     /// The type of a vault, which decides the resources it takes.
-    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum VaultType("vault type") {
         /// Directory trees (CBR: SFS Turbo file systems).
@@ -29,7 +29,7 @@ crate::names::words! {
 crate::names::words! {
     /// How a vault stores its blobs: `zstd` or `none` in vault.json and the
     /// CLI.
-    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum Compression("compression") {
         /// zstd, level 3.
@@ -42,7 +42,7 @@ crate::names::words! {
 crate::names::words! {
     /// What a server member is: `directory` or `disk` in its JSON and in a
     /// server backup's member list.
-    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum MemberKind("member kind") {
         /// A directory tree.

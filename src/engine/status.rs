@@ -15,7 +15,7 @@ crate::names::words! {
     /// Where a backup that has a status file is: `protecting` while it
     /// runs, `error` when it failed (the file is removed when it is
     /// committed). The word is the status file's and the mount's attribute's.
-    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum RunStatus("run status") {
         /// Running.

@@ -73,6 +73,10 @@ pub struct CachedStorage {
     evicting: Mutex<()>,
     /// The remote's listings as this process knows them.
     listing: Mutex<ListState>,
+    /// A whole-pack fetch failed in this process: the others are left to
+    /// ranges, so that an unreachable bucket costs one round of retries
+    /// per blob read, not two.
+    whole_failed: std::sync::atomic::AtomicBool,
 }
 
 /// This process's view of the remote's listings.
@@ -142,6 +146,7 @@ impl CachedStorage {
             used: AtomicU64::new(u64::MAX),
             evicting: Mutex::new(()),
             listing: Mutex::new(ListState::default()),
+            whole_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -217,8 +222,11 @@ impl CachedStorage {
     /// writer lock nobody else changes them after), and mark
     /// `listings.json` dirty, so that a kill before the head leaves
     /// listings nobody trusts.
-    fn before_change(&self) {
-        if self.listing.lock().changed {
+    fn before_change(&self, name: &str) {
+        // Objects at the vault's root (`vault.json`, `key`, the writer's
+        // `lease`) are in no listing the store asks for (they are read by
+        // name): changing them owes no head.
+        if !name.contains('/') || self.listing.lock().changed {
             return;
         }
         // Unknown (a failed GET): no listing is kept.
@@ -450,7 +458,7 @@ impl Storage for CachedStorage {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.before_change();
+        self.before_change(name);
         // A record comes after a head announcing it: a listing made under
         // that head is kept only once it shows the record.
         let record = name.starts_with("backups/");
@@ -476,7 +484,7 @@ impl Storage for CachedStorage {
     }
 
     fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
-        self.before_change();
+        self.before_change(name);
         self.failing(self.remote.put_file(name, file, len))?;
         self.listing.lock().l.changed(name, Some(len));
         Ok(())
@@ -575,7 +583,7 @@ impl Storage for CachedStorage {
     }
 
     fn delete(&self, name: &str) -> Result<()> {
-        self.before_change();
+        self.before_change(name);
         let record = name.starts_with("backups/");
         if record {
             self.write_head(&[], &[name])?;
@@ -660,6 +668,7 @@ impl Storage for CachedStorage {
         // (metadata, or fetched before) needs nothing.
         if class(name) != Class::Pack
             || bytes == 0
+            || self.whole_failed.load(Ordering::Relaxed)
             || matches!(self.whole.map(name), Ok(Some(_)))
             || matches!(self.ranges.map(&Self::all_name(name)), Ok(Some(_)))
         {
@@ -675,7 +684,10 @@ impl Storage for CachedStorage {
         match self.remote.get(name) {
             Ok(Some(d)) if d.len() as u64 == size => self.remember_range(&Self::all_name(name), &d),
             Ok(_) => log::debug!("cache: {name} changed size or vanished; read by range"),
-            Err(e) => log::debug!("cache: fetch {name} whole: {e}; read by range"),
+            Err(e) => {
+                self.whole_failed.store(true, Ordering::Relaxed);
+                log::debug!("cache: fetch {name} whole: {e}; read by range");
+            }
         }
     }
 }

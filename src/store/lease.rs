@@ -530,7 +530,9 @@ impl Fence {
 
 /// A remote vault's storage whose writes stop when this process's writer
 /// lease is lost or could not be renewed in time ([`Fence`]). Reads pass
-/// through untouched.
+/// through untouched. It forwards every method of [`Storage`], those with
+/// a default too: a method added to the trait must be forwarded here, or
+/// remote vaults silently get the default (`fenced_forwards_every_method`).
 #[derive(Debug)]
 pub struct Fenced {
     inner: Arc<dyn Storage>,
@@ -581,6 +583,17 @@ impl Storage for Fenced {
     }
     fn forget_cached(&self, name: &str) -> bool {
         self.inner.forget_cached(name)
+    }
+    fn requests(&self) -> Option<super::s3::S3Counters> {
+        self.inner.requests()
+    }
+    fn publish(&self) -> Result<()> {
+        // Writes the head (docs/FORMAT.md §19.4): a write like any other.
+        self.fence.check(super::listing::HEAD, false)?;
+        self.inner.publish()
+    }
+    fn will_read(&self, name: &str, bytes: u64) {
+        self.inner.will_read(name, bytes)
     }
 }
 
@@ -1093,6 +1106,86 @@ mod tests {
         assert!(e.to_string().contains("the writer lease was lost"), "{e}");
         assert!(mem.get("backups/a.bk").unwrap().is_none());
         drop(a);
+    }
+
+    /// Every method reaches the vault's storage through the fence,
+    /// including those the trait gives a default.
+    #[test]
+    fn fenced_forwards_every_method() {
+        #[derive(Debug, Default)]
+        struct Calls(Mutex<Vec<&'static str>>, Mem);
+        impl Storage for Calls {
+            fn describe(&self) -> String {
+                "s3://calls".into()
+            }
+            fn put(&self, n: &str, d: &[u8]) -> Result<()> {
+                self.1.put(n, d)
+            }
+            fn put_file(&self, n: &str, f: &File, l: u64) -> Result<()> {
+                self.1.put_file(n, f, l)
+            }
+            fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
+                self.1.get(n)
+            }
+            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+                self.1.get_range(n, o, l)
+            }
+            fn list(&self, p: &str) -> Result<Vec<ObjectInfo>> {
+                self.1.list(p)
+            }
+            fn delete(&self, n: &str) -> Result<()> {
+                self.1.delete(n)
+            }
+            fn map(&self, _: &str) -> Result<Option<memmap2::Mmap>> {
+                self.0.lock().push("map");
+                Ok(None)
+            }
+            fn remove_stale_temps(&self) -> Result<usize> {
+                self.0.lock().push("remove_stale_temps");
+                Ok(0)
+            }
+            fn keep_whole(&self, _: &str) -> Result<()> {
+                self.0.lock().push("keep_whole");
+                Ok(())
+            }
+            fn forget_cached(&self, _: &str) -> bool {
+                self.0.lock().push("forget_cached");
+                true
+            }
+            fn requests(&self) -> Option<crate::store::s3::S3Counters> {
+                self.0.lock().push("requests");
+                Some(Default::default())
+            }
+            fn publish(&self) -> Result<()> {
+                self.0.lock().push("publish");
+                Ok(())
+            }
+            fn will_read(&self, _: &str, _: u64) {
+                self.0.lock().push("will_read");
+            }
+        }
+        let inner = Arc::new(Calls::default());
+        let f = Fenced::new(inner.clone(), Arc::new(Fence::default()));
+        assert_eq!(f.describe(), "s3://calls");
+        f.map("packs/ab/x.pack").unwrap();
+        f.remove_stale_temps().unwrap();
+        f.keep_whole("packs/ab/x.pack").unwrap();
+        assert!(f.forget_cached("packs/ab/x.pack"));
+        assert!(f.requests().is_some());
+        f.publish().unwrap();
+        f.will_read("packs/ab/x.pack", 5);
+        assert_eq!(
+            *inner.0.lock(),
+            [
+                "map",
+                "remove_stale_temps",
+                "keep_whole",
+                "forget_cached",
+                "requests",
+                "publish",
+                "will_read"
+            ]
+        );
     }
 
     /// The example of docs/FORMAT.md §19.5 is a lease this cbrfs reads.

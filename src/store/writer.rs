@@ -634,6 +634,9 @@ impl Repo {
             mark_name = Some(name);
         }
         let (new, _) = index::write_index(&*self.storage, keep, self.key.seal_key())?;
+        // Other hosts' cached listings name the mark and the new index
+        // before anything goes (docs/FORMAT.md §19.4).
+        self.storage.publish()?;
         for f in old.iter().map(|i| i.name()).filter(|f| *f != new) {
             self.storage.delete(f)?;
         }
@@ -642,6 +645,7 @@ impl Repo {
                 .delete(&super::pack::pack_name(p))
                 .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
         }
+        self.storage.publish()?;
         self.refresh()?;
         self.drop_pack_cache();
         Ok(mark_name)
@@ -680,6 +684,7 @@ impl Repo {
                 .delete(m)
                 .map_err(|e| e.context(format!("vault {}: remove prune mark {m}", self.vault)))?;
         }
+        self.storage.publish()?;
         self.drop_pack_cache();
         Ok(())
     }
@@ -1005,6 +1010,37 @@ mod tests {
         assert!(after.read_blob(&dead).is_err());
         assert_eq!(after.read_blob(&kept).unwrap(), b"kept blob");
         assert!(after.marks().unwrap().0.is_empty());
+    }
+
+    /// A damaged mark is named, not fatal: the others are still read (prune
+    /// then marks rather than deletes packs no index names, since they may
+    /// be the damaged mark's).
+    #[test]
+    fn a_damaged_mark_is_reported_and_the_others_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _rec, kept, dead) = two_runs(dir.path());
+        let kept_loc = repo.lookup(&kept).unwrap();
+        let dead_loc = repo.lookup(&dead).unwrap();
+        let first = repo
+            .commit_prune_marked(vec![(kept, kept_loc)], &[dead_loc.pack], &[], 5)
+            .unwrap()
+            .unwrap();
+        let (second, _) =
+            super::super::marks::write_mark(&*repo.storage, 6, &[BlobId([1; 16])], vec![], None)
+                .unwrap();
+        let path = dir.path().join(&first);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        let (marks, damaged) = repo.marks().unwrap();
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].name(), second);
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        assert!(
+            damaged[0].contains("vault v") && damaged[0].contains(&first),
+            "{damaged:?}"
+        );
     }
 
     /// Index repair rebuilds the index from the packs' tables, publishing

@@ -152,10 +152,12 @@ impl Vfs {
         if off >= size {
             return Err(libc::ENXIO);
         }
-        let next = f
-            .reader
-            .next_data(&f.ctx.repo, off)
-            .map_err(|_| libc::EIO)?;
+        let next = f.reader.next_data(&f.ctx.repo, off).map_err(|e| {
+            // As a failed read: the log names the damaged object
+            // (a chunk list that does not open), errno cannot.
+            log::error!("backup {}: seek: {e}", f.ctx.record.name);
+            libc::EIO
+        })?;
         match whence {
             libc::SEEK_DATA => match next {
                 Some((s, _)) => Ok(s as i64),
