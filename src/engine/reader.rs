@@ -203,7 +203,9 @@ impl ChunkCache {
         let mut g = self.shared.inner.lock();
         if let Some(Slot::Ready(v, _)) = g.map.get(id) {
             let n = v.len();
-            g.map.remove(id);
+            if let Some(Slot::Ready(v, _)) = g.map.remove(id) {
+                recycle(v);
+            }
             g.bytes -= n;
             // Order entries of removed chunks are skipped when popped; they
             // are dropped here once they outnumber the live ones, so the
@@ -255,7 +257,9 @@ impl ChunkCache {
                     if let Some(Slot::Ready(v, g2)) = g.map.get(&old) {
                         if *g2 == gen {
                             let n = v.len();
-                            g.map.remove(&old);
+                            if let Some(Slot::Ready(v, _)) = g.map.remove(&old) {
+                                recycle(v);
+                            }
                             g.bytes -= n;
                         }
                     }
@@ -298,6 +302,14 @@ impl ChunkCache {
             let _ = cache.get(&repo, &id);
             cache.shared.inner.lock().ahead -= len;
         }));
+    }
+}
+
+/// A chunk leaving the cache: its buffer goes back to the store's pool for
+/// the next chunk decoded, unless a reader still holds it.
+fn recycle(v: Arc<Vec<u8>>) {
+    if let Ok(v) = Arc::try_unwrap(v) {
+        crate::store::give_buffer(v);
     }
 }
 
@@ -610,7 +622,11 @@ impl FileReader {
                 }
                 buf[from..to].copy_from_slice(part);
             }
-            if e == c.offset.saturating_add(c.len as u64) {
+            let finished = e == c.offset.saturating_add(c.len as u64);
+            // Released before the cache drops it, so its buffer can be
+            // reused.
+            drop(data);
+            if finished {
                 cache.done(&c.id);
             }
         }

@@ -54,10 +54,82 @@ pub(super) fn decompress(stored: &[u8], cap: usize) -> std::io::Result<Vec<u8>> 
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
         match d.as_mut() {
-            Some(d) => d.decompress(stored, cap),
+            Some(d) => {
+                // Into a buffer from the pool: a data chunk's output is
+                // large enough to be mmapped if newly allocated.
+                let mut out = take_buffer(cap);
+                d.decompress_to_buffer(stored, &mut out)?;
+                // A pooled buffer may be larger than `cap`: more output
+                // than that is refused as before.
+                if out.len() > cap {
+                    return Err(std::io::Error::other(format!(
+                        "it decompresses to more than {cap} bytes"
+                    )));
+                }
+                Ok(out)
+            }
             None => zstd::bulk::decompress(stored, cap),
         }
     })
+}
+
+/// Buffers of decoded chunks given back by the readers' chunk cache
+/// ([`give_buffer`]) for the next chunks ([`take_buffer`]). glibc maps
+/// every allocation of 256 KiB or more afresh (main.rs keeps that
+/// threshold for the backup's memory), so each megabyte chunk decoded into
+/// a new buffer cost 256 page faults, zeroed pages and an munmap: about a
+/// fifth of the mount daemon's CPU in a `cat` of a large file (perf).
+static POOL: Pool = Pool(Mutex::new(Vec::new()));
+
+/// Smallest buffer worth keeping: below it glibc reuses freed memory.
+const POOL_MIN: usize = 256 << 10;
+/// Most bytes the pool keeps (a few dozen chunks of the average size).
+const POOL_BYTES: usize = 32 << 20;
+
+/// Free buffers, bounded in bytes.
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    fn take(&self, cap: usize) -> Vec<u8> {
+        if cap >= POOL_MIN / 2 {
+            let mut pool = self.0.lock();
+            let best = pool
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= cap && b.capacity() <= cap.saturating_mul(2))
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                return pool.swap_remove(i);
+            }
+        }
+        Vec::with_capacity(cap)
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if !(POOL_MIN..=crate::chunker::MAX_SIZE + (64 << 10)).contains(&cap) {
+            return;
+        }
+        buf.clear();
+        let mut pool = self.0.lock();
+        let held: usize = pool.iter().map(|b| b.capacity()).sum();
+        if held + cap <= POOL_BYTES {
+            pool.push(buf);
+        }
+    }
+}
+
+/// An empty buffer with room for `cap` bytes: from the pool when one fits
+/// (not more than twice as large), else new.
+pub fn take_buffer(cap: usize) -> Vec<u8> {
+    POOL.take(cap)
+}
+
+/// Give a buffer no longer used back to the pool (dropped if it is small,
+/// larger than a chunk, or the pool is full).
+pub fn give_buffer(buf: Vec<u8>) {
+    POOL.give(buf)
 }
 
 /// zstd compression contexts, lent one at a time. Each holds a few
@@ -115,4 +187,49 @@ pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> bool {
 pub fn compress_blob(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     compress_into(data, &mut out).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer given back is taken again for a chunk it fits, not for
+    /// one it is more than twice the size of; small ones are not kept, nor
+    /// more than the pool's bytes.
+    #[test]
+    fn the_pool_lends_buffers_that_fit() {
+        let pool = Pool(Mutex::new(Vec::new()));
+        let mut b = Vec::with_capacity(1 << 20);
+        b.extend_from_slice(&[7u8; 1000]);
+        let ptr = b.as_ptr();
+        pool.give(b);
+        let other = pool.take(400 << 10);
+        assert!(other.as_ptr() != ptr, "more than twice the size");
+        let again = pool.take(600 << 10);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.is_empty() && again.capacity() >= 600 << 10);
+        pool.give(Vec::with_capacity(4096));
+        assert!(pool.0.lock().is_empty(), "a small buffer was kept");
+        for _ in 0..100 {
+            pool.give(Vec::with_capacity(1 << 20));
+        }
+        let held: usize = pool.0.lock().iter().map(|b| b.capacity()).sum();
+        assert!(held <= POOL_BYTES, "{held}");
+    }
+
+    /// Decompressing into a pooled buffer larger than the length asked
+    /// still refuses a frame that holds more (a damaged index's length).
+    #[test]
+    fn a_larger_pooled_buffer_does_not_admit_a_longer_frame() {
+        let data = vec![3u8; 300_000];
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        let frame = enc.finish().unwrap();
+        for _ in 0..4 {
+            give_buffer(Vec::with_capacity(400_000));
+        }
+        assert!(decompress(&frame, 299_999).is_err());
+        assert_eq!(decompress(&frame, 300_000).unwrap(), data);
+    }
 }

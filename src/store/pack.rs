@@ -382,7 +382,7 @@ impl PackReader {
     /// The stored bytes of the blob at `loc`, bounds-checked (a ranged
     /// read checks them against what the server returns: exactly
     /// `stored_len` bytes, or an error naming the pack). Sealed in a
-    /// version-2 pack: see [`PackReader::unseal`].
+    /// version-2 pack: see [`PackReader::unseal_into`].
     pub fn stored(&self, loc: &Location) -> Result<Cow<'_, [u8]>> {
         let outside = || {
             Error::corrupt(format!(
@@ -422,21 +422,9 @@ impl PackReader {
     }
 
     /// Blob `id`'s `stored` bytes (from [`PackReader::stored`]) as
-    /// compressed: opened, and so authenticated as blob `id`, in a
-    /// version-2 pack; as they are in a version-1 pack.
-    pub fn unseal<'a>(&self, id: &BlobId, stored: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
-        match &self.seal {
-            None => Ok(stored),
-            Some(k) => k
-                .open(Object::PackBlob(&id.0), &stored)
-                .map(Cow::Owned)
-                .map_err(|e| e.context(format!("pack {}", self.label))),
-        }
-    }
-
-    /// [`PackReader::unseal`] into `out` (cleared first) for a version-2
-    /// pack; `false` (nothing done) for a version-1 pack, whose stored
-    /// bytes are used as they are.
+    /// compressed, opened into `out` (cleared first), and so authenticated
+    /// as blob `id`, in a version-2 pack: `true`. `false` (nothing done) for
+    /// a version-1 pack, whose stored bytes are used as they are.
     pub fn unseal_into(&self, id: &BlobId, stored: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         match &self.seal {
             None => Ok(false),

@@ -3,7 +3,7 @@
 //! a writer replaced what it listed) and returns only verified bytes. Also
 //! the read-only inspection check and the format tests use.
 
-use super::compression::decompress;
+use super::compression::{decompress, take_buffer};
 use super::index::{self, IndexFile};
 use super::pack::PackReader;
 use super::storage::{self, Storage};
@@ -364,7 +364,9 @@ impl Repo {
             Ok(s) => s,
             Err(e) => return self.read_moved(id, loc, tries, e),
         };
-        let data = if pack.sealed() && loc.compression == Compression::Zstd {
+        let data = if !pack.sealed() {
+            self.decode_blob(id, loc, stored)
+        } else if loc.compression == Compression::Zstd {
             // The compressed form is opened into a buffer this thread
             // keeps and decompressed from there: only the blob itself is
             // a new allocation (one of a megabyte costs a page fault per
@@ -381,9 +383,11 @@ impl Repo {
                 r
             })
         } else {
-            pack.unseal(id, stored)
+            // Opened into a buffer from the pool: it is the blob.
+            let mut buf = take_buffer(stored.len());
+            pack.unseal_into(id, &stored, &mut buf)
                 .map_err(|e| e.context(format!("vault {}", self.vault)))
-                .and_then(|b| self.decode_blob(id, loc, b))
+                .and_then(|_| self.decode_blob(id, loc, Cow::Owned(buf)))
         };
         match data {
             Ok(data) => Ok(data),
@@ -455,8 +459,15 @@ impl Repo {
         };
         let data = match loc.compression {
             // An opened (sealed) blob is already a copy of its own: no
-            // second one.
-            Compression::None => stored.into_owned(),
+            // second one. A mapped one is copied into a pooled buffer.
+            Compression::None => match stored {
+                Cow::Owned(v) => v,
+                Cow::Borrowed(b) => {
+                    let mut v = take_buffer(b.len());
+                    v.extend_from_slice(b);
+                    v
+                }
+            },
             Compression::Zstd => decompress(&stored, loc.raw_len as usize)
                 .map_err(|e| damaged(format!("does not decompress ({e})")))?,
         };
