@@ -39,7 +39,7 @@
 //! it is verified against its id by the reader, which drops a copy that
 //! fails ([`Storage::forget_cached`]) and reads the remote instead.
 
-use super::listing::{Head, Listings, HEAD, LISTINGS};
+use super::listing::{Head, Listings, HEAD, HEAD_LIMIT, LISTINGS};
 use super::local::LocalDir;
 use super::pack;
 use super::storage::{ObjectInfo, Storage};
@@ -166,10 +166,17 @@ impl CachedStorage {
     /// The remote's head: its bytes and what they say; None when there is
     /// none or it is not one this version reads (nothing is then cached).
     fn remote_head(&self) -> Result<Option<(Vec<u8>, Head)>> {
-        Ok(self
-            .remote
-            .get(HEAD)?
-            .and_then(|b| Head::parse(&b).map(|h| (b, h))))
+        // Never more than a head's bytes: anyone who can write to the
+        // bucket may put gigabytes under this name, read by every command.
+        // An oversized head is no head (nothing is cached).
+        let bytes = match self.remote.get_at_most(HEAD, HEAD_LIMIT as u64) {
+            Err(e) if e.kind() == crate::error::Kind::Corrupt => {
+                log::warn!("{e}");
+                None
+            }
+            r => r?,
+        };
+        Ok(bytes.and_then(|b| Head::parse(&b).map(|h| (b, h))))
     }
 
     /// Make `st` the listings current under the remote head `head`: kept
@@ -658,6 +665,21 @@ impl Storage for CachedStorage {
         Ok(())
     }
 
+    fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        // What is not cached here is read from the remote, bounded there.
+        if class(name) == Class::Other {
+            return self.remote.get_at_most(name, limit);
+        }
+        match self.get(name)? {
+            Some(b) if b.len() as u64 > limit => Err(super::storage::too_big(
+                &self.remote.describe(),
+                name,
+                limit,
+            )),
+            b => Ok(b),
+        }
+    }
+
     fn will_read(&self, name: &str, bytes: u64) {
         // Only data packs are read by range; a pack already here whole
         // (metadata, or fetched before) needs nothing.
@@ -867,8 +889,17 @@ mod tests {
             self.inner.put_file(name, file, len)
         }
         fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            // Anyone may put gigabytes under these names in a bucket.
+            assert!(
+                name != HEAD && name != "lease",
+                "{name} read whole, not with get_at_most"
+            );
             self.ops.lock().push(format!("get {name}"));
             self.inner.get(name)
+        }
+        fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+            self.ops.lock().push(format!("get {name}"));
+            self.inner.get_at_most(name, limit)
         }
         fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
             self.ops.lock().push(format!("range {name}"));
@@ -1004,6 +1035,36 @@ mod tests {
         remote.ops.lock().clear();
         a.list("index/").unwrap();
         assert_eq!(count(&remote.ops.lock(), "list "), 1);
+    }
+
+    /// A head larger than any head is read no further than its bound and
+    /// taken for no head: listings are asked of the remote, never served
+    /// from what was kept under an earlier head.
+    #[test]
+    fn an_oversized_head_is_no_head() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        backup(&a, "b1", &bytes(23, 10_000));
+        remote.ops.lock().clear();
+        a.list("backups/").unwrap();
+        assert_eq!(count(&remote.ops.lock(), "list "), 0);
+        let mut big = Head::next(None, &[], &[]).encode();
+        big.resize(HEAD_LIMIT + 1, b' ');
+        remote.inner.put(HEAD, &big).unwrap();
+        let e = a.remote.get_at_most(HEAD, HEAD_LIMIT as u64).unwrap_err();
+        assert!(e.to_string().contains("head is damaged"), "{e}");
+        remote.ops.lock().clear();
+        let names: Vec<String> = a
+            .list("backups/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["backups/b1.bk"]);
+        a.list("backups/").unwrap();
+        assert_eq!(count(&remote.ops.lock(), "list "), 2);
     }
 
     /// A restore that wants more than half of a data pack's bytes fetches
