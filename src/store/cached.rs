@@ -697,7 +697,9 @@ impl Storage for CachedStorage {
         if bytes.saturating_mul(2) <= size || size > self.limit / 2 {
             return;
         }
-        match self.remote.get(name) {
+        // Bounded by the listed size: the object may have been replaced by
+        // a larger one since (anyone who can write to the bucket can).
+        match self.remote.get_at_most(name, size) {
             Ok(Some(d)) if d.len() as u64 == size => self.remember_range(&Self::all_name(name), &d),
             Ok(_) => log::debug!("cache: {name} changed size or vanished; read by range"),
             Err(e) => log::debug!("cache: fetch {name} whole: {e}; read by range"),
@@ -874,6 +876,8 @@ mod tests {
     struct Logged {
         inner: LocalDir,
         ops: Mutex<Vec<String>>,
+        /// The bound of each bounded read.
+        limits: Mutex<Vec<u64>>,
     }
 
     impl Storage for Logged {
@@ -899,6 +903,7 @@ mod tests {
         }
         fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
             self.ops.lock().push(format!("get {name}"));
+            self.limits.lock().push(limit);
             self.inner.get_at_most(name, limit)
         }
         fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -919,6 +924,7 @@ mod tests {
         Arc::new(Logged {
             inner: LocalDir::new(t.path().join("bucket")),
             ops: Mutex::new(Vec::new()),
+            limits: Mutex::new(Vec::new()),
         })
     }
 
@@ -1112,6 +1118,17 @@ mod tests {
         let ops = remote.ops.lock().clone();
         assert_eq!(count(&ops, "get packs/"), 0, "{ops:?}");
         assert_eq!(count(&ops, "range "), 2, "{ops:?}");
+        // A pack replaced in the bucket by a far larger one since it was
+        // listed is read no further than its listed size (and not kept).
+        let r = fresh("home4");
+        let pack = r.lookup(&blobs[0].0).unwrap().pack;
+        let name = pack::pack_name(&pack);
+        let listed = remote.inner.get(&name).unwrap().unwrap().len() as u64;
+        remote.inner.put(&name, &vec![0u8; 4 << 20]).unwrap();
+        remote.limits.lock().clear();
+        r.will_read(blobs.iter().map(|b| b.0));
+        assert_eq!(*remote.limits.lock(), [listed]);
+        assert!(r.read_blob(&blobs[0].0).is_err());
     }
 
     /// Writes reach the remote in the store's order (every pack before the
@@ -1123,6 +1140,7 @@ mod tests {
         let remote = Arc::new(Logged {
             inner: LocalDir::new(t.path().join("bucket")),
             ops: Mutex::new(Vec::new()),
+            limits: Mutex::new(Vec::new()),
         });
         let cached = Arc::new(CachedStorage::new(
             remote.clone(),
