@@ -307,6 +307,45 @@ PY
 	[ -z "$other" ] || cp "$T/other.good" "$other"
 done
 
+note "the mount: two records or two indexes swapped give EIO, never another backup's tree; the log names them"
+# A backup with new data, so that the vault has a second index.
+random_file "$S/extra" $((1 << 20))
+expect_ok cbrfs --password-file "$PW2" backup create ev --name b3
+for kind in backups index; do
+	# shellcheck disable=SC2046 # ids and names: no spaces
+	set -- $(find "$VD/$kind" -type f ! -name '.*' | sort | head -n 2)
+	if [ $# -lt 2 ]; then
+		skip "$kind: fewer than two to swap"
+		continue
+	fi
+	a=$1 b=$2
+	cp "$a" "$T/a.good"
+	cp "$b" "$T/b.good"
+	cp "$T/b.good" "$a"
+	cp "$T/a.good" "$b"
+	: >"$STORE/logs/mount.log" 2>/dev/null
+	expect_ok cbrfs --password-file "$PW2" mount "$MNT"
+	wait_mounted "$MNT"
+	if cmp -s "$S/random" "$MNT/ev/b1/src/random" 2>/dev/null && cmp -s "$S/random" "$MNT/ev/b2/src/random" 2>/dev/null; then
+		fail "$kind swapped: both backups read through the mount"
+	else
+		pass "$kind swapped: a read through the mount fails"
+	fi
+	# Never another backup's or a wrong file's bytes: what reads is right.
+	for bk in b1 b2; do
+		if cat "$MNT/ev/$bk/src/random" >"$T/read-swap" 2>/dev/null; then
+			cmp -s "$S/random" "$T/read-swap" && pass "$kind swapped: $bk, where it reads, is right" || fail "$kind swapped: $bk read wrong bytes"
+		fi
+	done
+	expect_ok cbrfs umount "$MNT"
+	wait_unmounted "$MNT"
+	na=$(basename "$a"); na=${na%.*}
+	nb=$(basename "$b"); nb=${nb%.*}
+	matches "$na|$nb" "$(cat "$STORE/logs/mount.log" 2>/dev/null)" && pass "$kind swapped: the mount's log names the object" || fail "$kind swapped: mount.log: $(tail -5 "$STORE/logs/mount.log" 2>/dev/null)"
+	cp "$T/a.good" "$a"
+	cp "$T/b.good" "$b"
+done
+
 note "the mount with a wrong or an empty password: the vault is shown locked"
 for pwf in "$WRONG" "$EMPTY"; do
 	expect_ok cbrfs --password-file "$pwf" mount "$MNT"

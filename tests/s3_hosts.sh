@@ -3,8 +3,8 @@
 # A and B, attached to one vault on a real 3-node SeaweedFS cluster
 # (scripts/seaweed.sh, started here and stopped by PID on exit). The vault's
 # writer lease (docs/FORMAT.md §19.4) keeps one writer at a time:
-# - while A's backup runs, B's backup is refused (exit 1,
-#   BackupService.6125) naming the vault and A's host and pid; B's mount
+# - while A's backup runs, B's backup and B's backup delete are refused
+#   (exit 1, BackupService.6125) naming the vault and A's host and pid; B's mount
 #   reads meanwhile (treecmp exact) and then shows A's new backup;
 # - a writer killed with kill -9 leaves its lease: the next backup on this
 #   host takes it over at once (its process has ended);
@@ -71,6 +71,7 @@ start_a_backup a2
 # whatever this machine's speed (well inside the lease's margin).
 kill -STOP "$APID"
 expect_exit 1 "BackupService.6125: vault home: a backup task is in progress on host $HOST \(pid $APID, since " -- b backup create home --name b-busy
+expect_exit 1 "BackupService.6125: vault home: a backup task is in progress on host $HOST \(pid $APID" -- b backup delete home a1
 kill -CONT "$APID"
 if out=$(treecmp "$S" "$MNT/home/a1/src"); then pass "B's mount reads a1 exactly while A backs up"; else fail "treecmp a1 during A's backup: $out"; fi
 if wait "$APID"; then pass "A's backup a2 succeeds"; else fail "A's backup a2: $(cat "$T/a2.out")"; fi

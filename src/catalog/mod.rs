@@ -17,15 +17,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Flock};
 use crate::model::{self, BackupRecord, ResourceKind};
 use crate::rules;
-use crate::store::lease::{self, WriterLock};
+use crate::store::lease;
 use crate::store::{LocalDir, RemoteConfig, Repo, Storage};
-use serde::Deserialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 mod backups;
 mod definitions;
 mod records;
+mod remote;
 mod sealed;
 
 pub use records::*;
@@ -408,46 +408,6 @@ impl Store {
         fs::remove_dir_all(&trash).ctx(|| format!("remove {}", trash.display()))
     }
 
-    /// Take vault `name`'s writer lock, or fail with "a backup task is in
-    /// progress" (BackupService.6125) if another writer holds it: this
-    /// store's lock file, and for a vault kept in a bucket its writer lease
-    /// there too (store/lease.rs), which keeps out writers on other hosts
-    /// and is renewed until the lock is dropped.
-    pub fn try_backup_lock(&self, name: &str) -> Result<WriterLock> {
-        let flock = self.try_local_backup_lock(name)?;
-        let lease = match self.registration(name)? {
-            None => None,
-            Some(_) => Some(lease::Lease::acquire(
-                self.vault_storage(name)?,
-                name,
-                lease::Timing::from_env()?,
-                self.fence(name),
-            )?),
-        };
-        Ok(WriterLock::new(flock, lease))
-    }
-
-    /// This store's writer lock of vault `name` alone (`backup.lock`).
-    fn try_local_backup_lock(&self, name: &str) -> Result<Flock> {
-        let path = self.vault_dir(name).join("backup.lock");
-        Flock::try_lock(&path, true)?.ok_or_else(|| {
-            Error::new(
-                crate::error::Kind::Busy,
-                format!("vault {name}: a backup task is in progress"),
-            )
-            .code("BackupService.6125")
-        })
-    }
-
-    /// The writer-lease fence of remote vault `name` in this process.
-    fn fence(&self, name: &str) -> std::sync::Arc<lease::Fence> {
-        self.fences
-            .lock()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
-    }
-
     /// Bytes vault `name`'s store takes (packs and indexes), without its
     /// key: an encrypted vault is not unlocked for this.
     pub fn used_bytes(&self, name: &str) -> Result<u64> {
@@ -457,119 +417,6 @@ impl Store {
     /// Open the vault's store for reading.
     pub fn repo(&self, name: &str) -> Result<Repo> {
         Repo::open_in(self.vault_storage(name)?, name)
-    }
-
-    /// Where vault `name`'s objects are kept: its packs, indexes, backup
-    /// records, settings and key, reached only through this interface. A
-    /// vault registered with a remote (`storage` in its `vault.json`) is
-    /// its bucket behind this store's cache.
-    pub fn vault_storage(&self, name: &str) -> Result<std::sync::Arc<dyn Storage>> {
-        let reg = self.registration(name)?;
-        self.storage_of(name, reg.as_ref())
-    }
-
-    /// The remote vault `name` is registered with, if any. A `vault.json`
-    /// that cannot be decoded counts as local: reading it through the
-    /// local directory then reports the damage.
-    pub fn registration(&self, name: &str) -> Result<Option<RemoteConfig>> {
-        #[derive(Deserialize)]
-        struct Registration {
-            #[serde(default)]
-            storage: Option<RemoteConfig>,
-        }
-        let Some(text) = LocalDir::new(self.vault_dir(name)).get("vault.json")? else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice::<Registration>(&text)
-            .ok()
-            .and_then(|r| r.storage))
-    }
-
-    /// The storage of vault `name` given its registration.
-    fn storage_of(
-        &self,
-        name: &str,
-        reg: Option<&RemoteConfig>,
-    ) -> Result<std::sync::Arc<dyn Storage>> {
-        let Some(r) = reg else {
-            return Ok(std::sync::Arc::new(LocalDir::new(self.vault_dir(name))));
-        };
-        let mut open = self.remotes.lock();
-        if let Some((was, s)) = open.get(name) {
-            if was == r {
-                return Ok(s.clone());
-            }
-        }
-        let s: std::sync::Arc<dyn Storage> = std::sync::Arc::new(lease::Fenced::new(
-            r.open(&self.vault_dir(name))?,
-            self.fence(name),
-        ));
-        // The mount tells a vault's identity by its local `key` file: keep
-        // a copy whenever the cache lost it (one GET).
-        let dir = self.vault_dir(name);
-        if dir.join("vault.json").exists() && fs::symlink_metadata(dir.join("key")).is_err() {
-            s.get("key")?;
-        }
-        open.insert(name.to_string(), (r.clone(), s.clone()));
-        Ok(s)
-    }
-
-    /// Register the vault kept at remote `r` in this store, as `name` (by
-    /// default the name it has there), and build its cache from the bucket
-    /// alone: the key, every index, every backup record and the metadata
-    /// packs. The disaster-recovery path: nothing of the old host is
-    /// needed. The vault's policy is not carried over (policies are this
-    /// store's); its resources are, as records of what was protected.
-    pub fn attach_vault(&self, r: &RemoteConfig, name: Option<&str>) -> Result<VaultConfig> {
-        let _lock = self.lock()?;
-        let remote = r.open_remote()?;
-        let Some(text) = remote.get("vault.json")? else {
-            return Err(Error::not_found(format!(
-                "{}: no cbrfs vault there (it has no vault.json)",
-                r.url()
-            )));
-        };
-        let mut cfg: VaultConfig = serde_json::from_slice(&text)
-            .map_err(|e| Error::corrupt(format!("{}: vault.json cannot be read: {e}", r.url())))?;
-        let origin = cfg.name.clone();
-        let name = name.unwrap_or(&origin).to_string();
-        rules::check_name("vault name", &name)?;
-        let dir = self.vault_dir(&name);
-        if dir.join("vault.json").exists() {
-            return Err(Error::conflict(format!(
-                "vault {name:?} already exists in this store: attach under another name with --name"
-            ))
-            .code("BackupService.6106"));
-        }
-        if dir.exists() {
-            // Left by a crash during an earlier create or attach.
-            fs::remove_dir_all(&dir).ctx(|| format!("remove leftover {}", dir.display()))?;
-        }
-        let mut reg = r.clone();
-        reg.aliases = cfg
-            .storage
-            .as_ref()
-            .map(|s| s.aliases.clone())
-            .unwrap_or_default();
-        if origin != name && !reg.aliases.contains(&origin) {
-            reg.aliases.push(origin.clone());
-        }
-        reg.aliases.retain(|a| *a != name);
-        cfg.name = name.clone();
-        cfg.storage = Some(reg.clone());
-        cfg.policy = None;
-        fsutil::create_dir_all(&dir.join("backups"))?;
-        let storage = self.storage_of(&name, Some(&reg))?;
-        let repo = Repo::open_in(storage.clone(), &name)?;
-        repo.warm_metadata()?;
-        // Listing the records fetches them into the cache.
-        storage.list("backups/")?;
-        // The registration last: until it is written no vault is visible.
-        let json = serde_json::to_vec_pretty(&cfg)
-            .map_err(|e| Error::failed(format!("encode vault {name}: {e}")))?;
-        LocalDir::new(&dir).put("vault.json", &json)?;
-        fsutil::sync_dir(&self.root.join("vaults"))?;
-        Ok(cfg)
     }
 
     /// The vault holding a resource of `kind` whose path (or server name)

@@ -218,7 +218,17 @@ pub fn delete(store: &Store, vault: &str, backup: &str) -> Result<()> {
         Some(backup),
         catalog::now_ns(),
     );
-    let r = store.delete_backup(vault, backup);
+    let r = (|| {
+        // A vault in a bucket: deleting a record is a writer's act there
+        // (it writes the vault's head first, docs/FORMAT.md §19.4), so it
+        // takes the writer lock and lease and waits for no other host's
+        // writer. A local vault's record is one file, deleted as before.
+        let _lock = match store.registration(vault)? {
+            Some(_) => Some(store.try_backup_lock(vault)?),
+            None => None,
+        };
+        store.delete_backup(vault, backup)
+    })();
     t.finish(&r);
     r
 }

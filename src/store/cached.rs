@@ -73,6 +73,10 @@ pub struct CachedStorage {
     evicting: Mutex<()>,
     /// The remote's listings as this process knows them.
     listing: Mutex<ListState>,
+    /// A whole-pack fetch failed in this process: the others are left to
+    /// ranges, so that an unreachable bucket costs one round of retries
+    /// per blob read, not two.
+    whole_failed: std::sync::atomic::AtomicBool,
 }
 
 /// This process's view of the remote's listings.
@@ -142,6 +146,7 @@ impl CachedStorage {
             used: AtomicU64::new(u64::MAX),
             evicting: Mutex::new(()),
             listing: Mutex::new(ListState::default()),
+            whole_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -685,6 +690,7 @@ impl Storage for CachedStorage {
         // (metadata, or fetched before) needs nothing.
         if class(name) != Class::Pack
             || bytes == 0
+            || self.whole_failed.load(Ordering::Relaxed)
             || matches!(self.whole.map(name), Ok(Some(_)))
             || matches!(self.ranges.map(&Self::all_name(name)), Ok(Some(_)))
         {
@@ -702,7 +708,10 @@ impl Storage for CachedStorage {
         match self.remote.get_at_most(name, size) {
             Ok(Some(d)) if d.len() as u64 == size => self.remember_range(&Self::all_name(name), &d),
             Ok(_) => log::debug!("cache: {name} changed size or vanished; read by range"),
-            Err(e) => log::debug!("cache: fetch {name} whole: {e}; read by range"),
+            Err(e) => {
+                self.whole_failed.store(true, Ordering::Relaxed);
+                log::debug!("cache: fetch {name} whole: {e}; read by range");
+            }
         }
     }
 }
