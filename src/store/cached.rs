@@ -91,6 +91,8 @@ struct ListState {
     changed: bool,
     /// [`CachedStorage::size_of`] listed once in this process already.
     sized: bool,
+    /// Every listing is asked of the remote ([`Storage::distrust_kept_listings`]).
+    fresh: bool,
     /// A change failed: the remote may be unreachable, and a head that
     /// [`Drop`] would owe is not worth a second round of retries (what
     /// the failed work left is unreferenced; `listings.json` stays dirty).
@@ -561,7 +563,9 @@ impl Storage for CachedStorage {
         let cached = {
             let mut st = self.listing.lock();
             self.align(&mut st, head.as_ref().map(|h| h.0.as_slice()));
-            head.as_ref().and_then(|_| st.l.get(prefix))
+            head.as_ref()
+                .filter(|_| !st.fresh)
+                .and_then(|_| st.l.get(prefix))
         };
         let listed = match cached {
             Some(l) => l,
@@ -668,6 +672,10 @@ impl Storage for CachedStorage {
         self.write_head(&[], &[])?;
         self.settle();
         Ok(())
+    }
+
+    fn distrust_kept_listings(&self) {
+        self.listing.lock().fresh = true;
     }
 
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
@@ -1050,6 +1058,35 @@ mod tests {
         remote.ops.lock().clear();
         a.list("index/").unwrap();
         assert_eq!(count(&remote.ops.lock(), "list "), 1);
+    }
+
+    /// A head put back with old bytes (replayed by a bucket writer, or a
+    /// stale read) makes a host serve listings that miss a newer backup's
+    /// index and record; once told to distrust kept listings (prune), it
+    /// lists the bucket and sees them.
+    #[test]
+    fn distrusted_listings_are_asked_of_the_bucket() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        backup(&a, "b1", &bytes(24, 10_000));
+        a.list("index/").unwrap();
+        let old_head = remote.inner.get(HEAD).unwrap().unwrap();
+        let b = host(&remote, &t, "home2");
+        backup(&b, "b2", &bytes(25, 10_000));
+        drop(b);
+        remote.inner.put(HEAD, &old_head).unwrap();
+        let names = |l: Vec<ObjectInfo>| l.into_iter().map(|o| o.name).collect::<Vec<_>>();
+        let bucket = names(remote.inner.list("index/").unwrap());
+        assert_eq!(names(a.list("backups/").unwrap()), ["backups/b1.bk"]);
+        assert_ne!(names(a.list("index/").unwrap()), bucket, "the replay shows");
+        a.distrust_kept_listings();
+        assert_eq!(
+            names(a.list("backups/").unwrap()),
+            ["backups/b1.bk", "backups/b2.bk"]
+        );
+        assert_eq!(names(a.list("index/").unwrap()), bucket);
     }
 
     /// A head larger than any head is read no further than its bound and

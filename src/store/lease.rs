@@ -604,6 +604,9 @@ impl Storage for Fenced {
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.inner.get_at_most(name, limit)
     }
+    fn distrust_kept_listings(&self) {
+        self.inner.distrust_kept_listings()
+    }
 }
 
 /// A vault's writer lease, held until dropped: a thread renews it, and
@@ -1193,6 +1196,9 @@ mod tests {
                 self.0.lock().push("get_at_most");
                 Ok(None)
             }
+            fn distrust_kept_listings(&self) {
+                self.0.lock().push("distrust_kept_listings");
+            }
         }
         let inner = Arc::new(Calls::default());
         let f = Fenced::new(inner.clone(), Arc::new(Fence::default()));
@@ -1205,6 +1211,7 @@ mod tests {
         f.publish().unwrap();
         f.will_read("packs/ab/x.pack", 5);
         assert_eq!(f.get_at_most("head", 10).unwrap(), None);
+        f.distrust_kept_listings();
         assert_eq!(
             *inner.0.lock(),
             [
@@ -1215,7 +1222,8 @@ mod tests {
                 "requests",
                 "publish",
                 "will_read",
-                "get_at_most"
+                "get_at_most",
+                "distrust_kept_listings"
             ]
         );
     }

@@ -141,6 +141,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// no memory (docs/SECURITY.md). This default reads it whole first: a
     /// backend of the host's own files may keep it; a wrapper or a remote
     /// backend must not.
+    /// From now on in this process, every [`Storage::list`] asks the
+    /// source, never a listing kept under an unchanged head: for prune,
+    /// which deletes what no index it sees names. A stale or replayed
+    /// `head` (anyone who can write to the bucket can put an old one back)
+    /// would otherwise hide a newer backup's index and record from it, and
+    /// that backup's packs would be deleted as orphans. Others do nothing.
+    fn distrust_kept_listings(&self) {}
+
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         match self.get(name)? {
             Some(b) if b.len() as u64 > limit => Err(too_big(&self.describe(), name, limit)),
