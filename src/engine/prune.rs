@@ -254,6 +254,10 @@ pub fn prune_opts(
     store.vault(vault)?;
     let _lock = store.try_backup_lock(vault)?;
     let two_phase = store.registration(vault)?.is_some();
+    // Prune deletes what no index it sees names: it sees the bucket's own
+    // listings, never ones kept under a head that may be stale or replayed
+    // (Storage::distrust_kept_listings).
+    store.vault_storage(vault)?.distrust_kept_listings();
     let repo = store.repo(vault)?;
     // Never remove packs while an index cannot be read: the packs it names
     // would look unused, and some may hold blobs live backups need.

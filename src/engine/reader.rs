@@ -243,7 +243,22 @@ impl ChunkCache {
             }
             g.map.insert(*id, Slot::Loading);
         }
+        // Should the read unwind (a bug met on some damaged input), the
+        // slot must not stay Loading: every other reader of this chunk
+        // would wait for it for ever (a mount's reads hanging instead of
+        // failing).
+        struct Unwinding<'a>(&'a CacheShared, BlobId);
+        impl Drop for Unwinding<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.inner.lock().map.remove(&self.1);
+                    self.0.loaded.notify_all();
+                }
+            }
+        }
+        let guard = Unwinding(sh, *id);
         let read = repo.read_blob(id).map(Arc::new);
+        drop(guard);
         let mut g = sh.inner.lock();
         let out = match read {
             Ok(data) => {
@@ -299,8 +314,16 @@ impl ChunkCache {
         }
         let (cache, repo, id, len) = (self.clone(), repo.clone(), c.id, c.len as usize);
         helpers().submit(Box::new(move || {
-            let _ = cache.get(&repo, &id);
-            cache.shared.inner.lock().ahead -= len;
+            // Counted out even if the read unwinds: else read-ahead would
+            // stay off for good once half the cache's worth had.
+            struct Queued(ChunkCache, usize);
+            impl Drop for Queued {
+                fn drop(&mut self) {
+                    self.0.shared.inner.lock().ahead -= self.1;
+                }
+            }
+            let queued = Queued(cache, len);
+            let _ = queued.0.get(&repo, &id);
         }));
     }
 }
@@ -350,7 +373,9 @@ fn helpers() -> &'static Helpers {
                             }
                         }
                     };
-                    job();
+                    // A job that unwinds (a bug) must not end the helper:
+                    // read-ahead would stop for the rest of the process.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 });
             if let Err(e) = spawned {
                 // Without helpers, queued chunks are never loaded, only
@@ -993,6 +1018,92 @@ mod tests {
             "read more than once"
         );
         assert_eq!(cache.held_bytes(), 300_000);
+    }
+
+    /// A read that unwinds (a bug on damaged input) leaves no chunk
+    /// marked as loading: the next reader of that chunk reads it itself
+    /// instead of waiting for ever.
+    #[test]
+    fn a_read_that_panics_leaves_no_chunk_loading() {
+        #[derive(Debug)]
+        struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
+        impl crate::store::Storage for Panicky {
+            fn describe(&self) -> String {
+                self.0.describe()
+            }
+            fn put(&self, n: &str, d: &[u8]) -> Result<()> {
+                self.0.put(n, d)
+            }
+            fn put_file(&self, n: &str, f: &std::fs::File, l: u64) -> Result<()> {
+                self.0.put_file(n, f, l)
+            }
+            fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
+                self.0.get(n)
+            }
+            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a bug reading {n}");
+                }
+                self.0.get_range(n, o, l)
+            }
+            fn list(&self, p: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+                self.0.list(p)
+            }
+            fn delete(&self, n: &str) -> Result<()> {
+                self.0.delete(n)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Panicky(
+            crate::store::LocalDir::new(dir.path()),
+            std::sync::atomic::AtomicBool::new(false),
+        ));
+        Repo::create_in(&*s).unwrap();
+        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let mut w = RepoWriter::new(&repo, false);
+        let id = w.add(BlobKind::Data, &[7u8; 5000]).unwrap().id;
+        w.finish().unwrap();
+        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let cache = ChunkCache::new(1 << 20);
+        s.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (c2, r2) = (cache.clone(), repo.clone());
+        assert!(std::thread::spawn(move || c2.get(&r2, &id)).join().is_err());
+        assert!(!cache.contains(&id));
+        // The same on a read-ahead helper: counted out, and the helpers
+        // still read ahead after.
+        let c = ChunkRef {
+            id,
+            offset: 0,
+            len: 5000,
+        };
+        for _ in 0..2 * helper_count() {
+            cache.prefetch(&repo, &c);
+            let t = std::time::Instant::now();
+            while cache.shared.inner.lock().ahead > 0 {
+                assert!(
+                    t.elapsed().as_secs() < 20,
+                    "a failed read-ahead stayed counted"
+                );
+                std::thread::yield_now();
+            }
+        }
+        s.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (c2, r2) = (cache.clone(), repo.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(c2.get(&r2, &id).map(|d| d.len()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the next reader waited for a load that had unwound");
+        assert_eq!(got.unwrap(), 5000);
+        cache.done(&id);
+        cache.prefetch(&repo, &c);
+        let t = std::time::Instant::now();
+        while !cache.contains(&id) || cache.shared.inner.lock().ahead > 0 {
+            assert!(t.elapsed().as_secs() < 20, "no helper reads ahead any more");
+            std::thread::yield_now();
+        }
     }
 
     /// Reading ahead puts a file's next chunks into the cache, verified,

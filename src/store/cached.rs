@@ -39,7 +39,7 @@
 //! it is verified against its id by the reader, which drops a copy that
 //! fails ([`Storage::forget_cached`]) and reads the remote instead.
 
-use super::listing::{Head, Listings, HEAD, LISTINGS};
+use super::listing::{Head, Listings, HEAD, HEAD_LIMIT, LISTINGS};
 use super::local::LocalDir;
 use super::pack;
 use super::storage::{ObjectInfo, Storage};
@@ -91,6 +91,8 @@ struct ListState {
     changed: bool,
     /// [`CachedStorage::size_of`] listed once in this process already.
     sized: bool,
+    /// Every listing is asked of the remote ([`Storage::distrust_kept_listings`]).
+    fresh: bool,
     /// A change failed: the remote may be unreachable, and a head that
     /// [`Drop`] would owe is not worth a second round of retries (what
     /// the failed work left is unreferenced; `listings.json` stays dirty).
@@ -171,10 +173,17 @@ impl CachedStorage {
     /// The remote's head: its bytes and what they say; None when there is
     /// none or it is not one this version reads (nothing is then cached).
     fn remote_head(&self) -> Result<Option<(Vec<u8>, Head)>> {
-        Ok(self
-            .remote
-            .get(HEAD)?
-            .and_then(|b| Head::parse(&b).map(|h| (b, h))))
+        // Never more than a head's bytes: anyone who can write to the
+        // bucket may put gigabytes under this name, read by every command.
+        // An oversized head is no head (nothing is cached).
+        let bytes = match self.remote.get_at_most(HEAD, HEAD_LIMIT as u64) {
+            Err(e) if e.kind() == crate::error::Kind::Corrupt => {
+                log::warn!("{e}");
+                None
+            }
+            r => r?,
+        };
+        Ok(bytes.and_then(|b| Head::parse(&b).map(|h| (b, h))))
     }
 
     /// Make `st` the listings current under the remote head `head`: kept
@@ -554,7 +563,9 @@ impl Storage for CachedStorage {
         let cached = {
             let mut st = self.listing.lock();
             self.align(&mut st, head.as_ref().map(|h| h.0.as_slice()));
-            head.as_ref().and_then(|_| st.l.get(prefix))
+            head.as_ref()
+                .filter(|_| !st.fresh)
+                .and_then(|_| st.l.get(prefix))
         };
         let listed = match cached {
             Some(l) => l,
@@ -663,6 +674,25 @@ impl Storage for CachedStorage {
         Ok(())
     }
 
+    fn distrust_kept_listings(&self) {
+        self.listing.lock().fresh = true;
+    }
+
+    fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        // What is not cached here is read from the remote, bounded there.
+        if class(name) == Class::Other {
+            return self.remote.get_at_most(name, limit);
+        }
+        match self.get(name)? {
+            Some(b) if b.len() as u64 > limit => Err(super::storage::too_big(
+                &self.remote.describe(),
+                name,
+                limit,
+            )),
+            b => Ok(b),
+        }
+    }
+
     fn will_read(&self, name: &str, bytes: u64) {
         // Only data packs are read by range; a pack already here whole
         // (metadata, or fetched before) needs nothing.
@@ -681,7 +711,9 @@ impl Storage for CachedStorage {
         if bytes.saturating_mul(2) <= size || size > self.limit / 2 {
             return;
         }
-        match self.remote.get(name) {
+        // Bounded by the listed size: the object may have been replaced by
+        // a larger one since (anyone who can write to the bucket can).
+        match self.remote.get_at_most(name, size) {
             Ok(Some(d)) if d.len() as u64 == size => self.remember_range(&Self::all_name(name), &d),
             Ok(_) => log::debug!("cache: {name} changed size or vanished; read by range"),
             Err(e) => {
@@ -861,6 +893,8 @@ mod tests {
     struct Logged {
         inner: LocalDir,
         ops: Mutex<Vec<String>>,
+        /// The bound of each bounded read.
+        limits: Mutex<Vec<u64>>,
     }
 
     impl Storage for Logged {
@@ -876,8 +910,18 @@ mod tests {
             self.inner.put_file(name, file, len)
         }
         fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            // Anyone may put gigabytes under these names in a bucket.
+            assert!(
+                name != HEAD && name != "lease",
+                "{name} read whole, not with get_at_most"
+            );
             self.ops.lock().push(format!("get {name}"));
             self.inner.get(name)
+        }
+        fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+            self.ops.lock().push(format!("get {name}"));
+            self.limits.lock().push(limit);
+            self.inner.get_at_most(name, limit)
         }
         fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
             self.ops.lock().push(format!("range {name}"));
@@ -897,6 +941,7 @@ mod tests {
         Arc::new(Logged {
             inner: LocalDir::new(t.path().join("bucket")),
             ops: Mutex::new(Vec::new()),
+            limits: Mutex::new(Vec::new()),
         })
     }
 
@@ -1015,6 +1060,65 @@ mod tests {
         assert_eq!(count(&remote.ops.lock(), "list "), 1);
     }
 
+    /// A head put back with old bytes (replayed by a bucket writer, or a
+    /// stale read) makes a host serve listings that miss a newer backup's
+    /// index and record; once told to distrust kept listings (prune), it
+    /// lists the bucket and sees them.
+    #[test]
+    fn distrusted_listings_are_asked_of_the_bucket() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        backup(&a, "b1", &bytes(24, 10_000));
+        a.list("index/").unwrap();
+        let old_head = remote.inner.get(HEAD).unwrap().unwrap();
+        let b = host(&remote, &t, "home2");
+        backup(&b, "b2", &bytes(25, 10_000));
+        drop(b);
+        remote.inner.put(HEAD, &old_head).unwrap();
+        let names = |l: Vec<ObjectInfo>| l.into_iter().map(|o| o.name).collect::<Vec<_>>();
+        let bucket = names(remote.inner.list("index/").unwrap());
+        assert_eq!(names(a.list("backups/").unwrap()), ["backups/b1.bk"]);
+        assert_ne!(names(a.list("index/").unwrap()), bucket, "the replay shows");
+        a.distrust_kept_listings();
+        assert_eq!(
+            names(a.list("backups/").unwrap()),
+            ["backups/b1.bk", "backups/b2.bk"]
+        );
+        assert_eq!(names(a.list("index/").unwrap()), bucket);
+    }
+
+    /// A head larger than any head is read no further than its bound and
+    /// taken for no head: listings are asked of the remote, never served
+    /// from what was kept under an earlier head.
+    #[test]
+    fn an_oversized_head_is_no_head() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        backup(&a, "b1", &bytes(23, 10_000));
+        remote.ops.lock().clear();
+        a.list("backups/").unwrap();
+        assert_eq!(count(&remote.ops.lock(), "list "), 0);
+        let mut big = Head::next(None, &[], &[]).encode();
+        big.resize(HEAD_LIMIT + 1, b' ');
+        remote.inner.put(HEAD, &big).unwrap();
+        let e = a.remote.get_at_most(HEAD, HEAD_LIMIT as u64).unwrap_err();
+        assert!(e.to_string().contains("head is damaged"), "{e}");
+        remote.ops.lock().clear();
+        let names: Vec<String> = a
+            .list("backups/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["backups/b1.bk"]);
+        a.list("backups/").unwrap();
+        assert_eq!(count(&remote.ops.lock(), "list "), 2);
+    }
+
     /// A restore that wants more than half of a data pack's bytes fetches
     /// the pack whole, once, and reads every blob from that copy; less
     /// than half, and blobs are read by range.
@@ -1060,6 +1164,17 @@ mod tests {
         let ops = remote.ops.lock().clone();
         assert_eq!(count(&ops, "get packs/"), 0, "{ops:?}");
         assert_eq!(count(&ops, "range "), 2, "{ops:?}");
+        // A pack replaced in the bucket by a far larger one since it was
+        // listed is read no further than its listed size (and not kept).
+        let r = fresh("home4");
+        let pack = r.lookup(&blobs[0].0).unwrap().pack;
+        let name = pack::pack_name(&pack);
+        let listed = remote.inner.get(&name).unwrap().unwrap().len() as u64;
+        remote.inner.put(&name, &vec![0u8; 4 << 20]).unwrap();
+        remote.limits.lock().clear();
+        r.will_read(blobs.iter().map(|b| b.0));
+        assert_eq!(*remote.limits.lock(), [listed]);
+        assert!(r.read_blob(&blobs[0].0).is_err());
     }
 
     /// Writes reach the remote in the store's order (every pack before the
@@ -1071,6 +1186,7 @@ mod tests {
         let remote = Arc::new(Logged {
             inner: LocalDir::new(t.path().join("bucket")),
             ops: Mutex::new(Vec::new()),
+            limits: Mutex::new(Vec::new()),
         });
         let cached = Arc::new(CachedStorage::new(
             remote.clone(),

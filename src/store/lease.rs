@@ -278,8 +278,14 @@ fn stale_reason(r: &LeaseRecord, now_ns: i64, me: Option<&ProcessId>) -> Option<
 
 /// Read the lease of `storage`.
 fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen> {
-    let Some(bytes) = storage.get(LEASE_OBJECT)? else {
-        return Ok(Seen::Free);
+    // Never more than a lease's bytes are read: anyone who can write to
+    // the bucket may put gigabytes here. An oversized one is damaged, and
+    // taken over as such.
+    let bytes = match storage.get_at_most(LEASE_OBJECT, LEASE_MAX_BYTES as u64) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Seen::Free),
+        Err(e) if e.kind() == Kind::Corrupt => return Ok(Seen::Damaged(e.to_string())),
+        Err(e) => return Err(e),
     };
     Ok(match decode(&bytes) {
         Ok(r) => {
@@ -756,6 +762,8 @@ mod tests {
         objects: Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
         /// Writes of the lease fail while set (a network outage).
         lease_down: std::sync::atomic::AtomicBool,
+        /// Reads with a bound ([`Storage::get_at_most`]).
+        bounded: std::sync::atomic::AtomicUsize,
     }
 
     impl Storage for Mem {
@@ -778,6 +786,18 @@ mod tests {
         }
         fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
             Ok(self.objects.lock().get(name).cloned())
+        }
+        fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+            self.bounded
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match self.objects.lock().get(name) {
+                Some(v) if v.len() as u64 > limit => Err(super::super::storage::too_big(
+                    "s3://mem/vault",
+                    name,
+                    limit,
+                )),
+                v => Ok(v.cloned()),
+            }
         }
         fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
             let o = self.objects.lock();
@@ -882,7 +902,7 @@ mod tests {
     /// and a damaged one; a live one of another process is not.
     #[test]
     fn stale_leases_are_taken_over() {
-        let (_t, s, fence) = bucket();
+        let (mem, s, fence) = bucket();
         let me = ProcessId::current();
         assert!(me.is_some(), "/proc tells this process");
         let now = crate::catalog::now_ns();
@@ -936,7 +956,10 @@ mod tests {
         Lease::acquire(s.clone(), "home", fast(), fence.clone()).unwrap();
         s.put(LEASE_OBJECT, &vec![b' '; LEASE_MAX_BYTES + 1])
             .unwrap();
+        // Read with its bound (anyone may put gigabytes there), never whole.
+        let before = mem.bounded.load(std::sync::atomic::Ordering::SeqCst);
         Lease::acquire(s, "home", fast(), fence).unwrap();
+        assert!(mem.bounded.load(std::sync::atomic::Ordering::SeqCst) > before);
     }
 
     #[test]
@@ -1098,6 +1121,13 @@ mod tests {
             fn will_read(&self, _: &str, _: u64) {
                 self.0.lock().push("will_read");
             }
+            fn get_at_most(&self, _: &str, _: u64) -> Result<Option<Vec<u8>>> {
+                self.0.lock().push("get_at_most");
+                Ok(None)
+            }
+            fn distrust_kept_listings(&self) {
+                self.0.lock().push("distrust_kept_listings");
+            }
         }
         let inner = Arc::new(Calls::default());
         let f = Fenced::new(inner.clone(), Arc::new(Fence::default()));
@@ -1109,6 +1139,8 @@ mod tests {
         assert!(f.requests().is_some());
         f.publish().unwrap();
         f.will_read("packs/ab/x.pack", 5);
+        assert_eq!(f.get_at_most("head", 10).unwrap(), None);
+        f.distrust_kept_listings();
         assert_eq!(
             *inner.0.lock(),
             [
@@ -1118,7 +1150,9 @@ mod tests {
                 "forget_cached",
                 "requests",
                 "publish",
-                "will_read"
+                "will_read",
+                "get_at_most",
+                "distrust_kept_listings"
             ]
         );
     }

@@ -30,7 +30,7 @@ pub const HEAD: &str = "head";
 /// The head's `format`.
 pub const HEAD_FORMAT: u32 = 1;
 /// Largest head accepted (one announces at most a few records' names).
-const HEAD_LIMIT: usize = 64 * 1024;
+pub const HEAD_LIMIT: usize = 64 * 1024;
 /// This host's cached listings, in the vault's local directory.
 pub const LISTINGS: &str = "listings.json";
 

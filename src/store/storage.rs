@@ -132,6 +132,38 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn will_read(&self, name: &str, bytes: u64) {
         let _ = (name, bytes);
     }
+
+    /// The whole object if it has at most `limit` bytes, None when absent;
+    /// a larger one is an error of kind Corrupt naming it. For the small
+    /// objects at a bucket's root that anyone who can write to the bucket
+    /// may replace (`head`, `lease`): an object store reads no more than
+    /// `limit` + 1 bytes of it, so a hostile multi-gigabyte object costs
+    /// no memory (docs/SECURITY.md). This default reads it whole first: a
+    /// backend of the host's own files may keep it; a wrapper or a remote
+    /// backend must not.
+    /// From now on in this process, every [`Storage::list`] asks the
+    /// source, never a listing kept under an unchanged head: for prune,
+    /// which deletes what no index it sees names. A stale or replayed
+    /// `head` (anyone who can write to the bucket can put an old one back)
+    /// would otherwise hide a newer backup's index and record from it, and
+    /// that backup's packs would be deleted as orphans. Others do nothing.
+    fn distrust_kept_listings(&self) {}
+
+    fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        match self.get(name)? {
+            Some(b) if b.len() as u64 > limit => Err(too_big(&self.describe(), name, limit)),
+            b => Ok(b),
+        }
+    }
+}
+
+/// The error for object `name` of `at` (a directory or bucket) larger than
+/// `limit` bytes, named as [`object_label`] names it.
+pub fn too_big(at: &str, name: &str, limit: u64) -> Error {
+    let sep = if at.ends_with('/') { "" } else { "/" };
+    Error::corrupt(format!(
+        "{at}{sep}{name} is damaged: it has more than the {limit} bytes such an object may have"
+    ))
 }
 
 /// An object's bytes as a reader holds them: mapped where the backend can

@@ -422,6 +422,10 @@ impl Storage for S3Storage {
     }
 
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.get_at_most(name, u64::MAX)
+    }
+
+    fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         check_name(name)?;
         let key = self.cfg.location.key(name);
         self.retrying("GET", name, || {
@@ -431,7 +435,14 @@ impl Storage for S3Storage {
                 .sign(SIGN_TTL);
             let resp = self.exchange(Class::Get, http::Method::GET, &url, &[], &Payload::None)?;
             match resp.status().as_u16() {
-                200 => self.read_body(resp, u64::MAX).map(Some),
+                // read_body's only final errors are of an oversized body:
+                // said again naming the object.
+                200 => match self.read_body(resp, limit) {
+                    Err(Failure::Fatal(e)) if e.kind() == crate::error::Kind::Corrupt => Err(
+                        Failure::Fatal(super::storage::too_big(&self.describe(), name, limit)),
+                    ),
+                    r => r.map(Some),
+                },
                 404 => {
                     let f = self.status_failure("GET", name, resp);
                     match f {
@@ -681,6 +692,82 @@ mod tests {
         assert!(e.contains("not sent"), "{e}");
         assert!(e.contains("s3://bkt/p/index/aa.idx at "), "{e}");
         assert!(e.contains("gave up after 2 attempts"), "{e}");
+    }
+
+    /// A server answering every request once with `head` (status line and
+    /// headers) then `body_len` bytes, then closing; its endpoint.
+    fn one_answer(head: &'static str, body_len: usize) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ep = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let _ = c.write_all(head.as_bytes());
+                let chunk = vec![b'{'; 64 * 1024];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if c.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+            }
+        });
+        ep
+    }
+
+    /// The small objects anyone with write access to the bucket may replace
+    /// (`head`, `lease`) are read with a bound: an object announcing
+    /// gigabytes is refused before its body is read, one sending more than
+    /// the bound without saying its length is cut at one byte past it;
+    /// either is a final error naming the object, not a retry.
+    #[test]
+    fn bounded_gets_refuse_oversized_objects_without_reading_them() {
+        let storage = |ep: &str| {
+            let mut c = S3Config::from_lookup("s3://bkt/p", Some(ep), env(KEYS)).unwrap();
+            c.retry = RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            };
+            S3Storage::new(c).unwrap()
+        };
+        let s = storage(&one_answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 17179869184\r\n\r\n",
+            1 << 20,
+        ));
+        let e = s.get_at_most("head", 65536).unwrap_err();
+        assert_eq!(e.kind(), crate::error::Kind::Corrupt, "{e}");
+        assert!(e.to_string().contains("s3://bkt/p/head"), "{e}");
+        assert!(e.to_string().contains("65536 bytes"), "{e}");
+        assert_eq!(s.counters().get_requests, 1, "not retried");
+        assert_eq!(s.counters().bytes_down, 0, "no byte read");
+        let s = storage(&one_answer(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            8 << 20,
+        ));
+        let e = s.get_at_most("lease", 4096).unwrap_err();
+        assert_eq!(e.kind(), crate::error::Kind::Corrupt, "{e}");
+        assert!(e.to_string().contains("s3://bkt/p/lease"), "{e}");
+        assert_eq!(s.counters().get_requests, 1, "not retried");
+        assert!(
+            s.counters().bytes_down <= 4097,
+            "{}",
+            s.counters().bytes_down
+        );
+        // Within the bound: read as by get.
+        let s = storage(&one_answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            3,
+        ));
+        assert_eq!(s.get_at_most("head", 3).unwrap().unwrap(), b"{{{");
     }
 
     #[test]

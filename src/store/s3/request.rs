@@ -202,11 +202,15 @@ impl S3Storage {
         // Reserve what was announced, but never trust it for more than the
         // limit (checked above) nor beyond a sane first allocation.
         let mut buf = Vec::with_capacity(announced.unwrap_or(0).min(64 << 20) as usize);
+        // At most one byte past the limit is read: a longer body (no
+        // Content-Length, or a false one) is then refused as oversized
+        // below, not retried as cut short by the reader's own limit.
         let mut reader = resp
             .into_body()
             .into_with_config()
-            .limit(limit.saturating_add(1))
-            .reader();
+            .limit(u64::MAX)
+            .reader()
+            .take(limit.saturating_add(1));
         let r = reader.read_to_end(&mut buf);
         self.counters
             .down
