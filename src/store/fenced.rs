@@ -78,4 +78,7 @@ impl Storage for Fenced {
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.inner.get_at_most(name, limit)
     }
+    fn distrust_kept_listings(&self) {
+        self.inner.distrust_kept_listings()
+    }
 }
