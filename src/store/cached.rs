@@ -54,6 +54,10 @@ use std::sync::Arc;
 /// megabytes of restores to be read twice without a download.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
+/// Data packs are read into the cache in aligned blocks of this size
+/// ([`CachedStorage::get_blocks`]).
+const BLOCK: u64 = 1 << 20;
+
 /// A remote vault with a local cache. See the module docs.
 pub struct CachedStorage {
     remote: Arc<dyn Storage>,
@@ -369,6 +373,78 @@ impl CachedStorage {
         format!("{name}.{offset}-{len}")
     }
 
+    /// Bytes `offset..offset+len` of data pack `name` through the block
+    /// cache: the pack is read in aligned blocks of [`BLOCK`] bytes, each
+    /// missing run of blocks with one ranged GET, and the blocks are kept
+    /// like any range. A restore or a `cp -a` of many small files reads
+    /// their chunks in the order the backup wrote them, so one GET serves
+    /// every chunk of a block (one GET per chunk was one per file: 10,958
+    /// GETs to restore 10,947 files, measured). None when the pack's size
+    /// is not known here or the range is not within it: the caller then
+    /// asks for the exact range (and gets the error naming the object).
+    fn get_blocks(&self, name: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        let Some(size) = self.size_of(name) else {
+            return Ok(None);
+        };
+        let Some(end) = offset.checked_add(len).filter(|e| *e <= size && len > 0) else {
+            return Ok(None);
+        };
+        // A small cache (tests, or a tiny --cache-size) gets smaller
+        // blocks: sixteen fit in it.
+        let bsize = BLOCK.min((self.limit / 16).max(4096));
+        let block = |b: u64| {
+            let start = b * bsize;
+            (start, bsize.min(size - start))
+        };
+        let key = |b: u64| {
+            let (start, blen) = block(b);
+            Self::range_name(name, start, blen)
+        };
+        let (first, last) = (offset / bsize, (end - 1) / bsize);
+        let mut out = Vec::with_capacity(len as usize);
+        let mut b = first;
+        while b <= last {
+            let (start, blen) = block(b);
+            let data = match self.cached_range(&key(b), blen) {
+                Some(d) => d,
+                None => {
+                    // This block and the missing ones after it (up to the
+                    // last wanted): one GET.
+                    let mut e = b;
+                    while e < last && self.ranges.get(&key(e + 1)).ok().flatten().is_none() {
+                        e += 1;
+                    }
+                    let (estart, elen) = block(e);
+                    let span = estart + elen - start;
+                    let d = self.remote.get_range(name, start, span)?;
+                    if d.len() as u64 != span {
+                        return Err(Error::corrupt(format!(
+                            "{}: asked for {span} bytes at offset {start}, got {}",
+                            super::storage::object_label(self, name),
+                            d.len()
+                        )));
+                    }
+                    for k in b..=e {
+                        let (ks, kl) = block(k);
+                        let at = (ks - start) as usize;
+                        self.remember_range(&key(k), &d[at..at + kl as usize]);
+                    }
+                    // Copy the wanted part of every fetched block.
+                    let from = offset.max(start) - start;
+                    let to = end.min(estart + elen) - start;
+                    out.extend_from_slice(&d[from as usize..to as usize]);
+                    b = e + 1;
+                    continue;
+                }
+            };
+            let from = offset.max(start) - start;
+            let to = end.min(start + blen) - start;
+            out.extend_from_slice(&data[from as usize..to as usize]);
+            b += 1;
+        }
+        Ok(Some(out))
+    }
+
     /// A cached range, marked as used now (least recently used goes
     /// first), or None.
     fn cached_range(&self, key: &str, len: u64) -> Option<Vec<u8>> {
@@ -537,6 +613,9 @@ impl Storage for CachedStorage {
                 }
             }
             if let Some(d) = self.cached_all(name, offset, len) {
+                return Ok(d);
+            }
+            if let Some(d) = self.get_blocks(name, offset, len)? {
                 return Ok(d);
             }
             let key = Self::range_name(name, offset, len);
@@ -1119,6 +1198,37 @@ mod tests {
         assert_eq!(count(&remote.ops.lock(), "list "), 2);
     }
 
+    /// Many small blobs read one by one (a restore of small files, a
+    /// `cp -a` through the mount) cost one ranged GET per block of the
+    /// pack, not one per blob; every blob still verifies.
+    #[test]
+    fn small_blobs_are_read_by_the_block() {
+        let t = tempfile::tempdir().unwrap();
+        let remote = logged(&t);
+        let a = host(&remote, &t, "home");
+        Repo::create_in(&*a).unwrap();
+        let repo = Repo::open_in(a.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let blobs: Vec<(BlobId, Vec<u8>)> = (0..60u32)
+            .map(|i| {
+                let b = bytes(100 + i, 3000);
+                (w.add(BlobKind::Data, &b).unwrap().id, b)
+            })
+            .collect();
+        w.finish().unwrap();
+        a.put("backups/b.bk", b"b").unwrap();
+        let c = host(&remote, &t, "home2");
+        let r = Repo::open_in(c.clone(), "v").unwrap();
+        r.used_bytes().unwrap();
+        remote.ops.lock().clear();
+        for (id, b) in &blobs {
+            assert_eq!(&r.read_blob(id).unwrap(), b);
+        }
+        let ops = remote.ops.lock().clone();
+        assert_eq!(count(&ops, "range "), 1, "{ops:?}");
+        assert_eq!(count(&ops, "get packs/"), 0, "{ops:?}");
+    }
+
     /// A restore that wants more than half of a data pack's bytes fetches
     /// the pack whole, once, and reads every blob from that copy; less
     /// than half, and blobs are read by range.
@@ -1163,7 +1273,9 @@ mod tests {
         }
         let ops = remote.ops.lock().clone();
         assert_eq!(count(&ops, "get packs/"), 0, "{ops:?}");
-        assert_eq!(count(&ops, "range "), 2, "{ops:?}");
+        // The two blobs lie side by side in the pack: their blocks are
+        // fetched with one ranged GET (get_blocks).
+        assert_eq!(count(&ops, "range "), 1, "{ops:?}");
         // A pack replaced in the bucket by a far larger one since it was
         // listed is read no further than its listed size (and not kept).
         let r = fresh("home4");
