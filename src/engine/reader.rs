@@ -312,7 +312,10 @@ impl ChunkCache {
             }
             g.ahead += c.len as usize;
         }
-        let (cache, repo, id, len) = (self.clone(), repo.clone(), c.id, c.len as usize);
+        // The job holds the store weakly: a job still queued when its
+        // reader (the mount) is gone does nothing, and never keeps a
+        // store's mapped files in use after it ([`ChunkCache::wait_idle`]).
+        let (cache, repo, id, len) = (self.clone(), Arc::downgrade(repo), c.id, c.len as usize);
         helpers().submit(Box::new(move || {
             // Counted out even if the read unwinds: else read-ahead would
             // stay off for good once half the cache's worth had.
@@ -320,11 +323,27 @@ impl ChunkCache {
             impl Drop for Queued {
                 fn drop(&mut self) {
                     self.0.shared.inner.lock().ahead -= self.1;
+                    self.0.shared.loaded.notify_all();
                 }
             }
             let queued = Queued(cache, len);
-            let _ = queued.0.get(&repo, &id);
+            if let Some(repo) = repo.upgrade() {
+                let _ = queued.0.get(&repo, &id);
+            }
         }));
+    }
+
+    /// Wait until no read-ahead of this cache is queued or running: the
+    /// owner (the mount's tree) calls it as it ends, so that no helper
+    /// reads its store's files after it (a store's files may then change:
+    /// the damage tests rewrite them in place).
+    pub fn wait_idle(&self) {
+        let mut g = self.shared.inner.lock();
+        while g.ahead > 0 {
+            self.shared
+                .loaded
+                .wait_for(&mut g, std::time::Duration::from_millis(50));
+        }
     }
 }
 

@@ -252,8 +252,10 @@ pub struct Vfs {
     trees: Mutex<NumMap<(u64, BlobId), Dir>>,
     cache: ChunkCache,
     running: Mutex<HashMap<(String, String), Arc<Running>>>,
-    waiters: Mutex<Vec<Waiter>>,
-    wake: Condvar,
+    /// Shared with the reaper thread, which waits on them without keeping
+    /// the tree alive (it holds the tree weakly).
+    waiters: Arc<Mutex<Vec<Waiter>>>,
+    wake: Arc<Condvar>,
     files: Mutex<NumMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     next_ctx: AtomicU64,
@@ -291,6 +293,13 @@ fn err_errno(e: &Error) -> Errno {
     e.errno()
 }
 
+impl Drop for Vfs {
+    /// No read-ahead of this tree's outlives it (engine::reader).
+    fn drop(&mut self) {
+        self.cache.wait_idle();
+    }
+}
+
 impl Vfs {
     /// A tree over `store`; starts the thread that answers parked requests.
     pub fn new(store: Store, opts: VfsOptions) -> Arc<Vfs> {
@@ -306,8 +315,8 @@ impl Vfs {
             trees: Mutex::new(NumMap::default()),
             cache: ChunkCache::new(32 << 20),
             running: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(Vec::new()),
-            wake: Condvar::new(),
+            waiters: Arc::new(Mutex::new(Vec::new())),
+            wake: Arc::new(Condvar::new()),
             files: Mutex::new(NumMap::default()),
             next_fh: AtomicU64::new(1),
             next_ctx: AtomicU64::new(1),

@@ -225,14 +225,20 @@ pub(super) fn reaper(vfs: std::sync::Weak<Vfs>) {
         } else if reads > 0 {
             v.trimmed.store(false, Ordering::Relaxed);
         }
-        let next = v.waiters.lock().iter().map(|w| w.deadline).min();
-        let mut guard = v.waiters.lock();
-        let timeout = next
+        // Wait without holding the tree: a tree its owner dropped goes at
+        // once, not up to a wait later on this thread (with read-ahead
+        // still reading its store meanwhile).
+        let (waiters, wake) = (v.waiters.clone(), v.wake.clone());
+        let mut guard = waiters.lock();
+        let timeout = guard
+            .iter()
+            .map(|w| w.deadline)
+            .min()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_millis(500))
             .min(Duration::from_millis(500));
-        v.wake.wait_for(&mut guard, timeout);
-        drop(guard);
         drop(v);
+        wake.wait_for(&mut guard, timeout);
+        drop(guard);
     }
 }
