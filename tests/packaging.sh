@@ -172,7 +172,7 @@ cts=$(metric "$P" cbrfs_last_check_timestamp_seconds vault=mv)
 expect_eq "last check time is recent" "$(python3 -c "import time; print($before <= float('$cts') <= time.time())")" "True"
 expect_eq "last check did not read data" "$(metric "$P" cbrfs_last_check_read_data vault=mv)" "0"
 expect_eq "every family has HELP and TYPE" \
-	"$(grep -c '^# HELP cbrfs_' "$T/metrics.txt"):$(grep -c '^# TYPE cbrfs_.* gauge$' "$T/metrics.txt")" "10:10"
+	"$(grep -c '^# HELP cbrfs_' "$T/metrics.txt"):$(grep -c '^# TYPE cbrfs_.* gauge$' "$T/metrics.txt")" "11:11"
 
 # A damaged pack: check fails, and the metric says so.
 pack=$(find "$STORE" -path '*packs*' -type f | head -1)
