@@ -94,7 +94,20 @@ impl Repo {
         self.storage.publish()?;
         // 2. The old indexes, then the dead packs: a reader that still maps
         // an old index and finds its pack gone re-lists and finds the new.
-        for f in old.iter().filter(|f| **f != new) {
+        self.retire(old.iter().map(String::as_str), &new, dead, &live)
+    }
+
+    /// The end of both prune commits, once the new index is out: delete
+    /// the indexes `old` (but `new`), then the packs `dead` that no live
+    /// blob is in, write the head again, and read the indexes anew.
+    fn retire<'a>(
+        &self,
+        old: impl Iterator<Item = &'a str>,
+        new: &str,
+        dead: &[BlobId],
+        live: &std::collections::HashSet<BlobId>,
+    ) -> Result<()> {
+        for f in old.filter(|f| *f != new) {
             self.storage.delete(f)?;
         }
         for p in dead.iter().filter(|p| !live.contains(p)) {
@@ -157,17 +170,7 @@ impl Repo {
         // Other hosts' cached listings name the mark and the new index
         // before anything goes (docs/FORMAT.md §19.4).
         self.storage.publish()?;
-        for f in old.iter().map(|i| i.name()).filter(|f| *f != new) {
-            self.storage.delete(f)?;
-        }
-        for p in delete_now.iter().filter(|p| !live.contains(p)) {
-            self.storage
-                .delete(&super::pack::pack_name(p))
-                .map_err(|e| e.context(format!("vault {}: remove pack {p}", self.vault)))?;
-        }
-        self.storage.publish()?;
-        self.refresh()?;
-        self.drop_pack_cache();
+        self.retire(old.iter().map(|i| i.name()), &new, delete_now, &live)?;
         Ok(mark_name)
     }
 

@@ -1,7 +1,9 @@
 //! The bounds of a restore: no more entries and bytes than the backup
 //! records, and no chunk beyond its file's recorded size.
 
+use crate::engine::reader::Chunks;
 use crate::error::{Error, Result};
+use crate::model::ChunkRef;
 use crate::model::{BackupRecord, Content, Node, ResourceBackup};
 
 /// The most a restore of one resource may create: the totals its backup
@@ -73,6 +75,31 @@ pub(super) fn check_chunk_within(
             rec.name
         ))),
     }
+}
+
+/// The chunks of `chunks` up to the first that reaches past `size` (the
+/// record's size of the file or disk), whose error is left in `refused`:
+/// checked before a chunk is read or written, so helpers reading ahead read
+/// none past it.
+pub(super) fn chunks_within<'a>(
+    shown: &'a str,
+    rec: &'a BackupRecord,
+    size: u64,
+    chunks: Chunks,
+    refused: &'a mut Option<Error>,
+) -> impl Iterator<Item = ChunkRef> + Send + 'a {
+    chunks
+        .into_iter()
+        .map_while(
+            move |c| match check_chunk_within(shown, rec, size, c.offset, c.len as u64) {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    *refused = Some(e);
+                    None
+                }
+            },
+        )
+        .fuse()
 }
 
 /// Check a node's chunk-list spans against its size before any list is

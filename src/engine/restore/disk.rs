@@ -1,7 +1,7 @@
 //! Disk restore: a disk backup written to a new image file, an empty file,
 //! a block device, or (in place) its original disk.
 
-use super::budget::{check_chunk_within, check_lists_within, Budget};
+use super::budget::{check_lists_within, chunks_within, Budget};
 use super::target::{open_dir_path, split_target};
 use super::RestoreStats;
 use crate::engine::progress::Progress;
@@ -185,18 +185,13 @@ pub(super) fn write_disk(
     // Before a chunk is read or written: no chunk may reach past the
     // disk's recorded size. The first that does ends the chunks.
     let mut refused = None;
-    let chunks = reader::all_chunks(repo, node)?
-        .into_iter()
-        .map_while(
-            |c| match check_chunk_within(&shown, rec, node.size, c.offset, c.len as u64) {
-                Ok(()) => Some(c),
-                Err(e) => {
-                    refused = Some(e);
-                    None
-                }
-            },
-        )
-        .fuse();
+    let chunks = chunks_within(
+        &shown,
+        rec,
+        node.size,
+        reader::all_chunks(repo, node)?,
+        &mut refused,
+    );
     // The chunks are read, decrypted and verified on helper threads ahead
     // of the writes.
     reader::for_each_chunk(

@@ -3,7 +3,7 @@
 //! linked to their group's first name, files written, and owner, mode,
 //! xattrs and times set through a descriptor.
 
-use super::budget::{check_chunk_within, check_lists_within};
+use super::budget::{check_lists_within, chunks_within};
 use super::target::make_dir_at;
 use super::tree::Restorer;
 use crate::engine::reader;
@@ -199,18 +199,7 @@ impl Restorer<'_> {
         // size, the record's size of the file is the bound. The first
         // chunk out of bounds ends the chunks (helpers read none past it).
         let mut refused = None;
-        let chunks = chunks
-            .into_iter()
-            .map_while(
-                |c| match check_chunk_within(&shown, rec, n.size, c.offset, c.len as u64) {
-                    Ok(()) => Some(c),
-                    Err(e) => {
-                        refused = Some(e);
-                        None
-                    }
-                },
-            )
-            .fuse();
+        let chunks = chunks_within(&shown, rec, n.size, chunks, &mut refused);
         // A large file's chunks are read, decrypted and verified on helper
         // threads ahead of the writes.
         reader::for_each_chunk(
