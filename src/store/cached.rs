@@ -318,9 +318,7 @@ impl CachedStorage {
         let key = Self::all_name(name);
         let m = self.ranges.map(&key).ok().flatten()?;
         let end = offset.checked_add(len).filter(|e| *e <= m.len() as u64)?;
-        if let Ok(f) = File::open(self.ranges.root().join(&key)) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        self.touch(&key);
         Some(m[offset as usize..end as usize].to_vec())
     }
 
@@ -416,9 +414,7 @@ impl CachedStorage {
                 .filter(|m| m.len() as u64 == blen);
             let data = match cached {
                 Some(m) => {
-                    if let Ok(f) = File::open(self.ranges.root().join(key(b))) {
-                        let _ = f.set_modified(std::time::SystemTime::now());
-                    }
+                    self.touch(&key(b));
                     m
                 }
                 None => {
@@ -459,6 +455,20 @@ impl CachedStorage {
         Ok(Some(out))
     }
 
+    /// Mark cached range `key` as used now (least recently used goes
+    /// first). The cache directory is this store's own, but a link put
+    /// there is still not followed.
+    fn touch(&self, key: &str) {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.ranges.root().join(key))
+        {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
     /// A cached range, marked as used now (least recently used goes
     /// first), or None.
     fn cached_range(&self, key: &str, len: u64) -> Option<Vec<u8>> {
@@ -467,9 +477,7 @@ impl CachedStorage {
             // A torn or damaged entry: not served, replaced below.
             return None;
         }
-        if let Ok(f) = File::open(self.ranges.root().join(key)) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        self.touch(key);
         Some(data)
     }
 
