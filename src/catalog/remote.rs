@@ -33,6 +33,26 @@ impl Store {
         Ok(WriterLock::new(flock, lease))
     }
 
+    /// [`Store::try_backup_lock`] for a backup: a live lease of another
+    /// writer is refused here as there, but the lease's settle time and
+    /// read-back go on on a thread while the backup starts (its packs may
+    /// go up meanwhile; its indexes, head and record wait for the lease,
+    /// and a lease refused then fails them with the busy error:
+    /// store/lease.rs, `Lease::begin`).
+    pub fn try_backup_lock_early(&self, name: &str) -> Result<WriterLock> {
+        let flock = self.try_local_backup_lock(name)?;
+        if self.registration(name)?.is_none() {
+            return Ok(WriterLock::new(flock, None));
+        }
+        let confirming = lease::Lease::begin(
+            self.vault_storage(name)?,
+            name,
+            lease::Timing::from_env()?,
+            self.fence(name),
+        )?;
+        Ok(WriterLock::confirming(flock, confirming))
+    }
+
     /// This store's writer lock of vault `name` alone (`backup.lock`).
     pub(super) fn try_local_backup_lock(&self, name: &str) -> Result<Flock> {
         let path = self.vault_dir(name).join("backup.lock");
