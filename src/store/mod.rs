@@ -53,7 +53,7 @@ pub mod lease;
 mod listing;
 pub mod local;
 mod maintenance;
-mod marks;
+pub mod marks;
 mod pack;
 mod prefetch;
 pub use maintenance::IndexRebuild;
