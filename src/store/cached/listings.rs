@@ -180,7 +180,8 @@ impl CachedStorage {
     }
 
     /// Bring the local copies under `prefix` in line with listing
-    /// `listed` of the remote: drop copies of objects no longer there, and
+    /// `listed` of the remote: drop copies of objects no longer there (a
+    /// key slot removed on another host is no longer offered), and
     /// fetch backup records not yet here (the mount finds backups by their
     /// local file). A copy dropped because the listing lagged is fetched
     /// again when read.

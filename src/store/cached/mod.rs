@@ -10,11 +10,13 @@
 //! ```text
 //! vault.json                  the registration: this host's copy of the
 //!                             vault's settings, naming the remote
-//! key, index/<id>.idx, backups/<b>.bk, packs/<hh>/<id>.pack
-//!                             whole copies: the key, every index, backup
+//! key, keys/<n>, index/<id>.idx, backups/<b>.bk, packs/<hh>/<id>.pack
+//!                             whole copies: the key (or an encrypted
+//!                             vault's key slots), every index, backup
 //!                             records, and packs of trees and chunk lists
-//!                             (metadata); a listing of `index/` or
-//!                             `backups/` brings them in line with the remote
+//!                             (metadata); a listing of `index/`, `keys/`
+//!                             or `backups/` brings them in line with the
+//!                             remote
 //! cache/packs/<hh>/<id>.pack.<offset>-<len>
 //!                             byte ranges of data packs, bounded by the
 //!                             cache size, least recently used out first
@@ -84,6 +86,9 @@ pub struct CachedStorage {
     /// ranges, so that an unreachable bucket costs one round of retries
     /// per blob read, not two.
     whole_failed: std::sync::atomic::AtomicBool,
+    /// Objects at the vault's root that this process found absent in the
+    /// remote (and has not put since): not asked again.
+    absent: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for CachedStorage {
@@ -101,7 +106,8 @@ impl std::fmt::Debug for CachedStorage {
 enum Class {
     /// The local registration, kept beside the cache (never evicted).
     Registration,
-    /// Always kept whole: small, and read at every open.
+    /// Always kept whole: small, and read at every open (the key, an
+    /// encrypted vault's key slots, indexes, records).
     Whole,
     /// A pack: whole if it holds only metadata, else by range.
     Pack,
@@ -112,7 +118,11 @@ enum Class {
 fn class(name: &str) -> Class {
     if name == "vault.json" {
         Class::Registration
-    } else if name == "key" || name.starts_with("index/") || name.starts_with("backups/") {
+    } else if name == "key"
+        || name.starts_with("index/")
+        || name.starts_with("backups/")
+        || name.starts_with("keys/")
+    {
         Class::Whole
     } else if name.starts_with("packs/") {
         Class::Pack
@@ -134,6 +144,7 @@ impl CachedStorage {
             whole_maps: Mapped::new(),
             listing: Mutex::new(ListState::default()),
             whole_failed: std::sync::atomic::AtomicBool::new(false),
+            absent: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -173,6 +184,7 @@ impl Storage for CachedStorage {
         }
         // The remote first: the object is published when this returns.
         self.failing(self.remote.put(name, data))?;
+        self.absent.lock().remove(name);
         self.listing.lock().l.changed(name, Some(data.len() as u64));
         if record {
             self.settle();
@@ -206,9 +218,21 @@ impl Storage for CachedStorage {
                 if let Some(d) = self.cached_whole(name)? {
                     return Ok(Some(d));
                 }
+                // An object at the root found absent is not asked again by
+                // this process: an encrypted vault's `key`, whose absence
+                // is checked at every open (a planted clear key), costs
+                // one GET per command, not one per open.
+                let root = !name.contains('/');
+                if root && self.absent.lock().contains(name) {
+                    return Ok(None);
+                }
                 let d = self.remote.get(name)?;
-                if let Some(d) = &d {
-                    self.remember(&self.whole, name, d);
+                match &d {
+                    Some(d) => self.remember(&self.whole, name, d),
+                    None if root => {
+                        self.absent.lock().insert(name.to_string());
+                    }
+                    None => {}
                 }
                 Ok(d)
             }
@@ -284,7 +308,7 @@ impl Storage for CachedStorage {
                 listed
             }
         };
-        if prefix == "backups/" || prefix == "index/" {
+        if prefix == "backups/" || prefix == "index/" || prefix == "keys/" {
             self.sync(prefix, &listed);
         }
         Ok(listed)

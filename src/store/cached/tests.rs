@@ -617,6 +617,66 @@ fn encrypted_vault_round_trips_and_a_flipped_byte_in_the_bucket_is_detected() {
     assert_eq!(repo.read_blob(&d).unwrap(), data);
 }
 
+/// An encrypted vault's key slots are kept on the host: another process
+/// unlocks from the cached slot without reading one from the bucket, and
+/// asks the bucket for a clear `key` once, however often it opens the
+/// vault. A cached slot that no longer opens (damaged here) is dropped
+/// and the bucket's read again; a slot removed in the bucket (by another
+/// host, which writes a head) is no longer offered from the cache.
+#[test]
+fn key_slots_are_cached_and_a_bad_copy_is_read_again() {
+    use crate::crypto::slot::{self, KdfParams, Secret};
+    use crate::store::keyring::{self, Slots};
+    let t = tempfile::tempdir().unwrap();
+    let remote = logged(&t);
+    let a = host(&remote, &t, "home");
+    let params = KdfParams::parse("m=64,t=1,p=1").unwrap();
+    keyring::create_encrypted_with(&*a, "v", Secret::Password(b"pw"), params).unwrap();
+    a.publish().unwrap();
+    let pw = Secret::Password(b"pw");
+    // Host two, a cold cache: the slot comes from the bucket.
+    let b = host(&remote, &t, "home2");
+    remote.ops.lock().clear();
+    let (n, master) = keyring::unlock_slots(&*b, "v", pw).unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(count(&remote.ops.lock(), "get keys/"), 1);
+    // Its next process: from the cache; the clear `key` asked once.
+    drop(b);
+    let b = host(&remote, &t, "home2");
+    remote.ops.lock().clear();
+    keyring::unlock_slots(&*b, "v", pw).unwrap();
+    for _ in 0..3 {
+        assert!(b.get("key").unwrap().is_none());
+    }
+    let ops = remote.ops.lock().clone();
+    assert_eq!(count(&ops, "get keys/"), 0, "{ops:?}");
+    assert_eq!(count(&ops, "get key"), 1, "{ops:?}");
+    // A damaged copy: dropped, and the bucket's slot opens.
+    let copy = t.path().join("home2").join(slot::slot_name(0));
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x20;
+    std::fs::write(&copy, &bytes).unwrap();
+    remote.ops.lock().clear();
+    keyring::unlock_slots(&*b, "v", pw).unwrap();
+    assert_eq!(count(&remote.ops.lock(), "get keys/"), 1);
+    assert_ne!(
+        std::fs::read(&copy).unwrap(),
+        bytes,
+        "the copy was replaced"
+    );
+    // Host one adds a slot and removes slot 0: host two's next listing
+    // drops its copy of slot 0, and the old password no longer opens.
+    slot::add_slot(&Slots(&*a), "v", &master, Secret::Password(b"pw2"), params).unwrap();
+    slot::remove_slot(&Slots(&*a), "v", 0, &master).unwrap();
+    a.publish().unwrap();
+    let e = keyring::unlock_slots(&*b, "v", pw).unwrap_err();
+    assert_eq!(e.kind(), crate::error::Kind::Invalid, "{e}");
+    assert!(!copy.exists());
+    let (n, _) = keyring::unlock_slots(&*b, "v", Secret::Password(b"pw2")).unwrap();
+    assert_eq!(n, 1);
+}
+
 /// A data pack read blob after blob from a cold cache: the blocks ahead
 /// are fetched by a helper while the reader uses the current ones, in
 /// fewer GETs than blocks, and every blob reads back exactly; read again
