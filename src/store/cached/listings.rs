@@ -8,6 +8,7 @@ use super::CachedStorage;
 use crate::error::Result;
 use crate::store::listing::{Head, Listings, HEAD, HEAD_LIMIT, LISTINGS};
 use crate::store::storage::{ObjectInfo, Storage};
+use std::time::Instant;
 
 /// A head as read from the remote: its bytes and what they say.
 pub(super) type RemoteHead = (Vec<u8>, Head);
@@ -30,6 +31,9 @@ pub(super) struct ListState {
     /// [`Drop`] would owe is not worth a second round of retries (what
     /// the failed work left is unreferenced; `listings.json` stays dirty).
     pub(super) failed: bool,
+    /// The remote's head as last read or written by this process, and
+    /// when ([`CachedStorage::recent_head`]).
+    pub(super) seen: Option<(Instant, Option<RemoteHead>)>,
 }
 
 impl CachedStorage {
@@ -59,7 +63,29 @@ impl CachedStorage {
             }
             r => r?,
         };
-        Ok(bytes.and_then(|b| Head::parse(&b).map(|h| (b, h))))
+        let head = bytes.and_then(|b| Head::parse(&b).map(|h| (b, h)));
+        self.listing.lock().seen = Some((Instant::now(), head.clone()));
+        Ok(head)
+    }
+
+    /// The remote's head for a listing: the one this process read or
+    /// wrote less than its head TTL ago, else read now. A command lists
+    /// several prefixes within a second, and each asked for the head (11
+    /// GETs of it in an unchanged re-backup, measured); a long-lived
+    /// reader (a mount) sees another host's backup at most a TTL later.
+    /// Changing the remote asks afresh ([`CachedStorage::before_change`]
+    /// calls [`CachedStorage::remote_head`]); so does a process told to
+    /// distrust kept listings.
+    pub(super) fn recent_head(&self) -> Result<Option<RemoteHead>> {
+        {
+            let st = self.listing.lock();
+            if let Some((at, head)) = &st.seen {
+                if !st.fresh && at.elapsed() < self.head_ttl {
+                    return Ok(head.clone());
+                }
+            }
+        }
+        self.remote_head()
     }
 
     /// Make `st` the listings current under the remote head `head`: kept
@@ -135,6 +161,10 @@ impl CachedStorage {
         let bytes = Head::next(prev.as_ref(), added, removed).encode();
         self.failing(self.remote.put(HEAD, &bytes))?;
         let mut st = self.listing.lock();
+        st.seen = Some((
+            Instant::now(),
+            Head::parse(&bytes).map(|h| (bytes.clone(), h)),
+        ));
         st.l.head = String::from_utf8(bytes).ok();
         Ok(())
     }

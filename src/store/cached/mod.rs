@@ -89,7 +89,16 @@ pub struct CachedStorage {
     /// Objects at the vault's root that this process found absent in the
     /// remote (and has not put since): not asked again.
     absent: Mutex<std::collections::HashSet<String>>,
+    /// How long a head read or written by this process stands for the
+    /// remote's in a listing ([`HEAD_TTL`] for a vault's cache; zero, every
+    /// listing asks, unless set).
+    head_ttl: std::time::Duration,
 }
+
+/// How long a cached vault trusts the head it last saw for a listing: a
+/// mount shows another host's new backup at most this much later (the
+/// bound docs/FORMAT.md §19.4 gives).
+pub const HEAD_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for CachedStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,7 +154,15 @@ impl CachedStorage {
             listing: Mutex::new(ListState::default()),
             whole_failed: std::sync::atomic::AtomicBool::new(false),
             absent: Mutex::new(std::collections::HashSet::new()),
+            head_ttl: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same, trusting a head it saw less than `ttl` ago for listings
+    /// ([`HEAD_TTL`]).
+    pub fn with_head_ttl(mut self, ttl: std::time::Duration) -> CachedStorage {
+        self.head_ttl = ttl;
+        self
     }
 
     /// The remote storage.
@@ -279,8 +296,9 @@ impl Storage for CachedStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        // One GET says whether the listings kept are still the remote's.
-        let head = self.remote_head()?;
+        // One GET says whether the listings kept are still the remote's
+        // (at most one per head TTL).
+        let head = self.recent_head()?;
         let cached = {
             let mut st = self.listing.lock();
             self.align(&mut st, head.as_ref().map(|h| h.0.as_slice()));

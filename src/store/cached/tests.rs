@@ -677,6 +677,37 @@ fn key_slots_are_cached_and_a_bad_copy_is_read_again() {
     assert_eq!(n, 1);
 }
 
+/// With a head TTL, listings within it trust the head this process last
+/// saw: one GET of the head for many listings. A change (before its
+/// first write) and a process told to distrust kept listings ask again.
+#[test]
+fn a_recent_head_is_not_asked_again() {
+    let t = tempfile::tempdir().unwrap();
+    let remote = logged(&t);
+    let a = host(&remote, &t, "home");
+    Repo::create_in(&*a).unwrap();
+    backup(&a, "b1", &bytes(26, 10_000));
+    drop(a);
+    let ttl = std::time::Duration::from_secs(3600);
+    let home = t.path().join("home");
+    let a = CachedStorage::new(remote.clone(), &home, DEFAULT_CACHE_BYTES).with_head_ttl(ttl);
+    remote.ops.lock().clear();
+    for p in ["index/", "backups/", "packs/", "index/", "backups/"] {
+        a.list(p).unwrap();
+    }
+    assert_eq!(count(&remote.ops.lock(), "get head"), 1);
+    remote.ops.lock().clear();
+    a.put("index/0123.idx", b"x").unwrap();
+    assert_eq!(count(&remote.ops.lock(), "get head"), 1, "a change asks");
+    drop(a);
+    let a = CachedStorage::new(remote.clone(), &home, DEFAULT_CACHE_BYTES).with_head_ttl(ttl);
+    a.list("index/").unwrap();
+    a.distrust_kept_listings();
+    remote.ops.lock().clear();
+    a.list("index/").unwrap();
+    assert_eq!(count(&remote.ops.lock(), "get head"), 1, "distrust asks");
+}
+
 /// A data pack read blob after blob from a cold cache: the blocks ahead
 /// are fetched by a helper while the reader uses the current ones, in
 /// fewer GETs than blocks, and every blob reads back exactly; read again
