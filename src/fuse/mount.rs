@@ -332,14 +332,21 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     r.ctx(|| format!("serve {}", mp_abs.display()))
 }
 
-/// The mount's worker threads: 4, or `CBRFS_MOUNT_THREADS` (1 to 64),
+/// The mount's worker threads: 2, or `CBRFS_MOUNT_THREADS` (1 to 64),
 /// which scripts/fuse-requests.sh sets to measure what the count costs.
+/// Each request wakes the idle thread that has waited longest (the
+/// kernel's exclusive wait queue is first in, first out), so with more
+/// threads than cores a request mostly wakes a thread that is cold on
+/// another core: one LISTXATTR round trip took a median of 103 us with 4
+/// threads, 35 us with 2 and 36 us with 1 on the 2-core test host (8
+/// interleaved runs each, under load; issue 17). Two, not one: a slow
+/// request (a read waiting for its chunks) leaves the other thread free.
 fn mount_threads() -> usize {
     std::env::var("CBRFS_MOUNT_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| (1..=64).contains(n))
-        .unwrap_or(4)
+        .unwrap_or(2)
 }
 
 /// The signals that unmount cleanly: SIGTERM, SIGINT, SIGHUP.
