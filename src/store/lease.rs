@@ -45,6 +45,7 @@
 //! `CBRFS_LEASE_SETTLE_MS` override them (tests use short leases).
 
 use super::storage::{object_label, Storage};
+use crate::crypto::SealKey;
 use crate::error::{Error, Kind, Result};
 use crate::fsutil::Flock;
 use crate::quote::quote;
@@ -198,7 +199,8 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// The lease object: who holds the vault's writer lease, until when. JSON
-/// (docs/FORMAT.md); not sealed, so that any host can tell who holds it.
+/// (docs/FORMAT.md); in an encrypted vault the holder (host, pid, process)
+/// is sealed and the rest stays clear (store/lease_seal.rs).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRecord {
     /// [`LEASE_FORMAT`].
@@ -276,8 +278,9 @@ fn stale_reason(r: &LeaseRecord, now_ns: i64, me: Option<&ProcessId>) -> Option<
     None
 }
 
-/// Read the lease of `storage`.
-fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen> {
+/// Read the lease of `storage`; `seal`: the vault's key, which opens the
+/// holder's identity in an encrypted vault's lease (store/lease_seal.rs).
+fn read(storage: &dyn Storage, me: Option<&ProcessId>, seal: Option<&SealKey>) -> Result<Seen> {
     // Never more than a lease's bytes are read: anyone who can write to
     // the bucket may put gigabytes here. An oversized one is damaged, and
     // taken over as such.
@@ -286,6 +289,10 @@ fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen> {
         Ok(None) => return Ok(Seen::Free),
         Err(e) if e.kind() == Kind::Corrupt => return Ok(Seen::Damaged(e.to_string())),
         Err(e) => return Err(e),
+    };
+    let bytes = match super::lease_seal::decode(&bytes, seal) {
+        Ok(b) => b,
+        Err(why) => return Ok(Seen::Damaged(why)),
     };
     Ok(match decode(&bytes) {
         Ok(r) => {
@@ -296,9 +303,8 @@ fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen> {
     })
 }
 
-fn write(storage: &dyn Storage, r: &LeaseRecord) -> Result<()> {
-    let json = serde_json::to_vec(r).map_err(|e| Error::failed(format!("encode lease: {e}")))?;
-    storage.put(LEASE_OBJECT, &json)
+fn write(storage: &dyn Storage, r: &LeaseRecord, seal: Option<&SealKey>) -> Result<()> {
+    storage.put(LEASE_OBJECT, &super::lease_seal::encode(r, seal)?)
 }
 
 /// The vault-busy error: another writer holds `r`.
@@ -349,6 +355,8 @@ fn host_name() -> String {
 struct Held {
     vault: String,
     storage: Arc<dyn Storage>,
+    /// The vault's key if it is encrypted: the holder is sealed.
+    seal: Option<SealKey>,
     timing: Timing,
     record: Mutex<LeaseRecord>,
     state: Mutex<State>,
@@ -406,7 +414,7 @@ impl Held {
     fn verify(&self) -> Result<()> {
         let t = boottime();
         let token = self.record.lock().token.clone();
-        match read(&*self.storage, None)? {
+        match read(&*self.storage, None, self.seal.as_ref())? {
             Seen::Held(r, _) if r.token == token => {
                 self.state.lock().verified = t;
                 Ok(())
@@ -440,7 +448,7 @@ impl Held {
         let now = crate::catalog::now_ns();
         r.renewed_ns = now;
         r.expires_ns = now.saturating_add(self.timing.ttl.as_nanos() as i64);
-        write(&*self.storage, &r)?;
+        write(&*self.storage, &r, self.seal.as_ref())?;
         *self.record.lock() = r;
         let mut st = self.state.lock();
         st.deadline = sent + self.timing.ttl - self.timing.margin();
@@ -486,7 +494,7 @@ impl Held {
         *self.stop.lock() = true;
         self.wake.notify_all();
         let token = self.record.lock().token.clone();
-        match read(&*self.storage, None) {
+        match read(&*self.storage, None, self.seal.as_ref()) {
             Ok(Seen::Held(r, _)) if r.token == token => {
                 if let Err(e) = self.storage.delete(LEASE_OBJECT) {
                     log::warn!(
@@ -566,6 +574,7 @@ impl Lease {
         let me = ProcessId::current();
         let host = host_name();
         let label = object_label(&*storage, LEASE_OBJECT);
+        let seal = super::lease_seal::key_of(&*storage, vault)?;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 // Apart from another contender's next try.
@@ -573,7 +582,7 @@ impl Lease {
                 std::thread::sleep(timing.settle + timing.settle * jitter as u32 / 256);
             }
             let t0 = boottime();
-            match read(&*storage, me.as_ref())? {
+            match read(&*storage, me.as_ref(), seal.as_ref())? {
                 Seen::Held(r, None) => return Err(busy(vault, &r)),
                 Seen::Held(r, Some(why)) => log::warn!(
                     "vault {vault}: taking over the writer lease of host {} (pid {}, since {}): {why}",
@@ -597,13 +606,15 @@ impl Lease {
                 expires_ns: now.saturating_add(timing.ttl.as_nanos() as i64),
                 process: me.clone(),
             };
-            write(&*storage, &record)?;
+            write(&*storage, &record, seal.as_ref())?;
             let took = boottime() - t0;
             std::thread::sleep(timing.settle);
-            match read(&*storage, me.as_ref())? {
+            match read(&*storage, me.as_ref(), seal.as_ref())? {
                 Seen::Held(r, _) if r.token == record.token => {
                     if took < timing.settle {
-                        return Ok(Lease::start(storage, vault, timing, fence, record, t0));
+                        return Ok(Lease::start(
+                            storage, seal, vault, timing, fence, record, t0,
+                        ));
                     }
                     // Too slow to know we did not overwrite a lease that
                     // someone else had just confirmed: withdraw, and do not
@@ -642,6 +653,7 @@ impl Lease {
     /// before our write was sent): start renewing and fence the vault.
     fn start(
         storage: Arc<dyn Storage>,
+        seal: Option<SealKey>,
         vault: &str,
         timing: Timing,
         fence: Arc<Fence>,
@@ -651,6 +663,7 @@ impl Lease {
         let held = Arc::new(Held {
             vault: vault.to_string(),
             storage,
+            seal,
             timing,
             record: Mutex::new(record),
             state: Mutex::new(State {
@@ -916,7 +929,7 @@ mod tests {
             expires_ns: now - 300_000_000_000,
             process: None,
         };
-        write(&*s, &old).unwrap();
+        write(&*s, &old, None).unwrap();
         let a = Lease::acquire(s.clone(), "home", fast(), fence.clone()).unwrap();
         assert_ne!(stored(&*s).unwrap().token, old.token);
         drop(a);
@@ -930,7 +943,7 @@ mod tests {
             p.start_ticks += 1;
             p
         });
-        write(&*s, &dead).unwrap();
+        write(&*s, &dead, None).unwrap();
         assert!(stale_reason(&dead, now, me.as_ref())
             .unwrap()
             .contains("has ended"));
@@ -944,7 +957,7 @@ mod tests {
             p.boot_id = "another-boot".into();
             p
         });
-        write(&*s, &live).unwrap();
+        write(&*s, &live, None).unwrap();
         let e = Lease::acquire(s.clone(), "home", fast(), fence.clone()).unwrap_err();
         assert!(e.to_string().contains("on host gone-host (pid"), "{e}");
         // And this process itself, here: alive, so live.
@@ -1185,7 +1198,7 @@ mod tests {
         thief.host = "host-b".into();
         thief.token = "cd".repeat(16);
         let (s2, _f2) = other_host(&t);
-        write(&*s2, &thief).unwrap();
+        write(&*s2, &thief, None).unwrap();
         // A pack may still go (harmless, unreferenced); the record may not.
         s.put("packs/ab/y.pack", b"pack").unwrap();
         let e = s.put("backups/b1.bk", b"record").unwrap_err();
@@ -1328,11 +1341,11 @@ mod tests {
             expires_ns: crate::catalog::now_ns() + 600_000_000_000,
             process: None,
         };
-        write(&*remote, &other).unwrap();
+        write(&*remote, &other, None).unwrap();
         let e = Lease::acquire(s.clone(), "home", slow, fence.clone()).unwrap_err();
         assert!(e.to_string().contains("on host host-b (pid 4242"), "{e}");
         other.expires_ns = 0;
-        write(&*remote, &other).unwrap();
+        write(&*remote, &other, None).unwrap();
         Lease::acquire(s, "home", slow, fence).unwrap();
     }
 }

@@ -50,6 +50,7 @@ mod fenced;
 mod index;
 pub mod keyring;
 pub mod lease;
+mod lease_seal;
 mod listing;
 pub mod local;
 mod maintenance;
