@@ -196,7 +196,7 @@ mod tests {
             .unwrap();
         let master = MasterKey::generate().unwrap();
         super::super::keyring::remember(&*s, Ok(&master));
-        let timing = Timing::from_values(Some("3"), Some("0.2"), Some("1")).unwrap();
+        let timing = Timing::from_values(Some("20"), Some("1"), Some("500")).unwrap();
         let a = Lease::acquire(s.clone(), "v", timing, Arc::new(Fence::default())).unwrap();
         let host = a.record().host;
         assert!(!host.is_empty() && host != SEALED_HOST, "{host}");
