@@ -9,6 +9,7 @@ use super::walker::Walker;
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
 use crate::store::BlobKind;
+use crate::store::ZSTD_LEVEL_DISK;
 use crate::sys;
 use parking_lot::Mutex;
 use std::os::fd::AsRawFd;
@@ -345,7 +346,7 @@ pub(super) fn disk_batch(
         let data = &buf[(off - pos) as usize..(cend - pos) as usize];
         if !is_zero(data) {
             chunks.push(ChunkRef {
-                id: sh.put(BlobKind::Data, data, out)?,
+                id: sh.put_at(BlobKind::Data, data, out, ZSTD_LEVEL_DISK)?,
                 offset: off,
                 len: data.len() as u32,
             });
