@@ -73,7 +73,7 @@
 mod held;
 mod record;
 
-pub use self::held::Fence;
+pub use self::held::{Fence, TEMPORARIES};
 use self::held::{Held, Pending, State};
 use self::record::{boottime, busy, host_name, read, write, Seen};
 pub use self::record::{LeaseRecord, ProcessId};
