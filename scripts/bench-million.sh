@@ -143,8 +143,11 @@ for i in $(seq 1 "$NB"); do
 	inodes=$(xattr_of inodes)
 	trees=$(xattr_of tree_cache_bytes)
 	# Bytes per inode: the RSS the walks added, less the decoded trees
-	# (bounded on their own), over the inodes held.
-	per=$(python3 -c 'import sys; r,b,t,n=map(int,sys.argv[1:]); print(round(max(r-b,0)*1024/n - t/n) if n else "-")' "$rss" "$base" "$trees" "$inodes")
+	# (bounded on their own), over the inodes held; not given when the
+	# kernel held fewer than one walk's entries (it dropped inodes under
+	# memory pressure, and the RSS still holds what freed memory malloc
+	# keeps).
+	per=$(python3 -c 'import sys; r,b,t,n,N=map(int,sys.argv[1:]); print(round(max(r-b,0)*1024/n - t/n) if n >= N else "-")' "$rss" "$base" "$trees" "$inodes" "$N")
 	[ -n "$first_rss" ] || first_rss=$rss
 	MEM+=("b$i"$'\x1f'"$wall"$'\x1f'"$rss"$'\x1f'"$inodes"$'\x1f'"$trees"$'\x1f'"$per")
 	printf 'find b%-3s %6ss  VmRSS %9s KiB  inodes %9s  trees %11s B  %5s B/inode\n' "$i" "$wall" "$rss" "$inodes" "$trees" "$per"
