@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# tests/mount_requests.sh: the round trips a `cp -a` out of the mount costs
+# (issue 17: every FUSE request is a wake-up the copy waits for), counted
+# exactly from fuser's debug log. After the first close no FLUSH is sent
+# (answered ENOSYS once), no directory is opened (OPENDIR answered ENOSYS
+# once), no small file is read by request (its content is put into the
+# page cache at open), no name is looked up that readdirplus gave, and a
+# second copy finds the files' ACLs in the kernel's cache (FUSE_POSIX_ACL).
+# The copies are equal to the source, xattrs included.
+. "$(dirname "$0")/lib.sh"
+
+is_root || {
+	skip "mount_requests: needs root (mount)"
+	exit 0
+}
+
+MNT=$T/mnt
+SRC=$T/src
+mkdir -p "$MNT" "$SRC/a/b" "$SRC/c"
+on_exit "'$CBRFS_BIN' umount --lazy '$MNT'; fusermount3 -uz '$MNT'"
+
+files=0
+for d in "$SRC" "$SRC/a" "$SRC/a/b" "$SRC/c"; do
+	for i in $(seq 1 10); do
+		printf 'file %s of %s\n' "$i" "$d" >"$d/f$i.txt"
+		files=$((files + 1))
+	done
+done
+setfattr -n user.color -v blue "$SRC/a/f1.txt"
+expect_ok cbrfs vault create v --type filesystem --capacity 10GB
+expect_ok cbrfs vault associate v --path "$SRC" --name src
+expect_ok cbrfs backup create v --name b1
+
+LOG=$STORE/logs/mount.log
+# The daemon logs every request it receives at debug level.
+export RUST_LOG=info,fuser=debug
+expect_ok cbrfs mount "$MNT"
+unset RUST_LOG
+wait_mounted "$MNT"
+
+# count OP FROM: requests OP in mount.log after byte FROM.
+count() {
+	tail -c +"$(($2 + 1))" "$LOG" | grep -cE "ino 0x[0-9a-f]+ $1( |$)"
+}
+
+note "cp -a out of the mount, the kernel's caches empty"
+from=$(stat -c %s "$LOG")
+if cp -a "$MNT/v/b1/src" "$T/out1"; then
+	pass "cp -a of the backup"
+else
+	fail "cp -a of the backup failed"
+fi
+if diff_tree "$SRC" "$T/out1"; then pass "the copy equals the source"; else fail "the copy differs"; fi
+expect_eq "user.color of the copy" "$(getfattr --only-values -n user.color "$T/out1/a/f1.txt" 2>/dev/null)" blue
+n=$(count FLUSH "$from")
+[ "$n" -le 1 ] && pass "FLUSH sent $n times for $files closes" || fail "FLUSH sent $n times for $files closes (at most the first)"
+n=$(count OPENDIR "$from")
+[ "$n" -le 1 ] && pass "OPENDIR sent $n times for 4 directories" || fail "OPENDIR sent $n times (at most the first)"
+n=$(count READ "$from")
+expect_eq "READ requests for $files small files" "$n" 0
+n=$(count OPEN "$from")
+expect_eq "OPEN requests" "$n" "$files"
+# v, b1 and src; every name below came with readdirplus.
+n=$(count LOOKUP "$from")
+[ "$n" -le 3 ] && pass "LOOKUP sent $n times (the path only)" || fail "LOOKUP sent $n times (readdirplus gave every name below the path)"
+
+note "cp -a again: ACLs from the kernel's cache"
+from=$(stat -c %s "$LOG")
+cp -a "$MNT/v/b1/src" "$T/out2" && pass "second cp -a" || fail "second cp -a failed"
+if diff_tree "$SRC" "$T/out2"; then pass "the second copy equals the source"; else fail "the second copy differs"; fi
+# (The directories' may be asked again: the kernel drops an inode's cached
+# ACLs when it refreshes its attributes, and a listing marks a
+# directory's atime stale.)
+n=$(tail -c +"$((from + 1))" "$LOG" | grep -c 'GETXATTR name "system.posix_acl_access"')
+[ "$n" -le 4 ] && pass "ACLs asked $n times for $files files and 4 directories" || fail "ACLs asked $n times: the files' ACLs were not cached by the kernel"
+expect_eq "READ requests, second copy" "$(count READ "$from")" 0
+expect_eq "FLUSH requests, second copy" "$(count FLUSH "$from")" 0
+
+expect_ok cbrfs umount "$MNT"
