@@ -42,7 +42,11 @@
 //!   ones; so the vault's [`Fence`] lets packs go while the lease is being
 //!   confirmed, and holds every other write (index, head, record, settings,
 //!   any delete) until it is. A lease refused then fails every later write
-//!   with the busy error: nothing is published.
+//!   with the busy error: nothing is published. Since the backup reads the
+//!   indexes once it started, its later attempts (after a failed read-back,
+//!   or a slow write) go on only while the lease still holds one of our
+//!   tokens: one removed or taken meanwhile (another writer may have held
+//!   it and pruned) ends them with the busy error.
 //! - **Renewal.** A thread renews the lease every `renew` (reading it
 //!   first), moving its expiry to now + `ttl`. If renewals fail, the
 //!   holder stops writing `margin` before its last written expiry (by this
@@ -69,11 +73,12 @@
 mod held;
 mod record;
 
-pub use self::held::Fence;
+pub use self::held::{Fence, TEMPORARIES};
 use self::held::{Held, Pending, State};
 use self::record::{boottime, busy, host_name, read, write, Seen};
 pub use self::record::{LeaseRecord, ProcessId};
 use super::storage::{object_label, Storage};
+use crate::crypto::SealKey;
 use crate::error::{Error, Kind, Result};
 use crate::fsutil::Flock;
 use crate::quote::quote;
@@ -195,6 +200,9 @@ enum Why {
 /// One process's way to a vault's lease: the attempts so far.
 struct Taking {
     storage: Arc<dyn Storage>,
+    /// The vault's key if it is encrypted: the holder is sealed
+    /// (store/lease_seal.rs).
+    seal: Option<SealKey>,
     vault: String,
     timing: Timing,
     me: Option<ProcessId>,
@@ -204,6 +212,12 @@ struct Taking {
     /// may have landed): found in the bucket they are ours, not busy.
     mine: Vec<String>,
     attempts: u32,
+    /// Set once work may depend on the lease being ours since our first
+    /// write (a backup that started behind it, [`Lease::begin`]): a later
+    /// attempt then goes on only if the lease still holds one of our
+    /// tokens (so no one else held it meanwhile, and no prune ran under
+    /// the backup's view of the indexes); anything else ends the attempts.
+    continuous: bool,
     /// No attempt starts before this boot-time instant (see the module
     /// docs: after a slow write, and backoff).
     not_before: Duration,
@@ -220,10 +234,16 @@ struct Written {
 }
 
 impl Taking {
-    fn new(storage: Arc<dyn Storage>, vault: &str, timing: Timing) -> Taking {
+    fn new(
+        storage: Arc<dyn Storage>,
+        vault: &str,
+        timing: Timing,
+        seal: Option<SealKey>,
+    ) -> Taking {
         let label = object_label(&*storage, LEASE_OBJECT);
         Taking {
             storage,
+            seal,
             vault: vault.to_string(),
             timing,
             me: ProcessId::current(),
@@ -231,6 +251,7 @@ impl Taking {
             label,
             mine: Vec::new(),
             attempts: 0,
+            continuous: false,
             not_before: Duration::ZERO,
             why: None,
         }
@@ -319,7 +340,7 @@ impl Taking {
         loop {
             self.pause()?;
             let sent = boottime();
-            let seen = match read(&*self.storage, self.me.as_ref()) {
+            let seen = match read(&*self.storage, self.me.as_ref(), self.seal.as_ref()) {
                 Ok(s) => s,
                 Err(e) => {
                     self.failed(e);
@@ -327,6 +348,12 @@ impl Taking {
                 }
             };
             let vault = &self.vault;
+            if self.continuous {
+                let ours = matches!(&seen, Seen::Held(r, _) if self.mine.contains(&r.token));
+                if !ours {
+                    return Err(changed_hands(vault, &seen));
+                }
+            }
             match seen {
                 Seen::Held(r, _) if self.mine.contains(&r.token) => {}
                 Seen::Held(r, None) => return Err(busy(vault, &r)),
@@ -354,7 +381,7 @@ impl Taking {
                 process: self.me.clone(),
             };
             self.mine.push(record.token.clone());
-            let written = write(&*self.storage, &record);
+            let written = write(&*self.storage, &record, self.seal.as_ref());
             // Until the answer (or the failure: the write may have landed).
             let took = boottime() - sent;
             if took >= self.timing.settle {
@@ -371,7 +398,7 @@ impl Taking {
     /// trusted, false to try again, the busy error if another writer won.
     fn confirm_half(&mut self, w: &Written) -> Result<bool> {
         std::thread::sleep(self.timing.settle);
-        match read(&*self.storage, self.me.as_ref()) {
+        match read(&*self.storage, self.me.as_ref(), self.seal.as_ref()) {
             Err(e) => self.failed(e),
             // Trusted only if our read and write were quick (else `slow`
             // already set the wait before the next attempt).
@@ -428,7 +455,7 @@ impl Taking {
         if self.mine.is_empty() {
             return;
         }
-        if let Ok(Seen::Held(r, _)) = read(&*self.storage, None) {
+        if let Ok(Seen::Held(r, _)) = read(&*self.storage, None, self.seal.as_ref()) {
             if self.mine.contains(&r.token) {
                 if let Err(e) = self.storage.delete(LEASE_OBJECT) {
                     log::warn!(
@@ -439,6 +466,28 @@ impl Taking {
             }
         }
     }
+}
+
+/// The error of a backup whose lease, written before it started, was not
+/// ours throughout: `seen` is what the lease is now.
+fn changed_hands(vault: &str, seen: &Seen) -> Error {
+    let now = match seen {
+        Seen::Free => "it was removed".to_string(),
+        Seen::Damaged(why) => format!("it is damaged: {why}"),
+        Seen::Held(r, _) => format!(
+            "it now names host {} (pid {}, since {})",
+            quote(&r.host),
+            r.pid,
+            crate::catalog::ns_to_rfc3339(r.acquired_ns)
+        ),
+    };
+    Error::new(
+        Kind::Busy,
+        format!(
+            "vault {vault}: the writer lease was lost before it was confirmed ({now}): another writer may have changed the vault since this backup started; try again"
+        ),
+    )
+    .code("BackupService.6125")
 }
 
 /// A vault's writer lease, held until dropped: a thread renews it, and
@@ -468,11 +517,12 @@ impl Lease {
         timing: Timing,
         fence: Arc<Fence>,
     ) -> Result<Lease> {
-        let mut taking = Taking::new(storage.clone(), vault, timing);
+        let seal = super::lease_seal::key_of(&*storage, vault)?;
+        let mut taking = Taking::new(storage.clone(), vault, timing, seal.clone());
         let first = taking.first_half()?;
         let w = taking.finish(first)?;
         Ok(Lease::start(
-            storage, vault, timing, fence, w.record, w.sent,
+            storage, seal, vault, timing, fence, w.record, w.sent,
         ))
     }
 
@@ -487,8 +537,12 @@ impl Lease {
         timing: Timing,
         fence: Arc<Fence>,
     ) -> Result<Confirming> {
-        let mut taking = Taking::new(storage.clone(), vault, timing);
+        let seal = super::lease_seal::key_of(&*storage, vault)?;
+        let mut taking = Taking::new(storage.clone(), vault, timing, seal.clone());
         let first = taking.first_half()?;
+        // From here the backup starts, reading the indexes: the lease must
+        // stay ours from this write on.
+        taking.continuous = true;
         let pending = Arc::new(Pending::default());
         *fence.pending.lock() = Some(pending.clone());
         let (f, p, v) = (fence.clone(), pending.clone(), vault.to_string());
@@ -505,7 +559,7 @@ impl Lease {
             let answer = Answer(p);
             match taking.finish(first) {
                 Ok(w) => {
-                    let lease = Lease::start(storage, &v, timing, f, w.record, w.sent);
+                    let lease = Lease::start(storage, seal, &v, timing, f, w.record, w.sent);
                     answer.0.resolve(Ok(()));
                     Some(lease)
                 }
@@ -542,6 +596,7 @@ impl Lease {
     /// before our write was sent): start renewing and fence the vault.
     fn start(
         storage: Arc<dyn Storage>,
+        seal: Option<SealKey>,
         vault: &str,
         timing: Timing,
         fence: Arc<Fence>,
@@ -551,6 +606,7 @@ impl Lease {
         let held = Arc::new(Held {
             vault: vault.to_string(),
             storage,
+            seal,
             timing,
             record: Mutex::new(record),
             state: Mutex::new(State {

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub(super) struct Held {
     pub(super) vault: String,
     pub(super) storage: Arc<dyn Storage>,
+    /// The vault's key if it is encrypted: the holder is sealed.
+    pub(super) seal: Option<crate::crypto::SealKey>,
     pub(super) timing: Timing,
     pub(super) record: Mutex<LeaseRecord>,
     pub(super) state: Mutex<State>,
@@ -73,7 +75,7 @@ impl Held {
     fn verify(&self) -> Result<()> {
         let t = boottime();
         let token = self.record.lock().token.clone();
-        match read(&*self.storage, None)? {
+        match read(&*self.storage, None, self.seal.as_ref())? {
             Seen::Held(r, _) if r.token == token => {
                 self.state.lock().verified = t;
                 Ok(())
@@ -107,7 +109,7 @@ impl Held {
         let now = crate::catalog::now_ns();
         r.renewed_ns = now;
         r.expires_ns = now.saturating_add(self.timing.ttl.as_nanos() as i64);
-        write(&*self.storage, &r)?;
+        write(&*self.storage, &r, self.seal.as_ref())?;
         *self.record.lock() = r;
         let mut st = self.state.lock();
         st.deadline = sent + self.timing.ttl - self.timing.margin();
@@ -153,7 +155,7 @@ impl Held {
         *self.stop.lock() = true;
         self.wake.notify_all();
         let token = self.record.lock().token.clone();
-        match read(&*self.storage, None) {
+        match read(&*self.storage, None, self.seal.as_ref()) {
             Ok(Seen::Held(r, _)) if r.token == token => {
                 if let Err(e) = self.storage.delete(LEASE_OBJECT) {
                     log::warn!(
@@ -175,10 +177,16 @@ impl Held {
 /// [`super::Lease::begin`]): they are content-addressed and no index names
 /// them yet, so a pack that a refused writer put is harmless and prune
 /// reclaims it. Nothing else may: indexes, records, the head, settings and
-/// every delete wait for the answer.
+/// every delete wait for the answer, except the removal of temporaries
+/// ([`TEMPORARIES`]): a bucket holds none (an S3 upload is whole or
+/// invisible), so it deletes nothing, and a backup asks for it first.
 pub(super) fn may_precede_lease(name: &str, delete: bool) -> bool {
-    !delete && name.starts_with("packs/") && name.ends_with(".pack")
+    (!delete && name.starts_with("packs/") && name.ends_with(".pack")) || name == TEMPORARIES
 }
+
+/// The name a fence check of [`crate::store::Storage::remove_stale_temps`]
+/// goes by.
+pub const TEMPORARIES: &str = "temporary objects";
 
 /// A lease being confirmed on a thread: whether it was granted, once
 /// known. Writes that must not precede the lease wait here.

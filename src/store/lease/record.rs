@@ -4,6 +4,7 @@
 
 use super::super::storage::Storage;
 use super::{LEASE_FORMAT, LEASE_OBJECT};
+use crate::crypto::SealKey;
 use crate::error::{Error, Kind, Result};
 use crate::quote::quote;
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,8 @@ pub(super) fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// The lease object: who holds the vault's writer lease, until when. JSON
-/// (docs/FORMAT.md); not sealed, so that any host can tell who holds it.
+/// (docs/FORMAT.md); in an encrypted vault the holder (host, pid, process)
+/// is sealed and the rest stays clear (store/lease_seal.rs).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRecord {
     /// [`LEASE_FORMAT`].
@@ -133,8 +135,13 @@ pub(super) fn stale_reason(r: &LeaseRecord, now_ns: i64, me: Option<&ProcessId>)
     None
 }
 
-/// Read the lease of `storage`.
-pub(super) fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen> {
+/// Read the lease of `storage`; `seal`: the vault's key, which opens the
+/// holder's identity in an encrypted vault's lease (store/lease_seal.rs).
+pub(super) fn read(
+    storage: &dyn Storage,
+    me: Option<&ProcessId>,
+    seal: Option<&SealKey>,
+) -> Result<Seen> {
     // Never more than a lease's bytes are read: anyone who can write to
     // the bucket may put gigabytes here. An oversized one is damaged, and
     // taken over as such.
@@ -143,6 +150,10 @@ pub(super) fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen
         Ok(None) => return Ok(Seen::Free),
         Err(e) if e.kind() == Kind::Corrupt => return Ok(Seen::Damaged(e.to_string())),
         Err(e) => return Err(e),
+    };
+    let bytes = match super::super::lease_seal::decode(&bytes, seal) {
+        Ok(b) => b,
+        Err(why) => return Ok(Seen::Damaged(why)),
     };
     Ok(match decode(&bytes) {
         Ok(r) => {
@@ -153,9 +164,10 @@ pub(super) fn read(storage: &dyn Storage, me: Option<&ProcessId>) -> Result<Seen
     })
 }
 
-pub(super) fn write(storage: &dyn Storage, r: &LeaseRecord) -> Result<()> {
-    let json = serde_json::to_vec(r).map_err(|e| Error::failed(format!("encode lease: {e}")))?;
-    storage.put(LEASE_OBJECT, &json)
+/// Write lease `r` to `storage`, its holder sealed with `seal` (an
+/// encrypted vault's key; store/lease_seal.rs).
+pub(super) fn write(storage: &dyn Storage, r: &LeaseRecord, seal: Option<&SealKey>) -> Result<()> {
+    storage.put(LEASE_OBJECT, &super::super::lease_seal::encode(r, seal)?)
 }
 
 /// The vault-busy error: another writer holds `r`.

@@ -171,7 +171,7 @@ fn stale_leases_are_taken_over() {
         expires_ns: now - 300_000_000_000,
         process: None,
     };
-    write(&*s, &old).unwrap();
+    write(&*s, &old, None).unwrap();
     let a = Lease::acquire(s.clone(), "home", fast(), fence.clone()).unwrap();
     assert_ne!(stored(&*s).unwrap().token, old.token);
     drop(a);
@@ -185,7 +185,7 @@ fn stale_leases_are_taken_over() {
         p.start_ticks += 1;
         p
     });
-    write(&*s, &dead).unwrap();
+    write(&*s, &dead, None).unwrap();
     assert!(stale_reason(&dead, now, me.as_ref())
         .unwrap()
         .contains("has ended"));
@@ -199,7 +199,7 @@ fn stale_leases_are_taken_over() {
         p.boot_id = "another-boot".into();
         p
     });
-    write(&*s, &live).unwrap();
+    write(&*s, &live, None).unwrap();
     let e = Lease::acquire(s.clone(), "home", fast(), fence.clone()).unwrap_err();
     assert!(e.to_string().contains("on host gone-host (pid"), "{e}");
     // And this process itself, here: alive, so live.
@@ -496,6 +496,8 @@ fn packs_go_up_while_the_lease_is_confirmed_and_the_record_waits() {
     // Our lease is written when begin returns: another host sees it.
     assert!(stored(&*s).is_some());
     s.put("packs/ab/x.pack", b"pack").unwrap();
+    // A bucket has no temporaries: a backup's first call does not wait.
+    s.remove_stale_temps().unwrap();
     assert!(
         t0.elapsed() < timing.settle,
         "a pack waited for the lease: {:?}",
@@ -524,7 +526,7 @@ fn a_refused_lease_publishes_nothing_even_after_packs_went_up() {
     thief.pid = 4242;
     thief.token = "cd".repeat(16);
     thief.process = None;
-    write(&*s2, &thief).unwrap();
+    write(&*s2, &thief, None).unwrap();
     s.put("packs/ab/x.pack", b"pack").unwrap();
     for (name, delete) in [
         ("index/x.idx", false),
@@ -649,6 +651,31 @@ fn fenced_forwards_every_method() {
     );
 }
 
+/// A backup's lease removed before its read-back (another writer took
+/// it over and released it, maybe pruning meanwhile): no fresh attempt,
+/// since the backup already read the indexes; it publishes nothing.
+#[test]
+fn a_backup_lease_removed_before_it_was_confirmed_is_not_taken_again() {
+    let (t, s, fence) = bucket();
+    let timing = Timing::from_values(Some("30"), Some("1"), Some("1000")).unwrap();
+    let mut c = Lease::begin(s.clone(), "home", timing, fence).unwrap();
+    let (s2, _f2) = other_host(&t);
+    s2.delete(LEASE_OBJECT).unwrap();
+    let e = s.put("index/x.idx", b"i").unwrap_err();
+    assert_eq!(e.cbr_code(), Some("BackupService.6125"), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(
+            "vault home: the writer lease was lost before it was confirmed (it was removed)"
+        ),
+        "{msg}"
+    );
+    assert!(t.get("index/x.idx").unwrap().is_none());
+    assert!(c.wait().is_err());
+    drop(c);
+    assert!(stored(&*s).is_none(), "a lease was taken again");
+}
+
 /// The example of docs/FORMAT.md §19.5 is a lease this cbrfs reads.
 #[test]
 fn the_documented_lease_decodes() {
@@ -677,7 +704,7 @@ fn a_lost_lease_stops_the_writer() {
     thief.host = "host-b".into();
     thief.token = "cd".repeat(16);
     let (s2, _f2) = other_host(&t);
-    write(&*s2, &thief).unwrap();
+    write(&*s2, &thief, None).unwrap();
     // A pack may still go (harmless, unreferenced); the record may not.
     s.put("packs/ab/y.pack", b"pack").unwrap();
     let e = s.put("backups/b1.bk", b"record").unwrap_err();
@@ -820,10 +847,10 @@ fn the_cache_never_serves_a_lease() {
         expires_ns: crate::catalog::now_ns() + 600_000_000_000,
         process: None,
     };
-    write(&*remote, &other).unwrap();
+    write(&*remote, &other, None).unwrap();
     let e = Lease::acquire(s.clone(), "home", slow, fence.clone()).unwrap_err();
     assert!(e.to_string().contains("on host host-b (pid 4242"), "{e}");
     other.expires_ns = 0;
-    write(&*remote, &other).unwrap();
+    write(&*remote, &other, None).unwrap();
     Lease::acquire(s, "home", slow, fence).unwrap();
 }
