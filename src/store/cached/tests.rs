@@ -618,11 +618,12 @@ fn encrypted_vault_round_trips_and_a_flipped_byte_in_the_bucket_is_detected() {
 }
 
 /// An encrypted vault's key slots are kept on the host: another process
-/// unlocks from the cached slot without reading one from the bucket, and
-/// asks the bucket for a clear `key` once, however often it opens the
-/// vault. A cached slot that no longer opens (damaged here) is dropped
-/// and the bucket's read again; a slot removed in the bucket (by another
-/// host, which writes a head) is no longer offered from the cache.
+/// unlocks from the cached slot without reading one from the bucket (it
+/// lists them there), and asks the bucket for a clear `key` once, however
+/// often it opens the vault. A cached slot that no longer opens (damaged
+/// here) is dropped and the bucket's read again; a slot removed from the
+/// bucket, by another host or by anyone who can delete there (no head
+/// written), is no longer offered from the cache.
 #[test]
 fn key_slots_are_cached_and_a_bad_copy_is_read_again() {
     use crate::crypto::slot::{self, KdfParams, Secret};
@@ -650,6 +651,7 @@ fn key_slots_are_cached_and_a_bad_copy_is_read_again() {
     }
     let ops = remote.ops.lock().clone();
     assert_eq!(count(&ops, "get keys/"), 0, "{ops:?}");
+    assert_eq!(count(&ops, "list keys/"), 1, "{ops:?}");
     assert_eq!(count(&ops, "get key"), 1, "{ops:?}");
     // A damaged copy: dropped, and the bucket's slot opens.
     let copy = t.path().join("home2").join(slot::slot_name(0));
@@ -675,6 +677,10 @@ fn key_slots_are_cached_and_a_bad_copy_is_read_again() {
     assert!(!copy.exists());
     let (n, _) = keyring::unlock_slots(&*b, "v", Secret::Password(b"pw2")).unwrap();
     assert_eq!(n, 1);
+    // Deleted from the bucket behind every cache's back: no slot opens.
+    remote.inner.delete(&slot::slot_name(1)).unwrap();
+    let e = keyring::unlock_slots(&*b, "v", Secret::Password(b"pw2")).unwrap_err();
+    assert!(e.to_string().contains("key slot"), "{e}");
 }
 
 /// With a head TTL, listings within it trust the head this process last
