@@ -135,19 +135,22 @@ echo "mount daemon before the walks: VmRSS $base KiB"
 MEM=()
 first_rss=
 for i in $(seq 1 "$NB"); do
-	start=$(date +%s.%N)
+	start=$(date +%s%N)
 	got=$(find "$MNT/m/b$i/src" | wc -l)
-	wall=$(echo "$(date +%s.%N) - $start" | bc)
+	wall=$(python3 -c 'import sys; print("%.2f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e9))' "$start" "$(date +%s%N)")
 	[ "$got" = "$((N + 2))" ] || die "find in b$i counted $got, expected $((N + 2))"
 	rss=$(rss_of)
 	inodes=$(xattr_of inodes)
 	trees=$(xattr_of tree_cache_bytes)
 	# Bytes per inode: the RSS the walks added, less the decoded trees
-	# (bounded on their own), over the inodes held.
-	per=$(python3 -c 'import sys; r,b,t,n=map(int,sys.argv[1:]); print(round(max(r-b,0)*1024/n - t/n) if n else "-")' "$rss" "$base" "$trees" "$inodes")
+	# (bounded on their own), over the inodes held; not given when the
+	# kernel held fewer than one walk's entries (it dropped inodes under
+	# memory pressure, and the RSS still holds what freed memory malloc
+	# keeps).
+	per=$(python3 -c 'import sys; r,b,t,n,N=map(int,sys.argv[1:]); print(round(max(r-b,0)*1024/n - t/n) if n >= N else "-")' "$rss" "$base" "$trees" "$inodes" "$N")
 	[ -n "$first_rss" ] || first_rss=$rss
 	MEM+=("b$i"$'\x1f'"$wall"$'\x1f'"$rss"$'\x1f'"$inodes"$'\x1f'"$trees"$'\x1f'"$per")
-	printf 'find b%-3s %6.2fs  VmRSS %9s KiB  inodes %9s  trees %11s B  %5s B/inode\n' "$i" "$wall" "$rss" "$inodes" "$trees" "$per"
+	printf 'find b%-3s %6ss  VmRSS %9s KiB  inodes %9s  trees %11s B  %5s B/inode\n' "$i" "$wall" "$rss" "$inodes" "$trees" "$per"
 done
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
 flat=$(python3 -c 'import sys; a,b=map(int,sys.argv[1:]); print("%.2f" % (b/a))' "$first_rss" "$rss")

@@ -42,7 +42,11 @@
 //!   ones; so the vault's [`Fence`] lets packs go while the lease is being
 //!   confirmed, and holds every other write (index, head, record, settings,
 //!   any delete) until it is. A lease refused then fails every later write
-//!   with the busy error: nothing is published.
+//!   with the busy error: nothing is published. Since the backup reads the
+//!   indexes once it started, its later attempts (after a failed read-back,
+//!   or a slow write) go on only while the lease still holds one of our
+//!   tokens: one removed or taken meanwhile (another writer may have held
+//!   it and pruned) ends them with the busy error.
 //! - **Renewal.** A thread renews the lease every `renew` (reading it
 //!   first), moving its expiry to now + `ttl`. If renewals fail, the
 //!   holder stops writing `margin` before its last written expiry (by this
@@ -69,7 +73,7 @@
 mod held;
 mod record;
 
-pub use self::held::Fence;
+pub use self::held::{Fence, TEMPORARIES};
 use self::held::{Held, Pending, State};
 use self::record::{boottime, busy, host_name, read, write, Seen};
 pub use self::record::{LeaseRecord, ProcessId};
@@ -208,6 +212,12 @@ struct Taking {
     /// may have landed): found in the bucket they are ours, not busy.
     mine: Vec<String>,
     attempts: u32,
+    /// Set once work may depend on the lease being ours since our first
+    /// write (a backup that started behind it, [`Lease::begin`]): a later
+    /// attempt then goes on only if the lease still holds one of our
+    /// tokens (so no one else held it meanwhile, and no prune ran under
+    /// the backup's view of the indexes); anything else ends the attempts.
+    continuous: bool,
     /// No attempt starts before this boot-time instant (see the module
     /// docs: after a slow write, and backoff).
     not_before: Duration,
@@ -241,6 +251,7 @@ impl Taking {
             label,
             mine: Vec::new(),
             attempts: 0,
+            continuous: false,
             not_before: Duration::ZERO,
             why: None,
         }
@@ -337,6 +348,12 @@ impl Taking {
                 }
             };
             let vault = &self.vault;
+            if self.continuous {
+                let ours = matches!(&seen, Seen::Held(r, _) if self.mine.contains(&r.token));
+                if !ours {
+                    return Err(changed_hands(vault, &seen));
+                }
+            }
             match seen {
                 Seen::Held(r, _) if self.mine.contains(&r.token) => {}
                 Seen::Held(r, None) => return Err(busy(vault, &r)),
@@ -451,6 +468,28 @@ impl Taking {
     }
 }
 
+/// The error of a backup whose lease, written before it started, was not
+/// ours throughout: `seen` is what the lease is now.
+fn changed_hands(vault: &str, seen: &Seen) -> Error {
+    let now = match seen {
+        Seen::Free => "it was removed".to_string(),
+        Seen::Damaged(why) => format!("it is damaged: {why}"),
+        Seen::Held(r, _) => format!(
+            "it now names host {} (pid {}, since {})",
+            quote(&r.host),
+            r.pid,
+            crate::catalog::ns_to_rfc3339(r.acquired_ns)
+        ),
+    };
+    Error::new(
+        Kind::Busy,
+        format!(
+            "vault {vault}: the writer lease was lost before it was confirmed ({now}): another writer may have changed the vault since this backup started; try again"
+        ),
+    )
+    .code("BackupService.6125")
+}
+
 /// A vault's writer lease, held until dropped: a thread renews it, and
 /// the vault's [`Fence`] stops writes if it is lost. Dropping it stops the
 /// thread and removes the lease.
@@ -501,6 +540,9 @@ impl Lease {
         let seal = super::lease_seal::key_of(&*storage, vault)?;
         let mut taking = Taking::new(storage.clone(), vault, timing, seal.clone());
         let first = taking.first_half()?;
+        // From here the backup starts, reading the indexes: the lease must
+        // stay ours from this write on.
+        taking.continuous = true;
         let pending = Arc::new(Pending::default());
         *fence.pending.lock() = Some(pending.clone());
         let (f, p, v) = (fence.clone(), pending.clone(), vault.to_string());

@@ -124,6 +124,13 @@ impl Table {
     }
 }
 
+/// Give a table's free slots back once it is less than an eighth full.
+fn shrink<K: Eq + std::hash::Hash, V>(m: &mut NumMap<K, V>) {
+    if m.capacity() > 4096 && m.len() < m.capacity() / 8 {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
 impl Vfs {
     pub(super) fn entry(&self, ino: u64) -> VResult<(Entry, u64)> {
         let t = self.table.read();
@@ -221,6 +228,12 @@ impl Vfs {
                 }
             }
         }
+        // The kernel dropped most of what it held (memory pressure): the
+        // tables give their free slots back, so that memory follows the
+        // inodes held rather than their peak. Only after an eightfold
+        // drop, to twice what is left: amortised, each forget pays O(1).
+        shrink(&mut t.by_ino);
+        shrink(&mut t.at);
     }
 
     /// Number of inodes held (for tests and memory checks).
@@ -263,5 +276,29 @@ mod tests {
         let at = size_of::<((u64, u32), u64)>() + 1;
         let worst = (by_ino + at) * 16 / 7;
         assert!(worst <= 200, "an inode costs up to {worst} bytes");
+    }
+
+    /// A table the kernel mostly emptied gives its slots back; one still
+    /// well used keeps them (no rehash at every forget).
+    #[test]
+    fn tables_shrink_after_the_kernel_forgets() {
+        let mut m: NumMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
+        let full = m.capacity();
+        for i in 0..50_000 {
+            m.remove(&i);
+            shrink(&mut m);
+        }
+        assert_eq!(m.capacity(), full, "half full: kept");
+        for i in 50_000..99_000 {
+            m.remove(&i);
+            shrink(&mut m);
+        }
+        assert!(
+            m.capacity() < full / 8,
+            "{} slots for {}",
+            m.capacity(),
+            m.len()
+        );
+        assert_eq!(m.len(), 1000);
     }
 }

@@ -4,12 +4,14 @@
 //! ones, so that the bucket's latency hides behind the reader's work
 //! instead of adding to it once per block.
 //!
-//! Per pack, a stream remembers the last block read. A read of the next
-//! block (or one just beyond) is sequential: the window doubles, up to
+//! Per pack, a stream remembers the furthest block read. A read just
+//! beyond it (one or two blocks) is sequential: the window doubles, up to
 //! [`MAX_WINDOW`] blocks, and the blocks of the window not yet cached are
-//! fetched with one ranged GET on a helper thread. Any other read resets
-//! the stream's window: random reads (a mount's) fetch no more than they
-//! read. At most [`MAX_JOBS`] helpers run at a time; each ends when its
+//! fetched with one ranged GET on a helper thread. A read a few blocks
+//! behind it keeps the stream (a restore reads files in name order, and
+//! the backup wrote their chunks from several threads, so nearby blocks
+//! come a little out of order); any other read resets the stream's
+//! window: random reads (a mount's) fetch no more than they read. At most [`MAX_JOBS`] helpers run at a time; each ends when its
 //! GET is done, so an idle process has none. A reader wanting a block a
 //! helper is fetching waits for it rather than asking for it again.
 
@@ -30,6 +32,8 @@ struct Stream {
     pack: String,
     /// The last block read.
     last: u64,
+    /// The furthest block read since the stream began.
+    hi: u64,
     /// Blocks to read ahead now (0: not sequential).
     window: u64,
     /// Blocks before this one were fetched or asked for already.
@@ -72,6 +76,7 @@ impl ReadAhead {
                 st.streams.push_back(Stream {
                     pack: pack.to_string(),
                     last: b,
+                    hi: b,
                     window: 0,
                     issued_to: b + 1,
                 });
@@ -83,21 +88,26 @@ impl ReadAhead {
         if b == s.last {
             return None;
         }
-        if b > s.last && b <= s.last + 2 {
-            s.window = (s.window * 2).clamp(2, MAX_WINDOW);
-        } else {
-            s.window = 0;
-            s.issued_to = b + 1;
-        }
         s.last = b;
+        if b + 4 < s.hi || b > s.hi + 2 {
+            s.window = 0;
+            s.hi = b;
+            s.issued_to = b + 1;
+            return None;
+        }
+        if b > s.hi {
+            s.window = (s.window * 2).clamp(2, MAX_WINDOW);
+            s.hi = b;
+        }
         // Ask again once half the window is used.
-        if s.window == 0 || s.issued_to >= b + 1 + s.window / 2 || jobs >= MAX_JOBS {
+        let hi = s.hi;
+        if s.window == 0 || s.issued_to >= hi + 1 + s.window / 2 || jobs >= MAX_JOBS {
             return None;
         }
         // From the block being read if it is missing: its reader then
         // waits for this GET instead of making one of its own.
         let mut first = s.issued_to.max(b);
-        let end = (b + 1 + s.window).min(blocks);
+        let end = (hi + 1 + s.window).min(blocks);
         s.issued_to = end.max(s.issued_to);
         // Skip what is here or coming; stop at the next such block.
         let busy = |st: &State, k: u64| {
@@ -189,6 +199,12 @@ mod tests {
         a.finished("r", 2, 3);
         assert_eq!(a.note("s", 0, 100, none), None);
         assert_eq!(a.note("s", 1, 100, |_| true), None, "warm: nothing");
+        // A little out of order is still in order.
+        assert_eq!(a.note("t", 0, 100, none), None);
+        assert_eq!(a.note("t", 2, 100, none), Some((2, 5)));
+        a.finished("t", 2, 5);
+        assert_eq!(a.note("t", 1, 100, none), None);
+        assert_eq!(a.note("t", 3, 100, none), Some((5, 8)));
     }
 
     /// At most MAX_JOBS fetches at once; a reader of a block being

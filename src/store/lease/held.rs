@@ -177,10 +177,16 @@ impl Held {
 /// [`super::Lease::begin`]): they are content-addressed and no index names
 /// them yet, so a pack that a refused writer put is harmless and prune
 /// reclaims it. Nothing else may: indexes, records, the head, settings and
-/// every delete wait for the answer.
+/// every delete wait for the answer, except the removal of temporaries
+/// ([`TEMPORARIES`]): a bucket holds none (an S3 upload is whole or
+/// invisible), so it deletes nothing, and a backup asks for it first.
 pub(super) fn may_precede_lease(name: &str, delete: bool) -> bool {
-    !delete && name.starts_with("packs/") && name.ends_with(".pack")
+    (!delete && name.starts_with("packs/") && name.ends_with(".pack")) || name == TEMPORARIES
 }
+
+/// The name a fence check of [`crate::store::Storage::remove_stale_temps`]
+/// goes by.
+pub const TEMPORARIES: &str = "temporary objects";
 
 /// A lease being confirmed on a thread: whether it was granted, once
 /// known. Writes that must not precede the lease wait here.

@@ -496,6 +496,8 @@ fn packs_go_up_while_the_lease_is_confirmed_and_the_record_waits() {
     // Our lease is written when begin returns: another host sees it.
     assert!(stored(&*s).is_some());
     s.put("packs/ab/x.pack", b"pack").unwrap();
+    // A bucket has no temporaries: a backup's first call does not wait.
+    s.remove_stale_temps().unwrap();
     assert!(
         t0.elapsed() < timing.settle,
         "a pack waited for the lease: {:?}",
@@ -647,6 +649,31 @@ fn fenced_forwards_every_method() {
             "distrust_kept_listings"
         ]
     );
+}
+
+/// A backup's lease removed before its read-back (another writer took
+/// it over and released it, maybe pruning meanwhile): no fresh attempt,
+/// since the backup already read the indexes; it publishes nothing.
+#[test]
+fn a_backup_lease_removed_before_it_was_confirmed_is_not_taken_again() {
+    let (t, s, fence) = bucket();
+    let timing = Timing::from_values(Some("30"), Some("1"), Some("1000")).unwrap();
+    let mut c = Lease::begin(s.clone(), "home", timing, fence).unwrap();
+    let (s2, _f2) = other_host(&t);
+    s2.delete(LEASE_OBJECT).unwrap();
+    let e = s.put("index/x.idx", b"i").unwrap_err();
+    assert_eq!(e.cbr_code(), Some("BackupService.6125"), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(
+            "vault home: the writer lease was lost before it was confirmed (it was removed)"
+        ),
+        "{msg}"
+    );
+    assert!(t.get("index/x.idx").unwrap().is_none());
+    assert!(c.wait().is_err());
+    drop(c);
+    assert!(stored(&*s).is_none(), "a lease was taken again");
 }
 
 /// The example of docs/FORMAT.md §19.5 is a lease this cbrfs reads.
