@@ -68,7 +68,9 @@ pub use local::LocalDir;
 pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
-pub use compression::{compress_blob, compress_into, give_buffer};
+pub use compression::{
+    compress_blob, compress_into, give_buffer, pooled_bytes, release_buffers, take_buffer,
+};
 pub use marks::Mark;
 pub use reader::{IndexTable, Repo};
 pub use writer::{index_size, pack_overhead, pack_sizes_for, AddOutcome, RepoWriter, WriterStats};

@@ -36,7 +36,7 @@ mod table;
 mod tree;
 mod vault;
 
-pub use file::{OpenFile, PREFETCH_MAX};
+pub use file::{OpenFile, PREFETCH_MAX, READ_IDLE};
 pub use running::{RunState, Running};
 pub use tree::node_attr;
 
