@@ -3,7 +3,13 @@
 # every path that lists or walks it: the backup (walk, one tree blob of a
 # million nodes), an unchanged re-backup, the mount (`ls | wc -l`,
 # `find | wc -l`, `stat` of one name), and the restore. Checks that every
-# count matches and prints each step's figures.
+# count matches and prints each step's figures. Then (issue 17) the mount's
+# memory while `find` walks the directory in each of ten backups: the
+# daemon's RSS after each walk, the inodes it holds (the kernel's lookups:
+# the root's user.cbrfs.inodes), its decoded trees' bytes
+# (user.cbrfs.tree_cache_bytes) and the memory per inode, so that RSS
+# staying flat across backups, and at most 200 bytes per inode, can be
+# read off.
 #
 # A benchmark, not a test: CI does not run it and no time is asserted; a
 # count that does not match, or a step that fails, ends it with exit 1.
@@ -13,7 +19,10 @@
 # with the entries' metadata cached, as right after a busy day.
 #
 # Settings (environment):
-#   BENCH_MILLION_N=1000000     entries in the directory
+#   BENCH_MILLION_N=1000000     entries in the directory (a small mode:
+#                               BENCH_MILLION_N=20000 checks the script)
+#   BENCH_MILLION_BACKUPS=10    backups the memory rows walk (all but the
+#                               first unchanged re-backups)
 #   BENCH_MILLION_DIR=/var/tmp/cbrfs-million   work directory (removed at
 #                               the end unless BENCH_MILLION_KEEP=1)
 #   CBRFS_BIN                   the binary [default target/release/cbrfs]
@@ -25,6 +34,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 N=${BENCH_MILLION_N:-1000000}
+NB=${BENCH_MILLION_BACKUPS:-10}
+[ "$NB" -ge 2 ] || { echo "bench-million: BENCH_MILLION_BACKUPS must be at least 2" >&2; exit 1; }
 W=${BENCH_MILLION_DIR:-/var/tmp/cbrfs-million}
 BIN=${CBRFS_BIN:-$REPO/target/release/cbrfs}
 [ -x "$BIN" ] || { echo "bench-million: $BIN not found: cargo build --release" >&2; exit 1; }
@@ -109,6 +120,43 @@ echo "mount daemon: VmRSS $rss KiB, VmHWM $hwm KiB after the listings"
 ROWS+=("mount daemon after ls, ls, find, stat (VmRSS, VmHWM)"$'\x1f'$'\x1f'$'\x1f'$'\x1f'"$rss (peak $hwm)")
 cbrfs umount "$MNT"
 
+echo "== memory while find walks the directory in $NB backups"
+for i in $(seq 3 "$NB"); do
+	cbrfs backup create m --name "b$i" >/dev/null
+done
+# A fresh mount: every row's inodes come from the walks alone.
+cbrfs mount "$MNT" >/dev/null
+pid=$(pgrep -f -- "mount $MNT --foreground" | head -n 1 || true)
+[ -n "$pid" ] || die "no mount daemon found"
+rss_of() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
+xattr_of() { getfattr --only-values -n "user.cbrfs.$1" "$MNT" 2>/dev/null || echo 0; }
+base=$(rss_of)
+echo "mount daemon before the walks: VmRSS $base KiB"
+MEM=()
+first_rss=
+for i in $(seq 1 "$NB"); do
+	start=$(date +%s%N)
+	got=$(find "$MNT/m/b$i/src" | wc -l)
+	wall=$(python3 -c 'import sys; print("%.2f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e9))' "$start" "$(date +%s%N)")
+	[ "$got" = "$((N + 2))" ] || die "find in b$i counted $got, expected $((N + 2))"
+	rss=$(rss_of)
+	inodes=$(xattr_of inodes)
+	trees=$(xattr_of tree_cache_bytes)
+	# Bytes per inode: the RSS the walks added, less the decoded trees
+	# (bounded on their own), over the inodes held; not given when the
+	# kernel held fewer than one walk's entries (it dropped inodes under
+	# memory pressure, and the RSS still holds what freed memory malloc
+	# keeps).
+	per=$(python3 -c 'import sys; r,b,t,n,N=map(int,sys.argv[1:]); print(round(max(r-b,0)*1024/n - t/n) if n >= N else "-")' "$rss" "$base" "$trees" "$inodes" "$N")
+	[ -n "$first_rss" ] || first_rss=$rss
+	MEM+=("b$i"$'\x1f'"$wall"$'\x1f'"$rss"$'\x1f'"$inodes"$'\x1f'"$trees"$'\x1f'"$per")
+	printf 'find b%-3s %6ss  VmRSS %9s KiB  inodes %9s  trees %11s B  %5s B/inode\n' "$i" "$wall" "$rss" "$inodes" "$trees" "$per"
+done
+hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+flat=$(python3 -c 'import sys; a,b=map(int,sys.argv[1:]); print("%.2f" % (b/a))' "$first_rss" "$rss")
+echo "RSS after the last walk / after the first: $flat (VmHWM $hwm KiB)"
+cbrfs umount "$MNT"
+
 echo "== restore"
 timed "restore b1" "$BIN" --store "$STORE" restore m b1 --to "$R"
 got=$(find "$R/big" -mindepth 1 | wc -l)
@@ -125,5 +173,16 @@ for row in "${ROWS[@]}"; do
 	IFS=$'\x1f' read -r name wall user sys rss <<<"$row"
 	echo "| ${name//|/\\|} | $wall | $user | $sys | $rss |"
 done
+echo
+echo "RSS flat while find walks a million-entry directory across $NB backups (entries $N each; daemon VmRSS $base KiB before the walks):"
+echo
+echo "| find in | wall s | daemon VmRSS KiB | inodes held | decoded trees B | B per inode |"
+echo "|---|---|---|---|---|---|"
+for row in "${MEM[@]}"; do
+	IFS=$'\x1f' read -r name wall rss inodes trees per <<<"$row"
+	echo "| $name | $wall | $rss | $inodes | $trees | $per |"
+done
+echo
+echo "RSS after the last walk / after the first: $flat; VmHWM $hwm KiB. B per inode: (VmRSS - VmRSS before the walks - decoded trees) / inodes held."
 echo
 echo "entries $N; store $store_bytes bytes; host $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,7 +2,7 @@
 # scripts/test.sh: the one command that runs every test.
 #
 #   1. cargo build --release     (the binary the shell tests run)
-#   2. cargo test                (unit and integration tests; the counts of
+#   2. cargo test --no-fail-fast (unit and integration tests; the counts of
 #                                 its `test result:` lines are summed)
 #   3. tests/run.sh              (the shell tests against the release binary)
 #
@@ -41,7 +41,9 @@ fi
 echo "== cargo test"
 log=$(mktemp "${TMPDIR:-/tmp}/cbrfs-cargo-test.XXXXXX")
 trap 'rm -f "$log"' EXIT
-cargo test 2>&1 | tee "$log"
+# --no-fail-fast: a failing test binary must not hide the results of the
+# binaries after it (cargo stops at the first one otherwise).
+cargo test --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # "test result: ok. 12 passed; 0 failed; 0 ignored; ..."
 read -r p f < <(awk '/^test result:/ {

@@ -107,6 +107,20 @@ impl Error {
     pub fn os_error(&self) -> Option<&io::Error> {
         self.source.as_ref()
     }
+    /// The same error again (kind, code, message and the OS error's kind
+    /// and text): for an outcome that several callers each get, such as a
+    /// refused writer lease (store/lease.rs).
+    pub fn duplicate(&self) -> Self {
+        Error {
+            kind: self.kind,
+            code: self.code,
+            msg: self.msg.clone(),
+            source: self.source.as_ref().map(|e| match e.raw_os_error() {
+                Some(n) => io::Error::from_raw_os_error(n),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
+        }
+    }
     /// Prefix the message with more context, keeping kind and code.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
         self.msg = format!("{ctx}: {}", self.msg);

@@ -48,14 +48,42 @@ expect_ok cbrfs --password-file "$PW" restore ev b1 --to "$T/r1"
 if out=$(treecmp "$S" "$T/r1"); then pass "restore of b1 from the bucket is the source"; else fail "treecmp b1: $out"; fi
 expect_ok cbrfs --password-file "$PW" check ev --read-data
 
+# The writer lease names its holder's host: a backup from a host of a
+# name of its own (a UTS namespace), whose lease is read from the bucket
+# (through the filer, as stored) while the backup holds it: from its write
+# through the settle wait, 3 s here, and the backup. (SeaweedFS stores
+# small compressible objects gzipped, so the search of its data
+# directories below cannot be relied on for the lease.)
+LEASEHOST=
+if is_root && unshare --uts true 2>/dev/null; then
+	LEASEHOST=LEASEHOST-f00d
+	lease_url="http://127.0.0.1:$SEAWEED_FILER_PORT/buckets/${URL#s3://}/lease"
+	lease_got() { curl -sf -o "$T/lease.got" "$lease_url"; }
+	bg env CBRFS_LEASE_SETTLE_MS=3000 unshare --uts sh -c 'hostname "$0" && exec "$@"' "$LEASEHOST" \
+		"$CBRFS_BIN" --store "$STORE" --password-file "$PW" backup create ev --name b2 >"$T/b2.out" 2>&1
+	wait_for 60 "the writer lease in the bucket" lease_got
+	wait "$BG_PID" && pass "a backup from host $LEASEHOST" || fail "the backup from host $LEASEHOST failed: $(cat "$T/b2.out")"
+	if grep -q -- "$LEASEHOST" "$T/lease.got"; then
+		fail "the lease in the bucket names its host in the clear: $(head -c 300 "$T/lease.got")"
+	elif grep -q '"host":"(sealed)"' "$T/lease.got"; then
+		pass "the lease in the bucket seals its holder: $(head -c 100 "$T/lease.got")..."
+	else
+		fail "what was read from the bucket is no sealed lease: $(head -c 300 "$T/lease.got")"
+	fi
+else
+	note "not root or no unshare: the lease's host name is not searched for"
+fi
+
 note "nothing in the clear on this host nor in the cluster's data"
-for needle in MARKER-c0ffee SECRETNAME PATHMARK-d00d; do
+for needle in MARKER-c0ffee SECRETNAME PATHMARK-d00d $LEASEHOST; do
 	n=$(grep -rac -- "$needle" "$STORE" | awk -F: '{s += $NF} END {print s + 0}')
 	expect_eq "occurrences of $needle in the whole local store" "$n" 0
 	n=$(grep -rac -- "$needle" "$SEAWEED_DIR" | awk -F: '{s += $NF} END {print s + 0}')
 	expect_eq "occurrences of $needle in the SeaweedFS data directories" "$n" 0
 done
 [ -z "$(find "$STORE/vaults/ev" -name key -type f)" ] && pass "no clear key object" || fail "a clear key in the cache"
+# b2 was for the lease's host name: the new host below finds b1 alone.
+[ -z "$LEASEHOST" ] || expect_ok cbrfs --password-file "$PW" backup delete ev b2
 
 note "a new host attaches the vault from the bucket"
 STORE=$T/store2

@@ -36,6 +36,7 @@
 //! | index | whole | kind, index id (file name) |
 //! | backup record | whole | kind, backup name (file name) |
 //! | vault settings | whole | kind (one per vault; the key is per vault) |
+//! | a writer lease's holder (host, pid) | whole | kind, the lease's token |
 //! | key slot's master key | whole | kind, slot header (KDF and parameters, salt, key id), slot number |
 //!
 //! # Which tampering is detected, and how

@@ -43,6 +43,11 @@ pub enum Kind {
     Config = 5,
     /// The master key inside a key slot (§16.4).
     Slot = 6,
+    /// The holder's identity inside the writer lease of a vault in a
+    /// bucket (§19.5; [`SealKey::seal_lease`]). Not an [`Object`]: the
+    /// lease is no object of the store's format, and [`Object`] is matched
+    /// exhaustively by the golden tests.
+    Lease = 7,
 }
 
 /// Which object is sealed or opened: its kind and what the reader knows of
@@ -254,6 +259,37 @@ impl SealKey {
     /// blob after blob to one buffer).
     pub fn seal_into(&self, obj: Object<'_>, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let ad = associated_data(obj.kind(), obj.binding());
+        self.seal_ad(&ad, plaintext, out)
+    }
+
+    /// The holder's identity of the writer lease with token `token`
+    /// (kind 7, bound to the token: §19.5), sealed.
+    pub fn seal_lease(&self, token: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal_ad(
+            &associated_data(Kind::Lease, token.as_bytes()),
+            plaintext,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// The plaintext of a lease's sealed identity, which must have been
+    /// sealed by [`SealKey::seal_lease`] with this key and `token`;
+    /// otherwise an error naming the writer lease.
+    pub fn open_lease(&self, token: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_ad(
+            &associated_data(Kind::Lease, token.as_bytes()),
+            sealed,
+            &"writer lease",
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Append `plaintext` sealed under associated data `ad` to `out`.
+    fn seal_ad(&self, ad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let nonce: [u8; NONCE_LEN] = random()?;
         let (key, inner) = self.inner_cipher(&nonce)?;
         out.reserve(OVERHEAD + plaintext.len());
@@ -262,7 +298,7 @@ impl SealKey {
         let start = out.len();
         out.extend_from_slice(plaintext);
         let tag = key
-            .seal_in_place_separate_tag(inner, ring::aead::Aad::from(&ad[..]), &mut out[start..])
+            .seal_in_place_separate_tag(inner, ring::aead::Aad::from(ad), &mut out[start..])
             .map_err(|_| {
                 // Only a plaintext beyond 256 GiB makes the cipher refuse.
                 Error::failed(format!("sealing {} bytes failed", plaintext.len()))
@@ -286,16 +322,28 @@ impl SealKey {
     /// reuses one buffer (the compressed form of a blob, decompressed at
     /// once). On failure `out` is left empty.
     pub fn open_into(&self, obj: Object<'_>, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        out.clear();
-        let (nonce, body, tag) = split_sealed(sealed, &obj)?;
         let ad = associated_data(obj.kind(), obj.binding());
+        self.open_ad(&ad, sealed, &obj, out)
+    }
+
+    /// Open `sealed` under associated data `ad` into `out` (cleared
+    /// first); errors name `what`.
+    fn open_ad(
+        &self,
+        ad: &[u8],
+        sealed: &[u8],
+        what: &dyn fmt::Display,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let (nonce, body, tag) = split_sealed(sealed, what)?;
         let (key, inner) = self.inner_cipher(nonce)?;
         // The one copy out of the (read-only, mapped) pack; decrypted in
         // place.
         out.extend_from_slice(body);
         match key.open_in_place_separate_tag(
             inner,
-            ring::aead::Aad::from(&ad[..]),
+            ring::aead::Aad::from(ad),
             ring::aead::Tag::from(*tag),
             out,
             0..,
@@ -305,7 +353,7 @@ impl SealKey {
             // nothing of a failed open is returned or left.
             Err(_) => {
                 out.clear();
-                Err(auth_failed(&obj))
+                Err(auth_failed(what))
             }
         }
     }
@@ -491,6 +539,24 @@ mod tests {
             corrupt_err(k.open(b, &sealed), &b.to_string());
             assert!(k.open(a, &sealed).is_ok());
         }
+    }
+
+    /// A lease's sealed identity opens only with its own token, and is no
+    /// object of another kind (nor is one of them a lease identity).
+    #[test]
+    fn lease_identities_are_bound_to_their_token_and_kind() {
+        let k = key();
+        let sealed = k.seal_lease("aa", b"host and pid").unwrap();
+        assert_eq!(sealed.len(), b"host and pid".len() + OVERHEAD);
+        assert_eq!(k.open_lease("aa", &sealed).unwrap(), b"host and pid");
+        corrupt_err(k.open_lease("bb", &sealed), "writer lease");
+        corrupt_err(k.open(Object::Record("aa"), &sealed), "record of backup aa");
+        let record = k.seal(Object::Record("aa"), b"payload").unwrap();
+        corrupt_err(k.open_lease("aa", &record), "writer lease");
+        let mut bad = sealed.clone();
+        bad[OVERHEAD / 2] ^= 1;
+        corrupt_err(k.open_lease("aa", &bad), "writer lease");
+        corrupt_err(key().open_lease("aa", &sealed), "writer lease");
     }
 
     #[test]

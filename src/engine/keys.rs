@@ -25,14 +25,28 @@ fn encrypted_vault(store: &Store, vault: &str) -> Result<()> {
     Ok(())
 }
 
+/// The master key of `vault`, unlocked with the password given, and
+/// remembered for this process before the writer lock is taken: the lease
+/// of a vault in a bucket seals its holder with the vault's key
+/// (store/lease_seal.rs), and would otherwise unlock it a second time (a
+/// second argon2id run, or a second prompt).
+fn unlock_then_remember(
+    storage: &dyn crate::store::Storage,
+    vault: &str,
+) -> Result<crate::crypto::MasterKey> {
+    let master = keyring::unlock_master(storage, vault)?;
+    keyring::remember(storage, Ok(&master));
+    Ok(master)
+}
+
 /// Add a key slot opened by the password from `new_password_file` (or the
 /// terminal, asked twice; never `CBRFS_PASSWORD`, which opens the vault).
 /// Returns the new slot's number.
 pub fn add(store: &Store, vault: &str, new_password_file: Option<&Path>) -> Result<u32> {
     encrypted_vault(store, vault)?;
-    let _lock = store.try_backup_lock(vault)?;
     let storage = store.vault_storage(vault)?;
-    let master = keyring::unlock_master(&*storage, vault)?;
+    let master = unlock_then_remember(&*storage, vault)?;
+    let _lock = store.try_backup_lock(vault)?;
     let src = Sources {
         file: new_password_file,
         option: "--new-password-file",
@@ -60,9 +74,9 @@ pub fn list(store: &Store, vault: &str) -> Result<Vec<SlotInfo>> {
 /// key (the last one is never removed).
 pub fn remove(store: &Store, vault: &str, number: u32) -> Result<()> {
     encrypted_vault(store, vault)?;
-    let _lock = store.try_backup_lock(vault)?;
     let storage = store.vault_storage(vault)?;
-    let master = keyring::unlock_master(&*storage, vault)?;
+    let master = unlock_then_remember(&*storage, vault)?;
+    let _lock = store.try_backup_lock(vault)?;
     slot::remove_slot(&Slots(&*storage), vault, number, &master)
 }
 

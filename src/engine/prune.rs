@@ -208,6 +208,14 @@ pub struct PruneReport {
     /// marked again rather than deleted).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Marks dated in the future (beyond clock skew) that this prune
+    /// dated anew, now (remote vaults; docs/FORMAT.md §19.6).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub marks_redated: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Prune vault `vault` (with the default grace period). Refuses to run
@@ -326,18 +334,40 @@ pub fn prune_opts(
     }
     report.problems = problems;
     let now = catalog::now_ns();
-    let grace_ns = i64::try_from(grace.as_nanos()).unwrap_or(i64::MAX);
-    let within_grace = |marked: i64| two_phase && now.saturating_sub(marked) < grace_ns;
     let mut waiting: HashSet<BlobId> = HashSet::new();
     let mut expired: HashSet<BlobId> = HashSet::new();
     let mut expired_marks: Vec<String> = Vec::new();
+    let mut redated = 0;
     for m in &marks {
-        if within_grace(m.marked_ns()) {
-            waiting.extend(m.packs());
-        } else {
-            expired.extend(m.packs());
-            expired_marks.push(m.name().to_string());
+        use crate::store::marks::{phase, Phase};
+        match phase(m.marked_ns(), now, grace, two_phase) {
+            Phase::Waiting => waiting.extend(m.packs()),
+            Phase::Expired => {
+                expired.extend(m.packs());
+                expired_marks.push(m.name().to_string());
+            }
+            Phase::FutureDated => {
+                // A clock gone wrong or a planted mark: dated anew, now.
+                log::warn!(
+                    "prune of vault {vault}: mark {} is dated {}, in the future: dated anew now, its packs wait the grace period from now",
+                    m.name(),
+                    catalog::ns_to_rfc3339(m.marked_ns())
+                );
+                if !dry_run {
+                    m.redate(&**repo.storage(), now, repo.key().seal_key())
+                        .map_err(|e| {
+                            e.context(format!("vault {vault}: date mark {} anew", m.name()))
+                        })?;
+                }
+                redated += 1;
+                waiting.extend(m.packs());
+            }
         }
+    }
+    report.marks_redated = redated;
+    if redated > 0 && !dry_run {
+        // Other hosts' kept listings of the marks (docs/FORMAT.md §19.4).
+        repo.storage().publish()?;
     }
     let mut remove: Vec<BlobId> = Vec::new();
     let mut rewrite: Vec<BlobId> = Vec::new();
@@ -564,6 +594,12 @@ impl PruneReport {
                 self.packs_waiting,
                 hb(self.bytes_waiting)
             ));
+            if self.marks_redated > 0 {
+                s.push_str(&format!(
+                    ", {} dated in the future, dated anew",
+                    crate::rules::count(self.marks_redated as u64, "mark", "marks")
+                ));
+            }
         }
         s
     }

@@ -298,7 +298,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     if opts.allow_other {
         cfg.acl = fuser::SessionACL::All;
     }
-    cfg.n_threads = Some(4);
+    cfg.n_threads = Some(mount_threads());
     cfg.clone_fd = true;
     let notifier = Arc::new(std::sync::OnceLock::new());
     let fs = CbrFs {
@@ -378,6 +378,16 @@ fn raise_read_ahead(mp: &Path) {
     if let Err(e) = std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
         log::info!("read-ahead left as it is: {knob}: {e}");
     }
+}
+
+/// The mount's worker threads: 4, or `CBRFS_MOUNT_THREADS` (1 to 64),
+/// which scripts/fuse-requests.sh sets to measure what the count costs.
+fn mount_threads() -> usize {
+    std::env::var("CBRFS_MOUNT_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(4)
 }
 
 /// The signals that unmount cleanly: SIGTERM, SIGINT, SIGHUP.

@@ -55,7 +55,7 @@ impl Storage for Fenced {
         self.inner.map(name)
     }
     fn remove_stale_temps(&self) -> Result<usize> {
-        self.fence.check("temporary objects", true)?;
+        self.fence.check(super::lease::TEMPORARIES, true)?;
         self.inner.remove_stale_temps()
     }
     fn keep_whole(&self, name: &str) -> Result<()> {

@@ -113,7 +113,9 @@ pub fn encrypted_vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
         return r.clone().map_err(|(k, m)| Error::new(k, m));
     }
     let file = password_file();
-    match password::unlock_with_password(&Slots(storage), vault, file.as_deref()) {
+    let unlocked = password::read_password(vault, &Sources::unlock(file.as_deref()))
+        .and_then(|pw| unlock_slots(storage, vault, pw.secret()));
+    match unlocked {
         Ok((_, master)) => {
             let key = Key::from_master(&master);
             cache.insert(id, Ok(key.clone()));
@@ -128,6 +130,41 @@ pub fn encrypted_vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
             Err(e)
         }
     }
+}
+
+/// [`slot::unlock_vault`] over the slots of `storage`; when no slot opens
+/// and a cache held copies of them (a remote vault keeps its slots on the
+/// host, docs/FORMAT.md §19), those copies are dropped and the slots read
+/// again from the bucket, once: a slot changed there since it was cached,
+/// or a damaged copy, must not lock the vault. Nothing in a cached slot is
+/// trusted unless it opens: the slot is authenticated by its key.
+pub(crate) fn unlock_slots(
+    storage: &dyn Storage,
+    vault: &str,
+    secret: slot::Secret<'_>,
+) -> Result<(u32, crate::crypto::MasterKey)> {
+    match slot::unlock_vault(&Slots(storage), vault, secret) {
+        Err(e)
+            if matches!(e.kind(), Kind::Invalid | Kind::Corrupt)
+                && forget_cached_slots(storage) =>
+        {
+            slot::unlock_vault(&Slots(storage), vault, secret)
+        }
+        r => r,
+    }
+}
+
+/// Drop the cached copies of every key slot of `storage`; true if there
+/// were any.
+fn forget_cached_slots(storage: &dyn Storage) -> bool {
+    let Ok(listed) = storage.list(slot::PREFIX) else {
+        return false;
+    };
+    let mut any = false;
+    for o in listed {
+        any |= storage.forget_cached(&o.name);
+    }
+    any
 }
 
 /// True when a password was given without a terminal: `--password-file`
@@ -215,7 +252,8 @@ pub fn create_encrypted_with(
 /// derived from it).
 pub fn unlock_master(storage: &dyn Storage, vault: &str) -> Result<crate::crypto::MasterKey> {
     let file = password_file();
-    password::unlock_with_password(&Slots(storage), vault, file.as_deref()).map(|(_, m)| m)
+    let pw = password::read_password(vault, &Sources::unlock(file.as_deref()))?;
+    unlock_slots(storage, vault, pw.secret()).map(|(_, m)| m)
 }
 
 /// Forget the key unlocked for `storage` (tests of unlocking, and a

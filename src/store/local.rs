@@ -110,6 +110,21 @@ impl LocalDir {
         tmp.commit(&dest)
     }
 
+    /// Publish `data` as `name` for a cache: a temporary file renamed into
+    /// place (atomic: a reader sees the old entry, none, or all of the new
+    /// one), without the fsyncs and the read-back of [`Storage::put`]. Only
+    /// for copies whose every read is verified (a cache's entries: a torn
+    /// one after a crash is refused there and fetched again).
+    pub fn put_unsynced(&self, name: &str, data: &[u8]) -> Result<()> {
+        let dest = self.path(name)?;
+        let dir = self.make_parents(&dest)?;
+        let mut tmp = TempFile::new_in(&dir)?;
+        tmp.file()
+            .write_all(data)
+            .ctx(|| format!("write {}", tmp.path().display()))?;
+        tmp.commit_unsynced(&dest)
+    }
+
     /// Every `.tmp-*` file directly in `dir`, removed.
     fn remove_temps_in(dir: &Path) -> Result<usize> {
         match fsutil::ensure_real_dir(dir) {

@@ -53,6 +53,54 @@ const HEADER_LEN: usize = 16;
 const TIME_LEN: usize = 8;
 const SUM_LEN: usize = 8;
 
+/// A mark larger than this is damage, refused before it is read: anyone
+/// who can write to the bucket may put gigabytes at a mark's name. A mark
+/// holds 40 bytes per blob (§7.1), so this is 25 million blobs given back
+/// by one prune.
+pub const MAX_BYTES: u64 = 1 << 30;
+
+/// A mark dated more than this after now is not clock skew (hosts' clocks
+/// agree within seconds under NTP) but a clock gone wrong or a planted
+/// mark: prune dates it anew (docs/FORMAT.md §19.6, [`Phase::FutureDated`]).
+pub const FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A reader that misses a blob lists the marks again at most this often
+/// (a restore of a pruned backup misses every blob of it).
+pub const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What prune does with a mark's packs (docs/FORMAT.md §19.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Within its grace period: its packs wait.
+    Waiting,
+    /// Its grace period has passed: its packs are deleted, then the mark.
+    Expired,
+    /// Dated in the future beyond [`FUTURE_SKEW`]: its grace would count
+    /// from a time that has not come (for ever, for a date far ahead).
+    /// Prune dates it anew, now ([`Mark::redate`]), and its packs wait one
+    /// grace period from there: neither kept for ever nor deleted at once.
+    FutureDated,
+}
+
+/// The phase at `now_ns` of a mark made at `marked_ns`, with grace period
+/// `grace`. `two_phase` is false for a local vault, which deletes at once
+/// whatever a mark names.
+pub fn phase(marked_ns: i64, now_ns: i64, grace: std::time::Duration, two_phase: bool) -> Phase {
+    if !two_phase {
+        return Phase::Expired;
+    }
+    let skew = FUTURE_SKEW.as_nanos() as i64;
+    if marked_ns > now_ns.saturating_add(skew) {
+        return Phase::FutureDated;
+    }
+    let grace_ns = i64::try_from(grace.as_nanos()).unwrap_or(i64::MAX);
+    if now_ns.saturating_sub(marked_ns) < grace_ns {
+        Phase::Waiting
+    } else {
+        Phase::Expired
+    }
+}
+
 /// One mark: when, which packs, and where their blobs were.
 pub struct Mark {
     name: String,
@@ -85,7 +133,7 @@ impl Mark {
         let label = storage::object_label(storage, name);
         let bad = |why: &str| Error::corrupt(format!("prune mark {label} is damaged: {why}"));
         let id = mark_id(name).ok_or_else(|| bad("its name is not prune/<32 hex digits>.mark"))?;
-        let bytes = storage::load(storage, name)?;
+        let bytes = read_bounded(storage, name)?;
         if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC || le_u32(&bytes, 12) != 0 {
             return Err(bad("bad magic"));
         }
@@ -134,6 +182,43 @@ impl Mark {
             marked_ns,
             index,
         })
+    }
+
+    /// Publish this mark again dated `now_ns` (same packs, same blobs),
+    /// then delete it: a mark dated in the future ([`Phase::FutureDated`]).
+    /// Returns the new mark's name. The new mark goes first, so a kill in
+    /// between leaves both (the packs wait for the later one).
+    pub fn redate(
+        &self,
+        storage: &dyn Storage,
+        now_ns: i64,
+        seal: Option<&SealKey>,
+    ) -> Result<String> {
+        let (name, _) = write_mark(
+            storage,
+            now_ns,
+            &self.packs(),
+            self.index.iter().collect(),
+            seal,
+        )?;
+        storage.delete(&self.name)?;
+        Ok(name)
+    }
+}
+
+/// The bytes of mark `name`, its length checked before they are read:
+/// mapped where the storage maps (a local vault), else read with a bound.
+fn read_bounded(storage: &dyn Storage, name: &str) -> Result<ObjectBytes> {
+    let at = storage.describe();
+    if let Some(m) = storage.map(name)? {
+        if m.len() as u64 > MAX_BYTES {
+            return Err(storage::too_big(&at, name, MAX_BYTES));
+        }
+        return Ok(ObjectBytes::Mapped(m));
+    }
+    match storage.get_at_most(name, MAX_BYTES)? {
+        Some(v) => Ok(ObjectBytes::Read(v)),
+        None => Err(storage::absent(storage, name)),
     }
 }
 
@@ -195,43 +280,53 @@ pub fn write_mark(
 }
 
 /// The marks a reader consults for a blob no index names: opened once
-/// each, re-listed whenever asked (a miss is rare: a backup deleted and
-/// pruned while it was read).
+/// each; listed again on a miss, but at most every [`RELIST_EVERY`] (a
+/// restore of a backup deleted and pruned under it misses every blob of
+/// it: one listing for them all, not one per blob).
 #[derive(Default)]
 pub struct Marks {
-    open: Mutex<HashMap<String, Arc<Mark>>>,
+    state: Mutex<MarksState>,
+}
+
+#[derive(Default)]
+struct MarksState {
+    open: HashMap<String, Arc<Mark>>,
+    /// When the marks were last listed.
+    listed: Option<std::time::Instant>,
 }
 
 impl Marks {
-    /// Where blob `id` was when a prune marked its pack, if a mark present
-    /// now says. Errors (a listing that fails, a damaged mark) count as
-    /// "not there": the caller reports the blob missing, as without marks.
+    /// Where blob `id` was when a prune marked its pack, if a mark says.
+    /// Errors (a listing that fails, a damaged mark) count as "not there":
+    /// the caller reports the blob missing, as without marks.
     pub fn locate(
         &self,
         storage: &dyn Storage,
         id: &BlobId,
         seal: Option<&SealKey>,
     ) -> Option<Location> {
+        let mut st = self.state.lock();
+        if let Some(l) = st.open.values().find_map(|m| m.lookup(id)) {
+            return Some(l);
+        }
+        if st.listed.is_some_and(|t| t.elapsed() < RELIST_EVERY) {
+            return None;
+        }
         let names = mark_names(storage).ok()?;
-        let mut open = self.open.lock();
-        open.retain(|n, _| names.contains(n));
+        st.listed = Some(std::time::Instant::now());
+        st.open.retain(|n, _| names.contains(n));
         for n in names {
-            if !open.contains_key(&n) {
-                match Mark::open(storage, &n, seal) {
-                    Ok(m) => {
-                        open.insert(n.clone(), Arc::new(m));
-                    }
-                    Err(e) => {
-                        log::warn!("{e}");
-                        continue;
-                    }
-                }
+            if st.open.contains_key(&n) {
+                continue;
             }
-            if let Some(l) = open.get(&n).and_then(|m| m.lookup(id)) {
-                return Some(l);
+            match Mark::open(storage, &n, seal) {
+                Ok(m) => {
+                    st.open.insert(n, Arc::new(m));
+                }
+                Err(e) => log::warn!("{e}"),
             }
         }
-        None
+        st.open.values().find_map(|m| m.lookup(id))
     }
 }
 
@@ -319,5 +414,177 @@ mod tests {
         bytes[..8].copy_from_slice(MAGIC);
         std::fs::write(dir.path().join(&as_mark), &bytes).unwrap();
         assert!(Mark::open(&s, &as_mark, Some(&key)).is_err());
+    }
+
+    /// A bucket as S3 is (nothing mapped), counting requests: whole
+    /// reads, bounded reads (and their bound), and listings.
+    #[derive(Debug)]
+    struct Counted {
+        dir: LocalDir,
+        gets: std::sync::atomic::AtomicUsize,
+        bounded: Mutex<Vec<u64>>,
+        lists: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counted {
+        fn new(path: &std::path::Path) -> Counted {
+            Counted {
+                dir: LocalDir::new(path),
+                gets: 0.into(),
+                bounded: Mutex::new(Vec::new()),
+                lists: 0.into(),
+            }
+        }
+    }
+
+    impl Storage for Counted {
+        fn describe(&self) -> String {
+            "s3://counted/v".into()
+        }
+        fn put(&self, n: &str, d: &[u8]) -> Result<()> {
+            self.dir.put(n, d)
+        }
+        fn put_file(&self, n: &str, f: &std::fs::File, l: u64) -> Result<()> {
+            self.dir.put_file(n, f, l)
+        }
+        fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.dir.get(n)
+        }
+        fn get_at_most(&self, n: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+            self.bounded.lock().push(limit);
+            self.dir.get_at_most(n, limit)
+        }
+        fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+            self.dir.get_range(n, o, l)
+        }
+        fn list(&self, p: &str) -> Result<Vec<storage::ObjectInfo>> {
+            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.dir.list(p)
+        }
+        fn delete(&self, n: &str) -> Result<()> {
+            self.dir.delete(n)
+        }
+    }
+
+    /// A mark in a bucket is read with its length bound (anyone who can
+    /// write there may put gigabytes at a mark's name), never whole.
+    #[test]
+    fn marks_are_read_with_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Counted::new(dir.path());
+        let (name, _) = write_mark(&s, 5, &[], vec![(BlobId([7; 16]), loc(1, 16))], None).unwrap();
+        let m = Mark::open(&s, &name, None).unwrap();
+        assert_eq!(m.lookup(&BlobId([7; 16])), Some(loc(1, 16)));
+        assert_eq!(*s.bounded.lock(), vec![MAX_BYTES]);
+        assert_eq!(s.gets.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Over the bound: damaged, named.
+        let e = match Mark::open(&Tiny(&s), &name, None) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("an oversized mark was read"),
+        };
+        assert!(e.contains("more than the 16 bytes"), "{e}");
+
+        /// The same bucket, with a 16-byte bound on what it returns.
+        #[derive(Debug)]
+        struct Tiny<'a>(&'a Counted);
+        impl Storage for Tiny<'_> {
+            fn describe(&self) -> String {
+                self.0.describe()
+            }
+            fn put(&self, n: &str, d: &[u8]) -> Result<()> {
+                self.0.put(n, d)
+            }
+            fn put_file(&self, n: &str, f: &std::fs::File, l: u64) -> Result<()> {
+                self.0.put_file(n, f, l)
+            }
+            fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
+                self.0.get(n)
+            }
+            fn get_at_most(&self, n: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+                assert_eq!(limit, MAX_BYTES);
+                self.0.get_at_most(n, 16)
+            }
+            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+                self.0.get_range(n, o, l)
+            }
+            fn list(&self, p: &str) -> Result<Vec<storage::ObjectInfo>> {
+                self.0.list(p)
+            }
+            fn delete(&self, n: &str) -> Result<()> {
+                self.0.delete(n)
+            }
+        }
+    }
+
+    /// A reader missing many blobs (a restore of a backup pruned under
+    /// it) lists the marks once, not once per blob; what an open mark
+    /// holds is found without a listing.
+    #[test]
+    fn a_reader_lists_the_marks_once_for_many_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Counted::new(dir.path());
+        write_mark(&s, 5, &[], vec![(BlobId([7; 16]), loc(1, 16))], None).unwrap();
+        let marks = Marks::default();
+        for i in 0..200u8 {
+            assert_eq!(
+                marks.locate(&s, &BlobId([i.wrapping_add(8); 16]), None),
+                None
+            );
+        }
+        assert_eq!(s.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(marks.locate(&s, &BlobId([7; 16]), None), Some(loc(1, 16)));
+        assert_eq!(s.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// docs/FORMAT.md §19.6: within the grace a mark waits, after it its
+    /// packs go; a mark dated in the future by more than clock skew is
+    /// neither kept for ever nor deleted at once: prune dates it anew. A
+    /// local vault deletes at once.
+    #[test]
+    fn phases_of_a_mark() {
+        let h = 3_600_000_000_000i64;
+        let now = 1_800_000_000_000_000_000i64;
+        let grace = std::time::Duration::from_secs(24 * 3600);
+        assert_eq!(phase(now - h, now, grace, true), Phase::Waiting);
+        assert_eq!(phase(now - 25 * h, now, grace, true), Phase::Expired);
+        assert_eq!(phase(now - 25 * h, now, grace, false), Phase::Expired);
+        // Clock skew: waits (a little longer than the grace).
+        assert_eq!(phase(now + h / 12, now, grace, true), Phase::Waiting);
+        for future in [now + h, now + 24 * 365 * h, i64::MAX] {
+            assert_eq!(phase(future, now, grace, true), Phase::FutureDated);
+            assert_eq!(phase(future, now, grace, false), Phase::Expired);
+        }
+        // A grace of 0 deletes now, but not what is dated ahead.
+        assert_eq!(
+            phase(now, now, std::time::Duration::ZERO, true),
+            Phase::Expired
+        );
+        assert_eq!(
+            phase(now + h, now, std::time::Duration::ZERO, true),
+            Phase::FutureDated
+        );
+        assert_eq!(phase(i64::MIN, now, grace, true), Phase::Expired);
+    }
+
+    /// A mark dated anew keeps its packs and blobs, dated now; the old
+    /// one is gone.
+    #[test]
+    fn a_mark_dated_anew_keeps_its_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalDir::new(dir.path());
+        let entries = vec![(BlobId([7; 16]), loc(1, 16))];
+        let (old, _) = write_mark(&s, i64::MAX, &[BlobId([9; 16])], entries, None).unwrap();
+        let m = Mark::open(&s, &old, None).unwrap();
+        let new = m.redate(&s, 1234, None).unwrap();
+        assert_ne!(new, old);
+        assert_eq!(mark_names(&s).unwrap(), vec![new.clone()]);
+        let n = Mark::open(&s, &new, None).unwrap();
+        assert_eq!(n.marked_ns(), 1234);
+        let (mut a, mut b) = (m.packs(), n.packs());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(n.lookup(&BlobId([7; 16])), Some(loc(1, 16)));
     }
 }

@@ -50,10 +50,11 @@ mod fenced;
 mod index;
 pub mod keyring;
 pub mod lease;
+mod lease_seal;
 mod listing;
 pub mod local;
 mod maintenance;
-mod marks;
+pub mod marks;
 mod pack;
 mod prefetch;
 pub use maintenance::IndexRebuild;
@@ -69,8 +70,12 @@ pub use remote::RemoteConfig;
 pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{
-    compress_blob, compress_into, give_buffer, pooled_bytes, release_buffers, take_buffer,
+    compress_blob, compress_into, compress_into_at, give_buffer, pooled_bytes, release_buffers,
+    take_buffer, ZSTD_LEVEL, ZSTD_LEVEL_DISK,
 };
+/// An index's magic and the version of a sealed one (docs/FORMAT.md §7.1,
+/// §16.5): what `vault attach` looks for to tell an encrypted vault.
+pub use index::{MAGIC as INDEX_MAGIC, VERSION_SEALED as INDEX_VERSION_SEALED};
 pub use marks::Mark;
 pub use reader::{IndexTable, Repo};
 pub use writer::{index_size, pack_overhead, pack_sizes_for, AddOutcome, RepoWriter, WriterStats};

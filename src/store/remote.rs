@@ -5,7 +5,7 @@
 //! secret: credentials come from the environment at every command
 //! (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or a profile).
 
-use super::cached::{CachedStorage, DEFAULT_CACHE_BYTES};
+use super::cached::{CachedStorage, DEFAULT_CACHE_BYTES, HEAD_TTL};
 use super::storage::Storage;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -79,11 +79,9 @@ impl RemoteConfig {
 
     /// The vault, cached in its local directory `home`.
     pub fn open(&self, home: &Path) -> Result<Arc<dyn Storage>> {
-        Ok(Arc::new(CachedStorage::new(
-            self.open_remote()?,
-            home,
-            self.cache_bytes,
-        )))
+        Ok(Arc::new(
+            CachedStorage::new(self.open_remote()?, home, self.cache_bytes).with_head_ttl(HEAD_TTL),
+        ))
     }
 }
 

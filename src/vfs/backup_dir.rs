@@ -5,82 +5,76 @@
 
 use super::running::RunState;
 use super::tree::TreeNode;
-use super::{
-    cbrfs_xattrs, Attr, BackupCtx, Child, Entry, EntryOps, LinkKey, Listing, VResult, Vfs,
-};
+use super::{cbrfs_xattrs, Attr, BackupCtx, Child, Entry, EntryOps, Listing, VResult, Vfs};
 use crate::catalog;
 use crate::engine::status::RunStatus;
 use std::sync::Arc;
 
-/// The directory of backup `name` of `vault`.
+/// The directory of backup `.1` of vault `.0` (one shared pair: an inode
+/// keeps one, and [`super::Entry`] is as large as its largest kind).
 #[derive(Clone)]
-pub(super) struct BackupDir {
-    pub(super) vault: String,
-    pub(super) name: String,
-}
+pub(super) struct BackupDir(Arc<(String, String)>);
 
 impl BackupDir {
     pub(super) fn new(vault: &str, name: &str) -> BackupDir {
-        BackupDir {
-            vault: vault.to_string(),
-            name: name.to_string(),
-        }
+        BackupDir(Arc::new((vault.to_string(), name.to_string())))
+    }
+
+    pub(super) fn vault(&self) -> &str {
+        &self.0 .0
+    }
+
+    pub(super) fn name(&self) -> &str {
+        &self.0 .1
     }
 
     /// The backup, opened, once it is available.
     fn open(&self, vfs: &Vfs) -> VResult<Arc<BackupCtx>> {
-        vfs.check_available(&self.vault, &self.name)?;
-        vfs.ctx(&self.vault, &self.name)
+        vfs.check_available(self.vault(), self.name())?;
+        vfs.ctx(self.vault(), self.name())
     }
 }
 
 /// The entry of resource `i` of backup `ctx`: its root node.
 fn resource(ctx: &Arc<BackupCtx>, i: usize) -> Child {
-    let root = ctx.record.resources[i].root_node();
+    let root = &ctx.roots[i];
     Child {
         name: root.name.clone(),
-        entry: Entry::Node(TreeNode {
-            ctx: ctx.clone(),
-            res: i as u32,
-            node: Arc::new(root.clone()),
-        }),
+        entry: Entry::Node(TreeNode::root(ctx.clone(), i as u32)),
         link: None,
+        attr: Some(super::node_attr(0, root)),
     }
 }
 
 impl EntryOps for BackupDir {
     fn attr(&self, vfs: &Vfs) -> VResult<Attr> {
-        if let Some(r) = vfs.running(&self.vault, &self.name) {
+        if let Some(r) = vfs.running(self.vault(), self.name()) {
             if *r.state.lock() != RunState::Available {
                 return Ok(vfs.dir_attr(0o555, r.started_ns));
             }
         }
-        let c = vfs.ctx(&self.vault, &self.name)?;
+        let c = vfs.ctx(self.vault(), self.name())?;
         Ok(vfs.dir_attr(0o555, c.record.finished_ns))
     }
 
-    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
+    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<Child> {
         let ctx = self.open(vfs)?;
         let i = ctx
-            .record
-            .resources
+            .roots
             .iter()
-            .position(|r| r.root_node().name == name)
+            .position(|r| r.name == name)
             .ok_or(libc::ENOENT)?;
-        let c = resource(&ctx, i);
-        Ok((c.entry, c.link))
+        Ok(resource(&ctx, i))
     }
 
     fn list(&self, vfs: &Vfs, _own: bool) -> VResult<Listing> {
         let ctx = self.open(vfs)?;
-        let children = (0..ctx.record.resources.len())
-            .map(|i| resource(&ctx, i))
-            .collect();
+        let children = (0..ctx.roots.len()).map(|i| resource(&ctx, i)).collect();
         Ok(Listing::made(None, children))
     }
 
-    fn xattrs(&self, vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let (v, b) = (&self.vault, &self.name);
+    fn xattrs(&self, vfs: &Vfs) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (v, b) = (self.vault(), self.name());
         let mut out: Vec<(String, String)> = Vec::new();
         let run = vfs.running(v, b);
         let state = run.as_ref().map(|r| r.state.lock().clone());
@@ -115,6 +109,6 @@ impl EntryOps for BackupDir {
                 }
             }
         }
-        cbrfs_xattrs(out)
+        Ok(cbrfs_xattrs(out))
     }
 }

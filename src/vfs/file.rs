@@ -1,7 +1,6 @@
 //! Files of a backup opened for reading: reads, holes (SEEK_DATA,
 //! SEEK_HOLE) and the prefetch of small files into the page cache.
 
-use super::tree::TreeNode;
 use super::{BackupCtx, Entry, VResult, Vfs};
 use crate::engine::reader::{FileReader, READ_AHEAD};
 use crate::model::NodeKind;
@@ -45,25 +44,26 @@ impl Vfs {
         if acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(libc::EROFS);
         }
-        match self.entry(ino)?.0 {
-            Entry::Node(TreeNode { ctx, node, .. }) if node.kind == NodeKind::File => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                let reader = FileReader::new(&node);
-                self.files.lock().insert(
-                    fh,
-                    Arc::new(OpenFile {
-                        ctx,
-                        reader,
-                        next: AtomicU64::new(0),
-                        ahead: AtomicU64::new(0),
-                        done_to: Arc::new(AtomicU64::new(0)),
-                    }),
-                );
-                Ok(fh)
-            }
-            Entry::Node(_) => Err(libc::EACCES),
-            _ => Err(libc::EISDIR),
+        let Entry::Node(t) = self.entry(ino)?.0 else {
+            return Err(libc::EISDIR);
+        };
+        let node = t.node(self)?;
+        if node.kind != NodeKind::File {
+            return Err(libc::EACCES);
         }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let reader = FileReader::new(&node);
+        self.files.lock().insert(
+            fh,
+            Arc::new(OpenFile {
+                ctx: t.ctx,
+                reader,
+                next: AtomicU64::new(0),
+                ahead: AtomicU64::new(0),
+                done_to: Arc::new(AtomicU64::new(0)),
+            }),
+        );
+        Ok(fh)
     }
 
     /// The whole content of small file `ino`, for the adapter to put into
@@ -74,19 +74,28 @@ impl Vfs {
     /// over before, or one that cannot be read: reads then go through
     /// [`Vfs::read`], which reports damage as EIO.
     pub fn prefetch(&self, ino: u64) -> Option<Vec<u8>> {
-        let (ctx, node) = {
-            let mut t = self.table.write();
-            let i = t.by_ino.get_mut(&ino)?;
-            let Entry::Node(TreeNode { ctx, node, .. }) = &i.entry else {
-                return None;
-            };
-            if i.stored || node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX
-            {
+        // The node is found (its tree perhaps read) without the table's
+        // lock held; `stored` is set under it, once.
+        let t = match self.table.read().by_ino.get(&ino)? {
+            i if i.stored => return None,
+            i => match &i.entry {
+                Entry::Node(t) => t.clone(),
+                _ => return None,
+            },
+        };
+        let node = t.node(self).ok()?;
+        if node.kind != NodeKind::File || node.size == 0 || node.size > PREFETCH_MAX {
+            return None;
+        }
+        {
+            let mut tb = self.table.write();
+            let i = tb.by_ino.get_mut(&ino)?;
+            if i.stored {
                 return None;
             }
             i.stored = true;
-            (ctx.clone(), node.clone())
-        };
+        }
+        let ctx = t.ctx;
         FileReader::new(&node)
             .read_whole(&ctx.repo)
             .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", ctx.record.name))

@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Inodes are allocated on lookup and freed when the kernel forgets them, so
-//! memory follows what is in use, not the store's size. Trees are read
-//! lazily through the mapped packs and cached by id.
+//! memory follows what is in use, not the store's size; an inode keeps
+//! where its node is, not the node (at most 200 bytes each, issue 17).
+//! Trees are read lazily through the mapped packs and cached by vault and
+//! id, up to a number of bytes.
 //!
 //! A backup started by `mkdir` runs on its own thread. Until it is
 //! available, a lookup or readdir inside it is parked (its reply kept, no
@@ -18,16 +20,17 @@
 //! after the wait bound: fuser does not pass interrupts on, and a request
 //! never answered would make its process unkillable.
 //!
-//! This file owns the tree's shape (the kinds of entries, the caches of
-//! opened vaults, backups and trees) and the operations that walk it:
-//! attributes, lookup, readdir, each one piece of code over what an
-//! entry's kind answers (`EntryOps`). One file per kind, as restic's
-//! `internal/fuse`: `root`, `vault`, `latest`, `backup_dir` and `tree` (the
-//! entries of a backup's trees). The other parts: `table` (the inode
-//! table), `running` (backups started by `mkdir`), `file` (reads of open
-//! files).
+//! This file owns the tree's shape (the kinds of entries) and the
+//! operations that walk it: attributes, lookup, readdir, each one piece of
+//! code over what an entry's kind answers (`EntryOps`). One file per kind,
+//! as restic's `internal/fuse`: `root` (with the vaults' listings), `vault`,
+//! `latest`, `backup_dir` and `tree` (the entries of a backup's trees).
+//! The other parts: `table` (the inode table), `cache` (opened vaults,
+//! backups and decoded trees), `running` (backups started by `mkdir`),
+//! `file` (reads of open files).
 
 mod backup_dir;
+mod cache;
 mod file;
 mod latest;
 mod root;
@@ -36,25 +39,24 @@ mod table;
 mod tree;
 mod vault;
 
+pub use cache::TREE_CACHE_BYTES;
 pub use file::{OpenFile, PREFETCH_MAX, READ_IDLE};
 pub use running::{RunState, Running};
 pub use tree::node_attr;
 
 use crate::catalog::{self, Store};
 use crate::engine::reader::ChunkCache;
-use crate::error::{Error, Kind};
-use crate::model::{self, BackupRecord, Node, NodeKind, Tree};
-use crate::rules;
-use crate::store::{BlobId, Repo};
+use crate::error::Error;
+use crate::model::{BackupRecord, Node, NodeKind};
+use crate::store::Repo;
 use backup_dir::BackupDir;
+use cache::{FileId, OpenedRepo, TreeCache};
 use latest::Latest;
 use parking_lot::{Condvar, Mutex, RwLock};
 use root::Root;
 use running::{reaper, Waiter};
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use table::{Inode, NumMap, Table};
@@ -64,18 +66,10 @@ use vault::VaultDir;
 /// Hard-link identity: (backup context, resource, link group).
 type LinkKey = (u64, u32, u64);
 
-/// An entry name, shared by the maps of the inode table.
-type Name = Arc<[u8]>;
-
-/// A decoded directory: its entries in name order, each shared with the
-/// inodes made of it (an inode holds its node, not a copy).
-type Dir = Arc<Vec<Arc<Node>>>;
-
-fn find_in(dir: &[Arc<Node>], name: &[u8]) -> Option<Arc<Node>> {
-    dir.binary_search_by(|n| n.name.as_slice().cmp(name))
-        .ok()
-        .map(|i| dir[i].clone())
-}
+/// A decoded directory: its entries in name order. Inodes do not hold it
+/// (they hold where their node is: [`tree::TreeNode`]), so the tree cache
+/// alone decides how many are kept.
+type Dir = Arc<Vec<Node>>;
 
 /// Inode of the mount's root.
 pub const ROOT_INO: u64 = 1;
@@ -125,12 +119,19 @@ pub struct DirEntry {
 /// A backup opened for reading.
 pub struct BackupCtx {
     id: u64,
+    /// The number of the opened vault its trees are read from: they are
+    /// cached by it (a tree several backups share is decoded once).
+    repo_no: u64,
     vault: String,
     repo: Arc<Repo>,
     record: BackupRecord,
+    /// Its resources' root nodes (from the record), kept as a tree's
+    /// nodes are, so that every node of a backup is found one way.
+    roots: Dir,
 }
 
-/// An entry of the mount, by kind.
+/// An entry of the mount, by kind. Every inode keeps one: small (32
+/// bytes), so that an inode costs under 200 bytes (issue 17).
 #[derive(Clone)]
 enum Entry {
     Root(Root),
@@ -157,6 +158,19 @@ impl Entry {
     fn is_live(&self) -> bool {
         matches!(self, Entry::Root(_) | Entry::Vault(_))
     }
+
+    /// How this entry's parent finds it in the inode table: a node of a
+    /// backup by its position (a tree's entry, or a backup's resource), a
+    /// vault, backup or `latest` by its name. The root has no parent.
+    fn key(&self) -> Option<table::Key<'_>> {
+        match self {
+            Entry::Root(_) => None,
+            Entry::Vault(VaultDir(v)) => Some(table::Key::Name(v.as_bytes())),
+            Entry::Latest(_) => Some(table::Key::Name(b"latest")),
+            Entry::Backup(b) => Some(table::Key::Name(b.name().as_bytes())),
+            Entry::Node(t) => Some(table::Key::At(t.position())),
+        }
+    }
 }
 
 /// What each kind of entry answers, in its own file: lookup, readdir and
@@ -164,8 +178,8 @@ impl Entry {
 trait EntryOps {
     /// The entry's attributes; the caller sets the inode number.
     fn attr(&self, vfs: &Vfs) -> VResult<Attr>;
-    /// Child `name` of a directory, and its hard-link key.
-    fn lookup(&self, _vfs: &Vfs, _name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
+    /// Child `name` of a directory.
+    fn lookup(&self, _vfs: &Vfs, _name: &[u8]) -> VResult<Child> {
         Err(libc::ENOTDIR)
     }
     /// A directory's children in name order; with `own`, its attributes
@@ -178,8 +192,8 @@ trait EntryOps {
         Err(libc::EINVAL)
     }
     /// Extended attributes.
-    fn xattrs(&self, _vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
-        Vec::new()
+    fn xattrs(&self, _vfs: &Vfs) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(Vec::new())
     }
 }
 
@@ -187,7 +201,23 @@ trait EntryOps {
 struct Child {
     name: Vec<u8>,
     entry: Entry,
+    /// Its hard-link key: names with one key share an inode.
     link: Option<LinkKey>,
+    /// Its attributes, when making it gave them (a backup's node: read
+    /// from the tree at hand rather than found again).
+    attr: Option<Attr>,
+}
+
+impl Child {
+    /// A child whose attributes are asked of its entry.
+    fn of(name: Vec<u8>, entry: Entry) -> Child {
+        Child {
+            name,
+            entry,
+            link: None,
+            attr: None,
+        }
+    }
 }
 
 /// A directory's children.
@@ -196,9 +226,9 @@ enum Listing {
     /// directory's own attributes when listing gave them: a live
     /// directory's mtime comes from the names it lists.
     Made(Option<Attr>, Vec<Child>),
-    /// A directory of a backup's tree, whose children are made as they
-    /// are handed over.
-    Tree(TreeNode, Dir),
+    /// A directory of a backup's tree (its tree's id and entries), whose
+    /// children are made as they are handed over.
+    Tree(TreeNode, Arc<crate::store::BlobId>, Dir),
 }
 
 impl Listing {
@@ -218,7 +248,7 @@ impl Listing {
     fn children(self, skip: usize) -> Box<dyn Iterator<Item = (usize, Child)>> {
         match self {
             Listing::Made(_, v) => Box::new(v.into_iter().enumerate().skip(skip)),
-            Listing::Tree(node, dir) => Box::new(node.children(dir, skip)),
+            Listing::Tree(node, id, dir) => Box::new(node.children(id, dir, skip)),
         }
     }
 }
@@ -247,9 +277,9 @@ pub struct Vfs {
     store: Store,
     opts: VfsOptions,
     table: RwLock<Table>,
-    repos: Mutex<HashMap<String, (FileId, Arc<Repo>)>>,
+    repos: Mutex<HashMap<String, OpenedRepo>>,
     ctxs: Mutex<HashMap<BackupKey, (FileId, Arc<BackupCtx>)>>,
-    trees: Mutex<NumMap<(u64, BlobId), Dir>>,
+    trees: Mutex<TreeCache>,
     cache: ChunkCache,
     running: Mutex<HashMap<(String, String), Arc<Running>>>,
     /// Shared with the reaper thread, which waits on them without keeping
@@ -258,6 +288,7 @@ pub struct Vfs {
     wake: Arc<Condvar>,
     files: Mutex<NumMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
+    /// Numbers of opened backups and vaults.
     next_ctx: AtomicU64,
     mounted_ns: i64,
     /// Reads since the waiter thread last looked (for trimming memory).
@@ -269,25 +300,8 @@ pub struct Vfs {
     listed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
-/// A lookup of a backup not cached here lists a vault in a bucket at most
-/// this often (a shell probing names must not cost a LIST each).
-const RELIST_EVERY: Duration = Duration::from_secs(2);
-
 /// A backup by vault and name.
 type BackupKey = (String, String);
-
-/// Identity of a file: a record or key replaced under the same name is a
-/// different object (device, inode, mtime).
-type FileId = (u64, u64, i64);
-
-fn file_id(p: &std::path::Path) -> Option<FileId> {
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| (m.dev(), m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
-}
-
-/// Most decoded trees kept.
-const TREE_CACHE: usize = 1024;
 
 fn err_errno(e: &Error) -> Errno {
     e.errno()
@@ -312,7 +326,7 @@ impl Vfs {
             }),
             repos: Mutex::new(HashMap::new()),
             ctxs: Mutex::new(HashMap::new()),
-            trees: Mutex::new(NumMap::default()),
+            trees: Mutex::new(TreeCache::new(TREE_CACHE_BYTES)),
             cache: ChunkCache::new(32 << 20),
             running: Mutex::new(HashMap::new()),
             waiters: Arc::new(Mutex::new(Vec::new())),
@@ -331,9 +345,8 @@ impl Vfs {
                 entry: Entry::Root(Root),
                 parent: ROOT_INO,
                 nlookup: 1,
-                keys: Vec::new(),
-                link: None,
                 stored: false,
+                linked: false,
             },
         );
         let weak = Arc::downgrade(&vfs);
@@ -346,144 +359,6 @@ impl Vfs {
     /// The store shown.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    fn repo(&self, vault: &str) -> VResult<Arc<Repo>> {
-        // Which vault of this name (one deleted and made again is another):
-        // its `key`, or an encrypted vault's `keys/` directory, or — an
-        // encrypted vault in a bucket, whose key slots are not cached
-        // here — its directory in the store (its inode: the directory
-        // changes whenever an entry in it does).
-        let dir = self.store.vault_dir(vault);
-        let id = file_id(&dir.join("key"))
-            .or_else(|| file_id(&dir.join("keys")))
-            .or_else(|| {
-                let (dev, ino, _) = file_id(&dir).filter(|_| dir.join("vault.json").exists())?;
-                Some((dev, ino, 0))
-            })
-            .ok_or(libc::ENOENT)?;
-        if let Some((rid, r)) = self.repos.lock().get(vault) {
-            if *rid == id {
-                return Ok(r.clone());
-            }
-        }
-        let r = Arc::new(self.store.repo(vault).map_err(|e| {
-            log::error!("open vault {vault}: {e}");
-            err_errno(&e)
-        })?);
-        self.repos.lock().insert(vault.to_string(), (id, r.clone()));
-        Ok(r)
-    }
-
-    /// The opened backup `vault/name` (its record read once).
-    fn ctx(&self, vault: &str, name: &str) -> VResult<Arc<BackupCtx>> {
-        let key = (vault.to_string(), name.to_string());
-        let id = file_id(&self.store.backup_path(vault, name)).ok_or(libc::ENOENT)?;
-        if let Some((cid, c)) = self.ctxs.lock().get(&key) {
-            if *cid == id {
-                return Ok(c.clone());
-            }
-        }
-        let record = self.store.backup(vault, name).map_err(|e| {
-            if e.kind() != Kind::NotFound {
-                log::error!("{e}");
-            }
-            err_errno(&e)
-        })?;
-        let repo = self.repo(vault)?;
-        // The backup may name blobs in an index written after the repo was
-        // opened.
-        repo.refresh().map_err(|e| err_errno(&e))?;
-        let ctx = Arc::new(BackupCtx {
-            id: self.next_ctx.fetch_add(1, Ordering::Relaxed),
-            vault: vault.to_string(),
-            repo,
-            record,
-        });
-        self.ctxs.lock().insert(key, (id, ctx.clone()));
-        Ok(ctx)
-    }
-
-    fn tree(&self, ctx: &BackupCtx, id: &BlobId) -> VResult<Dir> {
-        let key = (ctx.id, *id);
-        if let Some(t) = self.trees.lock().get(&key) {
-            return Ok(t.clone());
-        }
-        let t: Tree = ctx
-            .repo
-            .read_blob(id)
-            .and_then(|b| model::decode_tree(&b))
-            .map_err(|e| {
-                log::error!("vault {}, backup {}: {e}", ctx.vault, ctx.record.name);
-                libc::EIO
-            })?;
-        let t: Dir = Arc::new(t.entries.into_iter().map(Arc::new).collect());
-        let mut cache = self.trees.lock();
-        if cache.len() >= TREE_CACHE {
-            cache.clear();
-        }
-        cache.insert(key, t.clone());
-        Ok(t)
-    }
-
-    fn vault_exists(&self, name: &str) -> bool {
-        rules::check_name("vault name", name).is_ok()
-            && self.store.vault_dir(name).join("vault.json").exists()
-    }
-
-    fn backup_exists(&self, vault: &str, name: &str) -> bool {
-        if rules::check_name("backup name", name).is_err() {
-            return false;
-        }
-        if self.running(vault, name).is_some() || self.store.backup_path(vault, name).exists() {
-            return true;
-        }
-        // A vault in a bucket: another host may have made the backup since
-        // this one last listed it; a listing fetches new records.
-        self.relist_remote(vault) && self.store.backup_path(vault, name).exists()
-    }
-
-    /// List the backups of `vault` if it is kept in a bucket and was not
-    /// listed for a lookup in the last [`RELIST_EVERY`]; true if listed.
-    fn relist_remote(&self, vault: &str) -> bool {
-        if !matches!(self.store.registration(vault), Ok(Some(_))) {
-            return false;
-        }
-        {
-            let mut listed = self.listed.lock();
-            let now = std::time::Instant::now();
-            if listed
-                .get(vault)
-                .is_some_and(|t| now.duration_since(*t) < RELIST_EVERY)
-            {
-                return false;
-            }
-            listed.insert(vault.to_string(), now);
-        }
-        self.store.backup_names(vault).is_ok()
-    }
-
-    /// The newest available backup of a vault.
-    /// The newest backup of the vault. One dated later than the real clock
-    /// was made by a simulated pass (`policy run-due --now`): it is passed
-    /// over while any backup is dated now or earlier, so a simulation never
-    /// moves `latest` away from the real backups (issue #16).
-    fn latest(&self, vault: &str) -> Option<String> {
-        let names = self.store.backup_names(vault).ok()?;
-        let now = catalog::now_ns();
-        let mut best: Option<((bool, i64), String)> = None;
-        for n in names {
-            if let Ok(c) = self.ctx(vault, &n) {
-                let k = (
-                    crate::engine::browse::latest_key(c.record.started_ns, now),
-                    n,
-                );
-                if best.as_ref().is_none_or(|b| k > *b) {
-                    best = Some(k);
-                }
-            }
-        }
-        best.map(|(_, n)| n)
     }
 
     /// Attributes of a directory of the mount's own (the root, a vault, a
@@ -505,67 +380,6 @@ impl Vfs {
         }
     }
 
-    /// The names the root lists (vaults) or a vault lists (its backups,
-    /// those a mkdir started included), sorted.
-    fn live_names(&self, vault: Option<&str>) -> VResult<Vec<String>> {
-        match vault {
-            None => self.store.vault_names().map_err(|e| err_errno(&e)),
-            Some(v) => {
-                let mut names = self.store.backup_names(v).map_err(|e| err_errno(&e))?;
-                for (rv, rb) in self.running.lock().keys() {
-                    if rv == v && !names.contains(rb) {
-                        names.push(rb.clone());
-                    }
-                }
-                names.sort();
-                Ok(names)
-            }
-        }
-    }
-
-    /// The mtime of the root (`vault` None) or of a vault's directory: it
-    /// changes whenever the listing does. The kernel caches every
-    /// directory's listing (the mount opts out of OPENDIR) and, with
-    /// FUSE_AUTO_INVAL_DATA, drops a listing once the directory's mtime
-    /// differs from the one it was cached under; these directories change
-    /// when the CLI makes or deletes a vault or a backup. The newest
-    /// change of the store files behind the listing, with its last six
-    /// digits of nanoseconds replaced by a hash of the names listed: two
-    /// listings made within one tick of the file system's clock still
-    /// differ.
-    fn live_mtime(&self, vault: Option<&str>, names: &[String]) -> i64 {
-        let ns = |p: PathBuf| {
-            std::fs::metadata(p).map_or(0, |m| m.mtime() * 1_000_000_000 + m.mtime_nsec())
-        };
-        let base = match vault {
-            None => names
-                .iter()
-                .map(|v| ns(self.store.vault_dir(v).join("vault.json")))
-                .chain([ns(self.store.root().join("vaults")), self.mounted_ns])
-                .max()
-                .unwrap_or(0),
-            Some(v) => {
-                let d = self.store.vault_dir(v);
-                ns(d.join("vault.json")).max(ns(d.join("backups")))
-            }
-        };
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for n in names {
-            h.update(n.as_bytes());
-            h.update(&[0]);
-        }
-        base - base.rem_euclid(1_000_000) + (h.digest() % 1_000_000) as i64
-    }
-
-    /// Attributes of the root (`vault` None) or of a vault's directory,
-    /// whose listing is `names` (from [`Vfs::live_names`]).
-    fn live_attr(&self, vault: Option<&str>, names: &[String]) -> VResult<Attr> {
-        if vault.is_some_and(|v| !self.vault_exists(v)) {
-            return Err(libc::ENOENT);
-        }
-        Ok(self.dir_attr(0o755, self.live_mtime(vault, names)))
-    }
-
     /// Attributes of entry `e` as inode `ino`.
     fn attr_of(&self, ino: u64, e: &Entry) -> VResult<Attr> {
         let mut a = e.ops().attr(self)?;
@@ -582,10 +396,18 @@ impl Vfs {
     /// Look up `name` in `parent`, counting a lookup.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
         let (pe, _) = self.entry(parent)?;
-        let (entry, link) = pe.ops().lookup(self, name)?;
-        let ino = self.intern(parent, name, entry, link, true);
-        let e = self.entry(ino)?.0;
-        self.attr_of(ino, &e).inspect_err(|_| self.forget(ino, 1))
+        let Child {
+            entry, link, attr, ..
+        } = pe.ops().lookup(self, name)?;
+        let ino = self.intern(parent, entry, link, true);
+        // Another name of a hard-linked inode answers with the inode's
+        // own entry's attributes, as every name of it must.
+        let attr = match attr {
+            Some(a) if link.is_none() => Ok(a),
+            _ => self.entry(ino).and_then(|(e, _)| e.ops().attr(self)),
+        };
+        attr.map(|a| Attr { ino, ..a })
+            .inspect_err(|_| self.forget(ino, 1))
     }
 
     /// The entries of directory `ino` after position `offset`, each with
@@ -653,12 +475,13 @@ impl Vfs {
             }
         }
         let skip = offset.saturating_sub(2) as usize;
-        for (i, Child { name, entry, link }) in listing.children(skip) {
+        for (i, c) in listing.children(skip) {
             // Vanished between listing and stat: left out.
-            let Ok(mut attr) = entry.ops().attr(self) else {
+            let Ok(mut attr) = c.attr.map_or_else(|| c.entry.ops().attr(self), Ok) else {
                 continue;
             };
-            attr.ino = self.intern(ino, &name, entry, link, false);
+            let name = c.name;
+            attr.ino = self.intern(ino, c.entry, c.link, false);
             if !each(3 + i as u64, DirEntry { name, attr }) {
                 break;
             }
@@ -674,7 +497,7 @@ impl Vfs {
     /// All xattrs of `ino`: a node's own, or a vault's or backup's
     /// `user.cbrfs.*`.
     pub fn xattrs(&self, ino: u64) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.entry(ino)?.0.ops().xattrs(self))
+        self.entry(ino)?.0.ops().xattrs(self)
     }
 
     /// `statfs`: total capacity and use of all vaults, in 4 KiB blocks.

@@ -60,10 +60,10 @@ impl Vfs {
     /// the backup's key.
     pub fn pending(&self, ino: u64) -> Option<(String, String)> {
         let (e, _) = self.entry(ino).ok()?;
-        if let Entry::Backup(BackupDir { vault, name }) = e {
-            let r = self.running(&vault, &name)?;
+        if let Entry::Backup(b) = e {
+            let r = self.running(b.vault(), b.name())?;
             if *r.state.lock() == RunState::Protecting {
-                return Some((vault, name));
+                return Some((b.vault().to_string(), b.name().to_string()));
             }
         }
         None
@@ -167,7 +167,7 @@ impl Vfs {
             return Err(libc::EAGAIN);
         }
         let entry = Entry::Backup(BackupDir::new(&vault, &sname));
-        let ino = self.intern(parent, name, entry, None, true);
+        let ino = self.intern(parent, entry, None, true);
         Ok(Attr {
             ino,
             ..self.dir_attr(0o555, catalog::now_ns())

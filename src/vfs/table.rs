@@ -1,8 +1,20 @@
 //! The inode table: inodes allocated on lookup and freed when the kernel
 //! forgets them, one inode per hard-link group, and the hasher of the
 //! numbers this module makes itself.
+//!
+//! The kernel may hold millions of inodes (every entry a `find` or `ls`
+//! listed, until memory pressure makes it forget them), so an inode costs
+//! little: its entry (32 bytes: where its node is, not the node), its
+//! parent, its lookup count and two flags, 48 bytes, in one map by
+//! number; a node of a backup is found by its parent's number and its
+//! position (24 bytes in a second map), not by its name, which the tree
+//! holds. With the maps' free slots (a hash table grows by doubling),
+//! about 125 bytes per inode, at most 190 (issue 17: at most 200; the
+//! size test below).
+//! The few vaults, backups and `latest` links are found by name; hard
+//! links' other names and link keys are in side tables.
 
-use super::{Entry, LinkKey, Name, VResult, Vfs, ROOT_INO};
+use super::{Entry, LinkKey, VResult, Vfs, ROOT_INO};
 use std::collections::HashMap;
 
 /// Hashes the numbers this module makes itself (inode numbers, file
@@ -37,24 +49,86 @@ impl std::hash::Hasher for NumHasher {
 
 pub(super) type NumMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumHasher>>;
 
+/// An inode.
 pub(super) struct Inode {
     pub(super) entry: Entry,
     pub(super) parent: u64,
-    pub(super) nlookup: u64,
-    pub(super) keys: Vec<(u64, Name)>,
-    pub(super) link: Option<LinkKey>,
+    /// Lookups the kernel holds. 32 bits (saturating), which keeps the
+    /// inode in 48 bytes: the kernel forgets an inode's whole count at
+    /// once when it drops it, and 4 billion lookups of one inode without
+    /// that take days of requests (an undercount would only end in
+    /// ENOENT for that inode).
+    pub(super) nlookup: u32,
     /// True once the file's content was handed to the kernel's page cache
     /// by [`Vfs::prefetch`] (a later open need not send it again).
     pub(super) stored: bool,
+    /// A hard link's inode: its link key and other names are in
+    /// [`Table::linked`].
+    pub(super) linked: bool,
+}
+
+/// How a directory finds a child's inode: by position (a node of a
+/// backup) or by name (a vault, a backup, `latest`).
+#[derive(Clone, Copy)]
+pub(super) enum Key<'a> {
+    At(u32),
+    Name(&'a [u8]),
 }
 
 #[derive(Default)]
 pub(super) struct Table {
     pub(super) next: u64,
     pub(super) by_ino: NumMap<u64, Inode>,
-    /// Per parent inode, its children's names that have inodes.
-    pub(super) by_key: NumMap<u64, HashMap<Name, u64>>,
+    /// Nodes of backups by (parent inode, position).
+    pub(super) at: NumMap<(u64, u32), u64>,
+    /// Vaults, backups and `latest` by parent inode and name.
+    pub(super) named: NumMap<u64, HashMap<Box<[u8]>, u64>>,
     pub(super) links: HashMap<LinkKey, u64>,
+    /// Hard-linked inodes: their link key and their other names.
+    pub(super) linked: NumMap<u64, (LinkKey, Vec<(u64, u32)>)>,
+}
+
+impl Table {
+    fn find(&self, parent: u64, key: Key) -> Option<u64> {
+        match key {
+            Key::At(i) => self.at.get(&(parent, i)).copied(),
+            Key::Name(n) => self.named.get(&parent)?.get(n).copied(),
+        }
+    }
+
+    fn insert_key(&mut self, parent: u64, key: Key, ino: u64) {
+        match key {
+            Key::At(i) => {
+                self.at.insert((parent, i), ino);
+            }
+            Key::Name(n) => {
+                self.named.entry(parent).or_default().insert(n.into(), ino);
+            }
+        }
+    }
+
+    fn remove_key(&mut self, parent: u64, key: Key) {
+        match key {
+            Key::At(i) => {
+                self.at.remove(&(parent, i));
+            }
+            Key::Name(n) => {
+                if let Some(m) = self.named.get_mut(&parent) {
+                    m.remove(n);
+                    if m.is_empty() {
+                        self.named.remove(&parent);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Give a table's free slots back once it is less than an eighth full.
+fn shrink<K: Eq + std::hash::Hash, V>(m: &mut NumMap<K, V>) {
+    if m.capacity() > 4096 && m.len() < m.capacity() / 8 {
+        m.shrink_to(m.len() * 2);
+    }
 }
 
 impl Vfs {
@@ -64,57 +138,57 @@ impl Vfs {
         Ok((i.entry.clone(), i.parent))
     }
 
-    /// Find or allocate the inode of `name` in `parent`; counts a lookup
-    /// when `count` (lookup and readdirplus do; readdir does not).
+    /// Find or allocate the inode of child `entry` of `parent` (with
+    /// hard-link key `link`); counts a lookup when `count` (lookup and
+    /// readdirplus do; readdir does not).
     pub(super) fn intern(
         &self,
         parent: u64,
-        name: &[u8],
         entry: Entry,
         link: Option<LinkKey>,
         count: bool,
     ) -> u64 {
+        let Some(key) = entry.key() else {
+            return ROOT_INO;
+        };
         let mut t = self.table.write();
-        let known = t.by_key.get(&parent).and_then(|m| m.get(name)).copied();
-        let ino = match known {
+        let ino = match t.find(parent, key) {
             Some(ino) => ino,
-            None => {
-                let key: Name = name.into();
-                match link.and_then(|l| t.links.get(&l).copied()) {
-                    // Another name of a hard-linked inode already known.
-                    Some(ino) => {
-                        if let Some(i) = t.by_ino.get_mut(&ino) {
-                            i.keys.push((parent, key.clone()));
-                        }
-                        t.by_key.entry(parent).or_default().insert(key, ino);
-                        ino
+            None => match link.and_then(|l| t.links.get(&l).copied()) {
+                // Another name of a hard-linked inode already known (links
+                // are nodes of a backup: found by position).
+                Some(ino) => {
+                    if let (Key::At(i), Some(l)) = (key, t.linked.get_mut(&ino)) {
+                        l.1.push((parent, i));
                     }
-                    None => {
-                        let ino = t.next;
-                        t.next += 1;
-                        t.by_key.entry(parent).or_default().insert(key.clone(), ino);
-                        if let Some(l) = link {
-                            t.links.insert(l, ino);
-                        }
-                        t.by_ino.insert(
-                            ino,
-                            Inode {
-                                entry,
-                                parent,
-                                nlookup: 0,
-                                keys: vec![(parent, key)],
-                                link,
-                                stored: false,
-                            },
-                        );
-                        ino
-                    }
+                    t.insert_key(parent, key, ino);
+                    ino
                 }
-            }
+                None => {
+                    let ino = t.next;
+                    t.next += 1;
+                    t.insert_key(parent, key, ino);
+                    if let Some(l) = link {
+                        t.links.insert(l, ino);
+                        t.linked.insert(ino, (l, Vec::new()));
+                    }
+                    t.by_ino.insert(
+                        ino,
+                        Inode {
+                            entry,
+                            parent,
+                            nlookup: 0,
+                            stored: false,
+                            linked: link.is_some(),
+                        },
+                    );
+                    ino
+                }
+            },
         };
         if count {
             if let Some(i) = t.by_ino.get_mut(&ino) {
-                i.nlookup += 1;
+                i.nlookup = i.nlookup.saturating_add(1);
             }
         }
         ino
@@ -131,26 +205,35 @@ impl Vfs {
         }
         let gone = match t.by_ino.get_mut(&ino) {
             Some(i) => {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
                 i.nlookup = i.nlookup.saturating_sub(n);
                 i.nlookup == 0
             }
             None => false,
         };
-        if gone {
-            if let Some(i) = t.by_ino.remove(&ino) {
-                for (p, k) in i.keys {
-                    if let Some(m) = t.by_key.get_mut(&p) {
-                        m.remove(&k);
-                        if m.is_empty() {
-                            t.by_key.remove(&p);
-                        }
-                    }
-                }
-                if let Some(l) = i.link {
-                    t.links.remove(&l);
+        if !gone {
+            return;
+        }
+        let Some(i) = t.by_ino.remove(&ino) else {
+            return;
+        };
+        if let Some(key) = i.entry.key() {
+            t.remove_key(i.parent, key);
+        }
+        if i.linked {
+            if let Some((l, others)) = t.linked.remove(&ino) {
+                t.links.remove(&l);
+                for (p, at) in others {
+                    t.remove_key(p, Key::At(at));
                 }
             }
         }
+        // The kernel dropped most of what it held (memory pressure): the
+        // tables give their free slots back, so that memory follows the
+        // inodes held rather than their peak. Only after an eightfold
+        // drop, to twice what is left: amortised, each forget pays O(1).
+        shrink(&mut t.by_ino);
+        shrink(&mut t.at);
     }
 
     /// Number of inodes held (for tests and memory checks).
@@ -161,7 +244,61 @@ impl Vfs {
     /// Count one kernel lookup of `ino` (an entry sent by readdirplus).
     pub fn add_lookup(&self, ino: u64) {
         if let Some(i) = self.table.write().by_ino.get_mut(&ino) {
-            i.nlookup += 1;
+            i.nlookup = i.nlookup.saturating_add(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an inode the kernel holds costs (issue 17: at most 200 bytes):
+    /// its slot in `by_ino` (number and inode) and in `at` (parent,
+    /// position, number), each divided by the worst fill of a hash table
+    /// that grows by doubling (7/16, just after it grew), plus one control
+    /// byte per slot of each. The entry, as large as its largest kind,
+    /// stays within 32 bytes, the inode within 48.
+    #[test]
+    fn an_inode_costs_at_most_200_bytes() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<Entry>() <= 32,
+            "Entry is {} bytes",
+            size_of::<Entry>()
+        );
+        assert!(
+            size_of::<Inode>() <= 48,
+            "Inode is {} bytes",
+            size_of::<Inode>()
+        );
+        let by_ino = size_of::<(u64, Inode)>() + 1;
+        let at = size_of::<((u64, u32), u64)>() + 1;
+        let worst = (by_ino + at) * 16 / 7;
+        assert!(worst <= 200, "an inode costs up to {worst} bytes");
+    }
+
+    /// A table the kernel mostly emptied gives its slots back; one still
+    /// well used keeps them (no rehash at every forget).
+    #[test]
+    fn tables_shrink_after_the_kernel_forgets() {
+        let mut m: NumMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
+        let full = m.capacity();
+        for i in 0..50_000 {
+            m.remove(&i);
+            shrink(&mut m);
+        }
+        assert_eq!(m.capacity(), full, "half full: kept");
+        for i in 50_000..99_000 {
+            m.remove(&i);
+            shrink(&mut m);
+        }
+        assert!(
+            m.capacity() < full / 8,
+            "{} slots for {}",
+            m.capacity(),
+            m.len()
+        );
+        assert_eq!(m.len(), 1000);
     }
 }

@@ -2,83 +2,155 @@
 //! fifos and sockets as they were, with their own attributes and xattrs.
 //! Hard links share one inode (keyed by backup, resource and link group).
 //! Reading a file's bytes is `file`'s.
+//!
+//! An inode of such an entry keeps where its node is (which tree, which
+//! position), not the node: the node is found again in the tree cache
+//! when asked for. A node with its name, xattrs and chunk list is
+//! hundreds of bytes, and the kernel may hold millions of inodes (issue
+//! 17: about 1 KB per inode when each kept its node).
 
-use super::{
-    find_in, Attr, BackupCtx, Child, Dir, Entry, EntryOps, LinkKey, Listing, VResult, Vfs,
-};
+use super::{Attr, BackupCtx, Child, Dir, Entry, EntryOps, Listing, VResult, Vfs};
 use crate::model::{Node, NodeKind};
+use crate::store::BlobId;
 use std::sync::Arc;
 
-/// Node `node` of resource `res` of backup `ctx`.
+/// Node `idx` of tree `dir` of resource `res` of backup `ctx`, or (no
+/// `dir`) the root of resource `res` (`idx` is `res`), which is in the
+/// backup's record rather than in a tree. The tree's id is shared by its
+/// entries' inodes (one per decoded tree: [`Vfs::tree`]), so a node costs
+/// 24 bytes.
 #[derive(Clone)]
 pub(super) struct TreeNode {
     pub(super) ctx: Arc<BackupCtx>,
-    pub(super) res: u32,
-    pub(super) node: Arc<Node>,
+    dir: Option<Arc<BlobId>>,
+    idx: u32,
+    res: u32,
+}
+
+/// A node of a backup, and the decoded tree that holds it (kept alive by
+/// this reference only while it is used).
+pub(super) struct NodeRef {
+    dir: Dir,
+    idx: usize,
+}
+
+impl std::ops::Deref for NodeRef {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.dir[self.idx]
+    }
 }
 
 impl TreeNode {
-    /// The entry of `child`, an entry of this directory's tree, and its
-    /// hard-link key.
-    fn child(&self, child: Arc<Node>) -> (Entry, Option<LinkKey>) {
-        let link = (child.link_group != 0).then_some((self.ctx.id, self.res, child.link_group));
-        let entry = Entry::Node(TreeNode {
-            ctx: self.ctx.clone(),
-            res: self.res,
-            node: child,
-        });
-        (entry, link)
+    /// The root node of resource `res` of backup `ctx`.
+    pub(super) fn root(ctx: Arc<BackupCtx>, res: u32) -> TreeNode {
+        TreeNode {
+            ctx,
+            dir: None,
+            idx: res,
+            res,
+        }
     }
 
-    /// This directory's tree.
-    fn tree(&self, vfs: &Vfs) -> VResult<Dir> {
-        if self.node.kind != NodeKind::Dir {
+    /// Its position in its parent's listing: in its tree, or, for a
+    /// resource's root, among the backup's resources.
+    pub(super) fn position(&self) -> u32 {
+        self.idx
+    }
+
+    /// The node, from the tree cache (its tree read again if it was
+    /// evicted). A position outside the tree cannot come from a listing
+    /// of it: EIO, never a panic.
+    pub(super) fn node(&self, vfs: &Vfs) -> VResult<NodeRef> {
+        let (dir, idx) = match &self.dir {
+            None => (self.ctx.roots.clone(), self.idx as usize),
+            Some(id) => (vfs.tree(&self.ctx, id)?.1, self.idx as usize),
+        };
+        if idx >= dir.len() {
+            return Err(libc::EIO);
+        }
+        Ok(NodeRef { dir, idx })
+    }
+
+    /// Entry `i` of this directory's tree `dir` (id `id`), made.
+    fn child(&self, id: &Arc<BlobId>, dir: &Dir, i: usize) -> Child {
+        let n = &dir[i];
+        let link = (n.link_group != 0).then_some((self.ctx.id, self.res, n.link_group));
+        Child {
+            name: n.name.clone(),
+            entry: Entry::Node(TreeNode {
+                ctx: self.ctx.clone(),
+                dir: Some(id.clone()),
+                idx: i as u32,
+                res: self.res,
+            }),
+            link,
+            attr: Some(node_attr(0, n)),
+        }
+    }
+
+    /// This directory's tree: its id and entries.
+    fn tree(&self, vfs: &Vfs) -> VResult<(Arc<BlobId>, Dir)> {
+        let me = self.node(vfs)?;
+        if me.kind != NodeKind::Dir {
             return Err(libc::ENOTDIR);
         }
-        vfs.tree(&self.ctx, &self.node.subtree.ok_or(libc::EIO)?)
+        vfs.tree(&self.ctx, &me.subtree.ok_or(libc::EIO)?)
     }
 
-    /// The children of this directory's tree `dir` from position `skip`,
-    /// each made as it is handed over: a directory may hold millions, and
-    /// a listing in many calls must cost the entries listed.
-    pub(super) fn children(self, dir: Dir, skip: usize) -> impl Iterator<Item = (usize, Child)> {
-        (skip..dir.len()).map(move |i| {
-            let n = dir[i].clone();
-            let name = n.name.clone();
-            let (entry, link) = self.child(n);
-            (i, Child { name, entry, link })
-        })
+    /// The children of this directory's tree `dir` (id `id`) from
+    /// position `skip`, each made as it is handed over: a directory may
+    /// hold millions, and a listing in many calls must cost the entries
+    /// listed.
+    pub(super) fn children(
+        self,
+        id: Arc<BlobId>,
+        dir: Dir,
+        skip: usize,
+    ) -> impl Iterator<Item = (usize, Child)> {
+        // Positions are u32 in an inode; a tree of 2^32 entries (hundreds
+        // of GB decoded) cannot be held anyway: the rest is not shown.
+        let end = dir.len().min(u32::MAX as usize);
+        (skip..end).map(move |i| (i, self.child(&id, &dir, i)))
     }
 }
 
 impl EntryOps for TreeNode {
-    fn attr(&self, _vfs: &Vfs) -> VResult<Attr> {
-        Ok(node_attr(0, &self.node))
+    fn attr(&self, vfs: &Vfs) -> VResult<Attr> {
+        Ok(node_attr(0, &*self.node(vfs)?))
     }
 
-    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
-        let child = find_in(&self.tree(vfs)?, name).ok_or(libc::ENOENT)?;
-        Ok(self.child(child))
+    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<Child> {
+        let (id, dir) = self.tree(vfs)?;
+        let i = dir
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .filter(|i| *i < u32::MAX as usize)
+            .ok_or(libc::ENOENT)?;
+        Ok(self.child(&id, &dir, i))
     }
 
     fn list(&self, vfs: &Vfs, _own: bool) -> VResult<Listing> {
-        Ok(Listing::Tree(self.clone(), self.tree(vfs)?))
+        let (id, dir) = self.tree(vfs)?;
+        Ok(Listing::Tree(self.clone(), id, dir))
     }
 
-    fn readlink(&self, _vfs: &Vfs) -> VResult<Vec<u8>> {
-        if self.node.kind == NodeKind::Symlink {
-            Ok(self.node.target.clone())
+    fn readlink(&self, vfs: &Vfs) -> VResult<Vec<u8>> {
+        let n = self.node(vfs)?;
+        if n.kind == NodeKind::Symlink {
+            Ok(n.target.clone())
         } else {
             Err(libc::EINVAL)
         }
     }
 
-    fn xattrs(&self, _vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.node
+    fn xattrs(&self, vfs: &Vfs) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .node(vfs)?
             .xattrs
             .iter()
             .map(|x| (x.name.clone(), x.value.clone()))
-            .collect()
+            .collect())
     }
 }
 

@@ -3,7 +3,9 @@
 
 use super::backup_dir::BackupDir;
 use super::latest::Latest;
-use super::{cbrfs_xattrs, Attr, Child, Entry, EntryOps, LinkKey, Listing, VResult, Vfs};
+use super::{cbrfs_xattrs, Attr, Child, Entry, EntryOps, Listing, VResult, Vfs};
+use crate::rules;
+use std::time::Duration;
 
 /// The directory of vault `.0`.
 #[derive(Clone)]
@@ -15,7 +17,7 @@ impl EntryOps for VaultDir {
         vfs.live_attr(v, &vfs.live_names(v)?)
     }
 
-    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<(Entry, Option<LinkKey>)> {
+    fn lookup(&self, vfs: &Vfs, name: &[u8]) -> VResult<Child> {
         let v = &self.0;
         if locked(vfs, v).is_some() {
             return Err(libc::ENOENT);
@@ -23,9 +25,10 @@ impl EntryOps for VaultDir {
         let sname = std::str::from_utf8(name).unwrap_or("");
         if name == b"latest" {
             vfs.latest(v).ok_or(libc::ENOENT)?;
-            Ok((Entry::Latest(Latest(v.clone())), None))
+            Ok(Child::of(name.to_vec(), Entry::Latest(Latest(v.clone()))))
         } else if vfs.backup_exists(v, sname) {
-            Ok((Entry::Backup(BackupDir::new(v, sname)), None))
+            let entry = Entry::Backup(BackupDir::new(v, sname));
+            Ok(Child::of(name.to_vec(), entry))
         } else {
             Err(libc::ENOENT)
         }
@@ -42,23 +45,18 @@ impl EntryOps for VaultDir {
         }
         let mut children: Vec<Child> = names
             .into_iter()
-            .map(|b| Child {
-                name: b.as_bytes().to_vec(),
-                entry: Entry::Backup(BackupDir::new(v, &b)),
-                link: None,
-            })
+            .map(|b| Child::of(b.as_bytes().to_vec(), Entry::Backup(BackupDir::new(v, &b))))
             .collect();
         if vfs.latest(v).is_some() {
-            children.push(Child {
-                name: b"latest".to_vec(),
-                entry: Entry::Latest(Latest(v.clone())),
-                link: None,
-            });
+            children.push(Child::of(
+                b"latest".to_vec(),
+                Entry::Latest(Latest(v.clone())),
+            ));
         }
         Ok(Listing::made(own, children))
     }
 
-    fn xattrs(&self, vfs: &Vfs) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn xattrs(&self, vfs: &Vfs) -> VResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let v = &self.0;
         let mut out: Vec<(String, String)> = Vec::new();
         // Not unlocked for this: a locked vault still shows its clear
@@ -86,7 +84,7 @@ impl EntryOps for VaultDir {
                 out.push(("status".into(), format!("locked: {why}")));
             }
         }
-        cbrfs_xattrs(out)
+        Ok(cbrfs_xattrs(out))
     }
 }
 
@@ -103,5 +101,43 @@ fn locked(vfs: &Vfs, v: &str) -> Option<String> {
             .err()
             .map(|e| e.to_string()),
         _ => None,
+    }
+}
+
+/// A lookup of a backup not cached here lists a vault in a bucket at most
+/// this often (a shell probing names must not cost a LIST each).
+const RELIST_EVERY: Duration = Duration::from_secs(2);
+
+impl Vfs {
+    pub(super) fn backup_exists(&self, vault: &str, name: &str) -> bool {
+        if rules::check_name("backup name", name).is_err() {
+            return false;
+        }
+        if self.running(vault, name).is_some() || self.store.backup_path(vault, name).exists() {
+            return true;
+        }
+        // A vault in a bucket: another host may have made the backup since
+        // this one last listed it; a listing fetches new records.
+        self.relist_remote(vault) && self.store.backup_path(vault, name).exists()
+    }
+
+    /// List the backups of `vault` if it is kept in a bucket and was not
+    /// listed for a lookup in the last [`RELIST_EVERY`]; true if listed.
+    fn relist_remote(&self, vault: &str) -> bool {
+        if !matches!(self.store.registration(vault), Ok(Some(_))) {
+            return false;
+        }
+        {
+            let mut listed = self.listed.lock();
+            let now = std::time::Instant::now();
+            if listed
+                .get(vault)
+                .is_some_and(|t| now.duration_since(*t) < RELIST_EVERY)
+            {
+                return false;
+            }
+            listed.insert(vault.to_string(), now);
+        }
+        self.store.backup_names(vault).is_ok()
     }
 }

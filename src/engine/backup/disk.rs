@@ -1,6 +1,7 @@
 //! Disk resources (a block device or a raw image file): fixed-size chunks
-//! on a fixed grid, all-zero chunks and holes left out, batches read and
-//! compressed on several threads.
+//! on a fixed grid, all-zero chunks and holes left out, batches read
+//! (with O_DIRECT where the kernel takes it: [`Source`]) and compressed on
+//! several threads.
 
 use super::ns;
 use super::readers::Shared;
@@ -8,6 +9,7 @@ use super::walker::Walker;
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
 use crate::store::BlobKind;
+use crate::store::ZSTD_LEVEL_DISK;
 use crate::sys;
 use parking_lot::Mutex;
 use std::os::fd::AsRawFd;
@@ -114,6 +116,7 @@ impl Walker<'_, '_> {
                 pos = end;
             }
         }
+        let src = Source::new(&f);
         let mut chunks = Vec::new();
         let mut stored = 0u64;
         // A window of batches at a time bounds the results held.
@@ -127,7 +130,7 @@ impl Walker<'_, '_> {
             let results: Vec<Mutex<Option<Result<Vec<ChunkRef>>>>> =
                 window.iter().map(|_| Mutex::new(None)).collect();
             let work = || {
-                let mut buf = vec![0u8; BATCH as usize];
+                let mut buf = vec![0u8; BATCH as usize + 3 * DIRECT_ALIGN];
                 let mut out = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -137,7 +140,7 @@ impl Walker<'_, '_> {
                     if failed.load(Ordering::Relaxed) {
                         return;
                     }
-                    let r = disk_batch(&f, &shown, pos, end, &mut buf, &mut out, self.sh);
+                    let r = disk_batch(&src, &shown, pos, end, &mut buf, &mut out, self.sh);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -196,10 +199,132 @@ pub(super) fn open_disk(path: &Path) -> std::io::Result<(std::fs::File, libc::st
     Ok((std::fs::File::from(fd), st))
 }
 
+/// Alignment of direct reads: of the buffer, the offset and the length.
+/// 4 KiB is a multiple of every logical block size Linux block devices
+/// have (512 or 4096), so it suits all of them.
+pub(super) const DIRECT_ALIGN: usize = 4096;
+
+/// A disk read with `O_DIRECT` while the kernel takes it, else through
+/// the page cache. Measured on the 1.5 GiB binaries image with the page
+/// cache dropped (`dd bs=1M`): buffered 1.68 s of system time, direct
+/// 0.09 s. A buffered read pays for filling the page cache and then
+/// copying out of it (`_copy_to_iter` was 13 % of a backup's profile);
+/// a direct read is one DMA into the reader's buffer, and a backup no
+/// longer evicts the host's page cache with a whole disk read once.
+/// Direct reads see what buffered ones do: the kernel writes dirty cached
+/// pages of the range back before it reads.
+pub(super) struct Source<'f> {
+    f: &'f std::fs::File,
+    /// O_DIRECT is set on the descriptor. Cleared (for every reader, since
+    /// the flag belongs to the open file) the first time a direct read is
+    /// refused, and never set again.
+    direct: AtomicBool,
+}
+
+impl<'f> Source<'f> {
+    /// The disk open as `f` (the descriptor whose fstat gave its metadata:
+    /// only its flags change). Where O_DIRECT cannot be set (a file system
+    /// without direct I/O) it is read through the page cache.
+    pub(super) fn new(f: &'f std::fs::File) -> Source<'f> {
+        let direct = set_direct(f, true).is_ok();
+        Source {
+            f,
+            direct: AtomicBool::new(direct),
+        }
+    }
+
+    /// True while reads are direct.
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
+    }
+
+    /// Read `pos..end` into `buf`, which must hold `end - pos` bytes and
+    /// [`DIRECT_ALIGN`] three times more (room to align the buffer, the
+    /// start and the end); return where in `buf` the bytes are.
+    pub(super) fn read(
+        &self,
+        pos: u64,
+        end: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<std::ops::Range<usize>> {
+        use std::os::unix::fs::FileExt;
+        let len = (end - pos) as usize;
+        if self.is_direct() {
+            match read_direct(self.f, pos, end, buf) {
+                Ok(Some(at)) => return Ok(at..at + len),
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // The device wants another alignment: read through
+                    // the page cache from now on.
+                    self.direct.store(false, Ordering::Relaxed);
+                    set_direct(self.f, false)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.f.read_exact_at(&mut buf[..len], pos)?;
+        Ok(0..len)
+    }
+}
+
+/// Set or clear O_DIRECT on `f`.
+fn set_direct(f: &std::fs::File, on: bool) -> std::io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on a valid descriptor.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let want = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, want) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Read `pos..end` of `f` (open with O_DIRECT) into `buf`: the aligned
+/// range around it, into an aligned part of `buf`; the start of the
+/// wanted bytes in `buf`, or `None` if `buf` is too small to align in.
+/// At the end of the file the kernel returns fewer bytes than asked,
+/// which is fine as long as `end` is reached.
+fn read_direct(
+    f: &std::fs::File,
+    pos: u64,
+    end: u64,
+    buf: &mut [u8],
+) -> std::io::Result<Option<usize>> {
+    use std::os::unix::fs::FileExt;
+    const A: u64 = DIRECT_ALIGN as u64;
+    let apos = pos / A * A;
+    let Some(aend) = end.div_ceil(A).checked_mul(A) else {
+        return Ok(None);
+    };
+    let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let span = (aend - apos) as usize;
+    let Some(dst) = at.checked_add(span).and_then(|last| buf.get_mut(at..last)) else {
+        return Ok(None);
+    };
+    let need = (end - apos) as usize;
+    let mut got = 0;
+    while got < need {
+        match f.read_at(&mut dst[got..], apos + got as u64) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(at + (pos - apos) as usize))
+}
+
 /// Read the chunk-grid range `pos..end` of a disk into `buf` and store its
 /// chunks that are not all zero.
 pub(super) fn disk_batch(
-    f: &std::fs::File,
+    src: &Source<'_>,
     shown: &str,
     pos: u64,
     end: u64,
@@ -207,20 +332,21 @@ pub(super) fn disk_batch(
     out: &mut Vec<u8>,
     sh: &Shared<'_, '_>,
 ) -> Result<Vec<ChunkRef>> {
-    use std::os::unix::fs::FileExt;
     const C: u64 = DISK_CHUNK as u64;
     let len = (end - pos) as usize;
-    f.read_exact_at(&mut buf[..len], pos)
+    let at = src
+        .read(pos, end, buf)
         .map_err(|err| Error::failed(format!("disk {shown}: read at {pos}: {err}")))?;
+    let buf = &buf[at];
     sh.progress.add_read(len as u64);
     let mut chunks = Vec::new();
     let mut off = pos;
     while off < end {
         let cend = end.min((off / C + 1) * C);
         let data = &buf[(off - pos) as usize..(cend - pos) as usize];
-        if data.iter().any(|b| *b != 0) {
+        if !is_zero(data) {
             chunks.push(ChunkRef {
-                id: sh.put(BlobKind::Data, data, out)?,
+                id: sh.put_at(BlobKind::Data, data, out, ZSTD_LEVEL_DISK)?,
                 offset: off,
                 len: data.len() as u32,
             });
@@ -228,4 +354,118 @@ pub(super) fn disk_batch(
         off = cend;
     }
     Ok(chunks)
+}
+
+/// True if every byte of `data` is zero. Or-ing 64-byte blocks lets the
+/// compiler use vector instructions (a byte-at-a-time `any` does not), and
+/// a non-zero block ends the scan: data chunks are told apart at once, and
+/// a zero chunk costs one pass at memory speed.
+pub(super) fn is_zero(data: &[u8]) -> bool {
+    let mut blocks = data.chunks_exact(64);
+    let whole = blocks
+        .by_ref()
+        .all(|b| b.iter().fold(0u8, |acc, x| acc | x) == 0);
+    whole && blocks.remainder().iter().all(|b| *b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose length is not a multiple of the alignment, read at
+    /// unaligned and aligned ranges, its end included: every range reads
+    /// its own bytes, whether the reads are direct or not.
+    #[test]
+    fn source_reads_every_range_exactly() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let len = 3 * DISK_CHUNK + 1000;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let src = Source::new(&f);
+        let mut buf = vec![0u8; 4 * DISK_CHUNK + 3 * DIRECT_ALIGN];
+        let len = len as u64;
+        for (pos, end) in [
+            (0, len),
+            (0, 1),
+            (4096, 20_000),
+            (5000, 17_000),
+            (16_384, len),
+            (len - 1, len),
+        ] {
+            let at = src.read(pos, end, &mut buf).unwrap();
+            assert_eq!(&buf[at], &bytes[pos as usize..end as usize], "{pos}..{end}");
+        }
+        // Past the end is an error, not zeros.
+        assert!(src.read(len - 10, len + 10, &mut buf).is_err());
+    }
+
+    /// Where the file system takes O_DIRECT (ext4, xfs, btrfs, tmpfs
+    /// since Linux 6.6), a disk is read without filling the page cache:
+    /// after a read of a file whose pages were dropped, none is cached.
+    #[test]
+    fn source_reads_past_the_page_cache() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let len = 64 * DISK_CHUNK;
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![0x5au8; len]).unwrap();
+        f.sync_all().unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: fadvise on a valid descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let src = Source::new(&f);
+        if !src.is_direct() {
+            eprintln!(
+                "{}: no O_DIRECT on this file system; not checked",
+                path.display()
+            );
+            return;
+        }
+        let mut buf = vec![0u8; len + 3 * DIRECT_ALIGN];
+        let at = src.read(0, len as u64, &mut buf).unwrap();
+        assert!(buf[at].iter().all(|b| *b == 0x5a));
+        assert!(src.is_direct(), "a direct read was refused");
+        // SAFETY: the map is read by mincore only and dropped at the end.
+        let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        let pages = len.div_ceil(4096);
+        let mut resident = vec![0u8; pages];
+        // SAFETY: `map` spans `len` bytes; `resident` has one byte a page.
+        let r = unsafe {
+            libc::mincore(
+                map.as_ptr() as *mut libc::c_void,
+                len,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let cached = resident.iter().filter(|b| **b & 1 == 1).count();
+        assert_eq!(
+            cached, 0,
+            "{cached} of {pages} pages were cached by the read"
+        );
+    }
+
+    /// A single non-zero byte anywhere, in a whole block or in the tail,
+    /// makes a chunk data; empty and all-zero ones are zero.
+    #[test]
+    fn is_zero_finds_any_non_zero_byte() {
+        assert!(is_zero(&[]));
+        for len in [1usize, 63, 64, 65, 200, DISK_CHUNK] {
+            let mut b = vec![0u8; len];
+            assert!(is_zero(&b), "{len}");
+            for at in [0, len / 2, len - 1] {
+                b[at] = 0x10;
+                assert!(!is_zero(&b), "{len} at {at}");
+                b[at] = 0;
+            }
+        }
+    }
 }

@@ -211,7 +211,9 @@ fn accept(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepare
             progress: Arc::new(Progress::new(total)),
         });
     }
-    let lock = store.try_backup_lock(vault)?;
+    // On a remote vault the lease is confirmed behind the backup's first
+    // work (its settle time is a wait): only packs go up before it is.
+    let lock = store.try_backup_lock_early(vault)?;
     let repo = store.repo(vault)?;
     let used = repo.used_bytes()?;
     let mut cfg = cfg;

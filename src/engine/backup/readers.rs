@@ -58,9 +58,22 @@ impl Shared<'_, '_> {
     /// return its id. Hashing and compression run on the calling thread;
     /// the writer's lock is held only to reserve the id and to append.
     pub(super) fn put(&self, kind: BlobKind, data: &[u8], out: &mut Vec<u8>) -> Result<BlobId> {
+        self.put_at(kind, data, out, crate::store::ZSTD_LEVEL)
+    }
+
+    /// [`Shared::put`], compressing at zstd level `level` (disks' chunks
+    /// use a cheaper one).
+    pub(super) fn put_at(
+        &self,
+        kind: BlobKind,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        level: i32,
+    ) -> Result<BlobId> {
         let id = self.key.id(data);
         if self.writer.lock().reserve(id) {
-            let c = (self.compress && crate::store::compress_into(data, out)).then_some(&out[..]);
+            let c = (self.compress && crate::store::compress_into_at(data, out, level))
+                .then_some(&out[..]);
             self.writer.lock().append_reserved(id, kind, data, c)?;
         }
         Ok(id)

@@ -147,11 +147,14 @@ impl S3Storage {
             Class::Delete => &c.delete,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut b = http::Request::builder().method(method).uri(url.as_str());
+        let mut b = http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str());
         for (k, v) in headers {
             b = b.header(*k, v.as_str());
         }
         let sent = payload.len();
+        let started = Instant::now();
         let result = match payload {
             Payload::None => b
                 .body(())
@@ -177,6 +180,21 @@ impl S3Storage {
             }
         };
         c.up.fetch_add(sent, Ordering::Relaxed);
+        // Per request, for finding where a command's time goes
+        // (`RUST_LOG=cbrfs::store::s3=debug`): the URL's path only, never
+        // its query (the signature).
+        if log::log_enabled!(log::Level::Debug) {
+            let status = match &result {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(Failure::Retry(why)) => why.clone(),
+                Err(Failure::Fatal(e)) => e.to_string(),
+            };
+            log::debug!(
+                "S3 {method} {}: {status}, {sent} bytes up, answer in {:.1} ms",
+                url.path(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         result
     }
 
@@ -211,7 +229,13 @@ impl S3Storage {
             .limit(u64::MAX)
             .reader()
             .take(limit.saturating_add(1));
+        let started = Instant::now();
         let r = reader.read_to_end(&mut buf);
+        log::debug!(
+            "S3 body: {} bytes down in {:.1} ms",
+            buf.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         self.counters
             .down
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
