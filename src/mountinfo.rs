@@ -99,6 +99,16 @@ impl MountTable {
         self.of_dev(dev).find(|m| m.is_user_fuse())
     }
 
+    /// The device number (`major`, `minor`) of the mount on top at
+    /// `point`, an absolute path: the last one mounted there.
+    pub fn top_dev_at(&self, point: &Path) -> Option<(u32, u32)> {
+        self.mounts
+            .iter()
+            .rev()
+            .find(|(_, m)| m.point == point)
+            .map(|(d, _)| *d)
+    }
+
     /// The first mount (in mountinfo's order) at `point`, an absolute path.
     pub fn at(&self, point: &Path) -> Option<&Mount> {
         self.mounts

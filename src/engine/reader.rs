@@ -8,6 +8,7 @@ use crate::model::{self, ChunkRef, Content, ListRef, Node};
 use crate::store::{BlobId, Repo};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Resolve the chunk list of one chunk-list blob into absolute chunks,
@@ -177,6 +178,16 @@ struct CacheInner {
     /// Bytes of prefetches queued or running (bounded: see
     /// [`ChunkCache::prefetch`]).
     ahead: usize,
+    /// Chunks asked for so far ([`ChunkCache::get`]): counting is all a
+    /// read pays for the idle check ([`ChunkCache::release_if_idle`]),
+    /// which compares it between its own calls (no clock read per chunk).
+    uses: u64,
+    /// `uses` when the idle check last saw it change, and when.
+    seen: Option<(u64, std::time::Instant)>,
+    /// True once the memory was given back after the last reads.
+    released: bool,
+    /// Read-ahead jobs queued so far (for tests).
+    jobs: u64,
 }
 
 enum Slot {
@@ -234,6 +245,7 @@ impl ChunkCache {
         let sh = &*self.shared;
         {
             let mut g = sh.inner.lock();
+            g.uses = g.uses.wrapping_add(1);
             loop {
                 match g.map.get(id) {
                     Some(Slot::Ready(v, _)) => return Ok(v.clone()),
@@ -299,38 +311,128 @@ impl ChunkCache {
     }
 
     /// Read and verify chunk `c` on the shared helper threads, into this
-    /// cache, unless it is held or loading already; a failure is left for
-    /// the reader that asks for it to meet (and report). At most half the
-    /// cache's size is queued or loading at once: beyond that the chunk is
-    /// not queued (its reader reads it itself), so memory stays bounded
-    /// however far a reader asks to look ahead.
+    /// cache ([`ChunkCache::prefetch_all`] of one chunk).
     pub fn prefetch(&self, repo: &Arc<Repo>, c: &ChunkRef) {
+        self.prefetch_all(repo, std::slice::from_ref(c), None);
+    }
+
+    /// Read and verify `chunks` on the shared helper threads, into this
+    /// cache, except those held or loading already; a failure is left for
+    /// the reader that asks for it to meet (and report). At most half the
+    /// cache's size is queued or loading at once: the chunks beyond that
+    /// are not queued (their reader reads them itself), so memory stays
+    /// bounded however far a reader asks to look ahead. Chunks go to the
+    /// helpers in jobs of about [`JOB_BYTES`], not one by one: a job costs
+    /// a helper's wake-up, and a disk's 16 KiB chunks come 64 to the MiB
+    /// (issue 17: on two cores, the wake-ups of one job per chunk cost
+    /// more than a chunk's decoding).
+    ///
+    /// `reader`, if given, is how far its reader has read chunks to their
+    /// end ([`FileReader::read_with`]): a job skips the chunks that end
+    /// there or before. The reader's own threads took those (and dropped
+    /// them from the cache when done), so a helper that reached them late
+    /// would decode them a second time, for a cache slot nobody reads
+    /// (issue 17: with the kernel's 1 MiB requests half the chunks of a
+    /// disk image were decoded twice, and the cache filled with them).
+    pub fn prefetch_all(
+        &self,
+        repo: &Arc<Repo>,
+        chunks: &[ChunkRef],
+        reader: Option<&Arc<AtomicU64>>,
+    ) {
+        let mut jobs: Vec<(Vec<ChunkRef>, usize)> = Vec::new();
         {
             let mut g = self.shared.inner.lock();
-            if g.map.contains_key(&c.id) || g.ahead + c.len as usize > self.shared.cap_bytes / 2 {
-                return;
-            }
-            g.ahead += c.len as usize;
-        }
-        // The job holds the store weakly: a job still queued when its
-        // reader (the mount) is gone does nothing, and never keeps a
-        // store's mapped files in use after it ([`ChunkCache::wait_idle`]).
-        let (cache, repo, id, len) = (self.clone(), Arc::downgrade(repo), c.id, c.len as usize);
-        helpers().submit(Box::new(move || {
-            // Counted out even if the read unwinds: else read-ahead would
-            // stay off for good once half the cache's worth had.
-            struct Queued(ChunkCache, usize);
-            impl Drop for Queued {
-                fn drop(&mut self) {
-                    self.0.shared.inner.lock().ahead -= self.1;
-                    self.0.shared.loaded.notify_all();
+            let mut cur: (Vec<ChunkRef>, usize) = (Vec::new(), 0);
+            for c in chunks {
+                if g.map.contains_key(&c.id) {
+                    continue;
+                }
+                if g.ahead + c.len as usize > self.shared.cap_bytes / 2 {
+                    break;
+                }
+                g.ahead += c.len as usize;
+                cur.0.push(*c);
+                cur.1 += c.len as usize;
+                if cur.1 >= JOB_BYTES {
+                    jobs.push(std::mem::take(&mut cur));
                 }
             }
-            let queued = Queued(cache, len);
-            if let Some(repo) = repo.upgrade() {
-                let _ = queued.0.get(&repo, &id);
+            if !cur.0.is_empty() {
+                jobs.push(cur);
             }
-        }));
+            g.jobs += jobs.len() as u64;
+        }
+        for (chunks, len) in jobs {
+            // The job holds the store weakly: a job still queued when its
+            // reader (the mount) is gone does nothing, and never keeps a
+            // store's mapped files in use after it
+            // ([`ChunkCache::wait_idle`]).
+            let (cache, repo, reader) = (self.clone(), Arc::downgrade(repo), reader.cloned());
+            helpers().submit(Box::new(move || {
+                // Counted out even if a read unwinds: else read-ahead
+                // would stay off for good once half the cache's worth had.
+                struct Queued(ChunkCache, usize);
+                impl Drop for Queued {
+                    fn drop(&mut self) {
+                        self.0.shared.inner.lock().ahead -= self.1;
+                        self.0.shared.loaded.notify_all();
+                    }
+                }
+                let queued = Queued(cache, len);
+                for c in &chunks {
+                    let at = reader.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
+                    if c.offset.saturating_add(c.len as u64) <= at {
+                        continue;
+                    }
+                    let Some(repo) = repo.upgrade() else {
+                        break;
+                    };
+                    let _ = queued.0.get(&repo, &c.id);
+                }
+            }));
+        }
+    }
+
+    /// Give the cache's chunks and the decoded-chunk buffer pool back once
+    /// no chunk was asked for during `idle` (issue 13: a mount kept up to
+    /// 64 MiB more after a burst of reads than before either existed).
+    /// Called now and then with the time `now` (the mount's reaper, every
+    /// half second; tests pass their own clock): the first call that sees
+    /// the count of uses unchanged for `idle` since it changed drops every
+    /// ready chunk (not those loading, nor while read-ahead runs) and
+    /// empties the pool ([`crate::store::release_buffers`]). True when it
+    /// did, once per burst of reads: the caller then gives freed memory
+    /// back to the system (`malloc_trim`). A reader that resumes later
+    /// decodes again what it had not reached, which costs what the first
+    /// read did, once, against holding its memory for ever.
+    pub fn release_if_idle(&self, now: std::time::Instant, idle: std::time::Duration) -> bool {
+        let mut g = self.shared.inner.lock();
+        match g.seen {
+            Some((uses, since)) if uses == g.uses => {
+                if g.released || g.ahead > 0 || now.saturating_duration_since(since) < idle {
+                    return false;
+                }
+            }
+            _ => {
+                g.seen = Some((g.uses, now));
+                g.released = false;
+                return false;
+            }
+        }
+        g.released = true;
+        let CacheInner {
+            map, order, bytes, ..
+        } = &mut *g;
+        // Loading slots stay: their threads insert what they read.
+        map.retain(|_, s| matches!(s, Slot::Loading));
+        order.clear();
+        order.shrink_to_fit();
+        map.shrink_to_fit();
+        *bytes = 0;
+        drop(g);
+        crate::store::release_buffers();
+        true
     }
 
     /// Wait until no read-ahead of this cache is queued or running: the
@@ -411,6 +513,15 @@ fn helpers() -> &'static Helpers {
 fn helper_count() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
 }
+
+/// Bytes of chunks one read-ahead job of [`ChunkCache::prefetch_all`]
+/// reads: one chunk of a file's (256 KiB and more), 16 of a disk's.
+const JOB_BYTES: usize = 256 << 10;
+
+/// Smallest buffer a request's bytes are put together in
+/// ([`FileReader::read_with`]): the store's pool keeps buffers from this
+/// size up.
+const REQUEST_BUF_MIN: usize = 256 << 10;
 
 /// Bytes [`for_each_chunk`] reads ahead of the chunk being used.
 pub const READ_AHEAD: usize = 8 << 20;
@@ -515,6 +626,60 @@ where
             }
         }
     })
+}
+
+/// Put the bytes of `[off, end)` together in `buf` (cleared first) from
+/// `chunks`, the chunks overlapping it in file order ([`FileReader::
+/// chunks_in`]); holes read as zeros. A chunk read up to its end leaves the
+/// cache, and `done_to` (if given) is raised to its end.
+fn assemble(
+    repo: &Repo,
+    cache: &ChunkCache,
+    (off, end): (u64, u64),
+    chunks: Vec<ChunkRef>,
+    buf: &mut Vec<u8>,
+    done_to: Option<&AtomicU64>,
+) -> Result<()> {
+    buf.clear();
+    let want = (end - off) as usize;
+    buf.reserve(want);
+    for c in chunks {
+        let data = cache.get(repo, &c.id)?;
+        check_chunk_len(repo, &c, &data)?;
+        let s = off.max(c.offset);
+        let e = end.min(c.offset.saturating_add(c.len as u64));
+        if s >= e {
+            continue;
+        }
+        let (from, to) = ((s - off) as usize, (e - off) as usize);
+        let part = &data[(s - c.offset) as usize..(e - c.offset) as usize];
+        if from >= buf.len() {
+            // In order (the usual case): a hole before it reads as
+            // zeros, the chunk's bytes are appended.
+            buf.resize(from, 0);
+            buf.extend_from_slice(part);
+        } else {
+            // Chunks out of order or overlapping (a damaged or crafted
+            // list): written where they belong, as before.
+            if buf.len() < to {
+                buf.resize(to, 0);
+            }
+            buf[from..to].copy_from_slice(part);
+        }
+        let finished = e == c.offset.saturating_add(c.len as u64);
+        // Released before the cache drops it, so its buffer can be
+        // reused.
+        drop(data);
+        if finished {
+            cache.done(&c.id);
+            if let Some(d) = done_to {
+                d.fetch_max(e, Ordering::Relaxed);
+            }
+        }
+    }
+    // A hole at the end.
+    buf.resize(want, 0);
+    Ok(())
 }
 
 /// A chunk list as a file references it: (blob, span, count).
@@ -641,62 +806,80 @@ impl FileReader {
             return Ok(());
         }
         let end = off.saturating_add(len as u64).min(self.size);
-        let want = (end - off) as usize;
-        buf.reserve(want);
-        for c in self.chunks_in(repo, off, end)? {
-            let data = cache.get(repo, &c.id)?;
-            check_chunk_len(repo, &c, &data)?;
-            let s = off.max(c.offset);
-            let e = end.min(c.offset.saturating_add(c.len as u64));
-            if s >= e {
-                continue;
-            }
-            let (from, to) = ((s - off) as usize, (e - off) as usize);
-            let part = &data[(s - c.offset) as usize..(e - c.offset) as usize];
-            if from >= buf.len() {
-                // In order (the usual case): a hole before it reads as
-                // zeros, the chunk's bytes are appended.
-                buf.resize(from, 0);
-                buf.extend_from_slice(part);
-            } else {
-                // Chunks out of order or overlapping (a damaged or crafted
-                // list): written where they belong, as before.
-                if buf.len() < to {
-                    buf.resize(to, 0);
+        let chunks = self.chunks_in(repo, off, end)?;
+        assemble(repo, cache, (off, end), chunks, buf, None)
+    }
+
+    /// Call `f` with up to `len` bytes at `off`, as [`FileReader::read_at`]
+    /// would return them. A range within one chunk (most requests of a
+    /// sequential reader of a file: its chunks are 256 KiB to 4 MiB) is
+    /// handed over as a slice of the cached chunk, so the mount's reply is
+    /// written to the kernel straight from it: no copy of a request's bytes
+    /// into a buffer of its own (issue 17). Other ranges (across chunks,
+    /// holes) are put together in a buffer from the store's pool, which
+    /// goes back when the mount is idle ([`ChunkCache::release_if_idle`]).
+    /// `done_to`, if given, is raised to the end of each chunk read to its
+    /// end: read-ahead ([`FileReader::read_ahead`]) skips what lies behind.
+    pub fn read_with<R>(
+        &self,
+        repo: &Repo,
+        cache: &ChunkCache,
+        (off, len): (u64, usize),
+        done_to: Option<&AtomicU64>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        if off >= self.size {
+            return Ok(f(&[]));
+        }
+        let end = off.saturating_add(len as u64).min(self.size);
+        let chunks = self.chunks_in(repo, off, end)?;
+        if let [c] = chunks.as_slice() {
+            let c_end = c.offset.saturating_add(c.len as u64);
+            if c.offset <= off && end <= c_end {
+                let data = cache.get(repo, &c.id)?;
+                check_chunk_len(repo, c, &data)?;
+                // Within the chunk (checked above), whose length is checked.
+                let r = f(&data[(off - c.offset) as usize..(end - c.offset) as usize]);
+                drop(data);
+                if end == c_end {
+                    cache.done(&c.id);
+                    if let Some(d) = done_to {
+                        d.fetch_max(end, Ordering::Relaxed);
+                    }
                 }
-                buf[from..to].copy_from_slice(part);
-            }
-            let finished = e == c.offset.saturating_add(c.len as u64);
-            // Released before the cache drops it, so its buffer can be
-            // reused.
-            drop(data);
-            if finished {
-                cache.done(&c.id);
+                return Ok(r);
             }
         }
-        // A hole at the end.
-        buf.resize(want, 0);
-        Ok(())
+        // At least the pool's smallest size: such a buffer is mapped on
+        // its own and kept in the pool between requests, where one of the
+        // kernel's 128 KiB would come from the heap between decoded
+        // chunks and leave it fragmented (RssAnon after a `cat` of a disk
+        // image: 40-50 MiB against 2-4 MiB).
+        let mut buf = crate::store::take_buffer(((end - off) as usize).max(REQUEST_BUF_MIN));
+        let r = assemble(repo, cache, (off, end), chunks, &mut buf, done_to).map(|()| f(&buf));
+        crate::store::give_buffer(buf);
+        r
     }
 
     /// Queue the chunks overlapping `[off, end)` for the helper threads to
-    /// read and verify into `cache` ([`ChunkCache::prefetch`]): a
+    /// read and verify into `cache` ([`ChunkCache::prefetch_all`]): a
     /// sequential reader's next requests then find them ready, and the
-    /// chunks of one large request are decoded on several cores.
+    /// chunks of one large request are decoded on several cores. `reader`:
+    /// how far the reader has read, if it is kept (chunks behind it are
+    /// skipped, [`ChunkCache::prefetch_all`]).
     pub fn read_ahead(
         &self,
         repo: &Arc<Repo>,
         cache: &ChunkCache,
         off: u64,
         end: u64,
+        reader: Option<&Arc<AtomicU64>>,
     ) -> Result<()> {
         let end = end.min(self.size);
         if off >= end {
             return Ok(());
         }
-        for c in self.chunks_in(repo, off, end)? {
-            cache.prefetch(repo, &c);
-        }
+        cache.prefetch_all(repo, &self.chunks_in(repo, off, end)?, reader);
         Ok(())
     }
 
@@ -1125,6 +1308,138 @@ mod tests {
         }
     }
 
+    /// A cache no reader used for the idle time gives its chunks back,
+    /// once per burst of reads, and only then: by the clock passed in, the
+    /// idle time counting from the first check that saw the reads stop.
+    #[test]
+    fn an_idle_cache_gives_its_chunks_back() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, r, all) = chunked_file(dir.path(), 8, 300_000, false);
+        let cache = ChunkCache::new(32 << 20);
+        let idle = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Part of a chunk: it stays for the reader's next request.
+        assert_eq!(
+            r.read_at(&repo, &cache, 0, 250_000).unwrap(),
+            &all[..250_000]
+        );
+        assert_eq!(cache.held_bytes(), 300_000);
+        assert!(!cache.release_if_idle(at(0), idle), "first look");
+        assert!(!cache.release_if_idle(at(1_999), idle));
+        // A read meanwhile: the idle time starts again.
+        assert_eq!(
+            r.read_at(&repo, &cache, 250_000, 40_000).unwrap(),
+            &all[250_000..290_000]
+        );
+        assert!(!cache.release_if_idle(at(2_500), idle), "reads went on");
+        assert!(!cache.release_if_idle(at(4_000), idle));
+        assert_eq!(cache.held_bytes(), 300_000);
+        assert!(cache.release_if_idle(at(4_500), idle));
+        assert_eq!(cache.held_bytes(), 0);
+        assert!(!cache.contains(&r.inline[0].id));
+        assert!(!cache.release_if_idle(at(9_000), idle), "once per burst");
+        // Reading on after it: the right bytes, and the next idle time
+        // gives them back again.
+        assert_eq!(
+            r.read_at(&repo, &cache, 500_000, 200_000).unwrap(),
+            &all[500_000..700_000]
+        );
+        assert_eq!(cache.held_bytes(), 300_000);
+        assert!(!cache.release_if_idle(at(9_500), idle));
+        assert!(cache.release_if_idle(at(11_500), idle));
+        assert_eq!(cache.held_bytes(), 0);
+    }
+
+    /// A read within one chunk is handed over as a slice of the cached
+    /// chunk (no copy); one across chunks or holes is put together, with
+    /// the same bytes as `read_at`.
+    #[test]
+    fn a_read_within_one_chunk_is_handed_over_without_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, r, all) = chunked_file(dir.path(), 4, 300_000, false);
+        let cache = ChunkCache::new(32 << 20);
+        let held = cache.get(&repo, &r.inline[1].id).unwrap();
+        let range = held.as_ptr_range();
+        let (ptr, bytes) = r
+            .read_with(&repo, &cache, (310_000, 128 << 10), None, |b| {
+                (b.as_ptr(), b.to_vec())
+            })
+            .unwrap();
+        assert!(range.contains(&ptr), "copied");
+        assert_eq!(bytes, &all[310_000..310_000 + (128 << 10)]);
+        for (off, len) in [
+            (250_000, 128 << 10),
+            (0, 1 << 20),
+            (1_100_000, 1 << 20),
+            (1_200_000, 5),
+        ] {
+            let got = r
+                .read_with(&repo, &cache, (off, len), None, |b| b.to_vec())
+                .unwrap();
+            assert_eq!(
+                got,
+                r.read_at(&repo, &cache, off, len).unwrap(),
+                "{off}+{len}"
+            );
+        }
+        // The end of a chunk read this way leaves the cache, as with read_at.
+        drop(held);
+        r.read_with(&repo, &cache, (600_000, 1000), None, |_| ())
+            .unwrap();
+        assert!(cache.contains(&r.inline[2].id));
+        let before = cache.held_bytes();
+        let done_to = AtomicU64::new(0);
+        r.read_with(&repo, &cache, (900_000 - 10, 10), Some(&done_to), |_| ())
+            .unwrap();
+        assert_eq!(done_to.load(Ordering::Relaxed), 900_000);
+        assert!(!cache.contains(&r.inline[2].id));
+        assert_eq!(cache.held_bytes(), before - 300_000);
+    }
+
+    /// Read-ahead goes to the helpers in jobs of about JOB_BYTES: many
+    /// small chunks cost a few jobs, and all of them arrive, verified.
+    #[test]
+    fn small_chunks_are_read_ahead_in_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        // 250 different chunks (chunked_file's repeat after 251).
+        let (repo, r, all) = chunked_file(dir.path(), 250, 16 * 1024, false);
+        let cache = ChunkCache::new(32 << 20);
+        cache.prefetch_all(&repo, &r.inline, None);
+        assert_eq!(
+            cache.shared.inner.lock().jobs,
+            16,
+            "4000 KiB in 256 KiB jobs"
+        );
+        let t = std::time::Instant::now();
+        while !r.inline.iter().all(|c| cache.contains(&c.id)) || cache.shared.inner.lock().ahead > 0
+        {
+            assert!(t.elapsed().as_secs() < 30, "read-ahead did not finish");
+            std::thread::yield_now();
+        }
+        assert_eq!(cache.held_bytes(), all.len());
+        assert_eq!(r.read_at(&repo, &cache, 0, all.len()).unwrap(), all);
+    }
+
+    /// Read-ahead skips the chunks the reader has read to their end
+    /// already: loading them again would decode them twice, for nobody.
+    #[test]
+    fn read_ahead_skips_the_chunks_behind_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, r, _) = chunked_file(dir.path(), 64, 16 * 1024, false);
+        let cache = ChunkCache::new(32 << 20);
+        let at = Arc::new(AtomicU64::new(32 * 16 * 1024));
+        cache.prefetch_all(&repo, &r.inline, Some(&at));
+        let t = std::time::Instant::now();
+        while cache.shared.inner.lock().ahead > 0 {
+            assert!(t.elapsed().as_secs() < 30, "read-ahead did not finish");
+            std::thread::yield_now();
+        }
+        assert!(r.inline[..32].iter().all(|c| !cache.contains(&c.id)));
+        assert!(r.inline[32..].iter().all(|c| cache.contains(&c.id)));
+    }
+
     /// Reading ahead puts a file's next chunks into the cache, verified,
     /// within the cache's size; reads then return the file's bytes.
     #[test]
@@ -1132,7 +1447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (repo, r, all) = chunked_file(dir.path(), 64, 16 * 1024, true);
         let cache = ChunkCache::new(256 * 1024);
-        r.read_ahead(&repo, &cache, 0, 128 * 1024).unwrap();
+        r.read_ahead(&repo, &cache, 0, 128 * 1024, None).unwrap();
         let t = std::time::Instant::now();
         while !r.inline[..8].iter().all(|c| cache.contains(&c.id))
             || cache.shared.inner.lock().ahead > 0
@@ -1143,7 +1458,7 @@ mod tests {
         assert_eq!(cache.held_bytes(), 128 * 1024);
         // More than the cache holds: it stays within its size, and every
         // read still returns the right bytes.
-        r.read_ahead(&repo, &cache, 0, r.size()).unwrap();
+        r.read_ahead(&repo, &cache, 0, r.size(), None).unwrap();
         for off in (0..all.len()).step_by(100_000) {
             let got = r.read_at(&repo, &cache, off as u64, 100_000).unwrap();
             assert!(got[..] == all[off..(off + 100_000).min(all.len())]);

@@ -361,21 +361,11 @@ impl Filesystem for CbrFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        thread_local! {
-            /// The request's bytes, in a buffer each thread keeps: a new
-            /// one per request of up to 1 MiB costs a page fault per 4 KiB.
-            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            match self.vfs.read_into(fh.0, offset, size, &mut b) {
-                Ok(()) => reply.data(&b),
-                Err(e) => reply.error(errno(e)),
-            }
-            // Kept up to the largest request asked of the kernel.
-            if b.capacity() > MAX_READ as usize {
-                *b = Vec::new();
-            }
+        // Answered from the cached chunk, or from a pooled buffer the mount
+        // gives back when idle (vfs/file.rs).
+        self.vfs.read_with(fh.0, offset, size, |r| match r {
+            Ok(b) => reply.data(b),
+            Err(e) => reply.error(errno(e)),
         });
     }
 

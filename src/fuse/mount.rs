@@ -319,6 +319,18 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     };
     let _ = notifier.set(session.notifier());
     let mp_abs = absolute(mp);
+    // After the kernel's INIT is answered: the answer sets the read-ahead
+    // to the smaller of what it was and the daemon's max_readahead (which
+    // the kernel caps at the 128 KiB it offers). A stat of the mount point
+    // waits for that answer (the kernel holds every request until INIT is
+    // done), and is then answered by this daemon's session.
+    let knob_mp = mp_abs.clone();
+    let _ = std::thread::Builder::new()
+        .name("cbrfs-read-ahead".into())
+        .spawn(move || {
+            let _ = std::fs::metadata(&knob_mp);
+            raise_read_ahead(&knob_mp);
+        });
     spawn_signal_thread(mp_abs.clone());
     crate::engine::scheduler::spawn(store.clone());
     log::info!("mounted {} at {}", store.root().display(), mp_abs.display());
@@ -330,6 +342,42 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     }
     log::info!("unmounted {}", mp_abs.display());
     r.ctx(|| format!("serve {}", mp_abs.display()))
+}
+
+/// The kernel's read-ahead on the mount, KiB. FUSE starts every mount at
+/// the default 128 KiB whatever max_readahead the daemon asks, so a
+/// sequential reader's requests stay at 128 KiB, a round trip (two
+/// wake-ups and a reply) each (issue 17). With a larger window the kernel
+/// sends requests of up to max_pages (1 MiB, from fuse/mod.rs's MAX_READ)
+/// and keeps the next one in flight.
+const READ_AHEAD_KB: u64 = 1024;
+
+/// Raise the mount's read-ahead (its backing device's `read_ahead_kb` in
+/// sysfs) to [`READ_AHEAD_KB`]; root only, and never lowered. The device
+/// is found in mountinfo, not by a stat of the mount point: that would be
+/// a request to this daemon, which does not answer yet. A failure only
+/// costs speed: logged.
+fn raise_read_ahead(mp: &Path) {
+    if crate::sys::euid() != 0 {
+        return;
+    }
+    let Some((major, minor)) = mounts().top_dev_at(mp) else {
+        log::info!(
+            "read-ahead left as it is: {} not in mountinfo",
+            mp.display()
+        );
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let now = std::fs::read_to_string(&knob)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if now.is_some_and(|n| n >= READ_AHEAD_KB) {
+        return;
+    }
+    if let Err(e) = std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+        log::info!("read-ahead left as it is: {knob}: {e}");
+    }
 }
 
 /// The mount's worker threads: 2, or `CBRFS_MOUNT_THREADS` (1 to 64),

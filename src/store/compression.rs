@@ -152,6 +152,19 @@ pub fn give_buffer(buf: Vec<u8>) {
     POOL.give(buf)
 }
 
+/// Free every buffer the pool keeps: the mount calls this once its reads
+/// have stopped ([`crate::engine::reader::ChunkCache::release_if_idle`]),
+/// so that an idle mount does not keep the pool's 32 MiB (issue 13).
+pub fn release_buffers() {
+    // Freed after the lock is let go: munmap of up to 32 MiB.
+    drop(std::mem::take(&mut *POOL.0.lock()));
+}
+
+/// Bytes the pool keeps now.
+pub fn pooled_bytes() -> usize {
+    POOL.0.lock().iter().map(|b| b.capacity()).sum()
+}
+
 /// zstd compression contexts, lent one at a time. Each holds a few
 /// megabytes of tables, so there are at most [`max_compressors`] of them,
 /// however many threads read: more than the cores would only wait.

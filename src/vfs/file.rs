@@ -15,12 +15,22 @@ pub struct OpenFile {
     next: AtomicU64,
     /// How far chunks were queued for reading ahead.
     ahead: AtomicU64,
+    /// How far this reader has read chunks to their end (set back by a
+    /// read elsewhere): read-ahead skips the chunks behind it
+    /// ([`crate::engine::reader::ChunkCache::prefetch_all`]).
+    done_to: Arc<AtomicU64>,
 }
 
 /// A read starting within this distance of the last one's end counts as
 /// sequential: the kernel sends a stream's requests on several threads,
 /// so they may arrive a little out of order.
 const SEQUENTIAL_SLACK: u64 = 4 << 20;
+
+/// The read path's memory goes back after this long without a read
+/// ([`Vfs::release_idle_reads`]): long enough that a reader pausing
+/// between files keeps what it read ahead, short enough that an idle
+/// mount soon holds no more than before there was a pool (issue 13).
+pub const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Files up to this size are read whole when opened, for the kernel's page
 /// cache (see [`Vfs::prefetch`]): the kernel's first readahead of such a
@@ -50,6 +60,7 @@ impl Vfs {
                 reader,
                 next: AtomicU64::new(0),
                 ahead: AtomicU64::new(0),
+                done_to: Arc::new(AtomicU64::new(0)),
             }),
         );
         Ok(fh)
@@ -110,24 +121,31 @@ impl Vfs {
 
     /// Read `size` bytes at `offset`. Damaged data is EIO, never wrong bytes.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> VResult<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.read_into(fh, offset, size, &mut buf)?;
-        Ok(buf)
+        let mut out = Err(libc::EIO);
+        self.read_with(fh, offset, size, |r| out = r.map(<[u8]>::to_vec));
+        out
     }
 
-    /// [`Vfs::read`] into `buf` (cleared first; the mount's threads keep
-    /// one each, so a request's bytes go to pages already mapped). A
-    /// sequential reader's chunks, this request's and those of the next
+    /// [`Vfs::read`], its bytes (or errno) handed to `reply` instead of
+    /// returned: a request within one chunk is answered straight from the
+    /// cached chunk, with no copy of its own ([`FileReader::read_with`]).
+    /// A sequential reader's chunks, this request's and those of the next
     /// [`READ_AHEAD`] bytes, are read and verified on helper threads
     /// meanwhile (issue 17: a large read must not cost one decompression,
     /// decryption and verification after another on the thread of one
     /// request); random reads read only what they ask.
-    pub fn read_into(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> VResult<()> {
+    pub fn read_with(&self, fh: u64, offset: u64, size: u32, reply: impl FnOnce(VResult<&[u8]>)) {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let f = self.file(fh)?;
+        let f = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return reply(Err(e)),
+        };
         let end = offset.saturating_add(size as u64);
         let last = f.next.swap(end, Ordering::Relaxed);
-        if offset.abs_diff(last) <= SEQUENTIAL_SLACK {
+        if offset.abs_diff(last) > SEQUENTIAL_SLACK {
+            // A new stream: what lies behind it may be wanted again.
+            f.done_to.store(offset, Ordering::Relaxed);
+        } else {
             let until = end.saturating_add(READ_AHEAD as u64);
             // Queued already up to `ahead`, if that is within this window.
             let ahead = f.ahead.load(Ordering::Relaxed);
@@ -139,15 +157,44 @@ impl Vfs {
             if from < until {
                 f.ahead.store(until, Ordering::Relaxed);
                 // A chunk list that cannot be read fails the read below.
-                let _ = f.reader.read_ahead(&f.ctx.repo, &self.cache, from, until);
+                let _ =
+                    f.reader
+                        .read_ahead(&f.ctx.repo, &self.cache, from, until, Some(&f.done_to));
             }
         }
-        f.reader
-            .read_into(&f.ctx.repo, &self.cache, offset, size as usize, buf)
-            .map_err(|e| {
-                log::error!("backup {}: read: {e}", f.ctx.record.name);
-                libc::EIO
-            })
+        // `reply` is called once: with the bytes, or with the error.
+        let mut reply = Some(reply);
+        let done = f.reader.read_with(
+            &f.ctx.repo,
+            &self.cache,
+            (offset, size as usize),
+            Some(&f.done_to),
+            |b| {
+                if let Some(r) = reply.take() {
+                    r(Ok(b));
+                }
+            },
+        );
+        if let Err(e) = done {
+            log::error!("backup {}: read: {e}", f.ctx.record.name);
+            if let Some(r) = reply.take() {
+                r(Err(libc::EIO));
+            }
+        }
+    }
+
+    /// Give the read path's memory back once the mount's reads have
+    /// stopped for [`READ_IDLE`] (its chunk cache and the store's buffer
+    /// pool, then free memory to the system): called by the reaper thread
+    /// with the time now.
+    pub(super) fn release_idle_reads(&self, now: std::time::Instant) {
+        if self.cache.release_if_idle(now, READ_IDLE) {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 
     /// SEEK_DATA / SEEK_HOLE.

@@ -40,7 +40,7 @@ mod tree;
 mod vault;
 
 pub use cache::TREE_CACHE_BYTES;
-pub use file::{OpenFile, PREFETCH_MAX};
+pub use file::{OpenFile, PREFETCH_MAX, READ_IDLE};
 pub use running::{RunState, Running};
 pub use tree::node_attr;
 

@@ -225,6 +225,8 @@ pub(super) fn reaper(vfs: std::sync::Weak<Vfs>) {
         } else if reads > 0 {
             v.trimmed.store(false, Ordering::Relaxed);
         }
+        // And the read path's cache and buffer pool, later (file.rs).
+        v.release_idle_reads(now);
         // Wait without holding the tree: a tree its owner dropped goes at
         // once, not up to a wait later on this thread (with read-ahead
         // still reading its store meanwhile).
