@@ -19,6 +19,10 @@ use std::sync::Arc;
 /// How many times a reader re-lists `index/` to find a blob its mapped
 /// indexes do not name, or a pack that vanished under it.
 pub(super) const RELIST_TRIES: usize = 4;
+/// Reads of a damaged cached copy from the source: more than one, since
+/// another thread may put the damaged copy back (from bytes it had read
+/// before) between one thread's drop and its read.
+const DAMAGE_TRIES: usize = 3;
 
 /// How much a read checks of a blob it returns.
 ///
@@ -415,12 +419,22 @@ impl Repo {
             // verification (or, sealed, does not open) is dropped and read
             // again from the source, once; the source's bytes are verified
             // the same way.
-            Err(e) if tries < RELIST_TRIES => {
+            Err(e) if tries < RELIST_TRIES + DAMAGE_TRIES => {
                 let name = super::pack::pack_name(&loc.pack);
-                if self.storage.forget_cached(&name) {
+                // Another thread reading the same pack (restore's file
+                // writers, read-ahead helpers) may have found the damage
+                // first and dropped the copy: the pack this read used is
+                // then no longer the one kept, and this read goes to the
+                // source too instead of failing.
+                let dropped_by_another = self
+                    .packs
+                    .lock()
+                    .get(&loc.pack)
+                    .is_none_or(|p| !Arc::ptr_eq(p, &pack));
+                if self.storage.forget_cached(&name) || dropped_by_another {
                     log::warn!("{e}; read again from {}", self.storage.describe());
                     self.packs.lock().remove(&loc.pack);
-                    self.read_at_try(id, loc, RELIST_TRIES, verify)
+                    self.read_at_try(id, loc, tries.max(RELIST_TRIES) + 1, verify)
                 } else {
                     Err(e)
                 }

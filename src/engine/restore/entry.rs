@@ -4,15 +4,19 @@
 //! xattrs and times set through a descriptor.
 
 use super::budget::{check_lists_within, chunks_within};
+use super::pool::Job;
 use super::target::make_dir_at;
 use super::tree::Restorer;
-use crate::engine::reader;
+use crate::engine::progress::Progress;
+use crate::engine::reader::{self, ChunkCache};
 use crate::error::{Error, IoContext, Result};
+use crate::model::BackupRecord;
 use crate::model::{self, Node, NodeKind};
-use crate::store::BlobId;
+use crate::store::{BlobId, Repo};
 use crate::sys;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 /// The first restored name of a hard-link group, and its inode, so that a
 /// later name is linked to that inode and nothing else.
@@ -86,21 +90,32 @@ impl Restorer<'_> {
                     return Err(self.stop(e));
                 }
                 let f = sys::create_file_at(dir, name).ctx(|| format!("{shown}: create"))?;
-                let result = self
-                    .write_file(&f, n, rel)
-                    .and_then(|()| f.set_len(n.size).ctx(|| format!("{shown}: set size")))
-                    .and_then(|()| self.metadata(&f, Handle::Open, n, rel));
-                let st = result.and_then(|()| sys::fstat(&f).ctx(|| format!("{shown}: stat")));
-                match st {
-                    Ok(st) => {
+                // A file of no hard-link group goes to the pool of writers
+                // when there is one; a linked file is written here, since
+                // its later names are linked to it and must never show it
+                // half-written or removed after a failure.
+                if n.link_group == 0 && self.pool.is_some() {
+                    let dir = dir.try_clone().ctx(|| format!("{shown}: dup directory"))?;
+                    self.submit(Job {
+                        file: f,
+                        dir,
+                        node: n.clone(),
+                        rel: rel.to_vec(),
+                        dir_id: self.cur_dir,
+                    })?;
+                    return Ok(None);
+                }
+                let ctx = self.file_ctx();
+                let mut notes = Vec::new();
+                let done = finish_file(&ctx, &f, n, rel, &mut notes);
+                self.noted(notes);
+                match done {
+                    Ok((bytes, st)) => {
                         self.stats.files += 1;
+                        self.stats.bytes += bytes;
                         st
                     }
                     Err(e) => {
-                        // A file whose data could not all be restored is
-                        // removed, not left at full size with zeros where
-                        // the damaged or unwritten chunks belong: restore
-                        // never shows wrong bytes as a file's content.
                         drop(f);
                         let _ = sys::unlink_at(dir, name);
                         return Err(e);
@@ -183,69 +198,13 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    pub(super) fn write_file(&mut self, f: &std::fs::File, n: &Node, rel: &[u8]) -> Result<()> {
-        let shown = self.display(rel);
-        check_lists_within(&shown, self.rec, n)?;
-        let chunks = reader::all_chunks(self.repo, n)
-            .map_err(|e| e.context(format!("{shown}: chunk list in backup {}", self.rec.name)))?;
-        // A remote vault fetches a data pack whole when this file wants
-        // most of it (one request), by ranges otherwise.
-        self.repo.will_read(chunks.iter().map(|c| c.id));
-        // Counted only once the whole file is written: a file that fails
-        // is removed, and its bytes were not restored.
-        let mut bytes = 0;
-        let (repo, rec, progress) = (self.repo, self.rec, self.progress);
-        // Before a chunk is read or written: a chunk list may claim any
-        // size, the record's size of the file is the bound. The first
-        // chunk out of bounds ends the chunks (helpers read none past it).
-        let mut refused = None;
-        let chunks = chunks_within(&shown, rec, n.size, chunks, &mut refused);
-        // A large file's chunks are read, decrypted and verified on helper
-        // threads ahead of the writes.
-        reader::for_each_chunk(
-            repo,
-            &self.cache,
-            chunks,
-            reader::read_ahead_workers(n.size),
-            reader::READ_AHEAD,
-            |c, data| {
-                let data = data.map_err(|e| {
-                    e.context(format!("{shown}: backup {}, offset {}", rec.name, c.offset))
-                })?;
-                if data.len() != c.len as usize {
-                    return Err(Error::corrupt(format!(
-                        "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
-                        c.id,
-                        data.len(),
-                        c.len,
-                        rec.name
-                    )));
-                }
-                f.write_all_at(&data, c.offset)
-                    .ctx(|| format!("{shown}: write"))?;
-                bytes += data.len() as u64;
-                if let Some(p) = progress {
-                    p.add_done(data.len() as u64);
-                }
-                Ok(())
-            },
-        )?;
-        if let Some(e) = refused {
-            return Err(e);
-        }
-        self.stats.bytes += bytes;
-        Ok(())
-    }
-
     /// A directory's metadata, through its own descriptor.
     pub(super) fn dir_metadata(&mut self, fd: &OwnedFd, n: &Node, rel: &[u8]) -> Result<()> {
         self.metadata(fd, Handle::Open, n, rel)
     }
 
-    /// Owner, mode, xattrs, times, in that order, all on the descriptor of
-    /// the inode restore made: chown clears setuid, so chmod comes after
-    /// it, and chmod rewrites an ACL's mask, so the ACL xattr comes after
-    /// both.
+    /// Owner, mode, xattrs, times: see [`apply_metadata`]; an xattr that
+    /// cannot be set is recorded, not fatal.
     pub(super) fn metadata(
         &mut self,
         fd: &impl std::os::fd::AsRawFd,
@@ -253,42 +212,173 @@ impl Restorer<'_> {
         n: &Node,
         rel: &[u8],
     ) -> Result<()> {
-        match sys::fchown(fd, n.uid, n.gid) {
-            Ok(()) => {}
-            Err(e) if !self.as_root && e.raw_os_error() == Some(libc::EPERM) => {}
-            Err(e) => return Err(Error::io(format!("{}: chown", self.display(rel)), e)),
-        }
-        // Symlinks have no mode of their own.
-        if n.kind != NodeKind::Symlink {
-            let r = match how {
-                Handle::Open => sys::fchmod(fd, n.mode),
-                Handle::Path => sys::fchmod_path(fd, n.mode),
-            };
-            r.ctx(|| format!("{}: chmod", self.display(rel)))?;
-        }
-        for x in &n.xattrs {
-            let privileged = x.name.starts_with(b"security.") || x.name.starts_with(b"trusted.");
-            if privileged && !self.as_root {
-                continue;
-            }
-            let r = match how {
-                Handle::Open => sys::fset_xattr(fd, &x.name, &x.value),
-                Handle::Path => sys::fset_xattr_path(fd, &x.name, &x.value),
-            };
-            if let Err(e) = r {
-                self.fail(
-                    rel,
-                    format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)),
-                );
-            }
-        }
-        // Access times are not kept (reading a tree would change them and
-        // defeat deduplication of unchanged trees); atime takes mtime.
-        let r = match how {
-            Handle::Open => sys::futimens(fd, n.mtime_ns, n.mtime_ns),
-            Handle::Path => sys::futimens_path(fd, n.mtime_ns, n.mtime_ns),
-        };
-        r.ctx(|| format!("{}: set times", self.display(rel)))?;
-        Ok(())
+        let mut notes = Vec::new();
+        let r = apply_metadata(&self.root_path, self.as_root, fd, how, n, rel, &mut notes);
+        self.noted(notes);
+        r
     }
+
+    /// Record failures already naming their path (xattrs not set).
+    pub(super) fn noted(&mut self, notes: Vec<String>) {
+        for msg in notes {
+            log::debug!("{msg}");
+            self.stats.errors.push(msg);
+        }
+    }
+}
+
+impl<'a> Restorer<'a> {
+    /// What writing a file needs, apart from the walk's state.
+    pub(super) fn file_ctx(&self) -> FileCtx<'a> {
+        FileCtx {
+            repo: self.repo,
+            rec: self.rec,
+            cache: self.cache.clone(),
+            progress: self.progress,
+            root_path: self.root_path.clone(),
+            as_root: self.as_root,
+        }
+    }
+}
+
+/// What writing a file's contents and metadata needs, without the walk's
+/// state: the walk uses it for the files it writes itself, and each worker
+/// of the pool has its own (the cache is one, shared).
+pub(super) struct FileCtx<'a> {
+    pub(super) repo: &'a Repo,
+    pub(super) rec: &'a BackupRecord,
+    pub(super) cache: ChunkCache,
+    pub(super) progress: Option<&'a Progress>,
+    pub(super) root_path: PathBuf,
+    pub(super) as_root: bool,
+}
+
+/// `root/rel`, as errors show a restored entry.
+pub(super) fn display(root: &Path, rel: &[u8]) -> String {
+    format!("{}/{}", root.display(), String::from_utf8_lossy(rel))
+}
+
+/// Write file `n`'s contents into `f` (created by the walk), give it its
+/// recorded size, then its owner, mode, xattrs and times (after the data:
+/// writing would change its mtime), all through `f`. Returns the bytes
+/// written and its stat; an xattr that could not be set is left in `notes`.
+pub(super) fn finish_file(
+    ctx: &FileCtx,
+    f: &std::fs::File,
+    n: &Node,
+    rel: &[u8],
+    notes: &mut Vec<String>,
+) -> Result<(u64, libc::stat)> {
+    let shown = display(&ctx.root_path, rel);
+    let bytes = write_file(ctx, f, n, &shown)?;
+    f.set_len(n.size).ctx(|| format!("{shown}: set size"))?;
+    apply_metadata(&ctx.root_path, ctx.as_root, f, Handle::Open, n, rel, notes)?;
+    let st = sys::fstat(f).ctx(|| format!("{shown}: stat"))?;
+    Ok((bytes, st))
+}
+
+/// Write `n`'s chunks into `f`; the bytes written.
+fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result<u64> {
+    let (repo, rec, progress) = (ctx.repo, ctx.rec, ctx.progress);
+    check_lists_within(shown, rec, n)?;
+    let chunks = reader::all_chunks(repo, n)
+        .map_err(|e| e.context(format!("{shown}: chunk list in backup {}", rec.name)))?;
+    // A remote vault fetches a data pack whole when this file wants
+    // most of it (one request), by ranges otherwise.
+    repo.will_read(chunks.iter().map(|c| c.id));
+    // Counted only once the whole file is written: a file that fails
+    // is removed, and its bytes were not restored.
+    let mut bytes = 0;
+    // Before a chunk is read or written: a chunk list may claim any
+    // size, the record's size of the file is the bound. The first
+    // chunk out of bounds ends the chunks (helpers read none past it).
+    let mut refused = None;
+    let chunks = chunks_within(shown, rec, n.size, chunks, &mut refused);
+    // A large file's chunks are read, decrypted and verified on helper
+    // threads ahead of the writes.
+    reader::for_each_chunk(
+        repo,
+        &ctx.cache,
+        chunks,
+        reader::read_ahead_workers(n.size),
+        reader::READ_AHEAD,
+        |c, data| {
+            let data = data.map_err(|e| {
+                e.context(format!("{shown}: backup {}, offset {}", rec.name, c.offset))
+            })?;
+            if data.len() != c.len as usize {
+                return Err(Error::corrupt(format!(
+                    "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
+                    c.id,
+                    data.len(),
+                    c.len,
+                    rec.name
+                )));
+            }
+            f.write_all_at(&data, c.offset)
+                .ctx(|| format!("{shown}: write"))?;
+            bytes += data.len() as u64;
+            if let Some(p) = progress {
+                p.add_done(data.len() as u64);
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    Ok(bytes)
+}
+
+/// Owner, mode, xattrs, times, in that order, all on the descriptor of
+/// the inode restore made: chown clears setuid, so chmod comes after
+/// it, and chmod rewrites an ACL's mask, so the ACL xattr comes after
+/// both. An xattr that cannot be set is left in `notes`.
+pub(super) fn apply_metadata(
+    root: &Path,
+    as_root: bool,
+    fd: &impl std::os::fd::AsRawFd,
+    how: Handle,
+    n: &Node,
+    rel: &[u8],
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    match sys::fchown(fd, n.uid, n.gid) {
+        Ok(()) => {}
+        Err(e) if !as_root && e.raw_os_error() == Some(libc::EPERM) => {}
+        Err(e) => return Err(Error::io(format!("{}: chown", display(root, rel)), e)),
+    }
+    // Symlinks have no mode of their own.
+    if n.kind != NodeKind::Symlink {
+        let r = match how {
+            Handle::Open => sys::fchmod(fd, n.mode),
+            Handle::Path => sys::fchmod_path(fd, n.mode),
+        };
+        r.ctx(|| format!("{}: chmod", display(root, rel)))?;
+    }
+    for x in &n.xattrs {
+        let privileged = x.name.starts_with(b"security.") || x.name.starts_with(b"trusted.");
+        if privileged && !as_root {
+            continue;
+        }
+        let r = match how {
+            Handle::Open => sys::fset_xattr(fd, &x.name, &x.value),
+            Handle::Path => sys::fset_xattr_path(fd, &x.name, &x.value),
+        };
+        if let Err(e) = r {
+            notes.push(format!(
+                "{}: xattr {}: {e}",
+                display(root, rel),
+                String::from_utf8_lossy(&x.name)
+            ));
+        }
+    }
+    // Access times are not kept (reading a tree would change them and
+    // defeat deduplication of unchanged trees); atime takes mtime.
+    let r = match how {
+        Handle::Open => sys::futimens(fd, n.mtime_ns, n.mtime_ns),
+        Handle::Path => sys::futimens_path(fd, n.mtime_ns, n.mtime_ns),
+    };
+    r.ctx(|| format!("{}: set times", display(root, rel)))?;
+    Ok(())
 }

@@ -28,6 +28,7 @@ mod budget;
 mod disk;
 mod entry;
 mod filter;
+mod pool;
 mod request;
 mod server;
 mod target;
@@ -195,6 +196,7 @@ pub fn restore_with_progress(
     filter.prefixed = parts.len() > 1;
     r.filter = filter;
     r.progress = Some(progress);
+    r.threads = pool::thread_count()?;
     if parts.len() == 1 {
         // The target itself takes the resource root's metadata at the end,
         // through its own descriptor; the filter picks what goes in it.

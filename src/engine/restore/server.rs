@@ -77,6 +77,7 @@ pub(super) fn restore_server_in_place(
         budget.entry(&path.display().to_string())?;
         let mut r = Restorer::new(repo, rec, fd, &fresh_shown, budget.clone());
         r.progress = Some(progress);
+        r.threads = super::pool::thread_count()?;
         match node.subtree {
             Some(sub) => {
                 r.restore_tree(root_fd, sub, Vec::new(), Some(node.clone()), true)?;

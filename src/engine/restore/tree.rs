@@ -5,6 +5,7 @@
 use super::budget::Budget;
 use super::entry::LinkFirst;
 use super::filter::{Filter, Pick};
+use super::pool::Pool;
 use super::{join, RestoreStats};
 use crate::engine::progress::Progress;
 use crate::engine::reader::ChunkCache;
@@ -34,6 +35,9 @@ pub(super) struct Frame {
     /// Something was restored into it: a directory made only as a parent
     /// is removed again when nothing in it was.
     pub(super) kept: bool,
+    /// The walk's number for it: files given to the pool are counted per
+    /// directory, and it takes its metadata once they are all written.
+    pub(super) dir_id: u64,
 }
 
 /// Directories of the path being restored that stay open: deeper ones
@@ -64,6 +68,14 @@ pub(super) struct Restorer<'a> {
     pub(super) filter: Filter,
     /// Bytes written, for a progress bar.
     pub(super) progress: Option<&'a Progress>,
+    /// Workers writing files' contents (1: the walk writes them).
+    pub(super) threads: usize,
+    /// The workers writing files, while a tree is walked (see `pool`).
+    pub(super) pool: Option<Pool>,
+    /// The directory whose entries the walk is making, and the next
+    /// directory number.
+    pub(super) cur_dir: u64,
+    pub(super) next_dir: u64,
 }
 
 impl<'a> Restorer<'a> {
@@ -90,6 +102,10 @@ impl<'a> Restorer<'a> {
             keep_open: KEEP_OPEN,
             filter: Filter::default(),
             progress: None,
+            threads: 1,
+            pool: None,
+            cur_dir: 0,
+            next_dir: 0,
         }
     }
 
@@ -172,6 +188,7 @@ impl<'a> Restorer<'a> {
         let st = sys::fstat(&fd).ctx(|| format!("{}: stat", self.display(&rel)))?;
         self.on_path.insert(id);
         let name = meta.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        self.next_dir += 1;
         Ok(Some(Frame {
             fd: Some(fd),
             name,
@@ -182,6 +199,7 @@ impl<'a> Restorer<'a> {
             meta,
             whole,
             kept: false,
+            dir_id: self.next_dir,
         }))
     }
 
@@ -190,7 +208,22 @@ impl<'a> Restorer<'a> {
     /// tree is bounded by open descriptors, never by the call stack.
     /// `whole`: everything in it is restored (else the filter picks, see
     /// [`Filter`]). Returns whether anything was restored into it.
+    /// Regular files' contents are written by a pool of workers (see
+    /// `pool`), all finished before this returns.
     pub(super) fn restore_tree(
+        &mut self,
+        fd: OwnedFd,
+        id: BlobId,
+        rel: Vec<u8>,
+        meta: Option<Node>,
+        whole: bool,
+    ) -> Result<bool> {
+        let threads = self.threads;
+        self.with_pool(threads, |r| r.walk(fd, id, rel, meta, whole))
+    }
+
+    /// [`Restorer::restore_tree`]'s walk.
+    fn walk(
         &mut self,
         fd: OwnedFd,
         id: BlobId,
@@ -224,6 +257,7 @@ impl<'a> Restorer<'a> {
                     if pick == Pick::Skip {
                         continue;
                     }
+                    self.cur_dir = top.dir_id;
                     let made = self.entry(top_fd, &n, &child);
                     if pick == Pick::Whole {
                         top.kept = true;
@@ -263,6 +297,9 @@ impl<'a> Restorer<'a> {
                         return Ok(true);
                     };
                     self.on_path.remove(&f.tree);
+                    // Its files written before its times and mode are set
+                    // (or it is removed).
+                    self.wait_dir(f.dir_id)?;
                     let kept = f.whole || f.kept;
                     if !kept && !stack.is_empty() {
                         // Made only as the parent of included entries, and

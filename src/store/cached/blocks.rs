@@ -43,12 +43,17 @@ const MAPPED: usize = 32;
 /// every blob is verified).
 pub(super) struct Mapped {
     items: Mutex<VecDeque<(String, Option<Arc<Mmap>>)>>,
+    /// Counts drops: a file mapped while a drop happened (another thread
+    /// found it damaged and removed it) is not remembered, or a removed
+    /// file's mapping would come back and be served again.
+    drops: std::sync::atomic::AtomicU64,
 }
 
 impl Mapped {
     pub(super) fn new() -> Mapped {
         Mapped {
             items: Mutex::new(VecDeque::with_capacity(MAPPED)),
+            drops: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -59,7 +64,8 @@ impl Mapped {
         key: &str,
         open: impl FnOnce() -> Option<Mmap>,
     ) -> Option<Arc<Mmap>> {
-        {
+        use std::sync::atomic::Ordering;
+        let seen = {
             let mut items = self.items.lock();
             if let Some(i) = items.iter().position(|(k, _)| k == key) {
                 if let Some(e) = items.remove(i) {
@@ -68,9 +74,13 @@ impl Mapped {
                     return v;
                 }
             }
-        }
+            self.drops.load(Ordering::Relaxed)
+        };
         let v = open().map(Arc::new);
         let mut items = self.items.lock();
+        if self.drops.load(Ordering::Relaxed) != seen {
+            return v;
+        }
         if items.len() >= MAPPED {
             items.pop_front();
         }
@@ -80,12 +90,18 @@ impl Mapped {
 
     /// Forget what was found of `key`.
     pub(super) fn drop_key(&self, key: &str) {
-        self.items.lock().retain(|(k, _)| k != key);
+        let mut items = self.items.lock();
+        self.drops
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        items.retain(|(k, _)| k != key);
     }
 
     /// Forget what was found of every key starting with `prefix`.
     pub(super) fn drop_prefix(&self, prefix: &str) {
-        self.items.lock().retain(|(k, _)| !k.starts_with(prefix));
+        let mut items = self.items.lock();
+        self.drops
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        items.retain(|(k, _)| !k.starts_with(prefix));
     }
 }
 

@@ -1,0 +1,404 @@
+//! The writers of file contents: the walk (one thread) makes every entry,
+//! creates each regular file descriptor-relative with O_EXCL/O_NOFOLLOW as
+//! before, and hands the open file to a small pool of workers that read its
+//! chunks (decompress, decrypt, verify) and write them through that
+//! descriptor only, then set its size, owner, mode, xattrs and times (after
+//! the data) through the same descriptor. A directory's own metadata is set
+//! only once every file given out inside it is finished; a worker's error
+//! is recorded as the walk would have recorded it (the file named, the file
+//! removed, an out-of-space error ending the restore).
+//!
+//! Why: restore of many files was bound by one core (zstd, BLAKE3 or
+//! ChaCha, file creation); the walk stays one thread so that names,
+//! directories, hard links and directory times keep their order.
+
+use super::entry::{finish_file, FileCtx};
+use super::tree::Restorer;
+use crate::engine::reader::ChunkCache;
+use crate::error::{Error, Result};
+use crate::model::Node;
+use crate::sys;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+
+/// Most workers a restore may be told to use.
+const MAX_THREADS: usize = 64;
+
+/// Each worker's chunk cache: the single-threaded restore's size, so that a
+/// large file's read-ahead works as it did.
+const WORKER_CACHE: usize = 16 << 20;
+
+/// One file to write: created (empty) by the walk, with a duplicate of its
+/// directory's descriptor, only to remove the file again if it fails.
+pub(super) struct Job {
+    pub(super) file: File,
+    pub(super) dir: OwnedFd,
+    pub(super) node: Node,
+    pub(super) rel: Vec<u8>,
+    /// The walk's number of the directory it is in.
+    pub(super) dir_id: u64,
+}
+
+/// A finished job: bytes written, xattr failures, or why the file failed.
+struct Done {
+    dir_id: u64,
+    result: Result<u64>,
+    notes: Vec<String>,
+}
+
+/// The walk's side of the pool.
+pub(super) struct Pool {
+    jobs: SyncSender<Job>,
+    done: Receiver<Done>,
+    /// Jobs given out and not yet finished, per directory.
+    outstanding: HashMap<u64, usize>,
+}
+
+/// Worker threads for restore: `CBRFS_RESTORE_THREADS`, else the cores
+/// (2 to 4). One means no pool: files are written by the walk.
+pub(super) fn thread_count() -> Result<usize> {
+    match std::env::var("CBRFS_RESTORE_THREADS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+            _ => Err(Error::invalid(format!(
+                "CBRFS_RESTORE_THREADS={}: give a number of restore threads from 1 to {MAX_THREADS}",
+                crate::quote::quote(&v)
+            ))),
+        },
+        Err(_) => Ok(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))),
+    }
+}
+
+/// A worker: take jobs until the walk closes the queue.
+fn work(ctx: FileCtx, jobs: Arc<Mutex<Receiver<Job>>>, done: Sender<Done>) {
+    loop {
+        // The lock is held only to take one job.
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let mut notes = Vec::new();
+        let result = finish_file(&ctx, &job.file, &job.node, &job.rel, &mut notes);
+        let result = match result {
+            Ok((bytes, _)) => Ok(bytes),
+            Err(e) => {
+                // As the walk does: a file whose data could not all be
+                // restored is removed, never left with zeros for contents.
+                drop(job.file);
+                let _ = sys::unlink_at(&job.dir, &job.node.name);
+                Err(e)
+            }
+        };
+        drop(job.dir);
+        let d = Done {
+            dir_id: job.dir_id,
+            result,
+            notes,
+        };
+        if done.send(d).is_err() {
+            return;
+        }
+    }
+}
+
+impl<'a> Restorer<'a> {
+    /// Run `walk` with a pool of `threads` workers writing files (none
+    /// with one thread); every job is finished before this returns.
+    pub(super) fn with_pool<T>(
+        &mut self,
+        threads: usize,
+        walk: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        if threads <= 1 || self.pool.is_some() {
+            return walk(self);
+        }
+        // Bounded: at most twice the workers' files wait, each holding two
+        // descriptors and its node.
+        let (jobs_tx, jobs_rx) = sync_channel::<Job>(threads * 2);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (done_tx, done_rx) = channel::<Done>();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let mut ctx = self.file_ctx();
+                ctx.cache = ChunkCache::new(WORKER_CACHE);
+                let (rx, tx) = (jobs_rx.clone(), done_tx.clone());
+                s.spawn(move || work(ctx, rx, tx));
+            }
+            // Only the workers hold senders: if they all ended, waiting
+            // for a result ends with an error instead of hanging.
+            drop(done_tx);
+            self.pool = Some(Pool {
+                jobs: jobs_tx,
+                done: done_rx,
+                outstanding: HashMap::new(),
+            });
+            let r = walk(self);
+            // Close the queue and take every result, also after an error:
+            // the files already given out are finished or removed.
+            let finished = match self.pool.take() {
+                Some(pool) => {
+                    drop(pool.jobs);
+                    let mut first = Ok(());
+                    for d in pool.done.iter() {
+                        let t = self.took(d);
+                        if first.is_ok() {
+                            first = t;
+                        }
+                    }
+                    first
+                }
+                None => Ok(()),
+            };
+            match (r, finished) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e),
+                (Ok(v), Ok(())) => Ok(v),
+            }
+        })
+    }
+
+    /// Give a file to the pool, then take the results already in.
+    pub(super) fn submit(&mut self, job: Job) -> Result<()> {
+        let Some(pool) = self.pool.as_mut() else {
+            return Err(Error::failed("restore: no pool of writers"));
+        };
+        let dir_id = job.dir_id;
+        if pool.jobs.send(job).is_err() {
+            return Err(Error::failed(
+                "restore: the file writers ended before the restore did",
+            ));
+        }
+        *pool.outstanding.entry(dir_id).or_default() += 1;
+        loop {
+            let d = match self.pool.as_ref().map(|p| p.done.try_recv()) {
+                Some(Ok(d)) => d,
+                _ => return Ok(()),
+            };
+            self.took(d)?;
+        }
+    }
+
+    /// Wait until every file given out in directory `dir_id` is finished
+    /// (before the directory's own times and mode are set).
+    pub(super) fn wait_dir(&mut self, dir_id: u64) -> Result<()> {
+        loop {
+            let Some(pool) = self.pool.as_ref() else {
+                return Ok(());
+            };
+            if pool.outstanding.get(&dir_id).copied().unwrap_or(0) == 0 {
+                return Ok(());
+            }
+            let d = pool.done.recv().map_err(|_| {
+                Error::failed("restore: the file writers ended before the restore did")
+            })?;
+            self.took(d)?;
+        }
+    }
+
+    /// Count a finished file, or record its failure as the walk would: an
+    /// error that ends the restore is returned.
+    fn took(&mut self, d: Done) -> Result<()> {
+        if let Some(pool) = self.pool.as_mut() {
+            if let Some(n) = pool.outstanding.get_mut(&d.dir_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    pool.outstanding.remove(&d.dir_id);
+                }
+            }
+        }
+        self.noted(d.notes);
+        match d.result {
+            Ok(bytes) => {
+                self.stats.files += 1;
+                self.stats.bytes += bytes;
+                Ok(())
+            }
+            Err(e) if self.is_fatal(&e) => Err(self.stop(e)),
+            Err(e) => {
+                self.failed_entry(e);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::budget::Budget;
+    use super::*;
+    use crate::model::BackupRecord;
+    use crate::model::{self, BackupStats, ChunkRef, Content, NodeKind, Origin, Tree};
+    use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A file node of `chunks` (each written as a data blob), with a mode
+    /// and a time of its own.
+    fn file(w: &mut RepoWriter, name: &str, chunks: &[Vec<u8>], t: i64) -> Node {
+        let mut n = Node::new(name.as_bytes().to_vec(), NodeKind::File);
+        let mut refs = Vec::new();
+        let mut off = 0u64;
+        for c in chunks {
+            let id = w.add(BlobKind::Data, c).unwrap().id;
+            refs.push(ChunkRef {
+                id,
+                offset: off,
+                len: c.len() as u32,
+            });
+            off += c.len() as u64;
+        }
+        n.size = off;
+        n.mode = 0o640;
+        n.mtime_ns = t * 1_000_000_000 + 7;
+        n.content = Content::Chunks(refs);
+        n
+    }
+
+    fn tree(w: &mut RepoWriter, mut entries: Vec<Node>) -> BlobId {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let t = model::encode_tree(&Tree { entries }).unwrap();
+        w.add(BlobKind::Tree, &t).unwrap().id
+    }
+
+    /// Every entry below `root`: path, kind and mode, mtime, contents' hash.
+    fn listing(root: &Path) -> Vec<(String, u32, i64, i64, String)> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                // A hash keeps a failure's message short.
+                let data = if md.is_file() {
+                    blake3::hash(&std::fs::read(&p).unwrap())
+                        .to_hex()
+                        .to_string()
+                } else {
+                    todo.push(p.clone());
+                    String::new()
+                };
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, md.mode(), md.mtime(), md.mtime_nsec(), data));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Several workers restore the same tree as one does (contents, modes,
+    /// times of files and directories), and a file whose chunk cannot be
+    /// read is reported by name and removed, the same way with both.
+    #[test]
+    fn several_workers_restore_what_one_does_and_name_a_failed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let mut top = Vec::new();
+        let mut seed = 1;
+        for d in 0..6 {
+            let mut entries = Vec::new();
+            for f in 0..40 {
+                seed += 1;
+                let len = (seed as usize * 37) % 3000;
+                entries.push(file(
+                    &mut w,
+                    &format!("f{f}"),
+                    &[bytes(len, seed)],
+                    seed as i64,
+                ));
+            }
+            let mut sub = Node::new(format!("d{d}").into_bytes(), NodeKind::Dir);
+            sub.mode = 0o750;
+            sub.mtime_ns = (1000 + d) * 1_000_000_000 + 3;
+            sub.subtree = Some(tree(&mut w, entries));
+            top.push(sub);
+        }
+        // Large files: past the read-ahead threshold, so each worker's
+        // file also has its helper threads.
+        for (i, name) in ["big1", "big2"].iter().enumerate() {
+            let chunks: Vec<Vec<u8>> = (0..9).map(|k| bytes(1 << 20, 100 * i as u64 + k)).collect();
+            top.push(file(&mut w, name, &chunks, 50 + i as i64));
+        }
+        // A file whose last chunk is in no pack: its worker fails after
+        // writing the rest, and removes it (which changes its directory's
+        // mtime: the directory's times must be set after that).
+        let mut chunks: Vec<Vec<u8>> = (0..6).map(|k| bytes(1 << 20, 300 + k)).collect();
+        chunks.push(b"x".to_vec());
+        let mut bad = file(&mut w, "bad", &chunks, 9);
+        if let Content::Chunks(c) = &mut bad.content {
+            if let Some(last) = c.last_mut() {
+                last.id = BlobId([0xab; 16]);
+            }
+        }
+        let mut inner = vec![bad];
+        inner.push(file(&mut w, "ok", &[b"fine".to_vec()], 10));
+        let mut holder = Node::new(b"holder".to_vec(), NodeKind::Dir);
+        holder.mode = 0o700;
+        holder.mtime_ns = 2_000_000_000;
+        holder.subtree = Some(tree(&mut w, inner));
+        top.push(holder);
+        let root = tree(&mut w, top);
+        w.finish().unwrap();
+        let rec = BackupRecord {
+            name: "b".into(),
+            vault: "v".into(),
+            description: String::new(),
+            origin: Origin::Manual,
+            policy: None,
+            full: true,
+            started_ns: 1,
+            finished_ns: 2,
+            resources: vec![],
+            stats: BackupStats::default(),
+        };
+        let mut results = Vec::new();
+        for threads in [1, 4] {
+            let out = dir.path().join(format!("out{threads}"));
+            std::fs::create_dir(&out).unwrap();
+            let fd = sys::open_dir(&out).unwrap();
+            let budget = Budget {
+                backup: "b".into(),
+                resource: "r".into(),
+                max_entries: 1000,
+                max_bytes: 1 << 30,
+                entries: 0,
+                bytes: 0,
+            };
+            let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget);
+            r.threads = threads;
+            r.restore_tree(fd, root, Vec::new(), None, true).unwrap();
+            assert_eq!(r.stats.errors.len(), 1, "{:?}", r.stats.errors);
+            let shown = format!("{}/holder/bad", out.display());
+            assert!(
+                r.stats.errors[0].starts_with(&shown),
+                "{:?}",
+                r.stats.errors
+            );
+            assert!(!out.join("holder/bad").exists());
+            assert_eq!(r.stats.files, 6 * 40 + 2 + 1);
+            results.push((r.stats.files, r.stats.bytes, r.stats.dirs, listing(&out)));
+        }
+        let (one, many) = (&results[0], &results[1]);
+        assert_eq!(one.3.len(), 6 * 41 + 2 + 2);
+        assert!(one.3.iter().any(|e| e.0 == "d3" && e.2 == 1003 && e.3 == 3));
+        assert!(one.3.iter().any(|e| e.0 == "holder" && e.2 == 2));
+        assert_eq!(one, many);
+    }
+}
