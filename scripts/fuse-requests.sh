@@ -20,7 +20,7 @@
 #   FUSE_REQ_THREADS="1 2 4"  the mount's worker threads in the timed runs
 #                           (CBRFS_MOUNT_THREADS), each measured also by
 #                           one round trip's latency (LISTXATTR of a file)
-#   CBRFS_MOUNT_THREADS     the threads of the counting mount [default 2]
+#   CBRFS_MOUNT_THREADS     the threads of the counting mount [default 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${1:?usage: scripts/fuse-requests.sh DIR}

@@ -380,21 +380,23 @@ fn raise_read_ahead(mp: &Path) {
     }
 }
 
-/// The mount's worker threads: 2, or `CBRFS_MOUNT_THREADS` (1 to 64),
+/// The mount's worker threads: 4, or `CBRFS_MOUNT_THREADS` (1 to 64),
 /// which scripts/fuse-requests.sh sets to measure what the count costs.
 /// Each request wakes the idle thread that has waited longest (the
 /// kernel's exclusive wait queue is first in, first out), so with more
-/// threads than cores a request mostly wakes a thread that is cold on
-/// another core: one LISTXATTR round trip took a median of 103 us with 4
-/// threads, 35 us with 2 and 36 us with 1 on the 2-core test host (8
-/// interleaved runs each, under load; issue 17). Two, not one: a slow
-/// request (a read waiting for its chunks) leaves the other thread free.
+/// threads than cores a request often wakes a thread that is cold on
+/// another core: under load (other work on both cores) one LISTXATTR round
+/// trip took a median of 103 us with 4 threads, 35 us with 2. On the idle
+/// 2-core host, though, `cp -a` of the kernel tree out of the mount took
+/// 22.9 and 22.9 s with 4 threads against 23.5 and 24.1 s with 2
+/// (alternating runs, page cache dropped): with nothing else to run, more
+/// requests in flight win, so the default stays 4 (issue 17).
 fn mount_threads() -> usize {
     std::env::var("CBRFS_MOUNT_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| (1..=64).contains(n))
-        .unwrap_or(2)
+        .unwrap_or(4)
 }
 
 /// The signals that unmount cleanly: SIGTERM, SIGINT, SIGHUP.
