@@ -42,6 +42,9 @@ cbrfs vault associate v --path "$SRC" --name src >/dev/null || die "associate"
 cbrfs backup create v --name b1 >/dev/null || die "backup b1"
 
 note "mount"
+# A bad worker-thread count is told before anything is mounted.
+expect_exit 2 'CBRFS_MOUNT_THREADS=.*from 1 to 64' -- env CBRFS_MOUNT_THREADS=0 "$CBRFS_BIN" --store "$STORE" mount "$MNT"
+is_mounted "$MNT" && fail "mounted with CBRFS_MOUNT_THREADS=0" || pass "nothing mounted with CBRFS_MOUNT_THREADS=0"
 expect_ok cbrfs mount "$MNT"
 is_mounted "$MNT" && pass "mounted when 'cbrfs mount' returned" || fail "not mounted when 'cbrfs mount' returned"
 expect_eq "vaults listed" "$(ls "$MNT")" "v"
