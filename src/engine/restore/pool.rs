@@ -229,24 +229,13 @@ impl<'a> Restorer<'a> {
 #[cfg(test)]
 mod tests {
     use super::super::budget::Budget;
+    use super::super::tree::tests::record;
     use super::*;
-    use crate::model::BackupRecord;
-    use crate::model::{self, BackupStats, ChunkRef, Content, NodeKind, Origin, Tree};
+    use crate::model::{self, ChunkRef, Content, NodeKind, Tree};
     use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
+    use crate::testkit::pseudo_random;
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
-
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     /// A file node of `chunks` (each written as a data blob), with a mode
     /// and a time of its own.
@@ -320,7 +309,7 @@ mod tests {
                 entries.push(file(
                     &mut w,
                     &format!("f{f}"),
-                    &[bytes(len, seed)],
+                    &[pseudo_random(len, seed)],
                     seed as i64,
                 ));
             }
@@ -333,13 +322,15 @@ mod tests {
         // Large files: past the read-ahead threshold, so each worker's
         // file also has its helper threads.
         for (i, name) in ["big1", "big2"].iter().enumerate() {
-            let chunks: Vec<Vec<u8>> = (0..9).map(|k| bytes(1 << 20, 100 * i as u64 + k)).collect();
+            let chunks: Vec<Vec<u8>> = (0..9)
+                .map(|k| pseudo_random(1 << 20, 100 * i as u64 + k))
+                .collect();
             top.push(file(&mut w, name, &chunks, 50 + i as i64));
         }
         // A file whose last chunk is in no pack: its worker fails after
         // writing the rest, and removes it (which changes its directory's
         // mtime: the directory's times must be set after that).
-        let mut chunks: Vec<Vec<u8>> = (0..6).map(|k| bytes(1 << 20, 300 + k)).collect();
+        let mut chunks: Vec<Vec<u8>> = (0..6).map(|k| pseudo_random(1 << 20, 300 + k)).collect();
         chunks.push(b"x".to_vec());
         let mut bad = file(&mut w, "bad", &chunks, 9);
         if let Content::Chunks(c) = &mut bad.content {
@@ -356,18 +347,7 @@ mod tests {
         top.push(holder);
         let root = tree(&mut w, top);
         w.finish().unwrap();
-        let rec = BackupRecord {
-            name: "b".into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: vec![],
-            stats: BackupStats::default(),
-        };
+        let rec = record();
         let mut results = Vec::new();
         for threads in [1, 4] {
             let out = dir.path().join(format!("out{threads}"));

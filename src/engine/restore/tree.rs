@@ -385,12 +385,13 @@ impl<'a> Restorer<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{BackupStats, NodeKind, Origin};
     use crate::store::{BlobKind, RepoWriter};
 
-    fn record() -> BackupRecord {
+    /// A backup record for the restore tests (pool.rs's too).
+    pub(in crate::engine::restore) fn record() -> BackupRecord {
         BackupRecord {
             name: "b".into(),
             vault: "v".into(),
