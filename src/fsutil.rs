@@ -239,24 +239,25 @@ impl TempFile {
         file.sync_all()
             .ctx(|| format!("fsync {}", self.tmp.display()))?;
         drop(file);
-        fs::rename(&self.tmp, dest)
-            .ctx(|| format!("rename {} to {}", self.tmp.display(), dest.display()))?;
-        // The rename is done; from here on Drop must not remove anything.
-        self.tmp = PathBuf::new();
+        self.rename_to(dest)?;
         if let Some(parent) = dest.parent() {
             sync_dir(parent)?;
         }
         Ok(())
     }
-}
 
-impl TempFile {
     /// Rename to `dest` (same directory) without any fsync: for a cache
     /// entry, whose every read is verified, so that a crash leaving it torn
     /// or empty costs a download, never wrong bytes (an fsync per entry
     /// made a cold restore wait on the disk once per megabyte).
     pub fn commit_unsynced(mut self, dest: &Path) -> Result<()> {
         drop(self.file.take());
+        self.rename_to(dest)
+    }
+
+    /// Rename the (closed) temporary file to `dest`; from then on Drop
+    /// must not remove anything.
+    fn rename_to(&mut self, dest: &Path) -> Result<()> {
         fs::rename(&self.tmp, dest)
             .ctx(|| format!("rename {} to {}", self.tmp.display(), dest.display()))?;
         self.tmp = PathBuf::new();
