@@ -105,14 +105,14 @@ impl Walker<'_, '_> {
             sys::data_extents(f.as_raw_fd(), size)
                 .map_err(|e| Error::failed(format!("disk {shown}: {e}")))?
         };
-        // Direct reads where most chunks are new (no previous backup of
-        // this disk): compression makes that backup CPU-bound, and a
-        // buffered read cost 2 s more system time on the binaries image
-        // (page cache filled beside the packs written; 3.1 s against 1.2 s,
-        // medians of 3). A re-backup stores few chunks and waits on the
-        // device: there the kernel's read-ahead reads faster than direct
-        // reads (see [`DISK_READS_IN_FLIGHT`]).
-        let direct = prev.is_none();
+        // Direct reads, for first backups and re-backups alike. Buffered
+        // reads (the kernel's read-ahead) were faster where nothing is
+        // written (`--full` re-backups, see [`DISK_READS_IN_FLIGHT`]), but
+        // beside the packs a backup writes they cost far more system time:
+        // binaries image, medians of 3, buffered against direct, first
+        // backup 3.1 s against 1.2 s of system time, changed re-backup
+        // 1.63 s against 0.49 s of CPU and 2.58 s against 1.58 s wall.
+        let direct = true;
         let (chunks, read) = read_disk(&f, &shown, &extents, direct, self.sh)?;
         self.stats.bytes_read += read;
         let stored = chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
@@ -273,12 +273,14 @@ pub(super) const DISK_READ: u64 = 2 << 20;
 /// Reads of a disk in flight at once, each on its own thread, while the
 /// workers hash and compress what was read before (issue 13: with each
 /// worker reading its own 1 MiB and then computing, a changed re-backup of
-/// the binaries image took 1.24× the old code's). Measured with `--full`
-/// re-backups of that image (read and hash, nothing new stored; page
-/// cache dropped; alternating, medians of 4-5 on a loaded machine): the
-/// old 1 MiB direct reads 1.76 s; direct reads of 1-4 MiB with 2-3 in
-/// flight 1.58-1.64 s; buffered, 1 reader of 2-4 MiB 1.8-2.4 s, 2 readers
-/// of 2 MiB 1.06 s, 2 of 4 MiB 1.08 s (and 11 MiB more memory).
+/// the binaries image took 1.24× the old code's on an idle machine).
+/// Changed re-backups of that image (a copy of a store holding its first
+/// backup, 1 % of its 4 KiB blocks overwritten; page cache dropped;
+/// alternating, medians of 5 on a loaded machine): the 1 MiB reads of
+/// each worker 1.33 s; 2 threads of 2 MiB 1.29 s, of 4 MiB 1.44 s;
+/// 3 of 1 MiB 1.44 s (the spread of each is ±0.3 s). Through the page
+/// cache (no O_DIRECT), 2 threads of 2 MiB: 1.06 s against 1.76 s where
+/// nothing is written (`--full`), but see [`Walker::disk`].
 pub(super) const DISK_READS_IN_FLIGHT: usize = 2;
 /// Buffers of [`DISK_READ`] bytes: those being read and one being hashed
 /// and compressed (a read's batches are shared out among the workers).
