@@ -24,7 +24,13 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// Level 1 takes 12–21 % less time for 2–3.4 % more bytes (a larger hash
 /// table or minimum match changed nothing measurable); negative levels
 /// lose far more size than they save time. Files' chunks (256 KiB–4 MiB)
-/// stay at [`ZSTD_LEVEL`].
+/// stay at [`ZSTD_LEVEL`]. The half-sparse image's repository is 70.6 MB
+/// against restic's 72.8 MB: a negative level would lose that row.
+/// Skipping compression where a probe finds a chunk incompressible does
+/// not pay either: of the first 600 MiB of the binaries image, 81 of
+/// 34,790 non-zero chunks (0.2 %) do not save 1/32 at level 1, and a
+/// level −5 probe of a chunk's first 4 KiB skipped 1,946 chunks, 1,865 of
+/// them wrongly (stored bytes 0.362 instead of 0.344).
 pub const ZSTD_LEVEL_DISK: i32 = 1;
 
 thread_local! {
