@@ -700,7 +700,9 @@ fn assemble(
     // thread decodes beside them instead of sleeping until they reach the
     // chunk it waits for (issue 17: the mount's CPU is the decoding, on
     // two cores, and a thread asleep while chunks wait is a core idle).
-    if chunks.len() > 1 {
+    // Not for a request larger than a quarter of the cache: the chunks
+    // decoded first would be evicted before they are used.
+    if chunks.len() > 1 && want <= cache.shared.cap_bytes / 4 {
         for c in chunks.iter().rev() {
             cache.fill(repo, &c.id);
         }
