@@ -278,6 +278,49 @@ impl SlotHeader {
     }
 }
 
+/// argon2id's working memory (m KiB, 64 MiB by default): an anonymous
+/// mapping advised to take transparent huge pages. In 4 KiB pages, 64 MiB
+/// is 16,384 page faults and a TLB miss on most of argon2's data-dependent
+/// reads; in 2 MiB pages, 32 faults. One unlock went from 0.144 to 0.100 s
+/// of CPU (user 0.104 → 0.084, sys 0.040 → 0.016; medians of 6 runs of 5
+/// unlocks, m=64 MiB, t=3, p=4, alternating). Same memory, same passes,
+/// same output: only where the kernel puts the pages changes. Where the
+/// kernel gives no huge pages (THP off) the advice is a no-op and the
+/// mapping is as before. The mapping goes back to the kernel when dropped
+/// (munmap, as the heap did with argon2's own 64 MiB allocation), which
+/// clears the pages before any other use.
+struct KdfMemory {
+    map: memmap2::MmapMut,
+    blocks: usize,
+}
+
+impl KdfMemory {
+    fn new(blocks: usize) -> Result<KdfMemory> {
+        let len = blocks
+            .checked_mul(argon2::Block::SIZE)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| Error::invalid(format!("argon2id: {blocks} blocks of memory")))?;
+        let map = memmap2::MmapMut::map_anon(len)
+            .map_err(|e| Error::io(format!("argon2id: map {} MiB of memory", len >> 20), e))?;
+        // A hint: refused (no THP in this kernel) changes nothing but speed.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(KdfMemory { map, blocks })
+    }
+
+    fn blocks(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: the mapping is `blocks * Block::SIZE` bytes, page-aligned
+        // (more than Block's 64-byte alignment), zero-filled by the kernel
+        // (an all-zero Block, a [u64; 128], is valid), and borrowed
+        // exclusively through `&mut self` for the slice's lifetime.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_mut_ptr().cast::<argon2::Block>(),
+                self.blocks,
+            )
+        }
+    }
+}
+
 /// The KEK of `header` from `secret`.
 fn derive_kek(header: &SlotHeader, secret: Secret<'_>) -> Result<XChaCha20Poly1305> {
     let mut kek = Zeroizing::new([0u8; KEY_LEN]);
@@ -285,8 +328,9 @@ fn derive_kek(header: &SlotHeader, secret: Secret<'_>) -> Result<XChaCha20Poly13
         (Secret::Password(pw), Some(p)) => {
             let params = argon2::Params::new(p.m_kib, p.t, p.p, Some(KEY_LEN))
                 .map_err(|e| Error::invalid(format!("argon2id parameters: {e}")))?;
+            let mut memory = KdfMemory::new(params.block_count())?;
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-                .hash_password_into(pw, &header.salt, &mut kek[..])
+                .hash_password_into_with_memory(pw, &header.salt, &mut kek[..], memory.blocks())
                 .map_err(|e| Error::invalid(format!("argon2id: {e}")))?;
         }
         (Secret::KeyFile(bytes), None) => {
