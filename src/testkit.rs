@@ -217,20 +217,11 @@ pub fn deadline(cases: u32, per_case_ms: u64) -> u64 {
     60 + cases as u64 * per_case_ms / 1000
 }
 
-/// `n` bytes from a xorshift generator seeded with `seed`: the same bytes
-/// on every run, and not compressible (the unit tests' twin of
-/// tests/common's `pseudo_random`, which integration tests use).
-pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+// The generator of tests/common, the same file: one copy for unit and
+// integration tests.
+#[path = "../tests/common/random.rs"]
+mod random;
+pub use random::pseudo_random;
 
 /// A backup record "b" of vault "v" with `resources`: manual, full,
 /// started at 1 ns and finished at 2, no stats.

@@ -9,19 +9,9 @@ use cbrfs::engine::backup::{self, BackupOptions};
 use cbrfs::engine::vaults::{self, NewVault};
 use cbrfs::model::BackupRecord;
 
-/// `n` bytes from a xorshift generator seeded with `seed`: the same bytes
-/// on every run, and not compressible.
-pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+mod random;
+#[allow(unused_imports)] // (as dead_code above: not every test crate uses it)
+pub use random::pseudo_random;
 
 /// Create file-system vault `name` (capacity 10GB, no tags).
 pub fn filesystem_vault(store: &Store, name: &str, description: &str, compression: &str) {
