@@ -157,9 +157,9 @@ struct Logged {
     limits: Mutex<Vec<u64>>,
 }
 
-impl Storage for Logged {
-    fn describe(&self) -> String {
-        self.inner.describe()
+impl crate::testkit::Wrapper for Logged {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.ops.lock().push(format!("put {name}"));
