@@ -310,6 +310,8 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
         vfs: vfs.clone(),
         notifier: notifier.clone(),
         no_opendir: false,
+        no_open: false,
+        allow_other: opts.allow_other,
     };
     // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
     // thread inherits the mask, and wait for them on one thread.
