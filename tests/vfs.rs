@@ -109,6 +109,50 @@ fn random_offset_reads_match_the_source() {
     }
 }
 
+/// Random reads of a file decode only the chunks they read (issue 17: a
+/// random 4 KiB read must not pay for decoding its neighbours): reads a
+/// few MiB apart, none where the last ended, queue no read-ahead; a
+/// stream of reads that continue each other does, from its second read.
+#[test]
+fn random_reads_read_nothing_ahead_and_a_stream_does() {
+    let f = fixture();
+    let v = vfs(&f);
+    let src = std::fs::read(f.src.join("big")).unwrap();
+    let ino = walk(&v, "v/b1/src/big");
+    let fh = v.open(ino, libc::O_RDONLY).unwrap();
+    // One byte each: within one chunk, so not even a request of several
+    // chunks is spread over the helpers.
+    let mib = 1usize << 20;
+    for off in [
+        20 * mib,
+        22 * mib,
+        19 * mib + 4096,
+        23 * mib + 5000,
+        21 * mib + 777,
+        24 * mib,
+        18 * mib + 3,
+        20 * mib + 600_000,
+    ] {
+        assert_eq!(v.read(fh, off as u64, 1).unwrap(), &src[off..off + 1]);
+    }
+    assert_eq!(v.read_ahead_jobs(), 0, "random reads read ahead");
+    let mut off = 30 * mib;
+    for i in 0..8 {
+        let got = v.read(fh, off as u64, 128 << 10).unwrap();
+        assert!(got == src[off..off + (128 << 10)], "at {off}");
+        off += 128 << 10;
+        if i == 1 {
+            // The stream's first window is twice the request (256 KiB):
+            // at most a chunk or two of this file's (256 KiB to 4 MiB),
+            // not the whole 8 MiB window at once.
+            let jobs = v.read_ahead_jobs();
+            assert!(jobs <= 2, "{jobs} jobs for a new stream");
+        }
+    }
+    assert!(v.read_ahead_jobs() > 2, "the stream's window did not grow");
+    v.release(fh);
+}
+
 #[test]
 fn holes_seek_data_and_hole() {
     let f = fixture();

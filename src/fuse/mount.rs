@@ -274,6 +274,8 @@ pub fn is_daemon_child() -> bool {
 
 fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     receive_keys(store);
+    // argon2id of each encrypted vault overlaps the session's start-up.
+    crate::engine::keys::unlock_ahead_for_mount(store);
     let vfs = Vfs::new(
         store.clone(),
         VfsOptions {

@@ -92,6 +92,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(0)
     }
 
+    /// [`Storage::put`] of an object that will be read whole and often (a
+    /// pack of trees and chunk lists only, which its writer knows even
+    /// where the pack's table is sealed): a caching backend keeps a local
+    /// copy of the bytes it just published, so that the first read after
+    /// a backup (its record, `backup show`, the next browse) does not
+    /// download them again. The copy is verified on every read like any
+    /// cached pack. Others: a plain `put`.
+    fn put_kept(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.put(name, data)
+    }
+
     /// A hint that object `name` will be read whole and often (a pack of
     /// trees and chunk lists): a caching backend keeps a whole local copy,
     /// so that [`Storage::map`] maps it and browsing never waits on the
@@ -150,10 +161,22 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn distrust_kept_listings(&self) {}
 
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        match self.get(name)? {
-            Some(b) if b.len() as u64 > limit => Err(too_big(&self.describe(), name, limit)),
-            b => Ok(b),
-        }
+        at_most(self.get(name)?, name, limit, || self.describe())
+    }
+}
+
+/// `got` (object `name`, read whole) if it has at most `limit` bytes,
+/// else the [`too_big`] error naming it in `at()`: the default of
+/// [`Storage::get_at_most`].
+pub fn at_most(
+    got: Option<Vec<u8>>,
+    name: &str,
+    limit: u64,
+    at: impl FnOnce() -> String,
+) -> Result<Option<Vec<u8>>> {
+    match got {
+        Some(b) if b.len() as u64 > limit => Err(too_big(&at(), name, limit)),
+        b => Ok(b),
     }
 }
 
