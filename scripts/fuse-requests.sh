@@ -97,7 +97,8 @@ for th in $THREADS; do
 	[ -n "$pid" ] || { echo "fuse-requests: no mount daemon found" >&2; exit 1; }
 	# One round trip's latency: LISTXATTR of one file (answered from
 	# memory, never cached by the kernel), median of five runs of 5000.
-	one=$(find "$MNT/v/b1/src" -type f | head -n 1)
+	# -quit, not a pipe into head: under pipefail find's SIGPIPE ended the script.
+	one=$(find "$MNT/v/b1/src" -type f -print -quit)
 	rt=$(python3 - "$one" <<'EOF2'
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
