@@ -845,18 +845,7 @@ mod tests {
     /// damage, and a format-3 record still reads as a record.
     #[test]
     fn records_keep_their_requests_in_format_3() {
-        let r = BackupRecord {
-            name: "b".into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: vec![],
-            stats: BackupStats::default(),
-        };
+        let r = testkit::record(vec![]);
         let c = Requests {
             put_requests: 3,
             get_requests: 5,
@@ -890,18 +879,7 @@ mod tests {
 
     #[test]
     fn record_checksum_guards() {
-        let r = BackupRecord {
-            name: "b".into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: vec![],
-            stats: BackupStats::default(),
-        };
+        let r = testkit::record(vec![]);
         let mut bytes = encode_record(&r).unwrap();
         assert_eq!(decode_record(&bytes).unwrap(), r);
         let n = bytes.len();
@@ -927,15 +905,7 @@ mod tests {
         };
         let rec = |name: &str, parts: Vec<ResourceBackup>| BackupRecord {
             name: name.into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: parts,
-            stats: BackupStats::default(),
+            ..testkit::record(parts)
         };
         let ok = rec("b", vec![part("a"), part("c")]);
         assert_eq!(decode_record(&encode_record(&ok).unwrap()).unwrap(), ok);
@@ -999,18 +969,7 @@ mod tests {
             stats: BackupStats::default(),
             warnings: vec![],
         };
-        let mut r = BackupRecord {
-            name: "b".into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: vec![part],
-            stats: BackupStats::default(),
-        };
+        let mut r = testkit::record(vec![part]);
         let err = decode_record(&encode_record(&r).unwrap()).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
         r.resources[0].meta.subtree = None;
@@ -1650,19 +1609,7 @@ mod tests {
     fn damage_helpers_are_used() {
         // The record fuzz relies on a damage changing the bytes; make sure
         // the common ones do.
-        let good = encode_record(&BackupRecord {
-            name: "b".into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: vec![],
-            stats: BackupStats::default(),
-        })
-        .unwrap();
+        let good = encode_record(&testkit::record(vec![])).unwrap();
         for d in [
             Damage::Flip(3, 1),
             Damage::Truncate(5),

@@ -6,6 +6,8 @@
 //! seconds at most), or `PROPTEST_CASES` when it is set, e.g.
 //! `PROPTEST_CASES=20000 cargo test fuzz_`.
 
+use crate::error::Result;
+use crate::store::storage::{self, ObjectInfo, Storage};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -215,19 +217,104 @@ pub fn deadline(cases: u32, per_case_ms: u64) -> u64 {
     60 + cases as u64 * per_case_ms / 1000
 }
 
-/// `n` bytes from a xorshift generator seeded with `seed`: the same bytes
-/// on every run, and not compressible (the unit tests' twin of
-/// tests/common's `pseudo_random`, which integration tests use).
-pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
+// The generator of tests/common, the same file: one copy for unit and
+// integration tests.
+#[path = "../tests/common/random.rs"]
+mod random;
+pub use random::pseudo_random;
+
+/// A backup record "b" of vault "v" with `resources`: manual, full,
+/// started at 1 ns and finished at 2, no stats.
+pub fn record(resources: Vec<crate::model::ResourceBackup>) -> crate::model::BackupRecord {
+    crate::model::BackupRecord {
+        name: "b".into(),
+        vault: "v".into(),
+        description: String::new(),
+        origin: crate::model::Origin::Manual,
+        policy: None,
+        full: true,
+        started_ns: 1,
+        finished_ns: 2,
+        resources,
+        stats: crate::model::BackupStats::default(),
+    }
+}
+
+/// A test double around a storage: it counts, logs, slows, fails or
+/// bounds a few calls and passes the others on to [`Wrapper::inner`].
+/// Every type that implements it is a [`Storage`], so that each test
+/// writes only the calls it changes, not seven forwarding methods again.
+///
+/// Like the hand-written wrappers it replaces, it passes on only the calls
+/// every storage must answer (and `get_at_most`, by default read whole
+/// through [`Wrapper::get`] as the trait's default does): the hints and
+/// `map` keep the trait's defaults, so a wrapped local directory is read
+/// as an object store is, by `get` and `get_range`, never mapped.
+pub trait Wrapper: Send + Sync + std::fmt::Debug {
+    /// The storage the calls go on to.
+    fn inner(&self) -> &dyn Storage;
+    /// [`Storage::describe`].
+    fn describe(&self) -> String {
+        self.inner().describe()
+    }
+    /// [`Storage::put`].
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.inner().put(name, data)
+    }
+    /// [`Storage::put_file`].
+    fn put_file(&self, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+        self.inner().put_file(name, file, len)
+    }
+    /// [`Storage::get`].
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.inner().get(name)
+    }
+    /// [`Storage::get_at_most`]: read whole through [`Wrapper::get`] and
+    /// refused when larger, as the trait's default does.
+    fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        storage::at_most(Wrapper::get(self, name)?, name, limit, || {
+            Wrapper::describe(self)
         })
-        .collect()
+    }
+    /// [`Storage::get_range`].
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.inner().get_range(name, offset, len)
+    }
+    /// [`Storage::list`].
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner().list(prefix)
+    }
+    /// [`Storage::delete`].
+    fn delete(&self, name: &str) -> Result<()> {
+        self.inner().delete(name)
+    }
+}
+
+impl<T: Wrapper> Storage for T {
+    fn describe(&self) -> String {
+        Wrapper::describe(self)
+    }
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        Wrapper::put(self, name, data)
+    }
+    fn put_file(&self, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+        Wrapper::put_file(self, name, file, len)
+    }
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Wrapper::get(self, name)
+    }
+    fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        Wrapper::get_at_most(self, name, limit)
+    }
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Wrapper::get_range(self, name, offset, len)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        Wrapper::list(self, prefix)
+    }
+    fn delete(&self, name: &str) -> Result<()> {
+        Wrapper::delete(self, name)
+    }
 }
 
 #[cfg(test)]

@@ -24,13 +24,14 @@
 //! [default fixed] makes a failure reproducible, and every failure prints
 //! the seed, the target and the iteration.
 
+mod common;
+
 use cbrfs::catalog::{Store, VaultConfig};
 use cbrfs::model::{self, Content, RelChunk};
 use cbrfs::store::{BlobId, BlobKind, Key, Repo};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -243,22 +244,6 @@ struct Corpus {
     all: Vec<Vec<u8>>,
 }
 
-/// Copy the golden store (git keeps neither its modes nor empty dirs).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).unwrap();
-    for ent in fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let dest = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_tree(&ent.path(), &dest);
-        } else {
-            fs::copy(ent.path(), &dest).unwrap();
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o600)).unwrap();
-        }
-    }
-}
-
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for ent in fs::read_dir(dir).unwrap() {
         let p = ent.unwrap().path();
@@ -459,7 +444,7 @@ fn pack_path(vault_dir: &Path, id: &BlobId) -> PathBuf {
 fn fuzz_pack_files_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    copy_tree(Path::new(GOLDEN), &store);
+    common::copy_golden(Path::new(GOLDEN), &store);
     let c = load_corpus(&store);
     let vault_dir = store.join("vaults").join(VAULT);
     let seeds: Vec<Vec<u8>> = c.packs.iter().map(|(_, b)| b.clone()).collect();
@@ -500,7 +485,7 @@ fn fuzz_pack_files_from_golden() {
 fn fuzz_index_files_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    copy_tree(Path::new(GOLDEN), &store);
+    common::copy_golden(Path::new(GOLDEN), &store);
     let c = load_corpus(&store);
     // A vault holding the golden key and the mutated index as its only
     // one, read as every reader reads it: mapped and its shape checked
@@ -536,7 +521,7 @@ fn fuzz_index_files_from_golden() {
 fn fuzz_trees_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    copy_tree(Path::new(GOLDEN), &store);
+    common::copy_golden(Path::new(GOLDEN), &store);
     let c = load_corpus(&store);
     let n = campaign("tree", 3, &c.trees, &c.all, |input, i, seed| {
         bounded("tree", seed, i, input, || match model::decode_tree(input) {
@@ -564,7 +549,7 @@ fn fuzz_trees_from_golden() {
 fn fuzz_chunk_lists_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    copy_tree(Path::new(GOLDEN), &store);
+    common::copy_golden(Path::new(GOLDEN), &store);
     let c = load_corpus(&store);
     let n = campaign("chunk list", 4, &c.chunk_lists, &c.all, |input, i, seed| {
         bounded("chunk list", seed, i, input, || {
@@ -593,7 +578,7 @@ fn reseal(data: &[u8]) -> Vec<u8> {
 fn fuzz_backup_records_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    copy_tree(Path::new(GOLDEN), &store);
+    common::copy_golden(Path::new(GOLDEN), &store);
     let c = load_corpus(&store);
     let mut flip = false;
     let (mut past_checksum, mut decoded) = (0usize, 0usize);
@@ -627,7 +612,7 @@ fn fuzz_backup_records_from_golden() {
 fn fuzz_vault_configs_and_keys_from_golden() {
     let tmp = tempfile::tempdir().unwrap();
     let store_dir = tmp.path().join("store");
-    copy_tree(Path::new(GOLDEN), &store_dir);
+    common::copy_golden(Path::new(GOLDEN), &store_dir);
     let c = load_corpus(&store_dir);
     let store = Store::init(&store_dir).unwrap();
     let vault_json = store.vault_dir(VAULT).join("vault.json");

@@ -14,6 +14,8 @@
 //! longer read v1 breaks (a). The fix is never to regenerate store-v1: add
 //! a new format version, keep reading v1, and add a store-v2 beside it.
 
+mod common;
+
 use cbrfs::catalog::{Store, VaultType};
 use cbrfs::engine::{check, restore};
 use cbrfs::model::{self, BackupRecord, Content, Node, NodeKind, Origin, ResourceKind, Tree};
@@ -23,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/store-v1");
@@ -33,28 +35,10 @@ const BACKUPS: [&str; 2] = ["full", "incr"];
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// Copy `from` to `to` recursively. Git keeps neither the store's modes nor
-/// its empty directories; the copy gets the store's own modes back (files
-/// 0600, directories 0700) and can take the lock files a reader may write.
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).unwrap();
-    for ent in fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let dest = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_tree(&ent.path(), &dest);
-        } else {
-            fs::copy(ent.path(), &dest).unwrap();
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o600)).unwrap();
-        }
-    }
-}
-
 fn golden_copy() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    copy_tree(&Path::new(GOLDEN).join("store"), &store);
+    common::copy_golden(&Path::new(GOLDEN).join("store"), &store);
     (tmp, store)
 }
 

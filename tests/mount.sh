@@ -176,3 +176,19 @@ expect_ok cbrfs mount "$MNT"
 [ -d "$MNT/v/b1/src" ] && pass "mounts again after a stale mount" || fail "remount failed"
 expect_ok cbrfs umount "$MNT"
 expect_exit 2 'not mounted' -- cbrfs umount "$MNT"
+
+note "the serving process keeps at most one malloc arena per CPU"
+# glibc gives each thread that allocates an arena of its own (up to 8 per
+# CPU), each a 64 MiB-aligned heap that keeps memory after frees; the
+# daemon caps them at one per CPU (issue 13). Reads on several threads at
+# once, so that every worker and read-ahead helper allocates.
+expect_ok cbrfs mount "$MNT"
+pid=$(pgrep -f -- "mount $MNT --foreground" | head -1)
+for i in 1 2 3 4; do cat "$MNT/v/b1/src/big" >/dev/null & done
+find "$MNT/v/b1/src/dir/sub" -type f -exec cat {} + >/dev/null
+wait
+# The main arena is the brk heap; every other is one aligned mapping.
+heaps=$(grep -cE '^[0-9a-f]*[048c]000000-[0-9a-f]+ rw-p 00000000 00:00 0 *$' "/proc/$pid/maps")
+[ "$heaps" -lt "$(nproc)" ] && pass "the daemon has $heaps thread arenas on $(nproc) CPUs" ||
+	fail "the daemon has $heaps thread arenas on $(nproc) CPUs"
+expect_ok cbrfs umount "$MNT"

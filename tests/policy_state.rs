@@ -5,39 +5,11 @@
 
 mod common;
 
-use cbrfs::catalog::{now_ns, Store};
-use cbrfs::engine::{policy, vaults};
-use cbrfs::policy::retention::RetentionArgs;
-use common::{filesystem_vault, take_backup};
+use cbrfs::catalog::now_ns;
+use cbrfs::engine::policy;
+use common::store_with_daily_policy;
 
 const DAY: i64 = 86_400 * 1_000_000_000;
-
-/// A store with vault `v` (one backup) and a daily policy applied to it.
-fn store_with_policy(dir: &std::path::Path) -> Store {
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("f"), b"data").unwrap();
-    let store = Store::init(&dir.join("store")).unwrap();
-    filesystem_vault(&store, "v", "", "none");
-    vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
-    take_backup(&store, "v", "first");
-    policy::create(
-        &store,
-        Some("p".into()),
-        policy::PolicySpec {
-            schedules: vec!["FREQ=DAILY;BYHOUR=3;BYMINUTE=0".into()],
-            retention: RetentionArgs {
-                keep_forever: true,
-                ..Default::default()
-            },
-            full_every: None,
-            disabled: false,
-        },
-    )
-    .unwrap();
-    policy::apply(&store, "p", "v").unwrap();
-    store
-}
 
 /// The state file cannot be written (a directory in its place): the pass
 /// fails naming it and takes no backup, so no point can run twice; once
@@ -45,7 +17,7 @@ fn store_with_policy(dir: &std::path::Path) -> Store {
 #[test]
 fn a_state_that_cannot_be_written_fails_the_pass_before_any_backup() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store_with_policy(dir.path());
+    let store = store_with_daily_policy(dir.path(), "first");
     // A pass dated ahead keeps its state in policy-state-simulated.json.
     let state = store.vault_dir("v").join("policy-state-simulated.json");
     std::fs::create_dir(&state).unwrap();
@@ -76,7 +48,7 @@ fn a_state_that_cannot_be_written_fails_the_pass_before_any_backup() {
 #[test]
 fn backups_that_cannot_be_listed_fail_the_point() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store_with_policy(dir.path());
+    let store = store_with_daily_policy(dir.path(), "first");
     let backups = store.vault_dir("v").join("backups");
     let aside = store.vault_dir("v").join("backups.real");
     std::fs::rename(&backups, &aside).unwrap();
@@ -99,7 +71,7 @@ fn backups_that_cannot_be_listed_fail_the_point() {
 fn a_backup_whose_previous_backups_cannot_be_listed_fails() {
     use cbrfs::engine::backup::{self, BackupOptions};
     let dir = tempfile::tempdir().unwrap();
-    let store = store_with_policy(dir.path());
+    let store = store_with_daily_policy(dir.path(), "first");
     let backups = store.vault_dir("v").join("backups");
     let aside = store.vault_dir("v").join("backups.real");
     std::fs::rename(&backups, &aside).unwrap();

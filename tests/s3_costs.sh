@@ -73,6 +73,22 @@ matches '"h2"' "$OUT" && pass "host 1 lists host 2's backup" || fail "host 1 doe
 expect_ok cbrfs backup create c --name b4
 expect_eq "b4 (unchanged again): LIST requests" "$(req c b4 list_requests)" 0
 
+# ---- the whole process counted, unlock included: no LIST at all ----
+# The record and task count the backup's own requests; the counting proxy
+# (what scripts/bench.sh measures with) sees every request of the process,
+# the unlock of the key slots too (it listed keys/ once per command).
+bg python3 "$TESTS/common/faultproxy.py" --upstream "${EP#http://}" --mode pass --log "$T/proxy.log" >"$T/proxy.port" 2>"$T/proxy.err"
+wait_for 20 "the counting proxy's port" test -s "$T/proxy.port"
+PEP=http://127.0.0.1:$(head -n 1 "$T/proxy.port")
+STORE3=$T/store3
+expect_ok "$CBRFS_BIN" --store "$STORE3" vault attach "$URL" --s3-endpoint "$PEP"
+expect_ok "$CBRFS_BIN" --store "$STORE3" backup create c --name p1
+off=$(stat -c %s "$T/proxy.log")
+expect_ok "$CBRFS_BIN" --store "$STORE3" backup create c --name p2
+python3 "$TESTS/common/faultproxy.py" --summary "$T/proxy.log" --from "$off" >"$T/p2.counts"
+lists=$(awk -F'\t' '$1 == "LIST" {print $2}' "$T/p2.counts")
+expect_eq "p2 (unchanged), the whole process through the proxy: LIST requests" "$lists" 0
+
 # ---- restore: whole packs for a large file ----
 expect_ok cbrfs restore c b1 --to "$T/r1"
 # f1 changed after b1: the big file is compared alone.

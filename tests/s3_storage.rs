@@ -20,6 +20,8 @@
 //! one run without the variables fails saying which is missing. Every test works under its own prefix, so they run in parallel;
 //! the volume-server test changes the cluster and runs alone, last.
 
+mod common;
+
 use cbrfs::error::Kind;
 use cbrfs::store::s3::{RetryPolicy, S3Config, S3Storage};
 use cbrfs::store::storage::{is_absent, Storage};
@@ -68,19 +70,6 @@ fn via(cfg: &S3Config, endpoint_var: &str) -> S3Config {
     c
 }
 
-/// Reproducible, incompressible bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn temp_file(data: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().expect("tempfile");
     f.write_all(data).expect("write tempfile");
@@ -106,7 +95,7 @@ fn every_method_round_trips() {
     assert!(s.describe().starts_with("s3://"), "{}", s.describe());
     assert!(s.describe().contains("/t-methods-"), "{}", s.describe());
 
-    let data = bytes(10_000, 1);
+    let data = common::pseudo_random(10_000, 1);
     s.put("index/aa.idx", &data).unwrap();
     s.put("backups/one.bk", b"record").unwrap();
     s.put("vault.json", b"{}").unwrap();
@@ -129,7 +118,7 @@ fn every_method_round_trips() {
     );
 
     // put_file below the multipart threshold: one PUT from the file.
-    let pack = bytes(300_000, 2);
+    let pack = common::pseudo_random(300_000, 2);
     let f = temp_file(&pack);
     s.put_file("packs/ab/ab01.pack", &f, pack.len() as u64)
         .unwrap();
@@ -193,7 +182,8 @@ fn absent_objects_and_short_ranges_are_named_errors() {
     let e = s.get_range("packs/00/none.pack", 0, 0).unwrap_err();
     assert!(is_absent(&e), "{e}");
 
-    s.put("packs/00/short.pack", &bytes(100, 3)).unwrap();
+    s.put("packs/00/short.pack", &common::pseudo_random(100, 3))
+        .unwrap();
     for (offset, len) in [(90, 20), (100, 1), (200, 10), (101, 0)] {
         let e = s.get_range("packs/00/short.pack", offset, len).unwrap_err();
         assert_eq!(e.kind(), Kind::Corrupt, "{offset}+{len}: {e}");
@@ -322,7 +312,7 @@ fn multipart_uploads_are_checked_and_whole() {
     cfg.multipart_threshold = 5 << 20;
     cfg.part_size = 5 << 20;
     let s = storage(&cfg);
-    let data = bytes((12 << 20) + 1234, 4);
+    let data = common::pseudo_random((12 << 20) + 1234, 4);
     let f = temp_file(&data);
     let before = s.counters();
     s.put_file("packs/cd/big.pack", &f, data.len() as u64)
@@ -360,7 +350,7 @@ fn random_faults_are_retried_to_success() {
     let direct = storage(&cfg);
     let mut written = Vec::new();
     for i in 0..40u64 {
-        let data = bytes(20_000 + i as usize * 100, 10 + i);
+        let data = common::pseudo_random(20_000 + i as usize * 100, 10 + i);
         let name = format!("packs/{:02x}/{i}.pack", i % 4);
         if i % 2 == 0 {
             flaky.put(&name, &data).unwrap();
@@ -467,7 +457,7 @@ fn reads_survive_a_volume_server_down() {
     let s = storage(&cfg);
     let mut written = Vec::new();
     for i in 0..20u64 {
-        let data = bytes(50_000, 100 + i);
+        let data = common::pseudo_random(50_000, 100 + i);
         let name = format!("packs/ee/{i}.pack");
         s.put(&name, &data).unwrap();
         written.push((name, data));

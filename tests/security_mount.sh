@@ -82,6 +82,17 @@ else
 	fail "a device node in a backup opened through the mount: ${out:-$err}"
 fi
 
+# Through an --allow-other mount every open is asked (no
+# FUSE_NO_OPEN_SUPPORT there): a write open is refused, not only its
+# writes, so no shared writable mapping can change the pages other users
+# read.
+err=$(python3 -c 'import sys; open(sys.argv[1], "r+b")' "$B/suid-id" 2>&1)
+if matches 'Read-only file system' "$err"; then
+	pass "a write open through an --allow-other mount is refused (EROFS)"
+else
+	fail "a write open through an --allow-other mount: ${err:-it succeeded}"
+fi
+
 note "logs/mount.log is private (finding 13)"
 expect_eq "mode of logs/mount.log" "$(stat -c %a "$STORE/logs/mount.log")" "600"
 expect_eq "mode of logs/" "$(stat -c %a "$STORE/logs")" "700"

@@ -5,10 +5,8 @@
 
 mod common;
 
-use cbrfs::catalog::{now_ns, Store};
-use cbrfs::engine::{policy, vaults};
-use cbrfs::policy::retention::RetentionArgs;
-use common::{filesystem_vault, take_backup};
+use cbrfs::catalog::now_ns;
+use cbrfs::engine::policy;
 
 const DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -21,28 +19,7 @@ fn last_ns(path: &std::path::Path) -> Option<i64> {
 #[test]
 fn a_pass_in_the_future_keeps_its_own_state() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("f"), b"data").unwrap();
-    let store = Store::init(&dir.path().join("store")).unwrap();
-    filesystem_vault(&store, "v", "", "none");
-    vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
-    take_backup(&store, "v", "today");
-    policy::create(
-        &store,
-        Some("p".into()),
-        policy::PolicySpec {
-            schedules: vec!["FREQ=DAILY;BYHOUR=3;BYMINUTE=0".into()],
-            retention: RetentionArgs {
-                keep_forever: true,
-                ..Default::default()
-            },
-            full_every: None,
-            disabled: false,
-        },
-    )
-    .unwrap();
-    policy::apply(&store, "p", "v").unwrap();
+    let store = common::store_with_daily_policy(dir.path(), "today");
 
     let future = now_ns() + 40 * DAY;
     let first = policy::run_due(&store, future).unwrap();

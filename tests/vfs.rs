@@ -5,7 +5,7 @@ mod common;
 
 use cbrfs::catalog::Store;
 use cbrfs::engine::vaults;
-use cbrfs::vfs::{Vfs, VfsOptions, ROOT_INO};
+use cbrfs::vfs::{Vfs, VfsOptions, IMPLICIT_MAX, ROOT_INO};
 use common::{filesystem_vault, pseudo_random, take_backup};
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -107,6 +107,50 @@ fn random_offset_reads_match_the_source() {
         }
         v.release(fh);
     }
+}
+
+/// Random reads of a file decode only the chunks they read (issue 17: a
+/// random 4 KiB read must not pay for decoding its neighbours): reads a
+/// few MiB apart, none where the last ended, queue no read-ahead; a
+/// stream of reads that continue each other does, from its second read.
+#[test]
+fn random_reads_read_nothing_ahead_and_a_stream_does() {
+    let f = fixture();
+    let v = vfs(&f);
+    let src = std::fs::read(f.src.join("big")).unwrap();
+    let ino = walk(&v, "v/b1/src/big");
+    let fh = v.open(ino, libc::O_RDONLY).unwrap();
+    // One byte each: within one chunk, so not even a request of several
+    // chunks is spread over the helpers.
+    let mib = 1usize << 20;
+    for off in [
+        20 * mib,
+        22 * mib,
+        19 * mib + 4096,
+        23 * mib + 5000,
+        21 * mib + 777,
+        24 * mib,
+        18 * mib + 3,
+        20 * mib + 600_000,
+    ] {
+        assert_eq!(v.read(fh, off as u64, 1).unwrap(), &src[off..off + 1]);
+    }
+    assert_eq!(v.read_ahead_jobs(), 0, "random reads read ahead");
+    let mut off = 30 * mib;
+    for i in 0..8 {
+        let got = v.read(fh, off as u64, 128 << 10).unwrap();
+        assert!(got == src[off..off + (128 << 10)], "at {off}");
+        off += 128 << 10;
+        if i == 1 {
+            // The stream's first window is twice the request (256 KiB):
+            // at most a chunk or two of this file's (256 KiB to 4 MiB),
+            // not the whole 8 MiB window at once.
+            let jobs = v.read_ahead_jobs();
+            assert!(jobs <= 2, "{jobs} jobs for a new stream");
+        }
+    }
+    assert!(v.read_ahead_jobs() > 2, "the stream's window did not grow");
+    v.release(fh);
 }
 
 #[test]
@@ -333,6 +377,69 @@ fn an_empty_vault_refuses_mkdir_with_enoent() {
     let v = vfs(&f);
     let e = walk(&v, "empty");
     assert_eq!(v.mkdir(e, b"x").unwrap_err(), libc::ENOENT);
+}
+
+#[test]
+fn reads_without_an_open_keep_a_bounded_read_state() {
+    // The kernel opens files without asking (FUSE_NO_OPEN_SUPPORT): reads
+    // come by inode, their state is kept for the most recent inodes only
+    // and goes when reads stop.
+    let f = fixture();
+    let v = vfs(&f);
+    let mid = walk(&v, "v/b1/src/sub/deeper/mid");
+    let src = std::fs::read(f.src.join("sub/deeper/mid")).unwrap();
+    let fh = v.implicit_handle(mid).unwrap();
+    assert_eq!(v.implicit_handle(mid).unwrap(), fh, "one handle per inode");
+    assert_eq!(v.read(fh, 4096, 100).unwrap(), &src[4096..4196]);
+    assert_eq!(v.implicit_count(), 1);
+    // Only files: the checks of an open.
+    let dir = walk(&v, "v/b1/src/sub");
+    assert_eq!(v.implicit_handle(dir), Err(libc::EACCES));
+    assert_eq!(v.implicit_count(), 1);
+    for i in 0..IMPLICIT_MAX + 10 {
+        let ino = walk(&v, &format!("v/b1/src/sub/f{i:03}"));
+        let h = v.implicit_handle(ino).unwrap();
+        assert_eq!(v.read(h, 0, 10).unwrap(), format!("{i}").as_bytes());
+    }
+    assert_eq!(v.implicit_count(), IMPLICIT_MAX);
+    assert_eq!(v.read(fh, 0, 1), Err(libc::EBADF), "the oldest was closed");
+    // Read again, the inode gets a handle again.
+    let fh2 = v.implicit_handle(mid).unwrap();
+    assert_eq!(v.read(fh2, 0, 100).unwrap(), &src[..100]);
+    // Reads stop: the mount's reaper drops the read state.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while v.implicit_count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "read state kept");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(v.read(fh2, 0, 1), Err(libc::EBADF));
+}
+
+#[test]
+fn a_small_file_read_hands_over_the_small_files_after_it() {
+    let f = fixture();
+    let v = vfs(&f);
+    // The kernel holds the inodes of sub's first entries (as after a
+    // readdirplus): "deeper", then f000, f001, ...
+    let inos: Vec<u64> = (0..=20)
+        .map(|i| walk(&v, &format!("v/b1/src/sub/f{i:03}")))
+        .collect();
+    let got = v.prefetch_after(inos[0]);
+    let want: Vec<(u64, Vec<u8>)> = (1..=cbrfs::vfs::AFTER_FILES)
+        .map(|i| (inos[i], format!("{i}").into_bytes()))
+        .collect();
+    assert_eq!(got, want);
+    // Once each: the next read hands over the rest the kernel holds.
+    let got: Vec<u64> = v
+        .prefetch_after(inos[0])
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(got, inos[cbrfs::vfs::AFTER_FILES + 1..].to_vec());
+    assert!(v.prefetch_after(inos[0]).is_empty());
+    // A large file's read hands over nothing.
+    let mid = walk(&v, "v/b1/src/sub/deeper/mid");
+    assert!(v.prefetch_after(mid).is_empty());
 }
 
 #[test]

@@ -54,6 +54,10 @@ pub(super) fn mount_cmd(store: &Store, a: MountArgs) -> Result<i32> {
             "--wait-seconds {wait_seconds} is out of range: 0 to 3600"
         )));
     }
+    if foreground {
+        // This process serves the mount: before its threads start.
+        limit_malloc_arenas();
+    }
     crate::fuse::mount(
         store,
         &mountpoint,
@@ -66,6 +70,29 @@ pub(super) fn mount_cmd(store: &Store, a: MountArgs) -> Result<i32> {
         },
     )?;
     Ok(0)
+}
+
+/// At most one glibc malloc arena per CPU for the mount's serving
+/// process, instead of glibc's eight per CPU. Its worker and read-ahead
+/// threads (6 or more) each took an arena of their own, and each arena
+/// keeps a few hundred KiB of chunks that `malloc_trim` cannot give back
+/// (live blocks pin them); no more threads than CPUs run at once, so more
+/// arenas buy no less waiting. Measured on the benchmark's 1 GiB image
+/// (issue 13; 5 mounts each, alternating, medians): RssAnon once the
+/// mount released its read memory after a `cat` 2256 -> 1916 KiB (the
+/// old code's 2.2 MiB), idle RSS unchanged (7752 -> 7732 KiB), the
+/// daemon's CPU for the `cat` no higher (0.75 -> 0.62 s).
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cpus = libc::c_int::try_from(cpus).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt with a valid parameter; it only bounds arenas
+        // created from now on.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cpus);
+        }
+    }
 }
 
 /// Unmounting needs no store: it must work on a stale mount whatever

@@ -195,3 +195,43 @@ pub fn keys_for_mount(keys: &[(String, MountKey)]) -> zeroize::Zeroizing<String>
     }
     s
 }
+
+/// In a mount daemon, before it mounts: unlock every encrypted vault whose
+/// password was given (`--password-file` or `CBRFS_PASSWORD`) on a thread
+/// of its own, one vault after another, so that argon2id (about 0.13 s of
+/// CPU per vault) runs while the daemon sets up its FUSE session and the
+/// kernel answers INIT, not after the first `ls` of the vault has asked for
+/// it. Nothing changes in what is unlocked or how: the key lands in
+/// `store::keyring`'s cache exactly as the first access would have put it
+/// there, and that access waits on the cache's lock for the unlock under
+/// way instead of starting a second one. A failure is remembered as it
+/// would have been (the vault shows locked) or, for I/O, tried again at
+/// first access. Keys handed over from a prompt ([`remember_for_mount`])
+/// are already in the cache; with no password given there is nothing to
+/// unlock without asking.
+pub fn unlock_ahead_for_mount(store: &Store) {
+    if !keyring::password_given() {
+        return;
+    }
+    let store = store.clone();
+    let spawned = std::thread::Builder::new()
+        .name("unlock-ahead".into())
+        .spawn(move || {
+            let Ok(names) = store.vault_names() else {
+                return;
+            };
+            for name in names {
+                // The mount reports a damaged or locked vault itself, at
+                // its first use; here only the unlock's side effect counts.
+                if let Ok(cfg) = store.vault_settings(&name) {
+                    if cfg.encrypted && cfg.locked.is_none() {
+                        log::info!("vault {name}: unlocked ahead of its first use");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Not fatal: each vault is then unlocked at its first use.
+        log::debug!("unlock ahead: no thread: {e}");
+    }
+}

@@ -193,8 +193,18 @@ struct CacheInner {
 enum Slot {
     /// Verified bytes, and the generation they were inserted with.
     Ready(Arc<Vec<u8>>, u64),
-    /// A thread is reading and verifying it.
-    Loading,
+    /// A thread is reading and verifying it; `waited`: another thread
+    /// waits for it (to be woken when it is done).
+    Loading { waited: bool },
+}
+
+/// What [`ChunkCache::claim`] found.
+enum Claim {
+    Ready(Arc<Vec<u8>>),
+    /// Marked loading: the caller loads it.
+    Mine,
+    /// Another thread loads it (only when not waiting).
+    Busy,
 }
 
 impl ChunkCache {
@@ -242,19 +252,55 @@ impl ChunkCache {
     /// The verified bytes of chunk `id`: from the cache, from the thread
     /// already loading it (waiting for it), or read and verified here.
     pub fn get(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {
-        let sh = &*self.shared;
-        {
-            let mut g = sh.inner.lock();
-            g.uses = g.uses.wrapping_add(1);
-            loop {
-                match g.map.get(id) {
-                    Some(Slot::Ready(v, _)) => return Ok(v.clone()),
-                    Some(Slot::Loading) => sh.loaded.wait(&mut g),
-                    None => break,
-                }
-            }
-            g.map.insert(*id, Slot::Loading);
+        match self.claim(id, true) {
+            Claim::Ready(v) => Ok(v),
+            Claim::Mine => self.load(repo, id),
+            // Not returned when waiting.
+            Claim::Busy => Err(Error::corrupt(format!("chunk {id}: still loading"))),
         }
+    }
+
+    /// Load chunk `id` into the cache unless it is held or another thread
+    /// is loading it: never waits for another thread (a helper, or a
+    /// reader helping with its own request, moves on to the next chunk
+    /// instead of sleeping while there is decoding left to do). A failure
+    /// is left for the reader that asks for the chunk to meet.
+    pub fn fill(&self, repo: &Repo, id: &BlobId) {
+        if let Claim::Mine = self.claim(id, false) {
+            let _ = self.load(repo, id);
+        }
+    }
+
+    /// Look chunk `id` up: held, or now this thread's to load (marked
+    /// loading), or (with `wait` false) being loaded by another thread.
+    /// With `wait`, a chunk another thread loads is waited for.
+    fn claim(&self, id: &BlobId, wait: bool) -> Claim {
+        let sh = &*self.shared;
+        let mut g = sh.inner.lock();
+        g.uses = g.uses.wrapping_add(1);
+        loop {
+            match g.map.get_mut(id) {
+                Some(Slot::Ready(v, _)) => return Claim::Ready(v.clone()),
+                Some(Slot::Loading { waited }) if wait => {
+                    // The loader wakes the waiters only of a chunk someone
+                    // waits for: a reader waiting for one chunk is not
+                    // woken by every other chunk loaded meanwhile (64 to
+                    // each of the kernel's 1 MiB requests of a disk).
+                    *waited = true;
+                    sh.loaded.wait(&mut g);
+                }
+                Some(Slot::Loading { .. }) => return Claim::Busy,
+                None => break,
+            }
+        }
+        g.map.insert(*id, Slot::Loading { waited: false });
+        Claim::Mine
+    }
+
+    /// Read and verify chunk `id`, claimed by this thread ([`Self::claim`]),
+    /// and put it in the cache.
+    fn load(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        let sh = &*self.shared;
         // Should the read unwind (a bug met on some damaged input), the
         // slot must not stay Loading: every other reader of this chunk
         // would wait for it for ever (a mount's reads hanging instead of
@@ -272,9 +318,9 @@ impl ChunkCache {
         let read = repo.read_blob(id).map(Arc::new);
         drop(guard);
         let mut g = sh.inner.lock();
+        let waited = matches!(g.map.remove(id), Some(Slot::Loading { waited: true }));
         let out = match read {
             Ok(data) => {
-                g.map.remove(id);
                 // Evict first in, first out; never the chunks being loaded
                 // (not counted in `bytes`), nor order entries gone stale.
                 while g.bytes + data.len() > sh.cap_bytes {
@@ -300,13 +346,12 @@ impl ChunkCache {
             }
             // Nothing kept: a waiter reads it again itself and gets its
             // own error (an error is not shared between threads).
-            Err(e) => {
-                g.map.remove(id);
-                Err(e)
-            }
+            Err(e) => Err(e),
         };
         drop(g);
-        sh.loaded.notify_all();
+        if waited {
+            sh.loaded.notify_all();
+        }
         out
     }
 
@@ -388,10 +433,16 @@ impl ChunkCache {
                     let Some(repo) = repo.upgrade() else {
                         break;
                     };
-                    let _ = queued.0.get(&repo, &c.id);
+                    queued.0.fill(&repo, &c.id);
                 }
             }));
         }
+    }
+
+    /// Read-ahead jobs queued so far: zero for a reader that never read
+    /// ahead (tests of the mount's random reads).
+    pub fn read_ahead_jobs(&self) -> u64 {
+        self.shared.inner.lock().jobs
     }
 
     /// Give the cache's chunks and the decoded-chunk buffer pool back once
@@ -425,7 +476,7 @@ impl ChunkCache {
             map, order, bytes, ..
         } = &mut *g;
         // Loading slots stay: their threads insert what they read.
-        map.retain(|_, s| matches!(s, Slot::Loading));
+        map.retain(|_, s| matches!(s, Slot::Loading { .. }));
         order.clear();
         order.shrink_to_fit();
         map.shrink_to_fit();
@@ -596,7 +647,7 @@ where
                     c
                 };
                 // A failure is met again by `f`'s own read, which reports it.
-                let _ = cache.get(repo, &c.id);
+                cache.fill(repo, &c.id);
             });
         }
         let stop = || {
@@ -643,6 +694,19 @@ fn assemble(
     buf.clear();
     let want = (end - off) as usize;
     buf.reserve(want);
+    // The chunks of this request no thread has started on are decoded here
+    // first, from the last: the helpers given the request's chunks in
+    // order ([`FileReader::read_ahead`]) work from the first, so this
+    // thread decodes beside them instead of sleeping until they reach the
+    // chunk it waits for (issue 17: the mount's CPU is the decoding, on
+    // two cores, and a thread asleep while chunks wait is a core idle).
+    // Not for a request larger than a quarter of the cache: the chunks
+    // decoded first would be evicted before they are used.
+    if chunks.len() > 1 && want <= cache.shared.cap_bytes / 4 {
+        for c in chunks.iter().rev() {
+            cache.fill(repo, &c.id);
+        }
+    }
     for c in chunks {
         let data = cache.get(repo, &c.id)?;
         check_chunk_len(repo, &c, &data)?;
@@ -880,6 +944,30 @@ impl FileReader {
             return Ok(());
         }
         cache.prefetch_all(repo, &self.chunks_in(repo, off, end)?, reader);
+        Ok(())
+    }
+
+    /// Queue the chunks of one request `[off, end)` after its first for
+    /// the helper threads, to be decoded beside the requesting thread (a
+    /// random read of many chunks, which reads nothing ahead). Nothing is
+    /// queued for a request within one chunk: the requesting thread reads
+    /// it at once, and a helper woken for it would only find it taken.
+    pub fn read_parallel(
+        &self,
+        repo: &Arc<Repo>,
+        cache: &ChunkCache,
+        off: u64,
+        end: u64,
+        reader: Option<&Arc<AtomicU64>>,
+    ) -> Result<()> {
+        let end = end.min(self.size);
+        if off >= end {
+            return Ok(());
+        }
+        let chunks = self.chunks_in(repo, off, end)?;
+        if chunks.len() > 1 {
+            cache.prefetch_all(repo, &chunks[1..], reader);
+        }
         Ok(())
     }
 
@@ -1222,6 +1310,37 @@ mod tests {
         assert_eq!(cache.held_bytes(), 300_000);
     }
 
+    /// `fill` never waits for a chunk another thread loads: it leaves it
+    /// to that thread (a helper moves on to the next chunk); it loads an
+    /// absent chunk, and leaves a held one as it is.
+    #[test]
+    fn fill_loads_what_nobody_loads_and_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, r, all) = chunked_file(dir.path(), 3, 100_000, false);
+        let cache = ChunkCache::new(1 << 20);
+        let (a, b) = (r.inline[0].id, r.inline[1].id);
+        assert!(matches!(cache.claim(&a, false), Claim::Mine));
+        // `a` is "being loaded" by this thread: fill returns at once.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (c2, r2) = (cache.clone(), repo.clone());
+        std::thread::spawn(move || {
+            c2.fill(&r2, &a);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("fill waited for a chunk another thread loads");
+        assert!(matches!(cache.claim(&a, false), Claim::Busy));
+        assert_eq!(cache.held_bytes(), 0);
+        // Loaded by its claimer, a waiter gets it.
+        assert_eq!(&cache.load(&repo, &a).unwrap()[..], &all[..100_000]);
+        cache.fill(&repo, &b);
+        assert_eq!(cache.held_bytes(), 200_000);
+        let held = cache.get(&repo, &b).unwrap();
+        cache.fill(&repo, &b);
+        assert!(Arc::ptr_eq(&held, &cache.get(&repo, &b).unwrap()));
+        assert_eq!(&held[..], &all[100_000..200_000]);
+    }
+
     /// A read that unwinds (a bug on damaged input) leaves no chunk
     /// marked as loading: the next reader of that chunk reads it itself
     /// instead of waiting for ever.
@@ -1229,30 +1348,15 @@ mod tests {
     fn a_read_that_panics_leaves_no_chunk_loading() {
         #[derive(Debug)]
         struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
-        impl crate::store::Storage for Panicky {
-            fn describe(&self) -> String {
-                self.0.describe()
-            }
-            fn put(&self, n: &str, d: &[u8]) -> Result<()> {
-                self.0.put(n, d)
-            }
-            fn put_file(&self, n: &str, f: &std::fs::File, l: u64) -> Result<()> {
-                self.0.put_file(n, f, l)
-            }
-            fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
-                self.0.get(n)
+        impl crate::testkit::Wrapper for Panicky {
+            fn inner(&self) -> &dyn crate::store::Storage {
+                &self.0
             }
             fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
                 if self.1.load(std::sync::atomic::Ordering::SeqCst) {
                     panic!("a bug reading {n}");
                 }
-                self.0.get_range(n, o, l)
-            }
-            fn list(&self, p: &str) -> Result<Vec<crate::store::ObjectInfo>> {
-                self.0.list(p)
-            }
-            fn delete(&self, n: &str) -> Result<()> {
-                self.0.delete(n)
+                crate::store::Storage::get_range(&self.0, n, o, l)
             }
         }
         let dir = tempfile::tempdir().unwrap();

@@ -33,6 +33,13 @@ struct CbrFs {
     /// The kernel opens directories without asking (FUSE_NO_OPENDIR_SUPPORT
     /// granted): OPENDIR is answered ENOSYS once and never sent again.
     no_opendir: bool,
+    /// The kernel opens files without asking (FUSE_NO_OPEN_SUPPORT
+    /// granted): OPEN is answered ENOSYS once and neither OPEN nor RELEASE
+    /// is sent again; reads come with handle 0 ([`Vfs::implicit_handle`]).
+    no_open: bool,
+    /// Whether users other than the mounting one reach the mount: then
+    /// every open is asked, so that a write open is refused (see init).
+    allow_other: bool,
 }
 
 fn errno(e: i32) -> Errno {
@@ -177,6 +184,19 @@ impl CbrFs {
     }
 }
 
+impl CbrFs {
+    /// The vfs handle of a request on file `ino` with handle `fh`: the
+    /// kernel's 0 when it opened the file without asking (handles from
+    /// [`Vfs::open`] start at 1).
+    fn handle(&self, ino: INodeNo, fh: FileHandle) -> VResult<u64> {
+        if self.no_open && fh.0 == 0 {
+            self.vfs.implicit_handle(u64::from(ino))
+        } else {
+            Ok(fh.0)
+        }
+    }
+}
+
 impl Filesystem for CbrFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Not FUSE_CACHE_SYMLINKS: `latest` changes target, and the kernel
@@ -201,6 +221,23 @@ impl Filesystem for CbrFs {
         self.no_opendir = config.add_capabilities(both).is_ok();
         if !self.no_opendir {
             log::info!("kernel lacks FUSE_NO_OPENDIR_SUPPORT or FUSE_AUTO_INVAL_DATA");
+        }
+        // Files without OPEN and RELEASE: two requests fewer per file a
+        // `cp -a` copies (its first READ, one request, replaces them; the
+        // kernel keeps the page cache across opens, FOPEN_KEEP_CACHE being
+        // its default then). The kernel then opens a file for writing
+        // without asking, and only its WRITE is refused: a shared writable
+        // mapping would change the cached pages other readers see until
+        // they are evicted. Only the mounting user reaches a mount without
+        // allow_other, and would change only what it reads itself: so only
+        // there (docs/SECURITY.md).
+        if !self.allow_other {
+            self.no_open = config
+                .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
+                .is_ok();
+            if !self.no_open {
+                log::info!("kernel lacks FUSE_NO_OPEN_SUPPORT");
+            }
         }
         let _ = config.set_max_readahead(MAX_READ);
         let _ = config.set_max_write(MAX_READ);
@@ -328,6 +365,9 @@ impl Filesystem for CbrFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.vfs.open(u64::from(ino), flags.0) {
             // Snapshot contents never change: keep the page cache across opens.
             Ok(fh) => {
@@ -353,7 +393,7 @@ impl Filesystem for CbrFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -361,12 +401,26 @@ impl Filesystem for CbrFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let fh = match self.handle(ino, fh) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
         // Answered from the cached chunk, or from a pooled buffer the mount
         // gives back when idle (vfs/file.rs).
-        self.vfs.read_with(fh.0, offset, size, |r| match r {
+        self.vfs.read_with(fh, offset, size, |r| match r {
             Ok(b) => reply.data(b),
             Err(e) => reply.error(errno(e)),
         });
+        // Answered: the small files after this one go into the page cache
+        // meanwhile, so that a copy reads them without a request
+        // (vfs/implicit.rs).
+        if self.no_open && offset == 0 {
+            if let Some(n) = self.notifier.get() {
+                for (i, data) in self.vfs.prefetch_after(u64::from(ino)) {
+                    store(&self.vfs, n, i, &data);
+                }
+            }
+        }
     }
 
     fn write(
@@ -603,13 +657,16 @@ impl Filesystem for CbrFs {
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.vfs.lseek(fh.0, offset, whence) {
+        let r = self
+            .handle(ino, fh)
+            .and_then(|fh| self.vfs.lseek(fh, offset, whence));
+        match r {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
         }

@@ -274,6 +274,8 @@ pub fn is_daemon_child() -> bool {
 
 fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     receive_keys(store);
+    // argon2id of each encrypted vault overlaps the session's start-up.
+    crate::engine::keys::unlock_ahead_for_mount(store);
     let vfs = Vfs::new(
         store.clone(),
         VfsOptions {
@@ -308,6 +310,8 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
         vfs: vfs.clone(),
         notifier: notifier.clone(),
         no_opendir: false,
+        no_open: false,
+        allow_other: opts.allow_other,
     };
     // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
     // thread inherits the mask, and wait for them on one thread.

@@ -437,15 +437,12 @@ mod tests {
         }
     }
 
-    impl Storage for Counted {
+    impl crate::testkit::Wrapper for Counted {
+        fn inner(&self) -> &dyn Storage {
+            &self.dir
+        }
         fn describe(&self) -> String {
             "s3://counted/v".into()
-        }
-        fn put(&self, n: &str, d: &[u8]) -> Result<()> {
-            self.dir.put(n, d)
-        }
-        fn put_file(&self, n: &str, f: &std::fs::File, l: u64) -> Result<()> {
-            self.dir.put_file(n, f, l)
         }
         fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
             self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -455,15 +452,9 @@ mod tests {
             self.bounded.lock().push(limit);
             self.dir.get_at_most(n, limit)
         }
-        fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
-            self.dir.get_range(n, o, l)
-        }
         fn list(&self, p: &str) -> Result<Vec<storage::ObjectInfo>> {
             self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.dir.list(p)
-        }
-        fn delete(&self, n: &str) -> Result<()> {
-            self.dir.delete(n)
         }
     }
 
@@ -488,31 +479,13 @@ mod tests {
         /// The same bucket, with a 16-byte bound on what it returns.
         #[derive(Debug)]
         struct Tiny<'a>(&'a Counted);
-        impl Storage for Tiny<'_> {
-            fn describe(&self) -> String {
-                self.0.describe()
-            }
-            fn put(&self, n: &str, d: &[u8]) -> Result<()> {
-                self.0.put(n, d)
-            }
-            fn put_file(&self, n: &str, f: &std::fs::File, l: u64) -> Result<()> {
-                self.0.put_file(n, f, l)
-            }
-            fn get(&self, n: &str) -> Result<Option<Vec<u8>>> {
-                self.0.get(n)
+        impl crate::testkit::Wrapper for Tiny<'_> {
+            fn inner(&self) -> &dyn Storage {
+                self.0
             }
             fn get_at_most(&self, n: &str, limit: u64) -> Result<Option<Vec<u8>>> {
                 assert_eq!(limit, MAX_BYTES);
-                self.0.get_at_most(n, 16)
-            }
-            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
-                self.0.get_range(n, o, l)
-            }
-            fn list(&self, p: &str) -> Result<Vec<storage::ObjectInfo>> {
-                self.0.list(p)
-            }
-            fn delete(&self, n: &str) -> Result<()> {
-                self.0.delete(n)
+                Storage::get_at_most(self.0, n, 16)
             }
         }
     }

@@ -161,10 +161,22 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn distrust_kept_listings(&self) {}
 
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        match self.get(name)? {
-            Some(b) if b.len() as u64 > limit => Err(too_big(&self.describe(), name, limit)),
-            b => Ok(b),
-        }
+        at_most(self.get(name)?, name, limit, || self.describe())
+    }
+}
+
+/// `got` (object `name`, read whole) if it has at most `limit` bytes,
+/// else the [`too_big`] error naming it in `at()`: the default of
+/// [`Storage::get_at_most`].
+pub fn at_most(
+    got: Option<Vec<u8>>,
+    name: &str,
+    limit: u64,
+    at: impl FnOnce() -> String,
+) -> Result<Option<Vec<u8>>> {
+    match got {
+        Some(b) if b.len() as u64 > limit => Err(too_big(&at(), name, limit)),
+        b => Ok(b),
     }
 }
 

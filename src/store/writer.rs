@@ -535,7 +535,7 @@ pub fn pack_sizes_for(moved: &[(BlobId, Location)]) -> Vec<u64> {
 mod tests {
     use super::*;
     use crate::store::reader::index_paths;
-    use crate::store::{storage, LocalDir};
+    use crate::store::LocalDir;
     use parking_lot::Mutex;
     use std::fs;
     use std::path::Path;
@@ -659,9 +659,9 @@ mod tests {
         ops: Mutex<Vec<String>>,
     }
 
-    impl Storage for Recording {
-        fn describe(&self) -> String {
-            self.inner.describe()
+    impl crate::testkit::Wrapper for Recording {
+        fn inner(&self) -> &dyn Storage {
+            &self.inner
         }
         fn put(&self, name: &str, data: &[u8]) -> Result<()> {
             self.ops.lock().push(format!("put {name}"));
@@ -670,15 +670,6 @@ mod tests {
         fn put_file(&self, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
             self.ops.lock().push(format!("put {name}"));
             self.inner.put_file(name, file, len)
-        }
-        fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-            self.inner.get(name)
-        }
-        fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-            self.inner.get_range(name, offset, len)
-        }
-        fn list(&self, prefix: &str) -> Result<Vec<storage::ObjectInfo>> {
-            self.inner.list(prefix)
         }
         fn delete(&self, name: &str) -> Result<()> {
             self.ops.lock().push(format!("delete {name}"));

@@ -15,16 +15,30 @@ pub struct OpenFile {
     next: AtomicU64,
     /// How far chunks were queued for reading ahead.
     ahead: AtomicU64,
+    /// The read-ahead window of the current sequential stream, bytes: 0
+    /// after a random read, then doubled by each sequential read up to
+    /// [`READ_AHEAD`], as the kernel's own read-ahead ramps up.
+    window: AtomicU64,
     /// How far this reader has read chunks to their end (set back by a
     /// read elsewhere): read-ahead skips the chunks behind it
     /// ([`crate::engine::reader::ChunkCache::prefetch_all`]).
     done_to: Arc<AtomicU64>,
 }
 
-/// A read starting within this distance of the last one's end counts as
-/// sequential: the kernel sends a stream's requests on several threads,
-/// so they may arrive a little out of order.
-const SEQUENTIAL_SLACK: u64 = 4 << 20;
+/// A read starting within this distance of the last one's end, or within
+/// two of its own lengths, counts as sequential: the kernel sends a
+/// stream's requests (up to 1 MiB each) on several threads, so they may
+/// arrive a little out of order. Small, so that random reads are seldom
+/// taken for a stream (issue 17: a random 4 KiB read must not pay for
+/// decoding its neighbours); it was 4 MiB, within which two random reads
+/// of a file fell often enough on a small file, and always on one under
+/// 4 MiB.
+const SEQUENTIAL_SLACK: u64 = 256 << 10;
+
+/// The read-ahead window of a stream's first sequential read: twice the
+/// request, at least this much (a stream found by two adjacent 4 KiB
+/// reads reads ahead a few chunks, not [`READ_AHEAD`] at once).
+const WINDOW_MIN: u64 = 128 << 10;
 
 /// The read path's memory goes back after this long without a read
 /// ([`Vfs::release_idle_reads`]): long enough that a reader pausing
@@ -60,6 +74,7 @@ impl Vfs {
                 reader,
                 next: AtomicU64::new(0),
                 ahead: AtomicU64::new(0),
+                window: AtomicU64::new(0),
                 done_to: Arc::new(AtomicU64::new(0)),
             }),
         );
@@ -142,11 +157,28 @@ impl Vfs {
         };
         let end = offset.saturating_add(size as u64);
         let last = f.next.swap(end, Ordering::Relaxed);
-        if offset.abs_diff(last) > SEQUENTIAL_SLACK {
-            // A new stream: what lies behind it may be wanted again.
+        let slack = SEQUENTIAL_SLACK.max(2 * size as u64);
+        if offset.abs_diff(last) > slack {
+            // A random read, or a new stream: no read-ahead until the next
+            // read continues it (the kernel's own rule), so a random reader
+            // decodes only the chunks it reads. What lies behind it may be
+            // wanted again.
+            f.window.store(0, Ordering::Relaxed);
             f.done_to.store(offset, Ordering::Relaxed);
+            f.ahead.store(end, Ordering::Relaxed);
+            // A large random request (several chunks) is still decoded on
+            // the helpers beside this thread: its own chunks, not others.
+            let _ = f
+                .reader
+                .read_parallel(&f.ctx.repo, &self.cache, offset, end, Some(&f.done_to));
         } else {
-            let until = end.saturating_add(READ_AHEAD as u64);
+            let window = match f.window.load(Ordering::Relaxed) {
+                0 => (2 * size as u64).max(WINDOW_MIN),
+                w => w.saturating_mul(2),
+            }
+            .min(READ_AHEAD as u64);
+            f.window.store(window, Ordering::Relaxed);
+            let until = end.saturating_add(window);
             // Queued already up to `ahead`, if that is within this window.
             let ahead = f.ahead.load(Ordering::Relaxed);
             let from = if (offset..=until).contains(&ahead) {
@@ -181,6 +213,12 @@ impl Vfs {
                 r(Err(libc::EIO));
             }
         }
+    }
+
+    /// Read-ahead jobs the mount has queued so far (tests: random reads
+    /// queue none).
+    pub fn read_ahead_jobs(&self) -> u64 {
+        self.cache.read_ahead_jobs()
     }
 
     /// Give the read path's memory back once the mount's reads have

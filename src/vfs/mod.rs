@@ -27,11 +27,12 @@
 //! `latest`, `backup_dir` and `tree` (the entries of a backup's trees).
 //! The other parts: `table` (the inode table), `cache` (opened vaults,
 //! backups and decoded trees), `running` (backups started by `mkdir`),
-//! `file` (reads of open files).
+//! `file` (reads of open files), `implicit` (reads without an OPEN).
 
 mod backup_dir;
 mod cache;
 mod file;
+mod implicit;
 mod latest;
 mod root;
 mod running;
@@ -41,6 +42,7 @@ mod vault;
 
 pub use cache::TREE_CACHE_BYTES;
 pub use file::{OpenFile, PREFETCH_MAX, READ_IDLE};
+pub use implicit::{AFTER_BYTES, AFTER_FILES, IMPLICIT_MAX};
 pub use running::{RunState, Running};
 pub use tree::node_attr;
 
@@ -287,6 +289,8 @@ pub struct Vfs {
     waiters: Arc<Mutex<Vec<Waiter>>>,
     wake: Arc<Condvar>,
     files: Mutex<NumMap<u64, Arc<OpenFile>>>,
+    /// Handles of files read without an OPEN (implicit.rs).
+    implicit: Mutex<implicit::Implicit>,
     next_fh: AtomicU64,
     /// Numbers of opened backups and vaults.
     next_ctx: AtomicU64,
@@ -332,6 +336,7 @@ impl Vfs {
             waiters: Arc::new(Mutex::new(Vec::new())),
             wake: Arc::new(Condvar::new()),
             files: Mutex::new(NumMap::default()),
+            implicit: Mutex::new(implicit::Implicit::default()),
             next_fh: AtomicU64::new(1),
             next_ctx: AtomicU64::new(1),
             mounted_ns: catalog::now_ns(),

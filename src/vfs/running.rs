@@ -220,6 +220,8 @@ pub(super) fn reaper(vfs: std::sync::Weak<Vfs>) {
         // an idle mount would otherwise keep its peak size.
         let reads = v.reads.swap(0, Ordering::Relaxed);
         if reads == 0 && !v.trimmed.swap(true, Ordering::Relaxed) {
+            // The read state of files read without an OPEN goes too.
+            v.release_implicit();
             // SAFETY: malloc_trim only releases free memory.
             unsafe { libc::malloc_trim(0) };
         } else if reads > 0 {

@@ -1,5 +1,6 @@
 //! Helpers shared by the in-process integration tests (`mod common;`):
-//! reproducible bytes, a file-system vault, a backup taken by hand.
+//! reproducible bytes, a file-system vault, a backup taken by hand, a
+//! vault with a daily policy, a copy of a golden store.
 // Each test crate uses only some of these.
 #![allow(dead_code)]
 
@@ -8,19 +9,9 @@ use cbrfs::engine::backup::{self, BackupOptions};
 use cbrfs::engine::vaults::{self, NewVault};
 use cbrfs::model::BackupRecord;
 
-/// `n` bytes from a xorshift generator seeded with `seed`: the same bytes
-/// on every run, and not compressible.
-pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+mod random;
+#[allow(unused_imports)] // (as dead_code above: not every test crate uses it)
+pub use random::pseudo_random;
 
 /// Create file-system vault `name` (capacity 10GB, no tags).
 pub fn filesystem_vault(store: &Store, name: &str, description: &str, compression: &str) {
@@ -94,5 +85,55 @@ pub fn within<T: Send + 'static>(
             Ok(()) => panic!("{what}: ended without a result"),
         },
         Err(_) => panic!("{what}: did not finish within {secs} s"),
+    }
+}
+
+/// A store in `dir`/store with vault `v` of `dir`/src (one file), one
+/// backup named `backup`, and policy `p` (daily at 03:00, keep forever)
+/// applied to it.
+pub fn store_with_daily_policy(dir: &std::path::Path, backup: &str) -> Store {
+    use cbrfs::engine::policy;
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    let store = Store::init(&dir.join("store")).unwrap();
+    filesystem_vault(&store, "v", "", "none");
+    vaults::associate_path(&store, "v", &src, Some("src".into()), vec![]).unwrap();
+    take_backup(&store, "v", backup);
+    policy::create(
+        &store,
+        Some("p".into()),
+        policy::PolicySpec {
+            schedules: vec!["FREQ=DAILY;BYHOUR=3;BYMINUTE=0".into()],
+            retention: cbrfs::policy::retention::RetentionArgs {
+                keep_forever: true,
+                ..Default::default()
+            },
+            full_every: None,
+            disabled: false,
+        },
+    )
+    .unwrap();
+    policy::apply(&store, "p", "v").unwrap();
+    store
+}
+
+/// Copy the golden store `from` to `to`. Git keeps neither the store's
+/// modes nor its empty directories; the copy gets the store's own modes
+/// back (files 0600, directories 0700) and can take the lock files a
+/// reader may write.
+pub fn copy_golden(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for ent in std::fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let dest = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_golden(&ent.path(), &dest);
+        } else {
+            std::fs::copy(ent.path(), &dest).unwrap();
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 }

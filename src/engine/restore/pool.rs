@@ -232,7 +232,6 @@ impl<'a> Restorer<'a> {
 #[cfg(test)]
 mod tests {
     use super::super::budget::Budget;
-    use super::super::tree::tests::record;
     use super::*;
     use crate::model::{self, ChunkRef, Content, NodeKind, Tree};
     use crate::store::{BlobId, BlobKind, Repo, RepoWriter};
@@ -350,7 +349,7 @@ mod tests {
         top.push(holder);
         let root = tree(&mut w, top);
         w.finish().unwrap();
-        let rec = record();
+        let rec = crate::testkit::record(vec![]);
         let mut results = Vec::new();
         for threads in [1, 4] {
             let out = dir.path().join(format!("out{threads}"));

@@ -389,26 +389,10 @@ impl<'a> Restorer<'a> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
-    use crate::model::{BackupStats, NodeKind, Origin};
+    use crate::model::NodeKind;
     use crate::store::{BlobKind, RepoWriter};
-
-    /// A backup record for the restore tests (pool.rs's too).
-    pub(in crate::engine::restore) fn record() -> BackupRecord {
-        BackupRecord {
-            name: "b".into(),
-            vault: "v".into(),
-            description: String::new(),
-            origin: Origin::Manual,
-            policy: None,
-            full: true,
-            started_ns: 1,
-            finished_ns: 2,
-            resources: vec![],
-            stats: BackupStats::default(),
-        }
-    }
 
     /// Content-addressed trees cannot really contain themselves, so the
     /// cycle check is shown with a tree put on the path by hand: entering
@@ -427,7 +411,7 @@ pub(super) mod tests {
             .unwrap()
             .id;
         w.finish().unwrap();
-        let rec = record();
+        let rec = crate::testkit::record(vec![]);
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let fd = sys::open_dir(&out).unwrap();
@@ -485,7 +469,7 @@ pub(super) mod tests {
                 .id;
         }
         w.finish().unwrap();
-        let rec = record();
+        let rec = crate::testkit::record(vec![]);
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let fd = sys::open_dir(&out).unwrap();

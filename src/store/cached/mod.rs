@@ -308,17 +308,6 @@ impl Storage for CachedStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        // The key slots are listed from the remote at every unlock (one
-        // LIST per command), never from a kept listing: slots deleted from
-        // the bucket (a vault whose keys are gone, or tampering) must stop
-        // this host's next command, as they stop every other host's, not
-        // be papered over by the copies kept here (tests/s3_downgrade.sh).
-        // Only the slots' contents are cached.
-        if prefix == crate::crypto::slot::PREFIX {
-            let listed = self.remote.list(prefix)?;
-            self.sync(prefix, &listed);
-            return Ok(listed);
-        }
         // One GET says whether the listings kept are still the remote's
         // (at most one per head TTL).
         let head = self.recent_head()?;
@@ -349,7 +338,9 @@ impl Storage for CachedStorage {
                 listed
             }
         };
-        if prefix == "backups/" || prefix == "index/" {
+        // The copies of a key slot removed on another host (a password
+        // revoked) go with the listing that no longer shows it.
+        if prefix == "backups/" || prefix == "index/" || prefix == crate::crypto::slot::PREFIX {
             self.sync(prefix, &listed);
         }
         Ok(listed)

@@ -45,14 +45,8 @@ impl Storage for Mem {
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.bounded
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        match self.objects.lock().get(name) {
-            Some(v) if v.len() as u64 > limit => Err(super::super::storage::too_big(
-                "s3://mem/vault",
-                name,
-                limit,
-            )),
-            v => Ok(v.cloned()),
-        }
+        let got = self.objects.lock().get(name).cloned();
+        crate::store::storage::at_most(got, name, limit, || "s3://mem/vault".into())
     }
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let o = self.objects.lock();
@@ -272,9 +266,9 @@ fn the_holder_renews_its_lease() {
 /// A bucket whose first `.1` puts take `.2`.
 #[derive(Debug)]
 struct SlowPut(Arc<Mem>, std::sync::atomic::AtomicU32, Duration);
-impl Storage for SlowPut {
-    fn describe(&self) -> String {
-        self.0.describe()
+impl crate::testkit::Wrapper for SlowPut {
+    fn inner(&self) -> &dyn Storage {
+        &*self.0
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         let left = self.1.load(std::sync::atomic::Ordering::SeqCst);
@@ -283,21 +277,6 @@ impl Storage for SlowPut {
             std::thread::sleep(self.2);
         }
         self.0.put(name, data)
-    }
-    fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
-        self.0.put_file(name, file, len)
-    }
-    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.0.get(name)
-    }
-    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.0.get_range(name, offset, len)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.0.list(prefix)
-    }
-    fn delete(&self, name: &str) -> Result<()> {
-        self.0.delete(name)
     }
 }
 
@@ -398,27 +377,18 @@ impl Flaky {
     }
 }
 
-impl Storage for Flaky {
-    fn describe(&self) -> String {
-        self.mem.describe()
+impl crate::testkit::Wrapper for Flaky {
+    fn inner(&self) -> &dyn Storage {
+        &*self.mem
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.outcome(name, || self.mem.put(name, data))
-    }
-    fn put_file(&self, name: &str, file: &File, len: u64) -> Result<()> {
-        self.mem.put_file(name, file, len)
     }
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.outcome(name, || self.mem.get(name))
     }
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.outcome(name, || self.mem.get_at_most(name, limit))
-    }
-    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.mem.get_range(name, offset, len)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.mem.list(prefix)
     }
     fn delete(&self, name: &str) -> Result<()> {
         self.outcome(name, || self.mem.delete(name))
