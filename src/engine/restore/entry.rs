@@ -17,6 +17,7 @@ use crate::sys;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The first restored name of a hard-link group, and its inode, so that a
 /// later name is linked to that inode and nothing else.
@@ -95,7 +96,7 @@ impl Restorer<'_> {
                 // its later names are linked to it and must never show it
                 // half-written or removed after a failure.
                 if n.link_group == 0 && self.pool.is_some() {
-                    let dir = dir.try_clone().ctx(|| format!("{shown}: dup directory"))?;
+                    let dir = self.shared_dir(dir, &shown)?;
                     self.submit(Job {
                         file: f,
                         dir,
@@ -107,13 +108,19 @@ impl Restorer<'_> {
                 }
                 let ctx = self.file_ctx();
                 let mut notes = Vec::new();
-                let done = finish_file(&ctx, &f, n, rel, &mut notes);
+                let linked = n.link_group != 0;
+                let done = finish_file(&ctx, &f, n, rel, &mut notes, linked);
                 self.noted(notes);
                 match done {
                     Ok((bytes, st)) => {
                         self.stats.files += 1;
                         self.stats.bytes += bytes;
-                        st
+                        match st {
+                            Some(st) => st,
+                            // Not in a hard-link group: nothing needs its
+                            // identity.
+                            None => return Ok(None),
+                        }
                     }
                     Err(e) => {
                         drop(f);
@@ -228,6 +235,19 @@ impl Restorer<'_> {
 }
 
 impl<'a> Restorer<'a> {
+    /// The walk's directory `dir` (number `cur_dir`) as the pool's jobs
+    /// hold it: duplicated once per directory and shared by its files.
+    pub(super) fn shared_dir(&mut self, dir: &OwnedFd, shown: &str) -> Result<Arc<OwnedFd>> {
+        if let Some((id, fd)) = &self.dir_share {
+            if *id == self.cur_dir {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = Arc::new(dir.try_clone().ctx(|| format!("{shown}: dup directory"))?);
+        self.dir_share = Some((self.cur_dir, fd.clone()));
+        Ok(fd)
+    }
+
     /// What writing a file needs, apart from the walk's state.
     pub(super) fn file_ctx(&self) -> FileCtx<'a> {
         FileCtx {
@@ -261,24 +281,36 @@ pub(super) fn display(root: &Path, rel: &[u8]) -> String {
 /// Write file `n`'s contents into `f` (created by the walk), give it its
 /// recorded size, then its owner, mode, xattrs and times (after the data:
 /// writing would change its mtime), all through `f`. Returns the bytes
-/// written and its stat; an xattr that could not be set is left in `notes`.
+/// written and, if `stat`, its stat (a hard-link group's first name: its
+/// later names are checked against it); an xattr that could not be set
+/// is left in `notes`.
 pub(super) fn finish_file(
     ctx: &FileCtx,
     f: &std::fs::File,
     n: &Node,
     rel: &[u8],
     notes: &mut Vec<String>,
-) -> Result<(u64, libc::stat)> {
+    stat: bool,
+) -> Result<(u64, Option<libc::stat>)> {
     let shown = display(&ctx.root_path, rel);
-    let bytes = write_file(ctx, f, n, &shown)?;
-    f.set_len(n.size).ctx(|| format!("{shown}: set size"))?;
+    let (bytes, end) = write_file(ctx, f, n, &shown)?;
+    // The file was created empty (O_EXCL) and grew to the end of its last
+    // write: its size needs setting only when that is not the recorded
+    // size (a hole at the end, or no data). One system call less per file.
+    if end != n.size {
+        f.set_len(n.size).ctx(|| format!("{shown}: set size"))?;
+    }
     apply_metadata(&ctx.root_path, ctx.as_root, f, Handle::Open, n, rel, notes)?;
-    let st = sys::fstat(f).ctx(|| format!("{shown}: stat"))?;
+    let st = match stat {
+        true => Some(sys::fstat(f).ctx(|| format!("{shown}: stat"))?),
+        false => None,
+    };
     Ok((bytes, st))
 }
 
-/// Write `n`'s chunks into `f`; the bytes written.
-fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result<u64> {
+/// Write `n`'s chunks into `f`; the bytes written and the end of the last
+/// write (the file's size now: it was created empty).
+fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result<(u64, u64)> {
     let (repo, rec, progress) = (ctx.repo, ctx.rec, ctx.progress);
     check_lists_within(shown, rec, n)?;
     let chunks = reader::all_chunks(repo, n)
@@ -289,6 +321,7 @@ fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result
     // Counted only once the whole file is written: a file that fails
     // is removed, and its bytes were not restored.
     let mut bytes = 0;
+    let mut end = 0u64;
     // Before a chunk is read or written: a chunk list may claim any
     // size, the record's size of the file is the bound. The first
     // chunk out of bounds ends the chunks (helpers read none past it).
@@ -318,6 +351,7 @@ fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result
             f.write_all_at(&data, c.offset)
                 .ctx(|| format!("{shown}: write"))?;
             bytes += data.len() as u64;
+            end = end.max(c.offset.saturating_add(data.len() as u64));
             if let Some(p) = progress {
                 p.add_done(data.len() as u64);
             }
@@ -327,7 +361,7 @@ fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result
     if let Some(e) = refused {
         return Err(e);
     }
-    Ok(bytes)
+    Ok((bytes, end))
 }
 
 /// Owner, mode, xattrs, times, in that order, all on the descriptor of

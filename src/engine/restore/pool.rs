@@ -31,11 +31,13 @@ const MAX_THREADS: usize = 64;
 /// large file's read-ahead works as it did.
 const WORKER_CACHE: usize = 16 << 20;
 
-/// One file to write: created (empty) by the walk, with a duplicate of its
-/// directory's descriptor, only to remove the file again if it fails.
+/// One file to write: created (empty) by the walk, with its directory's
+/// descriptor (one duplicate per directory, shared by its files: a dup
+/// and a close per file were two of the dozen system calls a small file
+/// costs), only to remove the file again if it fails.
 pub(super) struct Job {
     pub(super) file: File,
-    pub(super) dir: OwnedFd,
+    pub(super) dir: Arc<OwnedFd>,
     pub(super) node: Node,
     pub(super) rel: Vec<u8>,
     /// The walk's number of the directory it is in.
@@ -82,7 +84,7 @@ fn work(ctx: FileCtx, jobs: Arc<Mutex<Receiver<Job>>>, done: Sender<Done>) {
         };
         let Ok(job) = job else { return };
         let mut notes = Vec::new();
-        let result = finish_file(&ctx, &job.file, &job.node, &job.rel, &mut notes);
+        let result = finish_file(&ctx, &job.file, &job.node, &job.rel, &mut notes, false);
         let result = match result {
             Ok((bytes, _)) => Ok(bytes),
             Err(e) => {
@@ -137,6 +139,7 @@ impl<'a> Restorer<'a> {
                 outstanding: HashMap::new(),
             });
             let r = walk(self);
+            self.dir_share = None;
             // Close the queue and take every result, also after an error:
             // the files already given out are finished or removed.
             let finished = match self.pool.take() {

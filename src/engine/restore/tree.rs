@@ -76,6 +76,9 @@ pub(super) struct Restorer<'a> {
     /// directory number.
     pub(super) cur_dir: u64,
     pub(super) next_dir: u64,
+    /// The directory whose files go to the pool now, duplicated once for
+    /// all of them (see `Restorer::shared_dir`).
+    pub(super) dir_share: Option<(u64, std::sync::Arc<OwnedFd>)>,
 }
 
 impl<'a> Restorer<'a> {
@@ -106,6 +109,7 @@ impl<'a> Restorer<'a> {
             pool: None,
             cur_dir: 0,
             next_dir: 0,
+            dir_share: None,
         }
     }
 
