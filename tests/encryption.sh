@@ -241,8 +241,12 @@ note "the mount: the password from the variable; the tree is the source"
 MNT=$T/mnt
 mkdir -p "$MNT"
 on_exit "'$CBRFS_BIN' umount --lazy '$MNT' 2>/dev/null; fusermount3 -uz '$MNT' 2>/dev/null"
+: >"$STORE/logs/mount.log" 2>/dev/null
 CBRFS_PASSWORD='second password' expect_ok cbrfs mount "$MNT"
 wait_mounted "$MNT"
+# argon2id runs while the daemon starts, not at the first `ls` of the vault.
+wait_for 20 "the daemon unlocks ev before any access to it" grep -q 'vault ev: unlocked ahead of its first use' "$STORE/logs/mount.log" &&
+	pass "the mount daemon unlocked ev ahead, before any access to it"
 if out=$(treecmp "$S" "$MNT/ev/b2/src" 2>&1); then
 	pass "treecmp: b2 through the mount is the source"
 else
@@ -365,6 +369,7 @@ cp "$S/random" "$T/plain-src/random"
 expect_ok cbrfs vault associate plain --path "$T/plain-src" --name src
 expect_ok cbrfs backup create plain --name p1
 expect_exit 2 'not encrypted' -- cbrfs vault key list plain
+: >"$STORE/logs/mount.log" 2>/dev/null
 expect_ok cbrfs mount "$MNT"
 wait_mounted "$MNT"
 n=$(ls -A "$MNT/ev" 2>/dev/null | wc -l)
@@ -372,6 +377,7 @@ expect_eq "a locked vault lists nothing" "$n" 0
 st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
 matches 'locked' "$st" && pass "user.cbrfs.status says locked: $st" || fail "user.cbrfs.status of a locked vault: '$st'"
 cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the unencrypted vault works beside it" || fail "plain vault through the mount"
+! grep -q 'unlocked ahead' "$STORE/logs/mount.log" 2>/dev/null && pass "without a password nothing is unlocked ahead" || fail "unlocked ahead without a password: $(grep 'unlocked ahead' "$STORE/logs/mount.log")"
 expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
 

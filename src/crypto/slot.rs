@@ -329,8 +329,27 @@ fn derive_kek(header: &SlotHeader, secret: Secret<'_>) -> Result<XChaCha20Poly13
             let params = argon2::Params::new(p.m_kib, p.t, p.p, Some(KEY_LEN))
                 .map_err(|e| Error::invalid(format!("argon2id parameters: {e}")))?;
             let mut memory = KdfMemory::new(params.block_count())?;
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-                .hash_password_into_with_memory(pw, &header.salt, &mut kek[..], memory.blocks())
+            let hash = || {
+                argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                    .hash_password_into_with_memory(pw, &header.salt, &mut kek[..], memory.blocks())
+            };
+            // The lanes run on a pool of this unlock's own, ended when it
+            // is dropped: rayon's global pool would keep its threads for
+            // the life of the process (a mount daemon's). When no thread
+            // can start, this thread computes the lanes one after another.
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads((p.p as usize).clamp(1, cpus))
+                .thread_name(|i| format!("argon2id-{i}"))
+                .build()
+                .or_else(|_| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .use_current_thread()
+                        .build()
+                })
+                .map_err(|e| Error::failed(format!("argon2id: no thread to run on: {e}")))?;
+            pool.install(hash)
                 .map_err(|e| Error::invalid(format!("argon2id: {e}")))?;
         }
         (Secret::KeyFile(bytes), None) => {

@@ -223,7 +223,11 @@ pub fn unlock_ahead_for_mount(store: &Store) {
             for name in names {
                 // The mount reports a damaged or locked vault itself, at
                 // its first use; here only the unlock's side effect counts.
-                let _ = store.vault_settings(&name);
+                if let Ok(cfg) = store.vault_settings(&name) {
+                    if cfg.encrypted && cfg.locked.is_none() {
+                        log::info!("vault {name}: unlocked ahead of its first use");
+                    }
+                }
             }
         });
     if let Err(e) = spawned {

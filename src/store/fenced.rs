@@ -58,6 +58,10 @@ impl Storage for Fenced {
         self.fence.check(super::lease::TEMPORARIES, true)?;
         self.inner.remove_stale_temps()
     }
+    fn put_kept(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.fence.check(name, false)?;
+        self.inner.put_kept(name, data)
+    }
     fn keep_whole(&self, name: &str) -> Result<()> {
         self.inner.keep_whole(name)
     }

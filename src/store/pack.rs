@@ -206,7 +206,13 @@ impl PackWriter {
         self.buf.extend_from_slice(END_MAGIC);
         let id = sealed_id
             .unwrap_or_else(|| BlobId(xxhash_rust::xxh3::xxh3_128(&self.buf).to_be_bytes()));
-        storage.put(&pack_name(&id), &self.buf)?;
+        // A pack of trees and chunk lists only is read whole and often
+        // (browsing, the next backup): a cache keeps what it just sent.
+        if self.entries.iter().all(|e| e.kind != BlobKind::Data) {
+            storage.put_kept(&pack_name(&id), &self.buf)?;
+        } else {
+            storage.put(&pack_name(&id), &self.buf)?;
+        }
         Ok((id, self.buf.len() as u64, self.entries))
     }
 }

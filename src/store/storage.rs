@@ -92,6 +92,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(0)
     }
 
+    /// [`Storage::put`] of an object that will be read whole and often (a
+    /// pack of trees and chunk lists only, which its writer knows even
+    /// where the pack's table is sealed): a caching backend keeps a local
+    /// copy of the bytes it just published, so that the first read after
+    /// a backup (its record, `backup show`, the next browse) does not
+    /// download them again. The copy is verified on every read like any
+    /// cached pack. Others: a plain `put`.
+    fn put_kept(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.put(name, data)
+    }
+
     /// A hint that object `name` will be read whole and often (a pack of
     /// trees and chunk lists): a caching backend keeps a whole local copy,
     /// so that [`Storage::map`] maps it and browsing never waits on the

@@ -566,6 +566,10 @@ fn fenced_forwards_every_method() {
             self.0.lock().push("remove_stale_temps");
             Ok(0)
         }
+        fn put_kept(&self, n: &str, d: &[u8]) -> Result<()> {
+            self.0.lock().push("put_kept");
+            self.1.put(n, d)
+        }
         fn keep_whole(&self, _: &str) -> Result<()> {
             self.0.lock().push("keep_whole");
             Ok(())
@@ -597,6 +601,7 @@ fn fenced_forwards_every_method() {
     let f = Fenced::new(inner.clone(), Arc::new(Fence::default()));
     assert_eq!(f.describe(), "s3://calls");
     f.map("packs/ab/x.pack").unwrap();
+    f.put_kept("packs/ab/y.pack", b"y").unwrap();
     f.remove_stale_temps().unwrap();
     f.keep_whole("packs/ab/x.pack").unwrap();
     assert!(f.forget_cached("packs/ab/x.pack"));
@@ -609,6 +614,7 @@ fn fenced_forwards_every_method() {
         *inner.0.lock(),
         [
             "map",
+            "put_kept",
             "remove_stale_temps",
             "keep_whole",
             "forget_cached",
