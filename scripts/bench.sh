@@ -161,6 +161,7 @@ for ds, dname in [(d, {'binimg': 'binaries image'}.get(d, d)) for d in ('tree', 
     ROWS.append(('%s: mount idle RSS, MiB' % dname, ds, 'mount_idle_rss_kib', 'MiB', 'abs', 50 * 1e6 / 1024))
     ROWS.append(('%s: mount RSS after reads, MiB' % dname, ds, 'mount_after_rss_kib', 'MiB', 'peer', None))
     ROWS.append(('%s: mount RssAnon after reads, MiB' % dname, ds, 'mount_after_anon_kib', 'MiB', 'peer', None))
+    ROWS.append(('%s: mount RssAnon 3 s after reads, MiB' % dname, ds, 'mount_rested_anon_kib', 'MiB', 'peer', None))
     if ds == 'tree':
         ROWS.append(('tree: find | wc -l in mount, s', ds, 'mnt_find.wall_s', 's', 'native:find.wall_s', 2.0))
         ROWS.append(('tree: du -s in mount, s', ds, 'mnt_du.wall_s', 's', 'native:du.wall_s', 2.0))
@@ -405,7 +406,7 @@ out.append('## Method\n')
 out.append('- Each run: a fresh repository, first backup (`b1`), unchanged re-backup (`b2`), the changed variant, changed re-backup (`b3`); repository size (`du -sb`) after the three; the tool\'s own restore of `b1`; then the mount of the repository: ready time, idle memory, reads of `b1` through it.')
 out.append('- `sync; echo 3 > /proc/sys/vm/drop_caches` before every timed step. Wall, CPU (user+sys) and peak RSS from `/usr/bin/time -f "%%e %%U %%S %%M"`. Each figure: median of %s runs, (min–max) when they differ.' % meta['runs'])
 out.append('- cbrfs: `cbrfs backup create`, vault compression zstd (the default). restic: repository version 2, `--compression auto` and `off` (restic always encrypts). borg: `borg init -e none`, `borg create -C lz4` and `-C none`. Tree backups run in the tree\'s parent with the relative path `tree`.')
-out.append('- Mount ready: from starting the mount command (`cbrfs mount` returns once ready; `restic mount` and `borg mount -f` run in the background) to the first successful `ls` inside a backup (`MNT/v/b1`, `MNT/ids/*/`, `MNT/b1`). Mount memory: RSS of the serving process (`ps -o rss`) one second after ready, and after the reads (RSS, and its anonymous part `RssAnon` from /proc/PID/status: the rest is mapped pack files, page cache the kernel can drop).')
+out.append('- Mount ready: from starting the mount command (`cbrfs mount` returns once ready; `restic mount` and `borg mount -f` run in the background) to the first successful `ls` inside a backup (`MNT/v/b1`, `MNT/ids/*/`, `MNT/b1`). Mount memory: RSS of the serving process (`ps -o rss`) one second after ready, and after the reads (RSS, and its anonymous part `RssAnon` from /proc/PID/status: the rest is mapped pack files, page cache the kernel can drop), and `RssAnon` again 3 s later (cbrfs gives its read cache back after 2 s idle).')
 out.append('- Reads through the mount: `find | wc -l`, `du -s`, `cp -a` of the whole tree (out of the restic and borg mounts in the first %s run(s)); `cat >/dev/null` and `cp` of the image (compared with the source by `cmp`). Mounts of restic and borg: their default compression only (`%s`). Restore: `cbrfs restore`, `restic restore ID --target`, `borg extract`.' % (meta['peer_cp_runs'], meta['mount_tools']))
 out.append('- Copies and restores are written to a tmpfs (outputs of one step are removed before the next), so the figures are of reading; the sources and repositories are on the disk below.')
 out.append('- Native: `cp -a`, `tar -cf - | cat >/dev/null`, `find | wc -l`, `du -s` of the tree; `cat >/dev/null` and `cp` of the image, on the same disk.')
@@ -1159,6 +1160,11 @@ mount_steps() {
 	fi
 	rec "$ds" "$tool" mount_after_rss_kib "$run" "$(rss_kib "$MOUNT_PID")"
 	rec "$ds" "$tool" mount_after_anon_kib "$run" "$(awk '/^RssAnon:/ {print $2}' "/proc/$MOUNT_PID/status")"
+	# Again once the mount has been idle for 3 s: cbrfs keeps its chunk
+	# cache and read buffers for 2 s after the last read (vfs/file.rs
+	# READ_IDLE), so the row above depends on how long the `cmp` took.
+	sleep 3
+	rec "$ds" "$tool" mount_rested_anon_kib "$run" "$(awk '/^RssAnon:/ {print $2}' "/proc/$MOUNT_PID/status")"
 	tool_umount "$tool"
 }
 
