@@ -535,8 +535,8 @@ fn write_order_holds_and_a_warm_cache_reads_metadata_without_requests() {
 /// or in the sealed blob table, is an error, never other bytes.
 #[test]
 fn encrypted_vault_round_trips_and_a_flipped_byte_in_the_bucket_is_detected() {
-    use crate::crypto::slot::{self, KdfParams, Secret};
-    use crate::store::keyring::{self, Slots};
+    use crate::crypto::slot::{self, Secret};
+    use crate::store::keyring::Slots;
     let t = tempfile::tempdir().unwrap();
     let bucket = t.path().join("bucket");
     let remote = Arc::new(LocalDir::new(&bucket));
@@ -548,15 +548,7 @@ fn encrypted_vault_round_trips_and_a_flipped_byte_in_the_bucket_is_detected() {
         ))
     };
     let cached = cache("home");
-    let params = KdfParams::parse("m=64,t=1,p=1").unwrap();
-    keyring::create_encrypted_with(&*cached, "v", Secret::Password(b"pw"), params).unwrap();
-    cached
-        .put(
-            "vault.json",
-            br#"{"format": 2, "name": "v", "encrypted": true}"#,
-        )
-        .unwrap();
-    let repo = Repo::open_in(cached.clone(), "v").unwrap();
+    let repo = encrypted_vault(&cached);
     let mut w = RepoWriter::new(&repo, true);
     let data = bytes(7, 300_000);
     let d = w.add(BlobKind::Data, &data).unwrap().id;
@@ -768,20 +760,10 @@ fn blocks_read_in_order_are_fetched_ahead() {
 /// dropped and read again from the bucket, never served.
 #[test]
 fn an_encrypted_backup_keeps_its_metadata_pack_without_downloading_it() {
-    use crate::crypto::slot::{KdfParams, Secret};
-    use crate::store::keyring;
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
     let cached = host(&remote, &t, "home");
-    let params = KdfParams::parse("m=64,t=1,p=1").unwrap();
-    keyring::create_encrypted_with(&*cached, "v", Secret::Password(b"pw"), params).unwrap();
-    cached
-        .put(
-            "vault.json",
-            br#"{"format": 2, "name": "v", "encrypted": true}"#,
-        )
-        .unwrap();
-    let repo = Repo::open_in(cached.clone(), "v").unwrap();
+    let repo = encrypted_vault(&cached);
     let mut w = RepoWriter::new(&repo, true);
     let data = bytes(9, 200_000);
     let d = w.add(BlobKind::Data, &data).unwrap().id;
@@ -985,4 +967,20 @@ fn readers_of_one_damaged_cached_pack_get_right_bytes_never_wrong() {
             "read again from the source"
         );
     }
+}
+
+/// Vault `v` created encrypted (password "pw", cheap KDF) on `cached`,
+/// with its settings saying so, opened.
+fn encrypted_vault(cached: &Arc<CachedStorage>) -> Repo {
+    use crate::crypto::slot::{KdfParams, Secret};
+    use crate::store::keyring;
+    let params = KdfParams::parse("m=64,t=1,p=1").unwrap();
+    keyring::create_encrypted_with(&**cached, "v", Secret::Password(b"pw"), params).unwrap();
+    cached
+        .put(
+            "vault.json",
+            br#"{"format": 2, "name": "v", "encrypted": true}"#,
+        )
+        .unwrap();
+    Repo::open_in(cached.clone(), "v").unwrap()
 }
