@@ -5,6 +5,7 @@ mod common;
 
 use cbrfs::catalog::Store;
 use cbrfs::engine::vaults;
+use cbrfs::quote::quote_bytes;
 use cbrfs::vfs::{Vfs, VfsOptions, IMPLICIT_MAX, ROOT_INO};
 use common::{filesystem_vault, pseudo_random, take_backup};
 use std::io::{Seek, SeekFrom, Write};
@@ -564,4 +565,86 @@ fn a_tree_two_backups_share_is_cached_once() {
         .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
         .unwrap();
     assert_eq!(inodes, v.inode_count().to_string());
+}
+
+/// A file of a tree two backups share is one inode (issue 17: a `find`
+/// through ten backups of an unchanged directory keeps its files' inodes
+/// once, in the daemon and in the kernel), as a hard link's names are;
+/// directories and hard links stay one inode per backup, a changed tree's
+/// files are new inodes, and the inode lives until every backup's names
+/// of it are forgotten.
+#[test]
+fn a_file_two_backups_share_is_one_inode() {
+    let f = fixture();
+    take_backup(&f.store, "v", "b2");
+    std::fs::write(f.src.join("sub/f007"), b"changed").unwrap();
+    take_backup(&f.store, "v", "b3");
+    let v = vfs(&f);
+    let before = v.inode_count();
+    // As readdirplus hands entries to the kernel: each counted once.
+    let list = |path: &str| -> Vec<(Vec<u8>, u64, bool)> {
+        let dir = walk(&v, path);
+        v.readdir(dir, 0).unwrap()[2..]
+            .iter()
+            .map(|(_, e)| {
+                v.add_lookup(e.attr.ino);
+                let is_dir = e.attr.kind == cbrfs::model::NodeKind::Dir;
+                (e.name.clone(), e.attr.ino, is_dir)
+            })
+            .collect()
+    };
+    let one = list("v/b1/src/sub");
+    let held = v.inode_count();
+    let two = list("v/b2/src/sub");
+    assert_eq!(one.len(), 301);
+    assert_eq!(one.len(), two.len());
+    for ((name, a, dir), (_, b, _)) in one.iter().zip(&two) {
+        if *dir {
+            assert_ne!(
+                a,
+                b,
+                "{}: a directory is one inode per backup",
+                quote_bytes(name)
+            );
+        } else {
+            assert_eq!(a, b, "{}: one inode for both backups", quote_bytes(name));
+        }
+    }
+    // b2's walk added its path (b2, src, sub) and sub/deeper only.
+    assert_eq!(v.inode_count(), held + 4);
+    // The same attributes and bytes through either backup's name.
+    let (f150_1, f150_2) = (walk(&v, "v/b1/src/sub/f150"), walk(&v, "v/b2/src/sub/f150"));
+    assert_eq!(f150_1, f150_2);
+    assert_eq!(read_all(&v, f150_2), b"150");
+    // A tree that changed (b3's sub: f007 was rewritten) is other inodes,
+    // even for the files that did not change.
+    let three = list("v/b3/src/sub");
+    for ((name, a, _), (_, c, _)) in one.iter().zip(&three) {
+        assert_ne!(a, c, "{}: b3's sub is another tree", quote_bytes(name));
+    }
+    let f007 = walk(&v, "v/b3/src/sub/f007");
+    assert_eq!(read_all(&v, f007), b"changed");
+    // A hard link keeps its own backup's names: one inode per backup.
+    let (h1, h2) = (walk(&v, "v/b1/src/hardlink"), walk(&v, "v/b2/src/hardlink"));
+    assert_ne!(h1, h2);
+    assert_eq!(walk(&v, "v/b1/src/small"), h1);
+    assert_eq!(walk(&v, "v/b2/src/small"), h2);
+    // Forgetting b1's names keeps the files b2's names hold.
+    for (_, ino, _) in &one {
+        v.forget(*ino, 1);
+    }
+    assert_eq!(walk(&v, "v/b2/src/sub/f150"), f150_2, "kept for b2");
+    v.forget(f150_2, 1);
+    assert_eq!(v.getattr(f150_2).unwrap().size, 3);
+    for (_, ino, _) in two.iter().chain(&three) {
+        v.forget(*ino, 1);
+    }
+    // walk() counted lookups of f150 (3, one forgotten), f007 and the
+    // links: all that is left beside the paths.
+    for (ino, n) in [(f150_1, 2), (f007, 1), (h1, 2), (h2, 2)] {
+        v.forget(ino, n);
+    }
+    assert!(v.getattr(f150_2).is_err(), "forgotten by every name");
+    // Left: the walked paths (v; b1, b2, b3; each one's src and sub).
+    assert_eq!(v.inode_count(), before + 10);
 }

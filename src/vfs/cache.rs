@@ -40,6 +40,12 @@ pub const TREE_CACHE_BYTES: usize = 32 << 20;
 /// evicted first once their bytes pass the bound.
 pub(super) struct TreeCache {
     map: NumMap<(u64, BlobId), Cached>,
+    /// One shared id per tree for as long as an inode holds it, kept when
+    /// its tree is evicted: the address of the id is the tree's identity in
+    /// the inode table (a file of a tree several backups share is one
+    /// inode, [`super::table::Key::Tree`]), so a tree decoded again must
+    /// get the id it had.
+    ids: NumMap<(u64, BlobId), Arc<BlobId>>,
     bytes: usize,
     cap: usize,
     tick: u64,
@@ -58,6 +64,7 @@ impl TreeCache {
     pub(super) fn new(cap: usize) -> TreeCache {
         TreeCache {
             map: NumMap::default(),
+            ids: NumMap::default(),
             bytes: 0,
             cap,
             tick: 0,
@@ -82,7 +89,11 @@ impl TreeCache {
             return c.id.clone();
         }
         let bytes = dir_bytes(&dir);
-        let id = Arc::new(key.1);
+        let id = self
+            .ids
+            .entry(key)
+            .or_insert_with(|| Arc::new(key.1))
+            .clone();
         self.bytes += bytes;
         self.map.insert(
             key,
@@ -109,8 +120,19 @@ impl TreeCache {
                     self.bytes -= c.bytes;
                 }
             }
+            // Ids no inode holds any more (nor a tree kept: only this
+            // map): once per eviction, so amortised over a quarter of the
+            // bound's bytes decoded. Under the cache's lock, where alone
+            // an id is cloned from this map, so a count of one stays one.
+            self.ids.retain(|_, id| Arc::strong_count(id) > 1);
         }
         id
+    }
+
+    /// Ids kept (tests).
+    #[cfg(test)]
+    fn ids(&self) -> usize {
+        self.ids.len()
     }
 
     /// Bytes of the trees kept.
@@ -305,6 +327,26 @@ mod tests {
         assert_eq!(c.bytes(), dir_bytes(&huge));
         // The same id in another vault is another tree.
         assert!(c.get(&(1, id(1))).is_none());
+    }
+
+    /// A tree decoded again after its eviction gets the id it had while an
+    /// inode holds that id (the inode table knows a shared file by its
+    /// address); an id nothing holds is let go at the next eviction.
+    #[test]
+    fn a_tree_keeps_its_id_across_eviction_while_held() {
+        let large = dir(1000, 64);
+        let cap = dir_bytes(&large);
+        let mut c = TreeCache::new(cap);
+        let held = c.insert((1, id(1)), large.clone());
+        let dropped = c.insert((1, id(2)), large.clone());
+        drop(dropped);
+        c.insert((1, id(3)), large.clone());
+        assert!(c.get(&(1, id(1))).is_none(), "tree 1 evicted");
+        assert!(c.get(&(1, id(2))).is_none(), "tree 2 evicted");
+        assert_eq!(c.ids(), 2, "ids of trees 1 (held) and 3 (kept)");
+        let again = c.insert((1, id(1)), large.clone());
+        assert!(Arc::ptr_eq(&held, &again), "tree 1 got a new id");
+        assert_eq!(*c.insert((1, id(2)), large.clone()), id(2));
     }
 
     /// dir_bytes counts what a node owns, not only its fixed size.

@@ -14,6 +14,7 @@
 //! READ of a small file hands over the small files that follow it in its
 //! directory (what a copy of the directory reads next): [`Vfs::prefetch_after`].
 
+use super::table::Key;
 use super::{Entry, VResult, Vfs, PREFETCH_MAX};
 use crate::model::NodeKind;
 use std::collections::VecDeque;
@@ -116,7 +117,14 @@ impl Vfs {
                 break;
             }
             // Past the listing's end, or entries the kernel was not given.
-            let Some(sib) = self.table.read().at.get(&(parent, p)).copied() else {
+            // A file is found by its tree (whichever backup it was listed
+            // in), a directory or hard link by its parent.
+            let sib = {
+                let tb = self.table.read();
+                tb.find(parent, t.sibling(p))
+                    .or_else(|| tb.find(parent, Key::At(p)))
+            };
+            let Some(sib) = sib else {
                 break;
             };
             if let Some(data) = self.prefetch(sib) {

@@ -162,15 +162,16 @@ impl Entry {
     }
 
     /// How this entry's parent finds it in the inode table: a node of a
-    /// backup by its position (a tree's entry, or a backup's resource), a
-    /// vault, backup or `latest` by its name. The root has no parent.
+    /// backup by its position (a tree's entry, or a backup's resource; a
+    /// file by its tree and position, whatever the parent: [`TreeNode::key`]),
+    /// a vault, backup or `latest` by its name. The root has no parent.
     fn key(&self) -> Option<table::Key<'_>> {
         match self {
             Entry::Root(_) => None,
             Entry::Vault(VaultDir(v)) => Some(table::Key::Name(v.as_bytes())),
             Entry::Latest(_) => Some(table::Key::Name(b"latest")),
             Entry::Backup(b) => Some(table::Key::Name(b.name().as_bytes())),
-            Entry::Node(t) => Some(table::Key::At(t.position())),
+            Entry::Node(t) => Some(t.key()),
         }
     }
 }

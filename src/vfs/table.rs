@@ -10,7 +10,10 @@
 //! position (24 bytes in a second map), not by its name, which the tree
 //! holds. With the maps' free slots (a hash table grows by doubling),
 //! about 125 bytes per inode, at most 190 (issue 17: at most 200; the
-//! size test below).
+//! size test below). A file (not a directory, not a hard link) is found
+//! by its tree and position instead, whatever its parent: every backup
+//! that shares the tree shares the inode, so walking ten backups of an
+//! unchanged directory holds its files once ([`Key::Tree`]).
 //! The few vaults, backups and `latest` links are found by name; hard
 //! links' other names and link keys are in side tables.
 
@@ -68,18 +71,40 @@ pub(super) struct Inode {
 }
 
 /// How a directory finds a child's inode: by position (a node of a
-/// backup) or by name (a vault, a backup, `latest`).
+/// backup) or by name (a vault, a backup, `latest`); or, whatever the
+/// directory, by its tree and position (a file of a backup's tree).
 #[derive(Clone, Copy)]
 pub(super) enum Key<'a> {
     At(u32),
     Name(&'a [u8]),
+    /// A node that is not a directory nor a hard link, by its tree (the
+    /// address of the tree's shared id, [`tree_key`]) and position: one
+    /// inode for every backup whose tree this is. A directory unchanged
+    /// across ten backups is one tree blob, so a `find` through the ten
+    /// makes its files' inodes once, not ten times (issue 17: the
+    /// daemon's memory flat across backups; the kernel's too, one inode
+    /// with ten names, as a hard link is). A directory cannot be shared
+    /// (the kernel keeps one name per directory inode and would move it
+    /// from backup to backup), nor a hard link (its other names are
+    /// those of its own backup).
+    Tree(u64, u32),
+}
+
+/// The key of tree `id` in [`Table::at`]: its id's address (the id is
+/// kept while an inode holds it, and no other tree has that address
+/// meanwhile), with the top bit set, which no inode number has (they count
+/// up from 2) and no user-space address has (at most 57 bits), so that
+/// trees' keys never meet parents' keys.
+pub(super) fn tree_key(id: &std::sync::Arc<crate::store::BlobId>) -> u64 {
+    std::sync::Arc::as_ptr(id) as usize as u64 | 1 << 63
 }
 
 #[derive(Default)]
 pub(super) struct Table {
     pub(super) next: u64,
     pub(super) by_ino: NumMap<u64, Inode>,
-    /// Nodes of backups by (parent inode, position).
+    /// Nodes of backups by (parent inode, position), or by (tree key,
+    /// position) for those found by [`Key::Tree`].
     pub(super) at: NumMap<(u64, u32), u64>,
     /// Vaults, backups and `latest` by parent inode and name.
     pub(super) named: NumMap<u64, HashMap<Box<[u8]>, u64>>,
@@ -89,9 +114,10 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn find(&self, parent: u64, key: Key) -> Option<u64> {
+    pub(super) fn find(&self, parent: u64, key: Key) -> Option<u64> {
         match key {
             Key::At(i) => self.at.get(&(parent, i)).copied(),
+            Key::Tree(tree, i) => self.at.get(&(tree, i)).copied(),
             Key::Name(n) => self.named.get(&parent)?.get(n).copied(),
         }
     }
@@ -100,6 +126,9 @@ impl Table {
         match key {
             Key::At(i) => {
                 self.at.insert((parent, i), ino);
+            }
+            Key::Tree(tree, i) => {
+                self.at.insert((tree, i), ino);
             }
             Key::Name(n) => {
                 self.named.entry(parent).or_default().insert(n.into(), ino);
@@ -111,6 +140,9 @@ impl Table {
         match key {
             Key::At(i) => {
                 self.at.remove(&(parent, i));
+            }
+            Key::Tree(tree, i) => {
+                self.at.remove(&(tree, i));
             }
             Key::Name(n) => {
                 if let Some(m) = self.named.get_mut(&parent) {

@@ -9,6 +9,7 @@
 //! hundreds of bytes, and the kernel may hold millions of inodes (issue
 //! 17: about 1 KB per inode when each kept its node).
 
+use super::table::{self, tree_key};
 use super::{Attr, BackupCtx, Child, Dir, Entry, EntryOps, Listing, VResult, Vfs};
 use crate::model::{Node, NodeKind};
 use crate::store::BlobId;
@@ -25,6 +26,11 @@ pub(super) struct TreeNode {
     dir: Option<Arc<BlobId>>,
     idx: u32,
     res: u32,
+    /// Found by its tree and position, whichever backup's directory it is
+    /// looked up in: a node of a tree, neither a directory nor a hard
+    /// link ([`table::Key::Tree`]). (A flag beside the u32s: the entry stays
+    /// 32 bytes.)
+    shared: bool,
 }
 
 /// A node of a backup, and the decoded tree that holds it (kept alive by
@@ -49,6 +55,24 @@ impl TreeNode {
             dir: None,
             idx: res,
             res,
+            shared: false,
+        }
+    }
+
+    /// How the inode table finds it: by its tree and position (a file,
+    /// symlink or special file that is not a hard link: one inode in
+    /// every backup that shares its tree), or by its position in its
+    /// parent (a directory, a hard link, a resource's root).
+    pub(super) fn key(&self) -> table::Key<'static> {
+        self.sibling(self.idx)
+    }
+
+    /// The key of a node at position `at` of this node's tree that is
+    /// keyed as this one is.
+    pub(super) fn sibling(&self, at: u32) -> table::Key<'static> {
+        match &self.dir {
+            Some(id) if self.shared => table::Key::Tree(tree_key(id), at),
+            _ => table::Key::At(at),
         }
     }
 
@@ -83,6 +107,7 @@ impl TreeNode {
                 dir: Some(id.clone()),
                 idx: i as u32,
                 res: self.res,
+                shared: n.kind != NodeKind::Dir && link.is_none(),
             }),
             link,
             attr: Some(node_attr(0, n)),
