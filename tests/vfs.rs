@@ -595,7 +595,15 @@ fn a_file_two_backups_share_is_one_inode() {
     };
     let one = list("v/b1/src/sub");
     let held = v.inode_count();
+    let trees = v.tree_cache_bytes();
     let two = list("v/b2/src/sub");
+    // (If this fails, b2's trees are not b1's: the test's premise, not
+    // the sharing, is what broke.)
+    assert_eq!(
+        v.tree_cache_bytes(),
+        trees,
+        "b2's src and sub are b1's trees"
+    );
     assert_eq!(one.len(), 301);
     assert_eq!(one.len(), two.len());
     for ((name, a, dir), (_, b, _)) in one.iter().zip(&two) {
@@ -607,7 +615,14 @@ fn a_file_two_backups_share_is_one_inode() {
                 quote_bytes(name)
             );
         } else {
-            assert_eq!(a, b, "{}: one inode for both backups", quote_bytes(name));
+            assert_eq!(
+                a,
+                b,
+                "{}: one inode for both backups ({:?} and {:?})",
+                quote_bytes(name),
+                v.getattr(*a),
+                v.getattr(*b)
+            );
         }
     }
     // b2's walk added its path (b2, src, sub) and sub/deeper only.
