@@ -273,6 +273,9 @@ pub fn is_daemon_child() -> bool {
 }
 
 fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    // Browsing, mkdir backups and policy passes share this process: each
+    // task counts its requests from its own start.
+    store.serve_many();
     receive_keys(store);
     // argon2id of each encrypted vault overlaps the session's start-up.
     crate::engine::keys::unlock_ahead_for_mount(store);
