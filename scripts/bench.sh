@@ -525,7 +525,7 @@ if BASE:
     out.append('')
 if ENC:
     out.append('## Encrypted vault\n')
-    out.append('cbrfs on an encrypted vault (`cbrfs-enc`: `vault create --encrypt`, the password in `CBRFS_PASSWORD`) against the unencrypted vault (`cbrfs`), measured in the same runs. Ratio: encrypted / plain (for GB/s, plain / encrypted), so above 1 is slower; target (issue 15): within 10 % on every row, and backups still at most 0.5x restic (which always encrypts).%s\n'
+    out.append('cbrfs on an encrypted vault (`cbrfs-enc`: `vault create --encrypt`, the password in `CBRFS_PASSWORD`) against the unencrypted vault (`cbrfs`), measured in the same runs. Ratio: encrypted / plain (for GB/s, plain / encrypted), so above 1 is slower; target (issue 15): within 10 %% on every row, and backups still at most 0.5x restic (which always encrypts).%s\n'
                % (' `cbrfs-enckf`: the same encrypted vault with a key-file slot added (`vault key add --new-key-file`), every command run with `--key-file`: the same sealing and keyed ids, without the password\'s argon2id (m = 64 MiB, t = 3, p = 4), which every command on a password pays once. The unlock rows are `vault show v` alone: on the plain vault it reads the settings, on the encrypted ones it also unlocks the vault.' if ENCKF else ''))
     # The unlock's own cost: rows of the encrypted section only (the peers
     # have no such step).
