@@ -94,9 +94,12 @@ pub struct Task {
     /// records of older versions, which then count from `started_ns`.
     #[serde(default)]
     pub recorded_ns: i64,
-    /// Requests and bytes the task asked of its vault's bucket (from its
-    /// start to its end, in this process); absent for a local vault and
-    /// while it runs.
+    /// Requests and bytes the task asked of its vault's bucket, in this
+    /// process, up to its end: from the vault's open in the process for a
+    /// command's first task of the vault (the head, key slots fetched on
+    /// a cold cache and the writer lease are its own), else from the
+    /// task's start ([`Store::task_requests_mark`]); absent for a local
+    /// vault and while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<crate::model::Requests>,
 }
@@ -116,12 +119,14 @@ fn save(store: &Store, t: &Task) -> Result<()> {
 pub struct TaskHandle {
     store: Store,
     task: Task,
-    /// The vault's bucket counters at the start (a remote vault).
+    /// Where the task's count of requests to a remote vault's bucket
+    /// starts ([`Store::task_requests_mark`]).
     requests_before: Option<crate::model::Requests>,
 }
 
 /// Start a task (status `running`) at time `at_ns` (now, or a policy
-/// pass's `--now`).
+/// pass's `--now`), counting its requests to a remote vault's bucket from
+/// [`Store::task_requests_mark`].
 pub fn start(
     store: &Store,
     task_type: TaskType,
@@ -129,6 +134,22 @@ pub fn start(
     resource: Option<&str>,
     backup: Option<&str>,
     at_ns: i64,
+) -> TaskHandle {
+    let mark = store.task_requests_mark(vault);
+    start_counting(store, task_type, vault, resource, backup, at_ns, mark)
+}
+
+/// [`start`], counting the task's requests from `mark`: the
+/// [`Store::task_requests_mark`] its operation took before it opened the
+/// vault or took its lease (a backup records its task only once accepted).
+pub fn start_counting(
+    store: &Store,
+    task_type: TaskType,
+    vault: &str,
+    resource: Option<&str>,
+    backup: Option<&str>,
+    at_ns: i64,
+    mark: Option<crate::model::Requests>,
 ) -> TaskHandle {
     // Expiry by the real clock, never by a simulated `at_ns`.
     let real_ns = catalog::now_ns();
@@ -159,7 +180,7 @@ pub fn start(
     let h = TaskHandle {
         store: store.clone(),
         task,
-        requests_before: store.vault_requests(vault),
+        requests_before: mark,
     };
     if let Err(e) = save(store, &h.task) {
         log::warn!("task log: {e}");
@@ -178,6 +199,11 @@ impl TaskHandle {
             self.task.progress = p.min(100);
             self.save_or_warn();
         }
+    }
+    /// Where the task's count of requests starts, for a backup record
+    /// that counts the same requests ([`Store::task_requests_mark`]).
+    pub fn requests_mark(&self) -> Option<crate::model::Requests> {
+        self.requests_before
     }
     /// Name the backup (known only once it is accepted).
     pub fn set_backup(&mut self, b: &str) {

@@ -8,6 +8,11 @@
 
 MNT=$T/mnt
 SRC=$T/src
+# daemon_ended PID: the process has exited: gone, or a zombie its new
+# parent has not reaped yet (kill -0 still finds a zombie).
+daemon_ended() {
+	[ ! -e "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ] || [ ! -e "/proc/$1/stat" ]
+}
 mkdir -p "$MNT" "$SRC"
 on_exit "'$CBRFS_BIN' umount --lazy '$MNT'; fusermount3 -uz '$MNT'"
 
@@ -161,9 +166,46 @@ fi
 note "unmount leaves no process behind"
 pid=$(pgrep -f -- "mount $MNT --foreground" | head -1)
 [ -n "$pid" ] && pass "the daemon runs (pid $pid)" || fail "no daemon process found"
-expect_ok cbrfs umount "$MNT"
+# `cbrfs umount` returns once the daemon has exited (issue 13): checked
+# at once, before anything else runs.
+"$CBRFS_BIN" --store "$STORE" umount "$MNT" >/dev/null && daemon_ended "$pid" && pass "umount returned once the daemon had exited" || fail "umount returned with daemon $pid still running"
 not_mounted "$MNT" && pass "unmounted" || fail "still mounted after umount"
 [ -n "$pid" ] && wait_exit "$pid" 10 && pass "the daemon exited"
+
+note "umount then mount again at once: the new mount serves, and stays"
+expect_ok cbrfs mount "$MNT"
+pid=$(pgrep -n -f -- "mount $MNT --foreground")
+"$CBRFS_BIN" --store "$STORE" umount "$MNT" >/dev/null && "$CBRFS_BIN" --store "$STORE" mount "$MNT" >/dev/null && pass "umount then mount at once" || fail "umount then mount at once failed"
+daemon_ended "$pid" && pass "the first daemon had exited before the second mount" || fail "daemon $pid still running"
+expect_eq "the new mount serves" "$(ls "$MNT/v/b1" 2>&1)" "src"
+wait_exit "$pid" 10
+is_mounted "$MNT" && [ "$(ls "$MNT/v/b1" 2>&1)" = src ] && pass "the new mount still serves after the first daemon is gone" || fail "the new mount was lost"
+
+note "a daemon whose mount was unmounted lazily never unmounts a newer mount"
+old=$(pgrep -n -f -- "mount $MNT --foreground")
+# A user inside the mount keeps it (and its daemon) alive after a lazy
+# unmount; a new mount is made at the same place.
+bg sh -c "cd '$MNT/v/b1' && exec sleep 60"
+busy=$BG_PID
+inside_mount() { [ "$(readlink "/proc/$busy/cwd" 2>/dev/null)" = "$MNT/v/b1" ]; }
+wait_for 10 "a process inside the mount" inside_mount
+expect_ok cbrfs umount --lazy "$MNT"
+pid_gone "$old" && fail "the daemon of the lazily unmounted mount exited with a user inside" || pass "the daemon serves its last user after a lazy unmount"
+expect_ok cbrfs mount "$MNT"
+new=$(pgrep -n -f -- "mount $MNT --foreground")
+[ "$new" != "$old" ] && pass "a second daemon serves the new mount" || fail "no second daemon"
+# SIGTERM asks the old daemon to unmount: its own mount is no longer at
+# $MNT, and the one there is not its own.
+kill -TERM "$old"
+wait_for 10 "the old daemon to handle SIGTERM" grep -q "not this daemon's" "$STORE/logs/mount.log"
+is_mounted "$MNT" && [ "$(ls "$MNT/v/b1" 2>&1)" = src ] && pass "the new mount survives the old daemon's SIGTERM" || fail "the old daemon unmounted the new mount"
+kill "$busy"
+wait_exit "$old" 10 && pass "the old daemon exits when its last user leaves"
+is_mounted "$MNT" && [ "$(ls "$MNT/v/b1" 2>&1)" = src ] && pass "the new mount survives the old daemon's exit" || fail "the new mount was lost when the old daemon exited"
+# SIGTERM to the daemon of the mount at $MNT unmounts it.
+kill -TERM "$new"
+wait_unmounted "$MNT" && pass "SIGTERM unmounts the daemon's own mount" || fail "SIGTERM did not unmount"
+wait_exit "$new" 10 && pass "and the daemon exits"
 
 note "a stale mount after the daemon dies"
 expect_ok cbrfs mount "$MNT"

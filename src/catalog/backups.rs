@@ -10,6 +10,38 @@ impl Store {
         self.vault_storage(vault).ok()?.requests()
     }
 
+    /// Where a task on vault `vault` starts counting the requests it asks
+    /// of the vault's bucket (None for a local vault: nothing billed). A
+    /// command's first task of a vault counts from the vault's open in its
+    /// process (zero: the storage's counters start there), so that what
+    /// the command asked before the task was recorded is its own: the head
+    /// and the `key` check of the open, the key slots fetched on a cold
+    /// cache, a backup's writer lease. Later tasks of the process, and
+    /// every task of a process serving many operations
+    /// ([`Store::serve_many`]: a mount, which opened its vaults to browse
+    /// them), count from their own start: the counters then.
+    pub fn task_requests_mark(&self, vault: &str) -> Option<model::Requests> {
+        if !matches!(self.registration(vault), Ok(Some(_))) {
+            return None;
+        }
+        let first = {
+            let mut m = self.task_marks.lock();
+            !m.serving && m.claimed.insert(vault.to_string())
+        };
+        if first {
+            return Some(model::Requests::default());
+        }
+        self.vault_requests(vault)
+    }
+
+    /// This process serves many operations (a mount daemon: browsing,
+    /// `mkdir` backups, policy passes): each task counts its vault's
+    /// requests from its own start ([`Store::task_requests_mark`]), not
+    /// the browsing before it.
+    pub fn serve_many(&self) {
+        self.task_marks.lock().serving = true;
+    }
+
     /// Path of backup `backup`'s record in vault `vault`.
     pub fn backup_path(&self, vault: &str, backup: &str) -> PathBuf {
         self.vault_dir(vault)

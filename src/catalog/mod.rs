@@ -62,6 +62,18 @@ pub struct Store {
     /// the vault's storage refuses writes once a held lease is lost or
     /// could not be renewed in time (store/lease.rs).
     fences: std::sync::Arc<parking_lot::Mutex<FenceMap>>,
+    /// Where this process's tasks start counting requests
+    /// ([`Store::task_requests_mark`]).
+    task_marks: std::sync::Arc<parking_lot::Mutex<TaskMarks>>,
+}
+
+/// Which remote vaults a task of this process has counted from their open,
+/// and whether the process serves many operations (a mount daemon), whose
+/// tasks each count from their own start.
+#[derive(Debug, Default)]
+struct TaskMarks {
+    serving: bool,
+    claimed: std::collections::HashSet<String>,
 }
 
 /// The writer-lease fence of each remote vault, by name.
@@ -137,6 +149,7 @@ impl Store {
             root,
             remotes: Default::default(),
             fences: Default::default(),
+            task_marks: Default::default(),
         };
         store.finish_deletions();
         Ok(store)

@@ -36,6 +36,8 @@ pub(super) struct UmountArgs {
     /// The mount point.
     pub(super) mountpoint: PathBuf,
     /// Detach now even if busy; the mount goes when its last user leaves.
+    /// Returns at once: the daemon serves those users until then (without
+    /// it, umount returns once the daemon has exited).
     #[arg(long)]
     pub(super) lazy: bool,
 }

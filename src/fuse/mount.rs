@@ -277,6 +277,16 @@ pub fn is_daemon_child() -> bool {
 }
 
 fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
+    // Signals: SIGTERM/SIGINT/SIGHUP unmount cleanly. Blocked before the
+    // first thread starts, so that every thread inherits the mask and one
+    // waits for them: a thread started before (the vfs's read-ahead
+    // helpers, the unlock ahead) took SIGTERM's default action and killed
+    // the daemon, leaving a stale mount (tests/mount.sh, "SIGTERM unmounts
+    // the daemon's own mount").
+    block_signals();
+    // Browsing, mkdir backups and policy passes share this process: each
+    // task counts its requests from its own start.
+    store.serve_many();
     receive_keys(store);
     // argon2id of each encrypted vault overlaps the session's start-up.
     crate::engine::keys::unlock_ahead_for_mount(store);
@@ -317,9 +327,9 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
         no_open: false,
         allow_other: opts.allow_other,
     };
-    // Signals: SIGTERM/SIGINT unmount cleanly. Block them here so every
-    // thread inherits the mask, and wait for them on one thread.
-    block_signals();
+    // Before mounting, while `mp` is still the directory under the mount:
+    // `cbrfs umount` waits for this hold to go (at this process's exit).
+    hold_mountpoint(mp);
     let session = match fuser::Session::new(fs, mp, &cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -330,6 +340,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
     };
     let _ = notifier.set(session.notifier());
     let mp_abs = absolute(mp);
+    let own = OwnMount::of(&session, &mp_abs);
     // After the kernel's INIT is answered: the answer sets the read-ahead
     // to the smaller of what it was and the daemon's max_readahead (which
     // the kernel caps at the 128 KiB it offers). A stat of the mount point
@@ -342,11 +353,30 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
             let _ = std::fs::metadata(&knob_mp);
             raise_read_ahead(&knob_mp);
         });
-    spawn_signal_thread(mp_abs.clone());
+    spawn_signal_thread(mp_abs.clone(), own);
     crate::engine::scheduler::spawn(store.clone());
     log::info!("mounted {} at {}", store.root().display(), mp_abs.display());
+    // fuser unmounts its mount point by path when its session ends, after
+    // asking whether its connection still lives; in 0.18 that check reads
+    // the kernel's answer backwards (an ended connection counts as
+    // mounted), so an exiting daemon unmounted whatever was mounted there
+    // then: a newer mount (issue 13; tests/mount.sh, "the new mount
+    // survives the old daemon's exit"). The session runs on fuser's thread
+    // with the mount's handle taken out and never dropped (the process
+    // ends after it); this daemon unmounts only its own mount, on a signal
+    // ([`OwnMount`]).
+    let mut bg = session
+        .spawn()
+        .ctx(|| format!("serve {}", mp_abs.display()))?;
+    let done = std::thread::Builder::new()
+        .spawn(|| Ok(()))
+        .ctx(|| format!("serve {}", mp_abs.display()))?;
+    let serving = std::mem::replace(&mut bg.guard, done);
+    std::mem::forget(bg);
     tell_parent("ok\n");
-    let r = session.run();
+    let r = serving
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the FUSE session thread panicked")));
     let running = vfs.running_count();
     if running > 0 {
         log::warn!("unmounted with {running} mkdir backups running: they are abandoned, nothing of them is committed");
@@ -436,7 +466,7 @@ fn block_signals() {
     }
 }
 
-fn spawn_signal_thread(mp: PathBuf) {
+fn spawn_signal_thread(mp: PathBuf, own: Option<OwnMount>) {
     let _ = std::thread::Builder::new()
         .name("cbrfs-signals".into())
         .spawn(move || {
@@ -447,8 +477,240 @@ fn spawn_signal_thread(mp: PathBuf) {
                 libc::sigwait(&set, &mut sig);
                 log::info!("signal {sig}: unmounting {}", mp.display());
             }
-            let _ = unmount_path(&mp, true);
+            let r = match &own {
+                Some(own) => own.unmount(&mp),
+                // Its identity unknown (logged at mount): by the path, as
+                // before.
+                None => unmount_path(&mp, true),
+            };
+            if let Err(e) = r {
+                log::warn!("{e}");
+            }
         });
+}
+
+/// The mount this daemon serves, told apart from any other mount at the
+/// same place: a daemon whose mount was unmounted (lazily, and still
+/// serving its last users) or is being torn down must never unmount a
+/// newer mount made there since (issue 13: an immediate re-mount was
+/// unmounted by the exiting daemon).
+struct OwnMount {
+    /// A second descriptor of the session's `/dev/fuse` connection: it
+    /// reports an error once the kernel has ended the connection (the
+    /// mount's super block is gone).
+    fuse: std::os::fd::OwnedFd,
+    /// The mount's device number while it lives: unique among live
+    /// mounts' super blocks, and reused only after this one is gone.
+    dev: (u32, u32),
+}
+
+impl OwnMount {
+    /// The mount just made at `mp` by `session`. Its device is read
+    /// without a request to this daemon, which does not serve yet
+    /// (`AT_STATX_DONT_SYNC`: the root's attributes as the kernel holds
+    /// them). None, logged, if either cannot be had.
+    fn of<FS: fuser::Filesystem>(session: &fuser::Session<FS>, mp: &Path) -> Option<OwnMount> {
+        use std::os::fd::AsFd;
+        let fuse = session.as_fd().try_clone_to_owned();
+        let dev = crate::sys::open_path_dir(mp).and_then(|fd| statx_dev(&fd));
+        match (fuse, dev) {
+            (Ok(fuse), Ok(dev)) => Some(OwnMount { fuse, dev }),
+            (Err(e), _) | (_, Err(e)) => {
+                log::warn!(
+                    "{}: this mount's identity is unknown ({e}): a signal unmounts whatever is mounted there",
+                    mp.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// The kernel has not ended this mount's connection: its super block,
+    /// and so its device number, are still its own.
+    fn alive(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.fuse.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        !(n == 1 && p.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
+    }
+
+    /// Unmount (lazily) the mount at `mp` if it is this daemon's; another
+    /// mount there is left alone. The mount on top at `mp` is pinned by a
+    /// descriptor before it is compared, and (as root) unmounted through
+    /// that descriptor, so what is unmounted is what was compared.
+    fn unmount(&self, mp: &Path) -> Result<()> {
+        let fd = crate::sys::open_path_dir(mp)
+            .map_err(|e| Error::io(format!("unmount {}", mp.display()), e))?;
+        let dev = statx_dev(&fd).map_err(|e| Error::io(format!("unmount {}", mp.display()), e))?;
+        // Alive after the descriptor was taken: the pinned mount with this
+        // daemon's device is this daemon's super block.
+        if !self.alive() {
+            log::info!(
+                "{}: this mount's connection has ended: nothing to unmount",
+                mp.display()
+            );
+            return Ok(());
+        }
+        if dev != self.dev {
+            log::info!(
+                "{}: the mount there now is not this daemon's (device {}:{}, ours {}:{}): left alone",
+                mp.display(),
+                dev.0,
+                dev.1,
+                self.dev.0,
+                self.dev.1
+            );
+            return Ok(());
+        }
+        if crate::sys::euid() == 0 {
+            let pinned = crate::sys::proc_fd_path(&fd);
+            match unmount_path(&pinned, true) {
+                Err(e) if !pinned.exists() => {
+                    // No /proc: by the path, just compared.
+                    log::debug!("unmount through {}: {e}", pinned.display());
+                    unmount_path(mp, true)
+                }
+                r => r,
+            }
+        } else {
+            // fusermount3 takes a path: the compare above narrows the race
+            // to the instant between the two.
+            drop(fd);
+            unmount_path(mp, true)
+        }
+    }
+}
+
+/// The device (`major`, `minor`) of the file `fd` holds, from the inode
+/// as the kernel has it: no request to a FUSE daemon (this one may not
+/// serve yet).
+fn statx_dev(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<(u32, u32)> {
+    // SAFETY: a zeroed statx is a valid buffer for the call to fill.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, empty C string with AT_EMPTY_PATH, and a
+    // buffer of the right type.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut st,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.stx_dev_major, st.stx_dev_minor))
+}
+
+/// How long `cbrfs umount` waits for the daemon that served the mount to
+/// exit once the mount is gone (it finishes the requests under way, which
+/// a bucket's timeouts bound).
+const DAEMON_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// In a mount daemon, before it mounts: a shared `flock` on the mount
+/// point (the directory the mount will cover), held until this process
+/// exits (the descriptor is never closed: the kernel drops the lock when
+/// the process's descriptors go). `cbrfs umount` takes the lock exclusively
+/// once the mount is gone, and so returns only when the daemon has exited
+/// (issue 13). Shared: a daemon still serving a lazily unmounted mount and
+/// the daemon of a newer mount there both hold it. A failure (a directory
+/// this user may not read) only costs that wait: logged.
+fn hold_mountpoint(mp: &Path) {
+    let fd = match crate::sys::open_dir(mp) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::info!(
+                "{}: not held ({e}): 'cbrfs umount' will not wait for this daemon",
+                mp.display()
+            );
+            return;
+        }
+    };
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    // An umount's exclusive hold lasts an instant: a few tries.
+    for _ in 0..200 {
+        // SAFETY: flock on a valid descriptor.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            let _ = fd.into_raw_fd();
+            return;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            log::info!("{}: not held ({e})", mp.display());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    log::info!("{}: not held (locked by another process)", mp.display());
+}
+
+/// After the mount at `mp` is gone: wait until no daemon holds its mount
+/// point ([`hold_mountpoint`]), at most [`DAEMON_EXIT_WAIT`]. A mount point
+/// that cannot be opened (another user's) is not waited for.
+fn wait_for_daemons(mp: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(dir) = crate::sys::open_dir(mp) else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + DAEMON_EXIT_WAIT;
+    loop {
+        // SAFETY: flock on a valid descriptor; released when `dir` closes.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let pids = crate::sys::fstat(&dir)
+                .map(|st| flock_holders(st.st_dev, st.st_ino))
+                .unwrap_or_default();
+            let who = if pids.is_empty() {
+                "the daemon that served it".to_string()
+            } else {
+                format!(
+                    "its daemon (pid {})",
+                    pids.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(Error::failed(format!(
+                "{} is unmounted, but {who} is still running after {} s (finishing requests under way, or serving a mount unmounted with --lazy until its last user leaves); a new mount there is safe: a daemon never unmounts a mount not its own",
+                mp.display(),
+                DAEMON_EXIT_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The processes holding a `flock` on the file with device `dev` and inode
+/// `ino`, from `/proc/locks` (`ID: FLOCK ADVISORY READ PID MA:MI:INO 0
+/// EOF`, device numbers in hex); none if it cannot be read.
+fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
+    let want = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    let text = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut pids: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains(" FLOCK ") && !l.contains("->"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let at = f.iter().position(|t| *t == want)?;
+            f.get(at.checked_sub(1)?)?.parse().ok()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 fn unmount_path(mp: &Path, lazy: bool) -> Result<()> {
@@ -491,7 +753,8 @@ fn unmount_path(mp: &Path, lazy: bool) -> Result<()> {
 }
 
 /// Unmount a cbrfs mount, also a stale one whose daemon died; waits until
-/// the mount is gone.
+/// the mount is gone and, unless `lazy`, until the daemon that served it
+/// has exited (at most [`DAEMON_EXIT_WAIT`]: then an error naming it).
 pub fn umount(mp: &Path, lazy: bool) -> Result<()> {
     let abs = absolute(mp);
     let table = mounts();
@@ -511,5 +774,11 @@ pub fn umount(mp: &Path, lazy: bool) -> Result<()> {
     while is_mounted(&abs) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    // A lazy unmount leaves the daemon serving its last users: not waited
+    // for. Otherwise, return once the daemon has exited, so that a mount
+    // made right after meets no exiting daemon.
+    if lazy || is_mounted(&abs) {
+        return Ok(());
+    }
+    wait_for_daemons(&abs)
 }

@@ -101,6 +101,9 @@ pub struct Prepared {
     status_file: Option<status::Writer>,
     /// When it was accepted, RFC 3339.
     started: String,
+    /// Where its task's count of requests to a remote vault's bucket
+    /// starts; its record counts from the same point.
+    requests_mark: Option<crate::model::Requests>,
     /// Live counters, for progress bars and `user.cbrfs.progress`.
     pub progress: Arc<Progress>,
 }
@@ -135,7 +138,10 @@ pub fn prepare(store: &Store, vault: &str, opts: BackupOptions) -> Result<Prepar
         Origin::Manual | Origin::Policy => None,
     };
     let policy = opts.policy.clone();
-    accept(store, vault, opts).map_err(|e| match (origin, policy, e.kind()) {
+    // Before the vault is opened and its lease taken: the task counts
+    // both (docs/JSON.md, `requests`).
+    let mark = store.task_requests_mark(vault);
+    accept(store, vault, opts, mark).map_err(|e| match (origin, policy, e.kind()) {
         (Origin::Policy, Some(p), Kind::Busy) => {
             let why = format!(
                 "policy {p}: time point skipped: the vault's previous backup is still running"
@@ -151,14 +157,19 @@ pub fn prepare(store: &Store, vault: &str, opts: BackupOptions) -> Result<Prepar
             Error::new(Kind::Busy, why)
         }
         _ => {
-            record_refusal(store, vault, asked.as_deref(), &e, at_ns);
+            record_refusal_counting(store, vault, asked.as_deref(), &e, at_ns, mark);
             e
         }
     })
 }
 
 /// [`prepare`] but for the task log.
-fn accept(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepared> {
+fn accept(
+    store: &Store,
+    vault: &str,
+    mut opts: BackupOptions,
+    mark: Option<crate::model::Requests>,
+) -> Result<Prepared> {
     let cfg = store.vault(vault)?;
     let origin = opts.origin.unwrap_or(Origin::Manual);
     let name = match &opts.name {
@@ -201,6 +212,7 @@ fn accept(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepare
             task: None,
             status_file: None,
             started: catalog::now_rfc3339(),
+            requests_mark: mark,
             store: store.clone(),
             vault: cfg,
             name,
@@ -243,7 +255,15 @@ fn accept(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepare
     // failed instead of that it never existed.
     let started = catalog::now_rfc3339();
     let at = opts.at_ns.unwrap_or_else(catalog::now_ns);
-    let task = tasks::start(store, tasks::TaskType::Backup, vault, None, Some(&name), at);
+    let task = tasks::start_counting(
+        store,
+        tasks::TaskType::Backup,
+        vault,
+        None,
+        Some(&name),
+        at,
+        mark,
+    );
     let status_file = status::Writer::new(store, vault);
     status_file.write(&status::Status {
         backup: name.clone(),
@@ -259,6 +279,7 @@ fn accept(store: &Store, vault: &str, mut opts: BackupOptions) -> Result<Prepare
         task: Some(task),
         status_file: Some(status_file),
         started,
+        requests_mark: mark,
         store: store.clone(),
         vault: cfg,
         name,
@@ -366,11 +387,15 @@ impl Prepared {
             Ok(_) => status_file.remove(&self.name),
             Err(e) => status_file.write(&status(status::RunStatus::Error, Some(e.to_string()))),
         }
-        if let Ok(t) = task.into_inner() {
-            t.finish(&result);
-        }
         if result.is_ok() {
             self.after_capacity(at);
+        }
+        // The writer lock before the task ends: releasing a remote vault's
+        // lease is a request of the backup's (one DELETE), which its task
+        // counts like the lease's taking.
+        drop(self._lock.take());
+        if let Ok(t) = task.into_inner() {
+            t.finish(&result);
         }
         result
     }
@@ -379,8 +404,9 @@ impl Prepared {
         let started_ns = self.opts.at_ns.unwrap_or_else(catalog::now_ns);
         let t0 = std::time::Instant::now();
         let vault = self.vault.name.clone();
-        // The record keeps what the run asks of a remote vault's bucket.
-        let requests_before = self.store.vault_requests(&vault);
+        // The record keeps what the backup asked of a remote vault's
+        // bucket, from where its task counts (the vault's open included).
+        let requests_before = self.requests_mark;
         let repo = self.store.repo(&vault)?;
         let dry_run = self.opts.dry_run;
         // Under the writer lock no other writer of packs, indexes or records
@@ -608,10 +634,32 @@ pub(crate) fn record_refusal(
     e: &Error,
     at_ns: i64,
 ) {
+    let mark = store.task_requests_mark(vault);
+    record_refusal_counting(store, vault, backup, e, at_ns, mark);
+}
+
+/// [`record_refusal`], the task counting requests from `mark`.
+fn record_refusal_counting(
+    store: &Store,
+    vault: &str,
+    backup: Option<&str>,
+    e: &Error,
+    at_ns: i64,
+    mark: Option<crate::model::Requests>,
+) {
     if store.vault(vault).is_err() {
         return;
     }
-    tasks::start(store, tasks::TaskType::Backup, vault, None, backup, at_ns).failed(e);
+    tasks::start_counting(
+        store,
+        tasks::TaskType::Backup,
+        vault,
+        None,
+        backup,
+        at_ns,
+        mark,
+    )
+    .failed(e);
 }
 
 /// Nanoseconds since the epoch from a stat's seconds and nanoseconds.
