@@ -467,6 +467,106 @@ expect_ok cbrfs umount "$MNT"
 wait_unmounted "$MNT"
 no_plaintext "after the mounts and listings"
 
+note "key files: a key-file slot opens every command and the mount, without argon2id"
+KF=$T/ev.key
+head -c 64 /dev/urandom >"$KF"
+KF_OTHER=$T/other.key
+head -c 64 /dev/urandom >"$KF_OTHER"
+KF_SHORT=$T/short.key
+printf 'hunter2\n' >"$KF_SHORT"
+chmod 600 "$KF" "$KF_OTHER" "$KF_SHORT"
+expect_exit 2 'wrong password for vault ev' -- cbrfs --password-file "$WRONG" vault key add ev --new-key-file "$KF"
+expect_exit 2 "new-key-file $KF_SHORT: a key file has 32 to" -- cbrfs --password-file "$PW2" vault key add ev --new-key-file "$KF_SHORT"
+expect_exit 2 'cannot be used with' -- cbrfs --password-file "$PW2" vault key add ev --new-key-file "$KF" --new-password-file "$PW"
+expect_exit 2 'no such file' -- cbrfs --password-file "$PW2" vault key add ev --new-key-file "$T/absent.key"
+expect_ok cbrfs --password-file "$PW2" vault key add ev --new-key-file "$KF"
+K=$(sed -n 's/^added key slot \([0-9]*\) .*/\1/p' <<<"$OUT")
+expect_ok cbrfs vault key list ev
+matches "^$K +key file" "$OUT" && pass "key list shows slot $K as a key file" || fail "key list: $OUT"
+# Every command that unlocks the vault takes --key-file, with no password
+# anywhere (no variable, no terminal).
+for cmd in "vault show ev" "backup list ev" "backup show ev b2" "ls ev b2" "diff ev b1 b2" "check ev --read-data" \
+	"vault update ev --description keyfile" "backup create ev --name kf1" "prune ev" "vault key add ev --new-password-file $PW"; do
+	# shellcheck disable=SC2086 # the command's words
+	expect_ok cbrfs --key-file "$KF" $cmd
+done
+expect_ok cbrfs --key-file "$KF" restore ev kf1 --to "$T/r-kf"
+if out=$(treecmp "$S" "$T/r-kf"); then
+	pass "treecmp: a restore opened by the key file is the source"
+else
+	fail "treecmp source vs restore with --key-file: $out"
+fi
+# The key file wins over the variable (an option says more than the
+# environment); beside --password-file it is refused.
+CBRFS_PASSWORD='not the password' expect_ok cbrfs --key-file "$KF" backup list ev
+expect_exit 2 'cannot be used with' -- cbrfs --key-file "$KF" --password-file "$PW2" backup list ev
+# Wrong, short and missing key files: exit 2 naming the vault or the file;
+# only key-file slots are tried.
+expect_exit 2 "wrong key file for vault ev \\(tried key slots $K\\)" -- cbrfs --key-file "$KF_OTHER" backup list ev
+expect_exit 2 "key-file $KF_SHORT: a key file has 32 to" -- cbrfs --key-file "$KF_SHORT" backup list ev
+expect_exit 2 "key-file $T/absent.key: no such file" -- cbrfs --key-file "$T/absent.key" backup list ev
+expect_exit 2 'wrong key file for vault ev' -- cbrfs --key-file "$KF_OTHER" vault key remove ev "$K"
+# Through the mount: the daemon gets the key file and unlocks ahead.
+: >"$STORE/logs/mount.log" 2>/dev/null
+expect_ok cbrfs --key-file "$KF" mount "$MNT"
+wait_mounted "$MNT"
+wait_for 20 "the daemon unlocks ev with the key file ahead" grep -q 'vault ev: unlocked ahead of its first use' "$STORE/logs/mount.log" &&
+	pass "the mount daemon unlocked ev ahead with the key file"
+cmp -s "$S/random" "$MNT/ev/kf1/src/random" && pass "cat through a mount opened by the key file" || fail "random differs through the key-file mount"
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"
+expect_ok cbrfs --key-file "$KF_OTHER" mount "$MNT"
+wait_mounted "$MNT"
+st=$(getfattr --only-values -n user.cbrfs.status "$MNT/ev" 2>/dev/null)
+matches 'locked: wrong key file for vault ev' "$st" && pass "with another key file the vault is locked: $st" || fail "status with another key file: '$st'"
+cmp -s "$T/plain-src/random" "$MNT/plain/p1/src/random" && pass "the unencrypted vault works beside it" || fail "plain vault through the mount"
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"
+# A vault created with --key-file: slot 0 is the key file's; a password
+# slot added later costs argon2id's memory, the key file's unlock does not
+# (peak RSS of the process, m = 64 MiB for this slot).
+expect_ok cbrfs --key-file "$KF" vault create kv --type filesystem --capacity 10GB --encrypt
+expect_ok cbrfs vault key list kv
+matches '^0 +key file' "$OUT" && pass "vault create --encrypt --key-file: slot 0 is a key file" || fail "key list kv: $OUT"
+expect_exit 2 'vault kv has no password key slot: give its key file' -- cbrfs --password-file "$PW" vault show kv
+mkdir -p "$T/kv-src"
+cp "$S/random" "$T/kv-src/random"
+expect_ok cbrfs --key-file "$KF" vault associate kv --path "$T/kv-src" --name src
+CBRFS_KDF_PARAMS=m=65536,t=1,p=1 expect_ok cbrfs --key-file "$KF" vault key add kv --new-password-file "$PW"
+# peak_kib CMD...: the peak RSS in KiB of CMD (and its children), which
+# must succeed.
+peak_kib() {
+	python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
+}
+if pw_kib=$(peak_kib "$CBRFS_BIN" --store "$STORE" --password-file "$PW" backup create kv --name k1) &&
+	kf_kib=$(peak_kib "$CBRFS_BIN" --store "$STORE" --key-file "$KF" backup create kv --name k2); then
+	[ "$pw_kib" -ge 65536 ] && pass "a backup opened by the password peaks at $pw_kib KiB (argon2id's 64 MiB)" || fail "password backup peak $pw_kib KiB, below argon2id's 65536"
+	[ "$kf_kib" -lt 49152 ] && pass "a backup opened by the key file peaks at $kf_kib KiB (no argon2id)" || fail "key-file backup peak $kf_kib KiB: argon2id ran?"
+else
+	fail "backups of kv with the password and the key file"
+fi
+no_plaintext "with key-file slots"
+# Neither the key file's bytes nor their hex are anywhere in the store.
+if python3 - "$KF" "$STORE" <<'PY'; then
+import os, sys
+key = open(sys.argv[1], 'rb').read()
+needles = [key[:24], key[:24].hex().encode()]
+for d, _, files in os.walk(sys.argv[2]):
+    for f in files:
+        p = os.path.join(d, f)
+        if os.path.isfile(p) and not os.path.islink(p):
+            data = open(p, 'rb').read()
+            if any(n in data for n in needles):
+                print(p)
+                sys.exit(1)
+PY
+	pass "the key file's bytes are nowhere in the store"
+else
+	fail "the key file's bytes are in the store"
+fi
+
 note "a disk with a LUKS header is reported as encrypted at the source"
 expect_ok cbrfs vault create dv --type disk --capacity 10GB
 python3 -c '

@@ -10,15 +10,22 @@ use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum KeyCmd {
-    /// Add a password: the vault is opened with its current one
-    /// (--password-file, $CBRFS_PASSWORD or the terminal); the new one
-    /// comes from --new-password-file or the terminal.
+    /// Add a password or a key file: the vault is opened with what opens
+    /// it now (--key-file, --password-file, $CBRFS_PASSWORD or the
+    /// terminal); the new password comes from --new-password-file or the
+    /// terminal, a new key file from --new-key-file.
     Add {
         /// The vault.
         vault: String,
         /// Read the new password from the first line of FILE.
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
+        /// Add a key-file slot opened by the whole of FILE (32 bytes to 1
+        /// MiB of random bytes, e.g. `head -c 64 /dev/urandom`): for
+        /// scheduled and scripted commands (`--key-file FILE`), which then
+        /// skip argon2id's time and 64 MiB.
+        #[arg(long, value_name = "FILE", conflicts_with = "new_password_file")]
+        new_key_file: Option<PathBuf>,
     },
     /// List the key slots (no password needed).
     List {
@@ -42,8 +49,13 @@ pub(super) fn key_cmd(store: &Store, cmd: KeyCmd) -> Result<i32> {
         KeyCmd::Add {
             vault,
             new_password_file,
+            new_key_file,
         } => {
-            let n = keys::add(store, &vault, new_password_file.as_deref())?;
+            let new = match &new_key_file {
+                Some(f) => keys::NewSecret::KeyFile(f),
+                None => keys::NewSecret::Password(new_password_file.as_deref()),
+            };
+            let n = keys::add(store, &vault, new)?;
             println!("added key slot {n} to vault {vault}");
         }
         KeyCmd::List { vault, json } => {

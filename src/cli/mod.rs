@@ -45,6 +45,17 @@ pub struct Cli {
     /// argument).
     #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Open encrypted vaults with the key file FILE instead of a password
+    /// (its key-file slot: `vault key add --new-key-file`; `vault create
+    /// --encrypt` makes slot 0 one): no argon2id, for scheduled and
+    /// scripted commands. Wins over $CBRFS_PASSWORD.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "password_file"
+    )]
+    pub key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -182,6 +193,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     // Before any command opens a vault: the one unlock (store::keyring)
     // reads it.
     crate::store::keyring::set_password_file(cli.password_file.clone());
+    crate::store::keyring::set_key_file(cli.key_file.clone());
     match &cli.command {
         // Unmounting needs no store: it must work on a stale mount whatever
         // --store says, and must not create one. Completions and man pages

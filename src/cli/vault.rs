@@ -45,7 +45,8 @@ pub(super) enum VaultCmd {
         #[arg(long, value_name = "SIZE", requires = "storage")]
         cache_size: Option<String>,
         /// Encrypt the vault (chosen now, never changed): the password
-        /// comes from --password-file, $CBRFS_PASSWORD or the terminal.
+        /// comes from --password-file, $CBRFS_PASSWORD or the terminal;
+        /// with --key-file the first key slot is that key file's instead.
         /// A vault with --storage is encrypted unless --no-encrypt.
         #[arg(long)]
         encrypt: bool,

@@ -1,9 +1,11 @@
-//! Where the password of an encrypted vault comes from: `--password-file
-//! FILE` (its first line), else the variable `CBRFS_PASSWORD`, else a
-//! prompt when standard input is a terminal; otherwise an error saying
-//! which option or variable to give. Never from an argument: arguments are
-//! visible to every user in `ps` and `/proc/<pid>/cmdline`. Passwords and
-//! key files live in wiped buffers ([`Zeroizing`]).
+//! Where the secret of an encrypted vault comes from: `--key-file FILE`
+//! (the whole file, for a key-file slot: no argon2id), else the password:
+//! `--password-file FILE` (its first line), else the variable
+//! `CBRFS_PASSWORD`, else a prompt when standard input is a terminal;
+//! otherwise an error saying which option or variable to give. Never from
+//! an argument: arguments are visible to every user in `ps` and
+//! `/proc/<pid>/cmdline`. Passwords and key files live in wiped buffers
+//! ([`Zeroizing`]).
 
 use super::slot::{Secret, KEY_FILE_MAX};
 use crate::error::{Error, IoContext, Result};
@@ -212,7 +214,53 @@ pub fn read_key_file(path: &Path, option: &str) -> Result<Zeroizing<Vec<u8>>> {
             what()
         )));
     }
+    // Refused here, naming the file, rather than as a "wrong key file"
+    // after every slot was tried (unlock) or as a nameless length error
+    // (a new slot).
+    super::slot::check_key_file_len(bytes.len()).map_err(|e| e.context(what()))?;
     Ok(bytes)
+}
+
+/// What opens an encrypted vault, as given to this process: a password
+/// (an argon2id slot) or the bytes of a key file (a key-file slot). Wiped
+/// when dropped, never printed.
+pub enum Given {
+    /// A password, from a file, the variable or the terminal.
+    Password(Password),
+    /// A key file's bytes.
+    KeyFile(Zeroizing<Vec<u8>>),
+}
+
+impl Given {
+    /// As a slot secret.
+    pub fn secret(&self) -> Secret<'_> {
+        match self {
+            Given::Password(p) => p.secret(),
+            Given::KeyFile(b) => Secret::KeyFile(b),
+        }
+    }
+}
+
+impl fmt::Debug for Given {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Given::Password(_) => "Given::Password(<secret>)",
+            Given::KeyFile(_) => "Given::KeyFile(<secret>)",
+        })
+    }
+}
+
+/// The secret that opens `vault`: the key file `key_file` when one is
+/// given (`--key-file`: only the vault's key-file slots are tried, and no
+/// argon2id runs; a scheduled or scripted command's choice), else the
+/// password from `src`. A key file given wins over `CBRFS_PASSWORD` (an
+/// option says more than the environment); the CLI refuses `--key-file`
+/// beside `--password-file`.
+pub fn read_secret(vault: &str, key_file: Option<&Path>, src: &Sources<'_>) -> Result<Given> {
+    match key_file {
+        Some(path) => read_key_file(path, "--key-file").map(Given::KeyFile),
+        None => read_password(vault, src).map(Given::Password),
+    }
 }
 
 /// At most `limit` bytes of `path` (a regular file, a pipe or a character
@@ -414,6 +462,50 @@ mod tests {
         let f = file_with(&vec![0u8; KEY_FILE_MAX + 1]);
         let e = read_key_file(f.path(), "--key-file").unwrap_err();
         assert!(e.to_string().contains("too long for a key file"), "{e}");
+        // Too short: exit 2 naming the file, before any slot is tried.
+        let f = file_with(b"hunter2\n");
+        let e = read_key_file(f.path(), "--key-file").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(msg.contains("a key file has 32 to"), "{msg}");
+        assert!(
+            msg.contains(&format!("--key-file {}", f.path().display())),
+            "{msg}"
+        );
+    }
+
+    /// A key file given is what unlocks, whatever the variable or the
+    /// terminal hold; without one the password sources are read as before.
+    #[test]
+    fn a_key_file_given_opens_its_slot_and_wins_over_the_password() {
+        use crate::crypto::slot::{add_slot, create_vault_key, tests::MemStorage, tests::CHEAP};
+        let s = MemStorage::default();
+        let m = create_vault_key(&s, "v", Secret::Password(b"pw"), CHEAP).unwrap();
+        let key = [7u8; 64];
+        assert_eq!(
+            add_slot(&s, "v", &m, Secret::KeyFile(&key), CHEAP).unwrap(),
+            1
+        );
+        let kf = file_with(&key);
+        let pwf = file_with(b"pw\n");
+        let given = read_secret("v", Some(kf.path()), &Sources::unlock(Some(pwf.path()))).unwrap();
+        assert!(matches!(given, Given::KeyFile(_)), "{given:?}");
+        let (n, got) = crate::crypto::slot::unlock_vault(&s, "v", given.secret()).unwrap();
+        assert_eq!((n, got.key_id()), (1, m.key_id()));
+        let given = read_secret("v", None, &Sources::unlock(Some(pwf.path()))).unwrap();
+        assert!(matches!(given, Given::Password(_)), "{given:?}");
+        let (n, _) = crate::crypto::slot::unlock_vault(&s, "v", given.secret()).unwrap();
+        assert_eq!(n, 0);
+        // Another key file: only the key-file slot is tried, exit 2.
+        let other = file_with(&[8u8; 64]);
+        let given = read_secret("v", Some(other.path()), &Sources::unlock(None)).unwrap();
+        let e = crate::crypto::slot::unlock_vault(&s, "v", given.secret()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "wrong key file for vault v (tried key slots 1)"
+        );
+        assert_eq!(e.exit_code(), 2);
+        assert!(!format!("{given:?}").contains('8'));
     }
 
     #[test]

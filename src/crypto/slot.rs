@@ -403,7 +403,8 @@ pub fn create_slot(
     Ok(out)
 }
 
-fn check_key_file_len(len: usize) -> Result<()> {
+/// A key file of `len` bytes is accepted, or an error saying the bounds.
+pub(crate) fn check_key_file_len(len: usize) -> Result<()> {
     if (KEY_FILE_MIN..=KEY_FILE_MAX).contains(&len) {
         Ok(())
     } else {

@@ -39,26 +39,43 @@ fn unlock_then_remember(
     Ok(master)
 }
 
-/// Add a key slot opened by the password from `new_password_file` (or the
-/// terminal, asked twice; never `CBRFS_PASSWORD`, which opens the vault).
-/// Returns the new slot's number.
-pub fn add(store: &Store, vault: &str, new_password_file: Option<&Path>) -> Result<u32> {
+/// What a new key slot is opened by: a password (from a file, or the
+/// terminal when `None`) or a key file.
+#[derive(Debug, Clone, Copy)]
+pub enum NewSecret<'a> {
+    /// `--new-password-file FILE`, or the terminal.
+    Password(Option<&'a Path>),
+    /// `--new-key-file FILE`: a key-file slot, opened without argon2id.
+    KeyFile(&'a Path),
+}
+
+/// Add a key slot opened by `new`: a password from `--new-password-file`
+/// (or the terminal, asked twice; never `CBRFS_PASSWORD`, which opens the
+/// vault) or the bytes of a key file. Returns the new slot's number.
+pub fn add(store: &Store, vault: &str, new: NewSecret<'_>) -> Result<u32> {
     encrypted_vault(store, vault)?;
     let storage = store.vault_storage(vault)?;
     let master = unlock_then_remember(&*storage, vault)?;
     let _lock = store.try_backup_lock(vault)?;
-    let src = Sources {
-        file: new_password_file,
-        option: "--new-password-file",
-        env: None,
-        confirm: true,
+    let given = match new {
+        NewSecret::KeyFile(path) => {
+            password::Given::KeyFile(password::read_key_file(path, "--new-key-file")?)
+        }
+        NewSecret::Password(file) => {
+            let src = Sources {
+                file,
+                option: "--new-password-file",
+                env: None,
+                confirm: true,
+            };
+            password::Given::Password(password::read_password(vault, &src)?)
+        }
     };
-    let pw = password::read_password(vault, &src)?;
     slot::add_slot(
         &Slots(&*storage),
         vault,
         &master,
-        pw.secret(),
+        given.secret(),
         KdfParams::for_new_slot()?,
     )
 }

@@ -200,6 +200,10 @@ fn spawn_daemon(
     if let Some(p) = crate::store::keyring::password_file() {
         cmd.arg("--password-file").arg(absolute(&p));
     }
+    // Likewise the key file (key-file slots, no argon2id in the daemon).
+    if let Some(p) = crate::store::keyring::key_file() {
+        cmd.arg("--key-file").arg(absolute(&p));
+    }
     let wr_raw = wr.into_raw_fd();
     let keys_raw = keys_rd.map(|k| k.into_raw_fd());
     if let Some(k) = keys_raw {

@@ -79,6 +79,9 @@ impl Storage for Fenced {
     fn will_read(&self, name: &str, bytes: u64) {
         self.inner.will_read(name, bytes)
     }
+    fn reading_once(&self, on: bool) {
+        self.inner.reading_once(on)
+    }
     fn get_at_most(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.inner.get_at_most(name, limit)
     }

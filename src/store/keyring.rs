@@ -1,7 +1,8 @@
 //! The key of a vault, found once per process: the `key` object of a
 //! version-1 vault, or the master key of an encrypted vault (docs/FORMAT.md
-//! §16) unlocked from its key slots with the password from
-//! `--password-file`, `CBRFS_PASSWORD` or the terminal. Every command
+//! §16) unlocked from its key slots with the key file of `--key-file`, else
+//! the password from `--password-file`, `CBRFS_PASSWORD` or the terminal.
+//! Every command
 //! reaches a vault's store through [`super::Repo::open_in`] and its records
 //! through the catalog, both of which ask [`vault_key`]: the unlock lives
 //! here alone, so no command can forget it, and a mount asks once per
@@ -23,12 +24,35 @@ const SETTINGS: &str = "vault.json";
 /// any command opens a vault).
 static PASSWORD_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// `--key-file`, given once to the process like `--password-file`.
+static KEY_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
 /// What an unlock gave, by storage (its `describe()`): the key, or why it
 /// is not available. A failure for want of a password is kept too, so that
 /// a mount asks once and then shows the vault locked instead of asking at
 /// every read.
 type Unlocked = HashMap<String, std::result::Result<Key, (Kind, String)>>;
 static UNLOCKED: Mutex<Option<Unlocked>> = Mutex::new(None);
+
+/// Set the `--key-file` of this process: encrypted vaults are then opened
+/// by their key-file slots, without argon2id.
+pub fn set_key_file(path: Option<PathBuf>) {
+    *KEY_FILE.lock() = path;
+}
+
+/// The `--key-file` of this process, if given.
+pub fn key_file() -> Option<PathBuf> {
+    KEY_FILE.lock().clone()
+}
+
+/// The secret given to this process for vault `vault`: the key file, else
+/// the password (file, variable, terminal; asked twice when `confirm`).
+fn given_secret(vault: &str, confirm: bool) -> Result<password::Given> {
+    let (kf, pf) = (key_file(), password_file());
+    let mut src = Sources::unlock(pf.as_deref());
+    src.confirm = confirm;
+    password::read_secret(vault, kf.as_deref(), &src)
+}
 
 /// Set the `--password-file` of this process.
 pub fn set_password_file(path: Option<PathBuf>) {
@@ -112,9 +136,8 @@ pub fn encrypted_vault_key(storage: &dyn Storage, vault: &str) -> Result<Key> {
     if let Some(r) = cache.get(&id) {
         return r.clone().map_err(|(k, m)| Error::new(k, m));
     }
-    let file = password_file();
-    let unlocked = password::read_password(vault, &Sources::unlock(file.as_deref()))
-        .and_then(|pw| unlock_slots(storage, vault, pw.secret()));
+    let unlocked =
+        given_secret(vault, false).and_then(|given| unlock_slots(storage, vault, given.secret()));
     match unlocked {
         Ok((_, master)) => {
             let key = Key::from_master(&master);
@@ -167,10 +190,12 @@ fn forget_cached_slots(storage: &dyn Storage) -> bool {
     any
 }
 
-/// True when a password was given without a terminal: `--password-file`
-/// or `CBRFS_PASSWORD`.
+/// True when a password or key file was given without a terminal:
+/// `--key-file`, `--password-file` or `CBRFS_PASSWORD`.
 pub fn password_given() -> bool {
-    password_file().is_some() || std::env::var_os(password::PASSWORD_ENV).is_some()
+    key_file().is_some()
+        || password_file().is_some()
+        || std::env::var_os(password::PASSWORD_ENV).is_some()
 }
 
 /// The key of encrypted vault `vault` if it can be had without asking
@@ -189,7 +214,8 @@ pub fn key_at_hand(storage: &dyn Storage, vault: &str) -> Result<std::result::Re
     if !password_given() {
         return Ok(Err(Error::invalid(format!(
             "vault {vault} is encrypted and no password was given for it: set {} or give \
-             --password-file FILE (or name the vault on a terminal to be asked)",
+             --password-file FILE or --key-file FILE (or name the vault on a terminal to be \
+             asked)",
             password::PASSWORD_ENV
         ))));
     }
@@ -218,15 +244,13 @@ pub fn remember(
         .insert(storage.describe(), entry);
 }
 
-/// Give a new encrypted vault in `storage` its master key, held by slot 0
-/// opened by the password from `--password-file`, `CBRFS_PASSWORD` or the
-/// terminal (asked twice). Call before the vault's settings are written.
+/// Give a new encrypted vault in `storage` its master key, held by slot 0:
+/// a key-file slot when `--key-file` is given, else opened by the password
+/// from `--password-file`, `CBRFS_PASSWORD` or the terminal (asked twice).
+/// Call before the vault's settings are written.
 pub fn create_encrypted(storage: &dyn Storage, vault: &str) -> Result<Key> {
-    let file = password_file();
-    let mut src = Sources::unlock(file.as_deref());
-    src.confirm = true;
-    let pw = password::read_password(vault, &src)?;
-    create_encrypted_with(storage, vault, pw.secret(), KdfParams::for_new_slot()?)
+    let given = given_secret(vault, true)?;
+    create_encrypted_with(storage, vault, given.secret(), KdfParams::for_new_slot()?)
 }
 
 /// [`create_encrypted`] with the secret and parameters given (tests, and
@@ -247,13 +271,12 @@ pub fn create_encrypted_with(
     Ok(key)
 }
 
-/// The master key of encrypted vault `vault`, unlocked afresh (for `key
-/// add` and `key remove`, which need the master key itself, not the keys
-/// derived from it).
+/// The master key of encrypted vault `vault`, unlocked afresh with the
+/// key file or password given (for `key add` and `key remove`, which need
+/// the master key itself, not the keys derived from it).
 pub fn unlock_master(storage: &dyn Storage, vault: &str) -> Result<crate::crypto::MasterKey> {
-    let file = password_file();
-    let pw = password::read_password(vault, &Sources::unlock(file.as_deref()))?;
-    unlock_slots(storage, vault, pw.secret()).map(|(_, m)| m)
+    let given = given_secret(vault, false)?;
+    unlock_slots(storage, vault, given.secret()).map(|(_, m)| m)
 }
 
 /// Forget the key unlocked for `storage` (tests of unlocking, and a

@@ -58,6 +58,7 @@ pub mod marks;
 mod pack;
 mod prefetch;
 pub use maintenance::IndexRebuild;
+pub use prefetch::ReadingOnce;
 mod reader;
 pub mod remote;
 pub mod s3;

@@ -2,7 +2,9 @@
 //! they are in, with how many of each pack's bytes are wanted, go to the
 //! storage ([`Storage::will_read`]), so that a caching backend fetches a
 //! pack whole, in one request, when most of it is wanted, and by byte
-//! ranges otherwise (docs/FORMAT.md §19.2).
+//! ranges otherwise (docs/FORMAT.md §19.2). And a restore says that it
+//! reads data once ([`Repo::reading_once`]), so that a caching backend
+//! holds what it fetches in memory rather than on disk.
 
 use super::storage::Storage;
 use super::{BlobId, BlobKind, Repo};
@@ -23,5 +25,31 @@ impl Repo {
         for (pack, bytes) in per_pack {
             storage.will_read(&super::pack::pack_name(&pack), bytes);
         }
+    }
+}
+
+/// A one-pass reader of a vault's data (a restore), from
+/// [`Repo::reading_once`] until dropped.
+pub struct ReadingOnce {
+    storage: std::sync::Arc<dyn Storage>,
+}
+
+impl Drop for ReadingOnce {
+    fn drop(&mut self) {
+        self.storage.reading_once(false);
+    }
+}
+
+impl Repo {
+    /// Tell the storage that this process reads the data it is about to
+    /// read once, in order (a restore), until the guard is dropped: a
+    /// caching backend then holds the ranges it fetches in bounded memory
+    /// instead of writing them into its cache on disk (restic keeps no
+    /// data packs either), the cache on disk stays for what browsing reads
+    /// again. A local vault ignores it.
+    pub fn reading_once(&self) -> ReadingOnce {
+        let storage = self.storage().clone();
+        storage.reading_once(true);
+        ReadingOnce { storage }
     }
 }

@@ -144,6 +144,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = (name, bytes);
     }
 
+    /// A hint that a reader which reads each data pack's bytes once, in
+    /// order (a restore), starts (`on`) or ends: while one runs, a caching
+    /// backend holds the data ranges it fetches in bounded memory instead
+    /// of writing them into its cache on disk (docs/FORMAT.md §19.2).
+    /// Calls pair up ([`super::Repo::reading_once`]). Others do nothing.
+    fn reading_once(&self, on: bool) {
+        let _ = on;
+    }
+
     /// The whole object if it has at most `limit` bytes, None when absent;
     /// a larger one is an error of kind Corrupt naming it. For the small
     /// objects at a bucket's root that anyone who can write to the bucket

@@ -148,6 +148,9 @@ pub fn restore_with_progress(
     };
     progress.add_total(parts.iter().map(|p| p.stats.bytes_total).sum());
     let repo = store.repo(vault)?;
+    // A restore reads each data range once: a remote vault holds what it
+    // fetches in memory instead of writing it into its cache on disk.
+    let _once = repo.reading_once();
     let mut filter = Filter::new(&opts.include, &opts.exclude)?;
     if filter.active() {
         if opts.in_place || parts.iter().any(|p| p.kind == ResourceKind::Disk) {

@@ -301,11 +301,11 @@ impl<'a> Restorer<'a> {
                         return Ok(true);
                     };
                     self.on_path.remove(&f.tree);
-                    // Its files written before its times and mode are set
-                    // (or it is removed).
-                    self.wait_dir(f.dir_id)?;
                     let kept = f.whole || f.kept;
                     if !kept && !stack.is_empty() {
+                        // Its files (none was restored) finished before it
+                        // is removed.
+                        self.wait_dir(f.dir_id)?;
                         // Made only as the parent of included entries, and
                         // none was restored: removed again, by name from
                         // its parent (restore made both, mode 0700).
@@ -324,12 +324,11 @@ impl<'a> Restorer<'a> {
                     if let Some(parent) = stack.last_mut() {
                         parent.kept |= kept;
                     }
-                    if let (Some(m), Some(fd)) = (&f.meta, &f.fd) {
+                    if let (Some(m), Some(fd)) = (f.meta, f.fd) {
                         // After its entries: they would change its mtime,
-                        // and its mode may forbid writing into it.
-                        if let Err(e) = self.dir_metadata(fd, m, &f.rel) {
-                            self.failed_entry(e);
-                        }
+                        // and its mode may forbid writing into it; after
+                        // its files too, without waiting for them here.
+                        self.dir_done(f.dir_id, fd, m, f.rel);
                     }
                     if stack.is_empty() {
                         return Ok(kept);

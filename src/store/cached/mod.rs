@@ -465,7 +465,6 @@ impl Storage for CachedStorage {
                 .whole_maps
                 .get_or(name, || self.whole.map(name).ok().flatten())
                 .is_some()
-            || self.blocks.has_whole(name)
         {
             return;
         }
@@ -473,19 +472,26 @@ impl Storage for CachedStorage {
             return;
         };
         // Most of it, and room for it beside the other ranges.
-        if bytes.saturating_mul(2) <= size || size > self.blocks.limit() / 2 {
+        if bytes.saturating_mul(2) <= size
+            || !self.blocks.room_for_whole(size)
+            || self.blocks.has_whole(name, size)
+        {
             return;
         }
         // Bounded by the listed size: the object may have been replaced by
         // a larger one since (anyone who can write to the bucket can).
         match self.remote.get_at_most(name, size) {
-            Ok(Some(d)) if d.len() as u64 == size => self.blocks.keep_whole(name, &d),
+            Ok(Some(d)) if d.len() as u64 == size => self.blocks.keep_whole(name, d),
             Ok(_) => log::debug!("cache: {name} changed size or vanished; read by range"),
             Err(e) => {
                 self.whole_failed.store(true, Ordering::Relaxed);
                 log::debug!("cache: fetch {name} whole: {e}; read by range");
             }
         }
+    }
+
+    fn reading_once(&self, on: bool) {
+        self.blocks.once(on);
     }
 }
 

@@ -589,6 +589,9 @@ fn fenced_forwards_every_method() {
         fn will_read(&self, _: &str, _: u64) {
             self.0.lock().push("will_read");
         }
+        fn reading_once(&self, _: bool) {
+            self.0.lock().push("reading_once");
+        }
         fn get_at_most(&self, _: &str, _: u64) -> Result<Option<Vec<u8>>> {
             self.0.lock().push("get_at_most");
             Ok(None)
@@ -608,6 +611,7 @@ fn fenced_forwards_every_method() {
     assert!(f.requests().is_some());
     f.publish().unwrap();
     f.will_read("packs/ab/x.pack", 5);
+    f.reading_once(true);
     assert_eq!(f.get_at_most("head", 10).unwrap(), None);
     f.distrust_kept_listings();
     assert_eq!(
@@ -621,6 +625,7 @@ fn fenced_forwards_every_method() {
             "requests",
             "publish",
             "will_read",
+            "reading_once",
             "get_at_most",
             "distrust_kept_listings"
         ]
