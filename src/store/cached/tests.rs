@@ -213,6 +213,31 @@ fn host(remote: &Arc<Logged>, t: &tempfile::TempDir, home: &str) -> Arc<CachedSt
     ))
 }
 
+/// A vault written on host "home" of `remote`: `count` data blobs of
+/// `len` bytes each (seeds `seed`, `seed + 1`, ...) and one backup record,
+/// for a reader on another host to read back.
+fn vault_of_blobs(
+    t: &tempfile::TempDir,
+    remote: &Arc<Logged>,
+    count: u32,
+    seed: u32,
+    len: usize,
+) -> Vec<(BlobId, Vec<u8>)> {
+    let a = host(remote, t, "home");
+    Repo::create_in(&*a).unwrap();
+    let repo = Repo::open_in(a.clone(), "v").unwrap();
+    let mut w = RepoWriter::new(&repo, false);
+    let blobs = (0..count)
+        .map(|i| {
+            let b = bytes(seed + i, len);
+            (w.add(BlobKind::Data, &b).unwrap().id, b)
+        })
+        .collect();
+    w.finish().unwrap();
+    a.put("backups/b.bk", b"b").unwrap();
+    blobs
+}
+
 /// What a backup does to the store: blobs, its index, its record.
 fn backup(cached: &Arc<CachedStorage>, name: &str, data: &[u8]) -> BlobId {
     let repo = Repo::open_in(cached.clone(), "v").unwrap();
@@ -386,18 +411,7 @@ fn an_oversized_head_is_no_head() {
 fn small_blobs_are_read_by_the_block() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    let repo = Repo::open_in(a.clone(), "v").unwrap();
-    let mut w = RepoWriter::new(&repo, false);
-    let blobs: Vec<(BlobId, Vec<u8>)> = (0..60u32)
-        .map(|i| {
-            let b = bytes(100 + i, 3000);
-            (w.add(BlobKind::Data, &b).unwrap().id, b)
-        })
-        .collect();
-    w.finish().unwrap();
-    a.put("backups/b.bk", b"b").unwrap();
+    let blobs = vault_of_blobs(&t, &remote, 60, 100, 3000);
     let c = host(&remote, &t, "home2");
     let r = Repo::open_in(c.clone(), "v").unwrap();
     r.used_bytes().unwrap();
@@ -417,18 +431,7 @@ fn small_blobs_are_read_by_the_block() {
 fn most_of_a_pack_is_fetched_whole_else_ranges() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    let repo = Repo::open_in(a.clone(), "v").unwrap();
-    let mut w = RepoWriter::new(&repo, false);
-    let blobs: Vec<(BlobId, Vec<u8>)> = (0..8u32)
-        .map(|i| {
-            let b = bytes(30 + i, 40_000);
-            (w.add(BlobKind::Data, &b).unwrap().id, b)
-        })
-        .collect();
-    w.finish().unwrap();
-    a.put("backups/b.bk", b"b").unwrap();
+    let blobs = vault_of_blobs(&t, &remote, 8, 30, 40_000);
     let fresh = |home: &str| {
         let c = host(&remote, &t, home);
         let r = Repo::open_in(c.clone(), "v").unwrap();
@@ -723,18 +726,7 @@ fn a_recent_head_is_not_asked_again() {
 fn blocks_read_in_order_are_fetched_ahead() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    let repo = Repo::open_in(a.clone(), "v").unwrap();
-    let mut w = RepoWriter::new(&repo, false);
-    let blobs: Vec<(BlobId, Vec<u8>)> = (0..24u32)
-        .map(|i| {
-            let b = bytes(200 + i, 400_000);
-            (w.add(BlobKind::Data, &b).unwrap().id, b)
-        })
-        .collect();
-    w.finish().unwrap();
-    a.put("backups/b.bk", b"b").unwrap();
+    let blobs = vault_of_blobs(&t, &remote, 24, 200, 400_000);
     let c = host(&remote, &t, "home2");
     let r = Repo::open_in(c.clone(), "v").unwrap();
     r.used_bytes().unwrap();
@@ -998,18 +990,7 @@ fn cache_files(t: &tempfile::TempDir, home: &str) -> Vec<PathBuf> {
 fn a_restore_holds_its_blocks_in_memory_not_in_the_disk_cache() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    let repo = Repo::open_in(a.clone(), "v").unwrap();
-    let mut w = RepoWriter::new(&repo, false);
-    let blobs: Vec<(BlobId, Vec<u8>)> = (0..60u32)
-        .map(|i| {
-            let b = bytes(200 + i, 3000);
-            (w.add(BlobKind::Data, &b).unwrap().id, b)
-        })
-        .collect();
-    w.finish().unwrap();
-    a.put("backups/b.bk", b"b").unwrap();
+    let blobs = vault_of_blobs(&t, &remote, 60, 200, 3000);
     let c = host(&remote, &t, "home2");
     let r = Repo::open_in(c.clone(), "v").unwrap();
     r.used_bytes().unwrap();
@@ -1049,18 +1030,7 @@ fn a_restore_holds_its_blocks_in_memory_not_in_the_disk_cache() {
 fn a_restore_holds_a_whole_pack_in_memory() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    let repo = Repo::open_in(a.clone(), "v").unwrap();
-    let mut w = RepoWriter::new(&repo, false);
-    let blobs: Vec<(BlobId, Vec<u8>)> = (0..8u32)
-        .map(|i| {
-            let b = bytes(300 + i, 400_000);
-            (w.add(BlobKind::Data, &b).unwrap().id, b)
-        })
-        .collect();
-    w.finish().unwrap();
-    a.put("backups/b.bk", b"b").unwrap();
+    let blobs = vault_of_blobs(&t, &remote, 8, 300, 400_000);
     let c = host(&remote, &t, "home2");
     let r = Repo::open_in(c.clone(), "v").unwrap();
     r.used_bytes().unwrap();
@@ -1179,18 +1149,7 @@ fn a_damaged_block_held_in_memory_is_read_again_never_served() {
 fn blocks_held_in_memory_are_bounded() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    let repo = Repo::open_in(a.clone(), "v").unwrap();
-    let mut w = RepoWriter::new(&repo, false);
-    let blobs: Vec<(BlobId, Vec<u8>)> = (0..120u32)
-        .map(|i| {
-            let b = bytes(500 + i, 50_000);
-            (w.add(BlobKind::Data, &b).unwrap().id, b)
-        })
-        .collect();
-    w.finish().unwrap();
-    a.put("backups/b.bk", b"b").unwrap();
+    let blobs = vault_of_blobs(&t, &remote, 120, 500, 50_000);
     // 1 MiB of cache: blocks of 64 KiB, at most 512 KiB in memory,
     // against 6 MB read.
     let c = Arc::new(CachedStorage::new(
