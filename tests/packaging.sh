@@ -43,7 +43,7 @@ expect_eq "man pages with a .TH header for cbrfs and its subcommands" "${missing
 expect_eq "man page mode" "$(stat -c %a "$T/man/cbrfs.1")" "644"
 if command -v man >/dev/null; then
 	run env MANWIDTH=80 man -l "$T/man/cbrfs-metrics.1"
-	expect_eq "man -l renders cbrfs-metrics(1)" "$RC:$(matches '^ +cbrfs metrics .*--output' "$OUT" && echo y)" "0:y"
+	expect_eq "man -l renders cbrfs-metrics(1)" "$RC:$(matches '^ +cbrfs +metrics .*--output' "$OUT" && echo y)" "0:y"
 fi
 # The page of the top command lists every subcommand's page.
 expect_eq "cbrfs.1 lists cbrfs-metrics(1)" "$(grep -c 'cbrfs\\-metrics(1)' "$T/man/cbrfs.1")" "1"
