@@ -72,7 +72,7 @@ pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{
     compress_blob, compress_into, compress_into_at, give_buffer, pooled_bytes, release_buffers,
-    take_buffer, ZSTD_LEVEL, ZSTD_LEVEL_DISK,
+    take_buffer, DiskCodec, ZSTD_LEVEL, ZSTD_LEVEL_DISK,
 };
 /// An index's magic and the version of a sealed one (docs/FORMAT.md §7.1,
 /// §16.5): what `vault attach` looks for to tell an encrypted vault.
@@ -163,6 +163,8 @@ pub enum Compression {
     None = 0,
     /// One zstd frame.
     Zstd = 1,
+    /// One LZ4 block (no frame): disks' chunks that compress poorly.
+    Lz4 = 2,
 }
 
 impl Compression {
@@ -171,6 +173,7 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::Lz4),
             _ => None,
         }
     }

@@ -214,7 +214,8 @@ impl<'r> RepoWriter<'r> {
         } else {
             None
         };
-        self.append_reserved(id, kind, data, compressed.as_deref())?;
+        let compressed = compressed.as_deref().map(|c| (Compression::Zstd, c));
+        self.append_reserved(id, kind, data, compressed)?;
         Ok(AddOutcome { id, new: true })
     }
 
@@ -238,13 +239,14 @@ impl<'r> RepoWriter<'r> {
     }
 
     /// Append a reserved blob: its raw bytes and, if it paid, its
-    /// compressed form from [`compress_blob`].
+    /// compressed form and how it was compressed ([`compress_blob`]'s
+    /// zstd, or a disk chunk's [`super::DiskCodec`]).
     pub fn append_reserved(
         &mut self,
         id: BlobId,
         kind: BlobKind,
         data: &[u8],
-        compressed: Option<&[u8]>,
+        compressed: Option<(Compression, &[u8])>,
     ) -> Result<()> {
         if let Some(why) = &self.broken {
             return Err(Error::failed(format!(
@@ -256,7 +258,7 @@ impl<'r> RepoWriter<'r> {
         if self.dry_run {
             // Reserved (in `pending`), so a second copy deduplicates as it
             // would; counted as stored; dropped.
-            let stored = compressed.map_or(data.len(), <[u8]>::len);
+            let stored = compressed.map_or(data.len(), |(_, c)| c.len());
             self.stats.stored_new += (stored + super::pack::ENTRY_LEN) as u64;
             self.stats.blobs_new += 1;
             self.stats.raw_new += data.len() as u64;
@@ -264,8 +266,8 @@ impl<'r> RepoWriter<'r> {
         }
         let pack = if meta { &mut self.meta } else { &mut self.data };
         let stored = match compressed {
-            Some(c) => {
-                pack.add(id, kind, Compression::Zstd, c, data.len() as u32)?;
+            Some((how, c)) => {
+                pack.add(id, kind, how, c, data.len() as u32)?;
                 c.len()
             }
             None => {

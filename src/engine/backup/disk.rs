@@ -8,8 +8,7 @@ use super::readers::Shared;
 use super::walker::Walker;
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
-use crate::store::BlobKind;
-use crate::store::ZSTD_LEVEL_DISK;
+use crate::store::DiskCodec;
 use crate::sys;
 use parking_lot::Mutex;
 use std::os::fd::AsRawFd;
@@ -132,6 +131,9 @@ impl Walker<'_, '_> {
             let work = || {
                 let mut buf = vec![0u8; BATCH as usize + 3 * DIRECT_ALIGN];
                 let mut out = Vec::new();
+                // Carried from batch to batch: the next batch is most
+                // often the same kind of data (DiskCodec's doc).
+                let mut codec = DiskCodec::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(pos, end)) = window.get(i) else {
@@ -140,7 +142,15 @@ impl Walker<'_, '_> {
                     if failed.load(Ordering::Relaxed) {
                         return;
                     }
-                    let r = disk_batch(&src, &shown, pos, end, &mut buf, &mut out, self.sh);
+                    let r = disk_batch(
+                        &src,
+                        &shown,
+                        pos..end,
+                        &mut buf,
+                        &mut out,
+                        &mut codec,
+                        self.sh,
+                    );
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -335,18 +345,19 @@ fn read_direct(
     Ok(Some(at + (pos - apos) as usize))
 }
 
-/// Read the chunk-grid range `pos..end` of a disk into `buf` and store its
+/// Read the chunk-grid range `range` of a disk into `buf` and store its
 /// chunks that are not all zero.
 pub(super) fn disk_batch(
     src: &Source<'_>,
     shown: &str,
-    pos: u64,
-    end: u64,
+    range: std::ops::Range<u64>,
     buf: &mut [u8],
     out: &mut Vec<u8>,
+    codec: &mut DiskCodec,
     sh: &Shared<'_, '_>,
 ) -> Result<Vec<ChunkRef>> {
     const C: u64 = DISK_CHUNK as u64;
+    let (pos, end) = (range.start, range.end);
     let len = (end - pos) as usize;
     let at = src
         .read(pos, end, buf)
@@ -360,7 +371,7 @@ pub(super) fn disk_batch(
         let data = &buf[(off - pos) as usize..(cend - pos) as usize];
         if !is_zero(data) {
             chunks.push(ChunkRef {
-                id: sh.put_at(BlobKind::Data, data, out, ZSTD_LEVEL_DISK)?,
+                id: sh.put_disk(data, out, codec)?,
                 offset: off,
                 len: data.len() as u32,
             });

@@ -8,7 +8,7 @@ use crate::engine::progress::Progress;
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node};
 use crate::store::Key;
-use crate::store::{BlobId, BlobKind, RepoWriter};
+use crate::store::{BlobId, BlobKind, Compression, DiskCodec, RepoWriter};
 use crate::sys;
 use parking_lot::{Condvar, Mutex};
 use std::io::{Read, Seek, SeekFrom};
@@ -73,8 +73,30 @@ impl Shared<'_, '_> {
         let id = self.key.id(data);
         if self.writer.lock().reserve(id) {
             let c = (self.compress && crate::store::compress_into_at(data, out, level))
-                .then_some(&out[..]);
+                .then_some((Compression::Zstd, &out[..]));
             self.writer.lock().append_reserved(id, kind, data, c)?;
+        }
+        Ok(id)
+    }
+
+    /// [`Shared::put`] for a disk's data chunk: compressed by `codec`
+    /// (zstd or LZ4, by how well the data compresses).
+    pub(super) fn put_disk(
+        &self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        codec: &mut DiskCodec,
+    ) -> Result<BlobId> {
+        let id = self.key.id(data);
+        if self.writer.lock().reserve(id) {
+            let c = if self.compress {
+                codec.compress(data, out).map(|how| (how, &out[..]))
+            } else {
+                None
+            };
+            self.writer
+                .lock()
+                .append_reserved(id, BlobKind::Data, data, c)?;
         }
         Ok(id)
     }
