@@ -350,12 +350,7 @@ impl Store {
         }
         fsutil::create_dir_all(&dir.join("backups"))?;
         match &cfg.storage {
-            None if cfg.encrypted => {
-                // The master key's first slot, from the password; no clear key.
-                fsutil::create_dir_all(&dir.join("packs"))?;
-                fsutil::create_dir_all(&dir.join("index"))?;
-                crate::store::keyring::create_encrypted(&LocalDir::new(&dir), &cfg.name)?;
-            }
+            None if cfg.encrypted => Repo::create_encrypted(&dir, &cfg.name)?,
             None => Repo::create(&dir)?,
             Some(r) => {
                 // One bucket prefix holds one vault: never two vaults'
