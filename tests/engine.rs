@@ -707,16 +707,8 @@ fn policy_and_server_changes_refuse_bad_input() {
     assert_eq!(vaults::show(&store, "v").unwrap().policy, None);
     refused(policy::show(&store, "p"), Kind::NotFound, "p");
 
-    servers::define(
-        &store,
-        "s",
-        &[servers::NewMember::Path(src.clone())],
-        None,
-        None,
-        None,
-    )
-    .unwrap();
-    refused(
+    // The same server twice: the second is a conflict.
+    let define_s = || {
         servers::define(
             &store,
             "s",
@@ -724,10 +716,10 @@ fn policy_and_server_changes_refuse_bad_input() {
             None,
             None,
             None,
-        ),
-        Kind::Conflict,
-        "s",
-    );
+        )
+    };
+    define_s().unwrap();
+    refused(define_s(), Kind::Conflict, "s");
     server_vault(&store, "s");
     refused(
         servers::delete(&store, "s"),
