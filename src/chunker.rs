@@ -137,7 +137,7 @@ impl Cdc {
 mod tests {
     use super::*;
 
-    use crate::testkit::noise;
+    use crate::testkit::pseudo_random;
 
     fn chunks(cdc: &Cdc, data: &[u8]) -> Vec<(u64, usize)> {
         let mut out = Vec::new();
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn chunks_cover_the_input_within_bounds() {
         let cdc = Cdc::new(42);
-        let data = noise(20 << 20, 1);
+        let data = pseudo_random(20 << 20, 1);
         let cs = chunks(&cdc, &data);
         let mut pos = 0;
         for (i, (o, n)) in cs.iter().enumerate() {
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn an_insertion_changes_few_chunks() {
         let cdc = Cdc::new(7);
-        let data = noise(16 << 20, 2);
+        let data = pseudo_random(16 << 20, 2);
         let mut changed = data.clone();
         changed.splice(5_000_000..5_000_000, b"inserted bytes".iter().copied());
         let set = |d: &[u8]| {
@@ -191,9 +191,9 @@ mod tests {
     #[test]
     fn cuts_do_not_depend_on_the_buffer() {
         let cdc = Cdc::new(3);
-        let whole = chunks(&cdc, &noise(3 * MAX_SIZE + 12345, 9));
+        let whole = chunks(&cdc, &pseudo_random(3 * MAX_SIZE + 12345, 9));
         for len in [0, 1, 4095, 4097, MIN_SIZE + 1, MAX_SIZE, 2 * MAX_SIZE + 7] {
-            let data = noise(len, 9);
+            let data = pseudo_random(len, 9);
             let mut buf = Vec::new();
             let mut got = Vec::new();
             cdc.split_with(&data[..], &mut buf, len as u64, |o, c| {
@@ -205,7 +205,7 @@ mod tests {
             assert!(buf.len() <= buffer_len(len as u64), "len {len}");
         }
         // An input longer than its hint (a file that grew) is split whole.
-        let data = noise(3 * MAX_SIZE + 12345, 9);
+        let data = pseudo_random(3 * MAX_SIZE + 12345, 9);
         let mut got = 0u64;
         let n = cdc
             .split_with(&data[..], &mut Vec::new(), 1000, |o, c| {

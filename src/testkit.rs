@@ -12,21 +12,6 @@ use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-/// `n` bytes of xorshift noise from `seed` (0 and 1 give the same bytes):
-/// test data that is the same on every run, does not compress and cuts
-/// into content-defined chunks like real data.
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// The number of cases: `PROPTEST_CASES` if set, else `default`.
 pub fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -20,9 +20,10 @@ fn setup(limit: u64) -> (tempfile::TempDir, Arc<LocalDir>, Arc<CachedStorage>) {
     (t, remote, cached)
 }
 
-/// Distinct seeds give distinct bytes (`noise` merges 2k and 2k+1).
+/// Distinct seeds give distinct bytes (`pseudo_random` merges 2k and
+/// 2k+1).
 fn bytes(seed: u32, n: usize) -> Vec<u8> {
-    crate::testkit::noise(n, u64::from(seed) * 2 + 1)
+    crate::testkit::pseudo_random(n, u64::from(seed) * 2 + 1)
 }
 
 fn files_under(p: &Path) -> Vec<PathBuf> {
