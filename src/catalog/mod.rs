@@ -30,25 +30,7 @@ mod sealed;
 
 pub use records::*;
 
-/// The current time as RFC 3339 (UTC, seconds).
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-/// Nanoseconds since the epoch now.
-pub fn now_ns() -> i64 {
-    jiff::Timestamp::now().as_nanosecond() as i64
-}
-
-/// RFC 3339 of ns since the epoch.
-pub fn ns_to_rfc3339(ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(ns as i128)
-        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
-        .unwrap_or_else(|_| ns.to_string())
-}
+pub use crate::clock::{now_ns, now_rfc3339, ns_to_rfc3339};
 
 /// A store: a directory holding the catalog and every vault.
 #[derive(Clone, Debug)]
@@ -368,12 +350,7 @@ impl Store {
         }
         fsutil::create_dir_all(&dir.join("backups"))?;
         match &cfg.storage {
-            None if cfg.encrypted => {
-                // The master key's first slot, from the password; no clear key.
-                fsutil::create_dir_all(&dir.join("packs"))?;
-                fsutil::create_dir_all(&dir.join("index"))?;
-                crate::store::keyring::create_encrypted(&LocalDir::new(&dir), &cfg.name)?;
-            }
+            None if cfg.encrypted => Repo::create_encrypted(&dir, &cfg.name)?,
             None => Repo::create(&dir)?,
             Some(r) => {
                 // One bucket prefix holds one vault: never two vaults'

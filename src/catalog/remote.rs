@@ -147,7 +147,7 @@ impl Store {
         let mut cfg: VaultConfig = serde_json::from_slice(&text)
             .map_err(|e| Error::corrupt(format!("{}: vault.json cannot be read: {e}", r.url())))?;
         if !cfg.encrypted {
-            if let Some(sign) = encryption_sign(&*remote)? {
+            if let Some(sign) = crate::store::keyring::encryption_sign(&*remote)? {
                 return Err(Error::corrupt(format!(
                     "{}: vault.json says the vault is not encrypted, but {sign}: its settings were replaced (a downgrade, or damage); not attached",
                     r.url()
@@ -194,44 +194,4 @@ impl Store {
         fsutil::sync_dir(&self.root.join("vaults"))?;
         Ok(cfg)
     }
-}
-
-/// A sign in bucket `remote` that the vault kept there is encrypted, as
-/// words for a message: a key slot (`keys/<n>.slot`), or a sealed index
-/// (version 2 in its clear header). Settings that say "not encrypted" beside
-/// either were replaced: someone with write access to the bucket swapped in
-/// a clear vault's `vault.json` (and a clear `key`) so that a new host
-/// would attach the vault as clear and add plaintext to it.
-fn encryption_sign(remote: &dyn Storage) -> Result<Option<String>> {
-    if let Some(slot) = remote
-        .list(crate::crypto::slot::PREFIX)?
-        .into_iter()
-        .find(|o| o.name.ends_with(".slot"))
-    {
-        return Ok(Some(format!(
-            "the bucket holds key slot {} (only encrypted vaults have key slots)",
-            crate::quote::quote(&slot.name)
-        )));
-    }
-    let Some(idx) = remote
-        .list("index/")?
-        .into_iter()
-        .find(|o| o.name.ends_with(".idx") && o.size >= 12)
-    else {
-        return Ok(None);
-    };
-    // The clear header: magic (8 bytes), version (u32 LE).
-    let head = remote.get_range(&idx.name, 0, 12)?;
-    if head.len() == 12
-        && head[..8] == crate::store::INDEX_MAGIC[..]
-        && u32::from_le_bytes([head[8], head[9], head[10], head[11]])
-            == crate::store::INDEX_VERSION_SEALED
-    {
-        return Ok(Some(format!(
-            "index {} is sealed (version {}: only encrypted vaults have sealed indexes)",
-            crate::quote::quote(&idx.name),
-            crate::store::INDEX_VERSION_SEALED
-        )));
-    }
-    Ok(None)
 }

@@ -356,3 +356,42 @@ pub fn open_record(key: Option<&Key>, backup: &str, data: &[u8]) -> Result<Vec<u
         }
     }
 }
+
+/// A sign in bucket `remote` that the vault kept there is encrypted, as
+/// words for a message: a key slot (`keys/<n>.slot`), or a sealed index
+/// (version 2 in its clear header). Settings that say "not encrypted" beside
+/// either were replaced: someone with write access to the bucket swapped in
+/// a clear vault's `vault.json` (and a clear `key`) so that a new host
+/// would attach the vault as clear and add plaintext to it.
+pub fn encryption_sign(remote: &dyn Storage) -> Result<Option<String>> {
+    if let Some(slot) = remote
+        .list(crate::crypto::slot::PREFIX)?
+        .into_iter()
+        .find(|o| o.name.ends_with(".slot"))
+    {
+        return Ok(Some(format!(
+            "the bucket holds key slot {} (only encrypted vaults have key slots)",
+            crate::quote::quote(&slot.name)
+        )));
+    }
+    let Some(idx) = remote
+        .list("index/")?
+        .into_iter()
+        .find(|o| o.name.ends_with(".idx") && o.size >= 12)
+    else {
+        return Ok(None);
+    };
+    // The clear header: magic (8 bytes), version (u32 LE).
+    let head = remote.get_range(&idx.name, 0, 12)?;
+    if head.len() == 12
+        && head[..8] == super::INDEX_MAGIC[..]
+        && u32::from_le_bytes([head[8], head[9], head[10], head[11]]) == super::INDEX_VERSION_SEALED
+    {
+        return Ok(Some(format!(
+            "index {} is sealed (version {}: only encrypted vaults have sealed indexes)",
+            crate::quote::quote(&idx.name),
+            super::INDEX_VERSION_SEALED
+        )));
+    }
+    Ok(None)
+}

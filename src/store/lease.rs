@@ -361,7 +361,7 @@ impl Taking {
                     "vault {vault}: taking over the writer lease of host {} (pid {}, since {}): {why}",
                     quote(&r.host),
                     r.pid,
-                    crate::catalog::ns_to_rfc3339(r.acquired_ns)
+                    crate::clock::ns_to_rfc3339(r.acquired_ns)
                 ),
                 Seen::Damaged(why) => log::warn!(
                     "vault {vault}: {} is no lease ({why}): taking it over",
@@ -369,7 +369,7 @@ impl Taking {
                 ),
                 Seen::Free => {}
             }
-            let now = crate::catalog::now_ns();
+            let now = crate::clock::now_ns();
             let record = LeaseRecord {
                 format: LEASE_FORMAT,
                 host: self.host.clone(),
@@ -478,7 +478,7 @@ fn changed_hands(vault: &str, seen: &Seen) -> Error {
             "it now names host {} (pid {}, since {})",
             quote(&r.host),
             r.pid,
-            crate::catalog::ns_to_rfc3339(r.acquired_ns)
+            crate::clock::ns_to_rfc3339(r.acquired_ns)
         ),
     };
     Error::new(

@@ -63,11 +63,23 @@ pub struct Repo {
 impl Repo {
     /// Create the store directory of a new vault with a fresh key.
     pub fn create(dir: &Path) -> Result<()> {
-        // The directories of the layout exist from the start (the
-        // storage would make them at the first pack or index).
-        fsutil::create_dir_all(&dir.join("packs"))?;
-        fsutil::create_dir_all(&dir.join("index"))?;
+        Self::create_layout(dir)?;
         Self::create_in(&LocalDir::new(dir))
+    }
+
+    /// Make a new encrypted vault's store in `dir`: the layout and the
+    /// master key's first slot, sealed by the password or key file given
+    /// for vault `vault` (no clear key).
+    pub fn create_encrypted(dir: &Path, vault: &str) -> Result<()> {
+        Self::create_layout(dir)?;
+        super::keyring::create_encrypted(&LocalDir::new(dir), vault).map(drop)
+    }
+
+    /// The directories of the layout exist from the start (the storage
+    /// would make them at the first pack or index).
+    fn create_layout(dir: &Path) -> Result<()> {
+        fsutil::create_dir_all(&dir.join("packs"))?;
+        fsutil::create_dir_all(&dir.join("index"))
     }
 
     /// Give a new vault's storage a fresh key.

@@ -55,7 +55,7 @@ impl Held {
                 return Err(Error::failed(format!(
                     "vault {}: the writer lease could not be renewed since {} ({}): stopped before writing {name}, before the lease could expire",
                     self.vault,
-                    crate::catalog::ns_to_rfc3339(renewed),
+                    crate::clock::ns_to_rfc3339(renewed),
                     st.last_error.as_deref().unwrap_or("no answer"),
                 )));
             }
@@ -86,7 +86,7 @@ impl Held {
                         "it now names host {} (pid {}, since {})",
                         quote(&r.host),
                         r.pid,
-                        crate::catalog::ns_to_rfc3339(r.acquired_ns)
+                        crate::clock::ns_to_rfc3339(r.acquired_ns)
                     ),
                     Seen::Free => "the lease object was removed".into(),
                     Seen::Damaged(why) => format!("the lease object is damaged: {why}"),
@@ -106,7 +106,7 @@ impl Held {
         let sent = boottime();
         self.verify()?;
         let mut r = self.record.lock().clone();
-        let now = crate::catalog::now_ns();
+        let now = crate::clock::now_ns();
         r.renewed_ns = now;
         r.expires_ns = now.saturating_add(self.timing.ttl.as_nanos() as i64);
         write(&*self.storage, &r, self.seal.as_ref())?;

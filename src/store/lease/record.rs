@@ -122,7 +122,7 @@ pub(super) fn stale_reason(r: &LeaseRecord, now_ns: i64, me: Option<&ProcessId>)
     if now_ns > r.expires_ns {
         return Some(format!(
             "it expired at {}",
-            crate::catalog::ns_to_rfc3339(r.expires_ns)
+            crate::clock::ns_to_rfc3339(r.expires_ns)
         ));
     }
     let (Some(p), Some(me)) = (&r.process, me) else {
@@ -157,7 +157,7 @@ pub(super) fn read(
     };
     Ok(match decode(&bytes) {
         Ok(r) => {
-            let why = stale_reason(&r, crate::catalog::now_ns(), me);
+            let why = stale_reason(&r, crate::clock::now_ns(), me);
             Seen::Held(r, why)
         }
         Err(why) => Seen::Damaged(why),
@@ -178,8 +178,8 @@ pub(super) fn busy(vault: &str, r: &LeaseRecord) -> Error {
             "vault {vault}: a backup task is in progress on host {} (pid {}, since {}; its writer lease expires at {} unless renewed)",
             quote(&r.host),
             r.pid,
-            crate::catalog::ns_to_rfc3339(r.acquired_ns),
-            crate::catalog::ns_to_rfc3339(r.expires_ns),
+            crate::clock::ns_to_rfc3339(r.acquired_ns),
+            crate::clock::ns_to_rfc3339(r.expires_ns),
         ),
     )
     .code("BackupService.6125")

@@ -154,7 +154,7 @@ fn stale_leases_are_taken_over() {
     let (mem, s, fence) = bucket();
     let me = ProcessId::current();
     assert!(me.is_some(), "/proc tells this process");
-    let now = crate::catalog::now_ns();
+    let now = crate::clock::now_ns();
     let old = LeaseRecord {
         format: LEASE_FORMAT,
         host: "gone-host".into(),
@@ -731,7 +731,7 @@ fn a_writer_that_cannot_renew_stops_before_its_lease_expires() {
         }
     };
     assert!(
-        crate::catalog::now_ns() < last.expires_ns,
+        crate::clock::now_ns() < last.expires_ns,
         "stopped only after the lease expired"
     );
     assert!(boottime() - started < timing.ttl);
@@ -823,9 +823,9 @@ fn the_cache_never_serves_a_lease() {
         host: "host-b".into(),
         pid: 4242,
         token: "ef".repeat(16),
-        acquired_ns: crate::catalog::now_ns(),
-        renewed_ns: crate::catalog::now_ns(),
-        expires_ns: crate::catalog::now_ns() + 600_000_000_000,
+        acquired_ns: crate::clock::now_ns(),
+        renewed_ns: crate::clock::now_ns(),
+        expires_ns: crate::clock::now_ns() + 600_000_000_000,
         process: None,
     };
     write(&*remote, &other, None).unwrap();
