@@ -137,17 +137,7 @@ impl Cdc {
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testkit::pseudo_random;
 
     fn chunks(cdc: &Cdc, data: &[u8]) -> Vec<(u64, usize)> {
         let mut out = Vec::new();

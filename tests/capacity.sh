@@ -21,16 +21,21 @@ standin() {
 	mkdir -p "$STORE/vaults/$1/packs/00"
 	truncate -s "$2" "$STORE/vaults/$1/packs/00/00000000000000000000000000000000.pack"
 }
+# ten_gb_vault VAULT SRC: a 10 GB filesystem vault VAULT protecting the
+# directory $T/SRC (made here), as resource SRC.
+ten_gb_vault() {
+	mkdir -p "$T/$2"
+	expect_ok cbrfs vault create "$1" --type filesystem --capacity 10GB
+	expect_ok cbrfs vault associate "$1" --path "$T/$2" --name "$2"
+}
 no_standin() {
 	rm -f "$STORE/vaults/$1/packs/00/00000000000000000000000000000000.pack"
 }
 
 note "a backup that runs out of capacity"
 S=$T/src
-mkdir -p "$S"
+ten_gb_vault cap src
 random_file "$S/first" $((1 * MB))
-expect_ok cbrfs vault create cap --type filesystem --capacity 10GB
-expect_ok cbrfs vault associate cap --path "$S" --name src
 expect_ok cbrfs backup create cap --name b1
 cp -a "$S" "$T/ref1"
 u=$(used cap)
@@ -78,10 +83,8 @@ expect_eq "threshold after the refusals" "$(vjson grow 'j["threshold_percent"]')
 
 note "auto-expand: a full vault grows to 1.25x before the backup"
 A=$T/asrc
-mkdir -p "$A"
+ten_gb_vault ax asrc
 random_file "$A/f" $((2 * MB))
-expect_ok cbrfs vault create ax --type filesystem --capacity 10GB
-expect_ok cbrfs vault associate ax --path "$A" --name asrc
 expect_ok cbrfs vault update ax --auto-expand
 expect_eq "auto_expand" "$(vjson ax 'j["auto_expand"]')" True
 standin ax $((10 * GIB))
@@ -92,9 +95,7 @@ expect_eq "capacity tasks" "$(json_get "$T/cap.json" '[(t["status"], "from 10 GB
 
 note "auto-expand: a backup that fills the vault, then the vault grows"
 Y=$T/ysrc
-mkdir -p "$Y"
-expect_ok cbrfs vault create ay --type filesystem --capacity 10GB
-expect_ok cbrfs vault associate ay --path "$Y" --name ysrc
+ten_gb_vault ay ysrc
 expect_ok cbrfs vault update ay --auto-expand --threshold 100
 standin ay $((10 * GIB - 1 * MB))
 random_file "$Y/g" $((30 * MB))
@@ -109,10 +110,8 @@ no_standin ay
 
 note "crossing the usage threshold records a capacity task"
 H=$T/hsrc
-mkdir -p "$H"
+ten_gb_vault th hsrc
 random_file "$H/a" $((1 * MB))
-expect_ok cbrfs vault create th --type filesystem --capacity 10GB
-expect_ok cbrfs vault associate th --path "$H" --name hsrc
 expect_ok cbrfs backup create th --name h1
 u=$(used th)
 # 8 GiB is 80 %: 5 MiB below it.
@@ -141,10 +140,8 @@ no_standin th
 
 note "vault show: capacity, used, free, and the bytes each backup alone holds"
 E=$T/esrc
-mkdir -p "$E"
+ten_gb_vault ex esrc
 random_file "$E/a" $((4 * MB))
-expect_ok cbrfs vault create ex --type filesystem --capacity 10GB
-expect_ok cbrfs vault associate ex --path "$E" --name esrc
 expect_ok cbrfs backup create ex --name e1
 random_file "$E/b" $((6 * MB))
 expect_ok cbrfs backup create ex --name e2

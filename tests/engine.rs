@@ -61,6 +61,27 @@ fn new_vault(name: &str, capacity: &str, tags: &[&str], compression: &str) -> va
     }
 }
 
+/// A server vault "sv" that protects server `server`.
+fn server_vault(store: &Store, server: &str) {
+    vaults::create(
+        store,
+        vaults::NewVault {
+            vault_type: VaultType::Server,
+            ..new_vault("sv", "20GB", &[], "zstd")
+        },
+    )
+    .unwrap();
+    vaults::associate(
+        store,
+        "sv",
+        vaults::Associate {
+            server: Some(server.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
 fn associate(store: &Store, vault: &str, src: &Path) {
     vaults::associate(
         store,
@@ -505,23 +526,7 @@ fn servers_report_their_vault() {
     );
     let before = servers::show(&store, "s1").unwrap();
     assert_eq!(before.vault, None);
-    vaults::create(
-        &store,
-        vaults::NewVault {
-            vault_type: VaultType::Server,
-            ..new_vault("sv", "20GB", &[], "zstd")
-        },
-    )
-    .unwrap();
-    vaults::associate(
-        &store,
-        "sv",
-        vaults::Associate {
-            server: Some("s1".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    server_vault(&store, "s1");
     let all = servers::list(&store).unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].vault.as_deref(), Some("sv"));
@@ -702,16 +707,8 @@ fn policy_and_server_changes_refuse_bad_input() {
     assert_eq!(vaults::show(&store, "v").unwrap().policy, None);
     refused(policy::show(&store, "p"), Kind::NotFound, "p");
 
-    servers::define(
-        &store,
-        "s",
-        &[servers::NewMember::Path(src.clone())],
-        None,
-        None,
-        None,
-    )
-    .unwrap();
-    refused(
+    // The same server twice: the second is a conflict.
+    let define_s = || {
         servers::define(
             &store,
             "s",
@@ -719,27 +716,11 @@ fn policy_and_server_changes_refuse_bad_input() {
             None,
             None,
             None,
-        ),
-        Kind::Conflict,
-        "s",
-    );
-    vaults::create(
-        &store,
-        vaults::NewVault {
-            vault_type: VaultType::Server,
-            ..new_vault("sv", "20GB", &[], "zstd")
-        },
-    )
-    .unwrap();
-    vaults::associate(
-        &store,
-        "sv",
-        vaults::Associate {
-            server: Some("s".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+        )
+    };
+    define_s().unwrap();
+    refused(define_s(), Kind::Conflict, "s");
+    server_vault(&store, "s");
     refused(
         servers::delete(&store, "s"),
         Kind::Conflict,

@@ -31,18 +31,24 @@ backup() {
 	cp "$T/.out" "$T/$name.json"
 }
 stat_of() { json_get "$T/$1.json" "j[\"stats\"][\"$2\"]"; }
+# expect_added BACKUP OP LIMIT WHAT: the bytes BACKUP added stand in
+# relation OP (test's -lt, -le, -ge) to LIMIT; WHAT says what it held.
+expect_added() {
+	local added
+	added=$(stat_of "$1" bytes_added)
+	if [ "$added" "$2" "$3" ]; then
+		pass "$1 added $added bytes $4"
+	else
+		fail "$1 added $added bytes $4 (expected $2 $3)"
+	fi
+}
 
 note "b1: the first backup, full"
 backup b1
 expect_eq "b1 type" "$(json_get "$T/b1.json" 'j["type"]')" full
 expect_eq "b1 files_new" "$(stat_of b1 files_new)" "$nfiles"
 expect_eq "b1 bytes_read" "$(stat_of b1 bytes_read)" "$total"
-added1=$(stat_of b1 bytes_added)
-if [ "$added1" -ge "$total" ]; then
-	pass "b1 added $added1 bytes for $total bytes of random data"
-else
-	fail "b1 added $added1 bytes, less than the $total bytes of incompressible data it holds"
-fi
+expect_added b1 -ge "$total" "for $total bytes of random data"
 
 note "b2: nothing changed"
 backup b2
@@ -51,12 +57,7 @@ expect_eq "b2 bytes_read (unchanged tree)" "$(stat_of b2 bytes_read)" 0
 expect_eq "b2 files_unchanged" "$(stat_of b2 files_unchanged)" "$nfiles"
 expect_eq "b2 files_changed" "$(stat_of b2 files_changed)" 0
 expect_eq "b2 files_new" "$(stat_of b2 files_new)" 0
-added2=$(stat_of b2 bytes_added)
-if [ "$added2" -le 4096 ]; then
-	pass "b2 added $added2 bytes for an unchanged tree"
-else
-	fail "b2 added $added2 bytes for an unchanged tree (expected almost nothing)"
-fi
+expect_added b2 -le "4096" "for an unchanged tree"
 
 note "b3: one file rewritten in place with new bytes of the same size"
 changed=$S/f13
@@ -66,24 +67,14 @@ backup b3
 expect_eq "b3 files_changed" "$(stat_of b3 files_changed)" 1
 expect_eq "b3 bytes_read (the changed file's size)" "$(stat_of b3 bytes_read)" "$size"
 expect_eq "b3 files_unchanged" "$(stat_of b3 files_unchanged)" $((nfiles - 1))
-added3=$(stat_of b3 bytes_added)
-if [ "$added3" -lt $((size + 64 * 1024)) ]; then
-	pass "b3 added $added3 bytes for a $size-byte change"
-else
-	fail "b3 added $added3 bytes for a $size-byte change"
-fi
+expect_added b3 -lt "$((size + 64 * 1024))" "for a $size-byte change"
 
 note "b4: one file changed by metadata only (chmod): read again, nothing new stored"
 chmod 0640 "$S/f5"
 backup b4
 expect_eq "b4 files_changed" "$(stat_of b4 files_changed)" 1
 expect_eq "b4 bytes_read" "$(stat_of b4 bytes_read)" 500000
-added4=$(stat_of b4 bytes_added)
-if [ "$added4" -lt 65536 ]; then
-	pass "b4 added $added4 bytes (the data deduplicated; trees only)"
-else
-	fail "b4 added $added4 bytes for a chmod"
-fi
+expect_added b4 -lt "65536" "for a chmod (the data deduplicated; trees only)"
 
 note "b4b: one file's bytes changed and its mtime put back: the ctime gives it away"
 sneaky=$S/f7
@@ -101,12 +92,7 @@ mv "$S/f9.new" "$S/f9"
 backup b4c
 expect_eq "b4c files_changed (new inode)" "$(stat_of b4c files_changed)" 1
 expect_eq "b4c bytes_read" "$(stat_of b4c bytes_read)" "$(file_size "$S/f9")"
-added4c=$(stat_of b4c bytes_added)
-if [ "$added4c" -lt 65536 ]; then
-	pass "b4c added $added4c bytes (same bytes, deduplicated)"
-else
-	fail "b4c added $added4c bytes for a copy of stored bytes"
-fi
+expect_added b4c -lt "65536" "for a copy of stored bytes (deduplicated)"
 
 note "b5: --full reads every byte again and stores almost nothing"
 backup b5 --full
@@ -117,12 +103,7 @@ expect_eq "b5 bytes_read (everything)" "$(stat_of b5 bytes_read)" "$total"
 expect_eq "b5 files_unchanged (read again, the same)" "$(stat_of b5 files_unchanged)" "$nfiles"
 expect_eq "b5 files_new" "$(stat_of b5 files_new)" 0
 expect_eq "b5 files_changed" "$(stat_of b5 files_changed)" 0
-added5=$(stat_of b5 bytes_added)
-if [ "$added5" -le 4096 ]; then
-	pass "b5 (--full) added $added5 bytes: everything deduplicated"
-else
-	fail "b5 (--full) added $added5 bytes for an unchanged tree"
-fi
+expect_added b5 -le "4096" "with --full for an unchanged tree (everything deduplicated)"
 
 note "b6: after --full, incremental again"
 backup b6

@@ -136,6 +136,16 @@ is_root() {
 	[ "$(id -u)" = 0 ]
 }
 
+# as_user cmd...: run a command as the user and group ids $UID_ and $GID_
+# (the test sets them; root only), with a home under $T, passing on
+# XDG_DATA_HOME and CBRFS_STORE where they are set. A test may define its
+# own.
+as_user() {
+	setpriv --reuid="$UID_" --regid="$GID_" --clear-groups \
+		env -i PATH="$PATH" HOME="$T/u" LC_ALL=C ${XDG_DATA_HOME:+XDG_DATA_HOME=$XDG_DATA_HOME} \
+		${CBRFS_STORE:+CBRFS_STORE=$CBRFS_STORE} "$@"
+}
+
 # ---- running commands and checking their results ----
 
 # run cmd...: run a command, keeping its exit code in $RC, its stdout in

@@ -234,13 +234,20 @@ expect_eq "missed points" \
 	"$(cbrfs task list --vault v --status skipped --since 2025-01-19 --json | json_get /dev/stdin 'sorted(t["started"] for t in j)')" \
 	'["2025-01-19T05:00:00Z", "2025-01-19T11:00:00Z", "2025-01-19T17:00:00Z"]'
 
+# steady_vault VAULT SRC POLICY KEEP_LAST FULL_EVERY: vault VAULT on
+# $T/SRC (made, holding the 7-byte file "steady"), under a new daily 03:00
+# policy POLICY with those --keep-last and --full-every.
+steady_vault() {
+	mkdir -p "$T/$2"
+	printf 'steady\n' >"$T/$2/steady"
+	expect_ok cbrfs vault create "$1" --type filesystem --capacity 10
+	expect_ok cbrfs vault associate "$1" --path "$T/$2" --name "$2"
+	expect_ok cbrfs policy create "$3" --schedule 'FREQ=DAILY;BYHOUR=3' --keep-last "$4" --full-every "$5"
+	expect_ok cbrfs policy apply "$3" "$1"
+}
+
 note "--full-every 2: every third backup is full"
-mkdir -p "$T/fsrc"
-printf 'steady\n' >"$T/fsrc/steady"
-expect_ok cbrfs vault create vf --type filesystem --capacity 10
-expect_ok cbrfs vault associate vf --path "$T/fsrc" --name fsrc
-expect_ok cbrfs policy create pf --schedule 'FREQ=DAILY;BYHOUR=3' --keep-last 20 --full-every 2
-expect_ok cbrfs policy apply pf vf
+steady_vault vf fsrc pf 20 2
 types=()
 for d in 01 02 03 04 05 06 07; do
 	printf 'day %s\n' "$d" >"$T/fsrc/day"
@@ -257,12 +264,7 @@ expect_eq "bytes vf's backups read (a full backup trusts no file)" \
 	'[14, 7, 7, 14, 7, 7, 14]'
 
 note "--full-every 3 with keep-last 2: still every fourth backup full, though the full one expires"
-mkdir -p "$T/gsrc"
-printf 'steady\n' >"$T/gsrc/steady"
-expect_ok cbrfs vault create vg --type filesystem --capacity 10
-expect_ok cbrfs vault associate vg --path "$T/gsrc" --name gsrc
-expect_ok cbrfs policy create pg --schedule 'FREQ=DAILY;BYHOUR=3' --keep-last 2 --full-every 3
-expect_ok cbrfs policy apply pg vg
+steady_vault vg gsrc pg 2 3
 : >"$T/gtypes"
 for d in 01 02 03 04 05 06 07 08 09; do
 	printf 'day %s\n' "$d" >"$T/gsrc/day"

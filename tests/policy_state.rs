@@ -11,6 +11,16 @@ use common::store_with_daily_policy;
 
 const DAY: i64 = 86_400 * 1_000_000_000;
 
+/// Vault "v"'s `backups/` moved to `backups.real`, with a symlink to it in
+/// its place (which the store does not follow); returns the real one.
+fn backups_behind_a_symlink(store: &cbrfs::catalog::Store) -> std::path::PathBuf {
+    let backups = store.vault_dir("v").join("backups");
+    let aside = store.vault_dir("v").join("backups.real");
+    std::fs::rename(&backups, &aside).unwrap();
+    std::os::unix::fs::symlink(&aside, &backups).unwrap();
+    aside
+}
+
 /// The state file cannot be written (a directory in its place): the pass
 /// fails naming it and takes no backup, so no point can run twice; once
 /// it can be written, the point runs, once.
@@ -49,10 +59,7 @@ fn a_state_that_cannot_be_written_fails_the_pass_before_any_backup() {
 fn backups_that_cannot_be_listed_fail_the_point() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_daily_policy(dir.path(), "first");
-    let backups = store.vault_dir("v").join("backups");
-    let aside = store.vault_dir("v").join("backups.real");
-    std::fs::rename(&backups, &aside).unwrap();
-    std::os::unix::fs::symlink(&aside, &backups).unwrap();
+    let aside = backups_behind_a_symlink(&store);
     let e = store.readable_backups("v").unwrap_err();
     assert!(e.to_string().contains("backups"), "{e}");
     let reports = policy::run_due(&store, now_ns() + 3 * DAY).unwrap();
@@ -72,10 +79,7 @@ fn a_backup_whose_previous_backups_cannot_be_listed_fails() {
     use cbrfs::engine::backup::{self, BackupOptions};
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_daily_policy(dir.path(), "first");
-    let backups = store.vault_dir("v").join("backups");
-    let aside = store.vault_dir("v").join("backups.real");
-    std::fs::rename(&backups, &aside).unwrap();
-    std::os::unix::fs::symlink(&aside, &backups).unwrap();
+    backups_behind_a_symlink(&store);
     let options = BackupOptions {
         dry_run: true,
         ..Default::default()

@@ -57,6 +57,14 @@ fn craft(
     store.save_backup(&rec).unwrap();
 }
 
+/// `dir/src` holding the one file `name`, backed up as by [`backed_up`].
+fn one_file_backed_up(dir: &Path, name: &str, data: &[u8]) -> Store {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(name), data).unwrap();
+    backed_up(dir, &src)
+}
+
 fn put_tree(w: &mut RepoWriter, entries: Vec<Node>) -> BlobId {
     let tree = Tree { entries };
     w.add(BlobKind::Tree, &model::encode_tree(&tree).unwrap())
@@ -193,10 +201,7 @@ fn a_target_another_user_controls_is_refused_without_the_flag() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("f"), b"data").unwrap();
-    let store = backed_up(dir.path(), &src);
+    let store = one_file_backed_up(dir.path(), "f", b"data");
 
     let theirs = dir.path().join("theirs");
     std::fs::create_dir(&theirs).unwrap();
@@ -307,10 +312,7 @@ fn a_disk_restore_refuses_targets_others_made() {
 #[test]
 fn a_one_byte_file_with_a_two_gib_chunk_list_writes_nothing_big() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("small"), b"x").unwrap();
-    let store = backed_up(dir.path(), &src);
+    let store = one_file_backed_up(dir.path(), "small", b"x");
     const MIB: u64 = 1 << 20;
     craft(&store, "b1", "inline", |w, rec| {
         let data = w.add(BlobKind::Data, &vec![7u8; MIB as usize]).unwrap().id;
@@ -440,10 +442,7 @@ fn ten_thousand_levels_restore_without_overflowing_the_stack() {
     // No raised open-file limit: restore keeps a bounded window of the
     // path's directories open, whatever the depth.
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("leaf"), b"bottom").unwrap();
-    let store = backed_up(dir.path(), &src);
+    let store = one_file_backed_up(dir.path(), "leaf", b"bottom");
     const LEVELS: u64 = 10_000;
     craft(&store, "b1", "deep", |w, rec| {
         let root = rec.resources[0].root;
@@ -556,10 +555,7 @@ fn an_in_place_path_through_a_symlink_is_refused() {
 #[test]
 fn entries_with_escaping_names_stay_inside_the_target() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("f"), b"x").unwrap();
-    let store = backed_up(dir.path(), &src);
+    let store = one_file_backed_up(dir.path(), "f", b"x");
     craft(&store, "b1", "escape", |w, rec| {
         let mut f = Node::new(b"../escaped".to_vec(), NodeKind::File);
         f.mode = 0o644;

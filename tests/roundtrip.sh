@@ -137,6 +137,25 @@ if [ -n "${CBRFS_TEST_VAULT_OPTS:-}" ]; then
 	expect_eq "vault rt made with $CBRFS_TEST_VAULT_OPTS is encrypted" "$(json_get "$T/.out" 'j["encrypted"]')" True
 fi
 expect_ok cbrfs vault associate rt --path "$S" --name src
+# expect_restored_source BACKUP DIR WHAT: DIR, where BACKUP was restored,
+# is the same as the source $S (WHAT: how the source is called) to diff -r
+# and to treecmp. diff -r reads every hole as zeros: the 5 GiB sparse file
+# is left to treecmp, which compares where either side has data, or diff
+# alone reads 10 GB.
+expect_restored_source() {
+	local out
+	if out=$(diff_tree "$S" "$2" --exclude=sparse-5G); then
+		pass "diff -r finds the restore of $1 the same as the $3"
+	else
+		fail "diff -r $3 vs restore of $1: $out"
+	fi
+	if out=$(treecmp "$S" "$2"); then
+		pass "treecmp finds the restore of $1 the same as the $3: ${out##*$'\n'}"
+	else
+		fail "treecmp $3 vs restore of $1: $out"
+	fi
+}
+
 note "backup b1"
 expect_ok cbrfs backup create rt --name b1 --json
 cp "$T/.out" "$T/b1.json"
@@ -146,18 +165,7 @@ expect_eq "b1 is a full backup" "$(json_get "$T/b1.json" 'j["type"]')" full
 
 note "restore b1 into $T/r1"
 expect_ok cbrfs restore rt b1 --to "$T/r1"
-# diff -r reads every hole as zeros: leave the 5 GiB sparse file to treecmp,
-# which compares where either side has data, or diff alone reads 10 GB.
-if out=$(diff_tree "$S" "$T/r1" --exclude=sparse-5G); then
-	pass "diff -r finds the restore of b1 the same as the source"
-else
-	fail "diff -r source vs restore of b1: $out"
-fi
-if out=$(treecmp "$S" "$T/r1"); then
-	pass "treecmp finds the restore of b1 the same as the source: ${out##*$'\n'}"
-else
-	fail "treecmp source vs restore of b1: $out"
-fi
+expect_restored_source b1 "$T/r1" "source"
 
 # A sparse file must come back sparse (treecmp checks it against the source,
 # this says it plainly).
@@ -207,16 +215,7 @@ fi
 
 note "restore b2 into $T/r2"
 expect_ok cbrfs restore rt b2 --to "$T/r2"
-if out=$(diff_tree "$S" "$T/r2" --exclude=sparse-5G); then
-	pass "diff -r finds the restore of b2 the same as the changed source"
-else
-	fail "diff -r changed source vs restore of b2: $out"
-fi
-if out=$(treecmp "$S" "$T/r2"); then
-	pass "treecmp finds the restore of b2 the same as the changed source: ${out##*$'\n'}"
-else
-	fail "treecmp changed source vs restore of b2: $out"
-fi
+expect_restored_source b2 "$T/r2" "changed source"
 
 # ---- backup 1 again ----
 note "restore b1 again into $T/r1-again; it must match the first restore"

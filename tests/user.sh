@@ -12,12 +12,6 @@ fi
 U=nobody
 UID_=$(id -u $U)
 GID_=$(id -g $U)
-# as_user cmd...: run a command as nobody, with a home under $T.
-as_user() {
-	setpriv --reuid="$UID_" --regid="$GID_" --clear-groups \
-		env -i PATH="$PATH" HOME="$T/u" LC_ALL=C ${XDG_DATA_HOME:+XDG_DATA_HOME=$XDG_DATA_HOME} \
-		${CBRFS_STORE:+CBRFS_STORE=$CBRFS_STORE} "$@"
-}
 chmod 0711 "$T"
 mkdir "$T/u"
 chown "$UID_:$GID_" "$T/u"

@@ -222,27 +222,17 @@ fn is_zero(n: &usize) -> bool {
 /// beside a backup, and refuses when a backup cannot be read (it could not
 /// tell which blobs that backup needs).
 pub fn prune(store: &Store, vault: &str, dry_run: bool, threshold: u8) -> Result<PruneReport> {
-    prune_with(store, vault, dry_run, threshold, &Progress::default())
-}
-
-/// [`prune`], counting in `progress` the live bytes it copies out of
-/// mostly dead packs, the part that takes time (for a progress bar).
-pub fn prune_with(
-    store: &Store,
-    vault: &str,
-    dry_run: bool,
-    threshold: u8,
-    progress: &Progress,
-) -> Result<PruneReport> {
     prune_opts(
         store,
         vault,
         &PruneOptions::new(dry_run, threshold)?,
-        progress,
+        &Progress::default(),
     )
 }
 
-/// [`prune_with`] with every option given.
+/// [`prune`] with every option given, counting in `progress` the live
+/// bytes it copies out of mostly dead packs, the part that takes time (for
+/// a progress bar).
 pub fn prune_opts(
     store: &Store,
     vault: &str,

@@ -334,6 +334,24 @@ mod tests {
         reads: Cell<usize>,
     }
 
+    impl Map {
+        /// Tree `id(i)` holds `entries`.
+        fn put(&mut self, i: usize, entries: Vec<Node>) {
+            self.trees.insert(id(i), Tree { entries });
+        }
+
+        /// 40 trees that each point twice at the next (2^40 paths), and
+        /// an empty one at the bottom.
+        fn doubling() -> Map {
+            let mut m = Map::default();
+            m.put(40, Vec::new());
+            for i in (0..40).rev() {
+                m.put(i, vec![dir("a", id(i + 1)), dir("b", id(i + 1))]);
+            }
+            m
+        }
+    }
+
     impl Blobs for Map {
         fn tree(&self, id: &BlobId) -> Result<Tree> {
             self.reads.set(self.reads.get() + 1);
@@ -401,14 +419,7 @@ mod tests {
     /// times, not 2^40.
     #[test]
     fn shared_subtrees_are_read_once() {
-        let mut m = Map::default();
-        m.trees.insert(id(40), Tree::default());
-        for i in (0..40).rev() {
-            let t = Tree {
-                entries: vec![dir("a", id(i + 1)), dir("b", id(i + 1))],
-            };
-            m.trees.insert(id(i), t);
-        }
+        let m = Map::doubling();
         let log = walk(&m, id(0));
         assert_eq!(m.reads.get(), 41);
         assert_eq!(log.blobs, 41);
@@ -420,18 +431,8 @@ mod tests {
     #[test]
     fn cycles_are_damage() {
         let mut m = Map::default();
-        m.trees.insert(
-            id(0),
-            Tree {
-                entries: vec![dir("a", id(1))],
-            },
-        );
-        m.trees.insert(
-            id(1),
-            Tree {
-                entries: vec![dir("b", id(0)), dir("c", id(1))],
-            },
-        );
+        m.put(0, vec![dir("a", id(1))]);
+        m.put(1, vec![dir("b", id(0)), dir("c", id(1))]);
         let log = walk(&m, id(0));
         assert_eq!(m.reads.get(), 2);
         assert_eq!(log.damage.len(), 2, "{:?}", log.damage);
@@ -455,12 +456,7 @@ mod tests {
         let n = 100_000;
         let mut m = Map::default();
         for i in 0..n {
-            m.trees.insert(
-                id(i),
-                Tree {
-                    entries: vec![dir("d", id(i + 1))],
-                },
-            );
+            m.put(i, vec![dir("d", id(i + 1))]);
         }
         let log = walk(&m, id(0));
         assert_eq!(m.reads.get(), n + 1);
@@ -487,31 +483,14 @@ mod tests {
     /// times is not listed 2^40 times), and calls a cycle damage.
     #[test]
     fn node_walk_is_bounded_and_finds_cycles() {
-        let mut m = Map::default();
-        m.trees.insert(id(40), Tree::default());
-        for i in (0..40).rev() {
-            let t = Tree {
-                entries: vec![dir("a", id(i + 1)), dir("b", id(i + 1))],
-            };
-            m.trees.insert(id(i), t);
-        }
+        let m = Map::doubling();
         let e = names(&m, id(38), 100).unwrap();
         assert_eq!(e, ["a", "b", "a/a", "a/b", "b/a", "b/b"]);
         let e = names(&m, id(0), 1000).unwrap_err();
         assert!(e.to_string().contains("more than the 1000 entries"), "{e}");
         let mut m = Map::default();
-        m.trees.insert(
-            id(0),
-            Tree {
-                entries: vec![dir("a", id(1))],
-            },
-        );
-        m.trees.insert(
-            id(1),
-            Tree {
-                entries: vec![dir("b", id(0))],
-            },
-        );
+        m.put(0, vec![dir("a", id(1))]);
+        m.put(1, vec![dir("b", id(0))]);
         let e = names(&m, id(0), 1000).unwrap_err();
         assert!(e.to_string().contains("/a/b: directory tree"), "{e}");
         assert!(e.to_string().contains("contains itself"), "{e}");

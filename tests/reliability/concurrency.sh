@@ -35,10 +35,22 @@ wait_mounted "$MNT"
 
 END=$((SECONDS + SOAK))
 
+# outcome WHAT OUT RC: the line of an operation WHAT that exited RC and
+# wrote OUT: refused is exit 1 with BackupService.6125 (the vault busy).
+outcome() {
+	if [ "$3" = 0 ]; then
+		echo "ok $1"
+	elif [ "$3" = 1 ] && grep -q 'BackupService.6125' "$2"; then
+		echo "refused $1"
+	else
+		echo "BAD $1 exit $3: $(tr '\n' ' ' <"$2" | head -c 400)"
+	fi
+}
+
 # Each loop appends one line per operation to $T/log/NAME: "ok ...",
 # "refused ..." or "BAD ..." (a failure).
 backups() { # backups VAULT LOG
-	local n=0 rc
+	local n=0
 	while [ "$SECONDS" -lt "$END" ]; do
 		n=$((n + 1))
 		# New data, but never while a backup of the vault reads it (that
@@ -46,14 +58,7 @@ backups() { # backups VAULT LOG
 		# writers take the vault's lock file exclusively, backups shared.
 		flock -x "$T/lock-$1" sh -c 'head -c 8000000 /dev/urandom >"$1"' sh "$T/s$1/data.$2"
 		flock -s "$T/lock-$1" "$CBRFS_BIN" --store "$STORE" backup create "$1" --name "$2-$n" >"$T/out-$2" 2>&1
-		rc=$?
-		if [ "$rc" = 0 ]; then
-			echo "ok $2-$n"
-		elif [ "$rc" = 1 ] && grep -q 'BackupService.6125' "$T/out-$2"; then
-			echo "refused $2-$n"
-		else
-			echo "BAD $2-$n exit $rc: $(tr '\n' ' ' <"$T/out-$2" | head -c 400)"
-		fi
+		outcome "$2-$n" "$T/out-$2" $?
 	done >>"$T/log/$2"
 }
 
@@ -97,28 +102,14 @@ reader() { # reader ID
 }
 
 retention() {
-	local day=0 rc now
+	local day=0 now
 	while [ "$SECONDS" -lt "$END" ]; do
 		day=$((day + 1))
 		now=$(date -u -d "2027-01-01 01:00:00 UTC + $day days" +%Y-%m-%dT%H:%M:%SZ)
 		"$CBRFS_BIN" --store "$STORE" policy run-due --now "$now" >"$T/out-ret" 2>&1
-		rc=$?
-		if [ "$rc" = 0 ]; then
-			echo "ok run-due $now"
-		elif [ "$rc" = 1 ] && grep -q 'BackupService.6125' "$T/out-ret"; then
-			echo "refused run-due $now"
-		else
-			echo "BAD run-due $now exit $rc: $(tr '\n' ' ' <"$T/out-ret" | head -c 400)"
-		fi
+		outcome "run-due $now" "$T/out-ret" $?
 		"$CBRFS_BIN" --store "$STORE" prune >"$T/out-prune" 2>&1
-		rc=$?
-		if [ "$rc" = 0 ]; then
-			echo "ok prune"
-		elif [ "$rc" = 1 ] && grep -q 'BackupService.6125' "$T/out-prune"; then
-			echo "refused prune"
-		else
-			echo "BAD prune exit $rc: $(tr '\n' ' ' <"$T/out-prune" | head -c 400)"
-		fi
+		outcome "prune" "$T/out-prune" $?
 	done >>"$T/log/retention"
 }
 

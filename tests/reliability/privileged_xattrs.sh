@@ -20,10 +20,6 @@ fi
 U=nobody
 UID_=$(id -u $U)
 GID_=$(id -g $U)
-as_user() {
-	setpriv --reuid="$UID_" --regid="$GID_" --clear-groups \
-		env -i PATH="$PATH" HOME="$T/u" LC_ALL=C "$@"
-}
 chmod 0711 "$T"
 mkdir "$T/u"
 chown "$UID_:$GID_" "$T/u"

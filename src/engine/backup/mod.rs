@@ -203,92 +203,84 @@ fn accept(
         .code("BackupService.0001"));
     }
     let total: u64 = resources.iter().map(|r| r.size).sum();
-    if opts.dry_run {
-        // Nothing is written, so nothing to lock out, and a full vault is
-        // for the figures to show, not a refusal.
-        let used = store.used_bytes(vault)?;
-        opts.name = Some(name.clone());
-        return Ok(Prepared {
-            task: None,
-            status_file: None,
-            started: catalog::now_rfc3339(),
-            requests_mark: mark,
-            store: store.clone(),
-            vault: cfg,
-            name,
-            opts,
-            resources,
-            _lock: None,
-            used_before: used,
-            progress: Arc::new(Progress::new(total)),
-        });
-    }
-    // On a remote vault the lease is confirmed behind the backup's first
-    // work (its settle time is a wait): only packs go up before it is.
-    let lock = store.try_backup_lock_early(vault)?;
-    let repo = store.repo(vault)?;
-    let used = repo.used_bytes()?;
-    let mut cfg = cfg;
-    if used >= cfg.capacity_bytes() && cfg.auto_expand {
-        cfg = expand(
-            store,
-            vault,
-            used,
-            opts.at_ns.unwrap_or_else(catalog::now_ns),
-        )?;
-    }
-    if used >= cfg.capacity_bytes() {
-        return Err(Error::new(
-            Kind::NoSpace,
-            format!(
-                "vault {vault} is full: {} used of {} GB capacity",
-                rules::human_bytes(used),
-                cfg.capacity_gb
-            ),
-        )
-        .code("BackupService.6114"));
-    }
+    let dry_run = opts.dry_run;
     opts.name = Some(name.clone());
-    // Accepted: from here the backup is in the task log and has a status
-    // file, so if this process dies before `run` even starts (a mount daemon
-    // killed right after a mkdir), `backup wait` and `task list` say it
-    // failed instead of that it never existed.
-    let started = catalog::now_rfc3339();
-    let at = opts.at_ns.unwrap_or_else(catalog::now_ns);
-    let task = tasks::start_counting(
-        store,
-        tasks::TaskType::Backup,
-        vault,
-        None,
-        Some(&name),
-        at,
-        mark,
-    );
-    let status_file = status::Writer::new(store, vault);
-    status_file.write(&status::Status {
-        backup: name.clone(),
-        status: status::RunStatus::Protecting,
-        progress: 0,
-        bytes_read: 0,
-        files: 0,
-        pid: std::process::id(),
-        started: started.clone(),
-        error: None,
-    });
-    Ok(Prepared {
-        task: Some(task),
-        status_file: Some(status_file),
-        started,
+    // One value for both paths; a real backup fills in its lock, task and
+    // status file below.
+    let mut p = Prepared {
+        task: None,
+        status_file: None,
+        started: catalog::now_rfc3339(),
         requests_mark: mark,
         store: store.clone(),
         vault: cfg,
         name,
         opts,
         resources,
-        _lock: Some(lock),
-        used_before: used,
+        _lock: None,
+        used_before: 0,
         progress: Arc::new(Progress::new(total)),
-    })
+    };
+    if dry_run {
+        // Nothing is written, so nothing to lock out, and a full vault is
+        // for the figures to show, not a refusal.
+        p.used_before = store.used_bytes(vault)?;
+        return Ok(p);
+    }
+    // On a remote vault the lease is confirmed behind the backup's first
+    // work (its settle time is a wait): only packs go up before it is.
+    let lock = store.try_backup_lock_early(vault)?;
+    let repo = store.repo(vault)?;
+    let used = repo.used_bytes()?;
+    if used >= p.vault.capacity_bytes() && p.vault.auto_expand {
+        p.vault = expand(
+            store,
+            vault,
+            used,
+            p.opts.at_ns.unwrap_or_else(catalog::now_ns),
+        )?;
+    }
+    if used >= p.vault.capacity_bytes() {
+        return Err(Error::new(
+            Kind::NoSpace,
+            format!(
+                "vault {vault} is full: {} used of {} GB capacity",
+                rules::human_bytes(used),
+                p.vault.capacity_gb
+            ),
+        )
+        .code("BackupService.6114"));
+    }
+    // Accepted: from here the backup is in the task log and has a status
+    // file, so if this process dies before `run` even starts (a mount daemon
+    // killed right after a mkdir), `backup wait` and `task list` say it
+    // failed instead of that it never existed.
+    p.started = catalog::now_rfc3339();
+    let at = p.opts.at_ns.unwrap_or_else(catalog::now_ns);
+    p.task = Some(tasks::start_counting(
+        store,
+        tasks::TaskType::Backup,
+        vault,
+        None,
+        Some(&p.name),
+        at,
+        mark,
+    ));
+    let status_file = status::Writer::new(store, vault);
+    status_file.write(&status::Status {
+        backup: p.name.clone(),
+        status: status::RunStatus::Protecting,
+        progress: 0,
+        bytes_read: 0,
+        files: 0,
+        pid: std::process::id(),
+        started: p.started.clone(),
+        error: None,
+    });
+    p.status_file = Some(status_file);
+    p._lock = Some(lock);
+    p.used_before = used;
+    Ok(p)
 }
 
 impl Prepared {

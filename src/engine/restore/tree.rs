@@ -393,36 +393,54 @@ mod tests {
     use crate::model::NodeKind;
     use crate::store::{BlobKind, RepoWriter};
 
+    /// An empty vault "v" in `dir`.
+    fn vault(dir: &Path) -> Repo {
+        Repo::create(dir).unwrap();
+        Repo::open(dir, "v").unwrap()
+    }
+
+    fn put_tree(w: &mut RepoWriter, entries: Vec<Node>) -> BlobId {
+        w.add(
+            BlobKind::Tree,
+            &model::encode_tree(&Tree { entries }).unwrap(),
+        )
+        .unwrap()
+        .id
+    }
+
+    /// The directory `dir/out`, made, and opened, to restore into.
+    fn target(dir: &Path) -> (PathBuf, OwnedFd) {
+        let out = dir.join("out");
+        std::fs::create_dir(&out).unwrap();
+        let fd = sys::open_dir(&out).unwrap();
+        (out, fd)
+    }
+
+    /// The budget of backup "b", resource "r".
+    fn budget(max_entries: u64, max_bytes: u64) -> Budget {
+        Budget {
+            backup: "b".into(),
+            resource: "r".into(),
+            max_entries,
+            max_bytes,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
     /// Content-addressed trees cannot really contain themselves, so the
     /// cycle check is shown with a tree put on the path by hand: entering
     /// it again stops the restore with an error naming the backup.
     #[test]
     fn a_tree_on_its_own_path_is_a_cycle() {
         let dir = tempfile::tempdir().unwrap();
-        Repo::create(dir.path()).unwrap();
-        let repo = Repo::open(dir.path(), "v").unwrap();
+        let repo = vault(dir.path());
         let mut w = RepoWriter::new(&repo, false);
-        let id = w
-            .add(
-                BlobKind::Tree,
-                &model::encode_tree(&Tree::default()).unwrap(),
-            )
-            .unwrap()
-            .id;
+        let id = put_tree(&mut w, Vec::new());
         w.finish().unwrap();
         let rec = crate::testkit::record(vec![]);
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).unwrap();
-        let fd = sys::open_dir(&out).unwrap();
-        let budget = Budget {
-            backup: "b".into(),
-            resource: "r".into(),
-            max_entries: 10,
-            max_bytes: 10,
-            entries: 0,
-            bytes: 0,
-        };
-        let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget);
+        let (out, fd) = target(dir.path());
+        let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget(10, 10));
         r.on_path.insert(id);
         let e = r.restore_tree(fd, id, Vec::new(), None, true).unwrap_err();
         assert!(
@@ -438,49 +456,23 @@ mod tests {
     #[test]
     fn deep_trees_restore_through_a_small_window_of_open_directories() {
         let dir = tempfile::tempdir().unwrap();
-        Repo::create(dir.path()).unwrap();
-        let repo = Repo::open(dir.path(), "v").unwrap();
+        let repo = vault(dir.path());
         let mut w = RepoWriter::new(&repo, false);
         let mut leaf = Node::new(b"leaf".to_vec(), NodeKind::File);
         leaf.mode = 0o640;
-        let mut id = w
-            .add(
-                BlobKind::Tree,
-                &model::encode_tree(&Tree {
-                    entries: vec![leaf],
-                })
-                .unwrap(),
-            )
-            .unwrap()
-            .id;
+        let mut id = put_tree(&mut w, vec![leaf]);
         const LEVELS: usize = 50;
         for i in 0..LEVELS {
             let mut d = Node::new(format!("d{i}").into_bytes(), NodeKind::Dir);
             d.mode = 0o750;
             d.mtime_ns = 1_000_000_000 * (i as i64 + 1);
             d.subtree = Some(id);
-            id = w
-                .add(
-                    BlobKind::Tree,
-                    &model::encode_tree(&Tree { entries: vec![d] }).unwrap(),
-                )
-                .unwrap()
-                .id;
+            id = put_tree(&mut w, vec![d]);
         }
         w.finish().unwrap();
         let rec = crate::testkit::record(vec![]);
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).unwrap();
-        let fd = sys::open_dir(&out).unwrap();
-        let budget = Budget {
-            backup: "b".into(),
-            resource: "r".into(),
-            max_entries: 100,
-            max_bytes: 0,
-            entries: 0,
-            bytes: 0,
-        };
-        let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget);
+        let (out, fd) = target(dir.path());
+        let mut r = Restorer::new(&repo, &rec, fd.try_clone().unwrap(), &out, budget(100, 0));
         r.keep_open = 4;
         r.restore_tree(fd, id, Vec::new(), None, true).unwrap();
         assert!(r.stats.errors.is_empty(), "{:?}", r.stats.errors);

@@ -20,16 +20,10 @@ fn setup(limit: u64) -> (tempfile::TempDir, Arc<LocalDir>, Arc<CachedStorage>) {
     (t, remote, cached)
 }
 
+/// Distinct seeds give distinct bytes (`pseudo_random` merges 2k and
+/// 2k+1).
 fn bytes(seed: u32, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    crate::testkit::pseudo_random(n, u64::from(seed) * 2 + 1)
 }
 
 fn files_under(p: &Path) -> Vec<PathBuf> {
@@ -252,6 +246,16 @@ fn backup(cached: &Arc<CachedStorage>, name: &str, data: &[u8]) -> BlobId {
     id
 }
 
+/// The vault "v" opened on host `home`, with the listing of packs/ (for
+/// their sizes) kept first and the request log cleared: what follows
+/// counts only the reads a test makes.
+fn counted_reader(remote: &Arc<Logged>, t: &tempfile::TempDir, home: &str) -> Repo {
+    let r = Repo::open_in(host(remote, t, home), "v").unwrap();
+    r.used_bytes().unwrap();
+    remote.ops.lock().clear();
+    r
+}
+
 fn count(ops: &[String], what: &str) -> usize {
     ops.iter().filter(|o| o.starts_with(what)).count()
 }
@@ -412,10 +416,7 @@ fn small_blobs_are_read_by_the_block() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
     let blobs = vault_of_blobs(&t, &remote, 60, 100, 3000);
-    let c = host(&remote, &t, "home2");
-    let r = Repo::open_in(c.clone(), "v").unwrap();
-    r.used_bytes().unwrap();
-    remote.ops.lock().clear();
+    let r = counted_reader(&remote, &t, "home2");
     for (id, b) in &blobs {
         assert_eq!(&r.read_blob(id).unwrap(), b);
     }
@@ -432,14 +433,7 @@ fn most_of_a_pack_is_fetched_whole_else_ranges() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
     let blobs = vault_of_blobs(&t, &remote, 8, 30, 40_000);
-    let fresh = |home: &str| {
-        let c = host(&remote, &t, home);
-        let r = Repo::open_in(c.clone(), "v").unwrap();
-        // The listing of packs/ (for their sizes) is kept here first.
-        r.used_bytes().unwrap();
-        remote.ops.lock().clear();
-        r
-    };
+    let fresh = |home: &str| counted_reader(&remote, &t, home);
     // Six of eight blobs: whole.
     let r = fresh("home2");
     r.will_read(blobs[..6].iter().map(|b| b.0));
@@ -1031,10 +1025,7 @@ fn a_restore_holds_a_whole_pack_in_memory() {
     let t = tempfile::tempdir().unwrap();
     let remote = logged(&t);
     let blobs = vault_of_blobs(&t, &remote, 8, 300, 400_000);
-    let c = host(&remote, &t, "home2");
-    let r = Repo::open_in(c.clone(), "v").unwrap();
-    r.used_bytes().unwrap();
-    remote.ops.lock().clear();
+    let r = counted_reader(&remote, &t, "home2");
     let _once = r.reading_once();
     r.will_read(blobs.iter().map(|b| b.0));
     r.will_read(blobs.iter().map(|b| b.0));
