@@ -94,7 +94,7 @@ fn no_plaintext_in_the_store_and_round_trip() {
     );
     assert!(vdir.join("keys/0.slot").exists());
     let settings = std::fs::read_to_string(vdir.join("vault.json")).unwrap();
-    assert!(settings.contains("\"format\": 2"), "{settings}");
+    assert!(settings.contains("\"format\": 4"), "{settings}");
     assert!(settings.contains("\"encrypted\": true"), "{settings}");
     let needles: Vec<&[u8]> = vec![
         b"MARKER-7f3a9c",

@@ -474,13 +474,17 @@ impl Record for VaultConfig {
     fn name(&self) -> &str {
         &self.name
     }
-    // Format 2 exactly when encrypted: neither a clear vault claiming 2
-    // nor an encrypted one claiming 1 is read.
+    // Format 2 or 4 exactly when encrypted (4: with LZ4), 1 or 3 when
+    // not: neither a clear vault claiming an encrypted format nor an
+    // encrypted one claiming a clear format is read.
     fn format_ok(&self) -> bool {
         if self.encrypted {
-            self.format == VAULT_FORMAT_ENCRYPTED
+            matches!(
+                self.format,
+                VAULT_FORMAT_ENCRYPTED | VAULT_FORMAT_ENCRYPTED_LZ4
+            )
         } else {
-            self.format == CATALOG_FORMAT
+            matches!(self.format, CATALOG_FORMAT | VAULT_FORMAT_LZ4)
         }
     }
 }

@@ -188,6 +188,14 @@ pub struct VaultConfig {
 
 /// The settings format of an encrypted vault (a v1 reader refuses it).
 pub const VAULT_FORMAT_ENCRYPTED: u32 = 2;
+/// The settings format of an unencrypted vault whose disks' chunks may be
+/// LZ4 blocks (compression byte 2, docs/FORMAT.md §8). Readers before
+/// LZ4 accept exactly 1 (clear) or 2 (encrypted), so they refuse such a
+/// vault as a whole, naming its format, instead of finding its LZ4 blobs
+/// undecodable and calling them damage.
+pub const VAULT_FORMAT_LZ4: u32 = 3;
+/// [`VAULT_FORMAT_LZ4`] of an encrypted vault.
+pub const VAULT_FORMAT_ENCRYPTED_LZ4: u32 = 4;
 
 fn default_threshold() -> u8 {
     80
@@ -223,6 +231,20 @@ impl VaultConfig {
     /// True if blobs are zstd-compressed.
     pub fn compress(&self) -> bool {
         self.compression == Compression::Zstd
+    }
+    /// True if the vault's format lets a disk's chunks be LZ4 blocks
+    /// (vaults made since LZ4; older ones keep zstd, so the binaries that
+    /// made them still read them).
+    pub fn disk_lz4(&self) -> bool {
+        self.format == VAULT_FORMAT_LZ4 || self.format == VAULT_FORMAT_ENCRYPTED_LZ4
+    }
+    /// The settings format of a new vault: encrypted or not, with LZ4.
+    pub fn new_format(encrypted: bool) -> u32 {
+        if encrypted {
+            VAULT_FORMAT_ENCRYPTED_LZ4
+        } else {
+            VAULT_FORMAT_LZ4
+        }
     }
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Result<&Resource> {

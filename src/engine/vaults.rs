@@ -183,11 +183,7 @@ pub fn prepare(v: NewVault) -> Result<VaultConfig> {
     let tags = merge_tags(&[], &v.tags, &[])?;
     let compression = Compression::parse(&v.compression)?;
     let cfg = VaultConfig {
-        format: if v.encrypt {
-            catalog::VAULT_FORMAT_ENCRYPTED
-        } else {
-            catalog::CATALOG_FORMAT
-        },
+        format: VaultConfig::new_format(v.encrypt),
         name,
         vault_type: v.vault_type,
         capacity_gb,

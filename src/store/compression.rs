@@ -86,15 +86,23 @@ pub const ZSTD_LEVEL_DISK: i32 = 1;
 #[derive(Clone, Copy, Debug)]
 pub struct DiskCodec {
     zstd: bool,
+    /// LZ4 may be written: the vault's format says its readers know it
+    /// (`VaultConfig::disk_lz4`). Without, every chunk is zstd level 1.
+    lz4: bool,
 }
 
 impl Default for DiskCodec {
     fn default() -> Self {
-        DiskCodec { zstd: true }
+        DiskCodec::new(true)
     }
 }
 
 impl DiskCodec {
+    /// A codec that starts with zstd, and turns to LZ4 only if `lz4`.
+    pub fn new(lz4: bool) -> DiskCodec {
+        DiskCodec { zstd: true, lz4 }
+    }
+
     /// Compress `data` into `out` (cleared first) and return the codec of
     /// `out` if it pays (saves at least 1/32, as [`compress_into`]), else
     /// `None` (store it raw).
@@ -103,7 +111,7 @@ impl DiskCodec {
         let well = |n: usize| n.saturating_mul(10) < data.len().saturating_mul(4);
         if self.zstd {
             let paid = compress_into_at(data, out, ZSTD_LEVEL_DISK);
-            self.zstd = paid && well(out.len());
+            self.zstd = !self.lz4 || (paid && well(out.len()));
             return paid.then_some(Compression::Zstd);
         }
         out.clear();
@@ -495,8 +503,18 @@ mod tests {
         assert_eq!(seen, [Zstd, Zstd, Lz4, Zstd, Zstd]);
         // Incompressible: stored raw, by either codec.
         let noise = crate::fsutil::random_bytes(16 << 10);
-        let mut c = DiskCodec { zstd: false };
+        let mut c = DiskCodec {
+            zstd: false,
+            lz4: true,
+        };
         assert_eq!(c.compress(&noise, &mut out), None);
+        // A vault made before LZ4: zstd for every chunk, whatever comes.
+        let mut old = DiskCodec::new(false);
+        for data in [&code, &noise, &code, &text] {
+            let how = old.compress(data, &mut out);
+            assert_ne!(how, Some(Lz4), "an LZ4 block in a vault of format 1 or 2");
+        }
+        assert_eq!(old.compress(&code, &mut out), Some(Zstd));
     }
 
     /// A damaged LZ4 block or a wrong length is an error, never other

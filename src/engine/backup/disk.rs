@@ -133,7 +133,7 @@ impl Walker<'_, '_> {
                 let mut out = Vec::new();
                 // Carried from batch to batch: the next batch is most
                 // often the same kind of data (DiskCodec's doc).
-                let mut codec = DiskCodec::default();
+                let mut codec = DiskCodec::new(self.sh.disk_lz4);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(pos, end)) = window.get(i) else {

@@ -429,6 +429,7 @@ impl Prepared {
             cdc: &cdc,
             key: repo.key(),
             compress,
+            disk_lz4: self.vault.disk_lz4(),
             progress: &self.progress,
             stop: AtomicBool::new(false),
             big: Mutex::new((0..BIG_BUFFERS).map(|_| Buffers::default()).collect()),

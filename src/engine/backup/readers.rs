@@ -45,6 +45,9 @@ pub(super) struct Shared<'a, 'w> {
     pub(super) cdc: &'a Cdc,
     pub(super) key: &'a Key,
     pub(super) compress: bool,
+    /// The vault's format lets disks' chunks be LZ4 blocks
+    /// (`VaultConfig::disk_lz4`); else they stay zstd.
+    pub(super) disk_lz4: bool,
     pub(super) progress: &'a Progress,
     /// Set once the store failed: the readers skip what is left.
     pub(super) stop: AtomicBool,
