@@ -191,6 +191,30 @@ pub fn largest_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (r, largest)
 }
 
+/// Decode damaged or arbitrary `bytes` with `decode` (which opens them
+/// through the real path and uses every method): it may not allocate at
+/// once much more than their size (twice, and 64 KiB), and what passes
+/// its own check must be `good`'s entries (`None`: arbitrary bytes, no
+/// expectation). `what` names the file kind in a failure.
+pub fn decodes_within_bounds<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    bytes: &[u8],
+    good: Option<&[T]>,
+    decode: impl FnOnce() -> Result<Vec<T>>,
+) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
+    let (r, largest) = largest_alloc(decode);
+    prop_assert!(
+        largest <= 2 * bytes.len() + (64 << 10),
+        "{what} of {} bytes allocated {} at once",
+        bytes.len(),
+        largest
+    );
+    if let (Ok(all), Some(good)) = (r, good) {
+        prop_assert_eq!(&all[..], good, "a damaged {} passed its check", what);
+    }
+    Ok(())
+}
+
 /// Run `f` on another thread and panic if it has not returned within
 /// `secs` seconds: a decoder stuck in a loop fails the test instead of
 /// hanging `cargo test`. Panics inside `f` are passed on.
