@@ -73,13 +73,10 @@ impl Shared<'_, '_> {
         out: &mut Vec<u8>,
         level: i32,
     ) -> Result<BlobId> {
-        let id = self.key.id(data);
-        if self.writer.lock().reserve(id) {
-            let c = (self.compress && crate::store::compress_into_at(data, out, level))
-                .then_some((Compression::Zstd, &out[..]));
-            self.writer.lock().append_reserved(id, kind, data, c)?;
-        }
-        Ok(id)
+        self.put_with(kind, data, || {
+            crate::store::compress_into_at(data, out, level)
+                .then_some((Compression::Zstd, &out[..]))
+        })
     }
 
     /// [`Shared::put`] for a disk's data chunk: compressed by `codec`
@@ -90,16 +87,24 @@ impl Shared<'_, '_> {
         out: &mut Vec<u8>,
         codec: &mut DiskCodec,
     ) -> Result<BlobId> {
+        self.put_with(BlobKind::Data, data, || {
+            codec.compress(data, out).map(|how| (how, &out[..]))
+        })
+    }
+
+    /// Store `data` unless it is stored already: `compress` (run only for
+    /// a new blob of a compressing vault) gives its compressed form, or
+    /// `None` to store it raw.
+    fn put_with<'o>(
+        &self,
+        kind: BlobKind,
+        data: &[u8],
+        compress: impl FnOnce() -> Option<(Compression, &'o [u8])>,
+    ) -> Result<BlobId> {
         let id = self.key.id(data);
         if self.writer.lock().reserve(id) {
-            let c = if self.compress {
-                codec.compress(data, out).map(|how| (how, &out[..]))
-            } else {
-                None
-            };
-            self.writer
-                .lock()
-                .append_reserved(id, BlobKind::Data, data, c)?;
+            let c = if self.compress { compress() } else { None };
+            self.writer.lock().append_reserved(id, kind, data, c)?;
         }
         Ok(id)
     }
