@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
 use crate::store::DiskCodec;
 use crate::sys;
-use parking_lot::Mutex;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -116,74 +115,124 @@ impl Walker<'_, '_> {
             }
         }
         let src = Source::new(&f);
+        let sh = self.sh;
         let mut chunks = Vec::new();
         let mut stored = 0u64;
-        // A window of batches at a time bounds the results held.
-        for window in batches.chunks(256) {
-            // Interrupted: what was stored so far is kept (see `run_inner`).
-            if self.sh.progress.cancelled() {
-                return Err(Error::failed(format!("interrupted in disk {shown}")));
-            }
-            let next = AtomicUsize::new(0);
-            let failed = AtomicBool::new(false);
-            let results: Vec<Mutex<Option<Result<Vec<ChunkRef>>>>> =
-                window.iter().map(|_| Mutex::new(None)).collect();
-            let work = || {
-                let mut buf = vec![0u8; BATCH as usize + 3 * DIRECT_ALIGN];
-                let mut out = Vec::new();
-                // Carried from batch to batch: the next batch is most
-                // often the same kind of data (DiskCodec's doc).
-                let mut codec = DiskCodec::new(self.sh.disk_lz4);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(pos, end)) = window.get(i) else {
-                        return;
-                    };
-                    if failed.load(Ordering::Relaxed) {
-                        return;
+        // Batches go to the readers one at a time, in order, from one
+        // counter; each comes back with its index and is put in place. No
+        // barrier: a reader that finishes takes the next batch at once,
+        // whatever the others do (a window of batches joined all readers
+        // every 256 MiB, and its last batches ran on fewer threads).
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let readers = DISK_READERS.min(batches.len()).max(1);
+        let batches = &batches[..];
+        let outcome: Result<()> = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Vec<ChunkRef>>)>();
+            for _ in 0..readers {
+                let tx = tx.clone();
+                let (src, shown, next, stop) = (&src, &shown, &next, &stop);
+                s.spawn(move || {
+                    let mut buf = vec![0u8; BATCH as usize + 3 * DIRECT_ALIGN];
+                    let mut out = Vec::new();
+                    // Carried from batch to batch: the next batch is most
+                    // often the same kind of data (DiskCodec's doc).
+                    let mut codec = DiskCodec::new(sh.disk_lz4);
+                    loop {
+                        if stop.load(Ordering::Relaxed) || sh.progress.cancelled() {
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(pos, end)) = batches.get(i) else {
+                            return;
+                        };
+                        let r =
+                            disk_batch(src, shown, pos..end, &mut buf, &mut out, &mut codec, sh);
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        if tx.send((i, r)).is_err() {
+                            return;
+                        }
                     }
-                    let r = disk_batch(
-                        &src,
-                        &shown,
-                        pos..end,
-                        &mut buf,
-                        &mut out,
-                        &mut codec,
-                        self.sh,
-                    );
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
+                });
+            }
+            drop(tx);
+            let mut results = InOrder::default();
+            let mut first_err: Option<(usize, Error)> = None;
+            for (i, r) in rx {
+                match r {
+                    Err(e) => {
+                        if first_err.as_ref().is_none_or(|(at, _)| i < *at) {
+                            first_err = Some((i, e));
+                        }
                     }
-                    *results[i].lock() = Some(r);
+                    Ok(c) => results.put(i, c),
                 }
-            };
-            let threads = DISK_READERS.min(window.len());
-            std::thread::scope(|s| {
-                for _ in 1..threads {
-                    s.spawn(work);
+                if first_err.is_some() {
+                    stop.store(true, Ordering::Relaxed);
+                    continue;
                 }
-                work();
-            });
-            let mut results: Vec<_> = results.into_iter().map(|r| r.into_inner()).collect();
-            if let Some(at) = results.iter().position(|r| matches!(r, Some(Err(_)))) {
-                if let Some(Err(e)) = results.swap_remove(at) {
-                    return Err(e);
+                while let Some((at, c)) = results.pop() {
+                    let (pos, end) = batches[at];
+                    stored += c.iter().map(|c| c.len as u64).sum::<u64>();
+                    chunks.extend(c);
+                    self.stats.bytes_read += end - pos;
                 }
             }
-            for (r, &(pos, end)) in results.into_iter().zip(window) {
-                let Some(Ok(c)) = r else {
-                    return Err(Error::failed(format!(
-                        "disk {shown}: the range at {pos} was not read"
-                    )));
-                };
-                stored += c.iter().map(|c| c.len as u64).sum::<u64>();
-                chunks.extend(c);
-                self.stats.bytes_read += end - pos;
+            if let Some((_, e)) = first_err {
+                return Err(e);
             }
-        }
+            let want = results.next;
+            if want < batches.len() {
+                // Interrupted: what was stored so far is kept (see
+                // `run_inner`).
+                if sh.progress.cancelled() {
+                    return Err(Error::failed(format!("interrupted in disk {shown}")));
+                }
+                let (pos, _) = batches[want];
+                return Err(Error::failed(format!(
+                    "disk {shown}: the range at {pos} was not read"
+                )));
+            }
+            Ok(())
+        });
+        outcome?;
         n.blocks = stored.div_ceil(512);
         n.content = self.content(&chunks)?;
         Ok(n)
+    }
+}
+
+/// Results numbered 0, 1, 2, ... that arrive in any order, taken out in
+/// order: those that came before an earlier one wait here (at most one per
+/// reader, since batches are handed out in order).
+struct InOrder<T> {
+    early: std::collections::BTreeMap<usize, T>,
+    /// The number of the next result to take out.
+    next: usize,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            early: std::collections::BTreeMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// Result number `i` arrived.
+    fn put(&mut self, i: usize, v: T) {
+        self.early.insert(i, v);
+    }
+
+    /// The next result in order with its number, if it arrived.
+    fn pop(&mut self) -> Option<(usize, T)> {
+        let v = self.early.remove(&self.next)?;
+        self.next += 1;
+        Some((self.next - 1, v))
     }
 }
 
@@ -480,6 +529,25 @@ mod tests {
 
     /// A single non-zero byte anywhere, in a whole block or in the tail,
     /// makes a chunk data; empty and all-zero ones are zero.
+    /// Batches done out of order come out in order, each once, and none
+    /// comes out before every earlier one has.
+    #[test]
+    fn results_come_out_in_order() {
+        let mut r = InOrder::default();
+        let mut got = Vec::new();
+        for i in [3usize, 1, 0, 2, 6, 4, 5, 7] {
+            r.put(i, i * 10);
+            while let Some((at, v)) = r.pop() {
+                assert_eq!(v, at * 10);
+                got.push(at);
+            }
+            assert!(got.iter().all(|&g| g < r.next) && got.len() == r.next);
+        }
+        assert_eq!(got, (0..8).collect::<Vec<_>>());
+        r.put(9, 90);
+        assert!(r.pop().is_none(), "8 has not come");
+    }
+
     #[test]
     fn is_zero_finds_any_non_zero_byte() {
         assert!(is_zero(&[]));
