@@ -118,21 +118,34 @@ impl DiskCodec {
         if data.len() <= 64 {
             return None;
         }
-        out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
-        let n = match lz4_flex::block::compress_into(data, out) {
-            Ok(n) => n,
-            Err(_) => {
-                out.clear();
-                return None;
-            }
-        };
-        out.truncate(n);
+        let n = lz4_block_into(data, out)?;
         if well(n) {
             // Compressible after all: zstd for this chunk and the next.
             self.zstd = true;
             return compress_into_at(data, out, ZSTD_LEVEL_DISK).then_some(Compression::Zstd);
         }
         (n < data.len() - data.len() / 32).then_some(Compression::Lz4)
+    }
+}
+
+/// Compress `data` into `out` (its capacity reused) as one LZ4 block with
+/// liblz4's default acceleration, and return the block's length; `None`
+/// (and `out` empty) if liblz4 fails, which it does only for inputs over
+/// its 2 GiB limit. The block has no size prefix: the index states the
+/// length, and [`decompress_lz4`] (lz4_flex's safe decoder) reads it.
+fn lz4_block_into(data: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    out.clear();
+    let bound = lz4::block::compress_bound(data.len()).ok()?;
+    out.resize(bound, 0);
+    match lz4::block::compress_to_buffer(data, None, false, out) {
+        Ok(n) if n <= bound => {
+            out.truncate(n);
+            Some(n)
+        }
+        _ => {
+            out.clear();
+            None
+        }
     }
 }
 
@@ -517,6 +530,43 @@ mod tests {
         assert_eq!(old.compress(&code, &mut out), Some(Zstd));
     }
 
+    /// liblz4's blocks (the encoder) are read back by lz4_flex's safe
+    /// decoder (the reader) to the same bytes, for every kind of chunk and
+    /// the lengths a disk's chunks have (its last chunk may be short).
+    #[test]
+    fn liblz4_blocks_decode_with_the_safe_decoder() {
+        let mut out = Vec::new();
+        let mut kinds = 0;
+        for len in [65, 100, 4096, 12_345, (16 << 10) - 1, 16 << 10, 64 << 10] {
+            let mut zeros_and_code = code_like(len, 11);
+            zeros_and_code[..len / 2].fill(0);
+            let datas = [
+                code_like(len, len as u64),
+                text_like(len),
+                zeros_and_code,
+                crate::fsutil::random_bytes(len),
+            ];
+            for data in &datas {
+                let n = lz4_block_into(data, &mut out).expect("liblz4 compresses");
+                assert_eq!(n, out.len());
+                assert_eq!(&decompress_lz4(&out, data.len()).unwrap(), data, "{len}");
+                // A block is no lz4_flex-only dialect: the other encoder's
+                // block of the same bytes decodes to them too.
+                let theirs = lz4_flex::block::compress(data);
+                assert_eq!(&decompress_lz4(&theirs, data.len()).unwrap(), data);
+                kinds += 1;
+            }
+        }
+        assert_eq!(kinds, 28);
+        // The buffer's old contents do not leak into the next block.
+        out.clear();
+        out.extend_from_slice(&[9u8; 100_000]);
+        let data = text_like(16 << 10);
+        let n = lz4_block_into(&data, &mut out).unwrap();
+        assert!(n < data.len() / 4, "{n}");
+        assert_eq!(decompress_lz4(&out, data.len()).unwrap(), data);
+    }
+
     /// A damaged LZ4 block or a wrong length is an error, never other
     /// bytes of the right length, and a huge length allocates nothing.
     #[test]
@@ -586,10 +636,17 @@ mod tests {
                 }),
             ),
             (
-                "LZ4",
+                "LZ4 (lz4_flex safe encoder, session 10)",
                 Box::new(|d, o| {
                     *o = lz4_flex::block::compress(d);
                     (o.len() < d.len() - d.len() / 32).then_some(Compression::Lz4)
+                }),
+            ),
+            (
+                "LZ4 (liblz4)",
+                Box::new(|d, o| {
+                    let n = lz4_block_into(d, o)?;
+                    (n < d.len() - d.len() / 32).then_some(Compression::Lz4)
                 }),
             ),
             ("DiskCodec", Box::new(move |d, o| codec.compress(d, o))),
