@@ -83,6 +83,33 @@ pub const ZSTD_LEVEL_DISK: i32 = 1;
 /// (backup 0.88 against 0.90 s of CPU, repository +0.04 %). LZ4 is then
 /// 36 % of the backup's CPU and zstd 32 %: issue 17's 0.5× borg target
 /// needs more than a codec.
+///
+/// Session 11 (cpu11): the LZ4 blocks come from liblz4 (`lz4` crate,
+/// `LZ4_compress_default`) instead of lz4_flex's safe encoder; the
+/// decoder is still lz4_flex's safe one. Measured by a bench program (the
+/// LZ4 rows again by `tests::codec_table`), one thread, CPU seconds to
+/// compress as the least of 7 runs (3 for the whole rules), loaded machine
+/// (load average 6-9), same chunks as above:
+///
+/// | encoder                       | binaries, 300 MiB | kernel-text, all   |
+/// |-------------------------------|-------------------|--------------------|
+/// | lz4_flex, safe-encode (s. 10) | 0.63-0.67 s, 0.5054 | 0.45 s, 0.1889   |
+/// | lz4_flex, unsafe encoder      | 0.49-0.51 s, 0.5054 | 0.46 s, 0.1889   |
+/// | **liblz4, acceleration 1**    | 0.47-0.51 s, 0.5019 | 0.38-0.39 s, 0.1887 |
+/// | liblz4, acceleration 2        | 0.44-0.47 s, 0.5180 | –                |
+/// | DiskCodec, lz4_flex safe      | 0.71-0.78 s, 0.4380 | 0.75 s, 0.1119   |
+/// | **DiskCodec, liblz4 (this)**  | 0.64-0.72 s, 0.4349 | 0.67-0.71 s, 0.1119 |
+///
+/// Acceleration 2 saves 6-10 % more for 3 % larger blocks: not taken.
+/// zstd level 1 with parameters set for 16 KiB (window 14, hash and chain
+/// 12-14, minimum match 5-6) measured 0.78-0.87 s against 0.85-0.93 s for
+/// plain level 1 on the binaries image: within this machine's noise, and a
+/// minimum match of 6 costs 3 % size; not taken (zstd already picks its
+/// small-input parameters from the chunk's known size, and the context is
+/// reused from [`compress_into_at`]'s pool, not made per chunk). Work the
+/// sticky rule wastes on the binaries image's first 300 MiB: 438 of
+/// 19,200 chunks (2.3 %) are compressed by LZ4 and then again by zstd,
+/// about 0.01 s of 0.7 s; no probe can be cheaper than that.
 #[derive(Clone, Copy, Debug)]
 pub struct DiskCodec {
     zstd: bool,
