@@ -109,6 +109,75 @@ fn main() {
                 })
             },
         );
+        // What cbrfs's SealKey::open_ad does per object: HChaCha20 of the
+        // vault key and the nonce's first 16 bytes, a ring key of that
+        // subkey, then the open.
+        row(
+            "XChaCha20-Poly1305 as cbrfs opens it (HChaCha20 + ring key per object, +copy)",
+            &mut |len| {
+                let mut buf = vec![3u8; len];
+                let sub = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+                    chacha20::Key::from_slice(&key),
+                    chacha20::cipher::generic_array::GenericArray::from_slice(&[1u8; 16]),
+                );
+                let k1 = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &sub).unwrap());
+                let tag = k1
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key([0; 12]),
+                        Aad::from(b"ad"),
+                        &mut buf,
+                    )
+                    .unwrap();
+                let sealed = buf.clone();
+                rate(len, || {
+                    buf.copy_from_slice(&sealed);
+                    let sub = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+                        chacha20::Key::from_slice(&key),
+                        chacha20::cipher::generic_array::GenericArray::from_slice(&[1u8; 16]),
+                    );
+                    let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &sub).unwrap());
+                    k.open_in_place_separate_tag(
+                        Nonce::assume_unique_for_key([0; 12]),
+                        Aad::from(b"ad"),
+                        tag,
+                        &mut buf,
+                        0..,
+                    )
+                    .unwrap();
+                })
+            },
+        );
+        // AES-GCM's 96-bit nonce needs a key per object (or per pack) in a
+        // large vault: the cost of a ring AES-256 key schedule per object.
+        row(
+            "ring AES-256-GCM, a new key per object (+copy)",
+            &mut |len| {
+                let mut buf = vec![3u8; len];
+                let k1 = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+                let tag = k1
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key([0; 12]),
+                        Aad::from(b"ad"),
+                        &mut buf,
+                    )
+                    .unwrap();
+                let sealed = buf.clone();
+                rate(len, || {
+                    buf.copy_from_slice(&sealed);
+                    let k = LessSafeKey::new(
+                        UnboundKey::new(&AES_256_GCM, std::hint::black_box(&key)).unwrap(),
+                    );
+                    k.open_in_place_separate_tag(
+                        Nonce::assume_unique_for_key([0; 12]),
+                        Aad::from(b"ad"),
+                        tag,
+                        &mut buf,
+                        0..,
+                    )
+                    .unwrap();
+                })
+            },
+        );
         let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
         row("ring AES-256-GCM open, in place (+copy)", &mut |len| {
             let mut buf = vec![3u8; len];
