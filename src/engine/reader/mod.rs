@@ -519,12 +519,7 @@ impl FileReader {
         end: u64,
         reader: Option<&Arc<AtomicU64>>,
     ) -> Result<()> {
-        let end = end.min(self.size);
-        if off >= end {
-            return Ok(());
-        }
-        cache.prefetch_all(repo, &self.chunks_in(repo, off, end)?, reader);
-        Ok(())
+        self.queue(repo, cache, (off, end), reader, 0)
     }
 
     /// Queue the chunks of one request `[off, end)` after its first for
@@ -540,13 +535,26 @@ impl FileReader {
         end: u64,
         reader: Option<&Arc<AtomicU64>>,
     ) -> Result<()> {
+        self.queue(repo, cache, (off, end), reader, 1)
+    }
+
+    /// Queue the chunks overlapping `[off, end)` but the first `skip` of
+    /// them for the helpers ([`ChunkCache::prefetch_all`]).
+    fn queue(
+        &self,
+        repo: &Arc<Repo>,
+        cache: &ChunkCache,
+        (off, end): (u64, u64),
+        reader: Option<&Arc<AtomicU64>>,
+        skip: usize,
+    ) -> Result<()> {
         let end = end.min(self.size);
         if off >= end {
             return Ok(());
         }
         let chunks = self.chunks_in(repo, off, end)?;
-        if chunks.len() > 1 {
-            cache.prefetch_all(repo, &chunks[1..], reader);
+        if let Some(rest) = chunks.get(skip..).filter(|r| !r.is_empty()) {
+            cache.prefetch_all(repo, rest, reader);
         }
         Ok(())
     }
@@ -752,6 +760,25 @@ mod tests {
         assert_eq!(cache.held_bytes(), 0);
     }
 
+    /// [`chunked_file`] in a new temporary directory (returned: the vault
+    /// lives as long as it), with a chunk cache of `cap` bytes.
+    fn cached_file(
+        n: usize,
+        len: usize,
+        encrypted: bool,
+        cap: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Repo>,
+        FileReader,
+        Vec<u8>,
+        ChunkCache,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, r, all) = chunked_file(dir.path(), n, len, encrypted);
+        (dir, repo, r, all, ChunkCache::new(cap))
+    }
+
     /// A vault (plain, or encrypted) holding a file of `n` chunks of
     /// `len` bytes each, all different; its reader and its bytes.
     fn chunked_file(
@@ -867,9 +894,7 @@ mod tests {
     /// read once: the first loads it, the others wait for it.
     #[test]
     fn a_chunk_wanted_by_many_threads_is_read_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, r, all) = chunked_file(dir.path(), 2, 300_000, true);
-        let cache = ChunkCache::new(1 << 20);
+        let (_dir, repo, r, all, cache) = cached_file(2, 300_000, true, 1 << 20);
         let id = r.inline[1].id;
         let start = std::sync::Barrier::new(8);
         let got: Vec<Arc<Vec<u8>>> = std::thread::scope(|s| {
@@ -896,9 +921,7 @@ mod tests {
     /// absent chunk, and leaves a held one as it is.
     #[test]
     fn fill_loads_what_nobody_loads_and_never_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, r, all) = chunked_file(dir.path(), 3, 100_000, false);
-        let cache = ChunkCache::new(1 << 20);
+        let (_dir, repo, r, all, cache) = cached_file(3, 100_000, false, 1 << 20);
         let (a, b) = (r.inline[0].id, r.inline[1].id);
         assert!(matches!(cache.claim(&a, false), Claim::Mine));
         // `a` is "being loaded" by this thread: fill returns at once.
@@ -999,9 +1022,7 @@ mod tests {
     #[test]
     fn an_idle_cache_gives_its_chunks_back() {
         use std::time::{Duration, Instant};
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, r, all) = chunked_file(dir.path(), 8, 300_000, false);
-        let cache = ChunkCache::new(32 << 20);
+        let (_dir, repo, r, all, cache) = cached_file(8, 300_000, false, 32 << 20);
         let idle = Duration::from_secs(2);
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
@@ -1042,9 +1063,7 @@ mod tests {
     /// the same bytes as `read_at`.
     #[test]
     fn a_read_within_one_chunk_is_handed_over_without_a_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, r, all) = chunked_file(dir.path(), 4, 300_000, false);
-        let cache = ChunkCache::new(32 << 20);
+        let (_dir, repo, r, all, cache) = cached_file(4, 300_000, false, 32 << 20);
         let held = cache.get(&repo, &r.inline[1].id).unwrap();
         let range = held.as_ptr_range();
         let (ptr, bytes) = r
@@ -1106,9 +1125,7 @@ mod tests {
     /// already: loading them again would decode them twice, for nobody.
     #[test]
     fn read_ahead_skips_the_chunks_behind_the_reader() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, r, _) = chunked_file(dir.path(), 64, 16 * 1024, false);
-        let cache = ChunkCache::new(32 << 20);
+        let (_dir, repo, r, _, cache) = cached_file(64, 16 * 1024, false, 32 << 20);
         let at = Arc::new(AtomicU64::new(32 * 16 * 1024));
         cache.prefetch_all(&repo, &r.inline, Some(&at));
         let t = std::time::Instant::now();
@@ -1124,9 +1141,7 @@ mod tests {
     /// within the cache's size; reads then return the file's bytes.
     #[test]
     fn read_ahead_fills_the_cache_within_its_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, r, all) = chunked_file(dir.path(), 64, 16 * 1024, true);
-        let cache = ChunkCache::new(256 * 1024);
+        let (_dir, repo, r, all, cache) = cached_file(64, 16 * 1024, true, 256 * 1024);
         r.read_ahead(&repo, &cache, 0, 128 * 1024, None).unwrap();
         let t = std::time::Instant::now();
         while !r.inline[..8].iter().all(|c| cache.contains(&c.id)) || cache.ahead_bytes() > 0 {
