@@ -37,6 +37,57 @@ fn rate(len: usize, mut f: impl FnMut()) -> f64 {
     (iters * len) as f64 / best / 1e6
 }
 
+fn zero_nonce() -> ring::aead::Nonce {
+    ring::aead::Nonce::assume_unique_for_key([0; 12])
+}
+
+/// MB/s of a ring open in place of `len` bytes, the sealed bytes copied
+/// back before each (an open destroys them), under a key of `key_for`'s
+/// bytes: made once, or (`per_object`) again before every open.
+fn ring_open(
+    len: usize,
+    alg: &'static ring::aead::Algorithm,
+    key_for: &dyn Fn() -> Vec<u8>,
+    per_object: bool,
+) -> f64 {
+    use ring::aead::{Aad, LessSafeKey, UnboundKey};
+    let make = || LessSafeKey::new(UnboundKey::new(alg, &key_for()).unwrap());
+    let k = make();
+    let mut buf = vec![3u8; len];
+    let tag = k
+        .seal_in_place_separate_tag(zero_nonce(), Aad::from(b"ad"), &mut buf)
+        .unwrap();
+    let sealed = buf.clone();
+    rate(len, || {
+        buf.copy_from_slice(&sealed);
+        let fresh;
+        let k = if per_object {
+            fresh = make();
+            &fresh
+        } else {
+            &k
+        };
+        k.open_in_place_separate_tag(zero_nonce(), Aad::from(b"ad"), tag, &mut buf, 0..)
+            .unwrap();
+    })
+}
+
+/// MB/s of a RustCrypto AEAD's open in place, as [`ring_open`].
+fn rustcrypto_open<A: aes_gcm::aead::AeadInPlace>(
+    len: usize,
+    c: &A,
+    n: &aes_gcm::aead::Nonce<A>,
+) -> f64 {
+    let mut buf = vec![3u8; len];
+    let tag = c.encrypt_in_place_detached(n, b"ad", &mut buf).unwrap();
+    let sealed = buf.clone();
+    rate(len, || {
+        buf.copy_from_slice(&sealed);
+        c.decrypt_in_place_detached(n, b"ad", &mut buf, &tag)
+            .unwrap();
+    })
+}
+
 fn main() {
     let key = [7u8; 32];
     let sizes = [16usize << 10, 64 << 10, 256 << 10, 1 << 20];
@@ -67,7 +118,7 @@ fn main() {
             std::hint::black_box(&dst);
         })
     });
-    // ring ChaCha20-Poly1305 open (what SealKey::open_ad runs after HChaCha20).
+    // ring ChaCha20-Poly1305 (what SealKey::open_ad runs after HChaCha20).
     {
         use ring::aead::*;
         let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap());
@@ -75,150 +126,51 @@ fn main() {
             let mut buf = vec![3u8; len];
             rate(len, || {
                 let t = k
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        &mut buf,
-                    )
+                    .seal_in_place_separate_tag(zero_nonce(), Aad::from(b"ad"), &mut buf)
                     .unwrap();
                 let _ = std::hint::black_box(t);
             })
         });
-        row(
-            "ring ChaCha20-Poly1305 open, in place (+copy)",
-            &mut |len| {
-                let mut buf = vec![3u8; len];
-                let tag = k
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        &mut buf,
-                    )
-                    .unwrap();
-                let sealed = buf.clone();
-                rate(len, || {
-                    buf.copy_from_slice(&sealed); // keep it openable; costs a memcpy, see the next row
-                    k.open_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        tag,
-                        &mut buf,
-                        0..,
-                    )
-                    .unwrap();
-                })
-            },
-        );
-        // What cbrfs's SealKey::open_ad does per object: HChaCha20 of the
-        // vault key and the nonce's first 16 bytes, a ring key of that
-        // subkey, then the open.
-        row(
-            "XChaCha20-Poly1305 as cbrfs opens it (HChaCha20 + ring key per object, +copy)",
-            &mut |len| {
-                let mut buf = vec![3u8; len];
-                let sub = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+    }
+    let chacha = &ring::aead::CHACHA20_POLY1305;
+    let aes = &ring::aead::AES_256_GCM;
+    row(
+        "ring ChaCha20-Poly1305 open, in place (+copy)",
+        &mut |len| ring_open(len, chacha, &|| key.to_vec(), false),
+    );
+    // What cbrfs's SealKey::open_ad does per object: HChaCha20 of the
+    // vault key and the nonce's first 16 bytes, a ring key of that
+    // subkey, then the open.
+    row(
+        "XChaCha20-Poly1305 as cbrfs opens it (HChaCha20 + ring key per object, +copy)",
+        &mut |len| {
+            let subkey = || {
+                chacha20::hchacha::<chacha20::cipher::consts::U10>(
                     chacha20::Key::from_slice(&key),
                     chacha20::cipher::generic_array::GenericArray::from_slice(&[1u8; 16]),
-                );
-                let k1 = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &sub).unwrap());
-                let tag = k1
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        &mut buf,
-                    )
-                    .unwrap();
-                let sealed = buf.clone();
-                rate(len, || {
-                    buf.copy_from_slice(&sealed);
-                    let sub = chacha20::hchacha::<chacha20::cipher::consts::U10>(
-                        chacha20::Key::from_slice(&key),
-                        chacha20::cipher::generic_array::GenericArray::from_slice(&[1u8; 16]),
-                    );
-                    let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &sub).unwrap());
-                    k.open_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        tag,
-                        &mut buf,
-                        0..,
-                    )
-                    .unwrap();
-                })
-            },
-        );
-        // AES-GCM's 96-bit nonce needs a key per object (or per pack) in a
-        // large vault: the cost of a ring AES-256 key schedule per object.
-        row(
-            "ring AES-256-GCM, a new key per object (+copy)",
-            &mut |len| {
-                let mut buf = vec![3u8; len];
-                let k1 = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-                let tag = k1
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        &mut buf,
-                    )
-                    .unwrap();
-                let sealed = buf.clone();
-                rate(len, || {
-                    buf.copy_from_slice(&sealed);
-                    let k = LessSafeKey::new(
-                        UnboundKey::new(&AES_256_GCM, std::hint::black_box(&key)).unwrap(),
-                    );
-                    k.open_in_place_separate_tag(
-                        Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(b"ad"),
-                        tag,
-                        &mut buf,
-                        0..,
-                    )
-                    .unwrap();
-                })
-            },
-        );
-        let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-        row("ring AES-256-GCM open, in place (+copy)", &mut |len| {
-            let mut buf = vec![3u8; len];
-            let tag = k
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key([0; 12]),
-                    Aad::from(b"ad"),
-                    &mut buf,
                 )
-                .unwrap();
-            let sealed = buf.clone();
-            rate(len, || {
-                buf.copy_from_slice(&sealed);
-                k.open_in_place_separate_tag(
-                    Nonce::assume_unique_for_key([0; 12]),
-                    Aad::from(b"ad"),
-                    tag,
-                    &mut buf,
-                    0..,
-                )
-                .unwrap();
-            })
-        });
-    }
+                .to_vec()
+            };
+            ring_open(len, chacha, &subkey, true)
+        },
+    );
+    // AES-GCM's 96-bit nonce needs a key per object (or per pack) in a
+    // large vault: the cost of a ring AES-256 key schedule per object.
+    row(
+        "ring AES-256-GCM, a new key per object (+copy)",
+        &mut |len| ring_open(len, aes, &|| std::hint::black_box(key).to_vec(), true),
+    );
+    row("ring AES-256-GCM open, in place (+copy)", &mut |len| {
+        ring_open(len, aes, &|| key.to_vec(), false)
+    });
     // RustCrypto XChaCha20-Poly1305 (the crate the issue names).
     {
-        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        use chacha20poly1305::aead::KeyInit;
         let c = chacha20poly1305::XChaCha20Poly1305::new(&key.into());
         let n = chacha20poly1305::XNonce::from([0u8; 24]);
         row(
             "RustCrypto XChaCha20-Poly1305 open, in place (+copy)",
-            &mut |len| {
-                let mut buf = vec![3u8; len];
-                let tag = c.encrypt_in_place_detached(&n, b"ad", &mut buf).unwrap();
-                let sealed = buf.clone();
-                rate(len, || {
-                    buf.copy_from_slice(&sealed);
-                    c.decrypt_in_place_detached(&n, b"ad", &mut buf, &tag)
-                        .unwrap();
-                })
-            },
+            &mut |len| rustcrypto_open(len, &c, &n),
         );
         // Out of place: Poly1305 over the (mapped) ciphertext, then ChaCha20
         // from it into the buffer: no copy, two passes.
@@ -245,21 +197,12 @@ fn main() {
         );
     }
     {
-        use aes_gcm::aead::{AeadInPlace, KeyInit};
+        use aes_gcm::aead::KeyInit;
         let c = aes_gcm::Aes256Gcm::new(&key.into());
         let n = aes_gcm::Nonce::from([0u8; 12]);
         row(
             "RustCrypto AES-256-GCM open, in place (+copy)",
-            &mut |len| {
-                let mut buf = vec![3u8; len];
-                let tag = c.encrypt_in_place_detached(&n, b"ad", &mut buf).unwrap();
-                let sealed = buf.clone();
-                rate(len, || {
-                    buf.copy_from_slice(&sealed);
-                    c.decrypt_in_place_detached(&n, b"ad", &mut buf, &tag)
-                        .unwrap();
-                })
-            },
+            &mut |len| rustcrypto_open(len, &c, &n),
         );
     }
     // The id hashes: keyed BLAKE3 (encrypted vaults) and keyed XXH3 (plain).
