@@ -119,6 +119,14 @@ impl ChunkCache {
         self.shared.inner.lock().map.contains_key(id)
     }
 
+    /// True if another thread is reading and verifying chunk `id` now.
+    pub fn is_loading(&self, id: &BlobId) -> bool {
+        matches!(
+            self.shared.inner.lock().map.get(id),
+            Some(Slot::Loading { .. })
+        )
+    }
+
     /// The verified bytes of chunk `id`: from the cache, from the thread
     /// already loading it (waiting for it), or read and verified here.
     pub fn get(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {

@@ -172,7 +172,8 @@ pub fn read_ahead_workers(size: u64) -> usize {
 /// could not be had), in order,
 /// while helper threads read and verify the chunks that follow, up to
 /// `ahead` bytes beyond the one `f` has (through `cache`, which must hold
-/// more than `ahead` for the work to be of use). Decompression, decryption
+/// more than `ahead` for the work to be of use); this thread, too, while
+/// the chunk it wants next is still being decoded by a helper. Decompression, decryption
 /// and verification of a large file or disk then run on several cores
 /// beside `f`'s writes. With `workers` 0 it is a plain loop. Stops at the
 /// first error `f` returns; the helpers stop with it.
@@ -250,6 +251,31 @@ where
                 stop();
                 return Ok(());
             };
+            // While a helper still decodes the chunk `f` wants, this thread
+            // decodes the next untaken one (within `ahead`) instead of
+            // sleeping: on two cores the helpers' decoding (decompression,
+            // decryption) is a restore's critical path, and `f`'s writes
+            // leave this thread idle half the time (issue 15: a sealed
+            // vault's extra cipher work all fell on the helpers).
+            while cache.is_loading(&c.id) {
+                let extra = {
+                    let mut g = state.lock();
+                    if g.stop || g.pending >= ahead {
+                        None
+                    } else {
+                        let x = g.chunks.next();
+                        if let Some(x) = x {
+                            g.taken.push_back(x);
+                            g.pending += x.len as usize;
+                        }
+                        x
+                    }
+                };
+                match extra {
+                    Some(x) => cache.fill(repo, &x.id),
+                    None => break,
+                }
+            }
             let r = f(&c, cache.get(repo, &c.id));
             if r.is_err() {
                 stop();
