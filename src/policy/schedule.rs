@@ -885,6 +885,23 @@ mod tests {
         );
     }
 
+    /// The points of (from, to] of a schedule at every hour in
+    /// Europe/Berlin, checked to fall on the local day `day` and to
+    /// increase.
+    fn berlin_hourly(from: &str, to: &str, day: jiff::civil::Date) -> Vec<Timestamp> {
+        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+        let hourly = format!("FREQ=DAILY;BYHOUR={}", all.join(","));
+        let h = zoned(&[hourly.as_str()], "Europe/Berlin");
+        let points = h.points_between(ts(from), ts(to));
+        let berlin = h.timezone();
+        assert!(
+            points.iter().all(|p| berlin.to_datetime(*p).date() == day),
+            "{points:?} not all on {day}"
+        );
+        assert!(points.windows(2).all(|w| w[0] < w[1]), "{points:?}");
+        points
+    }
+
     #[test]
     fn dst_spring_forward_europe_berlin() {
         // 2026-03-29: at 02:00 CET (01:00Z) the clocks go to 03:00 CEST.
@@ -906,23 +923,27 @@ mod tests {
         );
         // Hourly: the local day has 23 hours; 02:00 shifts onto 03:00 and
         // the two run once.
-        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
-        let hourly = format!("FREQ=DAILY;BYHOUR={}", all.join(","));
-        let h = zoned(&[hourly.as_str()], "Europe/Berlin");
-        let day = h.points_between(ts("2026-03-28T22:59:59Z"), ts("2026-03-29T21:59:59Z"));
+        let day = berlin_hourly(
+            "2026-03-28T22:59:59Z",
+            "2026-03-29T21:59:59Z",
+            date(2026, 3, 29),
+        );
         assert_eq!(day.len(), 23, "{day:?}");
-        let berlin = h.timezone();
-        assert!(day
-            .iter()
-            .all(|p| berlin.to_datetime(*p).date() == date(2026, 3, 29)));
         assert_eq!(day[1], ts("2026-03-29T00:00:00Z")); // 01:00 CET
         assert_eq!(day[2], ts("2026-03-29T01:00:00Z")); // 03:00 CEST
         assert_eq!(day[3], ts("2026-03-29T02:00:00Z")); // 04:00 CEST
-        assert!(day.windows(2).all(|w| w[0] < w[1]));
-        // The day before and after have 24 points.
-        let before = h.points_between(ts("2026-03-27T22:59:59Z"), ts("2026-03-28T22:59:59Z"));
+                                                        // The day before and after have 24 points.
+        let before = berlin_hourly(
+            "2026-03-27T22:59:59Z",
+            "2026-03-28T22:59:59Z",
+            date(2026, 3, 28),
+        );
         assert_eq!(before.len(), 24);
-        let after = h.points_between(ts("2026-03-29T21:59:59Z"), ts("2026-03-30T21:59:59Z"));
+        let after = berlin_hourly(
+            "2026-03-29T21:59:59Z",
+            "2026-03-30T21:59:59Z",
+            date(2026, 3, 30),
+        );
         assert_eq!(after.len(), 24);
         // A weekly Sunday 02:00 point moves to 03:00 CEST on that Sunday.
         let w = zoned(&["FREQ=WEEKLY;BYDAY=SU;BYHOUR=2"], "Europe/Berlin");
@@ -957,18 +978,14 @@ mod tests {
             .points_between(ts("2026-10-25T00:45:00Z"), ts("2026-10-25T23:00:00Z"))
             .is_empty());
         // Hourly: the local day has 25 hours and 24 points, each once.
-        let all: Vec<String> = (0..24).map(|h| h.to_string()).collect();
-        let hourly = format!("FREQ=DAILY;BYHOUR={}", all.join(","));
-        let h = zoned(&[hourly.as_str()], "Europe/Berlin");
-        let day = h.points_between(ts("2026-10-24T21:59:59Z"), ts("2026-10-25T22:59:59Z"));
+        let day = berlin_hourly(
+            "2026-10-24T21:59:59Z",
+            "2026-10-25T22:59:59Z",
+            date(2026, 10, 25),
+        );
         assert_eq!(day.len(), 24, "{day:?}");
-        let berlin = h.timezone();
-        assert!(day
-            .iter()
-            .all(|p| berlin.to_datetime(*p).date() == date(2026, 10, 25)));
         assert_eq!(day[2], ts("2026-10-25T00:00:00Z")); // 02:00 CEST
         assert_eq!(day[3], ts("2026-10-25T02:00:00Z")); // 03:00 CET
-        assert!(day.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -1070,25 +1087,9 @@ mod tests {
             let to = ts("2027-01-01T00:00:00Z");
             let pts = s.points_between(from, to);
             prop_assert!(pts.windows(2).all(|w| w[0] < w[1]));
-            let tz = s.timezone();
-            let mut expect = std::collections::BTreeSet::new();
-            let mut d = date(2025, 12, 30);
-            while d <= date(2027, 1, 2) {
-                for r in s.rules().iter().filter(|r| r.active_on(d, anchor)) {
-                    for (h, m) in r.times() {
-                        let t = tz.to_timestamp(d.at(h as i8, m as i8, 0, 0)).unwrap();
-                        if t > from && t <= to {
-                            expect.insert(t);
-                        }
-                    }
-                }
-                d = d.tomorrow().unwrap();
-            }
-            prop_assert_eq!(&pts, &expect.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(&pts, &brute_force_points(&s, anchor, from, to));
             let t = Timestamp::from_second(from.as_second() + split).unwrap();
-            let mut both = s.points_between(from, t);
-            both.extend(s.points_between(t, to));
-            prop_assert_eq!(&both, &pts);
+            prop_assert_eq!(&split_at(&s, from, t, to), &pts);
         }
     }
 
@@ -1108,6 +1109,40 @@ mod tests {
         assert!(full_backup_due(0, 0));
         assert!(!full_backup_due(5, 4));
         assert!(full_backup_due(5, 5));
+    }
+
+    /// The oracle of the property tests: every time of every rule active
+    /// on every local day that can hold a point of (from, to], by brute
+    /// force, in order. The day before `from`'s counts: a time in a gap
+    /// shifts later, possibly onto the next day.
+    fn brute_force_points(
+        s: &Schedule,
+        anchor: jiff::civil::Date,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<Timestamp> {
+        let tz = s.timezone();
+        let mut expect = std::collections::BTreeSet::new();
+        let mut d = tz.to_datetime(from).date().yesterday().unwrap();
+        while d <= tz.to_datetime(to).date() {
+            for r in s.rules().iter().filter(|r| r.active_on(d, anchor)) {
+                for (h, m) in r.times() {
+                    let t = tz.to_timestamp(d.at(h as i8, m as i8, 0, 0)).unwrap();
+                    if t > from && t <= to {
+                        expect.insert(t);
+                    }
+                }
+            }
+            d = d.tomorrow().unwrap();
+        }
+        expect.into_iter().collect()
+    }
+
+    /// The points of two passes, (from, t] then (t, to].
+    fn split_at(s: &Schedule, from: Timestamp, t: Timestamp, to: Timestamp) -> Vec<Timestamp> {
+        let mut both = s.points_between(from, t);
+        both.extend(s.points_between(t, to));
+        both
     }
 
     /// A random rule in the accepted subset (possibly invalid as a set).
@@ -1179,23 +1214,7 @@ mod tests {
                 prop_assert!(s.rules().iter().any(|r| r.active_on(local.date(), anchor) && r.times().contains(&hm)));
             }
             prop_assert!(per_day.values().all(|&n| n <= MAX_POINTS_PER_DAY));
-            // Oracle: every point of every active rule on every day of the
-            // window, by brute force.
-            let tz = s.timezone();
-            let mut expect = std::collections::BTreeSet::new();
-            let mut d = tz.to_datetime(from).date().yesterday().unwrap();
-            while d <= tz.to_datetime(to).date() {
-                for r in s.rules().iter().filter(|r| r.active_on(d, anchor)) {
-                    for (h, m) in r.times() {
-                        let t = tz.to_timestamp(d.at(h as i8, m as i8, 0, 0)).unwrap();
-                        if t > from && t <= to {
-                            expect.insert(t);
-                        }
-                    }
-                }
-                d = d.tomorrow().unwrap();
-            }
-            prop_assert_eq!(&pts, &expect.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(&pts, &brute_force_points(&s, anchor, from, to));
             // next_after from an arbitrary instant is the first point after it.
             let t = Timestamp::from_second(start + probe).unwrap();
             if let Some(e) = pts.iter().find(|p| **p > t) {
@@ -1204,9 +1223,7 @@ mod tests {
             // Passes at any instants see every point once: the points of
             // (from, t] and (t, to] are those of (from, to].
             if t < to {
-                let mut split = s.points_between(from, t);
-                split.extend(s.points_between(t, to));
-                prop_assert_eq!(&split, &pts);
+                prop_assert_eq!(&split_at(&s, from, t, to), &pts);
             }
         }
     }

@@ -83,6 +83,39 @@ pub const ZSTD_LEVEL_DISK: i32 = 1;
 /// (backup 0.88 against 0.90 s of CPU, repository +0.04 %). LZ4 is then
 /// 36 % of the backup's CPU and zstd 32 %: issue 17's 0.5× borg target
 /// needs more than a codec.
+///
+/// Session 11 (cpu11): the LZ4 blocks come from liblz4 (`lz4` crate,
+/// `LZ4_compress_default`) instead of lz4_flex's safe encoder; the
+/// decoder is still lz4_flex's safe one. Measured by a bench program (the
+/// LZ4 rows again by `tests::codec_table`), one thread, CPU seconds to
+/// compress as the least of 7 runs (3 for the whole rules), loaded machine
+/// (load average 6-9), same chunks as above:
+///
+/// | encoder                       | binaries, 300 MiB | kernel-text, all   |
+/// |-------------------------------|-------------------|--------------------|
+/// | lz4_flex, safe-encode (s. 10) | 0.63-0.67 s, 0.5054 | 0.45 s, 0.1889   |
+/// | lz4_flex, unsafe encoder      | 0.49-0.51 s, 0.5054 | 0.46 s, 0.1889   |
+/// | **liblz4, acceleration 1**    | 0.47-0.51 s, 0.5019 | 0.38-0.39 s, 0.1887 |
+/// | liblz4, acceleration 2        | 0.44-0.47 s, 0.5180 | –                |
+/// | DiskCodec, lz4_flex safe      | 0.71-0.78 s, 0.4380 | 0.75 s, 0.1119   |
+/// | **DiskCodec, liblz4 (this)**  | 0.64-0.72 s, 0.4349 | 0.67-0.71 s, 0.1119 |
+///
+/// Acceleration 2 saves 6-10 % more for 3 % larger blocks: not taken.
+/// zstd level 1 with parameters set for 16 KiB (window 14, hash and chain
+/// 12-14, minimum match 5-6) measured 0.78-0.87 s against 0.85-0.93 s for
+/// plain level 1 on the binaries image: within this machine's noise, and a
+/// minimum match of 6 costs 3 % size; not taken (zstd already picks its
+/// small-input parameters from the chunk's known size, and the context is
+/// reused from [`compress_into_at`]'s pool, not made per chunk). Work the
+/// sticky rule wastes on the binaries image's first 300 MiB: 438 of
+/// 19,200 chunks (2.3 %) are compressed by LZ4 and then again by zstd,
+/// about 0.01 s of 0.7 s; no probe can be cheaper than that.
+///
+/// Whole first backups, A/B against lz4_flex's safe encoder (docs/bench/
+/// session11-cpu.md, loaded machine, page cache dropped, 15 alternating
+/// runs): the binaries image 5.25 s of CPU against 5.52 s (−5 %), its
+/// repository 620.5 MB against 624.9 MB; the kernel-text image unchanged
+/// (1.15 s of CPU both, repository −0.01 %).
 #[derive(Clone, Copy, Debug)]
 pub struct DiskCodec {
     zstd: bool,
@@ -118,21 +151,34 @@ impl DiskCodec {
         if data.len() <= 64 {
             return None;
         }
-        out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
-        let n = match lz4_flex::block::compress_into(data, out) {
-            Ok(n) => n,
-            Err(_) => {
-                out.clear();
-                return None;
-            }
-        };
-        out.truncate(n);
+        let n = lz4_block_into(data, out)?;
         if well(n) {
             // Compressible after all: zstd for this chunk and the next.
             self.zstd = true;
             return compress_into_at(data, out, ZSTD_LEVEL_DISK).then_some(Compression::Zstd);
         }
         (n < data.len() - data.len() / 32).then_some(Compression::Lz4)
+    }
+}
+
+/// Compress `data` into `out` (its capacity reused) as one LZ4 block with
+/// liblz4's default acceleration, and return the block's length; `None`
+/// (and `out` empty) if liblz4 fails, which it does only for inputs over
+/// its 2 GiB limit. The block has no size prefix: the index states the
+/// length, and [`decompress_lz4`] (lz4_flex's safe decoder) reads it.
+fn lz4_block_into(data: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    out.clear();
+    let bound = lz4::block::compress_bound(data.len()).ok()?;
+    out.resize(bound, 0);
+    match lz4::block::compress_to_buffer(data, None, false, out) {
+        Ok(n) if n <= bound => {
+            out.truncate(n);
+            Some(n)
+        }
+        _ => {
+            out.clear();
+            None
+        }
     }
 }
 
@@ -517,6 +563,43 @@ mod tests {
         assert_eq!(old.compress(&code, &mut out), Some(Zstd));
     }
 
+    /// liblz4's blocks (the encoder) are read back by lz4_flex's safe
+    /// decoder (the reader) to the same bytes, for every kind of chunk and
+    /// the lengths a disk's chunks have (its last chunk may be short).
+    #[test]
+    fn liblz4_blocks_decode_with_the_safe_decoder() {
+        let mut out = Vec::new();
+        let mut kinds = 0;
+        for len in [65, 100, 4096, 12_345, (16 << 10) - 1, 16 << 10, 64 << 10] {
+            let mut zeros_and_code = code_like(len, 11);
+            zeros_and_code[..len / 2].fill(0);
+            let datas = [
+                code_like(len, len as u64),
+                text_like(len),
+                zeros_and_code,
+                crate::fsutil::random_bytes(len),
+            ];
+            for data in &datas {
+                let n = lz4_block_into(data, &mut out).expect("liblz4 compresses");
+                assert_eq!(n, out.len());
+                assert_eq!(&decompress_lz4(&out, data.len()).unwrap(), data, "{len}");
+                // A block is no lz4_flex-only dialect: the other encoder's
+                // block of the same bytes decodes to them too.
+                let theirs = lz4_flex::block::compress(data);
+                assert_eq!(&decompress_lz4(&theirs, data.len()).unwrap(), data);
+                kinds += 1;
+            }
+        }
+        assert_eq!(kinds, 28);
+        // The buffer's old contents do not leak into the next block.
+        out.clear();
+        out.extend_from_slice(&[9u8; 100_000]);
+        let data = text_like(16 << 10);
+        let n = lz4_block_into(&data, &mut out).unwrap();
+        assert!(n < data.len() / 4, "{n}");
+        assert_eq!(decompress_lz4(&out, data.len()).unwrap(), data);
+    }
+
     /// A damaged LZ4 block or a wrong length is an error, never other
     /// bytes of the right length, and a huge length allocates nothing.
     #[test]
@@ -586,10 +669,17 @@ mod tests {
                 }),
             ),
             (
-                "LZ4",
+                "LZ4 (lz4_flex safe encoder, session 10)",
                 Box::new(|d, o| {
                     *o = lz4_flex::block::compress(d);
                     (o.len() < d.len() - d.len() / 32).then_some(Compression::Lz4)
+                }),
+            ),
+            (
+                "LZ4 (liblz4)",
+                Box::new(|d, o| {
+                    let n = lz4_block_into(d, o)?;
+                    (n < d.len() - d.len() / 32).then_some(Compression::Lz4)
                 }),
             ),
             ("DiskCodec", Box::new(move |d, o| codec.compress(d, o))),

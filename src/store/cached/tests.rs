@@ -256,6 +256,26 @@ fn counted_reader(remote: &Arc<Logged>, t: &tempfile::TempDir, home: &str) -> Re
     r
 }
 
+/// A vault on host "home" of a new logged remote, with one backup "b1"
+/// of `len` bytes of seed `seed`.
+fn one_backup(seed: u32, len: usize) -> (tempfile::TempDir, Arc<Logged>, Arc<CachedStorage>) {
+    let t = tempfile::tempdir().unwrap();
+    let remote = logged(&t);
+    let a = host(&remote, &t, "home");
+    Repo::create_in(&*a).unwrap();
+    backup(&a, "b1", &bytes(seed, len));
+    (t, remote, a)
+}
+
+/// The names `s` lists under `prefix`.
+fn listed(s: &CachedStorage, prefix: &str) -> Vec<String> {
+    s.list(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect()
+}
+
 fn count(ops: &[String], what: &str) -> usize {
     ops.iter().filter(|o| o.starts_with(what)).count()
 }
@@ -266,11 +286,7 @@ fn count(ops: &[String], what: &str) -> usize {
 /// next listing asks the remote again and sees it.
 #[test]
 fn an_unchanged_head_means_no_listing() {
-    let t = tempfile::tempdir().unwrap();
-    let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    backup(&a, "b1", &bytes(20, 50_000));
+    let (t, remote, a) = one_backup(20, 50_000);
     // Another process of this host: an unchanged re-backup.
     drop(a);
     let a = host(&remote, &t, "home");
@@ -284,23 +300,13 @@ fn an_unchanged_head_means_no_listing() {
     assert_eq!(count(&ops, "put "), 2, "{ops:?}");
     assert_eq!(ops.last().map(String::as_str), Some("put backups/b2.bk"));
     // Its own record is in its listings without a LIST.
-    let names: Vec<String> = a
-        .list("backups/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let names = listed(&a, "backups/");
     assert_eq!(names, ["backups/b1.bk", "backups/b2.bk"]);
     // Host two writes: host one's next listing is asked again.
     let b = host(&remote, &t, "home2");
     backup(&b, "b3", &bytes(21, 50_000));
     remote.ops.lock().clear();
-    let names: Vec<String> = a
-        .list("backups/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let names = listed(&a, "backups/");
     assert_eq!(names, ["backups/b1.bk", "backups/b2.bk", "backups/b3.bk"]);
     assert_eq!(
         *remote.ops.lock(),
@@ -312,12 +318,7 @@ fn an_unchanged_head_means_no_listing() {
     assert_eq!(*remote.ops.lock(), ["get head"]);
     // A deleted record: host two's listing no longer shows it.
     a.delete("backups/b1.bk").unwrap();
-    let names: Vec<String> = b
-        .list("backups/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let names = listed(&b, "backups/");
     assert_eq!(names, ["backups/b2.bk", "backups/b3.bk"]);
 }
 
@@ -327,11 +328,7 @@ fn an_unchanged_head_means_no_listing() {
 /// before its head) is not trusted.
 #[test]
 fn a_listing_that_misses_what_the_head_announced_is_not_kept() {
-    let t = tempfile::tempdir().unwrap();
-    let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    backup(&a, "b1", &bytes(22, 10_000));
+    let (t, remote, a) = one_backup(22, 10_000);
     let h = Head::next(None, &["backups/lost.bk"], &[]);
     remote.inner.put(HEAD, &h.encode()).unwrap();
     remote.ops.lock().clear();
@@ -355,11 +352,7 @@ fn a_listing_that_misses_what_the_head_announced_is_not_kept() {
 /// lists the bucket and sees them.
 #[test]
 fn distrusted_listings_are_asked_of_the_bucket() {
-    let t = tempfile::tempdir().unwrap();
-    let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    backup(&a, "b1", &bytes(24, 10_000));
+    let (t, remote, a) = one_backup(24, 10_000);
     a.list("index/").unwrap();
     let old_head = remote.inner.get(HEAD).unwrap().unwrap();
     let b = host(&remote, &t, "home2");
@@ -383,11 +376,7 @@ fn distrusted_listings_are_asked_of_the_bucket() {
 /// from what was kept under an earlier head.
 #[test]
 fn an_oversized_head_is_no_head() {
-    let t = tempfile::tempdir().unwrap();
-    let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    backup(&a, "b1", &bytes(23, 10_000));
+    let (_t, remote, a) = one_backup(23, 10_000);
     remote.ops.lock().clear();
     a.list("backups/").unwrap();
     assert_eq!(count(&remote.ops.lock(), "list "), 0);
@@ -397,12 +386,7 @@ fn an_oversized_head_is_no_head() {
     let e = a.remote.get_at_most(HEAD, HEAD_LIMIT as u64).unwrap_err();
     assert!(e.to_string().contains("head is damaged"), "{e}");
     remote.ops.lock().clear();
-    let names: Vec<String> = a
-        .list("backups/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let names = listed(&a, "backups/");
     assert_eq!(names, ["backups/b1.bk"]);
     a.list("backups/").unwrap();
     assert_eq!(count(&remote.ops.lock(), "list "), 2);
@@ -686,11 +670,7 @@ fn key_slots_are_cached_and_a_bad_copy_is_read_again() {
 /// first write) and a process told to distrust kept listings ask again.
 #[test]
 fn a_recent_head_is_not_asked_again() {
-    let t = tempfile::tempdir().unwrap();
-    let remote = logged(&t);
-    let a = host(&remote, &t, "home");
-    Repo::create_in(&*a).unwrap();
-    backup(&a, "b1", &bytes(26, 10_000));
+    let (t, remote, a) = one_backup(26, 10_000);
     drop(a);
     let ttl = std::time::Duration::from_secs(3600);
     let home = t.path().join("home");
