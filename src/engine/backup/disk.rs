@@ -205,8 +205,10 @@ impl Walker<'_, '_> {
 }
 
 /// Results numbered 0, 1, 2, ... that arrive in any order, taken out in
-/// order: those that came before an earlier one wait here (at most one per
-/// reader, since batches are handed out in order).
+/// order: those that came before an earlier one wait here. A disk batch's
+/// result is its chunk references (64 of 32 bytes at most), not its bytes,
+/// so even a reader stuck on one slow read while the others go on holds
+/// back little memory.
 struct InOrder<T> {
     early: std::collections::BTreeMap<usize, T>,
     /// The number of the next result to take out.
@@ -527,8 +529,6 @@ mod tests {
         );
     }
 
-    /// A single non-zero byte anywhere, in a whole block or in the tail,
-    /// makes a chunk data; empty and all-zero ones are zero.
     /// Batches done out of order come out in order, each once, and none
     /// comes out before every earlier one has.
     #[test]
@@ -548,6 +548,8 @@ mod tests {
         assert!(r.pop().is_none(), "8 has not come");
     }
 
+    /// A single non-zero byte anywhere, in a whole block or in the tail,
+    /// makes a chunk data; empty and all-zero ones are zero.
     #[test]
     fn is_zero_finds_any_non_zero_byte() {
         assert!(is_zero(&[]));
