@@ -206,9 +206,9 @@ impl Walker<'_, '_> {
 
 /// Results numbered 0, 1, 2, ... that arrive in any order, taken out in
 /// order: those that came before an earlier one wait here. A disk batch's
-/// result is its chunk references (64 of 32 bytes at most), not its bytes,
-/// so even a reader stuck on one slow read while the others go on holds
-/// back little memory.
+/// result is its chunk references (64 of 32 bytes at most: id, offset,
+/// length), not its bytes, so even a reader stuck on one slow read while
+/// the others go on holds back little memory.
 struct InOrder<T> {
     early: std::collections::BTreeMap<usize, T>,
     /// The number of the next result to take out.
