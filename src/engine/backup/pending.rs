@@ -30,7 +30,7 @@ impl Walker<'_, '_> {
 
     /// Hand a file to the readers; if too many are out, take some back.
     pub(super) fn submit(&mut self, job: Job) -> Result<()> {
-        self.batch_bytes += job.size;
+        self.batch_bytes += job.listed.size;
         self.batch.push(job);
         self.inflight += 1;
         if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {

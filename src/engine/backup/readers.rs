@@ -140,7 +140,8 @@ pub(super) struct Job {
     pub(super) path: PathBuf,
     /// The descriptor whose fstat gave the entry's metadata.
     pub(super) file: std::fs::File,
-    pub(super) size: u64,
+    /// Its state when listed (the fstat of `file`).
+    pub(super) listed: FileState,
 }
 
 /// A file read, back from a reader.
@@ -231,13 +232,13 @@ pub(super) fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if sh.stop.load(Ordering::Relaxed) || sh.progress.cancelled() {
                 Err(ReadError::Stopped)
-            } else if job.size >= BIG_FILE {
+            } else if job.listed.size >= BIG_FILE {
                 let mut buf = sh.take_big();
-                let r = read_one(&mut job.file, &job.path, job.size, &mut buf, sh);
+                let r = read_one(&mut job.file, &job.path, job.listed, &mut buf, sh);
                 sh.give_big(buf);
                 r
             } else {
-                read_one(&mut job.file, &job.path, job.size, small, sh)
+                read_one(&mut job.file, &job.path, job.listed, small, sh)
             }
         }))
         .unwrap_or_else(|_| {
@@ -260,25 +261,65 @@ pub(super) fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -
 
 /// Read, chunk and store the data extents (holes stay holes) of the
 /// regular file open as `f`: the walker's descriptor, whose fstat gave
-/// the entry's metadata. It is never opened again by name.
+/// the entry's metadata (`listed`). It is never opened again by name.
+///
+/// Holes are trusted only in a file that did not change since it was
+/// listed, while they were mapped and its data read. SEEK_DATA and SEEK_HOLE answer for the file
+/// as it is at each call: a truncation between two of them ends the map
+/// early, and the file may then grow back over what the map calls a hole
+/// (tests/reliability/changing.sh restored zeros inside a file that
+/// never had one). Such a file is read again whole, its holes read as
+/// whatever it holds there, so every byte stored is one the file had.
 pub(super) fn read_one(
     f: &mut std::fs::File,
     path: &Path,
-    size: u64,
+    listed: FileState,
     bufs: &mut Buffers,
     sh: &Shared<'_, '_>,
 ) -> std::result::Result<FileRead, ReadError> {
+    let src = |what: &str, e: std::io::Error| {
+        ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
+    };
+    let stat = |f: &std::fs::File| f.metadata().map(|m| FileState::of(&m));
+    let size = listed.size;
+    let extents =
+        sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
+    let mapped: u64 = extents.iter().map(|(s, e)| e - s).sum();
+    let (mut chunks, mut bytes, mut eof_at) = read_extents(f, path, &extents, bufs, sh)?;
+    let mut after = stat(f).map_err(|e| src("stat", e))?;
+    if mapped < size && after != listed {
+        (chunks, bytes, eof_at) = read_extents(f, path, &[(0, size)], bufs, sh)?;
+        after = stat(f).map_err(|e| src("stat", e))?;
+    }
+    Ok(FileRead {
+        chunks,
+        bytes,
+        eof_at,
+        after,
+    })
+}
+
+/// What [`read_extents`] read: the chunks stored, the bytes read, and
+/// where the file ended early ([`FileRead::eof_at`]).
+type Extents = (Vec<ChunkRef>, u64, Option<u64>);
+
+/// Read, chunk and store `extents` of `f` ([`read_one`]).
+fn read_extents(
+    f: &mut std::fs::File,
+    path: &Path,
+    extents: &[(u64, u64)],
+    bufs: &mut Buffers,
+    sh: &Shared<'_, '_>,
+) -> std::result::Result<Extents, ReadError> {
     let Buffers { read: buf, out } = bufs;
     let src = |what: &str, e: std::io::Error| {
         ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
     };
-    let extents =
-        sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
     let mut chunks = Vec::new();
     let mut bytes = 0;
     let mut eof_at = None;
     let mut store_err: Option<Error> = None;
-    for (start, end) in extents {
+    for &(start, end) in extents {
         f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
         let read = sh.cdc.split_with(
             (&mut *f).take(end - start),
@@ -314,13 +355,7 @@ pub(super) fn read_one(
             break;
         }
     }
-    let after = FileState::of(&f.metadata().map_err(|e| src("stat", e))?);
-    Ok(FileRead {
-        chunks,
-        bytes,
-        eof_at,
-        after,
-    })
+    Ok((chunks, bytes, eof_at))
 }
 
 /// File reads out at most: [`MAX_INFLIGHT`], or fewer when the limit on
@@ -339,4 +374,78 @@ pub(super) fn max_inflight() -> usize {
         1024
     };
     ((cur / 4) as usize).clamp(BATCH_FILES, MAX_INFLIGHT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Repo;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    /// A sparse file: 64 KiB of data, a 4 MiB hole, 64 KiB of data.
+    fn sparse_file(path: &Path) -> std::fs::File {
+        let f = std::fs::File::create(path).unwrap();
+        f.write_all_at(&[7u8; 64 << 10], 0).unwrap();
+        f.write_all_at(&[9u8; 64 << 10], (4 << 20) + (64 << 10))
+            .unwrap();
+        f.sync_all().unwrap();
+        std::fs::File::open(path).unwrap()
+    }
+
+    /// Holes are trusted only in a file unchanged since it was listed: an
+    /// unchanged sparse file is read by its data extents alone, one that
+    /// changed after its listing is read whole (a hole in its map may be
+    /// a truncation it grew back over), and both store its bytes.
+    #[test]
+    fn holes_are_trusted_only_in_a_file_unchanged_since_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        Repo::create(&dir.path().join("v")).unwrap();
+        let repo = Repo::open(&dir.path().join("v"), "v").unwrap();
+        let writer = Mutex::new(RepoWriter::new(&repo, true));
+        let cdc = Cdc::new(repo.key().chunker_seed());
+        let progress = Progress::new(0);
+        let sh = Shared {
+            writer: &writer,
+            cdc: &cdc,
+            key: repo.key(),
+            compress: true,
+            disk_lz4: true,
+            progress: &progress,
+            stop: AtomicBool::new(false),
+            big: Mutex::new(Vec::new()),
+            big_ready: Condvar::new(),
+        };
+        let path = dir.path().join("sparse");
+        let mut bufs = Buffers::default();
+        let data_bytes = 2 * (64u64 << 10);
+
+        let mut f = sparse_file(&path);
+        let listed = FileState::of(&f.metadata().unwrap());
+        let size = listed.size;
+        let read = read_one(&mut f, &path, listed, &mut bufs, &sh)
+            .ok()
+            .unwrap();
+        assert_eq!(read.bytes, data_bytes, "unchanged: only the data is read");
+        assert_eq!(read.after, listed);
+
+        // Changed after its listing (a byte appended): the map is not
+        // trusted, and the file is read whole up to its listed size.
+        let mut f = sparse_file(&path);
+        let listed = FileState::of(&f.metadata().unwrap());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[7u8])
+            .unwrap();
+        let read = read_one(&mut f, &path, listed, &mut bufs, &sh)
+            .ok()
+            .unwrap();
+        assert_eq!(read.after.size, size + 1);
+        assert_eq!(read.bytes, size, "changed: read whole, holes included");
+        let covered: u64 = read.chunks.iter().map(|c| c.len as u64).sum();
+        assert_eq!(covered, size);
+        assert_eq!(read.eof_at, None);
+    }
 }

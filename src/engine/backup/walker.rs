@@ -4,7 +4,7 @@
 //! taken from the previous backup, and chunk lists of large files.
 
 use super::pending::PendingDir;
-use super::readers::{Done, Job, Shared};
+use super::readers::{Done, FileState, Job, Shared};
 use super::source::{is_cache_tag, open_entry, Handle, Opened, CACHEDIR_TAG};
 use super::{ns, MAX_WARNINGS};
 use crate::error::{Error, Result};
@@ -235,7 +235,7 @@ impl Walker<'_, '_> {
             else {
                 continue;
             };
-            let size = n.size;
+            let listed = FileState::of_node(&n);
             let read = self.deferred.take();
             let pd = self.pending_dir(id)?;
             pd.tree.entries.push(n);
@@ -246,7 +246,7 @@ impl Walker<'_, '_> {
                     idx,
                     path: child,
                     file,
-                    size,
+                    listed,
                 })?;
             }
         }
