@@ -264,12 +264,13 @@ pub(super) fn read_job(sh: &Shared<'_, '_>, mut job: Job, small: &mut Buffers) -
 /// the entry's metadata (`listed`). It is never opened again by name.
 ///
 /// Holes are trusted only in a file that did not change since it was
-/// listed, while they were mapped and its data read. SEEK_DATA and SEEK_HOLE answer for the file
-/// as it is at each call: a truncation between two of them ends the map
-/// early, and the file may then grow back over what the map calls a hole
-/// (tests/reliability/changing.sh restored zeros inside a file that
-/// never had one). Such a file is read again whole, its holes read as
-/// whatever it holds there, so every byte stored is one the file had.
+/// listed, while they were mapped and its data read. SEEK_DATA and
+/// SEEK_HOLE answer for the file as it is at each call: a truncation
+/// between two of them ends the map early, and the file may then grow
+/// back over what the map calls a hole (tests/reliability/changing.sh
+/// restored zeros inside a file that never had one). Such a file is read
+/// again whole, its holes read as whatever it holds there, so every byte
+/// stored is one the file had.
 pub(super) fn read_one(
     f: &mut std::fs::File,
     path: &Path,
@@ -277,44 +278,32 @@ pub(super) fn read_one(
     bufs: &mut Buffers,
     sh: &Shared<'_, '_>,
 ) -> std::result::Result<FileRead, ReadError> {
-    let src = |what: &str, e: std::io::Error| {
-        ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
-    };
-    let stat = |f: &std::fs::File| f.metadata().map(|m| FileState::of(&m));
     let size = listed.size;
-    let extents =
-        sys::data_extents(f.as_raw_fd(), size).map_err(|e| src("cannot find data extents", e))?;
+    let extents = sys::data_extents(f.as_raw_fd(), size)
+        .map_err(|e| source(path, "cannot find data extents", e))?;
     let mapped: u64 = extents.iter().map(|(s, e)| e - s).sum();
-    let (mut chunks, mut bytes, mut eof_at) = read_extents(f, path, &extents, bufs, sh)?;
-    let mut after = stat(f).map_err(|e| src("stat", e))?;
-    if mapped < size && after != listed {
-        (chunks, bytes, eof_at) = read_extents(f, path, &[(0, size)], bufs, sh)?;
-        after = stat(f).map_err(|e| src("stat", e))?;
+    let read = read_extents(f, path, &extents, bufs, sh)?;
+    if mapped < size && read.after != listed {
+        return read_extents(f, path, &[(0, size)], bufs, sh);
     }
-    Ok(FileRead {
-        chunks,
-        bytes,
-        eof_at,
-        after,
-    })
+    Ok(read)
 }
 
-/// What [`read_extents`] read: the chunks stored, the bytes read, and
-/// where the file ended early ([`FileRead::eof_at`]).
-type Extents = (Vec<ChunkRef>, u64, Option<u64>);
+/// A failure of the source file at `path` while `what`.
+fn source(path: &Path, what: &str, e: std::io::Error) -> ReadError {
+    ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
+}
 
-/// Read, chunk and store `extents` of `f` ([`read_one`]).
+/// Read, chunk and store `extents` of `f` ([`read_one`]), then fstat it.
 fn read_extents(
     f: &mut std::fs::File,
     path: &Path,
     extents: &[(u64, u64)],
     bufs: &mut Buffers,
     sh: &Shared<'_, '_>,
-) -> std::result::Result<Extents, ReadError> {
+) -> std::result::Result<FileRead, ReadError> {
     let Buffers { read: buf, out } = bufs;
-    let src = |what: &str, e: std::io::Error| {
-        ReadError::Source(Error::io(format!("{}: {what}", path.display()), e))
-    };
+    let src = |what: &str, e: std::io::Error| source(path, what, e);
     let mut chunks = Vec::new();
     let mut bytes = 0;
     let mut eof_at = None;
@@ -355,7 +344,13 @@ fn read_extents(
             break;
         }
     }
-    Ok((chunks, bytes, eof_at))
+    let after = FileState::of(&f.metadata().map_err(|e| src("stat", e))?);
+    Ok(FileRead {
+        chunks,
+        bytes,
+        eof_at,
+        after,
+    })
 }
 
 /// File reads out at most: [`MAX_INFLIGHT`], or fewer when the limit on
