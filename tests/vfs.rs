@@ -110,6 +110,34 @@ fn random_offset_reads_match_the_source() {
     }
 }
 
+/// Listing a vault and a backup's resources opens no vault: they come
+/// from the backup records, so a mount that is only listed maps no index
+/// (nor decrypts an encrypted vault's). The first tree read opens it,
+/// once for every backup of the vault.
+#[test]
+fn listing_a_backup_opens_its_vault_only_when_a_tree_is_read() {
+    let f = fixture();
+    take_backup(&f.store, "v", "b2");
+    let v = vfs(&f);
+    let names: Vec<Vec<u8>> = v
+        .readdir(walk(&v, "v"), 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.1.name)
+        .collect();
+    assert!(names.contains(&b"b1".to_vec()) && names.contains(&b"latest".to_vec()));
+    let b1 = v.readdir(walk(&v, "v/b1"), 0).unwrap();
+    assert!(b1.iter().any(|e| e.1.name == b"src"));
+    let src = walk(&v, "v/b1/src");
+    assert!(v.getattr(src).is_ok());
+    assert!(v.xattrs(walk(&v, "v/b1")).unwrap().len() > 3);
+    assert_eq!(v.opened_vaults(), 0);
+    assert_eq!(read_all(&v, walk(&v, "v/b1/src/small")), b"hello");
+    assert_eq!(v.opened_vaults(), 1);
+    assert_eq!(read_all(&v, walk(&v, "v/b2/src/small")), b"hello");
+    assert_eq!(v.opened_vaults(), 1);
+}
+
 /// Random reads of a file decode only the chunks they read (issue 17: a
 /// random 4 KiB read must not pay for decoding its neighbours): reads a
 /// few MiB apart, none where the last ended, queue no read-ahead; a

@@ -242,10 +242,6 @@ impl Vfs {
             }
             err_errno(&e)
         })?;
-        let (repo_no, repo) = self.repo(vault)?;
-        // The backup may name blobs in an index written after the repo was
-        // opened.
-        repo.refresh().map_err(|e| err_errno(&e))?;
         let roots = Arc::new(
             record
                 .resources
@@ -255,9 +251,8 @@ impl Vfs {
         );
         let ctx = Arc::new(BackupCtx {
             id: self.next_ctx.fetch_add(1, Ordering::Relaxed),
-            repo_no,
             vault: vault.to_string(),
-            repo,
+            repo: std::sync::OnceLock::new(),
             record,
             roots,
         });
@@ -265,15 +260,35 @@ impl Vfs {
         Ok(ctx)
     }
 
+    /// The opened vault of backup `ctx` and its number, opened at the
+    /// first call (see [`BackupCtx`]'s `repo`).
+    pub(super) fn ctx_repo<'c>(&self, ctx: &'c BackupCtx) -> super::VResult<&'c (u64, Arc<Repo>)> {
+        if let Some(r) = ctx.repo.get() {
+            return Ok(r);
+        }
+        let (no, repo) = self.repo(&ctx.vault)?;
+        // The backup may name blobs in an index written after the repo was
+        // opened.
+        repo.refresh().map_err(|e| err_errno(&e))?;
+        // Two first reads may race here: both got the same opened vault
+        // from `repo`, and the one set first is kept.
+        Ok(ctx.repo.get_or_init(|| (no, repo)))
+    }
+
+    /// The number of vaults opened (tests: listing opens none).
+    pub fn opened_vaults(&self) -> usize {
+        self.repos.lock().len()
+    }
+
     /// Tree `id` of backup `ctx`'s vault, decoded (from the cache if it
     /// is there), with its id shared for the inodes of its entries.
     pub(super) fn tree(&self, ctx: &BackupCtx, id: &BlobId) -> super::VResult<(Arc<BlobId>, Dir)> {
-        let key = (ctx.repo_no, *id);
+        let (repo_no, repo) = self.ctx_repo(ctx)?;
+        let key = (*repo_no, *id);
         if let Some(t) = self.trees.lock().get(&key) {
             return Ok(t);
         }
-        let t: Tree = ctx
-            .repo
+        let t: Tree = repo
             .read_blob(id)
             .and_then(|b| model::decode_tree(&b))
             .map_err(|e| {

@@ -4,12 +4,15 @@
 use super::{BackupCtx, Entry, VResult, Vfs};
 use crate::engine::reader::{FileReader, READ_AHEAD};
 use crate::model::NodeKind;
+use crate::store::Repo;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An open file.
 pub struct OpenFile {
     pub(super) ctx: Arc<BackupCtx>,
+    /// Its backup's opened vault (opened for the first file read).
+    repo: Arc<Repo>,
     pub(super) reader: FileReader,
     /// Where the last read ended: a read starting near it is sequential.
     next: AtomicU64,
@@ -65,12 +68,14 @@ impl Vfs {
         if node.kind != NodeKind::File {
             return Err(libc::EACCES);
         }
+        let repo = self.ctx_repo(&t.ctx)?.1.clone();
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let reader = FileReader::new(&node);
         self.files.lock().insert(
             fh,
             Arc::new(OpenFile {
                 ctx: t.ctx,
+                repo,
                 reader,
                 next: AtomicU64::new(0),
                 ahead: AtomicU64::new(0),
@@ -111,8 +116,9 @@ impl Vfs {
             i.stored = true;
         }
         let ctx = t.ctx;
+        let repo = &self.ctx_repo(&ctx).ok()?.1;
         FileReader::new(&node)
-            .read_whole(&ctx.repo)
+            .read_whole(repo)
             .inspect_err(|e| log::debug!("backup {}: prefetch: {e}", ctx.record.name))
             .ok()
     }
@@ -170,7 +176,7 @@ impl Vfs {
             // the helpers beside this thread: its own chunks, not others.
             let _ = f
                 .reader
-                .read_parallel(&f.ctx.repo, &self.cache, offset, end, Some(&f.done_to));
+                .read_parallel(&f.repo, &self.cache, offset, end, Some(&f.done_to));
         } else {
             let window = match f.window.load(Ordering::Relaxed) {
                 0 => (2 * size as u64).max(WINDOW_MIN),
@@ -189,15 +195,15 @@ impl Vfs {
             if from < until {
                 f.ahead.store(until, Ordering::Relaxed);
                 // A chunk list that cannot be read fails the read below.
-                let _ =
-                    f.reader
-                        .read_ahead(&f.ctx.repo, &self.cache, from, until, Some(&f.done_to));
+                let _ = f
+                    .reader
+                    .read_ahead(&f.repo, &self.cache, from, until, Some(&f.done_to));
             }
         }
         // `reply` is called once: with the bytes, or with the error.
         let mut reply = Some(reply);
         let done = f.reader.read_with(
-            &f.ctx.repo,
+            &f.repo,
             &self.cache,
             (offset, size as usize),
             Some(&f.done_to),
@@ -246,7 +252,7 @@ impl Vfs {
         if off >= size {
             return Err(libc::ENXIO);
         }
-        let next = f.reader.next_data(&f.ctx.repo, off).map_err(|e| {
+        let next = f.reader.next_data(&f.repo, off).map_err(|e| {
             // As a failed read: the log names the damaged object
             // (a chunk list that does not open), errno cannot.
             log::error!("backup {}: seek: {e}", f.ctx.record.name);
