@@ -288,6 +288,20 @@ pub(super) const DIRECT_ALIGN: usize = 4096;
 ///   writes they cost 1.63 s of CPU against 0.49 s (2.58 s against 1.58 s
 ///   wall) in a changed re-backup and 3.1 s of system time against 1.2 s
 ///   in a first backup.
+///
+/// Tried again in session 12 (issue 13: the idle run had the changed
+/// re-backup at 1.58× 75e4f56's on the binaries image) and not changed;
+/// loaded 2-core machine (load average 19-25), `nice -n -10`, page cache
+/// dropped, medians of 4-6 alternating runs (docs/bench/session12-disk.md):
+/// - Batches of 2 or 4 MiB, on 2, 4 or 8 readers, against these 1 MiB
+///   batches on 4 readers: changed re-backup of the binaries image
+///   4.53-5.18 s against 4.67 s (4.30-5.18), no better; 8 readers or
+///   4 MiB batches cost 6-19 MiB more peak memory. Reads alone (`--full`,
+///   nothing written): 2 MiB on 8 readers 3.46 s against 4.04 s, for
+///   29.5 MiB peak against 17.4 MiB.
+/// - Under that load 75e4f56's buffered reads were the slow ones: changed
+///   re-backup 12.73 s against 4.93 s (binaries image) and 5.61 s against
+///   2.27 s (kernel-text image), 3.3 s of CPU against 1.0 s.
 pub(super) struct Source<'f> {
     f: &'f std::fs::File,
     /// O_DIRECT is set on the descriptor. Cleared (for every reader, since
