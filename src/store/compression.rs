@@ -352,8 +352,15 @@ static COMPRESSORS: Mutex<Vec<zstd::bulk::Compressor<'static>>> = Mutex::new(Vec
 static COMPRESSORS_LENT: Mutex<usize> = Mutex::new(0);
 static COMPRESSOR_BACK: parking_lot::Condvar = parking_lot::Condvar::new();
 
+/// Asked once per process: `available_parallelism` is no cheap call on
+/// Linux (it reads `/proc/self/cgroup` and the cgroup's CPU quota files,
+/// about a dozen system calls), and it was asked on every compression
+/// that found no context in the pool — about 20,000 times in the first
+/// backup of a kernel tree, 1.8 % of its CPU samples
+/// (docs/bench/session12-tree.md).
 fn max_compressors() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1)
 }
 
 /// Compress `data` into `out` (cleared first; its capacity is reused) and

@@ -11,9 +11,9 @@ use crate::store::Key;
 use crate::store::{BlobId, BlobKind, Compression, DiskCodec, RepoWriter};
 use crate::sys;
 use parking_lot::{Condvar, Mutex};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -309,9 +309,8 @@ fn read_extents(
     let mut eof_at = None;
     let mut store_err: Option<Error> = None;
     for &(start, end) in extents {
-        f.seek(SeekFrom::Start(start)).map_err(|e| src("seek", e))?;
         let read = sh.cdc.split_with(
-            (&mut *f).take(end - start),
+            ReadAt { f, pos: start }.take(end - start),
             buf,
             end - start,
             |off, data| {
@@ -351,6 +350,23 @@ fn read_extents(
         eof_at,
         after,
     })
+}
+
+/// Reads `f` from `pos` on with `pread`: no `lseek` back to each
+/// extent's start after SEEK_DATA/SEEK_HOLE left the offset at the end
+/// (one system call fewer per file, 78,579 in a kernel tree's first
+/// backup; docs/bench/session12-tree.md).
+struct ReadAt<'f> {
+    f: &'f std::fs::File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.f.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// File reads out at most: [`MAX_INFLIGHT`], or fewer when the limit on
