@@ -173,7 +173,11 @@ impl Vfs {
     /// it reads the files after it, and the first READ in each directory
     /// was a READ (and a GETATTR) per directory of the tree that no
     /// hand-over covered. One level only: its own directories are not
-    /// entered.
+    /// entered. Every directory met is entered (not only the first, which
+    /// the copy reads next): the simulation's 3,551 READs count that; the
+    /// price is a look-up of each one's tree, up to [`AFTER_SCAN`] per
+    /// hand-over, read and decoded if the tree cache lost it (a copy lists
+    /// each of them soon anyway; a reader of one file does not).
     fn hand_over(
         &self,
         parent: u64,
