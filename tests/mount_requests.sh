@@ -9,7 +9,8 @@
 # caches (FUSE_POSIX_ACL, the page cache kept across opens). Through an
 # --allow-other mount every open is asked, and a small file's content is
 # put into the page cache at open instead (no READ). The copies are equal
-# to the source, xattrs included.
+# to the source, xattrs included. After a find, the first read in a
+# directory hands over the files of its subdirectory too.
 . "$(dirname "$0")/lib.sh"
 
 is_root || {
@@ -62,7 +63,7 @@ n=$(count OPENDIR "$from")
 n=$(count OPEN "$from")
 [ "$n" -le 1 ] && pass "OPEN sent $n times for $files files (at most the first)" || fail "OPEN sent $n times for $files files (at most the first)"
 expect_eq "RELEASE requests" "$(count RELEASE "$from")" 0
-# The first read in each directory hands over the (up to 16) small files
+# The first read in each directory hands over the (up to 64) small files
 # after it, after that read is answered: one READ per directory, and a few
 # more where the copy overtook the handing over (one per file without it).
 reads=$(count READ "$from")
@@ -98,3 +99,28 @@ if diff_tree "$SRC" "$T/out3"; then pass "that copy equals the source"; else fai
 expect_eq "OPEN requests, --allow-other" "$(count OPEN "$from")" "$files"
 expect_eq "READ requests for $files small files, --allow-other" "$(count READ "$from")" 0
 expect_ok cbrfs umount "$MNT"
+
+note "a listed tree: the first read in a directory hands over its subdirectory's files too"
+# The copy that follows a find (as the benchmark's does): the read of
+# top/f01 hands over f02..f10 and, one level down, sub/s01..s10, which the
+# copy reads next; before session 12, sub/s01 cost a READ of its own.
+SRC2=$T/src2
+mkdir -p "$SRC2/sub"
+for i in 01 02 03 04 05 06 07 08 09 10; do
+	printf 'top %s\n' "$i" >"$SRC2/f$i"
+	printf 'sub %s\n' "$i" >"$SRC2/sub/s$i"
+done
+expect_ok cbrfs vault create w --type filesystem --capacity 10GB
+expect_ok cbrfs vault associate w --path "$SRC2" --name src2
+expect_ok cbrfs backup create w --name b1
+export RUST_LOG=info,fuser=debug
+expect_ok cbrfs mount "$MNT"
+unset RUST_LOG
+wait_mounted "$MNT"
+find "$MNT/w/b1/src2" >/dev/null
+from=$(stat -c %s "$LOG")
+cp -a "$MNT/w/b1/src2" "$T/out4" && pass "cp -a after a find" || fail "cp -a after a find failed"
+if diff_tree "$SRC2" "$T/out4"; then pass "that copy equals the source"; else fail "that copy differs"; fi
+expect_eq "READ requests for 20 small files in a directory and its subdirectory, listed before" "$(count READ "$from")" 1
+expect_ok cbrfs umount "$MNT"
+wait_unmounted "$MNT"

@@ -448,13 +448,14 @@ fn reads_without_an_open_keep_a_bounded_read_state() {
 fn a_small_file_read_hands_over_the_small_files_after_it() {
     let f = fixture();
     let v = vfs(&f);
+    let n = cbrfs::vfs::AFTER_FILES;
     // The kernel holds the inodes of sub's first entries (as after a
     // readdirplus): "deeper", then f000, f001, ...
-    let inos: Vec<u64> = (0..=20)
+    let inos: Vec<u64> = (0..=n + 4)
         .map(|i| walk(&v, &format!("v/b1/src/sub/f{i:03}")))
         .collect();
     let got = v.prefetch_after(inos[0]);
-    let want: Vec<(u64, Vec<u8>)> = (1..=cbrfs::vfs::AFTER_FILES)
+    let want: Vec<(u64, Vec<u8>)> = (1..=n)
         .map(|i| (inos[i], format!("{i}").into_bytes()))
         .collect();
     assert_eq!(got, want);
@@ -464,11 +465,55 @@ fn a_small_file_read_hands_over_the_small_files_after_it() {
         .into_iter()
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(got, inos[cbrfs::vfs::AFTER_FILES + 1..].to_vec());
+    assert_eq!(got, inos[n + 1..].to_vec());
     assert!(v.prefetch_after(inos[0]).is_empty());
     // A large file's read hands over nothing.
     let mid = walk(&v, "v/b1/src/sub/deeper/mid");
     assert!(v.prefetch_after(mid).is_empty());
+}
+
+#[test]
+fn small_files_are_handed_over_one_by_one_as_they_are_read() {
+    // The copy reads the next file a few round trips after the first:
+    // each file goes to the kernel before the one after it is read, not
+    // once the whole batch is.
+    let f = fixture();
+    let v = vfs(&f);
+    let inos: Vec<u64> = (0..3)
+        .map(|i| walk(&v, &format!("v/b1/src/sub/f{i:03}")))
+        .collect();
+    let mut seen = Vec::new();
+    v.prefetch_after_each(inos[0], |ino, data| {
+        if ino == inos[1] {
+            // The file after it is not read yet: it can still be taken.
+            assert_eq!(v.prefetch(inos[2]).as_deref(), Some(&b"2"[..]));
+        }
+        seen.push((ino, data.to_vec()));
+    });
+    assert_eq!(seen, vec![(inos[1], b"1".to_vec())]);
+}
+
+#[test]
+fn a_hand_over_goes_into_the_first_directory_after_the_file() {
+    // src: big, empty, hardlink, link, small, sparse, sub; sub: deeper,
+    // f000, ... A copy reading "small" goes into "sub" next and reads its
+    // files before anything after "sub": they are handed over with the
+    // read of "small", one level deep ("deeper"'s own files are not).
+    let f = fixture();
+    let v = vfs(&f);
+    let small = walk(&v, "v/b1/src/small");
+    walk(&v, "v/b1/src/sparse");
+    let sub = walk(&v, "v/b1/src/sub");
+    walk(&v, "v/b1/src/sub/deeper");
+    let inos: Vec<u64> = (0..3)
+        .map(|i| walk(&v, &format!("v/b1/src/sub/f{i:03}")))
+        .collect();
+    assert!(sub > small);
+    let got = v.prefetch_after(small);
+    let want: Vec<(u64, Vec<u8>)> = (0..3)
+        .map(|i| (inos[i], format!("{i}").into_bytes()))
+        .collect();
+    assert_eq!(got, want);
 }
 
 #[test]

@@ -416,9 +416,8 @@ impl Filesystem for CbrFs {
         // (vfs/implicit.rs).
         if self.no_open && offset == 0 {
             if let Some(n) = self.notifier.get() {
-                for (i, data) in self.vfs.prefetch_after(u64::from(ino)) {
-                    store(&self.vfs, n, i, &data);
-                }
+                self.vfs
+                    .prefetch_after_each(u64::from(ino), |i, data| store(&self.vfs, n, i, data));
             }
         }
     }

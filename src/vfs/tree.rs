@@ -114,6 +114,18 @@ impl TreeNode {
         }
     }
 
+    /// The key of this node's tree in the inode table ([`tree_key`]):
+    /// None for a resource's root, which is in no tree.
+    pub(super) fn tree_key(&self) -> Option<u64> {
+        self.dir.as_ref().map(tree_key)
+    }
+
+    /// The key of this directory's own tree ([`tree_key`]), if it is a
+    /// directory (its tree read, from the cache if there).
+    pub(super) fn subtree_key(&self, vfs: &Vfs) -> Option<u64> {
+        self.tree(vfs).ok().map(|(id, _)| tree_key(&id))
+    }
+
     /// This directory's tree: its id and entries.
     fn tree(&self, vfs: &Vfs) -> VResult<(Arc<BlobId>, Dir)> {
         let me = self.node(vfs)?;
