@@ -394,7 +394,7 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
 /// decoded by the mount's threads side by side, each straight into its
 /// reply (vfs/file.rs reads nothing ahead for them). Against 1 MiB with
 /// the daemon's own read-ahead, a cold `cat` of the binaries image took
-/// about a fifth less of the daemon's CPU (docs/bench/session12-mnt.md).
+/// 12-23 % less of the daemon's CPU (docs/bench/session12-mnt.md).
 const READ_AHEAD_KB: u64 = 4096;
 
 /// Raise the mount's read-ahead (its backing device's `read_ahead_kb` in
