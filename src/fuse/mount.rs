@@ -393,8 +393,9 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
 /// and keeps the next one in flight. 4 MiB: four such requests in flight,
 /// decoded by the mount's threads side by side, each straight into its
 /// reply (vfs/file.rs reads nothing ahead for them). Against 1 MiB with
-/// the daemon's own read-ahead, a cold `cat` of the binaries image took
-/// 12-23 % less of the daemon's CPU (docs/bench/session12-mnt.md).
+/// the daemon's own read-ahead, the daemon's CPU for a cold `cat` of the
+/// binaries image fell 12-13 %, for a `cp` 14-23 %, for a `cat` of the
+/// kernel-text image 14-18 % (docs/bench/session12-mnt.md).
 const READ_AHEAD_KB: u64 = 4096;
 
 /// Raise the mount's read-ahead (its backing device's `read_ahead_kb` in
