@@ -182,6 +182,28 @@ fn random_reads_read_nothing_ahead_and_a_stream_does() {
     v.release(fh);
 }
 
+/// A stream of requests of several chunks each reads nothing ahead: the
+/// kernel keeps several in flight and each is decoded straight into its
+/// reply (issue 17); the bytes are the file's.
+#[test]
+fn a_stream_of_requests_of_several_chunks_reads_nothing_ahead() {
+    let f = fixture();
+    let v = vfs(&f);
+    let src = std::fs::read(f.src.join("big")).unwrap();
+    let ino = walk(&v, "v/b1/src/big");
+    let fh = v.open(ino, libc::O_RDONLY).unwrap();
+    // 12 MiB requests: more than the largest chunk (4 MiB) twice over.
+    let req = 12usize << 20;
+    let mut off = 0;
+    while off < src.len() {
+        let got = v.read(fh, off as u64, req as u32).unwrap();
+        assert!(got == src[off..(off + req).min(src.len())], "at {off}");
+        off += req;
+    }
+    assert_eq!(v.read_ahead_jobs(), 0, "read ahead");
+    v.release(fh);
+}
+
 #[test]
 fn holes_seek_data_and_hole() {
     let f = fixture();

@@ -390,8 +390,13 @@ fn serve(store: &Store, mp: &Path, opts: &MountOptions) -> Result<()> {
 /// sequential reader's requests stay at 128 KiB, a round trip (two
 /// wake-ups and a reply) each (issue 17). With a larger window the kernel
 /// sends requests of up to max_pages (1 MiB, from fuse/mod.rs's MAX_READ)
-/// and keeps the next one in flight.
-const READ_AHEAD_KB: u64 = 1024;
+/// and keeps the next one in flight. 4 MiB: four such requests in flight,
+/// decoded by the mount's threads side by side, each straight into its
+/// reply (vfs/file.rs reads nothing ahead for them). Against 1 MiB with
+/// the daemon's own read-ahead, the daemon's CPU for a cold `cat` of the
+/// binaries image fell 12-13 %, for a `cp` 14-23 %, for a `cat` of the
+/// kernel-text image 14-18 % (docs/bench/session12-mnt.md).
+const READ_AHEAD_KB: u64 = 4096;
 
 /// Raise the mount's read-ahead (its backing device's `read_ahead_kb` in
 /// sysfs) to [`READ_AHEAD_KB`]; root only, and never lowered. The device

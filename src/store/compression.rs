@@ -207,6 +207,48 @@ pub(super) fn decompress_lz4(stored: &[u8], cap: usize) -> std::io::Result<Vec<u
     Ok(out)
 }
 
+/// Decompress one LZ4 block into `dst`, returning the bytes it holds: a
+/// block that holds more than `dst` fails (its decoder checks every
+/// write). No buffer to zero first, unlike [`decompress_lz4`].
+pub(super) fn decompress_lz4_to_slice(stored: &[u8], dst: &mut [u8]) -> std::io::Result<usize> {
+    if dst.len() > BULK_OUTPUT {
+        return Err(std::io::Error::other(format!(
+            "the index's length {} is larger than a chunk",
+            dst.len()
+        )));
+    }
+    lz4_flex::block::decompress_into(stored, dst).map_err(std::io::Error::other)
+}
+
+/// Decompress one zstd frame into `dst`, returning the bytes it holds: a
+/// frame that states another size, or holds more than `dst`, fails.
+pub(super) fn decompress_to_slice(stored: &[u8], dst: &mut [u8]) -> std::io::Result<usize> {
+    let cap = dst.len();
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(stored) {
+        if n != cap as u64 {
+            return Err(std::io::Error::other(format!(
+                "its frame holds {n} bytes, the index says {cap}"
+            )));
+        }
+    }
+    if cap > BULK_OUTPUT {
+        let v = decompress(stored, cap)?;
+        let n = v.len();
+        dst[..n].copy_from_slice(&v);
+        return Ok(n);
+    }
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(d) => d.decompress_to_buffer(stored, dst),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
 thread_local! {
     /// One zstd decompression context per thread: making one per blob
     /// costs more than decompressing a small chunk.
@@ -290,6 +332,8 @@ const POOL_BYTES: usize = 32 << 20;
 struct Pool(Mutex<Vec<Vec<u8>>>);
 
 impl Pool {
+    /// A buffer with room for `cap` bytes, holding what it held when it
+    /// was given back (or nothing).
     fn take(&self, cap: usize) -> Vec<u8> {
         if cap >= POOL_MIN / 2 {
             let mut pool = self.0.lock();
@@ -306,12 +350,12 @@ impl Pool {
         Vec::with_capacity(cap)
     }
 
-    fn give(&self, mut buf: Vec<u8>) {
+    fn give(&self, buf: Vec<u8>) {
         let cap = buf.capacity();
         if !(POOL_MIN..=crate::chunker::MAX_SIZE + (64 << 10)).contains(&cap) {
             return;
         }
-        buf.clear();
+        // Not cleared: its bytes stay initialised for [`take_filled`].
         let mut pool = self.0.lock();
         let held: usize = pool.iter().map(|b| b.capacity()).sum();
         if held + cap <= POOL_BYTES {
@@ -323,7 +367,26 @@ impl Pool {
 /// An empty buffer with room for `cap` bytes: from the pool when one fits
 /// (not more than twice as large), else new.
 pub fn take_buffer(cap: usize) -> Vec<u8> {
-    POOL.take(cap)
+    let mut b = POOL.take(cap);
+    b.clear();
+    b
+}
+
+/// A buffer of `len` bytes for a caller that overwrites every one of
+/// them, with room for at least `min_cap` (so that it goes back to the
+/// pool): from the pool when one fits, its old bytes left in place (only
+/// what lies beyond its old length is zeroed), else new and zeroed. Each
+/// request of the mount's reader is such a buffer (issue 17: zeroing each
+/// request's megabyte before filling it cost about half as much as the
+/// copy it replaced).
+pub fn take_filled(len: usize, min_cap: usize) -> Vec<u8> {
+    let mut b = POOL.take(len.max(min_cap));
+    if b.len() >= len {
+        b.truncate(len);
+    } else {
+        b.resize(len, 0);
+    }
+    b
 }
 
 /// Give a buffer no longer used back to the pool (dropped if it is small,
@@ -722,5 +785,68 @@ mod tests {
                 bytes as f64 / total
             );
         }
+    }
+
+    /// The LZ4 decoders on an image's chunks that LZ4 stores (one thread,
+    /// CPU seconds, least of 5): lz4_flex's safe decoder (what reads run)
+    /// against liblz4's `LZ4_decompress_safe`. Run with
+    /// `CBRFS_CODEC_BENCH_IMG=IMG cargo test --release --lib
+    /// lz4_decoder_table -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn lz4_decoder_table() {
+        use std::io::Read;
+        let Ok(path) = std::env::var("CBRFS_CODEC_BENCH_IMG") else {
+            eprintln!("set CBRFS_CODEC_BENCH_IMG to an image");
+            return;
+        };
+        let cpu = || {
+            // SAFETY: getrusage fills the struct it is given.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+            let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+            t(ru.ru_utime) + t(ru.ru_stime)
+        };
+        let mut f = std::fs::File::open(&path).unwrap();
+        let mut blocks = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut raw = 0usize;
+        while raw < 300 << 20 && f.read_exact(&mut buf).is_ok() {
+            let mut o = Vec::new();
+            if let Some(n) = lz4_block_into(&buf, &mut o) {
+                if n < buf.len() - buf.len() / 32 {
+                    blocks.push(o);
+                    raw += buf.len();
+                }
+            }
+        }
+        let mut out = vec![0u8; 16 << 10];
+        let mut best = [f64::MAX; 3];
+        for _ in 0..5 {
+            let t = cpu();
+            for b in &blocks {
+                let got = decompress_lz4(b, 16 << 10).unwrap();
+                give_buffer(got);
+            }
+            best[0] = best[0].min(cpu() - t);
+            let t = cpu();
+            for b in &blocks {
+                lz4_flex::block::decompress_into(b, &mut out).unwrap();
+            }
+            best[1] = best[1].min(cpu() - t);
+            let t = cpu();
+            for b in &blocks {
+                lz4::block::decompress_to_buffer(b, Some(16 << 10), &mut out).unwrap();
+            }
+            best[2] = best[2].min(cpu() - t);
+        }
+        println!(
+            "{} MiB in {} blocks: decompress_lz4 {:.3} s, lz4_flex into {:.3} s, liblz4 {:.3} s",
+            raw >> 20,
+            blocks.len(),
+            best[0],
+            best[1],
+            best[2]
+        );
     }
 }

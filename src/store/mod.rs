@@ -72,7 +72,7 @@ pub use storage::{ObjectInfo, Storage};
 
 pub use compression::{
     compress_blob, compress_into, compress_into_at, give_buffer, pooled_bytes, release_buffers,
-    take_buffer, DiskCodec, ZSTD_LEVEL, ZSTD_LEVEL_DISK,
+    take_buffer, take_filled, DiskCodec, ZSTD_LEVEL, ZSTD_LEVEL_DISK,
 };
 /// An index's magic and the version of a sealed one (docs/FORMAT.md §7.1,
 /// §16.5): what `vault attach` looks for to tell an encrypted vault.

@@ -164,7 +164,19 @@ impl Vfs {
         let end = offset.saturating_add(size as u64);
         let last = f.next.swap(end, Ordering::Relaxed);
         let slack = SEQUENTIAL_SLACK.max(2 * size as u64);
-        if offset.abs_diff(last) > slack {
+        let sequential = offset.abs_diff(last) <= slack;
+        if sequential && f.reader.spans_chunks(&f.ctx.repo, offset, end, 2) {
+            // A sequential request of several chunks (a disk image's 16 KiB
+            // chunks, 64 to the kernel's 1 MiB request) reads nothing
+            // ahead: the kernel keeps several such requests in flight
+            // (READ_AHEAD_KB in fuse/mount.rs), one on each of the mount's
+            // threads, and each thread decodes its request's chunks
+            // straight into the reply ([`FileReader::read_with`]). Read
+            // ahead by the helpers, the same chunks were decoded into the
+            // cache and then copied into the reply, with a wake-up per job
+            // (issue 17, `cat` of the binaries image through the mount,
+            // daemon CPU: docs/bench/session12-mnt.md).
+        } else if !sequential {
             // A random read, or a new stream: no read-ahead until the next
             // read continues it (the kernel's own rule), so a random reader
             // decodes only the chunks it reads. What lies behind it may be

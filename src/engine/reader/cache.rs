@@ -53,6 +53,8 @@ struct CacheInner {
     released: bool,
     /// Read-ahead jobs queued so far (for tests).
     jobs: u64,
+    /// Chunks decoded into the cache so far (for tests).
+    loads: u64,
 }
 
 enum Slot {
@@ -175,6 +177,28 @@ impl ChunkCache {
         Claim::Mine
     }
 
+    /// Give up the claim on chunk `id` this thread took ([`Self::claim`])
+    /// and decoded elsewhere than into the cache (a request's buffer,
+    /// [`super::assemble`]): its slot goes, and a thread waiting for it
+    /// reads it itself.
+    pub(super) fn unclaim(&self, id: &BlobId) {
+        let sh = &*self.shared;
+        let waited = {
+            let mut g = sh.inner.lock();
+            match g.map.get(id) {
+                Some(Slot::Loading { waited }) => {
+                    let w = *waited;
+                    g.map.remove(id);
+                    w
+                }
+                _ => false,
+            }
+        };
+        if waited {
+            sh.loaded.notify_all();
+        }
+    }
+
     /// Read and verify chunk `id`, claimed by this thread ([`Self::claim`]),
     /// and put it in the cache.
     pub(super) fn load(&self, repo: &Repo, id: &BlobId) -> Result<Arc<Vec<u8>>> {
@@ -215,6 +239,7 @@ impl ChunkCache {
                         }
                     }
                 }
+                g.loads += 1;
                 g.generation += 1;
                 let gen = g.generation;
                 g.order.push_back((*id, gen));
@@ -321,6 +346,13 @@ impl ChunkCache {
     #[cfg(test)]
     pub(super) fn ahead_bytes(&self) -> usize {
         self.shared.inner.lock().ahead
+    }
+
+    /// Chunks decoded into the cache so far (tests: a request's chunks
+    /// are decoded into its own buffer instead).
+    #[cfg(test)]
+    pub(super) fn loads(&self) -> u64 {
+        self.shared.inner.lock().loads
     }
 
     /// Read-ahead jobs queued so far: zero for a reader that never read
