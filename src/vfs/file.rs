@@ -165,7 +165,7 @@ impl Vfs {
         let last = f.next.swap(end, Ordering::Relaxed);
         let slack = SEQUENTIAL_SLACK.max(2 * size as u64);
         let sequential = offset.abs_diff(last) <= slack;
-        if sequential && f.reader.spans_chunks(&f.ctx.repo, offset, end, 2) {
+        if sequential && f.reader.spans_chunks(&f.repo, offset, end, 2) {
             // A sequential request of several chunks (a disk image's 16 KiB
             // chunks, 64 to the kernel's 1 MiB request) reads nothing
             // ahead: the kernel keeps several such requests in flight

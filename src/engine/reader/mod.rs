@@ -324,7 +324,14 @@ fn assemble(
     let mut placed = vec![false; chunks.len()];
     // A chunk placed twice (repeated data) is decoded once.
     let mut at: HashMap<BlobId, usize> = HashMap::new();
-    for (i, c) in chunks.iter().enumerate().rev() {
+    // Only in a list in order without overlaps (as every backup writes):
+    // the hole filling below zeroes what lies before a chunk and beyond
+    // those before it, which in a damaged or crafted list out of order
+    // could be a chunk placed here.
+    let in_order = chunks
+        .windows(2)
+        .all(|w| w[0].offset.saturating_add(w[0].len as u64) <= w[1].offset);
+    for (i, c) in chunks.iter().enumerate().rev().filter(|_| in_order) {
         let Some((from, to)) = whole(c) else {
             continue;
         };
@@ -885,6 +892,26 @@ mod tests {
             assert!(buf == want, "encrypted: {encrypted}");
             assert_eq!(fresh.loads(), 0, "encrypted: {encrypted}");
             assert_eq!(fresh.held_bytes(), 0);
+            // A list out of order (damaged or crafted): each chunk still
+            // lands where it belongs, none zeroed as the hole before another.
+            let k64 = k as u64;
+            let swapped = vec![
+                ChunkRef {
+                    offset: 4 * k64,
+                    ..c[2]
+                },
+                ChunkRef {
+                    offset: k64,
+                    ..c[1]
+                },
+            ];
+            let mut buf = vec![0xAAu8; 12 * k];
+            let (o, e) = (0, 10 * k64);
+            assemble(&repo, &fresh, (o, e), swapped, &mut buf, None).unwrap();
+            let mut want = vec![0u8; 10 * k];
+            want[k..2 * k].copy_from_slice(&all[k..2 * k]);
+            want[4 * k..5 * k].copy_from_slice(&all[2 * k..3 * k]);
+            assert!(buf == want, "out of order, encrypted: {encrypted}");
         }
     }
 
