@@ -695,6 +695,16 @@ mod tests {
         }
     }
 
+    /// CPU seconds (user and system) this thread has used: the
+    /// measurement tables below time their codecs with it.
+    fn thread_cpu() -> f64 {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(ru.ru_utime) + t(ru.ru_stime)
+    }
+
     /// The measurement behind [`DiskCodec`]'s table, on an image named by
     /// `CBRFS_CODEC_BENCH_IMG` (its first `CBRFS_CODEC_BENCH_MIB` MiB of
     /// non-zero 16 KiB chunks, 300 by default): CPU seconds to compress,
@@ -714,13 +724,7 @@ mod tests {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(300);
-        let cpu = || {
-            // SAFETY: getrusage fills the struct it is given.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-            let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-            t(ru.ru_utime) + t(ru.ru_stime)
-        };
+        let cpu = thread_cpu;
         let mut f = std::fs::File::open(&path).unwrap();
         let mut chunks = Vec::new();
         let mut buf = vec![0u8; 16 << 10];
@@ -801,13 +805,7 @@ mod tests {
             eprintln!("set CBRFS_CODEC_BENCH_IMG to an image");
             return;
         };
-        let cpu = || {
-            // SAFETY: getrusage fills the struct it is given.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-            let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-            t(ru.ru_utime) + t(ru.ru_stime)
-        };
+        let cpu = thread_cpu;
         let mut f = std::fs::File::open(&path).unwrap();
         let mut blocks = Vec::new();
         let mut buf = vec![0u8; 16 << 10];
