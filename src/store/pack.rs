@@ -101,9 +101,15 @@ impl PackEntry {
     }
 }
 
+/// How full a pack's buffer is before the rest of it is asked for huge
+/// pages ([`crate::sys::advise_huge_pages`]).
+const HUGE_AFTER: usize = 2 << 20;
+
 /// Builds one pack in memory and seals it to disk.
 pub struct PackWriter {
     buf: Vec<u8>,
+    /// True once the buffer's rest was asked for huge pages.
+    huge: bool,
     entries: Vec<PackEntry>,
     /// The vault's sealing key: a version-2 pack.
     seal: Option<SealKey>,
@@ -139,6 +145,7 @@ impl PackWriter {
         buf.extend_from_slice(&0u32.to_le_bytes());
         PackWriter {
             buf,
+            huge: false,
             entries: Vec::new(),
             seal,
         }
@@ -164,6 +171,15 @@ impl PackWriter {
         match &self.seal {
             Some(k) => k.seal_into(Object::PackBlob(&id.0), stored, &mut self.buf)?,
             None => self.buf.extend_from_slice(stored),
+        }
+        // Once a pack is past its first 2 MiB it is a data pack that will
+        // fill: the rest of its buffer in huge pages (a first backup of the
+        // binaries image took 170,000 page faults, 0.5 s of its 8.3 s of
+        // CPU, filling 4 KiB pages). Not before, so a small pack (trees,
+        // the last one of a run) touches only its own few pages.
+        if !self.huge && self.buf.len() >= HUGE_AFTER {
+            self.huge = true;
+            crate::sys::advise_huge_pages(&mut self.buf);
         }
         self.entries.push(PackEntry {
             id,
@@ -553,6 +569,76 @@ mod tests {
         let mut bad = loc(&entries[1]);
         bad.stored_len = 1 << 20;
         assert!(r.stored(&bad).is_err());
+    }
+
+    /// A pack's buffer is asked for huge pages once past its first 2 MiB,
+    /// not before (a small pack keeps small pages), and its bytes are the
+    /// same either way. Where the kernel grants huge pages on request
+    /// (transparent_hugepage `madvise` or `always`), the filled buffer
+    /// holds some.
+    #[test]
+    fn a_filling_pack_asks_for_huge_pages_after_2_mib() {
+        let mut w = PackWriter::new();
+        let chunk = vec![5u8; 64 << 10];
+        let mut n = 0u8;
+        while w.len() + chunk.len() < HUGE_AFTER {
+            w.add(
+                BlobId([n; 16]),
+                BlobKind::Data,
+                Compression::None,
+                &chunk,
+                1,
+            )
+            .unwrap();
+            n += 1;
+        }
+        assert!(!w.huge, "asked before 2 MiB");
+        while w.len() < 12 << 20 {
+            w.add(
+                BlobId([n; 16]),
+                BlobKind::Data,
+                Compression::None,
+                &chunk,
+                1,
+            )
+            .unwrap();
+            n = n.wrapping_add(1);
+        }
+        assert!(w.huge);
+        assert!(w.buf[HEADER_LEN..].iter().all(|&b| b == 5));
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if !(thp.contains("[madvise]") || thp.contains("[always]")) {
+            eprintln!("transparent huge pages are off here ({thp:?}): not checked");
+            return;
+        }
+        // The mappings that hold the buffer, in /proc/self/smaps (the
+        // advice splits its mapping in two).
+        let buf = w.buf.as_ptr() as usize..w.buf.as_ptr() as usize + w.buf.capacity();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        let mut huge_kb = 0u64;
+        for line in smaps.lines() {
+            let first = line.split(' ').next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = a < buf.end && buf.start < b;
+                    continue;
+                }
+            }
+            if let Some(kb) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
+                huge_kb += kb
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+        assert!(
+            huge_kb >= 2048,
+            "AnonHugePages {huge_kb} kB in the buffer's mappings"
+        );
     }
 
     /// A sealed pack of blobs of each kind and storage form, its id, its

@@ -44,3 +44,30 @@ mod tests {
         assert!(!pid_alive(i32::MAX as u32 + 1));
     }
 }
+
+/// Ask the kernel to back the spare capacity of `buf` (the part past its
+/// length, whole pages only) with transparent huge pages where it can,
+/// when they are on for such requests (`madvise` mode). A large buffer
+/// that is filled once (a pack being written) then takes one page fault
+/// per 2 MiB instead of one per 4 KiB. Only a hint: the buffer's contents
+/// and its owner's view of it do not change, and a refusal (no THP in
+/// this kernel) is ignored.
+pub fn advise_huge_pages(buf: &mut Vec<u8>) {
+    let page = 4096usize;
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_mut_ptr() as usize;
+    let Some(end) = start.checked_add(spare.len()) else {
+        return;
+    };
+    let (from, to) = (start.next_multiple_of(page), end & !(page - 1));
+    if to <= from {
+        return;
+    }
+    // SAFETY: [from, to) lies within `buf`'s allocation (its spare
+    // capacity, rounded inward to whole pages), which `buf` owns and keeps
+    // mapped while it lives; MADV_HUGEPAGE changes only how the kernel
+    // backs those pages, never their contents or the mapping.
+    unsafe {
+        libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
+    }
+}
