@@ -322,8 +322,10 @@ fn assemble(
     // chunk it waits for (issue 17: the mount's CPU is the decoding, on
     // two cores, and a thread asleep while chunks wait is a core idle).
     let mut placed = vec![false; chunks.len()];
-    // A chunk placed twice (repeated data) is decoded once.
-    let mut at: HashMap<BlobId, usize> = HashMap::new();
+    // A chunk placed twice (repeated data) is decoded once: where it was
+    // placed, and its length there (the blob's, checked by
+    // [`Repo::read_blob_into`]).
+    let mut at: HashMap<BlobId, (usize, usize)> = HashMap::new();
     // Only in a list in order without overlaps (as every backup writes):
     // the hole filling below zeroes what lies before a chunk and beyond
     // those before it, which in a damaged or crafted list out of order
@@ -335,9 +337,16 @@ fn assemble(
         let Some((from, to)) = whole(c) else {
             continue;
         };
-        if let Some(&src) = at.get(&c.id) {
-            buf.copy_within(src..src + (to - from), from);
-            placed[i] = true;
+        if let Some(&(src, len)) = at.get(&c.id) {
+            // Only at the same length: a crafted list naming the chunk
+            // with another is damage, reported below ([`check_chunk_len`]);
+            // copied at its length, it took what follows the placed
+            // chunk in `buf` (a pooled buffer's old bytes) or ran past
+            // its end.
+            if len == to - from {
+                buf.copy_within(src..src + len, from);
+                placed[i] = true;
+            }
             continue;
         }
         if let Claim::Mine = cache.claim(&c.id, false) {
@@ -347,7 +356,7 @@ fn assemble(
             cache.unclaim(&c.id);
             r?;
             placed[i] = true;
-            at.insert(c.id, from);
+            at.insert(c.id, (from, to - from));
         }
     }
     // Up to here `buf` holds what the request has read (or zeros).
@@ -913,6 +922,66 @@ mod tests {
             want[4 * k..5 * k].copy_from_slice(&all[2 * k..3 * k]);
             assert!(buf == want, "out of order, encrypted: {encrypted}");
         }
+    }
+
+    /// A crafted list naming one chunk twice with two lengths (one of them
+    /// not the blob's) is damage, as in every other read path
+    /// ([`check_chunk_len`]): the copy of the chunk already placed must not
+    /// take the other length. Before its guard the longer one copied what
+    /// followed the placed chunk in the request's buffer (a pooled buffer's
+    /// old bytes, another file's: here 0xAA) into the reply, or ran past
+    /// the buffer's end and panicked; the shorter one answered a part of
+    /// the chunk where the list's length is wrong.
+    #[test]
+    fn a_chunk_repeated_with_another_length_is_damage_not_other_bytes() {
+        let mut bad = Vec::new();
+        for encrypted in [false, true] {
+            let (_dir, repo, r, _all, _cache) = cached_file(3, 16 << 10, encrypted, 8 << 20);
+            let k = 16u64 << 10;
+            let x = r.inline[1].id;
+            // (first length, request end): longer than the blob with a
+            // hole after the second (stale bytes), longer with the request
+            // ending at the second's end (past the buffer), shorter.
+            for (first, end) in [
+                (k + k / 2, 3 * k),
+                (k + k / 2, 2 * k + k / 2),
+                (k / 2, 2 * k),
+            ] {
+                let chunks = vec![
+                    ChunkRef {
+                        id: x,
+                        offset: 0,
+                        len: first as u32,
+                    },
+                    ChunkRef {
+                        id: x,
+                        offset: first,
+                        len: k as u32,
+                    },
+                ];
+                model::validate_content(end, &Content::Chunks(chunks.clone())).unwrap();
+                let fresh = ChunkCache::new(8 << 20);
+                let mut buf = vec![0xAAu8; end as usize];
+                let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    assemble(&repo, &fresh, (0, end), chunks, &mut buf, None)
+                }));
+                let case = format!("first {first}, end {end}, encrypted: {encrypted}");
+                match got {
+                    Err(_) => bad.push(format!("panicked: {case}")),
+                    // A run of the buffer's old bytes (the chunk's bytes
+                    // hold no run: each differs from the one before).
+                    Ok(Ok(())) if buf.windows(64).any(|w| w.iter().all(|&b| b == 0xAA)) => {
+                        bad.push(format!("old bytes: {case}"))
+                    }
+                    Ok(Ok(())) => bad.push(format!("answered: {case}")),
+                    Ok(Err(e)) if !e.to_string().contains("its file expects") => {
+                        bad.push(format!("{case}: {e}"))
+                    }
+                    Ok(Err(_)) => {}
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 
     /// [`chunked_file`] in a new temporary directory (returned: the vault
