@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 mod cache;
 pub use cache::ChunkCache;
-use cache::{helper_count, Claim};
+use cache::{helper_count, Claim, Unclaim};
 
 /// Resolve the chunk list of one chunk-list blob into absolute chunks,
 /// checked against its reference ([`model::resolve_list`]).
@@ -350,10 +350,12 @@ fn assemble(
             continue;
         }
         if let Claim::Mine = cache.claim(&c.id, false) {
+            // Given up even if the read unwinds ([`Unclaim`]).
+            let claim = Unclaim(cache, c.id);
             let r = repo
                 .read_blob_into(&c.id, &mut buf[from..to])
                 .map_err(|e| e.context(format!("chunk at offset {}", c.offset)));
-            cache.unclaim(&c.id);
+            drop(claim);
             r?;
             placed[i] = true;
             at.insert(c.id, (from, to - from));
@@ -1237,6 +1239,78 @@ mod tests {
         while !cache.contains(&id) || cache.ahead_bytes() > 0 {
             assert!(t.elapsed().as_secs() < 20, "no helper reads ahead any more");
             std::thread::yield_now();
+        }
+    }
+
+    /// The same for a request's chunks decoded straight into its buffer
+    /// ([`assemble`], [`ChunkCache::unclaim`]): a read that unwinds there
+    /// leaves no chunk marked as loading, and the next reader of either
+    /// chunk reads it instead of waiting for ever.
+    #[test]
+    fn a_read_into_a_request_that_panics_leaves_no_chunk_loading() {
+        #[derive(Debug)]
+        struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
+        impl crate::testkit::Wrapper for Panicky {
+            fn inner(&self) -> &dyn crate::store::Storage {
+                &self.0
+            }
+            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a bug reading {n}");
+                }
+                crate::store::Storage::get_range(&self.0, n, o, l)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Panicky(
+            crate::store::LocalDir::new(dir.path()),
+            std::sync::atomic::AtomicBool::new(false),
+        ));
+        Repo::create_in(&*s).unwrap();
+        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let mut w = RepoWriter::new(&repo, false);
+        let a = w.add(BlobKind::Data, &[7u8; 5000]).unwrap().id;
+        let b = w.add(BlobKind::Data, &[9u8; 5000]).unwrap().id;
+        w.finish().unwrap();
+        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let r = Arc::new(FileReader {
+            size: 10_000,
+            lists: Vec::new(),
+            bad: None,
+            inline: vec![
+                ChunkRef {
+                    id: a,
+                    offset: 0,
+                    len: 5000,
+                },
+                ChunkRef {
+                    id: b,
+                    offset: 5000,
+                    len: 5000,
+                },
+            ],
+            loaded: Mutex::new(HashMap::new()),
+        });
+        let cache = ChunkCache::new(1 << 20);
+        s.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (c2, r2, f2) = (cache.clone(), repo.clone(), r.clone());
+        let read = move || f2.read_with(&r2, &c2, (0, 10_000), None, |d| d.len());
+        assert!(std::thread::spawn(read).join().is_err());
+        assert!(
+            !cache.is_loading(&a) && !cache.is_loading(&b),
+            "left loading"
+        );
+        s.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        for id in [a, b] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (c2, r2) = (cache.clone(), repo.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(c2.get(&r2, &id).map(|d| d.len()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("the next reader waited for a load that had unwound");
+            assert_eq!(got.unwrap(), 5000);
         }
     }
 
