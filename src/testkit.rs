@@ -312,6 +312,12 @@ pub trait Wrapper: Send + Sync + std::fmt::Debug {
     fn delete(&self, name: &str) -> Result<()> {
         self.inner().delete(name)
     }
+    /// [`Storage::forget_cached`]: the trait's default (no local copy),
+    /// for a wrapper that plays a cached remote.
+    fn forget_cached(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
 }
 
 impl<T: Wrapper> Storage for T {
@@ -338,6 +344,9 @@ impl<T: Wrapper> Storage for T {
     }
     fn delete(&self, name: &str) -> Result<()> {
         Wrapper::delete(self, name)
+    }
+    fn forget_cached(&self, name: &str) -> bool {
+        Wrapper::forget_cached(self, name)
     }
 }
 

@@ -23,8 +23,10 @@ use cbrfs::model::{
     self, BackupRecord, ChunkRef, Content, ListRef, Node, NodeKind, RelChunk, Tree,
 };
 use cbrfs::store::{BlobId, BlobKind};
+use cbrfs::vfs::{Vfs, VfsOptions, ROOT_INO};
 use common::{filesystem_vault, pseudo_random, put_blobs, take_backup, within};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Seconds any one command may take on a crafted store (debug build).
 const BOUND: u64 = 60;
@@ -407,6 +409,68 @@ fn a_one_byte_file_naming_2_gib_is_refused() {
         let t = model::encode_tree(&Tree { entries: vec![n] }).unwrap();
         assert!(model::decode_tree(&t).is_err());
     }
+}
+
+/// A file naming one chunk twice, once with a length that is not the
+/// blob's (validate_content lets it by: in order, within the size), read
+/// through the mount: EIO, as every other reader says. Its request's
+/// buffer comes from the store's pool, not zeroed (issue 17); before the
+/// guard in `assemble` the mount copied the chunk at the longer length,
+/// so the reply held what the pooled buffer held after it: here the
+/// bytes of file `p`, read by the request before.
+#[test]
+fn a_chunk_named_twice_with_two_lengths_reads_as_eio_not_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base_at(dir.path());
+    let l = 300_000usize;
+    let datas: Vec<Vec<u8>> = (0..4).map(|i| pseudo_random(l, 20 + i)).collect();
+    let ids = put_blobs(
+        &b.store,
+        "v",
+        &datas
+            .iter()
+            .map(|d| (BlobKind::Data, d.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let file = |name: &[u8], chunks: Vec<ChunkRef>| Node {
+        mode: 0o644,
+        size: 3 * l as u64,
+        content: Content::Chunks(chunks),
+        ..Node::new(name.to_vec(), NodeKind::File)
+    };
+    let at = |i: usize, offset: usize, len: usize| ChunkRef {
+        id: ids[i],
+        offset: offset as u64,
+        len: len as u32,
+    };
+    let p = file(b"p", vec![at(1, 0, l), at(2, l, l), at(3, 2 * l, l)]);
+    let twice = file(b"twice", vec![at(0, 0, l + l / 2), at(0, l + l / 2, l)]);
+    save_rooted(&b, "twice", tree_blob(&b, vec![p, twice]));
+    let v = Vfs::new(
+        b.store.clone(),
+        VfsOptions {
+            wait: Duration::from_millis(300),
+            uid: 0,
+            gid: 0,
+        },
+    );
+    let ino = |name: &str| {
+        ["v", "twice", "r", name]
+            .iter()
+            .fold(ROOT_INO, |i, n| v.lookup(i, n.as_bytes()).unwrap().ino)
+    };
+    let fh = v.open(ino("p"), libc::O_RDONLY).unwrap();
+    let got = v.read(fh, 0, 3 * l as u32).unwrap();
+    assert!(got == datas[1..].concat());
+    v.release(fh);
+    let fh = v.open(ino("twice"), libc::O_RDONLY).unwrap();
+    let got = v.read(fh, 0, 3 * l as u32);
+    v.release(fh);
+    if let Ok(bytes) = &got {
+        let of_p = bytes[l..l + l / 2] == datas[3][l / 2..];
+        panic!("answered {} bytes (bytes of p in it: {of_p})", bytes.len());
+    }
+    assert_eq!(got, Err(libc::EIO));
 }
 
 /// A file repeating one list 40,000 times: check, prune and the reader

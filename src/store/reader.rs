@@ -402,6 +402,18 @@ impl Repo {
     /// was 8 % of the daemon's CPU in a `cat` of a disk image).
     pub fn read_blob_into(&self, id: &BlobId, dst: &mut [u8]) -> Result<()> {
         let loc = self.find(id)?;
+        // Refused before the read: what is damaged is the reference that
+        // asked for this length (a chunk list), not the pack, whose cached
+        // copy a blob failing its checks would drop and fetch again.
+        if dst.len() as u64 != loc.raw_len as u64 {
+            return Err(Error::corrupt(format!(
+                "vault {}: blob {} is {} bytes, its reader expects {}",
+                self.vault,
+                id,
+                loc.raw_len,
+                dst.len()
+            )));
+        }
         self.read_at_try(id, &loc, 0, Verify::Read, &mut Out::Into(dst))
             .map(|_| ())
     }
@@ -715,6 +727,56 @@ mod tests {
     use crate::store::BlobKind;
     use std::fs;
     use std::path::PathBuf;
+
+    /// A request's buffer whose length is not the blob's (a crafted chunk
+    /// list naming the chunk with another length) is refused before the
+    /// blob is read: the list is damaged, not the pack, so a cached copy
+    /// of the pack is not dropped and fetched again (up to three times per
+    /// read of the file, from a billed remote) as for a blob that fails
+    /// verification.
+    #[test]
+    fn a_buffer_of_another_length_is_refused_without_reading_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Debug)]
+        struct Cached(crate::store::LocalDir, AtomicUsize, AtomicUsize);
+        impl crate::testkit::Wrapper for Cached {
+            fn inner(&self) -> &dyn Storage {
+                &self.0
+            }
+            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+                self.2.fetch_add(1, Ordering::SeqCst);
+                Storage::get_range(&self.0, n, o, l)
+            }
+            fn forget_cached(&self, _: &str) -> bool {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Cached(
+            crate::store::LocalDir::new(dir.path()),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ));
+        Repo::create_in(&*s).unwrap();
+        let repo = Repo::open_in(s.clone(), "v").unwrap();
+        let mut w = RepoWriter::new(&repo, false);
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let id = w.add(BlobKind::Data, &data).unwrap().id;
+        w.finish().unwrap();
+        let repo = Repo::open_in(s.clone(), "v").unwrap();
+        let mut right = vec![0u8; 5000];
+        repo.read_blob_into(&id, &mut right).unwrap();
+        assert!(right == data);
+        let reads = s.2.load(Ordering::SeqCst);
+        for n in [4000, 6000] {
+            let mut wrong = vec![0u8; n];
+            let e = repo.read_blob_into(&id, &mut wrong).unwrap_err();
+            assert!(e.to_string().contains("its reader expects"), "{e}");
+        }
+        assert_eq!(s.1.load(Ordering::SeqCst), 0, "cached copies dropped");
+        assert_eq!(s.2.load(Ordering::SeqCst), reads, "blob read again");
+    }
 
     /// The interleaving of finding 7 of issue #12, step by step: a reader
     /// lists `index/`, a writer (prune, or a merge) writes the index that

@@ -74,6 +74,19 @@ pub(super) enum Claim {
     Busy,
 }
 
+/// A claim on a chunk this thread took ([`ChunkCache::claim`]) to decode
+/// it elsewhere than into the cache, given up ([`ChunkCache::unclaim`])
+/// when dropped: after the read, and also should the read unwind (a bug
+/// met on some damaged input), else every other reader of this chunk
+/// would wait for it for ever, as [`ChunkCache::load`] guards against.
+pub(super) struct Unclaim<'a>(pub(super) &'a ChunkCache, pub(super) BlobId);
+
+impl Drop for Unclaim<'_> {
+    fn drop(&mut self) {
+        self.0.unclaim(&self.1);
+    }
+}
+
 impl ChunkCache {
     /// A cache holding at most `cap_bytes` of chunk data (at least one chunk).
     pub fn new(cap_bytes: usize) -> Self {

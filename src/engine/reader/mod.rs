@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 mod cache;
 pub use cache::ChunkCache;
-use cache::{helper_count, Claim};
+use cache::{helper_count, Claim, Unclaim};
 
 /// Resolve the chunk list of one chunk-list blob into absolute chunks,
 /// checked against its reference ([`model::resolve_list`]).
@@ -322,8 +322,10 @@ fn assemble(
     // chunk it waits for (issue 17: the mount's CPU is the decoding, on
     // two cores, and a thread asleep while chunks wait is a core idle).
     let mut placed = vec![false; chunks.len()];
-    // A chunk placed twice (repeated data) is decoded once.
-    let mut at: HashMap<BlobId, usize> = HashMap::new();
+    // A chunk placed twice (repeated data) is decoded once: where it was
+    // placed, and its length there (the blob's, checked by
+    // [`Repo::read_blob_into`]).
+    let mut at: HashMap<BlobId, (usize, usize)> = HashMap::new();
     // Only in a list in order without overlaps (as every backup writes):
     // the hole filling below zeroes what lies before a chunk and beyond
     // those before it, which in a damaged or crafted list out of order
@@ -335,19 +337,28 @@ fn assemble(
         let Some((from, to)) = whole(c) else {
             continue;
         };
-        if let Some(&src) = at.get(&c.id) {
-            buf.copy_within(src..src + (to - from), from);
-            placed[i] = true;
+        if let Some(&(src, len)) = at.get(&c.id) {
+            // Only at the same length: a crafted list naming the chunk
+            // with another is damage, reported below ([`check_chunk_len`]);
+            // copied at its length, it took what follows the placed
+            // chunk in `buf` (a pooled buffer's old bytes) or ran past
+            // its end.
+            if len == to - from {
+                buf.copy_within(src..src + len, from);
+                placed[i] = true;
+            }
             continue;
         }
         if let Claim::Mine = cache.claim(&c.id, false) {
+            // Given up even if the read unwinds ([`Unclaim`]).
+            let claim = Unclaim(cache, c.id);
             let r = repo
                 .read_blob_into(&c.id, &mut buf[from..to])
                 .map_err(|e| e.context(format!("chunk at offset {}", c.offset)));
-            cache.unclaim(&c.id);
+            drop(claim);
             r?;
             placed[i] = true;
-            at.insert(c.id, from);
+            at.insert(c.id, (from, to - from));
         }
     }
     // Up to here `buf` holds what the request has read (or zeros).
@@ -915,6 +926,66 @@ mod tests {
         }
     }
 
+    /// A crafted list naming one chunk twice with two lengths (one of them
+    /// not the blob's) is damage, as in every other read path
+    /// ([`check_chunk_len`]): the copy of the chunk already placed must not
+    /// take the other length. Before its guard the longer one copied what
+    /// followed the placed chunk in the request's buffer (a pooled buffer's
+    /// old bytes, another file's: here 0xAA) into the reply, or ran past
+    /// the buffer's end and panicked; the shorter one answered a part of
+    /// the chunk where the list's length is wrong.
+    #[test]
+    fn a_chunk_repeated_with_another_length_is_damage_not_other_bytes() {
+        let mut bad = Vec::new();
+        for encrypted in [false, true] {
+            let (_dir, repo, r, _all, _cache) = cached_file(3, 16 << 10, encrypted, 8 << 20);
+            let k = 16u64 << 10;
+            let x = r.inline[1].id;
+            // (first length, request end): longer than the blob with a
+            // hole after the second (stale bytes), longer with the request
+            // ending at the second's end (past the buffer), shorter.
+            for (first, end) in [
+                (k + k / 2, 3 * k),
+                (k + k / 2, 2 * k + k / 2),
+                (k / 2, 2 * k),
+            ] {
+                let chunks = vec![
+                    ChunkRef {
+                        id: x,
+                        offset: 0,
+                        len: first as u32,
+                    },
+                    ChunkRef {
+                        id: x,
+                        offset: first,
+                        len: k as u32,
+                    },
+                ];
+                model::validate_content(end, &Content::Chunks(chunks.clone())).unwrap();
+                let fresh = ChunkCache::new(8 << 20);
+                let mut buf = vec![0xAAu8; end as usize];
+                let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    assemble(&repo, &fresh, (0, end), chunks, &mut buf, None)
+                }));
+                let case = format!("first {first}, end {end}, encrypted: {encrypted}");
+                match got {
+                    Err(_) => bad.push(format!("panicked: {case}")),
+                    // A run of the buffer's old bytes (the chunk's bytes
+                    // hold no run: each differs from the one before).
+                    Ok(Ok(())) if buf.windows(64).any(|w| w.iter().all(|&b| b == 0xAA)) => {
+                        bad.push(format!("old bytes: {case}"))
+                    }
+                    Ok(Ok(())) => bad.push(format!("answered: {case}")),
+                    Ok(Err(e)) if !e.to_string().contains("its file expects") => {
+                        bad.push(format!("{case}: {e}"))
+                    }
+                    Ok(Err(_)) => {}
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+    }
+
     /// [`chunked_file`] in a new temporary directory (returned: the vault
     /// lives as long as it), with a chunk cache of `cap` bytes.
     fn cached_file(
@@ -1168,6 +1239,78 @@ mod tests {
         while !cache.contains(&id) || cache.ahead_bytes() > 0 {
             assert!(t.elapsed().as_secs() < 20, "no helper reads ahead any more");
             std::thread::yield_now();
+        }
+    }
+
+    /// The same for a request's chunks decoded straight into its buffer
+    /// ([`assemble`], [`ChunkCache::unclaim`]): a read that unwinds there
+    /// leaves no chunk marked as loading, and the next reader of either
+    /// chunk reads it instead of waiting for ever.
+    #[test]
+    fn a_read_into_a_request_that_panics_leaves_no_chunk_loading() {
+        #[derive(Debug)]
+        struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
+        impl crate::testkit::Wrapper for Panicky {
+            fn inner(&self) -> &dyn crate::store::Storage {
+                &self.0
+            }
+            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a bug reading {n}");
+                }
+                crate::store::Storage::get_range(&self.0, n, o, l)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Panicky(
+            crate::store::LocalDir::new(dir.path()),
+            std::sync::atomic::AtomicBool::new(false),
+        ));
+        Repo::create_in(&*s).unwrap();
+        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let mut w = RepoWriter::new(&repo, false);
+        let a = w.add(BlobKind::Data, &[7u8; 5000]).unwrap().id;
+        let b = w.add(BlobKind::Data, &[9u8; 5000]).unwrap().id;
+        w.finish().unwrap();
+        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let r = Arc::new(FileReader {
+            size: 10_000,
+            lists: Vec::new(),
+            bad: None,
+            inline: vec![
+                ChunkRef {
+                    id: a,
+                    offset: 0,
+                    len: 5000,
+                },
+                ChunkRef {
+                    id: b,
+                    offset: 5000,
+                    len: 5000,
+                },
+            ],
+            loaded: Mutex::new(HashMap::new()),
+        });
+        let cache = ChunkCache::new(1 << 20);
+        s.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (c2, r2, f2) = (cache.clone(), repo.clone(), r.clone());
+        let read = move || f2.read_with(&r2, &c2, (0, 10_000), None, |d| d.len());
+        assert!(std::thread::spawn(read).join().is_err());
+        assert!(
+            !cache.is_loading(&a) && !cache.is_loading(&b),
+            "left loading"
+        );
+        s.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        for id in [a, b] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (c2, r2) = (cache.clone(), repo.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(c2.get(&r2, &id).map(|d| d.len()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("the next reader waited for a load that had unwound");
+            assert_eq!(got.unwrap(), 5000);
         }
     }
 
