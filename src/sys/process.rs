@@ -31,20 +31,6 @@ pub fn pid_alive(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Only a pid that can name one live process is alive.
-    #[test]
-    fn pids_alive_and_impossible() {
-        assert!(pid_alive(std::process::id()));
-        assert!(!pid_alive(0));
-        assert!(!pid_alive(u32::MAX));
-        assert!(!pid_alive(i32::MAX as u32 + 1));
-    }
-}
-
 /// Ask the kernel to back the spare capacity of `buf` (the part past its
 /// length, whole pages only) with transparent huge pages where it can,
 /// when they are on for such requests (`madvise` mode). A large buffer
@@ -69,5 +55,19 @@ pub fn advise_huge_pages(buf: &mut Vec<u8>) {
     // backs those pages, never their contents or the mapping.
     unsafe {
         libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a pid that can name one live process is alive.
+    #[test]
+    fn pids_alive_and_impossible() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+        assert!(!pid_alive(i32::MAX as u32 + 1));
     }
 }
