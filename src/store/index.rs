@@ -340,22 +340,7 @@ pub(super) fn index_bytes(
 
 /// Index entries for the blobs of a sealed pack.
 pub fn entries_of_pack(pack: BlobId, entries: &[PackEntry]) -> Vec<(BlobId, Location)> {
-    entries
-        .iter()
-        .map(|e| {
-            (
-                e.id,
-                Location {
-                    pack,
-                    kind: e.kind,
-                    compression: e.compression,
-                    offset: e.offset,
-                    stored_len: e.stored_len,
-                    raw_len: e.raw_len,
-                },
-            )
-        })
-        .collect()
+    entries.iter().map(|e| (e.id, e.location(pack))).collect()
 }
 
 #[cfg(test)]
