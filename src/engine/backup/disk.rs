@@ -3,8 +3,8 @@
 //! (with O_DIRECT where the kernel takes it: [`Source`]) and compressed on
 //! several threads.
 
-use super::ns;
 use super::readers::Shared;
+use super::stat_node;
 use super::walker::Walker;
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
@@ -52,14 +52,7 @@ impl Walker<'_, '_> {
             Ok(st.st_size.max(0) as u64)
         }
         .map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
-        let mut n = Node::new(name, NodeKind::File);
-        n.mode = st.st_mode & 0o7777;
-        n.uid = st.st_uid;
-        n.gid = st.st_gid;
-        n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
-        n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
-        n.inode = st.st_ino;
-        n.dev = st.st_dev;
+        let mut n = stat_node(name, NodeKind::File, &st);
         n.size = size;
         self.stats.bytes_total += size;
         self.sh.progress.add_file();

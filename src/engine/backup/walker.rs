@@ -6,7 +6,7 @@
 use super::pending::PendingDir;
 use super::readers::{Done, FileState, Job, Shared};
 use super::source::{is_cache_tag, open_entry, Handle, Opened, CACHEDIR_TAG};
-use super::{ns, MAX_WARNINGS};
+use super::{stat_node, MAX_WARNINGS};
 use crate::error::{Error, Result};
 use crate::model::{
     self, BackupStats, ChunkRef, Content, ListRef, Node, NodeKind, RelChunk, Tree, Xattr,
@@ -331,16 +331,9 @@ impl Walker<'_, '_> {
             ));
             return Ok(None);
         }
-        let mut n = Node::new(name, kind);
-        n.mode = st.st_mode & 0o7777;
-        n.uid = st.st_uid;
-        n.gid = st.st_gid;
-        n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
-        n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
+        let mut n = stat_node(name, kind, &st);
         n.nlink = st.st_nlink.min(u32::MAX as u64) as u32;
         n.blocks = st.st_blocks.max(0) as u64;
-        n.inode = ino;
-        n.dev = dev;
         n.rdev = st.st_rdev;
         n.xattrs = match sys::fd_xattrs(opened.handle.raw()) {
             Ok(x) => x
