@@ -4,8 +4,8 @@
 //! several threads.
 
 use super::readers::Shared;
-use super::stat_node;
 use super::walker::Walker;
+use super::{meta_unchanged, stat_node};
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
 use crate::store::DiskCodec;
@@ -58,14 +58,8 @@ impl Walker<'_, '_> {
         self.sh.progress.add_file();
         // An image file whose size, times and inode are unchanged is not
         // read again. A block device's times say nothing of its contents.
-        if let Some(p) = prev.filter(|p| {
-            !self.full
-                && !block_dev
-                && p.size == n.size
-                && p.mtime_ns == n.mtime_ns
-                && p.ctime_ns == n.ctime_ns
-                && p.inode == n.inode
-        }) {
+        let same_meta = !block_dev && prev.is_some_and(|p| meta_unchanged(p, &n));
+        if let Some(p) = prev.filter(|_| same_meta && !self.full) {
             n.content = p.content.clone();
             n.blocks = p.blocks;
             self.stats.files_unchanged += 1;
@@ -75,13 +69,6 @@ impl Walker<'_, '_> {
         // Under `--full` an image whose size, times and inode are the
         // previous backup's is read again but counted unchanged, as an
         // incremental would count it (issue #16: it was "new").
-        let same_meta = prev.is_some_and(|p| {
-            !block_dev
-                && p.size == n.size
-                && p.mtime_ns == n.mtime_ns
-                && p.ctime_ns == n.ctime_ns
-                && p.inode == n.inode
-        });
         if same_meta {
             self.stats.files_unchanged += 1;
         } else if prev.is_some() {

@@ -673,6 +673,17 @@ fn stat_node(name: Vec<u8>, kind: NodeKind, st: &libc::stat) -> Node {
     n
 }
 
+/// The incremental rule: `n`, as fstat describes it now, has the size,
+/// mtime, ctime and inode `prev` recorded, so its bytes are taken as
+/// unchanged (not read again, unless `--full`; counted unchanged). The
+/// same for a walked file and a disk image.
+fn meta_unchanged(prev: &Node, n: &Node) -> bool {
+    prev.size == n.size
+        && prev.mtime_ns == n.mtime_ns
+        && prev.ctime_ns == n.ctime_ns
+        && prev.inode == n.inode
+}
+
 /// Nanoseconds since the epoch from a stat's seconds and nanoseconds.
 fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)

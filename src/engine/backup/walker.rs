@@ -6,7 +6,7 @@
 use super::pending::PendingDir;
 use super::readers::{Done, FileState, Job, Shared};
 use super::source::{is_cache_tag, open_entry, Handle, Opened, CACHEDIR_TAG};
-use super::{stat_node, MAX_WARNINGS};
+use super::{meta_unchanged, stat_node, MAX_WARNINGS};
 use crate::error::{Error, Result};
 use crate::model::{
     self, BackupStats, ChunkRef, Content, ListRef, Node, NodeKind, RelChunk, Tree, Xattr,
@@ -383,13 +383,7 @@ impl Walker<'_, '_> {
             (NodeKind::File, Handle::File(f)) => {
                 n.size = st.st_size.max(0) as u64;
                 self.stats.bytes_total += n.size;
-                let same_meta = prev.filter(|p| {
-                    p.kind == NodeKind::File
-                        && p.size == n.size
-                        && p.mtime_ns == n.mtime_ns
-                        && p.ctime_ns == n.ctime_ns
-                        && p.inode == n.inode
-                });
+                let same_meta = prev.filter(|p| p.kind == NodeKind::File && meta_unchanged(p, &n));
                 if let Some(p) = same_meta.filter(|_| !self.full) {
                     n.content = p.content.clone();
                     self.stats.files_unchanged += 1;
