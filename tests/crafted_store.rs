@@ -692,3 +692,39 @@ fn write_crafted_stores() {
     case("shared", &|b| craft_shared(b, "shared", 40));
     case("deep", &|b| craft_deep(b, "deep", 10_000));
 }
+
+/// A chunk reference claiming one byte more than its blob holds (within
+/// the file's recorded size): restore fails that file with the reader's
+/// one length check, naming the file, the backup, the vault and both
+/// lengths, and leaves no file of the wrong size.
+#[test]
+fn a_chunk_shorter_than_its_reference_fails_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base_at(dir.path());
+    let data = pseudo_random(5000, 11);
+    let chunk = put_blobs(&b.store, "v", &[(BlobKind::Data, data)])[0];
+    let f = Node {
+        mode: 0o644,
+        size: 5001,
+        content: Content::Chunks(vec![ChunkRef {
+            id: chunk,
+            offset: 0,
+            len: 5001,
+        }]),
+        ..Node::new(b"short".to_vec(), NodeKind::File)
+    };
+    save_rooted(&b, "short", tree_blob(&b, vec![f]));
+    let e = restore_failures(&b, "short");
+    for part in [
+        "short",
+        "backup short",
+        "vault v",
+        "has 5000 bytes, its file expects 5001",
+    ] {
+        assert!(e.contains(part), "{part:?} not in {e}");
+    }
+    let written = b.root.join("out-short/short/short");
+    if let Ok(m) = std::fs::metadata(&written) {
+        assert_ne!(m.len(), 5001, "restore wrote the file at its claimed size");
+    }
+}

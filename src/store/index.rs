@@ -251,6 +251,17 @@ fn index_id(name: &str) -> Option<[u8; 16]> {
     Some(BlobId::from_hex(hex)?.0)
 }
 
+/// The version field of the index layout in a vault sealed with `seal`
+/// ([`VERSION_SEALED`]) or clear ([`VERSION`]): index files and prune
+/// marks (which carry this layout) alike.
+pub(super) fn version_for(seal: Option<&SealKey>) -> u32 {
+    if seal.is_some() {
+        VERSION_SEALED
+    } else {
+        VERSION
+    }
+}
+
 /// Publish an index of `entries` (any order; duplicates keep the first) in
 /// `storage`, durably, sealed with `seal` (version 2) when given; returns
 /// its name and size.
@@ -259,12 +270,7 @@ pub fn write_index(
     entries: Vec<(BlobId, Location)>,
     seal: Option<&SealKey>,
 ) -> Result<(String, u64)> {
-    let version = if seal.is_some() {
-        VERSION_SEALED
-    } else {
-        VERSION
-    };
-    let buf = index_bytes(entries, &[], version);
+    let buf = index_bytes(entries, &[], version_for(seal));
     if let Some(k) = seal {
         // Random id, fixed before sealing: the seal is bound to it.
         let id: [u8; 16] = crate::crypto::keys::random::<16>()?;
@@ -340,22 +346,7 @@ pub(super) fn index_bytes(
 
 /// Index entries for the blobs of a sealed pack.
 pub fn entries_of_pack(pack: BlobId, entries: &[PackEntry]) -> Vec<(BlobId, Location)> {
-    entries
-        .iter()
-        .map(|e| {
-            (
-                e.id,
-                Location {
-                    pack,
-                    kind: e.kind,
-                    compression: e.compression,
-                    offset: e.offset,
-                    stored_len: e.stored_len,
-                    raw_len: e.raw_len,
-                },
-            )
-        })
-        .collect()
+    entries.iter().map(|e| (e.id, e.location(pack))).collect()
 }
 
 #[cfg(test)]

@@ -164,16 +164,11 @@ impl Mark {
             return Err(bad("too short"));
         }
         let marked_ns = le_u64(&body, 0) as i64;
-        let idx_version = if seal.is_some() {
-            index::VERSION_SEALED
-        } else {
-            index::VERSION
-        };
         let index = IndexFile::parse(
             name,
             label.clone(),
             ObjectBytes::Read(body[TIME_LEN..].to_vec()),
-            idx_version,
+            index::version_for(seal),
         )?;
         // Read whole into memory and small: checked whole at once.
         index.verify()?;
@@ -251,14 +246,13 @@ pub fn write_mark(
 ) -> Result<(String, u64)> {
     let id: [u8; 16] = crate::crypto::keys::random::<16>()?;
     let name = format!("{PREFIX}{}.mark", crate::fsutil::hex(&id));
-    let idx_version = if seal.is_some() {
-        index::VERSION_SEALED
-    } else {
-        index::VERSION
-    };
     let mut body = Vec::new();
     body.extend_from_slice(&(marked_ns as u64).to_le_bytes());
-    body.extend_from_slice(&index::index_bytes(entries, packs, idx_version));
+    body.extend_from_slice(&index::index_bytes(
+        entries,
+        packs,
+        index::version_for(seal),
+    ));
     let mut file = Vec::with_capacity(body.len() + 64 + crate::crypto::seal::OVERHEAD);
     file.extend_from_slice(MAGIC);
     match seal {

@@ -75,6 +75,18 @@ pub struct PackEntry {
 }
 
 impl PackEntry {
+    /// Where this entry's blob is, in pack `pack`: the index's entry for it.
+    pub fn location(&self, pack: BlobId) -> Location {
+        Location {
+            pack,
+            kind: self.kind,
+            compression: self.compression,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+        }
+    }
+
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.id.0);
         out.push(self.kind as u8);
@@ -557,14 +569,7 @@ mod tests {
         assert_eq!(r.size(), size);
         assert!(r.verify_id());
         assert_eq!(r.entries().unwrap(), entries);
-        let loc = |e: &PackEntry| Location {
-            pack: id,
-            kind: e.kind,
-            compression: e.compression,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-        };
+        let loc = |e: &PackEntry| e.location(id);
         assert_eq!(&*r.stored(&loc(&entries[1])).unwrap(), b"world!");
         let mut bad = loc(&entries[1]);
         bad.stored_len = 1 << 20;
@@ -660,17 +665,6 @@ mod tests {
         (id, bytes, entries)
     }
 
-    fn loc_of(pack: BlobId, e: &PackEntry) -> Location {
-        Location {
-            pack,
-            kind: e.kind,
-            compression: e.compression,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-        }
-    }
-
     /// Open `bytes` as pack `id` through the real path (file, mmap) and use
     /// every reader method: nothing may panic or allocate much more than
     /// the file's size, and a table that passes its checksum must be
@@ -701,7 +695,7 @@ mod tests {
             }
             let entries = p.entries()?;
             for e in &entries {
-                if let Ok(s) = p.stored(&loc_of(id, e)) {
+                if let Ok(s) = p.stored(&e.location(id)) {
                     assert_eq!(s.len(), e.stored_len as usize);
                 }
             }

@@ -37,15 +37,7 @@ impl Prepared {
                 rules::human_bytes(used),
                 cap / rules::GB
             );
-            log::warn!("{msg}");
-            tasks::event(
-                &self.store,
-                tasks::TaskType::Capacity,
-                vault,
-                tasks::TaskState::Success,
-                msg,
-                at,
-            );
+            capacity_event(&self.store, vault, msg, at);
         }
     }
 }
@@ -65,6 +57,13 @@ pub(super) fn expand(store: &Store, vault: &str, used: u64, at_ns: i64) -> Resul
         "vault {vault} was full ({} used): capacity expanded from {old} GB to {new} GB",
         rules::human_bytes(used)
     );
+    capacity_event(store, vault, msg, at_ns);
+    Ok(cfg)
+}
+
+/// A threshold crossing or an automatic expansion of `vault`: logged as a
+/// warning and recorded in the task log as a capacity task at `at_ns`.
+fn capacity_event(store: &Store, vault: &str, msg: String, at_ns: i64) {
     log::warn!("{msg}");
     tasks::event(
         store,
@@ -74,5 +73,4 @@ pub(super) fn expand(store: &Store, vault: &str, used: u64, at_ns: i64) -> Resul
         msg,
         at_ns,
     );
-    Ok(cfg)
 }

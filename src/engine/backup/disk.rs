@@ -3,9 +3,9 @@
 //! (with O_DIRECT where the kernel takes it: [`Source`]) and compressed on
 //! several threads.
 
-use super::ns;
 use super::readers::Shared;
 use super::walker::Walker;
+use super::{meta_unchanged, stat_node};
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
 use crate::store::DiskCodec;
@@ -52,27 +52,14 @@ impl Walker<'_, '_> {
             Ok(st.st_size.max(0) as u64)
         }
         .map_err(|e| Error::failed(format!("disk {shown}: {e}")))?;
-        let mut n = Node::new(name, NodeKind::File);
-        n.mode = st.st_mode & 0o7777;
-        n.uid = st.st_uid;
-        n.gid = st.st_gid;
-        n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
-        n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
-        n.inode = st.st_ino;
-        n.dev = st.st_dev;
+        let mut n = stat_node(name, NodeKind::File, &st);
         n.size = size;
         self.stats.bytes_total += size;
         self.sh.progress.add_file();
         // An image file whose size, times and inode are unchanged is not
         // read again. A block device's times say nothing of its contents.
-        if let Some(p) = prev.filter(|p| {
-            !self.full
-                && !block_dev
-                && p.size == n.size
-                && p.mtime_ns == n.mtime_ns
-                && p.ctime_ns == n.ctime_ns
-                && p.inode == n.inode
-        }) {
+        let same_meta = !block_dev && prev.is_some_and(|p| meta_unchanged(p, &n));
+        if let Some(p) = prev.filter(|_| same_meta && !self.full) {
             n.content = p.content.clone();
             n.blocks = p.blocks;
             self.stats.files_unchanged += 1;
@@ -82,13 +69,6 @@ impl Walker<'_, '_> {
         // Under `--full` an image whose size, times and inode are the
         // previous backup's is read again but counted unchanged, as an
         // incremental would count it (issue #16: it was "new").
-        let same_meta = prev.is_some_and(|p| {
-            !block_dev
-                && p.size == n.size
-                && p.mtime_ns == n.mtime_ns
-                && p.ctime_ns == n.ctime_ns
-                && p.inode == n.inode
-        });
         if same_meta {
             self.stats.files_unchanged += 1;
         } else if prev.is_some() {

@@ -26,7 +26,9 @@ use super::status;
 use crate::catalog::{self, Resource, Store, VaultConfig};
 use crate::chunker::Cdc;
 use crate::error::{Error, IoContext, Kind, Result};
-use crate::model::{self, BackupRecord, BackupStats, Origin, ResourceBackup, ResourceKind, Tree};
+use crate::model::{
+    self, BackupRecord, BackupStats, Node, NodeKind, Origin, ResourceBackup, ResourceKind, Tree,
+};
 use crate::mountinfo::MountTable;
 use crate::rules;
 use crate::store::RepoWriter;
@@ -653,6 +655,33 @@ fn record_refusal_counting(
         mark,
     )
     .failed(e);
+}
+
+/// A node named `name` of `kind` with what a backup keeps of `st`, the
+/// same for a walked entry and a disk: permission bits, owner, times (ns
+/// since the epoch), inode and device. The walker adds links, blocks and
+/// rdev; a disk its size.
+fn stat_node(name: Vec<u8>, kind: NodeKind, st: &libc::stat) -> Node {
+    let mut n = Node::new(name, kind);
+    n.mode = st.st_mode & 0o7777;
+    n.uid = st.st_uid;
+    n.gid = st.st_gid;
+    n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
+    n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
+    n.inode = st.st_ino;
+    n.dev = st.st_dev;
+    n
+}
+
+/// The incremental rule: `n`, as fstat describes it now, has the size,
+/// mtime, ctime and inode `prev` recorded, so its bytes are taken as
+/// unchanged (not read again, unless `--full`; counted unchanged). The
+/// same for a walked file and a disk image.
+fn meta_unchanged(prev: &Node, n: &Node) -> bool {
+    prev.size == n.size
+        && prev.mtime_ns == n.mtime_ns
+        && prev.ctime_ns == n.ctime_ns
+        && prev.inode == n.inode
 }
 
 /// Nanoseconds since the epoch from a stat's seconds and nanoseconds.

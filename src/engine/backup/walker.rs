@@ -6,7 +6,7 @@
 use super::pending::PendingDir;
 use super::readers::{Done, FileState, Job, Shared};
 use super::source::{is_cache_tag, open_entry, Handle, Opened, CACHEDIR_TAG};
-use super::{ns, MAX_WARNINGS};
+use super::{meta_unchanged, stat_node, MAX_WARNINGS};
 use crate::error::{Error, Result};
 use crate::model::{
     self, BackupStats, ChunkRef, Content, ListRef, Node, NodeKind, RelChunk, Tree, Xattr,
@@ -331,16 +331,9 @@ impl Walker<'_, '_> {
             ));
             return Ok(None);
         }
-        let mut n = Node::new(name, kind);
-        n.mode = st.st_mode & 0o7777;
-        n.uid = st.st_uid;
-        n.gid = st.st_gid;
-        n.mtime_ns = ns(st.st_mtime, st.st_mtime_nsec);
-        n.ctime_ns = ns(st.st_ctime, st.st_ctime_nsec);
+        let mut n = stat_node(name, kind, &st);
         n.nlink = st.st_nlink.min(u32::MAX as u64) as u32;
         n.blocks = st.st_blocks.max(0) as u64;
-        n.inode = ino;
-        n.dev = dev;
         n.rdev = st.st_rdev;
         n.xattrs = match sys::fd_xattrs(opened.handle.raw()) {
             Ok(x) => x
@@ -390,13 +383,7 @@ impl Walker<'_, '_> {
             (NodeKind::File, Handle::File(f)) => {
                 n.size = st.st_size.max(0) as u64;
                 self.stats.bytes_total += n.size;
-                let same_meta = prev.filter(|p| {
-                    p.kind == NodeKind::File
-                        && p.size == n.size
-                        && p.mtime_ns == n.mtime_ns
-                        && p.ctime_ns == n.ctime_ns
-                        && p.inode == n.inode
-                });
+                let same_meta = prev.filter(|p| p.kind == NodeKind::File && meta_unchanged(p, &n));
                 if let Some(p) = same_meta.filter(|_| !self.full) {
                     n.content = p.content.clone();
                     self.stats.files_unchanged += 1;

@@ -209,15 +209,8 @@ pub(super) fn write_disk(
                     c.offset
                 ))
             })?;
-            if data.len() != c.len as usize {
-                return Err(Error::corrupt(format!(
-                    "{}: chunk {} has {} bytes, the disk expects {}",
-                    to.display(),
-                    c.id,
-                    data.len(),
-                    c.len
-                )));
-            }
+            reader::check_chunk_len(repo, c, &data)
+                .map_err(|e| e.context(format!("{} (backup {})", to.display(), rec.name)))?;
             if device {
                 zero(pos, c.offset)?;
             }

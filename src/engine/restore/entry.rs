@@ -339,15 +339,8 @@ fn write_file(ctx: &FileCtx, f: &std::fs::File, n: &Node, shown: &str) -> Result
             let data = data.map_err(|e| {
                 e.context(format!("{shown}: backup {}, offset {}", rec.name, c.offset))
             })?;
-            if data.len() != c.len as usize {
-                return Err(Error::corrupt(format!(
-                    "{shown}: chunk {} has {} bytes, the file expects {} (backup {})",
-                    c.id,
-                    data.len(),
-                    c.len,
-                    rec.name
-                )));
-            }
+            reader::check_chunk_len(repo, c, &data)
+                .map_err(|e| e.context(format!("{shown}: backup {}", rec.name)))?;
             f.write_all_at(&data, c.offset)
                 .ctx(|| format!("{shown}: write"))?;
             bytes += data.len() as u64;
