@@ -586,19 +586,7 @@ mod tests {
         let mut w = PackWriter::new();
         let chunk = vec![5u8; 64 << 10];
         let mut n = 0u8;
-        while w.len() + chunk.len() < HUGE_AFTER {
-            w.add(
-                BlobId([n; 16]),
-                BlobKind::Data,
-                Compression::None,
-                &chunk,
-                1,
-            )
-            .unwrap();
-            n += 1;
-        }
-        assert!(!w.huge, "asked before 2 MiB");
-        while w.len() < 12 << 20 {
+        let mut add = |w: &mut PackWriter| {
             w.add(
                 BlobId([n; 16]),
                 BlobKind::Data,
@@ -608,6 +596,13 @@ mod tests {
             )
             .unwrap();
             n = n.wrapping_add(1);
+        };
+        while w.len() + chunk.len() < HUGE_AFTER {
+            add(&mut w);
+        }
+        assert!(!w.huge, "asked before 2 MiB");
+        while w.len() < 12 << 20 {
+            add(&mut w);
         }
         assert!(w.huge);
         assert!(w.buf[HEADER_LEN..].iter().all(|&b| b == 5));

@@ -1171,24 +1171,27 @@ mod tests {
         assert_eq!(&held[..], &all[100_000..200_000]);
     }
 
+    /// A local directory whose ranged reads panic once `.1` is set: a bug
+    /// met while reading, for the tests of unwinding below.
+    #[derive(Debug)]
+    struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
+    impl crate::testkit::Wrapper for Panicky {
+        fn inner(&self) -> &dyn crate::store::Storage {
+            &self.0
+        }
+        fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("a bug reading {n}");
+            }
+            crate::store::Storage::get_range(&self.0, n, o, l)
+        }
+    }
+
     /// A read that unwinds (a bug on damaged input) leaves no chunk
     /// marked as loading: the next reader of that chunk reads it itself
     /// instead of waiting for ever.
     #[test]
     fn a_read_that_panics_leaves_no_chunk_loading() {
-        #[derive(Debug)]
-        struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
-        impl crate::testkit::Wrapper for Panicky {
-            fn inner(&self) -> &dyn crate::store::Storage {
-                &self.0
-            }
-            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
-                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-                    panic!("a bug reading {n}");
-                }
-                crate::store::Storage::get_range(&self.0, n, o, l)
-            }
-        }
         let dir = tempfile::tempdir().unwrap();
         let s = Arc::new(Panicky(
             crate::store::LocalDir::new(dir.path()),
@@ -1248,19 +1251,6 @@ mod tests {
     /// chunk reads it instead of waiting for ever.
     #[test]
     fn a_read_into_a_request_that_panics_leaves_no_chunk_loading() {
-        #[derive(Debug)]
-        struct Panicky(crate::store::LocalDir, std::sync::atomic::AtomicBool);
-        impl crate::testkit::Wrapper for Panicky {
-            fn inner(&self) -> &dyn crate::store::Storage {
-                &self.0
-            }
-            fn get_range(&self, n: &str, o: u64, l: u64) -> Result<Vec<u8>> {
-                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-                    panic!("a bug reading {n}");
-                }
-                crate::store::Storage::get_range(&self.0, n, o, l)
-            }
-        }
         let dir = tempfile::tempdir().unwrap();
         let s = Arc::new(Panicky(
             crate::store::LocalDir::new(dir.path()),
