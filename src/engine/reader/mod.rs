@@ -1187,11 +1187,10 @@ mod tests {
         }
     }
 
-    /// A read that unwinds (a bug on damaged input) leaves no chunk
-    /// marked as loading: the next reader of that chunk reads it itself
-    /// instead of waiting for ever.
-    #[test]
-    fn a_read_that_panics_leaves_no_chunk_loading() {
+    /// A vault on a [`Panicky`] directory (not panicking yet) holding
+    /// `blobs` as data blobs, reopened after they were written: its
+    /// directory, its storage, the vault and the blobs' ids.
+    fn panicky_vault(blobs: &[&[u8]]) -> (tempfile::TempDir, Arc<Panicky>, Arc<Repo>, Vec<BlobId>) {
         let dir = tempfile::tempdir().unwrap();
         let s = Arc::new(Panicky(
             crate::store::LocalDir::new(dir.path()),
@@ -1200,9 +1199,22 @@ mod tests {
         Repo::create_in(&*s).unwrap();
         let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
         let mut w = RepoWriter::new(&repo, false);
-        let id = w.add(BlobKind::Data, &[7u8; 5000]).unwrap().id;
+        let ids = blobs
+            .iter()
+            .map(|b| w.add(BlobKind::Data, b).unwrap().id)
+            .collect();
         w.finish().unwrap();
         let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        (dir, s, repo, ids)
+    }
+
+    /// A read that unwinds (a bug on damaged input) leaves no chunk
+    /// marked as loading: the next reader of that chunk reads it itself
+    /// instead of waiting for ever.
+    #[test]
+    fn a_read_that_panics_leaves_no_chunk_loading() {
+        let (_dir, s, repo, ids) = panicky_vault(&[&[7u8; 5000]]);
+        let id = ids[0];
         let cache = ChunkCache::new(1 << 20);
         s.1.store(true, std::sync::atomic::Ordering::SeqCst);
         let (c2, r2) = (cache.clone(), repo.clone());
@@ -1251,18 +1263,8 @@ mod tests {
     /// chunk reads it instead of waiting for ever.
     #[test]
     fn a_read_into_a_request_that_panics_leaves_no_chunk_loading() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Arc::new(Panicky(
-            crate::store::LocalDir::new(dir.path()),
-            std::sync::atomic::AtomicBool::new(false),
-        ));
-        Repo::create_in(&*s).unwrap();
-        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
-        let mut w = RepoWriter::new(&repo, false);
-        let a = w.add(BlobKind::Data, &[7u8; 5000]).unwrap().id;
-        let b = w.add(BlobKind::Data, &[9u8; 5000]).unwrap().id;
-        w.finish().unwrap();
-        let repo = Arc::new(Repo::open_in(s.clone(), "v").unwrap());
+        let (_dir, s, repo, ids) = panicky_vault(&[&[7u8; 5000], &[9u8; 5000]]);
+        let (a, b) = (ids[0], ids[1]);
         let r = Arc::new(FileReader {
             size: 10_000,
             lists: Vec::new(),
