@@ -1,5 +1,6 @@
 //! Sizes and data extents: regular files and block devices
-//! (BLKGETSIZE64), and the holes of sparse files (SEEK_DATA/SEEK_HOLE).
+//! (BLKGETSIZE64), and the holes of sparse files (SEEK_DATA/SEEK_HOLE);
+//! reads that leave nothing in the page cache (RWF_DONTCACHE).
 
 use super::{check, fstat};
 use std::io;
@@ -88,6 +89,26 @@ pub fn device_size_of(f: &std::fs::File) -> io::Result<u64> {
             "not a block device or a regular file",
         )),
     }
+}
+
+/// `pread` of `buf.len()` bytes at `pos` with RWF_DONTCACHE (Linux 6.14):
+/// a buffered read, with the kernel's read-ahead, whose pages are dropped
+/// from the page cache once copied out (pages that were cached before
+/// stay). Returns the bytes read (0 at the end of the file); a kernel or
+/// file system without it answers EOPNOTSUPP.
+pub fn pread_uncached(fd: &impl AsRawFd, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec over `buf`, which lives for the call; the kernel
+    // writes at most `buf.len()` bytes into it.
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, pos, libc::RWF_DONTCACHE) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 #[cfg(test)]

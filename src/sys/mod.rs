@@ -1,9 +1,10 @@
 //! Thin, safe wrappers over the Linux calls std does not offer, one file
 //! per responsibility: opening by descriptor (`open`), directory contents
 //! (`dir`), extended attributes (`xattrs`), an inode's metadata (`meta`),
-//! sizes and extents (`device`) and the process (`process`). Every call
-//! that names a file takes a directory descriptor and never follows a
-//! symlink (docs/SECURITY.md); callers use them as `sys::name`.
+//! sizes, extents and uncached reads (`device`) and the process
+//! (`process`). Every call that names a file takes a directory descriptor
+//! and never follows a symlink (docs/SECURITY.md); callers use them as
+//! `sys::name`.
 
 mod device;
 mod dir;

@@ -1,7 +1,7 @@
 //! Disk resources (a block device or a raw image file): fixed-size chunks
 //! on a fixed grid, all-zero chunks and holes left out, batches read
-//! (with O_DIRECT where the kernel takes it: [`Source`]) and compressed on
-//! several threads.
+//! (past the page cache where the kernel allows it: [`Source`]) and
+//! compressed on several threads.
 
 use super::readers::Shared;
 use super::walker::Walker;
@@ -12,7 +12,7 @@ use crate::store::DiskCodec;
 use crate::sys;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 /// Chunk size of disks, chosen by measurement. Images made with `mke2fs
 /// -t ext4 -d` from 294 MiB of real files (Rust crate sources), then 1 % of
@@ -245,66 +245,110 @@ pub(super) fn open_disk(path: &Path) -> std::io::Result<(std::fs::File, libc::st
 /// have (512 or 4096), so it suits all of them.
 pub(super) const DIRECT_ALIGN: usize = 4096;
 
-/// A disk read with `O_DIRECT` while the kernel takes it, else through
-/// the page cache. Measured on the 1.5 GiB binaries image with the page
-/// cache dropped (`dd bs=1M`): buffered 1.68 s of system time, direct
-/// 0.09 s. A buffered read pays for filling the page cache and then
-/// copying out of it (`_copy_to_iter` was 13 % of a backup's profile);
-/// a direct read is one DMA into the reader's buffer, and a backup no
-/// longer evicts the host's page cache with a whole disk read once.
-/// Direct reads see what buffered ones do: the kernel writes dirty cached
-/// pages of the range back before it reads.
+/// How a [`Source`] reads, best first. A source starts at the best its
+/// kernel and file system take and only ever moves down the list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadMode {
+    /// Buffered reads with `RWF_DONTCACHE` (Linux 6.14): the kernel's
+    /// read-ahead, and no page left in the page cache once read.
+    Uncached,
+    /// `O_DIRECT`: one DMA into the reader's buffer, nothing cached.
+    Direct,
+    /// Plain buffered reads, where neither of the others is taken.
+    Buffered,
+}
+
+impl ReadMode {
+    fn from_u8(v: u8) -> ReadMode {
+        match v {
+            0 => ReadMode::Uncached,
+            1 => ReadMode::Direct,
+            _ => ReadMode::Buffered,
+        }
+    }
+}
+
+/// A disk's reads: uncached buffered reads where the kernel takes
+/// `RWF_DONTCACHE`, else `O_DIRECT`, else through the page cache
+/// ([`ReadMode`]). Neither of the first two leaves the disk in the page
+/// cache: a backup does not evict the host's cache with a whole disk read
+/// once. Both see what buffered reads do: an uncached read copies pages
+/// already cached, dirty ones included, and a direct read has the kernel
+/// write dirty cached pages of the range back before it reads.
 ///
-/// Tried for issue 13 (a changed re-backup of the binaries image took
-/// 1.24× the buffered reads of 75e4f56 on an idle machine) and not kept,
-/// measured A/B on a loaded 2-core machine, page cache dropped, medians:
-/// - Reads on 2 threads of their own (1-4 MiB, 2-3 in flight, a ring of
-///   3-4 buffers) ahead of the hashing and compressing workers: changed
-///   re-backup of the binaries image 1.23-1.81 s against 1.33-1.88 s for
-///   these reads (within the spread), but of the half-sparse image 0.20 s
-///   of CPU against 0.15 s and 1.5-4 MiB more peak memory.
-/// - Buffered reads in re-backups: faster where nothing is written
-///   (`--full`: 1.06 s against 1.76 s), but beside the packs a backup
-///   writes they cost 1.63 s of CPU against 0.49 s (2.58 s against 1.58 s
-///   wall) in a changed re-backup and 3.1 s of system time against 1.2 s
+/// Uncached first, measured on this 2-core VM (virtio disk, read-ahead
+/// 8 MiB), idle, page cache dropped, alternating runs, medians
+/// (docs/bench/session14.md, `chg.sh` and `first.sh` there):
+/// - changed re-backup (1 % of 4 KiB blocks rewritten) of a fresh copy of
+///   the half-sparse kernel-text image, 5 runs: 0.69 s against 1.03 s
+///   direct (75e4f56's plain buffered reads: 0.74 s);
+/// - the same of the 1.5 GiB binaries image, 4 runs: 1.51 s against
+///   3.16 s direct (75e4f56: 1.36 s; plain buffered reads of this build
+///   1.20-2.38 s, leaving the whole image in the page cache);
+/// - first backups, 4 runs: binaries image 5.57 s against 5.96 s, kernel
+///   text 1.44 s against 1.44 s, for more system time (2.66-2.89 s
+///   against 1.76-2.03 s on the binaries image: the kernel copies out of
+///   pages it then drops).
+///
+/// Direct reads of 1 MiB on 4 readers took 4.7 ms each (strace): a reader
+/// waits for each of its reads, while the kernel's read-ahead keeps the
+/// disk busy as the readers hash and compress. `POSIX_FADV_SEQUENTIAL`
+/// on top (twice the read-ahead) was slower: 2.2-2.4 s against 1.4-1.7 s
+/// on the binaries image's changed re-backup. After a first backup,
+/// 13 MiB of the 1 GiB kernel-text image (read-ahead into its holes) and
+/// 0.4 MiB of the binaries image were left in the page cache (`fincore`).
+///
+/// Earlier measurements of direct reads, kept for the record (loaded
+/// 2-core machine, page cache dropped, medians):
+/// - Against 75e4f56's plain buffered reads (dd of the binaries image:
+///   buffered 1.68 s of system time, direct 0.09 s; `_copy_to_iter` was
+///   13 % of a first backup's profile), buffered reads beside the packs a
+///   backup writes cost 1.63 s of CPU against 0.49 s in a changed
+///   re-backup of the binaries image, 3.1 s of system time against 1.2 s
 ///   in a first backup.
-///
-/// Tried again in session 12 (issue 13: the idle run had the changed
-/// re-backup at 1.58× 75e4f56's on the binaries image) and not changed;
-/// loaded 2-core machine (load average 19-25), `nice -n -10`, page cache
-/// dropped, medians of 4-6 alternating runs (docs/bench/session12-disk.md):
-/// - Batches of 2 or 4 MiB, on 2, 4 or 8 readers, against these 1 MiB
-///   batches on 4 readers: changed re-backup of the binaries image
-///   4.53-5.18 s against 4.67 s (4.30-5.18), no better; 8 readers or
-///   4 MiB batches cost 6-19 MiB more peak memory. Reads alone (`--full`,
-///   nothing written): 2 MiB on 8 readers 3.46 s against 4.04 s, for
-///   29.5 MiB peak against 17.4 MiB.
-/// - Under that load 75e4f56's buffered reads were the slow ones: changed
-///   re-backup 12.73 s against 4.93 s (binaries image) and 5.61 s against
-///   2.27 s (kernel-text image), 3.3 s of CPU against 1.0 s.
+/// - Reads on 2 threads of their own (1-4 MiB, 2-3 in flight, a ring of
+///   3-4 buffers) ahead of the workers: within the spread, for 1.5-4 MiB
+///   more peak memory. Batches of 2 or 4 MiB on 2, 4 or 8 readers: no
+///   better than 1 MiB on 4 (docs/bench/session12-disk.md). Idle, this
+///   session: 8 direct readers 0.85-1.05 s and 4 MiB batches 0.82-0.91 s
+///   on the kernel-text image's changed re-backup, against 0.63 s
+///   uncached.
 pub(super) struct Source<'f> {
     f: &'f std::fs::File,
-    /// O_DIRECT is set on the descriptor. Cleared (for every reader, since
-    /// the flag belongs to the open file) the first time a direct read is
-    /// refused, and never set again.
-    direct: AtomicBool,
+    /// The [`ReadMode`] now, as its index. O_DIRECT belongs to the open
+    /// file, so the mode is shared by every reader of this source.
+    mode: AtomicU8,
 }
 
 impl<'f> Source<'f> {
     /// The disk open as `f` (the descriptor whose fstat gave its metadata:
-    /// only its flags change). Where O_DIRECT cannot be set (a file system
-    /// without direct I/O) it is read through the page cache.
+    /// only its flags may change), read the best way its kernel and file
+    /// system take: a one-byte uncached read at 0 tells whether
+    /// `RWF_DONTCACHE` is taken, else O_DIRECT is set if it can be.
     pub(super) fn new(f: &'f std::fs::File) -> Source<'f> {
-        let direct = set_direct(f, true).is_ok();
+        let mode = if sys::pread_uncached(f, &mut [0u8; 1], 0).is_ok() {
+            ReadMode::Uncached
+        } else {
+            ReadMode::Direct
+        };
+        Source::with_mode(f, mode)
+    }
+
+    /// A source that starts at `mode` (or the next one down that `f`
+    /// takes: O_DIRECT may be refused).
+    pub(super) fn with_mode(f: &'f std::fs::File, mut mode: ReadMode) -> Source<'f> {
+        if mode == ReadMode::Direct && set_direct(f, true).is_err() {
+            mode = ReadMode::Buffered;
+        }
         Source {
             f,
-            direct: AtomicBool::new(direct),
+            mode: AtomicU8::new(mode as u8),
         }
     }
 
-    /// True while reads are direct.
-    pub(super) fn is_direct(&self) -> bool {
-        self.direct.load(Ordering::Relaxed)
+    /// How reads are done now.
+    pub(super) fn mode(&self) -> ReadMode {
+        ReadMode::from_u8(self.mode.load(Ordering::Relaxed))
     }
 
     /// Read `pos..end` into `buf`, which must hold `end - pos` bytes and
@@ -318,22 +362,42 @@ impl<'f> Source<'f> {
     ) -> std::io::Result<std::ops::Range<usize>> {
         use std::os::unix::fs::FileExt;
         let len = (end - pos) as usize;
-        if self.is_direct() {
-            match read_direct(self.f, pos, end, buf) {
+        match self.mode() {
+            ReadMode::Uncached => {
+                read_uncached(self.f, pos, &mut buf[..len])?;
+                return Ok(0..len);
+            }
+            ReadMode::Direct => match read_direct(self.f, pos, end, buf) {
                 Ok(Some(at)) => return Ok(at..at + len),
                 Ok(None) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     // The device wants another alignment: read through
                     // the page cache from now on.
-                    self.direct.store(false, Ordering::Relaxed);
+                    self.mode.store(ReadMode::Buffered as u8, Ordering::Relaxed);
                     set_direct(self.f, false)?;
                 }
                 Err(e) => return Err(e),
-            }
+            },
+            ReadMode::Buffered => {}
         }
         self.f.read_exact_at(&mut buf[..len], pos)?;
         Ok(0..len)
     }
+}
+
+/// Fill `buf` from `pos` of `f` with uncached reads; the end of the file
+/// before `buf` is full is an error.
+fn read_uncached(f: &std::fs::File, pos: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::pread_uncached(f, &mut buf[got..], pos + got as u64) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Set or clear O_DIRECT on `f`.
@@ -444,7 +508,8 @@ mod tests {
 
     /// A file whose length is not a multiple of the alignment, read at
     /// unaligned and aligned ranges, its end included: every range reads
-    /// its own bytes, whether the reads are direct or not.
+    /// its own bytes in every [`ReadMode`] this file system takes (the
+    /// best, as `Source::new` finds it, then direct and buffered).
     #[test]
     fn source_reads_every_range_exactly() {
         use std::io::Write;
@@ -456,28 +521,38 @@ mod tests {
             .unwrap()
             .write_all(&bytes)
             .unwrap();
-        let f = std::fs::File::open(&path).unwrap();
-        let src = Source::new(&f);
-        let mut buf = vec![0u8; 4 * DISK_CHUNK + 3 * DIRECT_ALIGN];
+        let best = Source::new(&std::fs::File::open(&path).unwrap()).mode();
         let len = len as u64;
-        for (pos, end) in [
-            (0, len),
-            (0, 1),
-            (4096, 20_000),
-            (5000, 17_000),
-            (16_384, len),
-            (len - 1, len),
-        ] {
-            let at = src.read(pos, end, &mut buf).unwrap();
-            assert_eq!(&buf[at], &bytes[pos as usize..end as usize], "{pos}..{end}");
+        for mode in [best, ReadMode::Direct, ReadMode::Buffered] {
+            // O_DIRECT belongs to the open file: a new one for each mode.
+            let f = std::fs::File::open(&path).unwrap();
+            let src = Source::with_mode(&f, mode);
+            let mut buf = vec![0u8; 4 * DISK_CHUNK + 3 * DIRECT_ALIGN];
+            for (pos, end) in [
+                (0, len),
+                (0, 1),
+                (4096, 20_000),
+                (5000, 17_000),
+                (16_384, len),
+                (len - 1, len),
+            ] {
+                let at = src.read(pos, end, &mut buf).unwrap();
+                assert_eq!(
+                    &buf[at],
+                    &bytes[pos as usize..end as usize],
+                    "{mode:?} {pos}..{end}"
+                );
+            }
+            // Past the end is an error, not zeros.
+            assert!(src.read(len - 10, len + 10, &mut buf).is_err(), "{mode:?}");
         }
-        // Past the end is an error, not zeros.
-        assert!(src.read(len - 10, len + 10, &mut buf).is_err());
     }
 
-    /// Where the file system takes O_DIRECT (ext4, xfs, btrfs, tmpfs
-    /// since Linux 6.6), a disk is read without filling the page cache:
-    /// after a read of a file whose pages were dropped, none is cached.
+    /// Where the kernel takes RWF_DONTCACHE (Linux 6.14, ext4, xfs,
+    /// btrfs) or O_DIRECT (ext4, xfs, btrfs, tmpfs since Linux 6.6), a
+    /// disk is read without filling the page cache: after a read of a
+    /// file whose pages were dropped, none is cached, in the mode
+    /// `Source::new` chose and in direct mode.
     #[test]
     fn source_reads_past_the_page_cache() {
         use std::io::Write;
@@ -488,39 +563,42 @@ mod tests {
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(&vec![0x5au8; len]).unwrap();
         f.sync_all().unwrap();
-        let f = std::fs::File::open(&path).unwrap();
-        // SAFETY: fadvise on a valid descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        let src = Source::new(&f);
-        if !src.is_direct() {
-            eprintln!(
-                "{}: no O_DIRECT on this file system; not checked",
-                path.display()
+        let best = Source::new(&std::fs::File::open(&path).unwrap()).mode();
+        for mode in [best, ReadMode::Direct] {
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: fadvise on a valid descriptor.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let src = Source::with_mode(&f, mode);
+            if src.mode() == ReadMode::Buffered {
+                eprintln!(
+                    "{}: neither uncached nor direct reads on this file system; not checked",
+                    path.display()
+                );
+                continue;
+            }
+            let mut buf = vec![0u8; len + 3 * DIRECT_ALIGN];
+            let at = src.read(0, len as u64, &mut buf).unwrap();
+            assert!(buf[at].iter().all(|b| *b == 0x5a));
+            assert_eq!(src.mode(), mode, "a read in {mode:?} mode was refused");
+            // SAFETY: the map is read by mincore only and dropped at the end.
+            let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+            let pages = len.div_ceil(4096);
+            let mut resident = vec![0u8; pages];
+            // SAFETY: `map` spans `len` bytes; `resident` has one byte a page.
+            let r = unsafe {
+                libc::mincore(
+                    map.as_ptr() as *mut libc::c_void,
+                    len,
+                    resident.as_mut_ptr(),
+                )
+            };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+            let cached = resident.iter().filter(|b| **b & 1 == 1).count();
+            assert_eq!(
+                cached, 0,
+                "{mode:?}: {cached} of {pages} pages were cached by the read"
             );
-            return;
         }
-        let mut buf = vec![0u8; len + 3 * DIRECT_ALIGN];
-        let at = src.read(0, len as u64, &mut buf).unwrap();
-        assert!(buf[at].iter().all(|b| *b == 0x5a));
-        assert!(src.is_direct(), "a direct read was refused");
-        // SAFETY: the map is read by mincore only and dropped at the end.
-        let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
-        let pages = len.div_ceil(4096);
-        let mut resident = vec![0u8; pages];
-        // SAFETY: `map` spans `len` bytes; `resident` has one byte a page.
-        let r = unsafe {
-            libc::mincore(
-                map.as_ptr() as *mut libc::c_void,
-                len,
-                resident.as_mut_ptr(),
-            )
-        };
-        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-        let cached = resident.iter().filter(|b| **b & 1 == 1).count();
-        assert_eq!(
-            cached, 0,
-            "{cached} of {pages} pages were cached by the read"
-        );
     }
 
     /// Batches done out of order come out in order, each once, and none
