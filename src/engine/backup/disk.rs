@@ -282,7 +282,7 @@ impl ReadMode {
 /// - changed re-backup (1 % of 4 KiB blocks rewritten) of a fresh copy of
 ///   the half-sparse kernel-text image, 5 runs: 0.69 s against 1.03 s
 ///   direct (75e4f56's plain buffered reads: 0.74 s);
-/// - the same of the 1.5 GiB binaries image, 4 runs: 1.51 s against
+/// - the same of the 1.5 GiB binaries image, 4 runs: 1.52 s against
 ///   3.16 s direct (75e4f56: 1.36 s; plain buffered reads of this build
 ///   1.20-2.38 s, leaving the whole image in the page cache);
 /// - first backups, 4 runs: binaries image 5.57 s against 5.96 s, kernel
