@@ -251,14 +251,15 @@ pub(super) const DIRECT_ALIGN: usize = 4096;
 pub(super) enum ReadMode {
     /// Buffered reads with `RWF_DONTCACHE` (Linux 6.14): the kernel's
     /// read-ahead, and no page left in the page cache once read.
-    Uncached,
+    Uncached = 0,
     /// `O_DIRECT`: one DMA into the reader's buffer, nothing cached.
-    Direct,
+    Direct = 1,
     /// Plain buffered reads, where neither of the others is taken.
-    Buffered,
+    Buffered = 2,
 }
 
 impl ReadMode {
+    /// The mode stored as `mode as u8`.
     fn from_u8(v: u8) -> ReadMode {
         match v {
             0 => ReadMode::Uncached,
