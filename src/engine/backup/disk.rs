@@ -389,9 +389,23 @@ impl<'f> Source<'f> {
 /// Fill `buf` from `pos` of `f` with uncached reads; the end of the file
 /// before `buf` is full is an error.
 fn read_uncached(f: &std::fs::File, pos: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let need = buf.len();
+    read_at_least(buf, pos, need, |b, at| sys::pread_uncached(f, b, at))
+}
+
+/// Read from `pos` into `dst` with `read` (a positioned read: bytes into
+/// the slice, from the offset) until at least `need` bytes are in; a read
+/// may bring more, up to `dst`'s length. The end of the file before
+/// `need` is an error; an interrupted read is tried again.
+fn read_at_least(
+    dst: &mut [u8],
+    pos: u64,
+    need: usize,
+    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
     let mut got = 0;
-    while got < buf.len() {
-        match sys::pread_uncached(f, &mut buf[got..], pos + got as u64) {
+    while got < need {
+        match read(&mut dst[got..], pos + got as u64) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -443,15 +457,7 @@ fn read_direct(
         return Ok(None);
     };
     let need = (end - apos) as usize;
-    let mut got = 0;
-    while got < need {
-        match f.read_at(&mut dst[got..], apos + got as u64) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    read_at_least(dst, apos, need, |b, at| f.read_at(b, at))?;
     Ok(Some(at + (pos - apos) as usize))
 }
 
