@@ -2,7 +2,7 @@
 //! (BLKGETSIZE64), and the holes of sparse files (SEEK_DATA/SEEK_HOLE);
 //! reads that leave nothing in the page cache (RWF_DONTCACHE).
 
-use super::{check, fstat};
+use super::{check, fstat, open_no_symlinks};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -40,26 +40,13 @@ pub fn data_extents(fd: RawFd, size: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// Size of a regular file or a block device (BLKGETSIZE64).
+/// Size of the regular file or block device at the resolved path `path`
+/// (as resources are stored), opened with no symlink followed (see
+/// [`open_no_symlinks`]) and sized from that descriptor's fstat. The open
+/// does not block: a FIFO put there is an error, not a wait for a writer.
 pub fn device_size(path: &Path) -> io::Result<u64> {
-    use std::os::unix::fs::FileTypeExt;
-    let md = std::fs::metadata(path)?;
-    if md.file_type().is_block_device() {
-        let f = std::fs::File::open(path)?;
-        let mut size: u64 = 0;
-        // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
-        const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-        // SAFETY: the ioctl writes one u64 into `size`.
-        check(unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
-        Ok(size)
-    } else if md.is_file() {
-        Ok(md.len())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a block device or a regular file",
-        ))
-    }
+    let fd = open_no_symlinks(path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
+    device_size_of(&std::fs::File::from(fd))
 }
 
 /// Size of the block device open as `fd` (BLKGETSIZE64).
@@ -76,13 +63,7 @@ pub fn block_device_size(fd: RawFd) -> io::Result<u64> {
 pub fn device_size_of(f: &std::fs::File) -> io::Result<u64> {
     let st = fstat(f)?;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFBLK => {
-            let mut size: u64 = 0;
-            const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-            // SAFETY: the ioctl writes one u64 into `size`.
-            check(unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
-            Ok(size)
-        }
+        libc::S_IFBLK => block_device_size(f.as_raw_fd()),
         libc::S_IFREG => Ok(st.st_size as u64),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -130,5 +111,29 @@ mod tests {
             ext == vec![(1 << 20, (1 << 20) + 4096)] || ext == vec![(0, 4 << 20)],
             "{ext:?}"
         );
+    }
+
+    /// A regular file is sized; a symlink to it, a directory and a FIFO
+    /// are errors, and the FIFO's open does not wait for a writer.
+    #[test]
+    fn device_size_follows_no_symlink_and_waits_for_no_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk.img");
+        std::fs::write(&file, vec![1u8; 12_345]).unwrap();
+        assert_eq!(device_size(&file).unwrap(), 12_345);
+        let link = dir.path().join("link.img");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(device_size(&link).is_err(), "a symlink was followed");
+        assert!(device_size(dir.path()).is_err(), "a directory was sized");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(device_size(&fifo).is_err()));
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("device_size of a FIFO waited for a writer");
+        assert!(refused, "a FIFO was sized");
     }
 }
