@@ -578,9 +578,9 @@ mod tests {
 
     /// A pack's buffer is asked for huge pages once past its first 2 MiB,
     /// not before (a small pack keeps small pages), and its bytes are the
-    /// same either way. Where the kernel grants huge pages on request
-    /// (transparent_hugepage `madvise` or `always`), the filled buffer
-    /// holds some.
+    /// same either way. Where the kernel has transparent huge pages, the
+    /// buffer's rest is marked for them (whether any are granted is the
+    /// kernel's to decide).
     #[test]
     fn a_filling_pack_asks_for_huge_pages_after_2_mib() {
         let mut w = PackWriter::new();
@@ -606,39 +606,53 @@ mod tests {
         }
         assert!(w.huge);
         assert!(w.buf[HEADER_LEN..].iter().all(|&b| b == 5));
-        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-            .unwrap_or_default();
-        if !(thp.contains("[madvise]") || thp.contains("[always]")) {
-            eprintln!("transparent huge pages are off here ({thp:?}): not checked");
+        if !Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            eprintln!("this kernel has no transparent huge pages: not checked");
             return;
         }
-        // The mappings that hold the buffer, in /proc/self/smaps (the
-        // advice splits its mapping in two).
-        let buf = w.buf.as_ptr() as usize..w.buf.as_ptr() as usize + w.buf.capacity();
+        // The advice is what this code controls: every mapping that holds
+        // the buffer's spare part carries VM_HUGEPAGE ("hg" in smaps'
+        // VmFlags; the advice splits its mapping in two). Whether the
+        // kernel then grants huge pages depends on how fragmented its
+        // memory is (CI saw AnonHugePages 0 kB on a busy machine), so
+        // that is reported, not asserted.
+        let spare =
+            w.buf.as_ptr() as usize + w.buf.len()..w.buf.as_ptr() as usize + w.buf.capacity();
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut inside = false;
-        let mut huge_kb = 0u64;
+        let (mut inside, mut advised, mut unadvised, mut huge_kb) = (false, 0, 0, 0u64);
         for line in smaps.lines() {
             let first = line.split(' ').next().unwrap_or("");
             if let Some((a, b)) = first.split_once('-') {
                 if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
                 {
-                    inside = a < buf.end && buf.start < b;
+                    // Mappings that hold any whole page of the spare part.
+                    inside = a < (spare.end & !4095) && spare.start.next_multiple_of(4096) < b;
                     continue;
                 }
             }
-            if let Some(kb) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
+            if !inside {
+                continue;
+            }
+            if let Some(kb) = line.strip_prefix("AnonHugePages:") {
                 huge_kb += kb
                     .trim()
                     .trim_end_matches(" kB")
                     .parse::<u64>()
                     .unwrap_or(0);
             }
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if flags.split_whitespace().any(|f| f == "hg") {
+                    advised += 1;
+                } else {
+                    unadvised += 1;
+                }
+            }
         }
         assert!(
-            huge_kb >= 2048,
-            "AnonHugePages {huge_kb} kB in the buffer's mappings"
+            advised >= 1 && unadvised == 0,
+            "{advised} mappings of the buffer's rest advised for huge pages, {unadvised} not"
         );
+        eprintln!("AnonHugePages {huge_kb} kB in the buffer's advised mappings");
     }
 
     /// A sealed pack of blobs of each kind and storage form, its id, its
