@@ -24,6 +24,12 @@ pub const CTX_BLOB_ID: &str = "cbrfs 2026-11-26 v2 blob id key";
 pub const CTX_KEY_ID: &str = "cbrfs 2026-11-26 v2 master key id";
 /// Context of the chunker seed of an encrypted vault (§12).
 pub const CTX_CHUNKER: &str = "cbrfs 2026-11-26 v2 chunker seed";
+/// Context of the key of disks' host-local fingerprint tables (§20).
+pub const CTX_FINGERPRINT: &str = "cbrfs 2026-11-27 v2 disk fingerprint key";
+/// Bytes of the XXH3 secret of fingerprints (XXH3's own default size).
+pub const FINGERPRINT_SECRET_LEN: usize = 192;
+/// Bytes of a fingerprint.
+pub const FINGERPRINT_LEN: usize = 16;
 
 /// `n` bytes from the operating system's random source, or an error (an OS
 /// without an entropy source must stop the operation, never weaken a key).
@@ -84,6 +90,19 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// The key of this vault's disk fingerprint tables (§20): 224 bytes of
+    /// BLAKE3's derive_key output stream, the first 32 keying the tables'
+    /// file names, the other 192 the XXH3 secret of fingerprints.
+    pub fn fingerprint_key(&self) -> FingerprintKey {
+        let mut out = Zeroizing::new([0u8; KEY_LEN + FINGERPRINT_SECRET_LEN]);
+        let mut h = blake3::Hasher::new_derive_key(CTX_FINGERPRINT);
+        h.update(&self.0[..]);
+        h.finalize_xof().fill(&mut out[..]);
+        FingerprintKey(out)
+    }
+}
+
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MasterKey(id {})", crate::fsutil::hex(&self.key_id()))
@@ -113,6 +132,39 @@ impl BlobIdKey {
 impl fmt::Debug for BlobIdKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BlobIdKey(<secret>)")
+    }
+}
+
+/// The key of an encrypted vault's disk fingerprint tables (§20): a disk
+/// chunk's fingerprint is keyed XXH3-128, ~15 times cheaper than its keyed
+/// BLAKE3 id, so that a re-backup recognises the chunks it backed up last
+/// time without hashing them again. XXH3 is no cryptographic hash: a
+/// fingerprint is only ever compared with one from the host's own sealed
+/// table, never shown to the storage, and the secret is unknown to whoever
+/// writes the disk, as a version-1 vault's id secret is.
+pub struct FingerprintKey(Zeroizing<[u8; KEY_LEN + FINGERPRINT_SECRET_LEN]>);
+
+impl FingerprintKey {
+    /// The fingerprint of `data`: XXH3-128 with the derived secret, its
+    /// 16 bytes big-endian.
+    #[inline]
+    pub fn fingerprint(&self, data: &[u8]) -> [u8; FINGERPRINT_LEN] {
+        xxhash_rust::xxh3::xxh3_128_with_secret(data, &self.0[KEY_LEN..]).to_be_bytes()
+    }
+
+    /// The file name of the table of the disk at `source` (its path's
+    /// bytes): 32 hex digits of its keyed BLAKE3, so that names say
+    /// nothing of the paths.
+    pub fn table_name(&self, source: &[u8]) -> String {
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        k.copy_from_slice(&self.0[..KEY_LEN]);
+        crate::fsutil::hex(&truncate(*blake3::keyed_hash(&k, source).as_bytes()))
+    }
+}
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(<secret>)")
     }
 }
 
@@ -155,6 +207,40 @@ mod tests {
         let key = blake3::derive_key(CTX_BLOB_ID, &[7; 32]);
         let full = blake3::keyed_hash(&key, b"abc");
         assert_eq!(&m.blob_id_key().id(b"abc")[..], &full.as_bytes()[..16]);
+    }
+
+    /// The fingerprint key is its own derivation: neither the blob-id key
+    /// nor the sealing key, per vault, and its fingerprints and names
+    /// are functions of their input.
+    #[test]
+    fn fingerprint_key_is_derived_apart() {
+        let m = MasterKey::from_bytes([7; 32]);
+        let k = m.fingerprint_key();
+        let mut expect = [0u8; KEY_LEN + FINGERPRINT_SECRET_LEN];
+        blake3::Hasher::new_derive_key(CTX_FINGERPRINT)
+            .update(&[7; 32])
+            .finalize_xof()
+            .fill(&mut expect);
+        assert_eq!(&k.0[..], &expect[..]);
+        assert_eq!(
+            k.fingerprint(b"abc"),
+            xxhash_rust::xxh3::xxh3_128_with_secret(b"abc", &expect[KEY_LEN..]).to_be_bytes()
+        );
+        assert_ne!(
+            &expect[..KEY_LEN],
+            &blake3::derive_key(CTX_BLOB_ID, &[7; 32])[..]
+        );
+        assert_ne!(
+            &expect[..KEY_LEN],
+            &blake3::derive_key(CTX_SEAL, &[7; 32])[..]
+        );
+        let other = MasterKey::from_bytes([8; 32]).fingerprint_key();
+        assert_ne!(k.fingerprint(b"abc"), other.fingerprint(b"abc"));
+        assert_ne!(k.fingerprint(b"abc"), k.fingerprint(b"abd"));
+        assert_ne!(k.table_name(b"/dev/vdb"), other.table_name(b"/dev/vdb"));
+        assert_ne!(k.table_name(b"/dev/vdb"), k.table_name(b"/dev/vdc"));
+        assert_eq!(k.table_name(b"/dev/vdb").len(), 32);
+        assert!(!format!("{k:?}").contains("07"));
     }
 
     #[test]

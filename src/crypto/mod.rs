@@ -37,6 +37,7 @@
 //! | backup record | whole | kind, backup name (file name) |
 //! | vault settings | whole | kind (one per vault; the key is per vault) |
 //! | a writer lease's holder (host, pid) | whole | kind, the lease's token |
+//! | a disk's fingerprint table (host-local, never in the storage) | whole | kind, header and file name |
 //! | key slot's master key | whole | kind, slot header (KDF and parameters, salt, key id), slot number |
 //!
 //! # Which tampering is detected, and how
@@ -66,5 +67,5 @@ pub mod password;
 pub mod seal;
 pub mod slot;
 
-pub use keys::{BlobIdKey, MasterKey};
+pub use keys::{BlobIdKey, FingerprintKey, MasterKey};
 pub use seal::{Object, SealKey};

@@ -48,6 +48,9 @@ pub enum Kind {
     /// lease is no object of the store's format, and [`Object`] is matched
     /// exhaustively by the golden tests.
     Lease = 7,
+    /// A disk's host-local fingerprint table (§20; [`SealKey::seal_local`]),
+    /// not an [`Object`] either: it never leaves the host.
+    Fingerprints = 8,
 }
 
 /// Which object is sealed or opened: its kind and what the reader knows of
@@ -265,26 +268,35 @@ impl SealKey {
     /// The holder's identity of the writer lease with token `token`
     /// (kind 7, bound to the token: §19.5), sealed.
     pub fn seal_lease(&self, token: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.seal_ad(
-            &associated_data(Kind::Lease, token.as_bytes()),
-            plaintext,
-            &mut out,
-        )?;
-        Ok(out)
+        self.seal_local(Kind::Lease, token.as_bytes(), plaintext)
     }
 
     /// The plaintext of a lease's sealed identity, which must have been
     /// sealed by [`SealKey::seal_lease`] with this key and `token`;
     /// otherwise an error naming the writer lease.
     pub fn open_lease(&self, token: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.open_local(Kind::Lease, token.as_bytes(), sealed, &"writer lease")
+    }
+
+    /// `plaintext` sealed as a `kind` that is no [`Object`] of the store
+    /// (a lease, a fingerprint table), bound to `binding`.
+    pub fn seal_local(&self, kind: Kind, binding: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.open_ad(
-            &associated_data(Kind::Lease, token.as_bytes()),
-            sealed,
-            &"writer lease",
-            &mut out,
-        )?;
+        self.seal_ad(&associated_data(kind, binding), plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// The plaintext of what [`SealKey::seal_local`] sealed with this key,
+    /// `kind` and `binding`; otherwise an error naming `what`.
+    pub fn open_local(
+        &self,
+        kind: Kind,
+        binding: &[u8],
+        sealed: &[u8],
+        what: &dyn fmt::Display,
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_ad(&associated_data(kind, binding), sealed, what, &mut out)?;
         Ok(out)
     }
 

@@ -200,6 +200,7 @@ struct SealedKeys {
     seal: crate::crypto::SealKey,
     ids: crate::crypto::BlobIdKey,
     seed: u64,
+    fingerprints: crate::crypto::FingerprintKey,
 }
 
 impl Key {
@@ -219,6 +220,7 @@ impl Key {
             seal: master.seal_key(),
             ids: master.blob_id_key(),
             seed: master.chunker_seed(),
+            fingerprints: master.fingerprint_key(),
         })))
     }
     /// A new random key.
@@ -238,6 +240,15 @@ impl Key {
         match &self.0 {
             KeyKind::Xxh3(_) => None,
             KeyKind::Sealed(k) => Some(&k.seal),
+        }
+    }
+    /// The key of an encrypted vault's disk fingerprint tables (the
+    /// backup's, host-local); `None` for a version-1 vault, whose ids are
+    /// as cheap as fingerprints.
+    pub fn fingerprint_key(&self) -> Option<&crate::crypto::FingerprintKey> {
+        match &self.0 {
+            KeyKind::Xxh3(_) => None,
+            KeyKind::Sealed(k) => Some(&k.fingerprints),
         }
     }
     /// True for an encrypted vault.

@@ -219,13 +219,23 @@ impl<'r> RepoWriter<'r> {
         Ok(AddOutcome { id, new: true })
     }
 
+    /// True if `id` is stored or being stored, counted as a deduplicated
+    /// blob like [`RepoWriter::reserve`]'s; nothing is reserved when it is
+    /// not (the caller then stores the bytes under the id it computes).
+    pub fn known(&mut self, id: &BlobId) -> bool {
+        let known = self.contains(id);
+        if known {
+            self.stats.blobs_dedup += 1;
+        }
+        known
+    }
+
     /// Reserve `id` for a blob the caller will append with
     /// [`RepoWriter::append_reserved`]: true if it is new (and now
     /// reserved), false if stored or reserved already. Lets several threads
     /// compress outside the writer's lock while deduplicating exactly.
     pub fn reserve(&mut self, id: BlobId) -> bool {
-        if self.contains(&id) {
-            self.stats.blobs_dedup += 1;
+        if self.known(&id) {
             return false;
         }
         self.pending.insert(id);

@@ -3,9 +3,11 @@
 //! (past the page cache where the kernel allows it: [`Source`]) and
 //! compressed on several threads.
 
+use super::fingerprints::Table;
 use super::readers::Shared;
 use super::walker::Walker;
 use super::{meta_unchanged, stat_node};
+use crate::crypto::keys::FINGERPRINT_LEN;
 use crate::error::{Error, Result};
 use crate::model::{ChunkRef, Node, NodeKind};
 use crate::store::DiskCodec;
@@ -96,6 +98,14 @@ impl Walker<'_, '_> {
         }
         let src = Source::new(&f);
         let sh = self.sh;
+        // An encrypted vault's chunks are fingerprinted, and those the last
+        // backup of this disk stored are recognised by fingerprint rather
+        // than hashed again (fingerprints.rs); not under `--full`.
+        let fps = sh.fingerprints;
+        let known = fps.filter(|_| !self.full).and_then(|f| f.load(path, size));
+        let known = known.as_ref();
+        let known_before = sh.chunks_known.load(Ordering::Relaxed);
+        let mut fingerprints = Vec::new();
         let mut chunks = Vec::new();
         let mut stored = 0u64;
         // Batches go to the readers one at a time, in order, from one
@@ -108,7 +118,7 @@ impl Walker<'_, '_> {
         let readers = DISK_READERS.min(batches.len()).max(1);
         let batches = &batches[..];
         let outcome: Result<()> = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Vec<ChunkRef>>)>();
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<BatchChunks>)>();
             for _ in 0..readers {
                 let tx = tx.clone();
                 let (src, shown, next, stop) = (&src, &shown, &next, &stop);
@@ -126,8 +136,14 @@ impl Walker<'_, '_> {
                         let Some(&(pos, end)) = batches.get(i) else {
                             return;
                         };
-                        let r =
-                            disk_batch(src, shown, pos..end, &mut buf, &mut out, &mut codec, sh);
+                        let r = disk_batch(
+                            src,
+                            shown,
+                            pos..end,
+                            (&mut buf, &mut out, &mut codec),
+                            known,
+                            sh,
+                        );
                         if r.is_err() {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -153,10 +169,11 @@ impl Walker<'_, '_> {
                     stop.store(true, Ordering::Relaxed);
                     continue;
                 }
-                while let Some((at, c)) = results.pop() {
+                while let Some((at, (c, fp))) = results.pop() {
                     let (pos, end) = batches[at];
                     stored += c.iter().map(|c| c.len as u64).sum::<u64>();
                     chunks.extend(c);
+                    fingerprints.extend(fp);
                     self.stats.bytes_read += end - pos;
                 }
             }
@@ -178,6 +195,15 @@ impl Walker<'_, '_> {
             Ok(())
         });
         outcome?;
+        if let Some(f) = fps {
+            f.stage(path, &chunks, &fingerprints)?;
+            log::info!(
+                "disk {shown}: {} of {} chunks recognised by their fingerprints ({} in the table)",
+                sh.chunks_known.load(Ordering::Relaxed) - known_before,
+                chunks.len(),
+                known.map_or(0, |t| t.len())
+            );
+        }
         n.blocks = stored.div_ceil(512);
         n.content = self.content(&chunks)?;
         Ok(n)
@@ -461,17 +487,22 @@ fn read_direct(
     Ok(Some(at + (pos - apos) as usize))
 }
 
-/// Read the chunk-grid range `range` of a disk into `buf` and store its
-/// chunks that are not all zero.
+/// A batch's chunks, and their fingerprints in an encrypted vault (one a
+/// chunk; none otherwise).
+pub(super) type BatchChunks = (Vec<ChunkRef>, Vec<[u8; FINGERPRINT_LEN]>);
+
+/// Read the chunk-grid range `range` of a disk into the first of `bufs`
+/// and store its chunks that are not all zero. In an encrypted vault each
+/// chunk is fingerprinted, and one whose fingerprint is `known`'s at its
+/// offset, under an id the vault holds, takes that id unhashed.
 pub(super) fn disk_batch(
     src: &Source<'_>,
     shown: &str,
     range: std::ops::Range<u64>,
-    buf: &mut [u8],
-    out: &mut Vec<u8>,
-    codec: &mut DiskCodec,
+    (buf, out, codec): (&mut [u8], &mut Vec<u8>, &mut DiskCodec),
+    known: Option<&Table>,
     sh: &Shared<'_, '_>,
-) -> Result<Vec<ChunkRef>> {
+) -> Result<BatchChunks> {
     const C: u64 = DISK_CHUNK as u64;
     let (pos, end) = (range.start, range.end);
     let len = (end - pos) as usize;
@@ -481,20 +512,39 @@ pub(super) fn disk_batch(
     let buf = &buf[at];
     sh.progress.add_read(len as u64);
     let mut chunks = Vec::new();
+    let mut fps = Vec::new();
     let mut off = pos;
     while off < end {
         let cend = end.min((off / C + 1) * C);
         let data = &buf[(off - pos) as usize..(cend - pos) as usize];
         if !is_zero(data) {
+            let id = match sh.fingerprints {
+                None => sh.put_disk(data, out, codec)?,
+                Some(f) => {
+                    let fp = f.fingerprint(data);
+                    fps.push(fp);
+                    let hit = known
+                        .and_then(|t| t.get(off))
+                        .filter(|e| e.len as usize == data.len() && e.fp == fp)
+                        .filter(|e| sh.writer.lock().known(&e.id));
+                    match hit {
+                        Some(e) => {
+                            sh.chunks_known.fetch_add(1, Ordering::Relaxed);
+                            e.id
+                        }
+                        None => sh.put_disk(data, out, codec)?,
+                    }
+                }
+            };
             chunks.push(ChunkRef {
-                id: sh.put_disk(data, out, codec)?,
+                id,
                 offset: off,
                 len: data.len() as u32,
             });
         }
         off = cend;
     }
-    Ok(chunks)
+    Ok((chunks, fps))
 }
 
 /// True if every byte of `data` is zero. Or-ing 64-byte blocks lets the

@@ -15,6 +15,7 @@
 
 mod capacity;
 mod disk;
+mod fingerprints;
 mod pending;
 mod readers;
 mod server;
@@ -39,7 +40,7 @@ use readers::{max_inflight, reader, Buffers, Done, Job, Shared, BIG_BUFFERS};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc;
 use std::sync::Arc;
 use walker::Walker;
@@ -426,6 +427,8 @@ impl Prepared {
         let compress = writer.compresses();
         let writer = Mutex::new(writer);
         let cdc = Cdc::new(repo.key().chunker_seed());
+        let fingerprints =
+            fingerprints::Fingerprints::new(&self.store.vault_dir(&vault), repo.key());
         let sh = Shared {
             writer: &writer,
             cdc: &cdc,
@@ -436,6 +439,8 @@ impl Prepared {
             stop: AtomicBool::new(false),
             big: Mutex::new((0..BIG_BUFFERS).map(|_| Buffers::default()).collect()),
             big_ready: Condvar::new(),
+            fingerprints: fingerprints.as_ref(),
+            chunks_known: AtomicU64::new(0),
         };
         let previous = self.store.readable_backups(&vault)?;
         let store_id = std::fs::metadata(self.store.root())
@@ -613,6 +618,11 @@ impl Prepared {
                 })?;
         }
         self.store.save_backup_with(&rec, requests_before)?;
+        // The next backup's fingerprint tables, once this one is saved; a
+        // table not written costs that backup speed, not data.
+        if let Some(Err(e)) = fingerprints.as_ref().map(|f| f.commit()) {
+            log::warn!("vault {vault}: fingerprint tables not written: {e}");
+        }
         self.progress.finish();
         Ok(rec)
     }

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
 /// Files read at once, across directories. On a cold cache a backup waits
@@ -54,6 +54,37 @@ pub(super) struct Shared<'a, 'w> {
     /// Buffers for big files, lent one at a time.
     pub(super) big: Mutex<Vec<Buffers>>,
     pub(super) big_ready: Condvar,
+    /// An encrypted vault's disk fingerprint tables.
+    pub(super) fingerprints: Option<&'a super::fingerprints::Fingerprints<'a>>,
+    /// Disk chunks whose id came from a fingerprint table.
+    pub(super) chunks_known: AtomicU64,
+}
+
+#[cfg(test)]
+impl<'a, 'w> Shared<'a, 'w> {
+    /// What a backup of a compressing vault shares, for tests that call
+    /// the readers' functions themselves.
+    pub(super) fn for_test(
+        writer: &'a Mutex<RepoWriter<'w>>,
+        cdc: &'a Cdc,
+        progress: &'a Progress,
+        fingerprints: Option<&'a super::fingerprints::Fingerprints<'a>>,
+    ) -> Self {
+        let key = writer.lock().repo().key();
+        Shared {
+            writer,
+            cdc,
+            key,
+            compress: true,
+            disk_lz4: true,
+            progress,
+            stop: AtomicBool::new(false),
+            big: Mutex::new(Vec::new()),
+            big_ready: Condvar::new(),
+            fingerprints,
+            chunks_known: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Shared<'_, '_> {
@@ -416,17 +447,7 @@ mod tests {
         let writer = Mutex::new(RepoWriter::new(&repo, true));
         let cdc = Cdc::new(repo.key().chunker_seed());
         let progress = Progress::new(0);
-        let sh = Shared {
-            writer: &writer,
-            cdc: &cdc,
-            key: repo.key(),
-            compress: true,
-            disk_lz4: true,
-            progress: &progress,
-            stop: AtomicBool::new(false),
-            big: Mutex::new(Vec::new()),
-            big_ready: Condvar::new(),
-        };
+        let sh = Shared::for_test(&writer, &cdc, &progress, None);
         let path = dir.path().join("sparse");
         let mut bufs = Buffers::default();
         let data_bytes = 2 * (64u64 << 10);
