@@ -20,6 +20,8 @@ pub const SCHEME_XCHACHA20POLY1305: u8 = 1;
 pub const NONCE_LEN: usize = 24;
 /// Bytes of the authentication tag.
 pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object puts before its ciphertext: scheme, nonce.
+pub const PREFIX_LEN: usize = 1 + NONCE_LEN;
 /// Bytes a sealed object adds to its plaintext: scheme, nonce, tag.
 pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
 /// First 8 bytes of every associated data: no other protocol's AEAD input
@@ -300,6 +302,65 @@ impl SealKey {
         Ok(out)
     }
 
+    /// [`SealKey::seal_local`] in place, for a large local object built
+    /// where it is written: `buf[at..at + PREFIX_LEN]` is room for the
+    /// scheme and nonce, `buf[at + PREFIX_LEN..]` is the plaintext, which
+    /// is encrypted where it lies, and the tag is appended. `buf[at..]` is
+    /// then what `seal_local` gives; `buf[..at]` is left as it was.
+    pub fn seal_local_in_place(
+        &self,
+        kind: Kind,
+        binding: &[u8],
+        buf: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<()> {
+        let start = at + PREFIX_LEN;
+        if buf.len() < start {
+            return Err(Error::failed(format!(
+                "sealing in place: {} bytes, no room for the envelope at {at}",
+                buf.len()
+            )));
+        }
+        let nonce: [u8; NONCE_LEN] = random()?;
+        let (key, inner) = self.inner_cipher(&nonce)?;
+        buf[at] = SCHEME_XCHACHA20POLY1305;
+        buf[at + 1..start].copy_from_slice(&nonce);
+        let ad = associated_data(kind, binding);
+        let len = buf.len() - start;
+        let tag = key
+            .seal_in_place_separate_tag(inner, ring::aead::Aad::from(&ad), &mut buf[start..])
+            .map_err(|_| Error::failed(format!("sealing {len} bytes failed")))?;
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// [`SealKey::open_local`] in place: the plaintext of `sealed`,
+    /// decrypted where it lies (`sealed[PREFIX_LEN..len - TAG_LEN]`), or an
+    /// error naming `what`; a failed open leaves no plaintext there.
+    pub fn open_local_in_place<'b>(
+        &self,
+        kind: Kind,
+        binding: &[u8],
+        sealed: &'b mut [u8],
+        what: &dyn fmt::Display,
+    ) -> Result<&'b [u8]> {
+        let (nonce, _, tag) = split_sealed(sealed, what)?;
+        let (nonce, tag) = (*nonce, *tag);
+        let (key, inner) = self.inner_cipher(&nonce)?;
+        let end = sealed.len() - TAG_LEN;
+        let ad = associated_data(kind, binding);
+        match key.open_in_place_separate_tag(
+            inner,
+            ring::aead::Aad::from(&ad),
+            ring::aead::Tag::from(tag),
+            &mut sealed[PREFIX_LEN..end],
+            0..,
+        ) {
+            Ok(plain) => Ok(plain),
+            Err(_) => Err(auth_failed(what)),
+        }
+    }
+
     /// Append `plaintext` sealed under associated data `ad` to `out`.
     fn seal_ad(&self, ad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let nonce: [u8; NONCE_LEN] = random()?;
@@ -408,6 +469,47 @@ mod tests {
         };
         assert_eq!(e.kind(), ErrKind::Corrupt, "{e}");
         assert!(e.to_string().contains(name), "{e} should name {name}");
+    }
+
+    /// Sealing and opening in place give and take the same objects as
+    /// `seal_local` and `open_local`; a flipped byte does not open.
+    #[test]
+    fn in_place_is_the_same_envelope() {
+        let k = key();
+        for len in [0usize, 1, 44, 100_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            let mut buf = b"head".to_vec();
+            buf.extend_from_slice(&[0; PREFIX_LEN]);
+            buf.extend_from_slice(&plain);
+            k.seal_local_in_place(Kind::Fingerprints, b"name", &mut buf, 4)
+                .unwrap();
+            assert_eq!(&buf[..4], b"head");
+            assert_eq!(buf.len(), 4 + plain.len() + OVERHEAD);
+            let what = "table";
+            let opened = k
+                .open_local(Kind::Fingerprints, b"name", &buf[4..], &what)
+                .unwrap();
+            assert_eq!(opened, plain);
+            assert!(k
+                .open_local(Kind::Fingerprints, b"other", &buf[4..], &what)
+                .is_err());
+            let mut sealed = k.seal_local(Kind::Fingerprints, b"name", &plain).unwrap();
+            let mut flipped = sealed.clone();
+            let got = k
+                .open_local_in_place(Kind::Fingerprints, b"name", &mut sealed, &what)
+                .unwrap();
+            assert_eq!(got, &plain[..]);
+            let at = flipped.len() / 2;
+            flipped[at] ^= 1;
+            let e = k
+                .open_local_in_place(Kind::Fingerprints, b"name", &mut flipped, &what)
+                .unwrap_err();
+            assert!(e.to_string().contains("table"), "{e}");
+        }
+        let mut short = vec![0u8; PREFIX_LEN - 1];
+        assert!(k
+            .seal_local_in_place(Kind::Fingerprints, b"", &mut short, 0)
+            .is_err());
     }
 
     #[test]

@@ -428,7 +428,7 @@ impl Prepared {
         let writer = Mutex::new(writer);
         let cdc = Cdc::new(repo.key().chunker_seed());
         let fingerprints =
-            fingerprints::Fingerprints::new(&self.store.vault_dir(&vault), repo.key());
+            fingerprints::Fingerprints::new(&self.store.vault_dir(&vault), repo.key(), !dry_run);
         let sh = Shared {
             writer: &writer,
             cdc: &cdc,
@@ -620,8 +620,8 @@ impl Prepared {
         self.store.save_backup_with(&rec, requests_before)?;
         // The next backup's fingerprint tables, once this one is saved; a
         // table not written costs that backup speed, not data.
-        if let Some(Err(e)) = fingerprints.as_ref().map(|f| f.commit()) {
-            log::warn!("vault {vault}: fingerprint tables not written: {e}");
+        if let Some(f) = &fingerprints {
+            f.commit();
         }
         self.progress.finish();
         Ok(rec)
