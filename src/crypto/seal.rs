@@ -314,22 +314,31 @@ impl SealKey {
         buf: &mut Vec<u8>,
         at: usize,
     ) -> Result<()> {
-        let start = at + PREFIX_LEN;
-        if buf.len() < start {
+        if buf.len() < at + PREFIX_LEN {
             return Err(Error::failed(format!(
                 "sealing in place: {} bytes, no room for the envelope at {at}",
                 buf.len()
             )));
         }
+        self.seal_ad_in_place(&associated_data(kind, binding), buf, at)
+    }
+
+    /// Seal `buf[at + PREFIX_LEN..]` under associated data `ad` where it
+    /// lies: scheme and nonce written into `buf[at..at + PREFIX_LEN]`, the
+    /// tag appended. The one sealing path of every object.
+    fn seal_ad_in_place(&self, ad: &[u8], buf: &mut Vec<u8>, at: usize) -> Result<()> {
+        let start = at + PREFIX_LEN;
         let nonce: [u8; NONCE_LEN] = random()?;
         let (key, inner) = self.inner_cipher(&nonce)?;
         buf[at] = SCHEME_XCHACHA20POLY1305;
         buf[at + 1..start].copy_from_slice(&nonce);
-        let ad = associated_data(kind, binding);
         let len = buf.len() - start;
         let tag = key
-            .seal_in_place_separate_tag(inner, ring::aead::Aad::from(&ad), &mut buf[start..])
-            .map_err(|_| Error::failed(format!("sealing {len} bytes failed")))?;
+            .seal_in_place_separate_tag(inner, ring::aead::Aad::from(ad), &mut buf[start..])
+            .map_err(|_| {
+                // Only a plaintext beyond 256 GiB makes the cipher refuse.
+                Error::failed(format!("sealing {len} bytes failed"))
+            })?;
         buf.extend_from_slice(tag.as_ref());
         Ok(())
     }
@@ -363,21 +372,16 @@ impl SealKey {
 
     /// Append `plaintext` sealed under associated data `ad` to `out`.
     fn seal_ad(&self, ad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let nonce: [u8; NONCE_LEN] = random()?;
-        let (key, inner) = self.inner_cipher(&nonce)?;
+        let at = out.len();
         out.reserve(OVERHEAD + plaintext.len());
-        out.push(SCHEME_XCHACHA20POLY1305);
-        out.extend_from_slice(&nonce);
-        let start = out.len();
+        out.extend_from_slice(&[0; PREFIX_LEN]);
         out.extend_from_slice(plaintext);
-        let tag = key
-            .seal_in_place_separate_tag(inner, ring::aead::Aad::from(ad), &mut out[start..])
-            .map_err(|_| {
-                // Only a plaintext beyond 256 GiB makes the cipher refuse.
-                Error::failed(format!("sealing {} bytes failed", plaintext.len()))
-            })?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(())
+        let sealed = self.seal_ad_in_place(ad, out, at);
+        if sealed.is_err() {
+            // Nothing of a failed seal is left in `out`.
+            out.truncate(at);
+        }
+        sealed
     }
 
     /// The plaintext of `sealed`, which must have been sealed as `obj` with
