@@ -104,8 +104,8 @@ impl Walker<'_, '_> {
         let fps = sh.fingerprints;
         let table = fps.filter(|_| !self.full).and_then(|f| f.load(path, size));
         let known = table.as_ref();
-        let known_before = sh.chunks_known.load(Ordering::Relaxed);
         let mut fingerprints = Vec::new();
+        let mut recognised = 0u64;
         let mut chunks = Vec::new();
         let mut stored = 0u64;
         // Batches go to the readers one at a time, in order, from one
@@ -169,11 +169,12 @@ impl Walker<'_, '_> {
                     stop.store(true, Ordering::Relaxed);
                     continue;
                 }
-                while let Some((at, (c, fp))) = results.pop() {
+                while let Some((at, b)) = results.pop() {
                     let (pos, end) = batches[at];
-                    stored += c.iter().map(|c| c.len as u64).sum::<u64>();
-                    chunks.extend(c);
-                    fingerprints.extend(fp);
+                    stored += b.chunks.iter().map(|c| c.len as u64).sum::<u64>();
+                    chunks.extend(b.chunks);
+                    fingerprints.extend(b.fps);
+                    recognised += b.recognised;
                     self.stats.bytes_read += end - pos;
                 }
             }
@@ -198,7 +199,7 @@ impl Walker<'_, '_> {
         if let Some(f) = fps {
             log::info!(
                 "disk {shown}: {} of {} chunks recognised by their fingerprints ({} in the table)",
-                sh.chunks_known.load(Ordering::Relaxed) - known_before,
+                recognised,
                 chunks.len(),
                 known.map_or(0, |t| t.len())
             );
@@ -492,9 +493,15 @@ fn read_direct(
     Ok(Some(at + (pos - apos) as usize))
 }
 
-/// A batch's chunks, and their fingerprints in an encrypted vault (one a
-/// chunk; none otherwise).
-pub(super) type BatchChunks = (Vec<ChunkRef>, Vec<[u8; FINGERPRINT_LEN]>);
+/// What [`disk_batch`] stored of one batch.
+pub(super) struct BatchChunks {
+    /// Its chunks that are not all zero, in order.
+    pub(super) chunks: Vec<ChunkRef>,
+    /// In an encrypted vault, their fingerprints (one a chunk); else none.
+    pub(super) fps: Vec<[u8; FINGERPRINT_LEN]>,
+    /// How many of them took their id from the fingerprint table.
+    pub(super) recognised: u64,
+}
 
 /// Read the chunk-grid range `range` of a disk into the first of `bufs`
 /// and store its chunks that are not all zero. In an encrypted vault each
@@ -518,6 +525,7 @@ pub(super) fn disk_batch(
     sh.progress.add_read(len as u64);
     let mut chunks = Vec::new();
     let mut fps = Vec::new();
+    let mut recognised = 0;
     let mut off = pos;
     while off < end {
         let cend = end.min((off / C + 1) * C);
@@ -539,7 +547,7 @@ pub(super) fn disk_batch(
                         .filter(|e| sh.writer.lock().known(&e.id));
                     match hit {
                         Some(e) => {
-                            sh.chunks_known.fetch_add(1, Ordering::Relaxed);
+                            recognised += 1;
                             e.id
                         }
                         None => sh.put_disk(data, out, codec)?,
@@ -554,7 +562,11 @@ pub(super) fn disk_batch(
         }
         off = cend;
     }
-    Ok((chunks, fps))
+    Ok(BatchChunks {
+        chunks,
+        fps,
+        recognised,
+    })
 }
 
 /// True if every byte of `data` is zero. Or-ing 64-byte blocks lets the

@@ -372,7 +372,6 @@ mod tests {
     use crate::engine::progress::Progress;
     use crate::store::{DiskCodec, LocalDir, Repo, RepoWriter, Storage};
     use std::os::unix::fs::{FileExt, PermissionsExt};
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     const C: u64 = DISK_CHUNK as u64;
@@ -424,11 +423,11 @@ mod tests {
         let src = Source::new(&f);
         let mut buf = vec![0u8; 64 * DISK_CHUNK + 3 * DIRECT_ALIGN];
         let (mut out, mut codec) = (Vec::new(), DiskCodec::new(true));
-        let (mut chunks, mut prints) = (Vec::new(), Vec::new());
+        let (mut chunks, mut prints, mut recognised) = (Vec::new(), Vec::new(), 0);
         let mut pos = 0;
         while pos < len {
             let end = len.min(pos + 64 * C);
-            let (c, p) = disk_batch(
+            let b = disk_batch(
                 &src,
                 "test disk",
                 pos..end,
@@ -437,14 +436,14 @@ mod tests {
                 &sh,
             )
             .unwrap();
-            chunks.extend(c);
-            prints.extend(p);
+            chunks.extend(b.chunks);
+            prints.extend(b.fps);
+            recognised += b.recognised;
             pos = end;
         }
-        let known = sh.chunks_known.load(Ordering::Relaxed);
         drop(sh);
         writer.into_inner().finish().unwrap();
-        (chunks, prints, known)
+        (chunks, prints, recognised)
     }
 
     /// Every chunk's id is its keyed BLAKE3 id, as if hashed.

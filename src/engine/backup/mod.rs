@@ -40,7 +40,7 @@ use readers::{max_inflight, reader, Buffers, Done, Job, Shared, BIG_BUFFERS};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use walker::Walker;
@@ -440,7 +440,6 @@ impl Prepared {
             big: Mutex::new((0..BIG_BUFFERS).map(|_| Buffers::default()).collect()),
             big_ready: Condvar::new(),
             fingerprints: fingerprints.as_ref(),
-            chunks_known: AtomicU64::new(0),
         };
         let previous = self.store.readable_backups(&vault)?;
         let store_id = std::fs::metadata(self.store.root())

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 /// Files read at once, across directories. On a cold cache a backup waits
@@ -56,8 +56,6 @@ pub(super) struct Shared<'a, 'w> {
     pub(super) big_ready: Condvar,
     /// An encrypted vault's disk fingerprint tables.
     pub(super) fingerprints: Option<&'a super::fingerprints::Fingerprints<'a>>,
-    /// Disk chunks whose id came from a fingerprint table.
-    pub(super) chunks_known: AtomicU64,
 }
 
 #[cfg(test)]
@@ -82,7 +80,6 @@ impl<'a, 'w> Shared<'a, 'w> {
             big: Mutex::new(Vec::new()),
             big_ready: Condvar::new(),
             fingerprints,
-            chunks_known: AtomicU64::new(0),
         }
     }
 }
