@@ -503,10 +503,11 @@ pub(super) struct BatchChunks {
     pub(super) recognised: u64,
 }
 
-/// Read the chunk-grid range `range` of a disk into the first of `bufs`
-/// and store its chunks that are not all zero. In an encrypted vault each
-/// chunk is fingerprinted, and one whose fingerprint is `known`'s at its
-/// offset, under an id the vault holds, takes that id unhashed.
+/// Read the chunk-grid range `range` of a disk into `buf` (with `out` and
+/// `codec` to compress) and store its chunks that are not all zero. In an
+/// encrypted vault each chunk is fingerprinted, and a whole one whose
+/// fingerprint is `known`'s at its offset, under an id the vault holds,
+/// takes that id unhashed.
 pub(super) fn disk_batch(
     src: &Source<'_>,
     shown: &str,
